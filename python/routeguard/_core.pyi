@@ -1,0 +1,3 @@
+"""Type stubs for the compiled extension `routeguard._core` (rust/py/)."""
+
+__version__: str

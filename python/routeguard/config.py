@@ -1,0 +1,505 @@
+"""Configuration: raw msgspec Structs read from a file, then one ``load()`` that validates
+and builds the runtime objects.
+
+Flow: file (YAML / TOML / JSON) or dict -> LiteLLM shapes rewritten to ours (with a warning
+for each setting we do not support) -> each section decoded into its raw Struct, collecting
+*every* problem with its key path -> cross-checks (fallback targets exist, env vars set) ->
+:class:`Config` with ready :class:`Deployment` objects. Nothing downstream sees raw input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import yaml
+
+from routeguard.errors import ConfigError, ConfigProblem
+
+PROVIDER_TYPES = ("openai", "anthropic", "gemini")
+DEFAULT_API_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+ENV_PREFIX = "os.environ/"
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- raw structs
+
+
+class _RawDeployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+    model_name: str
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    id: str | None = None
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    input_cost_per_mtok: float = 0.0
+    output_cost_per_mtok: float = 0.0
+    context_window: int | None = None
+    timeout: float | None = None
+    headers: dict[str, str] = {}
+
+
+class RawOpenAIDeployment(_RawDeployment, tag="openai"):
+    """An OpenAI Chat Completions (or compatible) deployment."""
+
+
+class RawAnthropicDeployment(_RawDeployment, tag="anthropic"):
+    """An Anthropic Messages deployment."""
+
+
+class RawGeminiDeployment(_RawDeployment, tag="gemini"):
+    """A Google Gemini generateContent deployment."""
+
+
+RawDeployment = RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment
+
+Strategy = Literal["weighted", "least-busy", "lowest-latency"]
+
+
+class RawRouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How deployments are picked and how failures are retried."""
+
+    strategy: Strategy = "weighted"
+    num_retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 8.0
+    timeout: float = 60.0
+    deadline: float = 300.0
+    allowed_fails: int = 3
+    cooldown_time: float = 30.0
+
+
+class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Proxy settings."""
+
+    master_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole file, as written."""
+
+    model_list: list[Any] = []
+    router_settings: Any = None
+    fallbacks: dict[str, list[str]] = {}
+    context_window_fallbacks: dict[str, list[str]] = {}
+    server: Any = None
+
+
+# --------------------------------------------------------------------------- runtime objects
+
+
+class Secret:
+    """A credential that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value, for building an auth header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One concrete upstream model behind an alias."""
+
+    id: str
+    alias: str
+    provider: str
+    model: str
+    api_base: str
+    api_key: Secret | None
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    input_cost_per_mtok: float = 0.0
+    output_cost_per_mtok: float = 0.0
+    context_window: int | None = None
+    timeout: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollar cost of one call from its token usage."""
+        return (
+            prompt_tokens * self.input_cost_per_mtok + completion_tokens * self.output_cost_per_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """Validated retry / balancing settings."""
+
+    strategy: Strategy = "weighted"
+    num_retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 8.0
+    timeout: float = 60.0
+    deadline: float = 300.0
+    allowed_fails: int = 3
+    cooldown_time: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Validated proxy settings."""
+
+    master_key: Secret | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, ready to build a Gateway from."""
+
+    deployments: dict[str, list[Deployment]]
+    router: RouterSettings = RouterSettings()
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    server: ServerSettings = ServerSettings()
+    warnings: list[str] = field(default_factory=list)
+    source: str = "<dict>"
+
+    @property
+    def aliases(self) -> list[str]:
+        """Every model alias clients may ask for."""
+        return list(self.deployments)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML, TOML or JSON config file into plain data."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read file: {exc.strerror}")], source=str(p))
+    try:
+        if p.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError([ConfigProblem("", f"cannot parse: {exc}")], source=str(p)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [ConfigProblem("", f"expected a mapping at the top level, got {type(data).__name__}")],
+            source=str(p),
+        )
+    return data
+
+
+def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a config (a file path or an already parsed mapping) and build a Config."""
+    env = os.environ if env is None else env
+    if isinstance(source, Mapping):
+        data, name = dict(source), "<dict>"
+    else:
+        data, name = read_file(source), str(source)
+    problems: list[ConfigProblem] = []
+    warnings: list[str] = []
+    data = _from_litellm(data, warnings) if _looks_like_litellm(data) else data
+
+    raw = _convert(data, RawConfig, "", problems)
+    if raw is None:
+        raise ConfigError(problems, source=name)
+    router = _convert(raw.router_settings or {}, RawRouterSettings, "router_settings", problems)
+    server = _convert(raw.server or {}, RawServer, "server", problems)
+
+    deployments: dict[str, list[Deployment]] = {}
+    seen_ids: set[str] = set()
+    for i, entry in enumerate(raw.model_list):
+        path = f"model_list[{i}]"
+        rd = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
+        if rd is None:
+            continue
+        dep = _build_deployment(rd, path, env, problems, len(deployments.get(rd.model_name, [])))
+        if dep is None:
+            continue
+        if dep.id in seen_ids:
+            problems.append(ConfigProblem(f"{path}.id", f"duplicate deployment id '{dep.id}'"))
+        seen_ids.add(dep.id)
+        deployments.setdefault(dep.alias, []).append(dep)
+    if not raw.model_list:
+        problems.append(ConfigProblem("model_list", "no models configured"))
+
+    for section, chains in (
+        ("fallbacks", raw.fallbacks),
+        ("context_window_fallbacks", raw.context_window_fallbacks),
+    ):
+        for alias, targets in chains.items():
+            if alias not in deployments:
+                problems.append(ConfigProblem(f"{section}.{alias}", f"unknown model '{alias}'"))
+            for j, target in enumerate(targets):
+                if target not in deployments:
+                    problems.append(
+                        ConfigProblem(f"{section}.{alias}[{j}]", f"unknown model '{target}'")
+                    )
+                elif target == alias:
+                    problems.append(
+                        ConfigProblem(f"{section}.{alias}[{j}]", "a model cannot fall back to itself")
+                    )
+
+    if router is not None:
+        _check_router(router, problems)
+    if server is not None and server.max_body_bytes <= 0:
+        problems.append(ConfigProblem("server.max_body_bytes", "must be positive"))
+    master_key = None
+    if server is not None and server.master_key is not None:
+        master_key = _resolve_secret(server.master_key, "server.master_key", env, problems)
+
+    if problems:
+        raise ConfigError(problems, source=name)
+    assert router is not None and server is not None
+    return Config(
+        deployments=deployments,
+        router=RouterSettings(**msgspec.structs.asdict(router)),
+        fallbacks=dict(raw.fallbacks),
+        context_window_fallbacks=dict(raw.context_window_fallbacks),
+        server=ServerSettings(master_key=master_key, max_body_bytes=server.max_body_bytes),
+        warnings=warnings,
+        source=name,
+    )
+
+
+def _convert(data: Any, typ: type[T], path: str, problems: list[ConfigProblem]) -> T | None:
+    try:
+        return msgspec.convert(data, typ, strict=True)
+    except msgspec.ValidationError as exc:
+        problems.append(_problem_from_msgspec(str(exc), path))
+        return None
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _problem_from_msgspec(message: str, prefix: str) -> ConfigProblem:
+    m = _MSGSPEC_PATH.search(message)
+    sub = ""
+    if m:
+        sub = m.group("path")
+        message = message[: m.start()]
+    path = (prefix + sub).lstrip(".")
+    message = message.replace("Object contains unknown field", "unknown key").replace(
+        "Object missing required field", "missing required key"
+    )
+    if "Invalid value" in message and "`type`" in message:
+        message = f"unknown provider type; expected one of {', '.join(PROVIDER_TYPES)}"
+    return ConfigProblem(path, message)
+
+
+def _check_router(r: RawRouterSettings, problems: list[ConfigProblem]) -> None:
+    for name in ("retry_backoff", "retry_backoff_max", "timeout", "deadline", "cooldown_time"):
+        if getattr(r, name) < 0:
+            problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
+    for name in ("num_retries", "allowed_fails"):
+        if getattr(r, name) < 0:
+            problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
+    if r.timeout == 0 or r.deadline == 0:
+        problems.append(ConfigProblem("router_settings", "timeout and deadline must be > 0"))
+
+
+def _resolve_secret(
+    value: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> Secret | None:
+    if value.startswith(ENV_PREFIX):
+        var = value[len(ENV_PREFIX) :]
+        if var not in env:
+            problems.append(ConfigProblem(path, f"environment variable {var} is not set"))
+            return None
+        return Secret(env[var])
+    return Secret(value)
+
+
+def _build_deployment(
+    rd: _RawDeployment,
+    path: str,
+    env: Mapping[str, str],
+    problems: list[ConfigProblem],
+    index: int,
+) -> Deployment | None:
+    provider = type(rd).__struct_config__.tag
+    assert isinstance(provider, str)
+    start = len(problems)
+    key = _resolve_secret(rd.api_key, f"{path}.api_key", env, problems) if rd.api_key else None
+    api_base = rd.api_base
+    if api_base is not None and api_base.startswith(ENV_PREFIX):
+        var = api_base[len(ENV_PREFIX) :]
+        api_base = env.get(var)
+        if api_base is None:
+            problems.append(ConfigProblem(f"{path}.api_base", f"environment variable {var} is not set"))
+    if api_base is not None and not re.match(r"^https?://", api_base):
+        problems.append(ConfigProblem(f"{path}.api_base", f"expected an http(s) URL, got {api_base!r}"))
+    if rd.weight <= 0:
+        problems.append(ConfigProblem(f"{path}.weight", "must be > 0"))
+    for name in ("rpm", "tpm", "context_window"):
+        v = getattr(rd, name)
+        if v is not None and v <= 0:
+            problems.append(ConfigProblem(f"{path}.{name}", "must be > 0"))
+    for name in ("input_cost_per_mtok", "output_cost_per_mtok"):
+        if getattr(rd, name) < 0:
+            problems.append(ConfigProblem(f"{path}.{name}", "must not be negative"))
+    if rd.timeout is not None and rd.timeout <= 0:
+        problems.append(ConfigProblem(f"{path}.timeout", "must be > 0"))
+    if not rd.model_name:
+        problems.append(ConfigProblem(f"{path}.model_name", "must not be empty"))
+    if len(problems) > start:
+        return None
+    return Deployment(
+        id=rd.id or f"{rd.model_name}#{index}",
+        alias=rd.model_name,
+        provider=provider,
+        model=rd.model,
+        api_base=(api_base or DEFAULT_API_BASES[provider]).rstrip("/"),
+        api_key=key,
+        weight=rd.weight,
+        rpm=rd.rpm,
+        tpm=rd.tpm,
+        input_cost_per_mtok=rd.input_cost_per_mtok,
+        output_cost_per_mtok=rd.output_cost_per_mtok,
+        context_window=rd.context_window,
+        timeout=rd.timeout,
+        headers=dict(rd.headers),
+    )
+
+
+# --------------------------------------------------------------------------- LiteLLM
+
+
+def _looks_like_litellm(data: Mapping[str, Any]) -> bool:
+    models = data.get("model_list")
+    if isinstance(models, list) and any(isinstance(m, dict) and "litellm_params" in m for m in models):
+        return True
+    return any(k in data for k in ("litellm_settings", "general_settings"))
+
+
+_LITELLM_STRATEGY: dict[str, Strategy] = {
+    "simple-shuffle": "weighted",
+    "least-busy": "least-busy",
+    "latency-based-routing": "lowest-latency",
+}
+_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight"}
+_LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
+_LITELLM_ROUTER_OURS = {
+    "num_retries": "num_retries",
+    "timeout": "timeout",
+    "allowed_fails": "allowed_fails",
+    "cooldown_time": "cooldown_time",
+}
+
+
+def _from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Rewrite a LiteLLM proxy config into ours; warn about each setting we do not honour."""
+    out: dict[str, Any] = {"model_list": []}
+    for i, entry in enumerate(data.get("model_list") or []):
+        if not isinstance(entry, dict) or "litellm_params" not in entry:
+            out["model_list"].append(entry)
+            continue
+        params = dict(entry.get("litellm_params") or {})
+        info = dict(entry.get("model_info") or {})
+        model = str(params.get("model", ""))
+        provider, _, name = model.partition("/")
+        if not name:
+            provider, name = _infer_provider(model), model
+        dep: dict[str, Any] = {"type": provider, "model_name": entry.get("model_name"), "model": name}
+        for k in _LITELLM_PARAMS_OURS:
+            if k in params:
+                dep[k] = params[k]
+        for k in ("input_cost_per_token", "output_cost_per_token"):
+            v = params.get(k, info.get(k))
+            if isinstance(v, int | float):
+                dep[k.replace("_per_token", "_per_mtok")] = v * 1_000_000
+        if isinstance(info.get("max_input_tokens"), int):
+            dep["context_window"] = info["max_input_tokens"]
+        if isinstance(info.get("id"), str):
+            dep["id"] = info["id"]
+        extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
+        extra -= {"input_cost_per_token", "output_cost_per_token"}
+        for k in sorted(extra):
+            warnings.append(f"model_list[{i}].litellm_params.{k} is not supported and is ignored")
+        out["model_list"].append(dep)
+
+    rs = dict(data.get("router_settings") or {})
+    ls = dict(data.get("litellm_settings") or {})
+    router: dict[str, Any] = {}
+    strategy = rs.pop("routing_strategy", None)
+    if strategy is not None:
+        if strategy in _LITELLM_STRATEGY:
+            router["strategy"] = _LITELLM_STRATEGY[strategy]
+        else:
+            warnings.append(
+                f"router_settings.routing_strategy '{strategy}' is not supported; using weighted"
+            )
+    for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
+        if "request_timeout" in section:
+            router["timeout"] = section.pop("request_timeout")
+        for theirs, ours in _LITELLM_ROUTER_OURS.items():
+            if theirs in section:
+                router[ours] = section.pop(theirs)
+        for key in ("fallbacks", "context_window_fallbacks"):
+            chains = section.pop(key, None)
+            if chains:
+                out.setdefault(key, {}).update(_litellm_chains(chains))
+        for k in sorted(section):
+            warnings.append(f"{section_name}.{k} is not supported and is ignored")
+    if router:
+        out["router_settings"] = router
+    gs = dict(data.get("general_settings") or {})
+    if "master_key" in gs:
+        out["server"] = {"master_key": gs.pop("master_key")}
+    for k in sorted(gs):
+        warnings.append(f"general_settings.{k} is not supported and is ignored")
+    for k in sorted(set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}):
+        out[k] = data[k]
+    return out
+
+
+def _litellm_chains(chains: Any) -> dict[str, list[str]]:
+    # LiteLLM writes fallbacks as a list of one-key dicts: [{"gpt-4": ["gpt-3.5"]}].
+    result: dict[str, list[str]] = {}
+    items = chains if isinstance(chains, list) else [chains]
+    for item in items:
+        if isinstance(item, dict):
+            for k, v in item.items():
+                result[str(k)] = list(v) if isinstance(v, list) else [v]
+    return result
+
+
+def _infer_provider(model: str) -> str:
+    if model.startswith("claude"):
+        return "anthropic"
+    if model.startswith("gemini"):
+        return "gemini"
+    return "openai"

@@ -1,0 +1,260 @@
+"""routeguard's exception hierarchy.
+
+Every error a user can meet derives from :class:`RouteguardError` and carries the HTTP
+status and OpenAI-style ``type``/``code`` the proxy answers with, so the server turns any
+of them into a clean JSON error without a lookup table. Upstream failures are
+:class:`ProviderError` subclasses; each knows whether it is worth retrying, which is the
+only thing ``routeguard.fallback`` asks of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RouteguardError(Exception):
+    """Base of every routeguard error."""
+
+    status_code: int = 500
+    error_type: str = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_openai(self) -> dict[str, Any]:
+        """The error as an OpenAI-style ``{"error": {...}}`` body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a config: where (a key path like ``model_list[2].api_key``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(RouteguardError):
+    """The configuration is invalid; lists every problem found, each with its key path."""
+
+    def __init__(self, problems: list[ConfigProblem], *, source: str = "<config>") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid config {source}: {len(problems)} problem(s)\n{lines}")
+
+
+class InvalidRequest(RouteguardError):
+    """The client's request is malformed or asks for something impossible."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request body is over the configured size limit."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
+class ModelNotFound(InvalidRequest):
+    """The requested model alias is not configured."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class AuthenticationError(RouteguardError):
+    """Missing or unknown credentials."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ProviderError(RouteguardError):
+    """An upstream provider call failed. Subclasses say whether a retry can help."""
+
+    status_code = 502
+    error_type = "api_error"
+    retryable: bool = False
+    # A deployment-level fault (bad key, model missing upstream): do not retry the same
+    # deployment, but another deployment or fallback alias may well succeed.
+    fallback_ok: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status_code = status
+        self.retry_after = retry_after
+        self.body = body
+
+
+class UpstreamRateLimited(ProviderError):
+    """The provider answered 429."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class UpstreamServerError(ProviderError):
+    """The provider answered 5xx (or 529 overloaded)."""
+
+    status_code = 502
+    retryable = True
+
+
+class UpstreamTimeout(ProviderError):
+    """The attempt ran past its timeout."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    code = "timeout"
+    retryable = True
+
+
+class UpstreamConnectionError(ProviderError):
+    """The provider could not be reached (refused, reset, DNS)."""
+
+    status_code = 502
+    code = "connection_error"
+    retryable = True
+
+
+class UpstreamBadRequest(ProviderError):
+    """The provider rejected the request itself: retrying or falling back will not help."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    fallback_ok = False
+
+
+class ContextWindowExceeded(UpstreamBadRequest):
+    """The prompt does not fit the model's context window (a context-window fallback may)."""
+
+    code = "context_length_exceeded"
+
+
+class UpstreamAuthError(ProviderError):
+    """The provider refused our credentials (401/403): a deployment misconfiguration."""
+
+    status_code = 502
+    code = "upstream_authentication_error"
+
+
+class UpstreamNotFound(ProviderError):
+    """The provider does not know the model or endpoint (404)."""
+
+    status_code = 502
+    code = "upstream_not_found"
+
+
+class MidStreamError(ProviderError):
+    """The stream broke after chunks were already sent; too late to fall back."""
+
+    status_code = 502
+    code = "stream_interrupted"
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    body: Any = None,
+    context_window: bool = False,
+) -> ProviderError:
+    """Build the ProviderError subclass that matches an upstream HTTP status."""
+    cls: type[ProviderError]
+    if status == 429:
+        cls = UpstreamRateLimited
+    elif status >= 500:
+        cls = UpstreamServerError
+    elif status in (401, 403):
+        cls = UpstreamAuthError
+    elif status == 404:
+        cls = UpstreamNotFound
+    elif status == 408:
+        cls = UpstreamTimeout
+    elif context_window:
+        cls = ContextWindowExceeded
+    else:
+        cls = UpstreamBadRequest
+    if cls in (UpstreamBadRequest, ContextWindowExceeded):
+        return cls(message, status=status if 400 <= status < 500 else 400, body=body)
+    return cls(message, retry_after=retry_after, body=body)
+
+
+@dataclass
+class Attempt:
+    """One try at one deployment, as reported when everything failed."""
+
+    alias: str
+    deployment: str
+    error: ProviderError | None = None
+    elapsed_ms: float = 0.0
+    skipped: str | None = None  # why the deployment was not tried (e.g. "cooling down")
+
+    def describe(self) -> str:
+        """One line for error messages: ``alias/deployment: 429 rate limited (12.0 ms)``."""
+        if self.skipped:
+            return f"{self.alias}/{self.deployment}: skipped ({self.skipped})"
+        err = self.error
+        what = f"{type(err).__name__}: {err.message}" if err is not None else "ok"
+        return f"{self.alias}/{self.deployment}: {what} ({self.elapsed_ms:.1f} ms)"
+
+
+@dataclass
+class AllAttemptsFailed(RouteguardError):
+    """Every deployment and fallback failed; ``attempts`` lists each try and its error."""
+
+    alias: str
+    attempts: list[Attempt] = field(default_factory=list)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        tried = "; ".join(a.describe() for a in self.attempts) or "no deployment was available"
+        why = f" ({self.reason})" if self.reason else ""
+        RouteguardError.__init__(self, f"all attempts for model '{self.alias}' failed{why}: {tried}")
+        errors = [a.error for a in self.attempts if a.error is not None]
+        # The client's status follows the errors: all rate limits -> 429, all timeouts -> 504,
+        # otherwise the gateway could not get an answer from upstream -> 503.
+        if errors and all(isinstance(e, UpstreamRateLimited) for e in errors):
+            self.status_code, self.error_type, self.code = 429, "rate_limit_error", "rate_limited"
+        elif errors and all(isinstance(e, UpstreamTimeout) for e in errors):
+            self.status_code, self.error_type, self.code = 504, "timeout_error", "timeout"
+        else:
+            self.status_code, self.error_type, self.code = 503, "api_error", "upstream_unavailable"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI-style error body plus the list of attempts."""
+        body = super().to_openai()
+        body["error"]["attempts"] = [a.describe() for a in self.attempts]
+        return body

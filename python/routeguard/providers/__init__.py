@@ -1,0 +1,24 @@
+"""Provider adapters, one module per wire format, all behind ``base.Provider``."""
+
+from __future__ import annotations
+
+from routeguard.providers.base import Provider
+from routeguard.providers.openai import OpenAIProvider
+
+
+def get_provider(kind: str) -> Provider:
+    """The provider instance for a deployment type (``openai``, ``anthropic``, ``gemini``)."""
+    if kind == "openai":
+        return OpenAIProvider()
+    if kind == "anthropic":
+        from routeguard.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider()
+    if kind == "gemini":
+        from routeguard.providers.gemini import GeminiProvider
+
+        return GeminiProvider()
+    raise ValueError(f"unknown provider type {kind!r}")
+
+
+__all__ = ["Provider", "get_provider"]

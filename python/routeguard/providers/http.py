@@ -1,0 +1,200 @@
+"""The HTTP client every provider shares: one pooled aiohttp session per event loop, JSON
+POST and Server-Sent-Events streaming, and the mapping of transport failures (refused,
+reset, timed out) onto retryable ProviderErrors.
+
+Provider modules build URL, headers and body; this module moves bytes and never retries
+(retries live only in ``routeguard.fallback``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def session() -> aiohttp.ClientSession:
+    """The pooled client session of the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    s = _sessions.get(loop)
+    if s is None or s.closed:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # no global cap: per-deployment concurrency is the router's business
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=60,
+            enable_cleanup_closed=False,
+        )
+        s = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda o: _encoder.encode(o).decode(),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        _sessions[loop] = s
+    return s
+
+
+async def close_session() -> None:
+    """Close the running loop's session (on server shutdown)."""
+    loop = asyncio.get_running_loop()
+    s = _sessions.pop(loop, None)
+    if s is not None and not s.closed:
+        await s.close()
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    """A complete upstream response."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON (None if it is not JSON)."""
+        try:
+            return _decoder.decode(self.body)
+        except msgspec.DecodeError:
+            return None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form), if any."""
+    v = headers.get("retry-after") or headers.get("Retry-After")
+    if v is None:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        return None
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
+
+
+async def post_json(
+    url: str, headers: Mapping[str, str], body: Any, timeout: float
+) -> HttpResponse:
+    """POST a JSON body and read the whole response."""
+    data = _encoder.encode(body)
+    try:
+        async with session().post(
+            url,
+            data=data,
+            headers={**headers, "content-type": "application/json"},
+            timeout=_timeout(timeout),
+        ) as resp:
+            raw = await resp.read()
+            return HttpResponse(resp.status, resp.headers, raw)
+    except TimeoutError:
+        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
+
+
+class SseStream:
+    """An open SSE response: check ``status`` first, then iterate ``events()``."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+        self._resp = resp
+        self._url = url
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def body(self) -> HttpResponse:
+        """Read the rest as a plain body (for error statuses)."""
+        try:
+            raw = await self._resp.read()
+        finally:
+            self._resp.release()
+        return HttpResponse(self.status, self.headers, raw)
+
+    async def events(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield ``(event, data)`` pairs; ``event`` is "" when the server sent none."""
+        event = ""
+        data: list[bytes] = []
+        try:
+            async for raw_line in self._resp.content:
+                line = raw_line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        yield event, b"\n".join(data)
+                    event, data = "", []
+                    continue
+                if line.startswith(b":"):
+                    continue
+                name, _, value = line.partition(b":")
+                if value.startswith(b" "):
+                    value = value[1:]
+                if name == b"data":
+                    data.append(value)
+                elif name == b"event":
+                    event = value.decode()
+            if data:
+                yield event, b"\n".join(data)
+        except TimeoutError:
+            raise UpstreamTimeout(f"stream from {_host(self._url)} stalled") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectionError(
+                f"stream from {_host(self._url)} broke: {_describe(exc)}"
+            ) from None
+        finally:
+            self._resp.release()
+
+    def close(self) -> None:
+        """Drop the connection (when the consumer stops early)."""
+        self._resp.close()
+
+
+async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: float) -> SseStream:
+    """POST a JSON body and open its SSE response; ``timeout`` bounds the wait for headers
+    and each gap between chunks, not the whole stream."""
+    data = _encoder.encode(body)
+    try:
+        resp = await session().post(
+            url,
+            data=data,
+            headers={**headers, "content-type": "application/json", "accept": "text/event-stream"},
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=min(timeout, 10.0), sock_read=timeout
+            ),
+        )
+    except TimeoutError:
+        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
+    return SseStream(resp, url)
+
+
+def decode(data: bytes, what: str) -> Any:
+    """Decode a JSON payload from upstream, as a ProviderError if it is not JSON."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError:
+        raise ProviderError(f"{what}: upstream sent invalid JSON") from None
+
+
+def _host(url: str) -> str:
+    # Only scheme://host:port: paths can carry keys (Gemini's ?key=) and never reach logs.
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+
+
+def _describe(exc: BaseException) -> str:
+    return type(exc).__name__ + (f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else "")

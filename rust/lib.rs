@@ -1,0 +1,13 @@
+//! routeguard's native core.
+//!
+//! Kernels live in plain-Rust modules that know nothing of Python (`vector`, `budget`,
+//! `policy`); `py` holds the thin pyo3 wrappers and is built only with the `python` feature
+//! (maturin enables it), so `cargo test` exercises the kernels without libpython.
+
+pub mod error;
+
+#[cfg(feature = "python")]
+mod py;
+
+/// The crate version; `routeguard._native` checks it against the Python package's.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

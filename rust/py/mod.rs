@@ -1,0 +1,25 @@
+//! pyo3 wrappers: convert, release the GIL through [`detach`], call the kernel, convert back.
+//! Nothing here computes; every algorithm lives in a pyo3-free module.
+
+mod error;
+
+use pyo3::prelude::*;
+
+pub use error::to_pyerr;
+
+/// Run `f` without the GIL. The one place the crate releases it, so panics and
+/// GIL handling are dealt with once.
+#[allow(dead_code)]
+pub(crate) fn detach<T, F>(py: Python<'_>, f: F) -> T
+where
+    F: Send + FnOnce() -> T,
+    T: Send,
+{
+    py.detach(f)
+}
+
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", crate::VERSION)?;
+    Ok(())
+}
