@@ -242,7 +242,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     seen_ids: set[str] = set()
     for i, entry in enumerate(raw.model_list):
         path = f"model_list[{i}]"
-        rd = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
+        rd: _RawDeployment | None = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
         if rd is None:
             continue
         dep = _build_deployment(rd, path, env, problems, len(deployments.get(rd.model_name, [])))
@@ -315,8 +315,8 @@ def _problem_from_msgspec(message: str, prefix: str) -> ConfigProblem:
     message = message.replace("Object contains unknown field", "unknown key").replace(
         "Object missing required field", "missing required key"
     )
-    if "Invalid value" in message and "`type`" in message:
-        message = f"unknown provider type; expected one of {', '.join(PROVIDER_TYPES)}"
+    if message.startswith("Invalid value") and path.endswith(".type"):
+        message = f"{message}: unknown provider type; expected one of {', '.join(PROVIDER_TYPES)}"
     return ConfigProblem(path, message)
 
 

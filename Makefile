@@ -1,0 +1,54 @@
+# routeguard: `make run` serves the proxy on 127.0.0.1:4000, `make test` runs every check.
+# `make install` is the bootstrap both share: a .venv with the dependencies and a release
+# build of the Rust extension, redone only when its inputs change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.routeguard-installed
+RUST_SRC := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock
+HOST   ?= 127.0.0.1
+PORT   ?= 4000
+
+.PHONY: install run test lint rust-test py-test bench fmt clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip "maturin>=1.9,<2"
+
+$(STAMP): $(BIN)/python pyproject.toml $(RUST_SRC)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev -q
+	touch $(STAMP)
+
+run: install
+	$(BIN)/routeguard serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest routeguard._core
+	cargo fmt --check
+	cargo clippy -q --all-targets -- -D warnings
+	cargo clippy -q --all-targets --features python -- -D warnings
+
+rust-test:
+	cargo test -q
+
+py-test: install
+	$(BIN)/pytest -q
+
+# pytest runs last so its summary is the closing line.
+test: install lint rust-test py-test
+
+bench: install
+	$(BIN)/python benches/proxy_overhead.py
+
+fmt:
+	cargo fmt
+	$(BIN)/ruff format python tests benches
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,1 @@
+"""routeguard.analyze (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""routeguard.budget (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""routeguard.cache (see DESIGN.md)."""

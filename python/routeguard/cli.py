@@ -1,0 +1,146 @@
+"""The ``routeguard`` command: serve the proxy, check a config, run the simulated upstream.
+
+Each subcommand parses its flags, then calls into the library; nothing here holds logic
+the library lacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from routeguard import config as config_mod
+from routeguard.errors import ConfigError
+
+_CONFIG_ENV = "ROUTEGUARD_CONFIG_JSON"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``routeguard`` console script."""
+    parser = argparse.ArgumentParser(prog="routeguard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy")
+    serve.add_argument("--config", help="config file (YAML/TOML/JSON); default: built-in")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=4000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+
+    check = sub.add_parser("check-config", help="validate a config file and list every problem")
+    check.add_argument("file")
+
+    mock = sub.add_parser("mock-upstream", help="run the bundled simulated provider")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8010)
+    mock.add_argument("--ttft", type=float, default=0.0, help="seconds before the first byte")
+    mock.add_argument("--tokens-per-s", type=float, default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "mock-upstream":
+        return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s)
+    return _serve(args.config, args.host, args.port, args.workers, args.log_level)
+
+
+def _check_config(path: str) -> int:
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    n = sum(len(d) for d in cfg.deployments.values())
+    print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments)")
+    return 0
+
+
+def _mock_upstream(host: str, port: int, ttft: float, tokens_per_s: float | None) -> int:
+    from routeguard.providers.mock import serve_mock
+
+    print(f"simulated upstream on http://{host}:{port}", flush=True)
+    try:
+        _run(serve_mock(host, port, ttft=ttft, tokens_per_s=tokens_per_s))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _serve(path: str | None, host: str, port: int, workers: int, log_level: str) -> int:
+    import uvicorn
+
+    from routeguard.defaults import default_config, has_provider_keys
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    mock = None
+    if path is not None:
+        source: object = path
+    else:
+        if not has_provider_keys():
+            from routeguard.providers.mock import MockServer
+
+            mock = MockServer()
+            mock.__enter__()
+            print(f"no provider API key set: using the simulated upstream at {mock.url}", flush=True)
+        source = default_config(mock.url if mock is not None else None)
+    try:
+        cfg = config_mod.load(source)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    # Workers re-load the config in their own process; pass it as data, not as a path,
+    # so the built-in default (with the simulator's port) reaches them too.
+    os.environ[_CONFIG_ENV] = json.dumps(
+        {"path": path} if path is not None else {"data": source}
+    )
+    print(
+        f"routeguard proxy on http://{host}:{port} serving: {', '.join(cfg.aliases)}", flush=True
+    )
+    try:
+        uvicorn.run(
+            "routeguard.cli:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    finally:
+        if mock is not None:
+            mock.__exit__(None, None, None)
+    return 0
+
+
+def app_from_env() -> object:
+    """Build the proxy app from the config the ``serve`` command left in the environment."""
+    from routeguard.gateway import Gateway
+    from routeguard.server import create_app
+
+    spec = json.loads(os.environ[_CONFIG_ENV])
+    gw = Gateway.from_config(spec["path"] if "path" in spec else spec["data"])
+    return create_app(gw)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

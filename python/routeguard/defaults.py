@@ -1,0 +1,57 @@
+"""The embedded default configuration: what ``routeguard serve`` runs with no ``--config``.
+
+Each provider whose API key is in the environment contributes its real models; with no
+key at all, the same aliases point at the bundled simulated upstream (started in-process
+by the CLI), so ``make run`` works on a fresh machine and behaves like the real thing:
+three wire formats, streaming, tool calls, and a fallback chain across providers.
+Prices are list prices per 1M tokens (input / output) as published by each provider.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+# alias -> (provider type, upstream model, env var, $/1M input, $/1M output, context window)
+MODELS: dict[str, tuple[str, str, str, float, float, int]] = {
+    "gpt-4o-mini": ("openai", "gpt-4o-mini", "OPENAI_API_KEY", 0.15, 0.60, 128_000),
+    "claude-3-5-haiku": (
+        "anthropic", "claude-3-5-haiku-latest", "ANTHROPIC_API_KEY", 0.80, 4.00, 200_000,
+    ),
+    "gemini-2.0-flash": ("gemini", "gemini-2.0-flash", "GEMINI_API_KEY", 0.10, 0.40, 1_000_000),
+}
+
+
+def has_provider_keys(env: Mapping[str, str] | None = None) -> bool:
+    """Whether any real provider key is set."""
+    env = os.environ if env is None else env
+    return any(env.get(spec[2]) for spec in MODELS.values())
+
+
+def default_config(
+    simulated_base: str | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The default config dict: real providers for the keys that are set, else the simulator."""
+    env = os.environ if env is None else env
+    entries: list[dict[str, Any]] = []
+    for alias, (kind, model, key_var, price_in, price_out, window) in MODELS.items():
+        entry: dict[str, Any] = {
+            "model_name": alias,
+            "type": kind,
+            "model": model,
+            "input_cost_per_mtok": price_in,
+            "output_cost_per_mtok": price_out,
+            "context_window": window,
+        }
+        if env.get(key_var):
+            entry["api_key"] = f"os.environ/{key_var}"
+        elif simulated_base is not None and not has_provider_keys(env):
+            entry["api_key"] = "simulated"
+            entry["api_base"] = simulated_base + ("/v1" if kind == "openai" else "")
+        else:
+            continue
+        entries.append(entry)
+    aliases = [e["model_name"] for e in entries]
+    fallbacks = {a: [b for b in aliases if b != a] for a in aliases if len(aliases) > 1}
+    return {"model_list": entries, "fallbacks": fallbacks}

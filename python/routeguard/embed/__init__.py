@@ -1,0 +1,1 @@
+"""routeguard.embed (see DESIGN.md)."""

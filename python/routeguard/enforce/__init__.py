@@ -1,0 +1,1 @@
+"""routeguard.enforce (see DESIGN.md)."""

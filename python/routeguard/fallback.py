@@ -1,0 +1,267 @@
+"""Retries, backoff, cooldowns and fallback chains: the only place that retries.
+
+``Fallback.run(alias, attempt)`` walks an ordered plan of aliases (the requested one, then
+its ``fallbacks``); inside an alias it makes up to ``num_retries + 1`` attempts, each on a
+deployment chosen by the alias's Balancer among those whose circuit is not open. Every
+attempt runs under its own timeout and all of them under one overall deadline.
+
+- retryable errors (429, 5xx, timeouts, connection errors) are retried, with exponential
+  backoff and full jitter (or the upstream's Retry-After, if longer) when the retry lands
+  on a deployment already tried in this request;
+- deployment faults that are not retryable (401/403/404 upstream) move on at once;
+- request faults (400) end the walk: no other model will accept a broken request;
+- a context-window error switches the plan to the alias's ``context_window_fallbacks``.
+
+A deployment's circuit opens after ``allowed_fails`` consecutive failures, stays open for
+``cooldown_time``, then lets exactly one probe through (half-open): success closes it,
+failure opens it again. When every attempt fails, one AllAttemptsFailed lists them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from routeguard.config import Deployment, RouterSettings
+from routeguard.errors import (
+    AllAttemptsFailed,
+    Attempt,
+    ContextWindowExceeded,
+    ProviderError,
+    UpstreamTimeout,
+)
+from routeguard.routing.balance import Balancer
+
+T = TypeVar("T")
+_TOO_LONG = "prompt exceeds context window"
+
+
+@dataclass(slots=True)
+class _Circuit:
+    fails: int = 0
+    open_until: float = 0.0
+    probing: bool = False
+
+
+class Cooldowns:
+    """Per-deployment circuit breakers (closed -> open -> half-open -> closed)."""
+
+    def __init__(
+        self, allowed_fails: int, cooldown_time: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.allowed_fails = max(1, allowed_fails)
+        self.cooldown_time = cooldown_time
+        self._clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+
+    def available(self, dep: Deployment) -> bool:
+        """Whether a call to ``dep`` may start now (closed, or half-open with no probe out)."""
+        c = self._circuits.get(dep.id)
+        if c is None or c.open_until == 0.0:
+            return True
+        return not c.probing and self._clock() >= c.open_until
+
+    def acquire(self, dep: Deployment) -> None:
+        """A call to ``dep`` starts: if its circuit is half-open, this call is the probe."""
+        c = self._circuits.get(dep.id)
+        if c is not None and c.open_until != 0.0:
+            c.probing = True
+
+    def is_open(self, dep: Deployment) -> bool:
+        """Whether ``dep`` is cooling down (for reporting; claims nothing)."""
+        c = self._circuits.get(dep.id)
+        return c is not None and c.open_until != 0.0 and (self._clock() < c.open_until or c.probing)
+
+    def success(self, dep: Deployment) -> None:
+        """A call to ``dep`` succeeded: close its circuit."""
+        c = self._circuits.get(dep.id)
+        if c is not None:
+            c.fails, c.open_until, c.probing = 0, 0.0, False
+
+    def failure(self, dep: Deployment, retry_after: float | None = None) -> None:
+        """A call to ``dep`` failed through the deployment's fault."""
+        c = self._circuits.setdefault(dep.id, _Circuit())
+        c.fails += 1
+        if c.probing or c.fails >= self.allowed_fails:
+            c.open_until = self._clock() + max(self.cooldown_time, retry_after or 0.0)
+            c.probing = False
+
+    def release_probe(self, dep: Deployment) -> None:
+        """A probe ended without a verdict on the deployment (e.g. the client's bad request)."""
+        c = self._circuits.get(dep.id)
+        if c is not None:
+            c.probing = False
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): full jitter, Retry-After wins."""
+    delay = rng.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+@dataclass(slots=True)
+class Outcome(Generic[T]):
+    """What a successful walk returns: the value and how it was obtained."""
+
+    value: T
+    alias: str
+    deployment: Deployment
+    attempts: list[Attempt]
+    upstream_s: float  # time spent waiting on upstream calls, all attempts included
+
+
+Attempter = Callable[[Deployment, float], Awaitable[T]]
+
+
+class Fallback:
+    """Runs one operation across retries, deployments and fallback aliases."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        balancers: Mapping[str, Balancer],
+        fallbacks: Mapping[str, Sequence[str]],
+        context_window_fallbacks: Mapping[str, Sequence[str]],
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.balancers = balancers
+        self.fallbacks = fallbacks
+        self.context_window_fallbacks = context_window_fallbacks
+        self.cooldowns = Cooldowns(settings.allowed_fails, settings.cooldown_time, clock)
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    def plan(self, alias: str) -> list[str]:
+        """The ordered aliases a request for ``alias`` may use."""
+        return [alias, *(a for a in self.fallbacks.get(alias, ()) if a != alias)]
+
+    async def run(
+        self,
+        alias: str,
+        attempt: Attempter[T],
+        *,
+        fits: Callable[[Deployment], bool] | None = None,
+    ) -> Outcome[T]:
+        """Call ``attempt(deployment, timeout)`` until one succeeds; raise AllAttemptsFailed.
+
+        ``fits`` says whether a deployment can take the request at all (e.g. its context
+        window); one that does not is skipped as if it had returned a context-window error.
+        """
+        s = self.settings
+        deadline = self._clock() + s.deadline
+        attempts: list[Attempt] = []
+        upstream_s = 0.0
+        plan = self.plan(alias)
+        switched_to_context = False
+        i = 0
+        while i < len(plan):
+            current = plan[i]
+            i += 1
+            balancer = self.balancers[current]
+            failed: set[str] = set()  # deployments that failed without hope in this request
+            tried: set[str] = set()
+            context_miss = False
+            for n in range(s.num_retries + 1):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise AllAttemptsFailed(alias, attempts, "overall deadline exceeded")
+
+                def allowed(d: Deployment) -> bool:
+                    return d.id not in failed and self.cooldowns.available(d)
+
+                dep = balancer.pick(lambda d: d.id not in tried and allowed(d))
+                if dep is None:
+                    dep = balancer.pick(allowed)
+                if dep is None:
+                    if n == 0:
+                        attempts.append(Attempt(current, "*", skipped=self._why_none(balancer, failed)))
+                    break
+                if fits is not None and not fits(dep):
+                    attempts.append(Attempt(current, dep.id, skipped=_TOO_LONG))
+                    failed.add(dep.id)
+                    context_miss = True
+                    continue
+                self.cooldowns.acquire(dep)  # before any await: the probe is ours alone
+                if dep.id in tried and n > 0:
+                    last = attempts[-1].error if attempts else None
+                    delay = backoff_delay(
+                        n, s.retry_backoff, s.retry_backoff_max,
+                        last.retry_after if last is not None else None, self._rng,
+                    )
+                    if delay >= deadline - self._clock():
+                        self.cooldowns.release_probe(dep)
+                        raise AllAttemptsFailed(alias, attempts, "overall deadline exceeded")
+                    try:
+                        await asyncio.sleep(delay)
+                    except BaseException:
+                        self.cooldowns.release_probe(dep)
+                        raise
+                tried.add(dep.id)
+                timeout = min(dep.timeout or s.timeout, max(0.001, deadline - self._clock()))
+                balancer.begin(dep)
+                t0 = self._clock()
+                try:
+                    async with asyncio.timeout(timeout):
+                        value = await attempt(dep, timeout)
+                except TimeoutError:
+                    err: ProviderError = UpstreamTimeout(f"no answer within {timeout:g}s")
+                except ProviderError as exc:
+                    err = exc
+                except BaseException:
+                    balancer.end(dep, None)
+                    self.cooldowns.release_probe(dep)
+                    raise
+                else:
+                    elapsed = self._clock() - t0
+                    upstream_s += elapsed
+                    balancer.end(dep, elapsed)
+                    self.cooldowns.success(dep)
+                    attempts.append(Attempt(current, dep.id, None, elapsed * 1000))
+                    return Outcome(value, current, dep, attempts, upstream_s)
+                elapsed = self._clock() - t0
+                upstream_s += elapsed
+                balancer.end(dep, None)
+                attempts.append(Attempt(current, dep.id, err, elapsed * 1000))
+                if isinstance(err, ContextWindowExceeded):
+                    self.cooldowns.release_probe(dep)
+                    failed.add(dep.id)
+                    context_miss = True
+                    continue
+                if not err.fallback_ok:
+                    # The request itself is at fault: no deployment will take it.
+                    self.cooldowns.release_probe(dep)
+                    raise err
+                self.cooldowns.failure(dep, err.retry_after)
+                if not err.retryable:
+                    failed.add(dep.id)
+            if context_miss and not switched_to_context:
+                extra = [a for a in self.context_window_fallbacks.get(current, ()) if a not in plan[:i]]
+                if extra:
+                    # A longer-context model is the only thing that can help now.
+                    plan = plan[:i] + extra
+                    switched_to_context = True
+        if attempts and all(
+            isinstance(a.error, ContextWindowExceeded) or a.skipped == _TOO_LONG for a in attempts
+        ):
+            # Only context-window misses: the client must shorten the prompt (a 400, not a 503).
+            errs = [a.error for a in attempts if a.error is not None]
+            raise errs[-1] if errs else ContextWindowExceeded(
+                f"the prompt is longer than the context window of every model for '{alias}'"
+            )
+        raise AllAttemptsFailed(alias, attempts)
+
+    def _why_none(self, balancer: Balancer, failed: set[str]) -> str:
+        if all(d.id in failed for d in balancer.deployments):
+            return "every deployment failed"
+        return "every deployment is cooling down"

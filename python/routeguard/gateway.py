@@ -1,0 +1,221 @@
+"""The Gateway: the one object users hold, and the path every request takes.
+
+``chat(request)`` validates the OpenAI-shaped request, resolves the alias, and hands one
+attempt function to ``Fallback.run``, which picks deployments (``routing.balance``),
+retries and falls back. Non-streaming attempts return the provider's response; streaming
+attempts open the upstream stream and wait for its first chunk, so fallback is possible
+until the first chunk exists and never after. Later layers (cache, budgets, router,
+enforcement) slot in around that call; the proxy in ``routeguard.server`` is a thin ASGI
+adapter over ``chat_result``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from routeguard import config as config_mod
+from routeguard.config import Config, Deployment
+from routeguard.errors import MidStreamError, ModelNotFound, ProviderError
+from routeguard.fallback import Fallback
+from routeguard.providers import get_provider
+from routeguard.providers.base import Json, Provider
+from routeguard.routing.balance import Balancer
+from routeguard.schema import validate_chat, validate_embeddings
+
+log = logging.getLogger("routeguard")
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A served request: the response (or stream) and how it was obtained."""
+
+    alias: str
+    deployment: Deployment
+    attempts: int
+    upstream_s: float
+    started: float
+    response: Json | None = None
+    stream: AsyncIterator[Json] | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        """Dollar cost from the usage seen so far (complete once a stream is drained)."""
+        return self.deployment.cost(
+            self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
+        )
+
+    def overhead_ms(self, now: float | None = None) -> float:
+        """Gateway time so far that was not spent waiting on upstream, in milliseconds."""
+        now = time.perf_counter() if now is None else now
+        return max(0.0, (now - self.started - self.upstream_s) * 1000)
+
+
+def estimate_tokens(messages: list[Json]) -> int:
+    """A cheap upper-bound-ish token estimate (~4 characters a token) for pre-call checks."""
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+        chars += 16  # role and framing
+    return chars // 4
+
+
+class Gateway:
+    """Routes OpenAI-shaped requests to configured deployments with retries and fallback."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.balancers = {
+            alias: Balancer(deps, config.router.strategy)
+            for alias, deps in config.deployments.items()
+        }
+        self.fallback = Fallback(
+            config.router, self.balancers, config.fallbacks, config.context_window_fallbacks
+        )
+        self._providers: dict[str, Provider] = {}
+        for deps in config.deployments.values():
+            for d in deps:
+                if d.provider not in self._providers:
+                    self._providers[d.provider] = get_provider(d.provider)
+        for w in config.warnings:
+            log.warning("config: %s", w)
+
+    @classmethod
+    def from_config(cls, source: str | Path | Mapping[str, Any]) -> Gateway:
+        """Build a Gateway from a config file path or an already parsed mapping."""
+        return cls(config_mod.load(source))
+
+    def models(self) -> list[str]:
+        """The aliases clients may request."""
+        return self.config.aliases
+
+    async def chat(self, request: Json) -> Json | AsyncIterator[Json]:
+        """A chat completion in the OpenAI shape; an async iterator of chunks if ``stream``."""
+        result = await self.chat_result(request)
+        if result.stream is not None:
+            return result.stream
+        assert result.response is not None
+        return result.response
+
+    async def chat_result(self, request: Json) -> ChatResult:
+        """Like ``chat`` but returns the ChatResult with the serving details."""
+        started = time.perf_counter()
+        validate_chat(request)
+        alias = request["model"]
+        if alias not in self.balancers:
+            raise ModelNotFound(
+                f"model '{alias}' is not configured; available: {', '.join(self.models())}",
+                param="model",
+            )
+        prompt_tokens = estimate_tokens(request["messages"])
+
+        def fits(dep: Deployment) -> bool:
+            return dep.context_window is None or prompt_tokens <= dep.context_window
+
+        if request.get("stream"):
+            return await self._stream(request, alias, started, fits)
+
+        async def attempt(dep: Deployment, timeout: float) -> Json:
+            return await self._providers[dep.provider].chat(request, dep, timeout)
+
+        out = await self.fallback.run(alias, attempt, fits=fits)
+        usage = out.value.get("usage")
+        return ChatResult(
+            alias=out.alias,
+            deployment=out.deployment,
+            attempts=len(out.attempts),
+            upstream_s=out.upstream_s,
+            started=started,
+            response=out.value,
+            usage=_usage(usage),
+        )
+
+    async def _stream(
+        self, request: Json, alias: str, started: float, fits: Any
+    ) -> ChatResult:
+        async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
+            it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                raise ProviderError("upstream closed the stream before the first chunk") from None
+            except BaseException:
+                await _aclose(it)
+                raise
+            return first, it
+
+        out = await self.fallback.run(alias, attempt, fits=fits)
+        first, it = out.value
+        opts = request.get("stream_options")
+        want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        result = ChatResult(
+            alias=out.alias,
+            deployment=out.deployment,
+            attempts=len(out.attempts),
+            upstream_s=out.upstream_s,
+            started=started,
+        )
+        result.stream = self._relay(first, it, want_usage, result)
+        return result
+
+    async def _relay(
+        self, first: Json, it: AsyncIterator[Json], want_usage: bool, result: ChatResult
+    ) -> AsyncIterator[Json]:
+        """Pass chunks through after the first; note usage; turn late failures into MidStreamError."""
+        try:
+            chunk: Json | None = first
+            while chunk is not None:
+                usage = chunk.get("usage")
+                if usage:
+                    result.usage = _usage(usage)
+                    if not chunk.get("choices") and not want_usage:
+                        chunk = await anext(it, None)
+                        continue
+                yield chunk
+                chunk = await anext(it, None)
+        except ProviderError as exc:
+            raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
+        finally:
+            await _aclose(it)
+
+    async def embeddings(self, request: Json) -> Json:
+        """Embeddings in the OpenAI shape, through the same fallback machinery."""
+        validate_embeddings(request)
+        alias = request["model"]
+        if alias not in self.balancers:
+            raise ModelNotFound(f"model '{alias}' is not configured", param="model")
+
+        async def attempt(dep: Deployment, timeout: float) -> Json:
+            return await self._providers[dep.provider].embed(request, dep, timeout)
+
+        out = await self.fallback.run(alias, attempt)
+        return out.value
+
+    async def aclose(self) -> None:
+        """Release HTTP connections held for this event loop."""
+        from routeguard.providers.http import close_session
+
+        await close_session()
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    if not isinstance(usage, dict):
+        return {}
+    return {k: v for k, v in usage.items() if isinstance(v, int)}
+
+
+async def _aclose(it: AsyncIterator[Json]) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,1 @@
+"""routeguard.observe (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""routeguard.routing (see DESIGN.md)."""

@@ -1,0 +1,291 @@
+"""The OpenAI-compatible proxy: a raw ASGI app over one Gateway.
+
+Raw ASGI rather than a framework: the proxy's whole job is to add as little as possible
+to each request, and the routes are few. It mounts under Starlette/FastAPI like any ASGI
+app. Flow per request: route by path -> read the body up to the size limit -> authenticate
+-> decode and validate -> ``Gateway.chat_result`` -> JSON or SSE out, with headers naming
+the served model, the attempts and the gateway's own overhead. Every error leaves as an
+OpenAI-style JSON body (Anthropic-style on ``/v1/messages``) with a 4xx/5xx status; an
+unexpected exception is logged here and answered with a generic 500, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from routeguard.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    RequestTooLarge,
+    RouteguardError,
+)
+from routeguard.gateway import ChatResult, Gateway
+from routeguard.schema import decode_json
+
+log = logging.getLogger("routeguard.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_enc = msgspec.json.Encoder()
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class _NotFound(RouteguardError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class _MethodNotAllowed(RouteguardError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class ProxyApp:
+    """ASGI application serving the OpenAI (and Anthropic Messages) API over a Gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        master = gateway.config.server.master_key
+        self._master = master.get().encode() if master is not None else None
+        self._max_body = gateway.config.server.max_body_bytes
+        if self._master is None:
+            log.warning(
+                "no master key or virtual keys configured: the proxy accepts any bearer token"
+            )
+        self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
+            "/v1/chat/completions": ("POST", self._chat),
+            "/chat/completions": ("POST", self._chat),
+            "/v1/messages": ("POST", self._messages),
+            "/v1/embeddings": ("POST", self._embeddings),
+            "/embeddings": ("POST", self._embeddings),
+            "/v1/models": ("GET", self._models),
+            "/models": ("GET", self._models),
+            "/health": ("GET", self._health),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.gateway.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        anthropic = path == "/v1/messages"
+        try:
+            route = self._routes.get(path.rstrip("/") or "/")
+            if route is None:
+                if path.startswith("/v1/models/"):
+                    await self._model(path[len("/v1/models/") :], send)
+                    return
+                raise _NotFound(f"no route for {scope['method']} {path}")
+            method, handler = route
+            if scope["method"] != method:
+                raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
+            if path != "/health":
+                self._authenticate(scope)
+            await handler(scope, receive, send)
+        except RouteguardError as exc:
+            await _send_error(send, exc, anthropic)
+        except Exception:
+            log.exception("unexpected error serving %s", path)
+            await _send_error(send, RouteguardError("internal error"), anthropic)
+
+    def _authenticate(self, scope: Scope) -> None:
+        if self._master is None:
+            return
+        token = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                token = rest.strip() if scheme.lower() == b"bearer" else None
+            elif name == b"x-api-key":
+                token = value.strip()
+            if token is not None:
+                break
+        if token is None:
+            raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
+        if not hmac.compare_digest(token, self._master):
+            raise AuthenticationError("invalid API key")
+
+    async def _read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                raise RequestTooLarge(f"request body is over the {self._max_body}-byte limit")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise InvalidRequest("client disconnected before sending the body")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise RequestTooLarge(f"request body is over the {self._max_body}-byte limit")
+            parts.append(chunk)
+            if not msg.get("more_body"):
+                break
+        return decode_json(b"".join(parts))
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = await self._read_json(scope, receive)
+        result = await self.gateway.chat_result(request)
+        if result.stream is None:
+            await _send_json(send, 200, result.response, _served(result))
+            return
+        stream = result.stream
+
+        async def frames() -> AsyncIterator[bytes]:
+            async for chunk in stream:
+                yield b"data: " + _enc.encode(chunk) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False)
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from routeguard.server import messages as m
+
+        body = await self._read_json(scope, receive)
+        request = m.anthropic_request_to_openai(body)
+        result = await self.gateway.chat_result(request)
+        model = str(body.get("model", ""))
+        if result.stream is None:
+            assert result.response is not None
+            out = m.openai_response_to_anthropic(result.response, model)
+            await _send_json(send, 200, out, _served(result))
+            return
+        stream = result.stream
+        encoder = m.AnthropicStreamEncoder(model)
+
+        async def frames() -> AsyncIterator[bytes]:
+            async for chunk in stream:
+                data = encoder.feed(chunk)
+                if data:
+                    yield data
+            yield encoder.finish()
+
+        await _send_sse(scope, receive, send, result, frames(), anthropic=True)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = await self._read_json(scope, receive)
+        await _send_json(send, 200, await self.gateway.embeddings(request), [])
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        data = [_model_card(a) for a in self.gateway.models()]
+        await _send_json(send, 200, {"object": "list", "data": data}, [])
+
+    async def _model(self, name: str, send: Send) -> None:
+        if name not in self.gateway.models():
+            raise _NotFound(f"model '{name}' is not configured")
+        await _send_json(send, 200, _model_card(name), [])
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _send_json(send, 200, {"status": "ok"}, [])
+
+
+def create_app(gateway: Gateway) -> ProxyApp:
+    """The proxy as an ASGI app (mountable in Starlette/FastAPI)."""
+    return ProxyApp(gateway)
+
+
+def _model_card(alias: str) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": 0, "owned_by": "routeguard"}
+
+
+def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-routeguard-model", result.alias.encode()),
+        (b"x-routeguard-deployment", result.deployment.id.encode()),
+        (b"x-routeguard-attempts", str(result.attempts).encode()),
+        (b"x-routeguard-overhead-ms", f"{result.overhead_ms():.3f}".encode()),
+    ]
+
+
+async def _send_json(
+    send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _JSON + extra})
+    await send({"type": "http.response.body", "body": _enc.encode(body)})
+
+
+async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None:
+    if anthropic:
+        from routeguard.server.messages import error_to_anthropic
+
+        body = error_to_anthropic(exc)
+    else:
+        body = exc.to_openai()
+    await _send_json(send, exc.status_code, body, [])
+
+
+async def _send_sse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    result: ChatResult,
+    frames: AsyncIterator[bytes],
+    *,
+    anthropic: bool,
+) -> None:
+    """Stream SSE frames; stop pulling from upstream as soon as the client goes away."""
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE + _served(result)})
+
+    async def pump() -> None:
+        try:
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except RouteguardError as exc:
+            # Headers are gone: the error travels in-band, as the providers do it.
+            if anthropic:
+                from routeguard.server.messages import error_to_anthropic
+
+                frame = b"event: error\ndata: " + _enc.encode(error_to_anthropic(exc)) + b"\n\n"
+            else:
+                frame = b"data: " + _enc.encode(exc.to_openai()) + b"\n\n"
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping = asyncio.ensure_future(pump())
+    watching = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (pumping, watching):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(pumping, watching, return_exceptions=True)
+    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+        exc = pumping.exception()
+        log.error("stream failed after it started: %s", type(exc).__name__)
