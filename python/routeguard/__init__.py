@@ -16,11 +16,13 @@ from routeguard.errors import (
     ProviderError,
     RouteguardError,
 )
+from routeguard.gateway import Gateway
 
 __all__ = [
     "AllAttemptsFailed",
     "AuthenticationError",
     "ConfigError",
+    "Gateway",
     "InvalidRequest",
     "ModelNotFound",
     "ProviderError",

@@ -36,6 +36,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _enc = msgspec.json.Encoder()
+_DRAIN_LIMIT = 8  # read at most this many times the body limit before giving up on a body
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [
     (b"content-type", b"text/event-stream"),
@@ -137,9 +138,6 @@ class ProxyApp:
             raise AuthenticationError("invalid API key")
 
     async def _read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
-                raise RequestTooLarge(f"request body is over the {self._max_body}-byte limit")
         parts: list[bytes] = []
         size = 0
         while True:
@@ -148,11 +146,19 @@ class ProxyApp:
                 raise InvalidRequest("client disconnected before sending the body")
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > self._max_body:
-                raise RequestTooLarge(f"request body is over the {self._max_body}-byte limit")
-            parts.append(chunk)
+            if size <= self._max_body:
+                parts.append(chunk)
+            elif size > _DRAIN_LIMIT * self._max_body:
+                break  # not worth reading on: answer now, the connection will be dropped
+            # Past the limit we keep reading (and discarding) so that the client, still
+            # sending, gets the 413 instead of a connection reset.
             if not msg.get("more_body"):
                 break
+        if size > self._max_body:
+            raise RequestTooLarge(
+                f"request body is {size} bytes, over the {self._max_body}-byte limit "
+                "(server.max_body_bytes)"
+            )
         return decode_json(b"".join(parts))
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,275 @@
+"""Deterministic content of the simulated upstream: token counts, answers, tool calls, vectors.
+
+Each wire format parses its request into one neutral :class:`Prompt`; :func:`answer` turns it
+into an :class:`Answer` (text split into tokens, or one tool call) that the format renders
+back. Nothing here depends on time, randomness or the process: the same prompt always gets
+the same answer, in every format, with the same token counts.
+
+Counting rules (the same in all three formats):
+
+- prompt tokens: ceil(total characters / 4) over every text piece of the request (system,
+  message text, tool-call names and arguments, tool results, tool names, descriptions and
+  JSON schemas), at least 1;
+- completion tokens: the number of stream pieces. A text answer is
+  ``"Simulated answer from {model}: "`` followed by 8..20 words picked by a hash of the last
+  user message, each word one token; after a tool result the answer quotes it instead.
+  ``max_tokens`` truncates the pieces (finish ``length``). A tool call counts
+  1 + ceil(len(arguments JSON) / 4) tokens and is never truncated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+_WORDS = tuple(
+    " ".join(
+        (
+            "alpha bravo cobalt delta ember falcon garnet harbor indigo juniper kestrel lantern",
+            "meadow nimbus orchid pebble quartz raven saffron timber umber velvet willow xenon",
+            "yarrow zephyr amber birch cedar dune fjord glacier hollow island jasper kelp lagoon",
+            "maple nectar ocean prairie quill ridge summit tundra upland valley wharf yonder",
+            "zenith acorn beacon canyon drift estuary fern grove heath inlet",
+        )
+    ).split()
+)
+
+
+def count_tokens(chars: int) -> int:
+    """Tokens for a text of ``chars`` characters (the ~4 characters per token rule)."""
+    return max(1, (chars + 3) // 4)
+
+
+def schema_text(schema: Any) -> str:
+    """A JSON schema (or any JSON value) as compact, key-sorted text, for token counting."""
+    return _encoder.encode(schema).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the client offers: name and JSON schema of its arguments."""
+
+    name: str
+    schema: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The last message, when it returns a tool's result: the tool's name and the result text."""
+
+    name: str
+    content: str
+
+
+ToolMode = Literal["auto", "none", "any"]
+
+
+@dataclass(slots=True)
+class Prompt:
+    """The neutral view of a chat request that every wire format parses into."""
+
+    model: str
+    prompt_tokens: int
+    last_user_text: str = ""
+    tool_result: ToolResult | None = None
+    tools: list[Tool] = field(default_factory=list)
+    tool_mode: ToolMode = "auto"
+    # A tool the client forces (OpenAI/Anthropic tool_choice, Gemini allowedFunctionNames).
+    forced_tool: str | None = None
+    max_tokens: int | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call of a client tool, with arguments built from its schema."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    arguments_json: str
+    # The arguments JSON cut into the pieces a stream sends (4 characters each).
+    pieces: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the model says: text pieces (one token each) or a tool call, and why it stopped."""
+
+    pieces: tuple[str, ...] = ()
+    tool_call: ToolCall | None = None
+    # "stop" (natural end), "length" (max_tokens hit) or "tool" (a tool call).
+    finish: Literal["stop", "length", "tool"] = "stop"
+
+    @property
+    def text(self) -> str:
+        """The answer's text ("" for a tool call)."""
+        return "".join(self.pieces)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens of the answer, as reported in usage."""
+        if self.tool_call is not None:
+            return 1 + count_tokens(len(self.tool_call.arguments_json))
+        return len(self.pieces)
+
+
+_PREFIX = os.urandom(4).hex()
+_counter = itertools.count(1)
+
+
+def new_id(prefix: str, width: int = 24) -> str:
+    """A response/tool-call id unique within the process (not part of the deterministic output)."""
+    return f"{prefix}{_PREFIX}{next(_counter):0{width - len(_PREFIX)}x}"
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") -> Answer:
+    """The deterministic answer to ``prompt`` (``choice`` > 0 varies the words for OpenAI ``n``)."""
+    tool = _tool_to_call(prompt)
+    if tool is not None:
+        args = example_value(tool.schema)
+        if not isinstance(args, dict):
+            args = {}
+        text = schema_text(args)
+        pieces = tuple(text[i : i + 4] for i in range(0, len(text), 4))
+        call = ToolCall(new_id(tool_id_prefix), tool.name, args, text, pieces)
+        return Answer(tool_call=call, finish="tool")
+    head = f"Simulated answer from {prompt.model}:"
+    if prompt.tool_result is not None:
+        result = " ".join(prompt.tool_result.content.split())[:200] or "nothing"
+        words = [f"the tool {prompt.tool_result.name} returned", *result.split(" ")]
+        words[-1] += "."
+    else:
+        seed = f"{choice}\x00{prompt.last_user_text}".encode()
+        h = hashlib.blake2b(seed, digest_size=32).digest()
+        words = [_WORDS[b % len(_WORDS)] for b in h[: 8 + h[31] % 13]]
+        words[-1] += "."
+    pieces = (head, *(" " + w for w in words))
+    limit = prompt.max_tokens
+    if limit is not None and limit < len(pieces):
+        return Answer(pieces=pieces[:limit], finish="length")
+    return Answer(pieces=pieces)
+
+
+def _tool_to_call(prompt: Prompt) -> Tool | None:
+    # Tools are called only at the start of a turn: after a tool result the model answers.
+    if not prompt.tools or prompt.tool_mode == "none" or prompt.tool_result is not None:
+        return None
+    if prompt.forced_tool is not None:
+        for t in prompt.tools:
+            if t.name == prompt.forced_tool:
+                return t
+    return prompt.tools[0]
+
+
+def example_value(schema: Any, depth: int = 0) -> Any:
+    """An example value that satisfies simple JSON schemas (strings "example", numbers 1...)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return "example"
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            return example_value((non_null or options)[0], depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    kind = kind.lower() if isinstance(kind, str) else None
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return {}
+        required = schema.get("required")
+        names = [n for n in required if n in props] if isinstance(required, list) else []
+        return {n: example_value(props[n], depth + 1) for n in (names or list(props))}
+    if kind == "array":
+        count = schema.get("minItems")
+        count = count if isinstance(count, int) and 1 <= count <= 8 else 1
+        return [example_value(schema.get("items"), depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum")
+        return low if isinstance(low, int | float) and not isinstance(low, bool) and low > 1 else 1
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "example"
+
+
+# --- embeddings -----------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+FloatVector = npt.NDArray[np.float32]
+
+
+@lru_cache(maxsize=16384)
+def _word_vector(word: str, dim: int) -> FloatVector:
+    rng = np.random.default_rng(_digest(word))
+    v = rng.standard_normal(dim, dtype=np.float32)
+    v.setflags(write=False)
+    return v
+
+
+def embedding(text: str, dim: int) -> FloatVector:
+    """A deterministic unit vector for ``text``: the normalised sum of per-word random vectors.
+
+    Texts sharing words get a positive cosine (lexical similarity, enough for cache tests),
+    identical texts identical vectors, unrelated texts nearly orthogonal ones.
+    """
+    words = _WORD.findall(text.lower()) or [f"\x00{text}"]
+    v = np.zeros(dim, dtype=np.float32)
+    for w in words:
+        v += _word_vector(w, dim)
+    norm = float(np.linalg.norm(v))
+    # A zero sum needs words that cancel exactly: not a case worth more than a fixed axis.
+    if norm == 0.0:
+        v[0] = 1.0
+    else:
+        v /= np.float32(norm)
+    return v
+
+
+def encode_vector(v: FloatVector, encoding_format: str) -> list[float] | str:
+    """The vector as OpenAI sends it: a list of floats, or base64 of little-endian float32."""
+    if encoding_format == "base64":
+        return base64.b64encode(v.astype("<f4").tobytes()).decode()
+    result: list[float] = v.tolist()
+    return result
+
+
+def default_dimensions(model: str) -> int:
+    """Vector size of an embedding model when the request does not set ``dimensions``."""
+    m = model.lower()
+    if "minilm" in m or "-384" in m:
+        return 384
+    if "large" in m or "gemini-embedding" in m:
+        return 3072
+    if "text-embedding-004" in m or "embedding-001" in m or "bge-base" in m or "-768" in m:
+        return 768
+    return 1536
