@@ -183,8 +183,18 @@ def main() -> int:
         write_config(cfg, mock_url)
 
         targets = {"direct": mock_url + "/v1/chat/completions"}
-        rg = start([routeguard_exe, "serve", "--config", str(cfg), "--port", str(rg_port),
-                    "--log-level", "error"])
+        rg = start(
+            [
+                routeguard_exe,
+                "serve",
+                "--config",
+                str(cfg),
+                "--port",
+                str(rg_port),
+                "--log-level",
+                "error",
+            ]
+        )
         procs.append(rg)
         wait_ready(f"http://127.0.0.1:{rg_port}/health", rg)
         targets["routeguard"] = f"http://127.0.0.1:{rg_port}/v1/chat/completions"
@@ -226,7 +236,9 @@ def report(results: dict[tuple[str, int], Result], levels: list[int], names: lis
             r = results[(name, c)]
             added = "" if name == "direct" else f"{r.p50 - d.p50:.3f}"
             added99 = "" if name == "direct" else f"{r.p99 - d.p99:.3f}"
-            print(f"| {name} | {c} | {r.p50:.3f} | {r.p99:.3f} | {added} | {added99} | {r.rps:.0f} |")
+            print(
+                f"| {name} | {c} | {r.p50:.3f} | {r.p99:.3f} | {added} | {added99} | {r.rps:.0f} |"
+            )
     if "litellm" in names:
         print()
         for c in levels:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -149,10 +150,8 @@ async def test_cooldown_opens_then_half_open_probe() -> None:
 
     # Fail a-0 twice (the balancer may pick either; keep calling until a-0 has failed twice).
     while bad.calls.count("a-0") < 2:
-        try:
+        with contextlib.suppress(AllAttemptsFailed):
             await fb.run("a", bad)
-        except AllAttemptsFailed:
-            pass
     assert fb.cooldowns.is_open(fb.balancers["a"].deployments[0])
     before = bad.calls.count("a-0")
     for _ in range(20):

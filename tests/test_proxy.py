@@ -155,7 +155,9 @@ def test_stream_matches_non_stream(oai: openai.OpenAI, fmt: str) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert len([c for c in chunks if c.choices]) > 2
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finish == ["stop"]
     usage = [c.usage for c in chunks if c.usage]
     assert usage and usage[-1].completion_tokens == full.usage.completion_tokens  # type: ignore[union-attr]
@@ -315,7 +317,9 @@ def test_bad_input_is_openai_style_4xx(proxy: str, body: bytes, status: int) -> 
 
 
 def test_body_over_limit_is_413(proxy: str) -> None:
-    big = json.dumps({"model": "chat-oa", "messages": [{"role": "user", "content": "x" * 9_000_000}]})
+    big = json.dumps(
+        {"model": "chat-oa", "messages": [{"role": "user", "content": "x" * 9_000_000}]}
+    )
     code, data = _post(proxy + "/v1/chat/completions", big.encode())
     assert code == 413 and data["error"]["code"] == "request_too_large"
 
@@ -379,7 +383,9 @@ def test_anthropic_sdk_tool_use(ant: anthropic.Anthropic) -> None:
 
 def test_anthropic_sdk_errors(ant: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError):
-        ant.messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        ant.messages.create(
+            model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(anthropic.BadRequestError):
         ant.messages.create(model="chat-oa", max_tokens=10, messages=[])
 
@@ -391,9 +397,11 @@ def test_master_key_is_enforced(mock: MockServer) -> None:
     cfg = _config(mock.url)
     cfg["server"] = {"master_key": "sk-master-1"}
     with ServerThread(create_app(Gateway.from_config(cfg))) as server:
-        with openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0) as bad:
-            with pytest.raises(openai.AuthenticationError):
-                bad.chat.completions.create(model="chat-oa", messages=MSG)  # type: ignore[arg-type]
+        with (
+            openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0) as bad,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            bad.chat.completions.create(model="chat-oa", messages=MSG)  # type: ignore[arg-type]
         with openai.OpenAI(base_url=server.url + "/v1", api_key="sk-master-1", max_retries=0) as ok:
             assert ok.chat.completions.create(model="chat-oa", messages=MSG).choices  # type: ignore[arg-type]
         with anthropic.Anthropic(base_url=server.url, api_key="sk-master-1", max_retries=0) as a:

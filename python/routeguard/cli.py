@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -67,10 +68,8 @@ def _mock_upstream(host: str, port: int, ttft: float, tokens_per_s: float | None
     from routeguard.providers.mock import serve_mock
 
     print(f"simulated upstream on http://{host}:{port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _run(serve_mock(host, port, ttft=ttft, tokens_per_s=tokens_per_s))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -89,7 +88,9 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
 
             mock = MockServer()
             mock.__enter__()
-            print(f"no provider API key set: using the simulated upstream at {mock.url}", flush=True)
+            print(
+                f"no provider API key set: using the simulated upstream at {mock.url}", flush=True
+            )
         source = default_config(mock.url if mock is not None else None)
     try:
         cfg = config_mod.load(source)  # type: ignore[arg-type]
@@ -98,12 +99,8 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
         return 1
     # Workers re-load the config in their own process; pass it as data, not as a path,
     # so the built-in default (with the simulator's port) reaches them too.
-    os.environ[_CONFIG_ENV] = json.dumps(
-        {"path": path} if path is not None else {"data": source}
-    )
-    print(
-        f"routeguard proxy on http://{host}:{port} serving: {', '.join(cfg.aliases)}", flush=True
-    )
+    os.environ[_CONFIG_ENV] = json.dumps({"path": path} if path is not None else {"data": source})
+    print(f"routeguard proxy on http://{host}:{port} serving: {', '.join(cfg.aliases)}", flush=True)
     try:
         uvicorn.run(
             "routeguard.cli:app_from_env",

@@ -201,7 +201,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem("", f"cannot read file: {exc.strerror}")], source=str(p))
+        problem = ConfigProblem("", f"cannot read file: {exc.strerror}")
+        raise ConfigError([problem], source=str(p)) from None
     try:
         if p.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -269,7 +270,9 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                     )
                 elif target == alias:
                     problems.append(
-                        ConfigProblem(f"{section}.{alias}[{j}]", "a model cannot fall back to itself")
+                        ConfigProblem(
+                            f"{section}.{alias}[{j}]", "a model cannot fall back to itself"
+                        )
                     )
 
     if router is not None:
@@ -359,9 +362,13 @@ def _build_deployment(
         var = api_base[len(ENV_PREFIX) :]
         api_base = env.get(var)
         if api_base is None:
-            problems.append(ConfigProblem(f"{path}.api_base", f"environment variable {var} is not set"))
+            problems.append(
+                ConfigProblem(f"{path}.api_base", f"environment variable {var} is not set")
+            )
     if api_base is not None and not re.match(r"^https?://", api_base):
-        problems.append(ConfigProblem(f"{path}.api_base", f"expected an http(s) URL, got {api_base!r}"))
+        problems.append(
+            ConfigProblem(f"{path}.api_base", f"expected an http(s) URL, got {api_base!r}")
+        )
     if rd.weight <= 0:
         problems.append(ConfigProblem(f"{path}.weight", "must be > 0"))
     for name in ("rpm", "tpm", "context_window"):
@@ -400,7 +407,9 @@ def _build_deployment(
 
 def _looks_like_litellm(data: Mapping[str, Any]) -> bool:
     models = data.get("model_list")
-    if isinstance(models, list) and any(isinstance(m, dict) and "litellm_params" in m for m in models):
+    if isinstance(models, list) and any(
+        isinstance(m, dict) and "litellm_params" in m for m in models
+    ):
         return True
     return any(k in data for k in ("litellm_settings", "general_settings"))
 
@@ -433,7 +442,11 @@ def _from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         provider, _, name = model.partition("/")
         if not name:
             provider, name = _infer_provider(model), model
-        dep: dict[str, Any] = {"type": provider, "model_name": entry.get("model_name"), "model": name}
+        dep: dict[str, Any] = {
+            "type": provider,
+            "model_name": entry.get("model_name"),
+            "model": name,
+        }
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
@@ -481,7 +494,9 @@ def _from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         out["server"] = {"master_key": gs.pop("master_key")}
     for k in sorted(gs):
         warnings.append(f"general_settings.{k} is not supported and is ignored")
-    for k in sorted(set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}):
+    for k in sorted(
+        set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}
+    ):
         out[k] = data[k]
     return out
 

@@ -17,7 +17,12 @@ from typing import Any
 MODELS: dict[str, tuple[str, str, str, float, float, int]] = {
     "gpt-4o-mini": ("openai", "gpt-4o-mini", "OPENAI_API_KEY", 0.15, 0.60, 128_000),
     "claude-3-5-haiku": (
-        "anthropic", "claude-3-5-haiku-latest", "ANTHROPIC_API_KEY", 0.80, 4.00, 200_000,
+        "anthropic",
+        "claude-3-5-haiku-latest",
+        "ANTHROPIC_API_KEY",
+        0.80,
+        4.00,
+        200_000,
     ),
     "gemini-2.0-flash": ("gemini", "gemini-2.0-flash", "GEMINI_API_KEY", 0.10, 0.40, 1_000_000),
 }

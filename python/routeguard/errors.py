@@ -239,7 +239,9 @@ class AllAttemptsFailed(RouteguardError):
     def __post_init__(self) -> None:
         tried = "; ".join(a.describe() for a in self.attempts) or "no deployment was available"
         why = f" ({self.reason})" if self.reason else ""
-        RouteguardError.__init__(self, f"all attempts for model '{self.alias}' failed{why}: {tried}")
+        RouteguardError.__init__(
+            self, f"all attempts for model '{self.alias}' failed{why}: {tried}"
+        )
         errors = [a.error for a in self.attempts if a.error is not None]
         # The client's status follows the errors: all rate limits -> 429, all timeouts -> 504,
         # otherwise the gateway could not get an answer from upstream -> 503.

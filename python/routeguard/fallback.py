@@ -176,16 +176,12 @@ class Fallback:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise AllAttemptsFailed(alias, attempts, "overall deadline exceeded")
-
-                def allowed(d: Deployment) -> bool:
-                    return d.id not in failed and self.cooldowns.available(d)
-
-                dep = balancer.pick(lambda d: d.id not in tried and allowed(d))
-                if dep is None:
-                    dep = balancer.pick(allowed)
+                dep = self._pick(balancer, tried, failed)
                 if dep is None:
                     if n == 0:
-                        attempts.append(Attempt(current, "*", skipped=self._why_none(balancer, failed)))
+                        attempts.append(
+                            Attempt(current, "*", skipped=self._why_none(balancer, failed))
+                        )
                     break
                 if fits is not None and not fits(dep):
                     attempts.append(Attempt(current, dep.id, skipped=_TOO_LONG))
@@ -196,8 +192,11 @@ class Fallback:
                 if dep.id in tried and n > 0:
                     last = attempts[-1].error if attempts else None
                     delay = backoff_delay(
-                        n, s.retry_backoff, s.retry_backoff_max,
-                        last.retry_after if last is not None else None, self._rng,
+                        n,
+                        s.retry_backoff,
+                        s.retry_backoff_max,
+                        last.retry_after if last is not None else None,
+                        self._rng,
                     )
                     if delay >= deadline - self._clock():
                         self.cooldowns.release_probe(dep)
@@ -246,7 +245,9 @@ class Fallback:
                 if not err.retryable:
                     failed.add(dep.id)
             if context_miss and not switched_to_context:
-                extra = [a for a in self.context_window_fallbacks.get(current, ()) if a not in plan[:i]]
+                extra = [
+                    a for a in self.context_window_fallbacks.get(current, ()) if a not in plan[:i]
+                ]
                 if extra:
                     # A longer-context model is the only thing that can help now.
                     plan = plan[:i] + extra
@@ -256,10 +257,23 @@ class Fallback:
         ):
             # Only context-window misses: the client must shorten the prompt (a 400, not a 503).
             errs = [a.error for a in attempts if a.error is not None]
-            raise errs[-1] if errs else ContextWindowExceeded(
-                f"the prompt is longer than the context window of every model for '{alias}'"
+            raise (
+                errs[-1]
+                if errs
+                else ContextWindowExceeded(
+                    f"the prompt is longer than the context window of every model for '{alias}'"
+                )
             )
         raise AllAttemptsFailed(alias, attempts)
+
+    def _pick(self, balancer: Balancer, tried: set[str], failed: set[str]) -> Deployment | None:
+        """A deployment not yet tried in this request if one is healthy, else a retry of one."""
+
+        def allowed(d: Deployment) -> bool:
+            return d.id not in failed and self.cooldowns.available(d)
+
+        dep = balancer.pick(lambda d: d.id not in tried and allowed(d))
+        return dep if dep is not None else balancer.pick(allowed)
 
     def _why_none(self, balancer: Balancer, failed: set[str]) -> str:
         if all(d.id in failed for d in balancer.deployments):

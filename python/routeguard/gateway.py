@@ -141,9 +141,7 @@ class Gateway:
             usage=_usage(usage),
         )
 
-    async def _stream(
-        self, request: Json, alias: str, started: float, fits: Any
-    ) -> ChatResult:
+    async def _stream(self, request: Json, alias: str, started: float, fits: Any) -> ChatResult:
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
             try:
@@ -172,7 +170,7 @@ class Gateway:
     async def _relay(
         self, first: Json, it: AsyncIterator[Json], want_usage: bool, result: ChatResult
     ) -> AsyncIterator[Json]:
-        """Pass chunks through after the first; note usage; turn late failures into MidStreamError."""
+        """Pass chunks on; note usage; turn late failures into MidStreamError."""
         try:
             chunk: Json | None = first
             while chunk is not None:

@@ -197,4 +197,6 @@ def _host(url: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    return type(exc).__name__ + (f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else "")
+    return type(exc).__name__ + (
+        f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    )

@@ -61,7 +61,9 @@ class OpenAIProvider:
             raise ProviderError("chat completion: upstream response has no 'choices'")
         return data
 
-    async def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
+    async def stream(
+        self, request: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
         body = {
             **request,
@@ -80,7 +82,9 @@ class OpenAIProvider:
                     break
                 chunk = http.decode(data, "stream chunk")
                 if isinstance(chunk, dict) and "error" in chunk:
-                    status = chunk["error"].get("status") if isinstance(chunk["error"], dict) else None
+                    status = (
+                        chunk["error"].get("status") if isinstance(chunk["error"], dict) else None
+                    )
                     raise error_from_body(status if isinstance(status, int) else 500, chunk)
                 yield chunk
         finally:

@@ -76,7 +76,9 @@ class Balancer:
         s.in_flight -= 1
         s.calls += 1
         if latency is not None:
-            s.latency = latency if s.latency is None else s.latency + _EWMA_ALPHA * (latency - s.latency)
+            s.latency = (
+                latency if s.latency is None else s.latency + _EWMA_ALPHA * (latency - s.latency)
+            )
 
     def _weighted(self, candidates: list[Deployment]) -> Deployment:
         total = sum(d.weight for d in candidates)
@@ -87,7 +89,9 @@ class Balancer:
                 return d
         return candidates[-1]
 
-    def _least(self, candidates: list[Deployment], key: Callable[[Deployment], float]) -> Deployment:
+    def _least(
+        self, candidates: list[Deployment], key: Callable[[Deployment], float]
+    ) -> Deployment:
         best = min(key(d) for d in candidates)
         ties = [d for d in candidates if key(d) == best]
         return ties[0] if len(ties) == 1 else self._rng.choice(ties)

@@ -235,9 +235,7 @@ def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def _send_json(
-    send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]]
-) -> None:
+async def _send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": _JSON + extra})
     await send({"type": "http.response.body", "body": _enc.encode(body)})
 
