@@ -69,8 +69,9 @@ RawDeployment = RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployme
 Strategy = Literal["weighted", "least-busy", "lowest-latency"]
 
 
-class RawRouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """How deployments are picked and how failures are retried."""
+class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How deployments are picked and how failures are retried (read as is: only plain
+    values, checked by ``_check_router``)."""
 
     strategy: Strategy = "weighted"
     num_retries: int = 2
@@ -153,20 +154,6 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
-class RouterSettings:
-    """Validated retry / balancing settings."""
-
-    strategy: Strategy = "weighted"
-    num_retries: int = 2
-    retry_backoff: float = 0.25
-    retry_backoff_max: float = 8.0
-    timeout: float = 60.0
-    deadline: float = 300.0
-    allowed_fails: int = 3
-    cooldown_time: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """Validated proxy settings."""
 
@@ -236,7 +223,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     raw = _convert(data, RawConfig, "", problems)
     if raw is None:
         raise ConfigError(problems, source=name)
-    router = _convert(raw.router_settings or {}, RawRouterSettings, "router_settings", problems)
+    router = _convert(raw.router_settings or {}, RouterSettings, "router_settings", problems)
     server = _convert(raw.server or {}, RawServer, "server", problems)
 
     deployments: dict[str, list[Deployment]] = {}
@@ -288,7 +275,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     assert router is not None and server is not None
     return Config(
         deployments=deployments,
-        router=RouterSettings(**msgspec.structs.asdict(router)),
+        router=router,
         fallbacks=dict(raw.fallbacks),
         context_window_fallbacks=dict(raw.context_window_fallbacks),
         server=ServerSettings(master_key=master_key, max_body_bytes=server.max_body_bytes),
@@ -323,7 +310,7 @@ def _problem_from_msgspec(message: str, prefix: str) -> ConfigProblem:
     return ConfigProblem(path, message)
 
 
-def _check_router(r: RawRouterSettings, problems: list[ConfigProblem]) -> None:
+def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
     for name in ("retry_backoff", "retry_backoff_max", "timeout", "deadline", "cooldown_time"):
         if getattr(r, name) < 0:
             problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
