@@ -166,7 +166,7 @@ class Config:
     """A validated configuration, ready to build a Gateway from."""
 
     deployments: dict[str, list[Deployment]]
-    router: RouterSettings = RouterSettings()
+    router: RouterSettings = field(default_factory=RouterSettings)
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
     server: ServerSettings = ServerSettings()

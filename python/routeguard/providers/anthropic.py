@@ -1,0 +1,565 @@
+"""Anthropic Messages API (``POST {api_base}/v1/messages``) behind the OpenAI-shaped Provider.
+
+Flow: an OpenAI chat request -> :func:`request_to_anthropic` (system hoisted into ``system``,
+content parts and tool calls turned into blocks, tool results into user ``tool_result``
+blocks, same-role turns merged) -> upstream -> :func:`response_from_anthropic` back to a
+``chat.completion``. A stream's SSE events go through :class:`StreamDecoder`, which turns them
+into ``chat.completion.chunk`` dicts. Error bodies become ProviderErrors in
+:func:`error_from_body`.
+
+The tables below (stop reasons, tool choice, error types, usage) are the one place where the
+two formats meet: ``routeguard.server.messages`` imports them for the inverse direction (the
+proxy's own ``/v1/messages`` endpoint), so this module must never import from ``server``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from routeguard.config import Deployment
+from routeguard.errors import (
+    ProviderError,
+    UpstreamBadRequest,
+    UpstreamConnectionError,
+    error_for_status,
+)
+from routeguard.providers import http
+from routeguard.providers.base import Json
+
+API_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; OpenAI clients usually leave it out.
+DEFAULT_MAX_TOKENS = 4096
+
+STOP_REASON_TO_FINISH: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+FINISH_TO_STOP_REASON: dict[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+# OpenAI's string tool_choice values <-> Anthropic's tool_choice.type.
+TOOL_CHOICE_TO_ANTHROPIC: dict[str, str] = {"auto": "auto", "required": "any", "none": "none"}
+TOOL_CHOICE_FROM_ANTHROPIC: dict[str, str] = {v: k for k, v in TOOL_CHOICE_TO_ANTHROPIC.items()}
+# Anthropic's documented error types and the HTTP status each comes with.
+ERROR_TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+STATUS_ERROR_TYPE: dict[int, str] = {v: k for k, v in ERROR_TYPE_STATUS.items()}
+
+# "prompt is too long: N tokens > M maximum", and "input length and `max_tokens` exceed
+# context limit: ..." when the prompt fits but prompt plus max_tokens does not.
+_CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window")
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(.*)$", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64 data)`` of a ``data:<type>;base64,<data>`` URL, else None."""
+    m = _DATA_URL.match(url)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def usage_from_anthropic(usage: Any) -> Json:
+    """OpenAI ``usage`` from Anthropic's (whose input_tokens exclude cache reads and writes)."""
+    u = usage if isinstance(usage, dict) else {}
+    fresh = _int(u.get("input_tokens"))
+    read = _int(u.get("cache_read_input_tokens"))
+    written = _int(u.get("cache_creation_input_tokens"))
+    prompt = fresh + read + written
+    completion = _int(u.get("output_tokens"))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": written},
+    }
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _bad(message: str) -> UpstreamBadRequest:
+    return UpstreamBadRequest(f"anthropic: {message}")
+
+
+# --------------------------------------------------------------------------- request
+
+
+def request_to_anthropic(request: Json, model: str) -> Json:
+    """Translate an OpenAI chat request into an Anthropic Messages request body."""
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        raise _bad("'messages' must be a list")
+    system: list[Json] = []
+    turns: list[Json] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(f"{where} must be an object")
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(m.get("content"), where))
+        elif role == "user":
+            _append_turn(turns, "user", _user_blocks(m.get("content"), where))
+        elif role == "assistant":
+            _append_turn(turns, "assistant", _assistant_blocks(m, where))
+        elif role == "tool":
+            _append_turn(turns, "user", [_tool_result_block(m, where)])
+        else:
+            raise _bad(f"{where}.role {role!r} is not supported (use system/user/assistant/tool)")
+
+    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    body: Json = {
+        "model": model,
+        "max_tokens": max_tokens if isinstance(max_tokens, int) else DEFAULT_MAX_TOKENS,
+        "messages": [_collapse(t) for t in turns],
+    }
+    if system:
+        if any("cache_control" in b for b in system):
+            body["system"] = system
+        else:
+            body["system"] = "\n\n".join(b["text"] for b in system)
+    for key in ("temperature", "top_p"):
+        if request.get(key) is not None:
+            body[key] = request[key]
+    stop = request.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    n = request.get("n")
+    if isinstance(n, int) and n > 1:
+        raise _bad("n > 1 is not supported; send n separate requests")
+    user = request.get("user")
+    if isinstance(user, str) and user:
+        body["metadata"] = {"user_id": user}
+    tools = request.get("tools")
+    if tools:
+        body["tools"] = [_tool(t, i) for i, t in enumerate(tools)]
+        choice = _tool_choice(request.get("tool_choice"), request.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    return body
+
+
+def _append_turn(turns: list[Json], role: str, blocks: list[Json]) -> None:
+    # Anthropic wants strictly alternating turns: same-role neighbours are merged.
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _collapse(turn: Json) -> Json:
+    blocks = turn["content"]
+    if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
+        return {"role": turn["role"], "content": blocks[0]["text"]}
+    return turn
+
+
+def _text_block(text: str, part: Json | None = None) -> Json:
+    block: Json = {"type": "text", "text": text}
+    if part is not None and "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _text_blocks(content: Any, where: str) -> list[Json]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [_text_block(content)] if content else []
+    if not isinstance(content, list):
+        raise _bad(f"{where}.content must be a string or a list of parts")
+    blocks = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            raise _bad(f"{where}.content[{j}] must be a text part here")
+        text = part.get("text") if part["type"] == "text" else part.get("refusal")
+        if isinstance(text, str) and text:
+            blocks.append(_text_block(text, part))
+    return blocks
+
+
+def _user_blocks(content: Any, where: str) -> list[Json]:
+    if not isinstance(content, list):
+        return _text_blocks(content, where)
+    blocks: list[Json] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.extend(_text_blocks([part], where))
+        elif kind == "image_url":
+            assert isinstance(part, dict)
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise _bad(f"{where}.content[{j}].image_url.url must be a string")
+            blocks.append(_image_block(url, part))
+        elif kind == "file":
+            assert isinstance(part, dict)
+            blocks.append(_document_block(part, f"{where}.content[{j}]"))
+        else:
+            raise _bad(f"{where}.content[{j}]: content part type {kind!r} is not supported")
+    return blocks
+
+
+def _image_block(url: str, part: Json) -> Json:
+    parsed = parse_data_url(url)
+    source: Json
+    if parsed is not None:
+        source = {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
+    else:
+        source = {"type": "url", "url": url}
+    block: Json = {"type": "image", "source": source}
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _document_block(part: Json, where: str) -> Json:
+    file = part.get("file")
+    data = file.get("file_data") if isinstance(file, dict) else None
+    parsed = parse_data_url(data) if isinstance(data, str) else None
+    if parsed is None:
+        raise _bad(
+            f"{where}: only inline files (file.file_data as a base64 data URL) are supported"
+        )
+    return {
+        "type": "document",
+        "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]},
+    }
+
+
+def _assistant_blocks(m: Json, where: str) -> list[Json]:
+    blocks = _text_blocks(m.get("content"), where)
+    calls = m.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _bad(f"{where}.tool_calls must be a list")
+    for k, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"{where}.tool_calls[{k}].function.name is missing")
+        assert isinstance(call, dict)
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": str(call.get("id") or f"toolu_{k}"),
+                "name": fn["name"],
+                "input": parse_arguments(fn.get("arguments"), f"{where}.tool_calls[{k}]"),
+            }
+        )
+    return blocks
+
+
+def parse_arguments(arguments: Any, where: str) -> Json:
+    """A tool call's JSON-string arguments as the object Anthropic and Gemini want."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except (TypeError, ValueError):
+        raise UpstreamBadRequest(f"{where}.function.arguments is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamBadRequest(f"{where}.function.arguments must encode a JSON object")
+    return value
+
+
+def _tool_result_block(m: Json, where: str) -> Json:
+    call_id = m.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"{where}.tool_call_id is missing")
+    block: Json = {"type": "tool_result", "tool_use_id": call_id}
+    content = m.get("content")
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
+    elif content is not None:
+        parts = _text_blocks(content, where)
+        if parts:
+            block["content"] = parts
+    return block
+
+
+def _tool(t: Any, i: int) -> Json:
+    fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _bad(f"tools[{i}]: only function tools with a name are supported")
+    tool: Json = {
+        "name": fn["name"],
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        tool["description"] = fn["description"]
+    return tool
+
+
+def _tool_choice(choice: Any, parallel: Any) -> Json | None:
+    out: Json | None
+    if choice is None:
+        out = {"type": "auto"} if parallel is False else None
+    elif isinstance(choice, str) and choice in TOOL_CHOICE_TO_ANTHROPIC:
+        out = {"type": TOOL_CHOICE_TO_ANTHROPIC[choice]}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        raise _bad(f"tool_choice {choice!r} is not supported")
+    if out is not None and parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+# --------------------------------------------------------------------------- response
+
+
+def response_from_anthropic(data: Json) -> Json:
+    """Translate an Anthropic Message into an OpenAI ``chat.completion``."""
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in data.get("content") or []:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
+        # thinking / redacted_thinking / server tool blocks have no OpenAI counterpart.
+    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    stop = data.get("stop_reason")
+    return {
+        "id": data.get("id") or "msg_unknown",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": STOP_REASON_TO_FINISH.get(str(stop), "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_from_anthropic(data.get("usage")),
+    }
+
+
+# --------------------------------------------------------------------------- stream
+
+
+class StreamDecoder:
+    """Anthropic SSE events in, OpenAI ``chat.completion.chunk`` dicts out.
+
+    Feed each ``(event, data)`` pair; ``done`` turns true at ``message_stop``. An ``error``
+    event raises the mapped ProviderError.
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self._id = "msg_unknown"
+        self._model: Any = None
+        self._created = int(time.time())
+        self._usage: Json = {}
+        self._stop: str | None = None
+        self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
+        """Translate one SSE event into zero or more chunks."""
+        payload = http.decode(data, "anthropic stream event")
+        if not isinstance(payload, dict):
+            raise ProviderError("anthropic stream event: expected a JSON object")
+        kind = payload.get("type") or event
+        if kind == "error" or event == "error":
+            err = payload.get("error")
+            etype = str(err.get("type")) if isinstance(err, dict) else "api_error"
+            raise error_from_body(ERROR_TYPE_STATUS.get(etype, 500), payload)
+        if kind == "message_start":
+            msg = payload.get("message") or {}
+            self._id = str(msg.get("id") or self._id)
+            self._model = msg.get("model")
+            self._usage.update(msg.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            return self._block_start(payload)
+        if kind == "content_block_delta":
+            return self._block_delta(payload)
+        if kind == "message_delta":
+            delta = payload.get("delta") or {}
+            self._stop = delta.get("stop_reason") or self._stop
+            # message_delta usage counts are cumulative: they replace, not add.
+            self._usage.update(
+                {k: v for k, v in (payload.get("usage") or {}).items() if v is not None}
+            )
+            return []
+        if kind == "message_stop":
+            self.done = True
+            finish = STOP_REASON_TO_FINISH.get(str(self._stop), "stop")
+            usage_chunk = self._chunk(None)
+            usage_chunk["usage"] = usage_from_anthropic(self._usage)
+            return [self._chunk({}, finish), usage_chunk]
+        return []  # ping, content_block_stop, and event types added later
+
+    def _block_start(self, payload: Json) -> list[Json]:
+        block = payload.get("content_block") or {}
+        index = payload.get("index")
+        if block.get("type") == "tool_use" and isinstance(index, int):
+            n = self._tool_index[index] = len(self._tool_index)
+            call = {
+                "index": n,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        return []
+
+    def _block_delta(self, payload: Json) -> list[Json]:
+        delta = payload.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            n = self._tool_index.get(payload.get("index", -1))
+            if n is not None:
+                call = {"index": n, "function": {"arguments": delta["partial_json"]}}
+                return [self._chunk({"tool_calls": [call]})]
+        return []  # thinking_delta, signature_delta, citations_delta
+
+    def _chunk(self, delta: Json | None, finish: str | None = None) -> Json:
+        chunk: Json = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+        }
+        if delta is not None:
+            chunk["choices"] = [
+                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            ]
+        return chunk
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_from_response(resp: http.HttpResponse) -> ProviderError:
+    """Map an Anthropic error response onto a ProviderError."""
+    return error_from_body(resp.status, resp.json(), http.retry_after(resp.headers))
+
+
+def error_from_body(status: int, body: Any, retry_after: float | None = None) -> ProviderError:
+    """Map an Anthropic error body (``{"type": "error", "error": {"type", "message"}}``)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        message = str(err["message"])
+    else:
+        message = f"upstream status {status}"
+    ctx = any(h in message.lower() for h in _CONTEXT_HINTS)
+    return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
+
+
+# --------------------------------------------------------------------------- provider
+
+
+def _headers(dep: Deployment) -> dict[str, str]:
+    h = {"anthropic-version": API_VERSION, **dep.headers}
+    if dep.api_key is not None:
+        h["x-api-key"] = dep.api_key.get()
+    return h
+
+
+class AnthropicProvider:
+    """Provider for the Anthropic Messages wire format."""
+
+    name = "anthropic"
+
+    async def chat(
+        self,
+        request: Json,
+        deployment: Deployment,
+        timeout: float,
+    ) -> Json:
+        """One non-streaming chat completion."""
+        body = request_to_anthropic(request, deployment.model)
+        resp = await http.post_json(
+            f"{deployment.api_base}/v1/messages", _headers(deployment), body, timeout
+        )
+        if resp.status >= 400:
+            raise error_from_response(resp)
+        data = http.decode(resp.body, "anthropic message")
+        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+            raise ProviderError("anthropic message: upstream response has no 'content'")
+        return response_from_anthropic(data)
+
+    async def stream(
+        self,
+        request: Json,
+        deployment: Deployment,
+        timeout: float,
+    ) -> AsyncIterator[Json]:
+        """A streaming chat completion; the last chunk carries usage."""
+        body = {**request_to_anthropic(request, deployment.model), "stream": True}
+        sse = await http.open_sse(
+            f"{deployment.api_base}/v1/messages", _headers(deployment), body, timeout
+        )
+        if sse.status >= 400:
+            raise error_from_response(await sse.body())
+        decoder = StreamDecoder()
+        try:
+            async for event, data in sse.events():
+                for chunk in decoder.feed(event, data):
+                    yield chunk
+                if decoder.done:
+                    break
+            if not decoder.done:
+                raise UpstreamConnectionError("anthropic stream ended before message_stop")
+        finally:
+            sse.close()
+
+    async def embed(
+        self,
+        request: Json,
+        deployment: Deployment,
+        timeout: float,
+    ) -> Json:
+        """Anthropic has no embeddings endpoint: always raises UpstreamBadRequest."""
+        raise UpstreamBadRequest("anthropic has no embeddings endpoint")
