@@ -15,7 +15,6 @@ proxy's own ``/v1/messages`` endpoint), so this module must never import from ``
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +28,7 @@ from routeguard.errors import (
 )
 from routeguard.providers import http
 from routeguard.providers.base import Json
+from routeguard.providers.parts import parse_arguments, parse_data_url
 
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI clients usually leave it out.
@@ -71,16 +71,9 @@ STATUS_ERROR_TYPE: dict[int, str] = {v: k for k, v in ERROR_TYPE_STATUS.items()}
 # "prompt is too long: N tokens > M maximum", and "input length and `max_tokens` exceed
 # context limit: ..." when the prompt fits but prompt plus max_tokens does not.
 _CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window")
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(.*)$", re.DOTALL)
 
 
 # --------------------------------------------------------------------------- shared pieces
-
-
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64 data)`` of a ``data:<type>;base64,<data>`` URL, else None."""
-    m = _DATA_URL.match(url)
-    return (m.group(1), m.group(2)) if m else None
 
 
 def usage_from_anthropic(usage: Any) -> Json:
@@ -275,21 +268,6 @@ def _assistant_blocks(m: Json, where: str) -> list[Json]:
             }
         )
     return blocks
-
-
-def parse_arguments(arguments: Any, where: str) -> Json:
-    """A tool call's JSON-string arguments as the object Anthropic and Gemini want."""
-    if arguments is None or arguments == "":
-        return {}
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = json.loads(arguments)
-    except (TypeError, ValueError):
-        raise UpstreamBadRequest(f"{where}.function.arguments is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamBadRequest(f"{where}.function.arguments must encode a JSON object")
-    return value
 
 
 def _tool_result_block(m: Json, where: str) -> Json:

@@ -32,8 +32,8 @@ from routeguard.errors import (
     error_for_status,
 )
 from routeguard.providers import http
-from routeguard.providers.anthropic import parse_arguments, parse_data_url
 from routeguard.providers.base import Json
+from routeguard.providers.parts import parse_arguments, parse_data_url
 
 FINISH_REASON_MAP: dict[str, str] = {
     "STOP": "stop",
