@@ -36,6 +36,9 @@ mod tests {
             CoreError::InvalidInput("dim 3 != 4".into()).to_string(),
             "invalid input: dim 3 != 4"
         );
-        assert_eq!(CoreError::NotFound("id 7".into()).to_string(), "not found: id 7");
+        assert_eq!(
+            CoreError::NotFound("id 7".into()).to_string(),
+            "not found: id 7"
+        );
     }
 }

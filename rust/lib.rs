@@ -5,6 +5,7 @@
 //! (maturin enables it), so `cargo test` exercises the kernels without libpython.
 
 pub mod error;
+pub mod vector;
 
 #[cfg(feature = "python")]
 mod py;

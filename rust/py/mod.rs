@@ -2,6 +2,7 @@
 //! Nothing here computes; every algorithm lives in a pyo3-free module.
 
 mod error;
+mod vector;
 
 use pyo3::prelude::*;
 
@@ -21,5 +22,6 @@ where
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
+    vector::register(m)?;
     Ok(())
 }
