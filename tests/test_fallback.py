@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -252,3 +253,36 @@ def test_least_busy_and_lowest_latency() -> None:
         lat.end(d, secs)
     assert lat.pick(lambda d: True) is deps[1]
     assert lat.pick(lambda d: d is not deps[1]) is deps[2]
+
+
+def test_rpm_and_tpm_limits_take_a_deployment_out_for_the_minute() -> None:
+    deps = config.load(
+        {
+            "model_list": [
+                {"model_name": "a", "type": "openai", "model": "x", "rpm": 2},
+                {"model_name": "a", "type": "openai", "model": "y", "tpm": 100},
+            ]
+        },
+        env={},
+    ).deployments["a"]
+    clock = Clock()
+    b = Balancer(deps, "weighted", random.Random(0), clock=clock)
+    x, y = deps
+    b.begin(x)
+    b.begin(x)
+    assert not b.has_capacity(x)
+    assert b.pick(lambda d: True) is y
+    b.record_tokens(y, 150)
+    assert b.pick(lambda d: True) is None  # both used up this minute
+    clock.t += 60
+    assert b.has_capacity(x) and b.has_capacity(y)
+
+
+async def test_no_capacity_anywhere_is_reported() -> None:
+    fb = _fallback({"a": 1})
+    only = fb.balancers["a"].deployments[0]
+    fb.balancers["a"] = Balancer([replace(only, rpm=1)], "weighted")
+    await fb.run("a", Script({}))
+    with pytest.raises(AllAttemptsFailed) as info:
+        await fb.run("a", Script({}))
+    assert "rpm/tpm" in info.value.message

@@ -278,4 +278,4 @@ class Fallback:
     def _why_none(self, balancer: Balancer, failed: set[str]) -> str:
         if all(d.id in failed for d in balancer.deployments):
             return "every deployment failed"
-        return "every deployment is cooling down"
+        return "every deployment is cooling down or at its rpm/tpm limit"

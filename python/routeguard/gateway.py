@@ -130,7 +130,8 @@ class Gateway:
             return await self._providers[dep.provider].chat(request, dep, timeout)
 
         out = await self.fallback.run(alias, attempt, fits=fits)
-        usage = out.value.get("usage")
+        usage = _usage(out.value.get("usage"))
+        self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
         return ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -138,7 +139,7 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=started,
             response=out.value,
-            usage=_usage(usage),
+            usage=usage,
         )
 
     async def _stream(self, request: Json, alias: str, started: float, fits: Any) -> ChatResult:
@@ -177,6 +178,9 @@ class Gateway:
                 usage = chunk.get("usage")
                 if usage:
                     result.usage = _usage(usage)
+                    self.balancers[result.alias].record_tokens(
+                        result.deployment, result.usage.get("total_tokens", 0)
+                    )
                     if not chunk.get("choices") and not want_usage:
                         chunk = await anext(it, None)
                         continue
