@@ -1,0 +1,61 @@
+"""Cache keys: what makes two requests "the same question in the same situation".
+
+A request's *partition* is its namespace (tenant + route + every parameter that changes the
+answer, chosen by the caller) plus a digest of its context (the conversation's earlier
+messages). Entries are only ever compared inside one partition, so a follow-up never gets an
+answer that depended on another conversation, and one tenant never sees another's entries.
+Inside a partition, the *exact key* is a digest of the normalised prompt: the exact tier is a
+dict lookup on it, before any embedding is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+_SPACE = re.compile(r"\s+")
+_enc = msgspec.json.Encoder(order="sorted")
+
+Context = Sequence[Mapping[str, Any]]
+
+
+def normalise(prompt: str) -> str:
+    """Unicode-normalised, case-folded, whitespace-collapsed prompt text."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", prompt)).strip().casefold()
+
+
+def context_digest(context: Context | None) -> str:
+    """A digest of the conversation so far ("" when there is none)."""
+    if not context:
+        return ""
+    return hashlib.blake2b(_enc.encode(list(context)), digest_size=16).hexdigest()
+
+
+def partition_key(namespace: str, context: Context | None = None) -> str:
+    """The partition a request is cached and looked up in."""
+    digest = context_digest(context)
+    return f"{namespace}\x1f{digest}" if digest else namespace
+
+
+def exact_key(partition: str, prompt: str) -> str:
+    """The exact-tier key of a prompt inside a partition."""
+    data = f"{partition}\x00{normalise(prompt)}".encode()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def request_namespace(tenant: str, route: str, request: Mapping[str, Any]) -> str:
+    """The namespace of a chat request: tenant, route, and every answer-changing parameter
+    (model, sampling, tools, response format, system prompt) — all but the messages."""
+    params = {k: v for k, v in request.items() if k not in _NOT_ANSWER_CHANGING}
+    digest = hashlib.blake2b(_enc.encode(params), digest_size=12).hexdigest()
+    return f"{tenant}/{route}/{digest}"
+
+
+_NOT_ANSWER_CHANGING = frozenset(
+    {"messages", "stream", "stream_options", "user", "metadata", "store", "n", "timeout"}
+)
