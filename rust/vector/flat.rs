@@ -256,7 +256,7 @@ impl FlatIndex {
 
     /// [`FlatIndex::search`] for each `dim`-wide row of `queries`, in one pass over the index.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> CoreResult<Vec<Vec<(u64, f32)>>> {
-        if queries.len() % self.dim != 0 {
+        if !queries.len().is_multiple_of(self.dim) {
             return Err(CoreError::InvalidInput(format!(
                 "got {} floats of queries, not a whole number of vectors of dimension {}",
                 queries.len(),
