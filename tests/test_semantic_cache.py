@@ -3,30 +3,13 @@ tests pin the cache's logic, not a model's similarities."""
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
+from embedders import WordsEmbedder
 from routeguard.cache.keys import exact_key, normalise, partition_key, request_namespace
 from routeguard.cache.semantic import SemanticCache
-
-
-class WordsEmbedder:
-    """Unit vectors from hashed lower-case words: same words, same vector."""
-
-    dim = 64
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
-            out[i] /= max(float(np.linalg.norm(out[i])), 1e-9)
-        return out
 
 
 class Clock:

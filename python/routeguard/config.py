@@ -90,6 +90,22 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: int = 8 * 1024 * 1024
 
 
+class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Semantic cache settings: the top-level ``cache`` holds the defaults, a route's
+    ``cache`` overrides them key by key."""
+
+    enabled: bool = False
+    threshold: float = 0.90
+    ttl: float | None = 3600.0
+    max_entries: int = 100_000
+
+
+class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Per-alias behaviour (``routes.<alias>``)."""
+
+    cache: dict[str, Any] = {}
+
+
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole file, as written."""
 
@@ -98,6 +114,8 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fallbacks: dict[str, list[str]] = {}
     context_window_fallbacks: dict[str, list[str]] = {}
     server: Any = None
+    cache: Any = None
+    routes: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------- runtime objects
@@ -170,8 +188,14 @@ class Config:
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
     server: ServerSettings = ServerSettings()
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    route_cache: dict[str, CacheSettings] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     source: str = "<dict>"
+
+    def cache_for(self, alias: str) -> CacheSettings:
+        """The cache settings in force for requests to ``alias``."""
+        return self.route_cache.get(alias, self.cache)
 
     @property
     def aliases(self) -> list[str]:
@@ -270,15 +294,33 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     if server is not None and server.master_key is not None:
         master_key = _resolve_secret(server.master_key, "server.master_key", env, problems)
 
+    cache = _convert(raw.cache or {}, CacheSettings, "cache", problems)
+    route_cache: dict[str, CacheSettings] = {}
+    for alias, spec in raw.routes.items():
+        path = f"routes.{alias}"
+        if alias not in deployments:
+            problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
+        route = _convert(spec, RouteSettings, path, problems)
+        if route is not None and route.cache and cache is not None:
+            merged = {**msgspec.structs.asdict(cache), **route.cache}
+            rc = _convert(merged, CacheSettings, f"{path}.cache", problems)
+            if rc is not None:
+                route_cache[alias] = rc
+    for path, cs in [("cache", cache), *((f"routes.{a}.cache", c) for a, c in route_cache.items())]:
+        if cs is not None:
+            _check_cache(cs, path, problems)
+
     if problems:
         raise ConfigError(problems, source=name)
-    assert router is not None and server is not None
+    assert router is not None and server is not None and cache is not None
     return Config(
         deployments=deployments,
         router=router,
         fallbacks=dict(raw.fallbacks),
         context_window_fallbacks=dict(raw.context_window_fallbacks),
         server=ServerSettings(master_key=master_key, max_body_bytes=server.max_body_bytes),
+        cache=cache,
+        route_cache=route_cache,
         warnings=warnings,
         source=name,
     )
@@ -319,6 +361,15 @@ def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
             problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
     if r.timeout == 0 or r.deadline == 0:
         problems.append(ConfigProblem("router_settings", "timeout and deadline must be > 0"))
+
+
+def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> None:
+    if not 0.0 < c.threshold <= 1.0:
+        problems.append(ConfigProblem(f"{path}.threshold", "must be in (0, 1]"))
+    if c.ttl is not None and c.ttl <= 0:
+        problems.append(ConfigProblem(f"{path}.ttl", "must be > 0 (or null for no expiry)"))
+    if c.max_entries < 1:
+        problems.append(ConfigProblem(f"{path}.max_entries", "must be at least 1"))
 
 
 def _resolve_secret(

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
+from routeguard.cache.layer import CacheLayer, Ticket, replay
+from routeguard.cache.semantic import CacheHit, Embeds
+from routeguard.chunks import Assembler, to_chunks
 from routeguard.config import Config, Deployment
 from routeguard.errors import MidStreamError, ModelNotFound, ProviderError
 from routeguard.fallback import Fallback
@@ -42,10 +45,15 @@ class ChatResult:
     response: Json | None = None
     stream: AsyncIterator[Json] | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
+    cache_score: float | None = None
 
     @property
     def cost(self) -> float:
-        """Dollar cost from the usage seen so far (complete once a stream is drained)."""
+        """Dollar cost from the usage seen so far (complete once a stream is drained);
+        a cache hit costs nothing."""
+        if self.cache == "hit":
+            return 0.0
         return self.deployment.cost(
             self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
         )
@@ -74,8 +82,10 @@ def estimate_tokens(messages: list[Json]) -> int:
 class Gateway:
     """Routes OpenAI-shaped requests to configured deployments with retries and fallback."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, embedder: Embeds | None = None) -> None:
         self.config = config
+        caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
+        self.cache = CacheLayer(config, embedder) if caching else None
         self.balancers = {
             alias: Balancer(deps, config.router.strategy)
             for alias, deps in config.deployments.items()
@@ -92,9 +102,11 @@ class Gateway:
             log.warning("config: %s", w)
 
     @classmethod
-    def from_config(cls, source: str | Path | Mapping[str, Any]) -> Gateway:
+    def from_config(
+        cls, source: str | Path | Mapping[str, Any], *, embedder: Embeds | None = None
+    ) -> Gateway:
         """Build a Gateway from a config file path or an already parsed mapping."""
-        return cls(config_mod.load(source))
+        return cls(config_mod.load(source), embedder=embedder)
 
     def models(self) -> list[str]:
         """The aliases clients may request."""
@@ -108,8 +120,11 @@ class Gateway:
         assert result.response is not None
         return result.response
 
-    async def chat_result(self, request: Json) -> ChatResult:
-        """Like ``chat`` but returns the ChatResult with the serving details."""
+    async def chat_result(
+        self, request: Json, *, tenant: str = "default", use_cache: bool = True
+    ) -> ChatResult:
+        """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
+        isolates cache entries; ``use_cache=False`` skips the cache for this request."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
@@ -118,13 +133,20 @@ class Gateway:
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
             )
+        ticket = None
+        if self.cache is not None and use_cache:
+            ticket = self.cache.ticket(request, alias, tenant)
+            if ticket is not None:
+                hit = await self.cache.lookup(ticket)
+                if hit is not None:
+                    return self._from_cache(request, alias, started, hit)
         prompt_tokens = estimate_tokens(request["messages"])
 
         def fits(dep: Deployment) -> bool:
             return dep.context_window is None or prompt_tokens <= dep.context_window
 
         if request.get("stream"):
-            return await self._stream(request, alias, started, fits)
+            return await self._stream(request, alias, started, fits, ticket)
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].chat(request, dep, timeout)
@@ -132,6 +154,8 @@ class Gateway:
         out = await self.fallback.run(alias, attempt, fits=fits)
         usage = _usage(out.value.get("usage"))
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
+        if ticket is not None and self.cache is not None:
+            self.cache.store(ticket, out.value)
         return ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -140,9 +164,32 @@ class Gateway:
             started=started,
             response=out.value,
             usage=usage,
+            cache="off" if ticket is None else "miss",
         )
 
-    async def _stream(self, request: Json, alias: str, started: float, fits: Any) -> ChatResult:
+    def _from_cache(self, request: Json, alias: str, started: float, hit: CacheHit) -> ChatResult:
+        resp = replay(hit)
+        result = ChatResult(
+            alias=alias,
+            deployment=self.balancers[alias].deployments[0],
+            attempts=0,
+            upstream_s=0.0,
+            started=started,
+            usage=_usage(resp.get("usage")),
+            cache="hit",
+            cache_score=hit.score,
+        )
+        if request.get("stream"):
+            opts = request.get("stream_options")
+            want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+            result.stream = _replay_stream(to_chunks(resp, include_usage=want_usage))
+        else:
+            result.response = resp
+        return result
+
+    async def _stream(
+        self, request: Json, alias: str, started: float, fits: Any, ticket: Ticket | None
+    ) -> ChatResult:
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
             try:
@@ -164,17 +211,27 @@ class Gateway:
             attempts=len(out.attempts),
             upstream_s=out.upstream_s,
             started=started,
+            cache="off" if ticket is None else "miss",
         )
-        result.stream = self._relay(first, it, want_usage, result)
+        result.stream = self._relay(first, it, want_usage, result, ticket)
         return result
 
     async def _relay(
-        self, first: Json, it: AsyncIterator[Json], want_usage: bool, result: ChatResult
+        self,
+        first: Json,
+        it: AsyncIterator[Json],
+        want_usage: bool,
+        result: ChatResult,
+        ticket: Ticket | None,
     ) -> AsyncIterator[Json]:
-        """Pass chunks on; note usage; turn late failures into MidStreamError."""
+        """Pass chunks on; note usage; turn late failures into MidStreamError; once the
+        stream is complete, cache the assembled answer."""
+        assembler = Assembler() if ticket is not None else None
         try:
             chunk: Json | None = first
             while chunk is not None:
+                if assembler is not None:
+                    assembler.feed(chunk)
                 usage = chunk.get("usage")
                 if usage:
                     result.usage = _usage(usage)
@@ -186,6 +243,8 @@ class Gateway:
                         continue
                 yield chunk
                 chunk = await anext(it, None)
+            if assembler is not None and ticket is not None and self.cache is not None:
+                self.cache.store(ticket, assembler.result())
         except ProviderError as exc:
             raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
         finally:
@@ -209,6 +268,11 @@ class Gateway:
         from routeguard.providers.http import close_session
 
         await close_session()
+
+
+async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:
+    for c in chunks:
+        yield c
 
 
 def _usage(usage: Any) -> dict[str, int]:

@@ -121,10 +121,13 @@ class SemanticCache:
         context: Context | None = None,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        vector: npt.NDArray[np.float32] | None = None,
     ) -> str:
-        """Store ``response`` for ``prompt``; returns the entry's key."""
-        vec = self.embedder.embed([prompt])
-        return self._store(prompt, response, namespace, context, ttl, metadata, vec[0])
+        """Store ``response`` for ``prompt``; returns the entry's key. Pass ``vector`` when
+        the prompt is already embedded (the gateway embeds each request once)."""
+        vec = self.embedder.embed([prompt])[0] if vector is None else vector
+        return self._store(prompt, response, namespace, context, ttl, metadata, vec)
 
     def put_many(
         self,
@@ -189,15 +192,34 @@ class SemanticCache:
 
     # ------------------------------------------------------------------ reads
 
-    def get(
+    def get_exact(
         self, prompt: str, namespace: str = "default", context: Context | None = None
     ) -> CacheHit | None:
-        """The cached answer for ``prompt`` in this namespace and context, or None."""
+        """The exact tier alone: no embedding, and a miss is not counted (``get`` will)."""
+        t0 = time.perf_counter()
+        hit = self._exact(partition_key(namespace, context), prompt)
+        if hit is not None:
+            self._timed(t0)
+        return hit
+
+    def get(
+        self,
+        prompt: str,
+        namespace: str = "default",
+        context: Context | None = None,
+        *,
+        threshold: float | None = None,
+        vector: npt.NDArray[np.float32] | None = None,
+    ) -> CacheHit | None:
+        """The cached answer for ``prompt`` in this namespace and context, or None.
+        ``threshold`` overrides the cache's for this lookup; ``vector`` is the prompt's
+        embedding if already computed."""
         t0 = time.perf_counter()
         part = partition_key(namespace, context)
         hit = self._exact(part, prompt)
         if hit is None and part in self._indexes:
-            hit = self._semantic(part, prompt, self.embedder.embed([prompt])[0])
+            vec = self.embedder.embed([prompt])[0] if vector is None else vector
+            hit = self._semantic(part, prompt, vec, threshold or self.threshold)
         elif hit is None:
             with self._lock:
                 self.metrics.misses += 1
@@ -215,7 +237,7 @@ class SemanticCache:
         if todo and part in self._indexes:
             vecs = self.embedder.embed([prompts[i] for i in todo])
             for row, i in enumerate(todo):
-                out[i] = self._semantic(part, prompts[i], vecs[row])
+                out[i] = self._semantic(part, prompts[i], vecs[row], self.threshold)
         elif todo:
             with self._lock:
                 self.metrics.misses += len(todo)
@@ -237,7 +259,9 @@ class SemanticCache:
             self.metrics.observe_score(1.0)
             return CacheHit(entry.response, 1.0, key, True, entry.prompt, entry.metadata)
 
-    def _semantic(self, part: str, prompt: str, vector: npt.NDArray[np.float32]) -> CacheHit | None:
+    def _semantic(
+        self, part: str, prompt: str, vector: npt.NDArray[np.float32], threshold: float
+    ) -> CacheHit | None:
         with self._lock:
             index = self._indexes.get(part)
             if index is None:
@@ -248,7 +272,7 @@ class SemanticCache:
             self.metrics.observe_score(best)
             refused = False
             for vid, score in zip(ids.tolist(), scores.tolist(), strict=True):
-                if score < self.threshold:
+                if score < threshold:
                     break
                 entry = self._entries.get(self._by_vector.get(vid, ""))
                 if entry is None:
@@ -268,7 +292,7 @@ class SemanticCache:
             self.metrics.misses += 1
             if refused:
                 self.metrics.rejected += 1
-            elif best >= self.threshold - NEAR_MARGIN:
+            elif best >= threshold - NEAR_MARGIN:
                 self.metrics.near_misses += 1
             return None
 

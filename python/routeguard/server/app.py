@@ -163,7 +163,7 @@ class ProxyApp:
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
-        result = await self.gateway.chat_result(request)
+        result = await self.gateway.chat_result(request, use_cache=_cache_allowed(scope))
         if result.stream is None:
             await _send_json(send, 200, result.response, _served(result))
             return
@@ -181,7 +181,7 @@ class ProxyApp:
 
         body = await self._read_json(scope, receive)
         request = m.anthropic_request_to_openai(body)
-        result = await self.gateway.chat_result(request)
+        result = await self.gateway.chat_result(request, use_cache=_cache_allowed(scope))
         model = str(body.get("model", ""))
         if result.stream is None:
             assert result.response is not None
@@ -226,8 +226,17 @@ def _model_card(alias: str) -> dict[str, Any]:
     return {"id": alias, "object": "model", "created": 0, "owned_by": "routeguard"}
 
 
+def _cache_allowed(scope: Scope) -> bool:
+    """False when the client sent ``Cache-Control: no-cache`` or ``no-store``."""
+    for name, value in scope["headers"]:
+        if name == b"cache-control" and (b"no-cache" in value or b"no-store" in value):
+            return False
+    return True
+
+
 def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
     return [
+        (b"x-routeguard-cache", result.cache.encode()),
         (b"x-routeguard-model", result.alias.encode()),
         (b"x-routeguard-deployment", result.deployment.id.encode()),
         (b"x-routeguard-attempts", str(result.attempts).encode()),
