@@ -88,6 +88,8 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     master_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
+    key_hash_secret: str | None = None
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -177,6 +179,8 @@ class ServerSettings:
 
     master_key: Secret | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    database: str | None = None
+    key_hash_secret: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -290,9 +294,13 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         _check_router(router, problems)
     if server is not None and server.max_body_bytes <= 0:
         problems.append(ConfigProblem("server.max_body_bytes", "must be positive"))
-    master_key = None
+    master_key = hash_secret = None
     if server is not None and server.master_key is not None:
         master_key = _resolve_secret(server.master_key, "server.master_key", env, problems)
+    if server is not None and server.key_hash_secret is not None:
+        hash_secret = _resolve_secret(
+            server.key_hash_secret, "server.key_hash_secret", env, problems
+        )
 
     cache = _convert(raw.cache or {}, CacheSettings, "cache", problems)
     route_cache: dict[str, CacheSettings] = {}
@@ -318,7 +326,12 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         router=router,
         fallbacks=dict(raw.fallbacks),
         context_window_fallbacks=dict(raw.context_window_fallbacks),
-        server=ServerSettings(master_key=master_key, max_body_bytes=server.max_body_bytes),
+        server=ServerSettings(
+            master_key=master_key,
+            max_body_bytes=server.max_body_bytes,
+            database=server.database,
+            key_hash_secret=hash_secret,
+        ),
         cache=cache,
         route_cache=route_cache,
         warnings=warnings,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
+from routeguard.budget.keys import KeyStore
 from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
 from routeguard.chunks import Assembler, to_chunks
@@ -84,6 +85,10 @@ class Gateway:
 
     def __init__(self, config: Config, *, embedder: Embeds | None = None) -> None:
         self.config = config
+        secret = config.server.key_hash_secret
+        self.keys = KeyStore(
+            config.server.database or ":memory:", secret=secret.get() if secret else None
+        )
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
         self.cache = CacheLayer(config, embedder) if caching else None
         self.balancers = {

@@ -12,7 +12,6 @@ unexpected exception is logged here and answered with a generic 500, never a tra
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -20,13 +19,15 @@ from typing import Any
 import msgspec
 
 from routeguard.errors import (
-    AuthenticationError,
     InvalidRequest,
     RequestTooLarge,
     RouteguardError,
 )
 from routeguard.gateway import ChatResult, Gateway
 from routeguard.schema import decode_json
+from routeguard.server import admin
+from routeguard.server.admin import is_admin_path
+from routeguard.server.auth import PermissionDenied, Principal, authenticate
 
 log = logging.getLogger("routeguard.server")
 
@@ -65,7 +66,7 @@ class ProxyApp:
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         self._max_body = gateway.config.server.max_body_bytes
-        if self._master is None:
+        if self._master is None and len(gateway.keys) == 0:
             log.warning(
                 "no master key or virtual keys configured: the proxy accepts any bearer token"
             )
@@ -102,6 +103,9 @@ class ProxyApp:
         path: str = scope["path"]
         anthropic = path == "/v1/messages"
         try:
+            if is_admin_path(path):
+                await self._admin(scope, receive, send)
+                return
             route = self._routes.get(path.rstrip("/") or "/")
             if route is None:
                 if path.startswith("/v1/models/"):
@@ -112,7 +116,7 @@ class ProxyApp:
             if scope["method"] != method:
                 raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
             if path != "/health":
-                self._authenticate(scope)
+                scope["routeguard.principal"] = authenticate(scope, self._master, self.gateway.keys)
             await handler(scope, receive, send)
         except RouteguardError as exc:
             await _send_error(send, exc, anthropic)
@@ -120,24 +124,21 @@ class ProxyApp:
             log.exception("unexpected error serving %s", path)
             await _send_error(send, RouteguardError("internal error"), anthropic)
 
-    def _authenticate(self, scope: Scope) -> None:
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = authenticate(scope, self._master, self.gateway.keys)
         if self._master is None:
-            return
-        token = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, rest = value.partition(b" ")
-                token = rest.strip() if scheme.lower() == b"bearer" else None
-            elif name == b"x-api-key":
-                token = value.strip()
-            if token is not None:
-                break
-        if token is None:
-            raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-        if not hmac.compare_digest(token, self._master):
-            raise AuthenticationError("invalid API key")
+            raise PermissionDenied("the admin API needs a master key (server.master_key)")
+        principal.require_admin()
+        method = scope["method"]
+        body = None
+        if method in ("POST", "PATCH"):
+            body = await self._read_json(scope, receive, allow_empty=True)
+        status, out = admin.handle(self.gateway.keys, method, scope["path"], body)
+        await _send_json(send, status, out, [])
 
-    async def _read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+    async def _read_json(
+        self, scope: Scope, receive: Receive, *, allow_empty: bool = False
+    ) -> dict[str, Any]:
         parts: list[bytes] = []
         size = 0
         while True:
@@ -159,11 +160,14 @@ class ProxyApp:
                 f"request body is {size} bytes, over the {self._max_body}-byte limit "
                 "(server.max_body_bytes)"
             )
-        return decode_json(b"".join(parts))
+        raw = b"".join(parts)
+        if allow_empty and not raw.strip():
+            return {}
+        return decode_json(raw)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
-        result = await self.gateway.chat_result(request, use_cache=_cache_allowed(scope))
+        result = await self._serve_chat(scope, request)
         if result.stream is None:
             await _send_json(send, 200, result.response, _served(result))
             return
@@ -181,7 +185,7 @@ class ProxyApp:
 
         body = await self._read_json(scope, receive)
         request = m.anthropic_request_to_openai(body)
-        result = await self.gateway.chat_result(request, use_cache=_cache_allowed(scope))
+        result = await self._serve_chat(scope, request)
         model = str(body.get("model", ""))
         if result.stream is None:
             assert result.response is not None
@@ -200,12 +204,25 @@ class ProxyApp:
 
         await _send_sse(scope, receive, send, result, frames(), anthropic=True)
 
+    async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
+        principal: Principal = scope["routeguard.principal"]
+        if isinstance(request.get("model"), str):
+            principal.check_model(request["model"])
+        return await self.gateway.chat_result(
+            request, tenant=principal.tenant, use_cache=_cache_allowed(scope)
+        )
+
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
+        principal: Principal = scope["routeguard.principal"]
+        if isinstance(request.get("model"), str):
+            principal.check_model(request["model"])
         await _send_json(send, 200, await self.gateway.embeddings(request), [])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        data = [_model_card(a) for a in self.gateway.models()]
+        principal: Principal = scope["routeguard.principal"]
+        data = [_model_card(a) for a in self.gateway.models() if principal.key is None
+                or principal.key.allows(a)]  # fmt: skip
         await _send_json(send, 200, {"object": "list", "data": data}, [])
 
     async def _model(self, name: str, send: Send) -> None:

@@ -1,0 +1,219 @@
+"""Virtual keys: the credentials clients send, and what each one may do.
+
+A key is shown once, at creation or rotation (``sk-rg-`` + 43 url-safe characters, 256
+bits); only its keyed hash (HMAC-SHA256 under the store's secret) is stored, so a leaked
+database yields no usable key. Authentication hashes the presented token and looks the
+digest up, comparing in constant time; a revoked or expired key fails at once.
+
+Each record carries the identity chain the budget layer charges (key -> user -> team ->
+org), scopes (allowed models/aliases), limits (max budget, rpm, tpm), an expiry and free
+metadata. Records live in SQLite (the embedded default; ``":memory:"`` keeps nothing) with
+an in-process map from digest to record in front, so authentication never touches disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from routeguard.errors import AuthenticationError, InvalidRequest
+
+KEY_PREFIX = "sk-rg-"
+_enc = msgspec.json.Encoder()
+
+
+class KeySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What an admin may set on a key (create and update)."""
+
+    name: str | None = None
+    user: str | None = None
+    team: str | None = None
+    org: str | None = None
+    models: list[str] | None = None  # allowed aliases; None = all
+    max_budget: float | None = None  # USD, on the key's own account
+    budget_period: str = "monthly"
+    rpm: int | None = None
+    tpm: int | None = None
+    expires_at: float | None = None  # unix seconds
+    metadata: dict[str, Any] = {}
+
+
+class KeyRecord(msgspec.Struct, kw_only=True):
+    """A stored key: everything but the secret itself."""
+
+    key_id: str
+    digest: str
+    last4: str
+    created_at: float
+    spec: KeySpec
+    revoked: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """The record as the admin API shows it (no digest)."""
+        return {
+            "key_id": self.key_id,
+            "key_hint": f"{KEY_PREFIX}...{self.last4}",
+            "created_at": self.created_at,
+            "revoked": self.revoked,
+            **msgspec.structs.asdict(self.spec),
+        }
+
+    def usable(self, now: float) -> bool:
+        """Not revoked and not expired."""
+        exp = self.spec.expires_at
+        return not self.revoked and (exp is None or now < exp)
+
+    def allows(self, alias: str) -> bool:
+        """Whether the key may call ``alias``."""
+        return self.spec.models is None or alias in self.spec.models
+
+
+class KeyStore:
+    """Virtual keys in SQLite, with an in-memory digest index for authentication."""
+
+    def __init__(self, path: str | Path = ":memory:", *, secret: str | None = None) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, record BLOB NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = self._db.execute("SELECT value FROM meta WHERE name='hash_secret'").fetchone()
+            if secret is None:
+                if row is None:
+                    secret = secrets.token_hex(32)
+                    self._db.execute("INSERT INTO meta VALUES ('hash_secret', ?)", (secret,))
+                else:
+                    secret = str(row[0])
+            self._secret = secret.encode()
+            self._records: dict[str, KeyRecord] = {}
+            for (blob,) in self._db.execute("SELECT record FROM keys"):
+                rec = msgspec.json.decode(blob, type=KeyRecord)
+                self._records[rec.key_id] = rec
+        self._by_digest = {r.digest: r for r in self._records.values()}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _digest(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+
+    def _save(self, rec: KeyRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
+            )
+            old = self._records.get(rec.key_id)
+            if old is not None:
+                self._by_digest.pop(old.digest, None)
+            self._records[rec.key_id] = rec
+            self._by_digest[rec.digest] = rec
+
+    def create(self, spec: KeySpec | None = None) -> tuple[str, KeyRecord]:
+        """A new key: returns the plaintext (shown once) and its stored record."""
+        spec = spec or KeySpec()
+        _check(spec)
+        token = KEY_PREFIX + secrets.token_urlsafe(32)
+        rec = KeyRecord(
+            key_id="key_" + secrets.token_hex(8),
+            digest=self._digest(token),
+            last4=token[-4:],
+            created_at=time.time(),
+            spec=spec,
+        )
+        self._save(rec)
+        return token, rec
+
+    def authenticate(self, token: str, *, now: float | None = None) -> KeyRecord:
+        """The usable record for a presented key, or AuthenticationError."""
+        digest = self._digest(token)
+        rec = self._by_digest.get(digest)
+        if rec is None or not hmac.compare_digest(rec.digest, digest):
+            raise AuthenticationError("invalid API key")
+        if rec.revoked:
+            raise AuthenticationError(f"API key {rec.key_id} has been revoked")
+        if not rec.usable(time.time() if now is None else now):
+            raise AuthenticationError(f"API key {rec.key_id} has expired")
+        return rec
+
+    def get(self, key_id: str) -> KeyRecord:
+        """The record of ``key_id`` (InvalidRequest 404 if unknown)."""
+        rec = self._records.get(key_id)
+        if rec is None:
+            raise _NotFound(f"no key with id '{key_id}'")
+        return rec
+
+    def list(self) -> Sequence[KeyRecord]:
+        """Every record, oldest first."""
+        return sorted(self._records.values(), key=lambda r: r.created_at)
+
+    def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
+        """Change some fields of a key's spec (validated like creation)."""
+        rec = self.get(key_id)
+        merged = {**msgspec.structs.asdict(rec.spec), **changes}
+        try:
+            spec = msgspec.convert(merged, KeySpec, strict=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"invalid key update: {exc}") from None
+        _check(spec)
+        new = msgspec.structs.replace(rec, spec=spec)
+        self._save(new)
+        return new
+
+    def rotate(self, key_id: str) -> tuple[str, KeyRecord]:
+        """A new secret for an existing key; the old one stops working at once."""
+        rec = self.get(key_id)
+        token = KEY_PREFIX + secrets.token_urlsafe(32)
+        new = msgspec.structs.replace(rec, digest=self._digest(token), last4=token[-4:])
+        self._save(new)
+        return token, new
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key for good (kept in the store for audit)."""
+        new = msgspec.structs.replace(self.get(key_id), revoked=True)
+        self._save(new)
+        return new
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+class _NotFound(InvalidRequest):
+    status_code = 404
+    code = "key_not_found"
+
+
+def parse_spec(data: Any) -> KeySpec:
+    """A KeySpec from admin-API JSON, as InvalidRequest on bad input."""
+    try:
+        spec = msgspec.convert(data or {}, KeySpec, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid key spec: {exc}") from None
+    _check(spec)
+    return spec
+
+
+def _check(spec: KeySpec) -> None:
+    if spec.max_budget is not None and spec.max_budget < 0:
+        raise InvalidRequest("max_budget must not be negative", param="max_budget")
+    for name in ("rpm", "tpm"):
+        v = getattr(spec, name)
+        if v is not None and v < 1:
+            raise InvalidRequest(f"{name} must be at least 1", param=name)
+    if spec.models is not None and not all(isinstance(m, str) and m for m in spec.models):
+        raise InvalidRequest("models must be a list of model names", param="models")

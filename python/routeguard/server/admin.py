@@ -1,0 +1,59 @@
+"""The admin API for virtual keys (master key only).
+
+Routes: ``POST /admin/keys`` (create; the key is in the response once), ``GET /admin/keys``,
+``GET|PATCH|DELETE /admin/keys/{id}`` (DELETE revokes), ``POST /admin/keys/{id}/rotate``,
+and ``POST /key/generate`` for LiteLLM-style clients (``max_budget``, ``models``,
+``user_id``, ``team_id``, ``metadata``). Responses are JSON; errors follow the proxy's
+OpenAI-style format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routeguard.budget.keys import KeyStore, parse_spec
+from routeguard.errors import InvalidRequest
+
+_LITELLM_FIELDS = {"user_id": "user", "team_id": "team", "key_alias": "name"}
+
+
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` belongs to the admin API."""
+    return path.startswith("/admin/keys") or path == "/key/generate"
+
+
+def handle(keys: KeyStore, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """Serve one admin request; returns (status, JSON body)."""
+    if path == "/key/generate" and method == "POST":
+        data = dict(body or {})
+        for theirs, ours in _LITELLM_FIELDS.items():
+            if theirs in data:
+                data[ours] = data.pop(theirs)
+        token, rec = keys.create(parse_spec(data))
+        return 200, {"key": token, **rec.public()}
+    parts = [p for p in path.split("/") if p][2:]  # after "admin", "keys"
+    if not parts:
+        if method == "POST":
+            token, rec = keys.create(parse_spec(body))
+            return 201, {"key": token, **rec.public()}
+        if method == "GET":
+            return 200, {"object": "list", "data": [r.public() for r in keys.list()]}
+    elif len(parts) == 1:
+        key_id = parts[0]
+        if method == "GET":
+            return 200, keys.get(key_id).public()
+        if method == "PATCH":
+            if not isinstance(body, dict):
+                raise InvalidRequest("PATCH body must be a JSON object of fields to change")
+            return 200, keys.update(key_id, body).public()
+        if method == "DELETE":
+            return 200, keys.revoke(key_id).public()
+    elif len(parts) == 2 and parts[1] == "rotate" and method == "POST":
+        token, rec = keys.rotate(parts[0])
+        return 200, {"key": token, **rec.public()}
+    raise _NoRoute(f"no admin route for {method} {path}")
+
+
+class _NoRoute(InvalidRequest):
+    status_code = 404
+    code = "not_found"

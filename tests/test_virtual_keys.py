@@ -1,0 +1,157 @@
+"""Virtual keys end to end: the admin API creates, scopes, rotates and revokes keys; the
+proxy lets only usable keys through; only keyed hashes are stored."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from routeguard.budget.keys import KeySpec, KeyStore
+from routeguard.gateway import Gateway
+from routeguard.providers.mock import MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
+
+MASTER = "sk-master-test"
+MSG: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    with MockServer() as m:
+        yield m
+
+
+def _cfg(url: str, db: Path | None = None, master: str | None = MASTER) -> dict[str, Any]:
+    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k"}
+    server: dict[str, Any] = {}
+    if master:
+        server["master_key"] = master
+    if db:
+        server["database"] = str(db)
+    return {
+        "model_list": [{**dep, "model_name": "a", "model": "m-a"},
+                       {**dep, "model_name": "b", "model": "m-b"}],
+        "server": server,
+    }  # fmt: skip
+
+
+def _admin(base: str, method: str, path: str, body: Any = None, key: str = MASTER) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method,
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def _client(base: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+
+
+def test_key_lifecycle_through_the_admin_api(mock: MockServer, tmp_path: Path) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, tmp_path / "rg.db"))
+    with ServerThread(create_app(gw)) as srv:
+        spec = {"name": "ci", "team": "t1", "org": "o1", "models": ["a"]}
+        status, made = _admin(srv.url, "POST", "/admin/keys", spec)
+        assert status == 201 and made["key"].startswith("sk-rg-")
+        key, key_id = made["key"], made["key_id"]
+        assert made["key_hint"].endswith(key[-4:]) and "digest" not in made
+
+        with _client(srv.url, key) as c:
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+            with pytest.raises(openai.PermissionDeniedError):
+                c.chat.completions.create(model="b", messages=MSG)
+            assert [m.id for m in c.models.list()] == ["a"]
+        with anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0) as a:
+            assert a.messages.create(model="a", max_tokens=5, messages=MSG).content
+
+        # A key is not the master key: the admin API refuses it.
+        assert _admin(srv.url, "GET", "/admin/keys", key=key)[0] == 403
+        status, listing = _admin(srv.url, "GET", "/admin/keys")
+        assert status == 200 and [k["key_id"] for k in listing["data"]] == [key_id]
+
+        status, updated = _admin(srv.url, "PATCH", f"/admin/keys/{key_id}", {"models": ["a", "b"]})
+        assert status == 200 and updated["models"] == ["a", "b"]
+        with _client(srv.url, key) as c:
+            assert c.chat.completions.create(model="b", messages=MSG).choices
+
+        status, rotated = _admin(srv.url, "POST", f"/admin/keys/{key_id}/rotate")
+        new_key = rotated["key"]
+        assert status == 200 and new_key != key
+        with _client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(model="a", messages=MSG)
+        with _client(srv.url, new_key) as c:
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+
+        assert _admin(srv.url, "DELETE", f"/admin/keys/{key_id}")[0] == 200
+        with _client(srv.url, new_key) as c, pytest.raises(openai.AuthenticationError) as info:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert "revoked" in str(info.value)
+        assert _admin(srv.url, "GET", "/admin/keys/key_nope")[0] == 404
+        assert _admin(srv.url, "POST", "/admin/keys", {"rpm": 0})[0] == 400
+        assert _admin(srv.url, "POST", "/admin/keys", {"colour": "red"})[0] == 400
+    gw.keys.close()
+    # Only keyed hashes reach the disk.
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert key.encode() not in raw and new_key.encode() not in raw
+    assert key_id.encode() in raw
+
+
+def test_keys_survive_a_restart_and_expire(mock: MockServer, tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    gw = Gateway.from_config(_cfg(mock.url, db))
+    key, _ = gw.keys.create(KeySpec(name="persisted"))
+    expired, _ = gw.keys.create(KeySpec(expires_at=time.time() - 1))
+    gw.keys.close()
+    gw2 = Gateway.from_config(_cfg(mock.url, db))
+    with ServerThread(create_app(gw2)) as srv:
+        with _client(srv.url, key) as c:
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+        with _client(srv.url, expired) as c, pytest.raises(openai.AuthenticationError) as info:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert "expired" in str(info.value)
+        status, made = _admin(srv.url, "POST", "/key/generate",
+                              {"user_id": "u1", "team_id": "t9", "max_budget": 5})  # fmt: skip
+        assert status == 200 and made["user"] == "u1" and made["team"] == "t9"
+    gw2.keys.close()
+
+
+def test_without_master_key_only_virtual_keys_pass(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, master=None))
+    with ServerThread(create_app(gw)) as srv:
+        with _client(srv.url, "anything") as c:  # no keys yet: open
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+        key, _ = gw.keys.create(KeySpec())
+        with _client(srv.url, "anything") as c, pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(model="a", messages=MSG)
+        with _client(srv.url, key) as c:
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+        assert _admin(srv.url, "GET", "/admin/keys", key=key)[0] == 403
+
+
+def test_store_hashes_with_its_secret(tmp_path: Path) -> None:
+    a = KeyStore(tmp_path / "a.db", secret="s1")
+    token, rec = a.create()
+    assert a.authenticate(token).key_id == rec.key_id
+    b = KeyStore(tmp_path / "a.db", secret="s2")  # wrong secret: digests differ
+    with pytest.raises(Exception, match="invalid API key"):
+        b.authenticate(token)
+    a.close()
+    b.close()
