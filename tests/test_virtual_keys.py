@@ -155,3 +155,26 @@ def test_store_hashes_with_its_secret(tmp_path: Path) -> None:
         b.authenticate(token)
     a.close()
     b.close()
+
+
+def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from routeguard.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "model_list:\n  - {model_name: a, type: openai, model: m}\n"
+        f"server:\n  database: {tmp_path / 'k.db'}\n"
+    )
+    assert main(["keys", "--config", str(cfg), "create", "--team", "t", "--models", "a"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["key"].startswith("sk-rg-") and made["models"] == ["a"]
+    assert main(["keys", "--config", str(cfg), "list"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [k["key_id"] for k in listed] == [made["key_id"]] and "key" not in listed[0]
+    assert main(["keys", "--config", str(cfg), "revoke", made["key_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked"] is True
+    assert main(["keys", "--config", str(cfg), "rotate", "key_missing"]) == 1
+    store = KeyStore(tmp_path / "k.db")
+    with pytest.raises(Exception, match="revoked"):
+        store.authenticate(made["key"])
+    store.close()

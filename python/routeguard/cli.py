@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from routeguard import config as config_mod
-from routeguard.errors import ConfigError
+from routeguard.errors import ConfigError, RouteguardError
 
 _CONFIG_ENV = "ROUTEGUARD_CONFIG_JSON"
 
@@ -43,7 +43,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     mock.add_argument("--ttft", type=float, default=0.0, help="seconds before the first byte")
     mock.add_argument("--tokens-per-s", type=float, default=None)
 
+    keys = sub.add_parser("keys", help="manage virtual keys in the config's server.database")
+    keys.add_argument("--config", required=True, help="config file naming server.database")
+    kcmd = keys.add_subparsers(dest="keys_command", required=True)
+    create = kcmd.add_parser("create", help="create a key (printed once)")
+    for flag in ("name", "user", "team", "org"):
+        create.add_argument(f"--{flag}")
+    create.add_argument("--models", help="comma-separated aliases the key may use")
+    create.add_argument("--max-budget", type=float)
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--expires-in", type=float, help="seconds until the key expires")
+    kcmd.add_parser("list", help="list keys (never their secrets)")
+    for verb in ("rotate", "revoke"):
+        kcmd.add_parser(verb, help=f"{verb} a key").add_argument("key_id")
+
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "mock-upstream":
@@ -61,6 +78,47 @@ def _check_config(path: str) -> int:
         print(f"warning: {w}", file=sys.stderr)
     n = sum(len(d) for d in cfg.deployments.values())
     print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import time
+
+    from routeguard.budget.keys import KeySpec, KeyStore
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    if not cfg.server.database:
+        print(f"{args.config}: set server.database to a file to manage keys", file=sys.stderr)
+        return 1
+    secret = cfg.server.key_hash_secret
+    store = KeyStore(cfg.server.database, secret=secret.get() if secret else None)
+    try:
+        if args.keys_command == "create":
+            spec = KeySpec(
+                name=args.name, user=args.user, team=args.team, org=args.org,
+                models=args.models.split(",") if args.models else None,
+                max_budget=args.max_budget, rpm=args.rpm, tpm=args.tpm,
+                expires_at=time.time() + args.expires_in if args.expires_in else None,
+            )  # fmt: skip
+            token, rec = store.create(spec)
+            print(json.dumps({"key": token, **rec.public()}))
+        elif args.keys_command == "list":
+            for rec in store.list():
+                print(json.dumps(rec.public()))
+        elif args.keys_command == "rotate":
+            token, rec = store.rotate(args.key_id)
+            print(json.dumps({"key": token, **rec.public()}))
+        else:
+            print(json.dumps(store.revoke(args.key_id).public()))
+    except RouteguardError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     return 0
 
 
