@@ -4,6 +4,7 @@
 //! `policy`); `py` holds the thin pyo3 wrappers and is built only with the `python` feature
 //! (maturin enables it), so `cargo test` exercises the kernels without libpython.
 
+pub mod budget;
 pub mod error;
 pub mod vector;
 

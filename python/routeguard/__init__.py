@@ -10,10 +10,13 @@ from routeguard._version import __version__
 from routeguard.errors import (
     AllAttemptsFailed,
     AuthenticationError,
+    BudgetExceeded,
+    BudgetUnavailable,
     ConfigError,
     InvalidRequest,
     ModelNotFound,
     ProviderError,
+    RateLimited,
     RouteguardError,
 )
 from routeguard.gateway import Gateway
@@ -21,11 +24,14 @@ from routeguard.gateway import Gateway
 __all__ = [
     "AllAttemptsFailed",
     "AuthenticationError",
+    "BudgetExceeded",
+    "BudgetUnavailable",
     "ConfigError",
     "Gateway",
     "InvalidRequest",
     "ModelNotFound",
     "ProviderError",
+    "RateLimited",
     "RouteguardError",
     "__version__",
 ]

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import yaml
 
+from routeguard.budget.accounts import Accounts, load_accounts
 from routeguard.errors import ConfigError, ConfigProblem
 
 PROVIDER_TYPES = ("openai", "anthropic", "gemini")
@@ -102,6 +103,17 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     max_entries: int = 100_000
 
 
+class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Where budgets and rate limits are kept and how requests are charged."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    fail_open: bool = False  # Redis unreachable: refuse (default) or admit unmetered
+    reservation_ttl: float = 600.0  # a crashed instance's holds expire after this
+    default_max_tokens: int = 4096  # worst-case completion when a request sets no max
+    default_account: str | None = None  # charged for requests without a virtual key
+
+
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Per-alias behaviour (``routes.<alias>``)."""
 
@@ -118,6 +130,8 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: Any = None
     cache: Any = None
     routes: dict[str, Any] = {}
+    budgets: list[Any] = []
+    budget_settings: Any = None
 
 
 # --------------------------------------------------------------------------- runtime objects
@@ -194,6 +208,8 @@ class Config:
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = field(default_factory=CacheSettings)
     route_cache: dict[str, CacheSettings] = field(default_factory=dict)
+    accounts: Accounts | None = None
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
     warnings: list[str] = field(default_factory=list)
     source: str = "<dict>"
 
@@ -318,9 +334,34 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if cs is not None:
             _check_cache(cs, path, problems)
 
+    budget = _convert(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
+    accounts = None
+    if raw.budgets:
+        try:
+            accounts = load_accounts(raw.budgets, source="budgets")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if budget is not None:
+        if budget.backend == "redis" and not budget.redis_url:
+            problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))
+        if budget.default_account is not None and (
+            accounts is None or budget.default_account not in accounts.by_name
+        ):
+            problems.append(
+                ConfigProblem(
+                    "budget_settings.default_account",
+                    f"no budget account named '{budget.default_account}'",
+                )
+            )
+        if budget.reservation_ttl <= 0 or budget.default_max_tokens < 1:
+            problems.append(
+                ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
+            )
+
     if problems:
         raise ConfigError(problems, source=name)
     assert router is not None and server is not None and cache is not None
+    assert budget is not None
     return Config(
         deployments=deployments,
         router=router,
@@ -334,6 +375,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         ),
         cache=cache,
         route_cache=route_cache,
+        accounts=accounts,
+        budget=budget,
         warnings=warnings,
         source=name,
     )

@@ -10,6 +10,7 @@ only thing ``routeguard.fallback`` asks of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -56,6 +57,30 @@ class ConfigError(RouteguardError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid config {source}: {len(problems)} problem(s)\n{lines}")
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong in a tool-call policy: line and column (1-based), key path, reason."""
+
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, column {self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class PolicyError(RouteguardError):
+    """A tool-call policy is invalid (rejected at load); lists every problem with its line."""
+
+    def __init__(self, problems: list[PolicyProblem], *, source: str = "<policy>") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid policy {source}: {len(problems)} problem(s)\n{lines}")
 
 
 class InvalidRequest(RouteguardError):
@@ -178,6 +203,81 @@ class MidStreamError(ProviderError):
 
     status_code = 502
     code = "stream_interrupted"
+
+
+def _usd(micros: int) -> str:
+    """Micro-dollars as dollars for messages: ``$12.40``, or ``$0.0042`` below a cent."""
+    if 0 < abs(micros) < 10_000:
+        return f"${micros / 1_000_000:.6f}".rstrip("0")
+    return f"${micros / 1_000_000:,.2f}"
+
+
+class BudgetExceeded(RouteguardError):
+    """A reservation would take a budget past its hard limit; the request was refused
+    before any upstream call, so nothing was spent. Amounts are integer micro-dollars."""
+
+    status_code = 429
+    error_type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        spent: int,
+        limit: int,
+        reserved: int = 0,
+        requested: int = 0,
+        period: str = "this month",
+        resets_at: datetime | None = None,
+    ) -> None:
+        self.account = account
+        self.spent = spent
+        self.limit = limit
+        self.reserved = reserved
+        self.requested = requested
+        self.period = period
+        self.resets_at = resets_at
+        resets = f" (resets {resets_at:%Y-%m-%d})" if resets_at is not None else ""
+        message = f"budget '{account}' exceeded: spent {_usd(spent)} of {_usd(limit)} {period}"
+        details = []
+        if requested:
+            details.append(f"this request needs up to {_usd(requested)}")
+        if reserved:
+            details.append(f"{_usd(reserved)} is held by requests in flight")
+        super().__init__(message + resets + ("; " + " and ".join(details) if details else ""))
+
+
+class RateLimited(RouteguardError):
+    """A requests- or tokens-per-minute limit of a budget account refused the request;
+    ``retry_after`` is seconds until it would pass (None: it never can, it is too large)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, account: str, *, limit: int, unit: str, cost: int, retry_after: float | None
+    ) -> None:
+        self.account = account
+        self.limit = limit
+        self.unit = unit
+        self.cost = cost
+        self.retry_after = retry_after
+        head = f"rate limit of '{account}' exceeded: {limit} {unit} per minute"
+        if retry_after is None:
+            tail = f"; this request needs {cost} {unit}, more than a minute allows (ask for less)"
+        else:
+            tail = f" (retry after {retry_after:.2f} s)"
+        super().__init__(head + tail)
+
+
+class BudgetUnavailable(RouteguardError):
+    """The shared budget store (Redis) is unreachable and the budget fails closed."""
+
+    status_code = 503
+    error_type = "api_error"
+    code = "budget_unavailable"
 
 
 def error_for_status(

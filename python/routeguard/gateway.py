@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
 from routeguard.budget.keys import KeyStore
+from routeguard.budget.layer import BudgetLayer, completion_estimate, prompt_estimate
+from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
 from routeguard.chunks import Assembler, to_chunks
@@ -89,6 +91,7 @@ class Gateway:
         self.keys = KeyStore(
             config.server.database or ":memory:", secret=secret.get() if secret else None
         )
+        self.budget = BudgetLayer(config) if config.accounts is not None else None
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
         self.cache = CacheLayer(config, embedder) if caching else None
         self.balancers = {
@@ -126,10 +129,16 @@ class Gateway:
         return result.response
 
     async def chat_result(
-        self, request: Json, *, tenant: str = "default", use_cache: bool = True
+        self,
+        request: Json,
+        *,
+        tenant: str = "default",
+        use_cache: bool = True,
+        accounts: Sequence[str | None] = (),
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
-        isolates cache entries; ``use_cache=False`` skips the cache for this request."""
+        isolates cache entries; ``use_cache=False`` skips the cache for this request;
+        ``accounts`` names the budget accounts to charge (their ancestors are charged too)."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
@@ -138,6 +147,11 @@ class Gateway:
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
             )
+        chain: tuple[str, ...] = ()
+        if self.budget is not None:
+            chain = self.budget.chain_for(accounts)
+            if chain:
+                await self.budget.check_rate(chain, request)
         ticket = None
         if self.cache is not None and use_cache:
             ticket = self.cache.ticket(request, alias, tenant)
@@ -150,14 +164,24 @@ class Gateway:
         def fits(dep: Deployment) -> bool:
             return dep.context_window is None or prompt_tokens <= dep.context_window
 
-        if request.get("stream"):
-            return await self._stream(request, alias, started, fits, ticket)
+        hold = None
+        if chain and self.budget is not None:
+            hold = await self.budget.reserve(chain, request, self._reachable(alias))
+        try:
+            if request.get("stream"):
+                return await self._stream(request, alias, started, fits, ticket, hold)
 
-        async def attempt(dep: Deployment, timeout: float) -> Json:
-            return await self._providers[dep.provider].chat(request, dep, timeout)
+            async def attempt(dep: Deployment, timeout: float) -> Json:
+                return await self._providers[dep.provider].chat(request, dep, timeout)
 
-        out = await self.fallback.run(alias, attempt, fits=fits)
+            out = await self.fallback.run(alias, attempt, fits=fits)
+        except BaseException:
+            if hold is not None and self.budget is not None:
+                await self.budget.release(hold)
+            raise
         usage = _usage(out.value.get("usage"))
+        if hold is not None and self.budget is not None:
+            await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
         if ticket is not None and self.cache is not None:
             self.cache.store(ticket, out.value)
@@ -192,8 +216,23 @@ class Gateway:
             result.response = resp
         return result
 
+    def _reachable(self, alias: str) -> list[Deployment]:
+        """Every deployment a request for ``alias`` may end up on (for worst-case cost)."""
+        aliases = self.fallback.plan(alias)
+        for a in list(aliases):
+            aliases += [
+                c for c in self.config.context_window_fallbacks.get(a, ()) if c not in aliases
+            ]
+        return [d for a in aliases for d in self.config.deployments[a]]
+
     async def _stream(
-        self, request: Json, alias: str, started: float, fits: Any, ticket: Ticket | None
+        self,
+        request: Json,
+        alias: str,
+        started: float,
+        fits: Any,
+        ticket: Ticket | None,
+        hold: Reservation | None,
     ) -> ChatResult:
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
@@ -218,7 +257,7 @@ class Gateway:
             started=started,
             cache="off" if ticket is None else "miss",
         )
-        result.stream = self._relay(first, it, want_usage, result, ticket)
+        result.stream = self._relay(first, it, want_usage, result, ticket, hold, request)
         return result
 
     async def _relay(
@@ -228,15 +267,21 @@ class Gateway:
         want_usage: bool,
         result: ChatResult,
         ticket: Ticket | None,
+        hold: Reservation | None,
+        request: Json,
     ) -> AsyncIterator[Json]:
         """Pass chunks on; note usage; turn late failures into MidStreamError; once the
-        stream is complete, cache the assembled answer."""
+        stream is complete, cache the assembled answer; settle the budget hold at the end
+        (from usage, or from the text sent when the stream ended without usage)."""
         assembler = Assembler() if ticket is not None else None
+        sent_chars = 0
         try:
             chunk: Json | None = first
             while chunk is not None:
                 if assembler is not None:
                     assembler.feed(chunk)
+                if hold is not None:
+                    sent_chars += _delta_chars(chunk)
                 usage = chunk.get("usage")
                 if usage:
                     result.usage = _usage(usage)
@@ -254,6 +299,14 @@ class Gateway:
             raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
         finally:
             await _aclose(it)
+            if hold is not None and self.budget is not None:
+                usage = result.usage
+                if "completion_tokens" not in usage:
+                    usage = {
+                        "prompt_tokens": prompt_estimate(request),
+                        "completion_tokens": completion_estimate(sent_chars),
+                    }
+                await self.budget.settle(hold, result.deployment, usage)
 
     async def embeddings(self, request: Json) -> Json:
         """Embeddings in the OpenAI shape, through the same fallback machinery."""
@@ -273,6 +326,18 @@ class Gateway:
         from routeguard.providers.http import close_session
 
         await close_session()
+        if self.budget is not None:
+            await self.budget.close()
+
+
+def _delta_chars(chunk: Json) -> int:
+    n = 0
+    for c in chunk.get("choices") or ():
+        delta = c.get("delta") or {}
+        n += len(delta.get("content") or "")
+        for tc in delta.get("tool_calls") or ():
+            n += len((tc.get("function") or {}).get("arguments") or "")
+    return n
 
 
 async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:

@@ -1,6 +1,7 @@
 //! pyo3 wrappers: convert, release the GIL through [`detach`], call the kernel, convert back.
 //! Nothing here computes; every algorithm lives in a pyo3-free module.
 
+mod budget;
 mod error;
 mod vector;
 
@@ -22,6 +23,7 @@ where
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
+    budget::register(m)?;
     vector::register(m)?;
     Ok(())
 }

@@ -19,7 +19,7 @@ _LITELLM_FIELDS = {"user_id": "user", "team_id": "team", "key_alias": "name"}
 
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
-    return path.startswith("/admin/keys") or path == "/key/generate"
+    return path.startswith(("/admin/keys", "/admin/budgets")) or path == "/key/generate"
 
 
 def handle(keys: KeyStore, method: str, path: str, body: Any) -> tuple[int, Any]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
 
+from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
     InvalidRequest,
     RequestTooLarge,
@@ -130,6 +132,9 @@ class ProxyApp:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
         method = scope["method"]
+        if scope["path"].rstrip("/") == "/admin/budgets" and method == "GET":
+            await _send_json(send, 200, await _budgets(self.gateway), [])
+            return
         body = None
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
@@ -209,7 +214,10 @@ class ProxyApp:
         if isinstance(request.get("model"), str):
             principal.check_model(request["model"])
         return await self.gateway.chat_result(
-            request, tenant=principal.tenant, use_cache=_cache_allowed(scope)
+            request,
+            tenant=principal.tenant,
+            use_cache=_cache_allowed(scope),
+            accounts=principal.accounts,
         )
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,7 +281,31 @@ async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None
         body = error_to_anthropic(exc)
     else:
         body = exc.to_openai()
-    await _send_json(send, exc.status_code, body, [])
+    extra = []
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        extra.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    await _send_json(send, exc.status_code, body, extra)
+
+
+async def _budgets(gateway: Gateway) -> dict[str, Any]:
+    """Spend, holds and limits of every budget account, in dollars."""
+    layer = gateway.budget
+    if layer is None:
+        return {"object": "list", "data": []}
+    rows = []
+    for acc in layer.backend.accounts:
+        rows.append(
+            {
+                "name": acc.name,
+                "parent": acc.parent,
+                "period": acc.period.describe(),
+                "spent": float(micros_to_usd(await layer.backend.spent(acc.name))),
+                "reserved": float(micros_to_usd(await layer.backend.reserved(acc.name))),
+                "limit": None if acc.limit is None else float(micros_to_usd(acc.limit)),
+            }
+        )
+    return {"object": "list", "data": rows}
 
 
 async def _send_sse(

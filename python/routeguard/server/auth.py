@@ -42,6 +42,14 @@ class Principal:
             return f"{s.org or '-'}/{s.team or '-'}"
         return self.key.key_id
 
+    @property
+    def accounts(self) -> tuple[str | None, ...]:
+        """The budget accounts this caller's requests are charged to (leaf first)."""
+        if self.key is None:
+            return ()
+        s = self.key.spec
+        return (s.user, s.team, s.org)
+
     def check_model(self, alias: str) -> None:
         """Raise PermissionDenied when the caller's key may not use ``alias``."""
         if self.key is not None and not self.key.allows(alias):

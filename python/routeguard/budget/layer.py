@@ -1,0 +1,119 @@
+"""Budgets as a layer of the gateway: who is charged, how much is held, and when it settles.
+
+Per request: ``chain_for`` names the accounts (the virtual key's user, team and org that
+have budgets, or the configured default account; the backend adds every ancestor) ->
+``check_rate`` (RPM/TPM, before anything else, cache hits included) -> after a cache miss,
+``reserve`` the worst case: the largest price among the deployments the request may reach
+(its alias, fallbacks and context-window fallbacks) times a prompt estimate that errs high
+(UTF-8 bytes / 2) plus the request's ``max_tokens`` (or the configured default) -> the
+upstream call -> ``settle`` to the cost from the usage the provider reported, or
+``release`` if it failed. A stream that breaks before reporting usage is charged from
+the text that did reach the client, never $0.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from routeguard.budget.accounts import usd_to_micros
+from routeguard.budget.ledger import BudgetBackend, Reservation
+from routeguard.budget.memory import MemoryBudget
+from routeguard.config import Config, Deployment
+
+log = logging.getLogger("routeguard.budget")
+Json = dict[str, Any]
+
+
+class BudgetLayer:
+    """Rate checks, reservations and settlements for the gateway, over one backend."""
+
+    def __init__(self, config: Config, backend: BudgetBackend | None = None) -> None:
+        assert config.accounts is not None
+        self.config = config
+        self.settings = config.budget
+        if backend is None:
+            if self.settings.backend == "redis":
+                from routeguard.budget.redis import RedisBudget
+
+                backend = RedisBudget(
+                    config.accounts,
+                    self.settings.redis_url,
+                    fail_open=self.settings.fail_open,
+                    default_ttl_s=self.settings.reservation_ttl,
+                )
+            else:
+                backend = MemoryBudget(config.accounts, default_ttl_s=self.settings.reservation_ttl)
+        self.backend = backend
+
+    def chain_for(self, names: Sequence[str | None]) -> tuple[str, ...]:
+        """The accounts among ``names`` that have budgets (else the default account)."""
+        known = self.backend.accounts.by_name
+        chain = tuple(n for n in names if n and n in known)
+        if not chain and self.settings.default_account:
+            chain = (self.settings.default_account,)
+        return chain
+
+    async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
+        """RPM/TPM on the chain (raises RateLimited)."""
+        await self.backend.check_rate(chain, tokens=prompt_estimate(request))
+
+    async def reserve(
+        self, chain: tuple[str, ...], request: Json, deployments: Sequence[Deployment]
+    ) -> Reservation:
+        """Hold the worst-case cost of this request on every account of the chain."""
+        max_out = _max_tokens(request) or self.settings.default_max_tokens
+        prompt = prompt_estimate(request)
+        worst = max((d.cost(prompt, max_out) for d in deployments), default=0.0)
+        return await self.backend.reserve(
+            chain, usd_to_micros(worst, round_up=True), uuid.uuid4().hex
+        )
+
+    async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> None:
+        """Charge the actual cost (overage beyond the hold is charged too, and logged)."""
+        cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        overage = await self.backend.settle(res, usd_to_micros(cost, round_up=True))
+        if overage:
+            log.warning("request %s cost %d micro-USD more than reserved", res.request_id, overage)
+
+    async def release(self, res: Reservation) -> None:
+        """Nothing was spent: drop the hold."""
+        await self.backend.release(res)
+
+    async def close(self) -> None:
+        """Close the backend's connections."""
+        await self.backend.close()
+
+
+def prompt_estimate(request: Json) -> int:
+    """A high estimate of prompt tokens: UTF-8 bytes of the message text / 2, plus framing."""
+    total = 0
+    for m in request.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            total += len(content.encode())
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += len(part["text"].encode())
+                else:
+                    total += 1024  # an image or file: a flat allowance
+        total += 16
+    if request.get("tools"):
+        total += len(str(request["tools"]).encode())
+    return total // 2 + 8
+
+
+def completion_estimate(text_chars: int) -> int:
+    """Completion tokens from streamed text when the stream ended without usage."""
+    return text_chars // 2 + 1
+
+
+def _max_tokens(request: Json) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        v = request.get(key)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None

@@ -1,0 +1,296 @@
+"""MemoryBudget: the in-process budget backend, over the Rust ledger (``core.Ledger``).
+
+Data flow: account names map to ledger ids once, at construction; each calendar period in
+use (kind + time zone) becomes one Rust calendar whose window id this module moves forward
+when the clock crosses the next boundary (one float comparison per call). ``reserve``
+expands the chain, asks the ledger for a hold (all or nothing, lock-free) and wraps it in a
+:class:`~routeguard.budget.ledger.Reservation`; a refusal comes back as
+``core.BudgetRefused`` and leaves as :class:`~routeguard.errors.BudgetExceeded`.
+
+Holds carry a TTL, as in Redis: a heap of expiry times is checked on every call and an
+expired hold is released (a later ``settle`` still charges the cost, as a late charge). RPM
+and TPM limits are GCRA limiters in ``core.RateLimiter``.
+
+Every operation also exists as a plain method (``reserve_sync`` ...): they never wait, so
+the async ones only wrap them; property tests drive the sync ones directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from routeguard._native import core
+from routeguard.budget.accounts import (
+    ROLLING_BUCKETS,
+    Accounts,
+    BudgetAccountConfig,
+    Period,
+    load_accounts,
+)
+from routeguard.budget.ledger import (
+    DEFAULT_TTL_S,
+    Reservation,
+    budget_exceeded,
+    check_amount,
+    rate_limited,
+    soft_exceeded,
+)
+
+logger = logging.getLogger("routeguard.budget")
+_MINUTE_NS = 60_000_000_000
+
+
+class MemoryBudget:
+    """Budgets and rate limits for one process (see the module docstring).
+
+    The Rust ledger underneath is lock-free and thread-safe; this wrapper's bookkeeping
+    (open holds, expiry queue) is meant for one event loop, as the gateway runs it.
+    """
+
+    def __init__(
+        self,
+        accounts: Accounts | Sequence[BudgetAccountConfig | Mapping[str, Any]],
+        *,
+        clock: Callable[[], float] = time.time,
+        default_ttl_s: float = DEFAULT_TTL_S,
+        on_soft_limit: Callable[[str, Reservation], None] | None = None,
+    ) -> None:
+        """``clock`` returns unix seconds (tests pass a fake one)."""
+        self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
+        self._clock = clock
+        self._ttl = default_ttl_s
+        self._on_soft_limit = on_soft_limit
+        self._ledger = core.Ledger()
+        self._limiter = core.RateLimiter()
+        self._ids: dict[str, int] = {}
+        self._rates: dict[str, list[tuple[int, str]]] = {}
+        self._calendars: dict[str, tuple[int, Period]] = {}  # period key -> its calendar
+        self._boundary = math.inf
+        now = clock()
+        for acc in self.accounts:
+            period = acc.period
+            if period.is_calendar:
+                if period.key not in self._calendars:
+                    cal = self._ledger.add_calendar(period.window(now).id)
+                    self._calendars[period.key] = (cal, period)
+                ident = self._ledger.add_account(
+                    acc.limit, acc.soft_limit, calendar=self._calendars[period.key][0]
+                )
+            elif period.kind == "rolling":
+                ident = self._ledger.add_account(
+                    acc.limit,
+                    acc.soft_limit,
+                    window_ns=period.seconds * 1_000_000_000,
+                    buckets=ROLLING_BUCKETS,
+                )
+            else:
+                ident = self._ledger.add_account(acc.limit, acc.soft_limit)
+            self._ids[acc.name] = ident
+            limiters = []
+            if acc.rpm is not None:
+                limiters.append((self._limiter.add(acc.rpm, _MINUTE_NS), "requests"))
+            if acc.tpm is not None:
+                limiters.append((self._limiter.add(acc.tpm, _MINUTE_NS), "tokens"))
+            self._rates[acc.name] = limiters
+        self._refresh(now)
+        self._chain_ids: dict[tuple[str, ...], list[int]] = {}
+        self._open: dict[str, Reservation] = {}
+        # Holds by expiry: default-TTL ones in a FIFO (their expiries only grow), others in
+        # a heap. Settled entries stay until they reach the front or a compaction drops
+        # them; `_next_expiry` makes the common call one float comparison.
+        self._fifo: deque[Reservation] = deque()
+        self._heap: list[tuple[float, int, Reservation]] = []
+        self._seq = itertools.count()
+        self._next_expiry = math.inf
+
+    # ------------------------------------------------------------------ time
+
+    def _refresh(self, now: float) -> None:
+        """Move every calendar to the window containing ``now``."""
+        boundary = math.inf
+        for cal, period in self._calendars.values():
+            window = period.window(now)
+            self._ledger.set_calendar(cal, window.id)
+            boundary = min(boundary, window.end)
+        self._boundary = boundary
+
+    def _tick(self) -> tuple[float, int]:
+        """The time now (seconds, nanoseconds), after rolling calendars and expiring holds."""
+        now = self._clock()
+        if now >= self._boundary:
+            self._refresh(now)
+        if now >= self._next_expiry:
+            self._expire(now)
+        return now, int(now * 1e9)
+
+    def _expire(self, now: float) -> None:
+        due: list[Reservation] = []
+        while self._fifo and self._fifo[0].expires_at <= now:
+            due.append(self._fifo.popleft())
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        self._next_expiry = min(
+            self._fifo[0].expires_at if self._fifo else math.inf,
+            self._heap[0][0] if self._heap else math.inf,
+        )
+        for res in due:
+            hold = res.handle
+            if res.state == "open" and isinstance(hold, core.Hold):
+                self._open.pop(res.request_id, None)
+                self._ledger.release(hold)
+                res.handle = None
+                res.state = "expired"
+                logger.info("hold of reservation %s expired and was released", res.request_id)
+
+    def _ids_of(self, names: tuple[str, ...]) -> list[int]:
+        ids = self._chain_ids.get(names)
+        if ids is None:
+            ids = [self._ids[n] for n in names]
+            if len(self._chain_ids) < 100_000:
+                self._chain_ids[names] = ids
+        return ids
+
+    # ------------------------------------------------------------------ sync operations
+
+    def reserve_sync(
+        self, chain: Sequence[str], amount: int, request_id: str, ttl_s: float | None = None
+    ) -> Reservation:
+        """Hold ``amount`` on the chain (and its ancestors) or raise BudgetExceeded."""
+        check_amount(amount)
+        now, now_ns = self._tick()
+        existing = self._open.get(request_id)
+        if existing is not None:
+            return existing
+        names = self.accounts.chain(chain)
+        try:
+            hold = self._ledger.reserve(self._ids_of(names), amount, now_ns)
+        except core.BudgetRefused as refused:
+            _, position, spent, reserved, _, requested = refused.args
+            account = self.accounts[names[position]]
+            raise budget_exceeded(
+                account, spent=spent, reserved=reserved, requested=requested, now=now
+            ) from None
+        expires_at = now + (self._ttl if ttl_s is None else ttl_s)
+        soft = soft_exceeded(names, hold.soft_mask)
+        res = Reservation(request_id, names, amount, expires_at, soft, "open", hold)
+        self._open[request_id] = res
+        if ttl_s is None:
+            self._fifo.append(res)
+            if len(self._fifo) > 2 * len(self._open) + 1024:  # drop settled entries
+                self._fifo = deque(r for r in self._fifo if r.state == "open")
+        else:
+            heapq.heappush(self._heap, (expires_at, next(self._seq), res))
+            if len(self._heap) > 2 * len(self._open) + 1024:
+                self._heap = [e for e in self._heap if e[2].state == "open"]
+                heapq.heapify(self._heap)
+        if expires_at < self._next_expiry:
+            self._next_expiry = expires_at
+        if res.soft_exceeded and self._on_soft_limit is not None:
+            for name in res.soft_exceeded:
+                self._on_soft_limit(name, res)
+        return res
+
+    def settle_sync(self, reservation: Reservation, actual: int) -> int:
+        """Charge ``actual``; returns the overage. ValueError if already settled/released."""
+        check_amount(actual, "actual")
+        _, now_ns = self._tick()
+        state = reservation.state
+        if state == "open" and isinstance(reservation.handle, core.Hold):
+            self._open.pop(reservation.request_id, None)
+            reservation.state = "settled"
+            overage = self._ledger.settle(reservation.handle, actual, now_ns)
+            reservation.handle = None  # frees the Rust hold now, not when the record dies
+            if overage:
+                logger.warning(
+                    "reservation %s: actual cost %d exceeded the hold %d micro-dollars",
+                    reservation.request_id,
+                    actual,
+                    reservation.amount,
+                )
+            return overage
+        if state in ("expired", "unbacked"):
+            reservation.state = "settled"
+            self._ledger.charge(self._ids_of(reservation.chain), actual, now_ns)
+            logger.info(
+                "reservation %s settled after its hold expired: charged in full",
+                reservation.request_id,
+            )
+            return max(0, actual - reservation.amount)
+        raise ValueError(f"reservation {reservation.request_id!r} was already {state}")
+
+    def release_sync(self, reservation: Reservation) -> None:
+        """Give the hold back; a no-op on a closed reservation."""
+        if reservation.state == "open" and isinstance(reservation.handle, core.Hold):
+            self._open.pop(reservation.request_id, None)
+            self._ledger.release(reservation.handle)
+            reservation.handle = None
+        if reservation.is_open:
+            reservation.state = "released"
+
+    def spent_sync(self, account: str) -> int:
+        """Committed micro-dollars of ``account`` in its current window."""
+        _, now_ns = self._tick()
+        return self._ledger.spent(self._ids[self.accounts[account].name], now_ns)
+
+    def reserved_sync(self, account: str) -> int:
+        """Micro-dollars held on ``account`` by requests in flight."""
+        self._tick()
+        return self._ledger.reserved(self._ids[self.accounts[account].name])
+
+    def check_rate_sync(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
+        """Consume on every RPM/TPM limit of the chain, all or none, or raise RateLimited."""
+        names = self.accounts.chain(chain)
+        costs: list[tuple[int, int]] = []
+        owners: list[tuple[str, str, int]] = []
+        for name in names:
+            for limiter, unit in self._rates[name]:
+                cost = requests if unit == "requests" else tokens
+                if cost > 0:
+                    costs.append((limiter, cost))
+                    owners.append((name, unit, cost))
+        if not costs:
+            return
+        refused = self._limiter.check(costs, int(self._clock() * 1e9))
+        if refused is not None:
+            position, wait_ns = refused
+            name, unit, cost = owners[position]
+            retry_after = None if wait_ns is None else wait_ns / 1e9
+            raise rate_limited(self.accounts[name], unit, cost, retry_after)
+
+    # ------------------------------------------------------------------ the interface
+
+    async def reserve(
+        self, chain: Sequence[str], amount: int, request_id: str, ttl_s: float | None = None
+    ) -> Reservation:
+        """See :meth:`reserve_sync`."""
+        return self.reserve_sync(chain, amount, request_id, ttl_s)
+
+    async def settle(self, reservation: Reservation, actual: int) -> int:
+        """See :meth:`settle_sync`."""
+        return self.settle_sync(reservation, actual)
+
+    async def release(self, reservation: Reservation) -> None:
+        """See :meth:`release_sync`."""
+        self.release_sync(reservation)
+
+    async def spent(self, account: str) -> int:
+        """See :meth:`spent_sync`."""
+        return self.spent_sync(account)
+
+    async def reserved(self, account: str) -> int:
+        """See :meth:`reserved_sync`."""
+        return self.reserved_sync(account)
+
+    async def check_rate(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
+        """See :meth:`check_rate_sync`."""
+        self.check_rate_sync(chain, tokens, requests)
+
+    async def close(self) -> None:
+        """Nothing to close in process."""

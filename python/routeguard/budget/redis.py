@@ -1,0 +1,469 @@
+"""RedisBudget: the budget ledger shared by every instance, in plain Redis 7.
+
+Data flow: each operation expands the chain (``Accounts.chain``), builds the keys and
+arguments of one Lua script (:mod:`routeguard.budget.scripts`, where the key layout is
+described) and runs it: one round trip, atomic over the whole chain. ``reserve`` first
+reclaims the chain's expired holds, then checks every account (committed spend in its window
++ open holds + the amount <= limit) and only then holds on all of them. ``settle`` gives the
+hold back, charges the actual cost to each account's current window and appends the
+settlement to the ``T:log`` stream (the write-through log; :meth:`RedisBudget.replay_log`
+rebuilds totals from it).
+
+Cluster: every key of a chain carries the hash tag ``{<prefix>:<root account>}``, so one
+script touches one slot. The trade-off: all traffic of one root (one org, with its teams,
+users and keys) lands on one shard; that shard's throughput (~50-100k scripts/s) bounds one
+org, and orgs spread over the shards.
+
+When Redis is unreachable, ``reserve`` and ``check_rate`` fail closed by default (raise
+:class:`~routeguard.errors.BudgetUnavailable`) or, with ``fail_open=True``, admit the
+request unmetered and log a warning (at most every 10 s). A ``settle`` that cannot reach
+Redis is kept in memory (bounded) and replayed on a later successful call; the ``done``
+tombstone makes a replay of a settlement that did land harmless. Connection errors are
+retried once, immediately (a pooled connection may be stale after a Redis restart); nothing
+here sleeps. Logs name the store as ``host:port/db``, never with its password.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from routeguard.budget import scripts
+from routeguard.budget.accounts import (
+    ROLLING_BUCKETS,
+    Account,
+    Accounts,
+    BudgetAccountConfig,
+    Window,
+    load_accounts,
+)
+from routeguard.budget.ledger import (
+    DEFAULT_TTL_S,
+    Reservation,
+    budget_exceeded,
+    check_amount,
+    rate_limited,
+    soft_exceeded,
+)
+from routeguard.errors import BudgetUnavailable
+
+logger = logging.getLogger("routeguard.budget")
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """One account of a chain, with everything about it that does not change per call."""
+
+    account: Account
+    held: str
+    holds: str
+    spend: str  # the rolling hash, the lifetime key, or the calendar key without its window
+    kind: str  # "r" rolling, "c" calendar or lifetime
+    width_us: int
+    span: int
+    limit: str
+    soft: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A chain's static script inputs, built once per distinct chain."""
+
+    base: str
+    names: tuple[str, ...]
+    members: tuple[_Member, ...]
+
+
+class RedisBudget:
+    """The shared budget backend (see the module docstring)."""
+
+    def __init__(
+        self,
+        accounts: Accounts | Sequence[BudgetAccountConfig | Mapping[str, Any]],
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        prefix: str = "rg",
+        fail_open: bool = False,
+        default_ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] | None = None,
+        timeout_s: float = 1.0,
+        max_connections: int = 64,
+        log_maxlen: int = 1_000_000,
+        tombstone_s: float = 86_400.0,
+        retention_s: float = 90 * 86_400.0,
+        reclaim_batch: int = 64,
+        pending_max: int = 100_000,
+        on_soft_limit: Callable[[str, Reservation], None] | None = None,
+    ) -> None:
+        """Connect lazily to ``url`` (or use ``client``). ``clock`` (unix seconds) replaces
+        Redis ``TIME`` as the clock of holds, rolling windows and rate limits (tests)."""
+        self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
+        if client is None:
+            if url is None:
+                raise ValueError("RedisBudget needs a url (redis://host:port/db) or a client")
+            # A blocking pool: a burst of requests waits (up to timeout_s) for one of
+            # `max_connections` connections instead of failing at the pool's limit.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout_s,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 1),
+            )
+            client = aioredis.Redis(connection_pool=pool)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._redis = client
+        kwargs = client.connection_pool.connection_kwargs
+        self._where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        self._prefix = prefix
+        self.fail_open = fail_open
+        self._ttl_us = round(default_ttl_s * 1e6)
+        self._clock = clock
+        self._log_maxlen = str(log_maxlen)
+        self._tomb_us = str(round(tombstone_s * 1e6))
+        self._retention_ms = round(retention_s * 1000)
+        self._batch = str(reclaim_batch)
+        self._on_soft_limit = on_soft_limit
+        self._reserve = client.register_script(scripts.RESERVE)
+        self._settle = client.register_script(scripts.SETTLE)
+        self._release = client.register_script(scripts.RELEASE)
+        self._read = client.register_script(scripts.READ)
+        self._rate = client.register_script(scripts.RATE)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._windows: dict[str, Window] = {}
+        self._pending: deque[tuple[list[str], list[str]]] = deque(maxlen=pending_max)
+        self._flushing = False
+        self._last_warning = -math.inf
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _base(self, root: str) -> str:
+        return f"{{{self._prefix}:{root}}}:"
+
+    def _plan(self, names: tuple[str, ...]) -> _Plan:
+        plan = self._plans.get(names)
+        if plan is not None:
+            return plan
+        accounts = [self.accounts[n] for n in names]
+        base = self._base(accounts[0].root)
+        members = []
+        for acc in accounts:
+            period = acc.period
+            if period.kind == "rolling":
+                kind, spend = "r", f"{base}roll:{acc.name}"
+                width_us = math.ceil(period.seconds * 1e6 / ROLLING_BUCKETS)
+                span = ROLLING_BUCKETS
+            else:
+                kind, width_us, span = "c", 1, 0
+                spend = f"{base}spent:{acc.name}:" + ("total" if period.kind == "total" else "")
+            members.append(
+                _Member(
+                    account=acc,
+                    held=f"{base}held:{acc.name}",
+                    holds=f"{base}holds:{acc.name}",
+                    spend=spend,
+                    kind=kind,
+                    width_us=width_us,
+                    span=span,
+                    limit="" if acc.limit is None else str(acc.limit),
+                    soft="" if acc.soft_limit is None else str(acc.soft_limit),
+                )
+            )
+        plan = _Plan(base, names, tuple(members))
+        if len(self._plans) < 100_000:
+            self._plans[names] = plan
+        return plan
+
+    def _now(self) -> tuple[float, str]:
+        """Wall-clock seconds for calendar windows, and the script clock argument."""
+        if self._clock is None:
+            return time.time(), ""
+        now = self._clock()
+        return now, str(round(now * 1e6))
+
+    def _window(self, member: _Member, now: float) -> Window:
+        period = member.account.period
+        cached = self._windows.get(period.key)
+        if cached is None or not cached.start <= now < cached.end:
+            cached = period.window(now)
+            self._windows[period.key] = cached
+        return cached
+
+    def _spend_key(self, member: _Member, now: float) -> tuple[str, str]:
+        """The spend key of the window current at ``now`` and its expiry argument."""
+        if member.kind == "r":
+            keep_ms = math.ceil(member.width_us * (member.span + 2) / 1000)
+            return member.spend, str(keep_ms)
+        if member.account.period.kind == "total":
+            return member.spend, ""
+        window = self._window(member, now)
+        expire_ms = round(window.end * 1000) + self._retention_ms
+        return f"{member.spend}{window.id}", str(expire_ms)
+
+    def _keys(self, plan: _Plan, now: float) -> tuple[list[str], list[str]]:
+        base = plan.base
+        keys = [f"{base}res", f"{base}exp", f"{base}done", f"{base}log"]
+        expires = []
+        for m in plan.members:
+            spend, expire = self._spend_key(m, now)
+            keys += (m.held, m.holds, spend)
+            expires.append(expire)
+        return keys, expires
+
+    def _down(self, exc: BaseException, what: str) -> BudgetUnavailable:
+        return BudgetUnavailable(
+            f"budget store {self._where} is unreachable ({type(exc).__name__}: {exc}); "
+            f"{what} refused because the budget fails closed: restore Redis, or set "
+            "fail_open to admit requests unmetered while it is down"
+        )
+
+    def _warn_open(self, exc: BaseException, what: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= 10.0:
+            self._last_warning = now
+            logger.warning(
+                "budget store %s is unreachable (%s); %s admitted unmetered (fail_open)",
+                self._where,
+                type(exc).__name__,
+                what,
+            )
+
+    async def _flush(self) -> None:
+        """Replay settlements that could not reach Redis (oldest first)."""
+        if self._flushing or not self._pending:
+            return
+        self._flushing = True
+        try:
+            for _ in range(min(len(self._pending), 256)):
+                keys, args = self._pending[0]
+                await self._settle(keys=keys, args=args)
+                self._pending.popleft()
+        except _DOWN:
+            pass
+        finally:
+            self._flushing = False
+
+    # ------------------------------------------------------------------ the interface
+
+    def _reserve_call(
+        self, chain: Sequence[str], amount: int, request_id: str, ttl_s: float | None
+    ) -> tuple[_Plan, float, list[str], list[str]]:
+        """The plan, the time, and the KEYS and ARGV of one reserve script call."""
+        check_amount(amount)
+        plan = self._plan(self.accounts.chain(chain))
+        now, now_arg = self._now()
+        keys, _ = self._keys(plan, now)
+        ttl_us = self._ttl_us if ttl_s is None else round(ttl_s * 1e6)
+        args = [plan.base, request_id, str(amount), str(ttl_us), now_arg, str(len(plan.names))]
+        args += (self._batch, self._tomb_us)
+        for m in plan.members:
+            args += (m.account.name, m.limit, m.soft, m.kind, str(m.width_us), str(m.span))
+        return plan, now, keys, args
+
+    async def reserve(
+        self,
+        chain: Sequence[str],
+        amount: int,
+        request_id: str,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """Hold ``amount`` on the chain in one script, or raise BudgetExceeded."""
+        plan, now, keys, args = self._reserve_call(chain, amount, request_id, ttl_s)
+        names = plan.names
+        try:
+            reply = await self._reserve(keys=keys, args=args)
+        except _DOWN as exc:
+            if not self.fail_open:
+                raise self._down(exc, "reservations are") from exc
+            self._warn_open(exc, "a reservation was")
+            ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
+            return Reservation(request_id, names, amount, now + ttl, (), "unbacked", plan)
+        if self._pending:
+            await self._flush()
+        if reply[0] == 0:
+            account = plan.members[int(reply[1]) - 1].account
+            raise budget_exceeded(
+                account, spent=int(reply[2]), reserved=int(reply[3]), requested=amount, now=now
+            )
+        soft = soft_exceeded(names, int(reply[1]))
+        res = Reservation(request_id, names, amount, int(reply[2]) / 1e6, soft, "open", plan)
+        if soft and self._on_soft_limit is not None:
+            for name in soft:
+                self._on_soft_limit(name, res)
+        return res
+
+    def _settle_call(self, res: Reservation, actual: int) -> tuple[list[str], list[str]]:
+        plan = res.handle if isinstance(res.handle, _Plan) else self._plan(res.chain)
+        now, now_arg = self._now()
+        keys, expires = self._keys(plan, now)
+        args = [plan.base, res.request_id, str(actual), now_arg, str(len(plan.names))]
+        args += (self._tomb_us, self._log_maxlen)
+        for m, expire in zip(plan.members, expires, strict=True):
+            args += (m.account.name, m.kind, str(m.width_us), expire)
+        return keys, args
+
+    async def settle(self, reservation: Reservation, actual: int) -> int:
+        """Charge ``actual``; returns the overage. A settlement Redis cannot take now is
+        kept and replayed later (it is never dropped silently)."""
+        check_amount(actual, "actual")
+        if not reservation.is_open:
+            raise ValueError(
+                f"reservation {reservation.request_id!r} was already {reservation.state}"
+            )
+        keys, args = self._settle_call(reservation, actual)
+        reservation.state = "settled"
+        try:
+            reply = await self._settle(keys=keys, args=args)
+        except _DOWN as exc:
+            if not args[3]:  # a replay must land in the window of the moment it happened
+                args[3] = str(round(time.time() * 1e6))
+            dropped = len(self._pending) == self._pending.maxlen
+            self._pending.append((keys, args))
+            logger.warning(
+                "budget store %s is unreachable (%s); settlement of %s kept for replay%s",
+                self._where,
+                type(exc).__name__,
+                reservation.request_id,
+                " (the replay buffer is full: the oldest was dropped)" if dropped else "",
+            )
+            return max(0, actual - reservation.amount)
+        if self._pending:
+            await self._flush()
+        status = int(reply[0])
+        if status in (2, 3):
+            logger.info(
+                "reservation %s settled with no hold behind it (%s): charged in full",
+                reservation.request_id,
+                "its hold had expired" if status == 2 else "unknown to the store",
+            )
+        overage = max(0, actual - reservation.amount)
+        if overage and status == 1:
+            logger.warning(
+                "reservation %s: actual cost %d exceeded the hold %d micro-dollars",
+                reservation.request_id,
+                actual,
+                reservation.amount,
+            )
+        return overage
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give the hold back; if Redis is down the hold simply expires with its TTL."""
+        if not reservation.is_open:
+            return
+        state = reservation.state
+        reservation.state = "released"
+        if state == "unbacked":
+            return
+        plan = reservation.handle if isinstance(reservation.handle, _Plan) else None
+        base = plan.base if plan is not None else self._plan(reservation.chain).base
+        try:
+            await self._release(keys=[f"{base}res"], args=[base, reservation.request_id])
+        except _DOWN as exc:
+            logger.info(
+                "budget store %s unreachable (%s); the hold of %s will expire with its TTL",
+                self._where,
+                type(exc).__name__,
+                reservation.request_id,
+            )
+
+    async def usage(self, account: str) -> tuple[int, int]:
+        """``(spent, reserved)`` of one account, after reclaiming its expired holds."""
+        acc = self.accounts[account]
+        member = self._plan((account,)).members[0]
+        now, now_arg = self._now()
+        base = self._base(acc.root)
+        spend, _ = self._spend_key(member, now)
+        keys = [f"{base}res", f"{base}exp", member.held, member.holds, spend]
+        args = [base, now_arg, self._batch, member.kind, str(member.width_us), str(member.span)]
+        try:
+            reply = await self._read(keys=keys, args=args)
+        except _DOWN as exc:
+            raise self._down(exc, "reads are") from exc
+        return int(reply[0]), int(reply[1])
+
+    async def spent(self, account: str) -> int:
+        """Committed micro-dollars of ``account`` in its current window."""
+        return (await self.usage(account))[0]
+
+    async def reserved(self, account: str) -> int:
+        """Micro-dollars held on ``account`` by requests in flight."""
+        return (await self.usage(account))[1]
+
+    async def check_rate(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
+        """GCRA over every RPM/TPM limit of the chain in one script, all or none."""
+        names = self.accounts.chain(chain)
+        base = self._base(self.accounts[names[0]].root)
+        keys: list[str] = []
+        args: list[str] = []
+        owners: list[tuple[Account, str, int]] = []
+        for name in names:
+            acc = self.accounts[name]
+            for unit, limit, cost in (("requests", acc.rpm, requests), ("tokens", acc.tpm, tokens)):
+                if limit is None or cost <= 0:
+                    continue
+                keys.append(f"{base}rate:{name}:{'rpm' if unit == 'requests' else 'tpm'}")
+                args += (str(math.ceil(_MINUTE_US / limit)), str(_MINUTE_US), str(cost))
+                owners.append((acc, unit, cost))
+        if not keys:
+            return
+        try:
+            reply = await self._rate(keys=keys, args=[self._now()[1], *args])
+        except _DOWN as exc:
+            if not self.fail_open:
+                raise self._down(exc, "rate-limited requests are") from exc
+            self._warn_open(exc, "a rate-limited request was")
+            return
+        if int(reply[0]) == 0:
+            acc, unit, cost = owners[int(reply[1]) - 1]
+            wait = int(reply[2])
+            raise rate_limited(acc, unit, cost, None if wait < 0 else wait / 1e6)
+
+    async def replay_log(self, root: str, *, count: int = 10_000) -> dict[str, int]:
+        """Totals per calendar/lifetime spend key rebuilt from ``root``'s settlement log
+        (as far back as the stream's ``log_maxlen`` keeps)."""
+        key = f"{self._base(root)}log"
+        totals: dict[str, int] = {}
+        start = "-"
+        while True:
+            raw: Any = await self._redis.xrange(key, min=start, max="+", count=count)
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], raw or [])
+            for entry_id, fields in entries:
+                actual = int(fields[b"actual"])
+                for charged in fields[b"charged"].decode().split():
+                    if "@" not in charged:
+                        totals[charged] = totals.get(charged, 0) + actual
+                start = "(" + entry_id.decode()
+            if len(entries) < count:
+                return totals
+
+    @property
+    def pending(self) -> int:
+        """Settlements waiting for Redis to come back."""
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Replay kept settlements now; returns how many are still waiting."""
+        await self._flush()
+        return len(self._pending)
+
+    async def close(self) -> None:
+        """Close the connection pool if this backend created it."""
+        if self._owns_client:
+            await self._redis.aclose(close_connection_pool=True)

@@ -1,0 +1,60 @@
+"""A separate process for the Redis budget tests (run as a script, not collected by pytest).
+
+``hammer URL PREFIX ACCOUNTS_JSON SEED OPS``: reserve/settle against the shared chain with
+16 concurrent tasks, then print ``{"settled": [...], "refused": n}`` as JSON.
+``hold URL PREFIX ACCOUNTS_JSON AMOUNT TTL``: reserve once, print ``held``, then sleep until
+killed (the crash test SIGKILLs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+
+from routeguard import BudgetExceeded
+from routeguard.budget import RedisBudget
+
+
+async def hammer(url: str, prefix: str, accounts: str, seed: int, ops: int) -> None:
+    budget = RedisBudget(json.loads(accounts), url, prefix=prefix)
+    rng = random.Random(seed)
+    settled: list[int] = []
+    refused = 0
+
+    async def task(t: int) -> None:
+        nonlocal refused
+        for i in range(ops // 16):
+            worst = rng.randint(1_000, 20_000)
+            try:
+                res = await budget.reserve(["key"], worst, f"p{seed}-t{t}-{i}")
+            except BudgetExceeded:
+                refused += 1
+                continue
+            actual = rng.randint(0, worst)
+            await budget.settle(res, actual)
+            settled.append(actual)
+
+    await asyncio.gather(*(task(t) for t in range(16)))
+    await budget.close()
+    print(json.dumps({"settled": settled, "refused": refused}))
+
+
+async def hold(url: str, prefix: str, accounts: str, amount: int, ttl: float) -> None:
+    budget = RedisBudget(json.loads(accounts), url, prefix=prefix)
+    await budget.reserve(["key"], amount, "doomed", ttl_s=ttl)
+    print("held", flush=True)
+    await asyncio.sleep(3600)
+
+
+def main() -> None:
+    mode, url, prefix, accounts, a, b = sys.argv[1:7]
+    if mode == "hammer":
+        asyncio.run(hammer(url, prefix, accounts, int(a), int(b)))
+    else:
+        asyncio.run(hold(url, prefix, accounts, int(a), float(b)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real ``redis-server`` for the tests of every Redis backend.
+
+``redis_server`` (session-wide) yields a ``redis://`` URL of a throwaway server started on a
+free port in a temporary directory with persistence off; tests isolate themselves with their
+own key prefix. ``redis_process`` gives a test its own server it can stop and restart.
+Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
+missing binary is a failure: CI must install it (``apt-get install redis-server``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is not None:
+        return binary
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail("redis-server is not installed but CI is set: apt-get install redis-server")
+    pytest.skip("redis-server not found: apt-get install redis-server to run the Redis tests")
+
+
+class RedisProcess:
+    """One ``redis-server`` child process on a fixed port, stoppable and restartable."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self._proc = subprocess.Popen(
+            args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self._proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout} s")
+
+    def stop(self) -> None:
+        """Stop the server (its data is gone: persistence is off)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a redis-server shared by the session (use your own key prefix)."""
+    server = RedisProcess(_redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test alone, already started; the test may stop/restart it."""
+    server = RedisProcess(_redis_binary(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
