@@ -101,6 +101,7 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     threshold: float = 0.90
     ttl: float | None = 3600.0
     max_entries: int = 100_000
+    verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
 
 
 class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -325,6 +326,10 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if alias not in deployments:
             problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
         route = _convert(spec, RouteSettings, path, problems)
+        if route is not None and "verify" in route.cache:
+            problems.append(
+                ConfigProblem(f"{path}.cache.verify", "verify is set once, in the top-level cache")
+            )
         if route is not None and route.cache and cache is not None:
             merged = {**msgspec.structs.asdict(cache), **route.cache}
             rc = _convert(merged, CacheSettings, f"{path}.cache", problems)

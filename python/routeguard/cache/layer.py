@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from routeguard.cache.keys import request_namespace
 from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
+from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
 
 Json = dict[str, Any]
@@ -45,7 +46,11 @@ class CacheLayer:
         self.config = config
         c = config.cache
         self.cache = SemanticCache(
-            embedder, threshold=c.threshold, ttl=c.ttl, max_entries=c.max_entries
+            embedder,
+            threshold=c.threshold,
+            ttl=c.ttl,
+            max_entries=c.max_entries,
+            verifier=HitVerifier() if c.verify else None,
         )
 
     def ticket(self, request: Json, alias: str, tenant: str) -> Ticket | None:
