@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod error;
+pub mod policy;
 pub mod vector;
 
 #[cfg(feature = "python")]

@@ -1,12 +1,14 @@
 """Type stubs for the compiled extension `routeguard._core` (rust/py/)."""
 
-from typing import final
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
     "BudgetRefused",
+    "CompiledPolicy",
     "FlatIndex",
     "Hold",
     "Ledger",
@@ -17,6 +19,43 @@ __all__ = [
 ]
 
 __version__: str
+
+@final
+class CompiledPolicy:
+    """A tool-call policy compiled for evaluation (from `routeguard.enforce.policy.to_json`).
+
+    A decision is `(effect, rule_id, ((redacted path, redact rule id), ...))`.
+    """
+
+    DEFAULT_RULE_ID: ClassVar[str]
+    def __new__(cls, json: str) -> CompiledPolicy: ...
+    def __len__(self) -> int: ...
+    def decide(
+        self,
+        agent_id: str,
+        role: str,
+        trust: float,
+        delegation_depth: int,
+        tool: str,
+        args: Mapping[str, Any],
+        step: int,
+        labels: Iterable[str],
+        now: float,
+    ) -> tuple[str, str, tuple[tuple[str, str], ...]]: ...
+    def decide_json(
+        self,
+        agent_id: str,
+        role: str,
+        trust: float,
+        delegation_depth: int,
+        tool: str,
+        args_json: str | bytes,
+        step: int,
+        labels: Iterable[str],
+        now: float,
+    ) -> tuple[str, str, tuple[tuple[str, str], ...]]: ...
+    @staticmethod
+    def regex_error(pattern: str) -> str | None: ...
 
 @final
 class FlatIndex:

@@ -3,6 +3,7 @@
 
 mod budget;
 mod error;
+mod policy;
 mod vector;
 
 use pyo3::prelude::*;
@@ -24,6 +25,7 @@ where
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     budget::register(m)?;
+    policy::register(m)?;
     vector::register(m)?;
     Ok(())
 }

@@ -1,0 +1,236 @@
+"""Latency of one tool-call policy decision from Python, at 10 to 10,000 rules.
+
+For each size it generates a realistic policy (rules spread over many tools, a few tool globs
+and rules for every tool; role, trust and delegation conditions; argument predicates of every
+kind; session-label and step conditions; redactions), loads it, and times single decisions on
+a mix of calls (tools named literally, tools reached only through a glob, unknown tools), each
+call timed on its own so the percentiles are those of single decisions. Rows:
+
+- ``engine.decide``: the public API, arguments as a ``dict`` read in place by Rust;
+- ``engine.decide_json``: arguments as JSON bytes (as an LLM's tool call carries them);
+- ``msgspec+json``: serialise the ``dict`` with msgspec first, then ``decide_json`` (the
+  alternative to reading the ``dict`` in place);
+- ``core.decide``: the bare Rust call, without the Python wrapper and its ``Decision``;
+- ``reference``: the pure-Python interpreter (the peer the speed-ups are against).
+
+Run: ``.venv/bin/python benches/bench_policy.py [--quick]``. Pure-Rust timings come from
+``cargo test --release --lib policy_timing -- --ignored --nocapture``.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import yaml
+
+from routeguard.enforce import reference
+from routeguard.enforce.decision import Context, Principal, Request
+from routeguard.enforce.engine import PolicyEngine
+
+SIZES = (10, 100, 1_000, 10_000)
+ROLES = ("executor", "planner", "reviewer", "admin")
+CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF")
+
+
+def make_policy(n: int, rng: random.Random) -> tuple[str, list[str]]:
+    """A policy of ``n`` rules over ``max(4, n // 8)`` tools, as YAML; and its tool names."""
+    tools = [
+        f"svc{i % 13}.{verb}_{i}"
+        for i, verb in zip(
+            range(max(4, n // 8)), ["read", "write", "send", "pay"] * n, strict=False
+        )
+    ]
+    rules: list[dict[str, Any]] = [
+        {"id": "planner-no-tools", "effect": "deny", "principal": {"role": "planner"}},
+        {"id": "mask-secrets", "effect": "redact", "redact": ["$.auth.token"]},
+    ]
+    for i in range(n - len(rules)):
+        kind = rng.random()
+        effect = (
+            "allow"
+            if kind < 0.6
+            else "deny"
+            if kind < 0.8
+            else "require_approval"
+            if kind < 0.92
+            else "redact"
+        )
+        tool: str | list[str] = rng.choice(tools)
+        if rng.random() < 0.05:
+            tool = f"svc{rng.randrange(13)}.{rng.choice(['read', 'write', 'send', 'pay'])}_*"
+        elif rng.random() < 0.1:
+            tool = [rng.choice(tools), rng.choice(tools)]
+        rule: dict[str, Any] = {"id": f"r{i}", "effect": effect, "action": {"tool": tool}}
+        principal: dict[str, Any] = {"role": rng.choice(ROLES[:1] * 3 + ROLES[2:])}
+        if rng.random() < 0.4:
+            principal["min_trust"] = round(rng.uniform(0.2, 0.9), 2)
+        if rng.random() < 0.2:
+            principal["max_delegation_depth"] = rng.randrange(3)
+        rule["principal"] = principal
+        args: dict[str, Any] = {}
+        pick = rng.random()
+        if pick < 0.3:
+            args["$.amount"] = {"gt": 0, "lte": rng.choice([100, 1000, 10000])}
+            args["$.currency"] = {"in": rng.sample(CURRENCIES, 2)}
+        elif pick < 0.55:
+            args["$.path"] = {
+                "glob": rng.choice(["/srv/data/*", "/tmp/*", "*.csv", "/home/*/.ssh/*"])
+            }
+        elif pick < 0.7:
+            args["$.to"] = {"not": {"glob": f"*@corp{rng.randrange(5)}.example"}}
+        elif pick < 0.8:
+            args["$.command"] = {
+                "regex": rng.choice([r"^git (status|log)\b", r"rm\s+-rf", r"curl .*\|\s*sh"])
+            }
+        elif pick < 0.9:
+            args["$.options.dry_run"] = {"equals": True}
+        when: dict[str, Any] = {"args": args} if args else {}
+        if rng.random() < 0.3:
+            when["context"] = {"labels_none": ["untrusted-data-seen"], "step": [1, 20]}
+        if when:
+            rule["when"] = when
+        if effect == "redact":
+            rule["redact"] = ["$.card.number"]
+        rules.append(rule)
+    return yaml.safe_dump({"rules": rules}, sort_keys=False), tools
+
+
+def make_calls(tools: list[str], rng: random.Random, k: int) -> list[Request]:
+    """``k`` calls: most to tools the policy names, some reached only by globs, some unknown."""
+    calls = []
+    for _ in range(k):
+        r = rng.random()
+        tool = (
+            rng.choice(tools)
+            if r < 0.85
+            else f"svc{rng.randrange(13)}.read_x"
+            if r < 0.95
+            else "unknown.tool"
+        )
+        args = {
+            "amount": rng.choice([5, 250, 5000.5]),
+            "currency": rng.choice(CURRENCIES),
+            "path": rng.choice(["/srv/data/a.csv", "/etc/passwd", "/tmp/x"]),
+            "to": f"bob@corp{rng.randrange(6)}.example",
+            "command": rng.choice(["git status", "ls -la", "rm -rf /"]),
+            "options": {"dry_run": rng.random() < 0.5},
+            "card": {"number": "4111111111111111"},
+        }
+        principal = Principal(
+            f"agent-{rng.randrange(50)}",
+            rng.choice(ROLES[:1] * 4 + ROLES[1:]),
+            round(rng.random(), 2),
+            rng.randrange(3),
+        )
+        labels = frozenset({"untrusted-data-seen"}) if rng.random() < 0.2 else frozenset()
+        calls.append(Request(principal, tool, args, Context(rng.randrange(25), labels, 1.7e9)))
+    return calls
+
+
+def timer_overhead_ns() -> float:
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(20_000):
+        t0 = clock()
+        samples.append(clock() - t0)
+    return statistics.median(samples)
+
+
+def time_each(fn: Callable[[Any], object], items: list[Any], rounds: int) -> list[int]:
+    """Per-call latencies in ns over ``rounds`` passes of ``items`` (GC off while timing)."""
+    clock = time.perf_counter_ns
+    out: list[int] = []
+    for it in items[:200]:  # warm-up
+        fn(it)
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for it in items:
+                t0 = clock()
+                fn(it)
+                out.append(clock() - t0)
+    finally:
+        gc.enable()
+    return out
+
+
+def pct(samples: list[int], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * (len(s) - 1)))] / 1000.0  # µs
+
+
+def measure(engine: PolicyEngine, calls: list[Request], rounds: int) -> dict[str, list[int]]:
+    """Per-call latencies of every path on the same calls."""
+    compiled = engine._compiled
+    enc = msgspec.json.encode
+    decide = engine.decide
+    decide_json = engine.decide_json
+    as_json = [(c, enc(c.args)) for c in calls]
+
+    def raw(c: Request) -> object:
+        p, x = c.principal, c.context
+        return compiled.decide(
+            p.agent_id, p.role, p.trust, p.delegation_depth, c.tool, c.args, x.step, x.labels, 1.7e9
+        )
+
+    rows: dict[str, list[int]] = {
+        "engine.decide": time_each(
+            lambda c: decide(c.principal, c.tool, c.args, c.context), calls, rounds
+        ),
+        "engine.decide_json": time_each(
+            lambda cj: decide_json(cj[0].principal, cj[0].tool, cj[1], cj[0].context),
+            as_json,
+            rounds,
+        ),
+        "msgspec+json": time_each(
+            lambda c: decide_json(c.principal, c.tool, enc(c.args), c.context), calls, rounds
+        ),
+        "core.decide": time_each(raw, calls, rounds),
+    }
+    ref_calls = calls[: (200 if len(engine) >= 10_000 else 1_000)]
+    policy = engine.policy
+    rows["reference"] = time_each(lambda c: reference.decide(policy, c), ref_calls, 1)
+    # Sanity: the engine and the reference agree on every call the reference timed.
+    assert all(engine.decide_request(c) == reference.decide(policy, c) for c in ref_calls)
+    return rows
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    rng = random.Random(7)
+    overhead = timer_overhead_ns()
+    print(f"timer overhead (included below): {overhead:.0f} ns per call\n")
+    header = f"{'rules':>6} {'path':<18} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9}"
+    print(header)
+    print("-" * len(header))
+    summary = []
+    for n in SIZES:
+        text, tools = make_policy(n, rng)
+        t0 = time.perf_counter()
+        engine = PolicyEngine.from_yaml(text)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        calls = make_calls(tools, rng, 1_000 if quick else 4_000)
+        rows = measure(engine, calls, 2 if quick else 5)
+        for name, samples in rows.items():
+            print(
+                f"{n:>6} {name:<18} {pct(samples, 0.5):>8.2f} {pct(samples, 0.99):>8.2f} "
+                f"{pct(samples, 0.999):>9.2f}"
+            )
+        speedup = pct(rows["reference"], 0.5) / pct(rows["engine.decide"], 0.5)
+        summary.append(
+            f"{n:>6} rules: load+compile {load_ms:8.1f} ms; engine.decide p99 "
+            f"{pct(rows['engine.decide'], 0.99):.2f} µs; {speedup:,.0f}x the reference"
+        )
+        print()
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
