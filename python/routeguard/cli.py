@@ -58,7 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for verb in ("rotate", "revoke"):
         kcmd.add_parser(verb, help=f"{verb} a key").add_argument("key_id")
 
+    from routeguard.routing.cli import register as register_router
+
+    register_router(sub)
+
     args = parser.parse_args(argv)
+    if args.command == "router":
+        return int(args.run(args))
     if args.command == "keys":
         return _keys(args)
     if args.command == "check-config":

@@ -1,0 +1,403 @@
+"""The router of one route: rules -> semantic routes -> learned cheap/strong -> a target alias.
+
+Data flow per request (:meth:`Router.route`): ``mode: pinned`` returns its one target at once.
+Otherwise the request's last user message (the text the semantic cache embeds, so one vector
+serves both layers) and the caller's metadata go through
+
+1. **rules** (:mod:`routeguard.routing.rules`): metadata, headers, key/team, token bounds, regex;
+   the first match decides;
+2. **semantic routes** (:mod:`routeguard.routing.semantic`): the nearest named route above its
+   threshold decides;
+3. **learned** (:mod:`routeguard.routing.learned`): a score, P(the cheap model's answer is
+   worse) - P(it is better); at or above the threshold the ``strong`` alias, else ``cheap``.
+   With ``strong_share`` the threshold follows live traffic
+   (:class:`~routeguard.routing.calibration.LiveShare`), a fixed ``threshold`` stays put;
+4. else the route's ``default`` alias.
+
+The result is a :class:`RouteDecision`; load balancing among the chosen alias's deployments
+(:mod:`routeguard.routing.balance`) happens after, in the gateway. The embedding is computed
+only when a semantic or learned stage needs it and the caller did not pass one (:meth:`Router.
+aroute` computes it off the event loop).
+
+A route spec (``routes.<alias>`` in the config, as plain data)::
+
+    {"mode": "routed",                  # or "pinned" (one model, no router, no cache)
+     "target": "gpt-4o",                # pinned only: the alias to pin to (default: this one)
+     "cheap": "mixtral", "strong": "gpt-4",
+     "model": "default",                # or a path to a `routeguard router train` artifact
+     "strong_share": 0.3,               # or "threshold": 0.12 (exactly one of the two)
+     "rules": [...], "semantic_routes": {...},
+     "default": "mixtral"}              # when no stage decides (default: cheap)
+
+Rule and semantic-route targets may be the words ``cheap`` / ``strong``, which resolve to the
+aliases above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from routeguard.errors import RouteguardError
+from routeguard.routing.calibration import LiveShare
+from routeguard.routing.learned import LearnedRouter, default_model
+from routeguard.routing.rules import RuleInput, Rules
+from routeguard.routing.semantic import SemanticRoutes, TextEmbedder
+
+F32 = npt.NDArray[np.float32]
+
+_ROUTE_KEYS = frozenset(
+    {
+        "mode",
+        "target",
+        "cheap",
+        "strong",
+        "model",
+        "threshold",
+        "strong_share",
+        "rules",
+        "semantic_routes",
+        "default",
+        "cache",  # the cache layer's per-route settings live beside ours
+    }
+)
+_EMPTY: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where one request goes and why.
+
+    ``reason`` is ``pinned``, ``rule:<name>``, ``semantic:<name>``, ``learned`` or ``default``;
+    ``score`` is the semantic cosine or the learned P(cheap worse), None for the other reasons.
+    """
+
+    target_alias: str
+    reason: str
+    score: float | None = None
+
+
+def prompt_text(request: Mapping[str, Any]) -> str:
+    """The text the router looks at: the last user message (text parts joined by newlines,
+    as the semantic cache builds its prompt, so the two can share one embedding); ``""`` when
+    there is none."""
+    messages = request.get("messages")
+    if not isinstance(messages, Sequence):
+        return ""
+    for m in reversed(messages):
+        if isinstance(m, Mapping) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(
+                    str(p.get("text", ""))
+                    for p in content
+                    if isinstance(p, Mapping) and p.get("type") == "text"
+                )
+            return ""
+    return ""
+
+
+def estimate_tokens(request: Mapping[str, Any]) -> int:
+    """About four characters a token over every message's text, plus framing (the gateway's
+    pre-call estimate)."""
+    chars = 0
+    messages = request.get("messages")
+    if isinstance(messages, Sequence):
+        for m in messages:
+            if not isinstance(m, Mapping):
+                continue
+            content = m.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for p in content:
+                    if isinstance(p, Mapping) and isinstance(p.get("text"), str):
+                        chars += len(p["text"])
+            chars += 16
+    return chars // 4
+
+
+class Router:
+    """Picks the target alias of requests sent to one route."""
+
+    def __init__(
+        self,
+        alias: str,
+        *,
+        mode: str = "routed",
+        target: str | None = None,
+        cheap: str | None = None,
+        strong: str | None = None,
+        rules: Rules | None = None,
+        semantic: SemanticRoutes | None = None,
+        learned: LearnedRouter | None = None,
+        threshold: float | None = None,
+        strong_share: float | None = None,
+        default: str | None = None,
+        embedder: TextEmbedder | None = None,
+    ) -> None:
+        if mode not in ("routed", "pinned"):
+            raise RouteguardError(
+                f"routes.{alias}.mode: expected 'routed' or 'pinned', got {mode!r}"
+            )
+        if learned is not None and (cheap is None or strong is None):
+            raise RouteguardError(
+                f"routes.{alias}: a learned router needs both 'cheap' and 'strong'"
+            )
+        self.alias = alias
+        self.mode = mode
+        self.target = target or alias
+        self.cheap = cheap
+        self.strong = strong
+        self.rules = rules or Rules()
+        self.semantic = semantic
+        self.learned = learned
+        self.threshold = threshold if threshold is not None else 0.0
+        self.live: LiveShare | None = None
+        if learned is not None and strong_share is not None:
+            self.threshold = learned.threshold_for_share(strong_share)
+            self.live = LiveShare(strong_share, self.threshold)
+        self.default = default or cheap or self.target
+        self._embedder = embedder
+
+    @classmethod
+    def from_dict(
+        cls, alias: str, spec: Mapping[str, Any], *, embedder: TextEmbedder | None = None
+    ) -> Router:
+        """Build from a route spec (see the module docstring). ``embedder`` embeds semantic
+        utterances and, when the caller passes no vector, requests; it must be the embedder
+        the learned model was trained with (the default MiniLM for the shipped model)."""
+        where = f"routes.{alias}"
+        spec = _present(spec)
+        unknown = set(spec) - _ROUTE_KEYS
+        if unknown:
+            raise RouteguardError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"expected {', '.join(sorted(_ROUTE_KEYS))}"
+            )
+        mode = spec.get("mode", "routed")
+        if mode not in ("routed", "pinned"):
+            raise RouteguardError(f"{where}.mode: expected 'routed' or 'pinned', got {mode!r}")
+        names: dict[str, str | None] = {}
+        for k in ("target", "cheap", "strong", "default"):
+            v = spec.get(k)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise RouteguardError(f"{where}.{k}: expected a model alias, got {v!r}")
+            names[k] = v
+        if mode == "pinned":
+            return cls(alias, mode="pinned", target=names["target"])
+        cheap, strong = names["cheap"], names["strong"]
+        if (cheap is None) != (strong is None):
+            raise RouteguardError(f"{where}: set both 'cheap' and 'strong', or neither")
+        if "threshold" in spec and "strong_share" in spec:
+            raise RouteguardError(f"{where}: set 'threshold' or 'strong_share', not both")
+        emb = embedder
+        if emb is None and ("semantic_routes" in spec or cheap is not None):
+            from routeguard.embed import default_embedder
+
+            emb = default_embedder()
+        learned = None
+        threshold = share = None
+        if cheap is not None:
+            model = spec.get("model", "default")
+            if not isinstance(model, str):
+                raise RouteguardError(f"{where}.model: expected 'default' or a file path")
+            learned = default_model() if model == "default" else LearnedRouter.load(Path(model))
+            threshold, share = _pick_threshold(spec, where)
+        rules = Rules.from_list(spec.get("rules", []), f"{where}.rules")
+        semantic = None
+        if "semantic_routes" in spec:
+            assert emb is not None
+            semantic = SemanticRoutes.from_dict(
+                spec["semantic_routes"], emb, f"{where}.semantic_routes"
+            )
+        if cheap is None and names["default"] is None and names["target"] is None:
+            raise RouteguardError(
+                f"{where}: a routed route needs 'cheap' and 'strong' (learned routing) "
+                "or a 'default' alias for requests no rule or semantic route claims"
+            )
+        return cls(
+            alias,
+            mode="routed",
+            target=names["target"],
+            cheap=cheap,
+            strong=strong,
+            rules=rules,
+            semantic=semantic,
+            learned=learned,
+            threshold=threshold,
+            strong_share=share,
+            default=names["default"],
+            embedder=emb,
+        )
+
+    @property
+    def needs_vector(self) -> bool:
+        """Whether a routed request may need the prompt's embedding."""
+        return self.mode == "routed" and (self.semantic is not None or self.learned is not None)
+
+    def targets(self) -> set[str]:
+        """Every alias this router can send a request to (for config validation)."""
+        if self.mode == "pinned":
+            return {self.target}
+        out = {self.default}
+        out.update(a for a in (self.cheap, self.strong) if a is not None)
+        out.update(self._resolve(r.target) for r in self.rules.rules)
+        if self.semantic is not None:
+            out.update(self._resolve(r.target) for r in self.semantic.routes)
+        return out
+
+    def _resolve(self, target: str) -> str:
+        if target == "cheap" and self.cheap is not None:
+            return self.cheap
+        if target == "strong" and self.strong is not None:
+            return self.strong
+        return target
+
+    def route(
+        self,
+        request: Mapping[str, Any],
+        vector: F32 | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RouteDecision:
+        """Decide where ``request`` goes. ``vector`` is the embedding of :func:`prompt_text`
+        if the caller has it (the cache layer's); ``metadata`` holds what authentication
+        established (``key``, ``team``, ``user``, ...) and the request ``headers``. Embeds
+        on the calling thread when a vector is needed and not given: async callers use
+        :meth:`aroute`."""
+        text = prompt_text(request)
+        early = self._before_vector(request, text, metadata)
+        if early is not None:
+            return early
+        return self._with_vector(text, self.embed(text) if vector is None else vector)
+
+    async def aroute(
+        self,
+        request: Mapping[str, Any],
+        vector: F32 | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RouteDecision:
+        """:meth:`route` for the event loop: a missing embedding is computed with the
+        embedder's ``aembed`` (off the loop), and only if no rule decided first."""
+        text = prompt_text(request)
+        early = self._before_vector(request, text, metadata)
+        if early is not None:
+            return early
+        if vector is None:
+            emb = self._embedder_or_default()
+            aembed = getattr(emb, "aembed", None)
+            if aembed is None:
+                vector = self.embed(text)
+            else:
+                vector = np.asarray(await aembed([text]), dtype=np.float32)[0]
+        return self._with_vector(text, vector)
+
+    def _before_vector(
+        self, request: Mapping[str, Any], text: str, metadata: Mapping[str, Any] | None
+    ) -> RouteDecision | None:
+        """Pinned mode, rules, and the no-vector-needed default: None if a vector is needed."""
+        if self.mode == "pinned":
+            return RouteDecision(self.target, "pinned")
+        if self.rules.rules:
+            meta = metadata or _EMPTY
+            hdrs = meta.get("headers")
+            req_meta = request.get("metadata")
+            rule = self.rules.match(
+                RuleInput(
+                    metadata=meta,
+                    request_metadata=req_meta if isinstance(req_meta, Mapping) else _EMPTY,
+                    headers={str(k).lower(): str(v) for k, v in hdrs.items()}
+                    if isinstance(hdrs, Mapping)
+                    else _EMPTY,
+                    tokens=estimate_tokens(request),
+                    text=text,
+                )
+            )
+            if rule is not None:
+                return RouteDecision(self._resolve(rule.target), f"rule:{rule.name}")
+        if self.semantic is None and self.learned is None:
+            return RouteDecision(self.default, "default")
+        return None
+
+    def _with_vector(self, text: str, vector: F32) -> RouteDecision:
+        """Semantic routes, then the learned router, then the default."""
+        if self.semantic is not None:
+            hit = self.semantic.match(vector)
+            if hit is not None:
+                return RouteDecision(
+                    self._resolve(hit.route.target), f"semantic:{hit.route.name}", hit.score
+                )
+        if self.learned is not None:
+            assert self.cheap is not None and self.strong is not None
+            score = self.learned.score_one(text, vector)
+            threshold = self.threshold if self.live is None else self.live.observe(score)
+            return RouteDecision(
+                self.strong if score >= threshold else self.cheap, "learned", score
+            )
+        return RouteDecision(self.default, "default")
+
+    def _embedder_or_default(self) -> TextEmbedder:
+        emb = self._embedder
+        if emb is None:
+            from routeguard.embed import default_embedder
+
+            emb = self._embedder = default_embedder()
+        return emb
+
+    def embed(self, text: str) -> F32:
+        """The embedding of ``text`` with this router's embedder (the default MiniLM if none)."""
+        out: F32 = np.asarray(self._embedder_or_default().embed([text]), dtype=np.float32)[0]
+        return out
+
+
+def _present(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys that are set: a ``None`` value (as ``msgspec.to_builtins`` writes an unset
+    optional field) counts as absent."""
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def route_targets(spec: Mapping[str, Any], alias: str) -> set[str]:
+    """Every alias a route spec can send requests to, without building anything (no model
+    loaded, nothing embedded): for config validation. ``cheap``/``strong`` rule targets
+    resolve to the route's aliases."""
+    spec = _present(spec)
+    if spec.get("mode") == "pinned":
+        return {str(spec.get("target", alias))}
+    cheap, strong = spec.get("cheap"), spec.get("strong")
+    words = {"cheap": cheap, "strong": strong}
+    out = {str(a) for a in (cheap, strong, spec.get("default"), spec.get("target")) if a}
+    targets = [r.get("target") for r in spec.get("rules") or [] if isinstance(r, Mapping)]
+    sem = spec.get("semantic_routes")
+    items = sem.get("routes") if isinstance(sem, Mapping) else sem
+    if isinstance(items, Sequence) and not isinstance(items, str | bytes):
+        targets += [r.get("target") for r in items if isinstance(r, Mapping)]
+    out.update(str(words.get(t) or t) for t in targets if isinstance(t, str) and t)
+    return out
+
+
+def _pick_threshold(spec: Mapping[str, Any], where: str) -> tuple[float | None, float | None]:
+    """``(threshold, strong_share)`` from a route spec: exactly one of them is set."""
+    if "threshold" in spec:
+        t = spec["threshold"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not -1.0 <= t <= 1.0:
+            raise RouteguardError(
+                f"{where}.threshold: expected a score in [-1, 1] "
+                f"(from `routeguard router calibrate`), got {t!r}"
+            )
+        return float(t), None
+    if "strong_share" not in spec:
+        raise RouteguardError(
+            f"{where}: set 'strong_share' (the share of calls for the strong model, e.g. 0.3) "
+            "or a fixed 'threshold'"
+        )
+    share = spec["strong_share"]
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+        raise RouteguardError(f"{where}.strong_share: expected a share in [0, 1], got {share!r}")
+    return None, float(share)
