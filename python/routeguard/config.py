@@ -116,9 +116,28 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
 
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Per-alias behaviour (``routes.<alias>``)."""
+    """Per-alias behaviour (``routes.<alias>``): cache overrides, and routing — ``mode:
+    pinned`` (one model, no cache) or ``routed`` (rules -> semantic routes -> learned
+    cheap/strong); see ``routeguard.routing.router`` for the routing keys."""
 
     cache: dict[str, Any] = {}
+    mode: Literal["routed", "pinned"] | None = None
+    target: str | None = None
+    cheap: str | None = None
+    strong: str | None = None
+    default: str | None = None
+    model: str | None = None
+    threshold: float | None = None
+    strong_share: float | None = None
+    rules: list[dict[str, Any]] | None = None
+    semantic_routes: dict[str, Any] | None = None
+
+    def routing_spec(self) -> dict[str, Any] | None:
+        """The routing keys that are set, or None when this route only tunes the cache."""
+        spec = {
+            k: v for k, v in msgspec.structs.asdict(self).items() if k != "cache" and v is not None
+        }
+        return spec or None
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -209,6 +228,7 @@ class Config:
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = field(default_factory=CacheSettings)
     route_cache: dict[str, CacheSettings] = field(default_factory=dict)
+    routing: dict[str, dict[str, Any]] = field(default_factory=dict)
     accounts: Accounts | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     warnings: list[str] = field(default_factory=list)
@@ -321,11 +341,16 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
 
     cache = _convert(raw.cache or {}, CacheSettings, "cache", problems)
     route_cache: dict[str, CacheSettings] = {}
+    routing: dict[str, dict[str, Any]] = {}
     for alias, spec in raw.routes.items():
         path = f"routes.{alias}"
-        if alias not in deployments:
-            problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
         route = _convert(spec, RouteSettings, path, problems)
+        rspec = route.routing_spec() if route is not None else None
+        if rspec is not None:
+            routing[alias] = rspec
+            _check_route_targets(alias, rspec, deployments, problems)
+        elif alias not in deployments:
+            problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
         if route is not None and "verify" in route.cache:
             problems.append(
                 ConfigProblem(f"{path}.cache.verify", "verify is set once, in the top-level cache")
@@ -380,6 +405,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         ),
         cache=cache,
         route_cache=route_cache,
+        routing=routing,
         accounts=accounts,
         budget=budget,
         warnings=warnings,
@@ -422,6 +448,29 @@ def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
             problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
     if r.timeout == 0 or r.deadline == 0:
         problems.append(ConfigProblem("router_settings", "timeout and deadline must be > 0"))
+
+
+def _check_route_targets(
+    alias: str,
+    spec: dict[str, Any],
+    deployments: Mapping[str, list[Deployment]],
+    problems: list[ConfigProblem],
+) -> None:
+    from routeguard.errors import RouteguardError
+    from routeguard.routing.router import route_targets
+
+    path = f"routes.{alias}"
+    if spec.get("mode") == "pinned" and "target" not in spec and alias not in deployments:
+        problems.append(ConfigProblem(f"{path}.target", "a pinned route needs a target model"))
+        return
+    try:
+        targets = route_targets(spec, alias)
+    except RouteguardError as exc:
+        problems.append(ConfigProblem(path, exc.message))
+        return
+    for t in sorted(targets):
+        if t not in deployments:
+            problems.append(ConfigProblem(path, f"routes to unknown model '{t}'"))
 
 
 def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> None:

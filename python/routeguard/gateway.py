@@ -31,6 +31,7 @@ from routeguard.fallback import Fallback
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider
 from routeguard.routing.balance import Balancer
+from routeguard.routing.router import Router
 from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
@@ -50,6 +51,7 @@ class ChatResult:
     usage: dict[str, int] = field(default_factory=dict)
     cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
     cache_score: float | None = None
+    route: str | None = None  # why the router chose the served alias (routed routes only)
 
     @property
     def cost(self) -> float:
@@ -94,6 +96,12 @@ class Gateway:
         self.budget = BudgetLayer(config) if config.accounts is not None else None
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
         self.cache = CacheLayer(config, embedder) if caching else None
+        # One embedder per request: routers embed with the cache's, so its vector is reused.
+        router_embedder = self.cache.cache.embedder if self.cache is not None else embedder
+        self.routers = {
+            alias: Router.from_dict(alias, spec, embedder=router_embedder)
+            for alias, spec in config.routing.items()
+        }
         self.balancers = {
             alias: Balancer(deps, config.router.strategy)
             for alias, deps in config.deployments.items()
@@ -117,8 +125,8 @@ class Gateway:
         return cls(config_mod.load(source), embedder=embedder)
 
     def models(self) -> list[str]:
-        """The aliases clients may request."""
-        return self.config.aliases
+        """The aliases clients may request (models and routed routes)."""
+        return self.config.aliases + [a for a in self.routers if a not in self.balancers]
 
     async def chat(self, request: Json) -> Json | AsyncIterator[Json]:
         """A chat completion in the OpenAI shape; an async iterator of chunks if ``stream``."""
@@ -135,14 +143,17 @@ class Gateway:
         tenant: str = "default",
         use_cache: bool = True,
         accounts: Sequence[str | None] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
-        ``accounts`` names the budget accounts to charge (their ancestors are charged too)."""
+        ``accounts`` names the budget accounts to charge (their ancestors are charged too);
+        ``metadata`` (key, team, user, headers) feeds the routing rules."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
-        if alias not in self.balancers:
+        router = self.routers.get(alias)
+        if alias not in self.balancers and router is None:
             raise ModelNotFound(
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
@@ -153,12 +164,17 @@ class Gateway:
             if chain:
                 await self.budget.check_rate(chain, request)
         ticket = None
-        if self.cache is not None and use_cache:
+        if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
             ticket = self.cache.ticket(request, alias, tenant)
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
                 if hit is not None:
                     return self._from_cache(request, alias, started, hit)
+        route = None
+        if router is not None:
+            vector = ticket.vector if ticket is not None else None
+            decision = await router.aroute(request, vector, metadata)
+            alias, route = decision.target_alias, decision.reason
         prompt_tokens = estimate_tokens(request["messages"])
 
         def fits(dep: Deployment) -> bool:
@@ -169,7 +185,9 @@ class Gateway:
             hold = await self.budget.reserve(chain, request, self._reachable(alias))
         try:
             if request.get("stream"):
-                return await self._stream(request, alias, started, fits, ticket, hold)
+                result = await self._stream(request, alias, started, fits, ticket, hold)
+                result.route = route
+                return result
 
             async def attempt(dep: Deployment, timeout: float) -> Json:
                 return await self._providers[dep.provider].chat(request, dep, timeout)
@@ -194,13 +212,14 @@ class Gateway:
             response=out.value,
             usage=usage,
             cache="off" if ticket is None else "miss",
+            route=route,
         )
 
     def _from_cache(self, request: Json, alias: str, started: float, hit: CacheHit) -> ChatResult:
         resp = replay(hit)
         result = ChatResult(
             alias=alias,
-            deployment=self.balancers[alias].deployments[0],
+            deployment=self._some_deployment(alias),
             attempts=0,
             upstream_s=0.0,
             started=started,
@@ -215,6 +234,12 @@ class Gateway:
         else:
             result.response = resp
         return result
+
+    def _some_deployment(self, alias: str) -> Deployment:
+        """A deployment standing for ``alias`` (a routed route: one of its targets)."""
+        if alias in self.balancers:
+            return self.balancers[alias].deployments[0]
+        return self.balancers[min(self.routers[alias].targets())].deployments[0]
 
     def _reachable(self, alias: str) -> list[Deployment]:
         """Every deployment a request for ``alias`` may end up on (for worst-case cost)."""

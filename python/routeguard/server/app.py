@@ -218,6 +218,7 @@ class ProxyApp:
             tenant=principal.tenant,
             use_cache=_cache_allowed(scope),
             accounts=principal.accounts,
+            metadata=_route_metadata(scope, principal),
         )
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,6 +252,24 @@ def _model_card(alias: str) -> dict[str, Any]:
     return {"id": alias, "object": "model", "created": 0, "owned_by": "routeguard"}
 
 
+_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
+
+
+def _route_metadata(scope: Scope, principal: Principal) -> dict[str, Any]:
+    """What routing rules may match on: the caller's identity and the (non-secret) headers."""
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if k not in _SECRET_HEADERS
+    }
+    meta: dict[str, Any] = {"headers": headers}
+    if principal.key is not None:
+        s = principal.key.spec
+        meta.update(key=principal.key.key_id, user=s.user, team=s.team, org=s.org)
+        meta.update({k: v for k, v in s.metadata.items() if k not in meta})
+    return meta
+
+
 def _cache_allowed(scope: Scope) -> bool:
     """False when the client sent ``Cache-Control: no-cache`` or ``no-store``."""
     for name, value in scope["headers"]:
@@ -260,7 +279,9 @@ def _cache_allowed(scope: Scope) -> bool:
 
 
 def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
+    extra = [(b"x-routeguard-route", result.route.encode())] if result.route else []
     return [
+        *extra,
         (b"x-routeguard-cache", result.cache.encode()),
         (b"x-routeguard-model", result.alias.encode()),
         (b"x-routeguard-deployment", result.deployment.id.encode()),
