@@ -2,28 +2,47 @@
 
 ``get(prompt, namespace, context)``: partition = namespace + context digest (``keys.py``) ->
 exact tier (normalised-prompt digest, no embedding) -> embed the prompt -> search the
-partition's ``VectorIndex`` -> the best live candidate whose cosine reaches ``threshold``
-and that the optional ``verifier`` accepts is a hit. ``put`` embeds and stores the entry in
-both tiers. Entries expire by TTL (checked lazily on read and by ``purge_expired``) and the
-least recently used are evicted past ``max_entries``. Everything is in process memory; the
-Redis backend (several instances) keeps the same entries in Redis and mirrors them here.
+partition's index (exact scan while small, HNSW past ``ann_threshold`` vectors:
+``tiered.py``) -> the best live candidate whose cosine reaches ``threshold`` and that the
+optional ``verifier`` accepts is a hit. ``put`` embeds and stores the entry in both tiers.
+Entries expire by TTL (checked lazily on read and by ``purge_expired``) and the least
+recently used are evicted past ``max_entries``.
+
+State lives in process memory (:class:`~routeguard.cache.state.LocalState`). With a shared
+``store`` (:class:`~routeguard.cache.redis_store.RedisStore`), every write is also queued to
+the store, and the store applies the other instances' writes to this state in the
+background, so lookups stay local; such a cache must be started (``await cache.start()``
+or ``async with cache:``) and closed (``await cache.aclose()``). ``save``/``load`` write
+and read a snapshot file (``snapshot.py``).
 """
 
 from __future__ import annotations
 
-import threading
+import math
+import os
 import time
-from collections import OrderedDict
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from itertools import count
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.cache.index import VectorIndex
 from routeguard.cache.keys import Context, exact_key, partition_key
 from routeguard.cache.metrics import CacheMetrics
+from routeguard.cache.state import (
+    CacheEntry,
+    CacheStore,
+    IndexFactory,
+    LocalState,
+    rule_field,
+)
+from routeguard.cache.tiered import DEFAULT_ANN_THRESHOLD, TieredIndex
+
+__all__ = ["CacheEntry", "CacheHit", "Embeds", "SemanticCache", "Verifier"]
 
 DEFAULT_THRESHOLD = 0.90
 NEAR_MARGIN = 0.05
@@ -47,21 +66,6 @@ Verifier = Callable[[str, str], bool]
 """``verifier(query, cached_prompt)``: a second look at a close call; False refuses the hit."""
 
 
-@dataclass(slots=True)
-class CacheEntry:
-    """One cached response."""
-
-    key: str
-    partition: str
-    namespace: str
-    prompt: str
-    response: Any
-    created: float
-    expires: float | None
-    vector_id: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class CacheHit:
     """A lookup that found an answer."""
@@ -75,7 +79,14 @@ class CacheHit:
 
 
 class SemanticCache:
-    """Exact + semantic response cache with TTL, LRU size cap, namespaces and contexts."""
+    """Exact + semantic response cache with TTL, LRU size cap, namespaces and contexts.
+
+    ``ann_threshold``: vectors in one partition from which it is searched through HNSW
+    (None: always exact); ``index_factory(dim)`` replaces the default per-partition index
+    altogether. ``store``: a shared backend (``RedisStore``); the cache then needs
+    ``await cache.start()`` before use and ``await cache.aclose()`` after, or
+    ``async with cache:``. In memory mode both are no-ops.
+    """
 
     def __init__(
         self,
@@ -86,6 +97,9 @@ class SemanticCache:
         max_entries: int = 100_000,
         verifier: Verifier | None = None,
         clock: Callable[[], float] = time.time,
+        ann_threshold: int | None = DEFAULT_ANN_THRESHOLD,
+        index_factory: IndexFactory | None = None,
+        store: CacheStore | None = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -95,21 +109,62 @@ class SemanticCache:
             from routeguard.embed import default_embedder
 
             embedder = default_embedder()
+        if index_factory is None:
+
+            def index_factory(dim: int) -> TieredIndex:
+                return TieredIndex(dim, threshold=ann_threshold)
+
         self.embedder = embedder
         self.threshold = threshold
         self.ttl = ttl
         self.max_entries = max_entries
         self.verifier = verifier
         self.metrics = CacheMetrics()
+        self.store = store
         self._clock = clock
-        self._lock = threading.RLock()
-        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()  # LRU order, oldest first
-        self._by_vector: dict[int, str] = {}
-        self._indexes: dict[str, VectorIndex] = {}
-        self._next_id = 1
+        self._state = LocalState(embedder.dim, max_entries, index_factory, clock, self.metrics)
+        self._lock = self._state.lock
+        self._instance = uuid.uuid4().hex[:12]
+        self._versions = count(1)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._state)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the shared store's entries and begin mirroring it (no-op without a store)."""
+        if self.store is not None and not self.store.started:
+            await self.store.start(self._state)
+
+    async def flush(self) -> None:
+        """Wait until every write so far has reached the shared store (no-op without one)."""
+        if self.store is not None:
+            await self.store.flush()
+
+    async def aclose(self) -> None:
+        """Flush pending writes and stop mirroring (no-op without a store)."""
+        if self.store is not None:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _check_started(self) -> None:
+        if self.store is not None and not self.store.started:
+            raise RuntimeError(
+                "this SemanticCache has a shared store: `await cache.start()` "
+                "(or `async with cache:`) before using it"
+            )
 
     # ------------------------------------------------------------------ writes
 
@@ -155,40 +210,26 @@ class SemanticCache:
         metadata: Mapping[str, Any] | None,
         vector: npt.NDArray[np.float32],
     ) -> str:
+        self._check_started()
         part = partition_key(namespace, context)
         key = exact_key(part, prompt)
         now = self._clock()
         life = ttl if ttl is not None else self.ttl
+        entry = CacheEntry(
+            key, part, namespace, prompt, response, now,
+            None if life is None else now + life, 0, dict(metadata or {}),
+            f"{self._instance}:{next(self._versions)}",
+        )  # fmt: skip
         with self._lock:
-            old = self._entries.get(key)
-            if old is not None:
-                self._drop(old)
-            vid = self._next_id
-            self._next_id += 1
-            index = self._indexes.get(part)
-            if index is None:
-                index = self._indexes[part] = VectorIndex(self.embedder.dim)
-            index.add(np.array([vid], dtype=np.uint64), vector.reshape(1, -1))
-            self._entries[key] = CacheEntry(
-                key, part, namespace, prompt, response, now,
-                None if life is None else now + life, vid, dict(metadata or {}),
-            )  # fmt: skip
-            self._by_vector[vid] = key
+            self._state.insert(entry, vector)
+            if self.store is not None:
+                try:
+                    self.store.write_put(entry, vector, life)
+                except BaseException:  # e.g. msgpack cannot encode the response: undo
+                    self._state.drop_key(key, entry.version)
+                    raise
             self.metrics.puts += 1
-            while len(self._entries) > self.max_entries:
-                _, oldest = next(iter(self._entries.items()))
-                self._drop(oldest)
-                self.metrics.evictions += 1
         return key
-
-    def _drop(self, entry: CacheEntry) -> None:
-        self._entries.pop(entry.key, None)
-        self._by_vector.pop(entry.vector_id, None)
-        index = self._indexes.get(entry.partition)
-        if index is not None:
-            index.remove(entry.vector_id)
-            if len(index) == 0:
-                del self._indexes[entry.partition]
 
     # ------------------------------------------------------------------ reads
 
@@ -217,7 +258,7 @@ class SemanticCache:
         t0 = time.perf_counter()
         part = partition_key(namespace, context)
         hit = self._exact(part, prompt)
-        if hit is None and part in self._indexes:
+        if hit is None and part in self._state.indexes:
             vec = self.embedder.embed([prompt])[0] if vector is None else vector
             hit = self._semantic(part, prompt, vec, threshold or self.threshold)
         elif hit is None:
@@ -234,7 +275,7 @@ class SemanticCache:
         part = partition_key(namespace, context)
         out: list[CacheHit | None] = [self._exact(part, p) for p in prompts]
         todo = [i for i, h in enumerate(out) if h is None]
-        if todo and part in self._indexes:
+        if todo and part in self._state.indexes:
             vecs = self.embedder.embed([prompts[i] for i in todo])
             for row, i in enumerate(todo):
                 out[i] = self._semantic(part, prompts[i], vecs[row], self.threshold)
@@ -247,14 +288,14 @@ class SemanticCache:
     def _exact(self, part: str, prompt: str) -> CacheHit | None:
         key = exact_key(part, prompt)
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._state.entries.get(key)
             if entry is None:
                 return None
-            if self._expired(entry):
-                self._drop(entry)
+            if self._state.expired(entry):
+                self._state.drop(entry)
                 self.metrics.expirations += 1
                 return None
-            self._entries.move_to_end(key)
+            self._state.entries.move_to_end(key)
             self.metrics.exact_hits += 1
             self.metrics.observe_score(1.0)
             return CacheHit(entry.response, 1.0, key, True, entry.prompt, entry.metadata)
@@ -263,7 +304,7 @@ class SemanticCache:
         self, part: str, prompt: str, vector: npt.NDArray[np.float32], threshold: float
     ) -> CacheHit | None:
         with self._lock:
-            index = self._indexes.get(part)
+            index = self._state.indexes.get(part)
             if index is None:
                 self.metrics.misses += 1
                 return None
@@ -274,17 +315,17 @@ class SemanticCache:
             for vid, score in zip(ids.tolist(), scores.tolist(), strict=True):
                 if score < threshold:
                     break
-                entry = self._entries.get(self._by_vector.get(vid, ""))
+                entry = self._state.entries.get(self._state.by_vector.get(vid, ""))
                 if entry is None:
                     continue
-                if self._expired(entry):
-                    self._drop(entry)
+                if self._state.expired(entry):
+                    self._state.drop(entry)
                     self.metrics.expirations += 1
                     continue
                 if self.verifier is not None and not self.verifier(prompt, entry.prompt):
                     refused = True
                     continue
-                self._entries.move_to_end(entry.key)
+                self._state.entries.move_to_end(entry.key)
                 self.metrics.semantic_hits += 1
                 return CacheHit(
                     entry.response, score, entry.key, False, entry.prompt, entry.metadata
@@ -295,9 +336,6 @@ class SemanticCache:
             elif best >= threshold - NEAR_MARGIN:
                 self.metrics.near_misses += 1
             return None
-
-    def _expired(self, entry: CacheEntry) -> bool:
-        return entry.expires is not None and self._clock() >= entry.expires
 
     def _timed(self, t0: float, n: int = 1) -> None:
         with self._lock:
@@ -313,24 +351,70 @@ class SemanticCache:
         older_than: float | None = None,
     ) -> int:
         """Remove entries matching every given filter (namespace, key, created before a
-        timestamp); with no filter, remove all. Returns how many were removed."""
+        timestamp); with no filter, remove all. Returns how many were removed here.
+
+        With a shared store the invalidation reaches every instance: a key is deleted from
+        the store; a namespace or age filter becomes a rule that also covers entries another
+        instance writes concurrently with an older creation time.
+        """
+        self._check_started()
         with self._lock:
-            doomed = [
-                e
-                for e in self._entries.values()
-                if (namespace is None or e.namespace == namespace)
-                and (key is None or e.key == key)
-                and (older_than is None or e.created < older_than)
-            ]
-            for e in doomed:
-                self._drop(e)
-        return len(doomed)
+            if self.store is None or key is not None:
+                doomed = self._state.matching(namespace, key, older_than)
+                for e in doomed:
+                    self._state.drop(e)
+                if self.store is not None and key is not None:
+                    version = doomed[0].version if doomed else None
+                    self.store.write_delete(key, version, namespace, older_than)
+                return len(doomed)
+            # "Everything up to now" includes entries put at this very clock reading.
+            before = math.nextafter(self._clock(), math.inf) if older_than is None else older_than
+            field = rule_field(namespace)
+            doomed = self._state.add_rule(field, before)
+            self.store.write_rule(field, before, doomed)
+            return len(doomed)
 
     def purge_expired(self) -> int:
-        """Remove every expired entry now; returns how many."""
+        """Remove every expired entry from this instance now; returns how many (a shared
+        store expires its copies by itself)."""
         with self._lock:
-            doomed = [e for e in self._entries.values() if self._expired(e)]
+            doomed = [e for e in self._state.entries.values() if self._state.expired(e)]
             for e in doomed:
-                self._drop(e)
+                self._state.drop(e)
             self.metrics.expirations += len(doomed)
         return len(doomed)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write every live entry and its vector to ``path`` (atomically: a temporary file
+        renamed over it); returns how many entries were written. Responses and metadata
+        must be msgpack-encodable (JSON-like values, bytes)."""
+        from routeguard.cache import snapshot
+
+        with self._lock:
+            live = [e for e in self._state.entries.values() if not self._state.expired(e)]
+            vectors = self._state.vectors(live)
+        snapshot.write(path, self._state.dim, live, vectors)
+        return len(live)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], embedder: Embeds, **kwargs: Any) -> SemanticCache:
+        """A cache holding the entries saved at ``path`` that have not expired since (each
+        keeps its creation and expiry times); ``kwargs`` as for the constructor. The
+        embedder must have the snapshot's dimension. Meant for memory mode: with a shared
+        ``store``, ``start()`` replaces the local state with the store's."""
+        from routeguard.cache import snapshot
+
+        cache = cls(embedder, **kwargs)
+        dim, entries, vectors = snapshot.read(path)
+        if dim != embedder.dim:
+            raise ValueError(
+                f"cache snapshot {os.fspath(path)!r} holds {dim}-d vectors but the embedder "
+                f"makes {embedder.dim}-d ones: load it with the embedder it was saved with"
+            )
+        with cache._lock:
+            for entry, vector in zip(entries, vectors, strict=True):
+                if not cache._state.expired(entry):
+                    cache._state.insert(entry, vector)
+        return cache

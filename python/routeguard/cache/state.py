@@ -1,0 +1,248 @@
+"""The in-process state of a semantic cache: entries, their vectors' indexes, and the rules
+of past invalidations; and the interface of a shared store that mirrors it.
+
+Data flow: :class:`LocalState` is what every lookup reads. Entries sit in an LRU-ordered
+dict (exact tier, by key) and their vectors in one index per partition (semantic tier;
+:class:`~routeguard.cache.tiered.TieredIndex` by default, exact then HNSW). It is written
+from two sides: the cache's own ``put``/``invalidate`` (:mod:`routeguard.cache.semantic`)
+and, with a shared backend (:class:`CacheStore`, e.g.
+:class:`~routeguard.cache.redis_store.RedisStore`), the events other instances publish,
+applied through :meth:`LocalState.apply`, :meth:`LocalState.drop_key` and
+:meth:`LocalState.add_rule`. Every entry carries a ``version`` (unique per write), which
+lets a mirror skip its own writes coming back and converge when two writes race.
+
+An invalidation by namespace or age is kept as a *rule* ("entries of namespace N created
+before T are dead") as well as applied: an entry that arrives later (a racing write, a
+reload) is checked against the rules, so every instance agrees on what was invalidated.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from routeguard.cache.metrics import CacheMetrics
+from routeguard.cache.tiered import Index
+
+Vector = npt.NDArray[np.float32]
+IndexFactory = Callable[[int], Index]
+"""``factory(dim)``: a new, empty index for one partition."""
+
+ALL: Final = "*"
+"""Rule field of an invalidation of every namespace (others are ``"ns:" + namespace``)."""
+
+
+def rule_field(namespace: str | None) -> str:
+    """The rule a namespace invalidation is recorded under (:data:`ALL` for every one)."""
+    return ALL if namespace is None else f"ns:{namespace}"
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One cached response."""
+
+    key: str
+    partition: str
+    namespace: str
+    prompt: str
+    response: Any
+    created: float
+    expires: float | None
+    vector_id: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+
+class LocalState:
+    """Entries (LRU order), per-partition indexes and invalidation rules, under one lock.
+
+    Callers hold :attr:`lock` around any sequence of reads and writes that must be atomic;
+    each method takes it too (it is re-entrant).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        max_entries: int,
+        index_factory: IndexFactory,
+        clock: Callable[[], float],
+        metrics: CacheMetrics,
+    ) -> None:
+        self.dim = dim
+        self.max_entries = max_entries
+        self.index_factory = index_factory
+        self.clock = clock
+        self.metrics = metrics
+        self.lock = threading.RLock()
+        self.entries: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest first
+        self.by_vector: dict[int, str] = {}
+        self.indexes: dict[str, Index] = {}
+        self.rules: dict[str, float] = {}  # rule field -> entries created before are dead
+        self._next_id = 1
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def version_of(self, key: str) -> str | None:
+        """The version of the entry under ``key``, or None."""
+        entry = self.entries.get(key)
+        return None if entry is None else entry.version
+
+    def expired(self, entry: CacheEntry) -> bool:
+        """Whether the entry's TTL has run out."""
+        return entry.expires is not None and self.clock() >= entry.expires
+
+    def dead(self, entry: CacheEntry) -> bool:
+        """Whether an invalidation rule covers the entry."""
+        if not self.rules:
+            return False
+        before = max(self.rules.get(ALL, -math.inf), self.rules.get(f"ns:{entry.namespace}",
+                     -math.inf))  # fmt: skip
+        return entry.created < before
+
+    def insert(self, entry: CacheEntry, vector: Vector) -> bool:
+        """Store ``entry`` (replacing its key) as the most recently used, evicting the least
+        recently used past ``max_entries``; ``vector_id`` is assigned here. False (and
+        nothing stored) if a rule already invalidated it."""
+        with self.lock:
+            if self.dead(entry):
+                return False
+            old = self.entries.get(entry.key)
+            if old is not None:
+                self.drop(old)
+            vid = entry.vector_id = self._next_id
+            self._next_id += 1
+            index = self.indexes.get(entry.partition)
+            if index is None:
+                index = self.indexes[entry.partition] = self.index_factory(self.dim)
+            index.add(np.array([vid], dtype=np.uint64),
+                      np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1))  # fmt: skip
+            self.entries[entry.key] = entry
+            self.by_vector[vid] = entry.key
+            while len(self.entries) > self.max_entries:
+                self.drop(next(iter(self.entries.values())))
+                self.metrics.evictions += 1
+            return True
+
+    def apply(self, entry: CacheEntry, vector: Vector) -> bool:
+        """A write seen in the shared store: insert it unless it is already here (same
+        version), expired or invalidated. True if the local state changed."""
+        with self.lock:
+            if self.version_of(entry.key) == entry.version or self.expired(entry):
+                return False
+            return self.insert(entry, vector)
+
+    def drop(self, entry: CacheEntry) -> None:
+        """Remove ``entry`` from both tiers."""
+        with self.lock:
+            self.entries.pop(entry.key, None)
+            self.by_vector.pop(entry.vector_id, None)
+            index = self.indexes.get(entry.partition)
+            if index is not None:
+                index.remove(entry.vector_id)
+                if len(index) == 0:
+                    del self.indexes[entry.partition]
+
+    def drop_key(self, key: str, version: str | None = None) -> bool:
+        """Remove the entry under ``key`` (only if it has ``version``, when given)."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None or (version is not None and entry.version != version):
+                return False
+            self.drop(entry)
+            return True
+
+    def matching(
+        self, namespace: str | None, key: str | None, older_than: float | None
+    ) -> list[CacheEntry]:
+        """Entries passing every given filter (all of them when none is given)."""
+        with self.lock:
+            if key is not None:
+                entry = self.entries.get(key)
+                candidates: Iterable[CacheEntry] = () if entry is None else (entry,)
+            else:
+                candidates = self.entries.values()
+            return [
+                e
+                for e in candidates
+                if (namespace is None or e.namespace == namespace)
+                and (older_than is None or e.created < older_than)
+            ]
+
+    def add_rule(self, field: str, before: float) -> list[CacheEntry]:
+        """Record "entries under ``field`` created before ``before`` are dead" and drop the
+        ones here; returns them."""
+        with self.lock:
+            if before > self.rules.get(field, -math.inf):
+                self.rules[field] = before
+            namespace = None if field == ALL else field.removeprefix("ns:")
+            doomed = self.matching(namespace, None, before)
+            for entry in doomed:
+                self.drop(entry)
+            return doomed
+
+    def vectors(self, entries: Sequence[CacheEntry]) -> Vector:
+        """The stored unit vectors of ``entries``, one row each, in order."""
+        out = np.empty((len(entries), self.dim), np.float32)
+        with self.lock:
+            by_part: dict[str, list[int]] = {}
+            for row, entry in enumerate(entries):
+                by_part.setdefault(entry.partition, []).append(row)
+            for part, rows in by_part.items():
+                ids = [entries[r].vector_id for r in rows]
+                out[rows] = self.indexes[part].get(ids)
+        return out
+
+    def clear(self) -> None:
+        """Forget every entry and rule."""
+        with self.lock:
+            self.entries.clear()
+            self.by_vector.clear()
+            self.indexes.clear()
+            self.rules.clear()
+
+
+class CacheStore(Protocol):
+    """A shared backend a :class:`LocalState` mirrors (see ``routeguard.cache.redis_store``).
+
+    Writes are queued by the synchronous ``write_*`` calls (the cache's API stays
+    synchronous) and sent in the background; :meth:`flush` waits until they are sent.
+    """
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run and :meth:`aclose` has not."""
+        ...
+
+    async def start(self, state: LocalState) -> None:
+        """Load the shared entries into ``state`` and begin mirroring."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every queued write has reached the store."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush, stop mirroring and release connections."""
+        ...
+
+    def write_put(self, entry: CacheEntry, vector: Vector, ttl: float | None) -> None:
+        """Queue the write of ``entry`` (expiring after ``ttl`` seconds, if given)."""
+        ...
+
+    def write_delete(
+        self, key: str, version: str | None, namespace: str | None, older_than: float | None
+    ) -> None:
+        """Queue the removal of ``key`` (if still at ``version`` and passing the filters)."""
+        ...
+
+    def write_rule(self, field: str, before: float, doomed: Sequence[CacheEntry]) -> None:
+        """Queue an invalidation rule; ``doomed`` are the entries known to fall under it."""
+        ...
