@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
-from routeguard.budget.keys import KeyStore
+from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer, completion_estimate, prompt_estimate
 from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
@@ -93,7 +93,8 @@ class Gateway:
         self.keys = KeyStore(
             config.server.database or ":memory:", secret=secret.get() if secret else None
         )
-        self.budget = BudgetLayer(config) if config.accounts is not None else None
+        # Always on: virtual keys may carry their own budgets even with none configured.
+        self.budget: BudgetLayer | None = BudgetLayer(config)
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
         self.cache = CacheLayer(config, embedder) if caching else None
         # One embedder per request: routers embed with the cache's, so its vector is reused.
@@ -144,11 +145,13 @@ class Gateway:
         use_cache: bool = True,
         accounts: Sequence[str | None] = (),
         metadata: Mapping[str, Any] | None = None,
+        key: KeyRecord | None = None,
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
         ``accounts`` names the budget accounts to charge (their ancestors are charged too);
-        ``metadata`` (key, team, user, headers) feeds the routing rules."""
+        ``metadata`` (key, team, user, headers) feeds the routing rules; ``key`` (the
+        caller's virtual key) adds the key's own budget and RPM/TPM limits."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
@@ -160,7 +163,7 @@ class Gateway:
             )
         chain: tuple[str, ...] = ()
         if self.budget is not None:
-            chain = self.budget.chain_for(accounts)
+            chain = self.budget.chain_for(accounts, key)
             if chain:
                 await self.budget.check_rate(chain, request)
         ticket = None

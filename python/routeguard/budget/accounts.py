@@ -207,6 +207,55 @@ class Accounts:
         except KeyError:
             raise KeyError(f"unknown budget account {name!r}") from None
 
+    def put(self, account: Account) -> None:
+        """Add or replace one account at run time (a virtual key's own budget).
+
+        Its parent must already be here, and replacing an account must not change the
+        chain of any account below it: only leaves (keys) are put at run time.
+        """
+        if account.parent is not None and account.parent not in self.by_name:
+            raise ValueError(f"no budget account named {account.parent!r}")
+        old = self.by_name.get(account.name)
+        if (
+            old is not None
+            and old.chain != account.chain
+            and any(a.parent == account.name for a in self.by_name.values())
+        ):
+            raise ValueError(f"account {account.name!r} has children: its parent is fixed")
+        self.by_name[account.name] = account
+        if old is None or old.chain != account.chain:
+            self._chains.clear()
+
+    def build(self, cfg: BudgetAccountConfig) -> Account:
+        """An :class:`Account` for ``cfg`` under this set's existing accounts (not added).
+
+        ValueError names what is wrong (bad name, period, time zone, amount or parent).
+        """
+        if not _NAME.match(cfg.name):
+            raise ValueError(
+                f"budget account name {cfg.name!r}: use 1-200 characters without spaces, "
+                "braces or colons"
+            )
+        problems = _check_numbers("budget", cfg)
+        if problems:
+            raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
+        period = Period.parse(cfg.period, cfg.timezone)
+        chain: tuple[str, ...] = (cfg.name,)
+        if cfg.parent is not None:
+            chain += self[cfg.parent].chain
+        if len(chain) > 8:
+            raise ValueError(f"account {cfg.name!r}: a chain holds at most 8 accounts")
+        return Account(
+            name=cfg.name,
+            parent=cfg.parent,
+            limit=None if cfg.limit is None else usd_to_micros(cfg.limit),
+            soft_limit=None if cfg.soft_limit is None else usd_to_micros(cfg.soft_limit),
+            period=period,
+            rpm=cfg.rpm,
+            tpm=cfg.tpm,
+            chain=chain,
+        )
+
     def chain(self, names: Sequence[str]) -> tuple[str, ...]:
         """``names`` and all their ancestors, each once, leaf first; they must share a root.
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from routeguard.budget.accounts import Period
 from routeguard.errors import AuthenticationError, InvalidRequest
 
 KEY_PREFIX = "sk-rg-"
@@ -209,8 +210,12 @@ def parse_spec(data: Any) -> KeySpec:
 
 
 def _check(spec: KeySpec) -> None:
-    if spec.max_budget is not None and spec.max_budget < 0:
-        raise InvalidRequest("max_budget must not be negative", param="max_budget")
+    if spec.max_budget is not None and not 0 <= spec.max_budget <= 9e9:
+        raise InvalidRequest("max_budget must be from 0 to 9e9 dollars", param="max_budget")
+    try:
+        Period.parse(spec.budget_period)
+    except ValueError as exc:
+        raise InvalidRequest(f"budget_period: {exc}", param="budget_period") from None
     for name in ("rpm", "tpm"):
         v = getattr(spec, name)
         if v is not None and v < 1:

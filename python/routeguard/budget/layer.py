@@ -1,7 +1,8 @@
 """Budgets as a layer of the gateway: who is charged, how much is held, and when it settles.
 
-Per request: ``chain_for`` names the accounts (the virtual key's user, team and org that
-have budgets, or the configured default account; the backend adds every ancestor) ->
+Per request: ``chain_for`` names the accounts (the virtual key's own account when the key
+carries a ``max_budget``, ``rpm`` or ``tpm``, then its user, team and org that have budgets,
+or the configured default account; the backend adds every ancestor) ->
 ``check_rate`` (RPM/TPM, before anything else, cache hits included) -> after a cache miss,
 ``reserve`` the worst case: the largest price among the deployments the request may reach
 (its alias, fallbacks and context-window fallbacks) times a prompt estimate that errs high
@@ -18,7 +19,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from routeguard.budget.accounts import usd_to_micros
+from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
+from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.config import Config, Deployment
@@ -31,30 +33,62 @@ class BudgetLayer:
     """Rate checks, reservations and settlements for the gateway, over one backend."""
 
     def __init__(self, config: Config, backend: BudgetBackend | None = None) -> None:
-        assert config.accounts is not None
         self.config = config
         self.settings = config.budget
+        accounts = config.accounts if config.accounts is not None else Accounts(())
+        # The accounts of the config file: a key's account hangs under one of these.
+        self._configured = frozenset(accounts.by_name)
+        self._key_sigs: dict[str, tuple[object, ...]] = {}
         if backend is None:
             if self.settings.backend == "redis":
                 from routeguard.budget.redis import RedisBudget
 
                 backend = RedisBudget(
-                    config.accounts,
+                    accounts,
                     self.settings.redis_url,
                     fail_open=self.settings.fail_open,
                     default_ttl_s=self.settings.reservation_ttl,
                 )
             else:
-                backend = MemoryBudget(config.accounts, default_ttl_s=self.settings.reservation_ttl)
+                backend = MemoryBudget(accounts, default_ttl_s=self.settings.reservation_ttl)
         self.backend = backend
 
-    def chain_for(self, names: Sequence[str | None]) -> tuple[str, ...]:
-        """The accounts among ``names`` that have budgets (else the default account)."""
+    def chain_for(
+        self, names: Sequence[str | None], key: KeyRecord | None = None
+    ) -> tuple[str, ...]:
+        """The accounts among ``names`` that have budgets (else the default account), led
+        by ``key``'s own account when the key carries limits."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
+        if key is not None:
+            own = self.key_account(key)
+            if own is not None:
+                return (own, *chain)
         if not chain and self.settings.default_account:
             chain = (self.settings.default_account,)
         return chain
+
+    def key_account(self, key: KeyRecord) -> str | None:
+        """The budget account of a virtual key with ``max_budget``/``rpm``/``tpm`` (named by
+        its key id, under its user, team or org account when one is configured), created
+        or brought up to date with the key's spec; None for a key without limits."""
+        s = key.spec
+        if s.max_budget is None and s.rpm is None and s.tpm is None:
+            return None
+        parent = next((n for n in (s.user, s.team, s.org) if n and n in self._configured), None)
+        sig = (s.max_budget, s.budget_period, s.rpm, s.tpm, parent)
+        if self._key_sigs.get(key.key_id) != sig:
+            cfg = BudgetAccountConfig(
+                name=key.key_id,
+                parent=parent,
+                limit=s.max_budget,
+                period=s.budget_period,
+                rpm=s.rpm,
+                tpm=s.tpm,
+            )
+            self.backend.upsert(self.backend.accounts.build(cfg))
+            self._key_sigs[key.key_id] = sig
+        return key.key_id
 
     async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
         """RPM/TPM on the chain (raises RateLimited)."""

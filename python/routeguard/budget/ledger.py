@@ -94,6 +94,10 @@ class BudgetBackend(Protocol):
         chain, all or none; raise RateLimited naming the account that refused."""
         ...
 
+    def upsert(self, account: Account) -> None:
+        """Add ``account`` at run time or change its limits (its parent must exist)."""
+        ...
+
     async def close(self) -> None:
         """Release connections; the backend is unusable afterwards."""
         ...

@@ -29,6 +29,7 @@ from typing import Any
 from routeguard._native import core
 from routeguard.budget.accounts import (
     ROLLING_BUCKETS,
+    Account,
     Accounts,
     BudgetAccountConfig,
     Period,
@@ -75,30 +76,7 @@ class MemoryBudget:
         self._boundary = math.inf
         now = clock()
         for acc in self.accounts:
-            period = acc.period
-            if period.is_calendar:
-                if period.key not in self._calendars:
-                    cal = self._ledger.add_calendar(period.window(now).id)
-                    self._calendars[period.key] = (cal, period)
-                ident = self._ledger.add_account(
-                    acc.limit, acc.soft_limit, calendar=self._calendars[period.key][0]
-                )
-            elif period.kind == "rolling":
-                ident = self._ledger.add_account(
-                    acc.limit,
-                    acc.soft_limit,
-                    window_ns=period.seconds * 1_000_000_000,
-                    buckets=ROLLING_BUCKETS,
-                )
-            else:
-                ident = self._ledger.add_account(acc.limit, acc.soft_limit)
-            self._ids[acc.name] = ident
-            limiters = []
-            if acc.rpm is not None:
-                limiters.append((self._limiter.add(acc.rpm, _MINUTE_NS), "requests"))
-            if acc.tpm is not None:
-                limiters.append((self._limiter.add(acc.tpm, _MINUTE_NS), "tokens"))
-            self._rates[acc.name] = limiters
+            self._register(acc, now)
         self._refresh(now)
         self._chain_ids: dict[tuple[str, ...], list[int]] = {}
         self._open: dict[str, Reservation] = {}
@@ -109,6 +87,54 @@ class MemoryBudget:
         self._heap: list[tuple[float, int, Reservation]] = []
         self._seq = itertools.count()
         self._next_expiry = math.inf
+
+    def _register(self, acc: Account, now: float) -> None:
+        """Give ``acc`` a ledger account and its rate limiters."""
+        period = acc.period
+        if period.is_calendar:
+            if period.key not in self._calendars:
+                cal = self._ledger.add_calendar(period.window(now).id)
+                self._calendars[period.key] = (cal, period)
+                self._boundary = min(self._boundary, period.window(now).end)
+            ident = self._ledger.add_account(
+                acc.limit, acc.soft_limit, calendar=self._calendars[period.key][0]
+            )
+        elif period.kind == "rolling":
+            ident = self._ledger.add_account(
+                acc.limit,
+                acc.soft_limit,
+                window_ns=period.seconds * 1_000_000_000,
+                buckets=ROLLING_BUCKETS,
+            )
+        else:
+            ident = self._ledger.add_account(acc.limit, acc.soft_limit)
+        self._ids[acc.name] = ident
+        self._set_rates(acc)
+
+    def _set_rates(self, acc: Account) -> None:
+        limiters = []
+        if acc.rpm is not None:
+            limiters.append((self._limiter.add(acc.rpm, _MINUTE_NS), "requests"))
+        if acc.tpm is not None:
+            limiters.append((self._limiter.add(acc.tpm, _MINUTE_NS), "tokens"))
+        self._rates[acc.name] = limiters
+
+    def upsert(self, account: Account) -> None:
+        """Add an account at run time, or change its limits (a virtual key's budget).
+
+        Spend so far is kept when only the limits change; a new period starts the account
+        afresh. Changed RPM/TPM limits start with a full allowance.
+        """
+        old = self.accounts.by_name.get(account.name)
+        self.accounts.put(account)
+        self._chain_ids.clear()
+        if old is None or old.period != account.period:
+            self._register(account, self._clock())
+            return
+        if (old.limit, old.soft_limit) != (account.limit, account.soft_limit):
+            self._ledger.set_limits(self._ids[account.name], account.limit, account.soft_limit)
+        if (old.rpm, old.tpm) != (account.rpm, account.tpm):
+            self._set_rates(account)
 
     # ------------------------------------------------------------------ time
 

@@ -152,6 +152,15 @@ class RedisBudget:
         self._flushing = False
         self._last_warning = -math.inf
 
+    def upsert(self, account: Account) -> None:
+        """Add an account at run time, or change its limits (a virtual key's budget).
+
+        Spend lives in Redis under the account's name, so every instance that upserts the
+        same account shares it; limits travel with each script call.
+        """
+        self.accounts.put(account)
+        self._plans.clear()
+
     # ------------------------------------------------------------------ plumbing
 
     def _base(self, root: str) -> str:

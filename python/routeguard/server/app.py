@@ -139,6 +139,13 @@ class ProxyApp:
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
         status, out = admin.handle(self.gateway.keys, method, scope["path"], body)
+        layer = self.gateway.budget
+        if layer is not None and isinstance(out, dict) and isinstance(out.get("key_id"), str):
+            # A key with limits gets its budget account now, and shows its spend.
+            account = layer.key_account(self.gateway.keys.get(out["key_id"]))
+            if account is not None:
+                out["spend"] = float(micros_to_usd(await layer.backend.spent(account)))
+                out["reserved"] = float(micros_to_usd(await layer.backend.reserved(account)))
         await _send_json(send, status, out, [])
 
     async def _read_json(
@@ -219,6 +226,7 @@ class ProxyApp:
             use_cache=_cache_allowed(scope),
             accounts=principal.accounts,
             metadata=_route_metadata(scope, principal),
+            key=principal.key,
         )
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
