@@ -97,11 +97,17 @@ def _keys(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
-    if not cfg.server.database:
+    secret = cfg.server.key_hash_secret
+    store: KeyStore
+    if cfg.server.key_store == "redis" and cfg.server.redis_url:
+        from routeguard.budget.redis_keys import RedisKeyStore
+
+        store = RedisKeyStore(cfg.server.redis_url, secret=secret.get() if secret else None)
+    elif not cfg.server.database:
         print(f"{args.config}: set server.database to a file to manage keys", file=sys.stderr)
         return 1
-    secret = cfg.server.key_hash_secret
-    store = KeyStore(cfg.server.database, secret=secret.get() if secret else None)
+    else:
+        store = KeyStore(cfg.server.database, secret=secret.get() if secret else None)
     try:
         if args.keys_command == "create":
             spec = KeySpec(
@@ -161,6 +167,10 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
+    problem = _workers_problem(cfg, workers)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     # Workers re-load the config in their own process; pass it as data, not as a path,
     # so the built-in default (with the simulator's port) reaches them too.
     os.environ[_CONFIG_ENV] = json.dumps({"path": path} if path is not None else {"data": source})
@@ -182,6 +192,26 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
         if mock is not None:
             mock.__exit__(None, None, None)
     return 0
+
+
+def _workers_problem(cfg: config_mod.Config, workers: int) -> str | None:
+    """Why this config cannot run on ``workers`` processes, if it cannot: in-process budgets
+    and a SQLite key store are per process, so N workers would spend N times a limit and see
+    only the keys made through themselves."""
+    if workers <= 1:
+        return None
+    admin = cfg.server.master_key is not None or cfg.server.database is not None
+    if cfg.budget.backend == "memory" and (cfg.accounts is not None or admin):
+        return (
+            f"--workers {workers} with in-memory budgets would let each worker spend the whole "
+            "limit: set budget_settings.backend: redis (and redis_url), or run one worker"
+        )
+    if cfg.server.key_store == "sqlite" and cfg.server.master_key is not None:
+        return (
+            f"--workers {workers} with the SQLite key store: a key made through one worker "
+            "would be unknown to the others; set server.key_store: redis, or run one worker"
+        )
+    return None
 
 
 def app_from_env() -> object:

@@ -91,6 +91,8 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: int = 8 * 1024 * 1024
     database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
     key_hash_secret: str | None = None
+    key_store: Literal["sqlite", "redis"] = "sqlite"  # redis: keys shared by instances
+    redis_url: str | None = None  # for key_store: redis (default: budget_settings.redis_url)
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -215,6 +217,8 @@ class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     database: str | None = None
     key_hash_secret: Secret | None = None
+    key_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,12 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             accounts = load_accounts(raw.budgets, source="budgets")
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if (
+        server is not None
+        and server.key_store == "redis"
+        and not (server.redis_url or (budget is not None and budget.redis_url))
+    ):
+        problems.append(ConfigProblem("server.redis_url", "required for key_store: redis"))
     if budget is not None:
         if budget.backend == "redis" and not budget.redis_url:
             problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))
@@ -402,6 +412,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             max_body_bytes=server.max_body_bytes,
             database=server.database,
             key_hash_secret=hash_secret,
+            key_store=server.key_store,
+            redis_url=server.redis_url or budget.redis_url,
         ),
         cache=cache,
         route_cache=route_cache,

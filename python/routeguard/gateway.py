@@ -90,9 +90,16 @@ class Gateway:
     def __init__(self, config: Config, *, embedder: Embeds | None = None) -> None:
         self.config = config
         secret = config.server.key_hash_secret
-        self.keys = KeyStore(
-            config.server.database or ":memory:", secret=secret.get() if secret else None
-        )
+        if config.server.key_store == "redis" and config.server.redis_url:
+            from routeguard.budget.redis_keys import RedisKeyStore
+
+            self.keys: KeyStore = RedisKeyStore(
+                config.server.redis_url, secret=secret.get() if secret else None
+            )
+        else:
+            self.keys = KeyStore(
+                config.server.database or ":memory:", secret=secret.get() if secret else None
+            )
         # Always on: virtual keys may carry their own budgets even with none configured.
         self.budget: BudgetLayer | None = BudgetLayer(config)
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
@@ -356,6 +363,8 @@ class Gateway:
         await close_session()
         if self.budget is not None:
             await self.budget.close()
+        if self.keys.shared:
+            self.keys.close()  # its tailer thread and connections
 
 
 def _delta_chars(chunk: Json) -> int:

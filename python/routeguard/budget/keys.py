@@ -81,9 +81,14 @@ class KeyRecord(msgspec.Struct, kw_only=True):
 class KeyStore:
     """Virtual keys in SQLite, with an in-memory digest index for authentication."""
 
+    shared = False
+    """Whether other instances see this store's writes (the Redis store: they do)."""
+
     def __init__(self, path: str | Path = ":memory:", *, secret: str | None = None) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._records: dict[str, KeyRecord] = {}
+        self._by_digest: dict[str, KeyRecord] = {}
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -100,7 +105,6 @@ class KeyStore:
                 else:
                     secret = str(row[0])
             self._secret = secret.encode()
-            self._records: dict[str, KeyRecord] = {}
             for (blob,) in self._db.execute("SELECT record FROM keys"):
                 rec = msgspec.json.decode(blob, type=KeyRecord)
                 self._records[rec.key_id] = rec
@@ -117,11 +121,15 @@ class KeyStore:
             self._db.execute(
                 "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
             )
-            old = self._records.get(rec.key_id)
-            if old is not None:
-                self._by_digest.pop(old.digest, None)
-            self._records[rec.key_id] = rec
-            self._by_digest[rec.digest] = rec
+            self._apply(rec)
+
+    def _apply(self, rec: KeyRecord) -> None:
+        """Put ``rec`` in the in-memory maps (the caller holds the lock)."""
+        old = self._records.get(rec.key_id)
+        if old is not None:
+            self._by_digest.pop(old.digest, None)
+        self._records[rec.key_id] = rec
+        self._by_digest[rec.digest] = rec
 
     def create(self, spec: KeySpec | None = None) -> tuple[str, KeyRecord]:
         """A new key: returns the plaintext (shown once) and its stored record."""

@@ -1,0 +1,166 @@
+"""RedisKeyStore: virtual keys shared by every proxy instance through plain Redis 7.
+
+The records (never the keys themselves: only their keyed hashes) live in one Redis hash;
+each instance keeps the whole set in memory, as :class:`~routeguard.budget.keys.KeyStore`
+does, so authentication never waits on the network. A write (create, update, rotate,
+revoke) is one MULTI/EXEC round trip: ``HSET`` the record and ``XADD`` its id to an events
+stream. A daemon thread per instance tails that stream (``XREAD BLOCK``) and reloads each
+record named, so a key made on instance A authenticates on B, and a key revoked on A fails
+on B, a few milliseconds later.
+
+Key layout (``P`` is the prefix, default ``rg:keys``; all keys share the hash tag ``{P}``
+so MULTI works on Redis Cluster):
+
+- ``{P}:records``: hash, key id -> the record (JSON: digest, hint, spec, revoked),
+- ``{P}:events``: stream of key ids written (trimmed, ``MAXLEN ~ 10000``),
+- ``{P}:secret``: the HMAC secret, generated once by the first instance when the config sets
+  none. Setting ``server.key_hash_secret`` keeps it out of Redis, which is better: then a
+  copy of Redis alone cannot test guesses against the digests.
+
+Consistency: on start and after a lost connection the stream's last id is read *before*
+the hash is loaded, then tailing starts from that id: a write landing in between is both
+loaded and replayed (harmless), none is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Any
+
+import msgspec
+import redis
+from redis.exceptions import RedisError
+
+from routeguard.budget.keys import KeyRecord, KeyStore
+from routeguard.errors import RouteguardError
+
+log = logging.getLogger("routeguard.keys")
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(KeyRecord)
+
+
+class KeyStoreUnavailable(RouteguardError):
+    """The shared key store could not be reached for a write."""
+
+    status_code = 503
+    error_type = "api_error"
+    code = "key_store_unavailable"
+
+
+class RedisKeyStore(KeyStore):
+    """Virtual keys in Redis, mirrored in memory on each instance (see the module docstring)."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: str | None = None,
+        prefix: str = "rg:keys",
+        timeout_s: float = 2.0,
+    ) -> None:
+        """Connect to ``url`` (``redis://host:port/db``), load every key and start tailing."""
+        self._lock = threading.Lock()
+        self._records: dict[str, KeyRecord] = {}
+        self._by_digest: dict[str, KeyRecord] = {}
+        self._tag = f"{{{prefix}}}"
+        self._hash = f"{self._tag}:records"
+        self._stream = f"{self._tag}:events"
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        kw = self._redis.connection_pool.connection_kwargs
+        self._where = f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        try:
+            if secret is None:
+                self._redis.set(f"{self._tag}:secret", secrets.token_hex(32), nx=True)
+                stored = self._redis.get(f"{self._tag}:secret")
+                assert isinstance(stored, bytes)
+                secret = stored.decode()
+            self._last = self._resync()
+        except RedisError as exc:
+            raise KeyStoreUnavailable(
+                f"key store {self._where} is unreachable ({type(exc).__name__}): "
+                "start Redis or fix server.redis_url"
+            ) from None
+        self._secret = secret.encode()
+        self._stop = threading.Event()
+        # The tailer blocks in XREAD for up to a second: its own connection, so writes
+        # from the event loop's thread never queue behind it.
+        self._tail_client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s + 2.0, socket_connect_timeout=timeout_s
+        )
+        self._thread = threading.Thread(target=self._tail, name="routeguard-keys", daemon=True)
+        self._thread.start()
+
+    def _resync(self) -> str:
+        """Reload every record; returns the stream id to tail from."""
+        last: Any = self._redis.xrevrange(self._stream, count=1)
+        start = last[0][0].decode() if last else "0-0"
+        raw: dict[bytes, bytes] = self._redis.hgetall(self._hash)  # type: ignore[assignment]
+        records = {}
+        for blob in raw.values():
+            rec = _dec.decode(blob)
+            records[rec.key_id] = rec
+        with self._lock:
+            self._records = records
+            self._by_digest = {r.digest: r for r in records.values()}
+        return start
+
+    def _save(self, rec: KeyRecord) -> None:
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._hash, rec.key_id, _enc.encode(rec))
+                pipe.xadd(self._stream, {"id": rec.key_id}, maxlen=10_000, approximate=True)
+                pipe.execute()
+        except RedisError as exc:
+            raise KeyStoreUnavailable(
+                f"key store {self._where} is unreachable ({type(exc).__name__}); "
+                f"key {rec.key_id} was not changed"
+            ) from None
+        with self._lock:
+            self._apply(rec)
+
+    def _tail(self) -> None:
+        """Apply the records other instances write, until ``close``."""
+        broken = False
+        while not self._stop.is_set():
+            try:
+                if broken:
+                    self._last = self._resync()
+                    broken = False
+                    log.info("key store %s: reconnected and reloaded", self._where)
+                batches: Any = self._tail_client.xread({self._stream: self._last}, block=1000)
+                for _, events in batches or ():
+                    ids = [fields[b"id"] for _, fields in events]
+                    blobs = self._tail_client.hmget(self._hash, ids)
+                    with self._lock:
+                        for blob in blobs:
+                            if blob is not None:
+                                self._apply(_dec.decode(blob))
+                    self._last = events[-1][0].decode()
+            except RedisError as exc:
+                if self._stop.is_set():
+                    return
+                if not broken:
+                    log.warning(
+                        "key store %s unreachable (%s): serving the keys loaded so far",
+                        self._where,
+                        type(exc).__name__,
+                    )
+                broken = True
+                self._stop.wait(0.5)  # the reconnect pace of a background thread
+
+    def refresh(self) -> None:
+        """Reload every record now (tests, or an operator after a restore)."""
+        self._last = self._resync()
+
+    def close(self) -> None:
+        """Stop tailing and close the connections."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._redis.close()
+        self._tail_client.close()

@@ -1,0 +1,123 @@
+"""Virtual keys shared through Redis: a key made, changed, rotated or revoked on one instance
+takes effect on the others within milliseconds; only keyed hashes reach Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from routeguard.budget.keys import KeySpec
+from routeguard.budget.redis_keys import KeyStoreUnavailable, RedisKeyStore
+from routeguard.config import load
+from routeguard.errors import AuthenticationError, ConfigError
+from routeguard.gateway import Gateway
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AuthenticationError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def stores(redis_server: str, request: pytest.FixtureRequest) -> Iterator[list[RedisKeyStore]]:
+    prefix = f"t-{request.node.name}"
+    made = [RedisKeyStore(redis_server, prefix=prefix) for _ in range(2)]
+    try:
+        yield made
+    finally:
+        for s in made:
+            s.close()
+
+
+def test_a_key_made_on_one_instance_works_on_another(stores: list[RedisKeyStore]) -> None:
+    a, b = stores
+    token, rec = a.create(KeySpec(team="t1", max_budget=2.0))
+    got = _eventually(lambda: b.authenticate(token))
+    assert got.key_id == rec.key_id and got.spec.max_budget == 2.0
+    a.update(rec.key_id, {"rpm": 7})
+    _eventually(lambda: _expect(b.get(rec.key_id).spec.rpm == 7))
+    new_token, _ = b.rotate(rec.key_id)
+    _eventually(lambda: a.authenticate(new_token))
+    with pytest.raises(AuthenticationError):
+        a.authenticate(token)  # a has the rotation: the old secret no longer works there
+    a.revoke(rec.key_id)
+
+    def revoked_on_b() -> None:
+        try:
+            b.authenticate(new_token)
+        except AuthenticationError as exc:
+            assert "revoked" in str(exc)
+            return
+        raise AssertionError("the revoked key is still accepted")
+
+    _eventually(revoked_on_b)
+
+
+def test_a_new_instance_loads_every_key_and_redis_holds_no_plaintext(
+    redis_server: str, stores: list[RedisKeyStore]
+) -> None:
+    a, _ = stores
+    tokens = [a.create(KeySpec(name=f"k{i}"))[0] for i in range(5)]
+    late = RedisKeyStore(redis_server, prefix=a._tag.strip("{}"))
+    try:
+        assert len(late) == 5
+        for t in tokens:
+            late.authenticate(t)
+    finally:
+        late.close()
+    client = redis.Redis.from_url(redis_server)
+    dump = b"".join(client.hgetall(a._hash).values())  # type: ignore[union-attr]
+    client.close()
+    assert all(t.encode() not in dump and t[-20:].encode() not in dump for t in tokens)
+
+
+def test_unreachable_redis_is_a_clear_error() -> None:
+    with pytest.raises(KeyStoreUnavailable, match="unreachable"):
+        RedisKeyStore("redis://127.0.0.1:1/0", timeout_s=0.2)
+
+
+def test_config_selects_the_redis_key_store(redis_server: str) -> None:
+    cfg = {
+        "model_list": [{"model_name": "m", "type": "openai", "model": "x", "api_key": "k"}],
+        "server": {"key_store": "redis", "redis_url": redis_server, "key_hash_secret": "s"},
+    }
+    gw = Gateway.from_config(cfg)
+    try:
+        assert isinstance(gw.keys, RedisKeyStore)
+    finally:
+        gw.keys.close()
+    with pytest.raises(ConfigError, match=r"server\.redis_url"):
+        load({"model_list": cfg["model_list"], "server": {"key_store": "redis"}})
+
+
+def _expect(ok: bool) -> None:
+    assert ok
+
+
+def test_serve_refuses_workers_that_would_split_budgets_or_keys(tmp_path: Any) -> None:
+    from routeguard.cli import _workers_problem
+
+    models = [{"model_name": "m", "type": "openai", "model": "x", "api_key": "k"}]
+    budgets = [{"name": "org", "limit": 10.0}]
+    assert _workers_problem(load({"model_list": models}), 2) is None
+    assert _workers_problem(load({"model_list": models, "budgets": budgets}), 1) is None
+    msg = _workers_problem(load({"model_list": models, "budgets": budgets}), 2)
+    assert msg is not None and "budget_settings.backend: redis" in msg
+    shared = {"backend": "redis", "redis_url": "redis://127.0.0.1:6379/0"}
+    keyed = load({"model_list": models, "budget_settings": shared,
+                  "server": {"master_key": "sk-m"}})  # fmt: skip
+    msg = _workers_problem(keyed, 2)
+    assert msg is not None and "server.key_store: redis" in msg
+    both = load({"model_list": models, "budget_settings": shared,
+                 "server": {"master_key": "sk-m", "key_store": "redis"}})  # fmt: skip
+    assert _workers_problem(both, 4) is None
