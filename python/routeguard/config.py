@@ -133,6 +133,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     strong_share: float | None = None
     rules: list[dict[str, Any]] | None = None
     semantic_routes: dict[str, Any] | None = None
+    budget_aware: bool | float | None = None  # near a budget: strong -> cheap
 
     def routing_spec(self) -> dict[str, Any] | None:
         """The routing keys that are set, or None when this route only tunes the cache."""

@@ -184,6 +184,10 @@ class Gateway:
         if router is not None:
             vector = ticket.vector if ticket is not None else None
             decision = await router.aroute(request, vector, metadata)
+            if router.budget_aware is not None and chain and self.budget is not None:
+                tight = await self.budget.pressured(chain, router.budget_aware)
+                if tight is not None:
+                    decision = router.downgrade(decision, tight)
             alias, route = decision.target_alias, decision.reason
         prompt_tokens = estimate_tokens(request["messages"])
 

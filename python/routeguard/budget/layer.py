@@ -15,6 +15,7 @@ the text that did reach the client, never $0.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ class BudgetLayer:
         # The accounts of the config file: a key's account hangs under one of these.
         self._configured = frozenset(accounts.by_name)
         self._key_sigs: dict[str, tuple[object, ...]] = {}
+        self._usage: dict[str, tuple[float, int]] = {}  # account -> (when read, spent + held)
         if backend is None:
             if self.settings.backend == "redis":
                 from routeguard.budget.redis import RedisBudget
@@ -52,6 +54,7 @@ class BudgetLayer:
             else:
                 backend = MemoryBudget(accounts, default_ttl_s=self.settings.reservation_ttl)
         self.backend = backend
+        self._local = isinstance(backend, MemoryBudget)
 
     def chain_for(
         self, names: Sequence[str | None], key: KeyRecord | None = None
@@ -89,6 +92,29 @@ class BudgetLayer:
             self.backend.upsert(self.backend.accounts.build(cfg))
             self._key_sigs[key.key_id] = sig
         return key.key_id
+
+    async def pressured(self, chain: tuple[str, ...], share: float) -> str | None:
+        """The first account of ``chain`` that has used ``share`` of its hard limit or
+        passed its soft limit (spent + held), or None. In process this reads the ledger;
+        a shared store is asked at most once a second per account (readings are reused)."""
+        now = time.monotonic()
+        for name in self.backend.accounts.chain(chain):
+            acc = self.backend.accounts[name]
+            if acc.limit is None and acc.soft_limit is None:
+                continue
+            seen = None if self._local else self._usage.get(name)
+            if seen is None or now - seen[0] > 1.0:
+                used = await self.backend.spent(name) + await self.backend.reserved(name)
+                seen = (now, used)
+                if len(self._usage) > 100_000:
+                    self._usage.clear()
+                self._usage[name] = seen
+            used = seen[1]
+            if (acc.limit is not None and used >= share * acc.limit) or (
+                acc.soft_limit is not None and used >= acc.soft_limit
+            ):
+                return name
+        return None
 
     async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
         """RPM/TPM on the chain (raises RateLimited)."""

@@ -27,7 +27,9 @@ A route spec (``routes.<alias>`` in the config, as plain data)::
      "model": "default",                # or a path to a `routeguard router train` artifact
      "strong_share": 0.3,               # or "threshold": 0.12 (exactly one of the two)
      "rules": [...], "semantic_routes": {...},
-     "default": "mixtral"}              # when no stage decides (default: cheap)
+     "default": "mixtral",              # when no stage decides (default: cheap)
+     "budget_aware": 0.8}               # strong -> cheap once a budget of the caller's
+                                        # is 80% used or past its soft limit (true: 0.8)
 
 Rule and semantic-route targets may be the words ``cheap`` / ``strong``, which resolve to the
 aliases above.
@@ -63,6 +65,7 @@ _ROUTE_KEYS = frozenset(
         "rules",
         "semantic_routes",
         "default",
+        "budget_aware",
         "cache",  # the cache layer's per-route settings live beside ours
     }
 )
@@ -142,6 +145,7 @@ class Router:
         strong_share: float | None = None,
         default: str | None = None,
         embedder: TextEmbedder | None = None,
+        budget_aware: float | None = None,
     ) -> None:
         if mode not in ("routed", "pinned"):
             raise RouteguardError(
@@ -166,6 +170,9 @@ class Router:
             self.live = LiveShare(strong_share, self.threshold)
         self.default = default or cheap or self.target
         self._embedder = embedder
+        self.budget_aware = budget_aware
+        """Send to ``cheap`` instead of ``strong`` when a budget on the caller's chain has
+        used this share of its hard limit or passed its soft limit (None: off)."""
 
     @classmethod
     def from_dict(
@@ -212,6 +219,7 @@ class Router:
             learned = default_model() if model == "default" else LearnedRouter.load(Path(model))
             threshold, share = _pick_threshold(spec, where)
         rules = Rules.from_list(spec.get("rules", []), f"{where}.rules")
+        budget_aware = _budget_aware(spec.get("budget_aware"), where, cheap)
         semantic = None
         if "semantic_routes" in spec:
             assert emb is not None
@@ -236,7 +244,15 @@ class Router:
             strong_share=share,
             default=names["default"],
             embedder=emb,
+            budget_aware=budget_aware,
         )
+
+    def downgrade(self, decision: RouteDecision, account: str) -> RouteDecision:
+        """``decision`` sent to the cheap alias because ``account`` is near its budget
+        (unchanged unless it went to the strong alias)."""
+        if self.cheap is None or decision.target_alias != self.strong:
+            return decision
+        return RouteDecision(self.cheap, f"budget:{account}", decision.score)
 
     @property
     def needs_vector(self) -> bool:
@@ -355,6 +371,20 @@ class Router:
         """The embedding of ``text`` with this router's embedder (the default MiniLM if none)."""
         out: F32 = np.asarray(self._embedder_or_default().embed([text]), dtype=np.float32)[0]
         return out
+
+
+def _budget_aware(value: Any, where: str, cheap: str | None) -> float | None:
+    if value is None or value is False:
+        return None
+    if cheap is None:
+        raise RouteguardError(f"{where}.budget_aware: needs 'cheap' and 'strong' to choose from")
+    if value is True:
+        return 0.8
+    if isinstance(value, int | float) and 0.0 < value <= 1.0:
+        return float(value)
+    raise RouteguardError(
+        f"{where}.budget_aware: expected true or a share of the limit in (0, 1], got {value!r}"
+    )
 
 
 def _present(spec: Mapping[str, Any]) -> dict[str, Any]:
