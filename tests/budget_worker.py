@@ -13,6 +13,8 @@ import json
 import random
 import sys
 
+import redis.asyncio
+
 from routeguard import BudgetExceeded
 from routeguard.budget import RedisBudget
 
@@ -22,6 +24,12 @@ async def hammer(url: str, prefix: str, accounts: str, seed: int, ops: int) -> N
     rng = random.Random(seed)
     settled: list[int] = []
     refused = 0
+    # A start line: every process begins together, so each has a share of the budget to
+    # race for however slowly it started.
+    gate = redis.asyncio.Redis.from_url(url)
+    print("ready", flush=True)
+    await gate.blpop([f"{prefix}:go"], timeout=60)
+    await gate.aclose()
 
     async def task(t: int) -> None:
         nonlocal refused

@@ -60,6 +60,12 @@ async def test_four_processes_on_one_server_never_overspend(redis_server: str) -
         )
         for seed in range(4)
     ]
+    for p in procs:
+        assert p.stdout is not None
+        assert (await p.stdout.readline()).strip() == b"ready"
+    gate = aioredis.Redis.from_url(redis_server)
+    await gate.rpush(f"{prefix}:go", *range(len(procs)))
+    await gate.aclose()
     outputs = [await p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0]
     results = [json.loads(out) for out, _ in outputs]

@@ -24,6 +24,7 @@ from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_mic
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
+from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
 
 log = logging.getLogger("routeguard.budget")
@@ -52,7 +53,12 @@ class BudgetLayer:
                     default_ttl_s=self.settings.reservation_ttl,
                 )
             else:
-                backend = MemoryBudget(accounts, default_ttl_s=self.settings.reservation_ttl)
+                db = config.server.database
+                backend = MemoryBudget(
+                    accounts,
+                    default_ttl_s=self.settings.reservation_ttl,
+                    spend_log=SpendLog(db) if db and db != ":memory:" else None,
+                )
         self.backend = backend
         self._local = isinstance(backend, MemoryBudget)
 

@@ -43,6 +43,7 @@ from routeguard.budget.ledger import (
     rate_limited,
     soft_exceeded,
 )
+from routeguard.budget.spendlog import SpendLog
 
 logger = logging.getLogger("routeguard.budget")
 _MINUTE_NS = 60_000_000_000
@@ -62,8 +63,11 @@ class MemoryBudget:
         clock: Callable[[], float] = time.time,
         default_ttl_s: float = DEFAULT_TTL_S,
         on_soft_limit: Callable[[str, Reservation], None] | None = None,
+        spend_log: SpendLog | None = None,
     ) -> None:
-        """``clock`` returns unix seconds (tests pass a fake one)."""
+        """``clock`` returns unix seconds (tests pass a fake one); ``spend_log`` persists
+        settlements and gives back the spend logged before a restart."""
+        self._log = spend_log
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         self._clock = clock
         self._ttl = default_ttl_s
@@ -110,6 +114,19 @@ class MemoryBudget:
             ident = self._ledger.add_account(acc.limit, acc.soft_limit)
         self._ids[acc.name] = ident
         self._set_rates(acc)
+        if self._log is not None:
+            self._replay(acc, ident, now)
+
+    def _replay(self, acc: Account, ident: int, now: float) -> None:
+        """Charge ``acc`` what the spend log holds for its current window."""
+        period = acc.period
+        window = period.window(now)
+        for ts, amount in self._log.take(acc.name) if self._log is not None else ():
+            if period.kind == "rolling":
+                if ts >= now - period.seconds:
+                    self._ledger.charge([ident], amount, int(ts * 1e9))
+            elif window.start <= ts < window.end:
+                self._ledger.charge([ident], amount, int(now * 1e9))
 
     def _set_rates(self, acc: Account) -> None:
         limiters = []
@@ -233,6 +250,8 @@ class MemoryBudget:
             reservation.state = "settled"
             overage = self._ledger.settle(reservation.handle, actual, now_ns)
             reservation.handle = None  # frees the Rust hold now, not when the record dies
+            if self._log is not None:
+                self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
             if overage:
                 logger.warning(
                     "reservation %s: actual cost %d exceeded the hold %d micro-dollars",
@@ -244,6 +263,8 @@ class MemoryBudget:
         if state in ("expired", "unbacked"):
             reservation.state = "settled"
             self._ledger.charge(self._ids_of(reservation.chain), actual, now_ns)
+            if self._log is not None:
+                self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
             logger.info(
                 "reservation %s settled after its hold expired: charged in full",
                 reservation.request_id,
