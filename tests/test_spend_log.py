@@ -25,6 +25,12 @@ def _budget(db: Path, now: list[float]) -> MemoryBudget:
     return MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(db))
 
 
+def _restart(old: MemoryBudget, db: Path, now: list[float]) -> MemoryBudget:
+    assert old._log is not None
+    old._log.close()  # what a shutdown does: the queued rows are written out
+    return _budget(db, now)
+
+
 def test_spend_is_restored_after_a_restart(tmp_path: Path) -> None:
     db, now = tmp_path / "rg.db", [NOV_15]
     first = _budget(db, now)
@@ -37,7 +43,7 @@ def test_spend_is_restored_after_a_restart(tmp_path: Path) -> None:
     assert held.state == "open"
 
     now[0] += 60
-    second = _budget(db, now)
+    second = _restart(first, db, now)
     assert second.spent_sync("team") == second.spent_sync("org") == 1_250_003
     assert second.spent_sync("hourly") == 700
     assert second.reserved_sync("team") == 0  # holds are not persisted: they never spent
@@ -49,7 +55,7 @@ def test_windows_that_ended_are_not_restored(tmp_path: Path) -> None:
     first.settle_sync(first.reserve_sync(["team"], 3_000_000, "a"), 3_000_000)
     first.settle_sync(first.reserve_sync(["hourly"], 10, "b"), 10)
     now[0] = DEC_2  # another month, and long past the rolling hour
-    second = _budget(db, now)
+    second = _restart(first, db, now)
     assert second.spent_sync("team") == 0
     assert second.spent_sync("hourly") == 0
     assert second.spent_sync("org") == 3_000_000  # a total budget never resets
@@ -59,7 +65,7 @@ def test_a_restored_budget_still_refuses_overspend(tmp_path: Path) -> None:
     db, now = tmp_path / "rg.db", [NOV_15]
     first = _budget(db, now)
     first.settle_sync(first.reserve_sync(["team"], 9_500_000, "a"), 9_500_000)
-    second = _budget(db, now)
+    second = _restart(first, db, now)
     second.reserve_sync(["team"], 500_000, "fits")
     try:
         second.reserve_sync(["team"], 1, "over")

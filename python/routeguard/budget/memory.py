@@ -340,4 +340,6 @@ class MemoryBudget:
         self.check_rate_sync(chain, tokens, requests)
 
     async def close(self) -> None:
-        """Nothing to close in process."""
+        """Write out the spend log's queued rows (the ledger itself needs no closing)."""
+        if self._log is not None:
+            self._log.flush()
