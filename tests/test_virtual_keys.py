@@ -171,6 +171,15 @@ def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "--config", str(cfg), "list"]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [k["key_id"] for k in listed] == [made["key_id"]] and "key" not in listed[0]
+    upd = ["update", made["key_id"], "--max-budget", "2.5", "--rpm", "30"]
+    upd += ["--budget-period", "daily"]
+    assert main(["keys", "--config", str(cfg), *upd]) == 0
+    updated = json.loads(capsys.readouterr().out)
+    assert (updated["max_budget"], updated["rpm"], updated["budget_period"]) == (2.5, 30, "daily")
+    assert updated["models"] == ["a"]  # untouched fields stay
+    bad = ["update", made["key_id"], "--budget-period", "fortnightly"]
+    assert main(["keys", "--config", str(cfg), *bad]) == 1
+    assert "budget_period" in capsys.readouterr().err
     assert main(["keys", "--config", str(cfg), "revoke", made["key_id"]]) == 0
     assert json.loads(capsys.readouterr().out)["revoked"] is True
     assert main(["keys", "--config", str(cfg), "rotate", "key_missing"]) == 1

@@ -55,15 +55,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--tpm", type=int)
     create.add_argument("--expires-in", type=float, help="seconds until the key expires")
     kcmd.add_parser("list", help="list keys (never their secrets)")
+    update = kcmd.add_parser("update", help="change a key's budget, limits, models or expiry")
+    update.add_argument("key_id")
+    update.add_argument("--models", help="comma-separated aliases the key may use")
+    update.add_argument("--max-budget", type=float)
+    update.add_argument("--budget-period", help="daily, weekly, monthly, total, rolling:<s>")
+    update.add_argument("--rpm", type=int)
+    update.add_argument("--tpm", type=int)
+    update.add_argument("--expires-in", type=float, help="seconds from now until it expires")
     for verb in ("rotate", "revoke"):
         kcmd.add_parser(verb, help=f"{verb} a key").add_argument("key_id")
 
     from routeguard.routing.cli import register as register_router
 
     register_router(sub)
+    from routeguard.analyze.cli import register as register_analyze
+
+    register_analyze(sub)
 
     args = parser.parse_args(argv)
-    if args.command == "router":
+    if args.command in ("router", "analyze", "simulate"):
         return int(args.run(args))
     if args.command == "keys":
         return _keys(args)
@@ -121,6 +132,20 @@ def _keys(args: argparse.Namespace) -> int:
         elif args.keys_command == "list":
             for rec in store.list():
                 print(json.dumps(rec.public()))
+        elif args.keys_command == "update":
+            changes = {
+                k: v
+                for k, v in (
+                    ("models", args.models.split(",") if args.models else None),
+                    ("max_budget", args.max_budget),
+                    ("budget_period", args.budget_period),
+                    ("rpm", args.rpm),
+                    ("tpm", args.tpm),
+                    ("expires_at", time.time() + args.expires_in if args.expires_in else None),
+                )
+                if v is not None
+            }
+            print(json.dumps(store.update(args.key_id, changes).public()))
         elif args.keys_command == "rotate":
             token, rec = store.rotate(args.key_id)
             print(json.dumps({"key": token, **rec.public()}))
