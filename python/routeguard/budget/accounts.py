@@ -16,6 +16,7 @@ that grows by one per window (days since 0001-01-01, weeks since then, months si
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,12 @@ def usd_to_micros(usd: float | int | str | Decimal, *, round_up: bool = False) -
     """Dollars to integer micro-dollars, exactly for decimal input (``"12.40"``, ``12.4``).
 
     ``round_up`` rounds a fraction of a micro-dollar up (for worst-case reservations);
-    otherwise half-up.
+    otherwise half-up. A float (a computed cost) is first rounded to a thousandth of a
+    micro-dollar, so float noise (``0.1 + 0.2``) never tips it to the next micro-dollar.
     """
+    if type(usd) is float and math.isfinite(usd) and abs(usd) < 9e9:
+        value_f = round(usd * MICROS_PER_USD, 3)
+        return math.ceil(value_f) if round_up else math.floor(value_f + 0.5)
     try:
         value = Decimal(str(usd)) * MICROS_PER_USD
     except InvalidOperation:

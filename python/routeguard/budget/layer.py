@@ -14,6 +14,7 @@ the text that did reach the client, never $0.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -42,6 +43,9 @@ class BudgetLayer:
         self._configured = frozenset(accounts.by_name)
         self._key_sigs: dict[str, tuple[object, ...]] = {}
         self._usage: dict[str, tuple[float, int]] = {}  # account -> (when read, spent + held)
+        # Request ids: unique across instances (random prefix) and cheap (a counter).
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._ids = itertools.count()
         if backend is None:
             if self.settings.backend == "redis":
                 from routeguard.budget.redis import RedisBudget
@@ -134,7 +138,7 @@ class BudgetLayer:
         prompt = prompt_estimate(request)
         worst = max((d.cost(prompt, max_out) for d in deployments), default=0.0)
         return await self.backend.reserve(
-            chain, usd_to_micros(worst, round_up=True), uuid.uuid4().hex
+            chain, usd_to_micros(worst, round_up=True), f"{self._id_prefix}{next(self._ids)}"
         )
 
     async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> None:
