@@ -165,3 +165,31 @@ async def test_key_budget_is_shared_through_redis(mock: MockServer, redis_server
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_end_users_get_their_own_budget_under_the_key(mock: MockServer) -> None:
+    cfg = _cfg(mock.url, budget_settings={"end_user": {"limit": 0.2, "rpm": 1000}})
+    gw = Gateway.from_config(cfg)
+    try:
+        _, rec = gw.keys.create(KeySpec(max_budget=5.0))
+        _, other_key = gw.keys.create(KeySpec(max_budget=5.0))
+        req = {"model": "m", "messages": MSG, "max_tokens": 20}
+        served = 0
+        with pytest.raises(BudgetExceeded) as info:
+            for _ in range(100):
+                await gw.chat_result({**req, "user": "alice"}, key=rec)
+                served += 1
+        assert served > 0 and info.value.account == f"eu.{rec.key_id}.alice"
+        # Bob, and an "alice" of another key, are untouched by alice's budget.
+        await gw.chat_result({**req, "user": "bob"}, key=rec)
+        await gw.chat_result({**req, "user": "alice"}, key=other_key)
+        assert gw.budget is not None
+        backend = gw.budget.backend
+        alice = await backend.spent(f"eu.{rec.key_id}.alice")
+        bob = await backend.spent(f"eu.{rec.key_id}.bob")
+        assert 0 < alice <= usd_to_micros(0.2) and bob > 0
+        assert await backend.spent(rec.key_id) == alice + bob  # the key pays for both
+        # An end-user id that cannot be an account name is hashed, not refused.
+        await gw.chat_result({**req, "user": "carol {x}: y"}, key=rec)
+    finally:
+        await gw.aclose()

@@ -170,7 +170,10 @@ class Gateway:
             )
         chain: tuple[str, ...] = ()
         if self.budget is not None:
-            chain = self.budget.chain_for(accounts, key)
+            end_user = request.get("user")
+            chain = self.budget.chain_for(
+                accounts, key, end_user if isinstance(end_user, str) else None
+            )
             if chain:
                 await self.budget.check_rate(chain, request)
         ticket = None

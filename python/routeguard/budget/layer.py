@@ -14,6 +14,7 @@ the text that did reach the client, never $0.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -67,19 +68,45 @@ class BudgetLayer:
         self._local = isinstance(backend, MemoryBudget)
 
     def chain_for(
-        self, names: Sequence[str | None], key: KeyRecord | None = None
+        self,
+        names: Sequence[str | None],
+        key: KeyRecord | None = None,
+        end_user: str | None = None,
     ) -> tuple[str, ...]:
         """The accounts among ``names`` that have budgets (else the default account), led
-        by ``key``'s own account when the key carries limits."""
+        by ``key``'s own account when the key carries limits, and by ``end_user``'s account
+        when ``budget_settings.end_user`` is set."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
-        if key is not None:
-            own = self.key_account(key)
-            if own is not None:
-                return (own, *chain)
-        if not chain and self.settings.default_account:
+        own = self.key_account(key) if key is not None else None
+        if own is not None:
+            chain = (own, *chain)
+        elif not chain and self.settings.default_account:
             chain = (self.settings.default_account,)
+        if end_user and self.settings.end_user is not None:
+            chain = (self.end_user_account(end_user, chain[0] if chain else None), *chain)
         return chain
+
+    def end_user_account(self, end_user: str, parent: str | None) -> str:
+        """The account of ``end_user`` under ``parent`` (created on first use with the
+        ``budget_settings.end_user`` limits): one per caller, so two tenants' end users
+        with the same id never share a budget."""
+        name = _end_user_name(end_user, parent)
+        if name not in self.backend.accounts.by_name:
+            spec = self.settings.end_user
+            assert spec is not None
+            cfg = BudgetAccountConfig(
+                name=name,
+                parent=parent,
+                limit=spec.limit,
+                soft_limit=spec.soft_limit,
+                period=spec.period,
+                timezone=spec.timezone,
+                rpm=spec.rpm,
+                tpm=spec.tpm,
+            )
+            self.backend.upsert(self.backend.accounts.build(cfg))
+        return name
 
     def key_account(self, key: KeyRecord) -> str | None:
         """The budget account of a virtual key with ``max_budget``/``rpm``/``tpm`` (named by
@@ -155,6 +182,15 @@ class BudgetLayer:
     async def close(self) -> None:
         """Close the backend's connections."""
         await self.backend.close()
+
+
+def _end_user_name(end_user: str, parent: str | None) -> str:
+    """``eu.<parent>.<id>`` when that is a valid account name, else a digest of both."""
+    name = f"eu.{parent or '-'}.{end_user}"
+    if len(name) <= 200 and not any(c.isspace() or c in "{}:" for c in name):
+        return name
+    digest = hashlib.sha256(f"{parent}\x00{end_user}".encode()).hexdigest()[:32]
+    return f"eu.{digest}"
 
 
 def prompt_estimate(request: Json) -> int:
