@@ -17,6 +17,15 @@ import redis.asyncio
 
 from routeguard import BudgetExceeded
 from routeguard.budget import RedisBudget
+from routeguard.budget.redis_url import cluster_target
+
+
+def _gate_client(url: str) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """A client for the start line (a ``redis+cluster://`` URL gets a cluster client)."""
+    target = cluster_target(url)
+    if target is None:
+        return redis.asyncio.Redis.from_url(url)
+    return target.async_client(timeout_s=90.0, max_connections=2)
 
 
 async def hammer(url: str, prefix: str, accounts: str, seed: int, ops: int) -> None:
@@ -26,7 +35,7 @@ async def hammer(url: str, prefix: str, accounts: str, seed: int, ops: int) -> N
     refused = 0
     # A start line: every process begins together, so each has a share of the budget to
     # race for however slowly it started.
-    gate = redis.asyncio.Redis.from_url(url)
+    gate = _gate_client(url)
     print("ready", flush=True)
     await gate.blpop([f"{prefix}:go"], timeout=60)
     await gate.aclose()

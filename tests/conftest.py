@@ -3,6 +3,7 @@
 ``redis_server`` (session-wide) yields a ``redis://`` URL of a throwaway server started on a
 free port in a temporary directory with persistence off; tests isolate themselves with their
 own key prefix. ``redis_process`` gives a test its own server it can stop and restart.
+``redis_cluster`` (session-wide) is a real three-master Redis Cluster.
 Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
 missing binary is a failure: CI must install it (``apt-get install redis-server``).
 """
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from cluster_nodes import ClusterNodes
 
 
 def _free_port() -> int:
@@ -100,3 +103,21 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterNodes]:
+    """A real 3-master Redis Cluster shared by the session (``cluster_nodes.py``); its
+    ``url`` is a ``redis+cluster://`` URL. Skipped (failed under CI) without the binaries."""
+    server = _redis_binary()
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail("redis-cli is not installed but CI is set: apt-get install redis-server")
+        pytest.skip("redis-cli not found: apt-get install redis-server (it ships redis-tools)")
+    nodes = ClusterNodes(server, cli, tmp_path_factory.mktemp("redis-cluster"))
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()

@@ -395,6 +395,15 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         and not (server.redis_url or (budget is not None and budget.redis_url))
     ):
         problems.append(ConfigProblem("server.redis_url", "required for key_store: redis"))
+    for where, url in (
+        ("server", server and server.redis_url),
+        ("budget_settings", budget and budget.redis_url),
+    ):
+        if url:  # one server, or redis+cluster://host:port[,...] (routeguard.budget.redis_url)
+            from routeguard.budget.redis_url import url_problem
+
+            if (bad := url_problem(url)) is not None:
+                problems.append(ConfigProblem(f"{where}.redis_url", bad))
     if budget is not None:
         if budget.backend == "redis" and not budget.redis_url:
             problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))

@@ -12,7 +12,11 @@ rebuilds totals from it).
 Cluster: every key of a chain carries the hash tag ``{<prefix>:<root account>}``, so one
 script touches one slot. The trade-off: all traffic of one root (one org, with its teams,
 users and keys) lands on one shard; that shard's throughput (~50-100k scripts/s) bounds one
-org, and orgs spread over the shards.
+org, and orgs spread over the shards. A ``redis+cluster://host:port[,host:port...]`` URL
+(:mod:`routeguard.budget.redis_url`) builds a ``RedisCluster`` client, which sends each
+script to the master owning its slot; no operation here pipelines across keys, so nothing
+else changes. That client fails (``MaxConnectionsError``) rather than waits when a node's
+pool is exhausted, so calls through it first take one of ``max_connections`` gate slots.
 
 When Redis is unreachable, ``reserve`` and ``check_rate`` fail closed by default (raise
 :class:`~routeguard.errors.BudgetUnavailable`) or, with ``fail_open=True``, admit the
@@ -20,22 +24,27 @@ request unmetered and log a warning (at most every 10 s). A ``settle`` that cann
 Redis is kept in memory (bounded) and replayed on a later successful call; the ``done``
 tombstone makes a replay of a settlement that did land harmless. Connection errors are
 retried once, immediately (a pooled connection may be stale after a Redis restart); nothing
-here sleeps. Logs name the store as ``host:port/db``, never with its password.
+here sleeps. Logs name the store as ``host:port/db`` (``cluster host:port,...``), never with
+its password.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import partial
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -56,11 +65,65 @@ from routeguard.budget.ledger import (
     rate_limited,
     soft_exceeded,
 )
+from routeguard.budget.redis_url import cluster_target
 from routeguard.errors import BudgetUnavailable
 
 logger = logging.getLogger("routeguard.budget")
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError)
 _MINUTE_US = 60_000_000
+
+
+class _Script(Protocol):
+    """A registered Lua script, called with its KEYS and ARGV."""
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Awaitable[Any]: ...
+
+
+class _ClusterGate:
+    """Admission to the cluster client: at most ``limit`` calls in flight (waiting up to
+    ``timeout_s`` for a turn, as the single-server blocking pool does), and the slot map
+    loaded once, by one caller, before any command: commands racing the client's own lazy
+    first ``initialize`` lose their connections under load (seen with redis-py 8.1)."""
+
+    def __init__(self, client: RedisCluster, limit: int, timeout_s: float) -> None:
+        self._client = client
+        self._turns = asyncio.Semaphore(limit)
+        self._loading = asyncio.Lock()
+        self._ready = False
+        self._timeout_s = timeout_s
+
+    async def run(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``call()`` once a turn is free; no turn within the timeout is a
+        ``ConnectionError``, like an exhausted pool."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("no free connection to the cluster") from None
+        try:
+            if not self._ready:
+                async with self._loading:
+                    if not self._ready:
+                        try:
+                            await self._client.initialize()
+                        except RedisClusterException as exc:  # no seed answered
+                            raise RedisConnectionError(str(exc)) from exc
+                        self._ready = True
+            return await call()
+        finally:
+            self._turns.release()
+
+
+class _Gated:
+    """A registered script whose calls go through a :class:`_ClusterGate`."""
+
+    def __init__(self, script: Any, gate: _ClusterGate) -> None:
+        self._script = script
+        self._gate = gate
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run the script with these KEYS and ARGV, once the gate admits it."""
+        return await self._gate.run(lambda: self._script(keys=keys, args=args))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +158,7 @@ class RedisBudget:
         accounts: Accounts | Sequence[BudgetAccountConfig | Mapping[str, Any]],
         url: str | None = None,
         *,
-        client: aioredis.Redis | None = None,
+        client: aioredis.Redis | RedisCluster | None = None,
         prefix: str = "rg",
         fail_open: bool = False,
         default_ttl_s: float = DEFAULT_TTL_S,
@@ -109,10 +172,17 @@ class RedisBudget:
         pending_max: int = 100_000,
         on_soft_limit: Callable[[str, Reservation], None] | None = None,
     ) -> None:
-        """Connect lazily to ``url`` (or use ``client``). ``clock`` (unix seconds) replaces
-        Redis ``TIME`` as the clock of holds, rolling windows and rate limits (tests)."""
+        """Connect lazily to ``url`` (``redis://host:port/db``, or ``redis+cluster://
+        host:port[,...]`` for a Redis Cluster), or use ``client``. ``clock`` (unix seconds)
+        replaces Redis ``TIME`` as the clock of holds, rolling windows and rate limits."""
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
-        if client is None:
+        target = None if url is None or client is not None else cluster_target(url)
+        if target is not None:
+            client = target.async_client(
+                timeout_s=timeout_s, max_connections=max_connections, retry=Retry(NoBackoff(), 1)
+            )
+            self._owns_client = True
+        elif client is None:
             if url is None:
                 raise ValueError("RedisBudget needs a url (redis://host:port/db) or a client")
             # A blocking pool: a burst of requests waits (up to timeout_s) for one of
@@ -130,8 +200,15 @@ class RedisBudget:
         else:
             self._owns_client = False
         self._redis = client
-        kwargs = client.connection_pool.connection_kwargs
-        self._where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        gate: _ClusterGate | None = None
+        if isinstance(client, RedisCluster):
+            seeds = ",".join(client.nodes_manager.startup_nodes)
+            self._where = f"cluster {seeds}"
+            gate = _ClusterGate(client, max_connections, timeout_s)
+        else:
+            kwargs = client.connection_pool.connection_kwargs
+            host, port, db = kwargs.get("host", "?"), kwargs.get("port", "?"), kwargs.get("db", 0)
+            self._where = f"{host}:{port}/{db}"
         self._prefix = prefix
         self.fail_open = fail_open
         self._ttl_us = round(default_ttl_s * 1e6)
@@ -141,11 +218,17 @@ class RedisBudget:
         self._retention_ms = round(retention_s * 1000)
         self._batch = str(reclaim_batch)
         self._on_soft_limit = on_soft_limit
-        self._reserve = client.register_script(scripts.RESERVE)
-        self._settle = client.register_script(scripts.SETTLE)
-        self._release = client.register_script(scripts.RELEASE)
-        self._read = client.register_script(scripts.READ)
-        self._rate = client.register_script(scripts.RATE)
+
+        def script(text: str) -> _Script:
+            registered = client.register_script(text)
+            return registered if gate is None else _Gated(registered, gate)
+
+        self._reserve = script(scripts.RESERVE)
+        self._settle = script(scripts.SETTLE)
+        self._release = script(scripts.RELEASE)
+        self._read = script(scripts.READ)
+        self._rate = script(scripts.RATE)
+        self._gate = gate
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._windows: dict[str, Window] = {}
         self._pending: deque[tuple[list[str], list[str]]] = deque(maxlen=pending_max)
@@ -451,7 +534,8 @@ class RedisBudget:
         totals: dict[str, int] = {}
         start = "-"
         while True:
-            raw: Any = await self._redis.xrange(key, min=start, max="+", count=count)
+            read = partial(self._redis.xrange, key, min=start, max="+", count=count)
+            raw: Any = await (read() if self._gate is None else self._gate.run(read))
             entries = cast(list[tuple[bytes, dict[bytes, bytes]]], raw or [])
             for entry_id, fields in entries:
                 actual = int(fields[b"actual"])
@@ -474,5 +558,9 @@ class RedisBudget:
 
     async def close(self) -> None:
         """Close the connection pool if this backend created it."""
-        if self._owns_client:
+        if not self._owns_client:
+            return
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.aclose()
+        else:
             await self._redis.aclose(close_connection_pool=True)

@@ -3,13 +3,14 @@
 The records (never the keys themselves: only their keyed hashes) live in one Redis hash;
 each instance keeps the whole set in memory, as :class:`~routeguard.budget.keys.KeyStore`
 does, so authentication never waits on the network. A write (create, update, rotate,
-revoke) is one MULTI/EXEC round trip: ``HSET`` the record and ``XADD`` its id to an events
-stream. A daemon thread per instance tails that stream (``XREAD BLOCK``) and reloads each
-record named, so a key made on instance A authenticates on B, and a key revoked on A fails
-on B, a few milliseconds later.
+revoke) is one atomic round trip, a small Lua script: ``HSET`` the record and ``XADD`` its
+id to an events stream. A daemon thread per instance tails that stream (``XREAD BLOCK``)
+and reloads each record named, so a key made on instance A authenticates on B, and a key
+revoked on A fails on B, a few milliseconds later.
 
-Key layout (``P`` is the prefix, default ``rg:keys``; all keys share the hash tag ``{P}``
-so MULTI works on Redis Cluster):
+Key layout (``P`` is the prefix, default ``rg:keys``; all keys share the hash tag ``{P}``,
+so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
+:mod:`routeguard.budget.redis_url`):
 
 - ``{P}:records``: hash, key id -> the record (JSON: digest, hint, spec, revoked),
 - ``{P}:events``: stream of key ids written (trimmed, ``MAXLEN ~ 10000``),
@@ -31,14 +32,23 @@ from typing import Any
 
 import msgspec
 import redis
-from redis.exceptions import RedisError
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from routeguard.budget.keys import KeyRecord, KeyStore
+from routeguard.budget.redis_url import cluster_target
 from routeguard.errors import RouteguardError
 
 log = logging.getLogger("routeguard.keys")
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(KeyRecord)
+# The cluster client raises RedisClusterException (not a RedisError) when no node answers.
+_FAILED = (RedisError, RedisClusterException)
+# KEYS: the records hash, the events stream; ARGV: key id, record.
+_SAVE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'id', ARGV[1])
+"""
 
 
 class KeyStoreUnavailable(RouteguardError):
@@ -62,37 +72,49 @@ class RedisKeyStore(KeyStore):
         prefix: str = "rg:keys",
         timeout_s: float = 2.0,
     ) -> None:
-        """Connect to ``url`` (``redis://host:port/db``), load every key and start tailing."""
+        """Connect to ``url`` (``redis://host:port/db``, or ``redis+cluster://host:port[,...]``
+        for a Redis Cluster), load every key and start tailing."""
         self._lock = threading.Lock()
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
         self._tag = f"{{{prefix}}}"
         self._hash = f"{self._tag}:records"
         self._stream = f"{self._tag}:events"
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-        kw = self._redis.connection_pool.connection_kwargs
-        self._where = f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        target = cluster_target(url, "server.redis_url")
         try:
+            if target is None:
+                self._redis: redis.Redis | RedisCluster = redis.Redis.from_url(
+                    url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+                )
+                kw = self._redis.connection_pool.connection_kwargs
+                self._where = f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+            else:
+                self._where = target.where
+                self._redis = target.sync_client(timeout_s=timeout_s)  # connects at once
+            self._save_script = self._redis.register_script(_SAVE)
             if secret is None:
                 self._redis.set(f"{self._tag}:secret", secrets.token_hex(32), nx=True)
                 stored = self._redis.get(f"{self._tag}:secret")
                 assert isinstance(stored, bytes)
                 secret = stored.decode()
             self._last = self._resync()
-        except RedisError as exc:
+            # The tailer blocks in XREAD for up to a second: its own connection, so writes
+            # from the event loop's thread never queue behind it.
+            self._tail_client: redis.Redis | RedisCluster
+            if target is None:
+                self._tail_client = redis.Redis.from_url(
+                    url, socket_timeout=timeout_s + 2.0, socket_connect_timeout=timeout_s
+                )
+            else:
+                self._tail_client = target.sync_client(timeout_s=timeout_s + 2.0, max_connections=2)
+        except _FAILED as exc:
+            self._close_clients()
             raise KeyStoreUnavailable(
                 f"key store {self._where} is unreachable ({type(exc).__name__}): "
                 "start Redis or fix server.redis_url"
             ) from None
         self._secret = secret.encode()
         self._stop = threading.Event()
-        # The tailer blocks in XREAD for up to a second: its own connection, so writes
-        # from the event loop's thread never queue behind it.
-        self._tail_client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s + 2.0, socket_connect_timeout=timeout_s
-        )
         self._thread = threading.Thread(target=self._tail, name="routeguard-keys", daemon=True)
         self._thread.start()
 
@@ -112,11 +134,8 @@ class RedisKeyStore(KeyStore):
 
     def _save(self, rec: KeyRecord) -> None:
         try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._hash, rec.key_id, _enc.encode(rec))
-                pipe.xadd(self._stream, {"id": rec.key_id}, maxlen=10_000, approximate=True)
-                pipe.execute()
-        except RedisError as exc:
+            self._save_script(keys=[self._hash, self._stream], args=[rec.key_id, _enc.encode(rec)])
+        except _FAILED as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._where} is unreachable ({type(exc).__name__}); "
                 f"key {rec.key_id} was not changed"
@@ -142,7 +161,7 @@ class RedisKeyStore(KeyStore):
                             if blob is not None:
                                 self._apply(_dec.decode(blob))
                     self._last = events[-1][0].decode()
-            except RedisError as exc:
+            except _FAILED as exc:
                 if self._stop.is_set():
                     return
                 if not broken:
@@ -162,5 +181,10 @@ class RedisKeyStore(KeyStore):
         """Stop tailing and close the connections."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self._redis.close()
-        self._tail_client.close()
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        for name in ("_redis", "_tail_client"):
+            client = getattr(self, name, None)
+            if client is not None:
+                client.close()

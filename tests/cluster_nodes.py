@@ -1,0 +1,131 @@
+"""A real Redis Cluster for the tests: three masters, no replicas, from Debian's binaries.
+
+Each node is a ``redis-server`` child process with ``cluster-enabled yes``, its own port,
+its own cluster-bus port (``cluster-port``, Redis 7) and its own temporary directory (where
+``nodes.conf`` keeps its identity across a restart); persistence is off. ``redis-cli
+--cluster create`` assigns the 16,384 slots over the three masters, then :meth:`start`
+waits until every node reports ``cluster_state:ok``. Used by the ``redis_cluster`` fixture
+in ``conftest.py``; a test may :meth:`stop_node` / :meth:`start_node` one master.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ask(port: int, *command: str, timeout: float = 0.5) -> str:
+    """One command over a raw socket (RESP), the whole reply as text."""
+    payload = f"*{len(command)}\r\n" + "".join(f"${len(c)}\r\n{c}\r\n" for c in command)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload.encode())
+        return sock.recv(65536).decode(errors="replace")
+
+
+class ClusterNodes:
+    """Three cluster-enabled ``redis-server`` processes joined into one Redis Cluster."""
+
+    def __init__(self, server: str, cli: str, workdir: Path, masters: int = 3) -> None:
+        self.server = server
+        self.cli = cli
+        self.ports = [_free_port() for _ in range(masters)]
+        self.bus_ports = [_free_port() for _ in range(masters)]
+        self.dirs = [workdir / f"node-{i}" for i in range(masters)]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * masters
+
+    @property
+    def seeds(self) -> list[str]:
+        """``host:port`` of every master."""
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    @property
+    def url(self) -> str:
+        """The routeguard cluster URL naming every master as a seed."""
+        return "redis+cluster://" + ",".join(self.seeds)
+
+    def start_node(self, i: int, timeout: float = 10.0) -> None:
+        """Start (or restart) node ``i`` and wait until it answers PING."""
+        self.dirs[i].mkdir(parents=True, exist_ok=True)
+        args = [self.server, "--port", str(self.ports[i]), "--bind", "127.0.0.1"]
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-port", str(self.bus_ports[i]), "--cluster-node-timeout", "1000"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.dirs[i])]
+        proc = subprocess.Popen(
+            args, cwd=self.dirs[i], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._procs[i] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cluster node {i} exited with {proc.returncode}")
+            try:
+                if _ask(self.ports[i], "PING").startswith("+PONG"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"cluster node {i} did not answer on port {self.ports[i]}")
+
+    def stop_node(self, i: int) -> None:
+        """Stop node ``i`` (its data is gone: persistence is off)."""
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs[i] = None
+
+    def state(self, i: int) -> str:
+        """``cluster_state`` as node ``i`` sees it (``ok`` or ``fail``)."""
+        for line in _ask(self.ports[i], "CLUSTER", "INFO").splitlines():
+            if line.startswith("cluster_state:"):
+                return line.split(":", 1)[1].strip()
+        return "unknown"
+
+    def wait_state(self, want: str, nodes: list[int] | None = None, timeout: float = 30.0) -> None:
+        """Wait until every node of ``nodes`` (default: all) reports ``cluster_state:want``."""
+        deadline = time.monotonic() + timeout
+        nodes = list(range(len(self.ports))) if nodes is None else nodes
+        while True:
+            try:
+                if all(self.state(i) == want for i in nodes):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not reach cluster_state:{want}")
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        """Start every node, assign the slots, and wait for ``cluster_state:ok``."""
+        try:
+            for i in range(len(self.ports)):
+                self.start_node(i)
+            create = [self.cli, "--cluster", "create", *self.seeds]
+            subprocess.run(
+                [*create, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.wait_state("ok")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for i in range(len(self.ports)):
+            self.stop_node(i)
