@@ -10,7 +10,16 @@ RUST_SRC := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock
 HOST   ?= 127.0.0.1
 PORT   ?= 4000
 
-.PHONY: install run test lint rust-test py-test bench fmt clean
+# CrewAI pins openai<3 and pydantic<2.13, which the main venv has newer: its adapter's tests
+# run in a venv of their own, with the runtime deps, the `agents` extra and pytest, importing
+# routeguard from the source tree (its extension built once, by `install`).
+AGENTS_VENV  := .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.routeguard-installed
+AGENTS_REQS  := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print("\n".join(p["dependencies"] + p["optional-dependencies"]["agents"] \
+	+ ["pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3"]))
+
+.PHONY: install run test lint rust-test py-test agents-test bench fmt clean
 
 install: $(STAMP)
 
@@ -43,8 +52,20 @@ rust-test:
 py-test: install
 	$(BIN)/pytest -q
 
+$(AGENTS_STAMP): pyproject.toml
+	rm -rf $(AGENTS_VENV)
+	$(PYTHON) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) -c '$(AGENTS_REQS)' > $(AGENTS_VENV)/requirements.txt
+	$(AGENTS_VENV)/bin/python -m pip install -q -r $(AGENTS_VENV)/requirements.txt
+	touch $@
+
+agents-test: install $(AGENTS_STAMP)
+	CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true PYTHONPATH=python:tests \
+		$(AGENTS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_adapter_crewai.py
+
 # pytest runs last so its summary is the closing line.
-test: install lint rust-test py-test
+test: install lint rust-test agents-test py-test
 
 bench: install
 	$(BIN)/python benches/proxy_overhead.py
@@ -54,4 +75,4 @@ fmt:
 	$(BIN)/ruff format python tests benches
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(AGENTS_VENV) target

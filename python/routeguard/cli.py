@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for verb in ("rotate", "revoke"):
         kcmd.add_parser(verb, help=f"{verb} a key").add_argument("key_id")
 
+    audit = sub.add_parser("audit", help="inspect a tool-call audit log")
+    acmd = audit.add_subparsers(dest="audit_command", required=True)
+    averify = acmd.add_parser("verify", help="check the hash chain (exit 0 ok, 1 tampered)")
+    averify.add_argument("path", help="the audit log (SQLite file)")
+
     from routeguard.routing.cli import register as register_router
 
     register_router(sub)
@@ -76,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("router", "analyze", "simulate"):
         return int(args.run(args))
+    if args.command == "audit":
+        return _audit_verify(args.path)
     if args.command == "keys":
         return _keys(args)
     if args.command == "check-config":
@@ -83,6 +90,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mock-upstream":
         return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s)
     return _serve(args.config, args.host, args.port, args.workers, args.log_level)
+
+
+def _audit_verify(path: str) -> int:
+    """``routeguard audit verify PATH``: 0 intact, 1 tampered, 2 unreadable."""
+    from routeguard.enforce.audit import AuditLog
+    from routeguard.errors import AuditError
+
+    try:
+        with AuditLog.open_existing(path) as log:
+            report = log.verify()
+    except AuditError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    if report.ok:
+        print(f"{path}: {report}")
+        return 0
+    print(f"{path}: {report}", file=sys.stderr)
+    return 1
 
 
 def _check_config(path: str) -> int:

@@ -147,11 +147,14 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     rules: list[dict[str, Any]] | None = None
     semantic_routes: dict[str, Any] | None = None
     budget_aware: bool | float | None = None  # near a budget: strong -> cheap
+    enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
 
     def routing_spec(self) -> dict[str, Any] | None:
         """The routing keys that are set, or None when this route only tunes the cache."""
         spec = {
-            k: v for k, v in msgspec.structs.asdict(self).items() if k != "cache" and v is not None
+            k: v
+            for k, v in msgspec.structs.asdict(self).items()
+            if k not in ("cache", "enforce") and v is not None
         }
         return spec or None
 
@@ -168,6 +171,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     routes: dict[str, Any] = {}
     budgets: list[Any] = []
     budget_settings: Any = None
+    enforce: Any = None  # routeguard.enforce.proxy.EnforceSettings
 
 
 # --------------------------------------------------------------------------- runtime objects
@@ -250,6 +254,7 @@ class Config:
     accounts: Accounts | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     warnings: list[str] = field(default_factory=list)
+    enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
     source: str = "<dict>"
 
     def cache_for(self, alias: str) -> CacheSettings:
@@ -360,9 +365,12 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     cache = _convert(raw.cache or {}, CacheSettings, "cache", problems)
     route_cache: dict[str, CacheSettings] = {}
     routing: dict[str, dict[str, Any]] = {}
+    route_enforce: dict[str, Any] = {}
     for alias, spec in raw.routes.items():
         path = f"routes.{alias}"
         route = _convert(spec, RouteSettings, path, problems)
+        if route is not None and route.enforce is not None:
+            route_enforce[alias] = route.enforce
         rspec = route.routing_spec() if route is not None else None
         if rspec is not None:
             routing[alias] = rspec
@@ -421,6 +429,17 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                 ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
             )
 
+    enforce: dict[str, Any] = {}
+    if raw.enforce is not None or route_enforce:
+        from routeguard.enforce.proxy import load_enforcement
+
+        pinned = {a for a, s in routing.items() if s.get("mode") == "pinned"}
+        base = None if isinstance(source, Mapping) else Path(source).parent
+        enforce = load_enforcement(
+            raw.enforce, route_enforce, pinned=pinned, aliases=list(deployments), base=base,
+            problems=problems,
+        )  # fmt: skip
+
     if problems:
         raise ConfigError(problems, source=name)
     assert router is not None and server is not None and cache is not None
@@ -444,6 +463,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         accounts=accounts,
         budget=budget,
         warnings=warnings,
+        enforce=enforce,
         source=name,
     )
 

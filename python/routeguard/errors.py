@@ -360,3 +360,62 @@ class AllAttemptsFailed(RouteguardError):
         body = super().to_openai()
         body["error"]["attempts"] = [a.describe() for a in self.attempts]
         return body
+
+
+class EnforcementError(PolicyError):
+    """A runtime-enforcement check refused something (a grant, a delegation, a tool call).
+
+    A :class:`PolicyError` with no load problems: ``except PolicyError`` catches both an
+    invalid policy and an enforcement refusal; ``except EnforcementError`` only the latter.
+    """
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "enforcement_refused"
+
+    def __init__(self, message: str) -> None:
+        self.problems = []
+        self.source = "<enforcement>"
+        RouteguardError.__init__(self, message)
+
+
+class GrantWidened(EnforcementError):
+    """A sandbox grant or delegation asked for more than its parent allows."""
+
+    code = "grant_widened"
+
+
+class DelegationError(EnforcementError):
+    """A delegation chain failed verification."""
+
+    code = "delegation_invalid"
+
+
+class ForgedDelegation(DelegationError):
+    """A delegation link's signature does not verify against its issuer's key."""
+
+    code = "delegation_forged"
+
+
+class DelegationExpired(DelegationError):
+    """A delegation link is past its expiry."""
+
+    code = "delegation_expired"
+
+
+class DelegationWidened(DelegationError, GrantWidened):
+    """A delegation link grants more (tools, time, trust, depth) than its parent."""
+
+    code = "delegation_widened"
+
+
+class BrokenDelegation(DelegationError):
+    """Delegation links do not connect (issuer/audience, parent hash, depth) or are malformed."""
+
+    code = "delegation_broken"
+
+
+class AuditError(RouteguardError):
+    """The audit log cannot be opened, read or written."""
+
+    code = "audit_error"

@@ -168,6 +168,7 @@ class Gateway:
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
             )
+        enforcer = self.config.enforce.get(alias)  # tool-call policy on the response
         chain: tuple[str, ...] = ()
         if self.budget is not None:
             end_user = request.get("user")
@@ -182,7 +183,12 @@ class Gateway:
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
                 if hit is not None:
-                    return self._from_cache(request, alias, started, hit)
+                    result = self._from_cache(request, alias, started, hit)
+                    if enforcer is not None and result.response is not None:
+                        result.response = await enforcer.aapply(result.response, metadata)
+                    if enforcer is not None and result.stream is not None:
+                        result.stream = enforcer.astream(result.stream, metadata)
+                    return result
         route = None
         if router is not None:
             vector = ticket.vector if ticket is not None else None
@@ -204,6 +210,8 @@ class Gateway:
             if request.get("stream"):
                 result = await self._stream(request, alias, started, fits, ticket, hold)
                 result.route = route
+                if enforcer is not None and result.stream is not None:
+                    result.stream = enforcer.astream(result.stream, metadata)
                 return result
 
             async def attempt(dep: Deployment, timeout: float) -> Json:
@@ -226,7 +234,7 @@ class Gateway:
             attempts=len(out.attempts),
             upstream_s=out.upstream_s,
             started=started,
-            response=out.value,
+            response=await enforcer.aapply(out.value, metadata) if enforcer else out.value,
             usage=usage,
             cache="off" if ticket is None else "miss",
             route=route,
@@ -362,6 +370,11 @@ class Gateway:
 
         out = await self.fallback.run(alias, attempt)
         return out.value
+
+    def approval_queues(self) -> list[Any]:
+        """The pending-approval queues of enforced routes (for ``/admin/approvals``)."""
+        qs = {id(e.approvals): e.approvals for e in self.config.enforce.values() if e.approvals}
+        return list(qs.values())
 
     async def aclose(self) -> None:
         """Release HTTP connections held for this event loop."""

@@ -19,11 +19,19 @@ _LITELLM_FIELDS = {"user_id": "user", "team_id": "team", "key_alias": "name"}
 
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
-    return path.startswith(("/admin/keys", "/admin/budgets")) or path == "/key/generate"
+    return path.startswith(("/admin/keys", "/admin/budgets", "/admin/approvals")) or (
+        path == "/key/generate"
+    )
 
 
-def handle(keys: KeyStore, method: str, path: str, body: Any) -> tuple[int, Any]:
+def handle(
+    keys: KeyStore, method: str, path: str, body: Any, approvals: list[Any] | None = None
+) -> tuple[int, Any]:
     """Serve one admin request; returns (status, JSON body)."""
+    if path.startswith("/admin/approvals"):  # tool calls waiting for a human (enforce.proxy)
+        from routeguard.enforce.proxy import handle_approvals
+
+        return handle_approvals(approvals or [], method, path, body)
     if path == "/key/generate" and method == "POST":
         data = dict(body or {})
         for theirs, ours in _LITELLM_FIELDS.items():

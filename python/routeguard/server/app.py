@@ -138,7 +138,9 @@ class ProxyApp:
         body = None
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
-        status, out = admin.handle(self.gateway.keys, method, scope["path"], body)
+        status, out = admin.handle(
+            self.gateway.keys, method, scope["path"], body, self.gateway.approval_queues()
+        )
         layer = self.gateway.budget
         if layer is not None and isinstance(out, dict) and isinstance(out.get("key_id"), str):
             # A key with limits gets its budget account now, and shows its spend.

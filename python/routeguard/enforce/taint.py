@@ -1,0 +1,297 @@
+"""Data-flow tracking: values that first reached the agent through untrusted tool outputs.
+
+Prompt injection works by getting text under an attacker's control (a web page, an inbound
+message, a file) in front of the agent, and then getting the agent to act on values that text
+supplied: the attacker's IBAN, e-mail address or URL. The tracker sees every tool output
+(:meth:`TaintTracker.observe`), labelled trusted or untrusted (by the caller, or by the
+``untrusted_sources`` globs), and records, in order of arrival, the values in it: every string
+and number, and the e-mail addresses, URLs, IBAN-like tokens and long digit runs found inside
+strings. A value's *first* sighting decides: a value first seen in trusted data (the user's
+own request, a trusted tool) stays trusted even if an attacker repeats it later. Before a call
+to a *sensitive* tool (``sensitive_tools`` globs), :meth:`TaintTracker.check` walks its
+arguments: a string or number first seen in untrusted data, a string that occurs verbatim in an
+untrusted output before any trusted one, or an address/URL/IBAN token inside a string first seen
+untrusted, taints the call, and the guard denies it (rule id :data:`TAINT_RULE_ID`). Once any
+untrusted output has been seen, :attr:`TaintTracker.labels` holds ``untrusted-data-seen`` for
+policies to test (``when.context.labels_any``).
+
+Memory is bounded (``max_text_chars`` of output text, oldest dropped first; values likewise):
+very long sessions forget their oldest outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from routeguard.enforce.patterns import PatternError, compile_glob
+from routeguard.errors import EnforcementError
+
+__all__ = ["TAINT_RULE_ID", "UNTRUSTED_LABEL", "TaintHit", "TaintTracker", "extract_tokens"]
+
+TAINT_RULE_ID = "<taint>"
+"""The rule id a decision carries when the data-flow check refused the call."""
+
+UNTRUSTED_LABEL = "untrusted-data-seen"
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = re.compile(
+    r"(?:https?://)?(?:www\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?::\d+)?(?:/[^\s\"'<>]*)?",
+    re.IGNORECASE,
+)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
+_DIGITS = re.compile(r"\d[\d -]{6,}\d")
+_TRAILING = ".,;:!?)]}'\""
+
+
+def _norm_url(u: str) -> str:
+    u = u.casefold().rstrip(_TRAILING)
+    for p in ("https://", "http://"):
+        if u.startswith(p):
+            u = u[len(p) :]
+    if u.startswith("www."):
+        u = u[4:]
+    return u.rstrip("/")
+
+
+def extract_tokens(text: str) -> set[str]:
+    """The addresses, URLs, IBAN-like tokens and long digit runs in ``text``, normalised."""
+    out: set[str] = set()
+    emails = {m.group(0).casefold().rstrip(_TRAILING) for m in _EMAIL.finditer(text)}
+    out |= {"email:" + e for e in emails}
+    for m in _URL.finditer(text):
+        start = m.start()
+        if start > 0 and text[start - 1] == "@":
+            continue  # the domain of an e-mail address, already recorded
+        u = _norm_url(m.group(0))
+        if "." in u and not any(u in e for e in emails):
+            out.add("url:" + u)
+    out |= {"iban:" + m.group(0).casefold() for m in _IBAN.finditer(text)}
+    for m in _DIGITS.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group(0))
+        if len(digits) >= 8:
+            out.add("digits:" + digits)
+    return out
+
+
+def _number_key(x: float) -> str | None:
+    if isinstance(x, bool) or not math.isfinite(x):
+        return None
+    return "num:" + repr(float(x))
+
+
+_RANK = {"iban": 0, "email": 1, "url": 2, "str": 3, "num": 4, "digits": 5}
+
+
+def _key_rank(key: str) -> tuple[int, str]:
+    """Report the most telling token first (an IBAN before the digit run inside it)."""
+    return _RANK.get(key.split(":", 1)[0], 9), key
+
+
+@dataclass(frozen=True, slots=True)
+class TaintHit:
+    """Why a call is tainted: the argument path and the untrusted value it carries."""
+
+    path: str
+    value: str
+    source: str  # the tool whose output first carried it
+
+    def describe(self) -> str:
+        """One line for refusal messages."""
+        return (
+            f"argument {self.path} carries {self.value!r}, first seen in untrusted output "
+            f"of '{self.source}'"
+        )
+
+
+def _walk(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(path, scalar) for every scalar inside ``value`` (dicts, lists, dataclasses, models)."""
+    if depth > 32:
+        return
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str | int | float):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset | deque):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, bytes | bytearray):
+        yield path, bytes(value).decode("utf-8", "replace")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        yield from _walk(dataclasses.asdict(value), path, depth + 1)
+    elif callable(getattr(value, "model_dump", None)):  # pydantic models
+        yield from _walk(value.model_dump(), path, depth + 1)
+    else:
+        yield path, str(value)
+
+
+def _is_field(path: str, scalar: str | int | float) -> bool:
+    """Whether ``scalar`` is a one-token field of a structured output (not free text)."""
+    if path == "$":
+        return False
+    if isinstance(scalar, str):
+        s = scalar.strip()
+        return bool(s) and not any(c.isspace() for c in s)
+    return True
+
+
+class TaintTracker:
+    """Records values first seen in untrusted tool outputs and flags calls that carry them.
+
+    ``sensitive_tools``: globs of tools whose arguments must not carry untrusted values.
+    ``untrusted_sources``: globs of tools whose outputs are untrusted by default (``["*"]``
+    when not given: every tool output is untrusted unless observed with ``trusted=True``).
+    ``min_length``: shorter strings are too common to be evidence (``"Bob"``, ``"yes"``).
+    ``check_numbers``: whether numbers count as values (amounts echo easily; off by default).
+    ``trust_structured_fields``: in an untrusted *structured* output (a dict or list), a field
+    holding one token (no whitespace: an IBAN in ``recipient``, an address in ``email``, a
+    channel name) is data the tool itself vouches for and is recorded as trusted, unless the
+    same value also appears in free text in that output; free text (a message body, a
+    transaction subject, a web page, any top-level string) stays untrusted. Off by default
+    (strict: everything an untrusted tool returns is untrusted).
+    """
+
+    def __init__(
+        self,
+        *,
+        sensitive_tools: Iterable[str] = (),
+        untrusted_sources: Iterable[str] | None = None,
+        min_length: int = 5,
+        check_numbers: bool = False,
+        max_text_chars: int = 4_000_000,
+        max_values: int = 200_000,
+        trust_structured_fields: bool = False,
+    ) -> None:
+        self.sensitive_tools = self._globs(sensitive_tools, "sensitive_tools")
+        self.untrusted_sources = self._globs(
+            ["*"] if untrusted_sources is None else untrusted_sources, "untrusted_sources"
+        )
+        if min_length < 1:
+            raise EnforcementError(f"taint min_length must be at least 1, got {min_length}")
+        self.min_length = min_length
+        self.check_numbers = check_numbers
+        self.trust_structured_fields = trust_structured_fields
+        self.max_text_chars = max_text_chars
+        self.max_values = max_values
+        self._lock = threading.Lock()
+        self._first: OrderedDict[str, tuple[bool, str]] = OrderedDict()  # value -> (trusted, tool)
+        self._texts: deque[tuple[bool, str, str]] = deque()  # (trusted, tool, casefolded text)
+        self._chars = 0
+        self._untrusted_seen = False
+
+    @staticmethod
+    def _globs(items: Iterable[str], what: str) -> tuple[str, ...]:
+        out = (items,) if isinstance(items, str) else tuple(items)
+        for g in out:
+            try:
+                compile_glob(g)
+            except (PatternError, TypeError) as e:
+                raise EnforcementError(f"taint {what}: invalid tool pattern {g!r}: {e}") from None
+        return out
+
+    def fresh(self) -> TaintTracker:
+        """A tracker with the same configuration and nothing recorded (a new session)."""
+        return TaintTracker(
+            sensitive_tools=self.sensitive_tools, untrusted_sources=self.untrusted_sources,
+            min_length=self.min_length, check_numbers=self.check_numbers,
+            max_text_chars=self.max_text_chars, max_values=self.max_values,
+            trust_structured_fields=self.trust_structured_fields,
+        )  # fmt: skip
+
+    @property
+    def labels(self) -> frozenset[str]:
+        """Context labels to add to decisions (``untrusted-data-seen`` once applicable)."""
+        return frozenset((UNTRUSTED_LABEL,)) if self._untrusted_seen else frozenset()
+
+    def is_sensitive(self, tool: str) -> bool:
+        """Whether ``tool`` matches ``sensitive_tools``."""
+        return any(compile_glob(g).fullmatch(tool) for g in self.sensitive_tools)
+
+    def is_untrusted_source(self, tool: str) -> bool:
+        """Whether ``tool``'s outputs are untrusted by default."""
+        return any(compile_glob(g).fullmatch(tool) for g in self.untrusted_sources)
+
+    def _keys(self, scalar: str | int | float) -> set[str]:
+        if isinstance(scalar, str):
+            s = scalar.strip().casefold()
+            keys = extract_tokens(scalar)
+            if len(s) >= self.min_length:
+                keys.add("str:" + s)
+            return keys
+        k = _number_key(scalar) if self.check_numbers else None
+        return {k} if k else set()
+
+    def observe(self, tool: str, output: Any, *, trusted: bool | None = None) -> int:
+        """Record ``output`` of ``tool``; returns how many values were seen for the first time."""
+        is_trusted = not self.is_untrusted_source(tool) if trusted is None else trusted
+        new = 0
+        items = list(_walk(output, "$"))
+        split = self.trust_structured_fields and not is_trusted
+        free: set[str] = set()
+        if split:  # keys mentioned in free text anywhere in this output stay untrusted
+            for path, scalar in items:
+                if not _is_field(path, scalar):
+                    free |= self._keys(scalar)
+        with self._lock:
+            for path, scalar in items:
+                keys = self._keys(scalar)
+                ok = is_trusted or (split and _is_field(path, scalar) and not keys & free)
+                if isinstance(scalar, str) and scalar.strip():
+                    text = scalar.casefold()
+                    self._texts.append((ok, tool, text))
+                    self._chars += len(text)
+                    if not ok:
+                        self._untrusted_seen = True
+                for key in keys:
+                    if key not in self._first:
+                        self._first[key] = (ok, tool)
+                        new += 1
+            while self._chars > self.max_text_chars and self._texts:
+                self._chars -= len(self._texts.popleft()[2])
+            while len(self._first) > self.max_values:
+                self._first.popitem(last=False)
+        return new
+
+    def trust(self, value: Any, *, source: str = "user") -> None:
+        """Record values as trusted (e.g. the user's own request) before anything else sees them."""
+        self.observe(source, value, trusted=True)
+
+    def tainted(self, value: Any) -> bool:
+        """Whether ``value`` (or something inside it) was first seen untrusted."""
+        return self._find(value, "$") is not None
+
+    def _first_text(self, needle: str) -> tuple[bool, str] | None:
+        for trusted, tool, text in self._texts:
+            if needle in text:
+                return trusted, tool
+        return None
+
+    def _find(self, args: Any, root: str) -> TaintHit | None:
+        with self._lock:
+            for path, scalar in _walk(args, root):
+                for key in sorted(self._keys(scalar), key=_key_rank):
+                    seen = self._first.get(key)
+                    if seen is not None and not seen[0]:
+                        return TaintHit(path, key.split(":", 1)[1], seen[1])
+                if isinstance(scalar, str):
+                    s = scalar.strip().casefold()
+                    if len(s) >= self.min_length:
+                        first = self._first_text(s)
+                        if first is not None and not first[0]:
+                            return TaintHit(path, scalar.strip(), first[1])
+        return None
+
+    def check(self, tool: str, args: Any) -> TaintHit | None:
+        """The first untrusted value in ``args`` if ``tool`` is sensitive; else None."""
+        if not self.is_sensitive(tool):
+            return None
+        return self._find(args, "$")

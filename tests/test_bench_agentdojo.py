@@ -1,0 +1,30 @@
+"""The AgentDojo replay harness on one banking task pair (skipped without the bench extra)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("agentdojo")
+
+from routeguard.bench.agentdojo import POLICY, _import_agentdojo, replay
+from routeguard.enforce import PolicyEngine
+
+
+def test_guard_stops_the_injected_transfer_but_not_the_users() -> None:
+    ad = _import_agentdojo()
+    suite = ad.get_suite("v1.2.2", "banking")
+    attack = ad.base_attacks.FixedJailbreakAttack(
+        ad.ii.ImportantInstructionsAttack._JB_STRING, suite, ad.GroundTruthPipeline(None)
+    )
+    engine = PolicyEngine.from_yaml(POLICY)
+    user = suite.user_tasks["user_task_3"]  # refund a friend: reads transactions, sends money
+    inj = suite.injection_tasks["injection_task_0"]  # send data to the attacker's IBAN
+    injections = attack.attack(user, inj)
+    benign = replay(ad, suite, user, None, {}, engine)
+    assert benign.utility and not benign.refused
+    undefended = replay(ad, suite, user, inj, injections, None)
+    assert undefended.reached and undefended.attacker_won
+    defended = replay(ad, suite, user, inj, injections, engine)
+    assert defended.reached and not defended.attacker_won
+    assert any("<taint>" in r for r in defended.refused)
+    assert defended.utility
