@@ -104,6 +104,11 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     ttl: float | None = 3600.0
     max_entries: int = 100_000
     verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
+    # Where entries live (top-level only): memory (this process) or redis (shared by every
+    # instance on the same redis_url + redis_prefix; default URL: budget_settings.redis_url).
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    redis_prefix: str = "rg:cache"
 
 
 class EndUserBudget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -377,10 +382,11 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             _check_route_targets(alias, rspec, deployments, problems)
         elif alias not in deployments:
             problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
-        if route is not None and "verify" in route.cache:
-            problems.append(
-                ConfigProblem(f"{path}.cache.verify", "verify is set once, in the top-level cache")
-            )
+        for once in _CACHE_GLOBAL_KEYS:
+            if route is not None and once in route.cache:
+                problems.append(
+                    ConfigProblem(f"{path}.cache.{once}", f"{once} is set in the top-level cache")
+                )
         if route is not None and route.cache and cache is not None:
             merged = {**msgspec.structs.asdict(cache), **route.cache}
             rc = _convert(merged, CacheSettings, f"{path}.cache", problems)
@@ -391,6 +397,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             _check_cache(cs, path, problems)
 
     budget = _convert(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
+    if cache is not None and cache.backend == "redis":
+        cache = _cache_redis(cache, budget, problems)
     accounts = None
     if raw.budgets:
         try:
@@ -535,6 +543,27 @@ def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> 
         problems.append(ConfigProblem(f"{path}.ttl", "must be > 0 (or null for no expiry)"))
     if c.max_entries < 1:
         problems.append(ConfigProblem(f"{path}.max_entries", "must be at least 1"))
+
+
+_CACHE_GLOBAL_KEYS = ("verify", "backend", "redis_url", "redis_prefix")
+
+
+def _cache_redis(
+    c: CacheSettings, budget: BudgetSettings | None, problems: list[ConfigProblem]
+) -> CacheSettings:
+    """The redis cache backend with its URL settled (``budget_settings.redis_url`` if unset)."""
+    url = c.redis_url or (budget.redis_url if budget is not None else None)
+    if not url:
+        problems.append(
+            ConfigProblem("cache.redis_url", "required for backend: redis (or in budget_settings)")
+        )
+    elif not url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(
+            ConfigProblem("cache.redis_url", "expected a redis://, rediss:// or unix:// URL")
+        )
+    if not c.redis_prefix:
+        problems.append(ConfigProblem("cache.redis_prefix", "must not be empty"))
+    return msgspec.structs.replace(c, redis_url=url)
 
 
 def _resolve_secret(

@@ -179,6 +179,8 @@ class Gateway:
                 await self.budget.check_rate(chain, request)
         ticket = None
         if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
+            if not self.cache.begun:  # no explicit start(): start on the first request's loop
+                await self.cache.start()
             ticket = self.cache.ticket(request, alias, tenant)
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
@@ -371,6 +373,12 @@ class Gateway:
         out = await self.fallback.run(alias, attempt)
         return out.value
 
+    async def start_cache(self) -> None:
+        """Start the shared cache backend on the running loop (a no-op in memory mode; done
+        by the first cacheable request otherwise; the proxy does it at startup)."""
+        if self.cache is not None:
+            await self.cache.start()
+
     def approval_queues(self) -> list[Any]:
         """The pending-approval queues of enforced routes (for ``/admin/approvals``)."""
         qs = {id(e.approvals): e.approvals for e in self.config.enforce.values() if e.approvals}
@@ -381,6 +389,8 @@ class Gateway:
         from routeguard.providers.http import close_session
 
         await close_session()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self.budget is not None:
             await self.budget.close()
         if self.keys.shared:

@@ -7,11 +7,22 @@ tenant + alias + every answer-changing parameter; context = the messages before 
 prompt = the last user message), tries the exact tier, then embeds the prompt once (off the
 event loop) and searches. On a miss it returns a ``Ticket`` holding the vector, so
 ``store`` after a successful upstream call costs no second embedding.
+
+Backends (``cache.backend`` in the config): ``memory`` keeps entries in this process;
+``redis`` shares them with every instance on the same Redis and prefix through a
+:class:`~routeguard.cache.redis_store.RedisStore`, which :meth:`CacheLayer.start` starts on
+the gateway's event loop (loading the shared entries, then tailing the stream) and
+:meth:`CacheLayer.aclose` stops. While Redis cannot be reached (at start, or later: the
+store reports itself unhealthy until it has resynced) requests bypass the cache, each
+counted in ``metrics.errors``; they are still served, never failed, and a failed start
+is retried in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,11 +32,15 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.cache.keys import request_namespace
+from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
+from routeguard.fallback import backoff_delay
 
 Json = dict[str, Any]
+log = logging.getLogger("routeguard.cache")
+START_TIMEOUT = 3.0  # seconds a start waits for Redis before the cache is bypassed
 
 
 @dataclass(slots=True)
@@ -45,13 +60,78 @@ class CacheLayer:
     def __init__(self, config: Config, embedder: Embeds | None = None) -> None:
         self.config = config
         c = config.cache
+        store = None
+        if c.backend == "redis":
+            from routeguard.cache.redis_store import RedisStore
+
+            assert c.redis_url is not None  # config.load insists on one
+            store = RedisStore(c.redis_url, prefix=c.redis_prefix)
         self.cache = SemanticCache(
             embedder,
             threshold=c.threshold,
             ttl=c.ttl,
             max_entries=c.max_entries,
             verifier=HitVerifier() if c.verify else None,
+            store=store,
         )
+        self.begun = False  # start() has run (the store may still be retrying to connect)
+        self._retry: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()  # concurrent first requests wait for one start
+
+    @property
+    def metrics(self) -> CacheMetrics:
+        """The cache's counters (hits, misses, errors, latency...)."""
+        return self.cache.metrics
+
+    @property
+    def ready(self) -> bool:
+        """Whether lookups and stores go through: always in memory mode; with Redis, once
+        the store is started and while it can reach Redis."""
+        store = self.cache.store
+        return store is None or store.healthy
+
+    async def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start mirroring the shared store on the running loop (no-op in memory mode or
+        when already begun). If Redis does not answer within ``timeout`` s, the cache is
+        bypassed and the start retried in the background until it succeeds."""
+        if self.begun:
+            return
+        async with self._starting:
+            if not self.begun:  # another request may have started it while we waited
+                await self._start(timeout)
+                self.begun = True
+
+    async def _start(self, timeout: float) -> None:
+        if self.cache.store is None:
+            return
+        try:
+            await asyncio.wait_for(self.cache.start(), timeout)
+        except Exception as exc:  # Redis down, refused, slow: serve without the cache
+            self.metrics.errors += 1
+            log.warning("cache: cannot reach Redis (%s); bypassing the cache", _why(exc))
+            self._retry = asyncio.create_task(self._keep_starting(timeout), name="rg-cache-start")
+
+    async def _keep_starting(self, timeout: float) -> None:
+        rng = random.Random()
+        failures = 0
+        while True:
+            failures += 1
+            await asyncio.sleep(backoff_delay(failures, 0.1, 5.0, None, rng))
+            try:
+                await asyncio.wait_for(self.cache.start(), timeout)
+            except Exception:  # still down: try again later
+                continue
+            log.info("cache: Redis reachable again; cache back in use")
+            return
+
+    async def aclose(self) -> None:
+        """Stop retrying a start, flush queued writes and stop mirroring."""
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+            self._retry = None
+        await self.cache.aclose()
+        self.begun = False
 
     def ticket(self, request: Json, alias: str, tenant: str) -> Ticket | None:
         """The key parts if this request may be served from / stored in the cache."""
@@ -64,6 +144,9 @@ class CacheLayer:
             return None
         prompt = _text(last.get("content"))
         if prompt is None:
+            return None
+        if not self.ready:
+            self.metrics.errors += 1
             return None
         ns = request_namespace(tenant, alias, request)
         return Ticket(prompt, ns, list(messages[:-1]), settings)
@@ -84,17 +167,25 @@ class CacheLayer:
         )
 
     def store(self, ticket: Ticket, response: Json) -> None:
-        """Keep a successful upstream answer for later requests."""
+        """Keep a successful upstream answer for later requests (never raises: a store
+        that fails is counted in ``metrics.errors`` and the answer is simply not kept)."""
         if not response.get("choices"):
             return
-        self.cache.put(
-            ticket.prompt,
-            response,
-            ticket.namespace,
-            ticket.context,
-            ttl=ticket.settings.ttl,
-            vector=ticket.vector,
-        )
+        if not self.ready:
+            self.metrics.errors += 1
+            return
+        try:
+            self.cache.put(
+                ticket.prompt,
+                response,
+                ticket.namespace,
+                ticket.context,
+                ttl=ticket.settings.ttl,
+                vector=ticket.vector,
+            )
+        except Exception as exc:
+            self.metrics.errors += 1
+            log.warning("cache: could not store a response (%s)", _why(exc))
 
 
 def replay(hit: CacheHit) -> Json:
@@ -103,6 +194,11 @@ def replay(hit: CacheHit) -> Json:
     resp["id"] = f"chatcmpl-cache-{uuid.uuid4().hex[:24]}"
     resp["created"] = int(time.time())
     return resp
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short reason (the type alone when it has no message)."""
+    return str(exc) or type(exc).__name__
 
 
 def _text(content: Any) -> str | None:

@@ -24,6 +24,7 @@ class CacheMetrics:
     puts: int = 0
     evictions: int = 0
     expirations: int = 0
+    errors: int = 0  # requests that bypassed the cache: its shared store was unreachable
     lookup_seconds: float = 0.0
     lookups: int = 0
     score_histogram: list[int] = field(default_factory=lambda: [0] * _BINS)
@@ -55,6 +56,7 @@ class CacheMetrics:
             "puts": self.puts,
             "evictions": self.evictions,
             "expirations": self.expirations,
+            "errors": self.errors,
             "lookups": self.lookups,
             "hit_rate": self.hit_rate,
             "mean_lookup_ms": (self.lookup_seconds / self.lookups * 1000) if self.lookups else 0.0,

@@ -194,6 +194,14 @@ class RedisStore:
         self._closing = False
         self._rng = random.Random()
         self._warned = 0.0
+        self._tail_ok = False
+        self._write_ok = True
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the store is started and its last read and write both reached Redis
+        (False from a lost connection until the tailer has resynced and writes go through)."""
+        return self.started and self._tail_ok and self._write_ok
 
     @property
     def started(self) -> bool:
@@ -212,6 +220,7 @@ class RedisStore:
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()
         await self._load(initial=True)
+        self._tail_ok = self._write_ok = True
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="routeguard-cache-writer"),
             asyncio.create_task(self._tail_loop(), name="routeguard-cache-tailer"),
@@ -328,9 +337,11 @@ class RedisStore:
             try:
                 await self._send(batch)
                 self.stats.writes += len(batch)
+                self._write_ok = True
             except _DOWN as e:
                 if self._stopping():
                     return
+                self._write_ok = False
                 failures += 1
                 self.stats.write_errors += 1
                 self._warn(f"cache writes to Redis failed ({e}); retrying")
@@ -410,9 +421,11 @@ class RedisStore:
                     self._last_id = events[-1][0]
                     self._position += len(events)
                 failures = 0
+                self._tail_ok = True
             except _DOWN as e:
                 if self._stopping():  # redis-py may turn our cancellation into an error
                     return
+                self._tail_ok = False
                 failures += 1
                 self._warn(f"cache stream from Redis failed ({e}); reconnecting")
                 await asyncio.sleep(backoff_delay(failures, 0.05, 2.0, None, self._rng))
@@ -420,6 +433,7 @@ class RedisStore:
             except Exception:  # a refused command, a malformed event: never let mirroring die
                 if self._stopping():
                     return
+                self._tail_ok = False
                 failures += 1  # reload from scratch rather than risk a gap
                 logger.exception("mirroring the cache stream failed; resyncing")
                 await asyncio.sleep(backoff_delay(failures, 0.05, 2.0, None, self._rng))

@@ -221,6 +221,11 @@ class CacheStore(Protocol):
         """Whether :meth:`start` has run and :meth:`aclose` has not."""
         ...
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the store is started and currently reachable."""
+        ...
+
     async def start(self, state: LocalState) -> None:
         """Load the shared entries into ``state`` and begin mirroring."""
         ...
