@@ -9,7 +9,7 @@ and a medium prompt:
 - ``decision``: ``Router.route(request, vector)`` with the vector given, as in the gateway
   when the cache layer has already embedded the prompt (rules -> semantic -> learned);
 - ``embed + decision``: ``Router.route(request)``, the router embedding the prompt itself
-  (MiniLM, numpy forward pass) when no vector is at hand;
+  (MiniLM, Rust forward pass by default) when no vector is at hand;
 - ``embed only``: the embedder alone, for the split.
 
 It prints p50 and p99 of each against the issue's target (decision including the embedding:

@@ -5,6 +5,7 @@
 //! (maturin enables it), so `cargo test` exercises the kernels without libpython.
 
 pub mod budget;
+pub mod embed;
 pub mod error;
 pub mod policy;
 pub mod vector;

@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -55,9 +58,13 @@ def cosine_distance(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndar
     return 1.0 - cos
 
 
-@pytest.fixture(scope="module")
-def minilm() -> MiniLMEmbedder:
-    return default_embedder()
+_NUMPY = MiniLMEmbedder(backend="numpy")
+
+
+@pytest.fixture(scope="module", params=["rust", "numpy"])
+def minilm(request: pytest.FixtureRequest) -> MiniLMEmbedder:
+    # Every test of the local model runs on both forward passes.
+    return default_embedder() if request.param == "rust" else _NUMPY
 
 
 # --- the local model -----------------------------------------------------------------------
@@ -95,13 +102,14 @@ def test_batch_equals_one_by_one(minilm: MiniLMEmbedder) -> None:
     np.testing.assert_allclose(batch, single, atol=1e-6)
 
 
-def test_padding_does_not_change_results(minilm: MiniLMEmbedder) -> None:
-    model = minilm.model()
-    short = minilm.tokenize(["hi there"])[0]
-    longer = minilm.tokenize([PROMPT])[0]
-    alone = bert.encode(model.weights, [short])
+def test_padding_does_not_change_results() -> None:
+    weights = _NUMPY.model().weights
+    assert weights is not None
+    short = _NUMPY.tokenize(["hi there"])[0]
+    longer = _NUMPY.tokenize([PROMPT])[0]
+    alone = bert.encode(weights, [short])
     # Same forward-pass call, so `short` is padded to `longer`'s length for attention.
-    padded = bert.encode(model.weights, [longer, short, longer])
+    padded = bert.encode(weights, [longer, short, longer])
     np.testing.assert_allclose(padded[1:2], alone, atol=1e-6)
     np.testing.assert_allclose(padded[0], padded[2], atol=0)
 
@@ -127,7 +135,7 @@ def test_deterministic(minilm: MiniLMEmbedder) -> None:
     b = minilm.embed(SENTENCES)
     assert np.array_equal(a, b)
     # A fresh load computes bit-identical vectors for the same batch.
-    assert np.array_equal(MiniLMEmbedder().embed(SENTENCES), a)
+    assert np.array_equal(MiniLMEmbedder(backend=minilm.backend).embed(SENTENCES), a)
 
 
 def test_normalised(minilm: MiniLMEmbedder) -> None:
@@ -167,6 +175,81 @@ def test_default_embedder_is_shared_and_follows_the_protocol() -> None:
     assert e is default_embedder()
     assert isinstance(e, Embedder)
     assert e.dim == 384
+    assert e.backend == "rust"
+
+
+def test_rust_and_numpy_passes_agree(minilm: MiniLMEmbedder) -> None:
+    texts = [*SENTENCES, PROMPT, "short"]
+    np.testing.assert_allclose(default_embedder().embed(texts), _NUMPY.embed(texts), atol=1e-6)
+
+
+def test_f16_weights_stay_within_the_cosine_bound() -> None:
+    half = MiniLMEmbedder(precision="f16")
+    encoder, full = half.model().encoder, default_embedder().model().encoder
+    assert encoder is not None and full is not None
+    assert (encoder.precision, full.precision) == ("f16", "f32")
+    assert encoder.weight_bytes * 2 == full.weight_bytes
+    got = half.embed(SENTENCES)
+    assert cosine_distance(got, VECTORS).max() <= 1e-5
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+
+
+def test_bf16_is_close_but_looser() -> None:
+    # bf16 rounds weights and activations (8-bit mantissas): opt-in, measured ~3.5e-5.
+    got = MiniLMEmbedder(precision="bf16").embed(SENTENCES)
+    dist = cosine_distance(got, VECTORS)
+    assert dist.max() <= 1e-4, dist.max()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", ["scalar", "avx2"])
+def test_every_instruction_set_matches_the_reference(level: str) -> None:
+    # ROUTEGUARD_SIMD is read once per process, so each path runs in a fresh interpreter;
+    # on a CPU without the level the encoder falls back to a narrower one, still checked.
+    script = (
+        "import json, sys, numpy as np\n"
+        "from routeguard.embed import default_embedder\n"
+        "e = default_embedder()\n"
+        "v = e.embed(json.loads(sys.stdin.read()))\n"
+        "print(json.dumps({'isa': e.model().encoder.isa, 'v': v.tolist()}))\n"
+    )
+    env = {**os.environ, "ROUTEGUARD_SIMD": level}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(SENTENCES),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(done.stdout)
+    assert result["isa"] in ("scalar", level)
+    got = np.array(result["v"])
+    assert cosine_distance(got, VECTORS).max() <= 1e-5
+    assert np.abs(got - VECTORS).max() < 1e-5
+
+
+def test_backend_and_precision_are_checked() -> None:
+    with pytest.raises(ValueError, match="backend must be"):
+        MiniLMEmbedder(backend="torch")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="precision must be"):
+        MiniLMEmbedder(precision="f8")  # type: ignore[arg-type]
+    assert "backend='numpy'" in repr(_NUMPY)
+
+
+def test_rust_encoder_refuses_bad_ids() -> None:
+    encoder = default_embedder().model().encoder
+    assert encoder is not None
+    assert encoder.encode([]).shape == (0, 384)
+    with pytest.raises(ValueError, match="text 1 has 0 tokens"):
+        encoder.encode([[101, 102], []])
+    with pytest.raises(ValueError, match="token id 40000, past the vocabulary of 30522"):
+        encoder.encode([[101, 40000, 102]])
+    with pytest.raises(ValueError, match="1 to 512"):
+        encoder.encode([[101] * 513])
+    with pytest.raises(OverflowError):
+        encoder.encode([[-1]])
 
 
 def test_embed_refuses_a_bare_string(minilm: MiniLMEmbedder) -> None:

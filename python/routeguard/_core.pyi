@@ -1,12 +1,13 @@
 """Type stubs for the compiled extension `routeguard._core` (rust/py/)."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BertEncoder",
     "BudgetRefused",
     "CompiledPolicy",
     "FlatIndex",
@@ -89,6 +90,40 @@ class FlatIndex:
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
 
 def cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float: ...
+
+@final
+class BertEncoder:
+    """A BERT encoder forward pass (mean pooling, L2 norm) on the calling thread, GIL released.
+
+    Built from the arrays of `routeguard.embed.bert.BertWeights`; `layers` holds one dict per
+    block keyed by the `routeguard.embed.bert.Layer` field names. `precision` is "f32",
+    "f16" (weights only) or "bf16" (weights and activations, AVX-512 BF16).
+    """
+
+    def __new__(
+        cls,
+        word: npt.NDArray[np.float32],
+        position: npt.NDArray[np.float32],
+        ln_g: npt.NDArray[np.float32],
+        ln_b: npt.NDArray[np.float32],
+        layers: Sequence[Mapping[str, npt.NDArray[np.float32]]],
+        *,
+        heads: int,
+        eps: float = 1e-12,
+        precision: str = "f32",
+    ) -> BertEncoder: ...
+    @property
+    def hidden(self) -> int: ...
+    @property
+    def max_positions(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def weight_bytes(self) -> int: ...
+    def encode(self, ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]: ...
+
 def simd_level() -> str: ...
 
 class BudgetRefused(Exception):

@@ -2,6 +2,7 @@
 //! Nothing here computes; every algorithm lives in a pyo3-free module.
 
 mod budget;
+mod embed;
 mod error;
 mod policy;
 mod vector;
@@ -25,6 +26,7 @@ where
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     budget::register(m)?;
+    embed::register(m)?;
     policy::register(m)?;
     vector::register(m)?;
     Ok(())

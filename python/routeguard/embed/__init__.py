@@ -3,7 +3,8 @@
 Every embedder follows the :class:`Embedder` Protocol (``dim``, ``embed``, ``aembed``) and
 returns float32 rows of unit L2 norm, so a dot product is a cosine similarity.
 
-- :class:`MiniLMEmbedder`: local all-MiniLM-L6-v2 (384 dims), numpy forward pass, no torch;
+- :class:`MiniLMEmbedder`: local all-MiniLM-L6-v2 (384 dims), Rust forward pass (numpy as a
+  fallback, ``backend="numpy"``), no torch;
   :func:`default_embedder` is the process-wide shared instance.
 - :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings`` endpoint.
 - :class:`CallableEmbedder`: your own function.

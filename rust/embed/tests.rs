@@ -1,0 +1,352 @@
+//! Unit and property tests of the encoder: every SIMD path against the scalar one, the
+//! dense layer against an f64 reference, batching and input checks.
+
+use proptest::prelude::*;
+
+use super::linear::{gemm, reference, Linear, Precision};
+use super::model::{BertConfig, BertEncoder, LayerWeights};
+use super::Isa;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn gemm_paths_match_the_reference(
+        m in 1usize..40, k in 1usize..70, n in 1usize..100, seed in 1u64..u64::MAX,
+        kind in 0usize..3,
+    ) {
+        let mut rng = Rng(seed);
+        let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0), rng.vec(n, 1.0));
+        let precision = [Precision::F32, Precision::F16, Precision::Bf16][kind];
+        let layer = Linear::new(&w, &b, k, n, precision).unwrap();
+        let mut scalar = vec![f32::NAN; m * n];
+        gemm(Isa::Scalar, &x, m, &layer, &mut scalar);
+        if precision == Precision::F32 {
+            let want = reference(&x, m, &w, &b, k, n);
+            prop_assert!(max_diff(&scalar, &want) <= 1e-5 * k as f32);
+        }
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let mut got = vec![f32::NAN; m * n];
+            gemm(isa, &x, m, &layer, &mut got);
+            prop_assert!(max_diff(&got, &scalar) <= 1e-5 * k as f32, "{:?}", isa);
+        }
+    }
+}
+
+#[test]
+fn gemm_over_several_row_blocks_matches_the_reference() {
+    // K = 2000 makes a block 49 rows, so 120 rows run as three blocks of uneven tiles.
+    let (m, k, n) = (120, 2000, 40);
+    let mut rng = Rng(17);
+    let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0), rng.vec(n, 1.0));
+    let want = reference(&x, m, &w, &b, k, n);
+    for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
+        let layer = Linear::new(&w, &b, k, n, precision).unwrap();
+        let mut scalar = vec![f32::NAN; m * n];
+        gemm(Isa::Scalar, &x, m, &layer, &mut scalar);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let mut got = vec![f32::NAN; m * n];
+            gemm(isa, &x, m, &layer, &mut got);
+            assert!(max_diff(&got, &scalar) <= 2e-2, "{isa:?} {precision:?}");
+        }
+        if precision == Precision::F32 {
+            assert!(max_diff(&scalar, &want) <= 2e-2);
+        }
+    }
+}
+
+/// A small random BERT with the MiniLM shape ratios.
+fn tiny(precision: Precision, seed: u64) -> BertEncoder {
+    tiny_with_heads(precision, seed, 4)
+}
+
+/// [`tiny`] with `heads` heads over its 64 hidden values.
+fn tiny_with_heads(precision: Precision, seed: u64, heads: usize) -> BertEncoder {
+    let (h, i, vocab, positions, layers) = (64, 128, 97, 40, 2);
+    let mut rng = Rng(seed);
+    let owned: Vec<Vec<Vec<f32>>> = (0..layers)
+        .map(|_| {
+            vec![
+                rng.vec(h * 3 * h, 0.15),
+                rng.vec(3 * h, 0.1),
+                rng.vec(h * h, 0.15),
+                rng.vec(h, 0.1),
+                rng.vec(h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                rng.vec(h, 0.1),
+                rng.vec(h * i, 0.15),
+                rng.vec(i, 0.1),
+                rng.vec(i * h, 0.1),
+                rng.vec(h, 0.1),
+                rng.vec(h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                rng.vec(h, 0.1),
+            ]
+        })
+        .collect();
+    let weights: Vec<LayerWeights<'_>> = owned
+        .iter()
+        .map(|l| LayerWeights {
+            qkv_w: &l[0],
+            qkv_b: &l[1],
+            out_w: &l[2],
+            out_b: &l[3],
+            ln1_g: &l[4],
+            ln1_b: &l[5],
+            ffn_in_w: &l[6],
+            ffn_in_b: &l[7],
+            ffn_out_w: &l[8],
+            ffn_out_b: &l[9],
+            ln2_g: &l[10],
+            ln2_b: &l[11],
+        })
+        .collect();
+    let config = BertConfig {
+        hidden: h,
+        heads,
+        intermediate: i,
+        eps: 1e-12,
+        precision,
+    };
+    BertEncoder::new(
+        config,
+        rng.vec(vocab * h, 1.0),
+        rng.vec(positions * h, 0.5),
+        vec![1.0; h],
+        vec![0.0; h],
+        &weights,
+    )
+    .unwrap()
+}
+
+fn texts(seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = Rng(seed);
+    [1usize, 2, 7, 13, 16, 17, 33, 40]
+        .iter()
+        .map(|&len| {
+            (0..len)
+                .map(|_| ((rng.next() + 1.0) * 48.0) as u32 % 97)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_path_matches_scalar_and_rows_are_unit() {
+    for precision in [Precision::F16, Precision::F32, Precision::Bf16] {
+        let model = tiny(precision, 7);
+        let ids = texts(3);
+        let scalar = model.encode_with(Isa::Scalar, &ids).unwrap();
+        for row in scalar.chunks_exact(64) {
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let got = model.encode_with(isa, &ids).unwrap();
+            // bf16 rounds every product's inputs, so a last-bit difference in one layer's
+            // f32 sums can flip a rounding in the next: a looser (still tight) bound.
+            let bound = if precision == Precision::Bf16 {
+                2e-3
+            } else {
+                2e-5
+            };
+            let diff = max_diff(&got, &scalar);
+            assert!(diff < bound, "{isa:?} {precision:?}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn heads_narrower_than_a_vector_match_scalar() {
+    // 64 / 8 = 8 values per head: the attention's general (not 16-wide) branch.
+    let model = tiny_with_heads(Precision::F32, 13, 8);
+    let ids = texts(5);
+    let scalar = model.encode_with(Isa::Scalar, &ids).unwrap();
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+        let got = model.encode_with(isa, &ids).unwrap();
+        assert!(max_diff(&got, &scalar) < 2e-5, "{isa:?}");
+    }
+    assert!(max_diff(&scalar, &tiny(Precision::F32, 13).encode(&ids).unwrap()) > 1e-3);
+}
+
+#[test]
+fn narrow_weights_stay_close_to_f32() {
+    let ids = texts(11);
+    let a = tiny(Precision::F32, 5).encode(&ids).unwrap();
+    for (precision, bound) in [(Precision::F16, 1e-5), (Precision::Bf16, 1e-3)] {
+        let b = tiny(precision, 5).encode(&ids).unwrap();
+        for (x, y) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
+            let cos: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            assert!(
+                1.0 - cos < bound,
+                "{precision:?}: cosine distance {}",
+                1.0 - cos
+            );
+        }
+    }
+}
+
+#[test]
+fn a_batch_equals_its_texts_one_by_one() {
+    let model = tiny(Precision::F16, 9);
+    let ids = texts(4);
+    let batch = model.encode(&ids).unwrap();
+    for (n, text) in ids.iter().enumerate() {
+        let alone = model.encode(std::slice::from_ref(text)).unwrap();
+        assert!(max_diff(&alone, &batch[n * 64..(n + 1) * 64]) < 1e-6);
+    }
+    assert!(model.encode::<Vec<u32>>(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    let model = tiny(Precision::F32, 1);
+    let err = model.encode(&[vec![1u32, 2], vec![]]).unwrap_err();
+    assert!(err.to_string().contains("text 1 has 0 tokens"), "{err}");
+    let err = model.encode(&[vec![5u32; 41]]).unwrap_err();
+    assert!(err.to_string().contains("1 to 40"), "{err}");
+    let err = model.encode(&[vec![1u32, 97]]).unwrap_err();
+    assert!(err.to_string().contains("token id 97"), "{err}");
+    assert!(Precision::parse("f8").is_err());
+}
+
+/// Timing of a MiniLM-shaped random model; run with
+/// `cargo test --release --lib embed::tests::timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing() {
+    let (h, i) = (384, 1536);
+    let mut rng = Rng(42);
+    let owned: Vec<Vec<Vec<f32>>> = (0..6)
+        .map(|_| {
+            vec![
+                rng.vec(h * 3 * h, 0.05),
+                rng.vec(3 * h, 0.1),
+                rng.vec(h * h, 0.05),
+                rng.vec(h, 0.1),
+                vec![1.0; h],
+                vec![0.0; h],
+                rng.vec(h * i, 0.05),
+                rng.vec(i, 0.1),
+                rng.vec(i * h, 0.05),
+                rng.vec(h, 0.1),
+                vec![1.0; h],
+                vec![0.0; h],
+            ]
+        })
+        .collect();
+    let weights: Vec<LayerWeights<'_>> = owned
+        .iter()
+        .map(|l| LayerWeights {
+            qkv_w: &l[0],
+            qkv_b: &l[1],
+            out_w: &l[2],
+            out_b: &l[3],
+            ln1_g: &l[4],
+            ln1_b: &l[5],
+            ffn_in_w: &l[6],
+            ffn_in_b: &l[7],
+            ffn_out_w: &l[8],
+            ffn_out_b: &l[9],
+            ln2_g: &l[10],
+            ln2_b: &l[11],
+        })
+        .collect();
+    for precision in [Precision::F16, Precision::F32, Precision::Bf16] {
+        let config = BertConfig {
+            hidden: h,
+            heads: 12,
+            intermediate: i,
+            eps: 1e-12,
+            precision,
+        };
+        let model = BertEncoder::new(
+            config,
+            rng.vec(30522 * h, 1.0),
+            rng.vec(512 * h, 0.5),
+            vec![1.0; h],
+            vec![0.0; h],
+            &weights,
+        )
+        .unwrap();
+        for len in [10usize, 13, 18, 60] {
+            let ids = vec![(0..len as u32).collect::<Vec<u32>>()];
+            let mut times: Vec<f64> = (0..200)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(model.encode(&ids).unwrap());
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "{precision:?} {:?} {len:3} tokens: p50 {:.3} ms  min {:.3} ms",
+                model.isa(),
+                times[100],
+                times[0]
+            );
+        }
+    }
+}
+
+/// GEMM-only timing at MiniLM shapes; `cargo test --release --lib embed::tests::gemm_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gemm_timing() {
+    let mut rng = Rng(3);
+    for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
+        let shapes = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
+        let layers: Vec<Vec<Linear>> = (0..6)
+            .map(|_| {
+                shapes
+                    .iter()
+                    .map(|&(k, n)| {
+                        Linear::new(&rng.vec(k * n, 0.1), &rng.vec(n, 0.1), k, n, precision)
+                            .unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        for m in [10usize, 13, 18, 63, 800] {
+            let x = rng.vec(m * 1536, 1.0);
+            let mut out = vec![0f32; m * 1536];
+            let mut best = f64::MAX;
+            for _ in 0..(3000 / m).max(5) {
+                let t = std::time::Instant::now();
+                for l in &layers {
+                    for lin in l {
+                        gemm(Isa::detect(), &x, m, lin, &mut out);
+                    }
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let flops =
+                2.0 * m as f64 * 6.0 * shapes.iter().map(|&(k, n)| (k * n) as f64).sum::<f64>();
+            println!(
+                "{precision:?} m={m}: gemms {:.3} ms, {:.1} GFLOP/s",
+                best * 1e3,
+                flops / best / 1e9
+            );
+        }
+    }
+}
