@@ -6,19 +6,26 @@ traffic. Two ways to pin it down:
 - :func:`calibrate`, offline: scores of a sample of traffic -> the threshold for a target share
   of strong calls, or for a mean cost per request not to exceed (greedily sending the
   highest-scoring prompts to the strong model while the budget allows);
-- :class:`LiveShare`, online: the router records every score in a window of the last
-  ``window`` decisions and, every ``refresh`` decisions, moves the threshold to the window's
+- :class:`LiveShare`, online, from the first request: every decision's score goes into a
+  sliding window of the last ``window`` scores (a ring buffer, plus the same scores kept
+  sorted with :mod:`bisect`), and the decision compares the score with the window's exact
   quantile for the target share, so ``strong_share: 0.3`` holds on the traffic actually
-  served. Until ``warmup`` scores are in, it uses the threshold it started with (the
-  training distribution's, :meth:`LearnedRouter.threshold_for_share`).
+  served, whatever the scale of its scores, and follows it when it drifts. The first
+  ``cold_start`` decisions (8) use the threshold it started with (the training
+  distribution's, :meth:`LearnedRouter.threshold_for_share`), as a window of a handful of
+  scores says little. A feedback term keeps the realised share on target: the strong calls
+  owed (target share x decisions - strong calls, both decayed over about one window) move
+  the quantile, so a cold start or a lagging quantile is made up within a few dozen
+  decisions; a run of equal scores at the quantile splits by the same count.
 
-The window is a fixed numpy ring buffer; a refresh sorts it (about 20 us for 1,024 scores),
-so the amortised cost per decision is well under a microsecond.
+A decision costs a binary search and one list insert and delete (a ``memmove`` of at most
+``window`` pointers): about a microsecond for 1,024 scores, with no array allocated.
 """
 
 from __future__ import annotations
 
-import itertools
+import bisect
+import math
 import threading
 
 import numpy as np
@@ -75,9 +82,15 @@ def calibrate(
 
 
 class LiveShare:
-    """Keeps a threshold at the score quantile that sends ``share`` of recent traffic to the
-    strong model (see the module docstring). Safe to share between threads: a refresh takes
-    a lock; recording a score does not (a lost slot under a race only ages the window)."""
+    """Keeps the share of strong calls at ``share`` on the traffic actually served, whatever
+    the score's scale (see the module docstring). Safe to share between threads: each
+    decision takes a short lock.
+
+    ``initial`` decides the first ``cold_start`` decisions; ``window`` is how many recent
+    scores the quantile is taken over (how fast it follows drift); ``feedback`` is how many
+    owed strong calls move the target share by 100% (smaller: the realised share catches up
+    faster, at the price of noisier choices of which prompts go strong).
+    """
 
     def __init__(
         self,
@@ -85,31 +98,87 @@ class LiveShare:
         initial: float,
         *,
         window: int = 1024,
-        refresh: int = 64,
-        warmup: int = 128,
+        cold_start: int = 8,
+        feedback: float = 16.0,
     ) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share must be in [0, 1], got {share}")
-        if window < 1 or refresh < 1 or not 1 <= warmup <= window:
-            raise ValueError("need window >= 1, refresh >= 1 and 1 <= warmup <= window")
+        if window < 2 or not 0 <= cold_start < window or feedback < 1.0:
+            raise ValueError("need window >= 2, 0 <= cold_start < window and feedback >= 1")
         self.share = share
+        self.initial = initial
         self.threshold = initial
-        self._scores = np.zeros(window, dtype=np.float64)
+        """The threshold the last decision was made with (for metrics and reports)."""
+        self._ring = [0.0] * window
+        self._sorted: list[float] = []
         self._window = window
-        self._refresh = refresh
-        self._warmup = warmup
-        self._count = itertools.count()
+        self._cold = cold_start
+        self._feedback = feedback
+        self._decay = 1.0 - 1.0 / window
+        self._seen = 0
+        self._owed = 0.0  # share x decisions - strong calls, both decayed: > 0 = too few strong
         self._lock = threading.Lock()
 
+    @property
+    def decisions(self) -> int:
+        """How many decisions were made so far."""
+        return self._seen
+
+    @property
+    def owed(self) -> float:
+        """Strong calls owed to reach the target share on recent traffic (negative: too many)."""
+        return self._owed
+
+    def decide(self, score: float) -> bool:
+        """Record one decision's score; True to call the strong model."""
+        return self._decide(score)[0]
+
     def observe(self, score: float) -> float:
-        """Record one decision's score; returns the threshold to decide it with."""
-        threshold = self.threshold
-        i = next(self._count)
-        self._scores[i % self._window] = score
-        seen = i + 1
-        if seen >= self._warmup and seen % self._refresh == 0:
-            with self._lock:
-                self.threshold = calibrate(
-                    self._scores[: min(seen, self._window)], strong_share=self.share
-                )
-        return threshold
+        """Record one decision's score; returns a threshold that decides it
+        (strong model when ``score >= threshold``)."""
+        strong, threshold = self._decide(score)
+        s = float(score)
+        if strong:
+            return min(threshold, s)
+        return max(threshold, float(np.nextafter(s, np.inf)))
+
+    def _decide(self, score: float) -> tuple[bool, float]:
+        s = float(score)
+        if not math.isfinite(s):
+            raise ValueError(f"LiveShare: score must be a finite number, got {s}")
+        with self._lock:
+            i = self._seen
+            self._seen = i + 1
+            window = self._sorted
+            if i >= self._window:
+                del window[bisect.bisect_left(window, self._ring[i % self._window])]
+            self._ring[i % self._window] = s
+            bisect.insort(window, s)
+            if i < self._cold:
+                threshold = self.initial
+                strong = s >= threshold
+            else:
+                threshold, strong = self._quantile_decision(s)
+            self.threshold = threshold
+            self._owed = self._decay * self._owed + self.share - (1.0 if strong else 0.0)
+            return strong, threshold
+
+    def _quantile_decision(self, s: float) -> tuple[float, bool]:
+        """Threshold at the window's quantile for the share, nudged by what is owed."""
+        window = self._sorted
+        m = len(window)
+        target = min(1.0, max(0.0, self.share + self._owed / self._feedback))
+        k = int(target * m + 0.5)  # the top k scores of the window go to the strong model
+        if k <= 0:
+            return float(np.nextafter(window[-1], np.inf)), False
+        if k >= m:
+            return window[0], True
+        lo, hi = window[m - k - 1], window[m - k]
+        if lo < hi:
+            threshold = (lo + hi) / 2.0
+            return threshold, s >= threshold
+        # The quantile falls inside a run of equal scores: those split by what is owed, so
+        # a stream of identical scores still gets its share.
+        if s != hi:
+            return hi, s > hi
+        return hi, self._owed + self.share > 0.5

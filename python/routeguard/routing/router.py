@@ -353,10 +353,8 @@ class Router:
         if self.learned is not None:
             assert self.cheap is not None and self.strong is not None
             score = self.learned.score_one(text, vector)
-            threshold = self.threshold if self.live is None else self.live.observe(score)
-            return RouteDecision(
-                self.strong if score >= threshold else self.cheap, "learned", score
-            )
+            strong = score >= self.threshold if self.live is None else self.live.decide(score)
+            return RouteDecision(self.strong if strong else self.cheap, "learned", score)
         return RouteDecision(self.default, "default")
 
     def _embedder_or_default(self) -> TextEmbedder:
