@@ -250,16 +250,7 @@ class Accounts:
             chain += self[cfg.parent].chain
         if len(chain) > 8:
             raise ValueError(f"account {cfg.name!r}: a chain holds at most 8 accounts")
-        return Account(
-            name=cfg.name,
-            parent=cfg.parent,
-            limit=None if cfg.limit is None else usd_to_micros(cfg.limit),
-            soft_limit=None if cfg.soft_limit is None else usd_to_micros(cfg.soft_limit),
-            period=period,
-            rpm=cfg.rpm,
-            tpm=cfg.tpm,
-            chain=chain,
-        )
+        return _account(cfg, period, chain)
 
     def chain(self, names: Sequence[str]) -> tuple[str, ...]:
         """``names`` and all their ancestors, each once, leaf first; they must share a root.
@@ -334,19 +325,22 @@ def load_accounts(
         chain = [name]
         while (parent := built[chain[-1]][1].parent) is not None:
             chain.append(parent)
-        accounts.append(
-            Account(
-                name=name,
-                parent=cfg.parent,
-                limit=None if cfg.limit is None else usd_to_micros(cfg.limit),
-                soft_limit=None if cfg.soft_limit is None else usd_to_micros(cfg.soft_limit),
-                period=period,
-                rpm=cfg.rpm,
-                tpm=cfg.tpm,
-                chain=tuple(chain),
-            )
-        )
+        accounts.append(_account(cfg, period, tuple(chain)))
     return Accounts(accounts)
+
+
+def _account(cfg: BudgetAccountConfig, period: Period, chain: tuple[str, ...]) -> Account:
+    """The validated account of ``cfg`` (dollars to micro-dollars)."""
+    return Account(
+        name=cfg.name,
+        parent=cfg.parent,
+        limit=None if cfg.limit is None else usd_to_micros(cfg.limit),
+        soft_limit=None if cfg.soft_limit is None else usd_to_micros(cfg.soft_limit),
+        period=period,
+        rpm=cfg.rpm,
+        tpm=cfg.tpm,
+        chain=chain,
+    )
 
 
 def _check_numbers(path: str, cfg: BudgetAccountConfig) -> list[ConfigProblem]:
