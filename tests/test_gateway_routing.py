@@ -112,3 +112,18 @@ def test_route_config_is_validated() -> None:
         config.load({**base, "routes": {"r": {"mode": "sideways"}}}, env={})
     ok = config.load({**base, "routes": {"p": {"mode": "pinned", "target": "a"}}}, env={})
     assert ok.routing == {"p": {"mode": "pinned", "target": "a"}}
+
+
+def test_embedding_precision_is_configurable(mock: MockServer) -> None:
+    from routeguard.embed import MiniLMEmbedder, default_embedder
+
+    cfg = _cfg(mock.url)
+    cfg["embedding"] = {"precision": "bf16"}
+    gw = Gateway.from_config(cfg)  # the default MiniLM at bf16, for the cache and the routers
+    assert gw.cache is not None
+    emb = gw.cache.cache.embedder
+    assert isinstance(emb, MiniLMEmbedder) and emb.precision == "bf16"
+    assert emb is default_embedder("bf16") and emb is not default_embedder()
+    assert gw.routers["auto"]._embedder is emb  # one vector per request, shared
+    with pytest.raises(ConfigError, match="embedding"):
+        config.load({**cfg, "embedding": {"precision": "f8"}}, env={})

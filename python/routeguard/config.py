@@ -164,6 +164,13 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
         return spec or None
 
 
+class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
+    sentence-transformers to ~1e-12; ``bf16`` is ~2x faster at ~3.5e-5 cosine distance."""
+
+    precision: Literal["f32", "f16", "bf16"] = "f32"
+
+
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole file, as written."""
 
@@ -177,6 +184,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budgets: list[Any] = []
     budget_settings: Any = None
     enforce: Any = None  # routeguard.enforce.proxy.EnforceSettings
+    embedding: Any = None
 
 
 # --------------------------------------------------------------------------- runtime objects
@@ -258,6 +266,7 @@ class Config:
     routing: dict[str, dict[str, Any]] = field(default_factory=dict)
     accounts: Accounts | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     warnings: list[str] = field(default_factory=list)
     enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
     source: str = "<dict>"
@@ -397,6 +406,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             _check_cache(cs, path, problems)
 
     budget = _convert(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
+    embedding = _convert(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts = None
@@ -470,6 +480,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         routing=routing,
         accounts=accounts,
         budget=budget,
+        embedding=embedding or EmbeddingSettings(),
         warnings=warnings,
         enforce=enforce,
         source=name,

@@ -102,6 +102,10 @@ class Gateway:
             )
         # Always on: virtual keys may carry their own budgets even with none configured.
         self.budget: BudgetLayer | None = BudgetLayer(config)
+        if embedder is None and config.embedding.precision != "f32":
+            from routeguard.embed import default_embedder
+
+            embedder = default_embedder(config.embedding.precision)
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
         self.cache = CacheLayer(config, embedder) if caching else None
         # One embedder per request: routers embed with the cache's, so its vector is reused.

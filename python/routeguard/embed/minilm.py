@@ -213,6 +213,11 @@ class MiniLMEmbedder:
         return self._backend
 
     @property
+    def precision(self) -> Precision:
+        """How the Rust forward pass stores and multiplies weights (f32, f16 or bf16)."""
+        return self._precision
+
+    @property
     def max_tokens(self) -> int:
         """Tokens per text (special tokens included) past which input is truncated."""
         return self._max_tokens if self._model is None else self._model.max_tokens
@@ -277,15 +282,17 @@ class MiniLMEmbedder:
             executor.shutdown(wait=True)
 
 
-_default: MiniLMEmbedder | None = None
+_defaults: dict[str, MiniLMEmbedder] = {}
 _default_lock = threading.Lock()
 
 
-def default_embedder() -> MiniLMEmbedder:
-    """The process-wide shared :class:`MiniLMEmbedder` (weights loaded on its first use)."""
-    global _default
-    if _default is None:
+def default_embedder(precision: Precision = "f32") -> MiniLMEmbedder:
+    """The process-wide shared :class:`MiniLMEmbedder` of ``precision`` (weights loaded on
+    its first use): one per precision, shared by the cache and the routers."""
+    emb = _defaults.get(precision)
+    if emb is None:
         with _default_lock:
-            if _default is None:
-                _default = MiniLMEmbedder()
-    return _default
+            emb = _defaults.get(precision)
+            if emb is None:
+                emb = _defaults[precision] = MiniLMEmbedder(precision=precision)
+    return emb
