@@ -306,7 +306,7 @@ async def test_three_processes_on_the_cluster_never_overspend(redis_cluster: Clu
         assert spent == sum(sum(r["settled"]) for r in results) <= 1_000_000
         assert reserved == 0
         assert sum(r["refused"] for r in results) > 0, "the limit was reached"
-        assert sum(1 for r in results if r["settled"]) >= 2, "processes got spend through"
+        assert all(r["settled"] for r in results), "every process got some through"
     finally:
         await budget.close()
 

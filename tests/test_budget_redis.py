@@ -77,9 +77,7 @@ async def test_four_processes_on_one_server_never_overspend(redis_server: str) -
         assert spent == settled <= 1_000_000
         assert reserved == 0
         assert refused > 0, "the limit was reached"
-        # Several processes really raced for the budget (which one wins most is up to the
-        # scheduler: the first one woken may take nearly all of it).
-        assert sum(1 for r in results if r["settled"]) >= 2, "processes got spend through"
+        assert all(r["settled"] for r in results), "every process got some through"
         totals = await budget.replay_log("org")
         org_keys = [k for k in totals if ":spent:org:" in k]
         assert [totals[k] for k in org_keys] == [spent], "the log rebuilds the total"
