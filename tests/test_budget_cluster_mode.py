@@ -23,9 +23,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from routeguard.budget.redis_url import cluster_target, slot, url_problem
 from routeguard.errors import AuthenticationError, ConfigError
 from routeguard.gateway import ChatResult, Gateway
 from routeguard.providers.mock import MockServer
+from waiting import eventually
 
 WORKER = Path(__file__).with_name("budget_worker.py")
 
@@ -311,17 +311,6 @@ async def test_three_processes_on_the_cluster_never_overspend(redis_cluster: Clu
         await budget.close()
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AuthenticationError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
 @pytest.fixture
 def key_stores(redis_cluster: ClusterNodes) -> Iterator[list[RedisKeyStore]]:
     prefix = f"{_prefix()}:keys"
@@ -339,9 +328,9 @@ def test_virtual_keys_sync_between_two_instances_on_the_cluster(
     a, b = key_stores
     assert a._where.startswith("cluster ")
     token, rec = a.create(KeySpec(team="t1", max_budget=2.0))
-    assert _eventually(lambda: b.authenticate(token)).key_id == rec.key_id
+    assert eventually(lambda: b.authenticate(token)).key_id == rec.key_id
     new_token, _ = b.rotate(rec.key_id)
-    _eventually(lambda: a.authenticate(new_token))
+    eventually(lambda: a.authenticate(new_token))
     a.revoke(rec.key_id)
 
     def revoked_on_b() -> None:
@@ -352,7 +341,7 @@ def test_virtual_keys_sync_between_two_instances_on_the_cluster(
             return
         raise AssertionError("the revoked key is still accepted")
 
-    _eventually(revoked_on_b)
+    eventually(revoked_on_b)
     tag = a._tag
     stored = _keys_by_port(redis_cluster, tag)
     assert list(stored) == [_owner(redis_cluster, tag)], "records, events, secret: one slot"
@@ -417,7 +406,7 @@ async def test_two_gateways_share_keys_and_budgets_through_the_cluster(
         try:
             assert isinstance(a.keys, RedisKeyStore), "server.redis_url defaults to the budget's"
             token, rec = a.keys.create(KeySpec(max_budget=0.2, team=f"{prefix}-org"))
-            on_b = _eventually(lambda: b.keys.authenticate(token))
+            on_b = eventually(lambda: b.keys.authenticate(token))
             req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
             outcomes = await asyncio.gather(
                 *(

@@ -3,8 +3,7 @@ takes effect on the others within milliseconds; only keyed hashes reach Redis.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,7 @@ from routeguard.budget.redis_keys import KeyStoreUnavailable, RedisKeyStore
 from routeguard.config import load
 from routeguard.errors import AuthenticationError, ConfigError
 from routeguard.gateway import Gateway
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AuthenticationError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+from waiting import eventually
 
 
 @pytest.fixture
@@ -42,12 +31,12 @@ def stores(redis_server: str, request: pytest.FixtureRequest) -> Iterator[list[R
 def test_a_key_made_on_one_instance_works_on_another(stores: list[RedisKeyStore]) -> None:
     a, b = stores
     token, rec = a.create(KeySpec(team="t1", max_budget=2.0))
-    got = _eventually(lambda: b.authenticate(token))
+    got = eventually(lambda: b.authenticate(token))
     assert got.key_id == rec.key_id and got.spec.max_budget == 2.0
     a.update(rec.key_id, {"rpm": 7})
-    _eventually(lambda: _expect(b.get(rec.key_id).spec.rpm == 7))
+    eventually(lambda: _expect(b.get(rec.key_id).spec.rpm == 7))
     new_token, _ = b.rotate(rec.key_id)
-    _eventually(lambda: a.authenticate(new_token))
+    eventually(lambda: a.authenticate(new_token))
     with pytest.raises(AuthenticationError):
         a.authenticate(token)  # a has the rotation: the old secret no longer works there
     a.revoke(rec.key_id)
@@ -60,7 +49,7 @@ def test_a_key_made_on_one_instance_works_on_another(stores: list[RedisKeyStore]
             return
         raise AssertionError("the revoked key is still accepted")
 
-    _eventually(revoked_on_b)
+    eventually(revoked_on_b)
 
 
 def test_a_new_instance_loads_every_key_and_redis_holds_no_plaintext(
