@@ -111,6 +111,27 @@ pub struct LayerWeights<'a> {
     pub ln2_b: &'a [f32],
 }
 
+impl<'a> LayerWeights<'a> {
+    /// Views of one layer's 12 arrays in field order (`qkv_w, qkv_b, out_w, out_b, ln1_g,
+    /// ln1_b, ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b, ln2_g, ln2_b`). Panics with fewer.
+    pub fn from_parts(p: &'a [Vec<f32>]) -> Self {
+        Self {
+            qkv_w: &p[0],
+            qkv_b: &p[1],
+            out_w: &p[2],
+            out_b: &p[3],
+            ln1_g: &p[4],
+            ln1_b: &p[5],
+            ffn_in_w: &p[6],
+            ffn_in_b: &p[7],
+            ffn_out_w: &p[8],
+            ffn_out_b: &p[9],
+            ln2_g: &p[10],
+            ln2_b: &p[11],
+        }
+    }
+}
+
 struct Layer {
     qkv: Linear,
     out: Linear,

@@ -104,23 +104,8 @@ fn tiny_with_heads(precision: Precision, seed: u64, heads: usize) -> BertEncoder
             ]
         })
         .collect();
-    let weights: Vec<LayerWeights<'_>> = owned
-        .iter()
-        .map(|l| LayerWeights {
-            qkv_w: &l[0],
-            qkv_b: &l[1],
-            out_w: &l[2],
-            out_b: &l[3],
-            ln1_g: &l[4],
-            ln1_b: &l[5],
-            ffn_in_w: &l[6],
-            ffn_in_b: &l[7],
-            ffn_out_w: &l[8],
-            ffn_out_b: &l[9],
-            ln2_g: &l[10],
-            ln2_b: &l[11],
-        })
-        .collect();
+    let weights: Vec<LayerWeights<'_>> =
+        owned.iter().map(|l| LayerWeights::from_parts(l)).collect();
     let config = BertConfig {
         hidden: h,
         heads,
@@ -255,23 +240,8 @@ fn timing() {
             ]
         })
         .collect();
-    let weights: Vec<LayerWeights<'_>> = owned
-        .iter()
-        .map(|l| LayerWeights {
-            qkv_w: &l[0],
-            qkv_b: &l[1],
-            out_w: &l[2],
-            out_b: &l[3],
-            ln1_g: &l[4],
-            ln1_b: &l[5],
-            ffn_in_w: &l[6],
-            ffn_in_b: &l[7],
-            ffn_out_w: &l[8],
-            ffn_out_b: &l[9],
-            ln2_g: &l[10],
-            ln2_b: &l[11],
-        })
-        .collect();
+    let weights: Vec<LayerWeights<'_>> =
+        owned.iter().map(|l| LayerWeights::from_parts(l)).collect();
     for precision in [Precision::F16, Precision::F32, Precision::Bf16] {
         let config = BertConfig {
             hidden: h,

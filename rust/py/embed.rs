@@ -100,20 +100,7 @@ impl PyBertEncoder {
         let inner = detach(py, move || {
             let views: Vec<LayerWeights<'_>> = owned_layers
                 .iter()
-                .map(|l| LayerWeights {
-                    qkv_w: &l[0],
-                    qkv_b: &l[1],
-                    out_w: &l[2],
-                    out_b: &l[3],
-                    ln1_g: &l[4],
-                    ln1_b: &l[5],
-                    ffn_in_w: &l[6],
-                    ffn_in_b: &l[7],
-                    ffn_out_w: &l[8],
-                    ffn_out_b: &l[9],
-                    ln2_g: &l[10],
-                    ln2_b: &l[11],
-                })
+                .map(|l| LayerWeights::from_parts(l))
                 .collect();
             BertEncoder::new(config, word, position, ln_g, ln_b, &views)
         })
