@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import yaml
 
-from routeguard.budget.accounts import Accounts, load_accounts
+from routeguard.budget.accounts import Accounts, BudgetLimits, load_accounts
 from routeguard.errors import ConfigError, ConfigProblem
 
 PROVIDER_TYPES = ("openai", "anthropic", "gemini")
@@ -111,18 +111,6 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     redis_prefix: str = "rg:cache"
 
 
-class EndUserBudget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """The budget every end user (the request's ``user`` field) gets under its caller's
-    account: ``budget_settings.end_user``."""
-
-    limit: float | None = None
-    soft_limit: float | None = None
-    period: str = "monthly"
-    timezone: str = "UTC"
-    rpm: int | None = None
-    tpm: int | None = None
-
-
 class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where budgets and rate limits are kept and how requests are charged."""
 
@@ -132,7 +120,7 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     reservation_ttl: float = 600.0  # a crashed instance's holds expire after this
     default_max_tokens: int = 4096  # worst-case completion when a request sets no max
     default_account: str | None = None  # charged for requests without a virtual key
-    end_user: EndUserBudget | None = None  # a budget per end user (the request's `user`)
+    end_user: BudgetLimits | None = None  # a budget per end user (the request's `user`)
 
 
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -161,17 +161,23 @@ def _duration(seconds: int) -> str:
     return f"{seconds} s"
 
 
-class BudgetAccountConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """One budget account as written in the config (money in dollars)."""
+class BudgetLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An account's limits as written in the config (money in dollars): the part a named
+    account and ``budget_settings.end_user`` (every end user's account) share."""
 
-    name: str
-    parent: str | None = None
     limit: float | None = None
     soft_limit: float | None = None
     period: str = "monthly"
     timezone: str = "UTC"
     rpm: int | None = None
     tpm: int | None = None
+
+
+class BudgetAccountConfig(BudgetLimits, frozen=True, kw_only=True):
+    """One budget account as written in the config: its name, parent and limits."""
+
+    name: str
+    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

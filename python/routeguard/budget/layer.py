@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import BudgetBackend, Reservation
@@ -95,16 +97,7 @@ class BudgetLayer:
         if name not in self.backend.accounts.by_name:
             spec = self.settings.end_user
             assert spec is not None
-            cfg = BudgetAccountConfig(
-                name=name,
-                parent=parent,
-                limit=spec.limit,
-                soft_limit=spec.soft_limit,
-                period=spec.period,
-                timezone=spec.timezone,
-                rpm=spec.rpm,
-                tpm=spec.tpm,
-            )
+            cfg = BudgetAccountConfig(name=name, parent=parent, **msgspec.structs.asdict(spec))
             self.backend.upsert(self.backend.accounts.build(cfg))
         return name
 
