@@ -10,17 +10,13 @@ in ``conftest.py``; a test may :meth:`stop_node` / :meth:`start_node` one master
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from ports import free_port
 
 
 def _ask(port: int, *command: str, timeout: float = 0.5) -> str:
@@ -31,14 +27,18 @@ def _ask(port: int, *command: str, timeout: float = 0.5) -> str:
         return sock.recv(65536).decode(errors="replace")
 
 
+class NodeExited(RuntimeError):
+    """A node's process ended during start-up (typically: its port was taken)."""
+
+
 class ClusterNodes:
     """Three cluster-enabled ``redis-server`` processes joined into one Redis Cluster."""
 
     def __init__(self, server: str, cli: str, workdir: Path, masters: int = 3) -> None:
         self.server = server
         self.cli = cli
-        self.ports = [_free_port() for _ in range(masters)]
-        self.bus_ports = [_free_port() for _ in range(masters)]
+        self.ports = [free_port() for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]
         self.dirs = [workdir / f"node-{i}" for i in range(masters)]
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * masters
 
@@ -66,7 +66,7 @@ class ClusterNodes:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"cluster node {i} exited with {proc.returncode}")
+                raise NodeExited(f"cluster node {i} exited with {proc.returncode}")
             try:
                 if _ask(self.ports[i], "PING").startswith("+PONG"):
                     return
@@ -108,11 +108,26 @@ class ClusterNodes:
                 raise RuntimeError(f"the cluster did not reach cluster_state:{want}")
             time.sleep(0.05)
 
-    def start(self) -> None:
-        """Start every node, assign the slots, and wait for ``cluster_state:ok``."""
+    def start(self, attempts: int = 3) -> None:
+        """Start every node, assign the slots, and wait for ``cluster_state:ok``.
+
+        A node that exits at once lost its port to another process between the choice and
+        the bind: every port is drawn anew and the nodes started again, up to ``attempts``.
+        """
+        for attempt in range(attempts):
+            try:
+                for i in range(len(self.ports)):
+                    self.start_node(i)
+                break
+            except NodeExited:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                for d in self.dirs:  # a fresh identity (nodes.conf) for the new ports
+                    shutil.rmtree(d, ignore_errors=True)
+                self.ports = [free_port() for _ in self.ports]
+                self.bus_ports = [free_port() for _ in self.ports]
         try:
-            for i in range(len(self.ports)):
-                self.start_node(i)
             create = [self.cli, "--cluster", "create", *self.seeds]
             subprocess.run(
                 [*create, "--cluster-replicas", "0", "--cluster-yes"],

@@ -21,13 +21,7 @@ from pathlib import Path
 import pytest
 
 from cluster_nodes import ClusterNodes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from ports import free_port
 
 
 def _redis_binary() -> str:
@@ -45,7 +39,7 @@ class RedisProcess:
     def __init__(self, binary: str, workdir: Path) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ports import free_port
 from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
 from routeguard.budget.redis import RedisBudget
 
@@ -34,12 +34,6 @@ PROXIES = 4
 REQUESTS = 2000
 TTL_S = 3.0
 EXE = Path(sys.executable).with_name("routeguard")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -88,7 +82,7 @@ def _post(url: str, body: Any, key: str) -> Any:
 def cluster(redis_server: str, tmp_path: Path) -> Iterator[list[tuple[str, Any]]]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        mock_port = _free_port()
+        mock_port = free_port()
         mock_url = f"http://127.0.0.1:{mock_port}"
         # Every answer takes 20 ms upstream, so hundreds of requests are in flight.
         procs.append(
@@ -114,7 +108,7 @@ def cluster(redis_server: str, tmp_path: Path) -> Iterator[list[tuple[str, Any]]
         path.write_text(json.dumps(config))
         nodes = []
         for i in range(PROXIES):
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             args = ["serve", "--config", str(path), "--port", str(port), "--log-level", "error"]
             proc = _start(args, url + "/health", tmp_path / f"proxy{i}.log")

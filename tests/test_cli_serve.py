@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ import anthropic
 import openai
 import pytest
 
+from ports import free_port
 from routeguard.defaults import MODELS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(*extra: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     exe = Path(sys.executable).with_name("routeguard")
     proc = subprocess.Popen(

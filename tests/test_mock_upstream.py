@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import math
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ import numpy as np
 import openai
 import pytest
 
+from ports import free_port
 from routeguard.providers.mock import MockServer, create_mock_app, serve_mock
 from routeguard.providers.mock.answers import count_tokens
 from routeguard.providers.mock.behaviour import Behaviour, FlakyCounters, behaviour_for
@@ -800,9 +800,7 @@ async def test_asgi_app_directly() -> None:
 
 
 async def test_serve_mock_until_cancelled() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     task = asyncio.create_task(serve_mock("127.0.0.1", port))
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
