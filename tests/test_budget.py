@@ -252,6 +252,61 @@ async def test_rate_limits_admit_a_burst_then_say_when_to_retry(
     assert "more than a minute allows" in str(caught.value)
 
 
+async def _outcome(call: Awaitable[Reservation]) -> tuple[str, object]:
+    """What one admission did: held (and how much), or which limit refused it."""
+    try:
+        res = await call
+    except RateLimited as e:
+        return "rate", (e.account, e.unit)
+    except BudgetExceeded as e:
+        return "budget", e.account
+    return "held", res.amount
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_admit_is_check_rate_then_reserve(make: Make, clock: FakeClock, seed: int) -> None:
+    accounts = [
+        {"name": "org", "limit": 1.0, "tpm": 20_000},
+        {"name": "team", "parent": "org", "limit": 0.6, "rpm": 30},
+        {"name": "key", "parent": "team", "limit": 0.4, "rpm": 12},
+        {"name": "other", "parent": "org", "rpm": 20},
+    ]
+    one, two = await make(accounts), await make(accounts)  # admit vs the two calls
+    rng = random.Random(seed)
+    kinds: set[str] = set()
+    for i in range(120):
+        chain = [rng.choice(["key", "team", "other"])]
+        amount, tokens = rng.randrange(0, 40_000), rng.randrange(0, 1_500)
+        got = await _outcome(one.admit(chain, amount, f"r{i}", tokens=tokens))
+
+        async def both(chain: list[str], amount: int, tokens: int, rid: str) -> Reservation:
+            await two.check_rate(chain, tokens=tokens)
+            return await two.reserve(chain, amount, rid)
+
+        assert got == await _outcome(both(chain, amount, tokens, f"r{i}")), f"step {i}"
+        kinds.add(got[0])
+        if got[0] == "held" and rng.random() < 0.5:  # settle some, keep others open
+            actual = rng.randrange(0, amount + 1)
+            for budget in (one, two):
+                res = await budget.reserve(chain, amount, f"r{i}")  # idempotent: the open hold
+                await budget.settle(res, actual)
+        clock.advance(rng.choice([0.0, 0.5, 2.0]))
+    assert kinds == {"held", "rate", "budget"}, "the sequence exercised every outcome"
+    for name in ("org", "team", "key", "other"):
+        assert await one.spent(name) == await two.spent(name)
+        assert await one.reserved(name) == await two.reserved(name)
+
+
+async def test_admit_of_an_open_request_id_consumes_no_rate(make: Make) -> None:
+    budget = await make([{"name": "key", "limit": 1.0, "rpm": 2}])
+    first = await budget.admit(["key"], 100, "r1", tokens=5)
+    assert await budget.admit(["key"], 100, "r1", tokens=5) is not None  # a replay
+    assert first.state == "open" and await budget.reserved("key") == 100
+    await budget.admit(["key"], 100, "r2")  # the second request of the minute still passes
+    with pytest.raises(RateLimited):
+        await budget.admit(["key"], 100, "r3")
+
+
 async def test_bad_calls_fail_loudly(make: Make) -> None:
     budget = await make(TREE)
     with pytest.raises(KeyError, match="unknown budget account 'nope'"):

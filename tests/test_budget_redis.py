@@ -122,7 +122,8 @@ async def test_each_operation_is_one_round_trip_in_one_slot(redis_server: str) -
     budget = RedisBudget(ACCOUNTS, redis_server, prefix=prefix)
     admin = aioredis.Redis.from_url(redis_server)
     try:
-        await budget.release(await budget.reserve(["key"], 1, "warm-up"))  # loads the scripts
+        for warm_up in (budget.reserve(["key"], 1, "w1"), budget.admit(["key"], 1, "w2")):
+            await budget.settle(await warm_up, 1)  # loads every script used below
         sent: list[object] = []
         client = budget._redis
         original = client.execute_command
@@ -136,8 +137,13 @@ async def test_each_operation_is_one_round_trip_in_one_slot(redis_server: str) -
         res = await budget.reserve(["key"], 10, "r1")
         await budget.settle(res, 7)
         assert sent == ["EVALSHA", "EVALSHA"], "one round trip each"
+        # the RPM check and the reservation together (the key has an rpm): one round trip
+        res = await budget.admit(["key"], 10, "r2", tokens=50)
+        await budget.settle(res, 7)
+        assert sent == ["EVALSHA"] * 4
         stats = await admin.info("commandstats")
-        assert stats["cmdstat_evalsha"]["calls"] == 2
+        assert stats["cmdstat_evalsha"]["calls"] == 4
+        assert await admin.get(f"{{{prefix}:org}}:rate:key:rpm") is not None, "rpm consumed"
         keys = [k.decode() async for k in admin.scan_iter(match=f"{{{prefix}:*")]
         assert keys and {k[: k.index("}") + 1] for k in keys} == {f"{{{prefix}:org}}"}
     finally:

@@ -131,6 +131,24 @@ async def test_rate_limit(mock: MockServer) -> None:
         await gw.aclose()
 
 
+async def test_cache_hits_count_against_the_rate_limit(mock: MockServer) -> None:
+    cfg = _cfg(mock.url, routes={"m": {"cache": {"enabled": True}}})
+    gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
+    try:
+        req = {"model": "m", "messages": MSG, "max_tokens": 30}
+        first = await gw.chat_result(dict(req), accounts=["rl"])  # a miss: admitted upstream
+        hit = await gw.chat_result(dict(req), accounts=["rl"])
+        assert first.cache != "hit" and hit.cache == "hit"
+        with pytest.raises(RateLimited) as info:  # a third request, even a hit, is refused
+            await gw.chat_result(dict(req), accounts=["rl"])
+        assert info.value.account == "rl" and info.value.unit == "requests"
+        with pytest.raises(RateLimited):  # and so is a miss
+            await gw.chat_result({**req, "messages": [{"role": "user", "content": "new"}]},
+                                 accounts=["rl"])  # fmt: skip
+    finally:
+        await gw.aclose()
+
+
 def test_proxy_charges_the_keys_chain(mock: MockServer) -> None:
     cfg = _cfg(mock.url, server={"master_key": "sk-admin"})
     gw = Gateway.from_config(cfg)

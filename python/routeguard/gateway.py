@@ -179,8 +179,6 @@ class Gateway:
             chain = self.budget.chain_for(
                 accounts, key, end_user if isinstance(end_user, str) else None
             )
-            if chain:
-                await self.budget.check_rate(chain, request)
         ticket = None
         if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
             if not self.cache.begun:  # no explicit start(): start on the first request's loop
@@ -189,6 +187,8 @@ class Gateway:
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
                 if hit is not None:
+                    if chain and self.budget is not None:  # a hit counts against RPM too
+                        await self.budget.check_rate(chain, request)
                     result = self._from_cache(request, alias, started, hit)
                     if enforcer is not None and result.response is not None:
                         result.response = await enforcer.aapply(result.response, metadata)
@@ -211,7 +211,7 @@ class Gateway:
 
         hold = None
         if chain and self.budget is not None:
-            hold = await self.budget.reserve(chain, request, self._reachable(alias))
+            hold = await self.budget.admit(chain, request, self._reachable(alias))
         try:
             if request.get("stream"):
                 result = await self._stream(request, alias, started, fits, ticket, hold)

@@ -3,8 +3,9 @@
 Per request: ``chain_for`` names the accounts (the virtual key's own account when the key
 carries a ``max_budget``, ``rpm`` or ``tpm``, then its user, team and org that have budgets,
 or the configured default account; the backend adds every ancestor) ->
-``check_rate`` (RPM/TPM, before anything else, cache hits included) -> after a cache miss,
-``reserve`` the worst case: the largest price among the deployments the request may reach
+on a cache hit ``check_rate`` (RPM/TPM: hits count too) -> after a cache miss, ``admit``:
+the same rate check and a reservation of the worst case, in one round trip to a remote
+store: the largest price among the deployments the request may reach
 (its alias, fallbacks and context-window fallbacks) times a prompt estimate that errs high
 (UTF-8 bytes / 2) plus the request's ``max_tokens`` (or the configured default) -> the
 upstream call -> ``settle`` to the cost from the usage the provider reported, or
@@ -150,16 +151,17 @@ class BudgetLayer:
         """RPM/TPM on the chain (raises RateLimited)."""
         await self.backend.check_rate(chain, tokens=prompt_estimate(request))
 
-    async def reserve(
+    async def admit(
         self, chain: tuple[str, ...], request: Json, deployments: Sequence[Deployment]
     ) -> Reservation:
-        """Hold the worst-case cost of this request on every account of the chain."""
+        """RPM/TPM on the chain, then hold the request's worst-case cost on every account
+        of it: one round trip to a remote store (raises RateLimited or BudgetExceeded)."""
         max_out = _max_tokens(request) or self.settings.default_max_tokens
         prompt = prompt_estimate(request)
         worst = max((d.cost(prompt, max_out) for d in deployments), default=0.0)
-        return await self.backend.reserve(
-            chain, usd_to_micros(worst, round_up=True), f"{self._id_prefix}{next(self._ids)}"
-        )
+        request_id = f"{self._id_prefix}{next(self._ids)}"
+        amount = usd_to_micros(worst, round_up=True)
+        return await self.backend.admit(chain, amount, request_id, tokens=prompt)
 
     async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> None:
         """Charge the actual cost (overage beyond the hold is charged too, and logged)."""

@@ -2,6 +2,7 @@
 
 One request's path: ``check_rate(chain, tokens)`` (RPM/TPM, raises
 :class:`~routeguard.errors.RateLimited`) -> ``reserve(chain, worst_case, request_id)``
+(the two in one call, ``admit``, when nothing happens between them)
 holds the worst-case cost on every account of the chain at once, or raises
 :class:`~routeguard.errors.BudgetExceeded` naming the account that refused -> the upstream
 call -> ``settle(reservation, actual)`` charges the real cost (or ``release`` if nothing was
@@ -92,6 +93,20 @@ class BudgetBackend(Protocol):
     async def check_rate(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
         """Consume ``requests`` on every RPM limit and ``tokens`` on every TPM limit of the
         chain, all or none; raise RateLimited naming the account that refused."""
+        ...
+
+    async def admit(
+        self,
+        chain: Sequence[str],
+        amount: int,
+        request_id: str,
+        tokens: int = 0,
+        requests: int = 1,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """``check_rate(chain, tokens, requests)`` then ``reserve(chain, amount, ...)`` with
+        their outcomes (the rate is consumed before the budget is checked), in one round trip
+        where the store is remote. A request id whose hold is still open consumes nothing."""
         ...
 
     def upsert(self, account: Account) -> None:

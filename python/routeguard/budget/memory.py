@@ -319,6 +319,22 @@ class MemoryBudget:
         """See :meth:`reserve_sync`."""
         return self.reserve_sync(chain, amount, request_id, ttl_s)
 
+    async def admit(
+        self,
+        chain: Sequence[str],
+        amount: int,
+        request_id: str,
+        tokens: int = 0,
+        requests: int = 1,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """``check_rate`` then ``reserve``; a request id already held consumes nothing."""
+        existing = self._open.get(request_id)
+        if existing is not None:
+            return existing
+        self.check_rate_sync(chain, tokens, requests)
+        return self.reserve_sync(chain, amount, request_id, ttl_s)
+
     async def settle(self, reservation: Reservation, actual: int) -> int:
         """See :meth:`settle_sync`."""
         return self.settle_sync(reservation, actual)

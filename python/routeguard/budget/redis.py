@@ -66,7 +66,7 @@ from routeguard.budget.ledger import (
     soft_exceeded,
 )
 from routeguard.budget.redis_url import cluster_target
-from routeguard.errors import BudgetUnavailable
+from routeguard.errors import BudgetUnavailable, RateLimited
 
 logger = logging.getLogger("routeguard.budget")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError)
@@ -228,6 +228,7 @@ class RedisBudget:
         self._release = script(scripts.RELEASE)
         self._read = script(scripts.READ)
         self._rate = script(scripts.RATE)
+        self._admit = script(scripts.ADMIT)
         self._gate = gate
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._windows: dict[str, Window] = {}
@@ -377,19 +378,45 @@ class RedisBudget:
         ttl_s: float | None = None,
     ) -> Reservation:
         """Hold ``amount`` on the chain in one script, or raise BudgetExceeded."""
+        return await self.admit(chain, amount, request_id, tokens=0, requests=0, ttl_s=ttl_s)
+
+    async def admit(
+        self,
+        chain: Sequence[str],
+        amount: int,
+        request_id: str,
+        tokens: int = 0,
+        requests: int = 1,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """``check_rate`` then ``reserve`` in one script (one round trip), same outcomes."""
         plan, now, keys, args = self._reserve_call(chain, amount, request_id, ttl_s)
-        names = plan.names
+        rate_keys, rate_args, owners = self._rate_call(plan.names, tokens, requests)
         try:
-            reply = await self._reserve(keys=keys, args=args)
+            if rate_keys:
+                reply = await self._admit(
+                    keys=[*keys, *rate_keys], args=[*args, str(len(owners)), *rate_args]
+                )
+            else:
+                reply = await self._reserve(keys=keys, args=args)
         except _DOWN as exc:
             if not self.fail_open:
-                raise self._down(exc, "reservations are") from exc
-            self._warn_open(exc, "a reservation was")
+                raise self._down(exc, "requests are" if rate_keys else "reservations are") from exc
+            self._warn_open(exc, "a request was" if rate_keys else "a reservation was")
             ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
-            return Reservation(request_id, names, amount, now + ttl, (), "unbacked", plan)
+            return Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
+        if int(reply[0]) == 3:
+            raise _rate_refusal(owners, reply)
+        return await self._reserved(plan, now, amount, request_id, reply)
+
+    async def _reserved(
+        self, plan: _Plan, now: float, amount: int, request_id: str, reply: Any
+    ) -> Reservation:
+        """The Reservation a RESERVE reply stands for, or BudgetExceeded."""
+        names = plan.names
         if self._pending:
             await self._flush()
-        if reply[0] == 0:
+        if int(reply[0]) == 0:
             account = plan.members[int(reply[1]) - 1].account
             raise budget_exceeded(
                 account, spent=int(reply[2]), reserved=int(reply[3]), requested=amount, now=now
@@ -498,9 +525,10 @@ class RedisBudget:
         """Micro-dollars held on ``account`` by requests in flight."""
         return (await self.usage(account))[1]
 
-    async def check_rate(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
-        """GCRA over every RPM/TPM limit of the chain in one script, all or none."""
-        names = self.accounts.chain(chain)
+    def _rate_call(
+        self, names: Sequence[str], tokens: int, requests: int
+    ) -> tuple[list[str], list[str], list[tuple[Account, str, int]]]:
+        """The GCRA KEYS, ARGV (3 per limiter) and owners of every RPM/TPM limit on ``names``."""
         base = self._base(self.accounts[names[0]].root)
         keys: list[str] = []
         args: list[str] = []
@@ -513,6 +541,11 @@ class RedisBudget:
                 keys.append(f"{base}rate:{name}:{'rpm' if unit == 'requests' else 'tpm'}")
                 args += (str(math.ceil(_MINUTE_US / limit)), str(_MINUTE_US), str(cost))
                 owners.append((acc, unit, cost))
+        return keys, args, owners
+
+    async def check_rate(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
+        """GCRA over every RPM/TPM limit of the chain in one script, all or none."""
+        keys, args, owners = self._rate_call(self.accounts.chain(chain), tokens, requests)
         if not keys:
             return
         try:
@@ -523,9 +556,7 @@ class RedisBudget:
             self._warn_open(exc, "a rate-limited request was")
             return
         if int(reply[0]) == 0:
-            acc, unit, cost = owners[int(reply[1]) - 1]
-            wait = int(reply[2])
-            raise rate_limited(acc, unit, cost, None if wait < 0 else wait / 1e6)
+            raise _rate_refusal(owners, reply)
 
     async def replay_log(self, root: str, *, count: int = 10_000) -> dict[str, int]:
         """Totals per calendar/lifetime spend key rebuilt from ``root``'s settlement log
@@ -564,3 +595,10 @@ class RedisBudget:
             await self._redis.aclose()
         else:
             await self._redis.aclose(close_connection_pool=True)
+
+
+def _rate_refusal(owners: Sequence[tuple[Account, str, int]], reply: Any) -> RateLimited:
+    """The RateLimited a GCRA refusal ``{_, i, retry_after_us}`` stands for."""
+    acc, unit, cost = owners[int(reply[1]) - 1]
+    wait = int(reply[2])
+    return rate_limited(acc, unit, cost, None if wait < 0 else wait / 1e6)

@@ -26,13 +26,43 @@ reclaimed on the way are derived from the same tag (same slot, so Cluster accept
 
 from __future__ import annotations
 
-_PRELUDE = r"""
-local base = ARGV[1]
+_CLOCK = r"""
 local function clock(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+"""
+
+# GCRA over `m` limiters: KEYS[k0 + i] is limiter i's theoretical arrival time (us), its
+# ARGV (3 from a0 + (i-1)*3 + 1): interval_us, period_us, cost. All or none: every limiter
+# is checked before any is consumed. Returns nil (consumed) or {0, i, retry_after_us}
+# (-1: the cost can never pass).
+_GCRA = r"""
+local function gcra(k0, a0, m, now)
+  local nexts = {}
+  for i = 1, m do
+    local p = a0 + (i - 1) * 3
+    local interval, period = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2])
+    local added = tonumber(ARGV[p + 3]) * interval
+    if added > period then return {0, i, -1} end
+    local tat = tonumber(redis.call('GET', KEYS[k0 + i]) or '0') or 0
+    local nxt = math.max(tat, now) + added
+    if nxt - now > period then return {0, i, nxt - now - period} end
+    nexts[i] = nxt
+  end
+  for i, nxt in pairs(nexts) do
+    local ttl_ms = math.ceil((nxt - now) / 1000) + 1
+    redis.call('SET', KEYS[k0 + i], string.format('%d', nxt), 'PX', ttl_ms)
+  end
+  return nil
+end
+"""
+
+_PRELUDE = (
+    _CLOCK
+    + r"""
+local base = ARGV[1]
 local function num(v) return tonumber(v or '0') or 0 end
 -- Give back a reservation's hold on every account it covers, and forget it.
 local function drop(rid, rec)
@@ -77,16 +107,15 @@ local function spent(kind, key, now, width, span)
   return sum
 end
 """
+)
 
 # KEYS: res, exp, done, log, then per account: held, holds, spend.
 # ARGV: base, rid, amount, ttl_us, now_us|'', n, reclaim_batch, tombstone_us,
 #       then per account (6): name, limit|'', soft|'', kind (c|r), width_us, span.
 # Returns {1, soft_mask, expiry_us} | {2, 0, expiry_us} (already held) | {0, i, spent, held}.
-RESERVE = (
-    _PRELUDE
-    + r"""
+_RESERVE_FN = r"""
+local function reserve(now)
 local rid, amount = ARGV[2], tonumber(ARGV[3])
-local now = clock(ARGV[5])
 local n, batch, tomb = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local existing = redis.call('HGET', KEYS[1], rid)
 if existing then
@@ -118,6 +147,30 @@ end
 local stamp = string.format('%d', expiry)
 redis.call('HSET', KEYS[1], rid, ARGV[3] .. ':' .. stamp .. ':' .. table.concat(names, ':'))
 return {1, soft, expiry}
+end
+"""
+
+RESERVE = _PRELUDE + _RESERVE_FN + "\nreturn reserve(clock(ARGV[5]))\n"
+
+# RESERVE preceded by the RPM/TPM check of the same chain, in one round trip: KEYS and ARGV
+# as RESERVE, then ARGV m (the number of limiters) and 3 per limiter (see _GCRA), KEYS one
+# per limiter. The limiters are consumed first, as a separate ``check_rate`` would (a
+# request the budget then refuses still counted against the rate); a replayed request id
+# whose hold is open consumes nothing. Returns RESERVE's replies, or {3, i, retry_after_us}
+# when limiter i refused (nothing consumed, nothing held).
+ADMIT = (
+    _PRELUDE
+    + _GCRA
+    + _RESERVE_FN
+    + r"""
+local now = clock(ARGV[5])
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
+  local n = tonumber(ARGV[6])
+  local a0 = 8 + n * 6
+  local refused = gcra(4 + 3 * n, a0 + 1, tonumber(ARGV[a0 + 1]), now)
+  if refused then return {3, refused[2], refused[3]} end
+end
+return reserve(now)
 """
 )
 
@@ -195,27 +248,13 @@ return {spent(ARGV[4], KEYS[5], now, tonumber(ARGV[5]), tonumber(ARGV[6])),
 )
 
 # KEYS: one GCRA key per limiter. ARGV: now_us|'', then per limiter (3): interval_us,
-# period_us, cost. All or none: every limiter is checked before any is consumed.
-# Returns {1} | {0, i, retry_after_us} (-1: the cost can never pass).
-RATE = r"""
-local now
-if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local nexts = {}
-for i = 1, #KEYS do
-  local p = 1 + (i - 1) * 3
-  local interval, period, cost = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
-  local added = cost * interval
-  if added > period then return {0, i, -1} end
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  local nxt = math.max(tat, now) + added
-  if nxt - now > period then return {0, i, nxt - now - period} end
-  nexts[i] = nxt
-end
-for i, nxt in pairs(nexts) do
-  redis.call('SET', KEYS[i], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-end
+# period_us, cost (see _GCRA). Returns {1} | {0, i, retry_after_us}.
+RATE = (
+    _CLOCK
+    + _GCRA
+    + r"""
+local refused = gcra(0, 1, #KEYS, clock(ARGV[1]))
+if refused then return refused end
 return {1}
 """
+)
