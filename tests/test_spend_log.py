@@ -3,6 +3,7 @@ again to each account's current window when the next process starts."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.gateway import Gateway
 from routeguard.providers.mock import MockServer
+from waiting import eventually
 
 ACCOUNTS: list[dict[str, Any]] = [
     {"name": "org", "limit": 100.0, "period": "total"},
@@ -97,3 +99,61 @@ async def test_a_keys_budget_survives_a_gateway_restart(tmp_path: Path) -> None:
         assert again.budget.key_account(same) == rec.key_id
         assert await again.budget.backend.spent(rec.key_id) == spent
         await again.aclose()
+
+
+COMPACTED: list[dict[str, Any]] = [
+    {"name": "org", "limit": 1e6, "period": "total"},
+    {"name": "team", "parent": "org", "limit": 1e6, "period": "monthly"},
+    {"name": "kathmandu", "parent": "org", "limit": 1e6, "period": "daily",
+     "timezone": "Asia/Kathmandu"},  # UTC+05:45: its midnight is a quarter-hour edge
+    {"name": "rolling", "limit": 1e6, "period": "rolling:7200"},
+]  # fmt: skip
+
+
+def test_compaction_folds_old_rows_and_restores_the_same_spend(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    start = NOV_15 - 20 * 86_400  # rows over the 20 days up to now, across a month's edge
+    stamps = sorted(start + rng.random() * 20 * 86_400 for _ in range(12_000))
+    now = [start]
+    plain, folded = tmp_path / "plain.db", tmp_path / "folded.db"
+    log = SpendLog(plain, keep_s=1e12, clock=lambda: now[0])  # never compacts
+    for i, ts in enumerate(stamps):
+        chain = rng.choice([("team", "org"), ("kathmandu", "org"), ("rolling",)])
+        log.append(ts, f"r{i}", chain, rng.randrange(1, 10_000))
+    log.close()
+    folded.write_bytes(plain.read_bytes())  # the same rows, to be compacted
+    now[0] = NOV_15
+    kept = SpendLog(folded, keep_s=3_600, clock=lambda: now[0])  # compacts as it opens
+    rows = len(kept)
+    assert rows < 12_000 / 2, "older rows were folded"
+    assert kept.compact(NOV_15 - 3_600) == 0, "folding again changes nothing"
+    kept.close()
+    for when in (NOV_15, NOV_15 + 1_800, NOV_15 + 7_000):
+        now[0] = when
+        exact = MemoryBudget(
+            COMPACTED, clock=lambda: now[0], spend_log=SpendLog(plain, keep_s=1e12)
+        )
+        again = MemoryBudget(COMPACTED, clock=lambda: now[0], spend_log=SpendLog(folded))
+        for name in ("org", "team", "kathmandu"):
+            assert again.spent_sync(name) == exact.spent_sync(name), (name, when)
+        # a rolling window may see folded spend up to one bucket longer, never shorter
+        assert again.spent_sync("rolling") >= exact.spent_sync("rolling")
+        assert exact.spent_sync("team") > 0 and exact.spent_sync("kathmandu") > 0
+        for budget in (exact, again):
+            assert budget._log is not None
+            budget._log.close()
+
+
+def test_the_writer_compacts_while_running(tmp_path: Path) -> None:
+    now = [NOV_15]
+    log = SpendLog(tmp_path / "rg.db", keep_s=0.2, clock=lambda: now[0])
+    for i in range(200):
+        log.append(NOV_15 - 86_400 + i, f"r{i}", ("org",), 5)  # one bucket, a day ago
+
+    def folded() -> None:
+        assert len(log) == 1, "folded into one row by the writer thread"
+
+    eventually(folded)
+    log.close()
+    budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
+    assert budget.spent_sync("org") == 1_000

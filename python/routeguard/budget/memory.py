@@ -123,8 +123,8 @@ class MemoryBudget:
         window = period.window(now)
         for ts, amount in self._log.take(acc.name) if self._log is not None else ():
             if period.kind == "rolling":
-                if ts >= now - period.seconds:
-                    self._ledger.charge([ident], amount, int(ts * 1e9))
+                if ts >= now - period.seconds:  # a folded row may be stamped after `now`
+                    self._ledger.charge([ident], amount, int(min(ts, now) * 1e9))
             elif window.start <= ts < window.end:
                 self._ledger.charge([ident], amount, int(now * 1e9))
 

@@ -11,6 +11,15 @@ for ``total`` all of them. A process killed between the ledger update and the ro
 loses at most that one settlement; one killed before settling leaves nothing to replay,
 as its hold only ever lived in memory.
 
+Compaction keeps the file (and the start-up replay) small: rows older than ``keep_s`` (an
+hour by default) are folded into one row per chain and 15-minute bucket, stamped just before
+the bucket's end. Every calendar boundary (midnight, week, month in any time zone: UTC
+offsets are whole quarter hours) falls on a bucket edge, so calendar windows and ``total``
+sums are restored exactly; a rolling window sees folded spend up to 15 minutes longer than
+the rows themselves would say, which errs towards refusing, never towards overspend. It
+runs when the log opens and then every ``keep_s`` on the writer thread; request ids of
+folded rows are not kept.
+
 The trade-off, chosen for the event loop: a process killed with SIGKILL loses the rows still
 queued (normally well under a millisecond of settlements; ``flush`` and ``close`` write them
 out, and the gateway's shutdown flushes). SQLite runs in WAL mode with
@@ -20,21 +29,35 @@ the last batches.
 
 from __future__ import annotations
 
+import math
 import queue
 import sqlite3
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+BUCKET_S = 900.0  # every UTC offset, hence every calendar boundary, is a whole quarter hour
+FOLDED = "compacted"  # the request id of a folded row
 
 
 class SpendLog:
     """Append-only settlements in SQLite, replayed per account on start."""
 
-    def __init__(self, path: str | Path) -> None:
-        """Open (or create) the log in the SQLite file at ``path``."""
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        keep_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create) the log in the SQLite file at ``path``; rows older than
+        ``keep_s`` by ``clock`` are folded (see the module docstring)."""
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._keep_s = keep_s
+        self._clock = clock
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -42,6 +65,10 @@ class SpendLog:
                 "CREATE TABLE IF NOT EXISTS spend (ts REAL NOT NULL, request_id TEXT NOT NULL,"
                 " chain TEXT NOT NULL, amount INTEGER NOT NULL)"
             )
+            self._db.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend (ts)")
+        self.compact(clock() - keep_s)
+        self._compacted_at = time.monotonic()
+        with self._lock:
             rows = self._db.execute("SELECT ts, chain, amount FROM spend ORDER BY ts").fetchall()
         self._queue: queue.SimpleQueue[tuple[float, str, str, int] | None] = queue.SimpleQueue()
         self._queued = 0
@@ -66,10 +93,41 @@ class SpendLog:
                 self._queued += 1
             self._queue.put((ts, request_id, " ".join(chain), amount))
 
+    def compact(self, before: float) -> int:
+        """Fold the rows older than ``before`` (rounded down to a bucket edge) into one row
+        per chain and bucket; returns how many rows fewer the log holds."""
+        cutoff = math.floor(before / BUCKET_S) * BUCKET_S
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                groups = self._db.execute(
+                    "SELECT CAST(ts / ? AS INTEGER) AS b, chain, SUM(amount), COUNT(*)"
+                    " FROM spend WHERE ts < ? GROUP BY b, chain",
+                    (BUCKET_S, cutoff),
+                ).fetchall()
+                before_rows = sum(int(g[3]) for g in groups)
+                if before_rows > len(groups):
+                    self._db.execute("DELETE FROM spend WHERE ts < ?", (cutoff,))
+                    self._db.executemany(
+                        "INSERT INTO spend VALUES (?, ?, ?, ?)",
+                        [((b + 1) * BUCKET_S - 1e-3, FOLDED, chain, total)
+                         for b, chain, total, _ in groups],
+                    )  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return max(0, before_rows - len(groups))
+
     def _write(self) -> None:
-        """The writer thread: commit queued rows in batches until ``close``."""
+        """The writer thread: commit queued rows in batches until ``close``, compacting the
+        log every ``keep_s``."""
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=min(self._keep_s, 60.0))
+            except queue.Empty:
+                self._maybe_compact()
+                continue
             batch = [] if first is None else [first]
             stop = first is None
             while len(batch) < 4096:
@@ -91,6 +149,13 @@ class SpendLog:
                     self._cond.notify_all()
             if stop:
                 return
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """Compact if ``keep_s`` passed since the last time (writer thread only)."""
+        if time.monotonic() - self._compacted_at >= self._keep_s:
+            self._compacted_at = time.monotonic()
+            self.compact(self._clock() - self._keep_s)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is committed; False if ``timeout`` passed first."""
