@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from routeguard.errors import RouteguardError
+from routeguard.messages import content_text
 
 Json = dict[str, Any]
 
@@ -199,15 +200,7 @@ def _parts(blocks: list[Any]) -> list[Any]:
 
 
 def _blocks_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(b.get("text", ""))
-            for b in content
-            if isinstance(b, dict) and b.get("type") in ("text", "input_text")
-        )
-    return ""
+    return content_text(content) or ""
 
 
 def _last_user_text(messages: list[Json]) -> str | None:
@@ -215,14 +208,7 @@ def _last_user_text(messages: list[Json]) -> str | None:
     last = messages[-1]
     if last.get("role") != "user":
         return None
-    content = last.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" for p in content
-    ):
-        return "\n".join(str(p.get("text", "")) for p in content)
-    return None
+    return content_text(last.get("content"), text_only=True)
 
 
 def _usage(usage: Any, response: Any) -> tuple[int | None, int | None]:

@@ -37,6 +37,7 @@ from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
 from routeguard.fallback import backoff_delay
+from routeguard.messages import content_text
 
 Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
@@ -142,7 +143,7 @@ class CacheLayer:
         last = messages[-1]
         if last.get("role") != "user":
             return None
-        prompt = _text(last.get("content"))
+        prompt = content_text(last.get("content"), text_only=True)
         if prompt is None:
             return None
         if not self.ready:
@@ -199,16 +200,3 @@ def replay(hit: CacheHit) -> Json:
 def _why(exc: BaseException) -> str:
     """An exception as a short reason (the type alone when it has no message)."""
     return str(exc) or type(exc).__name__
-
-
-def _text(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for p in content:
-            if not isinstance(p, dict) or p.get("type") != "text":
-                return None  # images, audio, files: not something we match on
-            parts.append(str(p.get("text", "")))
-        return "\n".join(parts)
-    return None

@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.errors import RouteguardError
+from routeguard.messages import content_text
 from routeguard.routing.calibration import LiveShare
 from routeguard.routing.learned import LearnedRouter, default_model
 from routeguard.routing.rules import RuleInput, Rules
@@ -94,16 +95,7 @@ def prompt_text(request: Mapping[str, Any]) -> str:
         return ""
     for m in reversed(messages):
         if isinstance(m, Mapping) and m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "\n".join(
-                    str(p.get("text", ""))
-                    for p in content
-                    if isinstance(p, Mapping) and p.get("type") == "text"
-                )
-            return ""
+            return content_text(m.get("content")) or ""
     return ""
 
 
