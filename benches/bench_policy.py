@@ -14,7 +14,9 @@ call timed on its own so the percentiles are those of single decisions. Rows:
 - ``reference``: the pure-Python interpreter (the peer the speed-ups are against).
 
 Run: ``.venv/bin/python benches/bench_policy.py [--quick]``. Pure-Rust timings come from
-``cargo test --release --lib policy_timing -- --ignored --nocapture``.
+``cargo test --release --lib policy_timing -- --ignored --nocapture``. With ``--load`` it only
+times loading (YAML text to a compiled engine; median of 3 at each size), split into parsing and
+validating (``load_policy``) and compiling into the Rust matcher.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import yaml
 
 from routeguard.enforce import reference
 from routeguard.enforce.decision import Context, Principal, Request
-from routeguard.enforce.engine import PolicyEngine
+from routeguard.enforce.engine import PolicyEngine, _rust_regex_check
+from routeguard.enforce.policy import load_policy
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -202,7 +205,32 @@ def measure(engine: PolicyEngine, calls: list[Request], rounds: int) -> dict[str
     return rows
 
 
+def time_loads(rounds: int = 3) -> None:
+    """Median load time at every size: text -> validated policy -> compiled engine."""
+    rng = random.Random(7)
+    print(
+        f"{'rules':>6} {'YAML lines':>10} {'load ms':>9} {'parse+check ms':>15} {'compile ms':>11}"
+    )
+    for n in SIZES:
+        text, _ = make_policy(n, rng)
+        totals, parses, compiles = [], [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            policy = load_policy(text, regex_check=_rust_regex_check)
+            t1 = time.perf_counter()
+            PolicyEngine(policy)
+            t2 = time.perf_counter()
+            totals.append(t2 - t0)
+            parses.append(t1 - t0)
+            compiles.append(t2 - t1)
+        ms = [statistics.median(x) * 1e3 for x in (totals, parses, compiles)]
+        print(f"{n:>6} {text.count(chr(10)):>10} {ms[0]:>9.1f} {ms[1]:>15.1f} {ms[2]:>11.1f}")
+
+
 def main() -> None:
+    if "--load" in sys.argv:
+        time_loads()
+        return
     quick = "--quick" in sys.argv
     rng = random.Random(7)
     overhead = timer_overhead_ns()

@@ -36,6 +36,8 @@ class NodeReader:
     def __init__(self) -> None:
         self.problems: list[PolicyProblem] = []
         self.constructor = SafeConstructor()
+        # (tag, text) -> the value it was read as; a policy repeats few distinct values.
+        self._values: dict[tuple[str, str], Scalar] = {}
 
     # -- reporting --
 
@@ -55,26 +57,40 @@ class NodeReader:
             raise self.fail(node, path, f"expected a mapping ({kind}), got {describe(node)}")
         out: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                self.fail(key_node, path, "keys must be plain text")
-                continue
-            key = key_node.value
-            where = f"{path}.{key}" if path else key
-            if key in out:
-                first = out[key][0].start_mark.line + 1
-                self.fail(key_node, where, f"duplicate key '{key}' (first given on line {first})")
-                continue
-            if allowed is not None and key not in allowed:
-                hint = difflib.get_close_matches(key, allowed, n=1)
-                also = f" (did you mean '{hint[0]}'?)" if hint else ""
-                self.fail(
-                    key_node,
-                    where,
-                    f"unknown key '{key}'{also}; expected one of {', '.join(allowed)}",
-                )
-                continue
-            out[key] = (key_node, value_node)
+            # The common case (a new, allowed text key) stays a few checks; paths and messages
+            # are only built for a problem.
+            if isinstance(key_node, ScalarNode):
+                key = key_node.value
+                if key not in out and (allowed is None or key in allowed):
+                    out[key] = (key_node, value_node)
+                    continue
+            self._bad_key(key_node, path, out, allowed)
         return out
+
+    def _bad_key(
+        self,
+        key_node: Node,
+        path: str,
+        seen: dict[str, tuple[Node, Node]],
+        allowed: tuple[str, ...] | None,
+    ) -> None:
+        """Record why ``key_node`` cannot be a key of the mapping read so far into ``seen``."""
+        if not isinstance(key_node, ScalarNode):
+            self.fail(key_node, path, "keys must be plain text")
+            return
+        key = key_node.value
+        where = f"{path}.{key}" if path else key
+        if key in seen:
+            first = seen[key][0].start_mark.line + 1
+            self.fail(key_node, where, f"duplicate key '{key}' (first given on line {first})")
+            return
+        hint = difflib.get_close_matches(key, allowed or (), n=1)
+        also = f" (did you mean '{hint[0]}'?)" if hint else ""
+        self.fail(
+            key_node,
+            where,
+            f"unknown key '{key}'{also}; expected one of {', '.join(allowed or ())}",
+        )
 
     def text(
         self, node: Node, path: str, what: str = "a string", *, allow_empty: bool = False
@@ -103,6 +119,17 @@ class NodeReader:
             raise self.fail(
                 node, path, f"expected a string, number, boolean or null, got {describe(node)}"
             )
+        key = (node.tag, node.value)
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        v = self._build(node, path)
+        self._values[key] = v
+        return v
+
+    def _build(self, node: ScalarNode, path: str) -> Scalar:
+        """Construct a scalar's value and check it is one an argument can be compared with."""
         try:
             # The scalar constructor directly: construct_object would also register every node.
             build = self.constructor.yaml_constructors.get(node.tag)

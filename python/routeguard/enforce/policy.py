@@ -65,6 +65,7 @@ RegexCheck = Callable[[str], str | None]
 EFFECTS: tuple[RuleEffect, ...] = ("allow", "deny", "require_approval", "redact")
 _RULE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@-]{0,127}")
 _BOUND_OPS = ("range", "gt", "gte", "lt", "lte")
+_GLOB_SYNTAX = re.compile(r"[*?\[\]{}\\]")  # a glob without these is its own literal text
 _KEYS = {
     "policy": ("version", "description", "rules"),
     "rule": ("id", "effect", "description", "reason", "principal", "action", "when", "redact"),
@@ -90,6 +91,11 @@ class _Loader(NodeReader):
     def __init__(self, regex_check: RegexCheck | None) -> None:
         super().__init__()
         self.regex_check = regex_check
+        # Pattern text -> why it is refused (None: accepted), and path text -> its parsed form
+        # or why not: a large policy repeats the same few patterns and paths thousands of times.
+        self._glob_errors: dict[str, str | None] = {}
+        self._regex_errors: dict[str, str | None] = {}
+        self._paths: dict[str, tuple[str, tuple[str | int, ...]] | str] = {}
 
     def section(self, node: Node, path: str, kind: str) -> dict[str, tuple[Node, Node]]:
         """A mapping of the schema part ``kind`` (its keys checked against the schema)."""
@@ -100,9 +106,11 @@ class _Loader(NodeReader):
     def glob(self, node: Node, path: str) -> str:
         text = self.text(node, path, "a glob", allow_empty=True)
         try:
-            compile_glob(text)
-        except PatternError as e:
-            raise self.fail(node, path, f"invalid glob {text!r}: {e}") from None
+            why = self._glob_errors[text]
+        except KeyError:
+            why = self._glob_errors[text] = _glob_error(text)
+        if why is not None:
+            raise self.fail(node, path, why)
         return text
 
     def globs(self, node: Node, path: str) -> tuple[str, ...]:
@@ -114,17 +122,39 @@ class _Loader(NodeReader):
     def regex(self, node: Node, path: str) -> str:
         text = self.text(node, path, "a regex", allow_empty=True)
         try:
-            compile_regex(text)
-        except PatternError as e:
-            raise self.fail(node, path, f"regex {text!r}: {e}") from None
-        why = self.regex_check(text) if self.regex_check is not None else None
+            why = self._regex_errors[text]
+        except KeyError:
+            why = self._regex_errors[text] = self._regex_error(text)
         if why is not None:
-            raise self.fail(node, path, f"regex {text!r} is not supported: {_last_line(why)}")
+            raise self.fail(node, path, why)
         return text
 
+    def _regex_error(self, text: str) -> str | None:
+        """Why the regex ``text`` is refused (by Python's checks or the matcher's), or None."""
+        try:
+            compile_regex(text)
+        except PatternError as e:
+            return f"regex {text!r}: {e}"
+        why = self.regex_check(text) if self.regex_check is not None else None
+        if why is not None:
+            return f"regex {text!r} is not supported: {_last_line(why)}"
+        return None
+
     def json_path(self, node: Node, path: str) -> tuple[str, tuple[str | int, ...]]:
-        segs = self.parsed(node, path, parse_path, "a JSON path like $.amount")
-        return render_path(segs), tuple(segs)
+        text = self.text(node, path, "a JSON path like $.amount")
+        try:
+            parsed = self._paths[text]
+        except KeyError:
+            try:
+                segs = parse_path(text)
+            except PatternError as e:
+                parsed = str(e)
+            else:
+                parsed = (render_path(segs), tuple(segs))
+            self._paths[text] = parsed
+        if isinstance(parsed, str):
+            raise self.fail(node, path, parsed)
+        return parsed
 
     def bounds(self, node: Node, path: str, *, integer: bool = False) -> Bounds:
         """``[lo, hi]`` inclusive, either end may be null (open)."""
@@ -423,14 +453,56 @@ class _Loader(NodeReader):
         return Policy(tuple(rules))
 
 
+def _glob_error(text: str) -> str | None:
+    """Why the glob ``text`` is refused, or None."""
+    if not _GLOB_SYNTAX.search(text):
+        return None  # plain text: it matches itself, nothing to parse
+    try:
+        compile_glob(text)
+    except PatternError as e:
+        return f"invalid glob {text!r}: {e}"
+    return None
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else text
 
 
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = yaml.SafeLoader.DEFAULT_SCALAR_TAG
+_SEQ_TAG = yaml.SafeLoader.DEFAULT_SEQUENCE_TAG
+_MAP_TAG = yaml.SafeLoader.DEFAULT_MAPPING_TAG
+
+
+class _ComposeLoader(_SafeLoader):  # type: ignore[valid-type,misc]
+    """PyYAML's safe loader, with each node's tag resolved as it would, but once per text.
+
+    PyYAML tries its implicit-type regexes on every plain scalar; a large policy is mostly the
+    same keys and values again and again. With no path resolvers (the safe loader has none),
+    a quoted scalar is always a string and a plain one's tag depends on its text alone.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
+        """The tag PyYAML's resolver gives this node."""
+        if self.yaml_path_resolvers:
+            return str(super().resolve(kind, value, implicit))
+        if kind is ScalarNode and value is not None:
+            if not implicit[0]:
+                return _STR_TAG
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = self._plain_tags[value] = str(super().resolve(kind, value, implicit))
+            return tag
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+
 def _compose(text: str) -> Node | None:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.compose(text, Loader=loader)
+    return yaml.compose(text, Loader=_ComposeLoader)
 
 
 def load_policy(
