@@ -1,4 +1,5 @@
-"""A real Redis Cluster for the tests: three masters, no replicas, from Debian's binaries.
+"""A real Redis Cluster for the tests: three masters (and optionally replicas), from Debian's
+binaries.
 
 Each node is a ``redis-server`` child process with ``cluster-enabled yes``, its own port,
 its own cluster-bus port (``cluster-port``, Redis 7) and its own temporary directory (where
@@ -24,7 +25,16 @@ def _ask(port: int, *command: str, timeout: float = 0.5) -> str:
     payload = f"*{len(command)}\r\n" + "".join(f"${len(c)}\r\n{c}\r\n" for c in command)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(payload.encode())
-        return sock.recv(65536).decode(errors="replace")
+        data = sock.recv(65536)
+        if data.startswith(b"$"):  # a bulk string: read all of its announced length
+            head, _, _ = data.partition(b"\r\n")
+            want = len(head) + 2 + int(head[1:]) + 2
+            while len(data) < want:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                data += more
+        return data.decode(errors="replace")
 
 
 class NodeExited(RuntimeError):
@@ -34,22 +44,26 @@ class NodeExited(RuntimeError):
 class ClusterNodes:
     """Three cluster-enabled ``redis-server`` processes joined into one Redis Cluster."""
 
-    def __init__(self, server: str, cli: str, workdir: Path, masters: int = 3) -> None:
+    def __init__(
+        self, server: str, cli: str, workdir: Path, masters: int = 3, replicas: int = 0
+    ) -> None:
         self.server = server
         self.cli = cli
-        self.ports = [free_port() for _ in range(masters)]
-        self.bus_ports = [free_port() for _ in range(masters)]
-        self.dirs = [workdir / f"node-{i}" for i in range(masters)]
-        self._procs: list[subprocess.Popen[bytes] | None] = [None] * masters
+        self.replicas = replicas
+        count = masters * (1 + replicas)
+        self.ports = [free_port() for _ in range(count)]
+        self.bus_ports = [free_port() for _ in range(count)]
+        self.dirs = [workdir / f"node-{i}" for i in range(count)]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * count
 
     @property
     def seeds(self) -> list[str]:
-        """``host:port`` of every master."""
+        """``host:port`` of every node."""
         return [f"127.0.0.1:{p}" for p in self.ports]
 
     @property
     def url(self) -> str:
-        """The routeguard cluster URL naming every master as a seed."""
+        """The routeguard cluster URL naming every node as a seed."""
         return "redis+cluster://" + ",".join(self.seeds)
 
     def start_node(self, i: int, timeout: float = 10.0) -> None:
@@ -74,6 +88,23 @@ class ClusterNodes:
                 pass
             time.sleep(0.02)
         raise RuntimeError(f"cluster node {i} did not answer on port {self.ports[i]}")
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILL node ``i``: no shutdown, as a crashed machine."""
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._procs[i] = None
+
+    def info(self, i: int, section: str) -> dict[str, str]:
+        """``INFO <section>`` of node ``i`` as a dict."""
+        out = {}
+        for line in _ask(self.ports[i], "INFO", section).splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+        return out
 
     def stop_node(self, i: int) -> None:
         """Stop node ``i`` (its data is gone: persistence is off)."""
@@ -108,6 +139,21 @@ class ClusterNodes:
                 raise RuntimeError(f"the cluster did not reach cluster_state:{want}")
             time.sleep(0.05)
 
+    def wait_replicas_online(self, timeout: float = 30.0) -> None:
+        """Wait until every master reports all its replicas synced (``state=online``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            masters = [self.info(i, "replication") for i in range(len(self.ports))]
+            masters = [m for m in masters if m.get("role") == "master"]
+            links = [v for m in masters for k, v in m.items() if k.startswith("slave")]
+            if len(links) == len(masters) * self.replicas and all(
+                "state=online" in v for v in links
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas did not come online: {links}")
+            time.sleep(0.05)
+
     def start(self, attempts: int = 3) -> None:
         """Start every node, assign the slots, and wait for ``cluster_state:ok``.
 
@@ -130,12 +176,14 @@ class ClusterNodes:
         try:
             create = [self.cli, "--cluster", "create", *self.seeds]
             subprocess.run(
-                [*create, "--cluster-replicas", "0", "--cluster-yes"],
+                [*create, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 check=True,
                 capture_output=True,
                 timeout=60,
             )
             self.wait_state("ok")
+            if self.replicas:
+                self.wait_replicas_online()
         except BaseException:
             self.stop()
             raise

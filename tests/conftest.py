@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from cluster_nodes import ClusterNodes
 from ports import free_port
@@ -36,9 +37,10 @@ def _redis_binary() -> str:
 class RedisProcess:
     """One ``redis-server`` child process on a fixed port, stoppable and restartable."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *extra: str) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.extra = extra  # more redis-server arguments (e.g. --replicaof host port)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -46,7 +48,7 @@ class RedisProcess:
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it accepts connections."""
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir), *self.extra]
         self._proc = subprocess.Popen(
             args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -97,6 +99,34 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_replicated(tmp_path: Path) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A redis-server and one replica of it (linked and synced) for this test alone."""
+    binary = _redis_binary()
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+    master = RedisProcess(binary, tmp_path / "master")
+    master.start()
+    replica = RedisProcess(
+        binary, tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port)
+    )
+    try:
+        replica.start()
+        client = redis.Redis(port=replica.port)
+        try:
+            deadline = time.monotonic() + 30
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync")
+                time.sleep(0.05)
+        finally:
+            client.close()
+        yield master, replica
+    finally:
+        replica.stop()
+        master.stop()
 
 
 @pytest.fixture(scope="session")

@@ -389,6 +389,81 @@ async def test_a_master_down_fails_closed_then_recovers(own_cluster: ClusterNode
         await budget.close()
 
 
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[ClusterNodes]:
+    """Three masters with one replica each, of this test alone: it kills a master."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server / redis-cli not found: apt-get install redis-server")
+    nodes = ClusterNodes(server, cli, tmp_path, replicas=1)
+    nodes.start()  # returns once every replica is synced
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+async def test_a_failover_keeps_every_hold_and_settlement_the_replicas_acknowledged(
+    replicated_cluster: ClusterNodes,
+) -> None:
+    cluster = replicated_cluster
+    prefix, root = _prefix(), "org"
+    home = cluster.ports.index(_owner(cluster, f"{{{prefix}:{root}}}"))
+    accounts = [{"name": root, "limit": 0.01}, {"name": "key", "parent": root, "rpm": 10_000}]
+    budget = RedisBudget(
+        accounts, cluster.url, prefix=prefix, timeout_s=3.0, wait_replicas=1,
+        wait_timeout_ms=2_000,
+    )  # fmt: skip
+
+    def waits() -> int:
+        stats = cluster.info(home, "commandstats")
+        return int(stats["cmdstat_wait"].split(",")[0].removeprefix("calls="))
+
+    try:
+        await budget.settle(await budget.admit(["key"], 10, "w1"), 0)  # loads the scripts
+        await budget.release(await budget.reserve(["key"], 10, "w2"))
+        before, settled = waits(), 0
+        for i in range(30):
+            res = await budget.admit(["key"], 200, f"s{i}", tokens=3)
+            await budget.settle(res, 150)
+            settled += 150
+        held = [await budget.reserve(["key"], 100, f"h{i}") for i in range(5)]
+        assert waits() - before == 30 * 2 + 5, "one WAIT after every admit, settle, reserve"
+        assert budget.unreplicated == 0
+        cluster.kill_node(home)  # at once: no time for anything but what WAIT confirmed
+
+        await _until_served(budget, root)
+        assert await budget.spent(root) == settled, "every acknowledged settlement survived"
+        assert await budget.reserved(root) == 5 * 100, "and every acknowledged hold"
+        for res in held:
+            await budget.settle(res, 100)
+        # the promoted replica has no replica of its own: every write since (the probe and
+        # these 5) is unreplicated; the first WAIT took the full timeout, the others 1 ms
+        assert budget.unreplicated == 6
+        granted = 0
+        with pytest.raises(BudgetExceeded):  # the limit still holds on the new master
+            while True:
+                await budget.settle(await budget.reserve(["key"], 500, f"a{granted}"), 500)
+                granted += 1
+        assert await budget.spent(root) == settled + 500 + granted * 500 <= usd_to_micros(0.01)
+    finally:
+        await budget.close()
+
+
+async def _until_served(budget: RedisBudget, account: str, timeout: float = 60.0) -> None:
+    """Wait until a reservation goes through again (the cluster promoted a replica, and
+    the budget found it on its own: nothing else refreshes its slot map)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await budget.release(await budget.reserve([account], 1, "probe"))
+            return
+        except BudgetUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def test_two_gateways_share_keys_and_budgets_through_the_cluster(
     redis_cluster: ClusterNodes,
 ) -> None:

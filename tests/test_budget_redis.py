@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from routeguard import BudgetExceeded, BudgetUnavailable
 from routeguard.budget import RedisBudget
+from routeguard.gateway import Gateway
 
 WORKER = Path(__file__).with_name("budget_worker.py")
 ACCOUNTS: list[dict[str, Any]] = [
@@ -200,3 +201,55 @@ async def test_redis_restart_fails_open_when_configured(redis_process: Any) -> N
         assert await budget.spent("org") == 250_000
     finally:
         await budget.close()
+
+
+async def test_wait_replicas_confirms_each_hold_and_settlement(redis_replicated: Any) -> None:
+    master, replica = redis_replicated
+    budget = RedisBudget(ACCOUNTS, master.url, prefix=_prefix(), wait_replicas=1,
+                         wait_timeout_ms=500)  # fmt: skip
+    admin = aioredis.Redis.from_url(master.url)
+    try:
+        await budget.settle(await budget.admit(["key"], 1, "w", tokens=1), 1)  # loads scripts
+        await admin.config_resetstat()
+        for i in range(10):
+            res = await budget.admit(["key"], 100, f"r{i}", tokens=5)
+            await budget.settle(res, 60)
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_wait"]["calls"] == 20, "a WAIT after every hold and settlement"
+        assert budget.unreplicated == 0, "the replica acknowledged every one"
+        on_replica = aioredis.Redis.from_url(replica.url)
+        try:  # what the replica has is what a failover would keep
+            keys = [k async for k in on_replica.scan_iter(match="*spent:org*")]
+            values = [int(await on_replica.get(k) or 0) for k in keys]
+            assert keys and sum(values) == 601
+        finally:
+            await on_replica.aclose()
+        replica.stop()  # no replica left: WAITs time out, the writes still count
+        await budget.settle(await budget.admit(["key"], 100, "lonely", tokens=5), 60)
+        assert budget.unreplicated == 2 and await budget.spent("org") == 661
+    finally:
+        await admin.aclose()
+        await budget.close()
+
+
+def test_wait_timeout_must_stay_below_the_connection_timeout() -> None:
+    with pytest.raises(ValueError, match="below the connection timeout"):
+        RedisBudget(ACCOUNTS, "redis://127.0.0.1:1/0", timeout_s=1.0, wait_replicas=1,
+                    wait_timeout_ms=1_000)  # fmt: skip
+
+
+def test_budget_settings_reach_the_redis_backend(redis_server: str) -> None:
+    cfg = {
+        "model_list": [{"model_name": "m", "type": "openai", "model": "sim-m", "api_key": "k"}],
+        "budgets": [{"name": "org", "limit": 1.0}],
+        "budget_settings": {"backend": "redis", "redis_url": redis_server,
+                            "redis_wait_replicas": 1, "redis_wait_timeout_ms": 20},
+    }  # fmt: skip
+    gw = Gateway.from_config(cfg)
+    try:
+        assert gw.budget is not None
+        backend = gw.budget.backend
+        assert isinstance(backend, RedisBudget)
+        assert (backend.wait_replicas, backend.wait_timeout_ms) == (1, 20)
+    finally:
+        asyncio.run(gw.aclose())

@@ -143,3 +143,14 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     broken.write_text("model_list: [\n")
     assert main(["check-config", str(broken)]) == 1
     assert "cannot parse" in capsys.readouterr().err
+
+
+def test_redis_wait_settings_are_checked() -> None:
+    settings = {"backend": "redis", "redis_url": "redis://h:1/0", "redis_wait_replicas": -1,
+                "redis_wait_timeout_ms": 1000}  # fmt: skip
+    bad = {**NATIVE, "budget_settings": settings}
+    with pytest.raises(ConfigError) as info:
+        config.load(bad, env={"TEST_OPENAI_KEY": "k"})
+    paths = {p.path: p.message for p in info.value.problems}
+    assert "0 or more" in paths["budget_settings.redis_wait_replicas"]
+    assert "below the 1 s" in paths["budget_settings.redis_wait_timeout_ms"]

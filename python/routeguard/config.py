@@ -121,6 +121,10 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     default_max_tokens: int = 4096  # worst-case completion when a request sets no max
     default_account: str | None = None  # charged for requests without a virtual key
     end_user: BudgetLimits | None = None  # a budget per end user (the request's `user`)
+    # Redis replicas that must have each hold and settlement before it returns (WAIT), so a
+    # failover cannot forget them; a replica slower than the timeout costs that much latency.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 50
 
 
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -433,6 +437,17 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if budget.reservation_ttl <= 0 or budget.default_max_tokens < 1:
             problems.append(
                 ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
+            )
+        if budget.redis_wait_replicas < 0:
+            problems.append(
+                ConfigProblem("budget_settings.redis_wait_replicas", "must be 0 or more")
+            )
+        if not 1 <= budget.redis_wait_timeout_ms < 1000:
+            problems.append(
+                ConfigProblem(
+                    "budget_settings.redis_wait_timeout_ms",
+                    "must be from 1 to 999 (below the 1 s Redis connection timeout)",
+                )
             )
 
     enforce: dict[str, Any] = {}

@@ -59,6 +59,8 @@ class BudgetLayer:
                     self.settings.redis_url,
                     fail_open=self.settings.fail_open,
                     default_ttl_s=self.settings.reservation_ttl,
+                    wait_replicas=self.settings.redis_wait_replicas,
+                    wait_timeout_ms=self.settings.redis_wait_timeout_ms,
                 )
             else:
                 db = config.server.database

@@ -18,6 +18,17 @@ script to the master owning its slot; no operation here pipelines across keys, s
 else changes. That client fails (``MaxConnectionsError``) rather than waits when a node's
 pool is exhausted, so calls through it first take one of ``max_connections`` gate slots.
 
+Replicas: Redis replicates asynchronously, so a master that dies may take its last writes
+with it, and the replica promoted in its place would have forgotten those holds and
+settlements. With ``wait_replicas=N`` every reservation and settlement is followed, in the
+same round trip (a pipeline on the same connection, on the slot's master for a cluster), by
+``WAIT N timeout``: the call returns once N replicas have the write, or after
+``wait_timeout_ms`` with a warning (counted in :attr:`RedisBudget.unreplicated`; the write
+itself stands); after such a timeout WAITs take at most 1 ms for 5 s, so a master left
+without replicas (just after a failover) does not add the timeout to every request.
+Rate-limiter state is not waited for: losing a few ms of it at a failover only lets a burst
+through early.
+
 When Redis is unreachable, ``reserve`` and ``check_rate`` fail closed by default (raise
 :class:`~routeguard.errors.BudgetUnavailable`) or, with ``fail_open=True``, admit the
 request unmetered and log a warning (at most every 10 s). A ``settle`` that cannot reach
@@ -41,10 +52,18 @@ from functools import partial
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -71,6 +90,7 @@ from routeguard.errors import BudgetUnavailable, RateLimited
 logger = logging.getLogger("routeguard.budget")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError)
 _MINUTE_US = 60_000_000
+_DEGRADED_S = 5.0  # after a WAIT timed out: how long later WAITs only take 1 ms
 
 
 class _Script(Protocol):
@@ -126,6 +146,71 @@ class _Gated:
         return await self._gate.run(lambda: self._script(keys=keys, args=args))
 
 
+class _Replicated:
+    """A registered script followed by ``WAIT replicas timeout`` on the same connection, in
+    one round trip. WAIT counts the replicas that have *this connection's* writes, so both
+    commands must share a connection: a plain pipeline on one server; on a cluster, the two
+    sent straight to the node that owns the slot (redis-py's cluster pipeline would send a
+    retried WAIT, which has no key, to any node)."""
+
+    def __init__(self, script: Any, owner: RedisBudget) -> None:
+        self._script = script
+        self._owner = owner
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run the script, then wait for the replicas to have its writes."""
+        owner = self._owner
+        client = owner._redis
+        for attempt in range(3):
+            degraded = time.monotonic() < owner._degraded_until
+            evalsha = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            wait = ("WAIT", owner.wait_replicas, 1 if degraded else owner.wait_timeout_ms)
+            if isinstance(client, RedisCluster):
+                reply, acked = await self._on_owner(client, keys[0], evalsha, wait)
+            else:
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command(*evalsha)
+                pipe.execute_command(*wait)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                await client.script_load(self._script.script)  # a new or restarted node
+                continue
+            if isinstance(reply, MovedError | AskError | TryAgainError) and attempt < 2:
+                await owner._refresh_slots()  # the slot moved (a failover, a resharding)
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(acked, BaseException) or int(acked) < owner.wait_replicas:
+                owner._unreplicated(0 if isinstance(acked, BaseException) else int(acked), degraded)
+            elif degraded:
+                owner._degraded_until = 0.0  # the replicas are back
+            return reply
+        raise AssertionError("unreachable")
+
+    async def _on_owner(
+        self, client: RedisCluster, key: str, *commands: tuple[Any, ...]
+    ) -> list[Any]:
+        """``commands`` on one connection of the master that owns ``key``'s slot; results
+        (errors as values). A connection failure refreshes the slot map, then raises."""
+        node = client.get_node_from_key(key)
+        if node is None:  # the slot map has no master for it (yet)
+            await self._owner._refresh_slots()
+            raise SlotNotCoveredError(f"no master owns the slot of {key!r}")
+        piped = [PipelineCommand(i, *c) for i, c in enumerate(commands)]
+        try:
+            await node.execute_pipeline(piped)
+        except _DOWN:
+            await self._owner._refresh_slots()
+            raise
+        results = [c.result for c in piped]
+        down = next((r for r in results if isinstance(r, _DOWN)), None)
+        if down is not None and not isinstance(results[0], MovedError | AskError):
+            await self._owner._refresh_slots()
+            if isinstance(results[0], BaseException):
+                raise down
+        return results
+
+
 @dataclass(frozen=True, slots=True)
 class _Member:
     """One account of a chain, with everything about it that does not change per call."""
@@ -171,10 +256,24 @@ class RedisBudget:
         reclaim_batch: int = 64,
         pending_max: int = 100_000,
         on_soft_limit: Callable[[str, Reservation], None] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 50,
     ) -> None:
         """Connect lazily to ``url`` (``redis://host:port/db``, or ``redis+cluster://
         host:port[,...]`` for a Redis Cluster), or use ``client``. ``clock`` (unix seconds)
-        replaces Redis ``TIME`` as the clock of holds, rolling windows and rate limits."""
+        replaces Redis ``TIME`` as the clock of holds, rolling windows and rate limits;
+        ``wait_replicas`` makes holds and settlements wait for that many replicas (see the
+        module docstring)."""
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas must be 0 or more, wait_timeout_ms 1 or more")
+        if wait_replicas and wait_timeout_ms >= timeout_s * 1000:
+            raise ValueError(
+                f"wait_timeout_ms ({wait_timeout_ms}) must be below the connection timeout "
+                f"({timeout_s * 1000:.0f} ms), or every WAIT that times out breaks its connection"
+            )
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.unreplicated = 0  # writes whose WAIT timed out short of wait_replicas
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         target = None if url is None or client is not None else cluster_target(url)
         if target is not None:
@@ -219,22 +318,59 @@ class RedisBudget:
         self._batch = str(reclaim_batch)
         self._on_soft_limit = on_soft_limit
 
-        def script(text: str) -> _Script:
-            registered = client.register_script(text)
+        def script(text: str, durable: bool = False) -> _Script:
+            registered: Any = client.register_script(text)
+            if durable and wait_replicas:
+                registered = _Replicated(registered, self)
             return registered if gate is None else _Gated(registered, gate)
 
-        self._reserve = script(scripts.RESERVE)
-        self._settle = script(scripts.SETTLE)
+        self._reserve = script(scripts.RESERVE, durable=True)
+        self._settle = script(scripts.SETTLE, durable=True)
         self._release = script(scripts.RELEASE)
         self._read = script(scripts.READ)
         self._rate = script(scripts.RATE)
-        self._admit = script(scripts.ADMIT)
+        self._admit = script(scripts.ADMIT, durable=True)
         self._gate = gate
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._windows: dict[str, Window] = {}
         self._pending: deque[tuple[list[str], list[str]]] = deque(maxlen=pending_max)
         self._flushing = False
         self._last_warning = -math.inf
+        self._last_replica_warning = -math.inf
+        self._degraded_until = 0.0
+        self._refreshing = False
+
+    async def _refresh_slots(self) -> None:
+        """Reload a cluster client's slot map (one refresh at a time; errors ignored: the
+        next call will try again)."""
+        if not isinstance(self._redis, RedisCluster) or self._refreshing:
+            return
+        self._refreshing = True
+        try:
+            await self._redis.nodes_manager.initialize()
+        except Exception as exc:
+            logger.debug("slot map refresh failed: %s", exc)
+        finally:
+            self._refreshing = False
+
+    def _unreplicated(self, acked: int, degraded: bool) -> None:
+        """A WAIT timed out with ``acked`` replicas: count it, warn at most every 10 s, and
+        (after a full timeout) wait only 1 ms for the next 5 s, so a master left without its
+        replica (after a failover) does not add the whole timeout to every request."""
+        self.unreplicated += 1
+        if not degraded:
+            self._degraded_until = time.monotonic() + _DEGRADED_S
+        now = time.monotonic()
+        if now - self._last_replica_warning >= 10.0:
+            self._last_replica_warning = now
+            logger.warning(
+                "budget store %s: a write reached %d of %d replicas within %d ms (%d so far)",
+                self._where,
+                acked,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+                self.unreplicated,
+            )
 
     def upsert(self, account: Account) -> None:
         """Add an account at run time, or change its limits (a virtual key's budget).
