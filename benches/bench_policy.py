@@ -21,12 +21,10 @@ validating (``load_policy``) and compiling into the Rust matcher.
 
 from __future__ import annotations
 
-import gc
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -36,6 +34,7 @@ from routeguard.enforce import reference
 from routeguard.enforce.decision import Context, Principal, Request
 from routeguard.enforce.engine import PolicyEngine, _rust_regex_check
 from routeguard.enforce.policy import load_policy
+from timing import time_each
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -144,24 +143,6 @@ def timer_overhead_ns() -> float:
         t0 = clock()
         samples.append(clock() - t0)
     return statistics.median(samples)
-
-
-def time_each(fn: Callable[[Any], object], items: list[Any], rounds: int) -> list[int]:
-    """Per-call latencies in ns over ``rounds`` passes of ``items`` (GC off while timing)."""
-    clock = time.perf_counter_ns
-    out: list[int] = []
-    for it in items[:200]:  # warm-up
-        fn(it)
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for it in items:
-                t0 = clock()
-                fn(it)
-                out.append(clock() - t0)
-    finally:
-        gc.enable()
-    return out
 
 
 def pct(samples: list[int], q: float) -> float:

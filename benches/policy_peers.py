@@ -35,7 +35,6 @@ Run: ``.venv/bin/python benches/policy_peers.py [--quick]``.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import random
@@ -48,6 +47,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from timing import time_each
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -126,24 +127,6 @@ def make_requests(tools: list[str], rng: random.Random, k: int) -> list[dict[str
 # --------------------------------------------------------------------------- timing
 
 
-def time_each(fn: Callable[[Any], object], items: list[Any], rounds: int) -> list[int]:
-    """Per-call latencies in ns over ``rounds`` passes of ``items`` (GC off while timing)."""
-    clock = time.perf_counter_ns
-    for it in items[:50]:  # warm-up
-        fn(it)
-    out: list[int] = []
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for it in items:
-                t0 = clock()
-                fn(it)
-                out.append(clock() - t0)
-    finally:
-        gc.enable()
-    return out
-
-
 def timed_prefix(
     fn: Callable[[Any], object],
     items: list[Any],
@@ -160,7 +143,7 @@ def timed_prefix(
     k = int(budget_s / max(per_call, 1e-9))
     k = max(min_calls, min(k, max_calls))
     rounds = max(1, k // len(items))
-    return time_each(fn, items[: min(k, len(items))], rounds)
+    return time_each(fn, items[: min(k, len(items))], rounds, warmup=50)
 
 
 # --------------------------------------------------------------------------- routeguard
