@@ -21,8 +21,10 @@ For each user task:
 The guard's configuration is written once and is generic: one policy (executors may call tools;
 no rule is task-specific), a sandbox grant per task of exactly the tools in the user task's
 ground truth, the data-flow rule (every tool output is untrusted, the user's prompt is trusted,
-and a sensitive tool's arguments may not carry a value first seen in untrusted output), and a
-per-suite list of sensitive tools (:data:`SENSITIVE_TOOLS`). When the guard refuses one of the
+and a sensitive tool's arguments may not carry a value first seen in untrusted output; a short
+value such as a file id ``"13"`` counts only where untrusted text names it next to a word of
+the tool's or argument's name), and a per-suite list of sensitive tools
+(:data:`SENSITIVE_TOOLS`). When the guard refuses one of the
 user's own calls, the replayed final answer is empty (the agent could not finish the task).
 
 Output: one JSON line ``{"suite", "utility_undefended", "utility", "utility_under_attack",
@@ -126,15 +128,31 @@ def _strings(value: Any) -> list[str]:
 
 
 def make_guard(
-    engine: PolicyEngine, suite_name: str, tools: Sequence[str], *, structured: bool
+    engine: PolicyEngine,
+    suite_name: str,
+    tools: Sequence[str],
+    *,
+    structured: bool,
+    short_values: bool = True,
+    approve_named: bool = False,
 ) -> Guard:
-    """A fresh guard for one task: the task's tools granted, the suite's sensitive tools."""
+    """A fresh guard for one task: the task's tools granted, the suite's sensitive tools.
+
+    ``approve_named``: data-flow hits on values from a source the user's request names go
+    to an approver that says yes to all of them -- the upper bound of what approval can
+    give back, and of what it lets through (a real approver sees the value and the source).
+    """
     sandbox = Sandbox()
     sandbox.grant(sorted(set(tools)) or ["<none>"])
     taint = TaintTracker(
-        sensitive_tools=SENSITIVE_TOOLS.get(suite_name, []), trust_structured_fields=structured
+        sensitive_tools=SENSITIVE_TOOLS.get(suite_name, []),
+        trust_structured_fields=structured,
+        match_short_values=short_values,
     )
-    return Guard(engine, agent=f"agentdojo-{suite_name}", sandbox=sandbox, taint=taint)
+    return Guard(
+        engine, agent=f"agentdojo-{suite_name}", sandbox=sandbox, taint=taint,
+        approve_named_sources=approve_named, approval=(lambda _r: True) if approve_named else None,
+    )  # fmt: skip
 
 
 def replay(
@@ -146,6 +164,8 @@ def replay(
     engine: PolicyEngine | None,
     *,
     structured: bool = True,
+    short_values: bool = True,
+    approve_named: bool = False,
 ) -> Replay:
     """Replay one user task (and, if given, one injection task) with or without the guard."""
     env = suite.load_and_inject_default_environment(injections)
@@ -157,7 +177,10 @@ def replay(
     guard = None
     if engine is not None:
         tools = [c.function for c in user_calls]
-        guard = make_guard(engine, suite.name, tools, structured=structured)
+        guard = make_guard(
+            engine, suite.name, tools, structured=structured, short_values=short_values,
+            approve_named=approve_named,
+        )  # fmt: skip
         guard.trust_user_input(user_task.PROMPT)
     marker = " ".join(injection_task.GOAL.split()) if injection_task is not None else None
     trace: list[Any] = []
@@ -175,7 +198,7 @@ def replay(
         result, _error = runtime.run_function(task_env, call.function, args)
         trace.append(ad.FunctionCall(function=call.function, args=args))
         if guard is not None:
-            guard.observe(call.function, result)
+            guard.observe(call.function, result, args=args)
         return " ".join(" ".join(_strings(result)).split())
 
     for call in user_calls:
@@ -195,7 +218,13 @@ def replay(
 
 
 def run_suite(
-    suite_name: str, *, version: str = "v1.2.2", taint: str = "structured", verbose: bool = False
+    suite_name: str,
+    *,
+    version: str = "v1.2.2",
+    taint: str = "structured",
+    short_values: bool = True,
+    approve_named: bool = False,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """All user tasks benign and against every injection task, with and without the guard."""
     ad = _import_agentdojo()
@@ -215,7 +244,8 @@ def run_suite(
     for uid, user_task in suite.user_tasks.items():
         n_user += 1
         base = replay(ad, suite, user_task, None, {}, None)
-        guarded = replay(ad, suite, user_task, None, {}, engine, structured=structured)
+        guarded = replay(ad, suite, user_task, None, {}, engine, structured=structured,
+                         short_values=short_values, approve_named=approve_named)  # fmt: skip
         util_undef += base.utility
         util += guarded.utility
         if verbose and (not guarded.utility or guarded.refused):
@@ -229,7 +259,8 @@ def run_suite(
             n_pairs += 1
             a0 = replay(ad, suite, user_task, injection_task, injections, None)
             a1 = replay(ad, suite, user_task, injection_task, injections, engine,
-                        structured=structured)  # fmt: skip
+                        structured=structured, short_values=short_values,
+                        approve_named=approve_named)  # fmt: skip
             unreached += not a0.reached
             asr_undef += bool(a0.attacker_won)
             asr += bool(a1.attacker_won)

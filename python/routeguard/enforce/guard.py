@@ -121,8 +121,11 @@ class Guard:
     already verified one; it bounds the sandbox, caps the trust score and sets the
     delegation depth. ``sensitive_tools``: globs of tools the data-flow check guards (used
     to build a default :class:`TaintTracker` when ``taint`` is not given). ``labels``: extra
-    session labels for every decision. Not thread-safe for concurrent sessions: use
-    :meth:`session` for one guard per conversation.
+    session labels for every decision. ``approve_named_sources``: a data-flow hit on a value
+    first seen in a source the user's request named (:attr:`TaintHit.named`: "pay the bill
+    in file X" and the IBAN came from X) asks the approval handler instead of being refused
+    (still refused with no handler, or when the policy denies). Not thread-safe for
+    concurrent sessions: use :meth:`session` for one guard per conversation.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class Guard:
         roots: Iterable[str] | None = None,
         labels: Iterable[str] = (),
         on_deny: Literal["raise", "return"] = "raise",
+        approve_named_sources: bool = False,
     ) -> None:
         self.engine = engine
         self.identity = agent if isinstance(agent, AgentIdentity) else None
@@ -156,6 +160,7 @@ class Guard:
         self.audit = audit
         self.approval = approval
         self.labels = frozenset(labels)
+        self.approve_named_sources = approve_named_sources
         if on_deny not in ("raise", "return"):
             raise EnforcementError(f"on_deny must be 'raise' or 'return', got {on_deny!r}")
         self.on_deny = on_deny
@@ -260,29 +265,34 @@ class Guard:
 
     def _pre(
         self, tool: str, args: Mapping[str, Any] | str | None
-    ) -> tuple[Verdict | None, dict[str, Any], Decision | None]:
-        """Layers 1-4. Returns (final verdict, args) or (None, args, policy decision)."""
+    ) -> tuple[Verdict | None, dict[str, Any], Decision | None, str]:
+        """Layers 1-4: (final verdict, args, None, "") or (None, args, decision awaiting
+        approval, why approval is needed)."""
         parsed, why = _parse_args(args)
         if parsed is None:
             d = Decision("deny", INVALID_ARGS_RULE_ID)
-            return self._refuse(tool, {}, d, "arguments", why), {}, None
+            return self._refuse(tool, {}, d, "arguments", why), {}, None, ""
         if self.delegation is not None and self.delegation.expires_at <= time.time():
             d = Decision("deny", DELEGATION_RULE_ID)
             return (
                 self._refuse(tool, parsed, d, "delegation", "the delegation has expired"),
                 parsed,
                 None,
+                "",
             )
         if self.sandbox is not None:
             why_not = self.sandbox.check(self.role, tool, step=self.step_no)
             if why_not is not None:
                 d = Decision("deny", SANDBOX_RULE_ID)
-                return self._refuse(tool, parsed, d, "sandbox", why_not), parsed, None
+                return self._refuse(tool, parsed, d, "sandbox", why_not), parsed, None, ""
+        escalate = ""
         if self.taint is not None:
             hit = self.taint.check(tool, parsed)
             if hit is not None:
-                d = Decision("deny", TAINT_RULE_ID)
-                return self._refuse(tool, parsed, d, "taint", hit.describe()), parsed, None
+                if not (hit.named and self.approve_named_sources):
+                    d = Decision("deny", TAINT_RULE_ID)
+                    return self._refuse(tool, parsed, d, "taint", hit.describe()), parsed, None, ""
+                escalate = hit.describe()
         principal, context = self._principal(), self._context()
         try:
             if isinstance(args, str | bytes) and args.strip():
@@ -291,16 +301,20 @@ class Guard:
                 decision = self.engine.decide(principal, tool, parsed, context)
         except InvalidRequest as e:  # unreadable request (a lone surrogate...): fail closed
             d = Decision("deny", INVALID_ARGS_RULE_ID)
-            return self._refuse(tool, parsed, d, "arguments", e.message), parsed, None
+            return self._refuse(tool, parsed, d, "arguments", e.message), parsed, None, ""
         if decision.effect == "deny":
             return (
                 self._refuse(tool, parsed, decision, "policy", self._reason(decision)),
                 parsed,
                 None,
+                "",
             )
+        if escalate:  # the policy would run it; the user confirms the named source's value
+            pending = Decision("require_approval", TAINT_RULE_ID, decision.redactions)
+            return None, parsed, pending, escalate
         if decision.effect == "require_approval":
-            return None, parsed, decision
-        return self._allow(tool, parsed, decision, "policy"), parsed, None
+            return None, parsed, decision, self._reason(decision)
+        return self._allow(tool, parsed, decision, "policy"), parsed, None, ""
 
     def _reason(self, decision: Decision) -> str:
         rule = self.engine.rule(decision.rule_id)
@@ -336,12 +350,12 @@ class Guard:
         return Verdict(True, decision, run_args, "", tool, stage, self._reason(decision), approval)
 
     def _approval_request(
-        self, tool: str, args: dict[str, Any], decision: Decision
+        self, tool: str, args: dict[str, Any], decision: Decision, reason: str
     ) -> ApprovalRequest:
         shown = apply_redactions(args, decision.redactions) if decision.redactions else args
         return ApprovalRequest(
             id=new_request_id(), agent=self.agent_id, role=self.role, tool=tool,
-            args=redact_secrets(shown), rule_id=decision.rule_id, reason=self._reason(decision),
+            args=redact_secrets(shown), rule_id=decision.rule_id, reason=reason,
         )  # fmt: skip
 
     def _after_approval(
@@ -376,19 +390,20 @@ class Guard:
 
     def check(self, tool: str, args: Mapping[str, Any] | str | None = None) -> Verdict:
         """Decide on one call (sync). ``require_approval`` with an async-only handler → refused."""
-        verdict, parsed, pending = self._pre(tool, args)
+        verdict, parsed, pending, why = self._pre(tool, args)
         if verdict is None:
             assert pending is not None
-            outcome = resolve(self.approval, self._approval_request(tool, parsed, pending))
+            outcome = resolve(self.approval, self._approval_request(tool, parsed, pending, why))
             verdict = self._after_approval(tool, parsed, pending, outcome)
         return self._finish(verdict, parsed)
 
     async def acheck(self, tool: str, args: Mapping[str, Any] | str | None = None) -> Verdict:
         """Decide on one call, awaiting the approval handler when the policy asks for one."""
-        verdict, parsed, pending = self._pre(tool, args)
+        verdict, parsed, pending, why = self._pre(tool, args)
         if verdict is None:
             assert pending is not None
-            outcome = await aresolve(self.approval, self._approval_request(tool, parsed, pending))
+            request = self._approval_request(tool, parsed, pending, why)
+            outcome = await aresolve(self.approval, request)
             verdict = self._after_approval(tool, parsed, pending, outcome)
         return self._finish(verdict, parsed)
 
@@ -399,10 +414,13 @@ class Guard:
             raise ToolCallDenied(v)
         return v
 
-    def observe(self, tool: str, output: Any, *, trusted: bool | None = None) -> None:
-        """Record a tool's output for the data-flow check (``trusted=None``: per config)."""
+    def observe(
+        self, tool: str, output: Any, *, trusted: bool | None = None, args: Any = None
+    ) -> None:
+        """Record a tool's output for the data-flow check (``trusted=None``: per config;
+        ``args``: the call's arguments, for sources the user's request names)."""
         if self.taint is not None:
-            self.taint.observe(tool, output, trusted=trusted)
+            self.taint.observe(tool, output, trusted=trusted, args=args)
 
     # ---- decorator --------------------------------------------------------------------------
 
@@ -461,7 +479,7 @@ class Guard:
                         return refused(v)
                     pos, kws = call_args(dict(v.args))
                     out = await f(*pos, **kws)
-                    self.observe(tool_name, out, trusted=trusted)
+                    self.observe(tool_name, out, trusted=trusted, args=v.args)
                     return out
 
                 return awrapper  # type: ignore[return-value]
@@ -473,7 +491,7 @@ class Guard:
                     return refused(v)
                 pos, kws = call_args(dict(v.args))
                 out = f(*pos, **kws)
-                self.observe(tool_name, out, trusted=trusted)
+                self.observe(tool_name, out, trusted=trusted, args=v.args)
                 return out
 
             return wrapper  # type: ignore[return-value]

@@ -15,6 +15,12 @@ untrusted, taints the call, and the guard denies it (rule id :data:`TAINT_RULE_I
 untrusted output has been seen, :attr:`TaintTracker.labels` holds ``untrusted-data-seen`` for
 policies to test (``when.context.labels_any``).
 
+Two refinements. A value shorter than ``min_length`` (a file id ``"13"``) is evidence only
+where untrusted text says what it is (``match_short_values``: the words around it share one
+with the tool's or the argument's name). And a hit on a value first seen in the output of a
+call the user's request named ("pay the bill in 'bill.txt'" then ``read_file('bill.txt')``)
+is marked :attr:`TaintHit.named`, so the guard may ask for approval instead of refusing.
+
 Memory is bounded (``max_text_chars`` of output text, oldest dropped first; values likewise):
 very long sessions forget their oldest outputs.
 """
@@ -33,7 +39,16 @@ from typing import Any
 from routeguard.enforce.patterns import PatternError, compile_glob
 from routeguard.errors import EnforcementError
 
-__all__ = ["TAINT_RULE_ID", "UNTRUSTED_LABEL", "TaintHit", "TaintTracker", "extract_tokens"]
+__all__ = [
+    "ANY_CONTEXT",
+    "TAINT_RULE_ID",
+    "UNTRUSTED_LABEL",
+    "TaintHit",
+    "TaintTracker",
+    "extract_tokens",
+    "name_words",
+    "short_words",
+]
 
 TAINT_RULE_ID = "<taint>"
 """The rule id a decision carries when the data-flow check refused the call."""
@@ -48,6 +63,7 @@ _URL = re.compile(
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
 _DIGITS = re.compile(r"\d[\d -]{6,}\d")
 _TRAILING = ".,;:!?)]}'\""
+_TOKEN_EDGE = "\"'`([{<>}]).,;:!?*"
 
 
 def _norm_url(u: str) -> str:
@@ -80,6 +96,49 @@ def extract_tokens(text: str) -> set[str]:
     return out
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+ANY_CONTEXT = "*"
+"""The context of a short value seen with nothing around it to say what it is."""
+
+
+def name_words(name: str) -> set[str]:
+    """The words of an identifier or phrase, casefolded, a plural ``s`` dropped
+    (``"delete_file"``, ``"$.fileIds"`` → ``delete``, ``file``, ``id``)."""
+    out: set[str] = set()
+    for w in _NON_ALNUM.split(_CAMEL.sub("_", name).casefold()):
+        if len(w) > 2 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        if w and not w.isdigit():
+            out.add(w)
+    return out
+
+
+def short_words(
+    text: str, min_length: int, *, names: Iterable[str] = (), window: int = 3
+) -> dict[str, set[str]]:
+    """The values shorter than ``min_length`` in ``text`` and, for each, the words that say
+    what it is: for the whole text, ``names`` (its field's key; :data:`ANY_CONTEXT` if none),
+    for a word inside it, the :func:`name_words` of the ``window`` words either side.
+
+    ``"Delete the file with ID '13'."`` → ``{"13": {"delete", "the", "file", "with", "id"},
+    ...}``: edge punctuation is stripped, words are casefolded.
+    """
+    out: dict[str, set[str]] = {}
+    whole = text.strip().casefold()
+    if 0 < len(whole) < min_length:
+        out.setdefault(whole, set()).update(set(names) or {ANY_CONTEXT})
+    words = [w.strip(_TOKEN_EDGE) for w in whole.split()]
+    if len(words) < 2:
+        return out
+    for i, word in enumerate(words):
+        if 0 < len(word) < min_length:
+            ctx = out.setdefault(word, set())
+            for near in words[max(0, i - window) : i] + words[i + 1 : i + 1 + window]:
+                ctx |= name_words(near)
+    return out
+
+
 def _number_key(x: float) -> str | None:
     if isinstance(x, bool) or not math.isfinite(x):
         return None
@@ -101,12 +160,14 @@ class TaintHit:
     path: str
     value: str
     source: str  # the tool whose output first carried it
+    named: bool = False  # that output came from a source the user's request named
 
     def describe(self) -> str:
         """One line for refusal messages."""
+        where = " (a source the user's request names)" if self.named else ""
         return (
             f"argument {self.path} carries {self.value!r}, first seen in untrusted output "
-            f"of '{self.source}'"
+            f"of '{self.source}'{where}"
         )
 
 
@@ -158,6 +219,24 @@ class TaintTracker:
     same value also appears in free text in that output; free text (a message body, a
     transaction subject, a web page, any top-level string) stays untrusted. Off by default
     (strict: everything an untrusted tool returns is untrusted).
+    ``match_short_values``: also track values shorter than ``min_length`` (a file id ``"13"``,
+    a channel ``"dev"``). Such a value means nothing alone, so it only counts where the
+    untrusted output says what it is: an argument that *is* a short value is tainted when
+    that value was seen in untrusted output as a whole word next to (within three words) a
+    word of the tool's or the argument's name (``delete_file(file_id="13")`` after "delete
+    the file with ID '13'"), or as a whole field whose key shares a word with them, and
+    never in trusted data (the user's request, a trusted tool): a short value is too common
+    for a first-sighting rule, so any trusted sighting clears it. Under
+    ``trust_structured_fields`` a one-token field neither taints nor clears a short value
+    (file 13 is listed whether or not an injection asked to delete it). Short words inside
+    longer arguments are not checked. Off by default.
+    Sources the user's request names: the request may say where a step's values come from
+    ("pay the bill in 'bill-december-2023.txt'", "her e-mail is on www.dora-website.com").
+    An untrusted output whose call (``observe(..., args=...)``) carried an argument that a
+    text given to :meth:`trust` contains verbatim is recorded as *named*, and a hit on a
+    value first seen there says so (:attr:`TaintHit.named`), so that the guard can ask for
+    approval rather than refuse. The values stay untrusted: the injection may sit inside
+    the named source itself (AgentDojo puts it in the very bill the user asks to pay).
     """
 
     def __init__(
@@ -170,6 +249,7 @@ class TaintTracker:
         max_text_chars: int = 4_000_000,
         max_values: int = 200_000,
         trust_structured_fields: bool = False,
+        match_short_values: bool = False,
     ) -> None:
         self.sensitive_tools = self._globs(sensitive_tools, "sensitive_tools")
         self.untrusted_sources = self._globs(
@@ -180,11 +260,19 @@ class TaintTracker:
         self.min_length = min_length
         self.check_numbers = check_numbers
         self.trust_structured_fields = trust_structured_fields
+        self.match_short_values = match_short_values
+        # casefolded texts given to trust() (they may name sources); the newest 1,024 kept
+        self._named: deque[str] = deque(maxlen=1024)
         self.max_text_chars = max_text_chars
         self.max_values = max_values
         self._lock = threading.Lock()
-        self._first: OrderedDict[str, tuple[bool, str]] = OrderedDict()  # value -> (trusted, tool)
-        self._texts: deque[tuple[bool, str, str]] = deque()  # (trusted, tool, casefolded text)
+        # value -> (trusted, tool, from a source the user named)
+        self._first: OrderedDict[str, tuple[bool, str, bool]] = OrderedDict()
+        # Short values seen trusted; (short value, context word) seen untrusted -> tool.
+        self._short_trusted: OrderedDict[str, None] = OrderedDict()
+        self._short_untrusted: OrderedDict[tuple[str, str], tuple[str, bool]] = OrderedDict()
+        # (trusted, tool, casefolded text, from a source the user named)
+        self._texts: deque[tuple[bool, str, str, bool]] = deque()
         self._chars = 0
         self._untrusted_seen = False
 
@@ -205,6 +293,7 @@ class TaintTracker:
             min_length=self.min_length, check_numbers=self.check_numbers,
             max_text_chars=self.max_text_chars, max_values=self.max_values,
             trust_structured_fields=self.trust_structured_fields,
+            match_short_values=self.match_short_values,
         )  # fmt: skip
 
     @property
@@ -230,11 +319,55 @@ class TaintTracker:
         k = _number_key(scalar) if self.check_numbers else None
         return {k} if k else set()
 
-    def observe(self, tool: str, output: Any, *, trusted: bool | None = None) -> int:
-        """Record ``output`` of ``tool``; returns how many values were seen for the first time."""
+    def _short_keys(self, path: str, scalar: str | int | float) -> dict[str, set[str]]:
+        if not self.match_short_values or not isinstance(scalar, str):
+            return {}
+        key = path.rsplit(".", 1)[-1] if "." in path else ""
+        return short_words(scalar, self.min_length, names=name_words(key))
+
+    def _see_short(
+        self, word: str, context: set[str], trusted: bool, tool: str, named: bool
+    ) -> int:
+        if trusted:
+            seen = word in self._short_trusted
+            self._short_trusted[word] = None
+            return 0 if seen else 1
+        fresh = [c for c in context if (word, c) not in self._short_untrusted]
+        for c in fresh:
+            self._short_untrusted[(word, c)] = (tool, named)
+        return 1 if fresh else 0
+
+    def _short_hit(self, word: str, names: set[str]) -> tuple[str, bool] | None:
+        """(tool, named) of an output that called ``word`` one of ``names``, unless trusted."""
+        if word in self._short_trusted:
+            return None
+        for c in (*sorted(names), ANY_CONTEXT):
+            seen = self._short_untrusted.get((word, c))
+            if seen is not None:
+                return seen
+        return None
+
+    def _names_source(self, args: Any) -> bool:
+        """Whether a call's arguments carry a value the trusted request spells out."""
+        for _path, scalar in _walk(args, "$"):
+            if isinstance(scalar, str):
+                s = scalar.strip().casefold()
+                if len(s) >= self.min_length and any(s in t for t in self._named):
+                    return True
+        return False
+
+    def observe(
+        self, tool: str, output: Any, *, trusted: bool | None = None, args: Any = None
+    ) -> int:
+        """Record ``output`` of ``tool``; returns how many values were seen for the first time.
+
+        ``args``: the call's arguments; when the trusted request spells one out, the output
+        is recorded as coming from a source the user named.
+        """
         is_trusted = not self.is_untrusted_source(tool) if trusted is None else trusted
         new = 0
         items = list(_walk(output, "$"))
+        named = not is_trusted and args is not None and self._names_source(args)
         split = self.trust_structured_fields and not is_trusted
         free: set[str] = set()
         if split:  # keys mentioned in free text anywhere in this output stay untrusted
@@ -244,54 +377,76 @@ class TaintTracker:
         with self._lock:
             for path, scalar in items:
                 keys = self._keys(scalar)
-                ok = is_trusted or (split and _is_field(path, scalar) and not keys & free)
+                field_ok = split and _is_field(path, scalar)
+                ok = is_trusted or (field_ok and not keys & free)
+                if not field_ok:  # a structured field names no short value: neutral
+                    for word, context in self._short_keys(path, scalar).items():
+                        new += self._see_short(word, context, is_trusted, tool, named)
                 if isinstance(scalar, str) and scalar.strip():
                     text = scalar.casefold()
-                    self._texts.append((ok, tool, text))
+                    self._texts.append((ok, tool, text, named and not ok))
                     self._chars += len(text)
                     if not ok:
                         self._untrusted_seen = True
                 for key in keys:
                     if key not in self._first:
-                        self._first[key] = (ok, tool)
+                        self._first[key] = (ok, tool, named and not ok)
                         new += 1
             while self._chars > self.max_text_chars and self._texts:
                 self._chars -= len(self._texts.popleft()[2])
             while len(self._first) > self.max_values:
                 self._first.popitem(last=False)
+            for short in (self._short_trusted, self._short_untrusted):
+                while len(short) > self.max_values:
+                    short.popitem(last=False)
         return new
 
     def trust(self, value: Any, *, source: str = "user") -> None:
         """Record values as trusted (e.g. the user's own request) before anything else sees them."""
+        self._named.extend(
+            s.casefold() for _p, s in _walk(value, "$") if isinstance(s, str) and s.strip()
+        )
         self.observe(source, value, trusted=True)
 
     def tainted(self, value: Any) -> bool:
         """Whether ``value`` (or something inside it) was first seen untrusted."""
         return self._find(value, "$") is not None
 
-    def _first_text(self, needle: str) -> tuple[bool, str] | None:
-        for trusted, tool, text in self._texts:
+    def _first_text(self, needle: str) -> tuple[bool, str, bool] | None:
+        for trusted, tool, text, named in self._texts:
             if needle in text:
-                return trusted, tool
+                return trusted, tool, named
         return None
 
-    def _find(self, args: Any, root: str) -> TaintHit | None:
+    def _find(self, args: Any, root: str, tool: str = "") -> TaintHit | None:
         with self._lock:
             for path, scalar in _walk(args, root):
                 for key in sorted(self._keys(scalar), key=_key_rank):
                     seen = self._first.get(key)
-                    if seen is not None and not seen[0]:
-                        return TaintHit(path, key.split(":", 1)[1], seen[1])
+                    if seen is None or seen[0]:
+                        continue
+                    if key.startswith("str:"):
+                        # Its first sighting may be verbatim inside a longer trusted text
+                        # (the user asked for "the family reunion"); that one decides.
+                        first = self._first_text(key[4:])
+                        if first is not None and first[0]:
+                            continue
+                    return TaintHit(path, key.split(":", 1)[1], seen[1], seen[2])
                 if isinstance(scalar, str):
                     s = scalar.strip().casefold()
+                    if self.match_short_values and 0 < len(s) < self.min_length:
+                        key = path.rsplit(".", 1)[-1] if "." in path else ""
+                        short = self._short_hit(s, name_words(tool) | name_words(key))
+                        if short is not None:
+                            return TaintHit(path, scalar.strip(), *short)
                     if len(s) >= self.min_length:
                         first = self._first_text(s)
                         if first is not None and not first[0]:
-                            return TaintHit(path, scalar.strip(), first[1])
+                            return TaintHit(path, scalar.strip(), first[1], first[2])
         return None
 
     def check(self, tool: str, args: Any) -> TaintHit | None:
         """The first untrusted value in ``args`` if ``tool`` is sensitive; else None."""
         if not self.is_sensitive(tool):
             return None
-        return self._find(args, "$")
+        return self._find(args, "$", tool)
