@@ -50,10 +50,14 @@ class RecordingGuard(Guard):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shown: list[tuple[str, Any]] = []
+        self.shown_args: list[tuple[str, Any]] = []  # the arguments each observed call ran with
 
-    def observe(self, tool: str, output: Any, *, trusted: bool | None = None) -> None:
+    def observe(
+        self, tool: str, output: Any, *, trusted: bool | None = None, args: Any = None
+    ) -> None:
         self.shown.append((tool, output))
-        super().observe(tool, output, trusted=trusted)
+        self.shown_args.append((tool, args))
+        super().observe(tool, output, trusted=trusted, args=args)
 
 
 def make_guard() -> RecordingGuard:

@@ -134,6 +134,10 @@ async def test_allowed_and_masked_calls_run(guard: RecordingGuard) -> None:
     assert results["c1"].content == "order A-17: shipped"
     assert results["c2"].content == "paid 20.0"
     assert sorted(guard.shown) == [("lookup_order", "order A-17: shipped"), ("pay", "paid 20.0")]
+    assert sorted(guard.shown_args, key=str) == [
+        ("lookup_order", {"order_id": "A-17"}),
+        ("pay", {"amount": 20, "card": REDACTED}),  # the arguments the tool ran with
+    ]
 
 
 async def test_guarded_workbench_refuses_and_runs(guard: RecordingGuard) -> None:

@@ -177,6 +177,10 @@ def test_allowed_call_runs_masked_and_is_observed(
         ("pay", "paid 20.0"),
         ("lookup_order", "order A-17: shipped"),
     ]
+    assert guard.shown_args == [
+        ("pay", {"amount": 20, "card": REDACTED}),
+        ("lookup_order", {"order_id": "A-17"}),
+    ]
 
 
 @PATHS

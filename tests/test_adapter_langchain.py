@@ -133,6 +133,7 @@ def test_allowed_call_runs_and_output_is_observed(guard: RecordingGuard) -> None
     assert message.status == "success"
     assert message.content == "order A-17: shipped"
     assert guard.shown == [("lookup_order", "order A-17: shipped")]
+    assert guard.shown_args == [("lookup_order", {"order_id": "A-17"})]
 
 
 def test_redacted_arguments_reach_the_tool_masked(guard: RecordingGuard) -> None:

@@ -149,6 +149,10 @@ async def test_allowed_calls_run_and_outputs_are_observed(guard: RecordingGuard)
     ]
     assert tool_outputs(model) == {"c1": "order A-17: shipped", "c2": "sent"}
     assert sorted(guard.shown) == [("lookup_order", "order A-17: shipped"), ("send_email", "sent")]
+    assert sorted(guard.shown_args, key=str) == [
+        ("lookup_order", {"order_id": "A-17"}),
+        ("send_email", {"to": "bob@corp.example", "body": "hi"}),
+    ]
     assert result.final_output == "done"
 
 

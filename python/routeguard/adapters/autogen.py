@@ -75,7 +75,7 @@ class GuardedTool(BaseTool[BaseModel, Any]):
         if not verdict.allowed:
             raise _denied(verdict)
         result = await self.tool.run_json(verdict.args, cancellation_token, call_id=call_id)
-        self.guard.observe(self.name, result)
+        self.guard.observe(self.name, result, args=verdict.args)
         return result
 
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
@@ -85,7 +85,7 @@ class GuardedTool(BaseTool[BaseModel, Any]):
             raise _denied(verdict)
         checked = self.tool.args_type().model_validate(verdict.args)
         result = await self.tool.run(checked, cancellation_token)
-        self.guard.observe(self.name, result)
+        self.guard.observe(self.name, result, args=verdict.args)
         return result
 
     def return_value_as_string(self, value: Any) -> str:
@@ -138,7 +138,7 @@ class GuardedWorkbench(Workbench):
         result = await self.workbench.call_tool(
             name, verdict.args, cancellation_token, call_id=call_id
         )
-        self.guard.observe(name, result.to_text(replace_image="[image]"))
+        self.guard.observe(name, result.to_text(replace_image="[image]"), args=verdict.args)
         return result
 
     async def start(self) -> None:

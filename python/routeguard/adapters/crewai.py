@@ -100,7 +100,9 @@ class GuardHooks:
             if entry[1] is _ALLOWED:
                 output = context.raw_tool_result
                 self.guard.observe(
-                    context.tool_name, output if output is not None else context.tool_result
+                    context.tool_name,
+                    output if output is not None else context.tool_result,
+                    args=context.tool_input,
                 )
                 return None
         return str(entry[1])

@@ -71,7 +71,7 @@ class GuardMiddleware(AgentMiddleware):
             return _refusal(request, verdict)
         result = handler(_with_args(request, verdict))
         with self._lock:
-            _observe(self.guard, call["name"], result)
+            _observe(self.guard, call["name"], result, verdict.args)
         return result
 
     async def awrap_tool_call(
@@ -85,7 +85,7 @@ class GuardMiddleware(AgentMiddleware):
         if not verdict.allowed:
             return _refusal(request, verdict)
         result = await handler(_with_args(request, verdict))
-        _observe(self.guard, call["name"], result)
+        _observe(self.guard, call["name"], result, verdict.args)
         return result
 
 
@@ -111,14 +111,14 @@ def _with_args(request: ToolCallRequest, verdict: Verdict) -> ToolCallRequest:
     return request.override(tool_call={**call, "args": dict(verdict.args)})
 
 
-def _observe(guard: Guard, tool: str, result: _Result) -> None:
-    """Pass what the tool returned to the guard: a ToolMessage's content, or the ToolMessages
-    a ``Command`` adds to the state."""
+def _observe(guard: Guard, tool: str, result: _Result, args: Any) -> None:
+    """Pass what the tool returned (and the arguments it ran with) to the guard: a
+    ToolMessage's content, or the ToolMessages a ``Command`` adds to the state."""
     if isinstance(result, ToolMessage):
-        guard.observe(tool, result.content)
+        guard.observe(tool, result.content, args=args)
         return
     update = result.update
     messages = update.get("messages", ()) if isinstance(update, dict) else ()
     for message in messages:
         if isinstance(message, ToolMessage):
-            guard.observe(tool, message.content)
+            guard.observe(tool, message.content, args=args)

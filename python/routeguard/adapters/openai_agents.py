@@ -92,7 +92,11 @@ def output_guardrail(guard: Guard) -> ToolOutputGuardrail[Any]:
     """A ``ToolOutputGuardrail`` that passes each tool's output to ``guard.observe``."""
 
     def routeguard_tool_output(data: ToolOutputGuardrailData) -> ToolGuardrailFunctionOutput:
-        guard.observe(data.context.tool_name, data.output)
+        try:
+            args = json.loads(data.context.tool_arguments or "null")
+        except ValueError:
+            args = None
+        guard.observe(data.context.tool_name, data.output, args=args)
         return ToolGuardrailFunctionOutput.allow()
 
     return ToolOutputGuardrail(guardrail_function=routeguard_tool_output, name="routeguard")
