@@ -185,3 +185,48 @@ def test_hnsw_save_and_load(tmp_path: Path) -> None:
     assert back.search(data[50], 1)[0].tolist() == [50]
     back.add(np.arange(100, 120, dtype=np.uint64), data[100:])  # vacant slot reused, grows
     assert len(back) == 119 and back.search(data[119], 1)[0].tolist() == [119]
+
+
+def _near_recall(
+    index: HnswIndex, exact: VectorIndex, data: F32, rng: np.random.Generator
+) -> float:
+    """recall@1 of paraphrase-like lookups (a stored vector moved to cosine ~0.93)."""
+    picked = data[rng.integers(0, len(data), 400)]
+    queries = picked + 0.4 * unit(rng, 400, data.shape[1])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    want = exact.search_batch(queries, 1)[0][:, 0]
+    got = index.search_batch(queries, 1)[0][:, 0]
+    return float(np.mean(got == want))
+
+
+def test_recall_probes_raise_ef_where_the_data_needs_it() -> None:
+    rng = np.random.default_rng(5)
+    dim, n = 128, 20_000
+    data = unit(rng, n, dim)  # uniform on the sphere: the hard case for a graph
+    ids = np.arange(n, dtype=np.uint64)
+    exact = VectorIndex(dim)
+    exact.add(ids, data)
+    index = HnswIndex(dim, m=8, ef=4, threads=1, probe_every=1, probe_window=64)
+    index.add(ids, data)
+    before = _near_recall(index, exact, data, rng)
+    for q in unit(rng, 3_000, dim):
+        index.search(q, 1)
+    stats = index.probe_stats
+    assert index.ef == 4 and index.ef_in_use > 4, stats
+    after = _near_recall(index, exact, data, rng)
+    assert before < 0.9 and after > before + 0.05, (before, after, stats)
+
+
+def test_recall_probes_leave_ef_alone_where_it_suffices() -> None:
+    rng = np.random.default_rng(6)
+    dim, n = 128, 20_000
+    basis = rng.standard_normal((8, dim), dtype=np.float32)
+    data = rng.standard_normal((n, 8), dtype=np.float32) @ basis  # intrinsic dimension 8
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = HnswIndex(dim, m=16, ef=16, threads=1, probe_every=1, probe_window=64)
+    index.add(np.arange(n, dtype=np.uint64), data)
+    for q in data[rng.integers(0, n, 2_000)]:
+        index.search(q, 1)
+    stats = index.probe_stats
+    assert stats["probes"] == 2_000 and stats["recall"] >= 0.99, stats
+    assert index.ef_in_use == 16
