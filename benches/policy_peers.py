@@ -193,8 +193,9 @@ def run_routeguard(
     from routeguard.enforce.decision import Context, Principal
     from routeguard.enforce.engine import PolicyEngine
 
+    text = to_routeguard_yaml(rules)  # generating the text is not loading it
     t0 = time.perf_counter()
-    engine = PolicyEngine.from_yaml(to_routeguard_yaml(rules))
+    engine = PolicyEngine.from_yaml(text)
     load_ms = (time.perf_counter() - t0) * 1e3
     native = [
         (
@@ -269,8 +270,9 @@ def run_cedar(
     """Parse the Cedar policies once, decide the verification set, time the request list."""
     import cedarpy
 
+    text = to_cedar(rules)
     t0 = time.perf_counter()
-    policies = cedarpy.PolicySet.from_str(to_cedar(rules))
+    policies = cedarpy.PolicySet.from_str(text)
     load_ms = (time.perf_counter() - t0) * 1e3
     approval = {f"policy{i}" for i, r in enumerate(rules) if r["effect"] == "require_approval"}
     native = [
@@ -390,9 +392,10 @@ def run_toolkit(
         warnings.simplefilter("ignore", DeprecationWarning)
         from agentmesh.governance.policy import PolicyEngine
 
+    text = to_toolkit_yaml(rules)
     t0 = time.perf_counter()
     engine = PolicyEngine(conflict_strategy="deny_overrides")
-    engine.load_yaml(to_toolkit_yaml(rules))
+    engine.load_yaml(text)
     load_ms = (time.perf_counter() - t0) * 1e3
     native = [
         (
