@@ -230,3 +230,20 @@ def test_recall_probes_leave_ef_alone_where_it_suffices() -> None:
     stats = index.probe_stats
     assert stats["probes"] == 2_000 and stats["recall"] >= 0.99, stats
     assert index.ef_in_use == 16
+
+
+def test_tiered_flat_tier_scans_int8_and_returns_exact_scores() -> None:
+    rng = np.random.default_rng(8)
+    data = unit(rng, 3_000, 64)
+    ids = np.arange(3_000, dtype=np.uint64)
+    tiered_index = TieredIndex(64, threshold=None)
+    exact = VectorIndex(64)
+    tiered_index.add(ids, data)
+    exact.add(ids, data)
+    assert tiered_index._flat is not None and tiered_index._flat.quantized
+    queries = data[rng.integers(0, 3_000, 200)] + 0.3 * unit(rng, 200, 64)
+    for q in (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32):
+        got_ids, got_scores = tiered_index.search(q, 4)
+        want_ids, want_scores = exact.search(q, 4)
+        np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)  # rescored: exact
+        assert got_ids[0] == want_ids[0]

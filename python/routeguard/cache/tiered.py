@@ -28,8 +28,9 @@ logger = logging.getLogger("routeguard.cache")
 DEFAULT_ANN_THRESHOLD: Final = 50_000
 """Vectors in one partition from which it is searched through HNSW instead of a flat scan.
 Measured on 2 cores at dimension 384 (benches/bench_cache_search.py): a flat scan of 100k
-takes ~4.5 ms, the graph 0.1-0.3 ms; building the graph of 50k takes ~18 s in the
-background (the add that crosses the threshold pays ~30 ms to snapshot the vectors)."""
+takes ~4.5 ms in float32 and ~0.8 ms in int8 (the default exact tier), the graph 0.1-0.2 ms;
+building the graph of 50k takes ~18 s in the background (the add that crosses the threshold
+pays ~30 ms to snapshot the vectors)."""
 
 
 class Index(Protocol):
@@ -94,7 +95,10 @@ class TieredIndex:
 
     ``threshold=None`` never migrates. ``background=False`` builds the graph inside the
     ``add`` that crosses the threshold (tests, or a bulk load that wants the graph at once).
-    ``m``, ``ef_construction`` and ``ef`` are passed to :class:`HnswIndex`.
+    ``m``, ``ef_construction`` and ``ef`` are passed to :class:`HnswIndex`. ``quantize``:
+    the exact tier scans int8 codes and rescores its best candidates in float32 (exact
+    scores; on 33,600 real MiniLM vectors the same top 4 as the float32 scan for 500 of 500
+    paraphrase-like queries, 2.3-4.6x faster on one core from 5k to 33.6k vectors).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class TieredIndex:
         m: int = DEFAULT_M,
         ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         ef: int = DEFAULT_EF,
+        quantize: bool = True,
     ) -> None:
         if threshold is not None and threshold < 1:
             raise ValueError(f"threshold must be at least 1 (or None), got {threshold}")
@@ -114,7 +119,7 @@ class TieredIndex:
         self.background = background
         self._hnsw_args = {"m": m, "ef_construction": ef_construction, "ef": ef}
         self._lock = threading.RLock()
-        self._flat: VectorIndex | None = VectorIndex(dim)
+        self._flat: VectorIndex | None = VectorIndex(dim, quantize=quantize)
         self._store: VectorStore | None = VectorStore(dim)
         self._hnsw: HnswIndex | None = None
         self._touched: set[int] | None = None  # ids changed while a graph is being built
