@@ -191,3 +191,39 @@ def test_memory_budget_matches_the_model(ops: list[tuple[str, object, object]]) 
         for name in model.limits:
             assert budget.spent_sync(name) == model.spent(name), name
             assert budget.reserved_sync(name) == model.held.get(name, 0), name
+
+
+def test_memory_budget_shared_by_threads_settles_each_reservation_once() -> None:
+    import sys
+    import threading
+
+    budget = MemoryBudget(
+        [{"name": "org", "limit": 1e6}, {"name": "team", "parent": "org", "limit": 1e6}],
+        default_ttl_s=3600,
+    )
+    holds = [budget.reserve_sync(["team"], 900, f"r{i}") for i in range(3_000)]
+    wins = [0, 0, 0]
+    start = threading.Barrier(3)
+
+    def worker(w: int) -> None:
+        start.wait()
+        for res in holds:  # all three threads settle the same reservations, in step
+            try:
+                budget.settle_sync(res, 700)
+            except ValueError:  # already settled by another thread
+                continue
+            wins[w] += 1
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert sum(wins) == 3_000, f"each reservation settled exactly once: {wins}"
+    assert budget.spent_sync("team") == budget.spent_sync("org") == 3_000 * 700
+    assert budget.reserved_sync("team") == 0

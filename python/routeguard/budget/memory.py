@@ -17,14 +17,16 @@ the async ones only wrap them; property tests drive the sync ones directly.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from routeguard._native import core
 from routeguard.budget.accounts import (
@@ -47,13 +49,30 @@ from routeguard.budget.spendlog import SpendLog
 
 logger = logging.getLogger("routeguard.budget")
 _MINUTE_NS = 60_000_000_000
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(
+    method: Callable[Concatenate[MemoryBudget, _P], _R],
+) -> Callable[Concatenate[MemoryBudget, _P], _R]:
+    """Run ``method`` under the instance's bookkeeping lock."""
+
+    @functools.wraps(method)
+    def run(self: MemoryBudget, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class MemoryBudget:
     """Budgets and rate limits for one process (see the module docstring).
 
-    The Rust ledger underneath is lock-free and thread-safe; this wrapper's bookkeeping
-    (open holds, expiry queue) is meant for one event loop, as the gateway runs it.
+    The Rust ledger underneath is lock-free and thread-safe; this wrapper's bookkeeping (open
+    holds, the expiry queue, a reservation's state) sits behind one re-entrant lock, so
+    several threads or event loops may share one budget: a reservation is settled, released
+    or expired exactly once.
     """
 
     def __init__(
@@ -67,6 +86,7 @@ class MemoryBudget:
     ) -> None:
         """``clock`` returns unix seconds (tests pass a fake one); ``spend_log`` persists
         settlements and gives back the spend logged before a restart."""
+        self._lock = threading.RLock()
         self._log = spend_log
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         self._clock = clock
@@ -136,6 +156,7 @@ class MemoryBudget:
             limiters.append((self._limiter.add(acc.tpm, _MINUTE_NS), "tokens"))
         self._rates[acc.name] = limiters
 
+    @_locked
     def upsert(self, account: Account) -> None:
         """Add an account at run time, or change its limits (a virtual key's budget).
 
@@ -202,6 +223,7 @@ class MemoryBudget:
 
     # ------------------------------------------------------------------ sync operations
 
+    @_locked
     def reserve_sync(
         self, chain: Sequence[str], amount: int, request_id: str, ttl_s: float | None = None
     ) -> Reservation:
@@ -240,6 +262,7 @@ class MemoryBudget:
                 self._on_soft_limit(name, res)
         return res
 
+    @_locked
     def settle_sync(self, reservation: Reservation, actual: int) -> int:
         """Charge ``actual``; returns the overage. ValueError if already settled/released."""
         check_amount(actual, "actual")
@@ -272,6 +295,7 @@ class MemoryBudget:
             return max(0, actual - reservation.amount)
         raise ValueError(f"reservation {reservation.request_id!r} was already {state}")
 
+    @_locked
     def release_sync(self, reservation: Reservation) -> None:
         """Give the hold back; a no-op on a closed reservation."""
         if reservation.state == "open" and isinstance(reservation.handle, core.Hold):
@@ -281,11 +305,13 @@ class MemoryBudget:
         if reservation.is_open:
             reservation.state = "released"
 
+    @_locked
     def spent_sync(self, account: str) -> int:
         """Committed micro-dollars of ``account`` in its current window."""
         _, now_ns = self._tick()
         return self._ledger.spent(self._ids[self.accounts[account].name], now_ns)
 
+    @_locked
     def reserved_sync(self, account: str) -> int:
         """Micro-dollars held on ``account`` by requests in flight."""
         self._tick()
@@ -329,11 +355,12 @@ class MemoryBudget:
         ttl_s: float | None = None,
     ) -> Reservation:
         """``check_rate`` then ``reserve``; a request id already held consumes nothing."""
-        existing = self._open.get(request_id)
-        if existing is not None:
-            return existing
-        self.check_rate_sync(chain, tokens, requests)
-        return self.reserve_sync(chain, amount, request_id, ttl_s)
+        with self._lock:
+            existing = self._open.get(request_id)
+            if existing is not None:
+                return existing
+            self.check_rate_sync(chain, tokens, requests)
+            return self.reserve_sync(chain, amount, request_id, ttl_s)
 
     async def settle(self, reservation: Reservation, actual: int) -> int:
         """See :meth:`settle_sync`."""
