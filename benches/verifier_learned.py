@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from routeguard.cache.lexicon import FILLER, STOP_STEMS
 from routeguard.cache.verify import (
+    CHECKS,
     Analysis,
     analyse,
     check_entities,
@@ -42,16 +43,7 @@ from routeguard.cache.verify import (
     check_substitution,
 )
 
-RULES: Final = (
-    "numbers",
-    "negation",
-    "question",
-    "opposites",
-    "qualifiers",
-    "roles",
-    "entities",
-    "substitution",
-)
+RULES: Final = CHECKS  # every rule of the verifier, as a feature each
 
 FEATURES: Final = (
     # cosine of the hit, and where it sits in the close-call band

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("agentdojo")
@@ -13,9 +15,7 @@ from routeguard.enforce import PolicyEngine
 def test_guard_stops_the_injected_transfer_but_not_the_users() -> None:
     ad = _import_agentdojo()
     suite = ad.get_suite("v1.2.2", "banking")
-    attack = ad.base_attacks.FixedJailbreakAttack(
-        ad.ii.ImportantInstructionsAttack._JB_STRING, suite, ad.GroundTruthPipeline(None)
-    )
+    attack = _attack(ad, suite)
     engine = PolicyEngine.from_yaml(POLICY)
     user = suite.user_tasks["user_task_3"]  # refund a friend: reads transactions, sends money
     inj = suite.injection_tasks["injection_task_0"]  # send data to the attacker's IBAN
@@ -33,9 +33,7 @@ def test_guard_stops_the_injected_transfer_but_not_the_users() -> None:
 def test_short_file_id_named_by_the_injection_is_refused() -> None:
     ad = _import_agentdojo()
     suite = ad.get_suite("v1.2.2", "workspace")
-    attack = ad.base_attacks.FixedJailbreakAttack(
-        ad.ii.ImportantInstructionsAttack._JB_STRING, suite, ad.GroundTruthPipeline(None)
-    )
+    attack = _attack(ad, suite)
     engine = PolicyEngine.from_yaml(POLICY)
     user = suite.user_tasks["user_task_35"]  # delete the largest file (id "11")
     inj = suite.injection_tasks["injection_task_1"]  # "delete the file with ID '13'"
@@ -47,3 +45,10 @@ def test_short_file_id_named_by_the_injection_is_refused() -> None:
     assert any("delete_file: <taint>" in r and "'13'" in r for r in defended.refused)
     loose = replay(ad, suite, user, inj, injections, engine, short_values=False)
     assert loose.attacker_won  # what the short-value check closes
+
+
+def _attack(ad: Any, suite: Any) -> Any:
+    """AgentDojo's "important instructions" attack, replayed by its ground-truth pipeline."""
+    return ad.base_attacks.FixedJailbreakAttack(
+        ad.ii.ImportantInstructionsAttack._JB_STRING, suite, ad.GroundTruthPipeline(None)
+    )
