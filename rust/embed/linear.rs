@@ -179,40 +179,31 @@ pub fn gemm(isa: Isa, x: &[f32], m: usize, layer: &Linear, out: &mut [f32]) {
         Panels::F16(w) if isa == Isa::Avx512 => gemm_packed_a(x, m, layer, w, out),
         #[cfg(target_arch = "x86_64")]
         Panels::F32(w) if isa == Isa::Avx512 => gemm_packed_a(x, m, layer, w, out),
-        Panels::F16(w) => for_each_tile(m, k, n, max_tile_rows(isa), |row, rows, p, cols| {
-            let bias = &layer.bias[p * NR..][..NR];
-            let a = &x[row * k..(row + rows) * k];
-            let w = &w[p * k * NR..][..k * NR];
-            tile_dispatch(
-                isa,
-                a,
-                rows,
-                k,
-                w,
-                bias,
-                &mut out[row * n + p * NR..],
-                n,
-                cols,
-            );
-        }),
-        Panels::F32(w) => for_each_tile(m, k, n, max_tile_rows(isa), |row, rows, p, cols| {
-            let bias = &layer.bias[p * NR..][..NR];
-            let a = &x[row * k..(row + rows) * k];
-            let w = &w[p * k * NR..][..k * NR];
-            tile_dispatch(
-                isa,
-                a,
-                rows,
-                k,
-                w,
-                bias,
-                &mut out[row * n + p * NR..],
-                n,
-                cols,
-            );
-        }),
+        Panels::F16(w) => gemm_rows(isa, x, m, layer, w, out),
+        Panels::F32(w) => gemm_rows(isa, x, m, layer, w, out),
         Panels::Bf16(w) => gemm_bf16(isa, x, m, layer, w, out),
     }
+}
+
+/// [`gemm`] reading x's rows as they are (AVX2 and scalar tiles), for f16 or f32 panels.
+fn gemm_rows<W: Weight>(isa: Isa, x: &[f32], m: usize, layer: &Linear, w: &[W], out: &mut [f32]) {
+    let (k, n) = (layer.k, layer.n);
+    for_each_tile(m, k, n, max_tile_rows(isa), |row, rows, p, cols| {
+        let bias = &layer.bias[p * NR..][..NR];
+        let a = &x[row * k..(row + rows) * k];
+        let w = &w[p * k * NR..][..k * NR];
+        tile_dispatch(
+            isa,
+            a,
+            rows,
+            k,
+            w,
+            bias,
+            &mut out[row * n + p * NR..],
+            n,
+            cols,
+        );
+    });
 }
 
 /// [`gemm`] on AVX-512: each block's rows of x are first repacked tile by tile, k-major
