@@ -34,7 +34,7 @@ from routeguard.enforce import reference
 from routeguard.enforce.decision import Context, Principal, Request
 from routeguard.enforce.engine import PolicyEngine, _rust_regex_check
 from routeguard.enforce.policy import load_policy
-from timing import time_each
+from timing import time_each, timer_overhead_ns
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -134,15 +134,6 @@ def make_calls(tools: list[str], rng: random.Random, k: int) -> list[Request]:
         labels = frozenset({"untrusted-data-seen"}) if rng.random() < 0.2 else frozenset()
         calls.append(Request(principal, tool, args, Context(rng.randrange(25), labels, 1.7e9)))
     return calls
-
-
-def timer_overhead_ns() -> float:
-    clock = time.perf_counter_ns
-    samples = []
-    for _ in range(20_000):
-        t0 = clock()
-        samples.append(clock() - t0)
-    return statistics.median(samples)
 
 
 def pct(samples: list[int], q: float) -> float:

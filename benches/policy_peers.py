@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from timing import time_each
+from timing import time_each, timer_overhead_ns
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -524,16 +524,6 @@ def main() -> None:
     print(f"load average at start / end: {load_start} / {os.getloadavg()} ({os.cpu_count()} CPUs)")
     if mismatches_total:
         sys.exit(f"{mismatches_total} decision mismatches: the timings compare different semantics")
-
-
-def timer_overhead_ns() -> float:
-    """Median cost of an empty timed section."""
-    clock = time.perf_counter_ns
-    samples = []
-    for _ in range(20_000):
-        t0 = clock()
-        samples.append(clock() - t0)
-    return statistics.median(samples)
 
 
 if __name__ == "__main__":
