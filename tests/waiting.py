@@ -19,3 +19,13 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def assert_revoked(store: Any, token: str) -> None:
+    """``store`` refuses ``token`` because its key was revoked (AssertionError otherwise)."""
+    try:
+        store.authenticate(token)
+    except AuthenticationError as exc:
+        assert "revoked" in str(exc)
+        return
+    raise AssertionError("the revoked key is still accepted")
