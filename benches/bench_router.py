@@ -1,6 +1,8 @@
 """Latency of one routing decision, with and without computing the embedding, on one core.
 
-Run: ``.venv/bin/python benches/bench_router.py``.
+Run: ``.venv/bin/python benches/bench_router.py [--precision auto|f32|f16|bf16]`` (the
+shared MiniLM's precision; ``auto``, the default as in the gateway, is bf16 on CPUs with
+AVX-512 BF16 and f32 elsewhere).
 
 The process pins itself to one CPU and BLAS to one thread before numpy loads. A route with the
 shipped learned model, three rules and two semantic routes (ten utterances) decides for a short
@@ -25,6 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
+import argparse
 import time
 from collections.abc import Callable
 from functools import partial
@@ -92,9 +95,15 @@ def timings(fn: Callable[[], object], n: int) -> tuple[float, float]:
 
 def main() -> int:
     """Time the three paths for each prompt and print them."""
-    embedder = default_embedder()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", default="auto", choices=["auto", "f32", "f16", "bf16"])
+    args = parser.parse_args()
+    embedder = default_embedder(args.precision)
     router = Router.from_dict("smart", SPEC, embedder=embedder)
-    print(f"one core (affinity {sorted(os.sched_getaffinity(0))}), BLAS threads 1")
+    print(
+        f"one core (affinity {sorted(os.sched_getaffinity(0))}), BLAS threads 1, "
+        f"MiniLM at {embedder.precision} ({args.precision})"
+    )
     for label, text in PROMPTS.items():
         request = {"model": "smart", "messages": [{"role": "user", "content": text}]}
         vector = embedder.embed([text])[0]

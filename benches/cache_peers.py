@@ -138,7 +138,7 @@ def prepare(n_pairs: int, work: Path) -> dict[str, Any]:
         vectors = np.load(cached)
     else:
         log(f"embedding {len(texts)} texts with MiniLM (cached after)")
-        emb = default_embedder()
+        emb = default_embedder("f32")
         vectors = np.empty((len(texts), emb.dim), dtype=np.float32)
         t0 = time.perf_counter()
         for i in range(0, len(texts), 1024):
@@ -190,7 +190,7 @@ class Workload:
         if row is None:
             from routeguard.embed import default_embedder
 
-            row = default_embedder().embed([text])[0]
+            row = default_embedder("f32").embed([text])[0]
         return row
 
 
@@ -229,7 +229,7 @@ def run_system(
             e_put.append(time.perf_counter() - t0)
         from routeguard.embed import default_embedder
 
-        mini = default_embedder()
+        mini = default_embedder("f32")
         e_embed = []
         for q in w.e2e:
             # The embedding alone, next to the lookup that embeds the same text, each the
@@ -280,7 +280,7 @@ def run_ours(w: Workload, *, verify: bool, ann: int | None = None) -> dict[str, 
         hit = cache.get(w.queries[q], threshold=t, vector=w.query_vecs[q])
         return -1 if hit is None else int(hit.response)
 
-    real = make(default_embedder())
+    real = make(default_embedder("f32"))
     return run_system(
         w,
         put,
@@ -416,7 +416,7 @@ def peer_gptcache(w: Workload, tmp: Path, vectors: str = "faiss") -> dict[str, A
         r = get(w.queries[q], cache_obj=cache)
         return -1 if r is None else int(r)
 
-    mini = default_embedder()
+    mini = default_embedder("f32")
     real = make("e2e", lambda text, **_: mini.embed([text])[0])
     res = run_system(
         w,
@@ -447,7 +447,7 @@ def peer_redisvl(w: Workload, tmp: Path) -> dict[str, Any]:
         "--loadmodule",
         str(stack / "lib" / "redisearch.so"),
     ]
-    mini = default_embedder()
+    mini = default_embedder("f32")
     with local_redis(cmd, env) as url:
         rows = CustomVectorizer(embed=lambda text: w.vector(text).tolist())
         cache = SemanticCache(

@@ -33,6 +33,7 @@ follow-ups and GPTCache's ``mock_data.json`` go through the real cache.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import inspect
 import json
@@ -57,6 +58,7 @@ from routeguard.cache.verify import CHECKS, DEFAULT_CHECKS, HitVerifier
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROUTEGUARD_DATA", ROOT.parent / "shared" / "data")) / "cache"
 OUT = ROOT / ".bench" / "cache_quality"
+PRECISION = "f32"  # the embedder's; --precision bf16 re-runs everything in cache_quality-bf16/
 QQP = DATA / "gptcache-qqp" / "similiar_qqp_full.json.gz"
 QQP_MEMBER = "examples/benchmark/similiar_qqp_full.json"
 MOCK = DATA / "gptcache-qqp" / "mock_data.json"
@@ -82,7 +84,7 @@ def embed_cached(texts: Sequence[str], name: str) -> F32:
         return np.load(path)  # type: ignore[no-any-return]
     from routeguard.embed import default_embedder
 
-    embedder = default_embedder()
+    embedder = default_embedder(PRECISION)  # type: ignore[arg-type]
     OUT.mkdir(parents=True, exist_ok=True)
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
     t0 = time.perf_counter()
@@ -110,7 +112,7 @@ class Precomputed:
         if missing:
             from routeguard.embed import default_embedder
 
-            extra = default_embedder().embed(missing)
+            extra = default_embedder(PRECISION).embed(missing)  # type: ignore[arg-type]
             self.vectors = np.concatenate([self.vectors, extra])
             for t in missing:
                 self.rows[t] = len(self.rows)
@@ -534,6 +536,16 @@ def plot(plain: list[Point], ours: list[Point], p90: Point) -> None:
 
 
 def main() -> int:
+    global OUT, PRECISION
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--precision", default="f32", choices=["f32", "f16", "bf16"],
+        help="the MiniLM's precision (vectors and results kept apart per precision)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.precision != "f32":
+        PRECISION = args.precision
+        OUT = OUT.with_name(f"cache_quality-{PRECISION}")
     missing = [p for p in (QQP, MOCK, MEANCACHE) if not p.exists()]
     if missing:
         print(

@@ -285,7 +285,7 @@ def main() -> int:
 
     started = time.monotonic()
     data = read_routellm_mmlu(DATA)
-    emb = default_embedder()
+    emb = default_embedder("f32")  # the vectors router_quality.py cached
     v = embed_many(data.prompts, emb, cache_dir=CACHE, name="minilm").astype(np.float64)
     sets = sanity_sets()
     oof = [p for _, e, h in sets for p in e + h]

@@ -476,7 +476,7 @@ def variants(data: Outcomes, vectors: F64) -> None:
     from routeguard.embed import default_embedder
     from routeguard.routing.features import FEATURE_NAMES, lexical_features
 
-    emb = default_embedder()
+    emb = default_embedder("f32")  # the cached vectors and the shipped model are f32
     rng = random.Random(0)
     faq = sorted({traffic.support_request(rng)["messages"][-1]["content"] for _ in range(300)})
     tasks = sorted(
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     from routeguard.embed import default_embedder
 
     vectors = embed_many(
-        data.prompts, default_embedder(), cache_dir=CACHE, name="minilm", progress=True
+        data.prompts, default_embedder("f32"), cache_dir=CACHE, name="minilm", progress=True
     ).astype(np.float64)
     print(f"{len(data)} prompts, {len(set(data.groups))} subjects (contaminated prompts dropped)")
 

@@ -38,6 +38,7 @@ from routeguard.embed import (
     OpenAIEmbedder,
     bert,
     default_embedder,
+    resolve_precision,
 )
 from routeguard.embed.blas import single_threaded
 from routeguard.errors import RouteguardError, UpstreamAuthError, UpstreamRateLimited
@@ -64,7 +65,7 @@ _NUMPY = MiniLMEmbedder(backend="numpy")
 @pytest.fixture(scope="module", params=["rust", "numpy"])
 def minilm(request: pytest.FixtureRequest) -> MiniLMEmbedder:
     # Every test of the local model runs on both forward passes.
-    return default_embedder() if request.param == "rust" else _NUMPY
+    return default_embedder("f32") if request.param == "rust" else _NUMPY
 
 
 # --- the local model -----------------------------------------------------------------------
@@ -178,14 +179,46 @@ def test_default_embedder_is_shared_and_follows_the_protocol() -> None:
     assert e.backend == "rust"
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it() -> None:
+    from routeguard._native import core
+
+    native = core.bf16_native()
+    assert native == ("avx512" in core.simd_level() and "avx512_bf16" in _cpu_flags())
+    assert resolve_precision("auto") == ("bf16" if native else "f32")
+    assert resolve_precision("auto", backend="numpy") == "f32"
+    assert [resolve_precision(p) for p in ("f32", "f16", "bf16")] == ["f32", "f16", "bf16"]
+    with pytest.raises(ValueError, match="'auto', 'f32', 'f16' or 'bf16'"):
+        resolve_precision("fp8")
+    with pytest.raises(ValueError, match="precision"):
+        MiniLMEmbedder(precision="int4")  # type: ignore[arg-type]
+    assert MiniLMEmbedder().precision == "f32"  # the class itself stays exact
+    assert MiniLMEmbedder(precision="auto").precision == resolve_precision("auto")
+    assert MiniLMEmbedder(precision="auto", backend="numpy").precision == "f32"
+    shared = default_embedder()
+    assert shared.precision == resolve_precision("auto")
+    assert shared is default_embedder("auto") is default_embedder(shared.precision)
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU flags Linux reports (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def test_rust_and_numpy_passes_agree(minilm: MiniLMEmbedder) -> None:
     texts = [*SENTENCES, PROMPT, "short"]
-    np.testing.assert_allclose(default_embedder().embed(texts), _NUMPY.embed(texts), atol=1e-6)
+    np.testing.assert_allclose(default_embedder("f32").embed(texts), _NUMPY.embed(texts), atol=1e-6)
 
 
 def test_f16_weights_stay_within_the_cosine_bound() -> None:
     half = MiniLMEmbedder(precision="f16")
-    encoder, full = half.model().encoder, default_embedder().model().encoder
+    encoder, full = half.model().encoder, default_embedder("f32").model().encoder
     assert encoder is not None and full is not None
     assert (encoder.precision, full.precision) == ("f16", "f32")
     assert encoder.weight_bytes * 2 == full.weight_bytes

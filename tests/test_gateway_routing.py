@@ -123,7 +123,22 @@ def test_embedding_precision_is_configurable(mock: MockServer) -> None:
     assert gw.cache is not None
     emb = gw.cache.cache.embedder
     assert isinstance(emb, MiniLMEmbedder) and emb.precision == "bf16"
-    assert emb is default_embedder("bf16") and emb is not default_embedder()
+    assert emb is default_embedder("bf16") and emb is not default_embedder("f32")
     assert gw.routers["auto"]._embedder is emb  # one vector per request, shared
     with pytest.raises(ConfigError, match="embedding"):
         config.load({**cfg, "embedding": {"precision": "f8"}}, env={})
+
+
+def test_embedding_precision_defaults_to_auto(mock: MockServer) -> None:
+    from routeguard._native import core
+    from routeguard.embed import default_embedder
+
+    gw = Gateway.from_config(_cfg(mock.url))
+    assert gw.config.embedding.precision == "auto"
+    assert gw.cache is not None
+    emb = gw.cache.cache.embedder
+    assert emb is default_embedder() is default_embedder("auto")
+    assert emb.precision == ("bf16" if core.bf16_native() else "f32")
+    assert gw.routers["auto"]._embedder is emb
+    explicit = Gateway.from_config({**_cfg(mock.url), "embedding": {"precision": "f32"}})
+    assert explicit.cache is not None and explicit.cache.cache.embedder is default_embedder("f32")

@@ -158,9 +158,10 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
-    sentence-transformers to ~1e-12; ``bf16`` is ~2x faster at ~3.5e-5 cosine distance."""
+    sentence-transformers to ~1e-12; ``bf16`` is ~2x faster at ~3.5e-5 cosine distance;
+    ``auto`` (the default) is bf16 on CPUs with AVX-512 BF16 and f32 on the others."""
 
-    precision: Literal["f32", "f16", "bf16"] = "f32"
+    precision: Literal["auto", "f32", "f16", "bf16"] = "auto"
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

