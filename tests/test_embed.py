@@ -179,12 +179,17 @@ def test_default_embedder_is_shared_and_follows_the_protocol() -> None:
     assert e.backend == "rust"
 
 
-def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it() -> None:
+def test_auto_precision_follows_what_the_cpu_does_in_hardware() -> None:
     from routeguard._native import core
 
-    native = core.bf16_native()
-    assert native == ("avx512" in core.simd_level() and "avx512_bf16" in _cpu_flags())
-    assert resolve_precision("auto") == ("bf16" if native else "f32")
+    flags, level = _cpu_flags(), core.simd_level()
+    if level == "avx512" and "avx512_bf16" in flags:
+        want = "bf16"
+    elif level in ("avx2", "avx512") and "f16c" in flags:
+        want = "f16"
+    else:
+        want = "f32"
+    assert core.auto_precision() == resolve_precision("auto") == want
     assert resolve_precision("auto", backend="numpy") == "f32"
     assert [resolve_precision(p) for p in ("f32", "f16", "bf16")] == ["f32", "f16", "bf16"]
     with pytest.raises(ValueError, match="'auto', 'f32', 'f16' or 'bf16'"):
@@ -241,10 +246,12 @@ def test_every_instruction_set_matches_the_reference(level: str) -> None:
     # on a CPU without the level the encoder falls back to a narrower one, still checked.
     script = (
         "import json, sys, numpy as np\n"
-        "from routeguard.embed import default_embedder\n"
-        "e = default_embedder()\n"
-        "v = e.embed(json.loads(sys.stdin.read()))\n"
-        "print(json.dumps({'isa': e.model().encoder.isa, 'v': v.tolist()}))\n"
+        "from routeguard.embed import MiniLMEmbedder, resolve_precision\n"
+        "texts = json.loads(sys.stdin.read())\n"
+        "e, h = MiniLMEmbedder(), MiniLMEmbedder(precision='f16')\n"
+        "v, v16 = e.embed(texts), h.embed(texts)\n"
+        "print(json.dumps({'isa': e.model().encoder.isa, 'auto': resolve_precision('auto'),\n"
+        "                  'v': v.tolist(), 'v16': v16.tolist()}))\n"
     )
     env = {**os.environ, "ROUTEGUARD_SIMD": level}
     done = subprocess.run(
@@ -261,6 +268,10 @@ def test_every_instruction_set_matches_the_reference(level: str) -> None:
     got = np.array(result["v"])
     assert cosine_distance(got, VECTORS).max() <= 1e-5
     assert np.abs(got - VECTORS).max() < 1e-5
+    # f16 weights (the half-panel tile on AVX2) stay inside the same cosine bound.
+    assert cosine_distance(np.array(result["v16"]), VECTORS).max() <= 1e-5
+    # Without AVX-512 BF16 at this level, "auto" is f16 where F16C widens it, else f32.
+    assert result["auto"] == ("f16" if result["isa"] == "avx2" else "f32")
 
 
 def test_backend_and_precision_are_checked() -> None:

@@ -138,7 +138,7 @@ def test_embedding_precision_defaults_to_auto(mock: MockServer) -> None:
     assert gw.cache is not None
     emb = gw.cache.cache.embedder
     assert emb is default_embedder() is default_embedder("auto")
-    assert emb.precision == ("bf16" if core.bf16_native() else "f32")
+    assert emb.precision == core.auto_precision()
     assert gw.routers["auto"]._embedder is emb
     explicit = Gateway.from_config({**_cfg(mock.url), "embedding": {"precision": "f32"}})
     assert explicit.cache is not None and explicit.cache.cache.embedder is default_embedder("f32")

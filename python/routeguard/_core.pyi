@@ -15,7 +15,7 @@ __all__ = [
     "Ledger",
     "RateLimiter",
     "__version__",
-    "bf16_native",
+    "auto_precision",
     "cosine",
     "simd_level",
 ]
@@ -126,7 +126,7 @@ class BertEncoder:
     def encode(self, ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]: ...
 
 def simd_level() -> str: ...
-def bf16_native() -> bool: ...
+def auto_precision() -> str: ...
 
 class BudgetRefused(Exception):
     """A reservation did not fit: args are (account, position, spent, reserved, limit,

@@ -18,5 +18,5 @@ mod tests;
 mod x86;
 
 pub use isa::Isa;
-pub use linear::{bf16_is_native, Linear, Precision};
+pub use linear::{auto_precision, Linear, Precision};
 pub use model::{BertConfig, BertEncoder, LayerWeights, CHUNK_TOKENS};

@@ -20,14 +20,14 @@ use crate::embed::{BertConfig, BertEncoder, LayerWeights, Precision};
 /// Register this module's class on `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBertEncoder>()?;
-    m.add_function(wrap_pyfunction!(bf16_native, m)?)?;
+    m.add_function(wrap_pyfunction!(auto_precision, m)?)?;
     Ok(())
 }
 
-/// Whether `precision="bf16"` runs on native AVX-512 BF16 dot products on this CPU.
+/// What `precision="auto"` means on this CPU: "bf16", "f16" or "f32".
 #[pyfunction]
-fn bf16_native() -> bool {
-    crate::embed::bf16_is_native()
+fn auto_precision() -> &'static str {
+    crate::embed::auto_precision().name()
 }
 
 /// The names of one layer's arrays, as `routeguard.embed.bert.Layer` spells them.
