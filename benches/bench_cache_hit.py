@@ -12,7 +12,7 @@ beside the target (a hit within 3 ms, embedding included). Below ``ann_threshold
 unless given) a partition is searched by the int8 exact tier, from there on by HNSW (whose
 background build is waited for before timing).
 ``--precision`` is the lookup embedder's (``auto``, the default as in the gateway: bf16 on
-CPUs with AVX-512 BF16, else f16 or f32); the stored entries' vectors are the f32 ones
+CPUs with AVX-512 BF16, else f32); the stored entries' vectors are the f32 ones
 ``cache_quality.py`` cached, which moves scores by ~1e-5 at bf16, nothing a 0.90 threshold
 notices.
 """

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benches/bench_router.py [--precision auto|f32|f16|bf16]`` (the
 shared MiniLM's precision; ``auto``, the default as in the gateway, is bf16 on CPUs with
-AVX-512 BF16, f16 on other AVX2/AVX-512 CPUs, f32 elsewhere).
+AVX-512 BF16 and f32 elsewhere).
 
 The process pins itself to one CPU and BLAS to one thread before numpy loads. A route with the
 shipped learned model, three rules and two semantic routes (ten utterances) decides for a short

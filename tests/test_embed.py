@@ -179,16 +179,11 @@ def test_default_embedder_is_shared_and_follows_the_protocol() -> None:
     assert e.backend == "rust"
 
 
-def test_auto_precision_follows_what_the_cpu_does_in_hardware() -> None:
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it() -> None:
     from routeguard._native import core
 
-    flags, level = _cpu_flags(), core.simd_level()
-    if level == "avx512" and "avx512_bf16" in flags:
-        want = "bf16"
-    elif level in ("avx2", "avx512") and "f16c" in flags:
-        want = "f16"
-    else:
-        want = "f32"
+    native = core.simd_level() == "avx512" and "avx512_bf16" in _cpu_flags()
+    want = "bf16" if native else "f32"
     assert core.auto_precision() == resolve_precision("auto") == want
     assert resolve_precision("auto", backend="numpy") == "f32"
     assert [resolve_precision(p) for p in ("f32", "f16", "bf16")] == ["f32", "f16", "bf16"]
@@ -270,8 +265,8 @@ def test_every_instruction_set_matches_the_reference(level: str) -> None:
     assert np.abs(got - VECTORS).max() < 1e-5
     # f16 weights (the half-panel tile on AVX2) stay inside the same cosine bound.
     assert cosine_distance(np.array(result["v16"]), VECTORS).max() <= 1e-5
-    # Without AVX-512 BF16 at this level, "auto" is f16 where F16C widens it, else f32.
-    assert result["auto"] == ("f16" if result["isa"] == "avx2" else "f32")
+    # Without AVX-512 BF16 at this level, "auto" is f32.
+    assert result["auto"] == "f32"
 
 
 def test_backend_and_precision_are_checked() -> None:

