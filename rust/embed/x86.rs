@@ -29,27 +29,36 @@ macro_rules! by_rows {
     };
 }
 
-/// # Safety
-/// The CPU must support AVX-512F; `a` holds `rows × k` *k-major* (`a[kk·rows + r]`, as
-/// `linear::gemm_packed_a` repacks it), `panel` `k × NR`, `bias` `NR`
-/// values, `c` at least `(rows-1)·ldc + cols`; `1 <= rows <= 14`, `cols <= NR`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn avx512_tile<W: Weight>(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    panel: &[W],
-    bias: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    cols: usize,
-) {
-    let (a, w, b, c) = (a.as_ptr(), panel.as_ptr(), bias.as_ptr(), c.as_mut_ptr());
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        by_rows!(rows, avx512_kernel, (a, k, w, b, c, ldc, cols), [1 2 3 4 5 6 7 8 9 10 11 12 13 14])
-    }
+/// Define the tile `$name(a, rows, k, panel, bias, c, ldc, cols)`, compiled with
+/// `$features`, that runs `$kernel::<W, rows>` for the row counts listed.
+macro_rules! tile {
+    ($(#[$doc:meta])* $name:ident => $kernel:ident, $features:literal, [$($r:literal)*]) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name<W: Weight>(
+            a: &[f32],
+            rows: usize,
+            k: usize,
+            panel: &[W],
+            bias: &[f32],
+            c: &mut [f32],
+            ldc: usize,
+            cols: usize,
+        ) {
+            let (a, w, b, c) = (a.as_ptr(), panel.as_ptr(), bias.as_ptr(), c.as_mut_ptr());
+            // SAFETY: forwarded from this function's contract.
+            unsafe { by_rows!(rows, $kernel, (a, k, w, b, c, ldc, cols), [$($r)*]) }
+        }
+    };
+}
+
+tile! {
+    /// # Safety
+    /// The CPU must support AVX-512F; `a` holds `rows × k` *k-major* (`a[kk·rows + r]`, as
+    /// `linear::gemm_packed_a` repacks it), `panel` `k × NR`, `bias` `NR`
+    /// values, `c` at least `(rows-1)·ldc + cols`; `1 <= rows <= 14`, `cols <= NR`.
+    avx512_tile => avx512_kernel, "avx512f,avx2,fma,f16c", [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -99,23 +108,11 @@ unsafe fn avx512_kernel<W: Weight, const R: usize>(
     }
 }
 
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; extents as for [`avx512_tile`], `1 <= rows <= 3`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn avx2_tile<W: Weight>(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    panel: &[W],
-    bias: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    cols: usize,
-) {
-    let (a, w, b, c) = (a.as_ptr(), panel.as_ptr(), bias.as_ptr(), c.as_mut_ptr());
-    // SAFETY: forwarded from this function's contract.
-    unsafe { by_rows!(rows, avx2_kernel, (a, k, w, b, c, ldc, cols), [1 2 3]) }
+tile! {
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; extents as for [`avx512_tile`] except that `a`
+    /// holds its rows as they are (`a[r·k + kk]`); `1 <= rows <= 3`.
+    avx2_tile => avx2_kernel, "avx2,fma,f16c", [1 2 3]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -164,24 +161,11 @@ unsafe fn avx2_kernel<W: Weight, const R: usize>(
     }
 }
 
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; extents as for [`avx512_tile`] except that `a`
-/// holds its rows as they are (`a[r·k + kk]`); `1 <= rows <= 6`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn avx2_half_tile<W: Weight>(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    panel: &[W],
-    bias: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    cols: usize,
-) {
-    let (a, w, b, c) = (a.as_ptr(), panel.as_ptr(), bias.as_ptr(), c.as_mut_ptr());
-    // SAFETY: forwarded from this function's contract.
-    unsafe { by_rows!(rows, avx2_half_kernel, (a, k, w, b, c, ldc, cols), [1 2 3 4 5 6]) }
+tile! {
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; extents as for [`avx512_tile`] except that `a`
+    /// holds its rows as they are (`a[r·k + kk]`); `1 <= rows <= 6`.
+    avx2_half_tile => avx2_half_kernel, "avx2,fma,f16c", [1 2 3 4 5 6]
 }
 
 /// The panel in two halves of 16 columns, each a full pass over `k` with `R × 2` ymm
