@@ -649,3 +649,19 @@ def test_cli_train_score_calibrate_round_trip(
     monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "no prompt"}\n'))
     assert main(["router", "score", "--model", str(model)]) == 1
     assert "line 1" in capsys.readouterr().err
+
+
+def test_embed_many_keeps_each_precisions_vectors_apart(tmp_path: Path) -> None:
+    from routeguard.routing.vectors import embed_many
+
+    texts = ["what is two plus two", "prove the theorem"]
+    full, half = WordsEmbedder(), WordsEmbedder()
+    half.precision = "bf16"  # type: ignore[attr-defined]
+    first = embed_many(texts, full, cache_dir=tmp_path)
+    assert np.array_equal(embed_many(texts, WordsEmbedder(), cache_dir=tmp_path), first)
+    embed_many(texts, half, cache_dir=tmp_path)
+    assert (full.calls, half.calls) == (1, 1)  # the f32 file was not read for bf16
+    names = sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.glob("*.npy"))
+    assert names == ["minilm", "minilm-bf16"]
+    embed_many(texts, half, cache_dir=tmp_path)
+    assert half.calls == 1  # and its own file is

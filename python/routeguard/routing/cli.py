@@ -136,9 +136,7 @@ def _score(args: argparse.Namespace) -> int:
 def _vectors(prompts: list[str], cache: str | None) -> np.ndarray[Any, np.dtype[np.float32]]:
     from routeguard.embed import default_embedder
 
-    emb = default_embedder()
-    name = "minilm" if emb.precision == "f32" else f"minilm-{emb.precision}"
-    return embed_many(prompts, emb, cache_dir=cache, name=name, progress=len(prompts) > 1000)
+    return embed_many(prompts, default_embedder(), cache_dir=cache, progress=len(prompts) > 1000)
 
 
 def _train(args: argparse.Namespace) -> int:

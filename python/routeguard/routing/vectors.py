@@ -41,9 +41,13 @@ def embed_many(
     progress: bool = False,
 ) -> F32:
     """``(len(texts), dim)`` float32 vectors of ``texts``, read from / written to
-    ``cache_dir`` when given (keyed by ``name`` and the texts' content hash)."""
+    ``cache_dir`` when given (keyed by ``name``, the embedder's precision unless f32, and
+    the texts' content hash, so vectors of two precisions never mix)."""
     path = None
     if cache_dir is not None:
+        precision = getattr(embedder, "precision", "f32")
+        if precision != "f32":
+            name = f"{name}-{precision}"
         path = Path(cache_dir) / f"{name}-{texts_digest(texts)}.npy"
         if path.is_file():
             cached: F32 = np.load(path).astype(np.float32, copy=False)
