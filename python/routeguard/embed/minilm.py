@@ -27,12 +27,11 @@ not fit a 32 MB L3, so very short prompts wait on memory (4 tokens: 1.6 ms, wher
 arithmetic alone takes ~0.8). Other precisions trade accuracy for memory or speed:
 ``precision="f16"`` stores the weights in 21 MB (~3e-7 cosine distance; 1.2 ms for 4
 tokens, no faster from 10 on, where widening the weights costs what the smaller stream
-saves), ``precision="bf16"`` multiplies bf16
-weights by bf16 activations with AVX-512 BF16 (``vdpbf16ps``, f32 sums), ~2x faster at
-~3.5e-5 cosine distance, past the 1e-5 that f32 and f16 keep (on CPUs without AVX-512
-BF16 it runs a slow portable loop). ``"auto"`` (:func:`default_embedder`'s default, so
-the cache's, the routers' and the gateway's) is bf16 where the CPU has AVX-512 BF16 and
-f32 elsewhere; the class itself defaults to f32.
+saves), ``precision="bf16"`` multiplies bf16 weights by bf16 activations with AVX-512 BF16
+(``vdpbf16ps``, f32 sums), ~2x faster at ~3.5e-5 cosine distance, past the 1e-5 that f32
+and f16 keep (on CPUs without AVX-512 BF16 it runs a slow portable loop). ``"auto"``
+(:func:`default_embedder`'s default, so the cache's, the routers' and the gateway's) is
+bf16 where the CPU has AVX-512 BF16 and f32 elsewhere; the class itself defaults to f32.
 See benches/bench_embed.py.
 Loading takes ~0.3 s and happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
