@@ -45,6 +45,16 @@ from routeguard.cache.verify import (
 
 RULES: Final = CHECKS  # every rule of the verifier, as a feature each
 
+MISMATCH: Final = (
+    "numbers_diff",
+    "names_diff",
+    "negations_diff",
+    "asks_differ",
+    "asks_one_sided",
+    "opening_differs",
+)
+"""Counts of what differs between the two texts (the last feature columns)."""
+
 FEATURES: Final = (
     # cosine of the hit, and where it sits in the close-call band
     "cos",
@@ -65,12 +75,7 @@ FEATURES: Final = (
     "len_ratio",
     "order_ratio",
     # mismatch counts
-    "numbers_diff",
-    "names_diff",
-    "negations_diff",
-    "asks_differ",
-    "asks_one_sided",
-    "opening_differs",
+    *MISMATCH,
 )
 """Feature names, in column order."""
 
@@ -79,14 +84,7 @@ GROUPS: Final = {
     "rules": (*(f"rule_{r}" for r in RULES), "rule_numbers_two_sided", "rules_fired"),
     "overlap": ("jaccard", "unmatched_q", "unmatched_c", "len_ratio", "order_ratio"),
     "rarity": ("rare_unmatched_q", "rare_unmatched_c", "rare_unmatched_max", "rare_shared"),
-    "mismatch": (
-        "numbers_diff",
-        "names_diff",
-        "negations_diff",
-        "asks_differ",
-        "asks_one_sided",
-        "opening_differs",
-    ),
+    "mismatch": MISMATCH,
 }
 """Feature groups, for ablations."""
 
