@@ -19,7 +19,7 @@ AGENTS_REQS  := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["
 	print("\n".join(p["dependencies"] + p["optional-dependencies"]["agents"] \
 	+ ["pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3"]))
 
-.PHONY: install run test lint rust-test py-test agents-test bench fmt clean
+.PHONY: install run test lint rust-test cross-check py-test simd-test agents-test bench fmt clean
 
 install: $(STAMP)
 
@@ -50,8 +50,27 @@ lint: install
 rust-test:
 	cargo test -q
 
+# The NEON kernels must at least compile: check the crate for aarch64 where rustup can add the
+# target (it needs rustup's own download server), and say so plainly where it cannot.
+cross-check:
+	@if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
+		|| rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then \
+		cargo check -q --lib --target aarch64-unknown-linux-gnu \
+		&& PYO3_CROSS_PYTHON_VERSION=3.11 cargo check -q --lib --features python \
+			--target aarch64-unknown-linux-gnu \
+		&& echo "cross-check: aarch64-unknown-linux-gnu compiles"; \
+	else echo "cross-check: SKIPPED, rustup could not add aarch64-unknown-linux-gnu"; fi
+
 py-test: install
 	$(BIN)/pytest -q
+
+# The SIMD-sensitive tests again at every instruction-set level this CPU offers below its
+# widest (py-test covers the widest), so AVX2-only and AVX-512 machines test the same paths.
+simd-test: install
+	@for level in $$(PYTHONPATH=tests $(BIN)/python tests/simd_levels.py); do \
+		echo "simd-test: ROUTEGUARD_SIMD=$$level"; \
+		ROUTEGUARD_SIMD=$$level $(BIN)/pytest -q -p no:cacheprovider -m simd || exit 1; \
+	done
 
 $(AGENTS_STAMP): pyproject.toml constraints-agents.txt
 	rm -rf $(AGENTS_VENV)
@@ -67,7 +86,7 @@ agents-test: install $(AGENTS_STAMP)
 		$(AGENTS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_adapter_crewai.py
 
 # pytest runs last so its summary is the closing line.
-test: install lint rust-test agents-test py-test
+test: install lint rust-test cross-check agents-test simd-test py-test
 
 bench: install
 	$(BIN)/python benches/proxy_overhead.py

@@ -6,6 +6,10 @@ own key prefix. ``redis_process`` gives a test its own server it can stop and re
 ``redis_cluster`` (session-wide) is a real three-master Redis Cluster.
 Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
 missing binary is a failure: CI must install it (``apt-get install redis-server``).
+
+Tests whose results depend on the vector and embedding kernels carry the ``simd`` mark
+(``SIMD_SENSITIVE``); ``make simd-test`` reruns them at every instruction-set level the CPU
+offers below its widest (``tests/simd_levels.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,33 @@ import redis
 
 from cluster_nodes import ClusterNodes
 from ports import free_port
+
+# Modules whose outcomes go through the SIMD kernels (embedding, vector search, cache hits,
+# semantic and learned routing): rerun at each ROUTEGUARD_SIMD level by `make simd-test`.
+SIMD_SENSITIVE = frozenset(
+    {
+        "test_analyze.py",
+        "test_cache_ann.py",
+        "test_cache_redis.py",
+        "test_cache_snapshot.py",
+        "test_cache_verify.py",
+        "test_embed.py",
+        "test_gateway_cache.py",
+        "test_gateway_cache_redis.py",
+        "test_gateway_routing.py",
+        "test_routing.py",
+        "test_semantic_cache.py",
+        "test_simulate.py",
+        "test_vector_index.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of the SIMD-sensitive modules ``simd``."""
+    for item in items:
+        if item.path.name in SIMD_SENSITIVE:
+            item.add_marker(pytest.mark.simd)
 
 
 def _redis_binary() -> str:
