@@ -11,6 +11,7 @@ adapter over ``chat_result``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -382,6 +383,18 @@ class Gateway:
         by the first cacheable request otherwise; the proxy does it at startup)."""
         if self.cache is not None:
             await self.cache.start()
+
+    async def warm_up(self) -> None:
+        """Load the embedder and router models now (the proxy does it before it reports
+        ready), so the first request that needs them costs what later ones do."""
+        # The request schema's first check builds msgspec's type info (~1 ms), once.
+        validate_chat({"model": "warm-up", "messages": [{"role": "user", "content": "hi"}]})
+        if self.cache is not None:
+            emb = self.cache.cache.embedder
+            aembed = getattr(emb, "aembed", None)  # off the loop either way
+            await (aembed(["warm up"]) if aembed else asyncio.to_thread(emb.embed, ["warm up"]))
+        for router in self.routers.values():
+            await router.warm_up()
 
     def approval_queues(self) -> list[Any]:
         """The pending-approval queues of enforced routes (for ``/admin/approvals``)."""

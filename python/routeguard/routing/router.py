@@ -349,6 +349,22 @@ class Router:
             return RouteDecision(self.strong if strong else self.cheap, "learned", score)
         return RouteDecision(self.default, "default")
 
+    async def warm_up(self, text: str = "warm up") -> None:
+        """Load what deciding needs (the embedder's weights, the learned model's first
+        scoring) so the first routed request costs what later ones do; no decision made."""
+        if self.semantic is None and self.learned is None:
+            return
+        emb = self._embedder_or_default()
+        aembed = getattr(emb, "aembed", None)
+        if aembed is None:
+            vector = self.embed(text)
+        else:
+            vector = np.asarray(await aembed([text]), dtype=np.float32)[0]
+        if self.semantic is not None:
+            self.semantic.match(vector)
+        if self.learned is not None:
+            self.learned.score_one(text, vector)
+
     def _embedder_or_default(self) -> TextEmbedder:
         emb = self._embedder
         if emb is None:

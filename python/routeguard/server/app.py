@@ -96,6 +96,7 @@ class ProxyApp:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 await self.gateway.start_cache()
+                await self.gateway.warm_up()  # ready means loaded: no first-request stall
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
