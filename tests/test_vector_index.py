@@ -311,7 +311,15 @@ def test_simd_level_is_known_and_can_be_forced() -> None:
     if sys.platform == "linux" and os.uname().machine == "x86_64":
         with open("/proc/cpuinfo") as cpuinfo:
             flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+        offered = {"scalar"}
         if "avx2" in flags and "fma" in flags:
+            offered.add("avx2")
+        if "avx512f" in flags and "avx512bw" in flags:
+            offered.add("avx512")
+        forced = os.environ.get("ROUTEGUARD_SIMD")  # `make simd-test` forces each level
+        if forced in offered:
+            assert level == forced
+        elif "avx2" in offered:
             assert level in {"avx2", "avx512"}
     script = (
         "import numpy as np; from routeguard.cache.index import VectorIndex, simd_level; "
