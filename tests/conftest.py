@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ SIMD_SENSITIVE = frozenset(
         "test_cache_snapshot.py",
         "test_cache_verify.py",
         "test_embed.py",
+        "test_embed_precision.py",
         "test_gateway_cache.py",
         "test_gateway_cache_redis.py",
         "test_gateway_routing.py",
@@ -47,6 +49,19 @@ SIMD_SENSITIVE = frozenset(
         "test_vector_index.py",
     }
 )
+
+
+_SESSION_CACHE = tempfile.TemporaryDirectory(prefix="routeguard-test-cache-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep what the embedder's precision calibration stores inside this test session."""
+    os.environ.setdefault("ROUTEGUARD_CACHE_DIR", _SESSION_CACHE.name)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's cache directory."""
+    _SESSION_CACHE.cleanup()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

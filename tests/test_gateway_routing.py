@@ -130,15 +130,14 @@ def test_embedding_precision_is_configurable(mock: MockServer) -> None:
 
 
 def test_embedding_precision_defaults_to_auto(mock: MockServer) -> None:
-    from routeguard._native import core
-    from routeguard.embed import default_embedder
+    from routeguard.embed import default_embedder, resolve_precision
 
     gw = Gateway.from_config(_cfg(mock.url))
     assert gw.config.embedding.precision == "auto"
     assert gw.cache is not None
     emb = gw.cache.cache.embedder
     assert emb is default_embedder() is default_embedder("auto")
-    assert emb.precision == core.auto_precision()
+    assert emb.precision == resolve_precision("auto")
     assert gw.routers["auto"]._embedder is emb
     explicit = Gateway.from_config({**_cfg(mock.url), "embedding": {"precision": "f32"}})
     assert explicit.cache is not None and explicit.cache.cache.embedder is default_embedder("f32")

