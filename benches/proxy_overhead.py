@@ -1,13 +1,17 @@
-"""Proxy overhead benchmark: the simulated upstream direct, through routeguard, and through
-LiteLLM's proxy, in one run on the same machine, with the same config file.
+"""Proxy overhead benchmark: the simulated upstream direct, through a bare passthrough,
+through routeguard and through LiteLLM's proxy, in one run on the same machine.
 
-    .venv/bin/python benches/proxy_overhead.py [--requests 2000] [--skip-litellm]
+    .venv/bin/python benches/proxy_overhead.py [--requests 2000] [--rounds 3] [--skip-litellm]
 
-Starts three processes (simulated upstream, routeguard proxy, LiteLLM proxy pinned to
-litellm[proxy]==1.108.7 in an isolated venv under .bench/, created on first use) and drives
-each with an aiohttp client at concurrency 1, 10 and 100. Prints, per target and
-concurrency, p50/p99 latency and throughput; then the added latency (proxy minus direct)
-and the ratios routeguard vs LiteLLM. Not part of `make test`.
+Starts the simulated upstream; ``passthrough`` (benches/passthrough.py: uvicorn + uvloop +
+httptools + aiohttp, no logic: the floor for a Python proxy); ``routeguard`` on the LiteLLM
+config file (master key); ``routeguard+key``, a second routeguard whose callers present a
+virtual key with its own budget, RPM and TPM (auth, key lookup, limits, budget hold and
+settlement all on the path); and LiteLLM's proxy pinned to litellm[proxy]==1.108.7 in an
+isolated venv under .bench/ (created on first use), on the same LiteLLM config. Each
+concurrency level (1, 10, 100) drives the targets in alternating rounds, so drift in the
+machine's load reaches all of them alike. Prints p50/p99 latency and throughput per target,
+the added latency (target minus direct) and the ratios. Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -110,10 +114,16 @@ class Result:
     def rps(self) -> float:
         return len(self.latencies) / self.wall
 
+    def merge(self, other: Result) -> None:
+        """Add another round's samples to this one."""
+        self.latencies += other.latencies
+        self.wall += other.wall
+        self.errors += other.errors
 
-async def drive(name: str, url: str, concurrency: int, total: int) -> Result:
+
+async def drive(name: str, url: str, concurrency: int, total: int, token: str) -> Result:
     payload = json.dumps(BODY).encode()
-    headers = {"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"}
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -162,60 +172,97 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def keyed_config(path: Path, mock_url: str, db: Path) -> None:
+    """A routeguard config with a key store, for the virtual-key target."""
+    dep = {"model_name": "bench", "type": "openai", "model": "sim-bench",
+           "api_base": f"{mock_url}/v1", "api_key": "sk-upstream",
+           "input_cost_per_mtok": 0.15, "output_cost_per_mtok": 0.60}  # fmt: skip
+    cfg = {"model_list": [dep], "server": {"master_key": MASTER_KEY, "database": str(db)}}
+    path.write_text(json.dumps(cfg))
+
+
+def make_key(exe: str, cfg: Path) -> str:
+    """A virtual key with a budget, RPM and TPM far above what the run spends."""
+    out = subprocess.run(
+        [exe, "keys", "--config", str(cfg), "create", "--name", "bench", "--max-budget",
+         "1000000", "--rpm", "100000000", "--tpm", "100000000000"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    key = json.loads(out).get("key")
+    if not isinstance(key, str):
+        raise RuntimeError(f"no key in `routeguard keys create` output: {out!r}")
+    return key
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     ap.add_argument("--concurrency", default="1,10,100")
     ap.add_argument("--skip-litellm", action="store_true")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    routeguard_exe = shutil.which("routeguard", path=str(ROOT / ".venv" / "bin")) or "routeguard"
+    here = str(Path(sys.executable).parent)  # the project's .venv when run as documented
+    routeguard_exe = shutil.which("routeguard", path=here) or "routeguard"
 
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     try:
-        mock_port, rg_port, ll_port = free_port(), free_port(), free_port()
-        mock = start([routeguard_exe, "mock-upstream", "--port", str(mock_port)])
+        ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "ll")}
+        mock = start([routeguard_exe, "mock-upstream", "--port", str(ports["mock"])])
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{mock_port}"
+        mock_url = f"http://127.0.0.1:{ports['mock']}"
         wait_ready(mock_url + "/health", mock)
         cfg = tmp / "config.yaml"
         write_config(cfg, mock_url)
+        keyed = tmp / "keyed.json"
+        keyed_config(keyed, mock_url, tmp / "keys.db")
+        key = make_key(routeguard_exe, keyed)
 
-        targets = {"direct": mock_url + "/v1/chat/completions"}
-        rg = start(
-            [
-                routeguard_exe,
-                "serve",
-                "--config",
-                str(cfg),
-                "--port",
-                str(rg_port),
-                "--log-level",
-                "error",
-            ]
-        )
-        procs.append(rg)
-        wait_ready(f"http://127.0.0.1:{rg_port}/health", rg)
-        targets["routeguard"] = f"http://127.0.0.1:{rg_port}/v1/chat/completions"
+        def url(port: int) -> str:
+            return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+        targets = {"direct": (mock_url + "/v1/chat/completions", MASTER_KEY)}
+        bare = start([sys.executable, str(Path(__file__).with_name("passthrough.py")),
+                      "--port", str(ports["pass"]), "--upstream", mock_url])  # fmt: skip
+        procs.append(bare)
+        wait_ready(f"http://127.0.0.1:{ports['pass']}/health", bare)
+        targets["passthrough"] = (url(ports["pass"]), MASTER_KEY)
+        for name, conf, port, token in (
+            ("routeguard", cfg, ports["rg"], MASTER_KEY),
+            ("routeguard+key", keyed, ports["rgkey"], key),
+        ):
+            rg = start([routeguard_exe, "serve", "--config", str(conf), "--port", str(port),
+                        "--log-level", "error"])  # fmt: skip
+            procs.append(rg)
+            wait_ready(f"http://127.0.0.1:{port}/health", rg)
+            targets[name] = (url(port), token)
         if not args.skip_litellm:
             exe = ensure_litellm()
             ll = start(
-                [str(exe), "--config", str(cfg), "--port", str(ll_port), "--num_workers", "1"],
+                [str(exe), "--config", str(cfg), "--port", str(ports["ll"]), "--num_workers", "1"],
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
             )
             procs.append(ll)
-            wait_ready(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, timeout=300)
-            targets["litellm"] = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
+            wait_ready(f"http://127.0.0.1:{ports['ll']}/health/liveliness", ll, timeout=300)
+            targets["litellm"] = (url(ports["ll"]), MASTER_KEY)
 
+        print(f"CPU: {cpu_model()}", flush=True)
         results: dict[tuple[str, int], Result] = {}
         for c in levels:
-            for name, url in targets.items():
-                n = args.requests if c > 1 else max(200, args.requests // 2)
-                res = asyncio.run(drive(name, url, c, n))
-                results[(name, c)] = res
+            n = args.requests if c > 1 else max(200, args.requests // 2)
+            per_round = max(1, n // args.rounds)
+            for _ in range(args.rounds):
+                for name, (target, token) in targets.items():
+                    res = asyncio.run(drive(name, target, c, per_round, token))
+                    if (name, c) in results:
+                        results[(name, c)].merge(res)
+                    else:
+                        results[(name, c)] = res
+            for name in targets:
+                res = results[(name, c)]
                 print(
-                    f"{name:>10} c={c:<4} p50={res.p50:7.3f} ms  p99={res.p99:7.3f} ms  "
+                    f"{name:>14} c={c:<4} p50={res.p50:7.3f} ms  p99={res.p99:7.3f} ms  "
                     f"{res.rps:8.0f} req/s  errors={res.errors}",
                     flush=True,
                 )
@@ -225,6 +272,16 @@ def main() -> int:
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name (with family/model/stepping on Linux)."""
+    try:
+        from routeguard.embed.precision import cpu_model as named
+
+        return named()
+    except ImportError:
+        return "unknown CPU"
 
 
 def report(results: dict[tuple[str, int], Result], levels: list[int], names: list[str]) -> None:
@@ -239,8 +296,18 @@ def report(results: dict[tuple[str, int], Result], levels: list[int], names: lis
             print(
                 f"| {name} | {c} | {r.p50:.3f} | {r.p99:.3f} | {added} | {added99} | {r.rps:.0f} |"
             )
+    print()
+    for c in levels:
+        d, floor = results[("direct", c)], results[("passthrough", c)]
+        floor_added = max(floor.p50 - d.p50, 1e-3)
+        line = [f"c={c}: added p50 vs the bare passthrough's:"]
+        for name in names:
+            if name in ("direct", "passthrough"):
+                continue
+            added = results[(name, c)].p50 - d.p50
+            line.append(f"{name} {added / floor_added:.2f}x")
+        print(" ".join(line))
     if "litellm" in names:
-        print()
         for c in levels:
             d, rg, ll = results[("direct", c)], results[("routeguard", c)], results[("litellm", c)]
             rg_added = max(rg.p50 - d.p50, 1e-3)
