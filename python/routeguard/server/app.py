@@ -221,8 +221,7 @@ class ProxyApp:
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
-        if isinstance(request.get("model"), str):
-            principal.check_model(request["model"])
+        # The key's model scope is checked by the gateway, on what is served.
         return await self.gateway.chat_result(
             request,
             tenant=principal.tenant,
@@ -235,9 +234,9 @@ class ProxyApp:
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
-        if isinstance(request.get("model"), str):
-            principal.check_model(request["model"])
-        await _send_json(send, 200, await self.gateway.embeddings(request), [])
+        # Scoped, rate-limited, held and settled by the gateway, like chat.
+        out = await self.gateway.embeddings(request, accounts=principal.accounts, key=principal.key)
+        await _send_json(send, 200, out, [])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal: Principal = scope["routeguard.principal"]
@@ -349,7 +348,26 @@ async def _send_sse(
     *,
     anthropic: bool,
 ) -> None:
-    """Stream SSE frames; stop pulling from upstream as soon as the client goes away."""
+    """Stream SSE frames; stop pulling from upstream as soon as the client goes away. The
+    stream is closed on every path (its budget hold settles even if it was never read)."""
+    try:
+        await _pump_sse(scope, receive, send, result, frames, anthropic=anthropic)
+    finally:
+        for it in (frames, result.stream):
+            close = getattr(it, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def _pump_sse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    result: ChatResult,
+    frames: AsyncIterator[bytes],
+    *,
+    anthropic: bool,
+) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE + _served(result)})
 
     async def pump() -> None:
