@@ -558,9 +558,9 @@ class _Relay:
     budget hold is settled (or released) exactly once on every path: drained, failed, cut,
     closed -- before its first read too, which an async generator's ``finally`` would
     miss -- or dropped unclosed. A stream that ends without usage is charged what it sent:
-    the prompt's typical count and the text received (~4 bytes a token, at least one per
-    chunk), never above the request's completion bound, so never more than the complete
-    answer could cost.
+    the prompt's typical count and the tokens received (OpenAI: one a chunk; others: ~4
+    bytes a token), never above the request's completion bound, so never more than the
+    complete answer could cost.
     """
 
     def __init__(
@@ -679,7 +679,9 @@ class _Relay:
         )
         completion = usage.get("completion_tokens")
         if completion is None:
-            completion = min(most, max(self._chunks, (self._chars + 3) // 4))
+            # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
+            sent = self._chunks if dep.provider == "openai" else (self._chars + 3) // 4
+            completion = min(most, max(self._chunks, sent))
         return {"prompt_tokens": prompt, "completion_tokens": completion}
 
 
