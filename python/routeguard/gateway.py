@@ -272,7 +272,8 @@ class Gateway:
                 raise self._scope_error(exc, alias, key) from exc
             result.route = route
             if enforcer is not None and result.stream is not None:
-                result.stream = enforcer.astream(result.stream, metadata)
+                inner = result.stream
+                result.stream = _Closing(enforcer.astream(inner, metadata), inner)
             return result
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
@@ -683,6 +684,28 @@ class _Relay:
             sent = self._chunks if dep.provider == "openai" else (self._chars + 3) // 4
             completion = min(most, max(self._chunks, sent))
         return {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+class _Closing:
+    """``outer`` (a stream built over ``inner``) whose ``aclose`` closes ``inner`` too, so a
+    wrapped relay settles its hold even when the wrapper was never read."""
+
+    def __init__(self, outer: AsyncIterator[Json], inner: AsyncIterator[Json]) -> None:
+        self._outer = outer
+        self._inner = inner
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> Json:
+        return await self._outer.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the wrapper, then the stream under it."""
+        try:
+            await _aclose(self._outer)
+        finally:
+            await _aclose(self._inner)
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
