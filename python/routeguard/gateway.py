@@ -605,11 +605,12 @@ class _Relay:
             await self._finish()
 
     def __del__(self) -> None:
-        if self._finished or self._loop.is_closed():
+        loop = getattr(self, "_loop", None)
+        if getattr(self, "_finished", True) or loop is None or loop.is_closed():
             return
         # Dropped without aclose(): settle on the loop it belongs to.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_in_background, self._finish)
+            loop.call_soon_threadsafe(_in_background, self._finish)
 
     async def _run(self) -> AsyncGenerator[Json, None]:
         gw, result = self._gw, self._result
