@@ -5,6 +5,7 @@ proxy's."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from embedders import WordsEmbedder
 from routeguard.budget.keys import KeySpec
-from routeguard.errors import AllAttemptsFailed, RouteguardError
+from routeguard.errors import AllAttemptsFailed, AuthenticationError, RouteguardError
 from routeguard.gateway import Gateway
 from routeguard.providers.mock import MockServer
 from routeguard.server import create_app
@@ -107,6 +108,9 @@ async def test_library_callers_get_the_proxys_checks(mock: MockServer) -> None:
         with pytest.raises(RouteguardError) as emb:
             await gw.embeddings({"model": "emb", "input": "hello"}, key=key)
         assert _denied(emb.value)
+        _, expired = gw.keys.create(KeySpec(expires_at=time.time() - 1))
+        with pytest.raises(AuthenticationError):
+            await gw.chat_result({"model": "fast", "messages": MSG}, key=expired)
     finally:
         await gw.aclose()
 

@@ -32,6 +32,7 @@ from routeguard.chunks import Assembler, to_chunks
 from routeguard.config import Config, Deployment
 from routeguard.errors import (
     AllAttemptsFailed,
+    AuthenticationError,
     BudgetExceeded,
     ContextWindowExceeded,
     MidStreamError,
@@ -720,8 +721,14 @@ def _in_background(finish: Callable[[], Awaitable[None]]) -> None:
 
 
 def _require_scope(key: KeyRecord | None, alias: str) -> None:
-    """PermissionDenied unless ``key`` may use ``alias``."""
-    if key is not None and not key.allows(alias):
+    """AuthenticationError for a revoked or expired ``key``; PermissionDenied unless it may
+    use ``alias`` (the proxy's checks, for library callers passing ``key=`` too)."""
+    if key is None:
+        return
+    if not key.usable(time.time()):
+        what = "been revoked" if key.revoked else "expired"
+        raise AuthenticationError(f"API key {key.key_id} has {what}")
+    if not key.allows(alias):
         raise PermissionDenied(f"API key {key.key_id} may not use model '{alias}'")
 
 
