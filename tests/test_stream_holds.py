@@ -187,3 +187,31 @@ async def test_an_aborted_stream_costs_what_it_sent_never_more_than_the_answer(
         assert (await _usage(gw))[1] == 0 and 0 < part < 0.6 * full
     finally:
         await gw.aclose()
+
+
+async def test_the_proxy_ends_a_stream_whose_client_stalls(mock: MockServer) -> None:
+    cfg = _cfg(mock.url, budget_settings={"default_account": "t"})
+    cfg["router_settings"]["max_stream_duration"] = 0.3
+    gw = Gateway.from_config(cfg)
+    app = create_app(gw)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    received = [{"type": "http.request", "body": body, "more_body": False}]
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if received:
+            return received.pop()
+        await never.wait()  # the client neither reads nor leaves
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            await never.wait()  # its socket buffer is full: every write blocks
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    try:
+        await asyncio.wait_for(app(scope, receive, send), 20)
+        spent, held = await _usage(gw)
+        assert held == 0 and spent > 0
+    finally:
+        await gw.aclose()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -193,7 +194,8 @@ class ProxyApp:
                 yield b"data: " + _enc.encode(chunk) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        await _send_sse(scope, receive, send, result, frames(), anthropic=False)
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import messages as m
@@ -217,7 +219,8 @@ class ProxyApp:
                     yield data
             yield encoder.finish()
 
-        await _send_sse(scope, receive, send, result, frames(), anthropic=True)
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=True, max_s=limit)
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
@@ -347,11 +350,14 @@ async def _send_sse(
     frames: AsyncIterator[bytes],
     *,
     anthropic: bool,
+    max_s: float | None = None,
 ) -> None:
-    """Stream SSE frames; stop pulling from upstream as soon as the client goes away. The
-    stream is closed on every path (its budget hold settles even if it was never read)."""
+    """Stream SSE frames; stop pulling from upstream as soon as the client goes away, or
+    once the stream is ``max_s`` seconds old (plus a second to deliver the cut's error) even
+    if the client stalls. The stream is closed on every path (its budget hold settles even
+    if it was never read)."""
     try:
-        await _pump_sse(scope, receive, send, result, frames, anthropic=anthropic)
+        await _pump_sse(scope, receive, send, result, frames, anthropic=anthropic, max_s=max_s)
     finally:
         for it in (frames, result.stream):
             close = getattr(it, "aclose", None)
@@ -367,6 +373,7 @@ async def _pump_sse(
     frames: AsyncIterator[bytes],
     *,
     anthropic: bool,
+    max_s: float | None,
 ) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE + _served(result)})
 
@@ -392,7 +399,9 @@ async def _pump_sse(
     pumping = asyncio.ensure_future(pump())
     watching = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        age = time.perf_counter() - result.started
+        left = None if max_s is None else max(0.0, max_s + 1.0 - age)
+        await asyncio.wait({pumping, watching}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in (pumping, watching):
             if not t.done():
