@@ -12,30 +12,28 @@ adapter over ``chat_result``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
-from routeguard.budget.bound import completion_bound, measure, measure_embeddings
+from routeguard.budget.bound import measure_embeddings
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
-from routeguard.chunks import Assembler, to_chunks
+from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
 from routeguard.errors import (
     AllAttemptsFailed,
     AuthenticationError,
     BudgetExceeded,
     ContextWindowExceeded,
-    MidStreamError,
     ModelNotFound,
     PermissionDenied,
     ProviderError,
@@ -44,6 +42,7 @@ from routeguard.errors import (
 from routeguard.fallback import Fallback
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider
+from routeguard.relay import Closing, Relay, aclose, usage_of
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
 from routeguard.schema import validate_chat, validate_embeddings
@@ -274,7 +273,7 @@ class Gateway:
             result.route = route
             if enforcer is not None and result.stream is not None:
                 inner = result.stream
-                result.stream = _Closing(enforcer.astream(inner, metadata), inner)
+                result.stream = Closing(enforcer.astream(inner, metadata), inner)
             return result
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
@@ -284,7 +283,7 @@ class Gateway:
             out = await fallback.run(alias, attempt, fits=fits)
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, key) from exc
-        usage = _usage(out.value.get("usage"))
+        usage = usage_of(out.value.get("usage"))
         if hold is not None and self.budget is not None:
             await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
@@ -399,7 +398,7 @@ class Gateway:
             attempts=0,
             upstream_s=0.0,
             started=started,
-            usage=_usage(resp.get("usage")),
+            usage=usage_of(resp.get("usage")),
             cache="hit",
             cache_score=hit.score,
         )
@@ -450,7 +449,7 @@ class Gateway:
             except StopAsyncIteration:
                 raise ProviderError("upstream closed the stream before the first chunk") from None
             except BaseException:
-                await _aclose(it)
+                await aclose(it)
                 raise
             return first, it
 
@@ -468,7 +467,20 @@ class Gateway:
         )
         limit = self.config.router.max_stream_duration
         ends_at = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)
-        result.stream = _Relay(self, first, it, want_usage, result, ticket, hold, request, ends_at)
+        result.stream = Relay(
+            first,
+            it,
+            result=result,
+            request=request,
+            want_usage=want_usage,
+            ends_at=ends_at,
+            hold=hold,
+            budget=self.budget,
+            balancer=self.balancers[out.alias],
+            cache=self.cache,
+            ticket=ticket,
+            settings=self.config,
+        )
         return result
 
     async def embeddings(
@@ -509,7 +521,7 @@ class Gateway:
             if isinstance(exc, AllAttemptsFailed | ContextWindowExceeded):
                 raise self._scope_error(exc, alias, key) from exc
             raise
-        usage = _usage(out.value.get("usage"))
+        usage = usage_of(out.value.get("usage"))
         if "prompt_tokens" not in usage:  # not reported: charge the typical count
             dep = out.deployment
             usage["prompt_tokens"] = size.typical(dep.provider, dep.model)
@@ -540,184 +552,6 @@ class Gateway:
             await self.budget.close()
         if self.keys.shared:
             self.keys.close()  # its tailer thread and connections
-
-
-def _delta_chars(chunk: Json) -> int:
-    n = 0
-    for c in chunk.get("choices") or ():
-        delta = c.get("delta") or {}
-        n += len(delta.get("content") or "")
-        for tc in delta.get("tool_calls") or ():
-            n += len((tc.get("function") or {}).get("arguments") or "")
-    return n
-
-
-class _Relay:
-    """One served stream as its client sees it (an async iterator of chunks).
-
-    It passes chunks on, notes usage, turns late failures into MidStreamError, caches the
-    assembled answer once complete, and cuts the stream at ``max_stream_duration``. Its
-    budget hold is settled (or released) exactly once on every path: drained, failed, cut,
-    closed -- before its first read too, which an async generator's ``finally`` would
-    miss -- or dropped unclosed. A stream that ends without usage is charged what it sent:
-    the prompt's typical count and the tokens received (OpenAI: one a chunk; others: ~4
-    bytes a token), never above the request's completion bound, so never more than the
-    complete answer could cost.
-    """
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        first: Json,
-        it: AsyncIterator[Json],
-        want_usage: bool,
-        result: ChatResult,
-        ticket: Ticket | None,
-        hold: Reservation | None,
-        request: Json,
-        ends_at: float,
-    ) -> None:
-        self._gw = gateway
-        self._first = first
-        self._it = it
-        self._want_usage = want_usage
-        self._result = result
-        self._ticket = ticket
-        self._hold = hold
-        self._request = request
-        self._ends_at = ends_at
-        self._loop = asyncio.get_running_loop()
-        self._chars = 0  # text received from upstream
-        self._chunks = 0  # chunks that carried text
-        self._finished = False
-        self._gen = self._run()
-
-    def __aiter__(self) -> _Relay:
-        return self
-
-    async def __anext__(self) -> Json:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop: close the upstream stream and settle the hold for what was sent."""
-        try:
-            await self._gen.aclose()
-        finally:
-            await self._finish()
-
-    def __del__(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if getattr(self, "_finished", True) or loop is None or loop.is_closed():
-            return
-        # Dropped without aclose(): settle on the loop it belongs to.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_in_background, self._finish)
-
-    async def _run(self) -> AsyncGenerator[Json, None]:
-        gw, result = self._gw, self._result
-        assembler = Assembler() if self._ticket is not None else None
-        try:
-            chunk: Json | None = self._first
-            while chunk is not None:
-                if assembler is not None:
-                    assembler.feed(chunk)
-                sent = _delta_chars(chunk)
-                self._chars += sent
-                self._chunks += sent > 0
-                usage = chunk.get("usage")
-                if usage:
-                    result.usage = _usage(usage)
-                    gw.balancers[result.alias].record_tokens(
-                        result.deployment, result.usage.get("total_tokens", 0)
-                    )
-                    if not chunk.get("choices") and not self._want_usage:
-                        chunk = await self._next()
-                        continue
-                yield chunk
-                chunk = await self._next()
-            if assembler is not None and self._ticket is not None and gw.cache is not None:
-                gw.cache.store(self._ticket, assembler.result())
-        except MidStreamError:
-            raise
-        except ProviderError as exc:
-            raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
-        finally:
-            await self._finish()
-
-    async def _next(self) -> Json | None:
-        """The next upstream chunk (None at the end), or MidStreamError past the deadline."""
-        limit = asyncio.timeout_at(self._ends_at)
-        try:
-            async with limit:
-                return await anext(self._it, None)
-        except TimeoutError:
-            if not limit.expired():
-                raise
-            raise MidStreamError(
-                "the stream ran longer than router_settings.max_stream_duration "
-                f"({self._gw.config.router.max_stream_duration:g}s) and was cut"
-            ) from None
-
-    async def _finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        try:
-            await _aclose(self._it)
-        finally:
-            hold, budget = self._hold, self._gw.budget
-            if hold is not None and budget is not None and hold.is_open:
-                await budget.settle(hold, self._result.deployment, self._charged())
-
-    def _charged(self) -> dict[str, int]:
-        """The usage to charge: the provider's, or an estimate of what was sent."""
-        usage = self._result.usage
-        if "completion_tokens" in usage and "prompt_tokens" in usage:
-            return usage
-        dep = self._result.deployment
-        gw = self._gw
-        most = completion_bound(self._request, gw.config.budget.default_max_tokens)
-        prompt = usage.get("prompt_tokens") or measure(self._request).typical(
-            dep.provider, dep.model
-        )
-        completion = usage.get("completion_tokens")
-        if completion is None:
-            # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
-            sent = self._chunks if dep.provider == "openai" else (self._chars + 3) // 4
-            completion = min(most, max(self._chunks, sent))
-        return {"prompt_tokens": prompt, "completion_tokens": completion}
-
-
-class _Closing:
-    """``outer`` (a stream built over ``inner``) whose ``aclose`` closes ``inner`` too, so a
-    wrapped relay settles its hold even when the wrapper was never read."""
-
-    def __init__(self, outer: AsyncIterator[Json], inner: AsyncIterator[Json]) -> None:
-        self._outer = outer
-        self._inner = inner
-
-    def __aiter__(self) -> _Closing:
-        return self
-
-    async def __anext__(self) -> Json:
-        return await self._outer.__anext__()
-
-    async def aclose(self) -> None:
-        """Close the wrapper, then the stream under it."""
-        try:
-            await _aclose(self._outer)
-        finally:
-            await _aclose(self._inner)
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _in_background(finish: Callable[[], Awaitable[None]]) -> None:
-    """Run ``finish()`` as a task kept alive until it is done."""
-    task = asyncio.ensure_future(finish())
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _require_scope(key: KeyRecord | None, alias: str) -> None:
@@ -753,15 +587,3 @@ def _within(chains: Mapping[str, Sequence[str]], scope: frozenset[str]) -> dict[
 async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:
     for c in chunks:
         yield c
-
-
-def _usage(usage: Any) -> dict[str, int]:
-    if not isinstance(usage, dict):
-        return {}
-    return {k: v for k, v in usage.items() if isinstance(v, int)}
-
-
-async def _aclose(it: AsyncIterator[Json]) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        await close()
