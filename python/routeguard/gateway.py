@@ -4,9 +4,11 @@
 attempt function to ``Fallback.run``, which picks deployments (``routing.balance``),
 retries and falls back. Non-streaming attempts return the provider's response; streaming
 attempts open the upstream stream and wait for its first chunk, so fallback is possible
-until the first chunk exists and never after. Later layers (cache, budgets, router,
-enforcement) slot in around that call; the proxy in ``routeguard.server`` is a thin ASGI
-adapter over ``chat_result``.
+until the first chunk exists and never after. Around that call, in this order: the key's
+scope (on every alias that may serve the request) -> admission (RPM/TPM and a budget hold
+bounded from byte counts, before anything costly) -> cache -> route -> call -> settle ->
+enforce. A stream is served through a ``routeguard.relay.Relay``, which settles its hold.
+The proxy in ``routeguard.server`` is a thin ASGI adapter over ``chat_result``.
 """
 
 from __future__ import annotations
