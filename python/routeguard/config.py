@@ -82,6 +82,9 @@ class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     deadline: float = 300.0
     allowed_fails: int = 3
     cooldown_time: float = 30.0
+    # The longest a stream may run, from its request's start: then it ends with an error
+    # and is charged for what it sent (its budget hold lives at least this long).
+    max_stream_duration: float = 1800.0
 
 
 class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -519,6 +522,8 @@ def _problem_from_msgspec(message: str, prefix: str) -> ConfigProblem:
 
 
 def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
+    if not r.max_stream_duration > 0:
+        problems.append(ConfigProblem("router_settings.max_stream_duration", "must be positive"))
     for name in ("retry_backoff", "retry_backoff_max", "timeout", "deadline", "cooldown_time"):
         if getattr(r, name) < 0:
             problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))

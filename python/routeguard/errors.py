@@ -112,6 +112,14 @@ class AuthenticationError(RouteguardError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(RouteguardError):
+    """The caller is known but may not do this (e.g. a model outside its key's scope)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
 class ProviderError(RouteguardError):
     """An upstream provider call failed. Subclasses say whether a retry can help."""
 

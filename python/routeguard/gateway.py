@@ -4,14 +4,17 @@
 attempt function to ``Fallback.run``, which picks deployments (``routing.balance``),
 retries and falls back. Non-streaming attempts return the provider's response; streaming
 attempts open the upstream stream and wait for its first chunk, so fallback is possible
-until the first chunk exists and never after. Later layers (cache, budgets, router,
-enforcement) slot in around that call; the proxy in ``routeguard.server`` is a thin ASGI
-adapter over ``chat_result``.
+until the first chunk exists and never after. Around that call, in this order: the key's
+scope (on every alias that may serve the request) -> admission (RPM/TPM and a budget hold
+bounded from byte counts, before anything costly) -> cache -> route -> call -> settle ->
+enforce. A stream is served through a ``routeguard.relay.Relay``, which settles its hold.
+The proxy in ``routeguard.server`` is a thin ASGI adapter over ``chat_result``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,19 +23,30 @@ from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
+from routeguard.budget.bound import measure_embeddings
 from routeguard.budget.keys import KeyRecord, KeyStore
-from routeguard.budget.layer import BudgetLayer, completion_estimate, prompt_estimate
+from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
-from routeguard.chunks import Assembler, to_chunks
+from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
-from routeguard.errors import MidStreamError, ModelNotFound, ProviderError
+from routeguard.errors import (
+    AllAttemptsFailed,
+    AuthenticationError,
+    BudgetExceeded,
+    ContextWindowExceeded,
+    ModelNotFound,
+    PermissionDenied,
+    ProviderError,
+    RouteguardError,
+)
 from routeguard.fallback import Fallback
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider
+from routeguard.relay import Closing, Relay, aclose, usage_of
 from routeguard.routing.balance import Balancer
-from routeguard.routing.router import Router
+from routeguard.routing.router import RouteDecision, Router
 from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
@@ -122,6 +136,7 @@ class Gateway:
         self.fallback = Fallback(
             config.router, self.balancers, config.fallbacks, config.context_window_fallbacks
         )
+        self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
         self._providers: dict[str, Provider] = {}
         for deps in config.deployments.values():
             for d in deps:
@@ -163,7 +178,8 @@ class Gateway:
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
         ``accounts`` names the budget accounts to charge (their ancestors are charged too);
         ``metadata`` (key, team, user, headers) feeds the routing rules; ``key`` (the
-        caller's virtual key) adds the key's own budget and RPM/TPM limits."""
+        caller's virtual key) limits the models that may serve the request to its scope
+        (PermissionDenied) and adds its own budget and RPM/TPM limits."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
@@ -173,13 +189,49 @@ class Gateway:
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
             )
+        _require_scope(key, alias)
+        targets = self._targets(alias, router, key)
         enforcer = self.config.enforce.get(alias)  # tool-call policy on the response
+        stream = bool(request.get("stream"))
+        # Admission first (rate limits and a hold bounded from byte counts), so a caller
+        # out of budget costs no embedding, cache lookup or routing.
         chain: tuple[str, ...] = ()
+        hold = None
+        forced = None  # a budget-aware route sent to its cheap alias at admission
         if self.budget is not None:
             end_user = request.get("user")
             chain = self.budget.chain_for(
                 accounts, key, end_user if isinstance(end_user, str) else None
             )
+            if chain:
+                hold, forced = await self._admit(chain, request, router, targets, key, stream)
+        try:
+            return await self._serve(
+                request, alias, router, key, tenant, use_cache, metadata, enforcer, chain,
+                hold, started, forced,
+            )  # fmt: skip
+        except BaseException:
+            if hold is not None and self.budget is not None and hold.is_open:
+                await self.budget.release(hold)
+            raise
+
+    async def _serve(
+        self,
+        request: Json,
+        alias: str,
+        router: Router | None,
+        key: KeyRecord | None,
+        tenant: str,
+        use_cache: bool,
+        metadata: Mapping[str, Any] | None,
+        enforcer: Any,
+        chain: tuple[str, ...],
+        hold: Reservation | None,
+        started: float,
+        forced: RouteDecision | None = None,
+    ) -> ChatResult:
+        """Cache -> route -> call with fallback -> settle, for an admitted request (the
+        caller releases ``hold`` if this raises before a stream takes it over)."""
         ticket = None
         if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
             if not self.cache.begun:  # no explicit start(): start on the first request's loop
@@ -188,8 +240,8 @@ class Gateway:
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
                 if hit is not None:
-                    if chain and self.budget is not None:  # a hit counts against RPM too
-                        await self.budget.check_rate(chain, request)
+                    if hold is not None and self.budget is not None:
+                        await self.budget.release(hold)  # a hit costs nothing (rate: counted)
                     result = self._from_cache(request, alias, started, hit)
                     if enforcer is not None and result.response is not None:
                         result.response = await enforcer.aapply(result.response, metadata)
@@ -197,39 +249,43 @@ class Gateway:
                         result.stream = enforcer.astream(result.stream, metadata)
                     return result
         route = None
-        if router is not None:
+        if forced is not None:
+            alias, route = forced.target_alias, forced.reason
+        elif router is not None:
             vector = ticket.vector if ticket is not None else None
             decision = await router.aroute(request, vector, metadata)
             if router.budget_aware is not None and chain and self.budget is not None:
-                tight = await self.budget.pressured(chain, router.budget_aware)
+                own = hold.amount if hold is not None else 0
+                tight = await self.budget.pressured(chain, router.budget_aware, own)
                 if tight is not None:
                     decision = router.downgrade(decision, tight)
+            decision = _in_scope(router, decision, key)
             alias, route = decision.target_alias, decision.reason
         prompt_tokens = estimate_tokens(request["messages"])
 
         def fits(dep: Deployment) -> bool:
             return dep.context_window is None or prompt_tokens <= dep.context_window
 
-        hold = None
-        if chain and self.budget is not None:
-            hold = await self.budget.admit(chain, request, self._reachable(alias))
+        fallback = self._fallback_for(key)
+        if request.get("stream"):
+            try:
+                result = await self._stream(request, alias, started, fits, ticket, hold, fallback)
+            except (AllAttemptsFailed, ContextWindowExceeded) as exc:
+                raise self._scope_error(exc, alias, key) from exc
+            result.route = route
+            if enforcer is not None and result.stream is not None:
+                inner = result.stream
+                result.stream = Closing(enforcer.astream(inner, metadata), inner)
+            return result
+
+        async def attempt(dep: Deployment, timeout: float) -> Json:
+            return await self._providers[dep.provider].chat(request, dep, timeout)
+
         try:
-            if request.get("stream"):
-                result = await self._stream(request, alias, started, fits, ticket, hold)
-                result.route = route
-                if enforcer is not None and result.stream is not None:
-                    result.stream = enforcer.astream(result.stream, metadata)
-                return result
-
-            async def attempt(dep: Deployment, timeout: float) -> Json:
-                return await self._providers[dep.provider].chat(request, dep, timeout)
-
-            out = await self.fallback.run(alias, attempt, fits=fits)
-        except BaseException:
-            if hold is not None and self.budget is not None:
-                await self.budget.release(hold)
-            raise
-        usage = _usage(out.value.get("usage"))
+            out = await fallback.run(alias, attempt, fits=fits)
+        except (AllAttemptsFailed, ContextWindowExceeded) as exc:
+            raise self._scope_error(exc, alias, key) from exc
+        usage = usage_of(out.value.get("usage"))
         if hold is not None and self.budget is not None:
             await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
@@ -247,6 +303,95 @@ class Gateway:
             route=route,
         )
 
+    async def _admit(
+        self,
+        chain: tuple[str, ...],
+        request: Json,
+        router: Router | None,
+        targets: list[str],
+        key: KeyRecord | None,
+        stream: bool,
+    ) -> tuple[Reservation, RouteDecision | None]:
+        """Rate limits and a hold of the worst case over every target. A budget-aware
+        route that cannot afford that is held for its cheap alias alone and sent there."""
+        assert self.budget is not None
+        ttl = self._hold_ttl(stream)
+        try:
+            return await self.budget.admit(
+                chain, request, self._reachable(targets, key), ttl_s=ttl
+            ), None
+        except BudgetExceeded as exc:
+            cheap = router.cheap if router is not None and router.budget_aware is not None else None
+            if cheap is None or targets == [cheap] or (key is not None and not key.allows(cheap)):
+                raise
+            held = await self.budget.reserve(
+                chain, request, self._reachable([cheap], key), ttl_s=ttl
+            )
+            return held, RouteDecision(cheap, f"budget:{exc.account}")
+
+    def _hold_ttl(self, stream: bool) -> float | None:
+        """How long a hold must outlive its request: the overall deadline (and a stream's
+        longest duration) plus a margin; None when the configured TTL is long enough."""
+        r = self.config.router
+        need = r.deadline + (r.max_stream_duration if stream else 0.0) + 60.0
+        return need if need > self.config.budget.reservation_ttl else None
+
+    def _targets(self, alias: str, router: Router | None, key: KeyRecord | None) -> list[str]:
+        """The aliases a request for ``alias`` may be served by (a routed route: every
+        target it can pick) within ``key``'s scope; PermissionDenied when none is left."""
+        if router is None:
+            return [alias]
+        targets = sorted(router.targets())
+        allowed = [t for t in targets if key is None or key.allows(t)]
+        if not allowed:
+            assert key is not None
+            raise PermissionDenied(
+                f"API key {key.key_id} may use '{alias}' but none of the models it routes "
+                f"to ({', '.join(targets)}); add one to the key's models"
+            )
+        return allowed
+
+    def _fallback_for(self, key: KeyRecord | None) -> Fallback:
+        """The fallback walker for ``key``: fallbacks and context-window fallbacks outside
+        its scope are dropped (cooldowns and balancers stay shared)."""
+        models = key.spec.models if key is not None else None
+        if models is None:
+            return self.fallback
+        scope = frozenset(models)
+        fb = self._scoped.get(scope)
+        if fb is None:
+            fb = copy.copy(self.fallback)
+            fb.fallbacks = _within(self.fallback.fallbacks, scope)
+            fb.context_window_fallbacks = _within(self.fallback.context_window_fallbacks, scope)
+            if len(self._scoped) >= 1024:
+                self._scoped.clear()
+            self._scoped[scope] = fb
+        return fb
+
+    def _scope_error(
+        self, exc: AllAttemptsFailed | ContextWindowExceeded, alias: str, key: KeyRecord | None
+    ) -> RouteguardError:
+        """``exc``, or PermissionDenied when it failed only because the models that could
+        have served the request (a longer context, a fallback) are outside ``key``'s scope."""
+        if key is None or key.spec.models is None:
+            return exc
+        skipped = [a for a in self._aliases(alias, self.fallback) if not key.allows(a)]
+        if not skipped:
+            return exc
+        only_context = isinstance(exc, ContextWindowExceeded) or all(
+            isinstance(a.error, ContextWindowExceeded) or a.skipped is not None
+            for a in exc.attempts
+        )
+        note = (
+            f"nothing within API key {key.key_id}'s models could serve '{alias}': "
+            f"{', '.join(skipped)} would be next but the key may not use "
+            f"{'it' if len(skipped) == 1 else 'them'}"
+        )
+        if only_context:
+            return PermissionDenied(f"{note} ({exc.message})")
+        exc.message = f"{exc.message}; {note}"
+        return exc
+
     def _from_cache(self, request: Json, alias: str, started: float, hit: CacheHit) -> ChatResult:
         resp = replay(hit)
         result = ChatResult(
@@ -255,7 +400,7 @@ class Gateway:
             attempts=0,
             upstream_s=0.0,
             started=started,
-            usage=_usage(resp.get("usage")),
+            usage=usage_of(resp.get("usage")),
             cache="hit",
             cache_score=hit.score,
         )
@@ -273,14 +418,21 @@ class Gateway:
             return self.balancers[alias].deployments[0]
         return self.balancers[min(self.routers[alias].targets())].deployments[0]
 
-    def _reachable(self, alias: str) -> list[Deployment]:
-        """Every deployment a request for ``alias`` may end up on (for worst-case cost)."""
-        aliases = self.fallback.plan(alias)
+    def _aliases(self, alias: str, fallback: Fallback) -> list[str]:
+        """``alias``, its fallbacks and every context-window fallback on the way."""
+        aliases = fallback.plan(alias)
         for a in list(aliases):
-            aliases += [
-                c for c in self.config.context_window_fallbacks.get(a, ()) if c not in aliases
-            ]
-        return [d for a in aliases for d in self.config.deployments[a]]
+            aliases += [c for c in fallback.context_window_fallbacks.get(a, ()) if c not in aliases]
+        return aliases
+
+    def _reachable(self, targets: Sequence[str], key: KeyRecord | None) -> list[Deployment]:
+        """Every deployment a request served by ``targets`` may end up on within ``key``'s
+        scope (for the worst-case cost)."""
+        fallback = self._fallback_for(key)
+        seen: list[str] = []
+        for t in targets:
+            seen += [a for a in self._aliases(t, fallback) if a not in seen]
+        return [d for a in seen for d in self.config.deployments.get(a, ())]
 
     async def _stream(
         self,
@@ -290,6 +442,7 @@ class Gateway:
         fits: Any,
         ticket: Ticket | None,
         hold: Reservation | None,
+        fallback: Fallback,
     ) -> ChatResult:
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
@@ -298,11 +451,11 @@ class Gateway:
             except StopAsyncIteration:
                 raise ProviderError("upstream closed the stream before the first chunk") from None
             except BaseException:
-                await _aclose(it)
+                await aclose(it)
                 raise
             return first, it
 
-        out = await self.fallback.run(alias, attempt, fits=fits)
+        out = await fallback.run(alias, attempt, fits=fits)
         first, it = out.value
         opts = request.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
@@ -314,68 +467,69 @@ class Gateway:
             started=started,
             cache="off" if ticket is None else "miss",
         )
-        result.stream = self._relay(first, it, want_usage, result, ticket, hold, request)
+        limit = self.config.router.max_stream_duration
+        ends_at = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)
+        result.stream = Relay(
+            first,
+            it,
+            result=result,
+            request=request,
+            want_usage=want_usage,
+            ends_at=ends_at,
+            hold=hold,
+            budget=self.budget,
+            balancer=self.balancers[out.alias],
+            cache=self.cache,
+            ticket=ticket,
+            settings=self.config,
+        )
         return result
 
-    async def _relay(
+    async def embeddings(
         self,
-        first: Json,
-        it: AsyncIterator[Json],
-        want_usage: bool,
-        result: ChatResult,
-        ticket: Ticket | None,
-        hold: Reservation | None,
         request: Json,
-    ) -> AsyncIterator[Json]:
-        """Pass chunks on; note usage; turn late failures into MidStreamError; once the
-        stream is complete, cache the assembled answer; settle the budget hold at the end
-        (from usage, or from the text sent when the stream ended without usage)."""
-        assembler = Assembler() if ticket is not None else None
-        sent_chars = 0
-        try:
-            chunk: Json | None = first
-            while chunk is not None:
-                if assembler is not None:
-                    assembler.feed(chunk)
-                if hold is not None:
-                    sent_chars += _delta_chars(chunk)
-                usage = chunk.get("usage")
-                if usage:
-                    result.usage = _usage(usage)
-                    self.balancers[result.alias].record_tokens(
-                        result.deployment, result.usage.get("total_tokens", 0)
-                    )
-                    if not chunk.get("choices") and not want_usage:
-                        chunk = await anext(it, None)
-                        continue
-                yield chunk
-                chunk = await anext(it, None)
-            if assembler is not None and ticket is not None and self.cache is not None:
-                self.cache.store(ticket, assembler.result())
-        except ProviderError as exc:
-            raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
-        finally:
-            await _aclose(it)
-            if hold is not None and self.budget is not None:
-                usage = result.usage
-                if "completion_tokens" not in usage:
-                    usage = {
-                        "prompt_tokens": prompt_estimate(request),
-                        "completion_tokens": completion_estimate(sent_chars),
-                    }
-                await self.budget.settle(hold, result.deployment, usage)
-
-    async def embeddings(self, request: Json) -> Json:
-        """Embeddings in the OpenAI shape, through the same fallback machinery."""
+        *,
+        accounts: Sequence[str | None] = (),
+        key: KeyRecord | None = None,
+    ) -> Json:
+        """Embeddings in the OpenAI shape, through the same fallback machinery; scoped,
+        rate-limited, held and settled like chat (``accounts`` and ``key`` as in
+        :meth:`chat_result`)."""
         validate_embeddings(request)
         alias = request["model"]
         if alias not in self.balancers:
             raise ModelNotFound(f"model '{alias}' is not configured", param="model")
+        _require_scope(key, alias)
+        size = measure_embeddings(request)
+        hold = None
+        if self.budget is not None:
+            end_user = request.get("user")
+            chain = self.budget.chain_for(
+                accounts, key, end_user if isinstance(end_user, str) else None
+            )
+            if chain:
+                hold = await self.budget.admit_size(
+                    chain, size, 0, self._reachable([alias], key), ttl_s=self._hold_ttl(False)
+                )
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].embed(request, dep, timeout)
 
-        out = await self.fallback.run(alias, attempt)
+        try:
+            out = await self._fallback_for(key).run(alias, attempt)
+        except BaseException as exc:
+            if hold is not None and self.budget is not None and hold.is_open:
+                await self.budget.release(hold)
+            if isinstance(exc, AllAttemptsFailed | ContextWindowExceeded):
+                raise self._scope_error(exc, alias, key) from exc
+            raise
+        usage = usage_of(out.value.get("usage"))
+        if "prompt_tokens" not in usage:  # not reported: charge the typical count
+            dep = out.deployment
+            usage["prompt_tokens"] = size.typical(dep.provider, dep.model)
+        if hold is not None and self.budget is not None:
+            await self.budget.settle(hold, out.deployment, usage)
+        self.balancers[out.alias].record_tokens(out.deployment, usage.get("prompt_tokens", 0))
         return out.value
 
     async def start_cache(self) -> None:
@@ -414,28 +568,36 @@ class Gateway:
             self.keys.close()  # its tailer thread and connections
 
 
-def _delta_chars(chunk: Json) -> int:
-    n = 0
-    for c in chunk.get("choices") or ():
-        delta = c.get("delta") or {}
-        n += len(delta.get("content") or "")
-        for tc in delta.get("tool_calls") or ():
-            n += len((tc.get("function") or {}).get("arguments") or "")
-    return n
+def _require_scope(key: KeyRecord | None, alias: str) -> None:
+    """AuthenticationError for a revoked or expired ``key``; PermissionDenied unless it may
+    use ``alias`` (the proxy's checks, for library callers passing ``key=`` too)."""
+    if key is None:
+        return
+    if not key.usable(time.time()):
+        what = "been revoked" if key.revoked else "expired"
+        raise AuthenticationError(f"API key {key.key_id} has {what}")
+    if not key.allows(alias):
+        raise PermissionDenied(f"API key {key.key_id} may not use model '{alias}'")
+
+
+def _in_scope(router: Router, decision: RouteDecision, key: KeyRecord | None) -> RouteDecision:
+    """``decision``, or the nearest target within ``key``'s scope when it is outside (the
+    cheap alias first, then the default, then any other target)."""
+    if key is None or key.allows(decision.target_alias):
+        return decision
+    for alt in (router.cheap, router.default, *sorted(router.targets())):
+        if alt is not None and key.allows(alt):
+            return RouteDecision(alt, f"{decision.reason}>scope", decision.score)
+    raise PermissionDenied(  # _targets already refused this; kept for safety
+        f"API key {key.key_id} may not use model '{decision.target_alias}'"
+    )
+
+
+def _within(chains: Mapping[str, Sequence[str]], scope: frozenset[str]) -> dict[str, list[str]]:
+    """Fallback chains keeping only the aliases in ``scope``."""
+    return {a: [t for t in targets if t in scope] for a, targets in chains.items()}
 
 
 async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:
     for c in chunks:
         yield c
-
-
-def _usage(usage: Any) -> dict[str, int]:
-    if not isinstance(usage, dict):
-        return {}
-    return {k: v for k, v in usage.items() if isinstance(v, int)}
-
-
-async def _aclose(it: AsyncIterator[Json]) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        await close()

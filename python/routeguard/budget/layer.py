@@ -1,16 +1,17 @@
 """Budgets as a layer of the gateway: who is charged, how much is held, and when it settles.
 
-Per request: ``chain_for`` names the accounts (the virtual key's own account when the key
-carries a ``max_budget``, ``rpm`` or ``tpm``, then its user, team and org that have budgets,
-or the configured default account; the backend adds every ancestor) ->
-on a cache hit ``check_rate`` (RPM/TPM: hits count too) -> after a cache miss, ``admit``:
-the same rate check and a reservation of the worst case, in one round trip to a remote
-store: the largest price among the deployments the request may reach
-(its alias, fallbacks and context-window fallbacks) times a prompt estimate that errs high
-(UTF-8 bytes / 2) plus the request's ``max_tokens`` (or the configured default) -> the
-upstream call -> ``settle`` to the cost from the usage the provider reported, or
-``release`` if it failed. A stream that breaks before reporting usage is charged from
-the text that did reach the client, never $0.
+Per request, before anything costly (cache lookup, embedding, routing): ``chain_for``
+names the accounts (the virtual key's own account when the key carries a ``max_budget``,
+``rpm`` or ``tpm``, then its user, team and org that have budgets, or the configured
+default account; the backend adds every ancestor) -> ``admit``: the RPM/TPM check and a
+hold of the worst case, in one round trip to a remote store. The worst case is an upper
+bound from byte counts (:mod:`routeguard.budget.bound`): every input source, ``n`` times
+the completion bound, priced on the dearest deployment the request may reach (routing
+targets, fallbacks, context-window fallbacks) -> the upstream call (or a cache hit:
+``release``) -> ``settle`` to the cost from the usage the provider reported, or
+``release`` if it failed. A settlement above its hold is charged all the same, logged as an
+error and counted. A stream that ends before reporting usage is charged from what it sent,
+never more than the complete answer could cost, never $0.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 import msgspec
 
 from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
+from routeguard.budget.bound import InputSize, completion_bound, measure
 from routeguard.budget.keys import KeyRecord
-from routeguard.budget.ledger import BudgetBackend, Reservation
+from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
@@ -70,6 +72,9 @@ class BudgetLayer:
                     spend_log=SpendLog(db) if db and db != ":memory:" else None,
                 )
         self.backend = backend
+        self.overages = 0
+        """Settlements that cost more than their hold (each logged as an error)."""
+        self.overage_micros = 0
         self._local = isinstance(backend, MemoryBudget)
 
     def chain_for(
@@ -126,10 +131,11 @@ class BudgetLayer:
             self._key_sigs[key.key_id] = sig
         return key.key_id
 
-    async def pressured(self, chain: tuple[str, ...], share: float) -> str | None:
+    async def pressured(self, chain: tuple[str, ...], share: float, own: int = 0) -> str | None:
         """The first account of ``chain`` that has used ``share`` of its hard limit or
-        passed its soft limit (spent + held), or None. In process this reads the ledger;
-        a shared store is asked at most once a second per account (readings are reused)."""
+        passed its soft limit (spent + held, less ``own``: the caller's own hold, already
+        admitted), or None. In process this reads the ledger; a shared store is asked at
+        most once a second per account (readings are reused)."""
         now = time.monotonic()
         for name in self.backend.accounts.chain(chain):
             acc = self.backend.accounts[name]
@@ -138,11 +144,12 @@ class BudgetLayer:
             seen = None if self._local else self._usage.get(name)
             if seen is None or now - seen[0] > 1.0:
                 used = await self.backend.spent(name) + await self.backend.reserved(name)
-                seen = (now, used)
                 if len(self._usage) > 100_000:
                     self._usage.clear()
-                self._usage[name] = seen
-            used = seen[1]
+                self._usage[name] = (now, max(0, used - own))
+                used = max(0, used - own)
+            else:
+                used = seen[1]
             if (acc.limit is not None and used >= share * acc.limit) or (
                 acc.soft_limit is not None and used >= acc.soft_limit
             ):
@@ -151,26 +158,88 @@ class BudgetLayer:
 
     async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
         """RPM/TPM on the chain (raises RateLimited)."""
-        await self.backend.check_rate(chain, tokens=prompt_estimate(request))
+        await self.backend.check_rate(chain, tokens=measure(request).estimate())
+
+    def worst_case(
+        self, size: InputSize, completion: int, deployments: Sequence[Deployment]
+    ) -> int:
+        """Micro-dollars the request can cost at most: the dearest of ``deployments`` for
+        ``size`` (each at its provider's image rate) and ``completion`` tokens."""
+        worst = max(
+            (d.cost(size.tokens(d.provider, d.model), completion) for d in deployments),
+            default=0.0,
+        )
+        return min(MAX_AMOUNT, usd_to_micros(worst, round_up=True))
 
     async def admit(
-        self, chain: tuple[str, ...], request: Json, deployments: Sequence[Deployment]
+        self,
+        chain: tuple[str, ...],
+        request: Json,
+        deployments: Sequence[Deployment],
+        *,
+        size: InputSize | None = None,
+        ttl_s: float | None = None,
     ) -> Reservation:
-        """RPM/TPM on the chain, then hold the request's worst-case cost on every account
-        of it: one round trip to a remote store (raises RateLimited or BudgetExceeded)."""
-        max_out = _max_tokens(request) or self.settings.default_max_tokens
-        prompt = prompt_estimate(request)
-        worst = max((d.cost(prompt, max_out) for d in deployments), default=0.0)
-        request_id = f"{self._id_prefix}{next(self._ids)}"
-        amount = usd_to_micros(worst, round_up=True)
-        return await self.backend.admit(chain, amount, request_id, tokens=prompt)
+        """RPM/TPM on the chain, then hold the chat request's worst-case cost (every input
+        source, ``n`` x its completion bound, the dearest of ``deployments``) on every
+        account of it: one round trip to a remote store (raises RateLimited or
+        BudgetExceeded)."""
+        size = measure(request) if size is None else size
+        completion = completion_bound(request, self.settings.default_max_tokens)
+        return await self.admit_size(chain, size, completion, deployments, ttl_s=ttl_s)
 
-    async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> None:
-        """Charge the actual cost (overage beyond the hold is charged too, and logged)."""
+    async def reserve(
+        self,
+        chain: tuple[str, ...],
+        request: Json,
+        deployments: Sequence[Deployment],
+        *,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """:meth:`admit` without the rate check (a second try of an admitted request on
+        cheaper deployments); BudgetExceeded if even that does not fit."""
+        size = measure(request)
+        completion = completion_bound(request, self.settings.default_max_tokens)
+        amount = self.worst_case(size, completion, deployments)
+        request_id = f"{self._id_prefix}{next(self._ids)}"
+        return await self.backend.reserve(chain, amount, request_id, ttl_s=ttl_s)
+
+    async def admit_size(
+        self,
+        chain: tuple[str, ...],
+        size: InputSize,
+        completion: int,
+        deployments: Sequence[Deployment],
+        *,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """:meth:`admit` for an input of ``size`` and at most ``completion`` output tokens
+        (any endpoint that costs money: chat, embeddings)."""
+        amount = self.worst_case(size, completion, deployments)
+        request_id = f"{self._id_prefix}{next(self._ids)}"
+        return await self.backend.admit(
+            chain, amount, request_id, tokens=size.estimate(), ttl_s=ttl_s
+        )
+
+    async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> int:
+        """Charge the actual cost; returns it in micro-dollars. A cost above the hold is
+        charged too (the account then refuses requests once over its limit), logged as an
+        error and counted in :attr:`overages`."""
         cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        overage = await self.backend.settle(res, usd_to_micros(cost, round_up=True))
+        actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
+        overage = await self.backend.settle(res, actual)
         if overage:
-            log.warning("request %s cost %d micro-USD more than reserved", res.request_id, overage)
+            self.overages += 1
+            self.overage_micros += overage
+            log.error(
+                "request %s on %s cost %d micro-USD more than its hold of %d: the hold was "
+                "not an upper bound (charged in full)",
+                res.request_id,
+                deployment.id,
+                overage,
+                res.amount,
+            )
+        return actual
 
     async def release(self, res: Reservation) -> None:
         """Nothing was spent: drop the hold."""
@@ -188,35 +257,3 @@ def _end_user_name(end_user: str, parent: str | None) -> str:
         return name
     digest = hashlib.sha256(f"{parent}\x00{end_user}".encode()).hexdigest()[:32]
     return f"eu.{digest}"
-
-
-def prompt_estimate(request: Json) -> int:
-    """A high estimate of prompt tokens: UTF-8 bytes of the message text / 2, plus framing."""
-    total = 0
-    for m in request.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            total += len(content.encode())
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    total += len(part["text"].encode())
-                else:
-                    total += 1024  # an image or file: a flat allowance
-        total += 16
-    if request.get("tools"):
-        total += len(str(request["tools"]).encode())
-    return total // 2 + 8
-
-
-def completion_estimate(text_chars: int) -> int:
-    """Completion tokens from streamed text when the stream ended without usage."""
-    return text_chars // 2 + 1
-
-
-def _max_tokens(request: Json) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
-        v = request.get(key)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None

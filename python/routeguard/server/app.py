@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -194,7 +195,8 @@ class ProxyApp:
                 yield b"data: " + _enc.encode(chunk) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        await _send_sse(scope, receive, send, result, frames(), anthropic=False)
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import messages as m
@@ -218,12 +220,12 @@ class ProxyApp:
                     yield data
             yield encoder.finish()
 
-        await _send_sse(scope, receive, send, result, frames(), anthropic=True)
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=True, max_s=limit)
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
-        if isinstance(request.get("model"), str):
-            principal.check_model(request["model"])
+        # The key's model scope is checked by the gateway, on what is served.
         return await self.gateway.chat_result(
             request,
             tenant=principal.tenant,
@@ -236,9 +238,9 @@ class ProxyApp:
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
-        if isinstance(request.get("model"), str):
-            principal.check_model(request["model"])
-        await _send_json(send, 200, await self.gateway.embeddings(request), [])
+        # Scoped, rate-limited, held and settled by the gateway, like chat.
+        out = await self.gateway.embeddings(request, accounts=principal.accounts, key=principal.key)
+        await _send_json(send, 200, out, [])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal: Principal = scope["routeguard.principal"]
@@ -349,8 +351,31 @@ async def _send_sse(
     frames: AsyncIterator[bytes],
     *,
     anthropic: bool,
+    max_s: float | None = None,
 ) -> None:
-    """Stream SSE frames; stop pulling from upstream as soon as the client goes away."""
+    """Stream SSE frames; stop pulling from upstream as soon as the client goes away, or
+    once the stream is ``max_s`` seconds old (plus a second to deliver the cut's error) even
+    if the client stalls. The stream is closed on every path (its budget hold settles even
+    if it was never read)."""
+    try:
+        await _pump_sse(scope, receive, send, result, frames, anthropic=anthropic, max_s=max_s)
+    finally:
+        for it in (frames, result.stream):
+            close = getattr(it, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def _pump_sse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    result: ChatResult,
+    frames: AsyncIterator[bytes],
+    *,
+    anthropic: bool,
+    max_s: float | None,
+) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE + _served(result)})
 
     async def pump() -> None:
@@ -375,7 +400,9 @@ async def _send_sse(
     pumping = asyncio.ensure_future(pump())
     watching = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        age = time.perf_counter() - result.started
+        left = None if max_s is None else max(0.0, max_s + 1.0 - age)
+        await asyncio.wait({pumping, watching}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in (pumping, watching):
             if not t.done():

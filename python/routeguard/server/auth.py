@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from routeguard.budget.keys import KeyRecord, KeyStore
-from routeguard.errors import AuthenticationError, RouteguardError
+from routeguard.errors import AuthenticationError, PermissionDenied
 
-
-class PermissionDenied(RouteguardError):
-    """The caller is known but may not do this."""
-
-    status_code = 403
-    error_type = "permission_error"
-    code = "permission_denied"
+__all__ = ["ADMIN", "ANONYMOUS", "PermissionDenied", "Principal", "authenticate", "bearer"]
 
 
 @dataclass(frozen=True, slots=True)

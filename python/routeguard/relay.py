@@ -1,0 +1,230 @@
+"""The relay of a served stream: what the client iterates, and what settles its budget hold.
+
+``Relay`` pulls upstream chunks, passes them on (the usage chunk only when the client asked
+for it), feeds the cache's assembler, and ends the stream at ``max_stream_duration`` from
+the request's start. Whatever ends it -- the last chunk, an upstream failure, the time
+limit, the client's ``aclose`` (before the first read too) or the object being dropped --
+``_finish`` runs once: it closes the upstream stream and settles the hold from the
+provider's usage, or from an estimate of what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from routeguard.budget.bound import completion_bound, measure
+from routeguard.budget.ledger import Reservation
+from routeguard.chunks import Assembler
+from routeguard.errors import MidStreamError, ProviderError
+
+if TYPE_CHECKING:
+    from routeguard.budget.layer import BudgetLayer
+    from routeguard.cache.layer import CacheLayer, Ticket
+    from routeguard.config import Config
+    from routeguard.gateway import ChatResult
+    from routeguard.routing.balance import Balancer
+
+Json = dict[str, Any]
+
+
+def _delta_chars(chunk: Json) -> int:
+    n = 0
+    for c in chunk.get("choices") or ():
+        delta = c.get("delta") or {}
+        n += len(delta.get("content") or "")
+        for tc in delta.get("tool_calls") or ():
+            n += len((tc.get("function") or {}).get("arguments") or "")
+    return n
+
+
+class Relay:
+    """One served stream as its client sees it (an async iterator of chunks).
+
+    It passes chunks on, notes usage, turns late failures into MidStreamError, caches the
+    assembled answer once complete, and cuts the stream at ``max_stream_duration``. Its
+    budget hold is settled (or released) exactly once on every path: drained, failed, cut,
+    closed -- before its first read too, which an async generator's ``finally`` would
+    miss -- or dropped unclosed. A stream that ends without usage is charged what it sent:
+    the prompt's typical count and the tokens received (OpenAI: one a chunk; others: ~4
+    bytes a token), never above the request's completion bound, so never more than the
+    complete answer could cost.
+    """
+
+    def __init__(
+        self,
+        first: Json,
+        it: AsyncIterator[Json],
+        *,
+        result: ChatResult,
+        request: Json,
+        want_usage: bool,
+        ends_at: float,
+        hold: Reservation | None,
+        budget: BudgetLayer | None,
+        balancer: Balancer,
+        cache: CacheLayer | None,
+        ticket: Ticket | None,
+        settings: Config,
+    ) -> None:
+        """Relay ``first`` then the rest of ``it`` for ``result`` until the loop time
+        ``ends_at``; ``hold`` is settled on ``budget`` at the end."""
+        self._first = first
+        self._it = it
+        self._result = result
+        self._request = request
+        self._want_usage = want_usage
+        self._ends_at = ends_at
+        self._hold = hold
+        self._budget = budget
+        self._balancer = balancer
+        self._cache = cache
+        self._ticket = ticket
+        self._settings = settings
+        self._loop = asyncio.get_running_loop()
+        self._chars = 0  # text received from upstream
+        self._chunks = 0  # chunks that carried text
+        self._finished = False
+        self._gen = self._run()
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> Json:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop: close the upstream stream and settle the hold for what was sent."""
+        try:
+            await self._gen.aclose()
+        finally:
+            await self._finish()
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if getattr(self, "_finished", True) or loop is None or loop.is_closed():
+            return
+        # Dropped without aclose(): settle on the loop it belongs to.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_in_background, self._finish)
+
+    async def _run(self) -> AsyncGenerator[Json, None]:
+        result = self._result
+        assembler = Assembler() if self._ticket is not None else None
+        try:
+            chunk: Json | None = self._first
+            while chunk is not None:
+                if assembler is not None:
+                    assembler.feed(chunk)
+                sent = _delta_chars(chunk)
+                self._chars += sent
+                self._chunks += sent > 0
+                usage = chunk.get("usage")
+                if usage:
+                    result.usage = usage_of(usage)
+                    self._balancer.record_tokens(
+                        result.deployment, result.usage.get("total_tokens", 0)
+                    )
+                    if not chunk.get("choices") and not self._want_usage:
+                        chunk = await self._next()
+                        continue
+                yield chunk
+                chunk = await self._next()
+            if assembler is not None and self._ticket is not None and self._cache is not None:
+                self._cache.store(self._ticket, assembler.result())
+        except MidStreamError:
+            raise
+        except ProviderError as exc:
+            raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
+        finally:
+            await self._finish()
+
+    async def _next(self) -> Json | None:
+        """The next upstream chunk (None at the end), or MidStreamError past the deadline."""
+        limit = asyncio.timeout_at(self._ends_at)
+        try:
+            async with limit:
+                return await anext(self._it, None)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise MidStreamError(
+                "the stream ran longer than router_settings.max_stream_duration "
+                f"({self._settings.router.max_stream_duration:g}s) and was cut"
+            ) from None
+
+    async def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await aclose(self._it)
+        finally:
+            hold, budget = self._hold, self._budget
+            if hold is not None and budget is not None and hold.is_open:
+                await budget.settle(hold, self._result.deployment, self._charged())
+
+    def _charged(self) -> dict[str, int]:
+        """The usage to charge: the provider's, or an estimate of what was sent."""
+        usage = self._result.usage
+        if "completion_tokens" in usage and "prompt_tokens" in usage:
+            return usage
+        dep = self._result.deployment
+        most = completion_bound(self._request, self._settings.budget.default_max_tokens)
+        prompt = usage.get("prompt_tokens") or measure(self._request).typical(
+            dep.provider, dep.model
+        )
+        completion = usage.get("completion_tokens")
+        if completion is None:
+            # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
+            sent = self._chunks if dep.provider == "openai" else (self._chars + 3) // 4
+            completion = min(most, max(self._chunks, sent))
+        return {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+class Closing:
+    """``outer`` (a stream built over ``inner``) whose ``aclose`` closes ``inner`` too, so a
+    wrapped relay settles its hold even when the wrapper was never read."""
+
+    def __init__(self, outer: AsyncIterator[Json], inner: AsyncIterator[Json]) -> None:
+        self._outer = outer
+        self._inner = inner
+
+    def __aiter__(self) -> Closing:
+        return self
+
+    async def __anext__(self) -> Json:
+        return await self._outer.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the wrapper, then the stream under it."""
+        try:
+            await aclose(self._outer)
+        finally:
+            await aclose(self._inner)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(finish: Callable[[], Awaitable[None]]) -> None:
+    """Run ``finish()`` as a task kept alive until it is done."""
+    task = asyncio.ensure_future(finish())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+def usage_of(usage: Any) -> dict[str, int]:
+    """The integer fields of a provider's ``usage`` object (``{}`` when there is none)."""
+    if not isinstance(usage, dict):
+        return {}
+    return {k: v for k, v in usage.items() if isinstance(v, int)}
+
+
+async def aclose(it: AsyncIterator[Json]) -> None:
+    """Close ``it`` if it can be closed."""
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,199 @@
+"""Budget holds are an upper bound: every input source, ``n`` choices and the dearest
+deployment reachable are held, so concurrent requests never overspend (in process and
+through Redis); a settlement above its hold is charged, logged as an error and counted;
+admission comes before the cache (a $0 key costs no embedding)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from embedders import WordsEmbedder
+from routeguard.budget.accounts import usd_to_micros
+from routeguard.budget.keys import KeyRecord, KeySpec
+from routeguard.errors import BudgetExceeded
+from routeguard.gateway import ChatResult, Gateway
+from routeguard.providers.mock import MockServer
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    with MockServer() as m:
+        yield m
+
+
+def _cfg(url: str, input_cost: float, output_cost: float, **extra: Any) -> dict[str, Any]:
+    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k",
+           "input_cost_per_mtok": input_cost, "output_cost_per_mtok": output_cost}  # fmt: skip
+    return {
+        "model_list": [
+            {**dep, "model_name": "m", "model": "sim-m"},
+            # A dearer fallback: the hold must price the request there.
+            {**dep, "model_name": "dear", "model": "sim-dear",
+             "input_cost_per_mtok": 2 * input_cost, "output_cost_per_mtok": 2 * output_cost},
+        ],
+        "fallbacks": {"m": ["dear"]},
+        "router_settings": {"num_retries": 0},
+        "server": {"key_hash_secret": "s3cret"},
+        **extra,
+    }  # fmt: skip
+
+
+def _micros(result: ChatResult) -> int:
+    return usd_to_micros(result.cost, round_up=True)
+
+
+async def _burst(
+    gws: list[Gateway], key: KeyRecord, request: dict[str, Any], n: int
+) -> tuple[list[ChatResult], list[BaseException]]:
+    outcomes = await asyncio.gather(
+        *(gws[i % len(gws)].chat_result(dict(request), key=key) for i in range(n)),
+        return_exceptions=True,
+    )
+    served = [o for o in outcomes if isinstance(o, ChatResult)]
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    return served, errors
+
+
+async def _never_overspends(
+    gws: list[Gateway], request: dict[str, Any], limit: float, n: int
+) -> None:
+    a = gws[0]
+    _, key = a.keys.create(KeySpec(max_budget=limit))
+    served, errors = await _burst(gws, key, request, n)
+    assert a.budget is not None
+    spent = await a.budget.backend.spent(key.key_id)
+    assert spent <= usd_to_micros(limit), f"spent ${spent / 1e6:.2f} of ${limit:.2f}"
+    assert spent == sum(_micros(r) for r in served)
+    assert served and errors, (len(served), errors[:1])
+    assert all(isinstance(e, BudgetExceeded) for e in errors), errors[0]
+    assert await a.budget.backend.reserved(key.key_id) == 0
+    assert all(g.budget is not None and g.budget.overages == 0 for g in gws)
+
+
+# n=128 choices: the answer costs 128 times one choice.
+N_REQUEST = {"model": "m", "messages": [{"role": "user", "content": "many choices"}],
+             "n": 128, "max_tokens": 21}  # fmt: skip
+
+# 40 KB of arguments in an earlier assistant tool call: input the hold must count.
+_ARGS = '{"blob": "' + "x" * 40_000 + '"}'
+TOOL_REQUEST = {
+    "model": "m",
+    "max_tokens": 5,
+    "messages": [
+        {"role": "user", "content": "store it"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "store", "arguments": _ARGS}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "stored"},
+    ],
+}  # fmt: skip
+
+
+async def test_n_choices_never_overspend_in_memory(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, 1.0, 1000.0))
+    try:
+        await _never_overspends([gw], N_REQUEST, 10.0, 40)
+    finally:
+        await gw.aclose()
+
+
+async def test_tool_call_arguments_never_overspend_in_memory(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, 10.0, 10.0))
+    try:
+        await _never_overspends([gw], TOOL_REQUEST, 1.0, 30)
+    finally:
+        await gw.aclose()
+
+
+@pytest.mark.parametrize("request_", [N_REQUEST, TOOL_REQUEST], ids=["n128", "tool_args"])
+async def test_three_instances_on_redis_never_overspend(
+    mock: MockServer, redis_server: str, request_: dict[str, Any]
+) -> None:
+    prices = (1.0, 1000.0) if "n" in request_ else (10.0, 10.0)
+    limit = 10.0 if "n" in request_ else 1.0
+    settings = {"backend": "redis", "redis_url": redis_server}
+    cfg = _cfg(mock.url, *prices, budget_settings=settings)
+    gws = [Gateway.from_config(cfg) for _ in range(3)]
+    try:
+        await _never_overspends(gws, request_, limit, 45)
+    finally:
+        for g in gws:
+            await g.aclose()
+
+
+def test_the_bound_covers_every_input_source() -> None:
+    from routeguard.budget.bound import completion_bound, image_tokens, measure
+
+    base = measure({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    system = "s" * 5_000
+    tools = [{"type": "function", "function": {"name": "f", "description": "d" * 3_000,
+                                               "parameters": {"type": "object"}}}]  # fmt: skip
+    image = {"url": "data:image/png;base64," + "A" * 500_000}
+    parts = [{"type": "text", "text": "t" * 2_000}, {"type": "image_url", "image_url": image}]
+    big = measure(
+        {
+            "model": "m",
+            "tools": tools,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": parts},
+                TOOL_REQUEST["messages"][1],
+                {"role": "tool", "tool_call_id": "call_1", "content": "r" * 7_000},
+            ],
+        }
+    )
+    text = 5_000 + 3_000 + 2_000 + len(_ARGS) + 7_000
+    assert big.tokens("openai", "gpt-4o") >= text + image_tokens("openai", "gpt-4o")
+    # An image costs its provider's rate, not its base64 size.
+    assert big.tokens("openai", "gpt-4o") < text + 20_000
+    assert big.tokens("anthropic", "claude") - big.tokens("gemini", "gemini-2.5") == (
+        image_tokens("anthropic") - image_tokens("gemini")
+    )
+    assert big.images == 1 and base.tokens() < 100
+    assert completion_bound({"n": 128, "max_tokens": 21}, 4096) == 128 * 21
+    assert completion_bound({}, 4096) == 4096
+
+
+async def test_a_settlement_above_its_hold_is_charged_logged_counted_and_blocks(
+    mock: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, 1000.0, 1000.0))
+    assert gw.budget is not None
+    layer = gw.budget
+    try:
+        _, key = gw.keys.create(KeySpec(max_budget=0.5))
+        chain = layer.chain_for((), key)
+        dep = gw.config.deployments["m"][0]
+        request = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+        hold = await layer.admit(chain, request, [dep])
+        assert hold.amount < usd_to_micros(0.5)
+        with caplog.at_level(logging.WARNING, logger="routeguard.budget"):
+            # The provider reports far more than any bound (a misbehaving upstream).
+            await layer.settle(hold, dep, {"prompt_tokens": 400, "completion_tokens": 400})
+        assert await layer.backend.spent(key.key_id) == usd_to_micros(0.8)  # all of it
+        assert layer.overages == 1
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors and "more than its hold" in errors[0].getMessage()
+        with pytest.raises(BudgetExceeded):  # over its limit: the next request is refused
+            await gw.chat_result(dict(request), key=key)
+    finally:
+        await gw.aclose()
+
+
+async def test_a_zero_budget_key_is_refused_before_any_embedding(mock: MockServer) -> None:
+    emb = WordsEmbedder()
+    cfg = _cfg(mock.url, 1.0, 1.0, routes={"m": {"cache": {"enabled": True}}})
+    gw = Gateway.from_config(cfg, embedder=emb)
+    try:
+        _, key = gw.keys.create(KeySpec(max_budget=0.0))
+        request = {"model": "m", "messages": [{"role": "user", "content": "word " * 50_000}]}
+        with pytest.raises(BudgetExceeded):
+            await gw.chat_result(request, key=key)
+        assert emb.calls == 0
+    finally:
+        await gw.aclose()

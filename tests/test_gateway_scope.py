@@ -1,0 +1,127 @@
+"""A key's model scope covers what is *served*: fallbacks, context-window fallbacks and
+routing targets outside it are skipped, and when nothing in scope is left the error says
+so. The checks live in the Gateway, so a library caller passing ``key=`` gets exactly the
+proxy's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from embedders import WordsEmbedder
+from routeguard.budget.keys import KeySpec
+from routeguard.errors import AllAttemptsFailed, AuthenticationError, RouteguardError
+from routeguard.gateway import Gateway
+from routeguard.providers.mock import MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
+
+MSG: Any = [{"role": "user", "content": "hello scope"}]
+LONG: Any = [{"role": "user", "content": "long words " * 400}]  # ~1100 tokens
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    with MockServer() as m:
+        yield m
+
+
+def _cfg(url: str) -> dict[str, Any]:
+    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k"}
+    return {
+        "model_list": [
+            {**dep, "model_name": "fast", "model": "sim-fast", "context_window": 200},
+            {**dep, "model_name": "smart", "model": "sim-smart"},
+            {**dep, "model_name": "broken", "model": "error-500"},
+            {**dep, "model_name": "emb", "model": "text-embedding-3-small"},
+        ],
+        "context_window_fallbacks": {"fast": ["smart"]},
+        "fallbacks": {"broken": ["smart"]},
+        "router_settings": {"num_retries": 0},
+        "routes": {"auto": {"mode": "routed", "cheap": "fast", "strong": "smart",
+                            "threshold": 0.0,
+                            "rules": [{"name": "all", "regex": ".", "target": "strong"}]}},
+    }  # fmt: skip
+
+
+def _denied(exc: BaseException) -> bool:
+    return isinstance(exc, RouteguardError) and exc.status_code == 403
+
+
+async def test_a_context_window_fallback_outside_the_scope_is_not_served(
+    mock: MockServer,
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        _, fast_only = gw.keys.create(KeySpec(models=["fast"]))
+        with pytest.raises(RouteguardError) as caught:
+            await gw.chat_result({"model": "fast", "messages": LONG}, key=fast_only)
+        assert _denied(caught.value)
+        assert "smart" in caught.value.message and fast_only.key_id in caught.value.message
+        # A key that may use both is served by the longer-context model, as before.
+        _, both = gw.keys.create(KeySpec(models=["fast", "smart"]))
+        ok = await gw.chat_result({"model": "fast", "messages": LONG}, key=both)
+        assert ok.alias == "smart"
+    finally:
+        await gw.aclose()
+
+
+async def test_a_fallback_outside_the_scope_is_skipped(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        _, key = gw.keys.create(KeySpec(models=["broken"]))
+        with pytest.raises(AllAttemptsFailed) as caught:
+            await gw.chat_result({"model": "broken", "messages": MSG}, key=key)
+        assert "smart" in caught.value.message and "may not use" in caught.value.message
+        assert all(a.alias == "broken" for a in caught.value.attempts)
+    finally:
+        await gw.aclose()
+
+
+async def test_a_routed_alias_serves_only_targets_in_scope(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        _, cheap = gw.keys.create(KeySpec(models=["auto", "fast"]))
+        r = await gw.chat_result({"model": "auto", "messages": MSG}, key=cheap)
+        assert r.alias == "fast" and r.deployment.model == "sim-fast"
+        _, alias_only = gw.keys.create(KeySpec(models=["auto"]))
+        with pytest.raises(RouteguardError) as caught:
+            await gw.chat_result({"model": "auto", "messages": MSG}, key=alias_only)
+        assert _denied(caught.value) and "none of the models it routes to" in str(caught.value)
+        unscoped = await gw.chat_result({"model": "auto", "messages": MSG})
+        assert unscoped.alias == "smart"  # the rule's choice, for callers without a scope
+    finally:
+        await gw.aclose()
+
+
+async def test_library_callers_get_the_proxys_checks(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        _, key = gw.keys.create(KeySpec(models=["fast"]))
+        with pytest.raises(RouteguardError) as chat:
+            await gw.chat_result({"model": "smart", "messages": MSG}, key=key)
+        assert _denied(chat.value)
+        with pytest.raises(RouteguardError) as emb:
+            await gw.embeddings({"model": "emb", "input": "hello"}, key=key)
+        assert _denied(emb.value)
+        _, expired = gw.keys.create(KeySpec(expires_at=time.time() - 1))
+        with pytest.raises(AuthenticationError):
+            await gw.chat_result({"model": "fast", "messages": MSG}, key=expired)
+    finally:
+        await gw.aclose()
+
+
+def test_the_proxy_answers_403_naming_the_model_outside_the_scope(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    secret, _ = gw.keys.create(KeySpec(models=["fast"]))
+    with ServerThread(create_app(gw)) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=secret, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            client.chat.completions.create(model="fast", messages=LONG)
+        assert "smart" in caught.value.message
+        ok = client.chat.completions.create(model="fast", messages=MSG)
+        assert ok.choices[0].message.content

@@ -1,0 +1,217 @@
+"""Streams and their budget holds: every path settles or releases (a stream closed or
+dropped before its first read too, in the library and in the proxy); a hold lives as long
+as its stream; a stream has a maximum duration; an aborted stream is charged what it sent,
+never more than the complete answer costs."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from routeguard.budget.accounts import usd_to_micros
+from routeguard.errors import MidStreamError
+from routeguard.gateway import ChatResult, Gateway
+from routeguard.providers.mock import MockServer
+from routeguard.server import create_app
+
+MSG: Any = [{"role": "user", "content": "tell me a story about streams"}]
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    with MockServer() as m:
+        yield m
+
+
+def _cfg(url: str, **extra: Any) -> dict[str, Any]:
+    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k",
+           "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 1000.0}  # fmt: skip
+    return {
+        "model_list": [
+            {**dep, "model_name": "m", "model": "sim-m"},
+            # The same answer, paced at 10 tokens a second (~2 s for the whole answer).
+            {**dep, "model_name": "slow", "model": "sim-m",
+             "headers": {"x-mock-tokens-per-s": "10"}},
+        ],
+        "router_settings": {"num_retries": 0},
+        "budgets": [{"name": "t", "limit": 100.0}],
+        **extra,
+    }  # fmt: skip
+
+
+async def _usage(gw: Gateway) -> tuple[int, int]:
+    assert gw.budget is not None
+    return await gw.budget.backend.spent("t"), await gw.budget.backend.reserved("t")
+
+
+async def _open(gw: Gateway, model: str = "m", **extra: Any) -> ChatResult:
+    request = {"model": model, "messages": MSG, "stream": True, **extra}
+    result = await gw.chat_result(request, accounts=["t"])
+    assert result.stream is not None
+    assert (await _usage(gw))[1] > 0  # held while it streams
+    return result
+
+
+async def _full_price(gw: Gateway) -> int:
+    """What the complete answer costs (from the provider's usage)."""
+    result = await gw.chat_result({"model": "m", "messages": MSG}, accounts=["t"])
+    return usd_to_micros(result.cost, round_up=True)
+
+
+async def test_a_stream_closed_before_its_first_read_settles(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    try:
+        full = await _full_price(gw)
+        result = await _open(gw)
+        assert result.stream is not None
+        await result.stream.aclose()  # type: ignore[attr-defined]
+        spent, held = await _usage(gw)
+        assert held == 0
+        assert full < spent <= 2 * full  # the prompt was sent: charged, not more than asked
+    finally:
+        await gw.aclose()
+
+
+async def test_a_stream_dropped_unread_settles(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    try:
+        result = await _open(gw)
+        del result
+        gc.collect()
+        for _ in range(50):  # the settlement runs on the loop
+            await asyncio.sleep(0.01)
+            if (await _usage(gw))[1] == 0:
+                break
+        spent, held = await _usage(gw)
+        assert held == 0 and spent > 0
+    finally:
+        await gw.aclose()
+
+
+async def test_the_proxy_settles_a_stream_whose_client_left_before_the_first_frame(
+    mock: MockServer,
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, budget_settings={"default_account": "t"}))
+    app = create_app(gw)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    received = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if received:
+            return received.pop()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        raise OSError("client went away")  # the socket is gone before the headers
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    try:
+        with pytest.raises(OSError):
+            await app(scope, receive, send)
+        spent, held = await _usage(gw)
+        assert held == 0 and spent > 0
+    finally:
+        await gw.aclose()
+
+
+async def test_a_stream_is_cut_at_its_maximum_duration(mock: MockServer) -> None:
+    cfg = _cfg(mock.url)
+    cfg["router_settings"]["max_stream_duration"] = 0.5
+    gw = Gateway.from_config(cfg)
+    try:
+        full = await _full_price(gw)
+        result = await _open(gw, "slow")
+        assert result.stream is not None
+        chunks = []
+        with pytest.raises(MidStreamError) as caught:
+            async for c in result.stream:
+                chunks.append(c)
+        assert "max_stream_duration" in caught.value.message
+        spent, held = await _usage(gw)
+        assert held == 0
+        assert full < spent < 2 * full  # part of the answer: charged for that part only
+    finally:
+        await gw.aclose()
+
+
+async def test_a_hold_lives_as_long_as_its_stream(mock: MockServer) -> None:
+    # Holds of crashed instances expire after 0.5 s; a live stream's must not.
+    gw = Gateway.from_config(_cfg(mock.url, budget_settings={"reservation_ttl": 0.5}))
+    try:
+        result = await _open(gw, "slow", stream_options={"include_usage": True})
+        assert result.stream is not None
+        began = time.monotonic()
+        held_late = None
+        async for _ in result.stream:
+            if held_late is None and time.monotonic() - began > 1.0:
+                held_late = (await _usage(gw))[1]
+        assert held_late is not None and held_late > 0
+        spent, held = await _usage(gw)
+        assert held == 0 and spent == usd_to_micros(result.cost, round_up=True)
+    finally:
+        await gw.aclose()
+
+
+async def test_an_aborted_stream_costs_what_it_sent_never_more_than_the_answer(
+    mock: MockServer,
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    try:
+        full = await _full_price(gw)
+        before = (await _usage(gw))[0]
+        # Every chunk of the answer, then the client leaves before the usage chunk.
+        result = await _open(gw, stream_options={"include_usage": True})
+        assert result.stream is not None
+        async for c in result.stream:
+            if c.get("choices") and c["choices"][0].get("finish_reason"):
+                break
+        await result.stream.aclose()  # type: ignore[attr-defined]
+        spent, held = await _usage(gw)
+        whole = spent - before
+        assert held == 0 and 0.8 * full <= whole <= 1.05 * full
+        # A few chunks only: a part of the price.
+        result = await _open(gw)
+        assert result.stream is not None
+        n = 0
+        async for _ in result.stream:
+            n += 1
+            if n == 4:
+                break
+        await result.stream.aclose()  # type: ignore[attr-defined]
+        part = (await _usage(gw))[0] - spent
+        assert (await _usage(gw))[1] == 0 and 0 < part < 0.6 * full
+    finally:
+        await gw.aclose()
+
+
+async def test_the_proxy_ends_a_stream_whose_client_stalls(mock: MockServer) -> None:
+    cfg = _cfg(mock.url, budget_settings={"default_account": "t"})
+    cfg["router_settings"]["max_stream_duration"] = 0.3
+    gw = Gateway.from_config(cfg)
+    app = create_app(gw)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    received = [{"type": "http.request", "body": body, "more_body": False}]
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if received:
+            return received.pop()
+        await never.wait()  # the client neither reads nor leaves
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            await never.wait()  # its socket buffer is full: every write blocks
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    try:
+        await asyncio.wait_for(app(scope, receive, send), 20)
+        spent, held = await _usage(gw)
+        assert held == 0 and spent > 0
+    finally:
+        await gw.aclose()
