@@ -28,3 +28,10 @@ class WordsEmbedder:
                 out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
             out[i] /= max(float(np.linalg.norm(out[i])), 1e-9)
         return out
+
+
+class WideWordsEmbedder(WordsEmbedder):
+    """:class:`WordsEmbedder` at MiniLM's 384 dimensions, so a learned router can score its
+    vectors (the proxy's startup checks that it can)."""
+
+    dim = 384

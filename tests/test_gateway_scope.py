@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from embedders import WordsEmbedder
+from embedders import WideWordsEmbedder, WordsEmbedder
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import AllAttemptsFailed, AuthenticationError, RouteguardError
 from routeguard.gateway import Gateway
@@ -116,7 +116,8 @@ async def test_library_callers_get_the_proxys_checks(mock: MockServer) -> None:
 
 
 def test_the_proxy_answers_403_naming_the_model_outside_the_scope(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    # 384-d vectors: the proxy's startup warms the learned router, which needs them.
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WideWordsEmbedder())
     secret, _ = gw.keys.create(KeySpec(models=["fast"]))
     with ServerThread(create_app(gw)) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key=secret, max_retries=0)
