@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -594,6 +595,29 @@ def _resolve_secret(
     return Secret(value)
 
 
+def api_base_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an upstream base URL (None when it can): checked at load, so a
+    typo is a config error instead of a failed request."""
+    if not re.match(r"^https?://", url):
+        return f"expected an http(s) URL, got {url!r}"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return f"must not contain spaces or control characters, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0..65535
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): {url!r}"
+    if not parts.hostname:
+        return f"has no host name: {url!r}"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@): put the key in api_key"
+    if port == 0:
+        return f"port 0 is not a port: {url!r}"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment (the path is appended to it): {url!r}"
+    return None
+
+
 def _build_deployment(
     rd: _RawDeployment,
     path: str,
@@ -613,10 +637,8 @@ def _build_deployment(
             problems.append(
                 ConfigProblem(f"{path}.api_base", f"environment variable {var} is not set")
             )
-    if api_base is not None and not re.match(r"^https?://", api_base):
-        problems.append(
-            ConfigProblem(f"{path}.api_base", f"expected an http(s) URL, got {api_base!r}")
-        )
+    if api_base is not None and (bad := api_base_problem(api_base)) is not None:
+        problems.append(ConfigProblem(f"{path}.api_base", bad))
     if rd.weight <= 0:
         problems.append(ConfigProblem(f"{path}.weight", "must be > 0"))
     for name in ("rpm", "tpm", "context_window"):
