@@ -20,7 +20,10 @@ so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
 
 Consistency: on start and after a lost connection the stream's last id is read *before*
 the hash is loaded, then tailing starts from that id: a write landing in between is both
-loaded and replayed (harmless), none is missed.
+loaded and replayed (harmless), none is missed. While Redis is unreachable the keys in
+memory keep working, and a key not among them is answered 503 (it may be new), never let in.
+A Redis that comes back empty (restart, FLUSHALL, failover to an empty replica) empties the
+mirror: every key fails, since whether keys are required is the proxy's configuration.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from routeguard.budget.keys import KeyRecord, KeyStore
+from routeguard.budget.keys import KeyRecord, KeyStore, KeyStoreUnavailable
 from routeguard.budget.redis_url import cluster_target
-from routeguard.errors import RouteguardError
+
+__all__ = ["KeyStoreUnavailable", "RedisKeyStore"]
 
 log = logging.getLogger("routeguard.keys")
 _enc = msgspec.json.Encoder()
@@ -49,14 +53,6 @@ _SAVE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'id', ARGV[1])
 """
-
-
-class KeyStoreUnavailable(RouteguardError):
-    """The shared key store could not be reached for a write."""
-
-    status_code = 503
-    error_type = "api_error"
-    code = "key_store_unavailable"
 
 
 class RedisKeyStore(KeyStore):
@@ -114,6 +110,7 @@ class RedisKeyStore(KeyStore):
                 "start Redis or fix server.redis_url"
             ) from None
         self._secret = secret.encode()
+        self._broken = False  # the tailer lost Redis: a key not in memory cannot be checked
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="routeguard-keys", daemon=True)
         self._thread.start()
@@ -150,7 +147,7 @@ class RedisKeyStore(KeyStore):
             try:
                 if broken:
                     self._last = self._resync()
-                    broken = False
+                    broken = self._broken = False
                     log.info("key store %s: reconnected and reloaded", self._where)
                 batches: Any = self._tail_client.xread({self._stream: self._last}, block=1000)
                 for _, events in batches or ():
@@ -170,8 +167,18 @@ class RedisKeyStore(KeyStore):
                         self._where,
                         type(exc).__name__,
                     )
-                broken = True
+                broken = self._broken = True
                 self._stop.wait(0.5)  # the reconnect pace of a background thread
+
+    def _sync(self) -> None:
+        """Nothing to do: the tailer applies other instances' writes as they land."""
+
+    def _missed(self) -> None:
+        """A key not in memory while Redis is unreachable may be new: 503, not 401."""
+        if self._broken:
+            raise KeyStoreUnavailable(
+                f"key store {self._where} is unreachable: this key cannot be checked now"
+            )
 
     def refresh(self) -> None:
         """Reload every record now (tests, or an operator after a restore)."""

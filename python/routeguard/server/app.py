@@ -29,7 +29,7 @@ from routeguard.gateway import ChatResult, Gateway
 from routeguard.schema import decode_json
 from routeguard.server import admin
 from routeguard.server.admin import is_admin_path
-from routeguard.server.auth import PermissionDenied, Principal, authenticate
+from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 
 log = logging.getLogger("routeguard.server")
 
@@ -68,9 +68,11 @@ class ProxyApp:
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         self._max_body = gateway.config.server.max_body_bytes
-        if self._master is None and len(gateway.keys) == 0:
+        required = keys_required(gateway.config.server)
+        self._gate = Gate(self._master, gateway.keys, required=required)
+        if not self._gate.required:
             log.warning(
-                "no master key or virtual keys configured: the proxy accepts any bearer token"
+                "no master key, key database or key store configured: the proxy accepts any caller"
             )
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat),
@@ -112,14 +114,17 @@ class ProxyApp:
             route = self._routes.get(path.rstrip("/") or "/")
             if route is None:
                 if path.startswith("/v1/models/"):
-                    await self._model(path[len("/v1/models/") :], send)
+                    if scope["method"] != "GET":
+                        raise _MethodNotAllowed(f"{path} accepts GET, not {scope['method']}")
+                    scope["routeguard.principal"] = self._gate.authenticate(scope)
+                    await self._model(scope, path[len("/v1/models/") :], send)
                     return
                 raise _NotFound(f"no route for {scope['method']} {path}")
             method, handler = route
             if scope["method"] != method:
                 raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
             if path != "/health":
-                scope["routeguard.principal"] = authenticate(scope, self._master, self.gateway.keys)
+                scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
         except RouteguardError as exc:
             await _send_error(send, exc, anthropic)
@@ -128,7 +133,7 @@ class ProxyApp:
             await _send_error(send, RouteguardError("internal error"), anthropic)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = authenticate(scope, self._master, self.gateway.keys)
+        principal = self._gate.authenticate(scope)
         if self._master is None:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
@@ -245,8 +250,11 @@ class ProxyApp:
                 or principal.key.allows(a)]  # fmt: skip
         await _send_json(send, 200, {"object": "list", "data": data}, [])
 
-    async def _model(self, name: str, send: Send) -> None:
-        if name not in self.gateway.models():
+    async def _model(self, scope: Scope, name: str, send: Send) -> None:
+        principal: Principal = scope["routeguard.principal"]
+        if name not in self.gateway.models() or (
+            principal.key is not None and not principal.key.allows(name)
+        ):
             raise _NotFound(f"model '{name}' is not configured")
         await _send_json(send, 200, _model_card(name), [])
 
