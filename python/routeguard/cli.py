@@ -233,7 +233,7 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http="routeguard.server.connections:GuardedHttpToolsProtocol",  # read deadlines
             log_level="warning",
             access_log=False,
             lifespan="on",

@@ -66,6 +66,10 @@ class Principal:
             raise PermissionDenied("this endpoint needs the master key")
 
 
+CONNECTION_KEY = "routeguard.connection_authenticated"
+"""ASGI scope key the server's protocol may set: a callable marking the connection as having
+passed authentication (routeguard.server.connections caps the connections that have not)."""
+
 ANONYMOUS = Principal("anonymous")
 ADMIN = Principal("admin")
 
@@ -106,9 +110,11 @@ class Gate:
 
     def authenticate(self, scope: MutableMapping[str, Any]) -> Principal:
         """The Principal for this request, or AuthenticationError / KeyStoreUnavailable."""
-        if not self.required:
-            return ANONYMOUS
-        return authenticate(scope, self.master, self.keys)
+        principal = authenticate(scope, self.master, self.keys) if self.required else ANONYMOUS
+        mark = scope.get(CONNECTION_KEY)
+        if mark is not None:
+            mark()
+        return principal
 
 
 def authenticate(
