@@ -14,6 +14,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routeguard.config import load
 from routeguard.errors import ConfigError
@@ -193,3 +195,30 @@ def test_the_limits_match_the_schema() -> None:
     from routeguard import schema
 
     assert (schema.MAX_DEPTH, schema.MAX_TOKENS) == (MAX_DEPTH, MAX_TOKENS)
+
+
+def _depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max(map(_depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(_depth, v), default=0)
+    return 0
+
+
+_text = st.text(alphabet=st.sampled_from('ab"\\/[]{}\n\t\u00e9\u2028\U0001f600 tfnu'), max_size=8)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json, limit=st.integers(0, 12), indent=st.booleans())
+def test_byte_level_nesting_check_equals_the_depth_of_the_value(
+    value: Any, limit: int, indent: bool
+) -> None:
+    from routeguard.schema import nesting_exceeds
+
+    body = json.dumps(value, indent=1 if indent else None, ensure_ascii=indent).encode()
+    assert nesting_exceeds(body, limit) == (_depth(value) > limit)

@@ -96,7 +96,7 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Per endpoint (a path of BODY_ENDPOINTS), overriding max_body_bytes for it.
     max_body_bytes_per_endpoint: dict[str, int] = {}
     header_timeout: float = 10.0  # seconds from connect (or the previous response) to headers
-    body_timeout: float = 60.0  # seconds to receive a whole request body
+    body_timeout: float = 30.0  # seconds to receive a whole request body
     max_unauthenticated_connections: int = 512  # open connections no request has authenticated
     database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
     key_hash_secret: str | None = None
@@ -253,7 +253,7 @@ class ServerSettings:
         default_factory=lambda: dict(DEFAULT_ENDPOINT_BODY_BYTES)
     )
     header_timeout: float = 10.0
-    body_timeout: float = 60.0
+    body_timeout: float = 30.0
     max_unauthenticated_connections: int = 512
     database: str | None = None
     key_hash_secret: Secret | None = None
