@@ -151,11 +151,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def drop(self) -> None:
         """Close this connection now (to make room under the cap)."""
+        partial = self.reading_headers  # a request begun: it gets an answer; idle ones do not
         self._disarm()
         if self._guard is not None:
             self._guard.closed(self)
         if not self.transport.is_closing():
-            self.transport.write(_plain(b"408 Request Timeout", b"connection closed: too slow"))
+            if partial:
+                what = b"connection closed: headers too slow"
+                self.transport.write(_plain(b"408 Request Timeout", what))
             self.transport.close()
 
     def _authenticated(self) -> None:
