@@ -86,17 +86,17 @@ class ProxyApp:
         self.gateway = gateway
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
-        self._max_body = gateway.config.server.max_body_bytes
-        self._body_limits = dict(gateway.config.server.max_body_bytes_per_endpoint)
-        self._body_timeout = gateway.config.server.body_timeout
         server = gateway.config.server
+        self._max_body = server.max_body_bytes
+        self._body_limits = dict(server.max_body_bytes_per_endpoint)
+        self._body_timeout = server.body_timeout
+        # Read by the uvicorn protocol routeguard runs (server/connections.py).
         self.connection_guard = ConnectionGuard(
             header_timeout=server.header_timeout,
             body_timeout=server.body_timeout,
             max_unauthenticated=server.max_unauthenticated_connections,
         )
-        required = keys_required(gateway.config.server)
-        self._gate = Gate(self._master, gateway.keys, required=required)
+        self._gate = Gate(self._master, gateway.keys, required=keys_required(server))
         if not self._gate.required:
             log.warning(
                 "no master key, key database or key store configured: the proxy accepts any caller"
