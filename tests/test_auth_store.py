@@ -194,3 +194,25 @@ def test_a_store_that_cannot_be_read_fails_closed(tmp_path: Path) -> None:
         store.authenticate(token)
     assert info.value.status_code == 503
     store.close()
+
+
+def test_instances_keep_one_hash_secret_across_a_flushall(redis_process: RedisProcess) -> None:
+    from routeguard.budget.redis_keys import RedisKeyStore
+    from waiting import eventually
+
+    old = RedisKeyStore(redis_process.url, prefix="rg:flush")  # the secret lives in Redis
+    try:
+        client = redis.Redis.from_url(redis_process.url)
+        client.flushall()
+        client.close()
+        new = RedisKeyStore(redis_process.url, prefix="rg:flush")  # draws a fresh secret
+        try:
+            token, rec = new.create()
+            # The running instance adopts the secret now in Redis: the key works on both.
+            assert eventually(lambda: old.authenticate(token)).key_id == rec.key_id
+            token2, rec2 = old.create()
+            assert eventually(lambda: new.authenticate(token2)).key_id == rec2.key_id
+        finally:
+            new.close()
+    finally:
+        old.close()
