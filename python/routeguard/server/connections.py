@@ -10,10 +10,11 @@ proxy's ``connection_guard``; other apps are served exactly as before):
 - the body must be complete within ``body_timeout`` of the headers (the app answers 408 in
   the caller's protocol when it is the one waiting; this deadline, a little later, closes
   connections whose body nobody reads),
-- at most ``max_unauthenticated`` open connections may be waiting for a request to pass
-  authentication; past that, the longest-waiting one still sending headers is closed to make
-  room (an attacker holding every slot cannot keep a real client out), or, when none is, the
-  new connection is refused with ``503``.
+- at most ``max_unauthenticated`` open connections (per process) may be waiting for a
+  request to pass authentication; past that, the longest-waiting one that is still sending
+  headers or idle between requests is closed to make room (an attacker holding every slot
+  cannot keep a real client out), or, when each has a request in the app, the new
+  connection is refused with ``503``.
 
 A request that passes authentication marks its connection through the callable the
 protocol puts in the ASGI scope under ``CONNECTION_KEY``; from then on that connection
