@@ -197,6 +197,7 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
     import uvicorn
 
     from routeguard.defaults import default_config, has_provider_keys
+    from routeguard.server.connections import PROTOCOL
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     mock = None
@@ -233,7 +234,7 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=PROTOCOL,  # uvicorn's httptools protocol with read deadlines
             log_level="warning",
             access_log=False,
             lifespan="on",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -31,6 +32,9 @@ DEFAULT_API_BASES = {
     "gemini": "https://generativelanguage.googleapis.com",
 }
 ENV_PREFIX = "os.environ/"
+BODY_ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/admin")
+"""The keys of ``server.max_body_bytes_per_endpoint`` (``/admin``: the whole admin API)."""
+DEFAULT_ENDPOINT_BODY_BYTES = {"/admin": 256 * 1024}  # key specs and approvals are small
 T = TypeVar("T")
 
 
@@ -92,6 +96,11 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     master_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    # Per endpoint (a path of BODY_ENDPOINTS), overriding max_body_bytes for it.
+    max_body_bytes_per_endpoint: dict[str, int] = {}
+    header_timeout: float = 10.0  # seconds from connect (or the previous response) to headers
+    body_timeout: float = 30.0  # seconds to receive a whole request body
+    max_unauthenticated_connections: int = 512  # open connections no request has authenticated
     database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
     key_hash_secret: str | None = None
     key_store: Literal["sqlite", "redis"] = "sqlite"  # redis: keys shared by instances
@@ -243,6 +252,12 @@ class ServerSettings:
 
     master_key: Secret | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes_per_endpoint: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_ENDPOINT_BODY_BYTES)
+    )
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_unauthenticated_connections: int = 512
     database: str | None = None
     key_hash_secret: Secret | None = None
     key_store: Literal["sqlite", "redis"] = "sqlite"
@@ -363,8 +378,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
 
     if router is not None:
         _check_router(router, problems)
-    if server is not None and server.max_body_bytes <= 0:
-        problems.append(ConfigProblem("server.max_body_bytes", "must be positive"))
+    if server is not None:
+        _check_server(server, problems)
     master_key = hash_secret = None
     if server is not None and server.master_key is not None:
         master_key = _resolve_secret(server.master_key, "server.master_key", env, problems)
@@ -478,6 +493,13 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         server=ServerSettings(
             master_key=master_key,
             max_body_bytes=server.max_body_bytes,
+            max_body_bytes_per_endpoint={
+                **DEFAULT_ENDPOINT_BODY_BYTES,
+                **server.max_body_bytes_per_endpoint,
+            },
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            max_unauthenticated_connections=server.max_unauthenticated_connections,
             database=server.database,
             key_hash_secret=hash_secret,
             key_store=server.key_store,
@@ -599,6 +621,47 @@ def _resolve_secret(
     return Secret(value)
 
 
+def _check_server(server: RawServer, problems: list[ConfigProblem]) -> None:
+    """Limits of the proxy's HTTP edge: sizes and counts positive, timeouts finite."""
+    if server.max_body_bytes <= 0:
+        problems.append(ConfigProblem("server.max_body_bytes", "must be positive"))
+    for path, limit in server.max_body_bytes_per_endpoint.items():
+        where = f"server.max_body_bytes_per_endpoint.{path}"
+        if path not in BODY_ENDPOINTS:
+            problems.append(ConfigProblem(where, f"expected one of {', '.join(BODY_ENDPOINTS)}"))
+        elif limit <= 0:
+            problems.append(ConfigProblem(where, "must be positive"))
+    for name in ("header_timeout", "body_timeout"):
+        v = getattr(server, name)
+        if not 0 < v <= 3600:
+            problems.append(ConfigProblem(f"server.{name}", "must be from 0 to 3600 seconds"))
+    if server.max_unauthenticated_connections < 1:
+        problems.append(ConfigProblem("server.max_unauthenticated_connections", "must be >= 1"))
+
+
+def api_base_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an upstream base URL (None when it can): checked at load, so a
+    typo is a config error instead of a failed request."""
+    if not re.match(r"^https?://", url):
+        return f"expected an http(s) URL, got {url!r}"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return f"must not contain spaces or control characters, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0..65535
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): {url!r}"
+    if not parts.hostname:
+        return f"has no host name: {url!r}"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@): put the key in api_key"
+    if port == 0:
+        return f"port 0 is not a port: {url!r}"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment (the path is appended to it): {url!r}"
+    return None
+
+
 def _build_deployment(
     rd: _RawDeployment,
     path: str,
@@ -618,10 +681,8 @@ def _build_deployment(
             problems.append(
                 ConfigProblem(f"{path}.api_base", f"environment variable {var} is not set")
             )
-    if api_base is not None and not re.match(r"^https?://", api_base):
-        problems.append(
-            ConfigProblem(f"{path}.api_base", f"expected an http(s) URL, got {api_base!r}")
-        )
+    if api_base is not None and (bad := api_base_problem(api_base)) is not None:
+        problems.append(ConfigProblem(f"{path}.api_base", bad))
     if rd.weight <= 0:
         problems.append(ConfigProblem(f"{path}.weight", "must be > 0"))
     for name in ("rpm", "tpm", "context_window"):

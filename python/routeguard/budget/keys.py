@@ -8,7 +8,11 @@ digest up, comparing in constant time; a revoked or expired key fails at once.
 Each record carries the identity chain the budget layer charges (key -> user -> team ->
 org), scopes (allowed models/aliases), limits (max budget, rpm, tpm), an expiry and free
 metadata. Records live in SQLite (the embedded default; ``":memory:"`` keeps nothing) with
-an in-process map from digest to record in front, so authentication never touches disk.
+an in-process map from digest to record in front. Before each lookup the store asks SQLite
+whether another connection committed since it last looked (``PRAGMA data_version``, no disk
+read when nothing changed) and reloads the map when one did, so a key made, rotated or revoked
+by ``routeguard keys`` in another process counts on the next request that presents it. A
+database that cannot be read raises KeyStoreUnavailable (503): authentication fails closed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import msgspec
 
 from routeguard.budget.accounts import Period
-from routeguard.errors import AuthenticationError, InvalidRequest
+from routeguard.errors import AuthenticationError, InvalidRequest, RouteguardError
 
 KEY_PREFIX = "sk-rg-"
 _enc = msgspec.json.Encoder()
@@ -78,6 +82,14 @@ class KeyRecord(msgspec.Struct, kw_only=True):
         return self.spec.models is None or alias in self.spec.models
 
 
+class KeyStoreUnavailable(RouteguardError):
+    """The key store could not be read or written: requests fail closed (503)."""
+
+    status_code = 503
+    error_type = "api_error"
+    code = "key_store_unavailable"
+
+
 class KeyStore:
     """Virtual keys in SQLite, with an in-memory digest index for authentication."""
 
@@ -88,7 +100,8 @@ class KeyStore:
         self._lock = threading.Lock()
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._path = str(path)
+        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -105,13 +118,44 @@ class KeyStore:
                 else:
                     secret = str(row[0])
             self._secret = secret.encode()
-            for (blob,) in self._db.execute("SELECT record FROM keys"):
-                rec = msgspec.json.decode(blob, type=KeyRecord)
-                self._records[rec.key_id] = rec
-        self._by_digest = {r.digest: r for r in self._records.values()}
+            self._version = self._data_version()
+            self._load()
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def _data_version(self) -> int:
+        """SQLite's counter of commits by *other* connections (the caller holds the lock)."""
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def _load(self) -> None:
+        """Read every record into the in-memory maps (the caller holds the lock)."""
+        records = {}
+        for (blob,) in self._db.execute("SELECT record FROM keys"):
+            rec = msgspec.json.decode(blob, type=KeyRecord)
+            records[rec.key_id] = rec
+        self._records = records
+        self._by_digest = {r.digest: r for r in records.values()}
+
+    def _sync(self) -> None:
+        """Reload when another process changed the database since the last look."""
+        if self._path == ":memory:":
+            return  # no other connection can see it
+        try:
+            with self._lock:
+                version = self._data_version()
+                if version != self._version:
+                    self._load()
+                    self._version = version
+        except (sqlite3.Error, msgspec.DecodeError) as exc:
+            raise KeyStoreUnavailable(
+                f"key store {self._path} cannot be read ({type(exc).__name__}): "
+                "check the file named by server.database"
+            ) from None
+
+    def _missed(self) -> None:
+        """Called when no record matches a presented key: stores that cannot be sure raise."""
 
     def _digest(self, token: str) -> str:
         return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
@@ -149,8 +193,10 @@ class KeyStore:
     def authenticate(self, token: str, *, now: float | None = None) -> KeyRecord:
         """The usable record for a presented key, or AuthenticationError."""
         digest = self._digest(token)
+        self._sync()
         rec = self._by_digest.get(digest)
         if rec is None or not hmac.compare_digest(rec.digest, digest):
+            self._missed()
             raise AuthenticationError("invalid API key")
         if rec.revoked:
             raise AuthenticationError(f"API key {rec.key_id} has been revoked")
@@ -160,6 +206,7 @@ class KeyStore:
 
     def get(self, key_id: str) -> KeyRecord:
         """The record of ``key_id`` (InvalidRequest 404 if unknown)."""
+        self._sync()
         rec = self._records.get(key_id)
         if rec is None:
             raise _NotFound(f"no key with id '{key_id}'")
@@ -167,6 +214,7 @@ class KeyStore:
 
     def list(self) -> Sequence[KeyRecord]:
         """Every record, oldest first."""
+        self._sync()
         return sorted(self._records.values(), key=lambda r: r.created_at)
 
     def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:

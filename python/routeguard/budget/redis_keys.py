@@ -15,12 +15,16 @@ so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
 - ``{P}:records``: hash, key id -> the record (JSON: digest, hint, spec, revoked),
 - ``{P}:events``: stream of key ids written (trimmed, ``MAXLEN ~ 10000``),
 - ``{P}:secret``: the HMAC secret, generated once by the first instance when the config sets
-  none. Setting ``server.key_hash_secret`` keeps it out of Redis, which is better: then a
-  copy of Redis alone cannot test guesses against the digests.
+  none (after a restart or FLUSHALL the instances put it back or adopt the new one, so they
+  keep hashing alike). Setting ``server.key_hash_secret`` keeps it out of Redis, which is
+  better: then a copy of Redis alone cannot test guesses against the digests.
 
 Consistency: on start and after a lost connection the stream's last id is read *before*
 the hash is loaded, then tailing starts from that id: a write landing in between is both
-loaded and replayed (harmless), none is missed.
+loaded and replayed (harmless), none is missed. While Redis is unreachable the keys in
+memory keep working, and a key not among them is answered 503 (it may be new), never let in.
+A Redis that comes back empty (restart, FLUSHALL, failover to an empty replica) empties the
+mirror: every key fails, since whether keys are required is the proxy's configuration.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from routeguard.budget.keys import KeyRecord, KeyStore
+from routeguard.budget.keys import KeyRecord, KeyStore, KeyStoreUnavailable
 from routeguard.budget.redis_url import cluster_target
-from routeguard.errors import RouteguardError
+
+__all__ = ["KeyStoreUnavailable", "RedisKeyStore"]
 
 log = logging.getLogger("routeguard.keys")
 _enc = msgspec.json.Encoder()
@@ -49,14 +54,6 @@ _SAVE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'id', ARGV[1])
 """
-
-
-class KeyStoreUnavailable(RouteguardError):
-    """The shared key store could not be reached for a write."""
-
-    status_code = 503
-    error_type = "api_error"
-    code = "key_store_unavailable"
 
 
 class RedisKeyStore(KeyStore):
@@ -81,6 +78,7 @@ class RedisKeyStore(KeyStore):
         self._hash = f"{self._tag}:records"
         self._stream = f"{self._tag}:events"
         target = cluster_target(url, "server.redis_url")
+        configured = secret is not None
         try:
             if target is None:
                 self._redis: redis.Redis | RedisCluster = redis.Redis.from_url(
@@ -114,6 +112,8 @@ class RedisKeyStore(KeyStore):
                 "start Redis or fix server.redis_url"
             ) from None
         self._secret = secret.encode()
+        self._secret_in_redis = not configured
+        self._broken = False  # the tailer lost Redis: a key not in memory cannot be checked
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="routeguard-keys", daemon=True)
         self._thread.start()
@@ -150,9 +150,12 @@ class RedisKeyStore(KeyStore):
             try:
                 if broken:
                     self._last = self._resync()
-                    broken = False
+                    self._follow_secret()
+                    broken = self._broken = False
                     log.info("key store %s: reconnected and reloaded", self._where)
                 batches: Any = self._tail_client.xread({self._stream: self._last}, block=1000)
+                if batches:
+                    self._follow_secret()
                 for _, events in batches or ():
                     ids = [fields[b"id"] for _, fields in events]
                     blobs = self._tail_client.hmget(self._hash, ids)
@@ -170,8 +173,31 @@ class RedisKeyStore(KeyStore):
                         self._where,
                         type(exc).__name__,
                     )
-                broken = True
+                broken = self._broken = True
                 self._stop.wait(0.5)  # the reconnect pace of a background thread
+
+    def _follow_secret(self) -> None:
+        """Keep the HMAC secret Redis holds, when the config sets none: put ours back if Redis
+        lost it (restart, FLUSHALL), adopt the one there if another instance got in first, so
+        every instance hashes keys alike (runs on the tailer's thread)."""
+        if not self._secret_in_redis:
+            return
+        name = f"{self._tag}:secret"
+        self._tail_client.set(name, self._secret, nx=True)
+        stored: Any = self._tail_client.get(name)
+        if isinstance(stored, bytes) and stored != self._secret:
+            log.warning("key store %s: adopting the key hash secret now in Redis", self._where)
+            self._secret = stored
+
+    def _sync(self) -> None:
+        """Nothing to do: the tailer applies other instances' writes as they land."""
+
+    def _missed(self) -> None:
+        """A key not in memory while Redis is unreachable may be new: 503, not 401."""
+        if self._broken:
+            raise KeyStoreUnavailable(
+                f"key store {self._where} is unreachable: this key cannot be checked now"
+            )
 
     def refresh(self) -> None:
         """Reload every record now (tests, or an operator after a restore)."""

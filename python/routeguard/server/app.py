@@ -30,7 +30,8 @@ from routeguard.gateway import ChatResult, Gateway
 from routeguard.schema import decode_json
 from routeguard.server import admin
 from routeguard.server.admin import is_admin_path
-from routeguard.server.auth import PermissionDenied, Principal, authenticate
+from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
+from routeguard.server.connections import ConnectionGuard
 
 log = logging.getLogger("routeguard.server")
 
@@ -61,6 +62,24 @@ class _MethodNotAllowed(RouteguardError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(InvalidRequest):
+    """The client took longer than server.body_timeout to send its request body."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+_ENDPOINT_ALIASES = {"/chat/completions": "/v1/chat/completions", "/embeddings": "/v1/embeddings"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size, when the client sent a valid Content-Length."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class ProxyApp:
     """ASGI application serving the OpenAI (and Anthropic Messages) API over a Gateway."""
 
@@ -68,10 +87,20 @@ class ProxyApp:
         self.gateway = gateway
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
-        self._max_body = gateway.config.server.max_body_bytes
-        if self._master is None and len(gateway.keys) == 0:
+        server = gateway.config.server
+        self._max_body = server.max_body_bytes
+        self._body_limits = dict(server.max_body_bytes_per_endpoint)
+        self._body_timeout = server.body_timeout
+        # Read by the uvicorn protocol routeguard runs (server/connections.py).
+        self.connection_guard = ConnectionGuard(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            max_unauthenticated=server.max_unauthenticated_connections,
+        )
+        self._gate = Gate(self._master, gateway.keys, required=keys_required(server))
+        if not self._gate.required:
             log.warning(
-                "no master key or virtual keys configured: the proxy accepts any bearer token"
+                "no master key, key database or key store configured: the proxy accepts any caller"
             )
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat),
@@ -114,14 +143,17 @@ class ProxyApp:
             route = self._routes.get(path.rstrip("/") or "/")
             if route is None:
                 if path.startswith("/v1/models/"):
-                    await self._model(path[len("/v1/models/") :], send)
+                    if scope["method"] != "GET":
+                        raise _MethodNotAllowed(f"{path} accepts GET, not {scope['method']}")
+                    scope["routeguard.principal"] = self._gate.authenticate(scope)
+                    await self._model(scope, path[len("/v1/models/") :], send)
                     return
                 raise _NotFound(f"no route for {scope['method']} {path}")
             method, handler = route
             if scope["method"] != method:
                 raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
             if path != "/health":
-                scope["routeguard.principal"] = authenticate(scope, self._master, self.gateway.keys)
+                scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
         except RouteguardError as exc:
             await _send_error(send, exc, anthropic)
@@ -130,7 +162,7 @@ class ProxyApp:
             await _send_error(send, RouteguardError("internal error"), anthropic)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = authenticate(scope, self._master, self.gateway.keys)
+        principal = self._gate.authenticate(scope)
         if self._master is None:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
@@ -153,29 +185,48 @@ class ProxyApp:
                 out["reserved"] = float(micros_to_usd(await layer.backend.reserved(account)))
         await _send_json(send, status, out, [])
 
+    def _body_limit(self, path: str) -> tuple[int, str]:
+        """The byte limit on ``path``'s request body, and the setting that sets it."""
+        key = "/admin" if is_admin_path(path) else _ENDPOINT_ALIASES.get(path, path)
+        limit = self._body_limits.get(key)
+        if limit is None:
+            return self._max_body, "server.max_body_bytes"
+        return limit, f"server.max_body_bytes_per_endpoint['{key}']"
+
     async def _read_json(
         self, scope: Scope, receive: Receive, *, allow_empty: bool = False
     ) -> dict[str, Any]:
+        limit, setting = self._body_limit(scope["path"].rstrip("/"))
+        declared = _content_length(scope)
+        if declared is not None and declared > _DRAIN_LIMIT * limit:
+            raise RequestTooLarge(  # refused unread: the connection will be dropped
+                f"request body is {declared} bytes, over the {limit}-byte limit ({setting})"
+            )
         parts: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise InvalidRequest("client disconnected before sending the body")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size <= self._max_body:
-                parts.append(chunk)
-            elif size > _DRAIN_LIMIT * self._max_body:
-                break  # not worth reading on: answer now, the connection will be dropped
-            # Past the limit we keep reading (and discarding) so that the client, still
-            # sending, gets the 413 instead of a connection reset.
-            if not msg.get("more_body"):
-                break
-        if size > self._max_body:
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        raise InvalidRequest("client disconnected before sending the body")
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size <= limit:
+                        parts.append(chunk)
+                    elif size > _DRAIN_LIMIT * limit:
+                        break  # not worth reading on: answer now, the connection will be dropped
+                    # Past the limit we keep reading (and discarding) so that the client, still
+                    # sending, gets the 413 instead of a connection reset.
+                    if not msg.get("more_body"):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body not received within {self._body_timeout:g} s (server.body_timeout)"
+            ) from None
+        if size > limit:
             raise RequestTooLarge(
-                f"request body is {size} bytes, over the {self._max_body}-byte limit "
-                "(server.max_body_bytes)"
+                f"request body is {size} bytes, over the {limit}-byte limit ({setting})"
             )
         raw = b"".join(parts)
         if allow_empty and not raw.strip():
@@ -248,8 +299,11 @@ class ProxyApp:
                 or principal.key.allows(a)]  # fmt: skip
         await _send_json(send, 200, {"object": "list", "data": data}, [])
 
-    async def _model(self, name: str, send: Send) -> None:
-        if name not in self.gateway.models():
+    async def _model(self, scope: Scope, name: str, send: Send) -> None:
+        principal: Principal = scope["routeguard.principal"]
+        if name not in self.gateway.models() or (
+            principal.key is not None and not principal.key.allows(name)
+        ):
             raise _NotFound(f"model '{name}' is not configured")
         await _send_json(send, 200, _model_card(name), [])
 

@@ -1,9 +1,13 @@
 """Who is calling: the proxy's authentication, from the request headers to a Principal.
 
 Order: the master key (admin: every model, the admin API) -> a virtual key from the
-gateway's KeyStore (its scopes, limits and identity chain) -> with neither a master key nor
-any virtual key configured, anyone (the embedded default, announced once at start). A key
-arrives as ``Authorization: Bearer <key>`` (OpenAI SDKs) or ``x-api-key`` (Anthropic SDKs).
+gateway's KeyStore (its scopes, limits and identity chain) -> anyone, but only in the embedded
+default (no master key, no database, no key store: announced once at start). Whether keys are
+required follows from that configuration, fixed when the proxy starts, never from what the
+store holds at the moment: a Redis emptied by a restart or FLUSHALL makes every key fail, not
+every caller anonymous. (Keys added to the embedded in-memory store turn requirement on for
+good.) A store that cannot be read answers 503. A key arrives as ``Authorization: Bearer
+<key>`` (OpenAI SDKs) or ``x-api-key`` (Anthropic SDKs).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from routeguard.budget.keys import KeyRecord, KeyStore
+from routeguard.config import ServerSettings
 from routeguard.errors import AuthenticationError, PermissionDenied
 
 __all__ = ["ADMIN", "ANONYMOUS", "PermissionDenied", "Principal", "authenticate", "bearer"]
@@ -55,6 +60,10 @@ class Principal:
             raise PermissionDenied("this endpoint needs the master key")
 
 
+CONNECTION_KEY = "routeguard.connection_authenticated"
+"""ASGI scope key the server's protocol may set: a callable marking the connection as having
+passed authentication (routeguard.server.connections caps the connections that have not)."""
+
 ANONYMOUS = Principal("anonymous")
 ADMIN = Principal("admin")
 
@@ -71,13 +80,42 @@ def bearer(scope: MutableMapping[str, Any]) -> bytes | None:
     return None
 
 
+def keys_required(server: ServerSettings) -> bool:
+    """Whether the configuration asks for keys: a master key, a key database or a shared store."""
+    return (
+        server.master_key is not None or server.database is not None or server.key_store != "sqlite"
+    )
+
+
+class Gate:
+    """The proxy's authentication: open or closed by configuration, decided at start."""
+
+    def __init__(self, master: bytes | None, keys: KeyStore, *, required: bool) -> None:
+        self.master = master
+        self.keys = keys
+        self._required = required or master is not None or len(keys) > 0
+
+    @property
+    def required(self) -> bool:
+        """Whether callers must present a key (once true, true for good)."""
+        if not self._required and len(self.keys) > 0:
+            self._required = True  # keys added at run time to the embedded store
+        return self._required
+
+    def authenticate(self, scope: MutableMapping[str, Any]) -> Principal:
+        """The Principal for this request, or AuthenticationError / KeyStoreUnavailable."""
+        principal = authenticate(scope, self.master, self.keys) if self.required else ANONYMOUS
+        mark = scope.get(CONNECTION_KEY)
+        if mark is not None:
+            mark()
+        return principal
+
+
 def authenticate(
     scope: MutableMapping[str, Any], master: bytes | None, keys: KeyStore
 ) -> Principal:
-    """The Principal for this request, or AuthenticationError."""
+    """The Principal for a request that must present a key, or AuthenticationError."""
     token = bearer(scope)
-    if master is None and len(keys) == 0:
-        return ANONYMOUS
     if token is None:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     if master is not None and hmac.compare_digest(token, master):

@@ -25,6 +25,7 @@ from routeguard.providers.anthropic import (
     TOOL_CHOICE_FROM_ANTHROPIC,
 )
 from routeguard.providers.base import Json
+from routeguard.schema import MAX_TOKENS
 
 _encode = msgspec.json.Encoder().encode
 _ROLES = ("user", "assistant")
@@ -70,6 +71,8 @@ def anthropic_request_to_openai(body: Json) -> Json:
     max_tokens = _require(body, "max_tokens", "max_tokens", int, "an integer")
     if max_tokens < 1:
         raise _invalid("max_tokens", f"must be at least 1, got {max_tokens}")
+    if max_tokens > MAX_TOKENS:
+        raise _invalid("max_tokens", f"must be at most {MAX_TOKENS}, got {max_tokens}")
     raw_messages = _require(body, "messages", "messages", list, "a list of messages")
     out: Json = {"model": model, "max_completion_tokens": max_tokens}
 

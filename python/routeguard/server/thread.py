@@ -18,16 +18,27 @@ import uvicorn
 _START_TIMEOUT = 10.0
 
 
+def _http_protocol() -> str:
+    """The guarded httptools protocol, or uvicorn's choice where httptools is missing."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # pragma: no cover - httptools is a dependency on POSIX
+        return "auto"
+    from routeguard.server.connections import PROTOCOL
+
+    return PROTOCOL
+
+
 def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
     """The uvicorn settings every in-process server uses: C loop and parser, no access log."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        # "auto" is uvloop + httptools whenever installed (dependencies everywhere but
-        # Windows), and still starts without them.
+        # "auto" is uvloop whenever installed (a dependency everywhere but Windows); the
+        # guarded httptools protocol adds the proxy's read deadlines (server/connections.py).
         loop="auto",
-        http="auto",
+        http=_http_protocol(),
         lifespan="on",
         log_level="warning",
         access_log=False,
