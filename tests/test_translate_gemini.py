@@ -431,7 +431,8 @@ def test_function_call_stream() -> None:
         (1, {"city": "Oslo"}),
     ]
     assert all(t["id"].startswith("call_") for t in delta["tool_calls"])
-    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not any("usage" in c for c in chunks)  # no usageMetadata came: no made-up usage
 
 
 def test_stream_error_payload_raises() -> None:

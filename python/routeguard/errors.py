@@ -170,6 +170,13 @@ class UpstreamConnectionError(ProviderError):
     retryable = True
 
 
+class StreamTruncated(UpstreamConnectionError):
+    """The upstream closed a stream without its terminator (OpenAI ``[DONE]``, Anthropic
+    ``message_stop``, Gemini's ``finishReason``): the answer may be cut anywhere."""
+
+    code = "stream_truncated"
+
+
 class UpstreamBadRequest(ProviderError):
     """The provider rejected the request itself: retrying or falling back will not help."""
 

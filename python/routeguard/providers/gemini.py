@@ -27,8 +27,8 @@ from typing import Any
 from routeguard.config import Deployment
 from routeguard.errors import (
     ProviderError,
+    StreamTruncated,
     UpstreamBadRequest,
-    UpstreamConnectionError,
     error_for_status,
 )
 from routeguard.providers import http
@@ -411,9 +411,12 @@ class StreamDecoder:
         return out
 
     def finish(self) -> list[Json]:
-        """The closing usage chunk; raises if the stream stopped before a finish reason."""
-        if not self._finished:
-            raise UpstreamConnectionError("gemini stream ended before a finishReason")
+        """The closing usage chunk (none if upstream reported no usage); raises if the
+        stream stopped before every candidate it started had a finish reason."""
+        if not self._finished or self._started - self._finished:
+            raise StreamTruncated("gemini stream ended before a finishReason")
+        if self._usage is None:
+            return []  # no made-up zero usage: the gateway charges from what was sent
         chunk = self._chunk(0, None)
         chunk["usage"] = usage_from_gemini(self._usage)
         return [chunk]
