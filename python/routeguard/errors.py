@@ -121,6 +121,12 @@ class ProviderError(RouteguardError):
     # A deployment-level fault (bad key, model missing upstream): do not retry the same
     # deployment, but another deployment or fallback alias may well succeed.
     fallback_ok: bool = True
+    # Whether the failure says the deployment is unhealthy, so that it counts toward the
+    # deployment's circuit: connect errors, 5xx, 429, a bad key, no first byte in time.
+    # Anything one caller's own request can cause (a rejected request, an unknown file, a
+    # long answer running out of time) must not count, or one caller could take a
+    # deployment away from everyone.
+    health: bool = True
 
     def __init__(
         self,
@@ -129,10 +135,13 @@ class ProviderError(RouteguardError):
         status: int | None = None,
         retry_after: float | None = None,
         body: Any = None,
+        health: bool | None = None,
     ) -> None:
         super().__init__(message)
         if status is not None:
             self.status_code = status
+        if health is not None:
+            self.health = health
         self.retry_after = retry_after
         self.body = body
 
@@ -154,7 +163,9 @@ class UpstreamServerError(ProviderError):
 
 
 class UpstreamTimeout(ProviderError):
-    """The attempt ran past its timeout."""
+    """The attempt ran past its timeout. ``health`` is True when the upstream sent no first
+    byte in time (or could not be connected to), False when an answer under way ran past
+    the attempt's total time (a caller's long answer says nothing about the deployment)."""
 
     status_code = 504
     error_type = "timeout_error"
@@ -183,6 +194,7 @@ class UpstreamBadRequest(ProviderError):
     status_code = 400
     error_type = "invalid_request_error"
     fallback_ok = False
+    health = False
 
 
 class ContextWindowExceeded(UpstreamBadRequest):
@@ -203,6 +215,7 @@ class UpstreamNotFound(ProviderError):
 
     status_code = 502
     code = "upstream_not_found"
+    health = False  # a caller's request can name what is missing (a file, a resource)
 
 
 class MidStreamError(ProviderError):
@@ -313,7 +326,10 @@ def error_for_status(
         cls = UpstreamBadRequest
     if cls in (UpstreamBadRequest, ContextWindowExceeded):
         return cls(message, status=status if 400 <= status < 500 else 400, body=body)
-    return cls(message, retry_after=retry_after, body=body)
+    # 403 can answer what a caller asked for (a file or resource it may not use), and an
+    # upstream 408 an upload it found too slow: neither says the deployment is unwell.
+    health = False if status in (403, 408) else None
+    return cls(message, retry_after=retry_after, body=body, health=health)
 
 
 @dataclass

@@ -14,7 +14,10 @@ attempt runs under its own timeout and all of them under one overall deadline.
 
 A deployment's circuit opens after ``allowed_fails`` consecutive failures, stays open for
 ``cooldown_time``, then lets exactly one probe through (half-open): success closes it,
-failure opens it again. When every attempt fails, one AllAttemptsFailed lists them all.
+failure opens it again. Only failures that say the upstream is unwell count
+(``ProviderError.health``: connect errors, 5xx, 429, a bad key, no first byte in time); a
+caller's own bad request or long answer running out of time never opens a circuit that all
+callers share. When every attempt fails, one AllAttemptsFailed lists them all.
 """
 
 from __future__ import annotations
@@ -152,11 +155,15 @@ class Fallback:
         attempt: Attempter[T],
         *,
         fits: Callable[[Deployment], bool] | None = None,
+        first_byte: bool = False,
     ) -> Outcome[T]:
         """Call ``attempt(deployment, timeout)`` until one succeeds; raise AllAttemptsFailed.
 
         ``fits`` says whether a deployment can take the request at all (e.g. its context
         window); one that does not is skipped as if it had returned a context-window error.
+        ``first_byte`` says an attempt ends at the upstream's first byte (a stream's first
+        chunk), so running out of time is the upstream's fault and counts toward its
+        circuit; otherwise it may be the caller's long answer and does not.
         """
         s = self.settings
         deadline = self._clock() + s.deadline
@@ -214,7 +221,10 @@ class Fallback:
                     async with asyncio.timeout(timeout):
                         value = await attempt(dep, timeout)
                 except TimeoutError:
-                    err: ProviderError = UpstreamTimeout(f"no answer within {timeout:g}s")
+                    what = "no first byte" if first_byte else "no complete answer"
+                    err: ProviderError = UpstreamTimeout(
+                        f"{what} within {timeout:g}s", health=first_byte
+                    )
                 except ProviderError as exc:
                     err = exc
                 except BaseException:
@@ -241,7 +251,10 @@ class Fallback:
                     # The request itself is at fault: no deployment will take it.
                     self.cooldowns.release_probe(dep)
                     raise err
-                self.cooldowns.failure(dep, err.retry_after)
+                if err.health:
+                    self.cooldowns.failure(dep, err.retry_after)
+                else:
+                    self.cooldowns.release_probe(dep)
                 if not err.retryable:
                     failed.add(dep.id)
             if context_miss and not switched_to_context:

@@ -102,8 +102,14 @@ async def post_json(
         ) as resp:
             raw = await resp.read()
             return HttpResponse(resp.status, resp.headers, raw)
+    except aiohttp.ConnectionTimeoutError:
+        raise UpstreamTimeout(f"cannot connect to {_host(url)} in time") from None
     except TimeoutError:
-        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+        # Connected, but the whole answer took longer than the attempt allows: as likely
+        # the caller's long answer as a slow upstream, so not a health failure.
+        raise UpstreamTimeout(
+            f"no complete answer within {timeout:g}s from {_host(url)}", health=False
+        ) from None
     except aiohttp.ClientError as exc:
         raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
 
@@ -175,8 +181,8 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
                 total=None, connect=min(timeout, 10.0), sock_read=timeout
             ),
         )
-    except TimeoutError:
-        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+    except TimeoutError:  # no first byte (or no connection) in time: the upstream's health
+        raise UpstreamTimeout(f"no first byte within {timeout:g}s from {_host(url)}") from None
     except aiohttp.ClientError as exc:
         raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
     return SseStream(resp, url)
