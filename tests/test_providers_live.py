@@ -176,15 +176,17 @@ async def test_error_statuses(
                 await _collect(kind, _dep(mock, kind, model), HELLO)
         assert type(info.value) is cls
         assert info.value.retryable is retryable
-        assert info.value.message  # the upstream's own message, not a placeholder
-        assert not info.value.message.startswith("upstream status")
+        assert info.value.detail  # the upstream's own message (for logs), not a placeholder
+        assert not info.value.detail.startswith("upstream status")
+        if cls is not UpstreamBadRequest:  # a fixed message: no upstream words for callers
+            assert info.value.message.endswith(f"(status {model[-3:]})")
 
 
 async def test_anthropic_529_overloaded_is_retryable(mock: MockServer) -> None:
     with pytest.raises(UpstreamServerError) as info:
         await get_provider("anthropic").chat(HELLO, _dep(mock, "anthropic", "error-529"), 10.0)
     assert info.value.retryable
-    assert info.value.message.startswith("Overloaded")
+    assert info.value.detail.startswith("Overloaded")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import yaml
 
+from routeguard import scrub
 from routeguard.budget.accounts import Accounts, BudgetLimits, load_accounts
 from routeguard.errors import ConfigError, ConfigProblem
 
@@ -191,6 +192,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        scrub.remember(value)  # masked wherever upstream text or a log line repeats it
 
     def get(self) -> str:
         """The secret value, for building an auth header."""

@@ -23,12 +23,14 @@ callers share. When every attempt fails, one AllAttemptsFailed lists them all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from routeguard import scrub
 from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import (
     AllAttemptsFailed,
@@ -39,6 +41,7 @@ from routeguard.errors import (
 )
 from routeguard.routing.balance import Balancer
 
+log = scrub.guard(logging.getLogger("routeguard.fallback"))
 T = TypeVar("T")
 _TOO_LONG = "prompt exceeds context window"
 
@@ -242,6 +245,10 @@ class Fallback:
                 upstream_s += elapsed
                 balancer.end(dep, None)
                 attempts.append(Attempt(current, dep.id, err, elapsed * 1000))
+                if log.isEnabledFor(logging.WARNING):
+                    # The operator's view: what upstream said and where (secrets masked).
+                    kind = type(err).__name__
+                    log.warning("%s/%s: %s: %s", current, dep.id, kind, err.detail)
                 if isinstance(err, ContextWindowExceeded):
                     self.cooldowns.release_probe(dep)
                     failed.add(dep.id)

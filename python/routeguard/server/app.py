@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from routeguard import scrub
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
     InvalidRequest,
@@ -31,7 +32,7 @@ from routeguard.server import admin
 from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import PermissionDenied, Principal, authenticate
 
-log = logging.getLogger("routeguard.server")
+log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
