@@ -108,7 +108,7 @@ def test_callers_read_status_type_and_a_safe_message(
 ) -> None:
     url, closed = proxy
     with (
-        caplog.at_level(logging.WARNING),
+        caplog.at_level(logging.INFO),
         openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0) as client,
         pytest.raises(openai.APIStatusError) as info,
     ):
@@ -143,7 +143,7 @@ def test_the_wrong_key_is_named_in_the_log_not_to_callers(
 ) -> None:
     url, _ = proxy
     with (
-        caplog.at_level(logging.WARNING),
+        caplog.at_level(logging.INFO),
         openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0) as client,
         pytest.raises(openai.APIStatusError) as info,
     ):
@@ -193,6 +193,8 @@ def test_scrub_masks_configured_secrets_and_key_shapes() -> None:
     ):
         assert leaked not in clean
     assert "host.example" in clean  # scrub() is for logs: hosts stay; for_caller() hides them
+    prose = "no master key: the proxy accepts any bearer token; max_tokens: 12"
+    assert scrub.scrub(prose) == prose
     assert scrub.scrub("prompt is too long: 208310 tokens > 200000 maximum") == (
         "prompt is too long: 208310 tokens > 200000 maximum"
     )

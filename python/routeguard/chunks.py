@@ -46,7 +46,7 @@ def to_chunks(resp: Json, *, include_usage: bool = False) -> list[Json]:
             if fn.get("arguments"):
                 args = {"index": n, "function": {"arguments": fn["arguments"]}}
                 out.append(chunk(i, {"tool_calls": [args]}))
-        out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
+        out.append(chunk(i, {}, choice.get("finish_reason")))
     if include_usage and resp.get("usage") is not None:
         out.append({**base, "choices": [], "usage": resp["usage"]})
     return out

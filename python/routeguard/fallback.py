@@ -245,10 +245,12 @@ class Fallback:
                 upstream_s += elapsed
                 balancer.end(dep, None)
                 attempts.append(Attempt(current, dep.id, err, elapsed * 1000))
-                if log.isEnabledFor(logging.WARNING):
-                    # The operator's view: what upstream said and where (secrets masked).
+                # The operator's view: what upstream said and where (secrets masked); a
+                # failure the caller's own request caused is no alarm.
+                level = logging.WARNING if err.health else logging.INFO
+                if log.isEnabledFor(level):
                     kind = type(err).__name__
-                    log.warning("%s/%s: %s: %s", current, dep.id, kind, err.detail)
+                    log.log(level, "%s/%s: %s: %s", current, dep.id, kind, err.detail)
                 if isinstance(err, ContextWindowExceeded):
                     self.cooldowns.release_probe(dep)
                     failed.add(dep.id)

@@ -41,7 +41,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1\2" + MASK,
     ),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}"), r"\1 " + MASK),
+    # A credential after "Bearer"/"Basic" has a digit, "-" or "_" ("bearer token" is prose).
+    (
+        re.compile(r"(?i)\b(bearer|basic)\s+(?=[\w.~+/=\-]*[0-9_\-])[A-Za-z0-9._~+/=\-]{6,}"),
+        r"\1 " + MASK,
+    ),
     (re.compile(r"([?&]key=)[^&\s\"']+"), r"\1" + MASK),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + MASK),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "AKIA" + MASK),
