@@ -5,7 +5,9 @@ for everyone. Real upstream: the simulated one, paced so that long answers take 
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,6 +108,45 @@ async def test_connect_errors_open_the_circuit(mock: MockServer) -> None:
         for _ in range(2):
             with pytest.raises(AllAttemptsFailed):
                 await gw.chat_result({"model": "m", "messages": MSG})
+        assert gw.fallback.cooldowns.is_open(gw.balancers["m"].deployments[0])
+    finally:
+        await gw.aclose()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose listen queue is full: connecting to it hangs (the SYN is dropped)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    held = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        held.append(c)
+    try:
+        yield port
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
+
+
+async def test_a_connect_that_hangs_opens_the_circuit(mock: MockServer, blackhole: int) -> None:
+    # A plain call: its attempt timeout alone would not count (it may be a long answer),
+    # but never getting connected is the upstream's health.
+    cfg = _cfg(mock, "sim")
+    cfg["model_list"][0]["api_base"] = f"http://127.0.0.1:{blackhole}/v1"
+    gw = Gateway.from_config(cfg)
+    try:
+        for _ in range(2):
+            with pytest.raises(AllAttemptsFailed) as info:
+                await gw.chat_result({"model": "m", "messages": MSG})
+            (attempt,) = info.value.attempts
+            assert isinstance(attempt.error, UpstreamTimeout) and attempt.error.health
         assert gw.fallback.cooldowns.is_open(gw.balancers["m"].deployments[0])
     finally:
         await gw.aclose()

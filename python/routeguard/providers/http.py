@@ -88,7 +88,10 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
+    # Connecting gets at most half the attempt, so a host that never accepts is reported
+    # as a connect failure (the upstream's health) before the attempt's own timeout fires,
+    # which could as well be a long answer.
+    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds / 2, 10.0))
 
 
 async def post_json(
