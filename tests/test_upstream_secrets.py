@@ -10,6 +10,7 @@ type and a safe message; logs get what upstream said, with every secret masked.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 
 from ports import free_port
 from routeguard import scrub
+from routeguard.config import Secret
 from routeguard.errors import UpstreamAuthError, UpstreamBadRequest
 from routeguard.gateway import Gateway
 from routeguard.providers import gemini
@@ -220,3 +222,24 @@ def test_gemini_invalid_key_is_a_deployment_fault_not_the_callers() -> None:
     }  # fmt: skip
     err = gemini.error_from_body(400, body)
     assert isinstance(err, UpstreamAuthError) and err.fallback_ok
+
+
+def test_log_records_and_tracebacks_are_scrubbed() -> None:
+    Secret(BAD_KEY)  # configured: registered for scrubbing by being a Secret
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("test.scrub.handlers")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        scrub.guard_handlers(logger)
+        try:
+            raise RuntimeError(f"upstream said Authorization: Bearer {OPENAI_KEY}")
+        except RuntimeError:
+            logger.exception("calling %s with key %s failed", "http://u:pw-123456@h/v1", BAD_KEY)
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "RuntimeError" in out and "failed" in out
+    for leaked in (OPENAI_KEY, BAD_KEY, "pw-123456"):
+        assert leaked not in out

@@ -161,3 +161,11 @@ def guard(logger: logging.Logger) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+def guard_handlers(logger: logging.Logger | None = None) -> None:
+    """Install the scrubbing filter on every handler of ``logger`` (the root logger by
+    default), so records of every library through them are scrubbed too."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
