@@ -197,6 +197,18 @@ def test_scrub_masks_configured_secrets_and_key_shapes() -> None:
     assert "host.example" in clean  # scrub() is for logs: hosts stay; for_caller() hides them
     prose = "no master key: the proxy accepts any bearer token; max_tokens: 12"
     assert scrub.scrub(prose) == prose
+
+
+def test_for_caller_hides_upstream_hosts_as_whole_names() -> None:
+    scrub.remember_upstream("http://svc:pw-abcdef@gpu7.internal:8080/v1")
+    scrub.remember_upstream("http://x/v1")  # too short a name to mask anywhere
+    text = "from gpu7.internal:8080 (gpu7.internal) not gpu7.internals; x marks pw-abcdef"
+    assert scrub.for_caller(text) == (
+        "from <upstream> (<upstream>) not gpu7.internals; x marks ***"
+    )
+    assert scrub.safe_url("http://svc:pw@gpu7.internal:8080/v1?key=k") == (
+        "http://gpu7.internal:8080"
+    )
     assert scrub.scrub("prompt is too long: 208310 tokens > 200000 maximum") == (
         "prompt is too long: 208310 tokens > 200000 maximum"
     )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 MASK = "***"
 HOST_MASK = "<upstream>"
 _MIN_SECRET = 6  # shorter "secrets" (test placeholders like "x") would mangle every message
+_MIN_HOST = 4  # the same for hosts ("http://x"); hosts match as whole names only
 
 _lock = threading.RLock()
 _secrets: set[str] = set()
@@ -71,20 +72,23 @@ def remember_upstream(api_base: str) -> None:
     parts = urlsplit(api_base)
     with _lock:
         _bases.add(api_base)
-        if parts.hostname:
+        if parts.hostname and len(parts.hostname) >= _MIN_HOST:
             _hosts.add(parts.hostname)
-            if parts.port is not None:
-                _hosts.add(f"{parts.hostname}:{parts.port}")
+            port = _port(parts.netloc)
+            if port:
+                _hosts.add(f"{parts.hostname}:{port}")
             _host_re = None
     if parts.password:
         remember(parts.password)
 
 
-def _alternation(words: set[str]) -> re.Pattern[str] | None:
+def _alternation(words: set[str], *, whole: bool = False) -> re.Pattern[str] | None:
     if not words:
         return None
     # Longest first, so "host:8000" goes before "host" and one secret inside another wins.
-    return re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
+    alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    # Whole names only: host "gpu1" must not eat "gpu12" or "my-gpu1".
+    return re.compile(rf"(?<![\w.\-])(?:{alt})(?![\w\-]|\.\w)" if whole else alt)
 
 
 def scrub(text: str) -> str:
@@ -110,7 +114,7 @@ def for_caller(text: str) -> str:
     pattern = _host_re
     if pattern is None and _hosts:
         with _lock:
-            pattern = _host_re = _alternation(_hosts)
+            pattern = _host_re = _alternation(_hosts, whole=True)
     return pattern.sub(HOST_MASK, text) if pattern is not None and text else text
 
 
@@ -131,8 +135,15 @@ def safe_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme}://{host}{port}"
+    port = _port(parts.netloc)
+    return f"{parts.scheme}://{host}{':' + port if port else ''}"
+
+
+def _port(netloc: str) -> str:
+    # As written, never parsed: urlsplit's .port raises on a malformed one.
+    hostport = netloc.rpartition("@")[2]
+    _, sep, tail = hostport.rpartition(":")
+    return tail if sep and "]" not in tail else ""
 
 
 class ScrubFilter(logging.Filter):
