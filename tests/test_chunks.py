@@ -60,3 +60,14 @@ def test_without_usage_and_plain_text() -> None:
     for c in chunks:
         asm.feed(c)
     assert asm.result()["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+
+
+def test_assembler_never_invents_a_finish_reason() -> None:
+    chunks = to_chunks(RESP)
+    asm = Assembler()
+    for c in chunks[:-1]:  # everything but the finish chunk: a stream cut short
+        asm.feed(c)
+    assert not asm.complete
+    assert asm.result()["choices"][0]["finish_reason"] is None
+    asm.feed(chunks[-1])
+    assert asm.complete and asm.result()["choices"][0]["finish_reason"] == "tool_calls"

@@ -733,6 +733,39 @@ def test_behaviour_parsing_rules() -> None:
     header = behaviour_for("mock-error-500-slow-50", "error-429")
     assert (header.error, header.slow_ms) == (429, 50)
     assert behaviour_for("mock-error-500", "none") == Behaviour()
+    assert behaviour_for("m-truncate", None) == Behaviour(truncate=True)
+    both = behaviour_for("m-no-usage", "echo-headers")
+    assert both == Behaviour(no_usage=True, echo_headers=True)
+    assert behaviour_for("m-no-usage", "none") == Behaviour()
+    assert behaviour_for("m-untruncated-no-usages", None) == Behaviour()
+
+
+def test_truncated_and_usage_less_streams_over_the_sdk(oai: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": "hi"}]
+    cut = list(oai.chat.completions.create(model="sim-truncate", messages=messages, stream=True))
+    assert len(cut) == 3  # the role chunk and two content chunks, then the body just ends
+    assert all(c.choices[0].finish_reason is None for c in cut)
+    plain = list(
+        oai.chat.completions.create(
+            model="sim-no-usage",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.usage is None for c in plain)
+    assert plain[-1].choices[0].finish_reason == "stop"
+
+
+def test_echo_headers_puts_the_request_headers_in_error_bodies(mock: MockServer) -> None:
+    with (
+        openai.OpenAI(base_url=mock.url + "/v1", api_key="sk-echo-me", max_retries=0) as c,
+        pytest.raises(openai.BadRequestError) as info,
+    ):
+        c.chat.completions.create(
+            model="sim-error-400-echo-headers", messages=[{"role": "user", "content": "x"}]
+        )
+    assert "authorization: Bearer sk-echo-me" in info.value.message
 
 
 # --- the journal, the app and serve_mock -------------------------------------------------------

@@ -1,30 +1,39 @@
 """Every provider adapter against the simulated upstream, over real HTTP: one shared matrix
-(non-stream, stream, tool call, embeddings, 429/500/401, context window, mid-stream error)
+(non-stream, stream, tool call, embeddings, 429/500/401, context window, mid-stream error,
+stream without terminator, stream without usage, stream abandoned before the first read)
 applied to the OpenAI, Anthropic and Gemini wire formats."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import openai
 import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from embedders import WordsEmbedder
 from routeguard.config import Deployment, Secret
 from routeguard.errors import (
     ContextWindowExceeded,
+    MidStreamError,
     ProviderError,
+    StreamTruncated,
     UpstreamAuthError,
     UpstreamBadRequest,
     UpstreamRateLimited,
     UpstreamServerError,
 )
+from routeguard.gateway import Gateway
 from routeguard.providers import get_provider, http
 from routeguard.providers.mock import BAD_KEY, MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
 
 KINDS = ["openai", "anthropic", "gemini"]
 KEY = "sk-live-test-key"
@@ -167,15 +176,17 @@ async def test_error_statuses(
                 await _collect(kind, _dep(mock, kind, model), HELLO)
         assert type(info.value) is cls
         assert info.value.retryable is retryable
-        assert info.value.message  # the upstream's own message, not a placeholder
-        assert not info.value.message.startswith("upstream status")
+        assert info.value.detail  # the upstream's own message (for logs), not a placeholder
+        assert not info.value.detail.startswith("upstream status")
+        if cls is not UpstreamBadRequest:  # a fixed message: no upstream words for callers
+            assert info.value.message.endswith(f"(status {model[-3:]})")
 
 
 async def test_anthropic_529_overloaded_is_retryable(mock: MockServer) -> None:
     with pytest.raises(UpstreamServerError) as info:
         await get_provider("anthropic").chat(HELLO, _dep(mock, "anthropic", "error-529"), 10.0)
     assert info.value.retryable
-    assert info.value.message.startswith("Overloaded")
+    assert info.value.detail.startswith("Overloaded")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -274,3 +285,142 @@ async def test_gemini_embeddings_over_one_batch(mock: MockServer) -> None:
 async def test_anthropic_has_no_embeddings(mock: MockServer) -> None:
     with pytest.raises(UpstreamBadRequest, match="no embeddings endpoint"):
         await get_provider("anthropic").embed({"input": "x"}, _dep(mock, "anthropic"), 10.0)
+
+
+# --------------------------------------------------------------------------- stream failure rows
+# A stream is complete only when its wire format's terminator arrived (OpenAI [DONE],
+# Anthropic message_stop, Gemini finishReason). The gateway rows run each adapter behind a
+# Gateway with a cache and a budget: what a client, the cache and the ledger see.
+
+
+def _gateway(mock: MockServer, model: str) -> Gateway:
+    """One cached, budgeted alias per wire format (named after it), served by ``model``."""
+    deps = [
+        {
+            "model_name": kind,
+            "type": kind,
+            "model": model,
+            "api_key": KEY,
+            "api_base": mock.url + ("/v1" if kind == "openai" else ""),
+            "input_cost_per_mtok": 1000.0,
+            "output_cost_per_mtok": 1000.0,
+        }
+        for kind in KINDS
+    ]
+    cfg = {
+        "model_list": deps,
+        "router_settings": {"num_retries": 0},
+        "budgets": [{"name": "acct", "limit": 100.0}],
+        "routes": {kind: {"cache": {"enabled": True}} for kind in KINDS},
+    }
+    return Gateway.from_config(cfg, embedder=WordsEmbedder())
+
+
+def _text(chunks: list[dict[str, Any]]) -> str:
+    return "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+
+
+def _finishes(chunks: list[dict[str, Any]]) -> list[Any]:
+    return [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_stream_without_terminator_is_a_midstream_error(mock: MockServer, kind: str) -> None:
+    received: list[dict[str, Any]] = []
+    with pytest.raises(StreamTruncated):
+        async for chunk in get_provider(kind).stream(HELLO, _dep(mock, kind, "sim-truncate"), 10.0):
+            received.append(chunk)
+    assert _text(received)  # the prefix arrived...
+    assert not any(_finishes(received))  # ...and nothing claims it is finished
+    assert not any(c.get("usage") for c in received)
+
+    gw = _gateway(mock, "sim-truncate")
+    assert gw.budget is not None
+    try:
+        request = {"model": kind, "messages": HELLO["messages"], "stream": True}
+        for _ in range(2):  # the second is no cache hit on the partial answer
+            result = await gw.chat_result(dict(request), accounts=["acct"])
+            assert result.cache == "miss" and result.stream is not None
+            sent: list[dict[str, Any]] = []
+            with pytest.raises(MidStreamError):
+                async for chunk in result.stream:
+                    sent.append(chunk)
+            assert _text(sent) and not any(_finishes(sent))
+        assert await gw.budget.backend.reserved("acct") == 0
+        assert await gw.budget.backend.spent("acct") > 0  # charged for what was sent
+    finally:
+        await gw.aclose()
+
+
+def test_stream_without_terminator_reaches_sdk_clients_as_an_error(mock: MockServer) -> None:
+    gw = _gateway(mock, "sim-truncate")
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        for kind in KINDS:
+            pieces: list[str] = []
+            with pytest.raises(openai.APIError, match="stream"):
+                for chunk in client.chat.completions.create(
+                    model=kind,
+                    messages=HELLO["messages"],  # type: ignore[arg-type]
+                    stream=True,
+                ):
+                    assert chunk.choices[0].finish_reason is None
+                    pieces.append(chunk.choices[0].delta.content or "")
+            assert "".join(pieces)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_stream_without_usage_is_charged_for_what_was_sent(
+    mock: MockServer, kind: str
+) -> None:
+    chunks = await _collect(kind, _dep(mock, kind, "sim-no-usage"), HELLO)
+    whole = await get_provider(kind).chat(HELLO, _dep(mock, kind, "sim-no-usage"), 10.0)
+    assert _text(chunks) == whole["choices"][0]["message"]["content"]
+    assert _finishes(chunks)[-1] == "stop"
+    assert not any(c.get("usage") for c in chunks)  # no made-up usage
+
+    gw = _gateway(mock, "sim-no-usage")
+    assert gw.budget is not None
+    try:
+        request = {"model": kind, "messages": HELLO["messages"], "stream": True}
+        result = await gw.chat_result(dict(request), accounts=["acct"])
+        assert result.stream is not None
+        sent = [c async for c in result.stream]
+        assert _text(sent) == whole["choices"][0]["message"]["content"]
+        assert await gw.budget.backend.reserved("acct") == 0
+        assert await gw.budget.backend.spent("acct") > 0  # estimated, never free
+    finally:
+        await gw.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_stream_abandoned_before_the_first_read(mock: MockServer, kind: str) -> None:
+    mock.reset()
+    slow = Deployment(
+        id=f"{kind}-slow",
+        alias="alias",
+        provider=kind,
+        model="sim-slow-stream",
+        api_base=mock.url + ("/v1" if kind == "openai" else ""),
+        api_key=Secret(KEY),
+        headers={"x-mock-tokens-per-s": "5"},
+    )
+    # Closed before its first read: nothing was sent upstream.
+    unread = get_provider(kind).stream(HELLO, slow, 10.0)
+    await unread.aclose()  # type: ignore[attr-defined]
+    assert mock.request_count == 0
+    # The gateway reads the first chunk itself; a client leaving then must drop the
+    # upstream connection at once (the simulated upstream sees the stream abandoned).
+    started = get_provider(kind).stream(HELLO, slow, 10.0)
+    first = await anext(started)
+    assert first["choices"]
+    await started.aclose()  # type: ignore[attr-defined]
+    for _ in range(200):
+        if mock.abandoned_streams:
+            break
+        await asyncio.sleep(0.01)
+    assert mock.request_count == 1 and mock.abandoned_streams == 1

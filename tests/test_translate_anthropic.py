@@ -595,7 +595,9 @@ def test_error_event_mid_stream_raises(
     with pytest.raises(cls) as info:
         decoder.feed("error", json.dumps(err).encode())
     assert info.value.retryable is retryable
-    assert info.value.message == "Overloaded"
+    assert info.value.detail.startswith("Overloaded")  # the upstream's words, for logs
+    # A caller reads them only when its own request was refused.
+    assert ("Overloaded" in info.value.message) is (cls is UpstreamBadRequest)
 
 
 # --------------------------------------------------------------------------- errors
@@ -650,10 +652,12 @@ def test_error_bodies(status: int, body: Any, cls: type[ProviderError], retryabl
     err = error_from_body(status, body)
     assert type(err) is cls
     assert err.retryable is retryable
-    if body is None:
-        assert err.message == f"upstream status {status}"
+    said = f"upstream status {status}" if body is None else body["error"]["message"]
+    assert err.detail.startswith(said)
+    if issubclass(cls, UpstreamBadRequest):
+        assert err.message == said  # the caller's own request: it needs the reason
     else:
-        assert err.message == body["error"]["message"]
+        assert said not in err.message and str(status) in err.message
 
 
 def test_error_from_response_reads_retry_after_and_survives_html() -> None:
@@ -663,7 +667,8 @@ def test_error_from_response_reads_retry_after_and_survives_html() -> None:
     err = error_from_response(resp)
     assert isinstance(err, UpstreamRateLimited) and err.retry_after == 7.0
     html = error_from_response(HttpResponse(503, {}, b"<html>Service Unavailable</html>"))
-    assert isinstance(html, UpstreamServerError) and html.message == "upstream status 503"
+    assert isinstance(html, UpstreamServerError) and html.detail == "upstream status 503"
+    assert html.message == "the upstream failed (status 503)"
 
 
 async def test_embed_is_refused() -> None:

@@ -431,7 +431,8 @@ def test_function_call_stream() -> None:
         (1, {"city": "Oslo"}),
     ]
     assert all(t["id"].startswith("call_") for t in delta["tool_calls"])
-    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not any("usage" in c for c in chunks)  # no usageMetadata came: no made-up usage
 
 
 def test_stream_error_payload_raises() -> None:
@@ -544,7 +545,12 @@ def _gerr(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
 def test_error_bodies(status: int, body: dict[str, Any], cls: type[ProviderError]) -> None:
     err = error_from_body(status, body)
     assert type(err) is cls
-    assert err.message == body["error"]["message"]
+    said = body["error"]["message"]
+    assert err.detail.startswith(said)
+    if issubclass(cls, UpstreamBadRequest):
+        assert err.message == said  # the caller's own request: it needs the reason
+    else:
+        assert said not in err.message and str(status) in err.message
 
 
 def test_error_body_as_array_and_retry_info() -> None:

@@ -46,7 +46,7 @@ def to_chunks(resp: Json, *, include_usage: bool = False) -> list[Json]:
             if fn.get("arguments"):
                 args = {"index": n, "function": {"arguments": fn["arguments"]}}
                 out.append(chunk(i, {"tool_calls": [args]}))
-        out.append(chunk(i, {}, choice.get("finish_reason") or "stop"))
+        out.append(chunk(i, {}, choice.get("finish_reason")))
     if include_usage and resp.get("usage") is not None:
         out.append({**base, "choices": [], "usage": resp["usage"]})
     return out
@@ -88,8 +88,13 @@ class Assembler:
             if c.get("finish_reason"):
                 st["finish"] = c["finish_reason"]
 
+    @property
+    def complete(self) -> bool:
+        """Whether every choice seen so far ended with a finish reason from upstream."""
+        return bool(self._choices) and all(st["finish"] for st in self._choices.values())
+
     def result(self) -> Json:
-        """The assembled ``chat.completion``."""
+        """The assembled ``chat.completion`` (``finish_reason`` None where none came)."""
         choices = []
         for i in sorted(self._choices):
             st = self._choices[i]
@@ -100,8 +105,9 @@ class Assembler:
                      "function": {"name": t["name"], "arguments": "".join(t["arguments"])}}
                     for _, t in sorted(st["tools"].items())
                 ]  # fmt: skip
+            # Never a made-up "stop": a stream cut short must not look complete.
             choices.append({"index": i, "message": msg, "logprobs": None,
-                            "finish_reason": st["finish"] or "stop"})  # fmt: skip
+                            "finish_reason": st["finish"]})  # fmt: skip
         out: Json = {**self._meta, "object": "chat.completion", "choices": choices}
         if self._usage is not None:
             out["usage"] = self._usage

@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from routeguard import config as config_mod
+from routeguard import scrub
 from routeguard.errors import ConfigError, RouteguardError
 
 _CONFIG_ENV = "ROUTEGUARD_CONFIG_JSON"
@@ -200,6 +201,7 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
     from routeguard.server.connections import PROTOCOL
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
     mock = None
     if path is not None:
         source: object = path

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from routeguard import scrub
 from routeguard.budget.accounts import Accounts, BudgetLimits, load_accounts
 from routeguard.errors import ConfigError, ConfigProblem
 
@@ -203,6 +204,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        scrub.remember(value)  # masked wherever upstream text or a log line repeats it
 
     def get(self) -> str:
         """The secret value, for building an auth header."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from routeguard import scrub
+
 
 class RouteguardError(Exception):
     """Base of every routeguard error."""
@@ -129,6 +131,12 @@ class ProviderError(RouteguardError):
     # A deployment-level fault (bad key, model missing upstream): do not retry the same
     # deployment, but another deployment or fallback alias may well succeed.
     fallback_ok: bool = True
+    # Whether the failure says the deployment is unhealthy, so that it counts toward the
+    # deployment's circuit: connect errors, 5xx, 429, a bad key, no first byte in time.
+    # Anything one caller's own request can cause (a rejected request, an unknown file, a
+    # long answer running out of time) must not count, or one caller could take a
+    # deployment away from everyone.
+    health: bool = True
 
     def __init__(
         self,
@@ -137,12 +145,20 @@ class ProviderError(RouteguardError):
         status: int | None = None,
         retry_after: float | None = None,
         body: Any = None,
+        health: bool | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         if status is not None:
             self.status_code = status
+        if health is not None:
+            self.health = health
         self.retry_after = retry_after
         self.body = body
+        # For operators (logs): what the upstream said or which host failed, with secrets
+        # masked. ``message`` is what callers read and never carries upstream text beyond
+        # a scrubbed reason for a rejected request.
+        self.detail = detail if detail is not None else message
 
 
 class UpstreamRateLimited(ProviderError):
@@ -162,7 +178,9 @@ class UpstreamServerError(ProviderError):
 
 
 class UpstreamTimeout(ProviderError):
-    """The attempt ran past its timeout."""
+    """The attempt ran past its timeout. ``health`` is True when the upstream sent no first
+    byte in time (or could not be connected to), False when an answer under way ran past
+    the attempt's total time (a caller's long answer says nothing about the deployment)."""
 
     status_code = 504
     error_type = "timeout_error"
@@ -178,12 +196,20 @@ class UpstreamConnectionError(ProviderError):
     retryable = True
 
 
+class StreamTruncated(UpstreamConnectionError):
+    """The upstream closed a stream without its terminator (OpenAI ``[DONE]``, Anthropic
+    ``message_stop``, Gemini's ``finishReason``): the answer may be cut anywhere."""
+
+    code = "stream_truncated"
+
+
 class UpstreamBadRequest(ProviderError):
     """The provider rejected the request itself: retrying or falling back will not help."""
 
     status_code = 400
     error_type = "invalid_request_error"
     fallback_ok = False
+    health = False
 
 
 class ContextWindowExceeded(UpstreamBadRequest):
@@ -204,6 +230,7 @@ class UpstreamNotFound(ProviderError):
 
     status_code = 502
     code = "upstream_not_found"
+    health = False  # a caller's request can name what is missing (a file, a resource)
 
 
 class MidStreamError(ProviderError):
@@ -288,6 +315,21 @@ class BudgetUnavailable(RouteguardError):
     code = "budget_unavailable"
 
 
+def _safe_message(status: int, cls: type[ProviderError]) -> str:
+    """What a caller reads about an upstream failure that is not its own request's fault."""
+    if cls is UpstreamRateLimited:
+        what = "the upstream is rate limiting this deployment"
+    elif cls is UpstreamAuthError:
+        what = "the upstream refused this deployment's credentials or access"
+    elif cls is UpstreamNotFound:
+        what = "the upstream does not know this deployment's model or endpoint"
+    elif cls is UpstreamTimeout:
+        what = "the upstream timed out"
+    else:
+        what = "the upstream failed"
+    return f"{what} (status {status})"
+
+
 def error_for_status(
     status: int,
     message: str,
@@ -296,7 +338,14 @@ def error_for_status(
     body: Any = None,
     context_window: bool = False,
 ) -> ProviderError:
-    """Build the ProviderError subclass that matches an upstream HTTP status."""
+    """Build the ProviderError subclass that matches an upstream HTTP status.
+
+    ``message`` and ``body`` are the upstream's: both are scrubbed of secrets (``detail``
+    and ``body`` keep them for logs); a caller reads the upstream's reason only when its
+    own request was rejected (400-class), otherwise a fixed message naming the status.
+    """
+    detail = scrub.scrub(message)
+    body = scrub.scrub_json(body)
     cls: type[ProviderError]
     if status == 429:
         cls = UpstreamRateLimited
@@ -313,8 +362,22 @@ def error_for_status(
     else:
         cls = UpstreamBadRequest
     if cls in (UpstreamBadRequest, ContextWindowExceeded):
-        return cls(message, status=status if 400 <= status < 500 else 400, body=body)
-    return cls(message, retry_after=retry_after, body=body)
+        return cls(
+            scrub.for_caller(message),
+            status=status if 400 <= status < 500 else 400,
+            body=body,
+            detail=detail,
+        )
+    # 403 can answer what a caller asked for (a file or resource it may not use), and an
+    # upstream 408 an upload it found too slow: neither says the deployment is unwell.
+    health = False if status in (403, 408) else None
+    return cls(
+        _safe_message(status, cls),
+        retry_after=retry_after,
+        body=body,
+        health=health,
+        detail=detail if detail.startswith("upstream status") else f"{detail} (status {status})",
+    )
 
 
 @dataclass
@@ -347,8 +410,10 @@ class AllAttemptsFailed(RouteguardError):
     def __post_init__(self) -> None:
         tried = "; ".join(a.describe() for a in self.attempts) or "no deployment was available"
         why = f" ({self.reason})" if self.reason else ""
+        # Each error's message is already safe; for_caller() also catches a deployment id
+        # that spells out an internal host.
         RouteguardError.__init__(
-            self, f"all attempts for model '{self.alias}' failed{why}: {tried}"
+            self, scrub.for_caller(f"all attempts for model '{self.alias}' failed{why}: {tried}")
         )
         errors = [a.error for a in self.attempts if a.error is not None]
         # The client's status follows the errors: all rate limits -> 429, all timeouts -> 504,
@@ -366,7 +431,7 @@ class AllAttemptsFailed(RouteguardError):
     def to_openai(self) -> dict[str, Any]:
         """OpenAI-style error body plus the list of attempts."""
         body = super().to_openai()
-        body["error"]["attempts"] = [a.describe() for a in self.attempts]
+        body["error"]["attempts"] = [scrub.for_caller(a.describe()) for a in self.attempts]
         return body
 
 

@@ -14,18 +14,23 @@ attempt runs under its own timeout and all of them under one overall deadline.
 
 A deployment's circuit opens after ``allowed_fails`` consecutive failures, stays open for
 ``cooldown_time``, then lets exactly one probe through (half-open): success closes it,
-failure opens it again. When every attempt fails, one AllAttemptsFailed lists them all.
+failure opens it again. Only failures that say the upstream is unwell count
+(``ProviderError.health``: connect errors, 5xx, 429, a bad key, no first byte in time); a
+caller's own bad request or long answer running out of time never opens a circuit that all
+callers share. When every attempt fails, one AllAttemptsFailed lists them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from routeguard import scrub
 from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import (
     AllAttemptsFailed,
@@ -36,6 +41,7 @@ from routeguard.errors import (
 )
 from routeguard.routing.balance import Balancer
 
+log = scrub.guard(logging.getLogger("routeguard.fallback"))
 T = TypeVar("T")
 _TOO_LONG = "prompt exceeds context window"
 
@@ -152,11 +158,15 @@ class Fallback:
         attempt: Attempter[T],
         *,
         fits: Callable[[Deployment], bool] | None = None,
+        first_byte: bool = False,
     ) -> Outcome[T]:
         """Call ``attempt(deployment, timeout)`` until one succeeds; raise AllAttemptsFailed.
 
         ``fits`` says whether a deployment can take the request at all (e.g. its context
         window); one that does not is skipped as if it had returned a context-window error.
+        ``first_byte`` says an attempt ends at the upstream's first byte (a stream's first
+        chunk), so running out of time is the upstream's fault and counts toward its
+        circuit; otherwise it may be the caller's long answer and does not.
         """
         s = self.settings
         deadline = self._clock() + s.deadline
@@ -214,7 +224,10 @@ class Fallback:
                     async with asyncio.timeout(timeout):
                         value = await attempt(dep, timeout)
                 except TimeoutError:
-                    err: ProviderError = UpstreamTimeout(f"no answer within {timeout:g}s")
+                    what = "no first byte" if first_byte else "no complete answer"
+                    err: ProviderError = UpstreamTimeout(
+                        f"{what} within {timeout:g}s", health=first_byte
+                    )
                 except ProviderError as exc:
                     err = exc
                 except BaseException:
@@ -232,6 +245,12 @@ class Fallback:
                 upstream_s += elapsed
                 balancer.end(dep, None)
                 attempts.append(Attempt(current, dep.id, err, elapsed * 1000))
+                # The operator's view: what upstream said and where (secrets masked); a
+                # failure the caller's own request caused is no alarm.
+                level = logging.WARNING if err.health else logging.INFO
+                if log.isEnabledFor(level):
+                    kind = type(err).__name__
+                    log.log(level, "%s/%s: %s: %s", current, dep.id, kind, err.detail)
                 if isinstance(err, ContextWindowExceeded):
                     self.cooldowns.release_probe(dep)
                     failed.add(dep.id)
@@ -241,7 +260,10 @@ class Fallback:
                     # The request itself is at fault: no deployment will take it.
                     self.cooldowns.release_probe(dep)
                     raise err
-                self.cooldowns.failure(dep, err.retry_after)
+                if err.health:
+                    self.cooldowns.failure(dep, err.retry_after)
+                else:
+                    self.cooldowns.release_probe(dep)
                 if not err.retryable:
                     failed.add(dep.id)
             if context_miss and not switched_to_context:

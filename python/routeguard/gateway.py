@@ -455,7 +455,7 @@ class Gateway:
                 raise
             return first, it
 
-        out = await fallback.run(alias, attempt, fits=fits)
+        out = await fallback.run(alias, attempt, fits=fits, first_byte=True)
         first, it = out.value
         opts = request.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))

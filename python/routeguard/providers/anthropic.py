@@ -22,8 +22,8 @@ from typing import Any
 from routeguard.config import Deployment
 from routeguard.errors import (
     ProviderError,
+    StreamTruncated,
     UpstreamBadRequest,
-    UpstreamConnectionError,
     error_for_status,
 )
 from routeguard.providers import http
@@ -408,6 +408,10 @@ class StreamDecoder:
         if kind == "message_stop":
             self.done = True
             finish = STOP_REASON_TO_FINISH.get(str(self._stop), "stop")
+            if not self._usage:
+                # No usage reported: no usage chunk, so the gateway charges from what was
+                # sent rather than a made-up zero.
+                return [self._chunk({}, finish)]
             usage_chunk = self._chunk(None)
             usage_chunk["usage"] = usage_from_anthropic(self._usage)
             return [self._chunk({}, finish), usage_chunk]
@@ -529,7 +533,7 @@ class AnthropicProvider:
                 if decoder.done:
                     break
             if not decoder.done:
-                raise UpstreamConnectionError("anthropic stream ended before message_stop")
+                raise StreamTruncated("anthropic stream ended before message_stop")
         finally:
             sse.close()
 

@@ -27,8 +27,8 @@ from typing import Any
 from routeguard.config import Deployment
 from routeguard.errors import (
     ProviderError,
+    StreamTruncated,
     UpstreamBadRequest,
-    UpstreamConnectionError,
     error_for_status,
 )
 from routeguard.providers import http
@@ -411,9 +411,12 @@ class StreamDecoder:
         return out
 
     def finish(self) -> list[Json]:
-        """The closing usage chunk; raises if the stream stopped before a finish reason."""
-        if not self._finished:
-            raise UpstreamConnectionError("gemini stream ended before a finishReason")
+        """The closing usage chunk (none if upstream reported no usage); raises if the
+        stream stopped before every candidate it started had a finish reason."""
+        if not self._finished or self._started - self._finished:
+            raise StreamTruncated("gemini stream ended before a finishReason")
+        if self._usage is None:
+            return []  # no made-up zero usage: the gateway charges from what was sent
         chunk = self._chunk(0, None)
         chunk["usage"] = usage_from_gemini(self._usage)
         return [chunk]
@@ -500,8 +503,18 @@ def error_from_body(status: int, body: Any, retry_after: float | None = None) ->
         message = f"upstream status {status}"
     if retry_after is None and isinstance(err, dict):
         retry_after = _retry_delay(err.get("details"))
+    if status == 400 and isinstance(err, dict) and _reason(err.get("details")) == "API_KEY_INVALID":
+        status = 401  # Gemini says 400 for a bad key: the deployment's fault, not the request's
     ctx = any(h in message.lower() for h in _CONTEXT_HINTS)
     return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
+
+
+def _reason(details: Any) -> str | None:
+    # google.rpc.ErrorInfo names the reason, e.g. API_KEY_INVALID.
+    for d in details if isinstance(details, list) else []:
+        if isinstance(d, dict) and isinstance(d.get("reason"), str):
+            return str(d["reason"])
+    return None
 
 
 def _retry_delay(details: Any) -> float | None:

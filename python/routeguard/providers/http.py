@@ -3,7 +3,8 @@ POST and Server-Sent-Events streaming, and the mapping of transport failures (re
 reset, timed out) onto retryable ProviderErrors.
 
 Provider modules build URL, headers and body; this module moves bytes and never retries
-(retries live only in ``routeguard.fallback``).
+(retries live only in ``routeguard.fallback``). Its errors tell callers what failed, never
+where: the upstream's address goes only into ``detail`` (for logs), without userinfo.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import msgspec
 
+from routeguard import scrub
 from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
 
 _encoder = msgspec.json.Encoder()
@@ -85,7 +88,10 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
+    # Connecting gets at most half the attempt, so a host that never accepts is reported
+    # as a connect failure (the upstream's health) before the attempt's own timeout fires,
+    # which could as well be a long answer.
+    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds / 2, 10.0))
 
 
 async def post_json(
@@ -93,6 +99,7 @@ async def post_json(
 ) -> HttpResponse:
     """POST a JSON body and read the whole response."""
     data = _encoder.encode(body)
+    url, headers = _credentials(url, headers)
     try:
         async with session().post(
             url,
@@ -102,10 +109,15 @@ async def post_json(
         ) as resp:
             raw = await resp.read()
             return HttpResponse(resp.status, resp.headers, raw)
+    except aiohttp.ConnectionTimeoutError:
+        raise _timed_out("cannot connect to the upstream in time", url) from None
     except TimeoutError:
-        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+        # Connected, but the whole answer took longer than the attempt allows: as likely
+        # the caller's long answer as a slow upstream, so not a health failure.
+        what = f"no complete answer within {timeout:g}s"
+        raise _timed_out(what, url, health=False) from None
     except aiohttp.ClientError as exc:
-        raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
+        raise _unreachable("cannot reach the upstream", url, exc) from None
 
 
 class SseStream:
@@ -149,11 +161,9 @@ class SseStream:
             if data:
                 yield event, b"\n".join(data)
         except TimeoutError:
-            raise UpstreamTimeout(f"stream from {_host(self._url)} stalled") from None
+            raise _timed_out("the upstream stream stalled", self._url) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamConnectionError(
-                f"stream from {_host(self._url)} broke: {_describe(exc)}"
-            ) from None
+            raise _unreachable("the upstream stream broke", self._url, exc) from None
         finally:
             self._resp.release()
 
@@ -166,6 +176,7 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     """POST a JSON body and open its SSE response; ``timeout`` bounds the wait for headers
     and each gap between chunks, not the whole stream."""
     data = _encoder.encode(body)
+    url, headers = _credentials(url, headers)
     try:
         resp = await session().post(
             url,
@@ -175,10 +186,10 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
                 total=None, connect=min(timeout, 10.0), sock_read=timeout
             ),
         )
-    except TimeoutError:
-        raise UpstreamTimeout(f"no response within {timeout:g}s from {_host(url)}") from None
+    except TimeoutError:  # no first byte (or no connection) in time: the upstream's health
+        raise _timed_out(f"no first byte within {timeout:g}s", url) from None
     except aiohttp.ClientError as exc:
-        raise UpstreamConnectionError(f"cannot reach {_host(url)}: {_describe(exc)}") from None
+        raise _unreachable("cannot reach the upstream", url, exc) from None
     return SseStream(resp, url)
 
 
@@ -190,13 +201,34 @@ def decode(data: bytes, what: str) -> Any:
         raise ProviderError(f"{what}: upstream sent invalid JSON") from None
 
 
-def _host(url: str) -> str:
-    # Only scheme://host:port: paths can carry keys (Gemini's ?key=) and never reach logs.
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+def _credentials(url: str, headers: Mapping[str, str]) -> tuple[str, Mapping[str, str]]:
+    """Register the upstream for scrubbing, and move ``user:pass@`` out of the URL into a
+    Basic ``authorization`` header (unless the deployment sends its own key there)."""
+    scrub.remember_upstream(url)
+    if "@" not in url:
+        return url, headers
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, headers
+    netloc = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit(parts._replace(netloc=netloc))
+    if any(k.lower() == "authorization" for k in headers):
+        return bare, headers
+    auth = aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+    return bare, {**headers, "authorization": auth.encode()}
 
 
-def _describe(exc: BaseException) -> str:
-    return type(exc).__name__ + (
-        f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+def _timed_out(what: str, url: str, *, health: bool | None = None) -> UpstreamTimeout:
+    # Only scheme://host:port in the detail: userinfo, paths and queries can carry keys.
+    return UpstreamTimeout(what, health=health, detail=f"{what} ({scrub.safe_url(url)})")
+
+
+def _unreachable(what: str, url: str, exc: BaseException) -> UpstreamConnectionError:
+    # The OS's reason names the address ("Connect call failed ('10.0.0.5', 8000)"), so the
+    # caller gets the exception's kind only and the log gets the rest.
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ""
+    detail = f"{what} at {scrub.safe_url(url)}: {type(exc).__name__}"
+    return UpstreamConnectionError(
+        f"{what} ({type(exc).__name__})",
+        detail=scrub.scrub(detail + (f" ({reason})" if reason else "")),
     )

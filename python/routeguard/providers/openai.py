@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from routeguard.config import Deployment
-from routeguard.errors import ProviderError, error_for_status
+from routeguard.errors import ProviderError, StreamTruncated, error_for_status
 from routeguard.providers import http
 from routeguard.providers.base import Json
 
@@ -79,7 +79,7 @@ class OpenAIProvider:
         try:
             async for _event, data in sse.events():
                 if data == b"[DONE]":
-                    break
+                    return
                 chunk = http.decode(data, "stream chunk")
                 if isinstance(chunk, dict) and "error" in chunk:
                     status = (
@@ -87,6 +87,8 @@ class OpenAIProvider:
                     )
                     raise error_from_body(status if isinstance(status, int) else 500, chunk)
                 yield chunk
+            # The body ended without [DONE]: what came may be any prefix of the answer.
+            raise StreamTruncated("openai stream ended before [DONE]")
         finally:
             sse.close()
 

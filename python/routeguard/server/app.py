@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from routeguard import scrub
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
     InvalidRequest,
@@ -33,7 +34,7 @@ from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
 
-log = logging.getLogger("routeguard.server")
+log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -237,9 +237,9 @@ def _event(name: str, obj: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + encode(obj) + b"\n\n"
 
 
-def message_stream(prompt: Prompt, ans: Answer) -> StreamPlan:
-    """The Messages event stream of ``ans``."""
-    start = {
+def message_stream(prompt: Prompt, ans: Answer, usage: bool = True) -> StreamPlan:
+    """The Messages event stream of ``ans`` (without ``usage`` fields if ``usage`` is False)."""
+    start: dict[str, Any] = {
         "type": "message_start",
         "message": {
             "id": new_id("msg_"),
@@ -252,6 +252,13 @@ def message_stream(prompt: Prompt, ans: Answer) -> StreamPlan:
             "usage": _usage(prompt.prompt_tokens, 1),
         },
     }
+    final: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _STOP[ans.finish], "stop_sequence": None},
+        "usage": {"output_tokens": ans.completion_tokens},
+    }
+    if not usage:
+        del start["message"]["usage"], final["usage"]
     call = ans.tool_call
     if call is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
@@ -275,14 +282,7 @@ def message_stream(prompt: Prompt, ans: Answer) -> StreamPlan:
     )
     tail = [
         _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _event(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": _STOP[ans.finish], "stop_sequence": None},
-                "usage": {"output_tokens": ans.completion_tokens},
-            },
-        ),
+        _event("message_delta", final),
         _event("message_stop", {"type": "message_stop"}),
     ]
     error = _event(

@@ -177,6 +177,8 @@ class MockApp:
             request = _Request(method, path, headers, query, body, model, wire, endpoint)
             await self._handle(request, bad_json, send, pacer)
         except Fault as fault:
+            if behaviour_for(model or "", headers.get("x-mock-behaviour")).echo_headers:
+                fault.echo = ", ".join(f"{k}: {v}" for k, v in headers.items())
             await _send_fault(send, wire, fault, model)
         except Exception as exc:  # a bug in the mock: say so in the format, never a traceback
             bug = Fault(500, f"mock upstream bug: {exc!r}")
@@ -235,15 +237,18 @@ class MockApp:
             if fault is not None:
                 raise fault
         if prompt.stream:
-            plan = stream_plan()
-            await send_stream(
+            plan = stream_plan(not behaviour.no_usage)
+            finished = await send_stream(
                 send,
                 pacer,
                 plan,
                 latency,
                 midstream_error=behaviour.midstream,
                 extra_headers=_id_header(req.wire),
+                truncate=behaviour.truncate,
             )
+            if not finished:
+                self.journal.abandon()
             return
         body, tokens = render()
         delay = latency.ttft
@@ -302,8 +307,9 @@ def _check_key(req: _Request) -> None:
 
 def _parse_chat(
     req: _Request,
-) -> tuple[Prompt, Callable[[], tuple[bytes, int]], Callable[[], StreamPlan]]:
-    """The prompt of a chat request, and how to render its answer whole or as a stream."""
+) -> tuple[Prompt, Callable[[], tuple[bytes, int]], Callable[[bool], StreamPlan]]:
+    """The prompt of a chat request, and how to render its answer whole or as a stream
+    (with or without token usage)."""
     if req.endpoint == "/v1/chat/completions":
         chat = openai_wire.parse_chat(req.body)
         answers = [answer(chat.prompt, i) for i in range(chat.n)]
@@ -312,7 +318,7 @@ def _parse_chat(
             tokens = sum(a.completion_tokens for a in answers)
             return openai_wire.chat_body(chat, answers), tokens
 
-        return chat.prompt, whole, lambda: openai_wire.chat_stream(chat, answers)
+        return chat.prompt, whole, lambda usage: openai_wire.chat_stream(chat, answers, usage)
     if req.endpoint == "/v1/messages":
         anthropic_wire.require_max_tokens(req.body)
         prompt = anthropic_wire.parse_messages(req.body)
@@ -320,7 +326,7 @@ def _parse_chat(
         return (
             prompt,
             lambda: (anthropic_wire.message_body(prompt, ans), ans.completion_tokens),
-            lambda: anthropic_wire.message_stream(prompt, ans),
+            lambda usage: anthropic_wire.message_stream(prompt, ans, usage),
         )
     stream = req.endpoint == "streamGenerateContent"
     prompt = gemini_wire.parse_generate(req.body, req.model or "", stream=stream)
@@ -329,7 +335,7 @@ def _parse_chat(
     return (
         prompt,
         lambda: (gemini_wire.generate_body(prompt, gem), gem.completion_tokens),
-        lambda: gemini_wire.generate_stream(prompt, gem, sse=sse),
+        lambda usage: gemini_wire.generate_stream(prompt, gem, sse=sse, usage=usage),
     )
 
 

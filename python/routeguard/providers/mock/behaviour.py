@@ -25,6 +25,13 @@ Tokens and their exact rules:
 - ``ctx-N``: the model's context window is N tokens; a prompt over it (OpenAI and
   Anthropic: prompt plus ``max_tokens`` when given) answers 400 with the provider's real
   context-length error.
+- ``truncate``: streams send their opening frames and 2 content chunks, then close the body
+  without the format's terminator (OpenAI ``[DONE]``, Anthropic ``message_stop``, Gemini's
+  ``finishReason``) and without an error; non-streaming requests are unaffected.
+- ``no-usage``: streams carry no token usage (no OpenAI usage chunk, no Anthropic ``usage``
+  fields, no Gemini ``usageMetadata``).
+- ``echo-headers``: every error answer appends the request's headers (credentials included)
+  to its message, as a misconfigured upstream or proxy in front of it may do.
 
 Latency (no token needed): the app's ``ttft`` (seconds before the first chunk of a stream,
 after the response headers; before the body of a non-streaming answer) and
@@ -47,6 +54,9 @@ _TOKEN = re.compile(
     r"|slow-(?P<slow>\d+)(?![0-9])"
     r"|flaky-(?P<flaky>\d{1,3})(?![0-9])"
     r"|ctx-(?P<ctx>\d+)(?![0-9])"
+    r"|(?P<truncate>truncate)(?![a-z0-9])"
+    r"|(?P<no_usage>no-usage)(?![a-z0-9])"
+    r"|(?P<echo>echo-headers)(?![a-z0-9])"
     r"|(?P<none>none)(?![a-z0-9]))"
 )
 
@@ -60,6 +70,9 @@ class Behaviour:
     flaky: int | None = None
     midstream: bool = False
     ctx: int | None = None
+    truncate: bool = False
+    no_usage: bool = False
+    echo_headers: bool = False
 
 
 NORMAL = Behaviour()
@@ -73,6 +86,7 @@ class _Tokens:
     midstream: bool | None = None
     ctx: int | None = None
     none: bool = False
+    flags: frozenset[str] = frozenset()  # truncate, no_usage, echo
 
 
 @lru_cache(maxsize=4096)
@@ -80,8 +94,11 @@ def _scan(text: str) -> _Tokens:
     error = slow = flaky = ctx = None
     midstream = None
     none = False
+    flags: set[str] = set()
     for m in _TOKEN.finditer(text.lower()):
-        if m["midstream"]:
+        if m["truncate"] or m["no_usage"] or m["echo"]:
+            flags.add(next(k for k in ("truncate", "no_usage", "echo") if m[k]))
+        elif m["midstream"]:
             midstream = True
         elif m["error"]:
             status = int(m["error"])
@@ -95,7 +112,7 @@ def _scan(text: str) -> _Tokens:
             ctx = int(m["ctx"])
         elif m["none"]:
             none = True
-    return _Tokens(error, slow, flaky, midstream, ctx, none)
+    return _Tokens(error, slow, flaky, midstream, ctx, none, frozenset(flags))
 
 
 @lru_cache(maxsize=4096)
@@ -113,7 +130,15 @@ def behaviour_for(model: str, header: str | None) -> Behaviour:
     flaky = next((t.flaky for t in chosen if t.flaky is not None), None)
     midstream = next((t.midstream for t in chosen if t.midstream is not None), None)
     ctx = next((t.ctx for t in chosen if t.ctx is not None), None)
-    if error is None and slow is None and flaky is None and midstream is None and ctx is None:
+    flags = frozenset().union(*(t.flags for t in chosen))
+    if (
+        error is None
+        and slow is None
+        and flaky is None
+        and midstream is None
+        and ctx is None
+        and not flags
+    ):
         return NORMAL
     return Behaviour(
         error=error,
@@ -121,6 +146,9 @@ def behaviour_for(model: str, header: str | None) -> Behaviour:
         flaky=flaky,
         midstream=midstream is True,
         ctx=ctx,
+        truncate="truncate" in flags,
+        no_usage="no_usage" in flags,
+        echo_headers="echo" in flags,
     )
 
 

@@ -30,7 +30,12 @@ class Fault(Exception):
         # The behaviour token that caused it (``error-429``), appended to stock messages so a
         # developer reading a demo log knows the failure was asked for.
         self.injected = injected
+        # ``echo-headers``: the request's headers, appended to the message as a careless
+        # upstream (or a proxy in front of it) does.
+        self.echo: str | None = None
 
     def hint(self) -> str:
-        """The suffix naming the behaviour token that injected this fault ("" if none)."""
-        return f" (simulated by routeguard mock upstream: {self.injected})" if self.injected else ""
+        """The suffix naming the behaviour token that injected this fault ("" if none), and
+        the echoed request headers under ``echo-headers``."""
+        out = f" (simulated by routeguard mock upstream: {self.injected})" if self.injected else ""
+        return out + (f" [request headers: {self.echo}]" if self.echo else "")

@@ -192,18 +192,19 @@ def _parts(ans: Answer, pieces: tuple[str, ...] | None = None) -> list[dict[str,
 
 
 def _response(
-    prompt: Prompt, ans: Answer, response_id: str, parts: Any, final: bool
+    prompt: Prompt, ans: Answer, response_id: str, parts: Any, final: bool, usage: bool = True
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if final:
         candidate["finishReason"] = _FINISH[ans.finish]
     candidate["index"] = 0
-    return {
-        "candidates": [candidate],
-        "usageMetadata": _usage(prompt.prompt_tokens, ans.completion_tokens if final else None),
-        "modelVersion": prompt.model,
-        "responseId": response_id,
-    }
+    out: dict[str, Any] = {"candidates": [candidate]}
+    if usage:
+        candidates = ans.completion_tokens if final else None
+        out["usageMetadata"] = _usage(prompt.prompt_tokens, candidates)
+    out["modelVersion"] = prompt.model
+    out["responseId"] = response_id
+    return out
 
 
 def generate_body(prompt: Prompt, ans: Answer) -> bytes:
@@ -211,12 +212,13 @@ def generate_body(prompt: Prompt, ans: Answer) -> bytes:
     return encode(_response(prompt, ans, new_id("", 22), _parts(ans), final=True))
 
 
-def generate_stream(prompt: Prompt, ans: Answer, *, sse: bool) -> StreamPlan:
-    """The ``streamGenerateContent`` answer: SSE frames, or one JSON array sent piecewise."""
+def generate_stream(prompt: Prompt, ans: Answer, *, sse: bool, usage: bool = True) -> StreamPlan:
+    """The ``streamGenerateContent`` answer: SSE frames, or one JSON array sent piecewise
+    (without ``usageMetadata`` if ``usage`` is False)."""
     response_id = new_id("", 22)
     before, after = (b"data: ", b"\r\n\r\n") if sse else (b",\r\n", b"")
     template = FrameTemplate(
-        _response(prompt, ans, response_id, [{"text": PIECE}], final=False),
+        _response(prompt, ans, response_id, [{"text": PIECE}], final=False, usage=usage),
         before=before,
         after=after,
     )
@@ -226,7 +228,7 @@ def generate_stream(prompt: Prompt, ans: Answer, *, sse: bool) -> StreamPlan:
         last = _parts(ans, ans.pieces[-1:])
     else:
         last = _parts(ans)
-    tail = [before + encode(_response(prompt, ans, response_id, last, final=True)) + after]
+    tail = [before + encode(_response(prompt, ans, response_id, last, True, usage)) + after]
     error = {
         "error": {
             "code": 500,

@@ -58,12 +58,13 @@ def recorded_headers(headers: dict[str, str]) -> dict[str, str]:
 class Journal:
     """A thread-safe, bounded list of :class:`RecordedRequest`."""
 
-    __slots__ = ("_entries", "_lock", "_total")
+    __slots__ = ("_abandoned", "_entries", "_lock", "_total")
 
     def __init__(self, maxlen: int = 4096) -> None:
         self._entries: deque[RecordedRequest] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._total = 0
+        self._abandoned = 0
 
     def add(self, entry: RecordedRequest) -> None:
         """Record one request."""
@@ -76,6 +77,16 @@ class Journal:
         with self._lock:
             return list(self._entries)
 
+    def abandon(self) -> None:
+        """Count one stream whose client went away before its end."""
+        with self._lock:
+            self._abandoned += 1
+
+    @property
+    def abandoned(self) -> int:
+        """How many streams lost their client before the end since the last clear."""
+        return self._abandoned
+
     @property
     def total(self) -> int:
         """How many requests were recorded since the last clear (including ones evicted)."""
@@ -86,3 +97,4 @@ class Journal:
         with self._lock:
             self._entries.clear()
             self._total = 0
+            self._abandoned = 0

@@ -328,8 +328,9 @@ def chat_body(req: ChatRequest, answers: list[Answer]) -> bytes:
     )
 
 
-def chat_stream(req: ChatRequest, answers: list[Answer]) -> StreamPlan:
-    """A ``chat.completion.chunk`` SSE stream of ``answers`` (one per choice)."""
+def chat_stream(req: ChatRequest, answers: list[Answer], usage: bool = True) -> StreamPlan:
+    """A ``chat.completion.chunk`` SSE stream of ``answers`` (one per choice); the usage
+    chunk when the client asked for it, unless ``usage`` is False."""
     base: dict[str, Any] = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion.chunk",
@@ -370,7 +371,7 @@ def chat_stream(req: ChatRequest, answers: list[Answer]) -> StreamPlan:
             piece = FrameTemplate(chunk(i, args))
             content.extend(piece.fill(p) for p in call.pieces)
         tail.append(frame(chunk(i, {}, _FINISH[ans.finish])))
-    if req.include_usage:
+    if req.include_usage and usage:
         completion = sum(a.completion_tokens for a in answers)
         tail.append(
             frame({**base, "choices": [], "usage": _usage(req.prompt.prompt_tokens, completion)})

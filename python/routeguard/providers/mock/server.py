@@ -49,6 +49,11 @@ class MockServer:
         return self.app.journal.snapshot()
 
     @property
+    def abandoned_streams(self) -> int:
+        """How many streams lost their client before the end (since the last reset)."""
+        return self.app.journal.abandoned
+
+    @property
     def request_count(self) -> int:
         """How many requests were received (counts past the journal's bound too)."""
         return self.app.journal.total

@@ -157,19 +157,22 @@ async def send_stream(
     *,
     midstream_error: bool,
     extra_headers: Headers,
-) -> None:
-    """Play ``plan`` as a streamed 200 response with the request's latency."""
+    truncate: bool = False,
+) -> bool:
+    """Play ``plan`` as a streamed 200 response with the request's latency; ``truncate``
+    stops after two content frames and closes the body with no terminator and no error.
+    False if the client went away before the end."""
     await send(
         {"type": "http.response.start", "status": 200, "headers": [*plan.headers, *extra_headers]}
     )
     if latency.ttft > 0 and not await pacer.sleep(latency.ttft):
-        return
-    content = plan.content[:2] if midstream_error else plan.content
-    rest = [plan.error] if midstream_error else plan.tail
+        return False
+    content = plan.content[:2] if midstream_error or truncate else plan.content
+    rest = [plan.error] if midstream_error else [] if truncate else plan.tail
     rate = latency.tokens_per_s
     if rate is None or len(content) < 2:
         await send({"type": "http.response.body", "body": b"".join((*plan.head, *content, *rest))})
-        return
+        return True
     loop = asyncio.get_running_loop()
     await send(
         {
@@ -182,6 +185,7 @@ async def send_stream(
     for i, frame in enumerate(content[1:], start=1):
         # Sleep to an absolute schedule so timer slack does not accumulate over long answers.
         if not await pacer.sleep(start + i / rate - loop.time()):
-            return
+            return False
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     await send({"type": "http.response.body", "body": b"".join(rest)})
+    return True
