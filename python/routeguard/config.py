@@ -643,24 +643,24 @@ def _check_server(server: RawServer, problems: list[ConfigProblem]) -> None:
 
 def api_base_problem(url: str) -> str | None:
     """Why ``url`` cannot be an upstream base URL (None when it can): checked at load, so a
-    typo is a config error instead of a failed request."""
+    typo is a config error instead of a failed request. Userinfo (HTTP Basic credentials for
+    a self-hosted server) is allowed and never repeated in the message."""
+    shown = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
     if not re.match(r"^https?://", url):
-        return f"expected an http(s) URL, got {url!r}"
+        return f"expected an http(s) URL, got {shown!r}"
     if any(c.isspace() or not c.isprintable() for c in url):
-        return f"must not contain spaces or control characters, got {url!r}"
+        return f"must not contain spaces or control characters, got {shown!r}"
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError when not a number in 0..65535
     except ValueError as exc:
-        return f"not a valid URL ({exc}): {url!r}"
+        return f"not a valid URL ({exc}): {shown!r}"
     if not parts.hostname:
-        return f"has no host name: {url!r}"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry credentials (user:password@): put the key in api_key"
+        return f"has no host name: {shown!r}"
     if port == 0:
-        return f"port 0 is not a port: {url!r}"
+        return f"port 0 is not a port: {shown!r}"
     if parts.query or parts.fragment:
-        return f"must not have a query or fragment (the path is appended to it): {url!r}"
+        return f"must not have a query or fragment (the path is appended to it): {shown!r}"
     return None
 
 
