@@ -7,7 +7,9 @@ compiles it once. :meth:`PolicyEngine.decide` hands the principal's fields, the 
 argument ``dict`` itself (Rust reads only the paths the candidate rules test, through keys it
 interned at compile time: no serialisation) and the context to the matcher, and wraps the
 answer in a :class:`~routeguard.enforce.decision.Decision`. :meth:`PolicyEngine.decide_json`
-takes the arguments as the JSON text an LLM's tool call carries, parsed in Rust.
+takes the arguments as the JSON text an LLM's tool call carries, parsed in Rust. Both first make
+the tool name canonical (``enforce/names.py``: case, NFKC, invisible characters) and refuse a
+name that mixes scripts, as the reference interpreter does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from routeguard._native import core
 from routeguard.enforce.decision import (
+    TOOL_NAME_RULE_ID,
     Context,
     Decision,
     Effect,
@@ -30,6 +33,7 @@ from routeguard.enforce.decision import (
     Request,
 )
 from routeguard.enforce.model import Policy, Rule, to_json
+from routeguard.enforce.names import normalize_tool, tool_name_problem
 from routeguard.enforce.patterns import parse_path
 from routeguard.enforce.policy import load_policy, load_policy_file
 from routeguard.errors import InvalidRequest, PolicyError, PolicyProblem
@@ -41,6 +45,7 @@ _EMPTY_CONTEXT = Context()
 _EMPTY_ARGS: Mapping[str, Any] = {}
 _RULE_LINE = re.compile(r"\(line (\d+)\)")
 _MAX_REDACTION_SETS = 1024
+_TOOL_NAME_DENIAL = Decision("deny", TOOL_NAME_RULE_ID)
 
 
 def _rust_regex_check(pattern: str) -> str | None:
@@ -110,6 +115,9 @@ class PolicyEngine:
         """
         ctx = context if context is not None else _EMPTY_CONTEXT
         now = ctx.now if ctx.now is not None else time.time()
+        tool = normalize_tool(tool)
+        if not tool.isascii() and tool_name_problem(tool) is not None:
+            return _TOOL_NAME_DENIAL
         try:
             effect, rule_id, red = self._compiled.decide(
                 principal.agent_id,
@@ -138,6 +146,9 @@ class PolicyEngine:
         """Decide on a tool call whose arguments are JSON text (as in an LLM's tool call)."""
         ctx = context if context is not None else _EMPTY_CONTEXT
         now = ctx.now if ctx.now is not None else time.time()
+        tool = normalize_tool(tool)
+        if not tool.isascii() and tool_name_problem(tool) is not None:
+            return _TOOL_NAME_DENIAL
         try:
             effect, rule_id, red = self._compiled.decide_json(
                 principal.agent_id,
