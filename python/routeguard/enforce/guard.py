@@ -360,6 +360,10 @@ class Guard:
         escalate = ""
         if self.taint is not None:
             hit = self.taint.check(tool, parsed)
+            if hit is None and (canonical := normalize_tool(tool)) != tool:
+                # The policy judges the canonical name: `SEND_MONEY` is as sensitive as
+                # `send_money`, whichever spelling the sensitive globs use.
+                hit = self.taint.check(canonical, parsed)
             if hit is not None:
                 if not (hit.named and self.approve_named_sources):
                     d = Decision("deny", TAINT_RULE_ID)
