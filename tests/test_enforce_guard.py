@@ -420,3 +420,23 @@ def test_a_look_alike_name_does_not_slip_past_the_data_flow_check(engine: Policy
     for tool in ["send_money", "SEND_MONEY", "Send_Money\u200b", "\uff53end_money"]:
         v = g.check(tool, {"recipient": "GB82WEST12345698765432", "amount": 5})
         assert not v.allowed and v.stage == "taint", tool
+
+
+def test_text_that_is_not_valid_unicode_is_refused_with_an_audit_row(engine: PolicyEngine) -> None:
+    log = AuditLog()
+    g = Guard(engine, audit=log)
+    # No rule reads `$.path` or `$.meta`, so only the guard can notice; the audit log cannot
+    # write a lone surrogate down.
+    cases: list[tuple[str, Any]] = [
+        ("read_file", {"path": "a\udc80"}),
+        ("read_file", {"meta": [{"k\ud800": 1}]}),
+        ("read_\udc80", {}),
+    ]
+    for tool, args in cases:
+        v = g.check(tool, args)
+        assert not v.allowed and v.stage == "arguments" and "not valid Unicode" in v.reason
+    recs = list(log.records())
+    assert [r["tool"] for r in recs] == ["read_file", "read_file", "read_\\udc80"]
+    assert recs[0]["args"] == {"path": "a\\udc80"}
+    assert recs[1]["args"] == {"meta": [{"k\\ud800": 1}]}
+    assert log.verify().ok

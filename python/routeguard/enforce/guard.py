@@ -27,6 +27,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ deeper arguments are refused before any layer walks them."""
 MAX_ARGS_CONTAINERS = 100_000
 """Objects and lists a call's arguments may hold, a shared one counted each time it appears."""
 _CLIPPED = "[clipped]"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = "the arguments hold a string that is not valid Unicode (a lone surrogate)"
 _AUDIT_ITEMS = 1_000  # containers kept in the audit row of a refusal for the arguments' shape
 _CONTAINERS = (Mapping, list, tuple, set, frozenset)
 _log = logging.getLogger(__name__)
@@ -115,10 +118,16 @@ def _children(value: Any) -> Iterable[Any]:
     return value if isinstance(value, _CONTAINERS) else ()
 
 
-def _shape_problem(value: Any) -> str:
-    """Why ``value`` is too big a shape for the layers to walk ("" if it is not): nested deeper
-    than :data:`MAX_ARGS_DEPTH` (a cycle always is), or more than :data:`MAX_ARGS_CONTAINERS`
-    objects and lists once shared ones are counted each time they appear.
+def _valid_text(s: str) -> bool:
+    """Whether ``s`` is valid Unicode (a lone surrogate can be neither matched nor logged)."""
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
+def _args_problem(value: Any) -> str:
+    """Why no layer should walk ``value`` ("" if none): nested deeper than
+    :data:`MAX_ARGS_DEPTH` (a cycle always is), more than :data:`MAX_ARGS_CONTAINERS` objects and
+    lists once shared ones are counted each time they appear, or a key or string value that is
+    not valid Unicode.
 
     Level by level, each distinct container once per level with how many times it appears,
     so a structure that shares its parts cannot make this walk long, and nothing recurses.
@@ -136,24 +145,35 @@ def _shape_problem(value: Any) -> str:
             return f"the arguments hold more than {MAX_ARGS_CONTAINERS} objects and lists"
         nxt: dict[int, tuple[Any, int]] = {}
         for v, n in level.values():
+            if isinstance(v, Mapping) and not all(_valid_text(k) for k in v if isinstance(k, str)):
+                return _NOT_UNICODE
             for c in _children(v):
                 if isinstance(c, _CONTAINERS):
                     seen = nxt.get(id(c))
                     nxt[id(c)] = (c, n + (seen[1] if seen else 0))
+                elif isinstance(c, str) and not _valid_text(c):
+                    return _NOT_UNICODE
         level = nxt
     return ""
 
 
+def _escaped(value: Any) -> Any:
+    """A string that is not valid Unicode with its lone surrogates escaped; anything else as is."""
+    if isinstance(value, str) and not _valid_text(value):
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
 def _clipped(value: Any, levels: int, budget: list[int]) -> Any:
     """``value`` for the audit row of a refusal: at most ``levels`` deep and ``budget[0]``
-    items, the rest replaced by a marker."""
+    containers, the rest replaced by a marker, strings that are not valid Unicode escaped."""
     if not isinstance(value, _CONTAINERS):
-        return value
+        return _escaped(value)
     budget[0] -= 1
     if levels <= 0 or budget[0] < 0:
         return _CLIPPED
     if isinstance(value, Mapping):
-        return {k: _clipped(v, levels - 1, budget) for k, v in value.items()}
+        return {_escaped(k): _clipped(v, levels - 1, budget) for k, v in value.items()}
     return [_clipped(v, levels - 1, budget) for v in value]
 
 
@@ -334,11 +354,17 @@ class Guard:
     ) -> tuple[Verdict | None, dict[str, Any], Decision | None, str]:
         """Layers 1-4: (final verdict, args, None, "") or (None, args, decision awaiting
         approval, why approval is needed)."""
+        if not _valid_text(tool):
+            # Refused before the name reaches a layer; the verdict (and audit row) show it escaped.
+            shown_tool = _escaped(tool)
+            d = Decision("deny", INVALID_ARGS_RULE_ID)
+            why = "the tool name is not valid Unicode (a lone surrogate)"
+            return self._refuse(shown_tool, {}, d, "arguments", why), {}, None, ""
         parsed, why = _parse_args(args)
         if parsed is None:
             d = Decision("deny", INVALID_ARGS_RULE_ID)
             return self._refuse(tool, {}, d, "arguments", why), {}, None, ""
-        why = _shape_problem(parsed)
+        why = _args_problem(parsed)
         if why:
             # Refused before any layer (or the audit log) walks them; the row shows them clipped.
             shown: dict[str, Any] = _clipped(parsed, MAX_ARGS_DEPTH, [_AUDIT_ITEMS])
