@@ -286,3 +286,15 @@ def test_a_policy_naming_a_mixed_script_tool_does_not_load() -> None:
     [problem] = info.value.problems
     assert problem.line == 4
     assert "mixes scripts (Cyrillic, Latin)" in problem.message
+
+
+def test_a_flood_of_distinct_tool_names_is_decided_and_cached_boundedly() -> None:
+    engine = PolicyEngine.from_yaml(
+        "rules: [{id: no-mail, effect: deny, action: {tool: send_email}}]"
+    )
+    for i in range(5000):
+        assert engine.decide(P, f"T{i}", {}, CTX).rule_id == DEFAULT_RULE_ID
+        assert engine.decide(P, f"t{i}\u0456", {}, CTX).rule_id == TOOL_NAME_RULE_ID
+    assert len(engine._tool_names) <= 4096
+    assert engine.decide(P, "SEND_EMAIL", {}, CTX).rule_id == "no-mail"  # past the cache
+    assert engine.decide(P, "send_ema\u0456l", {}, CTX).rule_id == TOOL_NAME_RULE_ID
