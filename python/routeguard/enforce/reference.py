@@ -68,7 +68,7 @@ class _Marker:
 MISSING: Any = _Marker("MISSING")
 """What a path that does not resolve reads as."""
 OTHER: Any = _Marker("OTHER")
-"""What a list, an object or a value of any other type reads as (only ``exists`` sees it)."""
+"""What a list, an object or a value of any other type reads as (only ``exists`` judges it)."""
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
