@@ -175,7 +175,8 @@ rules:
         ("eq", 1, "allow"),
         ("eq", 1.0, "allow"),
         ("eq", True, "deny"),
-        ("eq", "1", "deny"),
+        ("eq", "1", "allow"),  # a numeric string compares as the number it spells
+        ("eq", "1.5", "deny"),
         ("eqs", "1", "allow"),
         ("eqs", 1, "deny"),
         ("in", "a", "allow"),
@@ -193,7 +194,9 @@ rules:
         ("rng", -5, "allow"),
         ("rng", 10, "allow"),
         ("rng", 10.001, "deny"),
-        ("rng", "1", "deny"),
+        ("rng", "1", "allow"),
+        ("rng", "11", "deny"),
+        ("rng", "1 ", "deny"),  # not exactly a number: no verdict, and an allow needs one
         ("rng", True, "deny"),
         ("rng", 2**70, "deny"),
         ("rng", -(2**70), "allow"),
@@ -204,7 +207,7 @@ rules:
         ("nex", None, "deny"),
         ("not", "/etc/passwd", "allow"),
         ("not", "/tmp/x", "deny"),
-        ("not", 3, "allow"),
+        ("not", 3, "deny"),  # a glob cannot judge 3, nor can its `not`: no allow
     ]
     for tool, x, want in cases:
         assert effect(engine, EXEC, tool, {"x": x})[0] == want, (tool, x)

@@ -6,7 +6,10 @@ redactions), loads each through the real parser, and asks both the engine (readi
 in place, and again from JSON text) and ``enforce/reference.py`` about random requests drawn
 from the same small vocabularies, so rules and requests actually meet. Values include the
 awkward ones: ``1`` vs ``1.0`` vs ``True``, integers past 64 bits, NaN and infinities, lists
-where scalars are expected. Runs derandomised: the same examples every time.
+and objects where scalars are expected, numeric strings (and strings that almost are), deeply
+nested values; tool names include look-alikes (other case, fullwidth, invisible characters,
+mixed scripts) and rules name tools in other cases. Runs derandomised: the same examples every
+time.
 """
 
 from __future__ import annotations
@@ -22,12 +25,26 @@ from hypothesis import strategies as st
 
 from routeguard._native import core
 from routeguard.enforce import reference
-from routeguard.enforce.decision import Context, Principal, Request
+from routeguard.enforce.decision import TOOL_NAME_RULE_ID, Context, Principal, Request
 from routeguard.enforce.engine import PolicyEngine
 from routeguard.enforce.patterns import PatternError, compile_glob, compile_regex
+from routeguard.errors import InvalidRequest
 
 TOOLS = ["read_file", "write_file", "send_email", "fs.read", "fs.write", "pay", "shell"]
 TOOL_GLOBS = ["*", "read_*", "*_file", "fs.*", "{pay,shell}", "s?nd_email", "[rw]*", "fs.[!r]*"]
+TOOL_GLOBS += ["READ_*", "Send_Email", "FS.[!R]*", "\uff50ay"]  # normalised at load
+LOOKALIKE_TOOLS = [
+    "SEND_EMAIL",
+    "Read_File",
+    "send_email\u200b",
+    "\ufefffs.read",
+    "fs.wri\u00adte",
+    "\uff50\uff41\uff59",  # fullwidth "pay"
+    "shell\n",
+    "send_ema\u0456l",  # Cyrillic i: refused
+    "\u0455hell",  # Cyrillic dze: refused
+    "\u03a1\u0391\u03a5",  # all Greek: one script, matches no literal rule
+]
 AGENTS = ["agent-1", "agent-2", "did:key:z6Mk1"]
 AGENT_GLOBS = ["agent-*", "*1", "did:key:*", "agent-[12]"]
 ROLES = ["executor", "planner", "admin"]
@@ -35,7 +52,7 @@ LABELS = ["t", "pii", "ok"]
 PATHS = ["$.a", "$.b", "$.a.c", "$.l[0]", '$["x y"]']
 TEXT = "abAB1 ._-"
 NUMBERS: list[int | float] = [0, 1, -1, 2, 2.5, 1.0, -0.5, 2**53 + 1, 1e300]
-SCALARS: list[Any] = [None, True, False, *NUMBERS, "", "a", "ab", "ba", "A b", "1"]
+SCALARS: list[Any] = [None, True, False, *NUMBERS, "", "a", "ab", "ba", "A b", "1", "2.5"]
 TIMES = [  # Unix seconds around the day and week boundaries
     0.0,
     1_767_225_600.0,  # Thu 2026-01-01 00:00
@@ -189,8 +206,24 @@ SCALAR_VALUES: list[Any] = [
     math.nan,
     math.inf,
     -math.inf,
+    # numeric strings, and strings that are almost numbers
+    *("0", "-0", "2", "-1", "1.0", "2.50", "-0.5", "1e0", "25e-1", "1e300", "1e999", "-1e999"),
+    *("9007199254740993", "18446744073709551621", "0x10", "1_0", " 1", "1 ", "+1", "NaN", "01"),
 ]
-VALUES: list[Any] = [*SCALAR_VALUES, {"c": "a"}, {"c": 1}, {}, ["a"], [1, 2], [], ("ab",)]
+
+
+def _deep(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = {"c": leaf}
+    return leaf
+
+
+DEEP = [_deep(200, "a"), _deep(130, 1), [[[[[[["a"]]]]]]], {"c": _deep(2000, None)}]
+VALUES: list[Any] = [
+    *SCALAR_VALUES,
+    *({"c": "a"}, {"c": 1}, {}, ["a"], [1, 2], [], ("ab",), ["1"], {"c": "2.5"}),
+    *DEEP,
+]
 CALLERS = list(itertools.product([*AGENTS, "other"], [*ROLES, ""], range(4)))
 
 
@@ -202,7 +235,7 @@ ARGS = st.dictionaries(
 )
 ANY_LABELS = st.sampled_from(LABEL_SETS)
 ANY_TIME = st.sampled_from(TIMES)
-ANY_TOOL = st.sampled_from([*TOOLS, "unknown", "fs.", "read_"])
+ANY_TOOL = st.sampled_from([*TOOLS, "unknown", "fs.", "read_"]) | st.sampled_from(LOOKALIKE_TOOLS)
 
 
 @st.composite
@@ -216,8 +249,17 @@ def requests(draw: st.DrawFn) -> Request:
 def _json_safe(args: Any) -> str | None:
     try:
         return json.dumps(args, allow_nan=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+def _depth(v: Any) -> int:
+    """Levels of objects and lists in ``v`` (``{"a": []}`` is 2), without recursing."""
+    depth, level = 0, [v]
+    while level := [x for x in level if isinstance(x, dict | list | tuple)]:
+        depth += 1
+        level = [c for x in level for c in (x.values() if isinstance(x, dict) else x)]
+    return depth
 
 
 @settings(
@@ -234,7 +276,17 @@ def test_compiled_matcher_agrees_with_reference(policy: str, batch: list[Request
         got = engine.decide_request(req)
         assert got == want, (req, policy)
         raw = _json_safe(req.args)
-        if raw is not None:
+        if raw is None:
+            continue
+        # Past serde_json's nesting limit: refused, never misread (unless the name already is).
+        if _depth(req.args) >= 128 and want.rule_id != TOOL_NAME_RULE_ID:
+            try:
+                engine.decide_json(req.principal, req.tool, raw, req.context)
+            except InvalidRequest as e:
+                assert "recursion limit" in str(e)
+            else:
+                raise AssertionError("serde_json read JSON nested past its limit")
+        else:
             assert engine.decide_json(req.principal, req.tool, raw, req.context) == want
 
 

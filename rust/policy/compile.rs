@@ -153,7 +153,8 @@ pub enum Scalar {
     Str(Box<str>),
 }
 
-/// The members of an `in` set, split by type so membership is one typed probe.
+/// The members of an `in` set (or the one value of `equals`), split by type so membership is
+/// one typed probe, and the types present tell which values the test can be evaluated on.
 #[derive(Debug, Clone, Default)]
 pub struct ScalarSet {
     pub(crate) strs: HashSet<Box<str>>,
@@ -162,18 +163,30 @@ pub struct ScalarSet {
     pub(crate) null: bool,
 }
 
+impl ScalarSet {
+    fn insert(&mut self, s: Scalar) {
+        match s {
+            Scalar::Null => self.null = true,
+            Scalar::Bool(b) => self.bools[usize::from(b)] = true,
+            Scalar::Num(n) => self.nums.push(n),
+            Scalar::Str(s) => {
+                self.strs.insert(s);
+            }
+        }
+    }
+}
+
 /// One predicate on an argument value.
 #[derive(Debug, Clone)]
 pub enum Test {
-    /// Equal to a scalar (numbers compare numerically, booleans are not numbers).
-    Equals(Scalar),
-    /// Equal to one of a set of scalars.
+    /// Equal to one of a set of scalars (`equals` is a set of one). Numbers compare
+    /// numerically, numeric strings as the numbers they spell; booleans are not numbers.
     In(ScalarSet),
     /// A string matching a glob.
     Glob(Glob),
     /// A string in which a regex finds a match.
     Regex(Regex),
-    /// A number (not a boolean) in a range.
+    /// A number (not a boolean), or a string spelling one, in a range.
     Range(Range),
     /// The path resolves (`true`) or does not (`false`).
     Exists(bool),
@@ -387,18 +400,15 @@ impl Tables {
 
     fn test(&self, spec: &TestSpec) -> Result<Test, String> {
         Ok(match spec {
-            TestSpec::Equals { value } => Test::Equals(scalar(value)?),
+            TestSpec::Equals { value } => {
+                let mut set = ScalarSet::default();
+                set.insert(scalar(value)?);
+                Test::In(set)
+            }
             TestSpec::In { values } => {
                 let mut set = ScalarSet::default();
                 for v in values {
-                    match scalar(v)? {
-                        Scalar::Null => set.null = true,
-                        Scalar::Bool(b) => set.bools[usize::from(b)] = true,
-                        Scalar::Num(n) => set.nums.push(n),
-                        Scalar::Str(s) => {
-                            set.strs.insert(s);
-                        }
-                    }
+                    set.insert(scalar(v)?);
                 }
                 Test::In(set)
             }

@@ -8,11 +8,17 @@
 //! may proceed are the redact rules evaluated, all of them, their paths collected. Within a
 //! rule the cheap principal and context checks run before the argument predicates. Nothing
 //! allocates unless a glob-only tool matches a glob or a redaction applies.
+//!
+//! A predicate meeting a value of a type it does not compare with (a list where a number is
+//! expected, NaN, `true` for a glob) is [`Truth::Unknown`]; predicates combine by Kleene
+//! logic, and a rule whose predicates end up unknown matches when its effect restricts the
+//! call (deny, require_approval, redact) and does not when it permits it (allow): a value
+//! the policy cannot judge never opens a door and never slips past a guard.
 
 use std::borrow::Cow;
 
-use super::compile::{Candidates, CompiledPolicy, Effect, Rule, Scalar, Test, TimeCond};
-use super::value::{Args, Num, Val};
+use super::compile::{Candidates, CompiledPolicy, Effect, Rule, ScalarSet, Test, TimeCond};
+use super::value::{numeric_str, Args, Num, Val};
 use crate::error::CoreResult;
 
 /// The session labels of a request, as ids of the labels the policy mentions (labels it does
@@ -126,32 +132,95 @@ impl TimeCond {
     }
 }
 
-fn scalar_eq(s: &Scalar, v: Val<'_>) -> bool {
-    match (s, v) {
-        (Scalar::Str(a), Val::Str(b)) => &**a == b,
-        (Scalar::Num(a), Val::Num(b)) => a.num_eq(b),
-        (Scalar::Bool(a), Val::Bool(b)) => *a == b,
-        (Scalar::Null, Val::Null) => true,
-        _ => false,
+/// What a predicate says of a value: it holds, it does not, or it cannot be evaluated on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Truth {
+    /// The predicate does not hold.
+    No,
+    /// The predicate holds.
+    Yes,
+    /// The value is of a type the predicate does not compare with (or NaN for a number).
+    Unknown,
+}
+
+impl Truth {
+    fn from_bool(b: bool) -> Truth {
+        if b {
+            Truth::Yes
+        } else {
+            Truth::No
+        }
+    }
+
+    /// Kleene negation: unknown stays unknown.
+    fn not(self) -> Truth {
+        match self {
+            Truth::No => Truth::Yes,
+            Truth::Yes => Truth::No,
+            Truth::Unknown => Truth::Unknown,
+        }
     }
 }
 
-/// Whether `test` holds of `v`.
-pub(crate) fn test_holds(test: &Test, v: Val<'_>) -> bool {
+impl ScalarSet {
+    /// Membership of a number: unknown for NaN or when the set holds no number.
+    fn num_truth(&self, n: Num) -> Truth {
+        if self.nums.is_empty() || n.is_nan() {
+            Truth::Unknown
+        } else {
+            Truth::from_bool(self.nums.iter().any(|m| m.num_eq(n)))
+        }
+    }
+
+    /// Membership of a present value; unknown when no member has the value's type (a
+    /// numeric string counts as a number when the set holds numbers).
+    fn truth(&self, v: Val<'_>) -> Truth {
+        match v {
+            Val::Missing => Truth::No,
+            Val::Other => Truth::Unknown,
+            Val::Null if self.null => Truth::Yes,
+            Val::Null => Truth::Unknown,
+            Val::Bool(b) if self.bools[usize::from(b)] => Truth::Yes,
+            Val::Bool(_) if self.bools[0] || self.bools[1] => Truth::No,
+            Val::Bool(_) => Truth::Unknown,
+            Val::Num(n) => self.num_truth(n),
+            Val::Str(s) => {
+                if self.strs.contains(s) {
+                    return Truth::Yes;
+                }
+                match numeric_str(s) {
+                    Some(n) if !self.nums.is_empty() => self.num_truth(n),
+                    _ if self.strs.is_empty() => Truth::Unknown,
+                    _ => Truth::No,
+                }
+            }
+        }
+    }
+}
+
+/// What `test` says of `v`.
+pub(crate) fn test_holds(test: &Test, v: Val<'_>) -> Truth {
     match test {
-        Test::Exists(want) => (v != Val::Missing) == *want,
-        Test::Not(inner) => !test_holds(inner, v),
-        Test::Equals(s) => scalar_eq(s, v),
-        Test::In(set) => match v {
-            Val::Str(s) => set.strs.contains(s),
-            Val::Num(n) => set.nums.iter().any(|m| m.num_eq(n)),
-            Val::Bool(b) => set.bools[usize::from(b)],
-            Val::Null => set.null,
-            Val::Missing | Val::Other => false,
+        Test::Exists(want) => Truth::from_bool((v != Val::Missing) == *want),
+        Test::Not(inner) => test_holds(inner, v).not(),
+        // A path that does not resolve satisfies no value test (only `exists` and `not`).
+        _ if v == Val::Missing => Truth::No,
+        Test::In(set) => set.truth(v),
+        Test::Glob(g) => match v {
+            Val::Str(s) => Truth::from_bool(g.is_match(s)),
+            _ => Truth::Unknown,
         },
-        Test::Glob(g) => matches!(v, Val::Str(s) if g.is_match(s)),
-        Test::Regex(r) => matches!(v, Val::Str(s) if r.is_match(s)),
-        Test::Range(r) => matches!(v, Val::Num(n) if r.contains(n)),
+        Test::Regex(r) => match v {
+            Val::Str(s) => Truth::from_bool(r.is_match(s)),
+            _ => Truth::Unknown,
+        },
+        Test::Range(r) => match v {
+            Val::Num(n) if !n.is_nan() => Truth::from_bool(r.contains(n)),
+            Val::Str(s) => {
+                numeric_str(s).map_or(Truth::Unknown, |n| Truth::from_bool(r.contains(n)))
+            }
+            _ => Truth::Unknown,
+        },
     }
 }
 
@@ -223,13 +292,18 @@ impl CompiledPolicy {
                 return Ok(false);
             }
         }
+        // Kleene AND over the predicates: any `No` decides; an `Unknown` makes a permitting
+        // rule fail at once and a restricting one match unless another predicate says `No`.
         for pred in &rule.preds {
             let path = &self.paths[pred.path];
-            if !req
+            match req
                 .args
                 .with_value(pred.path, &path.segs, |v| test_holds(&pred.test, v))?
             {
-                return Ok(false);
+                Truth::Yes => {}
+                Truth::No => return Ok(false),
+                Truth::Unknown if rule.effect == Effect::Allow => return Ok(false),
+                Truth::Unknown => {}
             }
         }
         Ok(true)

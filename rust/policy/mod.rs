@@ -20,7 +20,7 @@ mod tests;
 pub use compile::{regex_error, CompiledPolicy, Effect, PathEntry, Rule};
 pub use eval::{Decision, LabelSet, Request};
 pub use glob::Glob;
-pub use value::{json_val, Args, Num, Seg, Val};
+pub use value::{json_val, numeric_str, Args, Num, Seg, Val};
 
 /// The rule id a decision reports when no rule matched (the default deny). Rule ids cannot
 /// contain `<`, so it never names a real rule.

@@ -273,7 +273,9 @@ fn argument_predicates() {
     };
     check("eq", json!(1.0), "allow");
     check("eq", json!(true), "deny");
-    check("eq", json!("1"), "deny");
+    check("eq", json!("1"), "allow"); // a numeric string compares as its number
+    check("eq", json!("1.5"), "deny");
+    check("eq", json!("one"), "deny");
     check("in", json!("a"), "allow");
     check("in", json!(2.5), "allow");
     check("in", json!(null), "allow");
@@ -287,7 +289,89 @@ fn argument_predicates() {
     check("ex", json!({"0": 1}), "allow");
     check("not", json!("/etc/passwd"), "allow");
     check("not", json!("/tmp/x"), "deny");
-    check("not", json!(7), "allow");
+    // A glob cannot judge a number: `not` of an unknown is unknown, and an allow needs a yes.
+    check("not", json!(7), "deny");
+}
+
+#[test]
+fn predicates_that_cannot_judge_a_value_deny_and_do_not_allow() {
+    let p = compile(json!([
+        {"id": "big", "effect": "deny", "tools": ["pay"],
+         "args": [pred("$.amount", json!({"op": "range", "lo": 1000, "lo_incl": false}))]},
+        {"id": "root", "effect": "deny", "tools": ["login"],
+         "args": [pred("$.user", json!({"op": "equals", "value": "root"}))]},
+        {"id": "etc", "effect": "require_approval", "tools": ["read"],
+         "args": [pred("$.path", json!({"op": "glob", "pattern": "/etc/*"}))]},
+        {"id": "eur-big", "effect": "deny", "tools": ["fx"],
+         "args": [pred("$.amount", json!({"op": "range", "lo": 1000, "lo_incl": false})),
+                  pred("$.cur", json!({"op": "equals", "value": "EUR"}))]},
+        {"id": "small", "effect": "allow", "tools": ["refund"],
+         "args": [pred("$.amount", json!({"op": "range", "hi": 100, "hi_incl": true}))]},
+        {"id": "all", "effect": "allow", "tools": ["pay", "login", "read", "fx"]},
+    ]));
+    let run = |tool: &str, args: Value| {
+        let r = Req {
+            tool: tool.into(),
+            args,
+            ..Req::default()
+        };
+        decide(&p, &r)
+    };
+    for amount in [
+        json!("5000"),
+        json!("1e4"),
+        json!([5000]),
+        json!({"v": 5000}),
+        json!(true),
+        json!(null),
+        json!("5_000"),
+        json!(" 5000"),
+        json!("lots"),
+    ] {
+        assert_eq!(run("pay", json!({"amount": amount})).1, "big", "{amount}");
+    }
+    for amount in [json!(5), json!("5"), json!("-2.5e2"), json!(1000)] {
+        assert_eq!(run("pay", json!({"amount": amount})).1, "all", "{amount}");
+    }
+    assert_eq!(run("pay", json!({})).1, "all"); // a missing path is judged: not > 1000
+    assert_eq!(run("login", json!({"user": ["root"]})).1, "root");
+    assert_eq!(run("login", json!({"user": 0})).1, "root");
+    assert_eq!(run("login", json!({"user": "alice"})).1, "all");
+    assert_eq!(
+        run("read", json!({"path": ["/etc/shadow"]})).0,
+        "require_approval"
+    );
+    assert_eq!(run("read", json!({"path": "/tmp/x"})).0, "allow");
+    // Kleene AND: an unknown amount with a currency that is definitely not EUR does not deny.
+    assert_eq!(run("fx", json!({"amount": [5000], "cur": "USD"})).1, "all");
+    assert_eq!(
+        run("fx", json!({"amount": [5000], "cur": "EUR"})).1,
+        "eur-big"
+    );
+    assert_eq!(
+        run("fx", json!({"amount": [5000], "cur": ["EUR"]})).1,
+        "eur-big"
+    );
+    for amount in [json!("50"), json!(50), json!(-1)] {
+        assert_eq!(
+            run("refund", json!({"amount": amount})).0,
+            "allow",
+            "{amount}"
+        );
+    }
+    for amount in [
+        json!([50]),
+        json!(null),
+        json!(true),
+        json!("fifty"),
+        json!(101),
+    ] {
+        assert_eq!(
+            run("refund", json!({"amount": amount})).0,
+            "deny",
+            "{amount}"
+        );
+    }
 }
 
 #[test]
@@ -401,8 +485,10 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(|b| json!(b)),
         (0i64..4).prop_map(|v| json!(v)),
         (0.0f64..4.0).prop_map(|v| json!(v)),
-        prop::sample::select(vec!["a", "b", "ab", "ba", ""]).prop_map(|v| json!(v)),
+        prop::sample::select(vec!["a", "b", "ab", "ba", "", "1", "2.5", "1e0", "x1"])
+            .prop_map(|v| json!(v)),
         Just(json!(["a"])),
+        Just(json!({"0": 1})),
     ]
 }
 
@@ -553,4 +639,21 @@ fn policy_timing() {
             pct(0.99)
         );
     }
+}
+
+#[test]
+fn nan_is_unknown_to_every_numeric_test() {
+    use super::eval::{test_holds, Truth};
+    let p = compile(json!([
+        {"id": "r", "effect": "deny", "tools": ["*"],
+         "args": [pred("$.a", json!({"op": "range", "lo": 0, "lo_incl": true})),
+                  pred("$.b", json!({"op": "in", "values": [1, "x"]})),
+                  pred("$.c", json!({"op": "not", "test": {"op": "equals", "value": 2.5}}))]},
+    ]));
+    let nan = Val::Num(Num::Float(f64::NAN));
+    for pred in &p.rules()[0].preds {
+        assert_eq!(test_holds(&pred.test, nan), Truth::Unknown);
+    }
+    let inf = Val::Num(Num::Float(f64::INFINITY));
+    assert_eq!(test_holds(&p.rules()[0].preds[0].test, inf), Truth::Yes);
 }

@@ -67,6 +67,62 @@ impl Num {
     pub fn num_eq(self, other: Num) -> bool {
         self.compare(other) == Some(Ordering::Equal)
     }
+
+    /// Whether this is NaN (a value no numeric predicate can be evaluated on).
+    pub fn is_nan(self) -> bool {
+        matches!(self, Num::Float(f) if f.is_nan())
+    }
+}
+
+/// Skip ASCII digits from `i`; the index after them.
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// The number a string spells, if it is exactly a JSON number (`-?(0|[1-9][0-9]*)(.[0-9]+)?
+/// ([eE][+-]?[0-9]+)?`: no `+` sign, no spaces, no `_`, no hex, no `NaN`). An integer in the
+/// `i64` range is an integer, anything else the nearest float (`1e400` is infinite), as
+/// `reference.py`'s `numeric_str` reads it. Numeric predicates read such strings as numbers.
+pub fn numeric_str(s: &str) -> Option<Num> {
+    let b = s.as_bytes();
+    let start = usize::from(b.first() == Some(&b'-'));
+    let mut i = digits(b, start);
+    if i == start || (i - start > 1 && b.get(start) == Some(&b'0')) {
+        return None;
+    }
+    let mut integral = true;
+    if b.get(i) == Some(&b'.') {
+        let end = digits(b, i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+        integral = false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(b, i);
+        if end == i {
+            return None;
+        }
+        i = end;
+        integral = false;
+    }
+    if i != b.len() {
+        return None;
+    }
+    if integral {
+        if let Ok(n) = s.parse::<i64>() {
+            return Some(Num::Int(n));
+        }
+    }
+    s.parse::<f64>().ok().map(Num::Float)
 }
 
 /// One bound of a [`Range`]: the number and whether it is included.
@@ -111,7 +167,7 @@ impl Range {
 }
 
 /// The view of one argument value that predicates see. Lists, objects and values of other
-/// types are [`Val::Other`]: only `exists` (and `not`) can say anything about them.
+/// types are [`Val::Other`]: only `exists` can evaluate them; every other test is unknown.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Val<'a> {
     /// The path does not resolve.
@@ -224,6 +280,23 @@ mod tests {
             Num::Float(f64::INFINITY).compare(Num::Int(i64::MAX)),
             Some(Ordering::Greater)
         );
+    }
+
+    #[test]
+    fn numeric_strings_follow_the_json_grammar() {
+        assert_eq!(numeric_str("5000"), Some(Num::Int(5000)));
+        assert_eq!(numeric_str("-0"), Some(Num::Int(0)));
+        assert_eq!(numeric_str("2.5"), Some(Num::Float(2.5)));
+        assert_eq!(numeric_str("1E3"), Some(Num::Float(1000.0)));
+        assert_eq!(numeric_str("-1e-2"), Some(Num::Float(-0.01)));
+        assert_eq!(numeric_str("1e400"), Some(Num::Float(f64::INFINITY)));
+        assert_eq!(numeric_str("9223372036854775808"), Some(Num::Float(TWO_63)));
+        for bad in [
+            "", "-", "+5", " 5", "5 ", "05", "5.", ".5", "5_000", "0x10", "NaN", "inf", "1e",
+            "1e+", "--1", "1.2.3", "\u{0665}",
+        ] {
+            assert_eq!(numeric_str(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

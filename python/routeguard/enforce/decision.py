@@ -24,6 +24,8 @@ EFFECTS: tuple[Effect, ...] = ("allow", "deny", "require_approval", "redact")
 
 DEFAULT_RULE_ID = "<default-deny>"
 """The rule id of a decision no rule matched (rule ids cannot contain ``<``)."""
+TOOL_NAME_RULE_ID = "<tool-name>"
+"""The rule id of a refusal for a tool name that mixes scripts (see ``enforce/names.py``)."""
 
 
 class Principal(msgspec.Struct, frozen=True, gc=False):
@@ -74,7 +76,8 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 
     ``rule_id`` names the rule that decided: the first matching deny rule, else the first
     matching require_approval rule, else the first matching allow rule (policy order), else
-    :data:`DEFAULT_RULE_ID`. ``redactions`` are set only when the call may proceed
+    :data:`DEFAULT_RULE_ID` (:data:`TOOL_NAME_RULE_ID` when the tool name mixes scripts and no
+    rule is consulted). ``redactions`` are set only when the call may proceed
     (``allow`` becomes ``redact`` when there are any; ``require_approval`` keeps its name).
     """
 

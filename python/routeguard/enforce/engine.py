@@ -7,7 +7,9 @@ compiles it once. :meth:`PolicyEngine.decide` hands the principal's fields, the 
 argument ``dict`` itself (Rust reads only the paths the candidate rules test, through keys it
 interned at compile time: no serialisation) and the context to the matcher, and wraps the
 answer in a :class:`~routeguard.enforce.decision.Decision`. :meth:`PolicyEngine.decide_json`
-takes the arguments as the JSON text an LLM's tool call carries, parsed in Rust.
+takes the arguments as the JSON text an LLM's tool call carries, parsed in Rust. Both first make
+the tool name canonical (``enforce/names.py``: case, NFKC, invisible characters) and refuse a
+name that mixes scripts, as the reference interpreter does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from routeguard._native import core
 from routeguard.enforce.decision import (
+    TOOL_NAME_RULE_ID,
     Context,
     Decision,
     Effect,
@@ -30,6 +33,7 @@ from routeguard.enforce.decision import (
     Request,
 )
 from routeguard.enforce.model import Policy, Rule, to_json
+from routeguard.enforce.names import normalize_tool, tool_name_problem
 from routeguard.enforce.patterns import parse_path
 from routeguard.enforce.policy import load_policy, load_policy_file
 from routeguard.errors import InvalidRequest, PolicyError, PolicyProblem
@@ -41,6 +45,11 @@ _EMPTY_CONTEXT = Context()
 _EMPTY_ARGS: Mapping[str, Any] = {}
 _RULE_LINE = re.compile(r"\(line (\d+)\)")
 _MAX_REDACTION_SETS = 1024
+_TOOL_NAME_DENIAL = Decision("deny", TOOL_NAME_RULE_ID)
+_MAX_TOOL_NAMES = 4096
+# Cached for a refused name: control characters never survive normalisation, so no canonical
+# name equals it.
+_REFUSED = "\x00"
 
 
 def _rust_regex_check(pattern: str) -> str | None:
@@ -50,13 +59,14 @@ def _rust_regex_check(pattern: str) -> str | None:
 class PolicyEngine:
     """Decides tool calls against one compiled policy. Immutable; share it across threads."""
 
-    __slots__ = ("_compiled", "_policy", "_redaction_sets", "_rules", "_source")
+    __slots__ = ("_compiled", "_policy", "_redaction_sets", "_rules", "_source", "_tool_names")
 
     def __init__(self, policy: Policy, *, source: str = "<policy>") -> None:
         self._policy = policy
         self._source = source
         self._rules = {r.id: r for r in policy.rules}
         self._redaction_sets: dict[tuple[tuple[str, str], ...], tuple[Redaction, ...]] = {}
+        self._tool_names: dict[str, str] = {}
         try:
             self._compiled = core.CompiledPolicy(to_json(policy))
         except ValueError as e:  # only for a policy that bypassed load_policy's checks
@@ -110,6 +120,9 @@ class PolicyEngine:
         """
         ctx = context if context is not None else _EMPTY_CONTEXT
         now = ctx.now if ctx.now is not None else time.time()
+        tool = self._tool_names.get(tool) or self._canonical(tool)
+        if tool == _REFUSED:
+            return _TOOL_NAME_DENIAL
         try:
             effect, rule_id, red = self._compiled.decide(
                 principal.agent_id,
@@ -138,6 +151,9 @@ class PolicyEngine:
         """Decide on a tool call whose arguments are JSON text (as in an LLM's tool call)."""
         ctx = context if context is not None else _EMPTY_CONTEXT
         now = ctx.now if ctx.now is not None else time.time()
+        tool = self._tool_names.get(tool) or self._canonical(tool)
+        if tool == _REFUSED:
+            return _TOOL_NAME_DENIAL
         try:
             effect, rule_id, red = self._compiled.decide_json(
                 principal.agent_id,
@@ -153,6 +169,16 @@ class PolicyEngine:
         except (ValueError, OverflowError) as e:
             raise InvalidRequest(f"cannot decide on tool call '{tool}': {e}") from None
         return Decision(_effect(effect), rule_id, self._redactions(red) if red else ())
+
+    def _canonical(self, tool: str) -> str:
+        """The canonical spelling of a called tool's name, or ``_REFUSED`` if it mixes scripts;
+        a service calls few distinct tools, so each is worked out once (a bounded cache)."""
+        name = normalize_tool(tool)
+        if tool_name_problem(name) is not None:
+            name = _REFUSED
+        if len(self._tool_names) < _MAX_TOOL_NAMES:
+            self._tool_names[tool] = name
+        return name
 
     def _redactions(self, raw: tuple[tuple[str, str], ...]) -> tuple[Redaction, ...]:
         """``Redaction``s for the matcher's pairs; a policy yields few distinct sets, so they

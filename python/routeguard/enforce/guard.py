@@ -11,8 +11,11 @@
    the session's labels (``untrusted-data-seen`` once untrusted output was observed);
 5. **approval** — a ``require_approval`` decision waits for the approval handler.
 
-Then the trust score takes the outcome (compliant, denied, or violation for layers 2-3) and
-the audit log gets one row. Allowed calls run with the policy's redactions applied
+Arguments that cannot be read (malformed JSON, not an object, nested deeper than
+:data:`MAX_ARGS_DEPTH`, too many objects) are refused first (rule id ``<invalid-arguments>``),
+and a layer that fails on a call refuses it: ``check`` always returns a verdict. Then the
+trust score takes the outcome (compliant, denied, or violation for layers 2-3) and the audit
+log gets one row, whatever the outcome. Allowed calls run with the policy's redactions applied
 (``Verdict.args``). After the tool runs, ``Guard.observe(tool, output)`` feeds its output to
 the data-flow tracker. ``Guard.tool`` wraps a function to do both around each call.
 """
@@ -22,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,9 +44,10 @@ from routeguard.enforce.approval import (
     resolve,
 )
 from routeguard.enforce.audit import AuditLog, redact_secrets
-from routeguard.enforce.decision import Context, Decision, Principal
+from routeguard.enforce.decision import TOOL_NAME_RULE_ID, Context, Decision, Principal
 from routeguard.enforce.engine import PolicyEngine, apply_redactions
 from routeguard.enforce.identity import AgentIdentity, DelegationChain, VerifiedDelegation
+from routeguard.enforce.names import normalize_tool, tool_name_problem
 from routeguard.enforce.sandbox import SANDBOX_RULE_ID, Sandbox
 from routeguard.enforce.taint import TAINT_RULE_ID, TaintTracker
 from routeguard.enforce.trust import Outcome, TrustScore
@@ -50,6 +56,8 @@ from routeguard.errors import EnforcementError, InvalidRequest
 __all__ = [
     "DELEGATION_RULE_ID",
     "INVALID_ARGS_RULE_ID",
+    "MAX_ARGS_CONTAINERS",
+    "MAX_ARGS_DEPTH",
     "Guard",
     "Stage",
     "ToolCallDenied",
@@ -58,6 +66,17 @@ __all__ = [
 
 DELEGATION_RULE_ID = "<delegation>"
 INVALID_ARGS_RULE_ID = "<invalid-arguments>"
+MAX_ARGS_DEPTH = 64
+"""Nesting levels of objects and lists a call's arguments may have (the object itself is 1);
+deeper arguments are refused before any layer walks them."""
+MAX_ARGS_CONTAINERS = 100_000
+"""Objects and lists a call's arguments may hold, a shared one counted each time it appears."""
+_CLIPPED = "[clipped]"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = "the arguments hold a string that is not valid Unicode (a lone surrogate)"
+_AUDIT_ITEMS = 1_000  # containers kept in the audit row of a refusal for the arguments' shape
+_CONTAINERS = (Mapping, list, tuple, set, frozenset)
+_log = logging.getLogger(__name__)
 
 Stage = Literal["delegation", "arguments", "sandbox", "taint", "policy", "approval"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,6 +112,71 @@ class ToolCallDenied(EnforcementError):
         self.verdict = verdict
 
 
+def _children(value: Any) -> Iterable[Any]:
+    if isinstance(value, Mapping):
+        return value.values()
+    return value if isinstance(value, _CONTAINERS) else ()
+
+
+def _valid_text(s: str) -> bool:
+    """Whether ``s`` is valid Unicode (a lone surrogate can be neither matched nor logged)."""
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
+def _args_problem(value: Any) -> str:
+    """Why no layer should walk ``value`` ("" if none): nested deeper than
+    :data:`MAX_ARGS_DEPTH` (a cycle always is), more than :data:`MAX_ARGS_CONTAINERS` objects and
+    lists once shared ones are counted each time they appear, or a key or string value that is
+    not valid Unicode.
+
+    Level by level, each distinct container once per level with how many times it appears,
+    so a structure that shares its parts cannot make this walk long, and nothing recurses.
+    """
+    level: dict[int, tuple[Any, int]] = (
+        {id(value): (value, 1)} if isinstance(value, _CONTAINERS) else {}
+    )
+    depth = total = 0
+    while level:
+        depth += 1
+        if depth > MAX_ARGS_DEPTH:
+            return f"the arguments are nested deeper than {MAX_ARGS_DEPTH} levels"
+        total += sum(n for _, n in level.values())
+        if total > MAX_ARGS_CONTAINERS:
+            return f"the arguments hold more than {MAX_ARGS_CONTAINERS} objects and lists"
+        nxt: dict[int, tuple[Any, int]] = {}
+        for v, n in level.values():
+            if isinstance(v, Mapping) and not all(_valid_text(k) for k in v if isinstance(k, str)):
+                return _NOT_UNICODE
+            for c in _children(v):
+                if isinstance(c, _CONTAINERS):
+                    seen = nxt.get(id(c))
+                    nxt[id(c)] = (c, n + (seen[1] if seen else 0))
+                elif isinstance(c, str) and not _valid_text(c):
+                    return _NOT_UNICODE
+        level = nxt
+    return ""
+
+
+def _escaped(value: Any) -> Any:
+    """A string that is not valid Unicode with its lone surrogates escaped; anything else as is."""
+    if isinstance(value, str) and not _valid_text(value):
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
+def _clipped(value: Any, levels: int, budget: list[int]) -> Any:
+    """``value`` for the audit row of a refusal: at most ``levels`` deep and ``budget[0]``
+    containers, the rest replaced by a marker, strings that are not valid Unicode escaped."""
+    if not isinstance(value, _CONTAINERS):
+        return _escaped(value)
+    budget[0] -= 1
+    if levels <= 0 or budget[0] < 0:
+        return _CLIPPED
+    if isinstance(value, Mapping):
+        return {_escaped(k): _clipped(v, levels - 1, budget) for k, v in value.items()}
+    return [_clipped(v, levels - 1, budget) for v in value]
+
+
 def _parse_args(args: Mapping[str, Any] | str | None) -> tuple[dict[str, Any] | None, str]:
     """(dict, "") or (None, why) for args given as a mapping, JSON text or None."""
     if args is None:
@@ -104,6 +188,8 @@ def _parse_args(args: Mapping[str, Any] | str | None) -> tuple[dict[str, Any] | 
             parsed = msgspec.json.decode(args)
         except msgspec.DecodeError as e:
             return None, f"the arguments are not valid JSON: {e}"
+        except RecursionError:
+            return None, f"the arguments are nested deeper than {MAX_ARGS_DEPTH} levels"
         if not isinstance(parsed, dict):
             return None, f"the arguments must be a JSON object, got {type(parsed).__name__}"
         return parsed, ""
@@ -268,10 +354,22 @@ class Guard:
     ) -> tuple[Verdict | None, dict[str, Any], Decision | None, str]:
         """Layers 1-4: (final verdict, args, None, "") or (None, args, decision awaiting
         approval, why approval is needed)."""
+        if not _valid_text(tool):
+            # Refused before the name reaches a layer; the verdict (and audit row) show it escaped.
+            shown_tool = _escaped(tool)
+            d = Decision("deny", INVALID_ARGS_RULE_ID)
+            why = "the tool name is not valid Unicode (a lone surrogate)"
+            return self._refuse(shown_tool, {}, d, "arguments", why), {}, None, ""
         parsed, why = _parse_args(args)
         if parsed is None:
             d = Decision("deny", INVALID_ARGS_RULE_ID)
             return self._refuse(tool, {}, d, "arguments", why), {}, None, ""
+        why = _args_problem(parsed)
+        if why:
+            # Refused before any layer (or the audit log) walks them; the row shows them clipped.
+            shown: dict[str, Any] = _clipped(parsed, MAX_ARGS_DEPTH, [_AUDIT_ITEMS])
+            d = Decision("deny", INVALID_ARGS_RULE_ID)
+            return self._refuse(tool, shown, d, "arguments", why), shown, None, ""
         if self.delegation is not None and self.delegation.expires_at <= time.time():
             d = Decision("deny", DELEGATION_RULE_ID)
             return (
@@ -288,6 +386,10 @@ class Guard:
         escalate = ""
         if self.taint is not None:
             hit = self.taint.check(tool, parsed)
+            if hit is None and (canonical := normalize_tool(tool)) != tool:
+                # The policy judges the canonical name: `SEND_MONEY` is as sensitive as
+                # `send_money`, whichever spelling the sensitive globs use.
+                hit = self.taint.check(canonical, parsed)
             if hit is not None:
                 if not (hit.named and self.approve_named_sources):
                     d = Decision("deny", TAINT_RULE_ID)
@@ -304,7 +406,7 @@ class Guard:
             return self._refuse(tool, parsed, d, "arguments", e.message), parsed, None, ""
         if decision.effect == "deny":
             return (
-                self._refuse(tool, parsed, decision, "policy", self._reason(decision)),
+                self._refuse(tool, parsed, decision, "policy", self._reason(decision, tool)),
                 parsed,
                 None,
                 "",
@@ -316,7 +418,9 @@ class Guard:
             return None, parsed, decision, self._reason(decision)
         return self._allow(tool, parsed, decision, "policy"), parsed, None, ""
 
-    def _reason(self, decision: Decision) -> str:
+    def _reason(self, decision: Decision, tool: str = "") -> str:
+        if decision.rule_id == TOOL_NAME_RULE_ID:
+            return tool_name_problem(normalize_tool(tool)) or "the tool name is refused"
         rule = self.engine.rule(decision.rule_id)
         if rule is not None and rule.reason:
             return str(rule.reason)
@@ -388,23 +492,39 @@ class Guard:
             })  # fmt: skip
         return verdict
 
+    def _failed(self, tool: str, error: Exception) -> Verdict:
+        """The refusal of a call some layer could not check (fail closed, never raise)."""
+        # Only the type: the message may quote the arguments.
+        _log.warning("checking tool %r failed (%s); refused", tool, type(error).__name__)
+        why = f"the call could not be checked ({type(error).__name__})"
+        return self._refuse(tool, {}, Decision("deny", INVALID_ARGS_RULE_ID), "arguments", why)
+
     def check(self, tool: str, args: Mapping[str, Any] | str | None = None) -> Verdict:
-        """Decide on one call (sync). ``require_approval`` with an async-only handler → refused."""
-        verdict, parsed, pending, why = self._pre(tool, args)
-        if verdict is None:
-            assert pending is not None
-            outcome = resolve(self.approval, self._approval_request(tool, parsed, pending, why))
-            verdict = self._after_approval(tool, parsed, pending, outcome)
+        """Decide on one call (sync). ``require_approval`` with an async-only handler → refused.
+
+        Always returns a verdict (and writes its audit row): a layer that fails refuses."""
+        try:
+            verdict, parsed, pending, why = self._pre(tool, args)
+            if verdict is None:
+                assert pending is not None
+                request = self._approval_request(tool, parsed, pending, why)
+                outcome = resolve(self.approval, request)
+                verdict = self._after_approval(tool, parsed, pending, outcome)
+        except Exception as e:  # a guard that cannot decide refuses (fail closed)
+            verdict, parsed = self._failed(tool, e), {}
         return self._finish(verdict, parsed)
 
     async def acheck(self, tool: str, args: Mapping[str, Any] | str | None = None) -> Verdict:
         """Decide on one call, awaiting the approval handler when the policy asks for one."""
-        verdict, parsed, pending, why = self._pre(tool, args)
-        if verdict is None:
-            assert pending is not None
-            request = self._approval_request(tool, parsed, pending, why)
-            outcome = await aresolve(self.approval, request)
-            verdict = self._after_approval(tool, parsed, pending, outcome)
+        try:
+            verdict, parsed, pending, why = self._pre(tool, args)
+            if verdict is None:
+                assert pending is not None
+                request = self._approval_request(tool, parsed, pending, why)
+                outcome = await aresolve(self.approval, request)
+                verdict = self._after_approval(tool, parsed, pending, outcome)
+        except Exception as e:  # a guard that cannot decide refuses (fail closed)
+            verdict, parsed = self._failed(tool, e), {}
         return self._finish(verdict, parsed)
 
     def enforce(self, tool: str, args: Mapping[str, Any] | str | None = None) -> Verdict:

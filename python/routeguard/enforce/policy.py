@@ -45,6 +45,7 @@ from routeguard.enforce.model import (
     TimeWindow,
     to_json,
 )
+from routeguard.enforce.names import normalize_tool, tool_name_problem
 from routeguard.enforce.nodes import Invalid, NodeReader, describe, first_line
 from routeguard.enforce.patterns import (
     PatternError,
@@ -103,8 +104,14 @@ class _Loader(NodeReader):
 
     # -- grammar pieces --
 
-    def glob(self, node: Node, path: str) -> str:
+    def glob(self, node: Node, path: str, *, tool: bool = False) -> str:
+        """A glob; a ``tool`` glob in the canonical spelling calls are compared in
+        (``enforce/names.py``), refused if it mixes scripts."""
         text = self.text(node, path, "a glob", allow_empty=True)
+        if tool:
+            text = normalize_tool(text)
+            if (problem := tool_name_problem(text)) is not None:
+                raise self.fail(node, path, problem)
         try:
             why = self._glob_errors[text]
         except KeyError:
@@ -113,11 +120,11 @@ class _Loader(NodeReader):
             raise self.fail(node, path, why)
         return text
 
-    def globs(self, node: Node, path: str) -> tuple[str, ...]:
+    def globs(self, node: Node, path: str, *, tool: bool = False) -> tuple[str, ...]:
         if isinstance(node, SequenceNode) and node.value:
-            return tuple(self.glob(n, f"{path}[{i}]") for i, n in enumerate(node.value))
+            return tuple(self.glob(n, f"{path}[{i}]", tool=tool) for i, n in enumerate(node.value))
         self.texts(node, path, "a glob")  # reports an empty list or a non-scalar
-        return (self.glob(node, path),)
+        return (self.glob(node, path, tool=tool),)
 
     def regex(self, node: Node, path: str) -> str:
         text = self.text(node, path, "a regex", allow_empty=True)
@@ -281,7 +288,7 @@ class _Loader(NodeReader):
                         raise self.fail(
                             v, where, "an action needs 'tool' (a glob or list of globs)"
                         )
-                    fields["tools"] = self.globs(action["tool"][1], f"{where}.tool")
+                    fields["tools"] = self.globs(action["tool"][1], f"{where}.tool", tool=True)
                 elif key == "when":
                     fields.update(self.when(v, where))
                 elif key == "redact":

@@ -7,21 +7,36 @@ compiled Rust matcher behind :class:`~routeguard.enforce.engine.PolicyEngine` mu
 same :class:`Decision` for every policy and request; ``tests/test_policy_differential.py``
 checks that on random ones. It is slow on purpose: do not use it to enforce.
 
-Data flow: ``decide(policy, request)`` → for each rule, tool globs, then principal, context
-and argument conditions (each argument read through :func:`scalar_view`, which gives Python
-values the same JSON reading the Rust side applies) → the first matching deny, else the first
+Data flow: ``decide(policy, request)`` → the tool name made canonical (``enforce/names.py``;
+a name mixing scripts is refused) → for each rule, tool globs, then principal, context and
+argument conditions (each argument read through :func:`scalar_view`, which gives Python values
+the same JSON reading the Rust side applies) → the first matching deny, else the first
 require_approval, else the first allow, else the default deny; redactions collected from every
 matching redact rule when the call may proceed.
+
+An argument test answers True, False or None: None when the value is of a type the test does
+not compare with (a list for ``gt``, ``true`` for a glob, NaN for any number). Tests combine by
+Kleene logic, and a rule left at None matches when it restricts (deny, require_approval,
+redact) and does not when it permits (allow).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from routeguard.enforce.decision import DEFAULT_RULE_ID, Decision, Redaction, Request
+import msgspec
+
+from routeguard.enforce.decision import (
+    DEFAULT_RULE_ID,
+    TOOL_NAME_RULE_ID,
+    Decision,
+    Redaction,
+    Request,
+)
 from routeguard.enforce.model import (
     Bounds,
     Equals,
@@ -36,9 +51,10 @@ from routeguard.enforce.model import (
     Test,
     TimeWindow,
 )
+from routeguard.enforce.names import normalize_tool, tool_name_problem
 from routeguard.enforce.patterns import compile_glob, compile_regex
 
-__all__ = ["MISSING", "OTHER", "decide", "rule_matches", "scalar_view"]
+__all__ = ["MISSING", "OTHER", "decide", "numeric_str", "rule_matches", "scalar_view"]
 
 
 class _Marker:
@@ -52,9 +68,10 @@ class _Marker:
 MISSING: Any = _Marker("MISSING")
 """What a path that does not resolve reads as."""
 OTHER: Any = _Marker("OTHER")
-"""What a list, an object or a value of any other type reads as (only ``exists`` sees it)."""
+"""What a list, an object or a value of any other type reads as (only ``exists`` judges it)."""
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 def resolve(args: Any, segments: tuple[str | int, ...]) -> Any:
@@ -92,18 +109,47 @@ def scalar_view(v: Any) -> Any:
     return OTHER
 
 
+def numeric_str(s: str) -> int | float | None:
+    """The number ``s`` spells if it is exactly a JSON number (no ``+``, spaces, ``_``, hex or
+    NaN): an int in the i64 range, else the nearest float (``"1e400"`` is infinite)."""
+    if not _JSON_NUMBER.fullmatch(s):
+        return None
+    if len(s) <= 20 and not any(c in s for c in ".eE"):
+        i = int(s)
+        if _I64_MIN <= i <= _I64_MAX:
+            return i
+    return float(s)
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _scalar_eq(want: Any, v: Any) -> bool:
-    if isinstance(want, bool) or isinstance(v, bool):
-        return isinstance(want, bool) and isinstance(v, bool) and want == v
-    if want is None:
-        return v is None
-    if isinstance(want, str):
-        return isinstance(v, str) and want == v
-    return _is_num(v) and want == v  # Python compares int and float exactly
+def _num_in(nums: list[Any], v: Any) -> bool | None:
+    if not nums or math.isnan(v):
+        return None
+    return any(m == v for m in nums)  # Python compares int and float exactly
+
+
+def _member(values: tuple[Any, ...], v: Any) -> bool | None:
+    """Whether ``v`` equals one of ``values``; None when none of them has its type."""
+    if v is OTHER:
+        return None
+    if v is None:
+        return True if any(m is None for m in values) else None
+    if isinstance(v, bool):
+        bools = [m for m in values if isinstance(m, bool)]
+        return v in bools if bools else None
+    nums = [m for m in values if _is_num(m)]
+    if isinstance(v, str):
+        strs = [m for m in values if isinstance(m, str)]
+        if v in strs:
+            return True
+        n = numeric_str(v) if nums else None
+        if n is not None:
+            return _num_in(nums, n)
+        return False if strs else None
+    return _num_in(nums, v)
 
 
 def _in_bounds(b: Bounds | Range, v: Any) -> bool:
@@ -112,21 +158,28 @@ def _in_bounds(b: Bounds | Range, v: Any) -> bool:
     return b.hi is None or (v <= b.hi if b.hi_incl else v < b.hi)
 
 
-def test_holds(test: Test, v: Any) -> bool:
-    """Whether ``test`` holds of the (already :func:`scalar_view`-ed) value ``v``."""
+def test_holds(test: Test, v: Any) -> bool | None:
+    """What ``test`` says of the (already :func:`scalar_view`-ed) value ``v``: True, False,
+    or None when it cannot be evaluated on a value of that type."""
     if isinstance(test, Exists):
         return (v is not MISSING) == test.value
     if isinstance(test, Not):
-        return not test_holds(test.test, v)
+        inner = test_holds(test.test, v)
+        return None if inner is None else not inner
+    if v is MISSING:
+        return False  # a path that does not resolve satisfies only `exists` and `not`
     if isinstance(test, Equals):
-        return _scalar_eq(test.value, v)
+        return _member((test.value,), v)
     if isinstance(test, In):
-        return any(_scalar_eq(w, v) for w in test.values)
+        return _member(test.values, v)
     if isinstance(test, Glob):
-        return isinstance(v, str) and compile_glob(test.pattern).fullmatch(v) is not None
+        return compile_glob(test.pattern).fullmatch(v) is not None if isinstance(v, str) else None
     if isinstance(test, Regex):
-        return isinstance(v, str) and compile_regex(test.pattern).search(v) is not None
-    return _is_num(v) and _in_bounds(test, v)
+        return compile_regex(test.pattern).search(v) is not None if isinstance(v, str) else None
+    n = numeric_str(v) if isinstance(v, str) else v if _is_num(v) else None
+    if n is None or math.isnan(n):
+        return None
+    return _in_bounds(test, n)
 
 
 def _time_holds(t: TimeWindow, now: float) -> bool:
@@ -175,17 +228,20 @@ def rule_matches(rule: Rule, request: Request, now: float) -> bool:
     if rule.time is not None and not _time_holds(rule.time, now):
         return False
     args: Mapping[str, Any] = request.args
-    return all(
-        test_holds(
-            pred.test,
-            scalar_view(v) if (v := resolve(args, pred.segments)) is not MISSING else MISSING,
-        )
-        for pred in rule.args
-    )
+    for pred in rule.args:
+        v = resolve(args, pred.segments)
+        holds = test_holds(pred.test, scalar_view(v) if v is not MISSING else MISSING)
+        if holds is False or (holds is None and rule.effect == "allow"):
+            return False
+    return True  # every test holds, or some cannot judge the value and the rule restricts
 
 
 def decide(policy: Policy, request: Request) -> Decision:
     """The decision for ``request`` under ``policy``, by the documented semantics."""
+    tool = normalize_tool(request.tool)
+    if tool_name_problem(tool) is not None:
+        return Decision("deny", TOOL_NAME_RULE_ID)
+    request = msgspec.structs.replace(request, tool=tool)
     now = request.context.now if request.context.now is not None else time.time()
     first: dict[str, Rule] = {}
     redactions: list[Redaction] = []
