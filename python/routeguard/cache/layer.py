@@ -4,7 +4,8 @@ the lookup/store calls around the upstream call.
 Per request: ``lookup`` decides cacheability (a single answer, a last message from the user
 with text only, caching on for the alias, not opted out), builds the key parts (namespace =
 tenant + alias + every answer-changing parameter; context = the messages before the last;
-prompt = the last user message), tries the exact tier, then embeds the prompt once (off the
+prompt = the last user message; ``cache.scope`` adds the caller's key, or key and ``user``,
+to the namespace), tries the exact tier, then embeds the prompt once (off the
 event loop) and searches. On a miss it returns a ``Ticket`` holding the vector, so
 ``store`` after a successful upstream call costs no second embedding.
 
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.cache.keys import request_namespace
+from routeguard.cache.keys import request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
 from routeguard.cache.verify import HitVerifier
@@ -134,8 +135,12 @@ class CacheLayer:
         await self.cache.aclose()
         self.begun = False
 
-    def ticket(self, request: Json, alias: str, tenant: str) -> Ticket | None:
-        """The key parts if this request may be served from / stored in the cache."""
+    def ticket(
+        self, request: Json, alias: str, tenant: str, key: str | None = None
+    ) -> Ticket | None:
+        """The key parts if this request may be served from / stored in the cache; ``key``
+        (the caller's virtual key id) and the request's ``user`` narrow the partition when
+        the alias's ``cache.scope`` is ``key`` or ``user``."""
         settings = self.config.cache_for(alias)
         if not settings.enabled or request.get("n", 1) not in (1, None):
             return None
@@ -149,7 +154,8 @@ class CacheLayer:
         if not self.ready:
             self.metrics.errors += 1
             return None
-        ns = request_namespace(tenant, alias, request)
+        scope = scope_parts(settings.scope, key, request.get("user"))
+        ns = request_namespace(tenant, alias, request, scope)
         return Ticket(prompt, ns, list(messages[:-1]), settings)
 
     async def lookup(self, ticket: Ticket) -> CacheHit | None:
