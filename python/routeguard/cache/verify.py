@@ -36,10 +36,12 @@ The checks (generic English, word lists in :mod:`routeguard.cache.lexicon`):
 - ``entities``: each side names something the other does not (capitalised mid-sentence
   words, acronyms, letters with digits; "USA" matches "United States"), or the texts differ
   only in one capitalised word ("Messi fans" / "Ronaldo fans").
-- ``substitution`` (opt-in): the texts differ only in one content word, whatever its case,
-  and the two words are neither forms of one word nor listed synonyms ("learn python" /
-  "learn java"). Without a thesaurus it also refuses synonyms ("dish" / "meal"), which is
-  why it is not in :data:`DEFAULT_CHECKS`.
+- ``substitution``: the texts are the same but for one or two content words swapped one
+  for one, whatever their case, and a swapped pair is neither forms of one word, listed
+  synonyms, nor a typo of each other ("legs" / "eyes", "learn python" / "learn java", "red
+  car" / "blue car"). A word added, dropped or moved is left to the other checks, as the
+  paraphrases that reword a question do that. It also refuses synonyms the lexicon does not
+  list ("dish" / "meal"): a miss, the cheap side of the trade.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from routeguard.cache.lexicon import (
     NUMBER_WORDS,
     OPPOSITE,
     ORDINALS,
+    PRONOUNS,
     SCALES,
     STOP,
     STOP_STEMS,
@@ -70,6 +73,7 @@ from routeguard.cache.lexicon import (
     SYMMETRIC_STEMS,
     UNITS,
     related,
+    same_root,
     stem,
 )
 
@@ -85,8 +89,8 @@ CHECKS: Final = (
 )
 """Every check, in the order they run (the first that fires decides the reason)."""
 
-DEFAULT_CHECKS: Final = tuple(c for c in CHECKS if c != "substitution")
-"""The checks :class:`HitVerifier` runs unless told otherwise: ``substitution`` is opt-in."""
+DEFAULT_CHECKS: Final = CHECKS
+"""The checks :class:`HitVerifier` runs unless told otherwise: all of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,10 +469,60 @@ def _abbreviates(run: tuple[str, ...], acronyms: set[str]) -> bool:
 
 
 def check_substitution(a: Analysis, b: Analysis) -> str | None:
-    """The same words but for one content word on each side, unrelated to each other (off
-    by default: without a thesaurus it also refuses synonyms, "dish" / "meal")."""
-    slot = _one_slot(a, b)
-    return None if slot is None else f"{_word(a, slot[0])!r} vs {_word(b, slot[1])!r}"
+    """Otherwise identical texts with one or two content words swapped one for one, a swapped
+    pair that is neither forms of one word nor listed synonyms ("legs" / "eyes", "python" /
+    "java", "red" / "blue"): another question, whatever the words are."""
+    swaps = _swaps(a, b)
+    if not swaps:
+        return None
+    return ", ".join(f"{_word(a, x)!r} vs {_word(b, y)!r}" for x, y in swaps)
+
+
+def _swaps(a: Analysis, b: Analysis) -> list[tuple[str, str]]:
+    """The unrelated pairs among the content words the two texts swap one for one, when
+    everything else is the same (function words aside) and at most :data:`MAX_SWAPS` words
+    are swapped; [] when the texts differ otherwise (a word added, dropped or moved is a
+    rewording, judged by the other checks) or only in related words. Numbers and units are
+    left to the numbers check ("ten" = "10")."""
+    wa = [(w, s) for w, s in zip(a.words, a.stems, strict=True) if w not in FILLER]
+    wb = [(w, s) for w, s in zip(b.words, b.stems, strict=True) if w not in FILLER]
+    sa, sb = [s for _, s in wa], [s for _, s in wb]
+    swapped: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes():
+        # A content word is judged as written: "everest" is one though it stems to "ever".
+        xs = [s for w, s in wa[i1:i2] if w not in STOP]
+        ys = [s for w, s in wb[j1:j2] if w not in STOP]
+        if tag == "equal" or not (xs or ys):
+            continue
+        if len(xs) != len(ys):
+            return []
+        swapped.extend(zip(xs, ys, strict=True))
+    if len(swapped) > MAX_SWAPS:
+        return []
+    out = []
+    for x, y in swapped:
+        if x in sb or y in sa:
+            return []  # a word that moved: a reordering, not a swap
+        wx, wy = _word(a, x), _word(b, y)
+        if _numeric(x) or _numeric(y) or related(x, y) or same_root(wx, wy):
+            continue
+        if wx in PRONOUNS or wy in PRONOUNS or _same_unit(wx, wy):
+            continue
+        out.append((x, y))
+    return out
+
+
+MAX_SWAPS: Final = 2
+"""Most content words two texts may swap and still count as "otherwise identical"."""
+
+
+def _numeric(s: str) -> bool:
+    return any(c.isdigit() for c in s) or s in NUMBER_WORDS or s in ORDINALS or s in SCALES
+
+
+def _same_unit(x: str, y: str) -> bool:
+    unit = UNITS.get(x)
+    return unit is not None and unit == UNITS.get(y)
 
 
 def _one_slot(a: Analysis, b: Analysis) -> tuple[str, str] | None:
@@ -514,10 +568,9 @@ class HitVerifier:
     """The second-stage check a :class:`~routeguard.cache.semantic.SemanticCache` consults on
     each candidate at or above its threshold: ``verifier(query, cached_prompt) -> bool``.
 
-    ``checks`` picks which of :data:`CHECKS` run (:data:`DEFAULT_CHECKS` unless given: all
-    but ``substitution``); ``one_sided_numbers``
-    also refuses a definite number only one side has. :meth:`explain` says why a hit is
-    refused; ``refusals`` counts refusals per check since construction.
+    ``checks`` picks which of :data:`CHECKS` run (all of them unless given);
+    ``one_sided_numbers`` also refuses a definite number only one side has. :meth:`explain`
+    says why a hit is refused; ``refusals`` counts refusals per check since construction.
     """
 
     __slots__ = ("checks", "one_sided_numbers", "refusals")
