@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.cache.keys import request_namespace, scope_parts
+from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
 from routeguard.cache.verify import HitVerifier
@@ -159,12 +159,17 @@ class CacheLayer:
         return Ticket(prompt, ns, list(messages[:-1]), settings)
 
     async def lookup(self, ticket: Ticket) -> CacheHit | None:
-        """Exact tier, then (embedding once, in a worker thread) the semantic tier."""
+        """Exact tier, then (embedding once, on the embedder's worker) the semantic tier."""
         c = self.cache
-        hit = c.get_exact(ticket.prompt, ticket.namespace, ticket.context)
+        if len(ticket.prompt) > NORMALISED:  # hashing megabytes: off the loop too
+            hit = await asyncio.to_thread(
+                c.get_exact, ticket.prompt, ticket.namespace, ticket.context
+            )
+        else:
+            hit = c.get_exact(ticket.prompt, ticket.namespace, ticket.context)
         if hit is not None:
             return hit
-        ticket.vector = (await asyncio.to_thread(c.embedder.embed, [ticket.prompt]))[0]
+        ticket.vector = (await _aembed(c.embedder, ticket.prompt))[0]
         return c.get(
             ticket.prompt,
             ticket.namespace,
@@ -193,6 +198,16 @@ class CacheLayer:
         except Exception as exc:
             self.metrics.errors += 1
             log.warning("cache: could not store a response (%s)", _why(exc))
+
+
+async def _aembed(embedder: Embeds, text: str) -> npt.NDArray[np.float32]:
+    """Embed off the event loop: on the embedder's own worker when it has one (``aembed``:
+    the local MiniLM's single thread, a remote embedder's HTTP call), else a thread."""
+    aembed = getattr(embedder, "aembed", None)
+    if aembed is not None:
+        out: npt.NDArray[np.float32] = await aembed([text])
+        return out
+    return await asyncio.to_thread(embedder.embed, [text])
 
 
 def replay(hit: CacheHit) -> Json:

@@ -8,6 +8,8 @@ cached prompt the vector search proposed and refuses the hit when one of its che
 such a difference. It is plain Python over regex tokens (tens of microseconds, no model);
 each refusal names the check that fired and the words involved.
 
+A query or cached prompt longer than :data:`MAX_CHARS` is refused unread (``length``).
+
 Data flow: each text -> :func:`analyse` (cached): tokens with contractions expanded, a crude
 stem per token, the numbers and their units, negation cues, name-like tokens -> each
 enabled check compares the two analyses, in :data:`CHECKS` order -> the first
@@ -92,6 +94,11 @@ CHECKS: Final = (
 DEFAULT_CHECKS: Final = CHECKS
 """The checks :class:`HitVerifier` runs unless told otherwise: all of them."""
 
+MAX_CHARS: Final = 4096
+"""Longest text the verifier reads: a longer query or cached prompt is refused unread (a
+sentence embedding stops reading at a few hundred tokens, so past that only an exact match
+is the same request; and reading a multi-megabyte prompt would stall the caller)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -148,9 +155,12 @@ def analyse(text: str) -> Analysis:
     """Tokenise ``text`` once (results are cached: a cached prompt is compared often)."""
     text = _NUMBER_ABBREV.sub("number ", _THOUSANDS.sub("", text))
     raw: list[tuple[str, bool]] = []  # (token as written, starts a sentence)
+    last, pos = "", 0  # the last non-space character before the token, where the gap starts
     for m in _TOKEN.finditer(text):
-        before = text[: m.start()].rstrip()
-        raw.append((m.group(), not before or before[-1] in _SENTENCE_END))
+        gap = text[pos : m.start()].rstrip()
+        last = gap[-1] if gap else last
+        raw.append((m.group(), not last or last in _SENTENCE_END))
+        last, pos = m.group()[-1], m.end()
     alpha = [t for t, _ in raw if t[0].isalpha()]
     title_case = len(alpha) >= 4 and sum(t[0].isupper() for t in alpha) >= 0.7 * len(alpha)
 
@@ -569,14 +579,19 @@ class HitVerifier:
     each candidate at or above its threshold: ``verifier(query, cached_prompt) -> bool``.
 
     ``checks`` picks which of :data:`CHECKS` run (all of them unless given);
-    ``one_sided_numbers`` also refuses a definite number only one side has. :meth:`explain`
+    ``one_sided_numbers`` also refuses a definite number only one side has; a text longer
+    than ``max_chars`` is refused unread (check ``"length"``). :meth:`explain`
     says why a hit is refused; ``refusals`` counts refusals per check since construction.
     """
 
-    __slots__ = ("checks", "one_sided_numbers", "refusals")
+    __slots__ = ("checks", "max_chars", "one_sided_numbers", "refusals")
 
     def __init__(
-        self, checks: Iterable[str] = DEFAULT_CHECKS, *, one_sided_numbers: bool = True
+        self,
+        checks: Iterable[str] = DEFAULT_CHECKS,
+        *,
+        one_sided_numbers: bool = True,
+        max_chars: int = MAX_CHARS,
     ) -> None:
         chosen = tuple(checks)
         unknown = [c for c in chosen if c not in CHECKS]
@@ -584,6 +599,7 @@ class HitVerifier:
             raise ValueError(f"unknown verifier checks {unknown}: choose from {list(CHECKS)}")
         self.checks = tuple(c for c in CHECKS if c in chosen)
         self.one_sided_numbers = one_sided_numbers
+        self.max_chars = max_chars
         self.refusals: dict[str, int] = dict.fromkeys(self.checks, 0)
 
     def __repr__(self) -> str:
@@ -591,6 +607,9 @@ class HitVerifier:
 
     def explain(self, query: str, cached: str) -> Refusal | None:
         """The first check that refuses serving ``cached``'s answer to ``query``, or None."""
+        longest = max(len(query), len(cached))
+        if longest > self.max_chars:
+            return Refusal("length", f"{longest} characters, past the {self.max_chars} read")
         a, b = analyse(query), analyse(cached)
         for name in self.checks:
             if name == "numbers":
@@ -606,7 +625,7 @@ class HitVerifier:
         refusal = self.explain(query, cached)
         if refusal is None:
             return True
-        self.refusals[refusal.check] += 1
+        self.refusals[refusal.check] = self.refusals.get(refusal.check, 0) + 1
         return False
 
 
