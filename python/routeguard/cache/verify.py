@@ -38,8 +38,8 @@ The checks (generic English, word lists in :mod:`routeguard.cache.lexicon`):
 - ``entities``: each side names something the other does not (capitalised mid-sentence
   words, acronyms, letters with digits; "USA" matches "United States"), or the texts differ
   only in one capitalised word ("Messi fans" / "Ronaldo fans").
-- ``substitution``: the texts are the same but for one or two content words swapped one
-  for one, whatever their case, and a swapped pair is neither forms of one word, listed
+- ``substitution``: the texts are the same but for one content word (two in a short text)
+  swapped one for one, whatever their case, and a swapped pair is neither forms of one word, listed
   synonyms, nor a typo of each other ("legs" / "eyes", "learn python" / "learn java", "red
   car" / "blue car"). A word added, dropped or moved is left to the other checks, as the
   paraphrases that reword a question do that. It also refuses synonyms the lexicon does not
@@ -479,7 +479,7 @@ def _abbreviates(run: tuple[str, ...], acronyms: set[str]) -> bool:
 
 
 def check_substitution(a: Analysis, b: Analysis) -> str | None:
-    """Otherwise identical texts with one or two content words swapped one for one, a swapped
+    """Otherwise identical texts with one content word (two in a short text) swapped, a swapped
     pair that is neither forms of one word nor listed synonyms ("legs" / "eyes", "python" /
     "java", "red" / "blue"): another question, whatever the words are."""
     swaps = _swaps(a, b)
@@ -490,10 +490,11 @@ def check_substitution(a: Analysis, b: Analysis) -> str | None:
 
 def _swaps(a: Analysis, b: Analysis) -> list[tuple[str, str]]:
     """The unrelated pairs among the content words the two texts swap one for one, when
-    everything else is the same (function words aside) and at most :data:`MAX_SWAPS` words
-    are swapped; [] when the texts differ otherwise (a word added, dropped or moved is a
-    rewording, judged by the other checks) or only in related words. Numbers and units are
-    left to the numbers check ("ten" = "10")."""
+    everything else is the same (function words aside) and one word is swapped, or up to
+    :data:`MAX_SWAPS` in a text of at most :data:`SHORT_TEXT` content words; [] when the
+    texts differ otherwise (a word added, dropped or moved is a rewording, judged by the
+    other checks) or only in related words. Numbers and units are left to the numbers
+    check ("ten" = "10")."""
     wa = [(w, s) for w, s in zip(a.words, a.stems, strict=True) if w not in FILLER]
     wb = [(w, s) for w, s in zip(b.words, b.stems, strict=True) if w not in FILLER]
     sa, sb = [s for _, s in wa], [s for _, s in wb]
@@ -507,7 +508,8 @@ def _swaps(a: Analysis, b: Analysis) -> list[tuple[str, str]]:
         if len(xs) != len(ys):
             return []
         swapped.extend(zip(xs, ys, strict=True))
-    if len(swapped) > MAX_SWAPS:
+    short = sum(1 for w, _ in wa if w not in STOP) <= SHORT_TEXT
+    if len(swapped) > (MAX_SWAPS if short else 1):
         return []
     out = []
     for x, y in swapped:
@@ -523,7 +525,11 @@ def _swaps(a: Analysis, b: Analysis) -> list[tuple[str, str]]:
 
 
 MAX_SWAPS: Final = 2
-"""Most content words two texts may swap and still count as "otherwise identical"."""
+"""Most content words two short texts may swap and still count as "otherwise identical"
+(a longer text: one; two swaps there are mostly rewordings, "gives the quantity" / "returns
+the number")."""
+SHORT_TEXT: Final = 4
+"""Content words of a short text (a question such as "how many legs does a spider have")."""
 
 
 def _numeric(s: str) -> bool:
