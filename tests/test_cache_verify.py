@@ -257,10 +257,9 @@ def test_same_entities_pass(query: str, cached: str) -> None:
         ("How long do you boil an egg?", "How long do you boil a potato?"),
     ],
 )
-def test_substitution_refused_when_enabled(query: str, cached: str) -> None:
-    refusal = every_check.explain(query, cached)
+def test_substitution_refused(query: str, cached: str) -> None:
+    refusal = verifier.explain(query, cached)
     assert refusal is not None and refusal.check == "substitution"
-    assert verifier(query, cached)  # opt-in: the default checks let a lower-case swap through
 
 
 @pytest.mark.parametrize(
@@ -297,8 +296,7 @@ def test_checks_can_be_chosen_and_refusals_are_counted() -> None:
     assert only_numbers("How do cats see dogs?", "How do dogs see cats?")
     assert not only_numbers("iPhone 13", "iPhone 12")
     assert only_numbers.refusals == {"numbers": 1}
-    assert HitVerifier().checks == DEFAULT_CHECKS
-    assert "substitution" in CHECKS and "substitution" not in DEFAULT_CHECKS
+    assert HitVerifier().checks == DEFAULT_CHECKS == CHECKS
     with pytest.raises(ValueError, match="unknown verifier checks"):
         HitVerifier(["numbers", "vibes"])
 

@@ -117,6 +117,9 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     ttl: float | None = 3600.0
     max_entries: int = 100_000
     verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
+    # Who shares entries: everyone in the tenant (org/team; a key without one is its own
+    # tenant), one virtual key, or one key's end user (the request's `user`).
+    scope: Literal["team", "key", "user"] = "team"
     # Where entries live (top-level only): memory (this process) or redis (shared by every
     # instance on the same redis_url + redis_prefix; default URL: budget_settings.redis_url).
     backend: Literal["memory", "redis"] = "memory"

@@ -236,7 +236,7 @@ class Gateway:
         if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
             if not self.cache.begun:  # no explicit start(): start on the first request's loop
                 await self.cache.start()
-            ticket = self.cache.ticket(request, alias, tenant)
+            ticket = self.cache.ticket(request, alias, tenant, key.key_id if key else None)
             if ticket is not None:
                 hit = await self.cache.lookup(ticket)
                 if hit is not None:

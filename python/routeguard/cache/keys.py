@@ -1,9 +1,10 @@
 """Cache keys: what makes two requests "the same question in the same situation".
 
-A request's *partition* is its namespace (tenant + route + every parameter that changes the
-answer, chosen by the caller) plus a digest of its context (the conversation's earlier
-messages). Entries are only ever compared inside one partition, so a follow-up never gets an
-answer that depended on another conversation, and one tenant never sees another's entries.
+A request's *partition* is its namespace (tenant + the key or user inside it when the
+route's ``cache.scope`` narrows sharing + route + every parameter that changes the answer)
+plus a digest of its context (the conversation's earlier messages). Entries are only ever
+compared inside one partition, so a follow-up never gets an answer that depended on another
+conversation, and one tenant never sees another's entries.
 Inside a partition, the *exact key* is a digest of the normalised prompt: the exact tier is a
 dict lookup on it, before any embedding is computed.
 """
@@ -14,7 +15,8 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import msgspec
 
@@ -22,6 +24,8 @@ _SPACE = re.compile(r"\s+")
 _enc = msgspec.json.Encoder(order="sorted")
 
 Context = Sequence[Mapping[str, Any]]
+Scope = Literal["team", "key", "user"]
+"""Who shares cache entries inside a tenant (``cache.scope``)."""
 
 
 def normalise(prompt: str) -> str:
@@ -43,17 +47,43 @@ def partition_key(namespace: str, context: Context | None = None) -> str:
 
 
 def exact_key(partition: str, prompt: str) -> str:
-    """The exact-tier key of a prompt inside a partition."""
-    data = f"{partition}\x00{normalise(prompt)}".encode()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """The exact-tier key of a prompt inside a partition: its first :data:`NORMALISED`
+    characters normalised, the rest as written (normalising a multi-megabyte prompt holds
+    the GIL for a noticeable time; hashing it does not)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{partition}\x00{normalise(prompt[:NORMALISED])}".encode("utf-8", "surrogatepass"))
+    if len(prompt) > NORMALISED:
+        h.update(b"\x00")
+        h.update(prompt[NORMALISED:].encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
-def request_namespace(tenant: str, route: str, request: Mapping[str, Any]) -> str:
-    """The namespace of a chat request: tenant, route, and every answer-changing parameter
-    (model, sampling, tools, response format, system prompt) — all but the messages."""
+NORMALISED = 65_536
+"""Characters of a prompt that :func:`exact_key` normalises (case, spaces, Unicode form)."""
+
+
+def request_namespace(
+    tenant: str, route: str, request: Mapping[str, Any], scope: Sequence[str] = ()
+) -> str:
+    """The namespace of a chat request: tenant, the owners inside it the entry is kept for
+    (``scope``: see :func:`scope_parts`), route, and every answer-changing parameter (model,
+    sampling, tools, response format, system prompt) — all but the messages. Each part is
+    percent-encoded, so no two (tenant, scope, route) tuples share a namespace."""
     params = {k: v for k, v in request.items() if k not in _NOT_ANSWER_CHANGING}
     digest = hashlib.blake2b(_enc.encode(params), digest_size=12).hexdigest()
-    return f"{tenant}/{route}/{digest}"
+    return "/".join(quote(part, safe="") for part in (tenant, *scope, route, digest))
+
+
+def scope_parts(scope: Scope, key: str | None, user: object) -> tuple[str, ...]:
+    """Who inside a tenant shares cache entries (``cache.scope``): the whole tenant
+    (``team``: no part), one virtual key (``key``), or one key's requests carrying one
+    ``user`` value (``user``; requests without a ``user`` share the key's entries)."""
+    if scope == "team":
+        return ()
+    owner = (f"key:{key or ''}",)
+    if scope == "key":
+        return owner
+    return (*owner, f"user:{_enc.encode(user).decode()}")
 
 
 _NOT_ANSWER_CHANGING = frozenset(

@@ -4,7 +4,8 @@ the lookup/store calls around the upstream call.
 Per request: ``lookup`` decides cacheability (a single answer, a last message from the user
 with text only, caching on for the alias, not opted out), builds the key parts (namespace =
 tenant + alias + every answer-changing parameter; context = the messages before the last;
-prompt = the last user message), tries the exact tier, then embeds the prompt once (off the
+prompt = the last user message; ``cache.scope`` adds the caller's key, or key and ``user``,
+to the namespace), tries the exact tier, then embeds the prompt once (off the
 event loop) and searches. On a miss it returns a ``Ticket`` holding the vector, so
 ``store`` after a successful upstream call costs no second embedding.
 
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.cache.keys import request_namespace
+from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
 from routeguard.cache.verify import HitVerifier
@@ -134,8 +135,12 @@ class CacheLayer:
         await self.cache.aclose()
         self.begun = False
 
-    def ticket(self, request: Json, alias: str, tenant: str) -> Ticket | None:
-        """The key parts if this request may be served from / stored in the cache."""
+    def ticket(
+        self, request: Json, alias: str, tenant: str, key: str | None = None
+    ) -> Ticket | None:
+        """The key parts if this request may be served from / stored in the cache; ``key``
+        (the caller's virtual key id) and the request's ``user`` narrow the partition when
+        the alias's ``cache.scope`` is ``key`` or ``user``."""
         settings = self.config.cache_for(alias)
         if not settings.enabled or request.get("n", 1) not in (1, None):
             return None
@@ -149,16 +154,22 @@ class CacheLayer:
         if not self.ready:
             self.metrics.errors += 1
             return None
-        ns = request_namespace(tenant, alias, request)
+        scope = scope_parts(settings.scope, key, request.get("user"))
+        ns = request_namespace(tenant, alias, request, scope)
         return Ticket(prompt, ns, list(messages[:-1]), settings)
 
     async def lookup(self, ticket: Ticket) -> CacheHit | None:
-        """Exact tier, then (embedding once, in a worker thread) the semantic tier."""
+        """Exact tier, then (embedding once, on the embedder's worker) the semantic tier."""
         c = self.cache
-        hit = c.get_exact(ticket.prompt, ticket.namespace, ticket.context)
+        if len(ticket.prompt) > NORMALISED:  # hashing megabytes: off the loop too
+            hit = await asyncio.to_thread(
+                c.get_exact, ticket.prompt, ticket.namespace, ticket.context
+            )
+        else:
+            hit = c.get_exact(ticket.prompt, ticket.namespace, ticket.context)
         if hit is not None:
             return hit
-        ticket.vector = (await asyncio.to_thread(c.embedder.embed, [ticket.prompt]))[0]
+        ticket.vector = (await _aembed(c.embedder, ticket.prompt))[0]
         return c.get(
             ticket.prompt,
             ticket.namespace,
@@ -187,6 +198,16 @@ class CacheLayer:
         except Exception as exc:
             self.metrics.errors += 1
             log.warning("cache: could not store a response (%s)", _why(exc))
+
+
+async def _aembed(embedder: Embeds, text: str) -> npt.NDArray[np.float32]:
+    """Embed off the event loop: on the embedder's own worker when it has one (``aembed``:
+    the local MiniLM's single thread, a remote embedder's HTTP call), else a thread."""
+    aembed = getattr(embedder, "aembed", None)
+    if aembed is not None:
+        out: npt.NDArray[np.float32] = await aembed([text])
+        return out
+    return await asyncio.to_thread(embedder.embed, [text])
 
 
 def replay(hit: CacheHit) -> Json:

@@ -304,6 +304,34 @@ def related(x: str, y: str) -> bool:
     return len(short) >= 5 and _one_edit(x, y)
 
 
+SUFFIXES: Final = frozenset(
+    _w("""s es d ed ing er ers est ly ness iness ment ments ion ions ation ations ity
+    ful ive y ies ied ily ence ance ize ise ized ised""")
+)
+"""Endings of one word's inflected or derived forms ("use" / "used", "happy" / "happiness")."""
+
+PRONOUNS: Final = frozenset(
+    _w("""myself yourself himself herself itself oneself ourselves yourselves themselves
+    someone anyone everyone somebody anybody everybody something anything everything
+    nothing nobody none""")
+)
+"""Pronouns that stand for whoever asks or anyone at all: never a content swap."""
+
+
+def same_root(x: str, y: str) -> bool:
+    """Whether two words are forms of one word: the same root of at least three letters,
+    each followed by nothing or an inflectional or derivational ending ("use" / "used",
+    "invented" / "invention", "happy" / "happiness"; not "pen" / "penguin")."""
+    n = 0
+    while n < min(len(x), len(y)) and x[n] == y[n]:
+        n += 1
+    for k in range(n, 2, -1):  # "happ|y" / "happ|iness": try shorter roots too
+        rx, ry = x[k:], y[k:]
+        if (not rx or rx in SUFFIXES) and (not ry or ry in SUFFIXES):
+            return True
+    return False
+
+
 def _one_edit(x: str, y: str) -> bool:
     """Damerau distance at most 1 (a typo: one letter added, dropped, changed or swapped)."""
     if abs(len(x) - len(y)) > 1:

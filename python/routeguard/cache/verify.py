@@ -8,6 +8,8 @@ cached prompt the vector search proposed and refuses the hit when one of its che
 such a difference. It is plain Python over regex tokens (tens of microseconds, no model);
 each refusal names the check that fired and the words involved.
 
+A query or cached prompt longer than :data:`MAX_CHARS` is refused unread (``length``).
+
 Data flow: each text -> :func:`analyse` (cached): tokens with contractions expanded, a crude
 stem per token, the numbers and their units, negation cues, name-like tokens -> each
 enabled check compares the two analyses, in :data:`CHECKS` order -> the first
@@ -36,10 +38,12 @@ The checks (generic English, word lists in :mod:`routeguard.cache.lexicon`):
 - ``entities``: each side names something the other does not (capitalised mid-sentence
   words, acronyms, letters with digits; "USA" matches "United States"), or the texts differ
   only in one capitalised word ("Messi fans" / "Ronaldo fans").
-- ``substitution`` (opt-in): the texts differ only in one content word, whatever its case,
-  and the two words are neither forms of one word nor listed synonyms ("learn python" /
-  "learn java"). Without a thesaurus it also refuses synonyms ("dish" / "meal"), which is
-  why it is not in :data:`DEFAULT_CHECKS`.
+- ``substitution``: the texts are the same but for one content word (two in a short text)
+  swapped one for one, whatever their case, and a swapped pair is neither forms of one word, listed
+  synonyms, nor a typo of each other ("legs" / "eyes", "learn python" / "learn java", "red
+  car" / "blue car"). A word added, dropped or moved is left to the other checks, as the
+  paraphrases that reword a question do that. It also refuses synonyms the lexicon does not
+  list ("dish" / "meal"): a miss, the cheap side of the trade.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from routeguard.cache.lexicon import (
     NUMBER_WORDS,
     OPPOSITE,
     ORDINALS,
+    PRONOUNS,
     SCALES,
     STOP,
     STOP_STEMS,
@@ -70,6 +75,7 @@ from routeguard.cache.lexicon import (
     SYMMETRIC_STEMS,
     UNITS,
     related,
+    same_root,
     stem,
 )
 
@@ -85,8 +91,13 @@ CHECKS: Final = (
 )
 """Every check, in the order they run (the first that fires decides the reason)."""
 
-DEFAULT_CHECKS: Final = tuple(c for c in CHECKS if c != "substitution")
-"""The checks :class:`HitVerifier` runs unless told otherwise: ``substitution`` is opt-in."""
+DEFAULT_CHECKS: Final = CHECKS
+"""The checks :class:`HitVerifier` runs unless told otherwise: all of them."""
+
+MAX_CHARS: Final = 4096
+"""Longest text the verifier reads: a longer query or cached prompt is refused unread (a
+sentence embedding stops reading at a few hundred tokens, so past that only an exact match
+is the same request; and reading a multi-megabyte prompt would stall the caller)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +155,12 @@ def analyse(text: str) -> Analysis:
     """Tokenise ``text`` once (results are cached: a cached prompt is compared often)."""
     text = _NUMBER_ABBREV.sub("number ", _THOUSANDS.sub("", text))
     raw: list[tuple[str, bool]] = []  # (token as written, starts a sentence)
+    last, pos = "", 0  # the last non-space character before the token, where the gap starts
     for m in _TOKEN.finditer(text):
-        before = text[: m.start()].rstrip()
-        raw.append((m.group(), not before or before[-1] in _SENTENCE_END))
+        gap = text[pos : m.start()].rstrip()
+        last = gap[-1] if gap else last
+        raw.append((m.group(), not last or last in _SENTENCE_END))
+        last, pos = m.group()[-1], m.end()
     alpha = [t for t, _ in raw if t[0].isalpha()]
     title_case = len(alpha) >= 4 and sum(t[0].isupper() for t in alpha) >= 0.7 * len(alpha)
 
@@ -465,10 +479,66 @@ def _abbreviates(run: tuple[str, ...], acronyms: set[str]) -> bool:
 
 
 def check_substitution(a: Analysis, b: Analysis) -> str | None:
-    """The same words but for one content word on each side, unrelated to each other (off
-    by default: without a thesaurus it also refuses synonyms, "dish" / "meal")."""
-    slot = _one_slot(a, b)
-    return None if slot is None else f"{_word(a, slot[0])!r} vs {_word(b, slot[1])!r}"
+    """Otherwise identical texts with one content word (two in a short text) swapped, a swapped
+    pair that is neither forms of one word nor listed synonyms ("legs" / "eyes", "python" /
+    "java", "red" / "blue"): another question, whatever the words are."""
+    swaps = _swaps(a, b)
+    if not swaps:
+        return None
+    return ", ".join(f"{_word(a, x)!r} vs {_word(b, y)!r}" for x, y in swaps)
+
+
+def _swaps(a: Analysis, b: Analysis) -> list[tuple[str, str]]:
+    """The unrelated pairs among the content words the two texts swap one for one, when
+    everything else is the same (function words aside) and one word is swapped, or up to
+    :data:`MAX_SWAPS` in a text of at most :data:`SHORT_TEXT` content words; [] when the
+    texts differ otherwise (a word added, dropped or moved is a rewording, judged by the
+    other checks) or only in related words. Numbers and units are left to the numbers
+    check ("ten" = "10")."""
+    wa = [(w, s) for w, s in zip(a.words, a.stems, strict=True) if w not in FILLER]
+    wb = [(w, s) for w, s in zip(b.words, b.stems, strict=True) if w not in FILLER]
+    sa, sb = [s for _, s in wa], [s for _, s in wb]
+    swapped: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes():
+        # A content word is judged as written: "everest" is one though it stems to "ever".
+        xs = [s for w, s in wa[i1:i2] if w not in STOP]
+        ys = [s for w, s in wb[j1:j2] if w not in STOP]
+        if tag == "equal" or not (xs or ys):
+            continue
+        if len(xs) != len(ys):
+            return []
+        swapped.extend(zip(xs, ys, strict=True))
+    short = sum(1 for w, _ in wa if w not in STOP) <= SHORT_TEXT
+    if len(swapped) > (MAX_SWAPS if short else 1):
+        return []
+    out = []
+    for x, y in swapped:
+        if x in sb or y in sa:
+            return []  # a word that moved: a reordering, not a swap
+        wx, wy = _word(a, x), _word(b, y)
+        if _numeric(x) or _numeric(y) or related(x, y) or same_root(wx, wy):
+            continue
+        if wx in PRONOUNS or wy in PRONOUNS or _same_unit(wx, wy):
+            continue
+        out.append((x, y))
+    return out
+
+
+MAX_SWAPS: Final = 2
+"""Most content words two short texts may swap and still count as "otherwise identical"
+(a longer text: one; two swaps there are mostly rewordings, "gives the quantity" / "returns
+the number")."""
+SHORT_TEXT: Final = 4
+"""Content words of a short text (a question such as "how many legs does a spider have")."""
+
+
+def _numeric(s: str) -> bool:
+    return any(c.isdigit() for c in s) or s in NUMBER_WORDS or s in ORDINALS or s in SCALES
+
+
+def _same_unit(x: str, y: str) -> bool:
+    unit = UNITS.get(x)
+    return unit is not None and unit == UNITS.get(y)
 
 
 def _one_slot(a: Analysis, b: Analysis) -> tuple[str, str] | None:
@@ -514,16 +584,20 @@ class HitVerifier:
     """The second-stage check a :class:`~routeguard.cache.semantic.SemanticCache` consults on
     each candidate at or above its threshold: ``verifier(query, cached_prompt) -> bool``.
 
-    ``checks`` picks which of :data:`CHECKS` run (:data:`DEFAULT_CHECKS` unless given: all
-    but ``substitution``); ``one_sided_numbers``
-    also refuses a definite number only one side has. :meth:`explain` says why a hit is
-    refused; ``refusals`` counts refusals per check since construction.
+    ``checks`` picks which of :data:`CHECKS` run (all of them unless given);
+    ``one_sided_numbers`` also refuses a definite number only one side has; a text longer
+    than ``max_chars`` is refused unread (check ``"length"``). :meth:`explain`
+    says why a hit is refused; ``refusals`` counts refusals per check since construction.
     """
 
-    __slots__ = ("checks", "one_sided_numbers", "refusals")
+    __slots__ = ("checks", "max_chars", "one_sided_numbers", "refusals")
 
     def __init__(
-        self, checks: Iterable[str] = DEFAULT_CHECKS, *, one_sided_numbers: bool = True
+        self,
+        checks: Iterable[str] = DEFAULT_CHECKS,
+        *,
+        one_sided_numbers: bool = True,
+        max_chars: int = MAX_CHARS,
     ) -> None:
         chosen = tuple(checks)
         unknown = [c for c in chosen if c not in CHECKS]
@@ -531,6 +605,7 @@ class HitVerifier:
             raise ValueError(f"unknown verifier checks {unknown}: choose from {list(CHECKS)}")
         self.checks = tuple(c for c in CHECKS if c in chosen)
         self.one_sided_numbers = one_sided_numbers
+        self.max_chars = max_chars
         self.refusals: dict[str, int] = dict.fromkeys(self.checks, 0)
 
     def __repr__(self) -> str:
@@ -538,6 +613,9 @@ class HitVerifier:
 
     def explain(self, query: str, cached: str) -> Refusal | None:
         """The first check that refuses serving ``cached``'s answer to ``query``, or None."""
+        longest = max(len(query), len(cached))
+        if longest > self.max_chars:
+            return Refusal("length", f"{longest} characters, past the {self.max_chars} read")
         a, b = analyse(query), analyse(cached)
         for name in self.checks:
             if name == "numbers":
@@ -553,7 +631,7 @@ class HitVerifier:
         refusal = self.explain(query, cached)
         if refusal is None:
             return True
-        self.refusals[refusal.check] += 1
+        self.refusals[refusal.check] = self.refusals.get(refusal.check, 0) + 1
         return False
 
 

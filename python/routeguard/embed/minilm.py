@@ -21,7 +21,8 @@ sentence-transformers, which would pull in torch). Any directory with the same t
 and a BERT ``config.json`` works via ``model_dir=``.
 
 Truncation: 256 tokens, special tokens included, as sentence-transformers does for this
-model (its ``max_seq_length``); text past that does not change the vector. The
+model (its ``max_seq_length``); text past that does not change the vector, and is never
+tokenized (:func:`_ids`). The
 ``tokenizer.json`` itself says 128 and pads every input to 128: both are overridden here.
 
 Results match sentence-transformers to ~1e-12 cosine distance with f32 weights, both
@@ -88,6 +89,11 @@ DIM = 384
 # (texts x heads x L x L) attention scores stay a few MB.
 _CHUNK_TEXTS = 64
 _CHUNK_TOKENS = 4096
+# Characters tokenized at a time while looking for a long text's first max_tokens tokens
+# (256 English tokens take about 1,300), and where a window may be cut: whitespace the
+# BERT pre-tokenizer splits on.
+_WINDOW = 4096
+_BREAKS = (" ", "\n", "\t", "\r")
 
 
 def resolve_backend(backend: str, precision: str = "auto") -> Backend:
@@ -198,6 +204,45 @@ def _load(model_dir: Path, max_tokens: int, backend: Backend, precision: Precisi
     return _Model(tokenizer, limit, weights.hidden, None, _rust_encoder(weights, precision))
 
 
+def _ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids ``tokenizer.encode(text)`` gives (truncated, special tokens added), for a
+    tokenizer pass over only as much of ``text`` as they need: a multi-megabyte prompt
+    would otherwise hold the GIL for seconds in ``encode``.
+
+    No fixed number of characters is enough (a token covers up to 100 characters, and
+    whitespace and control characters make none), so a long text is tokenized window by
+    window, each window cut at a space, tab or newline (the BERT pre-tokenizer splits there,
+    so no token straddles a cut and the windows' tokens are the text's), until the windows
+    hold as many tokens as truncation keeps. All-whitespace windows are skipped unread.
+    """
+    if len(text) <= _WINDOW:
+        return list(tokenizer.encode(text).ids)
+    from tokenizers import Encoding
+
+    trunc = tokenizer.truncation
+    assert trunc is not None  # _load always enables it
+    want = trunc["max_length"] - tokenizer.num_special_tokens_to_add(False)
+    parts = []
+    have, start, n = 0, 0, len(text)
+    while start < n and have < want:
+        end = min(start + _WINDOW, n)
+        if end < n:
+            cut = max(text.rfind(c, start, end) for c in _BREAKS)
+            end = cut if cut > start else end  # a 4K-character word: cut inside it
+        window = text[start:end]
+        start = end
+        if window.strip():
+            part = tokenizer.encode(window, add_special_tokens=False)
+            parts.append(part)
+            have += len(part.ids)
+    merged = (
+        Encoding.merge(parts, growing_offsets=True)
+        if parts
+        else tokenizer.encode("", add_special_tokens=False)
+    )
+    return list(tokenizer.post_process(merged).ids)
+
+
 def _chunks(lengths: Sequence[int]) -> list[list[int]]:
     """Indices of the texts grouped into forward-pass chunks, each of similar lengths."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -290,11 +335,12 @@ class MiniLMEmbedder:
         return model
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, ``[CLS] ... [SEP]``, truncated to :attr:`max_tokens`."""
+        """Token ids of each text, ``[CLS] ... [SEP]``, truncated to :attr:`max_tokens`,
+        tokenizing no more of a long text than those tokens need (see :func:`_ids`)."""
         tokenizer = self.model().tokenizer
         # One encode() per text rather than encode_batch(): the batch call fans out over a
         # rayon thread pool (one thread per core), which is what we keep off the event loop.
-        return [tokenizer.encode(t).ids for t in as_texts(texts)]
+        return [_ids(tokenizer, t) for t in as_texts(texts)]
 
     def embed(self, texts: Sequence[str]) -> F32:
         """Embed ``texts`` on the calling thread (one core; the Rust pass releases the GIL)."""

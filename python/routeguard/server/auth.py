@@ -16,6 +16,7 @@ import hmac
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.config import ServerSettings
@@ -33,13 +34,14 @@ class Principal:
 
     @property
     def tenant(self) -> str:
-        """The cache/isolation tenant: the key's org/team, else the key itself."""
+        """The cache/isolation tenant: the key's org/team, else the key itself, each part
+        percent-encoded so that no two (org, team) pairs or keys share a tenant."""
         if self.key is None:
             return "default"
         s = self.key.spec
         if s.org or s.team:
-            return f"{s.org or '-'}/{s.team or '-'}"
-        return self.key.key_id
+            return f"team:{quote(s.org or '', safe='')}/{quote(s.team or '', safe='')}"
+        return f"key:{quote(self.key.key_id, safe='')}"
 
     @property
     def accounts(self) -> tuple[str | None, ...]:
