@@ -28,11 +28,13 @@ import pytest
 from ports import free_port
 from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
 from routeguard.budget.redis import RedisBudget
+from routeguard.gateway import HOLD_MARGIN_S
 
 IN_PRICE, OUT_PRICE = 1000.0, 2000.0  # $ per million tokens: large, so costs are visible
 PROXIES = 4
 REQUESTS = 2000
-TTL_S = 3.0
+DEADLINE_S = 1.0  # a hold lives past the request deadline by the gateway's margin
+TTL_S = DEADLINE_S + HOLD_MARGIN_S
 EXE = Path(sys.executable).with_name("routeguard")
 
 
@@ -98,7 +100,7 @@ def cluster(redis_server: str, tmp_path: Path) -> Iterator[list[tuple[str, Any]]
                 "api_base": mock_url + "/v1", "api_key": "k",
                 "input_cost_per_mtok": IN_PRICE, "output_cost_per_mtok": OUT_PRICE,
             }],
-            "router_settings": {"num_retries": 0},
+            "router_settings": {"num_retries": 0, "deadline": DEADLINE_S},
             "budget_settings": {"backend": "redis", "redis_url": redis_server,
                                 "reservation_ttl": TTL_S},
             "server": {"master_key": "sk-admin", "key_store": "redis",

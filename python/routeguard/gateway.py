@@ -51,6 +51,9 @@ from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
 
+# How long a budget hold outlives its request's deadline: time to settle once the answer is in.
+HOLD_MARGIN_S = 5.0
+
 
 @dataclass(slots=True)
 class ChatResult:
@@ -333,7 +336,7 @@ class Gateway:
         """How long a hold must outlive its request: the overall deadline (and a stream's
         longest duration) plus a margin; None when the configured TTL is long enough."""
         r = self.config.router
-        need = r.deadline + (r.max_stream_duration if stream else 0.0) + 60.0
+        need = r.deadline + (r.max_stream_duration if stream else 0.0) + HOLD_MARGIN_S
         return need if need > self.config.budget.reservation_ttl else None
 
     def _targets(self, alias: str, router: Router | None, key: KeyRecord | None) -> list[str]:
