@@ -60,6 +60,7 @@ _MIN_KEY = 16
 _ROW_DOMAIN = b"routeguard-audit-row-v2"
 _CHECKPOINT_DOMAIN = b"routeguard-audit-checkpoint-v1"
 _CHECKPOINT_FORMAT = "routeguard-audit-checkpoint-v1"
+_CHECKPOINT_BYTES = 512
 ArgsMode = Literal["redacted", "hash", "omit"]
 _MASK = "[REDACTED]"
 _SECRET_KEY = re.compile(
@@ -224,6 +225,7 @@ class AuditLog:
             None if memory else Path(self.path + ".checkpoint")
         )  # fmt: skip
         self._memory_checkpoint: _Checkpoint | None = None
+        self._checkpoint_fd: int | None = None
         try:
             if readonly:
                 uri = Path(self.path).resolve().as_uri() + "?mode=ro"
@@ -260,9 +262,12 @@ class AuditLog:
         return self._key is not None
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and the checkpoint file)."""
         with self._lock:
             self._db.close()
+            if self._checkpoint_fd is not None:
+                os.close(self._checkpoint_fd)
+                self._checkpoint_fd = None
 
     def __enter__(self) -> AuditLog:
         return self
@@ -315,12 +320,13 @@ class AuditLog:
             self._memory_checkpoint = cp
             return
         data = json.dumps({"format": _CHECKPOINT_FORMAT, "seq": seq, "hash": row, "mac": cp.mac})
-        tmp = self.checkpoint_path.with_name(
-            f"{self.checkpoint_path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        )
+        # One fixed-size write at offset 0 of a file kept open: far cheaper per append than
+        # write-and-rename, and a single small write never leaves a shorter file behind.
+        buf = (data + "\n").encode().ljust(_CHECKPOINT_BYTES)
         try:
-            tmp.write_text(data + "\n", encoding="utf-8")
-            os.replace(tmp, self.checkpoint_path)
+            if self._checkpoint_fd is None:
+                self._checkpoint_fd = os.open(self.checkpoint_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.pwrite(self._checkpoint_fd, buf, 0)
         except OSError as e:
             raise AuditError(
                 f"cannot write audit checkpoint {self.checkpoint_path}: {e.strerror or e}"
