@@ -2,12 +2,15 @@
 //!
 //! Data flow: Python passes a pattern once (compiled here, a `RegexError` naming what the
 //! linear-time engine cannot run) and then texts to search; answers are booleans or
-//! character offsets into the same `str`. Texts longer than [`DETACH_BYTES`] are searched
-//! without the GIL.
+//! character offsets into the same `str`. A lone surrogate (valid in a Python `str`, not in
+//! UTF-8) is searched as `?`, one character for one, so offsets still index the `str`.
+//! Texts longer than [`DETACH_BYTES`] are searched without the GIL.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+use std::borrow::Cow;
 
 use super::detach;
 use crate::error::CoreError;
@@ -38,6 +41,18 @@ pub struct PyRegex {
     inner: LinearRegex,
 }
 
+/// The text as UTF-8: borrowed when it is valid, else with `?` for each lone surrogate.
+fn utf8<'a>(text: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
+    if let Ok(s) = text.to_str() {
+        return Ok(Cow::Borrowed(s));
+    }
+    let encoded = text.call_method1("encode", ("utf-8", "replace"))?;
+    let bytes = encoded.cast::<PyBytes>()?;
+    Ok(Cow::Owned(
+        String::from_utf8_lossy(bytes.as_bytes()).into_owned(),
+    ))
+}
+
 fn run<T: Send>(py: Python<'_>, text: &str, f: impl Send + FnOnce() -> T) -> T {
     if text.len() >= DETACH_BYTES {
         detach(py, f)
@@ -66,20 +81,32 @@ impl PyRegex {
     }
 
     /// Whether the pattern matches anywhere in `text`.
-    fn is_match(&self, py: Python<'_>, text: &str) -> bool {
-        run(py, text, || self.inner.is_match(text))
+    fn is_match(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<bool> {
+        let text = utf8(text)?;
+        Ok(run(py, &text, || self.inner.is_match(&text)))
     }
 
     /// Character offsets `(start, end)` of the first match, or None.
-    fn search(&self, py: Python<'_>, text: &str) -> Option<(usize, usize)> {
-        run(py, text, || self.inner.search(text))
+    fn search(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyString>,
+    ) -> PyResult<Option<(usize, usize)>> {
+        let text = utf8(text)?;
+        Ok(run(py, &text, || self.inner.search(&text)))
     }
 
     /// Character offsets of every non-overlapping match, in order (at most `limit`).
     #[pyo3(signature = (text, limit = None))]
-    fn find_spans(&self, py: Python<'_>, text: &str, limit: Option<usize>) -> Vec<(usize, usize)> {
+    fn find_spans(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyString>,
+        limit: Option<usize>,
+    ) -> PyResult<Vec<(usize, usize)>> {
         let limit = limit.unwrap_or(usize::MAX);
-        run(py, text, || self.inner.find_spans(text, limit))
+        let text = utf8(text)?;
+        Ok(run(py, &text, || self.inner.find_spans(&text, limit)))
     }
 
     fn __repr__(&self) -> String {

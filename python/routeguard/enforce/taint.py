@@ -81,15 +81,6 @@ def _norm_url(u: str) -> str:
     return u.rstrip("/")
 
 
-def _spans(rx: core.Regex, text: str) -> list[tuple[int, int]]:
-    """Character spans of ``rx``'s matches in ``text``."""
-    try:
-        return rx.find_spans(text)
-    except UnicodeEncodeError:
-        # Lone surrogates have no UTF-8 form; "?" stands in for each, one character for one.
-        return rx.find_spans(text.encode("utf-8", "replace").decode("utf-8"))
-
-
 def _ends_a_part(ends: list[str], u: str) -> bool:
     """Whether some reversed address part in ``ends`` (sorted) starts with reversed ``u``:
     ``u`` ends an address's local part or domain (``mple.org`` of ``bob@exämple.org``)."""
@@ -106,7 +97,7 @@ def extract_tokens(text: str, limit: int | None = None) -> set[str]:
     if limit is not None and len(text) > limit:
         text = text[: max(limit, 0)]
     out: set[str] = set()
-    email_spans = _spans(_EMAIL, text)
+    email_spans = _EMAIL.find_spans(text)
     parts: set[str] = set()  # each address's local part and domain, reversed
     for a, b in email_spans:
         e = text[a:b].casefold().rstrip(_TRAILING)
@@ -115,7 +106,7 @@ def extract_tokens(text: str, limit: int | None = None) -> set[str]:
         parts.update((local[::-1], domain[::-1]))
     ends = sorted(parts)
     i = 0
-    for a, b in _spans(_URL, text):
+    for a, b in _URL.find_spans(text):
         while i < len(email_spans) and email_spans[i][1] <= a:
             i += 1
         if i < len(email_spans) and email_spans[i][0] <= a:
@@ -125,8 +116,8 @@ def extract_tokens(text: str, limit: int | None = None) -> set[str]:
         u = _norm_url(text[a:b])
         if "." in u and not _ends_a_part(ends, u):
             out.add("url:" + u)
-    out |= {"iban:" + text[a:b].casefold() for a, b in _spans(_IBAN, text)}
-    for a, b in _spans(_DIGITS, text):
+    out |= {"iban:" + text[a:b].casefold() for a, b in _IBAN.find_spans(text)}
+    for a, b in _DIGITS.find_spans(text):
         digits = text[a:b].replace(" ", "").replace("-", "")
         if len(digits) >= 8:
             out.add("digits:" + digits)

@@ -65,14 +65,6 @@ def _value_map(spec: Any, where: str, lower_keys: bool = False) -> dict[str, fro
     }
 
 
-def _is_match(regex: core.Regex, text: str) -> bool:
-    """``regex`` searched in ``text``; lone surrogates (no UTF-8 form) read as ``?``."""
-    try:
-        return regex.is_match(text)
-    except UnicodeEncodeError:
-        return regex.is_match(text.encode("utf-8", "replace").decode("utf-8"))
-
-
 @dataclass(frozen=True)
 class Rule:
     """One rule: conditions (all must hold) and the alias it sends matching requests to."""
@@ -147,7 +139,7 @@ class Rule:
             h = x.headers.get(k)
             if h is None or h not in allowed:
                 return False
-        return self.regex is None or _is_match(self.regex, x.text)
+        return self.regex is None or self.regex.is_match(x.text)
 
 
 class Rules:
