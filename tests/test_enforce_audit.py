@@ -312,3 +312,35 @@ def test_a_legacy_log_stays_readable_and_is_keyed_from_its_next_row(
     assert main(["audit", "verify", str(p)]) == 0
     _rewrite(p, 1, '"deny"', '"allow"')  # the unkeyed prefix is now fixed by row 3
     assert main(["audit", "verify", str(p)]) == 1
+
+
+OLD_SECRET_VALUE = (  # the pattern as Python's `re` ran it: the reference for ordinary text
+    r"\b(sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bBearer\s+\S{8,}|\bgh[pousr]_[A-Za-z0-9]{20,}|"
+    r"\bAKIA[0-9A-Z]{16}\b|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|"
+    r"\b(?:\d[ -]?){13,19}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+
+
+@pytest.mark.timeout(120)
+def test_credential_masking_is_linear_and_unchanged_on_ordinary_text() -> None:
+    """Arguments are attacker-influenced: the JWT branch backtracked quadratically on
+    ``eyJ-`` repeated (32 KB took 0.4 s, a megabyte minutes, on every audited call)."""
+    import re
+
+    from routeguard._native import core
+    from routeguard.enforce import audit
+
+    assert isinstance(audit._SECRET_VALUE, core.Regex)
+    old = re.compile(OLD_SECRET_VALUE)
+    samples = [
+        "token sk-live-abcdefghijklmnop1234 and Bearer abcdefgh12345 ok",
+        "jwt eyJhbGciOiJI.eyJzdWIiOiIx.SflKxwRJSMeKKF2Q here",
+        "card 4111 1111 1111 1111, ssn-less 12-34, ghp_" + "a" * 24 + " AKIA" + "B" * 16,
+        "-----BEGIN RSA PRIVATE KEY----- é ü 4111-1111-1111-1111 end",
+        "nothing secret at all, just 1234 and a Bearer",
+    ]
+    for text in samples:
+        assert redact_secrets(text) == old.sub("[REDACTED]", text), text
+    big = "eyJ-" * 250_000 + " sk-" + "x" * 20
+    masked = redact_secrets({"note": big})["note"]
+    assert masked.endswith(" [REDACTED]") and masked.startswith("eyJ-eyJ-")

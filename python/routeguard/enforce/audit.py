@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from routeguard._native import core
 from routeguard.errors import AuditError
 
 __all__ = [
@@ -68,7 +69,9 @@ _SECRET_KEY = re.compile(
     r"session[-_]?id|cookie|cvv|cvc|pin$|card[-_]?number|ssn",
     re.IGNORECASE,
 )
-_SECRET_VALUE = re.compile(
+# On the linear-time engine: arguments can carry attacker-chosen text, and with a
+# backtracking engine the JWT branch alone was quadratic ("eyJ-" repeated).
+_SECRET_VALUE = core.Regex(
     r"\b(sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bBearer\s+\S{8,}|\bgh[pousr]_[A-Za-z0-9]{20,}|"
     r"\bAKIA[0-9A-Z]{16}\b|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|"
     r"\b(?:\d[ -]?){13,19}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----"
@@ -92,10 +95,24 @@ def redact_secrets(value: Any, *, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [redact_secrets(v) for v in value]
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(_MASK, value)
+        return _mask_credentials(value)
     if value is None or isinstance(value, bool | int | float):
         return value
-    return _SECRET_VALUE.sub(_MASK, str(value))
+    return _mask_credentials(str(value))
+
+
+def _mask_credentials(text: str) -> str:
+    """``text`` with every credential-shaped run replaced by the mask."""
+    spans = _SECRET_VALUE.find_spans(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    last = 0
+    for a, b in spans:
+        out += (text[last:a], _MASK)
+        last = b
+    out.append(text[last:])
+    return "".join(out)
 
 
 def canonical(obj: Any) -> str:
