@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod embed;
 pub mod error;
+pub mod pattern;
 pub mod policy;
 pub mod vector;
 

@@ -191,3 +191,59 @@ def test_hit_says_when_its_source_was_named_by_the_user() -> None:
     assert other is not None and not other.named
     # Named or not, the value stays tainted: the injection may sit in the named file.
     assert t.tainted(ATTACKER_IBAN)
+
+
+# Inputs that made Python's backtracking `re` quadratic (or worse) in the token patterns:
+# 40 KB of "a" took 53 s. With the linear-time engine a megabyte of each takes well under a
+# second; the timeout only stops a regression from hanging the suite.
+PATHOLOGICAL = {
+    "letters": "a" * 1_000_000,
+    "labels": "a-" * 500_000,
+    "dotted": "a." * 500_000,
+    "at-signs": "a@" * 500_000,
+    "digits": "1 " * 500_000,
+    "iban-like": "DE89" * 250_000,
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_extraction_is_linear_on_crafted_pages(name: str) -> None:
+    """Item 9: token extraction on a megabyte of crafted text finishes and still finds the
+    address hidden at its end."""
+    page = PATHOLOGICAL[name] + f" pay {ATTACKER_IBAN} via evil@attacker.example"
+    toks = extract_tokens(page)
+    assert "iban:" + ATTACKER_IBAN.casefold() in toks
+    assert "email:evil@attacker.example" in toks
+
+
+def test_token_patterns_use_the_linear_time_engine() -> None:
+    """Item 9: every token pattern runs on the Rust ``regex`` engine, not Python's ``re``."""
+    from routeguard._native import core
+    from routeguard.enforce import taint
+
+    for name in ("_EMAIL", "_URL", "_IBAN", "_DIGITS"):
+        assert isinstance(getattr(taint, name), core.Regex), name
+
+
+def test_extraction_is_bounded_per_observation() -> None:
+    """Item 9: one observation is searched for tokens up to ``max_scan_chars``; text past
+    that is still kept for verbatim matching."""
+    t = TaintTracker(sensitive_tools=["send_*"], max_scan_chars=1_000)
+    near, far = "DE89370400440532013000", "GB29NWBK60161331926819"
+    page = f"first {near} " + "x" * 2_000 + f" then {far}"
+    assert t.observe("browse", page) == 3  # the page, the IBAN within the cap, its digits
+    assert t.check("send_money", {"to": f"pay {near} today"}) is not None
+    assert t.check("send_money", {"to": f"pay {far} today"}) is None  # not tokenised...
+    assert t.check("send_money", {"to": far}) is not None  # ...but verbatim in the page
+    assert t.fresh().max_scan_chars == 1_000
+    assert {k for k in extract_tokens(page, limit=1_000) if k.startswith("iban:")} == {
+        "iban:" + near.casefold()
+    }
+    with pytest.raises(EnforcementError, match="max_scan_chars"):
+        TaintTracker(max_scan_chars=-1)
+
+
+def test_extraction_keeps_character_offsets_and_survives_surrogates() -> None:
+    toks = extract_tokens("ünïcödé \ud800 mail bob@exämple.org, visit exämple.org or shop.io/ä")
+    assert toks == {"email:bob@exämple.org", "url:shop.io/ä"}

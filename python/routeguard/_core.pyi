@@ -14,6 +14,8 @@ __all__ = [
     "Hold",
     "Ledger",
     "RateLimiter",
+    "Regex",
+    "RegexError",
     "__version__",
     "auto_precision",
     "cosine",
@@ -183,3 +185,18 @@ class RateLimiter:
     def add(self, limit: int, period_ns: int) -> int: ...
     def check(self, costs: list[tuple[int, int]], now_ns: int) -> tuple[int, int | None] | None: ...
     def wait_time(self, limiter: int, cost: int, now_ns: int) -> int | None: ...
+
+class RegexError(ValueError):
+    """A pattern the linear-time regex engine cannot compile (syntax, look-around,
+    backreferences, or too large)."""
+
+@final
+class Regex:
+    """A regular expression whose searches take time linear in the text (no backtracking)."""
+
+    def __new__(cls, pattern: str, *, case_insensitive: bool = False) -> Regex: ...
+    @property
+    def pattern(self) -> str: ...
+    def is_match(self, text: str) -> bool: ...
+    def search(self, text: str) -> tuple[int, int] | None: ...
+    def find_spans(self, text: str, limit: int | None = None) -> list[tuple[int, int]]: ...

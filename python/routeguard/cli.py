@@ -69,8 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     audit = sub.add_parser("audit", help="inspect a tool-call audit log")
     acmd = audit.add_subparsers(dest="audit_command", required=True)
-    averify = acmd.add_parser("verify", help="check the hash chain (exit 0 ok, 1 tampered)")
+    averify = acmd.add_parser(
+        "verify",
+        help="check the keyed hash chain and the checkpoint (exit 0 authenticated, "
+        "1 tampered, 2 unreadable or no key, 3 intact but not authenticated)",
+    )
     averify.add_argument("path", help="the audit log (SQLite file)")
+    averify.add_argument(
+        "--key-file",
+        help="the audit key (default: $ROUTEGUARD_AUDIT_KEY_FILE, $ROUTEGUARD_AUDIT_KEY)",
+    )
+    averify.add_argument("--checkpoint", help="the checkpoint file (default: PATH.checkpoint)")
 
     from routeguard.routing.cli import register as register_router
 
@@ -83,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("router", "analyze", "simulate"):
         return int(args.run(args))
     if args.command == "audit":
-        return _audit_verify(args.path)
+        return _audit_verify(args.path, args.key_file, args.checkpoint)
     if args.command == "keys":
         return _keys(args)
     if args.command == "check-config":
@@ -93,22 +102,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(args.config, args.host, args.port, args.workers, args.log_level)
 
 
-def _audit_verify(path: str) -> int:
-    """``routeguard audit verify PATH``: 0 intact, 1 tampered, 2 unreadable."""
-    from routeguard.enforce.audit import AuditLog
+def _audit_verify(path: str, key_file: str | None, checkpoint: str | None) -> int:
+    """``routeguard audit verify PATH``: 0 authenticated, 1 tampered, 2 unreadable or no key,
+    3 intact but not authenticated (a legacy unkeyed log)."""
+    from routeguard.enforce.audit import KEY_FILE_ENV, NEEDS_KEY, AuditLog
     from routeguard.errors import AuditError
 
     try:
-        with AuditLog.open_existing(path) as log:
+        with AuditLog.open_existing(path, key_file=key_file, checkpoint=checkpoint) as log:
             report = log.verify()
+            keyed = log.keyed
     except AuditError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    if report.ok:
+    if not report.ok:
+        print(f"{path}: {report}", file=sys.stderr)
+        return 1
+    if report.authenticated:
         print(f"{path}: {report}")
         return 0
     print(f"{path}: {report}", file=sys.stderr)
-    return 1
+    if not keyed and report.reason.startswith(NEEDS_KEY):
+        print(f"no audit key: pass --key-file or set {KEY_FILE_ENV}", file=sys.stderr)
+        return 2
+    return 3
 
 
 def _check_config(path: str) -> int:

@@ -5,6 +5,7 @@ mod budget;
 mod embed;
 mod error;
 mod policy;
+mod regex;
 mod vector;
 
 use pyo3::prelude::*;
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     budget::register(m)?;
     embed::register(m)?;
     policy::register(m)?;
+    regex::register(m)?;
     vector::register(m)?;
     Ok(())
 }

@@ -8,11 +8,13 @@ with a signed :class:`Delegation`; that agent may delegate on to a sub-agent, an
 :class:`DelegationChain` is the list of links from the root. Each link names its issuer and
 audience, the tools it grants (globs), its expiry, a trust ceiling, how many further hops it
 allows, its depth and the hash of its parent link, and is signed by its issuer over a
-canonical JSON encoding of all of that. :func:`verify_chain` walks the chain and raises the
-first problem: :class:`~routeguard.errors.ForgedDelegation` (a signature that does not verify),
-:class:`~routeguard.errors.DelegationExpired`, :class:`~routeguard.errors.DelegationWidened`
-(a link asking for more tools, time, trust or depth than its parent) or
-:class:`~routeguard.errors.BrokenDelegation` (links that do not connect). Its result, a
+canonical JSON encoding of all of that. :func:`verify_chain` needs the trusted root dids and
+the acting agent's did (no roots, or a chain for another agent, is refused), walks the chain
+and raises the first problem: :class:`~routeguard.errors.ForgedDelegation` (a signature that
+does not verify), :class:`~routeguard.errors.DelegationExpired`,
+:class:`~routeguard.errors.DelegationWidened` (a link asking for more tools, time, trust or
+depth than its parent) or :class:`~routeguard.errors.BrokenDelegation` (links that do not
+connect). Its result, a
 :class:`VerifiedDelegation`, is what the guard uses: the agent's did, the tools (a sandbox
 ceiling), the expiry, the trust ceiling and the delegation depth (``Principal.delegation_depth``).
 """
@@ -339,6 +341,34 @@ def _check_narrows(parent: Delegation, child: Delegation, index: int) -> None:
         )
 
 
+def _required_roots(roots: Iterable[str] | None) -> frozenset[str]:
+    """The trusted root dids; refuses a missing or empty set (anyone could be a root)."""
+    if isinstance(roots, str):
+        roots = (roots,)
+    root_set = frozenset(roots) if roots is not None else frozenset()
+    if not root_set:
+        raise BrokenDelegation(
+            "delegation refused: no trusted roots are configured; pass roots=[did, ...] "
+            "naming the principals allowed to start a delegation chain"
+        )
+    return root_set
+
+
+def _check_agent(agent: str | None) -> None:
+    """The acting agent must be named, by the did a chain can delegate to."""
+    if agent is None:
+        raise BrokenDelegation(
+            "delegation refused: the acting agent is not identified by a did:key; an agent "
+            "known only by a plain name cannot hold a delegation (give the agent as its "
+            "AgentIdentity or did, and verify the chain with agent=<that did>)"
+        )
+    if not isinstance(agent, str) or not agent.startswith(_DID_PREFIX):
+        raise BrokenDelegation(
+            f"delegation refused: the acting agent {agent!r} is not a did:key, and a chain "
+            "can only delegate to one; identify the agent by its AgentIdentity or did"
+        )
+
+
 def verify_chain(
     chain: DelegationChain | Sequence[Delegation],
     *,
@@ -348,14 +378,17 @@ def verify_chain(
 ) -> VerifiedDelegation:
     """Check every link of ``chain``; raise the first problem, or return what it grants.
 
-    ``roots``: the dids trusted to start a chain (None: any root). ``agent``: the did that
-    must be the chain's final audience (None: any).
+    ``roots``: the dids trusted to start a chain; required (a chain anyone can sign for
+    themselves proves nothing), so none or an empty list refuses the chain. ``agent``: the
+    acting agent, which must be the chain's final audience; required too, and it must be a
+    ``did:key`` (an agent known only by a plain name cannot hold a delegation).
     """
     links = chain.links if isinstance(chain, DelegationChain) else tuple(chain)
+    root_set = _required_roots(roots)
+    _check_agent(agent)
     if not links:
         raise BrokenDelegation("the delegation chain is empty")
     t = time.time() if now is None else now
-    root_set = None if roots is None else set(roots)
     prev: Delegation | None = None
     for i, link in enumerate(links):
         where = f"delegation link {i}"
@@ -377,7 +410,7 @@ def verify_chain(
         if not 0.0 <= b.trust_ceiling <= 1.0:
             raise BrokenDelegation(f"{where}: trust ceiling {b.trust_ceiling} is not in [0, 1]")
         if prev is None:
-            if root_set is not None and b.issuer not in root_set:
+            if b.issuer not in root_set:
                 raise BrokenDelegation(f"{where}: issuer {b.issuer} is not a trusted root")
             if b.parent != _GENESIS or b.depth != 1:
                 raise BrokenDelegation(f"{where}: the first link must have depth 1 and no parent")
@@ -394,8 +427,10 @@ def verify_chain(
             raise DelegationExpired(f"{where}: expired at {b.expires_at:.0f} (now {t:.0f})")
         prev = link
     last = links[-1]
-    if agent is not None and last.audience != agent:
-        raise BrokenDelegation(f"the chain delegates to {last.audience}, not to {agent}")
+    if last.audience != agent:
+        raise BrokenDelegation(
+            f"the chain delegates to {last.audience}, not to the acting agent {agent}"
+        )
     return VerifiedDelegation(
         root=links[0].issuer,
         agent=last.audience,

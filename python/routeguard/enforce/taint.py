@@ -22,11 +22,13 @@ call the user's request named ("pay the bill in 'bill.txt'" then ``read_file('bi
 is marked :attr:`TaintHit.named`, so the guard may ask for approval instead of refusing.
 
 Memory is bounded (``max_text_chars`` of output text, oldest dropped first; values likewise):
-very long sessions forget their oldest outputs.
+very long sessions forget their oldest outputs. Time is too: token extraction runs on a
+linear-time regex engine and scans at most ``max_scan_chars`` characters per observation.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import re
@@ -36,6 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from routeguard._native import core
 from routeguard.enforce.patterns import PatternError, compile_glob
 from routeguard.errors import EnforcementError
 
@@ -55,13 +58,15 @@ TAINT_RULE_ID = "<taint>"
 
 UNTRUSTED_LABEL = "untrusted-data-seen"
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_URL = re.compile(
+# Compiled by the linear-time engine (Rust `regex`): a page of crafted text costs time
+# proportional to its length, never the backtracking blow-up of Python's `re`.
+_EMAIL = core.Regex(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = core.Regex(
     r"(?:https?://)?(?:www\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?::\d+)?(?:/[^\s\"'<>]*)?",
-    re.IGNORECASE,
+    case_insensitive=True,
 )
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
-_DIGITS = re.compile(r"\d[\d -]{6,}\d")
+_IBAN = core.Regex(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
+_DIGITS = core.Regex(r"\d[\d -]{6,}\d")
 _TRAILING = ".,;:!?)]}'\""
 _TOKEN_EDGE = "\"'`([{<>}]).,;:!?*"
 
@@ -76,21 +81,44 @@ def _norm_url(u: str) -> str:
     return u.rstrip("/")
 
 
-def extract_tokens(text: str) -> set[str]:
-    """The addresses, URLs, IBAN-like tokens and long digit runs in ``text``, normalised."""
+def _ends_a_part(ends: list[str], u: str) -> bool:
+    """Whether some reversed address part in ``ends`` (sorted) starts with reversed ``u``:
+    ``u`` ends an address's local part or domain (``mple.org`` of ``bob@exämple.org``)."""
+    r = u[::-1]
+    k = bisect.bisect_left(ends, r)
+    return k < len(ends) and ends[k].startswith(r)
+
+
+def extract_tokens(text: str, limit: int | None = None) -> set[str]:
+    """The addresses, URLs, IBAN-like tokens and long digit runs in ``text``, normalised.
+
+    Linear in ``len(text)``; ``limit``: scan only the first ``limit`` characters.
+    """
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit, 0)]
     out: set[str] = set()
-    emails = {m.group(0).casefold().rstrip(_TRAILING) for m in _EMAIL.finditer(text)}
-    out |= {"email:" + e for e in emails}
-    for m in _URL.finditer(text):
-        start = m.start()
-        if start > 0 and text[start - 1] == "@":
+    email_spans = _EMAIL.find_spans(text)
+    parts: set[str] = set()  # each address's local part and domain, reversed
+    for a, b in email_spans:
+        e = text[a:b].casefold().rstrip(_TRAILING)
+        out.add("email:" + e)
+        local, _, domain = e.rpartition("@")
+        parts.update((local[::-1], domain[::-1]))
+    ends = sorted(parts)
+    i = 0
+    for a, b in _URL.find_spans(text):
+        while i < len(email_spans) and email_spans[i][1] <= a:
+            i += 1
+        if i < len(email_spans) and email_spans[i][0] <= a:
+            continue  # a piece of an e-mail address (its local part), already recorded
+        if a > 0 and text[a - 1] == "@":
             continue  # the domain of an e-mail address, already recorded
-        u = _norm_url(m.group(0))
-        if "." in u and not any(u in e for e in emails):
+        u = _norm_url(text[a:b])
+        if "." in u and not _ends_a_part(ends, u):
             out.add("url:" + u)
-    out |= {"iban:" + m.group(0).casefold() for m in _IBAN.finditer(text)}
-    for m in _DIGITS.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group(0))
+    out |= {"iban:" + text[a:b].casefold() for a, b in _IBAN.find_spans(text)}
+    for a, b in _DIGITS.find_spans(text):
+        digits = text[a:b].replace(" ", "").replace("-", "")
         if len(digits) >= 8:
             out.add("digits:" + digits)
     return out
@@ -230,6 +258,8 @@ class TaintTracker:
     ``trust_structured_fields`` a one-token field neither taints nor clears a short value
     (file 13 is listed whether or not an injection asked to delete it). Short words inside
     longer arguments are not checked. Off by default.
+    ``max_scan_chars``: how many characters of one observation are searched for addresses,
+    URLs, IBANs and digit runs (the rest is still kept for verbatim matching).
     Sources the user's request names: the request may say where a step's values come from
     ("pay the bill in 'bill-december-2023.txt'", "her e-mail is on www.dora-website.com").
     An untrusted output whose call (``observe(..., args=...)``) carried an argument that a
@@ -250,6 +280,7 @@ class TaintTracker:
         max_values: int = 200_000,
         trust_structured_fields: bool = False,
         match_short_values: bool = False,
+        max_scan_chars: int = 4_000_000,
     ) -> None:
         self.sensitive_tools = self._globs(sensitive_tools, "sensitive_tools")
         self.untrusted_sources = self._globs(
@@ -265,6 +296,9 @@ class TaintTracker:
         self._named: deque[str] = deque(maxlen=1024)
         self.max_text_chars = max_text_chars
         self.max_values = max_values
+        if max_scan_chars < 0:
+            raise EnforcementError(f"taint max_scan_chars must be 0 or more, got {max_scan_chars}")
+        self.max_scan_chars = max_scan_chars
         self._lock = threading.Lock()
         # value -> (trusted, tool, from a source the user named)
         self._first: OrderedDict[str, tuple[bool, str, bool]] = OrderedDict()
@@ -293,7 +327,7 @@ class TaintTracker:
             min_length=self.min_length, check_numbers=self.check_numbers,
             max_text_chars=self.max_text_chars, max_values=self.max_values,
             trust_structured_fields=self.trust_structured_fields,
-            match_short_values=self.match_short_values,
+            match_short_values=self.match_short_values, max_scan_chars=self.max_scan_chars,
         )  # fmt: skip
 
     @property
@@ -309,10 +343,10 @@ class TaintTracker:
         """Whether ``tool``'s outputs are untrusted by default."""
         return any(compile_glob(g).fullmatch(tool) for g in self.untrusted_sources)
 
-    def _keys(self, scalar: str | int | float) -> set[str]:
+    def _keys(self, scalar: str | int | float, limit: int | None = None) -> set[str]:
         if isinstance(scalar, str):
             s = scalar.strip().casefold()
-            keys = extract_tokens(scalar)
+            keys = extract_tokens(scalar, limit)
             if len(s) >= self.min_length:
                 keys.add("str:" + s)
             return keys
@@ -369,14 +403,22 @@ class TaintTracker:
         items = list(_walk(output, "$"))
         named = not is_trusted and args is not None and self._names_source(args)
         split = self.trust_structured_fields and not is_trusted
+        # Token extraction is linear in the text and capped per observation: past
+        # max_scan_chars characters, strings are still recorded (verbatim matches) but not
+        # searched for tokens.
+        budget = self.max_scan_chars
+        item_keys: list[set[str]] = []
+        for _path, scalar in items:
+            item_keys.append(self._keys(scalar, budget))
+            if isinstance(scalar, str):
+                budget = max(0, budget - len(scalar))
         free: set[str] = set()
         if split:  # keys mentioned in free text anywhere in this output stay untrusted
-            for path, scalar in items:
+            for (path, scalar), keys in zip(items, item_keys, strict=True):
                 if not _is_field(path, scalar):
-                    free |= self._keys(scalar)
+                    free |= keys
         with self._lock:
-            for path, scalar in items:
-                keys = self._keys(scalar)
+            for (path, scalar), keys in zip(items, item_keys, strict=True):
                 field_ok = split and _is_field(path, scalar)
                 ok = is_trusted or (field_ok and not keys & free)
                 if not field_ok:  # a structured field names no short value: neutral

@@ -15,6 +15,9 @@ A rule spec::
      "min_tokens": 0, "max_tokens": 2000,           # estimated prompt tokens, inclusive
      "regex": "(?i)\\bprove\\b"}                    # searched in the last user message
 
+``regex`` runs on a linear-time engine (the Rust ``regex`` crate): client text cannot make a
+rule backtrack, and a pattern it cannot run (look-around, backreferences) is refused at load.
+
 Conditions combine with AND; a rule without conditions always matches (a catch-all). ``key``
 and ``team`` come only from the caller's metadata (set by authentication), never from the
 request, so a client cannot claim another team's route.
@@ -22,11 +25,11 @@ request, so a client cannot claim another team's route.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from routeguard._native import core
 from routeguard.errors import RouteguardError
 
 _RULE_KEYS = frozenset(
@@ -74,7 +77,7 @@ class Rule:
     teams: frozenset[str] | None = None
     min_tokens: int | None = None
     max_tokens: int | None = None
-    regex: re.Pattern[str] | None = None
+    regex: core.Regex | None = None
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], where: str = "rule") -> Rule:
@@ -99,9 +102,13 @@ class Rule:
         regex = None
         if spec.get("regex") is not None:
             try:
-                regex = re.compile(str(spec["regex"]))
-            except re.error as exc:
-                raise RouteguardError(f"{where}.regex: invalid pattern: {exc}") from None
+                regex = core.Regex(str(spec["regex"]))
+            except core.RegexError as exc:
+                why = str(exc).strip().splitlines()[-1].removeprefix("error: ")
+                raise RouteguardError(
+                    f"{where}.regex: invalid pattern {spec['regex']!r} for the linear-time "
+                    f"regex engine (no look-around or backreferences): {why}"
+                ) from None
         return cls(
             name=str(spec.get("name", where)),
             target=target,
@@ -132,7 +139,7 @@ class Rule:
             h = x.headers.get(k)
             if h is None or h not in allowed:
                 return False
-        return self.regex is None or self.regex.search(x.text) is not None
+        return self.regex is None or self.regex.is_match(x.text)
 
 
 class Rules:
