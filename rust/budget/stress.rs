@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread;
 
 use proptest::prelude::*;
@@ -56,25 +56,33 @@ fn threads_hammering_one_chain_never_overspend_and_leak_nothing() {
         .map(|_| calendar_account(&ledger, cal, Some(400_000)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
+    // The workers start only once the watcher is sampling, so it watches them on any scheduler.
+    let start = Arc::new(Barrier::new(THREADS + 1));
     let watcher = {
-        let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
+        let (ledger, stop, start) = (Arc::clone(&ledger), Arc::clone(&stop), Arc::clone(&start));
         thread::spawn(move || {
             let mut samples = 0u64;
-            while !stop.load(Ordering::Acquire) {
+            loop {
                 for (id, limit) in [(team, 1_000_000), (org, 3_000_000)] {
                     let used = ledger.used(id, 0).expect("account");
                     assert!(used <= limit, "account {id} used {used} > {limit}");
                 }
                 samples += 1;
+                if samples == 1 {
+                    start.wait();
+                }
+                if stop.load(Ordering::Acquire) {
+                    return samples;
+                }
             }
-            samples
         })
     };
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let ledger = Arc::clone(&ledger);
+            let (ledger, start) = (Arc::clone(&ledger), Arc::clone(&start));
             let chain = [keys[t % keys.len()], team, org, total];
             thread::spawn(move || {
+                start.wait();
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
                 let (mut settled, mut refused) = (0u64, 0u64);
                 for _ in 0..OPS {
@@ -105,7 +113,9 @@ fn threads_hammering_one_chain_never_overspend_and_leak_nothing() {
         refused += r;
     }
     stop.store(true, Ordering::Release);
-    assert!(watcher.join().expect("watcher") > 0);
+    watcher
+        .join()
+        .expect("watcher saw an account over its limit");
     assert!(refused > 0, "the limits were reached");
     assert_eq!(ledger.spent(total, 0), Ok(settled));
     assert_eq!(ledger.spent(team, 0), Ok(settled));
