@@ -161,13 +161,14 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     semantic_routes: dict[str, Any] | None = None
     budget_aware: bool | float | None = None  # near a budget: strong -> cheap
     enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
+    max_input_bytes: int | None = None  # larger inputs are refused (413) before any work
 
     def routing_spec(self) -> dict[str, Any] | None:
         """The routing keys that are set, or None when this route only tunes the cache."""
         spec = {
             k: v
             for k, v in msgspec.structs.asdict(self).items()
-            if k not in ("cache", "enforce") and v is not None
+            if k not in ("cache", "enforce", "max_input_bytes") and v is not None
         }
         return spec or None
 
@@ -286,6 +287,7 @@ class Config:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     warnings: list[str] = field(default_factory=list)
     enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
+    input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
     source: str = "<dict>"
 
     def cache_for(self, alias: str) -> CacheSettings:
@@ -397,11 +399,16 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     route_cache: dict[str, CacheSettings] = {}
     routing: dict[str, dict[str, Any]] = {}
     route_enforce: dict[str, Any] = {}
+    input_limits: dict[str, int] = {}
     for alias, spec in raw.routes.items():
         path = f"routes.{alias}"
         route = _convert(spec, RouteSettings, path, problems)
         if route is not None and route.enforce is not None:
             route_enforce[alias] = route.enforce
+        if route is not None and route.max_input_bytes is not None:
+            if route.max_input_bytes <= 0:
+                problems.append(ConfigProblem(f"{path}.max_input_bytes", "must be positive"))
+            input_limits[alias] = route.max_input_bytes
         rspec = route.routing_spec() if route is not None else None
         if rspec is not None:
             routing[alias] = rspec
@@ -518,6 +525,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         embedding=embedding or EmbeddingSettings(),
         warnings=warnings,
         enforce=enforce,
+        input_limits=input_limits,
         source=name,
     )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
-from routeguard.budget.bound import measure_embeddings
+from routeguard.budget.bound import measure, measure_embeddings
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
@@ -39,6 +39,7 @@ from routeguard.errors import (
     ModelNotFound,
     PermissionDenied,
     ProviderError,
+    RequestTooLarge,
     RouteguardError,
 )
 from routeguard.fallback import Fallback
@@ -193,6 +194,8 @@ class Gateway:
                 param="model",
             )
         _require_scope(key, alias)
+        if alias in self.config.input_limits:
+            self._check_input_size(alias, measure(request).bytes)
         targets = self._targets(alias, router, key)
         enforcer = self.config.enforce.get(alias)  # tool-call policy on the response
         stream = bool(request.get("stream"))
@@ -331,6 +334,15 @@ class Gateway:
                 chain, request, self._reachable([cheap], key), ttl_s=ttl
             )
             return held, RouteDecision(cheap, f"budget:{exc.account}")
+
+    def _check_input_size(self, alias: str, size: int) -> None:
+        """RequestTooLarge when ``size`` input bytes exceed ``routes.<alias>.max_input_bytes``."""
+        limit = self.config.input_limits.get(alias)
+        if limit is not None and size > limit:
+            raise RequestTooLarge(
+                f"the input to '{alias}' is {size} bytes; this model accepts at most {limit}",
+                param="messages",
+            )
 
     def _hold_ttl(self, stream: bool) -> float | None:
         """How long a hold must outlive its request: the overall deadline (and a stream's
@@ -504,6 +516,7 @@ class Gateway:
             raise ModelNotFound(f"model '{alias}' is not configured", param="model")
         _require_scope(key, alias)
         size = measure_embeddings(request)
+        self._check_input_size(alias, size.bytes)
         hold = None
         if self.budget is not None:
             end_user = request.get("user")
