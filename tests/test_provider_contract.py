@@ -471,6 +471,15 @@ USES: dict[str, tuple[Callable[[str, Deployment], Awaitable[Any]], str]] = {
 }
 
 
+# The request field a refusal names as its ``param`` (none for a whole call).
+FIELDS = {
+    "stream": "stream",
+    "tools": "tools",
+    "vision": "messages",
+    "json_mode": "response_format",
+}
+
+
 @pytest.mark.parametrize(("kind", "cap"), lacking())
 async def test_undeclared_capability_is_refused(mock: MockServer, kind: str, cap: str) -> None:
     mock.reset()
@@ -483,6 +492,7 @@ async def test_undeclared_capability_is_refused(mock: MockServer, kind: str, cap
         await use(kind, _dep(mock, kind))
     assert field in info.value.message and kind in info.value.message
     assert info.value.status_code == 400 and not info.value.fallback_ok
+    assert info.value.to_openai()["error"]["param"] == FIELDS.get(cap)
     assert mock.request_count == 0  # refused here, not sent for the upstream to guess
 
 

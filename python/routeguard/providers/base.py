@@ -37,6 +37,13 @@ _REFUSAL = {
     "vision": "image input ('image_url' content parts)",
     "json_mode": "JSON output ('response_format')",
 }
+# The request field a refusal names as the error's ``param``.
+_FIELD = {
+    "stream": "stream",
+    "tools": "tools",
+    "vision": "messages",
+    "json_mode": "response_format",
+}
 
 
 class Provider(Protocol):
@@ -132,9 +139,11 @@ def wants(request: Json) -> frozenset[str]:
 def unsupported(provider: Provider, *capabilities: str) -> UpstreamBadRequest:
     """The 400 for a request that needs ``capabilities`` ``provider`` does not declare."""
     what = " and ".join(_REFUSAL[c] for c in capabilities)
-    return UpstreamBadRequest(
+    err = UpstreamBadRequest(
         f"{provider.name} does not support {what}; send it to a deployment whose provider does"
     )
+    err.param = _FIELD.get(capabilities[0]) if len(capabilities) == 1 else None
+    return err
 
 
 def refuse_unsupported(provider: Provider, call: str, request: Json | None = None) -> None:
