@@ -27,10 +27,9 @@ from routeguard.errors import (
 )
 from routeguard.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
+    ERRORS,
     AnthropicProvider,
     StreamDecoder,
-    error_from_body,
-    error_from_response,
     parse_data_url,
     request_to_anthropic,
     response_from_anthropic,
@@ -649,7 +648,7 @@ def _err(etype: str, message: str) -> dict[str, Any]:
     ],
 )
 def test_error_bodies(status: int, body: Any, cls: type[ProviderError], retryable: bool) -> None:
-    err = error_from_body(status, body)
+    err = ERRORS.from_body(status, body)
     assert type(err) is cls
     assert err.retryable is retryable
     said = f"upstream status {status}" if body is None else body["error"]["message"]
@@ -664,9 +663,9 @@ def test_error_from_response_reads_retry_after_and_survives_html() -> None:
     resp = HttpResponse(
         429, {"retry-after": "7"}, json.dumps(_err("rate_limit_error", "slow down")).encode()
     )
-    err = error_from_response(resp)
+    err = ERRORS.from_response(resp)
     assert isinstance(err, UpstreamRateLimited) and err.retry_after == 7.0
-    html = error_from_response(HttpResponse(503, {}, b"<html>Service Unavailable</html>"))
+    html = ERRORS.from_response(HttpResponse(503, {}, b"<html>Service Unavailable</html>"))
     assert isinstance(html, UpstreamServerError) and html.detail == "upstream status 503"
     assert html.message == "the upstream failed (status 503)"
 

@@ -20,18 +20,17 @@ from routeguard.errors import (
     ProviderError,
     UpstreamAuthError,
     UpstreamBadRequest,
-    UpstreamConnectionError,
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamServerError,
 )
 from routeguard.providers.gemini import (
     EMBED_BATCH,
+    ERRORS,
     SKIP_THOUGHT_SIGNATURE,
     StreamDecoder,
     embed_requests,
     embeddings_to_openai,
-    error_from_body,
     model_path,
     request_to_gemini,
     response_from_gemini,
@@ -370,7 +369,7 @@ def _feed(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     decoder = StreamDecoder("gemini-2.5-flash")
     out: list[dict[str, Any]] = []
     for c in chunks:
-        out.extend(decoder.feed(json.dumps(c).encode()))
+        out.extend(decoder.feed("", json.dumps(c).encode()))
     out.extend(decoder.finish())
     for chunk in out:
         ChatCompletionChunk.model_validate(chunk)
@@ -439,14 +438,15 @@ def test_stream_error_payload_raises() -> None:
     decoder = StreamDecoder("m")
     err = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
     with pytest.raises(UpstreamServerError):
-        decoder.feed(json.dumps(err).encode())
+        decoder.feed("", json.dumps(err).encode())
 
 
-def test_stream_without_finish_reason_is_an_error() -> None:
+def test_stream_without_finish_reason_is_not_complete() -> None:
     decoder = StreamDecoder("m")
-    decoder.feed(json.dumps({"candidates": [_candidate([{"text": "partial"}])]}).encode())
-    with pytest.raises(UpstreamConnectionError):
-        decoder.finish()
+    decoder.feed("", json.dumps({"candidates": [_candidate([{"text": "partial"}])]}).encode())
+    assert not decoder.complete  # wire.stream raises StreamTruncated at the body's end
+    decoder.feed("", json.dumps({"candidates": [_candidate([], "STOP")]}).encode())
+    assert decoder.complete
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -543,7 +543,7 @@ def _gerr(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
     ],
 )
 def test_error_bodies(status: int, body: dict[str, Any], cls: type[ProviderError]) -> None:
-    err = error_from_body(status, body)
+    err = ERRORS.from_body(status, body)
     assert type(err) is cls
     said = body["error"]["message"]
     assert err.detail.startswith(said)
@@ -562,7 +562,7 @@ def test_error_body_as_array_and_retry_info() -> None:
             details=[{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}],
         )
     ]
-    err = error_from_body(429, body)
+    err = ERRORS.from_body(429, body)
     assert isinstance(err, UpstreamRateLimited)
     assert err.retry_after == 37.0
     assert err.retryable

@@ -216,7 +216,7 @@ def test_for_caller_hides_upstream_hosts_as_whole_names() -> None:
 
 def test_upstream_bodies_are_scrubbed_on_the_error() -> None:
     body = {"error": {"message": f"bad header Authorization: Bearer {OPENAI_KEY}", "code": None}}
-    err = openai_provider.error_from_body(400, body)
+    err = openai_provider.ERRORS.from_body(400, body)
     assert isinstance(err, UpstreamBadRequest)
     assert OPENAI_KEY not in json.dumps(err.body) and OPENAI_KEY not in err.message
     assert OPENAI_KEY not in err.detail and "bad header" in err.message
@@ -232,7 +232,7 @@ def test_gemini_invalid_key_is_a_deployment_fault_not_the_callers() -> None:
                          "reason": "API_KEY_INVALID"}],
         }
     }  # fmt: skip
-    err = gemini.error_from_body(400, body)
+    err = gemini.ERRORS.from_body(400, body)
     assert isinstance(err, UpstreamAuthError) and err.fallback_ok
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from routeguard.embed.base import F32, as_texts, normalize_rows
 from routeguard.errors import ProviderError, RouteguardError
 from routeguard.providers import http
-from routeguard.providers.openai import error_from_response
+from routeguard.providers.openai import ERRORS
 
 # Output sizes of well-known models, so ``dim`` is known before the first call.
 KNOWN_DIMENSIONS = {
@@ -118,7 +118,7 @@ class OpenAIEmbedder:
             body["dimensions"] = self.dimensions
         resp = await http.post_json(self.url, self._headers, body, self.timeout)
         if resp.status >= 400:
-            raise error_from_response(resp)
+            raise ERRORS.from_response(resp)
         return self._parse(http.decode(resp.body, "embeddings"), len(texts))
 
     def _parse(self, payload: Any, n: int) -> F32:

@@ -4,8 +4,8 @@ Flow: an OpenAI chat request -> :func:`request_to_anthropic` (system hoisted int
 content parts and tool calls turned into blocks, tool results into user ``tool_result``
 blocks, same-role turns merged) -> upstream -> :func:`response_from_anthropic` back to a
 ``chat.completion``. A stream's SSE events go through :class:`StreamDecoder`, which turns them
-into ``chat.completion.chunk`` dicts. Error bodies become ProviderErrors in
-:func:`error_from_body`.
+into ``chat.completion.chunk`` dicts. Error bodies become ProviderErrors through
+:data:`ERRORS`; posting and the stream loop are :mod:`.wire`'s.
 
 The tables below (stop reasons, tool choice, error types, usage) are the one place where the
 two formats meet: ``routeguard.server.messages`` imports them for the inverse direction (the
@@ -20,15 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from routeguard.config import Deployment
-from routeguard.errors import (
-    ProviderError,
-    StreamTruncated,
-    UpstreamBadRequest,
-    error_for_status,
-)
-from routeguard.providers import http
-from routeguard.providers.base import Json
+from routeguard.errors import ProviderError, UpstreamBadRequest
+from routeguard.providers import http, wire
+from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported, unsupported
 from routeguard.providers.parts import parse_arguments, parse_data_url
+from routeguard.providers.wire import token_count
 
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI clients usually leave it out.
@@ -68,9 +64,12 @@ ERROR_TYPE_STATUS: dict[str, int] = {
 }
 STATUS_ERROR_TYPE: dict[int, str] = {v: k for k, v in ERROR_TYPE_STATUS.items()}
 
+# Error bodies are ``{"type": "error", "error": {"type", "message"}}``. The context hints:
 # "prompt is too long: N tokens > M maximum", and "input length and `max_tokens` exceed
 # context limit: ..." when the prompt fits but prompt plus max_tokens does not.
-_CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window")
+ERRORS = wire.ErrorFormat(
+    context_hints=("prompt is too long", "exceed context limit", "context window")
+)
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -79,21 +78,17 @@ _CONTEXT_HINTS = ("prompt is too long", "exceed context limit", "context window"
 def usage_from_anthropic(usage: Any) -> Json:
     """OpenAI ``usage`` from Anthropic's (whose input_tokens exclude cache reads and writes)."""
     u = usage if isinstance(usage, dict) else {}
-    fresh = _int(u.get("input_tokens"))
-    read = _int(u.get("cache_read_input_tokens"))
-    written = _int(u.get("cache_creation_input_tokens"))
+    fresh = token_count(u.get("input_tokens"))
+    read = token_count(u.get("cache_read_input_tokens"))
+    written = token_count(u.get("cache_creation_input_tokens"))
     prompt = fresh + read + written
-    completion = _int(u.get("output_tokens"))
+    completion = token_count(u.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": written},
     }
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def _bad(message: str) -> UpstreamBadRequest:
@@ -368,6 +363,8 @@ class StreamDecoder:
     event raises the mapped ProviderError.
     """
 
+    terminator = "message_stop"
+
     def __init__(self) -> None:
         self.done = False
         self._id = "msg_unknown"
@@ -386,7 +383,7 @@ class StreamDecoder:
         if kind == "error" or event == "error":
             err = payload.get("error")
             etype = str(err.get("type")) if isinstance(err, dict) else "api_error"
-            raise error_from_body(ERROR_TYPE_STATUS.get(etype, 500), payload)
+            raise ERRORS.from_body(ERROR_TYPE_STATUS.get(etype, 500), payload)
         if kind == "message_start":
             msg = payload.get("message") or {}
             self._id = str(msg.get("id") or self._id)
@@ -416,6 +413,15 @@ class StreamDecoder:
             usage_chunk["usage"] = usage_from_anthropic(self._usage)
             return [self._chunk({}, finish), usage_chunk]
         return []  # ping, content_block_stop, and event types added later
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``message_stop`` arrived."""
+        return self.done
+
+    def finish(self) -> list[Json]:
+        """Nothing: the usage chunk went out with ``message_stop``."""
+        return []
 
     def _block_start(self, payload: Json) -> list[Json]:
         block = payload.get("content_block") or {}
@@ -460,25 +466,6 @@ class StreamDecoder:
         return chunk
 
 
-# --------------------------------------------------------------------------- errors
-
-
-def error_from_response(resp: http.HttpResponse) -> ProviderError:
-    """Map an Anthropic error response onto a ProviderError."""
-    return error_from_body(resp.status, resp.json(), http.retry_after(resp.headers))
-
-
-def error_from_body(status: int, body: Any, retry_after: float | None = None) -> ProviderError:
-    """Map an Anthropic error body (``{"type": "error", "error": {"type", "message"}}``)."""
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        message = str(err["message"])
-    else:
-        message = f"upstream status {status}"
-    ctx = any(h in message.lower() for h in _CONTEXT_HINTS)
-    return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
-
-
 # --------------------------------------------------------------------------- provider
 
 
@@ -493,55 +480,35 @@ class AnthropicProvider:
     """Provider for the Anthropic Messages wire format."""
 
     name = "anthropic"
+    capabilities = CAPABILITIES - {"embeddings", "json_mode"}
 
-    async def chat(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> Json:
+    async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
+        refuse_unsupported(self, "chat", request)
         body = request_to_anthropic(request, deployment.model)
-        resp = await http.post_json(
-            f"{deployment.api_base}/v1/messages", _headers(deployment), body, timeout
+        url = f"{deployment.api_base}/v1/messages"
+        data = await wire.post(
+            url,
+            _headers(deployment),
+            body,
+            timeout,
+            errors=ERRORS,
+            what="anthropic message",
+            require=("content", list),
         )
-        if resp.status >= 400:
-            raise error_from_response(resp)
-        data = http.decode(resp.body, "anthropic message")
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise ProviderError("anthropic message: upstream response has no 'content'")
         return response_from_anthropic(data)
 
-    async def stream(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> AsyncIterator[Json]:
+    def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
-        body = {**request_to_anthropic(request, deployment.model), "stream": True}
-        sse = await http.open_sse(
-            f"{deployment.api_base}/v1/messages", _headers(deployment), body, timeout
-        )
-        if sse.status >= 400:
-            raise error_from_response(await sse.body())
-        decoder = StreamDecoder()
-        try:
-            async for event, data in sse.events():
-                for chunk in decoder.feed(event, data):
-                    yield chunk
-                if decoder.done:
-                    break
-            if not decoder.done:
-                raise StreamTruncated("anthropic stream ended before message_stop")
-        finally:
-            sse.close()
 
-    async def embed(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> Json:
+        def build() -> wire.Exchange:
+            refuse_unsupported(self, "stream", request)
+            body = {**request_to_anthropic(request, deployment.model), "stream": True}
+            url = f"{deployment.api_base}/v1/messages"
+            return wire.Exchange(url, _headers(deployment), body)
+
+        return wire.stream(self.name, build, StreamDecoder(), timeout, errors=ERRORS)
+
+    async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Anthropic has no embeddings endpoint: always raises UpstreamBadRequest."""
-        raise UpstreamBadRequest("anthropic has no embeddings endpoint")
+        raise unsupported(self, "embeddings")

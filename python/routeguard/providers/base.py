@@ -1,10 +1,9 @@
-"""The one Protocol every provider module implements, and the shapes that cross it.
+"""The contract every provider adapter keeps, and the shapes that cross it.
 
-The gateway speaks OpenAI Chat Completions internally: a request is the client's JSON
-object (a dict) and a response is an OpenAI ``chat.completion`` dict; a stream yields
-OpenAI ``chat.completion.chunk`` dicts. Each provider module translates to and from its own
-wire format and raises :mod:`routeguard.errors` ProviderError subclasses on failure, so
-``routeguard.fallback`` can decide on retries without knowing any provider.
+The gateway speaks OpenAI Chat Completions internally; each adapter translates to and from
+its wire format, declares what it can do (:data:`CAPABILITIES`), and refuses the rest with
+a 400 naming the field (:func:`refuse_unsupported`). ``tests/test_provider_contract.py``
+runs every adapter through one matrix built from these declarations.
 """
 
 from __future__ import annotations
@@ -13,23 +12,146 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from routeguard.config import Deployment
+from routeguard.errors import UpstreamBadRequest
 
 Json = dict[str, Any]
 
+# What an adapter can declare, and what a request asking for it looks like:
+#   chat             non-streaming completions (``chat``)
+#   stream           streaming completions (``stream``)
+#   tools            function tools in, ``tool_calls`` out, tool results back (``tools``)
+#   embeddings       ``embed``
+#   vision           ``image_url`` content parts
+#   json_mode        ``response_format`` of type ``json_object`` / ``json_schema``
+#   usage_in_stream  a stream's last chunk carries usage (without it: no usage chunk at all)
+CAPABILITIES: frozenset[str] = frozenset(
+    {"chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"}
+)
+# The capabilities a request's fields can ask for (checked by refuse_unsupported).
+_REQUESTED = frozenset({"tools", "vision", "json_mode"})
+_REFUSAL = {
+    "chat": "chat completions",
+    "stream": "streaming ('stream': true)",
+    "tools": "tool calling ('tools')",
+    "embeddings": "embeddings (no embeddings endpoint)",
+    "vision": "image input ('image_url' content parts)",
+    "json_mode": "JSON output ('response_format')",
+}
+# The request field a refusal names as the error's ``param``.
+_FIELD = {
+    "stream": "stream",
+    "tools": "tools",
+    "vision": "messages",
+    "json_mode": "response_format",
+}
+
 
 class Provider(Protocol):
-    """One wire format (OpenAI, Anthropic, Gemini). Stateless but for its HTTP client."""
+    """One wire format (OpenAI, Anthropic, Gemini), stateless but for the shared HTTP client.
+
+    The contract, for every method:
+
+    - **Shapes.** Requests are the client's OpenAI-shaped JSON object; answers are OpenAI
+      ``chat.completion`` / ``chat.completion.chunk`` / embeddings dicts (the openai SDK's
+      types validate them). The deployment's ``model`` replaces the request's.
+    - **Errors.** Every upstream failure raises a :class:`routeguard.errors.ProviderError`:
+      statuses through ``errors.error_for_status`` (via ``wire.ErrorFormat``), so the class
+      says whether retrying or falling back can help; transport failures as timeouts or
+      connection errors (``http``). Upstream text is scrubbed of secrets and upstream hosts
+      (``routeguard.scrub``) before a caller can read it. No adapter retries.
+    - **Capabilities.** ``capabilities`` lists what the adapter does (names from
+      :data:`CAPABILITIES`); a request for anything else raises UpstreamBadRequest naming the
+      field, never an answer that quietly ignores it.
+    - **Usage and cost.** Answers carry OpenAI ``usage`` (``prompt_tokens``,
+      ``completion_tokens``, ``total_tokens``; cached prompt tokens under
+      ``prompt_tokens_details``) as the upstream reported it; the gateway prices it with the
+      deployment's per-token costs. What the upstream did not report is left out, never
+      made up as zero: the gateway then charges an estimate.
+    """
 
     name: str
+    capabilities: frozenset[str]
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
-        """One non-streaming completion, returned in the OpenAI chat.completion shape."""
+        """One non-streaming completion in the OpenAI ``chat.completion`` shape."""
         ...
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
-        """A streaming completion as OpenAI chat.completion.chunk dicts (usage in the last)."""
+        """A streaming completion as OpenAI ``chat.completion.chunk`` dicts.
+
+        Nothing is sent before the first iteration (a stream closed unread costs nothing).
+        The iterator ends only after the wire format's terminator (OpenAI ``[DONE]``,
+        Anthropic ``message_stop``, a Gemini ``finishReason`` for every candidate), with the
+        usage chunk (``choices: []``) last when the upstream reported usage; a body that
+        ends before it raises StreamTruncated, an in-stream error its ProviderError.
+        Closing the iterator early drops the upstream connection at once.
+        """
         ...
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
-        """Embeddings in the OpenAI ``/v1/embeddings`` response shape."""
+        """Embeddings in the OpenAI ``/v1/embeddings`` response shape, in input order."""
         ...
+
+
+class StreamDecoder(Protocol):
+    """One stream's SSE events in one wire format in, OpenAI chunks out (``wire.stream``)."""
+
+    # What ends a complete stream, for the StreamTruncated message ("[DONE]").
+    terminator: str
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to read: the format's last event arrived."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The whole answer arrived (its terminator was seen)."""
+        ...
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
+        """Translate one SSE event (``event`` is "" when the server named none)."""
+        ...
+
+    def finish(self) -> list[Json]:
+        """The chunks that close a complete stream (the usage chunk, when not yet sent)."""
+        ...
+
+
+def wants(request: Json) -> frozenset[str]:
+    """The capabilities a chat request's fields ask for (tools, vision, json_mode)."""
+    wanted: set[str] = set()
+    if request.get("tools"):
+        wanted.add("tools")
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        wanted.add("json_mode")
+    for m in request.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in content
+        ):
+            wanted.add("vision")
+            break
+    return frozenset(wanted)
+
+
+def unsupported(provider: Provider, *capabilities: str) -> UpstreamBadRequest:
+    """The 400 for a request that needs ``capabilities`` ``provider`` does not declare."""
+    what = " and ".join(_REFUSAL[c] for c in capabilities)
+    err = UpstreamBadRequest(
+        f"{provider.name} does not support {what}; send it to a deployment whose provider does"
+    )
+    err.param = _FIELD.get(capabilities[0]) if len(capabilities) == 1 else None
+    return err
+
+
+def refuse_unsupported(provider: Provider, call: str, request: Json | None = None) -> None:
+    """Raise :func:`unsupported` if ``call`` ("chat", "stream", "embeddings") or a field of
+    ``request`` needs a capability ``provider`` does not declare."""
+    have = provider.capabilities
+    missing = [call] if call not in have else []
+    if request is not None and not have >= _REQUESTED:
+        missing += sorted(wants(request) - have)
+    if missing:
+        raise unsupported(provider, *missing)

@@ -25,15 +25,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from routeguard.config import Deployment
-from routeguard.errors import (
-    ProviderError,
-    StreamTruncated,
-    UpstreamBadRequest,
-    error_for_status,
-)
-from routeguard.providers import http
-from routeguard.providers.base import Json
+from routeguard.errors import ProviderError, UpstreamBadRequest
+from routeguard.providers import http, wire
+from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported
 from routeguard.providers.parts import parse_arguments, parse_data_url
+from routeguard.providers.wire import token_count
 
 FINISH_REASON_MAP: dict[str, str] = {
     "STOP": "stop",
@@ -54,7 +50,6 @@ TOOL_CHOICE_MODE: dict[str, str] = {"auto": "AUTO", "required": "ANY", "none": "
 # the validator-skip value Google documents for history built outside the model.
 SKIP_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
-_CONTEXT_HINTS = ("input token count", "exceeds the maximum number of tokens", "context window")
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
@@ -274,20 +269,16 @@ def new_call_id() -> str:
 def usage_from_gemini(meta: Any) -> Json:
     """OpenAI ``usage`` from Gemini's ``usageMetadata`` (thinking tokens count as output)."""
     m = meta if isinstance(meta, dict) else {}
-    prompt = _int(m.get("promptTokenCount")) + _int(m.get("toolUsePromptTokenCount"))
-    thoughts = _int(m.get("thoughtsTokenCount"))
-    completion = _int(m.get("candidatesTokenCount")) + thoughts
+    prompt = token_count(m.get("promptTokenCount")) + token_count(m.get("toolUsePromptTokenCount"))
+    thoughts = token_count(m.get("thoughtsTokenCount"))
+    completion = token_count(m.get("candidatesTokenCount")) + thoughts
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": _int(m.get("totalTokenCount")) or prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": _int(m.get("cachedContentTokenCount"))},
+        "total_tokens": token_count(m.get("totalTokenCount")) or prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": token_count(m.get("cachedContentTokenCount"))},
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def _finish(reason: Any, has_calls: bool) -> str:
@@ -357,8 +348,13 @@ def response_from_gemini(data: Json, model: str) -> Json:
 class StreamDecoder:
     """Gemini SSE payloads (whole GenerateContentResponse objects) in, OpenAI chunks out.
 
-    ``feed`` each event's data; ``finish`` once the stream ends, for the usage chunk.
+    ``feed`` each event; ``finish`` once the body ended, for the usage chunk. Gemini sends
+    no end-of-stream event: the stream is ``complete`` when every candidate it started has
+    a finish reason, and is read to the end of the body (usage may come last).
     """
+
+    terminator = "a finishReason"
+    done = False
 
     def __init__(self, model: str) -> None:
         self._model = model
@@ -369,7 +365,12 @@ class StreamDecoder:
         self._finished: set[int] = set()
         self._usage: Any = None
 
-    def feed(self, data: bytes) -> list[Json]:
+    @property
+    def complete(self) -> bool:
+        """Whether every candidate started so far (at least one) has a finish reason."""
+        return bool(self._finished) and not self._started - self._finished
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
         """Translate one streamed response object into chunks."""
         payload = http.decode(data, "gemini stream event")
         if isinstance(payload, list) and payload:
@@ -379,7 +380,7 @@ class StreamDecoder:
         if "error" in payload:
             err = payload["error"]
             code = err.get("code") if isinstance(err, dict) else None
-            raise error_from_body(code if isinstance(code, int) else 500, payload)
+            raise ERRORS.from_body(code if isinstance(code, int) else 500, payload)
         if payload.get("responseId"):
             self._id = payload["responseId"]
         self._model = payload.get("modelVersion") or self._model
@@ -411,10 +412,7 @@ class StreamDecoder:
         return out
 
     def finish(self) -> list[Json]:
-        """The closing usage chunk (none if upstream reported no usage); raises if the
-        stream stopped before every candidate it started had a finish reason."""
-        if not self._finished or self._started - self._finished:
-            raise StreamTruncated("gemini stream ended before a finishReason")
+        """The closing usage chunk (none if upstream reported no usage)."""
         if self._usage is None:
             return []  # no made-up zero usage: the gateway charges from what was sent
         chunk = self._chunk(0, None)
@@ -475,7 +473,7 @@ def embeddings_to_openai(batches: list[Json], request: Json, model: str) -> Json
                 packed = struct.pack(f"<{len(values)}f", *values)
                 vector = base64.b64encode(packed).decode()
             data.append({"object": "embedding", "index": len(data), "embedding": vector})
-        prompt_tokens += _int((batch.get("usageMetadata") or {}).get("promptTokenCount"))
+        prompt_tokens += token_count((batch.get("usageMetadata") or {}).get("promptTokenCount"))
     return {
         "object": "list",
         "data": data,
@@ -487,26 +485,13 @@ def embeddings_to_openai(batches: list[Json], request: Json, model: str) -> Json
 # --------------------------------------------------------------------------- errors
 
 
-def error_from_response(resp: http.HttpResponse) -> ProviderError:
-    """Map a Gemini error response onto a ProviderError."""
-    return error_from_body(resp.status, resp.json(), http.retry_after(resp.headers))
-
-
-def error_from_body(status: int, body: Any, retry_after: float | None = None) -> ProviderError:
-    """Map a Gemini error body (``{"error": {"code", "message", "status"}}``) and status."""
-    if isinstance(body, list) and body:
-        body = body[0]  # the streaming endpoint wraps its error in an array
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict) and err.get("message"):
-        message = str(err["message"])
-    else:
-        message = f"upstream status {status}"
-    if retry_after is None and isinstance(err, dict):
+def _refine(status: int, err: Json, retry_after: float | None) -> tuple[int, float | None]:
+    """Gemini's error details: google.rpc.RetryInfo's wait, and a bad key said as 400."""
+    if retry_after is None:
         retry_after = _retry_delay(err.get("details"))
-    if status == 400 and isinstance(err, dict) and _reason(err.get("details")) == "API_KEY_INVALID":
-        status = 401  # Gemini says 400 for a bad key: the deployment's fault, not the request's
-    ctx = any(h in message.lower() for h in _CONTEXT_HINTS)
-    return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
+    if status == 400 and _reason(err.get("details")) == "API_KEY_INVALID":
+        status = 401  # the deployment's fault, not the request's
+    return status, retry_after
 
 
 def _reason(details: Any) -> str | None:
@@ -529,6 +514,15 @@ def _retry_delay(details: Any) -> float | None:
     return None
 
 
+# Error bodies are ``{"error": {"code", "message", "status", "details"}}``; the streaming
+# endpoint wraps them in an array.
+ERRORS = wire.ErrorFormat(
+    context_hints=("input token count", "exceeds the maximum number of tokens", "context window"),
+    unwrap_list=True,
+    refine=_refine,
+)
+
+
 # --------------------------------------------------------------------------- provider
 
 
@@ -543,66 +537,41 @@ class GeminiProvider:
     """Provider for the Gemini generateContent wire format."""
 
     name = "gemini"
+    capabilities = CAPABILITIES
 
-    async def chat(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> Json:
+    async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
+        refuse_unsupported(self, "chat", request)
         url = f"{deployment.api_base}/v1beta/{model_path(deployment.model)}:generateContent"
-        resp = await http.post_json(url, _headers(deployment), request_to_gemini(request), timeout)
-        if resp.status >= 400:
-            raise error_from_response(resp)
-        data = http.decode(resp.body, "gemini response")
-        if not isinstance(data, dict):
-            raise ProviderError("gemini response: expected a JSON object")
+        body = request_to_gemini(request)
+        data = await wire.post(
+            url, _headers(deployment), body, timeout, errors=ERRORS, what="gemini response"
+        )
         return response_from_gemini(data, deployment.model)
 
-    async def stream(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> AsyncIterator[Json]:
+    def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
-        url = (
-            f"{deployment.api_base}/v1beta/{model_path(deployment.model)}"
-            ":streamGenerateContent?alt=sse"
-        )
-        sse = await http.open_sse(url, _headers(deployment), request_to_gemini(request), timeout)
-        if sse.status >= 400:
-            raise error_from_response(await sse.body())
-        decoder = StreamDecoder(deployment.model)
-        try:
-            async for _event, data in sse.events():
-                for chunk in decoder.feed(data):
-                    yield chunk
-            for chunk in decoder.finish():
-                yield chunk
-        finally:
-            sse.close()
 
-    async def embed(
-        self,
-        request: Json,
-        deployment: Deployment,
-        timeout: float,
-    ) -> Json:
+        def build() -> wire.Exchange:
+            refuse_unsupported(self, "stream", request)
+            url = (
+                f"{deployment.api_base}/v1beta/{model_path(deployment.model)}"
+                ":streamGenerateContent?alt=sse"
+            )
+            return wire.Exchange(url, _headers(deployment), request_to_gemini(request))
+
+        decoder = StreamDecoder(deployment.model)
+        return wire.stream(self.name, build, decoder, timeout, errors=ERRORS)
+
+    async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through ``batchEmbedContents``, in OpenAI's response shape."""
+        refuse_unsupported(self, "embeddings")
         url = f"{deployment.api_base}/v1beta/{model_path(deployment.model)}:batchEmbedContents"
         headers = _headers(deployment)
-        bodies = embed_requests(request, deployment.model)
-        responses = await asyncio.gather(
-            *(http.post_json(url, headers, body, timeout) for body in bodies)
+        batches = await asyncio.gather(
+            *(
+                wire.post(url, headers, body, timeout, errors=ERRORS, what="gemini embeddings")
+                for body in embed_requests(request, deployment.model)
+            )
         )
-        batches: list[Json] = []
-        for resp in responses:
-            if resp.status >= 400:
-                raise error_from_response(resp)
-            data = http.decode(resp.body, "gemini embeddings")
-            if not isinstance(data, dict):
-                raise ProviderError("gemini embeddings: expected a JSON object")
-            batches.append(data)
-        return embeddings_to_openai(batches, request, deployment.model)
+        return embeddings_to_openai(list(batches), request, deployment.model)

@@ -7,14 +7,15 @@ name, ask for usage on streams (cost needs it), and map error bodies onto Provid
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from routeguard.config import Deployment
-from routeguard.errors import ProviderError, StreamTruncated, error_for_status
-from routeguard.providers import http
-from routeguard.providers.base import Json
+from routeguard.providers import http, wire
+from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported
 
-_CONTEXT_HINTS = ("context_length_exceeded", "maximum context length", "context window")
+ERRORS = wire.ErrorFormat(
+    context_hints=("context_length_exceeded", "maximum context length", "context window"),
+    context_codes=frozenset({"context_length_exceeded"}),
+)
 
 
 def _headers(dep: Deployment) -> dict[str, str]:
@@ -24,83 +25,87 @@ def _headers(dep: Deployment) -> dict[str, str]:
     return h
 
 
-def error_from_response(resp: http.HttpResponse) -> ProviderError:
-    """Map an OpenAI-style error response onto a ProviderError."""
-    return error_from_body(resp.status, resp.json(), http.retry_after(resp.headers))
+class ChunkDecoder:
+    """OpenAI SSE events in, the same chunks out: ``[DONE]`` ends the stream, and an
+    ``{"error": ...}`` event raises its ProviderError."""
 
+    terminator = "[DONE]"
 
-def error_from_body(status: int, body: Any, retry_after: float | None = None) -> ProviderError:
-    """Map an OpenAI error body (``{"error": {"message", "type", "code"}}``) and status."""
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        message = str(err.get("message") or f"upstream status {status}")
-        code = str(err.get("code") or "")
-    else:
-        message, code = f"upstream status {status}", ""
-    ctx = code == "context_length_exceeded" or any(h in message.lower() for h in _CONTEXT_HINTS)
-    return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
+    def __init__(self) -> None:
+        self.done = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``[DONE]`` arrived."""
+        return self.done
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
+        """The event's chunk (none for ``[DONE]``)."""
+        if data == b"[DONE]":
+            self.done = True
+            return []
+        chunk = http.decode(data, "stream chunk")
+        if isinstance(chunk, dict) and "error" in chunk:
+            err = chunk["error"]
+            status = err.get("status") if isinstance(err, dict) else None
+            raise ERRORS.from_body(status if isinstance(status, int) else 500, chunk)
+        return [chunk]
+
+    def finish(self) -> list[Json]:
+        """Nothing: the usage chunk came before ``[DONE]``."""
+        return []
 
 
 class OpenAIProvider:
     """Provider for the OpenAI wire format."""
 
     name = "openai"
+    capabilities = CAPABILITIES
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
+        refuse_unsupported(self, "chat", request)
         body = {**request, "model": deployment.model}
         body.pop("stream", None)
         body.pop("stream_options", None)
-        resp = await http.post_json(
-            f"{deployment.api_base}/chat/completions", _headers(deployment), body, timeout
+        url = f"{deployment.api_base}/chat/completions"
+        return await wire.post(
+            url,
+            _headers(deployment),
+            body,
+            timeout,
+            errors=ERRORS,
+            what="chat completion",
+            require=("choices", list),
         )
-        if resp.status >= 400:
-            raise error_from_response(resp)
-        data = http.decode(resp.body, "chat completion")
-        if not isinstance(data, dict) or "choices" not in data:
-            raise ProviderError("chat completion: upstream response has no 'choices'")
-        return data
 
-    async def stream(
-        self, request: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
+    def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
-        body = {
-            **request,
-            "model": deployment.model,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        sse = await http.open_sse(
-            f"{deployment.api_base}/chat/completions", _headers(deployment), body, timeout
-        )
-        if sse.status >= 400:
-            raise error_from_response(await sse.body())
-        try:
-            async for _event, data in sse.events():
-                if data == b"[DONE]":
-                    return
-                chunk = http.decode(data, "stream chunk")
-                if isinstance(chunk, dict) and "error" in chunk:
-                    status = (
-                        chunk["error"].get("status") if isinstance(chunk["error"], dict) else None
-                    )
-                    raise error_from_body(status if isinstance(status, int) else 500, chunk)
-                yield chunk
-            # The body ended without [DONE]: what came may be any prefix of the answer.
-            raise StreamTruncated("openai stream ended before [DONE]")
-        finally:
-            sse.close()
+
+        def build() -> wire.Exchange:
+            refuse_unsupported(self, "stream", request)
+            body = {
+                **request,
+                "model": deployment.model,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            url = f"{deployment.api_base}/chat/completions"
+            return wire.Exchange(url, _headers(deployment), body)
+
+        return wire.stream(self.name, build, ChunkDecoder(), timeout, errors=ERRORS)
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through ``/embeddings``."""
+        refuse_unsupported(self, "embeddings")
         body = {**request, "model": deployment.model}
-        resp = await http.post_json(
-            f"{deployment.api_base}/embeddings", _headers(deployment), body, timeout
+        url = f"{deployment.api_base}/embeddings"
+        return await wire.post(
+            url,
+            _headers(deployment),
+            body,
+            timeout,
+            errors=ERRORS,
+            what="embeddings",
+            require=("data", list),
         )
-        if resp.status >= 400:
-            raise error_from_response(resp)
-        data = http.decode(resp.body, "embeddings")
-        if not isinstance(data, dict) or "data" not in data:
-            raise ProviderError("embeddings: upstream response has no 'data'")
-        return data

@@ -25,6 +25,7 @@ from routeguard.providers.anthropic import (
     TOOL_CHOICE_FROM_ANTHROPIC,
 )
 from routeguard.providers.base import Json
+from routeguard.providers.wire import token_count
 from routeguard.schema import MAX_TOKENS
 
 _encode = msgspec.json.Encoder().encode
@@ -306,18 +307,14 @@ def usage_to_anthropic(usage: Any) -> Json:
     """Anthropic ``usage`` from OpenAI's (whose prompt_tokens include cached tokens)."""
     u = usage if isinstance(usage, dict) else {}
     details = u.get("prompt_tokens_details") or {}
-    read = _int(details.get("cached_tokens"))
-    written = _int(details.get("cache_creation_tokens"))
+    read = token_count(details.get("cached_tokens"))
+    written = token_count(details.get("cache_creation_tokens"))
     return {
-        "input_tokens": max(0, _int(u.get("prompt_tokens")) - read - written),
-        "output_tokens": _int(u.get("completion_tokens")),
+        "input_tokens": max(0, token_count(u.get("prompt_tokens")) - read - written),
+        "output_tokens": token_count(u.get("completion_tokens")),
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": read,
     }
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def stop_reason(finish_reason: Any, has_tool_calls: bool) -> str:
