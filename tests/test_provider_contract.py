@@ -385,6 +385,16 @@ async def test_streamed_tool_call(mock: MockServer, kind: str) -> None:
 # --------------------------------------------------------------------------- embeddings
 
 
+def _embed_config(mock: MockServer, kind: str) -> dict[str, Any]:
+    """A gateway with one ``kind`` embeddings model ``e`` and a budget account ``team``."""
+    return {
+        "model_list": [{"model_name": "e", "type": kind, "model": "text-embedding-004",
+                        "api_base": _dep(mock, kind).api_base, "api_key": "k",
+                        "input_cost_per_mtok": 1000.0}],
+        "budgets": [{"name": "team", "limit": 10.0}],
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", having("embeddings"))
 @pytest.mark.parametrize("fmt", ["float", "base64"])
 async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
@@ -399,7 +409,11 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
     assert out["data"][0]["embedding"] == out["data"][1]["embedding"]
     assert out["data"][0]["embedding"] != out["data"][2]["embedding"]
     if fmt == "float":  # the SDK's model types the decoded list; base64 is decoded client-side
-        CreateEmbeddingResponse.model_validate(out)
+        gw = Gateway.from_config(_embed_config(mock, kind))
+        try:  # what clients read: the gateway reports usage where the upstream gave none
+            CreateEmbeddingResponse.model_validate(await gw.embeddings({**request, "model": "e"}))
+        finally:
+            await gw.aclose()
         assert len(out["data"][0]["embedding"]) == 768
     else:
         floats = await get_provider(kind).embed({**request, "encoding_format": "float"}, dep, 10.0)
@@ -408,30 +422,20 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
         assert decoded == pytest.approx(floats["data"][2]["embedding"])
 
 
-# Gemini's batchEmbedContents reports no usage (its response has only "embeddings"): the
-# adapter answers prompt_tokens 0, so the gateway's "not reported: charge an estimate" branch
-# never runs and Gemini embeddings cost nothing in the budget. Fixing it needs the gateway to
-# fill an estimate into the answer (gateway.py belongs to issue #16 item 2).
-_NO_EMBED_USAGE = {"gemini"}
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            id=k,
-            marks=pytest.mark.xfail(strict=True, reason="no embeddings usage upstream, 0 made up")
-            if k in _NO_EMBED_USAGE
-            else (),
-        )
-        for k in (p.values[0] for p in having("embeddings"))
-    ],
-)
+@pytest.mark.parametrize("kind", having("embeddings"))
 async def test_embeddings_usage_is_reported_not_made_up(mock: MockServer, kind: str) -> None:
     out = await get_provider(kind).embed({"input": ["the cat sat"]}, _dep(mock, kind), 10.0)
     usage = out.get("usage") or {}
     assert usage.get("prompt_tokens", 1) > 0  # absent (the gateway estimates) or real
+    # Through the gateway the answer always carries usage, and a budget is charged for it.
+    gw = Gateway.from_config(_embed_config(mock, kind))
+    try:
+        answer = await gw.embeddings({"model": "e", "input": ["the cat sat"]}, accounts=["team"])
+        assert answer["usage"]["prompt_tokens"] > 0
+        assert gw.budget is not None
+        assert await gw.budget.backend.spent("team") > 0  # micro-dollars charged
+    finally:
+        await gw.aclose()
 
 
 # --------------------------------------------------------------------------- vision, json_mode

@@ -478,7 +478,13 @@ def test_embeddings_response_floats_and_base64() -> None:
         {"embeddings": [{"values": [1.0, 0.0]}]},
     ]
     out = embeddings_to_openai(batches, {"input": ["a", "b", "c"]}, "gemini-embedding-001")
-    CreateEmbeddingResponse.model_validate(out)
+    assert "usage" not in out  # none reported: left to the gateway's estimate, never a 0
+    CreateEmbeddingResponse.model_validate(
+        {**out, "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+    )
+    counted = [{**b, "usageMetadata": {"promptTokenCount": 2}} for b in batches]
+    usage = embeddings_to_openai(counted, {"input": ["a", "b", "c"]}, "m")["usage"]
+    assert usage == {"prompt_tokens": 4, "total_tokens": 4}
     assert [(d["index"], d["embedding"]) for d in out["data"]] == [
         (0, [0.5, -1.0]),
         (1, [0.25, 2.0]),

@@ -540,9 +540,11 @@ class Gateway:
                 raise self._scope_error(exc, alias, key) from exc
             raise
         usage = usage_of(out.value.get("usage"))
-        if "prompt_tokens" not in usage:  # not reported: charge the typical count
+        if "prompt_tokens" not in usage:  # not reported: charge (and report) the typical count
             dep = out.deployment
-            usage["prompt_tokens"] = size.typical(dep.provider, dep.model)
+            usage["prompt_tokens"] = usage["total_tokens"] = size.typical(dep.provider, dep.model)
+            out.value["usage"] = {"prompt_tokens": usage["prompt_tokens"],
+                                  "total_tokens": usage["total_tokens"]}  # fmt: skip
         if hold is not None and self.budget is not None:
             await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("prompt_tokens", 0))

@@ -459,7 +459,7 @@ def embeddings_to_openai(batches: list[Json], request: Json, model: str) -> Json
     """OpenAI's embeddings response from the ``batchEmbedContents`` answers, in input order."""
     as_base64 = request.get("encoding_format") == "base64"
     data: list[Json] = []
-    prompt_tokens = 0
+    prompt_tokens, reported = 0, False
     for batch in batches:
         embeddings = batch.get("embeddings")
         if not isinstance(embeddings, list):
@@ -473,13 +473,14 @@ def embeddings_to_openai(batches: list[Json], request: Json, model: str) -> Json
                 packed = struct.pack(f"<{len(values)}f", *values)
                 vector = base64.b64encode(packed).decode()
             data.append({"object": "embedding", "index": len(data), "embedding": vector})
-        prompt_tokens += token_count((batch.get("usageMetadata") or {}).get("promptTokenCount"))
-    return {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
+        meta = batch.get("usageMetadata")
+        if isinstance(meta, dict) and "promptTokenCount" in meta:
+            reported = True
+            prompt_tokens += token_count(meta["promptTokenCount"])
+    out: Json = {"object": "list", "data": data, "model": model}
+    if reported:  # batchEmbedContents usually reports none: the gateway then estimates
+        out["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return out
 
 
 # --------------------------------------------------------------------------- errors
