@@ -64,7 +64,8 @@ def llmrouter_family(prompt: str) -> str:
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: str.splitlines also breaks at U+2028 inside JSON strings
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise RouteguardError(f"cannot read outcomes file {path}: {exc.strerror}") from None
     return [json.loads(line) for line in lines if line.strip()]
