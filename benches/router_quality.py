@@ -296,9 +296,9 @@ def compare(data: Outcomes, vectors: F64, train_mask: npt.NDArray[np.bool_]) -> 
     """5-fold CV of the candidate models on the training side (random and subject folds)."""
     d = data.subset(train_mask)
     v = vectors[train_mask]
-    from routeguard.routing.features import lexical_features
+    from routeguard.routing.features import FEATURE_NAMES, lexical_features
 
-    lex = lexical_features(d.prompts)
+    lex = lexical_features(d.prompts)[:, : len(FEATURE_NAMES)]
     worse = (d.strong > d.cheap).astype(np.float64)
     gain = d.strong - d.cheap
 
@@ -489,7 +489,7 @@ def variants(data: Outcomes, vectors: F64) -> None:
     oof = [p for e, h in sets for p in e + h]
     oof_v = np.asarray(emb.embed(oof), dtype=np.float64)
     stems = [mmlu_stem(p) for p in data.prompts]
-    full_lex = lexical_features(data.prompts)
+    full_lex = lexical_features(data.prompts)[:, : len(FEATURE_NAMES)]
     prior = full_lex.mean(axis=0)
     every = list(range(len(FEATURE_NAMES)))
 
@@ -515,8 +515,8 @@ def variants(data: Outcomes, vectors: F64) -> None:
     print(f"  {'candidate':<34} x-subj  5-fold  random | maths  chat  code traffic | IQR mmlu  oof")
     for name, texts, vecs, cols, smooth in candidates:
         v = vecs() if callable(vecs) else vecs
-        lex = lexical_features(texts)
-        lex_oof = lexical_features(oof)
+        lex = lexical_features(texts)[:, : len(FEATURE_NAMES)]
+        lex_oof = lexical_features(oof)[:, : len(FEATURE_NAMES)]
         if smooth:
             lex, lex_oof = _smoothed(lex, prior), _smoothed(lex_oof, prior)
 

@@ -38,7 +38,12 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.errors import RouteguardError
-from routeguard.routing.features import FEATURE_NAMES, lexical_features, lexical_row
+from routeguard.routing.features import (
+    ALL_FEATURES,
+    FEATURE_NAMES,
+    lexical_features,
+    lexical_row,
+)
 from routeguard.routing.outcomes import Outcomes
 from routeguard.routing.semantic import TextEmbedder
 
@@ -66,11 +71,19 @@ class LearnedRouter:
     reference: F64  # quantiles 0..1 of the training prompts' scores
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: TextEmbedder | None = None  # embeds prompts given without vectors
+    features: tuple[str, ...] = FEATURE_NAMES  # the feature columns the model reads
 
     def __post_init__(self) -> None:
-        k = len(FEATURE_NAMES)
+        k = len(self.features)
         if self.weights.ndim != 2 or self.weights.shape[0] != 2 or self.weights.shape[1] <= k:
             raise RouteguardError(f"learned router: bad weight shape {self.weights.shape}")
+        unknown = [f for f in self.features if f not in ALL_FEATURES]
+        if unknown:
+            raise RouteguardError(
+                f"learned router: unknown features {unknown}: this version computes "
+                f"{list(ALL_FEATURES)}; retrain the model with `routeguard router train`"
+            )
+        self._cols = np.array([ALL_FEATURES.index(f) for f in self.features], dtype=np.intp)
         # float32 copies for the one-prompt path: the embedding arrives as float32.
         self._w_emb = np.ascontiguousarray(self.weights[:, : self.dim], dtype=np.float32)
         self._w_lex = self.weights[:, self.dim :]
@@ -78,10 +91,10 @@ class LearnedRouter:
     @property
     def dim(self) -> int:
         """The embedding dimension the model expects."""
-        return int(self.weights.shape[1]) - len(FEATURE_NAMES)
+        return int(self.weights.shape[1]) - len(self.features)
 
     def _lexical(self, raw: F64) -> F64:
-        z = (raw - self.lex_mean) / self.lex_scale
+        z = (raw[..., self._cols] - self.lex_mean) / self.lex_scale
         out: F64 = np.clip(z, self.lex_lo, self.lex_hi)
         return out
 
@@ -148,7 +161,7 @@ class LearnedRouter:
 
     def save(self, path: str | Path) -> None:
         """Write the model as one ``.npz`` file."""
-        meta = {**self.meta, "format": FORMAT, "features": list(FEATURE_NAMES), "dim": self.dim}
+        meta = {**self.meta, "format": FORMAT, "features": list(self.features), "dim": self.dim}
         with open(path, "wb") as fh:
             np.savez_compressed(
                 fh,
@@ -177,7 +190,8 @@ class LearnedRouter:
                     f"{path}: not a routeguard router model (format {meta.get('format')!r}, "
                     f"expected {FORMAT!r})"
                 )
-            if list(meta.get("features", [])) != list(FEATURE_NAMES):
+            features = tuple(meta.get("features", []))
+            if not set(features) <= set(ALL_FEATURES):
                 raise RouteguardError(
                     f"{path}: trained with lexical features {meta.get('features')}, this "
                     "version computes others: retrain it with `routeguard router train`"
@@ -192,6 +206,7 @@ class LearnedRouter:
                 reference=arrays["reference"].astype(np.float64),
                 meta=meta,
                 embedder=embedder,
+                features=features,
             )
         except KeyError as exc:
             raise RouteguardError(f"{path}: router model lacks {exc}") from None
@@ -202,21 +217,25 @@ def _sigmoid(z: F64) -> F64:
     return out
 
 
-def fit_logistic(x: F64, y: F64, l2: float, iterations: int = 50) -> tuple[F64, float]:
+def fit_logistic(
+    x: F64, y: F64, l2: float, iterations: int = 50, sample_weight: F64 | None = None
+) -> tuple[F64, float]:
     """L2-penalised logistic regression by Newton's method: ``(weights, bias)``.
 
-    The bias gets a tiny penalty too, so a label that never occurs yields a large negative
-    bias instead of diverging.
+    ``y`` may be soft (in ``[0, 1]``); ``sample_weight`` (mean 1 keeps ``l2``'s meaning)
+    weighs each row's log-loss. The bias gets a tiny penalty too, so a label that never
+    occurs yields a large negative bias instead of diverging.
     """
     n, d = x.shape
+    sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     xb = np.hstack([x, np.ones((n, 1))])
     penalty = np.full(d + 1, l2)
     penalty[-1] = 1e-3
     beta = np.zeros(d + 1)
     for _ in range(iterations):
         p = _sigmoid(xb @ beta)
-        grad = xb.T @ (p - y) + penalty * beta
-        hess = (xb * (p * (1.0 - p))[:, None]).T @ xb
+        grad = xb.T @ (sw * (p - y)) + penalty * beta
+        hess = (xb * (sw * p * (1.0 - p))[:, None]).T @ xb
         hess[np.diag_indices_from(hess)] += penalty
         step = np.linalg.solve(hess, grad)
         beta -= step
@@ -232,27 +251,36 @@ def train(
     l2: float = DEFAULT_L2,
     embedder: str = EMBEDDER,
     notes: dict[str, Any] | None = None,
+    features: Sequence[str] = FEATURE_NAMES,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> LearnedRouter:
-    """Fit both heads on ``outcomes`` whose prompts embed to ``vectors`` (one row each)."""
+    """Fit both heads on ``outcomes`` whose prompts embed to ``vectors`` (one row each), on
+    the soft labels where the outcomes carry them, reading the ``features`` columns."""
     v = np.asarray(vectors, dtype=np.float64)
     n = len(outcomes)
     if v.ndim != 2 or v.shape[0] != n:
         raise RouteguardError(f"train: expected {n} vectors, got shape {v.shape}")
-    worse = outcomes.cheap_worse
-    better = (outcomes.cheap > outcomes.strong).astype(np.float64)
+    worse = outcomes.worse_target
+    better = outcomes.better_target
     if n < _MIN_OUTCOMES or worse.sum() == 0:
         raise RouteguardError(
             f"train: need at least {_MIN_OUTCOMES} outcomes, some where the strong model did "
             f"better (got {n} outcomes, {int(worse.sum())} where it did)"
         )
-    raw = lexical_features(outcomes.prompts)
+    names = tuple(features)
+    cols = [ALL_FEATURES.index(f) for f in names]
+    raw = lexical_features(outcomes.prompts)[:, cols]
     mean = raw.mean(axis=0)
     scale = raw.std(axis=0)
     scale[scale < 1e-9] = 1.0  # a constant feature stays 0 and gets no weight
     z = (raw - mean) / scale
     x = np.hstack([v, z])
-    w0, b0 = fit_logistic(x, worse, l2)
-    w1, b1 = fit_logistic(x, better, l2)
+    sw = None
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        sw = sw * (n / sw.sum())
+    w0, b0 = fit_logistic(x, worse, l2, sample_weight=sw)
+    w1, b1 = fit_logistic(x, better, l2, sample_weight=sw)
     model = LearnedRouter(
         weights=np.vstack([w0, w1]),
         bias=np.array([b0, b1]),
@@ -269,6 +297,7 @@ def train(
             "share_better": float(better.mean()),
             **(notes or {}),
         },
+        features=names,
     )
     scores = model.score(outcomes.prompts, v)
     model.reference = np.quantile(scores, np.linspace(0.0, 1.0, _REFERENCE_POINTS))
@@ -285,7 +314,8 @@ def default_model_path() -> Path:
 
 
 def default_model() -> LearnedRouter:
-    """The shipped router, trained on RouteLLM's MMLU outcomes (loaded once, shared)."""
+    """The shipped router (loaded once, shared); trained on RouteLLM's MMLU, AlpacaEval and
+    llmrouter outcomes by ``benches/router_families.py --write-default``."""
     global _default
     if _default is None:
         with _default_lock:

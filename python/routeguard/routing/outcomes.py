@@ -12,7 +12,9 @@ others, a proxy for prompts of a kind the router never saw).
 
 JSON lines accept ``{"prompt", "cheap_ok", "strong_ok"}`` (booleans) or
 ``{"prompt", "cheap_score", "strong_score"}`` (numbers, any scale the two share), plus an
-optional ``"group"``.
+optional ``"group"``. Sets judged over many models (:mod:`routeguard.routing.datasets`) also
+carry soft labels, ``worse``/``better``: the share of cheaper models that did worse (better)
+than the strong one on the prompt, which the trainer uses instead of the one pair's 0/1.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ class Outcomes:
     cheap: F64
     strong: F64
     groups: list[str]
+    worse: F64 | None = None  # soft labels in [0, 1]; None = the pair's own 0/1
+    better: F64 | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
         if not (len(self.cheap) == len(self.strong) == len(self.groups) == n):
             raise ValueError("prompts, cheap, strong and groups must have the same length")
+        for soft in (self.worse, self.better):
+            if soft is not None and len(soft) != n:
+                raise ValueError("soft labels must have one value per prompt")
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -60,6 +67,18 @@ class Outcomes:
         the learned router predicts the probability of."""
         return (self.strong > self.cheap).astype(np.float64)
 
+    @property
+    def worse_target(self) -> F64:
+        """The trainer's target for P(cheap worse): the soft label, else :attr:`cheap_worse`."""
+        return self.cheap_worse if self.worse is None else self.worse
+
+    @property
+    def better_target(self) -> F64:
+        """The trainer's target for P(cheap better): the soft label, else the pair's 0/1."""
+        if self.better is None:
+            return (self.cheap > self.strong).astype(np.float64)
+        return self.better
+
     def subset(self, mask: Mask | npt.NDArray[np.intp]) -> Outcomes:
         """The rows a boolean mask (or an index array) selects."""
         idx = np.flatnonzero(mask) if mask.dtype == np.bool_ else mask
@@ -68,6 +87,24 @@ class Outcomes:
             cheap=self.cheap[idx],
             strong=self.strong[idx],
             groups=[self.groups[i] for i in idx],
+            worse=None if self.worse is None else self.worse[idx],
+            better=None if self.better is None else self.better[idx],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Outcomes]) -> Outcomes:
+        """One set of the rows of ``parts`` in order (soft labels where a part has none are
+        its pair's 0/1)."""
+        if not parts:
+            raise ValueError("concat needs at least one part")
+        soft = any(p.worse is not None or p.better is not None for p in parts)
+        return cls(
+            prompts=[t for p in parts for t in p.prompts],
+            cheap=np.concatenate([p.cheap for p in parts]),
+            strong=np.concatenate([p.strong for p in parts]),
+            groups=[g for p in parts for g in p.groups],
+            worse=np.concatenate([p.worse_target for p in parts]) if soft else None,
+            better=np.concatenate([p.better_target for p in parts]) if soft else None,
         )
 
     @classmethod
