@@ -8,7 +8,7 @@ splits live in :mod:`~routeguard.routing.outcomes`, the paper's metrics in
 :mod:`~routeguard.routing.metrics`, the command line in :mod:`~routeguard.routing.cli`.
 
 ``default_router().score(prompts)`` scores prompts with the shipped model (trained on
-RouteLLM's MMLU, AlpacaEval and llmrouter outcomes): higher = more in need of the strong model.
+RouteLLM's MMLU outcomes): higher = more in need of the strong model.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@
   prompts embedded with the default MiniLM -> :func:`routeguard.routing.learned.train` -> the
   ``.npz`` to name in a route's ``model``. ``--holdout F`` keeps a hashed share of prompts out of
   training and reports the model's quality on them; ``--exclude-group`` leaves a group out
-  (the shipped model is trained across three data sets by ``benches/router_families.py``).
-- ``eval OUTCOMES``: APGR / CPT(50%) / CPT(80%) of a model on outcome data (by default on a
-  20% hash holdout; the shipped model trained on every MMLU prompt, so its held-out figures
-  come from ``benches/router_families.py``) beside random and the longer-prompt rule.
+  (the shipped model: ``--holdout 0.2 --exclude-group high_school_mathematics`` on RouteLLM's
+  MMLU directory).
+- ``eval OUTCOMES``: APGR / CPT(50%) / CPT(80%) of a model on outcome data (by default on the
+  20% hash holdout the shipped model never saw) beside random and the longer-prompt rule.
 - ``calibrate``: prompts of a sample of traffic on stdin -> the threshold for a strong-call
   share or a cost ceiling, to put in the route config.
 

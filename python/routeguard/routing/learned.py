@@ -314,8 +314,7 @@ def default_model_path() -> Path:
 
 
 def default_model() -> LearnedRouter:
-    """The shipped router (loaded once, shared); trained on RouteLLM's MMLU, AlpacaEval and
-    llmrouter outcomes by ``benches/router_families.py --write-default``."""
+    """The shipped router, trained on RouteLLM's MMLU outcomes (loaded once, shared)."""
     global _default
     if _default is None:
         with _default_lock:
