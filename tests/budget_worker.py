@@ -17,7 +17,7 @@ import redis.asyncio
 
 from routeguard import BudgetExceeded
 from routeguard.budget import RedisBudget
-from routeguard.budget.redis_url import cluster_target
+from routeguard.redis_url import cluster_target
 
 
 def _gate_client(url: str) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:

@@ -24,7 +24,7 @@ from conftest import RedisProcess
 from routeguard.budget.keys import KeyStore
 from routeguard.budget.redis_keys import KeyStoreUnavailable
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

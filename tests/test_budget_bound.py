@@ -16,8 +16,9 @@ from embedders import WordsEmbedder
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeyRecord, KeySpec
 from routeguard.errors import BudgetExceeded
-from routeguard.gateway import ChatResult, Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.result import ChatResult
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ import aiohttp
 import pytest
 
 from ports import free_port
-from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
+from routeguard.budget.accounts import Accounts, usd_to_micros
 from routeguard.budget.redis import RedisBudget
+from routeguard.config.budgets import BudgetAccountConfig
 from routeguard.gateway import HOLD_MARGIN_S
 
 IN_PRICE, OUT_PRICE = 1000.0, 2000.0  # $ per million tokens: large, so costs are visible

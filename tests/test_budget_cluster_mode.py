@@ -37,10 +37,11 @@ from routeguard.budget import RedisBudget
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.budget.redis_keys import KeyStoreUnavailable, RedisKeyStore
-from routeguard.budget.redis_url import cluster_target, slot, url_problem
 from routeguard.errors import ConfigError
-from routeguard.gateway import ChatResult, Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.redis_url import cluster_target, slot, url_problem
+from routeguard.result import ChatResult
 from waiting import assert_revoked, eventually
 
 WORKER = Path(__file__).with_name("budget_worker.py")

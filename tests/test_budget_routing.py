@@ -12,7 +12,7 @@ from embedders import WordsEmbedder
 from routeguard import config
 from routeguard.errors import ConfigError, RouteguardError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from routeguard.cache import verify
 from routeguard.cache.semantic import SemanticCache
 from routeguard.embed import MiniLMEmbedder
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 BIG = 3_000_000  # characters
 WORDS = ("the", "cache", "reads", "a", "prompt", "once", "and", "keeps", "every", "answer")

@@ -18,7 +18,7 @@ from routeguard.cache.semantic import SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.embed import MiniLMEmbedder
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 SWAPS = [
     ("how many legs does a spider have", "how many eyes does a spider have"),  # attribute

@@ -17,7 +17,7 @@ from routeguard.budget.keys import KeyRecord, KeySpec
 from routeguard.cache.keys import request_namespace
 from routeguard.cache.redis_store import RedisStore
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.auth import Principal
 from routeguard.server.thread import ServerThread

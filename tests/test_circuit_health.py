@@ -29,7 +29,7 @@ from routeguard.errors import (
 )
 from routeguard.fallback import Fallback
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.routing.balance import Balancer
 
 MSG = [{"role": "user", "content": "tell me something"}]

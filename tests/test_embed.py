@@ -40,9 +40,9 @@ from routeguard.embed import (
 )
 from routeguard.embed.blas import single_threaded
 from routeguard.errors import RouteguardError, UpstreamAuthError, UpstreamRateLimited
+from routeguard.mock import BAD_KEY, MockServer
+from routeguard.mock.answers import embedding as mock_embedding
 from routeguard.providers import http
-from routeguard.providers.mock import BAD_KEY, MockServer
-from routeguard.providers.mock.answers import embedding as mock_embedding
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
 SENTENCES: list[str] = REFERENCE["sentences"]

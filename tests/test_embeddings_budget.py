@@ -14,7 +14,7 @@ from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import BudgetExceeded
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

@@ -14,7 +14,7 @@ from routeguard.enforce import PolicyEngine
 from routeguard.enforce.proxy import ResponseEnforcer, ToolCallsRefused
 from routeguard.errors import ConfigError, EnforcementError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 POLICY = """
 rules:

@@ -10,7 +10,7 @@ import pytest
 
 import routeguard
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 
 @pytest.fixture(scope="module")

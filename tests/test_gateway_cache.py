@@ -11,7 +11,7 @@ import pytest
 
 from embedders import WordsEmbedder
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

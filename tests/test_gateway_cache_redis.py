@@ -28,7 +28,7 @@ from routeguard.cache.redis_store import RedisStore
 from routeguard.config import load
 from routeguard.errors import ConfigError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

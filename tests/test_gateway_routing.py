@@ -13,7 +13,7 @@ from embedders import WordsEmbedder
 from routeguard import config
 from routeguard.errors import ConfigError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

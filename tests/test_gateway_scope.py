@@ -16,7 +16,7 @@ from embedders import WideWordsEmbedder, WordsEmbedder
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import AllAttemptsFailed, AuthenticationError, RouteguardError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

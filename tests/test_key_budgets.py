@@ -15,8 +15,9 @@ import pytest
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import BudgetExceeded, InvalidRequest, RateLimited
-from routeguard.gateway import ChatResult, Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.result import ChatResult
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

@@ -21,9 +21,9 @@ import openai
 import pytest
 
 from ports import free_port
-from routeguard.providers.mock import MockServer, create_mock_app, serve_mock
-from routeguard.providers.mock.answers import count_tokens
-from routeguard.providers.mock.behaviour import Behaviour, FlakyCounters, behaviour_for
+from routeguard.mock import MockServer, create_mock_app, serve_mock
+from routeguard.mock.answers import count_tokens
+from routeguard.mock.behaviour import Behaviour, FlakyCounters, behaviour_for
 
 WEATHER_TOOL = {
     "name": "get_weather",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 
 POLICY = """
 rules:

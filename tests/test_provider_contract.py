@@ -40,9 +40,9 @@ from routeguard.errors import (
     UpstreamServerError,
 )
 from routeguard.gateway import Gateway
+from routeguard.mock import BAD_KEY, MockServer
 from routeguard.providers import get_provider, http
 from routeguard.providers.base import CAPABILITIES
-from routeguard.providers.mock import BAD_KEY, MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

@@ -13,8 +13,8 @@ import pytest
 
 from routeguard.config import Deployment, Secret
 from routeguard.errors import ContextWindowExceeded, UpstreamServerError
+from routeguard.mock import MockServer
 from routeguard.providers import get_provider, http
-from routeguard.providers.mock import MockServer
 
 KEY = "sk-live-test-key"
 HELLO = {

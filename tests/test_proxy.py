@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

@@ -15,7 +15,7 @@ from embedders import WideWordsEmbedder
 from routeguard.config import ConfigError, load
 from routeguard.errors import RequestTooLarge
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

@@ -13,7 +13,7 @@ from routeguard import config
 from routeguard._native import core
 from routeguard.errors import RouteguardError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.routing.rules import Rule, RuleInput, Rules
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from routeguard.config import load
 from routeguard.errors import ConfigError
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

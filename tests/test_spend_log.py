@@ -11,7 +11,7 @@ from routeguard.budget.keys import KeySpec
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from waiting import eventually
 
 ACCOUNTS: list[dict[str, Any]] = [

@@ -25,9 +25,9 @@ from routeguard import scrub
 from routeguard.config import Secret
 from routeguard.errors import UpstreamAuthError, UpstreamBadRequest
 from routeguard.gateway import Gateway
+from routeguard.mock import BAD_KEY, MockServer
 from routeguard.providers import gemini
 from routeguard.providers import openai as openai_provider
-from routeguard.providers.mock import BAD_KEY, MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

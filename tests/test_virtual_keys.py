@@ -17,7 +17,7 @@ import pytest
 
 from routeguard.budget.keys import KeySpec, KeyStore
 from routeguard.gateway import Gateway
-from routeguard.providers.mock import MockServer
+from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 

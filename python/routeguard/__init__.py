@@ -20,12 +20,14 @@ from routeguard.errors import (
     RouteguardError,
 )
 from routeguard.gateway import Gateway
+from routeguard.result import ChatResult
 
 __all__ = [
     "AllAttemptsFailed",
     "AuthenticationError",
     "BudgetExceeded",
     "BudgetUnavailable",
+    "ChatResult",
     "ConfigError",
     "Gateway",
     "InvalidRequest",

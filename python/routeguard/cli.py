@@ -203,7 +203,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _mock_upstream(host: str, port: int, ttft: float, tokens_per_s: float | None) -> int:
-    from routeguard.providers.mock import serve_mock
+    from routeguard.mock import serve_mock
 
     print(f"simulated upstream on http://{host}:{port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -224,7 +224,7 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
         source: object = path
     else:
         if not has_provider_keys():
-            from routeguard.providers.mock import MockServer
+            from routeguard.mock import MockServer
 
             mock = MockServer()
             mock.__enter__()
@@ -271,7 +271,7 @@ def _workers_problem(cfg: config_mod.Config, workers: int) -> str | None:
     if workers <= 1:
         return None
     admin = cfg.server.master_key is not None or cfg.server.database is not None
-    if cfg.budget.backend == "memory" and (cfg.accounts is not None or admin):
+    if cfg.budget.backend == "memory" and (cfg.accounts or admin):
         return (
             f"--workers {workers} with in-memory budgets would let each worker spend the whole "
             "limit: set budget_settings.backend: redis (and redis_url), or run one worker"

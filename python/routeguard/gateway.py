@@ -18,7 +18,6 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from routeguard.fallback import Fallback
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider
 from routeguard.relay import Closing, Relay, aclose, usage_of
+from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
 from routeguard.schema import validate_chat, validate_embeddings
@@ -54,38 +54,6 @@ log = logging.getLogger("routeguard")
 
 # How long a budget hold outlives its request's deadline: time to settle once the answer is in.
 HOLD_MARGIN_S = 5.0
-
-
-@dataclass(slots=True)
-class ChatResult:
-    """A served request: the response (or stream) and how it was obtained."""
-
-    alias: str
-    deployment: Deployment
-    attempts: int
-    upstream_s: float
-    started: float
-    response: Json | None = None
-    stream: AsyncIterator[Json] | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
-    cache_score: float | None = None
-    route: str | None = None  # why the router chose the served alias (routed routes only)
-
-    @property
-    def cost(self) -> float:
-        """Dollar cost from the usage seen so far (complete once a stream is drained);
-        a cache hit costs nothing."""
-        if self.cache == "hit":
-            return 0.0
-        return self.deployment.cost(
-            self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
-        )
-
-    def overhead_ms(self, now: float | None = None) -> float:
-        """Gateway time so far that was not spent waiting on upstream, in milliseconds."""
-        now = time.perf_counter() if now is None else now
-        return max(0.0, (now - self.started - self.upstream_s) * 1000)
 
 
 def estimate_tokens(messages: list[Json]) -> int:

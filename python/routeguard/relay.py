@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from routeguard.budget.layer import BudgetLayer
     from routeguard.cache.layer import CacheLayer, Ticket
     from routeguard.config import Config
-    from routeguard.gateway import ChatResult
+    from routeguard.result import ChatResult
     from routeguard.routing.balance import Balancer
 
 Json = dict[str, Any]

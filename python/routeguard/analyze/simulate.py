@@ -2,7 +2,7 @@
 upstream, with the config's layers and without them, and compare.
 
 Data flow: the config file (our format or LiteLLM's) -> every deployment re-pointed at an
-in-process :class:`~routeguard.providers.mock.MockServer` (same wire format, key
+in-process :class:`~routeguard.mock.MockServer` (same wire format, key
 ``simulated``; the proxy's own ``server`` keys dropped) -> two Gateways over that config:
 
 - **layered**: everything the config sets (routes, routing, cache);
@@ -381,7 +381,7 @@ async def simulate_async(
 ) -> Simulation:
     """Replay ``source`` through the config's layers and through the baseline (see the
     module docstring); ``ttft`` is the simulated upstream's delay before answering."""
-    from routeguard.providers.mock import MockServer
+    from routeguard.mock import MockServer
 
     if isinstance(config_path, Mapping):
         raw, cname = dict(config_path), "<config>"

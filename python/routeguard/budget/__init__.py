@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from routeguard.budget.accounts import (
     Account,
     Accounts,
-    BudgetAccountConfig,
     Period,
     load_accounts,
     micros_to_usd,
@@ -22,6 +21,7 @@ from routeguard.budget.accounts import (
 )
 from routeguard.budget.ledger import BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
+from routeguard.config.budgets import BudgetAccountConfig
 
 if TYPE_CHECKING:
     from routeguard.budget.redis import RedisBudget

@@ -17,30 +17,25 @@ that grows by one per window (days since 0001-01-01, weeks since then, months si
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-import msgspec
-
-from routeguard.errors import ConfigError, ConfigProblem
+from routeguard.config.budgets import (
+    ACCOUNT_NAME,
+    NAME_RULE,
+    BudgetAccountConfig,
+    PeriodKind,
+    check_accounts,
+    check_numbers,
+    parse_period,
+)
 
 MICROS_PER_USD = 1_000_000
-# Account names end up inside Redis keys (`{rg:<root>}:held:<name>`): no braces (they
-# would change the Cluster hash tag) and no colons (they separate key parts).
-_NAME = re.compile(r"^[^\s{}:]{1,200}$")
-PeriodKind = Literal["daily", "weekly", "monthly", "rolling", "total"]
 ROLLING_BUCKETS = 60
-_CALENDAR_KINDS: dict[str, PeriodKind] = {
-    "daily": "daily",
-    "weekly": "weekly",
-    "monthly": "monthly",
-    "total": "total",
-}
 
 
 def usd_to_micros(usd: float | int | str | Decimal, *, round_up: bool = False) -> int:
@@ -85,23 +80,8 @@ class Period:
     @staticmethod
     def parse(text: str, timezone: str = "UTC") -> Period:
         """``daily|weekly|monthly|total|rolling:<seconds>`` in ``timezone``; ValueError if bad."""
-        try:
-            tz = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {timezone!r}: use an IANA name like 'Europe/Paris' or 'UTC'"
-            ) from None
-        kind = _CALENDAR_KINDS.get(text)
-        if kind is not None:
-            return Period(kind, tz)
-        if text.startswith("rolling:"):
-            raw = text.removeprefix("rolling:")
-            if raw.isdigit() and int(raw) > 0:
-                return Period("rolling", tz, int(raw))
-        raise ValueError(
-            f"unknown period {text!r}: expected daily, weekly, monthly, total or "
-            "rolling:<seconds> (e.g. rolling:3600)"
-        )
+        kind, tz, seconds = parse_period(text, timezone)
+        return Period(kind, tz, seconds)
 
     @property
     def is_calendar(self) -> bool:
@@ -159,25 +139,6 @@ def _duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
-
-
-class BudgetLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """An account's limits as written in the config (money in dollars): the part a named
-    account and ``budget_settings.end_user`` (every end user's account) share."""
-
-    limit: float | None = None
-    soft_limit: float | None = None
-    period: str = "monthly"
-    timezone: str = "UTC"
-    rpm: int | None = None
-    tpm: int | None = None
-
-
-class BudgetAccountConfig(BudgetLimits, frozen=True, kw_only=True):
-    """One budget account as written in the config: its name, parent and limits."""
-
-    name: str
-    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +203,9 @@ class Accounts:
 
         ValueError names what is wrong (bad name, period, time zone, amount or parent).
         """
-        if not _NAME.match(cfg.name):
-            raise ValueError(
-                f"budget account name {cfg.name!r}: use 1-200 characters without spaces, "
-                "braces or colons"
-            )
-        problems = _check_numbers("budget", cfg)
+        if not ACCOUNT_NAME.match(cfg.name):
+            raise ValueError(f"budget account name {cfg.name!r}: {NAME_RULE}")
+        problems = check_numbers("budget", cfg)
         if problems:
             raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
         period = Period.parse(cfg.period, cfg.timezone)
@@ -290,48 +248,13 @@ def load_accounts(
     raw: Sequence[BudgetAccountConfig | Mapping[str, Any]], *, source: str = "budgets"
 ) -> Accounts:
     """Validate raw account configs into :class:`Accounts`; ConfigError lists every problem."""
-    problems: list[ConfigProblem] = []
-    configs: list[tuple[str, BudgetAccountConfig]] = []
-    for i, item in enumerate(raw):
-        path = f"{source}[{i}]"
-        if isinstance(item, BudgetAccountConfig):
-            configs.append((path, item))
-            continue
-        try:
-            configs.append((path, msgspec.convert(item, BudgetAccountConfig)))
-        except msgspec.ValidationError as exc:
-            problems.append(ConfigProblem(path, str(exc)))
-    seen: dict[str, str] = {}
-    built: dict[str, tuple[str, BudgetAccountConfig, Period | None]] = {}
-    for path, cfg in configs:
-        if not _NAME.match(cfg.name):
-            rule = "use 1-200 characters without spaces, braces or colons"
-            problems.append(ConfigProblem(f"{path}.name", f"{cfg.name!r}: {rule}"))
-        if cfg.name in seen:
-            problems.append(ConfigProblem(f"{path}.name", f"duplicate of {seen[cfg.name]}"))
-        seen.setdefault(cfg.name, path)
-        period: Period | None = None
-        try:
-            period = Period.parse(cfg.period, cfg.timezone)
-        except ValueError as exc:
-            where = "timezone" if "time zone" in str(exc) else "period"
-            problems.append(ConfigProblem(f"{path}.{where}", str(exc)))
-        problems.extend(_check_numbers(path, cfg))
-        built[cfg.name] = (path, cfg, period)
-    for name, (path, cfg, _) in built.items():
-        if cfg.parent is not None and cfg.parent not in built:
-            problems.append(ConfigProblem(f"{path}.parent", f"no account named {cfg.parent!r}"))
-        elif _has_cycle(name, built):
-            problems.append(ConfigProblem(f"{path}.parent", "parents form a cycle"))
-    if problems:
-        raise ConfigError(problems, source=source)
+    configs = {cfg.name: cfg for cfg in check_accounts(raw, source=source)}
     accounts = []
-    for name, (_, cfg, period) in built.items():
-        assert period is not None  # every bad period was reported above
+    for name, cfg in configs.items():
         chain = [name]
-        while (parent := built[chain[-1]][1].parent) is not None:
+        while (parent := configs[chain[-1]].parent) is not None:
             chain.append(parent)
-        accounts.append(_account(cfg, period, tuple(chain)))
+        accounts.append(_account(cfg, Period.parse(cfg.period, cfg.timezone), tuple(chain)))
     return Accounts(accounts)
 
 
@@ -347,29 +270,3 @@ def _account(cfg: BudgetAccountConfig, period: Period, chain: tuple[str, ...]) -
         tpm=cfg.tpm,
         chain=chain,
     )
-
-
-def _check_numbers(path: str, cfg: BudgetAccountConfig) -> list[ConfigProblem]:
-    problems = []
-    for key in ("limit", "soft_limit"):
-        value = getattr(cfg, key)
-        if value is not None and not 0 <= value <= 9e9:
-            problems.append(ConfigProblem(f"{path}.{key}", f"{value}: expected 0 to 9e9 dollars"))
-    if cfg.limit is not None and cfg.soft_limit is not None and cfg.soft_limit > cfg.limit:
-        problems.append(ConfigProblem(f"{path}.soft_limit", "is above the hard limit"))
-    for key in ("rpm", "tpm"):
-        value = getattr(cfg, key)
-        if value is not None and value <= 0:
-            problems.append(ConfigProblem(f"{path}.{key}", f"{value}: expected a positive int"))
-    return problems
-
-
-def _has_cycle(name: str, built: Mapping[str, tuple[str, BudgetAccountConfig, Any]]) -> bool:
-    seen = {name}
-    parent = built[name][1].parent
-    while parent is not None and parent in built:
-        if parent in seen:
-            return True
-        seen.add(parent)
-        parent = built[parent][1].parent
-    return False

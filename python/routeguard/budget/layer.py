@@ -26,13 +26,14 @@ from typing import Any
 
 import msgspec
 
-from routeguard.budget.accounts import Accounts, BudgetAccountConfig, usd_to_micros
+from routeguard.budget.accounts import Accounts, load_accounts, usd_to_micros
 from routeguard.budget.bound import InputSize, completion_bound, measure
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
+from routeguard.config.budgets import BudgetAccountConfig
 
 log = logging.getLogger("routeguard.budget")
 Json = dict[str, Any]
@@ -44,7 +45,7 @@ class BudgetLayer:
     def __init__(self, config: Config, backend: BudgetBackend | None = None) -> None:
         self.config = config
         self.settings = config.budget
-        accounts = config.accounts if config.accounts is not None else Accounts(())
+        accounts = load_accounts(config.accounts) if config.accounts else Accounts(())
         # The accounts of the config file: a key's account hangs under one of these.
         self._configured = frozenset(accounts.by_name)
         self._key_sigs: dict[str, tuple[object, ...]] = {}

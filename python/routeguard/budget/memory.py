@@ -33,7 +33,6 @@ from routeguard.budget.accounts import (
     ROLLING_BUCKETS,
     Account,
     Accounts,
-    BudgetAccountConfig,
     Period,
     load_accounts,
 )
@@ -46,6 +45,7 @@ from routeguard.budget.ledger import (
     soft_exceeded,
 )
 from routeguard.budget.spendlog import SpendLog
+from routeguard.config.budgets import BudgetAccountConfig
 
 logger = logging.getLogger("routeguard.budget")
 _MINUTE_NS = 60_000_000_000

@@ -13,7 +13,7 @@ Cluster: every key of a chain carries the hash tag ``{<prefix>:<root account>}``
 script touches one slot. The trade-off: all traffic of one root (one org, with its teams,
 users and keys) lands on one shard; that shard's throughput (~50-100k scripts/s) bounds one
 org, and orgs spread over the shards. A ``redis+cluster://host:port[,host:port...]`` URL
-(:mod:`routeguard.budget.redis_url`) builds a ``RedisCluster`` client, which sends each
+(:mod:`routeguard.redis_url`) builds a ``RedisCluster`` client, which sends each
 script to the master owning its slot; no operation here pipelines across keys, so nothing
 else changes. That client fails (``MaxConnectionsError``) rather than waits when a node's
 pool is exhausted, so calls through it first take one of ``max_connections`` gate slots.
@@ -72,7 +72,6 @@ from routeguard.budget.accounts import (
     ROLLING_BUCKETS,
     Account,
     Accounts,
-    BudgetAccountConfig,
     Window,
     load_accounts,
 )
@@ -84,8 +83,9 @@ from routeguard.budget.ledger import (
     rate_limited,
     soft_exceeded,
 )
-from routeguard.budget.redis_url import cluster_target
+from routeguard.config.budgets import BudgetAccountConfig
 from routeguard.errors import BudgetUnavailable, RateLimited
+from routeguard.redis_url import cluster_target
 
 logger = logging.getLogger("routeguard.budget")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError)

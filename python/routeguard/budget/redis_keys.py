@@ -10,7 +10,7 @@ revoked on A fails on B, a few milliseconds later.
 
 Key layout (``P`` is the prefix, default ``rg:keys``; all keys share the hash tag ``{P}``,
 so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
-:mod:`routeguard.budget.redis_url`):
+:mod:`routeguard.redis_url`):
 
 - ``{P}:records``: hash, key id -> the record (JSON: digest, hint, spec, revoked),
 - ``{P}:events``: stream of key ids written (trimmed, ``MAXLEN ~ 10000``),
@@ -40,7 +40,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from routeguard.budget.keys import KeyRecord, KeyStore, KeyStoreUnavailable
-from routeguard.budget.redis_url import cluster_target
+from routeguard.redis_url import cluster_target
 
 __all__ = ["KeyStoreUnavailable", "RedisKeyStore"]
 

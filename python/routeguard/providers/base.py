@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from routeguard.config import Deployment
+from routeguard.deployment import Deployment
 from routeguard.errors import UpstreamBadRequest
 
 Json = dict[str, Any]

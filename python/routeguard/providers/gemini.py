@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from routeguard.config import Deployment
+from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamBadRequest
 from routeguard.providers import http, wire
 from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported

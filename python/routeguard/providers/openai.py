@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from routeguard.config import Deployment
+from routeguard.deployment import Deployment
 from routeguard.providers import http, wire
 from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported
 

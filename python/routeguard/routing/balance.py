@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from routeguard.config import Deployment, Strategy
+from routeguard.config.settings import Strategy
+from routeguard.deployment import Deployment
 
 _EWMA_ALPHA = 0.2
 

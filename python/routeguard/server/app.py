@@ -27,7 +27,8 @@ from routeguard.errors import (
     RequestTooLarge,
     RouteguardError,
 )
-from routeguard.gateway import ChatResult, Gateway
+from routeguard.gateway import Gateway
+from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin
 from routeguard.server.admin import is_admin_path

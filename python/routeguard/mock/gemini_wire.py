@@ -2,7 +2,7 @@
 
 ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` bodies
 (camelCase or snake_case fields, as the real API accepts both) are parsed into a neutral
-:class:`~routeguard.providers.mock.answers.Prompt`. Answers are ``GenerateContentResponse``
+:class:`~routeguard.mock.answers.Prompt`. Answers are ``GenerateContentResponse``
 objects with ``usageMetadata``; streams are SSE ``data:`` frames with ``?alt=sse`` and
 otherwise one JSON array sent element by element, as the real API does. Errors are
 ``{"error": {"code", "message", "status"}}``. ``:embedContent``, ``:batchEmbedContents``
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routeguard.providers.mock.answers import (
+from routeguard.mock.answers import (
     Answer,
     Prompt,
     Tool,
@@ -25,8 +25,8 @@ from routeguard.providers.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.providers.mock.faults import Fault
-from routeguard.providers.mock.transport import (
+from routeguard.mock.faults import Fault
+from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
     FrameTemplate,

@@ -2,7 +2,7 @@
 
 ``POST /v1/messages`` bodies are validated as the real API does (``model``, ``max_tokens``
 and ``messages`` required; errors as ``{"type": "error", "error": {type, message}}``),
-parsed into a neutral :class:`~routeguard.providers.mock.answers.Prompt`, and answered as a
+parsed into a neutral :class:`~routeguard.mock.answers.Prompt`, and answered as a
 ``message`` object or the real event stream: message_start, content_block_start, ping,
 content_block_delta (text_delta or input_json_delta), content_block_stop, message_delta
 (stop_reason, usage.output_tokens), message_stop.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routeguard.providers.mock.answers import (
+from routeguard.mock.answers import (
     Answer,
     Prompt,
     Tool,
@@ -22,8 +22,8 @@ from routeguard.providers.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.providers.mock.faults import Fault
-from routeguard.providers.mock.transport import (
+from routeguard.mock.faults import Fault
+from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
     FrameTemplate,

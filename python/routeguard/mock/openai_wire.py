@@ -2,7 +2,7 @@
 
 Requests are validated the way the real API does (missing ``model``/``messages``, bad
 ``max_tokens``, wrong types answer 400 with OpenAI's ``{"error": {message, type, param,
-code}}``), parsed into an :class:`~routeguard.providers.mock.answers.Prompt`, and answers
+code}}``), parsed into an :class:`~routeguard.mock.answers.Prompt`, and answers
 are rendered as ``chat.completion`` bodies or ``chat.completion.chunk`` SSE streams ending in
 ``data: [DONE]`` (with a usage-only chunk when ``stream_options.include_usage`` is set).
 """
@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from routeguard.providers.mock.answers import (
+from routeguard.mock.answers import (
     Answer,
     Prompt,
     Tool,
@@ -26,8 +26,8 @@ from routeguard.providers.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.providers.mock.faults import Fault
-from routeguard.providers.mock.transport import (
+from routeguard.mock.faults import Fault
+from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
     FrameTemplate,

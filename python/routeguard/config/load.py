@@ -1,11 +1,7 @@
-"""Configuration: raw msgspec Structs read from a file, then one ``load()`` that validates
-and builds the runtime objects.
-
-Flow: file (YAML / TOML / JSON) or dict -> LiteLLM shapes rewritten to ours (with a warning
-for each setting we do not support) -> each section decoded into its raw Struct, collecting
-*every* problem with its key path -> cross-checks (fallback targets exist, env vars set) ->
-:class:`Config` with ready :class:`Deployment` objects. Nothing downstream sees raw input.
-"""
+"""Loading a configuration: file (YAML / TOML / JSON) or mapping -> LiteLLM shapes
+rewritten to ours (:mod:`routeguard.config.litellm`) -> each section decoded into its Struct,
+collecting *every* problem with its key path -> cross-checks (fallback and route targets
+exist, env vars set) -> :class:`~routeguard.config.settings.Config`."""
 
 from __future__ import annotations
 
@@ -14,293 +10,37 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 import yaml
 
-from routeguard import scrub
-from routeguard.budget.accounts import Accounts, BudgetLimits, load_accounts
+from routeguard.config.budgets import BudgetAccountConfig, check_accounts
+from routeguard.config.litellm import from_litellm, looks_like_litellm
+from routeguard.config.settings import (
+    BODY_ENDPOINTS,
+    DEFAULT_API_BASES,
+    DEFAULT_ENDPOINT_BODY_BYTES,
+    ENV_PREFIX,
+    PROVIDER_TYPES,
+    BudgetSettings,
+    CacheSettings,
+    Config,
+    EmbeddingSettings,
+    RawConfig,
+    RawDeployment,
+    RawDeploymentBase,
+    RawServer,
+    RouterSettings,
+    RouteSettings,
+    ServerSettings,
+)
+from routeguard.deployment import Deployment, Secret
 from routeguard.errors import ConfigError, ConfigProblem
 
-PROVIDER_TYPES = ("openai", "anthropic", "gemini")
-DEFAULT_API_BASES = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-}
-ENV_PREFIX = "os.environ/"
-BODY_ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/admin")
-"""The keys of ``server.max_body_bytes_per_endpoint`` (``/admin``: the whole admin API)."""
-DEFAULT_ENDPOINT_BODY_BYTES = {"/admin": 256 * 1024}  # key specs and approvals are small
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- raw structs
-
-
-class _RawDeployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
-    model_name: str
-    model: str
-    api_base: str | None = None
-    api_key: str | None = None
-    id: str | None = None
-    weight: float = 1.0
-    rpm: int | None = None
-    tpm: int | None = None
-    input_cost_per_mtok: float = 0.0
-    output_cost_per_mtok: float = 0.0
-    context_window: int | None = None
-    timeout: float | None = None
-    headers: dict[str, str] = {}
-
-
-class RawOpenAIDeployment(_RawDeployment, tag="openai"):
-    """An OpenAI Chat Completions (or compatible) deployment."""
-
-
-class RawAnthropicDeployment(_RawDeployment, tag="anthropic"):
-    """An Anthropic Messages deployment."""
-
-
-class RawGeminiDeployment(_RawDeployment, tag="gemini"):
-    """A Google Gemini generateContent deployment."""
-
-
-RawDeployment = RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment
-
-Strategy = Literal["weighted", "least-busy", "lowest-latency"]
-
-
-class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """How deployments are picked and how failures are retried (read as is: only plain
-    values, checked by ``_check_router``)."""
-
-    strategy: Strategy = "weighted"
-    num_retries: int = 2
-    retry_backoff: float = 0.25
-    retry_backoff_max: float = 8.0
-    timeout: float = 60.0
-    deadline: float = 300.0
-    allowed_fails: int = 3
-    cooldown_time: float = 30.0
-    # The longest a stream may run, from its request's start: then it ends with an error
-    # and is charged for what it sent (its budget hold lives at least this long).
-    max_stream_duration: float = 1800.0
-
-
-class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Proxy settings."""
-
-    master_key: str | None = None
-    max_body_bytes: int = 8 * 1024 * 1024
-    # Per endpoint (a path of BODY_ENDPOINTS), overriding max_body_bytes for it.
-    max_body_bytes_per_endpoint: dict[str, int] = {}
-    header_timeout: float = 10.0  # seconds from connect (or the previous response) to headers
-    body_timeout: float = 30.0  # seconds to receive a whole request body
-    max_unauthenticated_connections: int = 512  # open connections no request has authenticated
-    database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
-    key_hash_secret: str | None = None
-    key_store: Literal["sqlite", "redis"] = "sqlite"  # redis: keys shared by instances
-    redis_url: str | None = None  # for key_store: redis (default: budget_settings.redis_url)
-
-
-class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Semantic cache settings: the top-level ``cache`` holds the defaults, a route's
-    ``cache`` overrides them key by key."""
-
-    enabled: bool = False
-    threshold: float = 0.90
-    ttl: float | None = 3600.0
-    max_entries: int = 100_000
-    verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
-    # Who shares entries: everyone in the tenant (org/team; a key without one is its own
-    # tenant), one virtual key, or one key's end user (the request's `user`).
-    scope: Literal["team", "key", "user"] = "team"
-    # Where entries live (top-level only): memory (this process) or redis (shared by every
-    # instance on the same redis_url + redis_prefix; default URL: budget_settings.redis_url).
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
-    redis_prefix: str = "rg:cache"
-
-
-class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Where budgets and rate limits are kept and how requests are charged."""
-
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
-    fail_open: bool = False  # Redis unreachable: refuse (default) or admit unmetered
-    reservation_ttl: float = 600.0  # a crashed instance's holds expire after this
-    default_max_tokens: int = 4096  # worst-case completion when a request sets no max
-    default_account: str | None = None  # charged for requests without a virtual key
-    end_user: BudgetLimits | None = None  # a budget per end user (the request's `user`)
-    # Redis replicas that must have each hold and settlement before it returns (WAIT), so a
-    # failover cannot forget them; a replica slower than the timeout costs that much latency.
-    redis_wait_replicas: int = 0
-    redis_wait_timeout_ms: int = 50
-
-
-class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Per-alias behaviour (``routes.<alias>``): cache overrides, and routing — ``mode:
-    pinned`` (one model, no cache) or ``routed`` (rules -> semantic routes -> learned
-    cheap/strong); see ``routeguard.routing.router`` for the routing keys."""
-
-    cache: dict[str, Any] = {}
-    mode: Literal["routed", "pinned"] | None = None
-    target: str | None = None
-    cheap: str | None = None
-    strong: str | None = None
-    default: str | None = None
-    model: str | None = None
-    threshold: float | None = None
-    strong_share: float | None = None
-    rules: list[dict[str, Any]] | None = None
-    semantic_routes: dict[str, Any] | None = None
-    budget_aware: bool | float | None = None  # near a budget: strong -> cheap
-    enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
-    max_input_bytes: int | None = None  # larger inputs are refused (413) before any work
-
-    def routing_spec(self) -> dict[str, Any] | None:
-        """The routing keys that are set, or None when this route only tunes the cache."""
-        spec = {
-            k: v
-            for k, v in msgspec.structs.asdict(self).items()
-            if k not in ("cache", "enforce", "max_input_bytes") and v is not None
-        }
-        return spec or None
-
-
-class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
-    sentence-transformers to ~1e-12; ``f16`` to ~3e-7 in half the memory; ``bf16`` is ~2x
-    faster at ~3.5e-5 cosine distance; ``auto`` (the default) is bf16 on CPUs with AVX-512
-    BF16 and f32 on the others."""
-
-    precision: Literal["auto", "f32", "f16", "bf16"] = "auto"
-
-
-class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The whole file, as written."""
-
-    model_list: list[Any] = []
-    router_settings: Any = None
-    fallbacks: dict[str, list[str]] = {}
-    context_window_fallbacks: dict[str, list[str]] = {}
-    server: Any = None
-    cache: Any = None
-    routes: dict[str, Any] = {}
-    budgets: list[Any] = []
-    budget_settings: Any = None
-    enforce: Any = None  # routeguard.enforce.proxy.EnforceSettings
-    embedding: Any = None
-
-
-# --------------------------------------------------------------------------- runtime objects
-
-
-class Secret:
-    """A credential that never shows itself in reprs, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        scrub.remember(value)  # masked wherever upstream text or a log line repeats it
-
-    def get(self) -> str:
-        """The secret value, for building an auth header."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('****')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """One concrete upstream model behind an alias."""
-
-    id: str
-    alias: str
-    provider: str
-    model: str
-    api_base: str
-    api_key: Secret | None
-    weight: float = 1.0
-    rpm: int | None = None
-    tpm: int | None = None
-    input_cost_per_mtok: float = 0.0
-    output_cost_per_mtok: float = 0.0
-    context_window: int | None = None
-    timeout: float | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Dollar cost of one call from its token usage."""
-        return (
-            prompt_tokens * self.input_cost_per_mtok + completion_tokens * self.output_cost_per_mtok
-        ) / 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """Validated proxy settings."""
-
-    master_key: Secret | None = None
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_body_bytes_per_endpoint: Mapping[str, int] = field(
-        default_factory=lambda: dict(DEFAULT_ENDPOINT_BODY_BYTES)
-    )
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_unauthenticated_connections: int = 512
-    database: str | None = None
-    key_hash_secret: Secret | None = None
-    key_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated configuration, ready to build a Gateway from."""
-
-    deployments: dict[str, list[Deployment]]
-    router: RouterSettings = field(default_factory=RouterSettings)
-    fallbacks: dict[str, list[str]] = field(default_factory=dict)
-    context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
-    server: ServerSettings = ServerSettings()
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    route_cache: dict[str, CacheSettings] = field(default_factory=dict)
-    routing: dict[str, dict[str, Any]] = field(default_factory=dict)
-    accounts: Accounts | None = None
-    budget: BudgetSettings = field(default_factory=BudgetSettings)
-    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
-    warnings: list[str] = field(default_factory=list)
-    enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
-    input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
-    source: str = "<dict>"
-
-    def cache_for(self, alias: str) -> CacheSettings:
-        """The cache settings in force for requests to ``alias``."""
-        return self.route_cache.get(alias, self.cache)
-
-    @property
-    def aliases(self) -> list[str]:
-        """Every model alias clients may ask for."""
-        return list(self.deployments)
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -339,7 +79,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         data, name = read_file(source), str(source)
     problems: list[ConfigProblem] = []
     warnings: list[str] = []
-    data = _from_litellm(data, warnings) if _looks_like_litellm(data) else data
+    data = from_litellm(data, warnings) if looks_like_litellm(data) else data
 
     raw = _convert(data, RawConfig, "", problems)
     if raw is None:
@@ -351,7 +91,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     seen_ids: set[str] = set()
     for i, entry in enumerate(raw.model_list):
         path = f"model_list[{i}]"
-        rd: _RawDeployment | None = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
+        rd: RawDeploymentBase | None = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
         if rd is None:
             continue
         dep = _build_deployment(rd, path, env, problems, len(deployments.get(rd.model_name, [])))
@@ -433,10 +173,10 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     embedding = _convert(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
-    accounts = None
+    accounts: tuple[BudgetAccountConfig, ...] = ()
     if raw.budgets:
         try:
-            accounts = load_accounts(raw.budgets, source="budgets")
+            accounts = check_accounts(raw.budgets, source="budgets")
         except ConfigError as exc:
             problems.extend(exc.problems)
     if (
@@ -449,8 +189,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         ("server", server and server.redis_url),
         ("budget_settings", budget and budget.redis_url),
     ):
-        if url:  # one server, or redis+cluster://host:port[,...] (routeguard.budget.redis_url)
-            from routeguard.budget.redis_url import url_problem
+        if url:  # one server, or redis+cluster://host:port[,...] (routeguard.redis_url)
+            from routeguard.redis_url import url_problem
 
             if (bad := url_problem(url)) is not None:
                 problems.append(ConfigProblem(f"{where}.redis_url", bad))
@@ -458,7 +198,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if budget.backend == "redis" and not budget.redis_url:
             problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))
         if budget.default_account is not None and (
-            accounts is None or budget.default_account not in accounts.by_name
+            budget.default_account not in {a.name for a in accounts}
         ):
             problems.append(
                 ConfigProblem(
@@ -676,7 +416,7 @@ def api_base_problem(url: str) -> str | None:
 
 
 def _build_deployment(
-    rd: _RawDeployment,
+    rd: RawDeploymentBase,
     path: str,
     env: Mapping[str, str],
     problems: list[ConfigProblem],
@@ -727,121 +467,3 @@ def _build_deployment(
         timeout=rd.timeout,
         headers=dict(rd.headers),
     )
-
-
-# --------------------------------------------------------------------------- LiteLLM
-
-
-def _looks_like_litellm(data: Mapping[str, Any]) -> bool:
-    models = data.get("model_list")
-    if isinstance(models, list) and any(
-        isinstance(m, dict) and "litellm_params" in m for m in models
-    ):
-        return True
-    return any(k in data for k in ("litellm_settings", "general_settings"))
-
-
-_LITELLM_STRATEGY: dict[str, Strategy] = {
-    "simple-shuffle": "weighted",
-    "least-busy": "least-busy",
-    "latency-based-routing": "lowest-latency",
-}
-_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight"}
-_LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
-_LITELLM_ROUTER_OURS = {
-    "num_retries": "num_retries",
-    "timeout": "timeout",
-    "allowed_fails": "allowed_fails",
-    "cooldown_time": "cooldown_time",
-}
-
-
-def _from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """Rewrite a LiteLLM proxy config into ours; warn about each setting we do not honour."""
-    out: dict[str, Any] = {"model_list": []}
-    for i, entry in enumerate(data.get("model_list") or []):
-        if not isinstance(entry, dict) or "litellm_params" not in entry:
-            out["model_list"].append(entry)
-            continue
-        params = dict(entry.get("litellm_params") or {})
-        info = dict(entry.get("model_info") or {})
-        model = str(params.get("model", ""))
-        provider, _, name = model.partition("/")
-        if not name:
-            provider, name = _infer_provider(model), model
-        dep: dict[str, Any] = {
-            "type": provider,
-            "model_name": entry.get("model_name"),
-            "model": name,
-        }
-        for k in _LITELLM_PARAMS_OURS:
-            if k in params:
-                dep[k] = params[k]
-        for k in ("input_cost_per_token", "output_cost_per_token"):
-            v = params.get(k, info.get(k))
-            if isinstance(v, int | float):
-                dep[k.replace("_per_token", "_per_mtok")] = v * 1_000_000
-        if isinstance(info.get("max_input_tokens"), int):
-            dep["context_window"] = info["max_input_tokens"]
-        if isinstance(info.get("id"), str):
-            dep["id"] = info["id"]
-        extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
-        extra -= {"input_cost_per_token", "output_cost_per_token"}
-        for k in sorted(extra):
-            warnings.append(f"model_list[{i}].litellm_params.{k} is not supported and is ignored")
-        out["model_list"].append(dep)
-
-    rs = dict(data.get("router_settings") or {})
-    ls = dict(data.get("litellm_settings") or {})
-    router: dict[str, Any] = {}
-    strategy = rs.pop("routing_strategy", None)
-    if strategy is not None:
-        if strategy in _LITELLM_STRATEGY:
-            router["strategy"] = _LITELLM_STRATEGY[strategy]
-        else:
-            warnings.append(
-                f"router_settings.routing_strategy '{strategy}' is not supported; using weighted"
-            )
-    for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
-        if "request_timeout" in section:
-            router["timeout"] = section.pop("request_timeout")
-        for theirs, ours in _LITELLM_ROUTER_OURS.items():
-            if theirs in section:
-                router[ours] = section.pop(theirs)
-        for key in ("fallbacks", "context_window_fallbacks"):
-            chains = section.pop(key, None)
-            if chains:
-                out.setdefault(key, {}).update(_litellm_chains(chains))
-        for k in sorted(section):
-            warnings.append(f"{section_name}.{k} is not supported and is ignored")
-    if router:
-        out["router_settings"] = router
-    gs = dict(data.get("general_settings") or {})
-    if "master_key" in gs:
-        out["server"] = {"master_key": gs.pop("master_key")}
-    for k in sorted(gs):
-        warnings.append(f"general_settings.{k} is not supported and is ignored")
-    for k in sorted(
-        set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}
-    ):
-        out[k] = data[k]
-    return out
-
-
-def _litellm_chains(chains: Any) -> dict[str, list[str]]:
-    # LiteLLM writes fallbacks as a list of one-key dicts: [{"gpt-4": ["gpt-3.5"]}].
-    result: dict[str, list[str]] = {}
-    items = chains if isinstance(chains, list) else [chains]
-    for item in items:
-        if isinstance(item, dict):
-            for k, v in item.items():
-                result[str(k)] = list(v) if isinstance(v, list) else [v]
-    return result
-
-
-def _infer_provider(model: str) -> str:
-    if model.startswith("claude"):
-        return "anthropic"
-    if model.startswith("gemini"):
-        return "gemini"
-    return "openai"

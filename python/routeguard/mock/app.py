@@ -20,16 +20,16 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from routeguard.providers.mock import anthropic_wire, gemini_wire, openai_wire
-from routeguard.providers.mock.answers import Answer, Prompt, answer, new_id
-from routeguard.providers.mock.behaviour import Behaviour, FlakyCounters, Latency, behaviour_for
-from routeguard.providers.mock.faults import Fault
-from routeguard.providers.mock.journal import (
+from routeguard.mock import anthropic_wire, gemini_wire, openai_wire
+from routeguard.mock.answers import Answer, Prompt, answer, new_id
+from routeguard.mock.behaviour import Behaviour, FlakyCounters, Latency, behaviour_for
+from routeguard.mock.faults import Fault
+from routeguard.mock.journal import (
     Journal,
     RecordedRequest,
     recorded_headers,
 )
-from routeguard.providers.mock.transport import (
+from routeguard.mock.transport import (
     JSON_HEADERS,
     BodyTooLarge,
     Headers,

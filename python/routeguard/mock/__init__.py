@@ -4,8 +4,8 @@ Anthropic and Gemini wire formats, deterministic, with latency and failures on d
 It is the upstream of the test suite, of ``make run`` without an API key and of the
 benchmarks. Failure modes are asked for by model name or the ``x-mock-behaviour`` header
 (``error-429``, ``slow-2000``, ``flaky-50``, ``midstream-error``, ``ctx-100``; exact rules in
-:mod:`routeguard.providers.mock.behaviour`); answers and token counts are described in
-:mod:`routeguard.providers.mock.answers`.
+:mod:`routeguard.mock.behaviour`); answers and token counts are described in
+:mod:`routeguard.mock.answers`.
 
     with MockServer() as m:
         client = OpenAI(base_url=m.url + "/v1", api_key="x")
@@ -13,8 +13,8 @@ benchmarks. Failure modes are asked for by model name or the ``x-mock-behaviour`
 
 from __future__ import annotations
 
-from routeguard.providers.mock.app import BAD_KEY, MockApp, create_mock_app
-from routeguard.providers.mock.journal import RecordedRequest
-from routeguard.providers.mock.server import MockServer, serve_mock
+from routeguard.mock.app import BAD_KEY, MockApp, create_mock_app
+from routeguard.mock.journal import RecordedRequest
+from routeguard.mock.server import MockServer, serve_mock
 
 __all__ = ["BAD_KEY", "MockApp", "MockServer", "RecordedRequest", "create_mock_app", "serve_mock"]

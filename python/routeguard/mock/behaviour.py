@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from routeguard.providers.mock.faults import Fault
+from routeguard.mock.faults import Fault
 
 _TOKEN = re.compile(
     r"(?<![a-z0-9])(?:(?P<midstream>midstream-error)"

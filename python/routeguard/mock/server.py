@@ -14,8 +14,8 @@ from typing import Self
 
 import uvicorn
 
-from routeguard.providers.mock.app import create_mock_app
-from routeguard.providers.mock.journal import RecordedRequest
+from routeguard.mock.app import create_mock_app
+from routeguard.mock.journal import RecordedRequest
 from routeguard.server.thread import ServerThread, uvicorn_config
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from routeguard.providers.mock.behaviour import Latency
+from routeguard.mock.behaviour import Latency
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,0 +1,134 @@
+"""Budget accounts as written in the config, and their validation: names, periods and time
+zones, amounts, parents. :mod:`routeguard.budget.accounts` builds the runtime accounts from
+these checked structs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from routeguard.errors import ConfigError, ConfigProblem
+
+# Account names end up inside Redis keys (`{rg:<root>}:held:<name>`): no braces (they
+# would change the Cluster hash tag) and no colons (they separate key parts).
+ACCOUNT_NAME = re.compile(r"^[^\s{}:]{1,200}$")
+NAME_RULE = "use 1-200 characters without spaces, braces or colons"
+PeriodKind = Literal["daily", "weekly", "monthly", "rolling", "total"]
+_CALENDAR_KINDS: dict[str, PeriodKind] = {
+    "daily": "daily",
+    "weekly": "weekly",
+    "monthly": "monthly",
+    "total": "total",
+}
+
+
+class BudgetLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An account's limits as written in the config (money in dollars): the part a named
+    account and ``budget_settings.end_user`` (every end user's account) share."""
+
+    limit: float | None = None
+    soft_limit: float | None = None
+    period: str = "monthly"
+    timezone: str = "UTC"
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class BudgetAccountConfig(BudgetLimits, frozen=True, kw_only=True):
+    """One budget account as written in the config: its name, parent and limits."""
+
+    name: str
+    parent: str | None = None
+
+
+def parse_period(text: str, timezone: str = "UTC") -> tuple[PeriodKind, ZoneInfo, int]:
+    """``(kind, zone, rolling seconds)`` of ``daily|weekly|monthly|total|rolling:<seconds>``
+    in ``timezone``; ValueError says what is wrong."""
+    try:
+        tz = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {timezone!r}: use an IANA name like 'Europe/Paris' or 'UTC'"
+        ) from None
+    kind = _CALENDAR_KINDS.get(text)
+    if kind is not None:
+        return kind, tz, 0
+    if text.startswith("rolling:"):
+        raw = text.removeprefix("rolling:")
+        if raw.isdigit() and int(raw) > 0:
+            return "rolling", tz, int(raw)
+    raise ValueError(
+        f"unknown period {text!r}: expected daily, weekly, monthly, total or "
+        "rolling:<seconds> (e.g. rolling:3600)"
+    )
+
+
+def check_numbers(path: str, cfg: BudgetLimits) -> list[ConfigProblem]:
+    """Problems with the amounts and rates of ``cfg`` (dollars 0..9e9, soft <= hard, rates > 0)."""
+    problems = []
+    for key in ("limit", "soft_limit"):
+        value = getattr(cfg, key)
+        if value is not None and not 0 <= value <= 9e9:
+            problems.append(ConfigProblem(f"{path}.{key}", f"{value}: expected 0 to 9e9 dollars"))
+    if cfg.limit is not None and cfg.soft_limit is not None and cfg.soft_limit > cfg.limit:
+        problems.append(ConfigProblem(f"{path}.soft_limit", "is above the hard limit"))
+    for key in ("rpm", "tpm"):
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            problems.append(ConfigProblem(f"{path}.{key}", f"{value}: expected a positive int"))
+    return problems
+
+
+def check_accounts(
+    raw: Sequence[BudgetAccountConfig | Mapping[str, Any]], *, source: str = "budgets"
+) -> tuple[BudgetAccountConfig, ...]:
+    """The accounts of ``raw``, checked as a whole; ConfigError lists every problem."""
+    problems: list[ConfigProblem] = []
+    configs: list[tuple[str, BudgetAccountConfig]] = []
+    for i, item in enumerate(raw):
+        path = f"{source}[{i}]"
+        if isinstance(item, BudgetAccountConfig):
+            configs.append((path, item))
+            continue
+        try:
+            configs.append((path, msgspec.convert(item, BudgetAccountConfig)))
+        except msgspec.ValidationError as exc:
+            problems.append(ConfigProblem(path, str(exc)))
+    seen: dict[str, str] = {}
+    by_name: dict[str, tuple[str, BudgetAccountConfig]] = {}
+    for path, cfg in configs:
+        if not ACCOUNT_NAME.match(cfg.name):
+            problems.append(ConfigProblem(f"{path}.name", f"{cfg.name!r}: {NAME_RULE}"))
+        if cfg.name in seen:
+            problems.append(ConfigProblem(f"{path}.name", f"duplicate of {seen[cfg.name]}"))
+        seen.setdefault(cfg.name, path)
+        try:
+            parse_period(cfg.period, cfg.timezone)
+        except ValueError as exc:
+            where = "timezone" if "time zone" in str(exc) else "period"
+            problems.append(ConfigProblem(f"{path}.{where}", str(exc)))
+        problems.extend(check_numbers(path, cfg))
+        by_name[cfg.name] = (path, cfg)
+    for name, (path, cfg) in by_name.items():
+        if cfg.parent is not None and cfg.parent not in by_name:
+            problems.append(ConfigProblem(f"{path}.parent", f"no account named {cfg.parent!r}"))
+        elif _has_cycle(name, by_name):
+            problems.append(ConfigProblem(f"{path}.parent", "parents form a cycle"))
+    if problems:
+        raise ConfigError(problems, source=source)
+    return tuple(cfg for _, (_, cfg) in by_name.items())
+
+
+def _has_cycle(name: str, by_name: Mapping[str, tuple[str, BudgetAccountConfig]]) -> bool:
+    seen = {name}
+    parent = by_name[name][1].parent
+    while parent is not None and parent in by_name:
+        if parent in seen:
+            return True
+        seen.add(parent)
+        parent = by_name[parent][1].parent
+    return False

@@ -1,0 +1,126 @@
+"""LiteLLM proxy configs, read unchanged: ``model_list`` entries with ``litellm_params``,
+``router_settings``, ``litellm_settings`` and ``general_settings`` rewritten into our shapes,
+with a warning for each setting we do not honour."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from routeguard.config.settings import Strategy
+
+
+def looks_like_litellm(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` is written in LiteLLM's proxy config format."""
+    models = data.get("model_list")
+    if isinstance(models, list) and any(
+        isinstance(m, dict) and "litellm_params" in m for m in models
+    ):
+        return True
+    return any(k in data for k in ("litellm_settings", "general_settings"))
+
+
+_LITELLM_STRATEGY: dict[str, Strategy] = {
+    "simple-shuffle": "weighted",
+    "least-busy": "least-busy",
+    "latency-based-routing": "lowest-latency",
+}
+_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight"}
+_LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
+_LITELLM_ROUTER_OURS = {
+    "num_retries": "num_retries",
+    "timeout": "timeout",
+    "allowed_fails": "allowed_fails",
+    "cooldown_time": "cooldown_time",
+}
+
+
+def from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Rewrite a LiteLLM proxy config into ours; warn about each setting we do not honour."""
+    out: dict[str, Any] = {"model_list": []}
+    for i, entry in enumerate(data.get("model_list") or []):
+        if not isinstance(entry, dict) or "litellm_params" not in entry:
+            out["model_list"].append(entry)
+            continue
+        params = dict(entry.get("litellm_params") or {})
+        info = dict(entry.get("model_info") or {})
+        model = str(params.get("model", ""))
+        provider, _, name = model.partition("/")
+        if not name:
+            provider, name = _infer_provider(model), model
+        dep: dict[str, Any] = {
+            "type": provider,
+            "model_name": entry.get("model_name"),
+            "model": name,
+        }
+        for k in _LITELLM_PARAMS_OURS:
+            if k in params:
+                dep[k] = params[k]
+        for k in ("input_cost_per_token", "output_cost_per_token"):
+            v = params.get(k, info.get(k))
+            if isinstance(v, int | float):
+                dep[k.replace("_per_token", "_per_mtok")] = v * 1_000_000
+        if isinstance(info.get("max_input_tokens"), int):
+            dep["context_window"] = info["max_input_tokens"]
+        if isinstance(info.get("id"), str):
+            dep["id"] = info["id"]
+        extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
+        extra -= {"input_cost_per_token", "output_cost_per_token"}
+        for k in sorted(extra):
+            warnings.append(f"model_list[{i}].litellm_params.{k} is not supported and is ignored")
+        out["model_list"].append(dep)
+
+    rs = dict(data.get("router_settings") or {})
+    ls = dict(data.get("litellm_settings") or {})
+    router: dict[str, Any] = {}
+    strategy = rs.pop("routing_strategy", None)
+    if strategy is not None:
+        if strategy in _LITELLM_STRATEGY:
+            router["strategy"] = _LITELLM_STRATEGY[strategy]
+        else:
+            warnings.append(
+                f"router_settings.routing_strategy '{strategy}' is not supported; using weighted"
+            )
+    for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
+        if "request_timeout" in section:
+            router["timeout"] = section.pop("request_timeout")
+        for theirs, ours in _LITELLM_ROUTER_OURS.items():
+            if theirs in section:
+                router[ours] = section.pop(theirs)
+        for key in ("fallbacks", "context_window_fallbacks"):
+            chains = section.pop(key, None)
+            if chains:
+                out.setdefault(key, {}).update(_litellm_chains(chains))
+        for k in sorted(section):
+            warnings.append(f"{section_name}.{k} is not supported and is ignored")
+    if router:
+        out["router_settings"] = router
+    gs = dict(data.get("general_settings") or {})
+    if "master_key" in gs:
+        out["server"] = {"master_key": gs.pop("master_key")}
+    for k in sorted(gs):
+        warnings.append(f"general_settings.{k} is not supported and is ignored")
+    for k in sorted(
+        set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}
+    ):
+        out[k] = data[k]
+    return out
+
+
+def _litellm_chains(chains: Any) -> dict[str, list[str]]:
+    # LiteLLM writes fallbacks as a list of one-key dicts: [{"gpt-4": ["gpt-3.5"]}].
+    result: dict[str, list[str]] = {}
+    items = chains if isinstance(chains, list) else [chains]
+    for item in items:
+        if isinstance(item, dict):
+            for k, v in item.items():
+                result[str(k)] = list(v) if isinstance(v, list) else [v]
+    return result
+
+
+def _infer_provider(model: str) -> str:
+    if model.startswith("claude"):
+        return "anthropic"
+    if model.startswith("gemini"):
+        return "gemini"
+    return "openai"

@@ -1,0 +1,235 @@
+"""The configuration's types: the raw sections as written (msgspec Structs, decoded
+strictly), the settings each layer reads, and :class:`Config`, the validated whole. Pure
+data: nothing here opens a connection or builds a layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
+from routeguard.deployment import Deployment, Secret
+
+PROVIDER_TYPES = ("openai", "anthropic", "gemini")
+DEFAULT_API_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+ENV_PREFIX = "os.environ/"
+BODY_ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/admin")
+"""The keys of ``server.max_body_bytes_per_endpoint`` (``/admin``: the whole admin API)."""
+DEFAULT_ENDPOINT_BODY_BYTES = {"/admin": 256 * 1024}  # key specs and approvals are small
+
+
+# --------------------------------------------------------------------------- raw structs
+
+
+class RawDeploymentBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+    model_name: str
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    id: str | None = None
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    input_cost_per_mtok: float = 0.0
+    output_cost_per_mtok: float = 0.0
+    context_window: int | None = None
+    timeout: float | None = None
+    headers: dict[str, str] = {}
+
+
+class RawOpenAIDeployment(RawDeploymentBase, tag="openai"):
+    """An OpenAI Chat Completions (or compatible) deployment."""
+
+
+class RawAnthropicDeployment(RawDeploymentBase, tag="anthropic"):
+    """An Anthropic Messages deployment."""
+
+
+class RawGeminiDeployment(RawDeploymentBase, tag="gemini"):
+    """A Google Gemini generateContent deployment."""
+
+
+RawDeployment = RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment
+
+Strategy = Literal["weighted", "least-busy", "lowest-latency"]
+
+
+class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How deployments are picked and how failures are retried (read as is: only plain
+    values, checked by ``_check_router``)."""
+
+    strategy: Strategy = "weighted"
+    num_retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 8.0
+    timeout: float = 60.0
+    deadline: float = 300.0
+    allowed_fails: int = 3
+    cooldown_time: float = 30.0
+    # The longest a stream may run, from its request's start: then it ends with an error
+    # and is charged for what it sent (its budget hold lives at least this long).
+    max_stream_duration: float = 1800.0
+
+
+class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Proxy settings."""
+
+    master_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Per endpoint (a path of BODY_ENDPOINTS), overriding max_body_bytes for it.
+    max_body_bytes_per_endpoint: dict[str, int] = {}
+    header_timeout: float = 10.0  # seconds from connect (or the previous response) to headers
+    body_timeout: float = 30.0  # seconds to receive a whole request body
+    max_unauthenticated_connections: int = 512  # open connections no request has authenticated
+    database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
+    key_hash_secret: str | None = None
+    key_store: Literal["sqlite", "redis"] = "sqlite"  # redis: keys shared by instances
+    redis_url: str | None = None  # for key_store: redis (default: budget_settings.redis_url)
+
+
+class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Semantic cache settings: the top-level ``cache`` holds the defaults, a route's
+    ``cache`` overrides them key by key."""
+
+    enabled: bool = False
+    threshold: float = 0.90
+    ttl: float | None = 3600.0
+    max_entries: int = 100_000
+    verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
+    # Who shares entries: everyone in the tenant (org/team; a key without one is its own
+    # tenant), one virtual key, or one key's end user (the request's `user`).
+    scope: Literal["team", "key", "user"] = "team"
+    # Where entries live (top-level only): memory (this process) or redis (shared by every
+    # instance on the same redis_url + redis_prefix; default URL: budget_settings.redis_url).
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    redis_prefix: str = "rg:cache"
+
+
+class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Where budgets and rate limits are kept and how requests are charged."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    fail_open: bool = False  # Redis unreachable: refuse (default) or admit unmetered
+    reservation_ttl: float = 600.0  # a crashed instance's holds expire after this
+    default_max_tokens: int = 4096  # worst-case completion when a request sets no max
+    default_account: str | None = None  # charged for requests without a virtual key
+    end_user: BudgetLimits | None = None  # a budget per end user (the request's `user`)
+    # Redis replicas that must have each hold and settlement before it returns (WAIT), so a
+    # failover cannot forget them; a replica slower than the timeout costs that much latency.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 50
+
+
+class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Per-alias behaviour (``routes.<alias>``): cache overrides, and routing — ``mode:
+    pinned`` (one model, no cache) or ``routed`` (rules -> semantic routes -> learned
+    cheap/strong); see ``routeguard.routing.router`` for the routing keys."""
+
+    cache: dict[str, Any] = {}
+    mode: Literal["routed", "pinned"] | None = None
+    target: str | None = None
+    cheap: str | None = None
+    strong: str | None = None
+    default: str | None = None
+    model: str | None = None
+    threshold: float | None = None
+    strong_share: float | None = None
+    rules: list[dict[str, Any]] | None = None
+    semantic_routes: dict[str, Any] | None = None
+    budget_aware: bool | float | None = None  # near a budget: strong -> cheap
+    enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
+    max_input_bytes: int | None = None  # larger inputs are refused (413) before any work
+
+    def routing_spec(self) -> dict[str, Any] | None:
+        """The routing keys that are set, or None when this route only tunes the cache."""
+        spec = {
+            k: v
+            for k, v in msgspec.structs.asdict(self).items()
+            if k not in ("cache", "enforce", "max_input_bytes") and v is not None
+        }
+        return spec or None
+
+
+class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
+    sentence-transformers to ~1e-12; ``f16`` to ~3e-7 in half the memory; ``bf16`` is ~2x
+    faster at ~3.5e-5 cosine distance; ``auto`` (the default) is bf16 on CPUs with AVX-512
+    BF16 and f32 on the others."""
+
+    precision: Literal["auto", "f32", "f16", "bf16"] = "auto"
+
+
+class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole file, as written."""
+
+    model_list: list[Any] = []
+    router_settings: Any = None
+    fallbacks: dict[str, list[str]] = {}
+    context_window_fallbacks: dict[str, list[str]] = {}
+    server: Any = None
+    cache: Any = None
+    routes: dict[str, Any] = {}
+    budgets: list[Any] = []
+    budget_settings: Any = None
+    enforce: Any = None  # routeguard.enforce.proxy.EnforceSettings
+    embedding: Any = None
+
+
+# --------------------------------------------------------------------------- runtime objects
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Validated proxy settings."""
+
+    master_key: Secret | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes_per_endpoint: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_ENDPOINT_BODY_BYTES)
+    )
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_unauthenticated_connections: int = 512
+    database: str | None = None
+    key_hash_secret: Secret | None = None
+    key_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, ready to build a Gateway from."""
+
+    deployments: dict[str, list[Deployment]]
+    router: RouterSettings = field(default_factory=RouterSettings)
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    server: ServerSettings = ServerSettings()
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    route_cache: dict[str, CacheSettings] = field(default_factory=dict)
+    routing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: tuple[BudgetAccountConfig, ...] = ()  # checked; the budget layer builds them
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    warnings: list[str] = field(default_factory=list)
+    enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
+    input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
+    source: str = "<dict>"
+
+    def cache_for(self, alias: str) -> CacheSettings:
+        """The cache settings in force for requests to ``alias``."""
+        return self.route_cache.get(alias, self.cache)
+
+    @property
+    def aliases(self) -> list[str]:
+        """Every model alias clients may ask for."""
+        return list(self.deployments)

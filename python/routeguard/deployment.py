@@ -1,0 +1,61 @@
+"""The runtime description of one upstream model (a :class:`Deployment`) and the
+:class:`Secret` that holds its credential: the types every layer shares, built by
+:mod:`routeguard.config` and read by providers, routing, fallback and budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from routeguard import scrub
+
+
+class Secret:
+    """A credential that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        scrub.remember(value)  # masked wherever upstream text or a log line repeats it
+
+    def get(self) -> str:
+        """The secret value, for building an auth header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One concrete upstream model behind an alias."""
+
+    id: str
+    alias: str
+    provider: str
+    model: str
+    api_base: str
+    api_key: Secret | None
+    weight: float = 1.0
+    rpm: int | None = None
+    tpm: int | None = None
+    input_cost_per_mtok: float = 0.0
+    output_cost_per_mtok: float = 0.0
+    context_window: int | None = None
+    timeout: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollar cost of one call from its token usage."""
+        return (
+            prompt_tokens * self.input_cost_per_mtok + completion_tokens * self.output_cost_per_mtok
+        ) / 1_000_000

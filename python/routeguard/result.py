@@ -1,0 +1,43 @@
+"""What serving one request produced: the response or stream, the deployment that served it,
+its usage and cost, and how it was obtained (cache, route, attempts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from routeguard.deployment import Deployment
+from routeguard.providers.base import Json
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A served request: the response (or stream) and how it was obtained."""
+
+    alias: str
+    deployment: Deployment
+    attempts: int
+    upstream_s: float
+    started: float
+    response: Json | None = None
+    stream: AsyncIterator[Json] | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
+    cache_score: float | None = None
+    route: str | None = None  # why the router chose the served alias (routed routes only)
+
+    @property
+    def cost(self) -> float:
+        """Dollar cost from the usage seen so far (complete once a stream is drained);
+        a cache hit costs nothing."""
+        if self.cache == "hit":
+            return 0.0
+        return self.deployment.cost(
+            self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
+        )
+
+    def overhead_ms(self, now: float | None = None) -> float:
+        """Gateway time so far that was not spent waiting on upstream, in milliseconds."""
+        now = time.perf_counter() if now is None else now
+        return max(0.0, (now - self.started - self.upstream_s) * 1000)
