@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from embedders import WordsEmbedder
+from routeguard.config.routes import RouteSettings, RuleSettings, route_targets
 from routeguard.errors import RouteguardError
 from routeguard.routing import (
     RouteDecision,
@@ -24,7 +25,6 @@ from routeguard.routing import (
     default_router,
     metrics,
     prompt_text,
-    route_targets,
 )
 from routeguard.routing.calibration import LiveShare, calibrate
 from routeguard.routing.learned import LearnedRouter, train
@@ -125,7 +125,7 @@ def test_rules_first_match_wins_and_catch_all() -> None:
         ({"regex": "a"}, "target"),
         ({"target": "x", "regex": "("}, "invalid pattern"),
         ({"target": "x", "min_tokens": -1}, "non-negative"),
-        ({"target": "x", "metadata": ["a"]}, "mapping"),
+        ({"target": "x", "metadata": ["a"]}, "Expected `object`"),
     ],
 )
 def test_rule_errors_name_the_problem(spec: dict[str, Any], message: str) -> None:
@@ -509,8 +509,8 @@ def test_router_pipeline_order(tmp_path: Path) -> None:
     assert hard.target_alias == "big" and easy.target_alias == "small"
     assert hard.score is not None and easy.score is not None and hard.score > easy.score
     assert router.targets() == {"small", "big", "long-context", "support"}
-    spec = {"cheap": "small", "strong": "big", "rules": [{"target": "strong"}], "threshold": None}
-    assert route_targets(spec, "smart") == {"small", "big"}
+    spec = RouteSettings(cheap="small", strong="big", rules=[RuleSettings(target="strong")])
+    assert route_targets("smart", spec) == {"small", "big"}
 
 
 def test_router_reuses_the_callers_vector(tmp_path: Path) -> None:

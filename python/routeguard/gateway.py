@@ -98,7 +98,7 @@ class Gateway:
         # One embedder per request: routers embed with the cache's, so its vector is reused.
         router_embedder = self.cache.cache.embedder if self.cache is not None else embedder
         self.routers = {
-            alias: Router.from_dict(alias, spec, embedder=router_embedder)
+            alias: Router.from_settings(alias, spec, embedder=router_embedder)
             for alias, spec in config.routing.items()
         }
         self.balancers = {

@@ -185,15 +185,19 @@ def pick_models(
     """The ``(cheap, strong)`` models to price routing with (see the module docstring)."""
     if not prices:
         raise RouteguardError("no model prices known: pass --config with a model_list")
-    spec = config.routing.get(route, {}) if config is not None else {}
+    spec = config.routing.get(route) if config is not None else None
     aliases = (
         config.aliases if config is not None else [a for a in _default_aliases() if a in prices]
     )
     ranked = sorted(aliases or prices, key=lambda m: (_blended(prices[m]), m))
     models = [r.model for r in records]
     usual = max(sorted(set(models)), key=models.count) if models else ""
-    strong = strong or spec.get("strong") or (usual if usual in prices else ranked[-1])
-    cheap = cheap or spec.get("cheap") or ranked[0]
+    strong = (
+        strong
+        or (spec.strong if spec is not None else None)
+        or (usual if usual in prices else ranked[-1])
+    )
+    cheap = cheap or (spec.cheap if spec is not None else None) or ranked[0]
     for name in (cheap, strong):
         if name not in prices:
             raise RouteguardError(

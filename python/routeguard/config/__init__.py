@@ -9,19 +9,19 @@ Modules: :mod:`.settings` (the types), :mod:`.load` (reading and checking),
 from __future__ import annotations
 
 from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
+from routeguard.config.decode import PROVIDER_TYPES
 from routeguard.config.load import api_base_problem, load, read_file
+from routeguard.config.routes import RouteSettings, RuleSettings, SemanticRoutesSettings
 from routeguard.config.settings import (
     BODY_ENDPOINTS,
     DEFAULT_API_BASES,
     DEFAULT_ENDPOINT_BODY_BYTES,
     ENV_PREFIX,
-    PROVIDER_TYPES,
     BudgetSettings,
     CacheSettings,
     Config,
     EmbeddingSettings,
     RouterSettings,
-    RouteSettings,
     ServerSettings,
     Strategy,
 )
@@ -45,7 +45,9 @@ __all__ = [
     "EmbeddingSettings",
     "RouteSettings",
     "RouterSettings",
+    "RuleSettings",
     "Secret",
+    "SemanticRoutesSettings",
     "ServerSettings",
     "Strategy",
     "api_base_problem",

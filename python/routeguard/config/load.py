@@ -18,13 +18,14 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
+from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
+from routeguard.config.routes import RouteSettings, check_route, route_targets
 from routeguard.config.settings import (
     BODY_ENDPOINTS,
     DEFAULT_API_BASES,
     DEFAULT_ENDPOINT_BODY_BYTES,
     ENV_PREFIX,
-    PROVIDER_TYPES,
     BudgetSettings,
     CacheSettings,
     Config,
@@ -34,7 +35,6 @@ from routeguard.config.settings import (
     RawDeploymentBase,
     RawServer,
     RouterSettings,
-    RouteSettings,
     ServerSettings,
 )
 from routeguard.deployment import Deployment, Secret
@@ -81,17 +81,17 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     warnings: list[str] = []
     data = from_litellm(data, warnings) if looks_like_litellm(data) else data
 
-    raw = _convert(data, RawConfig, "", problems)
+    raw = decode(data, RawConfig, "", problems)
     if raw is None:
         raise ConfigError(problems, source=name)
-    router = _convert(raw.router_settings or {}, RouterSettings, "router_settings", problems)
-    server = _convert(raw.server or {}, RawServer, "server", problems)
+    router = decode(raw.router_settings or {}, RouterSettings, "router_settings", problems)
+    server = decode(raw.server or {}, RawServer, "server", problems)
 
     deployments: dict[str, list[Deployment]] = {}
     seen_ids: set[str] = set()
     for i, entry in enumerate(raw.model_list):
         path = f"model_list[{i}]"
-        rd: RawDeploymentBase | None = _convert(entry, RawDeployment, path, problems)  # type: ignore[arg-type]
+        rd: RawDeploymentBase | None = decode(entry, RawDeployment, path, problems)
         if rd is None:
             continue
         dep = _build_deployment(rd, path, env, problems, len(deployments.get(rd.model_name, [])))
@@ -135,42 +135,42 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             server.key_hash_secret, "server.key_hash_secret", env, problems
         )
 
-    cache = _convert(raw.cache or {}, CacheSettings, "cache", problems)
+    cache = decode(raw.cache or {}, CacheSettings, "cache", problems)
     route_cache: dict[str, CacheSettings] = {}
-    routing: dict[str, dict[str, Any]] = {}
+    routing: dict[str, RouteSettings] = {}
     route_enforce: dict[str, Any] = {}
     input_limits: dict[str, int] = {}
     for alias, spec in raw.routes.items():
         path = f"routes.{alias}"
-        route = _convert(spec, RouteSettings, path, problems)
-        if route is not None and route.enforce is not None:
+        route: RouteSettings | None = decode(spec, RouteSettings, path, problems, drop_none=True)
+        if route is None:
+            continue
+        problems.extend(check_route(alias, route))
+        if route.enforce is not None:
             route_enforce[alias] = route.enforce
-        if route is not None and route.max_input_bytes is not None:
-            if route.max_input_bytes <= 0:
-                problems.append(ConfigProblem(f"{path}.max_input_bytes", "must be positive"))
+        if route.max_input_bytes is not None:
             input_limits[alias] = route.max_input_bytes
-        rspec = route.routing_spec() if route is not None else None
-        if rspec is not None:
-            routing[alias] = rspec
-            _check_route_targets(alias, rspec, deployments, problems)
+        if route.is_router:
+            routing[alias] = route
+            _check_route_targets(alias, route, deployments, problems)
         elif alias not in deployments:
             problems.append(ConfigProblem(path, f"unknown model '{alias}'"))
         for once in _CACHE_GLOBAL_KEYS:
-            if route is not None and once in route.cache:
+            if once in route.cache:
                 problems.append(
                     ConfigProblem(f"{path}.cache.{once}", f"{once} is set in the top-level cache")
                 )
-        if route is not None and route.cache and cache is not None:
+        if route.cache and cache is not None:
             merged = {**msgspec.structs.asdict(cache), **route.cache}
-            rc = _convert(merged, CacheSettings, f"{path}.cache", problems)
+            rc = decode(merged, CacheSettings, f"{path}.cache", problems)
             if rc is not None:
                 route_cache[alias] = rc
     for path, cs in [("cache", cache), *((f"routes.{a}.cache", c) for a, c in route_cache.items())]:
         if cs is not None:
             _check_cache(cs, path, problems)
 
-    budget = _convert(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
-    embedding = _convert(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
+    budget = decode(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
+    embedding = decode(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts: tuple[BudgetAccountConfig, ...] = ()
@@ -226,7 +226,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     if raw.enforce is not None or route_enforce:
         from routeguard.enforce.proxy import load_enforcement
 
-        pinned = {a for a, s in routing.items() if s.get("mode") == "pinned"}
+        pinned = {a for a, s in routing.items() if s.mode == "pinned"}
         base = None if isinstance(source, Mapping) else Path(source).parent
         enforce = load_enforcement(
             raw.enforce, route_enforce, pinned=pinned, aliases=list(deployments), base=base,
@@ -270,32 +270,6 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     )
 
 
-def _convert(data: Any, typ: type[T], path: str, problems: list[ConfigProblem]) -> T | None:
-    try:
-        return msgspec.convert(data, typ, strict=True)
-    except msgspec.ValidationError as exc:
-        problems.append(_problem_from_msgspec(str(exc), path))
-        return None
-
-
-_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-
-
-def _problem_from_msgspec(message: str, prefix: str) -> ConfigProblem:
-    m = _MSGSPEC_PATH.search(message)
-    sub = ""
-    if m:
-        sub = m.group("path")
-        message = message[: m.start()]
-    path = (prefix + sub).lstrip(".")
-    message = message.replace("Object contains unknown field", "unknown key").replace(
-        "Object missing required field", "missing required key"
-    )
-    if message.startswith("Invalid value") and path.endswith(".type"):
-        message = f"{message}: unknown provider type; expected one of {', '.join(PROVIDER_TYPES)}"
-    return ConfigProblem(path, message)
-
-
 def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
     if not r.max_stream_duration > 0:
         problems.append(ConfigProblem("router_settings.max_stream_duration", "must be positive"))
@@ -311,23 +285,15 @@ def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
 
 def _check_route_targets(
     alias: str,
-    spec: dict[str, Any],
+    route: RouteSettings,
     deployments: Mapping[str, list[Deployment]],
     problems: list[ConfigProblem],
 ) -> None:
-    from routeguard.errors import RouteguardError
-    from routeguard.routing.router import route_targets
-
     path = f"routes.{alias}"
-    if spec.get("mode") == "pinned" and "target" not in spec and alias not in deployments:
+    if route.mode == "pinned" and route.target is None and alias not in deployments:
         problems.append(ConfigProblem(f"{path}.target", "a pinned route needs a target model"))
         return
-    try:
-        targets = route_targets(spec, alias)
-    except RouteguardError as exc:
-        problems.append(ConfigProblem(path, exc.message))
-        return
-    for t in sorted(targets):
+    for t in sorted(route_targets(alias, route)):
         if t not in deployments:
             problems.append(ConfigProblem(path, f"routes to unknown model '{t}'"))
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import msgspec
 
 from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
+from routeguard.config.routes import RouteSettings
 from routeguard.deployment import Deployment, Secret
 
-PROVIDER_TYPES = ("openai", "anthropic", "gemini")
 DEFAULT_API_BASES = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -129,36 +129,6 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     redis_wait_timeout_ms: int = 50
 
 
-class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Per-alias behaviour (``routes.<alias>``): cache overrides, and routing — ``mode:
-    pinned`` (one model, no cache) or ``routed`` (rules -> semantic routes -> learned
-    cheap/strong); see ``routeguard.routing.router`` for the routing keys."""
-
-    cache: dict[str, Any] = {}
-    mode: Literal["routed", "pinned"] | None = None
-    target: str | None = None
-    cheap: str | None = None
-    strong: str | None = None
-    default: str | None = None
-    model: str | None = None
-    threshold: float | None = None
-    strong_share: float | None = None
-    rules: list[dict[str, Any]] | None = None
-    semantic_routes: dict[str, Any] | None = None
-    budget_aware: bool | float | None = None  # near a budget: strong -> cheap
-    enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
-    max_input_bytes: int | None = None  # larger inputs are refused (413) before any work
-
-    def routing_spec(self) -> dict[str, Any] | None:
-        """The routing keys that are set, or None when this route only tunes the cache."""
-        spec = {
-            k: v
-            for k, v in msgspec.structs.asdict(self).items()
-            if k not in ("cache", "enforce", "max_input_bytes") and v is not None
-        }
-        return spec or None
-
-
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
     sentence-transformers to ~1e-12; ``f16`` to ~3e-7 in half the memory; ``bf16`` is ~2x
@@ -216,7 +186,7 @@ class Config:
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = field(default_factory=CacheSettings)
     route_cache: dict[str, CacheSettings] = field(default_factory=dict)
-    routing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routing: dict[str, RouteSettings] = field(default_factory=dict)  # routed/pinned routes
     accounts: tuple[BudgetAccountConfig, ...] = ()  # checked; the budget layer builds them
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)

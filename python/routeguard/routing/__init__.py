@@ -16,7 +16,7 @@ from __future__ import annotations
 from routeguard.routing.calibration import LiveShare, calibrate
 from routeguard.routing.learned import LearnedRouter, default_model, train
 from routeguard.routing.outcomes import Outcomes, read_outcomes
-from routeguard.routing.router import RouteDecision, Router, prompt_text, route_targets
+from routeguard.routing.router import RouteDecision, Router, prompt_text
 from routeguard.routing.rules import Rule, Rules
 from routeguard.routing.semantic import SemanticRoutes
 
@@ -39,6 +39,5 @@ __all__ = [
     "default_router",
     "prompt_text",
     "read_outcomes",
-    "route_targets",
     "train",
 ]

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.config.routes import RouteSettings, parse_route
 from routeguard.errors import RouteguardError
 from routeguard.messages import content_text
 from routeguard.routing.calibration import LiveShare
@@ -54,22 +55,6 @@ from routeguard.routing.semantic import SemanticRoutes, TextEmbedder
 
 F32 = npt.NDArray[np.float32]
 
-_ROUTE_KEYS = frozenset(
-    {
-        "mode",
-        "target",
-        "cheap",
-        "strong",
-        "model",
-        "threshold",
-        "strong_share",
-        "rules",
-        "semantic_routes",
-        "default",
-        "budget_aware",
-        "cache",  # the cache layer's per-route settings live beside ours
-    }
-)
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -168,75 +153,54 @@ class Router:
 
     @classmethod
     def from_dict(
-        cls, alias: str, spec: Mapping[str, Any], *, embedder: TextEmbedder | None = None
+        cls,
+        alias: str,
+        spec: RouteSettings | Mapping[str, Any],
+        *,
+        embedder: TextEmbedder | None = None,
     ) -> Router:
-        """Build from a route spec (see the module docstring). ``embedder`` embeds semantic
-        utterances and, when the caller passes no vector, requests; it must be the embedder
-        the learned model was trained with (the default MiniLM for the shipped model)."""
-        where = f"routes.{alias}"
-        spec = _present(spec)
-        unknown = set(spec) - _ROUTE_KEYS
-        if unknown:
-            raise RouteguardError(
-                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                f"expected {', '.join(sorted(_ROUTE_KEYS))}"
-            )
-        mode = spec.get("mode", "routed")
-        if mode not in ("routed", "pinned"):
-            raise RouteguardError(f"{where}.mode: expected 'routed' or 'pinned', got {mode!r}")
-        names: dict[str, str | None] = {}
-        for k in ("target", "cheap", "strong", "default"):
-            v = spec.get(k)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise RouteguardError(f"{where}.{k}: expected a model alias, got {v!r}")
-            names[k] = v
-        if mode == "pinned":
-            return cls(alias, mode="pinned", target=names["target"])
-        cheap, strong = names["cheap"], names["strong"]
-        if (cheap is None) != (strong is None):
-            raise RouteguardError(f"{where}: set both 'cheap' and 'strong', or neither")
-        if "threshold" in spec and "strong_share" in spec:
-            raise RouteguardError(f"{where}: set 'threshold' or 'strong_share', not both")
+        """Build from a route spec as written in a config (checked, with key paths in the
+        ConfigError); see :meth:`from_settings`."""
+        return cls.from_settings(alias, parse_route(alias, spec), embedder=embedder)
+
+    @classmethod
+    def from_settings(
+        cls, alias: str, route: RouteSettings, *, embedder: TextEmbedder | None = None
+    ) -> Router:
+        """Build from a checked route (:func:`routeguard.config.routes.parse_route`, or a
+        loaded Config). ``embedder`` embeds semantic utterances and, when the caller passes
+        no vector, requests; it must be the embedder the learned model was trained with (the
+        default MiniLM for the shipped model)."""
+        if route.mode == "pinned":
+            return cls(alias, mode="pinned", target=route.target)
+        cheap, sem = route.cheap, route.semantic
         emb = embedder
-        if emb is None and ("semantic_routes" in spec or cheap is not None):
+        if emb is None and (sem is not None or cheap is not None):
             from routeguard.embed import default_embedder
 
             emb = default_embedder()
         learned = None
-        threshold = share = None
         if cheap is not None:
-            model = spec.get("model", "default")
-            if not isinstance(model, str):
-                raise RouteguardError(f"{where}.model: expected 'default' or a file path")
+            model = route.model or "default"
             learned = default_model() if model == "default" else LearnedRouter.load(Path(model))
-            threshold, share = _pick_threshold(spec, where)
-        rules = Rules.from_list(spec.get("rules", []), f"{where}.rules")
-        budget_aware = _budget_aware(spec.get("budget_aware"), where, cheap)
         semantic = None
-        if "semantic_routes" in spec:
+        if sem is not None:
             assert emb is not None
-            semantic = SemanticRoutes.from_dict(
-                spec["semantic_routes"], emb, f"{where}.semantic_routes"
-            )
-        if cheap is None and names["default"] is None and names["target"] is None:
-            raise RouteguardError(
-                f"{where}: a routed route needs 'cheap' and 'strong' (learned routing) "
-                "or a 'default' alias for requests no rule or semantic route claims"
-            )
+            semantic = SemanticRoutes.from_settings(sem, emb)
         return cls(
             alias,
             mode="routed",
-            target=names["target"],
+            target=route.target,
             cheap=cheap,
-            strong=strong,
-            rules=rules,
+            strong=route.strong,
+            rules=Rules.from_settings(route.rules or []),
             semantic=semantic,
             learned=learned,
-            threshold=threshold,
-            strong_share=share,
-            default=names["default"],
+            threshold=route.threshold,
+            strong_share=route.strong_share,
+            default=route.default,
             embedder=emb,
-            budget_aware=budget_aware,
+            budget_aware=route.budget_share,
         )
 
     def downgrade(self, decision: RouteDecision, account: str) -> RouteDecision:
@@ -377,63 +341,3 @@ class Router:
         """The embedding of ``text`` with this router's embedder (the default MiniLM if none)."""
         out: F32 = np.asarray(self._embedder_or_default().embed([text]), dtype=np.float32)[0]
         return out
-
-
-def _budget_aware(value: Any, where: str, cheap: str | None) -> float | None:
-    if value is None or value is False:
-        return None
-    if cheap is None:
-        raise RouteguardError(f"{where}.budget_aware: needs 'cheap' and 'strong' to choose from")
-    if value is True:
-        return 0.8
-    if isinstance(value, int | float) and 0.0 < value <= 1.0:
-        return float(value)
-    raise RouteguardError(
-        f"{where}.budget_aware: expected true or a share of the limit in (0, 1], got {value!r}"
-    )
-
-
-def _present(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys that are set: a ``None`` value (as ``msgspec.to_builtins`` writes an unset
-    optional field) counts as absent."""
-    return {k: v for k, v in spec.items() if v is not None}
-
-
-def route_targets(spec: Mapping[str, Any], alias: str) -> set[str]:
-    """Every alias a route spec can send requests to, without building anything (no model
-    loaded, nothing embedded): for config validation. ``cheap``/``strong`` rule targets
-    resolve to the route's aliases."""
-    spec = _present(spec)
-    if spec.get("mode") == "pinned":
-        return {str(spec.get("target", alias))}
-    cheap, strong = spec.get("cheap"), spec.get("strong")
-    words = {"cheap": cheap, "strong": strong}
-    out = {str(a) for a in (cheap, strong, spec.get("default"), spec.get("target")) if a}
-    targets = [r.get("target") for r in spec.get("rules") or [] if isinstance(r, Mapping)]
-    sem = spec.get("semantic_routes")
-    items = sem.get("routes") if isinstance(sem, Mapping) else sem
-    if isinstance(items, Sequence) and not isinstance(items, str | bytes):
-        targets += [r.get("target") for r in items if isinstance(r, Mapping)]
-    out.update(str(words.get(t) or t) for t in targets if isinstance(t, str) and t)
-    return out
-
-
-def _pick_threshold(spec: Mapping[str, Any], where: str) -> tuple[float | None, float | None]:
-    """``(threshold, strong_share)`` from a route spec: exactly one of them is set."""
-    if "threshold" in spec:
-        t = spec["threshold"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not -1.0 <= t <= 1.0:
-            raise RouteguardError(
-                f"{where}.threshold: expected a score in [-1, 1] "
-                f"(from `routeguard router calibrate`), got {t!r}"
-            )
-        return float(t), None
-    if "strong_share" not in spec:
-        raise RouteguardError(
-            f"{where}: set 'strong_share' (the share of calls for the strong model, e.g. 0.3) "
-            "or a fixed 'threshold'"
-        )
-    share = spec["strong_share"]
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
-        raise RouteguardError(f"{where}.strong_share: expected a share in [0, 1], got {share!r}")
-    return None, float(share)

@@ -1,7 +1,8 @@
 """Explicit routing rules: the first layer of the router, checked before any embedding is used.
 
-Data flow: a rule spec from the route config (a plain dict) -> :class:`Rule` (regex compiled,
-value lists turned into sets, once) -> for each request, :class:`Rules.match` walks the rules in
+Data flow: a checked rule from the route config (a
+:class:`~routeguard.config.routes.RuleSettings`) -> :class:`Rule` (regex compiled, value lists
+turned into sets, once) -> for each request, :class:`Rules.match` walks the rules in
 order with a :class:`RuleInput` (the caller's trusted metadata, the request's own ``metadata``
 hints, headers, an estimated prompt length, the last user message) and returns the first rule
 whose every condition holds, or None.
@@ -30,11 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routeguard._native import core
-from routeguard.errors import RouteguardError
-
-_RULE_KEYS = frozenset(
-    {"name", "target", "metadata", "headers", "key", "team", "min_tokens", "max_tokens", "regex"}
-)
+from routeguard.config.routes import RuleSettings, Values, parse_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,21 +45,8 @@ class RuleInput:
     text: str
 
 
-def _values(v: Any, where: str) -> frozenset[str]:
-    if isinstance(v, str | int | float | bool):
-        return frozenset({str(v)})
-    if isinstance(v, Sequence) and all(isinstance(x, str | int | float | bool) for x in v):
-        return frozenset(str(x) for x in v)
-    raise RouteguardError(f"{where}: expected a string or a list of strings, got {v!r}")
-
-
-def _value_map(spec: Any, where: str, lower_keys: bool = False) -> dict[str, frozenset[str]]:
-    if not isinstance(spec, Mapping):
-        raise RouteguardError(f"{where}: expected a mapping of name to value(s), got {spec!r}")
-    return {
-        (str(k).lower() if lower_keys else str(k)): _values(v, f"{where}.{k}")
-        for k, v in spec.items()
-    }
+def _values(v: Values) -> frozenset[str]:
+    return frozenset(str(x) for x in v) if isinstance(v, list) else frozenset({str(v)})
 
 
 @dataclass(frozen=True)
@@ -81,44 +65,23 @@ class Rule:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], where: str = "rule") -> Rule:
-        """Build from a config mapping (see the module docstring); errors name ``where``.
-        A ``None`` value counts as an absent key."""
-        spec = {k: v for k, v in spec.items() if v is not None}
-        unknown = set(spec) - _RULE_KEYS
-        if unknown:
-            raise RouteguardError(
-                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                f"expected {', '.join(sorted(_RULE_KEYS))}"
-            )
-        target = spec.get("target")
-        if not isinstance(target, str) or not target:
-            raise RouteguardError(f"{where}.target: required, the alias to send matches to")
-        bounds: dict[str, int | None] = {}
-        for k in ("min_tokens", "max_tokens"):
-            v = spec.get(k)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise RouteguardError(f"{where}.{k}: expected a non-negative integer, got {v!r}")
-            bounds[k] = v
-        regex = None
-        if spec.get("regex") is not None:
-            try:
-                regex = core.Regex(str(spec["regex"]))
-            except core.RegexError as exc:
-                why = str(exc).strip().splitlines()[-1].removeprefix("error: ")
-                raise RouteguardError(
-                    f"{where}.regex: invalid pattern {spec['regex']!r} for the linear-time "
-                    f"regex engine (no look-around or backreferences): {why}"
-                ) from None
+        """Build from a config mapping (see the module docstring), checked; errors name
+        ``where``. A ``None`` value counts as an absent key."""
+        return cls.from_settings(parse_rules([spec], where)[0], where)
+
+    @classmethod
+    def from_settings(cls, rule: RuleSettings, where: str = "rule") -> Rule:
+        """Build from a checked rule (its regex compiled, its value lists made sets)."""
         return cls(
-            name=str(spec.get("name", where)),
-            target=target,
-            metadata=_value_map(spec.get("metadata", {}), f"{where}.metadata"),
-            headers=_value_map(spec.get("headers", {}), f"{where}.headers", lower_keys=True),
-            keys=_values(spec["key"], f"{where}.key") if "key" in spec else None,
-            teams=_values(spec["team"], f"{where}.team") if "team" in spec else None,
-            min_tokens=bounds["min_tokens"],
-            max_tokens=bounds["max_tokens"],
-            regex=regex,
+            name=rule.name if rule.name is not None else where,
+            target=rule.target,
+            metadata={str(k): _values(v) for k, v in rule.metadata.items()},
+            headers={str(k).lower(): _values(v) for k, v in rule.headers.items()},
+            keys=_values(rule.key) if rule.key is not None else None,
+            teams=_values(rule.team) if rule.team is not None else None,
+            min_tokens=rule.min_tokens,
+            max_tokens=rule.max_tokens,
+            regex=core.Regex(rule.regex) if rule.regex is not None else None,
         )
 
     def matches(self, x: RuleInput) -> bool:
@@ -151,14 +114,12 @@ class Rules:
     @classmethod
     def from_list(cls, specs: Any, where: str = "rules") -> Rules:
         """Build from the config's list of rule mappings (checked: raw config data)."""
-        if isinstance(specs, str | bytes) or not isinstance(specs, Sequence):
-            raise RouteguardError(f"{where}: expected a list of rules")
-        out = []
-        for i, s in enumerate(specs):
-            if not isinstance(s, Mapping):
-                raise RouteguardError(f"{where}[{i}]: expected a mapping, got {s!r}")
-            out.append(Rule.from_dict(s, f"{where}[{i}]"))
-        return cls(out)
+        return cls.from_settings(parse_rules(specs, where), where)
+
+    @classmethod
+    def from_settings(cls, rules: Sequence[RuleSettings], where: str = "rules") -> Rules:
+        """Build from checked rules."""
+        return cls([Rule.from_settings(r, f"{where}[{i}]") for i, r in enumerate(rules)])
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -21,13 +21,14 @@ scan is one small matrix-vector product: microseconds for a few hundred utteranc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.config.routes import SemanticRoutesSettings, parse_semantic
 from routeguard.errors import RouteguardError
 
 F32 = npt.NDArray[np.float32]
@@ -103,45 +104,23 @@ class SemanticRoutes:
     def from_dict(
         cls, spec: Any, embedder: TextEmbedder, where: str = "semantic_routes"
     ) -> SemanticRoutes:
-        """Build from a config mapping (see the module docstring), or a bare list of routes."""
-        if isinstance(spec, Sequence) and not isinstance(spec, str | bytes):
-            spec = {"routes": list(spec)}
-        if not isinstance(spec, Mapping):
-            raise RouteguardError(f"{where}: expected a mapping with 'routes' (or a list)")
-        spec = {k: v for k, v in spec.items() if v is not None}
-        unknown = set(spec) - {"routes", "threshold", "method"}
-        if unknown:
-            raise RouteguardError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        default = _threshold(spec.get("threshold", 0.5), f"{where}.threshold")
-        items = spec.get("routes")
-        if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not items:
-            raise RouteguardError(f"{where}.routes: expected a non-empty list of routes")
-        routes = []
-        for i, r in enumerate(items):
-            at = f"{where}.routes[{i}]"
-            if not isinstance(r, Mapping):
-                raise RouteguardError(f"{at}: expected a mapping")
-            r = {k: v for k, v in r.items() if v is not None}
-            extra = set(r) - {"name", "target", "utterances", "threshold"}
-            if extra:
-                raise RouteguardError(f"{at}: unknown key(s) {', '.join(sorted(extra))}")
-            utt = r.get("utterances")
-            if (
-                not isinstance(utt, Sequence)
-                or isinstance(utt, str)
-                or not utt
-                or not all(isinstance(u, str) and u for u in utt)
-            ):
-                raise RouteguardError(f"{at}.utterances: expected a non-empty list of strings")
-            name, target = r.get("name"), r.get("target")
-            if not isinstance(name, str) or not name:
-                raise RouteguardError(f"{at}.name: required")
-            if not isinstance(target, str) or not target:
-                raise RouteguardError(f"{at}.target: required, the alias to send matches to")
-            th = _threshold(r.get("threshold", default), f"{at}.threshold")
-            routes.append(SemanticRoute(name, target, tuple(utt), th))
-        method = spec.get("method", "knn")
-        return cls(routes, embedder, method)
+        """Build from a config mapping (see the module docstring), or a bare list of routes;
+        checked, errors name ``where``."""
+        return cls.from_settings(parse_semantic(spec, where), embedder)
+
+    @classmethod
+    def from_settings(cls, spec: SemanticRoutesSettings, embedder: TextEmbedder) -> SemanticRoutes:
+        """Build from checked semantic routes (their utterances embedded once)."""
+        routes = [
+            SemanticRoute(
+                r.name,
+                r.target,
+                tuple(r.utterances),
+                spec.threshold if r.threshold is None else r.threshold,
+            )
+            for r in spec.routes
+        ]
+        return cls(routes, embedder, spec.method)
 
     def scores(self, vector: F32) -> npt.NDArray[np.float32]:
         """Each route's cosine to ``vector`` (best utterance, or the centroid)."""
@@ -165,9 +144,3 @@ class SemanticRoutes:
             return None
         best = int(np.argmax(np.where(ok, s, -np.inf)))
         return SemanticMatch(self.routes[best], float(s[best]))
-
-
-def _threshold(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not -1.0 <= float(v) <= 1.0:
-        raise RouteguardError(f"{where}: expected a cosine similarity in [-1, 1], got {v!r}")
-    return float(v)
