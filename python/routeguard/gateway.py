@@ -30,6 +30,7 @@ from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
 from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
+from routeguard.enforce.proxy import build_enforcers
 from routeguard.errors import (
     AllAttemptsFailed,
     AuthenticationError,
@@ -97,6 +98,7 @@ class Gateway:
         self.cache = CacheLayer(config, embedder) if caching else None
         # One embedder per request: routers embed with the cache's, so its vector is reused.
         router_embedder = self.cache.cache.embedder if self.cache is not None else embedder
+        self.enforcers = build_enforcers(config.enforce) if config.enforce else {}
         self.routers = {
             alias: Router.from_settings(alias, spec, embedder=router_embedder)
             for alias, spec in config.routing.items()
@@ -165,7 +167,7 @@ class Gateway:
         if alias in self.config.input_limits:
             self._check_input_size(alias, measure(request).bytes)
         targets = self._targets(alias, router, key)
-        enforcer = self.config.enforce.get(alias)  # tool-call policy on the response
+        enforcer = self.enforcers.get(alias)  # tool-call policy on the response
         stream = bool(request.get("stream"))
         # Admission first (rate limits and a hold bounded from byte counts), so a caller
         # out of budget costs no embedding, cache lookup or routing.
@@ -538,7 +540,7 @@ class Gateway:
 
     def approval_queues(self) -> list[Any]:
         """The pending-approval queues of enforced routes (for ``/admin/approvals``)."""
-        qs = {id(e.approvals): e.approvals for e in self.config.enforce.values() if e.approvals}
+        qs = {id(e.approvals): e.approvals for e in self.enforcers.values() if e.approvals}
         return list(qs.values())
 
     async def aclose(self) -> None:

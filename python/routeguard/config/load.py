@@ -38,6 +38,7 @@ from routeguard.config.settings import (
     ServerSettings,
 )
 from routeguard.deployment import Deployment, Secret
+from routeguard.enforce.plan import EnforcePlan, plan_enforcement
 from routeguard.errors import ConfigError, ConfigProblem
 
 T = TypeVar("T")
@@ -222,13 +223,11 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                 )
             )
 
-    enforce: dict[str, Any] = {}
+    enforce: dict[str, EnforcePlan] = {}
     if raw.enforce is not None or route_enforce:
-        from routeguard.enforce.proxy import load_enforcement
-
         pinned = {a for a, s in routing.items() if s.mode == "pinned"}
         base = None if isinstance(source, Mapping) else Path(source).parent
-        enforce = load_enforcement(
+        enforce = plan_enforcement(
             raw.enforce, route_enforce, pinned=pinned, aliases=list(deployments), base=base,
             problems=problems,
         )  # fmt: skip

@@ -13,6 +13,7 @@ import msgspec
 from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
 from routeguard.config.routes import RouteSettings
 from routeguard.deployment import Deployment, Secret
+from routeguard.enforce.plan import EnforcePlan
 
 DEFAULT_API_BASES = {
     "openai": "https://api.openai.com/v1",
@@ -191,7 +192,7 @@ class Config:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     warnings: list[str] = field(default_factory=list)
-    enforce: dict[str, Any] = field(default_factory=dict)  # alias -> ResponseEnforcer
+    enforce: dict[str, EnforcePlan] = field(default_factory=dict)  # alias -> its enforcement
     input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
     source: str = "<dict>"
 

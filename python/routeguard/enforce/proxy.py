@@ -12,8 +12,9 @@ Config (``enforce:`` at the top level, or per route under ``routes.<alias>.enfor
 
 A pinned route has enforcement on whenever a top-level ``enforce`` exists; ``apply_to: all``
 extends it to routed aliases; a route's own ``enforce`` mapping replaces the top-level one for
-that alias, and ``enforce: false`` turns it off there. :func:`load_enforcement` validates all of
-this at config load (an invalid policy is a config problem with its line), and
+that alias, and ``enforce: false`` turns it off there. Config load checks all of this
+(:mod:`routeguard.config.enforce`; an invalid policy is a config problem with its line),
+:func:`build_enforcers` builds the enforcers when the gateway starts, and
 :class:`ResponseEnforcer` does the work per response: every ``tool_calls`` entry of every
 choice (and a legacy ``function_call``) goes through a :class:`~routeguard.enforce.guard.Guard`
 for the caller (the agent id is the virtual key, else the ``x-routeguard-agent`` header, else
@@ -33,39 +34,29 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal
-
-import msgspec
 
 from routeguard.enforce.approval import ApprovalQueue
 from routeguard.enforce.audit import AuditLog
 from routeguard.enforce.engine import PolicyEngine
 from routeguard.enforce.guard import Guard, Verdict
-from routeguard.errors import ConfigProblem, EnforcementError, PolicyError, RouteguardError
+from routeguard.enforce.plan import EnforcePlan
+from routeguard.errors import (
+    ConfigError,
+    ConfigProblem,
+    EnforcementError,
+    PolicyError,
+    RouteguardError,
+)
 
 __all__ = [
-    "EnforceSettings",
     "ResponseEnforcer",
     "ToolCallsRefused",
+    "build_enforcers",
     "handle_approvals",
-    "load_enforcement",
 ]
 
 _MAX_AGENTS = 10_000
-
-
-class EnforceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """The ``enforce:`` block, as written."""
-
-    policy: str
-    on_deny: Literal["remove", "refuse"] = "remove"
-    role: str = "executor"
-    apply_to: Literal["pinned", "all"] = "pinned"
-    audit: str | None = None
-    # Seconds a require_approval call waits for POST /admin/approvals/{id}/approve
-    # (None: no approvals; such calls are removed like denied ones).
-    approval_timeout: float | None = None
 
 
 class ToolCallsRefused(EnforcementError):
@@ -297,82 +288,38 @@ def _any_calls(response: Mapping[str, Any]) -> bool:
     return any(m.get("tool_calls") or m.get("function_call") for m, _ in _messages(response))
 
 
-def _build(
-    spec: Any, path: str, base: Path | None, problems: list[ConfigProblem], top: bool
-) -> tuple[ResponseEnforcer, str] | None:
-    try:
-        s = msgspec.convert(spec, EnforceSettings)
-    except msgspec.ValidationError as e:
-        problems.append(ConfigProblem(path, str(e)))
-        return None
-    if not top and "apply_to" in spec:
-        problems.append(ConfigProblem(f"{path}.apply_to", "only the top-level enforce sets it"))
-    policy = Path(s.policy)
-    if base is not None and not policy.is_absolute():
-        policy = base / policy
-    try:
-        engine = PolicyEngine.from_file(policy)
-    except PolicyError as e:
-        problems.append(ConfigProblem(f"{path}.policy", e.message))
-        return None
-    except OSError as e:
-        problems.append(ConfigProblem(f"{path}.policy", f"cannot read {policy}: {e.strerror}"))
-        return None
-    audit = None
-    if s.audit is not None:
-        a = Path(s.audit)
+def build_enforcers(plans: Mapping[str, EnforcePlan]) -> dict[str, ResponseEnforcer]:
+    """The enforcer of each alias from its plan (aliases that share a block share one
+    enforcer); a policy or audit log that cannot be opened is a ConfigError naming its key."""
+    built: dict[str, ResponseEnforcer] = {}
+    problems: list[ConfigProblem] = []
+    for plan in {p.path: p for p in plans.values()}.values():
+        s = plan.settings
         try:
-            audit = AuditLog(base / a if base is not None and not a.is_absolute() else a)
-        except RouteguardError as e:
-            problems.append(ConfigProblem(f"{path}.audit", e.message))
-    approvals = None
-    if s.approval_timeout is not None:
-        if s.approval_timeout <= 0:
-            problems.append(ConfigProblem(f"{path}.approval_timeout", "must be positive seconds"))
-        else:
+            engine = PolicyEngine.from_file(plan.policy)
+        except PolicyError as e:
+            problems.append(ConfigProblem(f"{plan.path}.policy", e.message))
+            continue
+        except OSError as e:
+            why = f"cannot read {plan.policy}: {e.strerror}"
+            problems.append(ConfigProblem(f"{plan.path}.policy", why))
+            continue
+        audit = None
+        if plan.audit is not None:
+            try:
+                audit = AuditLog(plan.audit)
+            except RouteguardError as e:
+                problems.append(ConfigProblem(f"{plan.path}.audit", e.message))
+                continue
+        approvals = None
+        if s.approval_timeout is not None:
             approvals = ApprovalQueue(timeout=s.approval_timeout)
-    enforcer = ResponseEnforcer(
-        engine, on_deny=s.on_deny, role=s.role, audit=audit, approvals=approvals
-    )
-    return enforcer, s.apply_to
-
-
-def load_enforcement(
-    top: Any,
-    routes: Mapping[str, Any],
-    *,
-    pinned: set[str],
-    aliases: list[str],
-    base: Path | None,
-    problems: list[ConfigProblem],
-) -> dict[str, ResponseEnforcer]:
-    """The enforcer of each alias that has one (see the module docstring for the rules)."""
-    out: dict[str, ResponseEnforcer] = {}
-    if top is not None and not isinstance(top, dict):
-        problems.append(ConfigProblem("enforce", "expected a mapping with at least 'policy'"))
-        top = None
-    default = _build(top, "enforce", base, problems, True) if top is not None else None
-    if default is not None:
-        enforcer, apply_to = default
-        for alias in [*aliases, *pinned]:
-            if apply_to == "all" or alias in pinned:
-                out[alias] = enforcer
-    for alias, spec in routes.items():
-        path = f"routes.{alias}.enforce"
-        if spec is False:
-            out.pop(alias, None)
-        elif spec is True:
-            if default is None:
-                problems.append(ConfigProblem(path, "true needs a top-level enforce block"))
-            else:
-                out[alias] = default[0]
-        elif isinstance(spec, dict):
-            built = _build(spec, path, base, problems, False)
-            if built is not None:
-                out[alias] = built[0]
-        else:
-            problems.append(ConfigProblem(path, "expected a mapping, true or false"))
-    return out
+        built[plan.path] = ResponseEnforcer(
+            engine, on_deny=s.on_deny, role=s.role, audit=audit, approvals=approvals
+        )
+    if problems:
+        raise ConfigError(problems, source="enforce")
+    return {alias: built[plan.path] for alias, plan in plans.items()}
 
 
 class _NoApproval(EnforcementError):
