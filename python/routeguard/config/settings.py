@@ -143,6 +143,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     model: str | None = None
     threshold: float | None = None
     strong_share: float | None = None
+    min_p_cheap: float | None = None  # strong model when P(cheap answer as good) is below
     rules: list[dict[str, Any]] | None = None
     semantic_routes: dict[str, Any] | None = None
     budget_aware: bool | float | None = None  # near a budget: strong -> cheap
