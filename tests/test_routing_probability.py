@@ -227,3 +227,23 @@ def test_cli_score_prints_the_probability(
         model.p_cheap_ok(prompts).tolist(), abs=1e-4
     )
     assert rows[0]["p_cheap_ok"] < rows[1]["p_cheap_ok"]
+
+
+# --------------------------------------------------------------------------- estimated APGR
+
+
+def test_estimated_apgr_matches_labels_drawn_from_the_probabilities() -> None:
+    from routeguard.routing import metrics
+
+    rng = np.random.default_rng(6)
+    n = 20_000
+    for spread in (0.0, 0.2, 0.45):
+        p = np.clip(0.5 + spread * rng.uniform(-1, 1, n), 0, 1)
+        scores = 1.0 - p + rng.normal(0, 1e-6, n)  # ranks by p, ties broken at random
+        cheap = (rng.random(n) < p).astype(np.float64)  # outcomes as the assumptions say
+        est = metrics.estimated_apgr(scores, p)
+        real = metrics.apgr(scores, cheap, np.ones(n))
+        assert est == pytest.approx(real, abs=0.02)
+        if spread == 0.0:
+            assert est == pytest.approx(0.5, abs=1e-3)
+    assert metrics.estimated_apgr(np.zeros(4), np.ones(4)) == 0.5

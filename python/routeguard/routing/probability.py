@@ -127,7 +127,7 @@ def fit_isotonic(scores: F64, outcomes: F64, weights: F64 | None = None) -> Scor
 
 def fit_platt(scores: F64, outcomes: F64, weights: F64 | None = None) -> ScoreCalibration:
     """Platt scaling: ``sigmoid(a * score + b)`` by Newton's method, sampled as knots over
-    the scores' range (``a <= 0`` enforced: the map must not increase)."""
+    the scores' range (the map must not increase: a fit with ``a > 0`` becomes the base rate)."""
     s, y, w = _inputs(scores, outcomes, weights)
     w = w / w.mean()
     a = b = 0.0
@@ -141,7 +141,10 @@ def fit_platt(scores: F64, outcomes: F64, weights: F64 | None = None) -> ScoreCa
         a, b = a - float(step[0]), b - float(step[1])
         if float(np.abs(step).max()) < 1e-10:
             break
-    a = min(a, 0.0)
+    if a > 0.0:  # the scores rank the wrong way here: the flat map at the base rate
+        a = 0.0
+        m = float(np.clip((w * y).sum() / w.sum(), 1e-9, 1.0 - 1e-9))
+        b = float(np.log(m / (1.0 - m)))
     lo, hi = float(s.min()), float(s.max())
     if hi <= lo:
         hi = lo + 1e-6
