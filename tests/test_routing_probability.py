@@ -17,7 +17,7 @@ import pytest
 
 from embedders import WordsEmbedder
 from routeguard.errors import RouteguardError
-from routeguard.routing import Router
+from routeguard.routing import Router, default_router
 from routeguard.routing.learned import LearnedRouter, train
 from routeguard.routing.outcomes import Outcomes
 from routeguard.routing.probability import (
@@ -247,3 +247,11 @@ def test_estimated_apgr_matches_labels_drawn_from_the_probabilities() -> None:
         if spread == 0.0:
             assert est == pytest.approx(0.5, abs=1e-3)
     assert metrics.estimated_apgr(np.zeros(4), np.ones(4)) == 0.5
+
+
+def test_the_shipped_model_carries_a_calibration() -> None:
+    model = default_router()
+    assert model.calibrated and model.calibration is not None
+    p = model.calibration(np.linspace(-1, 1, 101))
+    assert np.all((p >= 0) & (p <= 1)) and np.all(np.diff(p) <= 1e-12)
+    assert "fitted_on" in model.meta["calibration"]
