@@ -17,7 +17,14 @@ from routeguard.analyze.analysis import Analysis, analyze, price_table
 from routeguard.analyze.complexity import Price, analyse_complexity, score_cutoffs
 from routeguard.analyze.logs import parse_lines, read_log
 from routeguard.analyze.progress import Progress
-from routeguard.analyze.recommend import PINNED, ROUTED, ROUTED_CACHED
+from routeguard.analyze.recommend import (
+    CACHE_ONLY,
+    PINNED,
+    PINNED_NO_ROUTING,
+    ROUTED,
+    ROUTED_CACHED,
+    Policy,
+)
 from routeguard.cli import main
 from routeguard.defaults import default_config
 from routeguard.errors import RouteguardError
@@ -198,8 +205,11 @@ def test_recommendations_on_mixed_traffic(tmp_path: Path) -> None:
     assert agent.recommendation.verdict == PINNED
     assert any("tools" in why for why in agent.recommendation.reasons)
     assert agent.recommendation.config == {"mode": "pinned", "target": "claude-3-5-haiku"}
-    assert support.recommendation.verdict == ROUTED_CACHED
+    # the stand-in router calls every short support question easy: no gain to route for
+    assert support.complexity.est_apgr < Policy().min_apgr
+    assert support.recommendation.verdict == CACHE_ONLY
     assert support.recommendation.config["cache"]["enabled"] is True
+    assert "cheap" not in support.recommendation.config
     assert support.recommendation.hit_rate > 0.5 > assistant.repetition.exact_hit_rate
     assert assistant.recommendation.verdict in (ROUTED, PINNED)
     snippet = a.config_yaml()
@@ -208,12 +218,84 @@ def test_recommendations_on_mixed_traffic(tmp_path: Path) -> None:
     routes = yaml.safe_load(snippet)["routes"]
     assert set(routes) == {"agent", "support", "assistant"}
     assert routes["support"]["mode"] == "routed"
+    assert routes["support"]["default"] == support.complexity.baseline_model
     # The snippet is valid config next to the models it names.
     cfg = config.load({**default_config("http://127.0.0.1:9"), "routes": routes})
     assert cfg.cache_for("support").enabled and not cfg.cache_for("agent").enabled
     assert a.unpriced == ["gpt-4o"]  # the log's model is not among the default prices
     t = a.totals()
     assert t["recommended_cost_per_request"] <= t["baseline_cost_per_request"]
+
+
+def _chat(route: str, texts: list[str]) -> list[str]:
+    return [
+        json.dumps({"model": "gpt-4o", "metadata": {"route": route},
+                    "messages": [{"role": "user", "content": t}]})
+        for t in texts
+    ]  # fmt: skip
+
+
+_EASY = ["hi", "thanks!", "hello there", "ok, bye", "good morning", "cheers"]
+_HARD = [
+    "Prove that there are infinitely many primes p such that p + 2 is also composite, then "
+    "derive a bound on their density, step by step, and check each step with an example.",
+    "Write a Python function that parses a CSV file of transactions, groups them by account "
+    "and month, computes rolling 3-month averages, and explain the complexity of each step.",
+    "Compare three approaches to distributed consensus (Paxos, Raft, PBFT): their failure "
+    "models, message complexity and liveness guarantees, then recommend one for a bank.",
+]
+
+
+def _logistic_probability(scores: np.ndarray) -> np.ndarray:
+    """A stand-in calibration: P(cheap as good) falls with the score."""
+    out: np.ndarray = 1.0 / (1.0 + np.exp(6.0 * scores))
+    return out
+
+
+@pytest.mark.parametrize("probability", [None, _logistic_probability])
+def test_no_routing_when_the_scores_do_not_separate(tmp_path: Path, probability: object) -> None:
+    # near-identical prompts (one template, a different city): the scores barely move
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Lagos", "Quito", "Seoul"]
+    same = [
+        f"Summarise the {c} office report in five bullet points, request {i:03d}."
+        for i in range(120)
+        for c in [cities[i % len(cities)]]
+    ]
+    a = _analyze(_chat("reports", same), tmp_path, probability=probability)
+    r = _route(a, "reports")
+    policy = Policy()
+    assert r.complexity.est_apgr < policy.min_apgr
+    assert r.complexity.calibrated is (probability is not None)
+    assert r.recommendation.verdict in (PINNED_NO_ROUTING, CACHE_ONLY)
+    assert "cheap" not in r.recommendation.config and "strong_share" not in r.recommendation.config
+    why = " ".join(r.recommendation.reasons)
+    assert "do not separate" in why and f"{r.complexity.est_apgr:.3f}" in why
+    cfg = config.load(
+        {
+            **default_config("http://127.0.0.1:9"),
+            "routes": {
+                "reports": {**r.recommendation.config, "target": "gpt-4o-mini"}
+                if r.recommendation.config["mode"] == "pinned"
+                else r.recommendation.config
+            },
+        }
+    )
+    assert cfg is not None
+
+
+@pytest.mark.parametrize("probability", [None, _logistic_probability])
+def test_routing_when_easy_and_hard_prompts_separate(tmp_path: Path, probability: object) -> None:
+    texts = [(_EASY[i % 6] if i % 2 else _HARD[i % 3]) + f" #{i}" for i in range(120)]
+    a = _analyze(_chat("mixed", texts), tmp_path, probability=probability)
+    r = _route(a, "mixed")
+    assert r.complexity.est_apgr >= Policy().min_apgr
+    assert r.complexity.p_cheap_ok_p90 > r.complexity.p_cheap_ok_p10
+    assert r.recommendation.verdict in (ROUTED, ROUTED_CACHED)
+    assert r.recommendation.config["strong_share"] > 0
+    # the same traffic with a stricter policy than its estimate: no routing
+    strict = Policy(min_apgr=r.complexity.est_apgr + 0.01)
+    a2 = _analyze(_chat("mixed", texts), tmp_path, probability=probability, policy=strict)
+    assert _route(a2, "mixed").recommendation.verdict in (PINNED_NO_ROUTING, CACHE_ONLY)
 
 
 def test_sensitive_marks_pin_a_route(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ F64 = npt.NDArray[np.float64]
 Scorer = Callable[[list[str], F32 | None], F64]
 """``scorer(texts, vectors)``: router scores (higher = more in need of the strong model);
 ``vectors`` are the texts' embeddings, or None when the embedder is not the router's."""
+Probability = Callable[[F64], F64]
+"""``probability(scores)``: the calibrated P(the cheap answer is as good) of each score."""
 
 EMBED_BATCH = 64
 
@@ -132,7 +134,8 @@ class Analysis:
                 f"- {r.route} ({r.requests} req): exact repeats {rep.exact_hit_rate:.1%}, "
                 f"hit rate {row.hit_rate:.1%} @ {row.threshold:.2f} "
                 f"(false-hit risk {row.false_hit_risk:.1%}), near-dup share "
-                f"{rep.near_duplicate_share:.1%}; strong share for 90% quality {share:.0%} "
+                f"{rep.near_duplicate_share:.1%}; est. routing APGR {cx.est_apgr:.3f}, "
+                f"strong share for 90% quality {share:.0%} "
                 f"({cx.cheap} / {cx.strong}); ${cx.baseline_cost_per_request * 1000:.4f}"
                 f" -> ${rec.est_cost_per_request * 1000:.4f} per 1k req"
             )
@@ -219,6 +222,20 @@ def default_scorer() -> Scorer:
     return score
 
 
+def default_probability() -> Probability | None:
+    """The shipped router's score -> probability calibration (None if it has none)."""
+    from routeguard.routing import default_router
+
+    cal = default_router().calibration
+    if cal is None:
+        return None
+
+    def probability(scores: F64) -> F64:
+        return cal(scores)
+
+    return probability
+
+
 def embed_texts(texts: Sequence[str], embedder: Embeds, *, progress: bool | None = None) -> F32:
     """``(len(texts), dim)`` unit rows, embedded in batches with a progress line."""
     bar = Progress("embedding prompts", len(texts), enabled=progress)
@@ -243,8 +260,11 @@ def analyze(
     policy: Policy | None = None,
     thresholds: Sequence[float] = THRESHOLDS,
     progress: bool | None = None,
+    probability: Probability | None = None,
 ) -> Analysis:
-    """Analyse a request log (a path, or records already read); see the module docstring."""
+    """Analyse a request log (a path, or records already read); see the module docstring.
+    ``probability`` maps scores to calibrated probabilities (default: the shipped router's
+    calibration when ``scorer`` is the default too; without one, scores are read as gains)."""
     if isinstance(source, LogReadResult):
         log, name = source, "<records>"
     else:
@@ -260,7 +280,10 @@ def analyze(
         from routeguard.embed import default_embedder
 
         embedder = default_embedder()
-    scorer = scorer or default_scorer()
+    if scorer is None:
+        scorer = default_scorer()
+        if probability is None:
+            probability = default_probability()
     prices = price_table(config)
 
     routes: dict[str, list[LogRecord]] = {}
@@ -289,7 +312,10 @@ def analyze(
         rep = analyse_repetition(recs, row_of, vectors, thresholds=thresholds)
         c, s = pick_models(route, recs, prices, config, cheap, strong)
         scores = np.array([score_of[id(r)] for r in recs], dtype=np.float64)
-        cx = analyse_complexity(recs, scores, cheap=c, strong=s, prices=prices, cutoffs=cutoffs)
+        p_ok = probability(scores) if probability is not None else None
+        cx = analyse_complexity(
+            recs, scores, cheap=c, strong=s, prices=prices, cutoffs=cutoffs, p_cheap_ok=p_ok
+        )
         models: dict[str, int] = {}
         for r in recs:
             models[r.model] = models.get(r.model, 0) + 1

@@ -16,6 +16,12 @@ the learned router's score (P(the cheap answer is worse) - P(it is better), in [
   strong model first, whatever their route), so an easy route is not made to spend as
   much as a hard one; each route's share is then its share of scores above the cutoff.
 
+Whether routing can pay off at all: with the router's calibrated P(the cheap answer is as
+good) per request (``p_cheap_ok``; without a calibration, ``1 - max(score, 0)``, the score read
+as the expected gain), :func:`~routeguard.routing.metrics.estimated_apgr` gives the APGR the
+router would reach on this traffic without outcome labels (0.5 = random routing), and the
+probabilities' 10th and 90th percentiles show how far they spread.
+
 Costs come from token counts (the log's usage when present, else about four characters a
 token for the prompt and the route's median logged completion, or ``DEFAULT_COMPLETION``)
 priced with the config's ``$/1M tokens``.
@@ -30,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.analyze.logs import LogRecord
+from routeguard.routing.metrics import estimated_apgr
 from routeguard.routing.router import estimate_tokens
 
 F64 = npt.NDArray[np.float64]
@@ -78,6 +85,11 @@ class Complexity:
     curve: list[tuple[float, float, float]] = field(default_factory=list)  # share, quality, cost
     targets: list[TargetRow] = field(default_factory=list)
     tokens_from_log: float = 0.0  # share of requests whose usage the log gave
+    est_apgr: float = 0.5  # APGR expected from the probabilities alone (0.5 = random)
+    p_cheap_ok_mean: float = 0.0
+    p_cheap_ok_p10: float = 0.0
+    p_cheap_ok_p90: float = 0.0
+    calibrated: bool = False  # the probabilities are calibrated (else read off the scores)
 
     def target(self, quality: float) -> TargetRow:
         """The row of ``quality`` (nearest target)."""
@@ -128,11 +140,19 @@ def analyse_complexity(
     prices: dict[str, Price],
     targets: Sequence[float] = QUALITY_TARGETS,
     cutoffs: dict[float, float] | None = None,
+    p_cheap_ok: F64 | None = None,
 ) -> Complexity:
     """Complexity figures for one route; ``scores`` are its requests' router scores.
     ``cutoffs`` (from :func:`score_cutoffs` over the whole log) set each target's strong
-    calls; without them each target is met within the route alone."""
+    calls; without them each target is met within the route alone. ``p_cheap_ok``: the
+    calibrated probabilities of the scores (None: read off the scores, uncalibrated)."""
     n = len(records)
+    calibrated = p_cheap_ok is not None
+    p_ok = (
+        np.asarray(p_cheap_ok, dtype=np.float64)
+        if p_cheap_ok is not None
+        else 1.0 - np.clip(scores, 0.0, 1.0)
+    )
     prompt, completion, from_log = token_counts(records)
     cheap_cost = prices[cheap].cost(prompt, completion)
     strong_cost = prices[strong].cost(prompt, completion)
@@ -184,4 +204,9 @@ def analyse_complexity(
         curve=curve,
         targets=rows,
         tokens_from_log=from_log,
+        est_apgr=estimated_apgr(scores, p_ok) if n else 0.5,
+        p_cheap_ok_mean=float(p_ok.mean()) if n else 0.0,
+        p_cheap_ok_p10=float(np.quantile(p_ok, 0.1)) if n else 0.0,
+        p_cheap_ok_p90=float(np.quantile(p_ok, 0.9)) if n else 0.0,
+        calibrated=calibrated,
     )

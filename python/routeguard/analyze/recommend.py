@@ -11,9 +11,15 @@ system prompts, the log's ``sensitive`` marks). The rules, first match wins:
    and the prompts are hard (median router score at least ``high_score``, harder than about
    80% of the shipped router's training prompts), so routing would mostly pick the strong
    model anyway: one well-tuned model, no cache, enforcement on.
-2. **routed + cached** when, at the lowest threshold whose false-hit risk is at most
+2. **cache only** or **pinned** when the router's scores do not separate the route's
+   traffic: the APGR estimated from its calibrated probabilities
+   (:func:`~routeguard.routing.metrics.estimated_apgr`, no labels needed) is under
+   ``min_apgr`` (0.5 = random routing, which saves cost only by giving up quality in
+   proportion). Routing would then pay for itself no better than a coin would: the route keeps
+   the model it asks for, with the cache when it would hit at least ``min_hit_rate``.
+3. **routed + cached** when, at the lowest threshold whose false-hit risk is at most
    ``max_risk``, the estimated hit rate is at least ``min_hit_rate``.
-3. **routed only** otherwise.
+4. **routed only** otherwise.
 
 Each recommendation carries its reasons and a YAML snippet in routeguard's config format
 (``routes.<route>``), ready to paste.
@@ -30,11 +36,13 @@ import yaml
 
 from routeguard.analyze.complexity import Complexity
 from routeguard.analyze.logs import LogRecord
-from routeguard.analyze.repetition import Repetition
+from routeguard.analyze.repetition import Repetition, ThresholdRow
 
 ROUTED_CACHED = "routed + cached"
 ROUTED = "routed only"
 PINNED = "pinned + enforced"
+CACHE_ONLY = "cache only"
+PINNED_NO_ROUTING = "pinned"
 
 _SAFETY = re.compile(
     r"(?i)\b(payments?|refunds?|wire transfers?|bank(ing)?|credit card|transactions?|"
@@ -53,6 +61,9 @@ class Policy:
     quality: float = 0.90
     pinned_share: float = 0.20
     high_score: float = 0.18  # ~ the 80th percentile of the shipped router's training prompts
+    # Below this estimated APGR routing is not recommended. 0.5 is random; the margin covers the
+    # estimator's noise on a few hundred requests and asks for a ranking that actually helps.
+    min_apgr: float = 0.55
 
 
 @dataclass(slots=True)
@@ -138,6 +149,8 @@ def recommend(
         rec.config = {"mode": "pinned", "target": pin_to}
         rec.est_cost_per_request = cx.baseline_cost_per_request
         return rec
+    if cx.est_apgr < policy.min_apgr:
+        return _no_routing(rec, cx, row, threshold, pin_to, policy)
     routing = {
         "mode": "routed",
         "cheap": cx.cheap,
@@ -167,6 +180,46 @@ def recommend(
         )
     rec.config = routing
     rec.est_cost_per_request = target.cost_per_request * (1.0 - rec.hit_rate)
+    return rec
+
+
+def _no_routing(
+    rec: Recommendation,
+    cx: Complexity,
+    row: ThresholdRow,
+    threshold: float,
+    pin_to: str,
+    policy: Policy,
+) -> Recommendation:
+    """Cache only (or pinned) with the reason: the scores do not separate this traffic."""
+    kind = "calibrated P(cheap answer as good)" if cx.calibrated else "1 - score (uncalibrated)"
+    rec.reasons.append(
+        f"router scores do not separate this traffic: estimated APGR {cx.est_apgr:.3f} "
+        f"(0.5 = random routing; below {policy.min_apgr:.2f}), {kind} "
+        f"{cx.p_cheap_ok_p10:.2f}-{cx.p_cheap_ok_p90:.2f} for 80% of requests: routing would "
+        f"cut cost only by giving up quality about as a coin would, so keep {pin_to}"
+    )
+    if row.hit_rate >= policy.min_hit_rate:
+        rec.verdict = CACHE_ONLY
+        rec.hit_rate = row.hit_rate
+        rec.threshold = threshold
+        rec.reasons.append(
+            f"estimated hit rate {row.hit_rate:.0%} at threshold {threshold:.2f} "
+            f"(false-hit risk {row.false_hit_risk:.1%}): cache it"
+        )
+        rec.config = {
+            "mode": "routed",
+            "default": pin_to,
+            "cache": {"enabled": True, "threshold": threshold},
+        }
+    else:
+        rec.verdict = PINNED_NO_ROUTING
+        rec.reasons.append(
+            f"little repetition (hit rate {row.hit_rate:.0%}, below "
+            f"{policy.min_hit_rate:.0%}): no cache"
+        )
+        rec.config = {"mode": "pinned", "target": pin_to}
+    rec.est_cost_per_request = cx.baseline_cost_per_request * (1.0 - rec.hit_rate)
     return rec
 
 

@@ -64,6 +64,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     model: str | None = None  # the learned model: "default" or a file path
     threshold: float | None = None
     strong_share: float | None = None
+    min_p_cheap: float | None = None  # strong model when P(cheap answer as good) is below
     rules: list[RuleSettings] | None = None
     semantic_routes: SemanticRoutesSettings | list[SemanticRouteSettings] | None = None
     budget_aware: bool | float | None = None  # near a budget: strong -> cheap
@@ -76,7 +77,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
         return any(
             getattr(self, k) is not None
             for k in ("mode", "target", "cheap", "strong", "default", "model", "threshold",
-                      "strong_share", "rules", "semantic_routes", "budget_aware")
+                      "strong_share", "min_p_cheap", "rules", "semantic_routes", "budget_aware")
         )  # fmt: skip
 
     @property
@@ -205,14 +206,27 @@ def check_route(
     if (route.cheap is None) != (route.strong is None):
         problems.append(ConfigProblem(where, "set both 'cheap' and 'strong', or neither"))
     learned = route.cheap is not None and route.strong is not None
-    if route.threshold is not None and route.strong_share is not None:
-        problems.append(ConfigProblem(where, "set 'threshold' or 'strong_share', not both"))
-    elif learned and route.threshold is None and route.strong_share is None:
+    picks = [route.threshold, route.strong_share, route.min_p_cheap]
+    if sum(p is not None for p in picks) > 1:
+        problems.append(
+            ConfigProblem(
+                where, "set one of 'threshold', 'strong_share' and 'min_p_cheap', not both"
+            )
+        )
+    elif learned and all(p is None for p in picks):
         problems.append(
             ConfigProblem(
                 where,
-                "set 'strong_share' (the share of calls for the strong model, e.g. 0.3) "
-                "or a fixed 'threshold'",
+                "set 'strong_share' (the share of calls for the strong model, e.g. 0.3), "
+                "a fixed 'threshold', or 'min_p_cheap' (e.g. 0.7)",
+            )
+        )
+    if route.min_p_cheap is not None and not 0.0 <= route.min_p_cheap <= 1.0:
+        problems.append(
+            ConfigProblem(
+                f"{where}.min_p_cheap",
+                "expected a probability in [0, 1] (the strong model when P(the cheap answer "
+                f"is as good) is below it), got {route.min_p_cheap!r}",
             )
         )
     if route.threshold is not None and not -1.0 <= route.threshold <= 1.0:

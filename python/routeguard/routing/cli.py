@@ -1,7 +1,9 @@
 """``routeguard router ...``: score prompts, train a router on your outcomes, evaluate, calibrate.
 
-- ``score``: JSON lines ``{"prompt": ...}`` on stdin -> ``{"score": float}`` per line on
-  stdout (higher = more in need of the strong model), with the default model or ``--model``.
+- ``score``: JSON lines ``{"prompt": ...}`` on stdin -> ``{"score": float, "p_cheap_ok":
+  float}`` per line on stdout (higher score = more in need of the strong model; ``p_cheap_ok``
+  = the calibrated P(the cheap answer is as good as the strong one's), present when the model
+  carries a calibration), with the default model or ``--model``.
 - ``train OUTCOMES [-o model.npz]``: outcomes as JSON lines (``{"prompt", "cheap_ok",
   "strong_ok"}`` or ``cheap_score``/``strong_score``) or a directory of RouteLLM MMLU CSVs ->
   prompts embedded with the default MiniLM -> :func:`routeguard.routing.learned.train` -> the
@@ -44,7 +46,9 @@ def register(subparsers: Any) -> None:
     router = subparsers.add_parser("router", help="score, train, evaluate and calibrate routers")
     sub = router.add_subparsers(dest="router_command", required=True)
 
-    score = sub.add_parser("score", help='stdin {"prompt": ...} lines -> {"score": x} lines')
+    score = sub.add_parser(
+        "score", help='stdin {"prompt": ...} lines -> {"score": x, "p_cheap_ok": p} lines'
+    )
     score.add_argument("--model", help="a trained .npz (default: the shipped model)")
     score.set_defaults(run=_score)
 
@@ -123,9 +127,15 @@ def _prompts(stream: TextIO) -> Iterator[list[str]]:
 def _score(args: argparse.Namespace) -> int:
     try:
         model = _model(args.model)
+        cal = model.calibration
         for batch in _prompts(sys.stdin):
-            for s in model.score(batch):
-                sys.stdout.write(json.dumps({"score": round(float(s), 6)}) + "\n")
+            scores = model.score(batch)
+            probs = cal(scores) if cal is not None else None
+            for i, s in enumerate(scores):
+                out = {"score": round(float(s), 6)}
+                if probs is not None:
+                    out["p_cheap_ok"] = round(float(probs[i]), 4)
+                sys.stdout.write(json.dumps(out) + "\n")
             sys.stdout.flush()
     except RouteguardError as exc:
         print(f"error: {exc}", file=sys.stderr)

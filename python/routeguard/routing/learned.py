@@ -8,7 +8,10 @@ shared 384-d MiniLM vector of the prompt, and the ten lexical features of
 - ``p_better`` = P(the cheap model's answer is better),
 
 and ``score = p_worse - p_better``, the expected quality gain of calling the strong model with
-0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). On RouteLLM's MMLU
+0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). A model file may also
+carry a calibration (:mod:`routeguard.routing.probability`) turning the score into
+``p_cheap_ok``, P(the cheap answer is as good as the strong one's), fitted on out-of-fold
+scores; files without one still load (their ``p_cheap_ok`` is unavailable). On RouteLLM's MMLU
 outcomes this beat a single ``p_worse`` head, ridge regression on the gain, kNN over the
 embedding and a one-hidden-layer MLP in cross-validation, on random and on cross-subject folds
 (numbers in ``benches/router_quality.py``'s docstring).
@@ -16,12 +19,15 @@ embedding and a one-hidden-layer MLP in cross-validation, on random and on cross
 Training (:func:`train`): labels from :class:`~routeguard.routing.outcomes.Outcomes`
 (``strong > cheap`` and ``cheap > strong``) -> each head fitted by Newton's method with an L2
 penalty (exact and deterministic: no seeds, no sampling) -> the training prompts' scores kept
-as 1,001 quantiles, so a ``strong_share`` can be turned into a threshold without data.
+as 1,001 quantiles, so a ``strong_share`` can be turned into a threshold without data -> the
+same fit on ``calibration_folds`` - 1 folds scoring the last, for every fold (hash-assigned),
+and isotonic regression of the outcomes on those out-of-fold scores.
 Calibration to real traffic lives in :mod:`routeguard.routing.calibration`.
 
 Artifact: one small ``.npz`` (a few KB): ``weights`` (2 x (dim + 10)), ``bias``, the lexical
 scaling and clip bounds, ``reference`` quantiles, and ``meta`` (JSON: embedder, dimension,
-feature names, training summary). Loading needs no pickle.
+feature names, training summary, calibration summary), and the calibration knots
+``calib_x``/``calib_y`` when present. Loading needs no pickle.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from routeguard.routing.features import (
     lexical_features,
     lexical_row,
 )
-from routeguard.routing.outcomes import Outcomes
+from routeguard.routing.outcomes import Outcomes, unit_hash
+from routeguard.routing.probability import ISOTONIC, ScoreCalibration, fit_calibration
 from routeguard.routing.semantic import TextEmbedder
 
 F32 = npt.NDArray[np.float32]
@@ -56,6 +63,7 @@ DEFAULT_L2 = 10.0
 DEFAULT_MODEL = "default_router.npz"
 _REFERENCE_POINTS = 1001
 _MIN_OUTCOMES = 20
+DEFAULT_FOLDS = 5
 
 
 @dataclass
@@ -72,6 +80,7 @@ class LearnedRouter:
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: TextEmbedder | None = None  # embeds prompts given without vectors
     features: tuple[str, ...] = FEATURE_NAMES  # the feature columns the model reads
+    calibration: ScoreCalibration | None = None  # score -> P(cheap answer as good)
 
     def __post_init__(self) -> None:
         k = len(self.features)
@@ -139,6 +148,32 @@ class LearnedRouter:
         p = 1.0 / (1.0 + np.exp(-z))
         return float(p[0] - p[1])
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the model carries a score -> probability calibration."""
+        return self.calibration is not None
+
+    def _calibration(self) -> ScoreCalibration:
+        if self.calibration is None:
+            raise RouteguardError(
+                "this router model has no probability calibration (written before it existed): "
+                "retrain it with `routeguard router train`, or route by threshold/strong_share"
+            )
+        return self.calibration
+
+    def p_cheap_ok(self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None) -> F64:
+        """P(the cheap model's answer is as good as the strong one's) per prompt (calibrated)."""
+        cal = self._calibration()
+        return cal(self.score(prompts, vectors))
+
+    def p_cheap_ok_of(self, score: float) -> float:
+        """The calibrated probability of one score (as from :meth:`score_one`)."""
+        return self._calibration().one(score)
+
+    def threshold_for_p(self, min_p_cheap: float) -> float:
+        """The score threshold at which ``p_cheap_ok`` falls below ``min_p_cheap``."""
+        return self._calibration().score_threshold(min_p_cheap)
+
     def threshold_for_share(self, share: float) -> float:
         """The threshold that sends ``share`` of the *training* prompts to the strong model.
         Real traffic differs: :mod:`routeguard.routing.calibration` fits it to live traffic."""
@@ -162,9 +197,20 @@ class LearnedRouter:
     def save(self, path: str | Path) -> None:
         """Write the model as one ``.npz`` file."""
         meta = {**self.meta, "format": FORMAT, "features": list(self.features), "dim": self.dim}
+        extra: dict[str, Any] = {}
+        if self.calibration is not None:
+            extra = {"calib_x": self.calibration.x, "calib_y": self.calibration.y}
+            meta["calibration"] = {
+                **meta.get("calibration", {}),
+                "method": self.calibration.method,
+                "knots": int(self.calibration.x.size),
+            }
+        else:
+            meta.pop("calibration", None)
         with open(path, "wb") as fh:
             np.savez_compressed(
                 fh,
+                **extra,
                 weights=self.weights.astype(np.float32),
                 bias=self.bias.astype(np.float32),
                 lex_mean=self.lex_mean,
@@ -191,6 +237,7 @@ class LearnedRouter:
                     f"expected {FORMAT!r})"
                 )
             features = tuple(meta.get("features", []))
+            calibration = _read_calibration(arrays, meta, path)
             if not set(features) <= set(ALL_FEATURES):
                 raise RouteguardError(
                     f"{path}: trained with lexical features {meta.get('features')}, this "
@@ -207,9 +254,26 @@ class LearnedRouter:
                 meta=meta,
                 embedder=embedder,
                 features=features,
+                calibration=calibration,
             )
         except KeyError as exc:
             raise RouteguardError(f"{path}: router model lacks {exc}") from None
+
+
+def _read_calibration(
+    arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any], path: str | Path
+) -> ScoreCalibration | None:
+    """The calibration stored in a model file, None for files written before calibration."""
+    if "calib_x" not in arrays:
+        return None
+    try:
+        return ScoreCalibration(
+            arrays["calib_x"].astype(np.float64),
+            arrays["calib_y"].astype(np.float64),
+            str(meta.get("calibration", {}).get("method", ISOTONIC)),
+        )
+    except (KeyError, ValueError) as exc:
+        raise RouteguardError(f"{path}: bad probability calibration ({exc})") from None
 
 
 def _sigmoid(z: F64) -> F64:
@@ -253,21 +317,90 @@ def train(
     notes: dict[str, Any] | None = None,
     features: Sequence[str] = FEATURE_NAMES,
     sample_weight: npt.ArrayLike | None = None,
+    calibration_folds: int = DEFAULT_FOLDS,
 ) -> LearnedRouter:
     """Fit both heads on ``outcomes`` whose prompts embed to ``vectors`` (one row each), on
-    the soft labels where the outcomes carry them, reading the ``features`` columns."""
+    the soft labels where the outcomes carry them, reading the ``features`` columns; then
+    calibrate ``p_cheap_ok`` on out-of-fold scores (``calibration_folds`` folds; 0 = none)."""
     v = np.asarray(vectors, dtype=np.float64)
     n = len(outcomes)
     if v.ndim != 2 or v.shape[0] != n:
         raise RouteguardError(f"train: expected {n} vectors, got shape {v.shape}")
     worse = outcomes.worse_target
-    better = outcomes.better_target
     if n < _MIN_OUTCOMES or worse.sum() == 0:
         raise RouteguardError(
             f"train: need at least {_MIN_OUTCOMES} outcomes, some where the strong model did "
             f"better (got {n} outcomes, {int(worse.sum())} where it did)"
         )
-    names = tuple(features)
+    if calibration_folds == 1 or calibration_folds < 0:
+        raise ValueError(f"calibration_folds must be 0 or at least 2, got {calibration_folds}")
+    sw = None
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        sw = sw * (n / sw.sum())
+    model = _fit(outcomes, v, l2, tuple(features), sw)
+    model.meta.update(
+        embedder=embedder,
+        l2=l2,
+        n=n,
+        share_worse=float(worse.mean()),
+        share_better=float(outcomes.better_target.mean()),
+        **(notes or {}),
+    )
+    scores = model.score(outcomes.prompts, v)
+    model.reference = np.quantile(scores, np.linspace(0.0, 1.0, _REFERENCE_POINTS))
+    if calibration_folds:
+        try:
+            oof = out_of_fold_scores(outcomes, v, calibration_folds, l2, tuple(features), sw)
+        except RouteguardError as exc:  # too few outcomes per fold: a model without p_cheap_ok
+            model.meta["calibration_skipped"] = str(exc)
+            return model
+        model.calibration = fit_calibration(oof, outcomes.ok_target, sw)
+        model.meta["calibration"] = {
+            "fitted_on": f"out-of-fold scores, {calibration_folds} folds of the training rows",
+            "n": n,
+        }
+    return model
+
+
+def fold_of(prompts: Sequence[str], folds: int) -> npt.NDArray[np.intp]:
+    """Each prompt's fold in ``0..folds-1``, by hash (the same prompt, the same fold)."""
+    return np.array([int(unit_hash(p, "fold") * folds) for p in prompts], dtype=np.intp)
+
+
+def out_of_fold_scores(
+    outcomes: Outcomes,
+    vectors: F64,
+    folds: int,
+    l2: float = DEFAULT_L2,
+    features: tuple[str, ...] = FEATURE_NAMES,
+    sample_weight: F64 | None = None,
+) -> F64:
+    """Each row's score from a model fitted without its fold (what calibration is fitted on:
+    in-sample scores are more confident than the model is on new prompts)."""
+    fold = fold_of(outcomes.prompts, folds)
+    out = np.zeros(len(outcomes))
+    for k in range(folds):
+        test = fold == k
+        train_rows = ~test
+        if not test.any():
+            continue
+        side = outcomes.subset(train_rows)
+        if len(side) < _MIN_OUTCOMES or side.worse_target.sum() == 0:
+            raise RouteguardError(
+                f"train: too few outcomes to calibrate on {folds} folds; pass "
+                "calibration_folds=0 (no p_cheap_ok) or add outcomes"
+            )
+        w = None if sample_weight is None else sample_weight[train_rows]
+        m = _fit(side, vectors[train_rows], l2, features, w)
+        out[test] = m.score(outcomes.subset(test).prompts, vectors[test])
+    return out
+
+
+def _fit(
+    outcomes: Outcomes, v: F64, l2: float, names: tuple[str, ...], sw: F64 | None
+) -> LearnedRouter:
+    """The two heads fitted on ``outcomes`` (no reference quantiles, no calibration)."""
     cols = [ALL_FEATURES.index(f) for f in names]
     raw = lexical_features(outcomes.prompts)[:, cols]
     mean = raw.mean(axis=0)
@@ -275,13 +408,9 @@ def train(
     scale[scale < 1e-9] = 1.0  # a constant feature stays 0 and gets no weight
     z = (raw - mean) / scale
     x = np.hstack([v, z])
-    sw = None
-    if sample_weight is not None:
-        sw = np.asarray(sample_weight, dtype=np.float64)
-        sw = sw * (n / sw.sum())
-    w0, b0 = fit_logistic(x, worse, l2, sample_weight=sw)
-    w1, b1 = fit_logistic(x, better, l2, sample_weight=sw)
-    model = LearnedRouter(
+    w0, b0 = fit_logistic(x, outcomes.worse_target, l2, sample_weight=sw)
+    w1, b1 = fit_logistic(x, outcomes.better_target, l2, sample_weight=sw)
+    return LearnedRouter(
         weights=np.vstack([w0, w1]),
         bias=np.array([b0, b1]),
         lex_mean=mean,
@@ -289,19 +418,9 @@ def train(
         lex_lo=z.min(axis=0),
         lex_hi=z.max(axis=0),
         reference=np.zeros(_REFERENCE_POINTS),
-        meta={
-            "embedder": embedder,
-            "l2": l2,
-            "n": n,
-            "share_worse": float(worse.mean()),
-            "share_better": float(better.mean()),
-            **(notes or {}),
-        },
+        meta={},
         features=names,
     )
-    scores = model.score(outcomes.prompts, v)
-    model.reference = np.quantile(scores, np.linspace(0.0, 1.0, _REFERENCE_POINTS))
-    return model
 
 
 _default: LearnedRouter | None = None

@@ -8,7 +8,8 @@ the mix when the top ``k`` go to the strong model, for every ``k`` (one cumulati
   (q_strong - q_cheap)``, 0 for all-cheap, 1 for all-strong;
 - APGR: the area under PGR over strong-call shares 0%..100% in 10 steps (the paper's
   trapezoid over 11 points); a random router scores about 0.5;
-- CPT(x): the least share of strong calls whose PGR reaches ``x`` (lower is better).
+- CPT(x): the least share of strong calls whose PGR reaches ``x`` (lower is better);
+- :func:`estimated_apgr`: APGR expected from calibrated probabilities alone (no labels).
 
 Ties among scores are broken by input order (a stable sort), so a constant router behaves like
 "the first ``k`` prompts", which on shuffled data is a random router.
@@ -118,3 +119,20 @@ def quality(scores: ArrayLike, cheap: ArrayLike, strong: ArrayLike) -> Quality:
         q_strong=float(g.mean()),
         n=int(s.size),
     )
+
+
+def estimated_apgr(scores: ArrayLike, p_cheap_ok: ArrayLike) -> float:
+    """APGR a router would reach on prompts without outcome labels, from its own calibrated
+    P(the cheap answer is as good) per prompt.
+
+    Assumes (1) the probabilities are calibrated on this traffic, (2) the strong answer is never
+    worse, and (3) where the cheap answer falls short it falls short by the same amount on every
+    prompt, so the expected gain of a strong call is ``1 - p``: the APGR of ``scores`` with cheap
+    quality ``p`` and strong quality 1. Equal probabilities give 0.5 whatever the scores (the
+    ranking among them is noise by (1)); the more the probabilities spread, the higher. 0.5 when
+    every ``p`` is 1 (nothing to gain).
+    """
+    p = np.clip(np.asarray(p_cheap_ok, dtype=np.float64).ravel(), 0.0, 1.0)
+    if p.size and float((1.0 - p).sum()) <= 1e-12:
+        return 0.5
+    return apgr(scores, p, np.ones_like(p))

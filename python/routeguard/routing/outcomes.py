@@ -79,6 +79,13 @@ class Outcomes:
             return (self.cheap > self.strong).astype(np.float64)
         return self.better
 
+    @property
+    def ok_target(self) -> F64:
+        """Whether the cheap answer was as good as the strong one's (``1 - worse_target``):
+        the outcome the router's probability (:mod:`routeguard.routing.probability`) predicts."""
+        out: F64 = 1.0 - self.worse_target
+        return out
+
     def subset(self, mask: Mask | npt.NDArray[np.intp]) -> Outcomes:
         """The rows a boolean mask (or an index array) selects."""
         idx = np.flatnonzero(mask) if mask.dtype == np.bool_ else mask

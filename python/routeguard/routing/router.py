@@ -11,7 +11,9 @@ serves both layers) and the caller's metadata go through
 3. **learned** (:mod:`routeguard.routing.learned`): a score, P(the cheap model's answer is
    worse) - P(it is better); at or above the threshold the ``strong`` alias, else ``cheap``.
    With ``strong_share`` the threshold follows live traffic
-   (:class:`~routeguard.routing.calibration.LiveShare`), a fixed ``threshold`` stays put;
+   (:class:`~routeguard.routing.calibration.LiveShare`), a fixed ``threshold`` stays put, and
+   ``min_p_cheap`` is a fixed threshold read as a probability: the strong alias when the
+   model's calibrated P(the cheap answer is as good) is below it;
 4. else the route's ``default`` alias.
 
 The result is a :class:`RouteDecision`; load balancing among the chosen alias's deployments
@@ -25,7 +27,8 @@ A route spec (``routes.<alias>`` in the config, as plain data)::
      "target": "gpt-4o",                # pinned only: the alias to pin to (default: this one)
      "cheap": "mixtral", "strong": "gpt-4",
      "model": "default",                # or a path to a `routeguard router train` artifact
-     "strong_share": 0.3,               # or "threshold": 0.12 (exactly one of the two)
+     "strong_share": 0.3,               # or "threshold": 0.12, or "min_p_cheap": 0.7
+                                        # (exactly one of the three)
      "rules": [...], "semantic_routes": {...},
      "default": "mixtral",              # when no stage decides (default: cheap)
      "budget_aware": 0.8}               # strong -> cheap once a budget of the caller's
@@ -63,12 +66,15 @@ class RouteDecision:
     """Where one request goes and why.
 
     ``reason`` is ``pinned``, ``rule:<name>``, ``semantic:<name>``, ``learned`` or ``default``;
-    ``score`` is the semantic cosine or the learned P(cheap worse), None for the other reasons.
+    ``score`` is the semantic cosine or the learned score, None for the other reasons;
+    ``p_cheap_ok`` is the learned model's calibrated P(the cheap answer is as good), when the
+    model carries a calibration.
     """
 
     target_alias: str
     reason: str
     score: float | None = None
+    p_cheap_ok: float | None = None
 
 
 def prompt_text(request: Mapping[str, Any]) -> str:
@@ -123,6 +129,7 @@ class Router:
         default: str | None = None,
         embedder: TextEmbedder | None = None,
         budget_aware: float | None = None,
+        min_p_cheap: float | None = None,
     ) -> None:
         if mode not in ("routed", "pinned"):
             raise RouteguardError(
@@ -140,7 +147,20 @@ class Router:
         self.rules = rules or Rules()
         self.semantic = semantic
         self.learned = learned
+        if sum(x is not None for x in (threshold, strong_share, min_p_cheap)) > 1:
+            raise RouteguardError(
+                f"routes.{alias}: set one of 'threshold', 'strong_share' and 'min_p_cheap'"
+            )
         self.threshold = threshold if threshold is not None else 0.0
+        self.min_p_cheap = min_p_cheap
+        if learned is not None and min_p_cheap is not None:
+            if not learned.calibrated:
+                raise RouteguardError(
+                    f"routes.{alias}.min_p_cheap: the model has no probability calibration "
+                    "(written before calibration existed): retrain it with `routeguard router "
+                    "train`, or set 'threshold' or 'strong_share'"
+                )
+            self.threshold = learned.threshold_for_p(min_p_cheap)
         self.live: LiveShare | None = None
         if learned is not None and strong_share is not None:
             self.threshold = learned.threshold_for_share(strong_share)
@@ -201,6 +221,7 @@ class Router:
             default=route.default,
             embedder=emb,
             budget_aware=route.budget_share,
+            min_p_cheap=route.min_p_cheap,
         )
 
     def downgrade(self, decision: RouteDecision, account: str) -> RouteDecision:
@@ -208,7 +229,7 @@ class Router:
         (unchanged unless it went to the strong alias)."""
         if self.cheap is None or decision.target_alias != self.strong:
             return decision
-        return RouteDecision(self.cheap, f"budget:{account}", decision.score)
+        return RouteDecision(self.cheap, f"budget:{account}", decision.score, decision.p_cheap_ok)
 
     @property
     def needs_vector(self) -> bool:
@@ -308,9 +329,12 @@ class Router:
                 )
         if self.learned is not None:
             assert self.cheap is not None and self.strong is not None
-            score = self.learned.score_one(text, vector)
+            learned = self.learned
+            score = learned.score_one(text, vector)
             strong = score >= self.threshold if self.live is None else self.live.decide(score)
-            return RouteDecision(self.strong if strong else self.cheap, "learned", score)
+            cal = learned.calibration
+            p_ok = None if cal is None else cal.one(score)
+            return RouteDecision(self.strong if strong else self.cheap, "learned", score, p_ok)
         return RouteDecision(self.default, "default")
 
     async def warm_up(self, text: str = "warm up") -> None:
