@@ -1,14 +1,21 @@
 """The Gateway: the one object users hold, and the path every request takes.
 
-``chat(request)`` validates the OpenAI-shaped request, resolves the alias, and hands one
-attempt function to ``Fallback.run``, which picks deployments (``routing.balance``),
-retries and falls back. Non-streaming attempts return the provider's response; streaming
-attempts open the upstream stream and wait for its first chunk, so fallback is possible
-until the first chunk exists and never after. Around that call, in this order: the key's
-scope (on every alias that may serve the request) -> admission (RPM/TPM and a budget hold
-bounded from byte counts, before anything costly) -> cache -> route -> call -> settle ->
-enforce. A stream is served through a ``routeguard.relay.Relay``, which settles its hold.
-The proxy in ``routeguard.server`` is a thin ASGI adapter over ``chat_result``.
+``chat_result`` is the pipeline, one method per stage, in this order:
+
+1. ``_accept``: the request's shape, its alias, the caller's key scope (authenticated by the
+   caller: the proxy's ``Gate``) and the route's input limit -> a :class:`Call`;
+2. ``_admit``: RPM/TPM and a budget hold bounded from byte counts, before anything costly
+   -> an :class:`Admission`;
+3. ``_lookup``: the semantic cache (a hit skips to 7);
+4. ``_route``: the routed route's choice, kept in the key's scope and near-budget aware;
+5. ``_call`` / ``_call_stream``: the upstream call through ``Fallback.run`` (deployment
+   choice, retries, cooldowns, fallbacks; a stream can fall back until its first chunk);
+6. ``_settle``: charge the hold, count tokens, store in the cache (a stream's
+   ``routeguard.relay.Relay`` does this when it ends);
+7. ``_enforce``: the route's tool-call policy on the answer.
+
+Recording (metrics, request log) is the proxy's, around this call. The proxy in
+``routeguard.server`` is a thin ASGI adapter over ``chat_result``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit, Embeds
 from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
-from routeguard.enforce.proxy import build_enforcers
+from routeguard.enforce.proxy import ResponseEnforcer, build_enforcers
 from routeguard.errors import (
     AllAttemptsFailed,
     AuthenticationError,
@@ -43,6 +51,7 @@ from routeguard.errors import (
     RouteguardError,
 )
 from routeguard.fallback import Fallback
+from routeguard.messages import estimate_tokens
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider
 from routeguard.relay import Closing, Relay, aclose, usage_of
@@ -57,19 +66,43 @@ log = logging.getLogger("routeguard")
 HOLD_MARGIN_S = 5.0
 
 
-def estimate_tokens(messages: list[Json]) -> int:
-    """A cheap upper-bound-ish token estimate (~4 characters a token) for pre-call checks."""
-    chars = 0
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])
-        chars += 16  # role and framing
-    return chars // 4
+def _fits(request: Json) -> Callable[[Deployment], bool]:
+    """Whether a deployment's context window holds the request's prompt (estimated)."""
+    prompt_tokens = estimate_tokens(request["messages"])
+
+    def fits(dep: Deployment) -> bool:
+        return dep.context_window is None or prompt_tokens <= dep.context_window
+
+    return fits
+
+
+@dataclass(slots=True)
+class Call:
+    """One chat request on its way through the stages: what was asked, by whom, where it
+    may go, and the policy its answer meets."""
+
+    request: Json
+    alias: str  # the alias asked for (a routed route's own name)
+    router: Router | None
+    key: KeyRecord | None
+    tenant: str
+    use_cache: bool
+    accounts: Sequence[str | None]
+    metadata: Mapping[str, Any] | None
+    targets: list[str]  # what may serve it within the key's scope
+    enforcer: ResponseEnforcer | None
+    stream: bool
+    started: float
+
+
+@dataclass(slots=True)
+class Admission:
+    """What admission decided: the charged chain, its hold, and a route forced to its
+    cheap alias because the strong one was not affordable."""
+
+    chain: tuple[str, ...] = ()
+    hold: Reservation | None = None
+    forced: RouteDecision | None = None
 
 
 class Gateway:
@@ -89,7 +122,7 @@ class Gateway:
                 config.server.database or ":memory:", secret=secret.get() if secret else None
             )
         # Always on: virtual keys may carry their own budgets even with none configured.
-        self.budget: BudgetLayer | None = BudgetLayer(config)
+        self.budget = BudgetLayer(config)
         if embedder is None:
             from routeguard.embed import default_embedder
 
@@ -152,8 +185,42 @@ class Gateway:
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
         ``accounts`` names the budget accounts to charge (their ancestors are charged too);
         ``metadata`` (key, team, user, headers) feeds the routing rules; ``key`` (the
-        caller's virtual key) limits the models that may serve the request to its scope
-        (PermissionDenied) and adds its own budget and RPM/TPM limits."""
+        caller's virtual key, authenticated by the caller) limits the models that may serve
+        the request to its scope (PermissionDenied) and adds its own budget and limits.
+
+        The stages, in order; each is one method below."""
+        call = self._accept(request, tenant, use_cache, accounts, metadata, key)
+        admission = await self._admit(call)
+        try:
+            ticket, hit = await self._lookup(call)
+            if hit is not None:
+                await self._release(admission)  # a hit costs nothing (its rate is counted)
+                return await self._enforce(call, self._from_cache(call, hit))
+            alias, reason = await self._route(call, admission, ticket)
+            if call.stream:  # the relay settles, stores and records as the client reads
+                result = await self._call_stream(call, alias, ticket, admission)
+            else:
+                result = await self._call(call, alias, ticket)
+                await self._settle(admission, result, ticket)
+            result.route = reason
+            return await self._enforce(call, result)
+        except BaseException:
+            await self._release(admission)
+            raise
+
+    # ----------------------------------------------------------------- the stages
+
+    def _accept(
+        self,
+        request: Json,
+        tenant: str,
+        use_cache: bool,
+        accounts: Sequence[str | None],
+        metadata: Mapping[str, Any] | None,
+        key: KeyRecord | None,
+    ) -> Call:
+        """Validate: the request's shape, its alias, the key's scope and the route's input
+        limit; the targets the key may be served by."""
         started = time.perf_counter()
         validate_chat(request)
         alias = request["model"]
@@ -166,144 +233,136 @@ class Gateway:
         _require_scope(key, alias)
         if alias in self.config.input_limits:
             self._check_input_size(alias, measure(request).bytes)
-        targets = self._targets(alias, router, key)
-        enforcer = self.enforcers.get(alias)  # tool-call policy on the response
-        stream = bool(request.get("stream"))
-        # Admission first (rate limits and a hold bounded from byte counts), so a caller
-        # out of budget costs no embedding, cache lookup or routing.
-        chain: tuple[str, ...] = ()
-        hold = None
-        forced = None  # a budget-aware route sent to its cheap alias at admission
-        if self.budget is not None:
-            end_user = request.get("user")
-            chain = self.budget.chain_for(
-                accounts, key, end_user if isinstance(end_user, str) else None
-            )
-            if chain:
-                hold, forced = await self._admit(chain, request, router, targets, key, stream)
+        return Call(
+            request=request,
+            alias=alias,
+            router=router,
+            key=key,
+            tenant=tenant,
+            use_cache=use_cache,
+            accounts=accounts,
+            metadata=metadata,
+            targets=self._targets(alias, router, key),
+            enforcer=self.enforcers.get(alias),
+            stream=bool(request.get("stream")),
+            started=started,
+        )
+
+    async def _admit(self, call: Call) -> Admission:
+        """Rate limits and a budget hold of the worst case over every target, before
+        anything costly. A budget-aware route that cannot afford that is held for its cheap
+        alias alone and sent there."""
+        end_user = call.request.get("user")
+        chain = self.budget.chain_for(
+            call.accounts, call.key, end_user if isinstance(end_user, str) else None
+        )
+        if not chain:
+            return Admission()
+        ttl = self._hold_ttl(call.stream)
         try:
-            return await self._serve(
-                request, alias, router, key, tenant, use_cache, metadata, enforcer, chain,
-                hold, started, forced,
-            )  # fmt: skip
-        except BaseException:
-            if hold is not None and self.budget is not None and hold.is_open:
-                await self.budget.release(hold)
-            raise
+            reachable = self._reachable(call.targets, call.key)
+            held = await self.budget.admit(chain, call.request, reachable, ttl_s=ttl)
+            return Admission(chain, held)
+        except BudgetExceeded as exc:
+            router, key = call.router, call.key
+            cheap = router.cheap if router is not None and router.budget_aware is not None else None
+            if (
+                cheap is None
+                or call.targets == [cheap]
+                or (key is not None and not key.allows(cheap))
+            ):
+                raise
+            reachable = self._reachable([cheap], key)
+            held = await self.budget.reserve(chain, call.request, reachable, ttl_s=ttl)
+            return Admission(chain, held, RouteDecision(cheap, f"budget:{exc.account}"))
 
-    async def _serve(
-        self,
-        request: Json,
-        alias: str,
-        router: Router | None,
-        key: KeyRecord | None,
-        tenant: str,
-        use_cache: bool,
-        metadata: Mapping[str, Any] | None,
-        enforcer: Any,
-        chain: tuple[str, ...],
-        hold: Reservation | None,
-        started: float,
-        forced: RouteDecision | None = None,
-    ) -> ChatResult:
-        """Cache -> route -> call with fallback -> settle, for an admitted request (the
-        caller releases ``hold`` if this raises before a stream takes it over)."""
-        ticket = None
-        if self.cache is not None and use_cache and (router is None or router.mode != "pinned"):
-            if not self.cache.begun:  # no explicit start(): start on the first request's loop
-                await self.cache.start()
-            ticket = self.cache.ticket(request, alias, tenant, key.key_id if key else None)
-            if ticket is not None:
-                hit = await self.cache.lookup(ticket)
-                if hit is not None:
-                    if hold is not None and self.budget is not None:
-                        await self.budget.release(hold)  # a hit costs nothing (rate: counted)
-                    result = self._from_cache(request, alias, started, hit)
-                    if enforcer is not None and result.response is not None:
-                        result.response = await enforcer.aapply(result.response, metadata)
-                    if enforcer is not None and result.stream is not None:
-                        result.stream = enforcer.astream(result.stream, metadata)
-                    return result
-        route = None
-        if forced is not None:
-            alias, route = forced.target_alias, forced.reason
-        elif router is not None:
-            vector = ticket.vector if ticket is not None else None
-            decision = await router.aroute(request, vector, metadata)
-            if router.budget_aware is not None and chain and self.budget is not None:
-                own = hold.amount if hold is not None else 0
-                tight = await self.budget.pressured(chain, router.budget_aware, own)
-                if tight is not None:
-                    decision = router.downgrade(decision, tight)
-            decision = _in_scope(router, decision, key)
-            alias, route = decision.target_alias, decision.reason
-        prompt_tokens = estimate_tokens(request["messages"])
+    async def _lookup(self, call: Call) -> tuple[Ticket | None, CacheHit | None]:
+        """The cache: the request's ticket (its vector, reused by the router) and a hit,
+        for cacheable requests on routes that are not pinned."""
+        pinned = call.router is not None and call.router.mode == "pinned"
+        if self.cache is None or not call.use_cache or pinned:
+            return None, None
+        if not self.cache.begun:  # no explicit start(): start on the first request's loop
+            await self.cache.start()
+        key_id = call.key.key_id if call.key else None
+        ticket = self.cache.ticket(call.request, call.alias, call.tenant, key_id)
+        if ticket is None:
+            return None, None
+        return ticket, await self.cache.lookup(ticket)
 
-        def fits(dep: Deployment) -> bool:
-            return dep.context_window is None or prompt_tokens <= dep.context_window
+    async def _route(
+        self, call: Call, admission: Admission, ticket: Ticket | None
+    ) -> tuple[str, str | None]:
+        """The alias to call and why (None for a plain alias): the admission's forced
+        choice, else the router's, downgraded near a budget and kept in the key's scope."""
+        if admission.forced is not None:
+            return admission.forced.target_alias, admission.forced.reason
+        router = call.router
+        if router is None:
+            return call.alias, None
+        vector = ticket.vector if ticket is not None else None
+        decision = await router.aroute(call.request, vector, call.metadata)
+        if router.budget_aware is not None and admission.chain:
+            own = admission.hold.amount if admission.hold is not None else 0
+            tight = await self.budget.pressured(admission.chain, router.budget_aware, own)
+            if tight is not None:
+                decision = router.downgrade(decision, tight)
+        decision = _in_scope(router, decision, call.key)
+        return decision.target_alias, decision.reason
 
-        fallback = self._fallback_for(key)
-        if request.get("stream"):
-            try:
-                result = await self._stream(request, alias, started, fits, ticket, hold, fallback)
-            except (AllAttemptsFailed, ContextWindowExceeded) as exc:
-                raise self._scope_error(exc, alias, key) from exc
-            result.route = route
-            if enforcer is not None and result.stream is not None:
-                inner = result.stream
-                result.stream = Closing(enforcer.astream(inner, metadata), inner)
-            return result
+    async def _call(self, call: Call, alias: str, ticket: Ticket | None) -> ChatResult:
+        """The upstream call through fallback (retries, cooldowns, context-window moves)."""
+        request = call.request
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].chat(request, dep, timeout)
 
         try:
-            out = await fallback.run(alias, attempt, fits=fits)
+            out = await self._fallback_for(call.key).run(alias, attempt, fits=_fits(request))
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
-            raise self._scope_error(exc, alias, key) from exc
-        usage = usage_of(out.value.get("usage"))
-        if hold is not None and self.budget is not None:
-            await self.budget.settle(hold, out.deployment, usage)
-        self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
-        if ticket is not None and self.cache is not None:
-            self.cache.store(ticket, out.value)
+            raise self._scope_error(exc, alias, call.key) from exc
         return ChatResult(
             alias=out.alias,
             deployment=out.deployment,
             attempts=len(out.attempts),
             upstream_s=out.upstream_s,
-            started=started,
-            response=await enforcer.aapply(out.value, metadata) if enforcer else out.value,
-            usage=usage,
+            started=call.started,
+            response=out.value,
+            usage=usage_of(out.value.get("usage")),
             cache="off" if ticket is None else "miss",
-            route=route,
         )
 
-    async def _admit(
-        self,
-        chain: tuple[str, ...],
-        request: Json,
-        router: Router | None,
-        targets: list[str],
-        key: KeyRecord | None,
-        stream: bool,
-    ) -> tuple[Reservation, RouteDecision | None]:
-        """Rate limits and a hold of the worst case over every target. A budget-aware
-        route that cannot afford that is held for its cheap alias alone and sent there."""
-        assert self.budget is not None
-        ttl = self._hold_ttl(stream)
-        try:
-            return await self.budget.admit(
-                chain, request, self._reachable(targets, key), ttl_s=ttl
-            ), None
-        except BudgetExceeded as exc:
-            cheap = router.cheap if router is not None and router.budget_aware is not None else None
-            if cheap is None or targets == [cheap] or (key is not None and not key.allows(cheap)):
-                raise
-            held = await self.budget.reserve(
-                chain, request, self._reachable([cheap], key), ttl_s=ttl
-            )
-            return held, RouteDecision(cheap, f"budget:{exc.account}")
+    async def _settle(
+        self, admission: Admission, result: ChatResult, ticket: Ticket | None
+    ) -> None:
+        """Charge what the answer cost, count its tokens, and cache it (before enforcement,
+        which is applied per caller)."""
+        if admission.hold is not None:
+            await self.budget.settle(admission.hold, result.deployment, result.usage)
+        tokens = result.usage.get("total_tokens", 0)
+        self.balancers[result.alias].record_tokens(result.deployment, tokens)
+        if ticket is not None and self.cache is not None and result.response is not None:
+            self.cache.store(ticket, result.response)
+
+    async def _enforce(self, call: Call, result: ChatResult) -> ChatResult:
+        """The route's tool-call policy on the response (or, as it streams, the chunks)."""
+        enforcer = call.enforcer
+        if enforcer is None:
+            return result
+        if result.response is not None:
+            result.response = await enforcer.aapply(result.response, call.metadata)
+        if result.stream is not None:
+            inner = result.stream
+            result.stream = Closing(enforcer.astream(inner, call.metadata), inner)
+        return result
+
+    async def _release(self, admission: Admission) -> None:
+        """Give back a hold nothing will settle (a cache hit, or a request that failed
+        before a stream took the hold over)."""
+        if admission.hold is not None and admission.hold.is_open:
+            await self.budget.release(admission.hold)
+
+    # ----------------------------------------------------------------- helpers
 
     def _check_input_size(self, alias: str, size: int) -> None:
         """RequestTooLarge when ``size`` input bytes exceed ``routes.<alias>.max_input_bytes``."""
@@ -377,7 +436,9 @@ class Gateway:
         exc.message = f"{exc.message}; {note}"
         return exc
 
-    def _from_cache(self, request: Json, alias: str, started: float, hit: CacheHit) -> ChatResult:
+    def _from_cache(self, call: Call, hit: CacheHit) -> ChatResult:
+        """The cached answer as this request's result (a stream of chunks if it asked so)."""
+        request, alias, started = call.request, call.alias, call.started
         resp = replay(hit)
         result = ChatResult(
             alias=alias,
@@ -419,16 +480,13 @@ class Gateway:
             seen += [a for a in self._aliases(t, fallback) if a not in seen]
         return [d for a in seen for d in self.config.deployments.get(a, ())]
 
-    async def _stream(
-        self,
-        request: Json,
-        alias: str,
-        started: float,
-        fits: Any,
-        ticket: Ticket | None,
-        hold: Reservation | None,
-        fallback: Fallback,
+    async def _call_stream(
+        self, call: Call, alias: str, ticket: Ticket | None, admission: Admission
     ) -> ChatResult:
+        """The upstream stream through fallback until its first chunk, then a Relay that
+        serves the rest and settles, stores and counts once the stream ends."""
+        request, started = call.request, call.started
+
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
             try:
@@ -440,7 +498,11 @@ class Gateway:
                 raise
             return first, it
 
-        out = await fallback.run(alias, attempt, fits=fits, first_byte=True)
+        fallback = self._fallback_for(call.key)
+        try:
+            out = await fallback.run(alias, attempt, fits=_fits(request), first_byte=True)
+        except (AllAttemptsFailed, ContextWindowExceeded) as exc:
+            raise self._scope_error(exc, alias, call.key) from exc
         first, it = out.value
         opts = request.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
@@ -461,7 +523,7 @@ class Gateway:
             request=request,
             want_usage=want_usage,
             ends_at=ends_at,
-            hold=hold,
+            hold=admission.hold,
             budget=self.budget,
             balancer=self.balancers[out.alias],
             cache=self.cache,
@@ -488,15 +550,14 @@ class Gateway:
         size = measure_embeddings(request)
         self._check_input_size(alias, size.bytes)
         hold = None
-        if self.budget is not None:
-            end_user = request.get("user")
-            chain = self.budget.chain_for(
-                accounts, key, end_user if isinstance(end_user, str) else None
+        end_user = request.get("user")
+        chain = self.budget.chain_for(
+            accounts, key, end_user if isinstance(end_user, str) else None
+        )
+        if chain:
+            hold = await self.budget.admit_size(
+                chain, size, 0, self._reachable([alias], key), ttl_s=self._hold_ttl(False)
             )
-            if chain:
-                hold = await self.budget.admit_size(
-                    chain, size, 0, self._reachable([alias], key), ttl_s=self._hold_ttl(False)
-                )
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].embed(request, dep, timeout)
@@ -504,7 +565,7 @@ class Gateway:
         try:
             out = await self._fallback_for(key).run(alias, attempt)
         except BaseException as exc:
-            if hold is not None and self.budget is not None and hold.is_open:
+            if hold is not None and hold.is_open:
                 await self.budget.release(hold)
             if isinstance(exc, AllAttemptsFailed | ContextWindowExceeded):
                 raise self._scope_error(exc, alias, key) from exc
@@ -515,7 +576,7 @@ class Gateway:
             usage["prompt_tokens"] = usage["total_tokens"] = size.typical(dep.provider, dep.model)
             out.value["usage"] = {"prompt_tokens": usage["prompt_tokens"],
                                   "total_tokens": usage["total_tokens"]}  # fmt: skip
-        if hold is not None and self.budget is not None:
+        if hold is not None:
             await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("prompt_tokens", 0))
         return out.value
@@ -550,8 +611,7 @@ class Gateway:
         await close_session()
         if self.cache is not None:
             await self.cache.aclose()
-        if self.budget is not None:
-            await self.budget.close()
+        await self.budget.close()
         if self.keys.shared:
             self.keys.close()  # its tailer thread and connections
 

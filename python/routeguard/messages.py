@@ -1,4 +1,6 @@
-"""The text of a chat message's ``content``, one rule for every layer that reads prompts.
+"""The text of a chat message's ``content``, one rule for every layer that reads prompts,
+and the one quick estimate of a prompt's tokens (budgets bound theirs from bytes instead:
+:mod:`routeguard.budget.bound`).
 
 ``content`` is a string or a list of parts (OpenAI ``{"type": "text", "text": ...}``; the
 Responses API and some logs say ``input_text``). The semantic cache and the traffic
@@ -28,3 +30,22 @@ def content_text(content: Any, *, text_only: bool = False) -> str | None:
         elif text_only:
             return None  # images, audio, files: not something we match on
     return "\n".join(parts)
+
+
+def estimate_tokens(messages: Any) -> int:
+    """About four characters a token over every message's text, plus framing: the quick
+    estimate context-window checks and routing rules use."""
+    chars = 0
+    if isinstance(messages, Sequence) and not isinstance(messages, str):
+        for m in messages:
+            if not isinstance(m, Mapping):
+                continue
+            content = m.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for p in content:
+                    if isinstance(p, Mapping) and isinstance(p.get("text"), str):
+                        chars += len(p["text"])
+            chars += 16  # role and framing
+    return chars // 4

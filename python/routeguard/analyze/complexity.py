@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.analyze.logs import LogRecord
+from routeguard.messages import estimate_tokens
 from routeguard.routing.metrics import estimated_apgr
-from routeguard.routing.router import estimate_tokens
 
 F64 = npt.NDArray[np.float64]
 
@@ -102,7 +102,9 @@ def token_counts(records: Sequence[LogRecord]) -> tuple[F64, F64, float]:
     fallback = float(np.median(logged)) if logged else float(DEFAULT_COMPLETION)
     prompt = np.array(
         [
-            r.prompt_tokens if r.prompt_tokens is not None else estimate_tokens(r.request)
+            r.prompt_tokens
+            if r.prompt_tokens is not None
+            else estimate_tokens(r.request.get("messages"))
             for r in records
         ],
         dtype=np.float64,

@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from routeguard.config.routes import RouteSettings, parse_route
 from routeguard.errors import RouteguardError
-from routeguard.messages import content_text
+from routeguard.messages import content_text, estimate_tokens
 from routeguard.routing.calibration import LiveShare
 from routeguard.routing.learned import LearnedRouter, default_model
 from routeguard.routing.rules import RuleInput, Rules
@@ -88,26 +88,6 @@ def prompt_text(request: Mapping[str, Any]) -> str:
         if isinstance(m, Mapping) and m.get("role") == "user":
             return content_text(m.get("content")) or ""
     return ""
-
-
-def estimate_tokens(request: Mapping[str, Any]) -> int:
-    """About four characters a token over every message's text, plus framing (the gateway's
-    pre-call estimate)."""
-    chars = 0
-    messages = request.get("messages")
-    if isinstance(messages, Sequence):
-        for m in messages:
-            if not isinstance(m, Mapping):
-                continue
-            content = m.get("content")
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for p in content:
-                    if isinstance(p, Mapping) and isinstance(p.get("text"), str):
-                        chars += len(p["text"])
-            chars += 16
-    return chars // 4
 
 
 class Router:
@@ -309,7 +289,7 @@ class Router:
                     headers={str(k).lower(): str(v) for k, v in hdrs.items()}
                     if isinstance(hdrs, Mapping)
                     else _EMPTY,
-                    tokens=estimate_tokens(request),
+                    tokens=estimate_tokens(request.get("messages")),
                     text=text,
                 )
             )

@@ -382,8 +382,6 @@ async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None
 async def _budgets(gateway: Gateway) -> dict[str, Any]:
     """Spend, holds and limits of every budget account, in dollars."""
     layer = gateway.budget
-    if layer is None:
-        return {"object": "list", "data": []}
     rows = []
     for acc in layer.backend.accounts:
         rows.append(
