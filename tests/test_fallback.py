@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from routeguard import config
+from routeguard.backoff import backoff_delay
 from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import (
     AllAttemptsFailed,
@@ -22,7 +23,7 @@ from routeguard.errors import (
     UpstreamRateLimited,
     UpstreamServerError,
 )
-from routeguard.fallback import Cooldowns, Fallback, backoff_delay
+from routeguard.fallback import Cooldowns, Fallback
 from routeguard.routing.balance import Balancer
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from routeguard import scrub
+from routeguard.backoff import backoff_delay
 from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import (
     AllAttemptsFailed,
@@ -101,16 +102,6 @@ class Cooldowns:
         c = self._circuits.get(dep.id)
         if c is not None:
             c.probing = False
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): full jitter, Retry-After wins."""
-    delay = rng.uniform(0, min(cap, base * (2 ** (attempt - 1))))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
 
 
 @dataclass(slots=True)

@@ -35,9 +35,10 @@ from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
-from routeguard.cache.semantic import CacheHit, Embeds
+from routeguard.cache.semantic import CacheHit
 from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
+from routeguard.embed.base import Embedder, embed_off_loop
 from routeguard.enforce.proxy import ResponseEnforcer, build_enforcers
 from routeguard.errors import (
     AllAttemptsFailed,
@@ -108,7 +109,7 @@ class Admission:
 class Gateway:
     """Routes OpenAI-shaped requests to configured deployments with retries and fallback."""
 
-    def __init__(self, config: Config, *, embedder: Embeds | None = None) -> None:
+    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
         self.config = config
         secret = config.server.key_hash_secret
         if config.server.key_store == "redis" and config.server.redis_url:
@@ -154,7 +155,7 @@ class Gateway:
 
     @classmethod
     def from_config(
-        cls, source: str | Path | Mapping[str, Any], *, embedder: Embeds | None = None
+        cls, source: str | Path | Mapping[str, Any], *, embedder: Embedder | None = None
     ) -> Gateway:
         """Build a Gateway from a config file path or an already parsed mapping."""
         return cls(config_mod.load(source), embedder=embedder)
@@ -593,9 +594,7 @@ class Gateway:
         # The request schema's first check builds msgspec's type info (~1 ms), once.
         validate_chat({"model": "warm-up", "messages": [{"role": "user", "content": "hi"}]})
         if self.cache is not None:
-            emb = self.cache.cache.embedder
-            aembed = getattr(emb, "aembed", None)  # off the loop either way
-            await (aembed(["warm up"]) if aembed else asyncio.to_thread(emb.embed, ["warm up"]))
+            await embed_off_loop(self.cache.cache.embedder, ["warm up"])
         for router in self.routers.values():
             await router.warm_up()
 

@@ -31,8 +31,8 @@ from routeguard.analyze.logs import LogReadResult, LogRecord, read_log
 from routeguard.analyze.progress import Progress
 from routeguard.analyze.recommend import Policy, Recommendation, config_snippet, recommend
 from routeguard.analyze.repetition import THRESHOLDS, Repetition, analyse_repetition
-from routeguard.cache.semantic import Embeds
 from routeguard.config import Config
+from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
 from routeguard.routing.router import prompt_text
 
@@ -236,7 +236,7 @@ def default_probability() -> Probability | None:
     return probability
 
 
-def embed_texts(texts: Sequence[str], embedder: Embeds, *, progress: bool | None = None) -> F32:
+def embed_texts(texts: Sequence[str], embedder: Embedder, *, progress: bool | None = None) -> F32:
     """``(len(texts), dim)`` unit rows, embedded in batches with a progress line."""
     bar = Progress("embedding prompts", len(texts), enabled=progress)
     parts = []
@@ -252,7 +252,7 @@ def embed_texts(texts: Sequence[str], embedder: Embeds, *, progress: bool | None
 def analyze(
     source: str | Path | LogReadResult,
     *,
-    embedder: Embeds | None = None,
+    embedder: Embedder | None = None,
     scorer: Scorer | None = None,
     config: Config | None = None,
     cheap: str | None = None,

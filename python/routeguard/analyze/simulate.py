@@ -38,7 +38,7 @@ import numpy.typing as npt
 from routeguard import config as config_mod
 from routeguard.analyze.logs import LogReadResult, LogRecord, read_log
 from routeguard.analyze.progress import Progress
-from routeguard.cache.semantic import Embeds
+from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
 from routeguard.gateway import Gateway
 
@@ -70,7 +70,7 @@ class _TimedEmbedder:
     """An embedder that reports its time to a clock (no ``aembed``: callers then use
     ``embed``, on a worker thread in the cache layer, inline in the router)."""
 
-    def __init__(self, inner: Embeds, clock: _Clock) -> None:
+    def __init__(self, inner: Embedder, clock: _Clock) -> None:
         self.inner = inner
         self.clock = clock
         self.dim = inner.dim
@@ -375,7 +375,7 @@ async def simulate_async(
     config_path: str | Path | Mapping[str, Any],
     source: str | Path | LogReadResult,
     *,
-    embedder: Embeds | None = None,
+    embedder: Embedder | None = None,
     ttft: float = 0.0,
     progress: bool | None = None,
 ) -> Simulation:

@@ -20,7 +20,6 @@ from routeguard.cache.semantic import (
     DEFAULT_THRESHOLD,
     CacheEntry,
     CacheHit,
-    Embeds,
     SemanticCache,
     Verifier,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "CacheHit",
     "CacheMetrics",
     "CacheStore",
-    "Embeds",
     "HitVerifier",
     "HnswIndex",
     "RedisStore",

@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.backoff import backoff_delay
 from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
-from routeguard.cache.semantic import CacheHit, Embeds, SemanticCache
+from routeguard.cache.semantic import CacheHit, SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
-from routeguard.fallback import backoff_delay
+from routeguard.embed.base import Embedder, embed_off_loop
 from routeguard.messages import content_text
 
 Json = dict[str, Any]
@@ -59,7 +60,7 @@ class Ticket:
 class CacheLayer:
     """Lookup and store for the gateway, over one SemanticCache shared by all routes."""
 
-    def __init__(self, config: Config, embedder: Embeds | None = None) -> None:
+    def __init__(self, config: Config, embedder: Embedder | None = None) -> None:
         self.config = config
         c = config.cache
         store = None
@@ -169,7 +170,7 @@ class CacheLayer:
             hit = c.get_exact(ticket.prompt, ticket.namespace, ticket.context)
         if hit is not None:
             return hit
-        ticket.vector = (await _aembed(c.embedder, ticket.prompt))[0]
+        ticket.vector = (await embed_off_loop(c.embedder, [ticket.prompt]))[0]
         return c.get(
             ticket.prompt,
             ticket.namespace,
@@ -198,16 +199,6 @@ class CacheLayer:
         except Exception as exc:
             self.metrics.errors += 1
             log.warning("cache: could not store a response (%s)", _why(exc))
-
-
-async def _aembed(embedder: Embeds, text: str) -> npt.NDArray[np.float32]:
-    """Embed off the event loop: on the embedder's own worker when it has one (``aembed``:
-    the local MiniLM's single thread, a remote embedder's HTTP call), else a thread."""
-    aembed = getattr(embedder, "aembed", None)
-    if aembed is not None:
-        out: npt.NDArray[np.float32] = await aembed([text])
-        return out
-    return await asyncio.to_thread(embedder.embed, [text])
 
 
 def replay(hit: CacheHit) -> Json:

@@ -58,8 +58,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from routeguard.backoff import backoff_delay
 from routeguard.cache.state import CacheEntry, LocalState, Vector
-from routeguard.fallback import backoff_delay
 
 logger = logging.getLogger("routeguard.cache")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -41,25 +41,13 @@ from routeguard.cache.state import (
     rule_field,
 )
 from routeguard.cache.tiered import DEFAULT_ANN_THRESHOLD, TieredIndex
+from routeguard.embed.base import Embedder
 
-__all__ = ["CacheEntry", "CacheHit", "Embeds", "SemanticCache", "Verifier"]
+__all__ = ["CacheEntry", "CacheHit", "SemanticCache", "Verifier"]
 
 DEFAULT_THRESHOLD = 0.90
 NEAR_MARGIN = 0.05
 _CANDIDATES = 4  # neighbours examined per lookup (expired or refused ones are skipped)
-
-
-class Embeds(Protocol):
-    """What the cache needs of an embedder (``routeguard.embed`` provides them)."""
-
-    @property
-    def dim(self) -> int:
-        """Vector dimension."""
-        ...
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Unit-length float32 vectors, one row per text."""
-        ...
 
 
 Verifier = Callable[[str, str], bool]
@@ -90,7 +78,7 @@ class SemanticCache:
 
     def __init__(
         self,
-        embedder: Embeds | None = None,
+        embedder: Embedder | None = None,
         *,
         threshold: float = DEFAULT_THRESHOLD,
         ttl: float | None = None,
@@ -399,7 +387,7 @@ class SemanticCache:
         return len(live)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], embedder: Embeds, **kwargs: Any) -> SemanticCache:
+    def load(cls, path: str | os.PathLike[str], embedder: Embedder, **kwargs: Any) -> SemanticCache:
         """A cache holding the entries saved at ``path`` that have not expired since (each
         keeps its creation and expiry times); ``kwargs`` as for the constructor. The
         embedder must have the snapshot's dimension. Meant for memory mode: with a shared

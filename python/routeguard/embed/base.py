@@ -2,10 +2,11 @@
 
 An embedder turns texts into one float32, L2-normalised row each, so that a dot product is
 the cosine similarity the router and the semantic cache compare. ``embed`` blocks;
-``aembed`` keeps the event loop free (local models run on a worker thread, remote ones
-await the HTTP call). Implementations: :class:`~routeguard.embed.minilm.MiniLMEmbedder`
-(local, the default), :class:`~routeguard.embed.remote.OpenAIEmbedder` (any
-``/v1/embeddings`` endpoint) and :class:`CallableEmbedder` (bring your own function).
+:func:`embed_off_loop` keeps the event loop free (on the embedder's ``aembed`` when it has
+one: local models run on a worker thread, remote ones await the HTTP call).
+Implementations: :class:`~routeguard.embed.minilm.MiniLMEmbedder` (local, the default),
+:class:`~routeguard.embed.remote.OpenAIEmbedder` (any ``/v1/embeddings`` endpoint) and
+:class:`CallableEmbedder` (bring your own function).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ F32 = npt.NDArray[np.float32]
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Texts in, one L2-normalised float32 row of ``dim`` values per text out."""
+    """Texts in, one L2-normalised float32 row of ``dim`` values per text out: what the
+    cache, the routers and the analysis use. An embedder may also have ``aembed`` (an async
+    ``embed`` on its own worker); :func:`embed_off_loop` uses it when it is there."""
 
     @property
     def dim(self) -> int:
@@ -33,9 +36,13 @@ class Embedder(Protocol):
         """Embed ``texts`` (blocking): an ``(len(texts), dim)`` float32 array, rows unit-norm."""
         ...
 
-    async def aembed(self, texts: Sequence[str]) -> F32:
-        """Embed ``texts`` without blocking the event loop; same result as :meth:`embed`."""
-        ...
+
+async def embed_off_loop(embedder: Embedder, texts: Sequence[str]) -> F32:
+    """``embedder.embed(texts)`` without blocking the event loop: on the embedder's own
+    worker when it has one (``aembed``), else on a worker thread."""
+    aembed = getattr(embedder, "aembed", None)
+    out = await (aembed(texts) if aembed is not None else asyncio.to_thread(embedder.embed, texts))
+    return np.asarray(out, dtype=np.float32)
 
 
 def as_texts(texts: Sequence[str]) -> list[str]:

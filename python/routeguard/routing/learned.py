@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
 from routeguard.routing.features import (
     ALL_FEATURES,
@@ -52,7 +53,6 @@ from routeguard.routing.features import (
 )
 from routeguard.routing.outcomes import Outcomes, unit_hash
 from routeguard.routing.probability import ISOTONIC, ScoreCalibration, fit_calibration
-from routeguard.routing.semantic import TextEmbedder
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -78,7 +78,7 @@ class LearnedRouter:
     lex_hi: F64
     reference: F64  # quantiles 0..1 of the training prompts' scores
     meta: dict[str, Any] = field(default_factory=dict)
-    embedder: TextEmbedder | None = None  # embeds prompts given without vectors
+    embedder: Embedder | None = None  # embeds prompts given without vectors
     features: tuple[str, ...] = FEATURE_NAMES  # the feature columns the model reads
     calibration: ScoreCalibration | None = None  # score -> P(cheap answer as good)
 
@@ -222,7 +222,7 @@ class LearnedRouter:
             )
 
     @classmethod
-    def load(cls, path: str | Path, embedder: TextEmbedder | None = None) -> LearnedRouter:
+    def load(cls, path: str | Path, embedder: Embedder | None = None) -> LearnedRouter:
         """Read a model written by :meth:`save` (``routeguard router train``)."""
         try:
             with np.load(path, allow_pickle=False) as z:

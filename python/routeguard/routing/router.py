@@ -49,12 +49,13 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.config.routes import RouteSettings, parse_route
+from routeguard.embed.base import Embedder, embed_off_loop
 from routeguard.errors import RouteguardError
 from routeguard.messages import content_text, estimate_tokens
 from routeguard.routing.calibration import LiveShare
 from routeguard.routing.learned import LearnedRouter, default_model
 from routeguard.routing.rules import RuleInput, Rules
-from routeguard.routing.semantic import SemanticRoutes, TextEmbedder
+from routeguard.routing.semantic import SemanticRoutes
 
 F32 = npt.NDArray[np.float32]
 
@@ -107,7 +108,7 @@ class Router:
         threshold: float | None = None,
         strong_share: float | None = None,
         default: str | None = None,
-        embedder: TextEmbedder | None = None,
+        embedder: Embedder | None = None,
         budget_aware: float | None = None,
         min_p_cheap: float | None = None,
     ) -> None:
@@ -157,7 +158,7 @@ class Router:
         alias: str,
         spec: RouteSettings | Mapping[str, Any],
         *,
-        embedder: TextEmbedder | None = None,
+        embedder: Embedder | None = None,
     ) -> Router:
         """Build from a route spec as written in a config (checked, with key paths in the
         ConfigError); see :meth:`from_settings`."""
@@ -165,7 +166,7 @@ class Router:
 
     @classmethod
     def from_settings(
-        cls, alias: str, route: RouteSettings, *, embedder: TextEmbedder | None = None
+        cls, alias: str, route: RouteSettings, *, embedder: Embedder | None = None
     ) -> Router:
         """Build from a checked route (:func:`routeguard.config.routes.parse_route`, or a
         loaded Config). ``embedder`` embeds semantic utterances and, when the caller passes
@@ -242,7 +243,7 @@ class Router:
     ) -> RouteDecision:
         """Decide where ``request`` goes. ``vector`` is the embedding of :func:`prompt_text`
         if the caller has it (the cache layer's); ``metadata`` holds what authentication
-        established (``key``, ``team``, ``user``, ...) and the request ``headers``. Embeds
+        established (``key``, ``team``, ``user``, ...) and the request ``headers``. Embedder
         on the calling thread when a vector is needed and not given: async callers use
         :meth:`aroute`."""
         text = prompt_text(request)
@@ -257,19 +258,14 @@ class Router:
         vector: F32 | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> RouteDecision:
-        """:meth:`route` for the event loop: a missing embedding is computed with the
-        embedder's ``aembed`` (off the loop), and only if no rule decided first."""
+        """:meth:`route` for the event loop: a missing embedding is computed off the loop
+        (:func:`~routeguard.embed.base.embed_off_loop`), and only if no rule decided first."""
         text = prompt_text(request)
         early = self._before_vector(request, text, metadata)
         if early is not None:
             return early
         if vector is None:
-            emb = self._embedder_or_default()
-            aembed = getattr(emb, "aembed", None)
-            if aembed is None:
-                vector = self.embed(text)
-            else:
-                vector = np.asarray(await aembed([text]), dtype=np.float32)[0]
+            vector = (await embed_off_loop(self._embedder_or_default(), [text]))[0]
         return self._with_vector(text, vector)
 
     def _before_vector(
@@ -322,18 +318,13 @@ class Router:
         scoring) so the first routed request costs what later ones do; no decision made."""
         if self.semantic is None and self.learned is None:
             return
-        emb = self._embedder_or_default()
-        aembed = getattr(emb, "aembed", None)
-        if aembed is None:
-            vector = self.embed(text)
-        else:
-            vector = np.asarray(await aembed([text]), dtype=np.float32)[0]
+        vector = (await embed_off_loop(self._embedder_or_default(), [text]))[0]
         if self.semantic is not None:
             self.semantic.match(vector)
         if self.learned is not None:
             self.learned.score_one(text, vector)
 
-    def _embedder_or_default(self) -> TextEmbedder:
+    def _embedder_or_default(self) -> Embedder:
         emb = self._embedder
         if emb is None:
             from routeguard.embed import default_embedder

@@ -23,24 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from routeguard.config.routes import SemanticRoutesSettings, parse_semantic
+from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
 
 F32 = npt.NDArray[np.float32]
 Method = Literal["knn", "centroid"]
-
-
-class TextEmbedder(Protocol):
-    """The part of :class:`routeguard.embed.Embedder` semantic routes need."""
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """One unit-norm row per text."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +60,7 @@ class SemanticRoutes:
     def __init__(
         self,
         routes: Sequence[SemanticRoute],
-        embedder: TextEmbedder,
+        embedder: Embedder,
         method: Method = "knn",
     ) -> None:
         if method not in ("knn", "centroid"):
@@ -102,14 +95,14 @@ class SemanticRoutes:
 
     @classmethod
     def from_dict(
-        cls, spec: Any, embedder: TextEmbedder, where: str = "semantic_routes"
+        cls, spec: Any, embedder: Embedder, where: str = "semantic_routes"
     ) -> SemanticRoutes:
         """Build from a config mapping (see the module docstring), or a bare list of routes;
         checked, errors name ``where``."""
         return cls.from_settings(parse_semantic(spec, where), embedder)
 
     @classmethod
-    def from_settings(cls, spec: SemanticRoutesSettings, embedder: TextEmbedder) -> SemanticRoutes:
+    def from_settings(cls, spec: SemanticRoutesSettings, embedder: Embedder) -> SemanticRoutes:
         """Build from checked semantic routes (their utterances embedded once)."""
         routes = [
             SemanticRoute(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.routing.semantic import TextEmbedder
+from routeguard.embed.base import Embedder
 
 F32 = npt.NDArray[np.float32]
 BATCH = 256
@@ -34,7 +34,7 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 def embed_many(
     texts: Sequence[str],
-    embedder: TextEmbedder,
+    embedder: Embedder,
     *,
     cache_dir: str | Path | None = None,
     name: str = "minilm",
