@@ -15,11 +15,17 @@ PORT   ?= 4000
 # routeguard from the source tree (its extension built once, by `install`).
 AGENTS_VENV  := .venv-agents
 AGENTS_STAMP := $(AGENTS_VENV)/.routeguard-installed
+# MkDocs builds docs/ for `make test` only, so it is the `docs` extra, installed into .venv on
+# its own by docs-check (not by `install`, which `make run` uses; mkdocs needs no Rust build).
+DOCS_STAMP := $(VENV)/.routeguard-docs-installed
+DOCS_REQS  := import tomllib; \
+	print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))
 AGENTS_REQS  := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print("\n".join(p["dependencies"] + p["optional-dependencies"]["agents"] \
 	+ ["pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3"]))
 
-.PHONY: install run test lint rust-test cross-check py-test simd-test agents-test bench fmt clean
+.PHONY: install run test lint rust-test cross-check py-test simd-test agents-test docs-check \
+	bench fmt clean
 
 install: $(STAMP)
 
@@ -85,8 +91,20 @@ agents-test: install $(AGENTS_STAMP)
 	CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true PYTHONPATH=python:tests \
 		$(AGENTS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_adapter_crewai.py
 
+$(DOCS_STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -c '$(DOCS_REQS)' > $(VENV)/docs-requirements.txt
+	PIP_CONSTRAINT=$(abspath constraints.txt) $(BIN)/python -m pip install -q \
+		-r $(VENV)/docs-requirements.txt
+	touch $@
+
+# The docs site, built strictly (a link to a missing page or anchor fails) into a temporary
+# directory that is removed afterwards; tests/test_readme_links.py covers the README's links.
+docs-check: $(DOCS_STAMP)
+	@site=$$(mktemp -d /tmp/routeguard-site.XXXXXX); \
+	$(BIN)/mkdocs build --strict -d $$site; rc=$$?; rm -rf $$site; exit $$rc
+
 # pytest runs last so its summary is the closing line.
-test: install lint rust-test cross-check agents-test simd-test py-test
+test: install lint rust-test cross-check agents-test simd-test docs-check py-test
 
 bench: install
 	$(BIN)/python benches/proxy_overhead.py
