@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from routeguard import config as config_mod
@@ -34,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=4000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--request-log", help="append one JSON line per request to this file (analyze reads it)"
+    )
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
     check.add_argument("file")
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "mock-upstream":
         return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s)
-    return _serve(args.config, args.host, args.port, args.workers, args.log_level)
+    return _serve(args.config, args.host, args.port, args.workers, args.log_level, args.request_log)
 
 
 def _audit_verify(path: str, key_file: str | None, checkpoint: str | None) -> int:
@@ -211,7 +215,14 @@ def _mock_upstream(host: str, port: int, ttft: float, tokens_per_s: float | None
     return 0
 
 
-def _serve(path: str | None, host: str, port: int, workers: int, log_level: str) -> int:
+def _serve(
+    path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    request_log: str | None = None,
+) -> int:
     import uvicorn
 
     from routeguard.defaults import default_config, has_provider_keys
@@ -243,7 +254,10 @@ def _serve(path: str | None, host: str, port: int, workers: int, log_level: str)
         return 1
     # Workers re-load the config in their own process; pass it as data, not as a path,
     # so the built-in default (with the simulator's port) reaches them too.
-    os.environ[_CONFIG_ENV] = json.dumps({"path": path} if path is not None else {"data": source})
+    spec: dict[str, Any] = {"path": path} if path is not None else {"data": source}
+    if request_log:
+        spec["request_log"] = str(Path(request_log).resolve())
+    os.environ[_CONFIG_ENV] = json.dumps(spec)
     print(f"routeguard proxy on http://{host}:{port} serving: {', '.join(cfg.aliases)}", flush=True)
     try:
         uvicorn.run(
@@ -291,7 +305,7 @@ def app_from_env() -> object:
 
     spec = json.loads(os.environ[_CONFIG_ENV])
     gw = Gateway.from_config(spec["path"] if "path" in spec else spec["data"])
-    return create_app(gw)
+    return create_app(gw, request_log=spec.get("request_log"))
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

@@ -30,6 +30,7 @@ from routeguard.config.settings import (
     CacheSettings,
     Config,
     EmbeddingSettings,
+    ObservabilitySettings,
     RawConfig,
     RawDeployment,
     RawDeploymentBase,
@@ -172,6 +173,17 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
 
     budget = decode(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
     embedding = decode(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
+    observe: ObservabilitySettings | None = decode(
+        raw.observability or {}, ObservabilitySettings, "observability", problems
+    )
+    if observe is not None and (
+        observe.request_log_max_bytes <= 0 or observe.request_log_backups < 0
+    ):
+        problems.append(
+            ConfigProblem(
+                "observability", "request_log_max_bytes must be > 0 and request_log_backups >= 0"
+            )
+        )
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts: tuple[BudgetAccountConfig, ...] = ()
@@ -262,6 +274,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         accounts=accounts,
         budget=budget,
         embedding=embedding or EmbeddingSettings(),
+        observability=observe or ObservabilitySettings(),
         warnings=warnings,
         enforce=enforce,
         input_limits=input_limits,

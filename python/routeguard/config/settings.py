@@ -139,6 +139,16 @@ class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     precision: Literal["auto", "f32", "f16", "bf16"] = "auto"
 
 
+class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What the proxy records (``observability``): the request log, one JSON line per
+    request in the format ``routeguard analyze`` reads (``serve --request-log`` sets the path)."""
+
+    request_log: str | None = None  # a file path; None: no request log
+    log_content: bool = False  # messages and answers in the log (secrets scrubbed)
+    request_log_max_bytes: int = 100 * 1024 * 1024  # rotate past this size
+    request_log_backups: int = 5  # rotated files kept (PATH.1 ... PATH.N)
+
+
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole file, as written."""
 
@@ -153,6 +163,7 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budget_settings: Any = None
     enforce: Any = None  # routeguard.enforce.proxy.EnforceSettings
     embedding: Any = None
+    observability: Any = None
 
 
 # --------------------------------------------------------------------------- runtime objects
@@ -194,6 +205,7 @@ class Config:
     warnings: list[str] = field(default_factory=list)
     enforce: dict[str, EnforcePlan] = field(default_factory=dict)  # alias -> its enforcement
     input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     source: str = "<dict>"
 
     def cache_for(self, alias: str) -> CacheSettings:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from routeguard.errors import (
     RouteguardError,
 )
 from routeguard.gateway import Gateway
+from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin
@@ -85,8 +87,20 @@ def _content_length(scope: Scope) -> int | None:
 class ProxyApp:
     """ASGI application serving the OpenAI (and Anthropic Messages) API over a Gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, request_log: str | None = None) -> None:
         self.gateway = gateway
+        obs = gateway.config.observability
+        path = request_log or obs.request_log
+        self.request_log = (
+            RequestLog(
+                path,
+                log_content=obs.log_content,
+                max_bytes=obs.request_log_max_bytes,
+                backups=obs.request_log_backups,
+            )
+            if path
+            else None
+        )
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -132,12 +146,27 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
+                if self.request_log is not None:
+                    await asyncio.to_thread(self.request_log.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         anthropic = path == "/v1/messages"
+        request_id = "req_" + uuid.uuid4().hex
+        trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
+        id_header = (b"x-routeguard-request-id", request_id.encode())
+        downstream = send
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), id_header]
+            elif message["type"] == "http.response.body" and trace.first_byte is None:
+                trace.first_byte = time.perf_counter()
+            await downstream(message)
+
+        send = send_with_id
         try:
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
@@ -158,10 +187,15 @@ class ProxyApp:
                 scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
         except RouteguardError as exc:
+            trace.error = exc
             await _send_error(send, exc, anthropic)
         except Exception:
             log.exception("unexpected error serving %s", path)
-            await _send_error(send, RouteguardError("internal error"), anthropic)
+            trace.error = RouteguardError("internal error")
+            await _send_error(send, trace.error, anthropic)
+        finally:
+            if self.request_log is not None and trace.request is not None:
+                self.request_log.record(trace.entry(path, self.request_log.log_content))
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
@@ -278,8 +312,10 @@ class ProxyApp:
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
+        trace: Trace = scope["routeguard.trace"]
+        trace.request, trace.principal = request, principal
         # The key's model scope is checked by the gateway, on what is served.
-        return await self.gateway.chat_result(
+        result = await self.gateway.chat_result(
             request,
             tenant=principal.tenant,
             use_cache=_cache_allowed(scope),
@@ -287,6 +323,8 @@ class ProxyApp:
             metadata=_route_metadata(scope, principal),
             key=principal.key,
         )
+        trace.result = result
+        return result
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
@@ -313,9 +351,10 @@ class ProxyApp:
         await _send_json(send, 200, {"status": "ok"}, [])
 
 
-def create_app(gateway: Gateway) -> ProxyApp:
-    """The proxy as an ASGI app (mountable in Starlette/FastAPI)."""
-    return ProxyApp(gateway)
+def create_app(gateway: Gateway, *, request_log: str | None = None) -> ProxyApp:
+    """The proxy as an ASGI app (mountable in Starlette/FastAPI); ``request_log`` (a path)
+    overrides ``observability.request_log``."""
+    return ProxyApp(gateway, request_log=request_log)
 
 
 def _model_card(alias: str) -> dict[str, Any]:
@@ -437,6 +476,9 @@ async def _pump_sse(
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except RouteguardError as exc:
+            trace = scope.get("routeguard.trace")
+            if isinstance(trace, Trace):
+                trace.error = exc
             # Headers are gone: the error travels in-band, as the providers do it.
             if anthropic:
                 from routeguard.server.messages import error_to_anthropic

@@ -1,0 +1,268 @@
+"""The request log: one JSON line per request the proxy served (or refused), in the wrapped
+format ``routeguard analyze`` and ``simulate`` read (:mod:`routeguard.analyze.logs`), so a
+day of traffic is analysed with no conversion.
+
+Lines are written by one writer thread from a bounded queue, never on the event loop; a
+full queue drops the line and counts it (``dropped``) rather than stall requests. Files
+rotate by size: ``PATH`` is renamed ``PATH.1`` (and so on up to ``backups``) when the next
+batch would take it past ``max_bytes``. Several processes (``serve --workers N``) may share
+one ``PATH``: each batch of whole lines is one ``O_APPEND`` write, and rotation happens
+under a lock file (``PATH.lock``), each writer reopening ``PATH`` when another rotated it.
+Message content is logged only with ``log_content=True``, and then with secrets scrubbed;
+keys are never logged, only key ids.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from routeguard import scrub
+from routeguard.errors import RouteguardError
+
+log = logging.getLogger("routeguard.observe")
+
+_STOP = object()
+_enc = msgspec.json.Encoder()
+
+
+class RequestLog:
+    """A size-rotated JSON-lines file written by a background thread."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        log_content: bool = False,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 5,
+        queue_size: int = 10_000,
+    ) -> None:
+        if max_bytes <= 0 or backups < 0 or queue_size <= 0:
+            raise ValueError("max_bytes and queue_size must be positive, backups >= 0")
+        self.path = Path(path)
+        self.log_content = log_content
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = self._open()
+        self._lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR)
+        self._thread = threading.Thread(target=self._run, name="routeguard-request-log")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(self, entry: Mapping[str, Any]) -> None:
+        """Queue one entry (never blocks; a full queue drops it and counts the drop)."""
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("request log queue full: %d line(s) dropped so far", self.dropped)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every queued entry is on disk (for tests and shutdown)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread and close the file."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(10)
+        os.close(self._fd)
+        os.close(self._lock)
+
+    def _run(self) -> None:
+        while True:
+            batch: list[bytes] = []
+            waiters: list[threading.Event] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    self._write(batch)
+                    for w in waiters:
+                        w.set()
+                    return
+                if isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    try:
+                        batch.append(_enc.encode(item) + b"\n")
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        log.warning("request log: entry not encodable (%s); skipped", exc)
+                if len(batch) >= 256:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for w in waiters:
+                w.set()
+
+    def _write(self, batch: list[bytes]) -> None:
+        """Append ``batch`` in one write, rotating first if it would pass ``max_bytes``."""
+        if not batch:
+            return
+        data = b"".join(batch)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            try:
+                try:
+                    current = os.stat(self.path)
+                except FileNotFoundError:
+                    current = None
+                mine = os.fstat(self._fd)
+                if current is None or current.st_ino != mine.st_ino:  # rotated by another
+                    os.close(self._fd)
+                    self._fd = self._open()
+                size = os.fstat(self._fd).st_size
+                if size and size + len(data) > self.max_bytes:
+                    self._rotate()
+                os.write(self._fd, data)
+                self.written += len(batch)
+            finally:
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+        except OSError as exc:
+            self.dropped += len(batch)
+            log.warning("request log %s: cannot write (%s)", self.path, exc.strerror)
+
+    def _rotate(self) -> None:
+        """PATH -> PATH.1 -> ... -> PATH.<backups> (the oldest is removed); under the lock."""
+        os.close(self._fd)
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for i in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._fd = self._open()
+
+
+def request_summary(request: Mapping[str, Any], log_content: bool) -> dict[str, Any]:
+    """The logged form of a chat request: its parameters, and its messages (secrets
+    scrubbed) only when content is logged."""
+    out = {k: v for k, v in request.items() if k not in ("messages", "tools")}
+    if "tools" in request and isinstance(request["tools"], list):
+        out["tools"] = [_tool_name(t) for t in request["tools"]]
+    if log_content:
+        out["messages"] = scrub.scrub_json(request.get("messages"))
+    return out
+
+
+def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> dict[str, Any]:
+    """The logged form of a chat response: id, finish reasons, tool calls made, and the
+    text (scrubbed) only when content is logged."""
+    if response is None:
+        return {}
+    out: dict[str, Any] = {"id": response.get("id")}
+    choices = response.get("choices")
+    if isinstance(choices, list):
+        out["finish_reasons"] = [c.get("finish_reason") for c in choices if isinstance(c, dict)]
+        calls = [
+            tc.get("function", {}).get("name")
+            for c in choices
+            if isinstance(c, dict) and isinstance(c.get("message"), dict)
+            for tc in c["message"].get("tool_calls") or []
+            if isinstance(tc, dict)
+        ]
+        if calls:
+            out["tool_calls"] = calls
+        if log_content:
+            out["choices"] = scrub.scrub_json(
+                [{"message": c.get("message")} for c in choices if isinstance(c, dict)]
+            )
+    return out
+
+
+def _tool_name(tool: Any) -> Any:
+    if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+        return tool["function"].get("name")
+    return None
+
+
+@dataclass(slots=True)
+class Trace:
+    """What the proxy learns about one request as it is served, turned into a log line."""
+
+    request_id: str
+    ts: float  # wall-clock start (unix seconds)
+    started: float  # perf_counter at start
+    first_byte: float | None = None  # perf_counter when the first body byte left
+    request: dict[str, Any] | None = None  # the OpenAI-shaped chat request
+    principal: Any = None  # routeguard.server.auth.Principal
+    result: Any = None  # routeguard.result.ChatResult
+    error: RouteguardError | None = None
+
+    def entry(self, endpoint: str, log_content: bool) -> dict[str, Any]:
+        """The log line: the wrapped format of :mod:`routeguard.analyze.logs`."""
+        now = time.perf_counter()
+        request = self.request or {}
+        alias = request.get("model")
+        out: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.request_id,
+            "endpoint": endpoint,
+            "route": alias,
+            "request": request_summary(request, log_content),
+            "latency_ms": round((now - self.started) * 1000, 3),
+            "stream": bool(request.get("stream")),
+            "status": 200 if self.error is None else self.error.status_code,
+        }
+        r = self.result
+        if r is not None:
+            out.update(
+                model=r.alias,
+                deployment=r.deployment.id,
+                provider=r.deployment.provider,
+                route_reason=r.route,
+                cache={"result": r.cache, "score": r.cache_score},
+                attempts=r.attempts,
+                usage=dict(r.usage),
+                cost_usd=r.cost,
+                upstream_ms=round(r.upstream_s * 1000, 3),
+                overhead_ms=round(r.overhead_ms(now), 3),
+                response=response_summary(r.response, log_content),
+            )
+            if out["stream"] and self.first_byte is not None:
+                out["ttft_ms"] = round((self.first_byte - self.started) * 1000, 3)
+        if self.error is not None:
+            err = self.error
+            out["error"] = {
+                "type": err.error_type,
+                "code": err.code,
+                "message": scrub.for_caller(err.message),
+            }
+        meta: dict[str, Any] = {"route": alias}
+        key = getattr(self.principal, "key", None)
+        if key is not None:
+            spec = key.spec
+            meta.update(key_id=key.key_id, user=spec.user, team=spec.team, org=spec.org)
+            meta["tenant"] = self.principal.tenant
+            out["accounts"] = [a for a in self.principal.accounts if a is not None]
+        user = request.get("user")
+        if isinstance(user, str):
+            meta["end_user"] = user
+        out["metadata"] = meta
+        return out
