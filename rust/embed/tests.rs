@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::int8::{quantize, quantize_rows, MAX_K, QMAX};
+use super::int8::{activation_max, quantize, quantize_rows, MAX_K, QMAX};
 use super::linear::{gemm, reference, Linear, Precision};
 use super::model::{BertConfig, BertEncoder, LayerWeights};
 use super::Isa;
@@ -59,12 +59,12 @@ proptest! {
 /// The int8 product written out plainly: quantise each column of `w` and each row of `x`
 /// with [`quantize`], sum in i64, check the sum fits i32, dequantise as the kernels do.
 fn int8_reference(x: &[f32], m: usize, w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
-    let columns: Vec<(f32, Vec<i8>)> = (0..n)
-        .map(|c| quantize(&(0..k).map(|r| w[r * n + c]).collect::<Vec<f32>>()))
+    let columns: Vec<(f32, Vec<i32>)> = (0..n)
+        .map(|c| quantize(&(0..k).map(|r| w[r * n + c]).collect::<Vec<f32>>(), QMAX))
         .collect();
     let mut out = vec![0f32; m * n];
     for i in 0..m {
-        let (sx, qx) = quantize(&x[i * k..(i + 1) * k]);
+        let (sx, qx) = quantize(&x[i * k..(i + 1) * k], activation_max(k));
         for (c, (sw, qw)) in columns.iter().enumerate() {
             let sum: i64 = qx
                 .iter()
@@ -112,13 +112,14 @@ proptest! {
         let pairs = k.div_ceil(2);
         for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
             let (mut q, mut sx) = (vec![u32::MAX; m * pairs], vec![f32::NAN; m]);
-            quantize_rows(isa, &x, k, pairs, &mut q, &mut sx);
+            let qmax = activation_max(k);
+            quantize_rows(isa, &x, k, pairs, qmax, &mut q, &mut sx);
             for r in 0..m {
-                let (s, want) = quantize(&x[r * k..(r + 1) * k]);
+                let (s, want) = quantize(&x[r * k..(r + 1) * k], qmax);
                 prop_assert_eq!(sx[r].to_bits(), s.to_bits());
                 for (j, &v) in want.iter().enumerate() {
                     let got = (q[r * pairs + j / 2] >> (16 * (j % 2))) as u16 as i16;
-                    prop_assert_eq!(i32::from(got), i32::from(v), "{:?} row {} k {}", isa, r, j);
+                    prop_assert_eq!(i32::from(got), v, "{:?} row {} k {}", isa, r, j);
                 }
                 if k % 2 == 1 {
                     prop_assert_eq!(q[r * pairs + pairs - 1] >> 16, 0);
@@ -130,26 +131,39 @@ proptest! {
 
 #[test]
 fn int8_sums_stay_exact_at_the_extremes() {
-    // Every product at +-127², 4001 inputs (odd: a half-empty last pair), 37 outputs (a
-    // partial panel): sums of ~6.5e7, far past f32's 2^24, must come out exact in i32.
+    // 4001 inputs (odd: a half-empty last pair), 37 outputs (a partial panel). Row 0 and
+    // column 0 are constant, so their product sums k · 127 · activation_max(k) products at
+    // the top of both ranges, within 2e6 of i32::MAX: a wrapped sum would flip its sign.
     let (m, k, n) = (9, 4001, 37);
+    let top = k as i64 * 127 * i64::from(activation_max(k));
+    assert!(top <= i64::from(i32::MAX) && top > i64::from(i32::MAX) - 2_000_000);
     let x: Vec<f32> = (0..m * k)
-        .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+        .map(|i| if i >= k && i % 3 == 0 { -1.0 } else { 1.0 })
         .collect();
     let w: Vec<f32> = (0..k * n)
-        .map(|i| if i % 7 < 4 { 2.0 } else { -2.0 })
+        .map(|i| if i % n != 0 && i % 7 < 3 { -2.0 } else { 2.0 })
         .collect();
     let b = vec![0.0; n];
     let layer = Linear::new(&w, &b, k, n, Precision::Int8).unwrap();
     let want = int8_reference(&x, m, &w, &b, k, n);
-    let exact = reference(&x, m, &w, &b, k, n); // +-1 · +-2 quantise without error
-    assert_eq!(max_diff(&want, &exact), 0.0);
+    // +-1 and +-2 quantise without error, so only the dequantisation rounds.
+    let exact = reference(&x, m, &w, &b, k, n);
+    assert!(
+        (want[0] - 2.0 * k as f32).abs() <= 1e-6 * 2.0 * k as f32,
+        "{}",
+        want[0]
+    );
+    for (got, exact) in want.iter().zip(&exact) {
+        assert!((got - exact).abs() <= 1e-6 * k as f32, "{got} {exact}");
+    }
     for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
         let mut got = vec![f32::NAN; m * n];
         gemm(isa, &x, m, &layer, &mut got);
         assert_eq!(got, want, "{isa:?}");
     }
-    assert!(MAX_K as i64 * i64::from(QMAX * QMAX) <= i64::from(i32::MAX));
+    assert!(MAX_K as i64 * i64::from(QMAX * activation_max(MAX_K)) <= i64::from(i32::MAX));
+    assert_eq!(activation_max(384), 32767);
+    assert_eq!(activation_max(1536), 11008);
     let too_wide = Linear::new(&vec![0.0; MAX_K + 1], &[0.0], MAX_K + 1, 1, Precision::Int8);
     assert!(too_wide.unwrap_err().to_string().contains("at most"));
 }
@@ -255,7 +269,7 @@ fn every_path_matches_scalar_and_rows_are_unit() {
             // bf16 rounds every product's inputs, so a last-bit difference in one layer's
             // f32 sums can flip a rounding in the next: a looser (still tight) bound.
             // int8 likewise: a last-bit difference in a LayerNorm can move an activation
-            // across a rounding boundary of the next layer's quantisation (1/127 of its row).
+            // across a rounding boundary of the next layer's quantisation of its row.
             let bound = match precision {
                 Precision::Bf16 => 2e-3,
                 Precision::Int8 => 2e-2,
