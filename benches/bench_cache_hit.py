@@ -43,7 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2000,20000,45000")
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--precision", default="auto", choices=["auto", "f32", "f16", "bf16"])
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "f32", "f16", "bf16", "int8"]
+    )
     parser.add_argument("--ann-threshold", type=int, default=None)
     args = parser.parse_args()
     if not cq.QQP.exists():

@@ -4,7 +4,7 @@ Times ``MiniLMEmbedder.embed`` end to end (tokenise + forward + pool) for a tiny
 (4 tokens), a short one (10 tokens, special tokens included), a medium one (63 tokens) and
 a batch of 32 prompts (~25 tokens each), on each backend: ``rust`` (the class's default,
 f32 weights), ``rust-f16`` (f16 weights), ``rust-bf16`` (bf16 weights and activations,
-looser accuracy) and
+looser accuracy), ``rust-int8`` (int8 weights and activations, exact i32 sums, loosest) and
 ``numpy`` (BLAS capped to one thread); plus the tokeniser alone. ``default_embedder()``
 (precision ``"auto"``) is the bf16 row on CPUs with AVX-512 BF16, the f32 one elsewhere. The
 summary prints the medians (p50) per call and per text, the numpy/rust ratio, and the
@@ -48,6 +48,7 @@ BACKENDS = {
     "rust": {"backend": "rust", "precision": "f32"},
     "rust-f16": {"backend": "rust", "precision": "f16"},
     "rust-bf16": {"backend": "rust", "precision": "bf16"},
+    "rust-int8": {"backend": "rust", "precision": "int8"},
     "numpy": {"backend": "numpy"},
 }
 

@@ -96,7 +96,9 @@ def timings(fn: Callable[[], object], n: int) -> tuple[float, float]:
 def main() -> int:
     """Time the three paths for each prompt and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", default="auto", choices=["auto", "f32", "f16", "bf16"])
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "f32", "f16", "bf16", "int8"]
+    )
     args = parser.parse_args()
     embedder = default_embedder(args.precision)
     router = Router.from_dict("smart", SPEC, embedder=embedder)

@@ -539,7 +539,7 @@ def main() -> int:
     global OUT, PRECISION
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--precision", default="f32", choices=["f32", "f16", "bf16"],
+        "--precision", default="f32", choices=["f32", "f16", "bf16", "int8"],
         help="the MiniLM's precision (vectors and results kept apart per precision)",
     )  # fmt: skip
     args = parser.parse_args()

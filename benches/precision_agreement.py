@@ -102,7 +102,7 @@ def router_side(narrow: MiniLMEmbedder, full: MiniLMEmbedder, n: int, seed: int)
 def main() -> int:
     """Compare the two precisions on both layers' data."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--precision", default="f16", choices=("f16", "bf16"))
+    ap.add_argument("--precision", default="f16", choices=("f16", "bf16", "int8"))
     ap.add_argument("--pairs", type=int, default=4000, help="QQP pairs to sample")
     ap.add_argument("--prompts", type=int, default=3000, help="MMLU prompts to sample")
     ap.add_argument("--seed", type=int, default=7)

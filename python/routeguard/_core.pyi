@@ -100,7 +100,8 @@ class BertEncoder:
 
     Built from the arrays of `routeguard.embed.bert.BertWeights`; `layers` holds one dict per
     block keyed by the `routeguard.embed.bert.Layer` field names. `precision` is "f32",
-    "f16" (weights only) or "bf16" (weights and activations, AVX-512 BF16).
+    "f16" (weights only), "bf16" (weights and activations, AVX-512 BF16) or "int8"
+    (int8 weights per column, activations per row, exact i32 sums).
     """
 
     def __new__(

@@ -7,6 +7,7 @@
 //! else portable Rust). The pyo3 wrapper in `py::embed` only converts and releases the GIL.
 
 pub mod half;
+pub mod int8;
 mod isa;
 pub mod linear;
 pub mod model;

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 
+use super::int8::{activation_max, quantize, quantize_rows, MAX_K, QMAX};
 use super::linear::{gemm, reference, Linear, Precision};
 use super::model::{BertConfig, BertEncoder, LayerWeights};
 use super::Isa;
@@ -53,6 +54,118 @@ proptest! {
             prop_assert!(max_diff(&got, &scalar) <= 1e-5 * k as f32, "{:?}", isa);
         }
     }
+}
+
+/// The int8 product written out plainly: quantise each column of `w` and each row of `x`
+/// with [`quantize`], sum in i64, check the sum fits i32, dequantise as the kernels do.
+fn int8_reference(x: &[f32], m: usize, w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let columns: Vec<(f32, Vec<i32>)> = (0..n)
+        .map(|c| quantize(&(0..k).map(|r| w[r * n + c]).collect::<Vec<f32>>(), QMAX))
+        .collect();
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        let (sx, qx) = quantize(&x[i * k..(i + 1) * k], activation_max(k));
+        for (c, (sw, qw)) in columns.iter().enumerate() {
+            let sum: i64 = qx
+                .iter()
+                .zip(qw)
+                .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                .sum();
+            let sum = i32::try_from(sum).unwrap();
+            out[i * n + c] = sum as f32 * (sx * sw) + b[c];
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn int8_paths_equal_the_plain_quantised_product(
+        m in 1usize..40, k in 1usize..70, n in 1usize..100, seed in 1u64..u64::MAX,
+    ) {
+        let mut rng = Rng(seed);
+        let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0), rng.vec(n, 1.0));
+        let layer = Linear::new(&w, &b, k, n, Precision::Int8).unwrap();
+        let want = int8_reference(&x, m, &w, &b, k, n);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let mut got = vec![f32::NAN; m * n];
+            gemm(isa, &x, m, &layer, &mut got);
+            // Exact: the sums are integers and the dequantisation rounds the same way.
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+        // And it approximates the f32 product to ~8 bits per operand.
+        let f32_want = reference(&x, m, &w, &b, k, n);
+        prop_assert!(max_diff(&want, &f32_want) <= 0.02 * (k as f32).sqrt() + 1e-6);
+    }
+
+    #[test]
+    fn row_quantisation_is_the_same_on_every_path(
+        m in 1usize..6, k in 1usize..90, seed in 1u64..u64::MAX, zero_row in 0usize..8,
+    ) {
+        let mut rng = Rng(seed);
+        let mut x = rng.vec(m * k, 3.0);
+        if zero_row < m {
+            x[zero_row * k..(zero_row + 1) * k].fill(0.0);
+        }
+        let pairs = k.div_ceil(2);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let (mut q, mut sx) = (vec![u32::MAX; m * pairs], vec![f32::NAN; m]);
+            let qmax = activation_max(k);
+            quantize_rows(isa, &x, k, pairs, qmax, &mut q, &mut sx);
+            for r in 0..m {
+                let (s, want) = quantize(&x[r * k..(r + 1) * k], qmax);
+                prop_assert_eq!(sx[r].to_bits(), s.to_bits());
+                for (j, &v) in want.iter().enumerate() {
+                    let got = (q[r * pairs + j / 2] >> (16 * (j % 2))) as u16 as i16;
+                    prop_assert_eq!(i32::from(got), v, "{:?} row {} k {}", isa, r, j);
+                }
+                if k % 2 == 1 {
+                    prop_assert_eq!(q[r * pairs + pairs - 1] >> 16, 0);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_sums_stay_exact_at_the_extremes() {
+    // 4001 inputs (odd: a half-empty last pair), 37 outputs (a partial panel). Row 0 and
+    // column 0 are constant, so their product sums k · 127 · activation_max(k) products at
+    // the top of both ranges, within 2e6 of i32::MAX: a wrapped sum would flip its sign.
+    let (m, k, n) = (9, 4001, 37);
+    let top = k as i64 * 127 * i64::from(activation_max(k));
+    assert!(top <= i64::from(i32::MAX) && top > i64::from(i32::MAX) - 2_000_000);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| if i >= k && i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| if i % n != 0 && i % 7 < 3 { -2.0 } else { 2.0 })
+        .collect();
+    let b = vec![0.0; n];
+    let layer = Linear::new(&w, &b, k, n, Precision::Int8).unwrap();
+    let want = int8_reference(&x, m, &w, &b, k, n);
+    // +-1 and +-2 quantise without error, so only the dequantisation rounds.
+    let exact = reference(&x, m, &w, &b, k, n);
+    assert!(
+        (want[0] - 2.0 * k as f32).abs() <= 1e-6 * 2.0 * k as f32,
+        "{}",
+        want[0]
+    );
+    for (got, exact) in want.iter().zip(&exact) {
+        assert!((got - exact).abs() <= 1e-6 * k as f32, "{got} {exact}");
+    }
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+        let mut got = vec![f32::NAN; m * n];
+        gemm(isa, &x, m, &layer, &mut got);
+        assert_eq!(got, want, "{isa:?}");
+    }
+    assert!(MAX_K as i64 * i64::from(QMAX * activation_max(MAX_K)) <= i64::from(i32::MAX));
+    assert_eq!(activation_max(384), 32767);
+    assert_eq!(activation_max(1536), 11008);
+    let too_wide = Linear::new(&vec![0.0; MAX_K + 1], &[0.0], MAX_K + 1, 1, Precision::Int8);
+    assert!(too_wide.unwrap_err().to_string().contains("at most"));
 }
 
 #[test]
@@ -138,7 +251,12 @@ fn texts(seed: u64) -> Vec<Vec<u32>> {
 
 #[test]
 fn every_path_matches_scalar_and_rows_are_unit() {
-    for precision in [Precision::F16, Precision::F32, Precision::Bf16] {
+    for precision in [
+        Precision::F16,
+        Precision::F32,
+        Precision::Bf16,
+        Precision::Int8,
+    ] {
         let model = tiny(precision, 7);
         let ids = texts(3);
         let scalar = model.encode_with(Isa::Scalar, &ids).unwrap();
@@ -150,10 +268,12 @@ fn every_path_matches_scalar_and_rows_are_unit() {
             let got = model.encode_with(isa, &ids).unwrap();
             // bf16 rounds every product's inputs, so a last-bit difference in one layer's
             // f32 sums can flip a rounding in the next: a looser (still tight) bound.
-            let bound = if precision == Precision::Bf16 {
-                2e-3
-            } else {
-                2e-5
+            // int8 likewise: a last-bit difference in a LayerNorm can move an activation
+            // across a rounding boundary of the next layer's quantisation of its row.
+            let bound = match precision {
+                Precision::Bf16 => 2e-3,
+                Precision::Int8 => 2e-2,
+                _ => 2e-5,
             };
             let diff = max_diff(&got, &scalar);
             assert!(diff < bound, "{isa:?} {precision:?}: {diff}");
@@ -178,7 +298,11 @@ fn heads_narrower_than_a_vector_match_scalar() {
 fn narrow_weights_stay_close_to_f32() {
     let ids = texts(11);
     let a = tiny(Precision::F32, 5).encode(&ids).unwrap();
-    for (precision, bound) in [(Precision::F16, 1e-5), (Precision::Bf16, 1e-3)] {
+    for (precision, bound) in [
+        (Precision::F16, 1e-5),
+        (Precision::Bf16, 1e-3),
+        (Precision::Int8, 1e-2),
+    ] {
         let b = tiny(precision, 5).encode(&ids).unwrap();
         for (x, y) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
             let cos: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
@@ -242,7 +366,12 @@ fn timing() {
         .collect();
     let weights: Vec<LayerWeights<'_>> =
         owned.iter().map(|l| LayerWeights::from_parts(l)).collect();
-    for precision in [Precision::F16, Precision::F32, Precision::Bf16] {
+    for precision in [
+        Precision::F16,
+        Precision::F32,
+        Precision::Bf16,
+        Precision::Int8,
+    ] {
         let config = BertConfig {
             hidden: h,
             heads: 12,
@@ -284,7 +413,15 @@ fn timing() {
 #[ignore]
 fn gemm_timing() {
     let mut rng = Rng(3);
-    for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
+    for precision in [
+        Precision::F32,
+        Precision::F16,
+        Precision::Bf16,
+        Precision::Int8,
+    ]
+    .into_iter()
+    .filter(|p| std::env::var("GEMM_TIMING").map_or(true, |v| v == p.name()))
+    {
         let shapes = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
         let layers: Vec<Vec<Linear>> = (0..6)
             .map(|_| {

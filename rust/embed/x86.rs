@@ -324,3 +324,108 @@ unsafe fn bf16_kernel<const R: usize>(
         }
     }
 }
+
+/// One int8 tile: `rows` rows of i16 activation pairs (`a`, `rows × pairs`) times one panel
+/// of i8 weight pairs (`pairs × NR × 2`, see `int8::pack`), each 16-column half in turn:
+/// `vpmovsxbw` widens 8 columns' pairs to i16 once per step and `vpmaddwd` multiplies them
+/// by each row's broadcast pair into i32 lanes (exact: see `int8`). The epilogue computes
+/// `acc · (sx[r] · sw[c]) + b[c]` with a separate multiply and add, as `int8::scalar_tile`.
+///
+/// # Safety
+/// The CPU must support AVX2; `a` holds `rows × pairs`, `panel` `pairs × NR × 2`, `sx`
+/// `rows`, `sw` and `bias` `NR` values, `c` at least `(rows-1)·ldc + cols`;
+/// `1 <= rows <= 6`, `cols <= NR`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn int8_tile(
+    a: &[u32],
+    rows: usize,
+    pairs: usize,
+    panel: &[i8],
+    sx: &[f32],
+    sw: &[f32],
+    bias: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    cols: usize,
+) {
+    let (a, w, c) = (a.as_ptr(), panel.as_ptr(), c.as_mut_ptr());
+    let (sx, sw, b) = (sx.as_ptr(), sw.as_ptr(), bias.as_ptr());
+    macro_rules! go {
+        ($($r:literal)*) => {
+            match rows {
+                // SAFETY: forwarded from this function's contract.
+                $($r => unsafe { int8_kernel::<$r>(a, pairs, w, sx, sw, b, c, ldc, cols) },)*
+                _ => unreachable!("tile rows out of range"),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn int8_kernel<const R: usize>(
+    a: *const u32,
+    pairs: usize,
+    w: *const i8,
+    sx: *const f32,
+    sw: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    const HALF: usize = NR / 2;
+    // SAFETY (whole body): every offset stays inside the extents `int8_tile` documents.
+    unsafe {
+        for half in 0..2 {
+            let first = half * HALF;
+            if first >= cols {
+                break;
+            }
+            let mut lo = [_mm256_setzero_si256(); R];
+            let mut hi = [_mm256_setzero_si256(); R];
+            for j in 0..pairs {
+                let wp = w.add((j * NR + first) * 2);
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
+                for r in 0..R {
+                    let x = _mm256_set1_epi32(*a.add(r * pairs + j) as i32);
+                    lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(x, w0));
+                    hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(x, w1));
+                }
+            }
+            let (sw0, sw1) = (
+                _mm256_loadu_ps(sw.add(first)),
+                _mm256_loadu_ps(sw.add(first + 8)),
+            );
+            let (b0, b1) = (
+                _mm256_loadu_ps(bias.add(first)),
+                _mm256_loadu_ps(bias.add(first + 8)),
+            );
+            let n = (cols - first).min(HALF);
+            for r in 0..R {
+                let s = _mm256_set1_ps(*sx.add(r));
+                let v0 = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(lo[r]), _mm256_mul_ps(s, sw0)),
+                    b0,
+                );
+                let v1 = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(hi[r]), _mm256_mul_ps(s, sw1)),
+                    b1,
+                );
+                let out = c.add(r * ldc + first);
+                if n == HALF {
+                    _mm256_storeu_ps(out, v0);
+                    _mm256_storeu_ps(out.add(8), v1);
+                } else {
+                    let mut buf = [0f32; HALF];
+                    _mm256_storeu_ps(buf.as_mut_ptr(), v0);
+                    _mm256_storeu_ps(buf.as_mut_ptr().add(8), v1);
+                    std::ptr::copy_nonoverlapping(buf.as_ptr(), out, n);
+                }
+            }
+        }
+    }
+}

@@ -127,7 +127,7 @@ impl PyBertEncoder {
         self.inner.max_positions()
     }
 
-    /// How the dense weights are stored: "f16" or "f32".
+    /// How the dense weights are stored: "f32", "f16", "bf16" or "int8".
     #[getter]
     fn precision(&self) -> &'static str {
         self.inner.config().precision.name()

@@ -131,12 +131,13 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """The local embedder shared by the cache and the routers (``embedding``): ``f32`` matches
-    sentence-transformers to ~1e-12; ``f16`` to ~3e-7 in half the memory; ``bf16`` is ~2x
-    faster at ~3.5e-5 cosine distance; ``auto`` (the default) is bf16 on CPUs with AVX-512
-    BF16 and f32 on the others."""
+    """The local embedder shared by the cache and the routers (``embedding``): ``f32``
+    matches sentence-transformers closest; ``f16`` halves the weights' memory; ``bf16`` is
+    fast where the CPU has AVX-512 BF16; ``int8`` is fast on AVX2 at the loosest accuracy;
+    ``auto`` (the default) is bf16 on CPUs with AVX-512 BF16, elsewhere the faster of f32 and
+    f16 as timed on the CPU (see docs/configuration.md for the figures)."""
 
-    precision: Literal["auto", "f32", "f16", "bf16"] = "auto"
+    precision: Literal["auto", "f32", "f16", "bf16", "int8"] = "auto"
 
 
 class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

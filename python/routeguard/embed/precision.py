@@ -5,7 +5,10 @@ BF16, the rule in ``_core.auto_precision``) -> else the choice stored for this C
 SIMD level and version in ``precision.json`` under the cache directory -> else
 :func:`calibrate`: both f32 and f16 encoders time the same short and medium prompts,
 interleaved, and f16 is kept only when clearly faster (:func:`pick`); the choice is stored.
-f16 weights stay within the embedder's 1e-5 cosine bound; f32 wins ties.
+f16 weights stay within the embedder's 1e-5 cosine bound; f32 wins ties. int8 is not a
+candidate: it keeps the layers' decisions within the issue #12 bounds (QQP precision/recall
+within 0.004 of f32, router APGR within 0.001, Zen 4 held to AVX2) but sits at ~3.5e-3
+cosine distance, far past that 1e-5 bound; pin ``precision: int8`` to use it.
 
 The cache directory is ``$ROUTEGUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/routeguard``, else
 ``~/.cache/routeguard``; if it cannot be written the choice is kept for this process only.
