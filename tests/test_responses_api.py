@@ -342,3 +342,26 @@ def test_unknown_model_and_bad_json(proxy: str) -> None:
     assert status == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
     status, raw = _post(proxy + "/v1/responses", b"{not json")
     assert status == 400 and "not valid JSON" in json.loads(raw)["error"]["message"]
+
+
+def test_cache_serves_responses_whole_and_streamed(mock: MockServer) -> None:
+    cfg = _config(mock.url, cache={"enabled": True})
+    gw = Gateway.from_config(cfg, embedder=WideWordsEmbedder())
+    with ServerThread(create_app(gw)) as server:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        with c:
+            first = c.responses.with_raw_response.create(model="oa", input="cache me please")
+            again = c.responses.with_raw_response.create(model="oa", input="cache me please")
+            status, raw = _post(
+                server.url + "/v1/responses",
+                {"model": "oa", "input": "cache me please", "stream": True},
+            )
+    assert (first.headers["x-routeguard-cache"], again.headers["x-routeguard-cache"]) == (
+        "miss",
+        "hit",
+    )
+    text = first.parse().output_text
+    assert again.parse().output_text == text
+    events = _events(raw)
+    assert status == 200 and events[-1].type == "response.completed"
+    assert events[-1].response.output_text == text

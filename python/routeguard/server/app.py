@@ -4,8 +4,10 @@ Raw ASGI rather than a framework: the proxy's whole job is to add as little as p
 to each request, and the routes are few. It mounts under Starlette/FastAPI like any ASGI
 app. Flow per request: route by path -> read the body up to the size limit -> authenticate
 -> decode and validate -> ``Gateway.chat_result`` -> JSON or SSE out, with headers naming
-the served model, the attempts and the gateway's own overhead. Every error leaves as an
-OpenAI-style JSON body (Anthropic-style on ``/v1/messages``) with a 4xx/5xx status; an
+the served model, the attempts and the gateway's own overhead. The Responses, legacy
+completions and Anthropic Messages endpoints translate to and from chat around that call
+(``responses``, ``completions``, ``messages`` beside this module). Every error leaves as an
+OpenAI-style JSON body (Anthropic-style on ``/v1/messages*``) with a 4xx/5xx status; an
 unexpected exception is logged here and answered with a generic 500, never a traceback.
 """
 
