@@ -24,6 +24,7 @@ from typing import Any
 from routeguard.errors import InvalidRequest
 from routeguard.providers.base import Json
 from routeguard.providers.wire import token_count
+from routeguard.schema import MAX_TOKENS
 
 # Fields translated to the chat request (or echoed back on the response object).
 _TRANSLATED = frozenset(
@@ -135,6 +136,8 @@ def responses_request_to_chat(body: Json) -> Translated:
     echo["text"] = _text(body, chat)
     limit = _get(body, "max_output_tokens", "max_output_tokens", int, "an integer")
     if limit is not None:
+        if not 1 <= limit <= MAX_TOKENS:
+            raise _invalid("max_output_tokens", f"must be between 1 and {MAX_TOKENS}, got {limit}")
         chat["max_completion_tokens"] = echo["max_output_tokens"] = limit
     for key in ("temperature", "top_p"):
         v = _get(body, key, key, (int, float), "a number")
