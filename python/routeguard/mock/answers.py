@@ -14,7 +14,10 @@ Counting rules (the same in all three formats):
   ``"Simulated answer from {model}: "`` followed by 8..20 words picked by a hash of the last
   user message, each word one token; after a tool result the answer quotes it instead.
   ``max_tokens`` truncates the pieces (finish ``length``). A tool call counts
-  1 + ceil(len(arguments JSON) / 4) tokens and is never truncated.
+  1 + ceil(len(arguments JSON) / 4) tokens and is never truncated;
+- JSON output (OpenAI ``response_format``, Gemini ``responseMimeType``): the minimal instance
+  of the schema (:mod:`routeguard.mock.instances`), or ``{"answer": <the usual text>}`` for
+  any JSON object, in 4-character pieces of one token each; ``max_tokens`` cuts it too.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from routeguard.mock.instances import schema_instance
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
@@ -76,6 +81,14 @@ class ToolResult:
 ToolMode = Literal["auto", "none", "any"]
 
 
+@dataclass(frozen=True, slots=True)
+class JsonOutput:
+    """The answer must be JSON: any object (``schema`` None: OpenAI ``json_object``), or an
+    instance of ``schema`` (``json_schema``, Gemini ``responseJsonSchema``)."""
+
+    schema: Any = None
+
+
 @dataclass(slots=True)
 class Prompt:
     """The neutral view of a chat request that every wire format parses into."""
@@ -90,6 +103,7 @@ class Prompt:
     forced_tool: str | None = None
     max_tokens: int | None = None
     stream: bool = False
+    json_output: JsonOutput | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +157,7 @@ def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") ->
     """The deterministic answer to ``prompt`` (``choice`` > 0 varies the words for OpenAI ``n``)."""
     tool = _tool_to_call(prompt)
     if tool is not None:
-        args = example_value(tool.schema)
+        args = schema_instance(tool.schema)
         if not isinstance(args, dict):
             args = {}
         text = schema_text(args)
@@ -151,16 +165,40 @@ def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") ->
         call = ToolCall(new_id(tool_id_prefix), tool.name, args, text, pieces)
         return Answer(tool_call=call, finish="tool")
     head = f"Simulated answer from {prompt.model}:"
+    if prompt.json_output is not None:
+        return _json_answer(prompt, _words(prompt, choice), head)
+    pieces = (head, *(" " + w for w in _words(prompt, choice)))
+    return _limited(prompt, pieces)
+
+
+def _words(prompt: Prompt, choice: int) -> list[str]:
+    """The answer's words: a tool result quoted, else words picked by the last user text."""
     if prompt.tool_result is not None:
         result = " ".join(prompt.tool_result.content.split())[:200] or "nothing"
         words = [f"the tool {prompt.tool_result.name} returned", *result.split(" ")]
-        words[-1] += "."
     else:
         seed = f"{choice}\x00{prompt.last_user_text}".encode()
         h = hashlib.blake2b(seed, digest_size=32).digest()
         words = [_WORDS[b % len(_WORDS)] for b in h[: 8 + h[31] % 13]]
-        words[-1] += "."
-    pieces = (head, *(" " + w for w in words))
+    words[-1] += "."
+    return words
+
+
+def _json_answer(prompt: Prompt, words: list[str], head: str) -> Answer:
+    """JSON text in 4-character pieces (a token each): the schema's minimal instance, or
+    ``{"answer": ...}`` with the usual words for a bare JSON object."""
+    out = prompt.json_output
+    assert out is not None
+    if out.schema is None:
+        value: Any = {"answer": " ".join([head, *words])}
+    else:
+        value = schema_instance(out.schema)
+    text = schema_text(value)
+    return _limited(prompt, tuple(text[i : i + 4] for i in range(0, len(text), 4)))
+
+
+def _limited(prompt: Prompt, pieces: tuple[str, ...]) -> Answer:
+    """``pieces`` cut to ``max_tokens`` (finish ``length``) when the prompt sets it."""
     limit = prompt.max_tokens
     if limit is not None and limit < len(pieces):
         return Answer(pieces=pieces[:limit], finish="length")
@@ -176,49 +214,6 @@ def _tool_to_call(prompt: Prompt) -> Tool | None:
             if t.name == prompt.forced_tool:
                 return t
     return prompt.tools[0]
-
-
-def example_value(schema: Any, depth: int = 0) -> Any:
-    """An example value that satisfies simple JSON schemas (strings "example", numbers 1...)."""
-    if not isinstance(schema, dict) or depth > 8:
-        return "example"
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    if "default" in schema:
-        return schema["default"]
-    for key in ("anyOf", "oneOf", "allOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return example_value((non_null or options)[0], depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    kind = kind.lower() if isinstance(kind, str) else None
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
-    if kind == "object":
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        required = schema.get("required")
-        names = [n for n in required if n in props] if isinstance(required, list) else []
-        return {n: example_value(props[n], depth + 1) for n in (names or list(props))}
-    if kind == "array":
-        count = schema.get("minItems")
-        count = count if isinstance(count, int) and 1 <= count <= 8 else 1
-        return [example_value(schema.get("items"), depth + 1) for _ in range(count)]
-    if kind in ("integer", "number"):
-        low = schema.get("minimum")
-        return low if isinstance(low, int | float) and not isinstance(low, bool) and low > 1 else 1
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return "example"
 
 
 # --- embeddings -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from routeguard.mock.answers import (
     Answer,
+    JsonOutput,
     Prompt,
     Tool,
     ToolMode,
@@ -101,7 +102,15 @@ def parse_generate(body: Any, model: str, *, stream: bool) -> Prompt:
     mode, forced = _parse_tool_config(_get(body, "toolConfig", "tool_config"))
     config = _get(body, "generationConfig", "generation_config")
     max_tokens = None
+    json_output = None
     if isinstance(config, dict):
+        mime = _get(config, "responseMimeType", "response_mime_type")
+        if mime == "application/json":
+            schema = _get(config, "responseJsonSchema", "response_json_schema")
+            if schema is None:
+                schema = _get(config, "responseSchema", "response_schema")
+            json_output = JsonOutput(schema)
+            tool_chars += len(schema_text(schema)) if schema is not None else 0
         max_tokens = _get(config, "maxOutputTokens", "max_output_tokens")
         if max_tokens is not None and (
             not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
@@ -120,6 +129,7 @@ def parse_generate(body: Any, model: str, *, stream: bool) -> Prompt:
         forced_tool=forced,
         max_tokens=max_tokens,
         stream=stream,
+        json_output=json_output,
     )
 
 

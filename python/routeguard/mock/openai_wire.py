@@ -15,6 +15,7 @@ from typing import Any
 
 from routeguard.mock.answers import (
     Answer,
+    JsonOutput,
     Prompt,
     Tool,
     ToolMode,
@@ -184,6 +185,7 @@ def parse_chat(body: Any) -> ChatRequest:
             str(last.get("name", "function")), _content_text(last.get("content"), "content")
         )
     tools, tool_chars = _parse_tools(body.get("tools"))
+    json_output, format_chars = _parse_response_format(body.get("response_format"))
     mode, forced = _parse_tool_choice(body.get("tool_choice"))
     max_tokens = _positive_int(body, "max_completion_tokens")
     if max_tokens is None:
@@ -209,7 +211,7 @@ def parse_chat(body: Any) -> ChatRequest:
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
     prompt = Prompt(
         model=model,
-        prompt_tokens=count_tokens(chars + tool_chars),
+        prompt_tokens=count_tokens(chars + tool_chars + format_chars),
         last_user_text=last_user,
         tool_result=tool_result,
         tools=tools,
@@ -217,8 +219,41 @@ def parse_chat(body: Any) -> ChatRequest:
         forced_tool=forced,
         max_tokens=max_tokens,
         stream=stream,
+        json_output=json_output,
     )
     return ChatRequest(prompt, n, include_usage)
+
+
+def _parse_response_format(raw: Any) -> tuple[JsonOutput | None, int]:
+    """``response_format`` as the JSON the answer must be, and its characters (a schema is
+    read by the model, so it counts toward the prompt)."""
+    if raw is None:
+        return None, 0
+    if not isinstance(raw, dict):
+        raise _bad_type("response_format", "an object", raw)
+    kind = raw.get("type")
+    if kind == "text":
+        return None, 0
+    if kind == "json_object":
+        return JsonOutput(), 0
+    if kind != "json_schema":
+        raise Fault(
+            400,
+            f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object', and "
+            "'json_schema'.",
+            param="response_format.type",
+            code="invalid_value",
+        )
+    spec = raw.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise Fault(
+            400,
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            param="response_format.json_schema.name",
+            code="missing_required_parameter",
+        )
+    schema = spec.get("schema", {})
+    return JsonOutput(schema), len(schema_text(schema))
 
 
 def _parse_tools(raw: Any) -> tuple[list[Tool], int]:

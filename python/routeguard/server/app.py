@@ -4,8 +4,10 @@ Raw ASGI rather than a framework: the proxy's whole job is to add as little as p
 to each request, and the routes are few. It mounts under Starlette/FastAPI like any ASGI
 app. Flow per request: route by path -> read the body up to the size limit -> authenticate
 -> decode and validate -> ``Gateway.chat_result`` -> JSON or SSE out, with headers naming
-the served model, the attempts and the gateway's own overhead. Every error leaves as an
-OpenAI-style JSON body (Anthropic-style on ``/v1/messages``) with a 4xx/5xx status; an
+the served model, the attempts and the gateway's own overhead. The Responses, legacy
+completions and Anthropic Messages endpoints translate to and from chat around that call
+(``responses``, ``completions``, ``messages`` beside this module). Every error leaves as an
+OpenAI-style JSON body (Anthropic-style on ``/v1/messages*``) with a 4xx/5xx status; an
 unexpected exception is logged here and answered with a generic 500, never a traceback.
 """
 
@@ -73,7 +75,12 @@ class RequestTimeout(InvalidRequest):
     code = "request_timeout"
 
 
-_ENDPOINT_ALIASES = {"/chat/completions": "/v1/chat/completions", "/embeddings": "/v1/embeddings"}
+_ENDPOINT_ALIASES = {
+    "/chat/completions": "/v1/chat/completions",
+    "/embeddings": "/v1/embeddings",
+    "/responses": "/v1/responses",
+    "/completions": "/v1/completions",
+}
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -122,6 +129,11 @@ class ProxyApp:
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
             "/v1/messages": ("POST", self._messages),
+            "/v1/messages/count_tokens": ("POST", self._count_tokens),
+            "/v1/responses": ("POST", self._responses),
+            "/responses": ("POST", self._responses),
+            "/v1/completions": ("POST", self._completions),
+            "/completions": ("POST", self._completions),
             "/v1/embeddings": ("POST", self._embeddings),
             "/embeddings": ("POST", self._embeddings),
             "/v1/models": ("GET", self._models),
@@ -153,7 +165,7 @@ class ProxyApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        anthropic = path == "/v1/messages"
+        anthropic = path.startswith("/v1/messages")
         request_id = "req_" + uuid.uuid4().hex
         trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
         id_header = (b"x-routeguard-request-id", request_id.encode())
@@ -309,6 +321,71 @@ class ProxyApp:
 
         limit = self.gateway.config.router.max_stream_duration
         await _send_sse(scope, receive, send, result, frames(), anthropic=True, max_s=limit)
+
+    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from routeguard.server import responses as r
+        from routeguard.server.responses_stream import ResponsesStreamEncoder
+
+        call = r.responses_request_to_chat(await self._read_json(scope, receive))
+        result = await self._serve_chat(scope, call.chat)
+        if result.stream is None:
+            assert result.response is not None
+            out = r.chat_to_response(result.response, call.echo)
+            await _send_json(send, 200, out, _served(result))
+            return
+        stream = result.stream
+        encoder = ResponsesStreamEncoder(call.echo)
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield encoder.start()
+            try:
+                async for chunk in stream:
+                    data = encoder.feed(chunk)
+                    if data:
+                        yield data
+            except RouteguardError as exc:  # in-band, as OpenAI ends a broken response
+                yield encoder.fail(exc)
+                return
+            yield encoder.finish()
+
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
+
+    async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from routeguard.server import completions as c
+
+        body = await self._read_json(scope, receive)
+        result = await self._serve_chat(scope, c.completion_request_to_chat(body))
+        model = str(body["model"])
+        if result.stream is None:
+            assert result.response is not None
+            out = c.chat_to_completion(result.response, model)
+            await _send_json(send, 200, out, _served(result))
+            return
+        stream = result.stream
+        encoder = c.CompletionStreamEncoder(model)
+
+        async def frames() -> AsyncIterator[bytes]:
+            async for chunk in stream:
+                data = encoder.feed(chunk)
+                if data:
+                    yield data
+            yield encoder.finish()
+
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from routeguard.server import messages as m
+
+        body = await self._read_json(scope, receive)
+        principal: Principal = scope["routeguard.principal"]
+        model = body.get("model")
+        if isinstance(model, str) and model not in self.gateway.models():
+            raise _NotFound(f"model '{model}' is not configured")
+        if isinstance(model, str) and principal.key is not None and not principal.key.allows(model):
+            raise PermissionDenied(f"API key {principal.key.key_id} may not use model '{model}'")
+        await _send_json(send, 200, m.count_tokens(body), [])
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]

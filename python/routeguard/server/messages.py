@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from routeguard.budget.bound import measure
 from routeguard.errors import InvalidRequest, RouteguardError
 from routeguard.providers.anthropic import (
     FINISH_TO_STOP_REASON,
@@ -289,6 +290,20 @@ def _tool_choice(choice: Json, out: Json) -> None:
         )
     if choice.get("disable_parallel_tool_use") is True and kind != "none":
         out["parallel_tool_calls"] = False
+
+
+def count_tokens(body: Json) -> Json:
+    """``{"input_tokens": N}`` for a ``/v1/messages/count_tokens`` body, counted locally:
+    the request is validated and translated as ``/v1/messages`` is, then estimated by the
+    gateway's own typical count (``budget.bound.measure(...).typical``: ~4 bytes of text a
+    token over system, messages, tool definitions and tool traffic, 4 a message, images at
+    Anthropic's per-image maximum). No tokenizer of Anthropic's is available offline, so
+    this is an estimate, not the upstream's exact count."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    request = anthropic_request_to_openai({**body, "max_tokens": 1})  # count_tokens takes none
+    model = str(body.get("model", ""))
+    return {"input_tokens": measure(request).typical("anthropic", model)}
 
 
 # --------------------------------------------------------------------------- response
