@@ -40,6 +40,19 @@ class RouteguardError(Exception):
         }
 
 
+class CoreInputError(RouteguardError, ValueError):
+    """The native core refused its input (a dimension mismatch, an empty vector, a bad id):
+    raised by ``routeguard._core``; also a ``ValueError``."""
+
+
+class CoreNotFound(RouteguardError, KeyError):
+    """The native core found nothing under a key (an unknown account or calendar): raised by
+    ``routeguard._core``; also a ``KeyError``."""
+
+    def __str__(self) -> str:
+        return self.message  # KeyError would quote it
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     """One thing wrong in a config: where (a key path like ``model_list[2].api_key``) and what."""

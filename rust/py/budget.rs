@@ -19,7 +19,6 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
-use super::to_pyerr;
 use crate::budget::{AccountSpec, CalendarId, Hold, Ledger, LimiterId, RateLimiter, Window};
 
 create_exception!(
@@ -136,19 +135,19 @@ impl PyLedger {
 
     /// Register a calendar at `window_id`; returns its id for `add_account(calendar=...)`.
     fn add_calendar(&self, window_id: u64) -> PyResult<CalendarId> {
-        self.inner.add_calendar(window_id).map_err(to_pyerr)
+        self.inner.add_calendar(window_id).map_err(PyErr::from)
     }
 
     /// Move a calendar forward to `window_id` (never backwards).
     fn set_calendar(&self, calendar: CalendarId, window_id: u64) -> PyResult<()> {
         self.inner
             .set_calendar(calendar, window_id)
-            .map_err(to_pyerr)
+            .map_err(PyErr::from)
     }
 
     /// The current window id of a calendar.
     fn calendar(&self, calendar: CalendarId) -> PyResult<u64> {
-        self.inner.calendar(calendar).map_err(to_pyerr)
+        self.inner.calendar(calendar).map_err(PyErr::from)
     }
 
     /// Add an account; returns its id. Window: `calendar=` a calendar id, or
@@ -178,7 +177,7 @@ impl PyLedger {
             soft_limit,
             window,
         };
-        self.inner.add_account(spec).map_err(to_pyerr)
+        self.inner.add_account(spec).map_err(PyErr::from)
     }
 
     /// Change an account's limits (micro-dollars; None: unlimited).
@@ -191,7 +190,7 @@ impl PyLedger {
     ) -> PyResult<()> {
         self.inner
             .set_limits(account, limit, soft_limit)
-            .map_err(to_pyerr)
+            .map_err(PyErr::from)
     }
 
     /// Hold `amount` micro-dollars on every account of `chain`, all or nothing; raises
@@ -200,7 +199,7 @@ impl PyLedger {
         match self
             .inner
             .reserve(&chain, amount, now_ns)
-            .map_err(to_pyerr)?
+            .map_err(PyErr::from)?
         {
             Ok(hold) => Ok(PyHold {
                 ledger: Arc::clone(&self.inner),
@@ -244,22 +243,24 @@ impl PyLedger {
     /// Charge `amount` to every account of `chain` with no reservation (a settlement
     /// after its hold expired, or a replay); never refused.
     fn charge(&self, chain: Vec<u32>, amount: u64, now_ns: u64) -> PyResult<()> {
-        self.inner.charge(&chain, amount, now_ns).map_err(to_pyerr)
+        self.inner
+            .charge(&chain, amount, now_ns)
+            .map_err(PyErr::from)
     }
 
     /// Committed micro-dollars of `account` in its window current at `now_ns`.
     fn spent(&self, account: u32, now_ns: u64) -> PyResult<u64> {
-        self.inner.spent(account, now_ns).map_err(to_pyerr)
+        self.inner.spent(account, now_ns).map_err(PyErr::from)
     }
 
     /// Micro-dollars held on `account` by reservations in flight.
     fn reserved(&self, account: u32) -> PyResult<u64> {
-        self.inner.reserved(account).map_err(to_pyerr)
+        self.inner.reserved(account).map_err(PyErr::from)
     }
 
     /// Committed plus held, as the reservation check sees it.
     fn used(&self, account: u32, now_ns: u64) -> PyResult<i64> {
-        self.inner.used(account, now_ns).map_err(to_pyerr)
+        self.inner.used(account, now_ns).map_err(PyErr::from)
     }
 }
 
@@ -284,7 +285,7 @@ impl PyRateLimiter {
 
     /// Add a limiter of `limit` units per `period_ns` (burst: the whole limit); returns its id.
     fn add(&self, limit: u64, period_ns: u64) -> PyResult<LimiterId> {
-        self.inner.add(limit, period_ns).map_err(to_pyerr)
+        self.inner.add(limit, period_ns).map_err(PyErr::from)
     }
 
     /// Consume each `(limiter, cost)` or none. None when allowed; otherwise
@@ -294,7 +295,7 @@ impl PyRateLimiter {
         costs: Vec<(LimiterId, u64)>,
         now_ns: u64,
     ) -> PyResult<Option<(usize, Option<u64>)>> {
-        let outcome = self.inner.check(&costs, now_ns).map_err(to_pyerr)?;
+        let outcome = self.inner.check(&costs, now_ns).map_err(PyErr::from)?;
         Ok(outcome.err().map(|r| (r.position, r.retry_after_ns)))
     }
 
@@ -303,6 +304,6 @@ impl PyRateLimiter {
     fn wait_time(&self, limiter: LimiterId, cost: u64, now_ns: u64) -> PyResult<Option<u64>> {
         self.inner
             .wait_time(limiter, cost, now_ns)
-            .map_err(to_pyerr)
+            .map_err(PyErr::from)
     }
 }

@@ -14,7 +14,7 @@ use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{detach, to_pyerr};
+use super::{detach, run};
 use crate::embed::{BertConfig, BertEncoder, LayerWeights, Precision};
 
 /// Register this module's class on `_core`.
@@ -81,7 +81,7 @@ impl PyBertEncoder {
         eps: f32,
         precision: &str,
     ) -> PyResult<Self> {
-        let precision = Precision::parse(precision).map_err(to_pyerr)?;
+        let precision = Precision::parse(precision).map_err(PyErr::from)?;
         let hidden = ln_g.len();
         let mut owned_layers = Vec::with_capacity(layers.len());
         for (n, layer) in layers.iter().enumerate() {
@@ -111,7 +111,7 @@ impl PyBertEncoder {
                 .collect();
             BertEncoder::new(config, word, position, ln_g, ln_b, &views)
         })
-        .map_err(to_pyerr)?;
+        .map_err(PyErr::from)?;
         Ok(PyBertEncoder { inner })
     }
 
@@ -166,7 +166,7 @@ impl PyBertEncoder {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let rows = ids.len();
         let hidden = self.inner.hidden();
-        let flat = detach(py, || self.inner.encode(&ids)).map_err(to_pyerr)?;
+        let flat = run(py, || self.inner.encode(&ids))?;
         let array = Array2::from_shape_vec((rows, hidden), flat)
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok(array.into_pyarray(py))

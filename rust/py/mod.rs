@@ -1,4 +1,6 @@
-//! pyo3 wrappers: convert, release the GIL through [`detach`], call the kernel, convert back.
+//! pyo3 wrappers: convert, release the GIL through [`detach`] (or [`error::run`], which also
+//! converts a kernel's [`crate::error::CoreError`] into our Python exceptions), call the
+//! kernel, convert back.
 //! Nothing here computes; every algorithm lives in a pyo3-free module.
 
 mod budget;
@@ -7,10 +9,9 @@ mod error;
 mod policy;
 mod regex;
 mod vector;
-
 use pyo3::prelude::*;
 
-pub use error::to_pyerr;
+pub(crate) use error::run;
 
 /// Run `f` without the GIL. The one place the crate releases it, so panics and
 /// GIL handling are dealt with once.

@@ -15,7 +15,7 @@ use pyo3::types::{
     PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
 };
 
-use super::{detach, to_pyerr};
+use super::run;
 use crate::error::{CoreError, CoreResult};
 use crate::policy::{
     regex_error, Args, CompiledPolicy, Decision, LabelSet, Num, Request, Seg, Val, DEFAULT_RULE_ID,
@@ -194,7 +194,7 @@ impl PyCompiledPolicy {
 impl PyCompiledPolicy {
     #[new]
     fn new(py: Python<'_>, json: &str) -> PyResult<Self> {
-        let inner = detach(py, || CompiledPolicy::from_json(json)).map_err(to_pyerr)?;
+        let inner = run(py, || CompiledPolicy::from_json(json))?;
         let intern = |s: &str| PyString::intern(py, s).unbind();
         let paths = inner
             .paths()
@@ -269,7 +269,7 @@ impl PyCompiledPolicy {
             labels: &labels,
             now,
         };
-        let d = self.inner.decide(&req).map_err(to_pyerr)?;
+        let d = self.inner.decide(&req).map_err(PyErr::from)?;
         self.to_py(py, &d)
     }
 
@@ -297,7 +297,7 @@ impl PyCompiledPolicy {
             return Err(PyTypeError::new_err("args_json must be str or bytes"));
         };
         let args: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-            to_pyerr(CoreError::InvalidInput(format!(
+            PyErr::from(CoreError::InvalidInput(format!(
                 "tool arguments are not valid JSON: {e}"
             )))
         })?;
@@ -313,7 +313,7 @@ impl PyCompiledPolicy {
             labels: &labels,
             now,
         };
-        let d = self.inner.decide(&req).map_err(to_pyerr)?;
+        let d = self.inner.decide(&req).map_err(PyErr::from)?;
         self.to_py(py, &d)
     }
 

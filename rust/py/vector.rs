@@ -16,7 +16,7 @@ use numpy::{
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{detach, to_pyerr};
+use super::detach;
 use crate::vector::{self, FlatIndex, SimdLevel};
 
 /// Search results as numpy arrays: ids and scores of the same shape.
@@ -107,7 +107,7 @@ impl PyFlatIndex {
         parallel_threshold: Option<usize>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        let mut index = FlatIndex::new(dim, quantize).map_err(to_pyerr)?;
+        let mut index = FlatIndex::new(dim, quantize).map_err(PyErr::from)?;
         if let Some(rows) = parallel_threshold {
             index.set_parallel_threshold(rows);
         }
@@ -182,7 +182,7 @@ impl PyFlatIndex {
         }
         let ids = ids.to_vec();
         let vectors = contiguous(&vectors, "vectors")?.to_vec();
-        self.with_write(py, |index| index.add(&ids, &vectors).map_err(to_pyerr))
+        self.with_write(py, |index| index.add(&ids, &vectors).map_err(PyErr::from))
     }
 
     /// Remove the vector of `id`; False if there was none.
@@ -199,7 +199,7 @@ impl PyFlatIndex {
     ) -> PyResult<Hits<'py, Ix1>> {
         self.check_dim(query.shape()[0], "the query has")?;
         let query = contiguous(&query, "query")?.to_vec();
-        let hits = self.with_read(py, |index| index.search(&query, k).map_err(to_pyerr))?;
+        let hits = self.with_read(py, |index| index.search(&query, k).map_err(PyErr::from))?;
         let (ids, scores): (Vec<u64>, Vec<f32>) = hits.into_iter().unzip();
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
     }
@@ -216,7 +216,7 @@ impl PyFlatIndex {
         self.check_dim(queries.shape()[1], "the queries have")?;
         let queries = contiguous(&queries, "queries")?.to_vec();
         let (width, hits) = self.with_read(py, |index| {
-            let hits = index.search_batch(&queries, k).map_err(to_pyerr)?;
+            let hits = index.search_batch(&queries, k).map_err(PyErr::from)?;
             Ok((k.min(index.len()), hits))
         })?;
         let mut ids = Vec::with_capacity(count * width);
@@ -235,7 +235,7 @@ impl PyFlatIndex {
 /// Cosine similarity of two float32 vectors of the same dimension.
 #[pyfunction]
 fn cosine(a: PyReadonlyArray1<'_, f32>, b: PyReadonlyArray1<'_, f32>) -> PyResult<f32> {
-    vector::cosine(contiguous(&a, "a")?, contiguous(&b, "b")?).map_err(to_pyerr)
+    vector::cosine(contiguous(&a, "a")?, contiguous(&b, "b")?).map_err(PyErr::from)
 }
 
 /// The instruction set the kernels use on this CPU: "avx512", "avx2", "neon" or "scalar".
