@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--request-log", help="append one JSON line per request to this file (analyze reads it)"
     )
+    serve.add_argument(
+        "--no-simulated",
+        action="store_true",
+        help="built-in config: leave out the aliases whose API key is not set (default: the "
+        "simulated upstream serves them)",
+    )
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
     check.add_argument("file")
@@ -103,7 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "mock-upstream":
         return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s)
-    return _serve(args.config, args.host, args.port, args.workers, args.log_level, args.request_log)
+    return _serve(
+        args.config,
+        args.host,
+        args.port,
+        args.workers,
+        args.log_level,
+        args.request_log,
+        simulated=not args.no_simulated,
+    )
 
 
 def _audit_verify(path: str, key_file: str | None, checkpoint: str | None) -> int:
@@ -222,26 +236,29 @@ def _serve(
     workers: int,
     log_level: str,
     request_log: str | None = None,
+    simulated: bool = True,
 ) -> int:
     import uvicorn
 
-    from routeguard.defaults import default_config, has_provider_keys
+    from routeguard.defaults import default_config, missing_keys, served_lines
     from routeguard.server.connections import PROTOCOL
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
     mock = None
+    left_out: dict[str, str] = {}
     if path is not None:
         source: object = path
     else:
-        if not has_provider_keys():
+        missing = missing_keys()
+        if missing and simulated:
             from routeguard.mock import MockServer
 
             mock = MockServer()
             mock.__enter__()
-            print(
-                f"no provider API key set: using the simulated upstream at {mock.url}", flush=True
-            )
+            print(f"simulated upstream at {mock.url} for: {', '.join(missing)}", flush=True)
+        elif missing:
+            left_out = {a: f"{var} is not set; --no-simulated" for a, var in missing.items()}
         source = default_config(mock.url if mock is not None else None)
     try:
         cfg = config_mod.load(source)  # type: ignore[arg-type]
@@ -258,7 +275,10 @@ def _serve(
     if request_log:
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
-    print(f"routeguard proxy on http://{host}:{port} serving: {', '.join(cfg.aliases)}", flush=True)
+    print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
+    simulated_base = mock.url if mock is not None else None
+    for line in served_lines(cfg.deployments, simulated_base, left_out):
+        print(line, flush=True)
     try:
         uvicorn.run(
             "routeguard.cli:app_from_env",

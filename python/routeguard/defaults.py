@@ -34,12 +34,23 @@ def has_provider_keys(env: Mapping[str, str] | None = None) -> bool:
     return any(env.get(spec[2]) for spec in MODELS.values())
 
 
+def missing_keys(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The default aliases whose provider key is not set, with that key's variable."""
+    env = os.environ if env is None else env
+    return {alias: spec[2] for alias, spec in MODELS.items() if not env.get(spec[2])}
+
+
 def default_config(
     simulated_base: str | None = None, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The default config dict: real providers for the keys that are set, else the simulator."""
+    """The default config dict: the real provider for each alias whose key is set, the
+    simulated upstream at ``simulated_base`` for the others (left out when it is None).
+    Fallbacks stay within each side: a real request never falls back to a simulated
+    answer, nor a simulated one to a paid call."""
     env = os.environ if env is None else env
     entries: list[dict[str, Any]] = []
+    real: list[str] = []
+    simulated: list[str] = []
     for alias, (kind, model, key_var, price_in, price_out, window) in MODELS.items():
         entry: dict[str, Any] = {
             "model_name": alias,
@@ -51,12 +62,33 @@ def default_config(
         }
         if env.get(key_var):
             entry["api_key"] = f"os.environ/{key_var}"
-        elif simulated_base is not None and not has_provider_keys(env):
+            real.append(alias)
+        elif simulated_base is not None:
             entry["api_key"] = "simulated"
             entry["api_base"] = simulated_base + ("/v1" if kind == "openai" else "")
+            simulated.append(alias)
         else:
             continue
         entries.append(entry)
-    aliases = [e["model_name"] for e in entries]
-    fallbacks = {a: [b for b in aliases if b != a] for a in aliases if len(aliases) > 1}
+    fallbacks = {
+        a: [b for b in side if b != a] for side in (real, simulated) if len(side) > 1 for a in side
+    }
     return {"model_list": entries, "fallbacks": fallbacks}
+
+
+def served_lines(
+    deployments: Mapping[str, Any], simulated_base: str | None, left_out: Mapping[str, str]
+) -> list[str]:
+    """What ``serve`` prints at start: one line per alias (its deployments and where they
+    are), then each configured alias left out and why."""
+    lines = []
+    for alias, deps in deployments.items():
+        where = []
+        for d in deps:
+            simulated = simulated_base is not None and d.api_base.startswith(simulated_base)
+            place = "the simulated upstream" if simulated else d.api_base
+            where.append(f"{d.provider} {d.model} at {place}")
+        lines.append(f"  {alias} -> {'; '.join(where)}")
+    for alias, why in left_out.items():
+        lines.append(f"  {alias}: left out ({why})")
+    return lines
