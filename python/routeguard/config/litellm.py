@@ -8,6 +8,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from routeguard.config.settings import Strategy
+from routeguard.errors import ConfigProblem
+
+# LiteLLM prefixes served by our OpenAI adapter: (default api_base or None when the config must
+# give one, the environment variable LiteLLM reads the key from, or None for keyless servers).
+OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
+    "openai_compatible": (None, None),
+    "hosted_vllm": (None, None),
+    "ollama": ("http://localhost:11434/v1", None),
+    "ollama_chat": ("http://localhost:11434/v1", None),
+    "lm_studio": ("http://localhost:1234/v1", None),
+    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "together_ai": ("https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "fireworks_ai": ("https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
+    "xai": ("https://api.x.ai/v1", "XAI_API_KEY"),
+    "perplexity": ("https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
+    "cohere": ("https://api.cohere.ai/compatibility/v1", "COHERE_API_KEY"),
+}
+NATIVE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+SUPPORTED_PREFIXES = sorted([*NATIVE, *OPENAI_COMPATIBLE])
+# Top-level keys of a LiteLLM file that are routeguard sections too, read as ours.
+_OUR_SECTIONS = {
+    "routes", "cache", "budgets", "budget_settings", "enforce", "embedding", "observability",
+    "server", "fallbacks", "context_window_fallbacks",
+}  # fmt: skip
 
 
 def looks_like_litellm(data: Mapping[str, Any]) -> bool:
@@ -35,8 +62,22 @@ _LITELLM_ROUTER_OURS = {
 }
 
 
-def from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """Rewrite a LiteLLM proxy config into ours; warn about each setting we do not honour."""
+def from_litellm(
+    data: dict[str, Any],
+    warnings: list[str],
+    problems: list[ConfigProblem] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Rewrite a LiteLLM proxy config into ours; warn about each setting we do not honour.
+    A provider prefix we do not serve is a problem naming the key the user wrote (added to
+    ``problems``); ``environment_variables`` fill ``env`` (a copy of the environment the
+    config resolves against) where it has no value, and keys default to the variable LiteLLM
+    reads for the provider."""
+    problems = [] if problems is None else problems
+    env_vars = data.get("environment_variables")
+    if isinstance(env_vars, dict) and env is not None:
+        for k, v in env_vars.items():
+            env.setdefault(str(k), str(v))
     out: dict[str, Any] = {"model_list": []}
     for i, entry in enumerate(data.get("model_list") or []):
         if not isinstance(entry, dict) or "litellm_params" not in entry:
@@ -45,17 +86,54 @@ def from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         params = dict(entry.get("litellm_params") or {})
         info = dict(entry.get("model_info") or {})
         model = str(params.get("model", ""))
+        where = f"model_list[{i}].litellm_params.model"
+        if "*" in str(entry.get("model_name", "")) or model.endswith("*"):
+            warnings.append(
+                f"model_list[{i}]: wildcard deployments ({entry.get('model_name')!r} -> "
+                f"{model!r}) are not supported yet; this entry is ignored"
+            )
+            continue
         provider, _, name = model.partition("/")
         if not name:
             provider, name = _infer_provider(model), model
-        dep: dict[str, Any] = {
-            "type": provider,
-            "model_name": entry.get("model_name"),
-            "model": name,
-        }
+        dep: dict[str, Any] = {"model_name": entry.get("model_name"), "model": name}
+        key_var: str | None
+        if provider in NATIVE:
+            dep["type"] = provider
+            key_var = NATIVE[provider]
+        elif provider in OPENAI_COMPATIBLE:
+            dep["type"] = "openai"
+            base, key_var = OPENAI_COMPATIBLE[provider]
+            if base is not None:
+                dep["api_base"] = base
+            elif "api_base" not in params:
+                problems.append(
+                    ConfigProblem(
+                        f"model_list[{i}].litellm_params.api_base",
+                        f"required for {provider}/ models (the server's URL)",
+                    )
+                )
+        else:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"provider {provider!r} is not supported; supported prefixes: "
+                    f"{', '.join(SUPPORTED_PREFIXES)} (an OpenAI-compatible server works as "
+                    "openai/<model> with api_base)",
+                )
+            )
+            continue
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        if "api_key" not in dep and key_var is not None:
+            if env is not None and env.get(key_var):
+                dep["api_key"] = f"os.environ/{key_var}"  # where LiteLLM reads it from
+            else:
+                warnings.append(
+                    f"model_list[{i}]: no api_key and {key_var} is not set; "
+                    "its upstream will refuse the calls"
+                )
         for k in ("input_cost_per_token", "output_cost_per_token"):
             v = params.get(k, info.get(k))
             if isinstance(v, int | float):
@@ -100,10 +178,12 @@ def from_litellm(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         out["server"] = {"master_key": gs.pop("master_key")}
     for k in sorted(gs):
         warnings.append(f"general_settings.{k} is not supported and is ignored")
-    for k in sorted(
-        set(data) - {"model_list", "router_settings", "litellm_settings", "general_settings"}
-    ):
-        out[k] = data[k]
+    litellm_keys = {"model_list", "router_settings", "litellm_settings", "general_settings"}
+    for k in sorted(set(data) - litellm_keys):
+        if k in _OUR_SECTIONS:
+            out[k] = data[k]
+        elif k != "environment_variables":
+            warnings.append(f"{k} is not supported and is ignored")
     return out
 
 

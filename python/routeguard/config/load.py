@@ -81,7 +81,9 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         data, name = read_file(source), str(source)
     problems: list[ConfigProblem] = []
     warnings: list[str] = []
-    data = from_litellm(data, warnings) if looks_like_litellm(data) else data
+    if looks_like_litellm(data):
+        env = dict(env)  # the config's environment_variables fill in what the process lacks
+        data = from_litellm(data, warnings, problems, env)
 
     raw = decode(data, RawConfig, "", problems)
     if raw is None:
