@@ -98,3 +98,19 @@ def test_every_compatible_prefix_is_listed_as_supported() -> None:
     assert set(OPENAI_COMPATIBLE) <= set(SUPPORTED_PREFIXES)
     for prefix, (base, _) in OPENAI_COMPATIBLE.items():
         assert base is None or base.startswith(("http://", "https://")), prefix
+
+
+async def test_a_compatible_server_serves_through_the_openai_adapter() -> None:
+    from routeguard.gateway import Gateway
+    from routeguard.mock import MockServer
+
+    with MockServer() as mock:
+        data = {"model_list": [{"model_name": "local", "litellm_params": {
+            "model": "hosted_vllm/sim-qwen", "api_base": mock.url + "/v1"}}]}  # fmt: skip
+        gw = Gateway.from_config(data)
+        try:
+            out = await gw.chat({"model": "local", "messages": [{"role": "user", "content": "hi"}]})
+            assert isinstance(out, dict) and out["choices"][0]["message"]["content"]
+            assert mock.requests[-1].path == "/v1/chat/completions"
+        finally:
+            await gw.aclose()
