@@ -4,19 +4,11 @@ never cross from real to simulated; startup says what is served and what is left
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import openai
 
-from ports import free_port
 from routeguard import config
 from routeguard.defaults import MODELS, default_config, missing_keys, served_lines
+from serving import serve
 
 SIM = "http://127.0.0.1:9999"
 
@@ -49,41 +41,15 @@ def test_without_the_simulator_missing_keys_are_left_out_and_said() -> None:
     assert "  claude-3-5-haiku: left out (ANTHROPIC_API_KEY is not set)" in lines
 
 
-def _serve_output(env_extra: dict[str, str], *flags: str) -> str:
-    """Start `routeguard serve` on the built-in config, wait until it answers, stop it, and
-    return what it printed."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | env_extra
-    exe = Path(sys.executable).with_name("routeguard")
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--log-level", "warning", *flags],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "proxy did not start"
-                time.sleep(0.1)
+def _serve_output(env: dict[str, str], *flags: str) -> str:
+    """Start `routeguard serve` on the built-in config, use it, stop it; what it printed."""
+    with serve(*flags, env=env) as served:
         if "--no-simulated" not in flags:  # the simulated alias answers through the proxy
-            with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
+            with openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0) as c:
                 msgs: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
                 out = c.chat.completions.create(model="claude-3-5-haiku", messages=msgs)  # type: ignore[arg-type]
                 assert out.choices[0].message.content
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-    assert proc.stdout is not None
-    with proc.stdout:
-        return proc.stdout.read().decode()
+    return served.output
 
 
 def test_serve_says_what_it_serves_with_one_real_key() -> None:

@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -54,6 +54,19 @@ _SSE = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+class StreamEncoder(Protocol):
+    """Chat chunks in, a translated endpoint's SSE frames out (may also have ``start()``
+    and ``fail(err)``)."""
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        """The frames for one chat chunk (b"" when it adds none)."""
+        ...
+
+    def finish(self) -> bytes:
+        """The closing frames."""
+        ...
 
 
 class _NotFound(RouteguardError):
@@ -301,79 +314,74 @@ class ProxyApp:
         from routeguard.server import messages as m
 
         body = await self._read_json(scope, receive)
-        request = m.anthropic_request_to_openai(body)
-        result = await self._serve_chat(scope, request)
         model = str(body.get("model", ""))
-        if result.stream is None:
-            assert result.response is not None
-            out = m.openai_response_to_anthropic(result.response, model)
-            await _send_json(send, 200, out, _served(result))
-            return
-        stream = result.stream
-        encoder = m.AnthropicStreamEncoder(model)
-
-        async def frames() -> AsyncIterator[bytes]:
-            async for chunk in stream:
-                data = encoder.feed(chunk)
-                if data:
-                    yield data
-            yield encoder.finish()
-
-        limit = self.gateway.config.router.max_stream_duration
-        await _send_sse(scope, receive, send, result, frames(), anthropic=True, max_s=limit)
+        await self._translated(
+            scope, receive, send, m.anthropic_request_to_openai(body),
+            lambda response: m.openai_response_to_anthropic(response, model),
+            lambda: m.AnthropicStreamEncoder(model), anthropic=True,
+        )  # fmt: skip
 
     async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import responses as r
         from routeguard.server.responses_stream import ResponsesStreamEncoder
 
         call = r.responses_request_to_chat(await self._read_json(scope, receive))
-        result = await self._serve_chat(scope, call.chat)
-        if result.stream is None:
-            assert result.response is not None
-            out = r.chat_to_response(result.response, call.echo)
-            await _send_json(send, 200, out, _served(result))
-            return
-        stream = result.stream
-        encoder = ResponsesStreamEncoder(call.echo)
-
-        async def frames() -> AsyncIterator[bytes]:
-            yield encoder.start()
-            try:
-                async for chunk in stream:
-                    data = encoder.feed(chunk)
-                    if data:
-                        yield data
-            except RouteguardError as exc:  # in-band, as OpenAI ends a broken response
-                yield encoder.fail(exc)
-                return
-            yield encoder.finish()
-
-        limit = self.gateway.config.router.max_stream_duration
-        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
+        await self._translated(
+            scope, receive, send, call.chat,
+            lambda response: r.chat_to_response(response, call.echo),
+            lambda: ResponsesStreamEncoder(call.echo), anthropic=False,
+        )  # fmt: skip
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import completions as c
 
         body = await self._read_json(scope, receive)
-        result = await self._serve_chat(scope, c.completion_request_to_chat(body))
         model = str(body["model"])
+        await self._translated(
+            scope, receive, send, c.completion_request_to_chat(body),
+            lambda response: c.chat_to_completion(response, model),
+            lambda: c.CompletionStreamEncoder(model), anthropic=False,
+        )  # fmt: skip
+
+    async def _translated(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: dict[str, Any],
+        to_body: Callable[[dict[str, Any]], Any],
+        new_encoder: Callable[[], StreamEncoder],
+        *,
+        anthropic: bool,
+    ) -> None:
+        """Serve an endpoint translated to chat: ``request`` (already chat-shaped) through
+        the gateway, the answer out through ``to_body``, or a stream through an encoder
+        (``start`` and ``fail`` when it has them: a broken stream ends in-band)."""
+        result = await self._serve_chat(scope, request)
         if result.stream is None:
             assert result.response is not None
-            out = c.chat_to_completion(result.response, model)
-            await _send_json(send, 200, out, _served(result))
+            await _send_json(send, 200, to_body(result.response), _served(result))
             return
-        stream = result.stream
-        encoder = c.CompletionStreamEncoder(model)
+        stream, encoder = result.stream, new_encoder()
+        start, fail = getattr(encoder, "start", None), getattr(encoder, "fail", None)
 
         async def frames() -> AsyncIterator[bytes]:
-            async for chunk in stream:
-                data = encoder.feed(chunk)
-                if data:
-                    yield data
+            if start is not None:
+                yield start()
+            try:
+                async for chunk in stream:
+                    data = encoder.feed(chunk)
+                    if data:
+                        yield data
+            except RouteguardError as exc:
+                if fail is None:
+                    raise
+                yield fail(exc)
+                return
             yield encoder.finish()
 
         limit = self.gateway.config.router.max_stream_duration
-        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
+        await _send_sse(scope, receive, send, result, frames(), anthropic=anthropic, max_s=limit)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import messages as m

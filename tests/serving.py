@@ -1,0 +1,65 @@
+"""`routeguard serve` as a subprocess for tests: started on a free port with no provider keys
+in its environment (plus any given), waited for until /health answers, stopped with its
+process group, its output kept."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ports import free_port
+
+
+@dataclass
+class Served:
+    """A running `routeguard serve`: its URL and, once stopped, what it printed."""
+
+    url: str
+    output: str = field(default="")
+
+
+@contextlib.contextmanager
+def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Run `routeguard serve --port P *flags` until the block ends."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | (env or {})
+    exe = Path(sys.executable).with_name("routeguard")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--log-level", "warning", *flags],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    served = Served(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                with urllib.request.urlopen(served.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "proxy did not start"
+            time.sleep(0.1)
+        yield served
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout:
+            with proc.stdout:
+                served.output = proc.stdout.read().decode()
