@@ -266,3 +266,30 @@ class Trace:
             meta["end_user"] = user
         out["metadata"] = meta
         return out
+
+    def spend_row(self) -> dict[str, Any]:
+        """This request's row for :class:`routeguard.observe.spend.SpendRecords`."""
+        request = self.request or {}
+        row: dict[str, Any] = {
+            "ts": self.ts,
+            "request_id": self.request_id,
+            "route": request.get("model"),
+            "status": 200 if self.error is None else self.error.status_code,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+        key = getattr(self.principal, "key", None)
+        if key is not None:
+            spec = key.spec
+            row.update(key_id=key.key_id, user=spec.user, team=spec.team, org=spec.org)
+        r = self.result
+        if r is not None:
+            row.update(
+                model=r.alias,
+                deployment=r.deployment.id,
+                provider=r.deployment.provider,
+                prompt_tokens=r.usage.get("prompt_tokens", 0),
+                completion_tokens=r.usage.get("completion_tokens", 0),
+                cost_usd=r.cost,
+                cache=r.cache,
+            )
+        return row

@@ -19,7 +19,9 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import msgspec
 
@@ -32,6 +34,7 @@ from routeguard.errors import (
 )
 from routeguard.gateway import Gateway
 from routeguard.observe.requestlog import RequestLog, Trace
+from routeguard.observe.spend import SpendRecords
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin
@@ -110,6 +113,7 @@ class ProxyApp:
     def __init__(self, gateway: Gateway, *, request_log: str | None = None) -> None:
         self.gateway = gateway
         obs = gateway.config.observability
+        self.spend = SpendRecords(gateway.config.server.database or ":memory:")
         path = request_log or obs.request_log
         self.request_log = (
             RequestLog(
@@ -173,6 +177,7 @@ class ProxyApp:
                 await self.gateway.aclose()
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
+                await asyncio.to_thread(self.spend.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -219,8 +224,10 @@ class ProxyApp:
             trace.error = RouteguardError("internal error")
             await _send_error(send, trace.error, anthropic)
         finally:
-            if self.request_log is not None and trace.request is not None:
-                self.request_log.record(trace.entry(path, self.request_log.log_content))
+            if trace.request is not None:
+                self.spend.record(trace.spend_row())
+                if self.request_log is not None:
+                    self.request_log.record(trace.entry(path, self.request_log.log_content))
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
@@ -230,6 +237,9 @@ class ProxyApp:
         method = scope["method"]
         if scope["path"].rstrip("/") == "/admin/budgets" and method == "GET":
             await _send_json(send, 200, await _budgets(self.gateway), [])
+            return
+        if scope["path"].rstrip("/") == "/admin/spend" and method == "GET":
+            await _send_json(send, 200, await _spend(self.spend, scope), [])
             return
         body = None
         if method in ("POST", "PATCH"):
@@ -501,6 +511,42 @@ async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None
     if isinstance(retry_after, int | float):
         extra.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     await _send_json(send, exc.status_code, body, extra)
+
+
+async def _spend(records: SpendRecords, scope: Scope) -> dict[str, Any]:
+    """``GET /admin/spend?group_by=model&team=x&start=...&end=...``: summed request spend."""
+    query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+    group_by = query.pop("group_by", "model")
+    limit = query.pop("limit", "1000")
+    bounds: dict[str, float | None] = {}
+    for name in ("start", "end"):
+        raw = query.pop(name, None)
+        bounds[name] = None if raw is None else _timestamp(raw, name)
+    if not limit.isdigit() or not 0 < int(limit) <= 100_000:
+        raise InvalidRequest("limit: expected an integer from 1 to 100000", param="limit")
+    records.flush(1.0)  # include the requests just served
+    try:
+        rows = await asyncio.to_thread(
+            records.sums, group_by=group_by, where=query, limit=int(limit), **bounds
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return {"object": "list", "group_by": group_by, "data": rows}
+
+
+def _timestamp(raw: str, name: str) -> float:
+    """Unix seconds, or an ISO 8601 date/time (UTC when it names no zone)."""
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name}: expected unix seconds or an ISO 8601 date/time, got {raw!r}", param=name
+        ) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 async def _budgets(gateway: Gateway) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""Per-request spend records in SQLite, for ``GET /admin/spend``: one row per request the
+proxy served or refused (who, which route and model, tokens, cost, status, latency), summed
+on demand by key, user, team, org, route, model, deployment or day over a time range.
+
+Rows are written by one writer thread, never on the event loop, into the server's database
+(``server.database``: shared by every worker and kept across restarts) or, without one, an
+in-memory database of this process. Rows older than ``keep_days`` are deleted when the
+store opens and then hourly. The budget ledger's own write-through log
+(:mod:`routeguard.budget.spendlog`) stays separate: it is what budgets are restored from.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "ts", "request_id", "key_id", "user", "team", "org", "route", "model", "deployment",
+    "provider", "prompt_tokens", "completion_tokens", "cost_usd", "status", "latency_ms",
+    "cache",
+)  # fmt: skip
+GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
+FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
+_STOP = object()
+
+
+class SpendRecords:
+    """Request rows in SQLite and their sums (see the module docstring)."""
+
+    def __init__(self, path: str | Path = ":memory:", *, keep_days: float = 90.0) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._keep_s = keep_days * 86_400
+        with self._lock:
+            if str(path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS request_spend (ts REAL NOT NULL, request_id TEXT,"
+                " key_id TEXT, user TEXT, team TEXT, org TEXT, route TEXT, model TEXT,"
+                " deployment TEXT, provider TEXT, prompt_tokens INTEGER, completion_tokens"
+                " INTEGER, cost_usd REAL, status INTEGER, latency_ms REAL, cache TEXT)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS request_spend_ts ON request_spend (ts)")
+        self._prune()
+        self._pruned_at = time.monotonic()
+        self._queue: queue.Queue[Any] = queue.Queue(100_000)
+        self.dropped = 0
+        self._writer = threading.Thread(target=self._write, name="routeguard-spend", daemon=True)
+        self._writer.start()
+
+    def record(self, row: Mapping[str, Any]) -> None:
+        """Queue one request's row (never blocks; a full queue drops and counts it)."""
+        try:
+            self._queue.put_nowait(tuple(row.get(c) for c in COLUMNS))
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued row is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def sums(
+        self,
+        *,
+        group_by: str = "model",
+        where: Mapping[str, str] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens and cost per ``group_by`` value, for rows matching every
+        ``where`` column and with ``start <= ts < end``; dearest first."""
+        if group_by not in GROUPS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+        key = "date(ts, 'unixepoch')" if group_by == "day" else group_by
+        clauses: list[str] = []
+        args: list[str | float] = []
+        for col, value in (where or {}).items():
+            if col not in FILTERS:
+                raise ValueError(f"cannot filter on {col!r}; filters: {', '.join(FILTERS)}")
+            clauses.append(f"{col} = ?")
+            args.append(value)
+        if start is not None:
+            clauses.append("ts >= ?")
+            args.append(start)
+        if end is not None:
+            clauses.append("ts < ?")
+            args.append(end)
+        sql = (
+            f"SELECT {key} AS g, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
+            " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
+            " FROM request_spend"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + " GROUP BY g ORDER BY 6 DESC, 2 DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [
+            {"group": g, "requests": n, "errors": int(e or 0), "prompt_tokens": p,
+             "completion_tokens": c, "cost_usd": round(float(cost), 9)}
+            for g, n, e, p, c, cost in rows
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        """Write out what is queued, stop the writer and close the database."""
+        if self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join(10)
+        with self._lock:
+            self._db.close()
+
+    def _write(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch, waiters, stop = [], [], False
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= 1024:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                marks = ", ".join("?" * len(COLUMNS))
+                with self._lock:
+                    self._db.execute("BEGIN")
+                    self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", batch)
+                    self._db.execute("COMMIT")
+            for w in waiters:
+                w.set()
+            if stop:
+                return
+            if time.monotonic() - self._pruned_at > 3600:
+                self._pruned_at = time.monotonic()
+                self._prune()
+
+    def _prune(self) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM request_spend WHERE ts < ?", (time.time() - self._keep_s,)
+            )

@@ -1,0 +1,113 @@
+"""``GET /admin/spend``: every request the proxy served or refused is a row (who, route,
+model, tokens, cost, status), summed by key, team, org, model or day over a time range,
+admin only, shared through ``server.database``."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from routeguard.budget.keys import KeySpec
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.observe.spend import SpendRecords
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
+
+MASTER = "sk-master-spend"
+MSG: Any = [{"role": "user", "content": "what is the capital of France"}]
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    with MockServer() as m:
+        yield m
+
+
+def _cfg(url: str, db: Path) -> dict[str, Any]:
+    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k",
+           "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0}  # fmt: skip
+    return {
+        "model_list": [
+            {**dep, "model_name": "small", "model": "sim-small"},
+            {**dep, "model_name": "big", "model": "sim-big", "input_cost_per_mtok": 10.0},
+        ],
+        "server": {"master_key": MASTER, "database": str(db)},
+    }
+
+
+def _get(base: str, query: str, key: str = MASTER) -> tuple[int, Any]:
+    req = urllib.request.Request(f"{base}/admin/spend?{query}")
+    req.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_spend_by_team_model_and_time(mock: MockServer, tmp_path: Path) -> None:
+    gw = Gateway.from_config(_cfg(mock.url, tmp_path / "rg.db"))
+    search, _ = gw.keys.create(KeySpec(team="search", org="acme"))
+    ads, ads_rec = gw.keys.create(KeySpec(team="ads", org="acme", models=["small"]))
+    started = time.time()
+    with ServerThread(create_app(gw)) as srv:
+        for key, model, n in ((search, "small", 3), (search, "big", 2), (ads, "small", 4)):
+            with openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0) as c:
+                for _ in range(n):
+                    assert c.chat.completions.create(model=model, messages=MSG).usage
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=ads, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError):  # out of the key's scope
+            c.chat.completions.create(model="big", messages=MSG)
+        c.close()
+        status, by_team = _get(srv.url, "group_by=team")
+        assert status == 200
+        teams = {r["group"]: r for r in by_team["data"]}
+        assert teams["search"]["requests"] == 5 and teams["search"]["errors"] == 0
+        assert teams["ads"]["requests"] == 5 and teams["ads"]["errors"] == 1
+        status, by_model = _get(srv.url, "group_by=model&org=acme")
+        models = {r["group"]: r for r in by_model["data"]}
+        assert models["small"]["requests"] == 7 and models["big"]["requests"] == 2
+        # Each model's cost is its tokens at its own prices, and the sums add up.
+        for name, price_in in (("small", 1.0), ("big", 10.0)):
+            m = models[name]
+            want = (m["prompt_tokens"] * price_in + m["completion_tokens"] * 2.0) / 1e6
+            assert m["cost_usd"] == pytest.approx(want, rel=1e-6) and want > 0
+        total = sum(r["cost_usd"] for r in by_model["data"] if r["group"] is not None)
+        assert total == pytest.approx(sum(r["cost_usd"] for r in by_team["data"]), rel=1e-9)
+        _, one_key = _get(srv.url, f"group_by=model&key_id={ads_rec.key_id}")
+        assert [r["group"] for r in one_key["data"] if r["group"]] == ["small"]
+        _, later = _get(srv.url, f"group_by=team&start={started + 3600}")
+        assert later["data"] == []
+        _, iso = _get(srv.url, "group_by=day&start=2000-01-01")
+        assert sum(r["requests"] for r in iso["data"]) == 10
+        # Admin only, and bad queries are 400s that say why.
+        assert _get(srv.url, "group_by=team", key=search)[0] == 403
+        status, bad = _get(srv.url, "group_by=prompt")
+        assert status == 400 and "group_by" in bad["error"]["message"]
+        assert _get(srv.url, "group_by=team&start=yesterday")[0] == 400
+        assert _get(srv.url, "group_by=team&colour=red")[0] == 400
+
+
+def test_rows_survive_a_restart_in_the_server_database(tmp_path: Path) -> None:
+    db = tmp_path / "rg.db"
+    first = SpendRecords(db)
+    row = {"ts": time.time(), "request_id": "r1", "team": "t", "model": "m",
+           "prompt_tokens": 3, "completion_tokens": 4, "cost_usd": 0.5, "status": 200}  # fmt: skip
+    first.record(row)
+    first.close()
+    again = SpendRecords(db)
+    try:
+        (row,) = again.sums(group_by="team")
+        assert row == {"group": "t", "requests": 1, "errors": 0, "prompt_tokens": 3,
+                       "completion_tokens": 4, "cost_usd": 0.5}  # fmt: skip
+    finally:
+        again.close()
