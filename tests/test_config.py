@@ -125,8 +125,10 @@ general_settings:
     assert cfg.context_window_fallbacks == {"gpt-4o": ["gemini"]}
     assert cfg.server.master_key is not None and cfg.server.master_key.get() == "sk-1234"
     joined = "\n".join(cfg.warnings)
-    for unsupported in ("drop_params", "redis_host", "set_verbose", "database_url"):
+    for unsupported in ("redis_host", "set_verbose", "database_url"):
         assert unsupported in joined
+    assert "drop_params" not in joined  # honoured, on the deployment that set it
+    assert cfg.deployments["gemini"][0].drop_params and not cfg.deployments["claude"][0].drop_params
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,6 +53,8 @@ class Deployment:
     context_window: int | None = None
     timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Drop request fields the provider cannot honour (else a 400 names them).
+    drop_params: bool = False
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

@@ -54,7 +54,7 @@ from routeguard.errors import (
 from routeguard.fallback import Fallback
 from routeguard.messages import estimate_tokens
 from routeguard.providers import get_provider
-from routeguard.providers.base import Json, Provider
+from routeguard.providers.base import Json, Provider, unhandled_params
 from routeguard.relay import Closing, Relay, aclose, usage_of
 from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
@@ -331,6 +331,7 @@ class Gateway:
             response=out.value,
             usage=usage_of(out.value.get("usage")),
             cache="off" if ticket is None else "miss",
+            dropped=self._dropped(request, out.deployment),
         )
 
     async def _settle(
@@ -364,6 +365,12 @@ class Gateway:
             await self.budget.release(admission.hold)
 
     # ----------------------------------------------------------------- helpers
+
+    def _dropped(self, request: Json, dep: Deployment) -> tuple[str, ...]:
+        """The request fields ``dep``'s provider dropped (only with ``drop_params``)."""
+        if not dep.drop_params:
+            return ()
+        return tuple(unhandled_params(request, self._providers[dep.provider].params))
 
     def _check_input_size(self, alias: str, size: int) -> None:
         """RequestTooLarge when ``size`` input bytes exceed ``routes.<alias>.max_input_bytes``."""
@@ -514,6 +521,7 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=started,
             cache="off" if ticket is None else "miss",
+            dropped=self._dropped(request, out.deployment),
         )
         limit = self.config.router.max_stream_duration
         ends_at = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)

@@ -26,6 +26,7 @@ class ChatResult:
     cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
     cache_score: float | None = None
     route: str | None = None  # why the router chose the served alias (routed routes only)
+    dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)
 
     @property
     def cost(self) -> float:

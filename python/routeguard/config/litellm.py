@@ -52,9 +52,10 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "least-busy": "least-busy",
     "latency-based-routing": "lowest-latency",
 }
-_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight"}
+_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
 _LITELLM_ROUTER_OURS = {
+    "drop_params": "drop_params",
     "num_retries": "num_retries",
     "timeout": "timeout",
     "allowed_fails": "allowed_fails",

@@ -5,6 +5,7 @@ exist, env vars set) -> :class:`~routeguard.config.settings.Config`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -99,6 +100,9 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if rd is None:
             continue
         dep = _build_deployment(rd, path, env, problems, len(deployments.get(rd.model_name, [])))
+        if dep is not None and router is not None:
+            drop = router.drop_params if rd.drop_params is None else rd.drop_params
+            dep = dataclasses.replace(dep, drop_params=drop)
         if dep is None:
             continue
         if dep.id in seen_ids:

@@ -43,6 +43,7 @@ class RawDeploymentBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     context_window: int | None = None
     timeout: float | None = None
     headers: dict[str, str] = {}
+    drop_params: bool | None = None  # None: router_settings.drop_params
 
 
 class RawOpenAIDeployment(RawDeploymentBase, tag="openai"):
@@ -77,6 +78,9 @@ class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # The longest a stream may run, from its request's start: then it ends with an error
     # and is charged for what it sent (its budget hold lives at least this long).
     max_stream_duration: float = 1800.0
+    # Drop request fields a deployment's provider cannot honour instead of refusing with a
+    # 400 (a deployment's own drop_params wins); responses name them in a header.
+    drop_params: bool = False
 
 
 class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

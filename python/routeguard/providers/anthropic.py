@@ -22,7 +22,14 @@ from typing import Any
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamBadRequest
 from routeguard.providers import http, wire
-from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported, unsupported
+from routeguard.providers.base import (
+    CAPABILITIES,
+    Json,
+    check_params,
+    refuse_unsupported,
+    thinking_budget,
+    unsupported,
+)
 from routeguard.providers.parts import parse_arguments, parse_data_url
 from routeguard.providers.wire import token_count
 
@@ -91,11 +98,23 @@ def usage_from_anthropic(usage: Any) -> Json:
     }
 
 
-def _bad(message: str) -> UpstreamBadRequest:
-    return UpstreamBadRequest(f"anthropic: {message}")
+def _bad(message: str, param: str | None = None) -> UpstreamBadRequest:
+    err = UpstreamBadRequest(f"anthropic: {message}")
+    err.param = param
+    return err
 
 
 # --------------------------------------------------------------------------- request
+
+
+# OpenAI request fields this adapter translates (others: refused or, with drop_params, dropped).
+PARAMS: frozenset[str] = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "stop", "n", "user", "tools", "tool_choice",
+        "parallel_tool_calls", "reasoning_effort",
+    }
+)  # fmt: skip
 
 
 def request_to_anthropic(request: Json, model: str) -> Json:
@@ -144,6 +163,23 @@ def request_to_anthropic(request: Json, model: str) -> Json:
     user = request.get("user")
     if isinstance(user, str) and user:
         body["metadata"] = {"user_id": user}
+    effort = request.get("reasoning_effort")
+    if effort is not None:
+        budget = thinking_budget(effort, "anthropic")
+        if budget:
+            if body["max_tokens"] <= budget:
+                raise _bad(
+                    f"reasoning_effort {effort!r} is {budget} thinking tokens on anthropic, "
+                    f"which must stay under max_tokens ({body['max_tokens']}): raise max_tokens",
+                    "max_tokens",
+                )
+            if body.get("temperature") not in (None, 1, 1.0) or "top_p" in body:
+                raise _bad(
+                    "anthropic's extended thinking (reasoning_effort) cannot be combined with "
+                    "temperature or top_p; leave them unset",
+                    "reasoning_effort",
+                )
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     tools = request.get("tools")
     if tools:
         body["tools"] = [_tool(t, i) for i, t in enumerate(tools)]
@@ -481,10 +517,12 @@ class AnthropicProvider:
 
     name = "anthropic"
     capabilities = CAPABILITIES - {"embeddings", "json_mode"}
+    params = PARAMS
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
         refuse_unsupported(self, "chat", request)
+        request = check_params(self, request, deployment.drop_params)
         body = request_to_anthropic(request, deployment.model)
         url = f"{deployment.api_base}/v1/messages"
         data = await wire.post(
@@ -503,7 +541,8 @@ class AnthropicProvider:
 
         def build() -> wire.Exchange:
             refuse_unsupported(self, "stream", request)
-            body = {**request_to_anthropic(request, deployment.model), "stream": True}
+            req = check_params(self, request, deployment.drop_params)
+            body = {**request_to_anthropic(req, deployment.model), "stream": True}
             url = f"{deployment.api_base}/v1/messages"
             return wire.Exchange(url, _headers(deployment), body)
 

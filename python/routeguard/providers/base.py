@@ -46,6 +46,68 @@ _FIELD = {
 }
 
 
+# Every OpenAI chat-completions request field a provider must translate or refuse. An adapter
+# lists those it translates (``params``); any other present field is refused with a 400
+# naming it, or dropped when the deployment has ``drop_params`` (see :func:`check_params`).
+OPENAI_CHAT_PARAMS: frozenset[str] = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "reasoning_effort", "modalities", "audio",
+        "prediction", "web_search_options", "verbosity", "functions", "function_call",
+        "metadata", "store", "service_tier",
+    }
+)  # fmt: skip
+# Fields that never change the answer (bookkeeping for OpenAI's own platform): ignored.
+HARMLESS_PARAMS: frozenset[str] = frozenset({"metadata", "store", "service_tier"})
+
+
+def unhandled_params(request: Json, handled: frozenset[str]) -> list[str]:
+    """The fields of ``request`` that are set and that an adapter handling ``handled`` would
+    neither translate nor safely ignore, in request order."""
+    return [
+        k
+        for k, v in request.items()
+        if v is not None and k in OPENAI_CHAT_PARAMS and k not in handled
+        and k not in HARMLESS_PARAMS
+    ]  # fmt: skip
+
+
+def check_params(provider: Provider, request: Json, drop: bool) -> Json:
+    """``request`` for ``provider``: a 400 naming the first field it cannot honour, or,
+    with ``drop`` (the deployment's ``drop_params``), the request without those fields."""
+    extra = unhandled_params(request, provider.params)
+    if not extra:
+        return request
+    if not drop:
+        err = UpstreamBadRequest(
+            f"{provider.name} does not support the parameter '{extra[0]}': remove it, send the "
+            "request to a deployment whose provider does, or set drop_params: true on this "
+            "deployment to drop such parameters"
+        )
+        err.param = extra[0]
+        raise err
+    return {k: v for k, v in request.items() if k not in extra}
+
+
+# reasoning_effort -> thinking tokens for providers that budget thinking in tokens (Anthropic's
+# extended thinking, Gemini's thinkingBudget); "none" and "minimal" turn thinking off.
+THINKING_BUDGETS = {"none": 0, "minimal": 0, "low": 1024, "medium": 2048, "high": 4096}
+
+
+def thinking_budget(effort: Any, provider: str) -> int:
+    """The thinking tokens a ``reasoning_effort`` asks for (0: none); 400 if unknown."""
+    if effort not in THINKING_BUDGETS:
+        err = UpstreamBadRequest(
+            f"{provider}: reasoning_effort must be one of {', '.join(THINKING_BUDGETS)}, "
+            f"got {effort!r}"
+        )
+        err.param = "reasoning_effort"
+        raise err
+    return THINKING_BUDGETS[effort]
+
+
 class Provider(Protocol):
     """One wire format (OpenAI, Anthropic, Gemini), stateless but for the shared HTTP client.
 
@@ -61,7 +123,10 @@ class Provider(Protocol):
       (``routeguard.scrub``) before a caller can read it. No adapter retries.
     - **Capabilities.** ``capabilities`` lists what the adapter does (names from
       :data:`CAPABILITIES`); a request for anything else raises UpstreamBadRequest naming the
-      field, never an answer that quietly ignores it.
+      field, never an answer that quietly ignores it. Likewise ``params`` lists the OpenAI
+      request fields the adapter translates; any other field that would change the answer
+      is refused with a 400 naming it, or dropped where the deployment sets ``drop_params``
+      (:func:`check_params`).
     - **Usage and cost.** Answers carry OpenAI ``usage`` (``prompt_tokens``,
       ``completion_tokens``, ``total_tokens``; cached prompt tokens under
       ``prompt_tokens_details``) as the upstream reported it; the gateway prices it with the
@@ -71,6 +136,7 @@ class Provider(Protocol):
 
     name: str
     capabilities: frozenset[str]
+    params: frozenset[str]  # the OpenAI request fields it translates (see check_params)
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming completion in the OpenAI ``chat.completion`` shape."""

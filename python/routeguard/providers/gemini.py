@@ -27,7 +27,13 @@ from typing import Any
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamBadRequest
 from routeguard.providers import http, wire
-from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported
+from routeguard.providers.base import (
+    CAPABILITIES,
+    Json,
+    check_params,
+    refuse_unsupported,
+    thinking_budget,
+)
 from routeguard.providers.parts import parse_arguments, parse_data_url
 from routeguard.providers.wire import token_count
 
@@ -53,8 +59,10 @@ EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
-def _bad(message: str) -> UpstreamBadRequest:
-    return UpstreamBadRequest(f"gemini: {message}")
+def _bad(message: str, param: str | None = None) -> UpstreamBadRequest:
+    err = UpstreamBadRequest(f"gemini: {message}")
+    err.param = param
+    return err
 
 
 def model_path(model: str) -> str:
@@ -63,6 +71,17 @@ def model_path(model: str) -> str:
 
 
 # --------------------------------------------------------------------------- request
+
+
+# OpenAI request fields this adapter translates (``user`` has no Gemini counterpart and does
+# not change the answer: ignored); others are refused or, with drop_params, dropped.
+PARAMS: frozenset[str] = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "n", "stop",
+        "response_format", "tools", "tool_choice", "reasoning_effort", "user",
+    }
+)  # fmt: skip
 
 
 def request_to_gemini(request: Json) -> Json:
@@ -226,6 +245,9 @@ def _generation_config(request: Json) -> Json:
     stop = request.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    effort = request.get("reasoning_effort")
+    if effort is not None:
+        config["thinkingConfig"] = {"thinkingBudget": thinking_budget(effort, "gemini")}
     fmt = request.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
@@ -539,10 +561,12 @@ class GeminiProvider:
 
     name = "gemini"
     capabilities = CAPABILITIES
+    params = PARAMS
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
         refuse_unsupported(self, "chat", request)
+        request = check_params(self, request, deployment.drop_params)
         url = f"{deployment.api_base}/v1beta/{model_path(deployment.model)}:generateContent"
         body = request_to_gemini(request)
         data = await wire.post(
@@ -555,11 +579,12 @@ class GeminiProvider:
 
         def build() -> wire.Exchange:
             refuse_unsupported(self, "stream", request)
+            req = check_params(self, request, deployment.drop_params)
             url = (
                 f"{deployment.api_base}/v1beta/{model_path(deployment.model)}"
                 ":streamGenerateContent?alt=sse"
             )
-            return wire.Exchange(url, _headers(deployment), request_to_gemini(request))
+            return wire.Exchange(url, _headers(deployment), request_to_gemini(req))
 
         decoder = StreamDecoder(deployment.model)
         return wire.stream(self.name, build, decoder, timeout, errors=ERRORS)

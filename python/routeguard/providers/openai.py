@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from routeguard.deployment import Deployment
 from routeguard.providers import http, wire
-from routeguard.providers.base import CAPABILITIES, Json, refuse_unsupported
+from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
 
 ERRORS = wire.ErrorFormat(
     context_hints=("context_length_exceeded", "maximum context length", "context window"),
@@ -61,6 +61,7 @@ class OpenAIProvider:
 
     name = "openai"
     capabilities = CAPABILITIES
+    params = OPENAI_CHAT_PARAMS  # its own wire format: every field passes through
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""

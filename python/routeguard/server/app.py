@@ -484,6 +484,8 @@ def _cache_allowed(scope: Scope) -> bool:
 
 def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
     extra = [(b"x-routeguard-route", result.route.encode())] if result.route else []
+    if result.dropped:
+        extra.append((b"x-routeguard-dropped-params", ",".join(result.dropped).encode()))
     return [
         *extra,
         (b"x-routeguard-cache", result.cache.encode()),
