@@ -49,7 +49,7 @@ from routeguard.server.thread import ServerThread
 # --------------------------------------------------------------------------- the lists
 
 OPENAI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
-ANTHROPIC = ["chat", "stream", "tools", "vision", "usage_in_stream"]
+ANTHROPIC = ["chat", "stream", "tools", "vision", "json_mode", "usage_in_stream"]
 GEMINI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 
 PROVIDERS: dict[str, list[str]] = {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}

@@ -246,9 +246,9 @@ def test_json_object_format(oai: openai.OpenAI) -> None:
     assert isinstance(json.loads(resp.output_text)["answer"], str)
 
 
-def test_structured_output_to_a_provider_without_it_is_a_clean_400(oai: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError, match="response_format"):
-        oai.responses.parse(model="an", input="Describe Paris", text_format=City)
+def test_structured_output_reaches_anthropic_as_a_forced_tool(oai: openai.OpenAI) -> None:
+    parsed = oai.responses.parse(model="an", input="Describe Paris", text_format=City)
+    assert isinstance(parsed.output_parsed, City)
 
 
 def test_midstream_failure_ends_with_response_failed(proxy: str) -> None:

@@ -112,9 +112,22 @@ PARAMS: frozenset[str] = frozenset(
     {
         "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "stop", "n", "user", "tools", "tool_choice",
-        "parallel_tool_calls", "reasoning_effort",
+        "parallel_tool_calls", "reasoning_effort", "response_format",
     }
 )  # fmt: skip
+# JSON output (response_format) on Anthropic: one tool whose input schema is the answer's,
+# forced with tool_choice; its input comes back as the message content.
+STRUCTURED_TOOL = "structured_output"
+
+
+def structured_schema(request: Json) -> Json | None:
+    """The JSON schema a request's ``response_format`` asks for (``{"type": "object"}`` for
+    json_object), or None when it asks for text."""
+    fmt = request.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
 
 
 def request_to_anthropic(request: Json, model: str) -> Json:
@@ -180,6 +193,17 @@ def request_to_anthropic(request: Json, model: str) -> Json:
                     "reasoning_effort",
                 )
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    schema = structured_schema(request)
+    if schema is not None:
+        if request.get("tools") or "thinking" in body:
+            raise _bad(
+                "JSON output (response_format) is served by a forced tool on anthropic, so it "
+                "cannot be combined with tools or reasoning_effort",
+                "response_format",
+            )
+        body["tools"] = [{"name": STRUCTURED_TOOL, "input_schema": schema,
+                          "description": "Give your answer as this tool's input: the JSON asked for."}]  # fmt: skip
+        body["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
     tools = request.get("tools")
     if tools:
         body["tools"] = [_tool(t, i) for i, t in enumerate(tools)]
@@ -348,14 +372,18 @@ def _tool_choice(choice: Any, parallel: Any) -> Json | None:
 # --------------------------------------------------------------------------- response
 
 
-def response_from_anthropic(data: Json) -> Json:
-    """Translate an Anthropic Message into an OpenAI ``chat.completion``."""
+def response_from_anthropic(data: Json, structured: bool = False) -> Json:
+    """Translate an Anthropic Message into an OpenAI ``chat.completion``; ``structured``:
+    the request asked for JSON output, which arrives as the forced tool's input."""
     texts: list[str] = []
     calls: list[Json] = []
     for block in data.get("content") or []:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(str(block.get("text", "")))
+            if not structured:  # around a forced tool call, text is preamble, not the answer
+                texts.append(str(block.get("text", "")))
+        elif kind == "tool_use" and structured and block.get("name") == STRUCTURED_TOOL:
+            texts.append(json.dumps(block.get("input") or {}, ensure_ascii=False))
         elif kind == "tool_use":
             calls.append(
                 {
@@ -372,6 +400,8 @@ def response_from_anthropic(data: Json) -> Json:
     if calls:
         message["tool_calls"] = calls
     stop = data.get("stop_reason")
+    if structured and stop == "tool_use":
+        stop = "end_turn"
     return {
         "id": data.get("id") or "msg_unknown",
         "object": "chat.completion",
@@ -401,8 +431,10 @@ class StreamDecoder:
 
     terminator = "message_stop"
 
-    def __init__(self) -> None:
+    def __init__(self, structured: bool = False) -> None:
         self.done = False
+        self._structured = structured  # JSON output: the forced tool's input is the content
+        self._answer_block: int | None = None
         self._id = "msg_unknown"
         self._model: Any = None
         self._created = int(time.time())
@@ -440,7 +472,8 @@ class StreamDecoder:
             return []
         if kind == "message_stop":
             self.done = True
-            finish = STOP_REASON_TO_FINISH.get(str(self._stop), "stop")
+            stop = "end_turn" if self._structured and self._stop == "tool_use" else self._stop
+            finish = STOP_REASON_TO_FINISH.get(str(stop), "stop")
             if not self._usage:
                 # No usage reported: no usage chunk, so the gateway charges from what was
                 # sent rather than a made-up zero.
@@ -462,6 +495,10 @@ class StreamDecoder:
     def _block_start(self, payload: Json) -> list[Json]:
         block = payload.get("content_block") or {}
         index = payload.get("index")
+        if self._structured:
+            if block.get("type") == "tool_use" and block.get("name") == STRUCTURED_TOOL:
+                self._answer_block = index if isinstance(index, int) else None
+            return []  # only the forced tool's input is the answer
         if block.get("type") == "tool_use" and isinstance(index, int):
             n = self._tool_index[index] = len(self._tool_index)
             call = {
@@ -478,6 +515,12 @@ class StreamDecoder:
     def _block_delta(self, payload: Json) -> list[Json]:
         delta = payload.get("delta") or {}
         kind = delta.get("type")
+        if self._structured:
+            index = payload.get("index")
+            answer = self._answer_block is not None and index == self._answer_block
+            if kind == "input_json_delta" and delta.get("partial_json") and answer:
+                return [self._chunk({"content": delta["partial_json"]})]
+            return []
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if kind == "input_json_delta" and delta.get("partial_json"):
@@ -516,7 +559,7 @@ class AnthropicProvider:
     """Provider for the Anthropic Messages wire format."""
 
     name = "anthropic"
-    capabilities = CAPABILITIES - {"embeddings", "json_mode"}
+    capabilities = CAPABILITIES - {"embeddings"}
     params = PARAMS
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
@@ -534,7 +577,7 @@ class AnthropicProvider:
             what="anthropic message",
             require=("content", list),
         )
-        return response_from_anthropic(data)
+        return response_from_anthropic(data, structured_schema(request) is not None)
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
@@ -546,7 +589,8 @@ class AnthropicProvider:
             url = f"{deployment.api_base}/v1/messages"
             return wire.Exchange(url, _headers(deployment), body)
 
-        return wire.stream(self.name, build, StreamDecoder(), timeout, errors=ERRORS)
+        decoder = StreamDecoder(structured_schema(request) is not None)
+        return wire.stream(self.name, build, decoder, timeout, errors=ERRORS)
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Anthropic has no embeddings endpoint: always raises UpstreamBadRequest."""
