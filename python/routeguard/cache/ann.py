@@ -39,9 +39,8 @@ import numpy as np
 from routeguard.cache.index import Ids, Scores, Vectors
 
 _REMAP_BASE: Final = 2**63
-# Measured (benches/bench_cache_search.py, 1M x 384 "lowrank" vectors, which behave like
-# real MiniLM embeddings for near queries): M=16, ef=20 finds a paraphrase-like query's true
-# nearest neighbour 99.5% of the time in ~0.2 ms p50; ef=16 0.985 in 0.18 ms, ef=24 0.996.
+# Chosen on benches/bench_cache_search.py (recall and latency per ef: docs/performance.md,
+# Cache search).
 DEFAULT_M: Final = 16
 DEFAULT_EF_CONSTRUCTION: Final = 200
 DEFAULT_EF: Final = 20

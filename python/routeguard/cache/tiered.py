@@ -26,11 +26,9 @@ from routeguard.cache.index import Ids, Scores, VectorIndex, Vectors
 logger = logging.getLogger("routeguard.cache")
 
 DEFAULT_ANN_THRESHOLD: Final = 50_000
-"""Vectors in one partition from which it is searched through HNSW instead of a flat scan.
-Measured on 2 cores at dimension 384 (benches/bench_cache_search.py): a flat scan of 100k
-takes ~4.5 ms in float32 and ~0.8 ms in int8 (the default exact tier), the graph 0.1-0.2 ms;
-building the graph of 50k takes ~18 s in the background (the add that crosses the threshold
-pays ~30 ms to snapshot the vectors)."""
+"""Vectors in one partition from which it is searched through HNSW instead of a flat scan
+(the graph is built in the background; where the two cross over: docs/performance.md,
+Cache search)."""
 
 
 class Index(Protocol):

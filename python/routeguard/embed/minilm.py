@@ -25,28 +25,17 @@ model (its ``max_seq_length``); text past that does not change the vector, and i
 tokenized (:func:`_ids`). The
 ``tokenizer.json`` itself says 128 and pads every input to 128: both are overridden here.
 
-Results match sentence-transformers to ~1e-12 cosine distance with f32 weights, both
-backends (tests/test_embed.py). A prompt costs ~21 MFLOP per token: a 10-token one ~2.6 ms
-on one Zen 4 core at f32 (~95 GFLOP/s of the core's ~117), and the 42 MB of f32 weights do
-not fit a 32 MB L3, so very short prompts wait on memory (4 tokens: 1.6 ms, where the
-arithmetic alone takes ~0.8). Other precisions trade accuracy for memory or speed:
-``precision="f16"`` stores the weights in 21 MB (~3e-7 cosine distance; 1.2 ms for 4
-tokens, no faster from 10 on, where widening the weights costs what the smaller stream
-saves), ``precision="bf16"`` multiplies bf16 weights by bf16 activations with AVX-512 BF16
-(``vdpbf16ps``, f32 sums), ~2x faster at ~3.5e-5 cosine distance, past the 1e-5 that f32
-and f16 keep (on CPUs without AVX-512 BF16 it runs a slow portable loop), and
-``precision="int8"`` rounds the weights per output column to 8 bits and the activations
-per token row to i16, and sums in exact i32 (``vpmaddwd`` on AVX2; attention, softmax and
-LayerNorm stay f32): on a Zen 4 core held to AVX2, 10 tokens in 1.9-2.1 ms against f32's
-3.5-4.0 on a busy machine (4 tokens 0.73-0.78 ms, 63 tokens 12.5-12.6 against 15.4-15.9), at
-3.5e-3 cosine distance at most (7.7e-4 mean), the loosest of the four; the cache's QQP
-precision and recall stay within 0.004 of f32's and the router's APGR within 0.001
-(benches/precision_agreement.py). ``"auto"``
-(:func:`default_embedder`'s default, so the cache's, the routers' and the gateway's) is
-bf16 where the CPU has AVX-512 BF16 and elsewhere the faster of f32 and f16 measured on the
-CPU at hand (:mod:`routeguard.embed.precision`); the class itself defaults to f32.
-See benches/bench_embed.py.
-Loading takes ~0.3 s and happens once, on first use, under a lock; after that the model
+Precisions (``precision=``): ``f32`` matches sentence-transformers closest (tested to
+1e-5 cosine distance, both backends: tests/test_embed.py); ``f16`` stores the weights in half
+the memory; ``bf16`` multiplies bf16 weights by bf16 activations with AVX-512 BF16
+(``vdpbf16ps``, f32 sums) and runs a slow portable loop on other CPUs; ``int8`` rounds the
+weights per output column to 8 bits and the activations per token row to i16 and sums in
+exact i32 (``vpmaddwd`` on AVX2; attention, softmax and LayerNorm stay f32), the loosest of
+the four. ``"auto"`` (:func:`default_embedder`'s default, so the cache's, the routers' and
+the gateway's) is bf16 where the CPU has AVX-512 BF16 and elsewhere the faster of f32 and
+f16 measured on the CPU at hand (:mod:`routeguard.embed.precision`); the class itself
+defaults to f32. Speed and accuracy of each, per CPU: docs/performance.md (Embedding).
+Loading happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
 worker thread per embedder, so it never blocks the event loop.
 """

@@ -201,8 +201,13 @@ def request_to_anthropic(request: Json, model: str) -> Json:
                 "cannot be combined with tools or reasoning_effort",
                 "response_format",
             )
-        body["tools"] = [{"name": STRUCTURED_TOOL, "input_schema": schema,
-                          "description": "Give your answer as this tool's input: the JSON asked for."}]  # fmt: skip
+        body["tools"] = [
+            {
+                "name": STRUCTURED_TOOL,
+                "input_schema": schema,
+                "description": "Give your answer as this tool's input: the JSON asked for.",
+            }
+        ]
         body["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
     tools = request.get("tools")
     if tools:
