@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.providers.base import Json
@@ -26,6 +27,8 @@ class ChatResult:
     cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
     cache_score: float | None = None
     route: str | None = None  # why the router chose the served alias (routed routes only)
+    request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)
+    shadow: Any = None  # a routeguard.routing.shadow.ShadowJob not yet started (the proxy's)
 
     @property
     def cost(self) -> float:
