@@ -35,7 +35,7 @@ from routeguard.observe.requestlog import RequestLog
 
 MAX_COMMENT = 2000  # characters of a feedback comment kept; longer is refused
 MAX_REQUEST_ID = 128
-RECENT_REQUESTS = 50_000  # served requests the index remembers (oldest forgotten first)
+RECENT_REQUESTS = 50_000  # served requests the index remembers (~16 MB; oldest forgotten first)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
