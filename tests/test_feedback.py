@@ -232,6 +232,19 @@ async def test_shadow_verdicts_become_feedback(mock: MockServer) -> None:
         await gw.aclose()
 
 
+async def test_shadow_stays_within_the_callers_key_scope(mock: MockServer) -> None:
+    shadow = {"share": 1.0, "judge": "judge-m"}
+    gw = Gateway(config.load(_cfg(mock.url, shadow=shadow), env={}), embedder=WideWordsEmbedder())
+    try:
+        _, narrow = gw.keys.create(KeySpec(name="narrow", models=["auto", "cheap-m"]))
+        _, wide = gw.keys.create(KeySpec(name="wide"))
+        request = {"model": "auto", "messages": _msg(HARD)}
+        assert (await gw.chat_result(dict(request), key=narrow)).shadow is None
+        assert (await gw.chat_result(dict(request), key=wide, defer_shadow=True)).shadow
+    finally:
+        await gw.aclose()
+
+
 async def test_shadow_is_sampled_by_share(mock: MockServer) -> None:
     shadow = {"share": 0.0, "judge": "judge-m"}
     gw = Gateway(config.load(_cfg(mock.url, shadow=shadow), env={}), embedder=WideWordsEmbedder())

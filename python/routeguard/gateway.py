@@ -414,6 +414,9 @@ class Gateway:
         if shadow is None or result.cache == "hit" or not sampled(request_id, shadow.share):
             return
         assert router.strong is not None
+        key = call.key
+        if key is not None and not (key.allows(router.strong) and key.allows(shadow.judge)):
+            return  # the prompt may go only where the caller's key may send it
         result.shadow = make_job(
             request_id, call.alias, call.request, result.response, router.strong,
             shadow.judge, shadow.max_concurrent,

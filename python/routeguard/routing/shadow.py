@@ -11,8 +11,8 @@ Everything runs in background tasks that never delay a client: at most ``max_con
 checks per route are in flight and a sample beyond that is skipped (counted in
 :attr:`Shadows.stats`), errors are logged and counted, never raised. The strong and judge calls
 are charged to no budget account; their cost is counted in :attr:`Shadows.stats` and written on
-each verdict (``shadow_cost_usd``). Streamed requests, requests with tools and answers without
-text are not shadowed.
+each verdict (``shadow_cost_usd``). Streamed requests, requests with tools, answers without
+text, and requests whose key may not use the strong or judge alias are not shadowed.
 """
 
 from __future__ import annotations
