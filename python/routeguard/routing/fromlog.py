@@ -46,7 +46,6 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from routeguard.analyze.logs import parse_record
 from routeguard.config.routes import RouteSettings
 from routeguard.errors import RouteguardError
 from routeguard.routing.outcomes import Outcomes
@@ -204,10 +203,7 @@ def _row(
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         out.skipped["no prompt in the log"] += 1
         return None
-    try:
-        text = prompt_text(parse_record(line).request)
-    except ValueError:
-        text = ""
+    text = prompt_text(request)  # the log holds the OpenAI-shaped request, /v1/messages too
     if not text:
         out.skipped["no user text"] += 1
         return None
