@@ -43,6 +43,7 @@ SIMD_SENSITIVE = frozenset(
         "test_gateway_cache.py",
         "test_gateway_cache_redis.py",
         "test_gateway_routing.py",
+        "test_learning_from_traffic.py",
         "test_routing.py",
         "test_semantic_cache.py",
         "test_simulate.py",

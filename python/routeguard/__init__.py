@@ -17,6 +17,7 @@ from routeguard.errors import (
     ModelNotFound,
     ProviderError,
     RateLimited,
+    RequestNotFound,
     RouteguardError,
 )
 from routeguard.gateway import Gateway
@@ -34,6 +35,7 @@ __all__ = [
     "ModelNotFound",
     "ProviderError",
     "RateLimited",
+    "RequestNotFound",
     "RouteguardError",
     "__version__",
 ]

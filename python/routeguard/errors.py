@@ -119,6 +119,13 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"
 
 
+class RequestNotFound(InvalidRequest):
+    """Feedback names a request id the gateway does not know (never served, or forgotten)."""
+
+    status_code = 404
+    code = "request_not_found"
+
+
 class AuthenticationError(RouteguardError):
     """Missing or unknown credentials."""
 

@@ -16,6 +16,12 @@
 
 Recording (metrics, request log) is the proxy's, around this call. The proxy in
 ``routeguard.server`` is a thin ASGI adapter over ``chat_result``.
+
+After it, every served request is remembered by id in a bounded index
+(:class:`~routeguard.observe.feedback.RecentRequests`) so that :meth:`Gateway.feedback` can
+check who may rate it and what served it; a route with ``shadow`` settings gets a sampled
+share of its cheap answers checked against the strong alias in the background
+(:mod:`routeguard.routing.shadow`), once the caller has its answer.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import copy
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +55,31 @@ from routeguard.errors import (
     ModelNotFound,
     PermissionDenied,
     ProviderError,
+    RequestNotFound,
     RequestTooLarge,
     RouteguardError,
 )
 from routeguard.fallback import Fallback
 from routeguard.messages import estimate_tokens
+from routeguard.observe.feedback import (
+    FeedbackStore,
+    JsonlFeedback,
+    MemoryFeedback,
+    RecentRequests,
+    Served,
+    SqliteFeedback,
+    Verdict,
+    entry_for,
+    feedback_path,
+    parse_feedback,
+)
 from routeguard.providers import get_provider
 from routeguard.providers.base import Json, Provider, unhandled_params
 from routeguard.relay import Closing, Relay, aclose, usage_of
 from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
+from routeguard.routing.shadow import Shadows, make_job, sampled
 from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
@@ -152,6 +173,10 @@ class Gateway:
                     self._providers[d.provider] = get_provider(d.provider)
         for w in config.warnings:
             log.warning("config: %s", w)
+        self.recent = RecentRequests()  # request id -> what served it, for feedback
+        self._feedback: FeedbackStore | None = None  # built on first use (feedback_store)
+        shadowed = any(r.shadow is not None for r in config.routing.values())
+        self.shadows = Shadows(self._shadow_call, self._shadow_verdict) if shadowed else None
 
     @classmethod
     def from_config(
@@ -181,6 +206,8 @@ class Gateway:
         accounts: Sequence[str | None] = (),
         metadata: Mapping[str, Any] | None = None,
         key: KeyRecord | None = None,
+        request_id: str | None = None,
+        defer_shadow: bool = False,
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
@@ -188,6 +215,9 @@ class Gateway:
         ``metadata`` (key, team, user, headers) feeds the routing rules; ``key`` (the
         caller's virtual key, authenticated by the caller) limits the models that may serve
         the request to its scope (PermissionDenied) and adds its own budget and limits.
+        ``request_id`` names the request for :meth:`feedback` (one is made when None; it is
+        ``result.request_id``); a sampled shadow check starts before this returns unless
+        ``defer_shadow`` (the proxy starts ``result.shadow`` once the answer is sent).
 
         The stages, in order; each is one method below."""
         call = self._accept(request, tenant, use_cache, accounts, metadata, key)
@@ -196,18 +226,23 @@ class Gateway:
             ticket, hit = await self._lookup(call)
             if hit is not None:
                 await self._release(admission)  # a hit costs nothing (its rate is counted)
-                return await self._enforce(call, self._from_cache(call, hit))
-            alias, reason = await self._route(call, admission, ticket)
-            if call.stream:  # the relay settles, stores and records as the client reads
-                result = await self._call_stream(call, alias, ticket, admission)
+                result = await self._enforce(call, self._from_cache(call, hit))
             else:
-                result = await self._call(call, alias, ticket)
-                await self._settle(admission, result, ticket)
-            result.route = reason
-            return await self._enforce(call, result)
+                alias, reason = await self._route(call, admission, ticket)
+                if call.stream:  # the relay settles, stores and records as the client reads
+                    result = await self._call_stream(call, alias, ticket, admission)
+                else:
+                    result = await self._call(call, alias, ticket)
+                    await self._settle(admission, result, ticket)
+                result.route = reason
+                result = await self._enforce(call, result)
         except BaseException:
             await self._release(admission)
             raise
+        self._remember(call, result, request_id or "req_" + uuid.uuid4().hex)
+        if result.shadow is not None and not defer_shadow:
+            self.start_shadow(result)
+        return result
 
     # ----------------------------------------------------------------- the stages
 
@@ -363,6 +398,127 @@ class Gateway:
         before a stream took the hold over)."""
         if admission.hold is not None and admission.hold.is_open:
             await self.budget.release(admission.hold)
+
+    # ----------------------------------------------------------------- feedback, shadows
+
+    def _remember(self, call: Call, result: ChatResult, request_id: str) -> None:
+        """Index the served request for feedback, and sample it for a shadow check."""
+        result.request_id = request_id
+        key_id = call.key.key_id if call.key is not None else None
+        self.recent.add(
+            request_id, Served(key_id, call.alias, result.alias, result.route, result.cache)
+        )
+        router = call.router
+        if self.shadows is None or router is None or result.alias != router.cheap:
+            return
+        shadow = self.config.routing[call.alias].shadow
+        if shadow is None or result.cache == "hit" or not sampled(request_id, shadow.share):
+            return
+        assert router.strong is not None
+        key = call.key
+        if key is not None and not (key.allows(router.strong) and key.allows(shadow.judge)):
+            return  # the prompt may go only where the caller's key may send it
+        result.shadow = make_job(
+            request_id, call.alias, call.request, result.response, router.strong,
+            shadow.judge, shadow.max_concurrent,
+        )  # fmt: skip
+
+    def start_shadow(self, result: ChatResult) -> bool:
+        """Start ``result``'s sampled shadow check in the background (on the running loop);
+        False when there is none or its route has ``max_concurrent`` checks in flight."""
+        job, result.shadow = result.shadow, None
+        if job is None or self.shadows is None:
+            return False
+        return self.shadows.start(job)
+
+    async def _shadow_call(self, alias: str, request: Json) -> tuple[Json, float]:
+        """One shadow call (the strong answer, the judge's verdict) through fallback, charged
+        to no budget account: the response and its cost in dollars."""
+
+        async def attempt(dep: Deployment, timeout: float) -> Json:
+            return await self._providers[dep.provider].chat(request, dep, timeout)
+
+        out = await self.fallback.run(alias, attempt, fits=_fits(request))
+        usage = usage_of(out.value.get("usage"))
+        self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
+        cost = out.deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        return out.value, cost
+
+    def _shadow_verdict(self, request_id: str, judge: str, verdict: str, cost: float) -> None:
+        """Record a judge's verdict ("A": the cheap answer better, "B": the strong one,
+        "TIE") as feedback on ``request_id``."""
+        served = self.recent.get(request_id)
+        if served is None:  # forgotten while the check ran (a very busy gateway)
+            return
+        entry = entry_for(Verdict(request_id, strong_needed=verdict == "B"), served, "shadow")
+        entry.update(
+            judge={"A": "cheap", "B": "strong"}.get(verdict, "tie"),
+            judge_model=judge,
+            shadow_cost_usd=cost,
+        )
+        self.feedback_store.record(entry)
+
+    @property
+    def feedback_store(self) -> FeedbackStore:
+        """Where feedback goes: next to the request log (``<request_log>.feedback.jsonl``),
+        else the ``feedback`` table of ``server.database``, else memory. The proxy sets it
+        to the file next to the log it writes."""
+        if self._feedback is None:
+            obs = self.config.observability
+            db = self.config.server.database
+            if obs.request_log:
+                self._feedback = JsonlFeedback(
+                    feedback_path(obs.request_log),
+                    max_bytes=obs.request_log_max_bytes,
+                    backups=obs.request_log_backups,
+                )
+            elif db and db != ":memory:":
+                self._feedback = SqliteFeedback(db)
+            else:
+                self._feedback = MemoryFeedback()
+        return self._feedback
+
+    @feedback_store.setter
+    def feedback_store(self, store: FeedbackStore) -> None:
+        if self._feedback is not None and self._feedback is not store:
+            self._feedback.close()
+        self._feedback = store
+
+    def feedback(
+        self,
+        request_id: str,
+        *,
+        rating: str | None = None,
+        score: float | None = None,
+        strong_needed: bool | None = None,
+        comment: str | None = None,
+        key: KeyRecord | None = None,
+    ) -> dict[str, Any]:
+        """Record an outcome for a served request (exactly one of ``rating`` "up"/"down",
+        ``score`` in [0, 1], ``strong_needed``); the stored entry. InvalidRequest on a bad
+        value, RequestNotFound for an id not served (or forgotten: the index keeps the last
+        50,000), PermissionDenied when ``key`` is not the key that made the request."""
+        body = {"request_id": request_id, "rating": rating, "score": score,
+                "strong_needed": strong_needed, "comment": comment}  # fmt: skip
+        return self.record_feedback(parse_feedback(body), key)
+
+    def record_feedback(self, verdict: Verdict, key: KeyRecord | None) -> dict[str, Any]:
+        """:meth:`feedback` of an already parsed body (what the proxy calls)."""
+        served = self.recent.get(verdict.request_id)
+        if served is None:
+            raise RequestNotFound(
+                f"no served request '{verdict.request_id}' is known here (ids are kept for the "
+                f"last {self.recent.size} requests of this process)",
+                param="request_id",
+            )
+        if key is not None and served.key_id != key.key_id:
+            raise PermissionDenied(
+                f"API key {key.key_id} may give feedback only on its own requests; "
+                f"'{verdict.request_id}' was made with another key"
+            )
+        entry = entry_for(verdict, served, "client")
+        self.feedback_store.record(entry)
+        return entry
 
     # ----------------------------------------------------------------- helpers
 
@@ -615,12 +771,17 @@ class Gateway:
         """Release HTTP connections held for this event loop."""
         from routeguard.providers.http import close_session
 
+        if self.shadows is not None:
+            await self.shadows.drain(timeout=self.config.router.deadline)
         await close_session()
         if self.cache is not None:
             await self.cache.aclose()
         await self.budget.close()
         if self.keys.shared:
             self.keys.close()  # its tailer thread and connections
+        if self._feedback is not None:
+            self._feedback.close()
+            self._feedback = None
 
 
 def _require_scope(key: KeyRecord | None, alias: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.providers.base import Json
@@ -27,6 +28,8 @@ class ChatResult:
     cache_score: float | None = None
     route: str | None = None  # why the router chose the served alias (routed routes only)
     dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)
+    request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)
+    shadow: Any = None  # a routeguard.routing.shadow.ShadowJob not yet started (the proxy's)
 
     @property
     def cost(self) -> float:

@@ -314,6 +314,14 @@ def _check_route_targets(
     for t in sorted(route_targets(alias, route)):
         if t not in deployments:
             problems.append(ConfigProblem(path, f"routes to unknown model '{t}'"))
+    if route.shadow is not None and route.shadow.judge and route.shadow.judge not in deployments:
+        problems.append(
+            ConfigProblem(
+                f"{path}.shadow.judge",
+                f"unknown model '{route.shadow.judge}': the judge must be a configured alias "
+                f"({', '.join(sorted(deployments))})",
+            )
+        )
 
 
 def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> None:

@@ -50,6 +50,16 @@ class SemanticRoutesSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only
     method: Literal["knn", "centroid"] = "knn"
 
 
+class ShadowSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Shadow checks of a route (``routes.<alias>.shadow``): for ``share`` of the requests
+    routed to the cheap alias, the strong alias answers too, in the background, and the
+    ``judge`` alias says which answer is better (:mod:`routeguard.routing.shadow`)."""
+
+    share: float
+    judge: str
+    max_concurrent: int = 4  # shadow checks in flight at once; more samples are skipped
+
+
 class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Per-alias behaviour (``routes.<alias>``): cache overrides, an input limit, tool-call
     enforcement, and routing — ``mode: pinned`` (one model, no cache) or ``routed`` (rules ->
@@ -70,6 +80,7 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     budget_aware: bool | float | None = None  # near a budget: strong -> cheap
     enforce: Any = None  # tool-call policy on responses (routeguard.enforce.proxy)
     max_input_bytes: int | None = None  # larger inputs are refused (413) before any work
+    shadow: ShadowSettings | None = None  # judge a share of cheap answers against strong ones
 
     @property
     def is_router(self) -> bool:
@@ -77,7 +88,8 @@ class RouteSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
         return any(
             getattr(self, k) is not None
             for k in ("mode", "target", "cheap", "strong", "default", "model", "threshold",
-                      "strong_share", "min_p_cheap", "rules", "semantic_routes", "budget_aware")
+                      "strong_share", "min_p_cheap", "rules", "semantic_routes", "budget_aware",
+                      "shadow")
         )  # fmt: skip
 
     @property
@@ -255,6 +267,8 @@ def check_route(
                     f"expected true or a share of the limit in (0, 1], got {route.budget_aware!r}",
                 )
             )
+    if route.shadow is not None:
+        problems.extend(check_shadow(route, where))
     for i, rule in enumerate(route.rules or []):
         problems.extend(check_rule(rule, f"{where}.rules[{i}]"))
     sem = route.semantic
@@ -268,6 +282,29 @@ def check_route(
                 "or a 'default' alias for requests no rule or semantic route claims",
             )
         )
+    return problems
+
+
+def check_shadow(route: RouteSettings, where: str) -> list[ConfigProblem]:
+    """Problems with ``routes.<alias>.shadow`` (whether the judge exists is checked where
+    the aliases are known, in :func:`routeguard.config.load`)."""
+    shadow = route.shadow
+    assert shadow is not None
+    problems = []
+    if not 0.0 <= shadow.share <= 1.0:
+        problems.append(
+            ConfigProblem(
+                f"{where}.shadow.share",
+                f"expected the share of cheap-routed requests to check, in [0, 1], "
+                f"got {shadow.share!r}",
+            )
+        )
+    if not shadow.judge:
+        problems.append(ConfigProblem(f"{where}.shadow.judge", "expected a model alias"))
+    if shadow.max_concurrent <= 0:
+        problems.append(ConfigProblem(f"{where}.shadow.max_concurrent", "must be positive"))
+    if route.cheap is None or route.strong is None:
+        problems.append(ConfigProblem(f"{where}.shadow", "needs 'cheap' and 'strong' to compare"))
     return problems
 
 

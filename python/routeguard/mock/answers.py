@@ -18,6 +18,13 @@ Counting rules (the same in all three formats):
 - JSON output (OpenAI ``response_format``, Gemini ``responseMimeType``): the minimal instance
   of the schema (:mod:`routeguard.mock.instances`), or ``{"answer": <the usual text>}`` for
   any JSON object, in 4-character pieces of one token each; ``max_tokens`` cuts it too.
+
+A model whose name holds the token ``judge`` (``sim-judge``) is a deterministic judge for
+shadow checks (:mod:`routeguard.routing.shadow`): it answers one word, ``B`` (the second answer
+is better) when the ``[Question]`` section of the last user message contains one of
+:data:`JUDGE_HARD_WORDS` (proofs, derivations, code) and ``TIE`` otherwise. The simulated
+answers carry no meaning, so the question is all it can judge by: a stand-in for "the strong
+model does better on proofs and code", which tests can then teach a router.
 """
 
 from __future__ import annotations
@@ -164,6 +171,9 @@ def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") ->
         pieces = tuple(text[i : i + 4] for i in range(0, len(text), 4))
         call = ToolCall(new_id(tool_id_prefix), tool.name, args, text, pieces)
         return Answer(tool_call=call, finish="tool")
+    verdict = _judge_verdict(prompt)
+    if verdict is not None:
+        return Answer(pieces=(verdict,))
     head = f"Simulated answer from {prompt.model}:"
     if prompt.json_output is not None:
         return _json_answer(prompt, _words(prompt, choice), head)
@@ -203,6 +213,24 @@ def _limited(prompt: Prompt, pieces: tuple[str, ...]) -> Answer:
     if limit is not None and limit < len(pieces):
         return Answer(pieces=pieces[:limit], finish="length")
     return Answer(pieces=pieces)
+
+
+JUDGE_HARD_WORDS = frozenset(
+    {"prove", "proof", "derive", "theorem", "lemma", "integral", "algorithm", "implement",
+     "complexity", "recursion"}
+)  # fmt: skip
+_JUDGE_MODEL = re.compile(r"(?<![a-z0-9])judge(?![a-z0-9])")
+_QUESTION = re.compile(r"\[Question\]\n(.*?)\n\[Answer A\]", re.S)
+
+
+def _judge_verdict(prompt: Prompt) -> str | None:
+    """The simulated judge's one-word verdict, None when the model is not a judge."""
+    if not _JUDGE_MODEL.search(prompt.model.lower()):
+        return None
+    m = _QUESTION.search(prompt.last_user_text)
+    question = m.group(1) if m else prompt.last_user_text
+    hard = any(w in JUDGE_HARD_WORDS for w in _WORD.findall(question.lower()))
+    return "B" if hard else "TIE"
 
 
 def _tool_to_call(prompt: Prompt) -> Tool | None:

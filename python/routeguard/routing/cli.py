@@ -11,6 +11,10 @@
   training and reports the model's quality on them; ``--exclude-group`` leaves a group out
   (the shipped model: ``--holdout 0.2 --exclude-group high_school_mathematics`` on RouteLLM's
   MMLU directory).
+- ``train --from-log LOG --config CONFIG [--feedback FILE] [--outcomes F] --out model.npz``:
+  the logged requests with feedback as outcome rows (:mod:`routeguard.routing.fromlog`),
+  trained on with any outcome files, reported on a held-out hash slice of the logged rows
+  against the route's current model (:mod:`routeguard.routing.trainlog`).
 - ``eval OUTCOMES``: APGR / CPT(50%) / CPT(80%) of a model on outcome data (by default on the
   20% hash holdout the shipped model never saw) beside random and the longer-prompt rule.
 - ``calibrate``: prompts of a sample of traffic on stdin -> the threshold for a strong-call
@@ -52,10 +56,40 @@ def register(subparsers: Any) -> None:
     score.add_argument("--model", help="a trained .npz (default: the shipped model)")
     score.set_defaults(run=_score)
 
-    tr = sub.add_parser("train", help="train a router on outcome labels")
-    tr.add_argument("outcomes", help="JSON lines file, or a RouteLLM MMLU directory")
-    tr.add_argument("-o", "--output", default="router.npz", help="where to write the model")
-    tr.add_argument("--holdout", type=float, default=0.0, help="share of prompts to hold out")
+    tr = sub.add_parser("train", help="train a router on outcome labels or logged traffic")
+    tr.add_argument("outcomes", nargs="?", help="JSON lines file, or a RouteLLM MMLU directory")
+    tr.add_argument(
+        "-o", "--output", "--out", default="router.npz", help="where to write the model"
+    )
+    tr.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="share of prompts to hold out and report on (default 0, 0.2 with --from-log)",
+    )
+    tr.add_argument(
+        "--from-log",
+        metavar="LOG",
+        help="train on this request log's requests (logged with log_content) and their feedback",
+    )
+    tr.add_argument(
+        "--feedback",
+        metavar="FILE",
+        help="feedback entries: a .feedback.jsonl or the server database "
+        "(default: LOG.feedback.jsonl)",
+    )
+    tr.add_argument(
+        "--outcomes",
+        dest="more_outcomes",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="more outcome rows (JSON lines) to train on with --from-log; repeatable",
+    )
+    tr.add_argument(
+        "--config", help="the gateway config: routes.<alias>.cheap/strong and current model"
+    )
+    tr.add_argument("--route", help="only this route's requests (default: every routed route)")
     tr.add_argument("--l2", type=float, default=10.0, help="L2 penalty of both heads")
     tr.add_argument("--cache", help="directory to cache prompt embeddings in")
     tr.add_argument(
@@ -150,6 +184,14 @@ def _vectors(prompts: list[str], cache: str | None) -> np.ndarray[Any, np.dtype[
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.from_log is not None:
+        from routeguard.routing.trainlog import train_from_log
+
+        return train_from_log(args)
+    if args.outcomes is None:
+        print("error: give an outcomes file, or --from-log LOG", file=sys.stderr)
+        return 2
+    args.holdout = args.holdout or 0.0
     try:
         data = read_outcomes(args.outcomes)
         held = holdout_mask(data.prompts, args.holdout)

@@ -33,6 +33,7 @@ from routeguard.errors import (
     RouteguardError,
 )
 from routeguard.gateway import Gateway
+from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SpendRecords
 from routeguard.result import ChatResult
@@ -125,6 +126,12 @@ class ProxyApp:
             if path
             else None
         )
+        if path:  # feedback is stored next to the log this proxy writes
+            gateway.feedback_store = JsonlFeedback(
+                feedback_path(path),
+                max_bytes=obs.request_log_max_bytes,
+                backups=obs.request_log_backups,
+            )
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -152,6 +159,8 @@ class ProxyApp:
             "/v1/completions": ("POST", self._completions),
             "/completions": ("POST", self._completions),
             "/v1/embeddings": ("POST", self._embeddings),
+            "/v1/feedback": ("POST", self._feedback),
+            "/feedback": ("POST", self._feedback),
             "/embeddings": ("POST", self._embeddings),
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
@@ -228,6 +237,8 @@ class ProxyApp:
                 self.spend.record(trace.spend_row())
                 if self.request_log is not None:
                     self.request_log.record(trace.entry(path, self.request_log.log_content))
+            if trace.result is not None and trace.result.shadow is not None:
+                self.gateway.start_shadow(trace.result)  # the answer is out: check it now
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
@@ -417,9 +428,24 @@ class ProxyApp:
             accounts=principal.accounts,
             metadata=_route_metadata(scope, principal),
             key=principal.key,
+            request_id=trace.request_id,
+            defer_shadow=True,
         )
         trace.result = result
         return result
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._read_json(scope, receive)
+        principal: Principal = scope["routeguard.principal"]
+        verdict = parse_feedback(body)
+        key = principal.key  # None for the master key (any request) and an open proxy
+        if isinstance(self.gateway.feedback_store, SqliteFeedback):
+            entry = await asyncio.to_thread(self.gateway.record_feedback, verdict, key)
+        else:
+            entry = self.gateway.record_feedback(verdict, key)
+        out = {"object": "feedback", "recorded": True,
+               **{k: v for k, v in entry.items() if k != "key_id"}}  # fmt: skip
+        await _send_json(send, 200, out, [])
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
