@@ -438,7 +438,11 @@ class Gateway:
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].chat(request, dep, timeout)
 
-        out = await self.fallback.run(alias, attempt, fits=_fits(request))
+        # The alias itself only, never its fallbacks: the caller's key was checked for the
+        # strong and judge aliases, not for what they fall back to.
+        only = copy.copy(self.fallback)
+        only.fallbacks, only.context_window_fallbacks = {}, {}
+        out = await only.run(alias, attempt, fits=_fits(request))
         usage = usage_of(out.value.get("usage"))
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
         cost = out.deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

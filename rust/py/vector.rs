@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::detach;
+use crate::error::CoreResult;
 use crate::vector::{self, FlatIndex, SimdLevel};
 
 /// Search results as numpy arrays: ids and scores of the same shape.
@@ -60,24 +61,33 @@ pub struct PyFlatIndex {
 
 impl PyFlatIndex {
     /// Run `f` on the index under its read lock, taken without the GIL: a thread waiting
-    /// for a long `add` to finish must not stall every other Python thread meanwhile.
+    /// for a long `add` to finish must not stall every other Python thread meanwhile. Its
+    /// error becomes a Python exception only once the lock is released (that takes the GIL).
     fn with_read<T: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&FlatIndex) -> PyResult<T> + Send,
+        f: impl FnOnce(&FlatIndex) -> CoreResult<T> + Send,
     ) -> PyResult<T> {
-        detach(py, || f(&*self.inner.read().map_err(|_| poisoned())?))
+        let out = detach(py, || {
+            self.inner.read().map(|index| f(&index)).map_err(|_| ())
+        });
+        Ok(out.map_err(|()| poisoned())??)
     }
 
-    /// Run `f` on the index under its write lock, taken without the GIL.
+    /// Run `f` on the index under its write lock, taken without the GIL (errors converted
+    /// after it is released, as in `with_read`).
     fn with_write<T: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&mut FlatIndex) -> PyResult<T> + Send,
+        f: impl FnOnce(&mut FlatIndex) -> CoreResult<T> + Send,
     ) -> PyResult<T> {
-        detach(py, || {
-            f(&mut *self.inner.write().map_err(|_| poisoned())?)
-        })
+        let out = detach(py, || {
+            self.inner
+                .write()
+                .map(|mut index| f(&mut index))
+                .map_err(|_| ())
+        });
+        Ok(out.map_err(|()| poisoned())??)
     }
 
     fn check_dim(&self, got: usize, what: &str) -> PyResult<()> {
@@ -182,7 +192,7 @@ impl PyFlatIndex {
         }
         let ids = ids.to_vec();
         let vectors = contiguous(&vectors, "vectors")?.to_vec();
-        self.with_write(py, |index| index.add(&ids, &vectors).map_err(PyErr::from))
+        self.with_write(py, |index| index.add(&ids, &vectors))
     }
 
     /// Remove the vector of `id`; False if there was none.
@@ -199,7 +209,7 @@ impl PyFlatIndex {
     ) -> PyResult<Hits<'py, Ix1>> {
         self.check_dim(query.shape()[0], "the query has")?;
         let query = contiguous(&query, "query")?.to_vec();
-        let hits = self.with_read(py, |index| index.search(&query, k).map_err(PyErr::from))?;
+        let hits = self.with_read(py, |index| index.search(&query, k))?;
         let (ids, scores): (Vec<u64>, Vec<f32>) = hits.into_iter().unzip();
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
     }
@@ -216,7 +226,7 @@ impl PyFlatIndex {
         self.check_dim(queries.shape()[1], "the queries have")?;
         let queries = contiguous(&queries, "queries")?.to_vec();
         let (width, hits) = self.with_read(py, |index| {
-            let hits = index.search_batch(&queries, k).map_err(PyErr::from)?;
+            let hits = index.search_batch(&queries, k)?;
             Ok((k.min(index.len()), hits))
         })?;
         let mut ids = Vec::with_capacity(count * width);

@@ -28,6 +28,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
     "perplexity": ("https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
     "cohere": ("https://api.cohere.ai/compatibility/v1", "COHERE_API_KEY"),
 }
+DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 NATIVE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 SUPPORTED_PREFIXES = sorted([*NATIVE, *OPENAI_COMPATIBLE])
 # Top-level keys of a LiteLLM file that are routeguard sections too, read as ours.
@@ -78,14 +79,15 @@ def from_litellm(
     env_vars = data.get("environment_variables")
     if isinstance(env_vars, dict) and env is not None:
         for k, v in env_vars.items():
-            env.setdefault(str(k), str(v))
+            if v is not None:  # a null placeholder is not the string "None"
+                env.setdefault(str(k), str(v))
     out: dict[str, Any] = {"model_list": []}
     for i, entry in enumerate(data.get("model_list") or []):
         if not isinstance(entry, dict) or "litellm_params" not in entry:
             out["model_list"].append(entry)
             continue
-        params = dict(entry.get("litellm_params") or {})
-        info = dict(entry.get("model_info") or {})
+        params = _mapping(entry.get("litellm_params"), f"model_list[{i}].litellm_params", problems)
+        info = _mapping(entry.get("model_info"), f"model_list[{i}].model_info", problems)
         model = str(params.get("model", ""))
         where = f"model_list[{i}].litellm_params.model"
         if "*" in str(entry.get("model_name", "")) or model.endswith("*"):
@@ -127,6 +129,13 @@ def from_litellm(
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        if provider == "openai" and dep.get("api_base") not in (None, DEFAULT_OPENAI_BASE):
+            key_var = None  # OPENAI_API_KEY is OpenAI's: never sent to another server
+            if "api_key" not in dep:
+                warnings.append(
+                    f"model_list[{i}]: openai/ model on {dep['api_base']} with no api_key: "
+                    "sent without one (OPENAI_API_KEY is only used for api.openai.com)"
+                )
         if "api_key" not in dep and key_var is not None:
             if env is not None and env.get(key_var):
                 dep["api_key"] = f"os.environ/{key_var}"  # where LiteLLM reads it from
@@ -149,12 +158,12 @@ def from_litellm(
             warnings.append(f"model_list[{i}].litellm_params.{k} is not supported and is ignored")
         out["model_list"].append(dep)
 
-    rs = dict(data.get("router_settings") or {})
-    ls = dict(data.get("litellm_settings") or {})
+    rs = _mapping(data.get("router_settings"), "router_settings", problems)
+    ls = _mapping(data.get("litellm_settings"), "litellm_settings", problems)
     router: dict[str, Any] = {}
     strategy = rs.pop("routing_strategy", None)
     if strategy is not None:
-        if strategy in _LITELLM_STRATEGY:
+        if isinstance(strategy, str) and strategy in _LITELLM_STRATEGY:
             router["strategy"] = _LITELLM_STRATEGY[strategy]
         else:
             warnings.append(
@@ -174,18 +183,43 @@ def from_litellm(
             warnings.append(f"{section_name}.{k} is not supported and is ignored")
     if router:
         out["router_settings"] = router
-    gs = dict(data.get("general_settings") or {})
+    gs = _mapping(data.get("general_settings"), "general_settings", problems)
     if "master_key" in gs:
         out["server"] = {"master_key": gs.pop("master_key")}
     for k in sorted(gs):
         warnings.append(f"general_settings.{k} is not supported and is ignored")
     litellm_keys = {"model_list", "router_settings", "litellm_settings", "general_settings"}
     for k in sorted(set(data) - litellm_keys):
-        if k in _OUR_SECTIONS:
-            out[k] = data[k]
-        elif k != "environment_variables":
-            warnings.append(f"{k} is not supported and is ignored")
+        if k not in _OUR_SECTIONS:
+            if k != "environment_variables":
+                warnings.append(f"{k} is not supported and is ignored")
+            continue
+        given, translated = data[k], out.get(k)
+        if isinstance(translated, dict) and isinstance(given, dict):
+            # Both formats set this section (general_settings.master_key and server:,
+            # router fallbacks and top-level fallbacks): merged, and a key set twice is a
+            # problem rather than one side silently lost.
+            for name in sorted(set(translated) & set(given)):
+                if translated[name] != given[name]:
+                    problems.append(
+                        ConfigProblem(
+                            f"{k}.{name}", "set both here and in LiteLLM's settings: keep one"
+                        )
+                    )
+            out[k] = {**translated, **given}
+        else:
+            out[k] = given
     return out
+
+
+def _mapping(value: Any, path: str, problems: list[ConfigProblem]) -> dict[str, Any]:
+    """``value`` as a dict (None: empty); anything else is a problem at ``path``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(path, f"expected a mapping, got {type(value).__name__}"))
+        return {}
+    return dict(value)
 
 
 def _litellm_chains(chains: Any) -> dict[str, list[str]]:

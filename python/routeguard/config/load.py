@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tomllib
@@ -225,6 +226,10 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                     f"no budget account named '{budget.default_account}'",
                 )
             )
+        if not math.isfinite(budget.reservation_ttl):
+            problems.append(
+                ConfigProblem("budget_settings.reservation_ttl", "must be a finite number")
+            )
         if budget.reservation_ttl <= 0 or budget.default_max_tokens < 1:
             problems.append(
                 ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
@@ -289,6 +294,10 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
 
 
 def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
+    for name in ("retry_backoff", "retry_backoff_max", "timeout", "deadline", "cooldown_time",
+                 "max_stream_duration"):  # fmt: skip
+        if not math.isfinite(getattr(r, name)):
+            problems.append(ConfigProblem(f"router_settings.{name}", "must be a finite number"))
     if not r.max_stream_duration > 0:
         problems.append(ConfigProblem("router_settings.max_stream_duration", "must be positive"))
     for name in ("retry_backoff", "retry_backoff_max", "timeout", "deadline", "cooldown_time"):
@@ -428,6 +437,15 @@ def _build_deployment(
             )
     if api_base is not None and (bad := api_base_problem(api_base)) is not None:
         problems.append(ConfigProblem(f"{path}.api_base", bad))
+    for name in ("weight", "input_cost_per_mtok", "output_cost_per_mtok", "timeout"):
+        value = getattr(rd, name)
+        if value is not None and not math.isfinite(value):
+            problems.append(ConfigProblem(f"{path}.{name}", "must be a finite number"))
+    for name, value in rd.headers.items():
+        if any(ord(c) < 32 or ord(c) == 127 for c in name + value):
+            problems.append(
+                ConfigProblem(f"{path}.headers.{name}", "must not contain control characters")
+            )
     if rd.weight <= 0:
         problems.append(ConfigProblem(f"{path}.weight", "must be > 0"))
     for name in ("rpm", "tpm", "context_window"):

@@ -21,9 +21,16 @@ DEFAULT_API_BASES = {
     "gemini": "https://generativelanguage.googleapis.com",
 }
 ENV_PREFIX = "os.environ/"
-BODY_ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/admin")
+BODY_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/feedback",
+    "/admin",
+)
 """The keys of ``server.max_body_bytes_per_endpoint`` (``/admin``: the whole admin API)."""
-DEFAULT_ENDPOINT_BODY_BYTES = {"/admin": 256 * 1024}  # key specs and approvals are small
+# Key specs, approvals and feedback are small.
+DEFAULT_ENDPOINT_BODY_BYTES = {"/admin": 256 * 1024, "/v1/feedback": 64 * 1024}
 
 
 # --------------------------------------------------------------------------- raw structs

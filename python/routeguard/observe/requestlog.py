@@ -14,6 +14,7 @@ keys are never logged, only key ids.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -60,7 +61,8 @@ class RequestLog:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
-        self._lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR)
+        lock = self.path.with_name(self.path.name + ".lock")
+        self._lock = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
         self._thread = threading.Thread(target=self._run, name="routeguard-request-log")
         self._thread.daemon = True
         self._thread.start()
@@ -138,7 +140,17 @@ class RequestLog:
                 size = os.fstat(self._fd).st_size
                 if size and size + len(data) > self.max_bytes:
                     self._rotate()
-                os.write(self._fd, data)
+                    size = 0
+                view = memoryview(data)
+                try:
+                    while view:
+                        view = view[os.write(self._fd, view) :]
+                except OSError:
+                    # A full disk mid-batch: cut the half-written lines off again (no other
+                    # writer appends while the lock is held), so no line is ever torn.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, size)
+                    raise
                 self.written += len(batch)
             finally:
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -160,15 +172,40 @@ class RequestLog:
         self._fd = self._open()
 
 
+# The request parameters a log line keeps: settings, never text (prompts, stop strings,
+# schemas and unknown fields stay out; messages only with log_content, scrubbed).
+LOGGED_PARAMS = frozenset(
+    {
+        "model", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+        "presence_penalty", "frequency_penalty", "seed", "reasoning_effort", "logprobs",
+        "top_logprobs", "parallel_tool_calls", "service_tier", "store",
+    }
+)  # fmt: skip
+
+
 def request_summary(request: Mapping[str, Any], log_content: bool) -> dict[str, Any]:
-    """The logged form of a chat request: its parameters, and its messages (secrets
+    """The logged form of a chat request: its settings (numbers, flags, the model), the
+    kinds of its tool choice and response format, tool names, and its messages (secrets
     scrubbed) only when content is logged."""
-    out = {k: v for k, v in request.items() if k not in ("messages", "tools")}
-    if "tools" in request and isinstance(request["tools"], list):
+    out: dict[str, Any] = {
+        k: v
+        for k, v in request.items()
+        if k in LOGGED_PARAMS and (v is None or isinstance(v, bool | int | float | str))
+    }
+    choice = request.get("tool_choice")
+    if isinstance(choice, str):
+        out["tool_choice"] = choice if choice in ("auto", "none", "required") else "other"
+    elif isinstance(choice, dict):
+        out["tool_choice"] = "function"
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
+        out["response_format"] = fmt["type"]
+    if isinstance(request.get("tools"), list):
         out["tools"] = [_tool_name(t) for t in request["tools"]]
     if log_content:
-        out["messages"] = scrub.scrub_json(request.get("messages"))
-    return out
+        out["messages"] = request.get("messages")
+    scrubbed: dict[str, Any] = scrub.scrub_json(out)
+    return scrubbed
 
 
 def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> dict[str, Any]:

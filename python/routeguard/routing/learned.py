@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.embed.base import Embedder
-from routeguard.errors import RouteguardError
+from routeguard.errors import CoreInputError, CoreNotFound, RouteguardError
 from routeguard.routing.features import (
     ALL_FEATURES,
     FEATURE_NAMES,
@@ -352,6 +352,8 @@ def train(
     if calibration_folds:
         try:
             oof = out_of_fold_scores(outcomes, v, calibration_folds, l2, tuple(features), sw)
+        except (CoreInputError, CoreNotFound):
+            raise  # a native kernel refused its input: a bug, not too few outcomes
         except RouteguardError as exc:  # too few outcomes per fold: a model without p_cheap_ok
             model.meta["calibration_skipped"] = str(exc)
             return model

@@ -28,6 +28,8 @@ import msgspec
 from routeguard import scrub
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
+    CoreInputError,
+    CoreNotFound,
     InvalidRequest,
     RequestTooLarge,
     RouteguardError,
@@ -92,11 +94,17 @@ class RequestTimeout(InvalidRequest):
     code = "request_timeout"
 
 
+# Paths whose bodies share another endpoint's limit (server.max_body_bytes_per_endpoint):
+# the translated chat endpoints take the chat limit, count_tokens the messages one.
 _ENDPOINT_ALIASES = {
     "/chat/completions": "/v1/chat/completions",
     "/embeddings": "/v1/embeddings",
-    "/responses": "/v1/responses",
-    "/completions": "/v1/completions",
+    "/v1/responses": "/v1/chat/completions",
+    "/responses": "/v1/chat/completions",
+    "/v1/completions": "/v1/chat/completions",
+    "/completions": "/v1/chat/completions",
+    "/v1/messages/count_tokens": "/v1/messages",
+    "/feedback": "/v1/feedback",
 }
 
 
@@ -225,6 +233,10 @@ class ProxyApp:
             if path != "/health":
                 scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
+        except (CoreInputError, CoreNotFound):  # a kernel refused: our bug, not the caller's
+            log.exception("native core error serving %s", path)
+            trace.error = RouteguardError("internal error")
+            await _send_error(send, trace.error, anthropic)
         except RouteguardError as exc:
             trace.error = exc
             await _send_error(send, exc, anthropic)
@@ -357,9 +369,10 @@ class ProxyApp:
         from routeguard.server import completions as c
 
         body = await self._read_json(scope, receive)
-        model = str(body["model"])
+        chat = c.completion_request_to_chat(body)  # checks the body first (a 400 says why)
+        model = str(chat.get("model", ""))
         await self._translated(
-            scope, receive, send, c.completion_request_to_chat(body),
+            scope, receive, send, chat,
             lambda response: c.chat_to_completion(response, model),
             lambda: c.CompletionStreamEncoder(model), anthropic=False,
         )  # fmt: skip
@@ -414,7 +427,8 @@ class ProxyApp:
             raise _NotFound(f"model '{model}' is not configured")
         if isinstance(model, str) and principal.key is not None and not principal.key.allows(model):
             raise PermissionDenied(f"API key {principal.key.key_id} may not use model '{model}'")
-        await _send_json(send, 200, m.count_tokens(body), [])
+        # Off the event loop: a large body costs real time to count.
+        await _send_json(send, 200, await asyncio.to_thread(m.count_tokens, body), [])
 
     async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
