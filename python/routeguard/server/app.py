@@ -29,6 +29,8 @@ from routeguard.errors import (
     RouteguardError,
 )
 from routeguard.gateway import Gateway
+from routeguard.observe.health import readiness
+from routeguard.observe.metrics import CONTENT_TYPE, Metrics
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
@@ -74,6 +76,9 @@ class RequestTimeout(InvalidRequest):
 
 
 _ENDPOINT_ALIASES = {"/chat/completions": "/v1/chat/completions", "/embeddings": "/v1/embeddings"}
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages"})
+# Answered without a key: probes and load balancers (and /metrics when metrics_public).
+_OPEN_PATHS = frozenset({"/health", "/health/liveness", "/health/readiness"})
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -101,6 +106,10 @@ class ProxyApp:
             if path
             else None
         )
+        self.metrics: Metrics | None = None
+        if obs.metrics:
+            self.metrics = Metrics(gateway)
+        self._metrics_public = obs.metrics_public
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -127,7 +136,11 @@ class ProxyApp:
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
             "/health": ("GET", self._health),
+            "/health/liveness": ("GET", self._health),
+            "/health/readiness": ("GET", self._readiness),
         }
+        if self.metrics is not None:
+            self._routes["/metrics"] = ("GET", self._metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -146,6 +159,8 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
+                if self.metrics is not None:
+                    self.metrics.close()
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -171,7 +186,8 @@ class ProxyApp:
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
                 return
-            route = self._routes.get(path.rstrip("/") or "/")
+            key = path.rstrip("/") or "/"
+            route = self._routes.get(key)
             if route is None:
                 if path.startswith("/v1/models/"):
                     if scope["method"] != "GET":
@@ -183,7 +199,7 @@ class ProxyApp:
             method, handler = route
             if scope["method"] != method:
                 raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
-            if path != "/health":
+            if key not in _OPEN_PATHS and key != "/metrics":  # /metrics: its own check
                 scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
         except RouteguardError as exc:
@@ -196,6 +212,8 @@ class ProxyApp:
         finally:
             if self.request_log is not None and trace.request is not None:
                 self.request_log.record(trace.entry(path, self.request_log.log_content))
+            if self.metrics is not None and (path.rstrip("/") in _CHAT_PATHS):
+                self.metrics.record(trace)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
@@ -349,6 +367,27 @@ class ProxyApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, {"status": "ok"}, [])
+
+    async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        checks = await readiness(self.gateway)
+        failing = sorted(name for name, state in checks.items() if state != "ok")
+        body: dict[str, Any] = {"status": "not ready" if failing else "ready", "checks": checks}
+        if failing:
+            body["not_ready"] = failing
+        await _send_json(send, 503 if failing else 200, body, [])
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.metrics is not None
+        if not self._metrics_public and self._gate.required:
+            principal = self._gate.authenticate(scope)
+            if principal.kind != "admin":
+                raise PermissionDenied(
+                    "/metrics needs the master key (or set observability.metrics_public: true)"
+                )
+        body = await self.metrics.scrape()
+        headers = [(b"content-type", CONTENT_TYPE.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(gateway: Gateway, *, request_log: str | None = None) -> ProxyApp:
