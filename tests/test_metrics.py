@@ -6,6 +6,7 @@ the scrape-time gauges (budget spend and limit, open circuits), who may scrape, 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ from typing import Any
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from embedders import WordsEmbedder
 from routeguard.budget.keys import KeySpec
@@ -21,8 +21,8 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
+from scrapes import MASTER, scrape, value
 
-MASTER = "sk-master-metrics"
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # $ per million tokens
 
 
@@ -56,27 +56,6 @@ def _cfg(url: str, **observability: Any) -> dict[str, Any]:
         "server": {"master_key": MASTER},
         "observability": observability,
     }
-
-
-def scrape(url: str, key: str | None = MASTER) -> dict[tuple[str, frozenset[Any]], float]:
-    """Every sample of a scrape, by (name, labels)."""
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    req = urllib.request.Request(url + "/metrics", headers=headers)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 200
-        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-        text = r.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
 def _cost(usage: Any) -> float:
@@ -234,3 +213,47 @@ def test_liveness_and_readiness_in_memory_mode(mock: MockServer) -> None:
         assert status == 200
         assert json.loads(body) == {"status": "ready", "checks": {"models": "ok"}}
         assert _get(srv.url + "/health")[0] == 200
+
+
+def _ready(url: str) -> tuple[int, dict[str, Any]]:
+    status, body = _get(url + "/health/readiness")
+    return status, json.loads(body)
+
+
+def _wait_for(url: str, status: int, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got, body = _ready(url)
+        if got == status:
+            return body
+        assert time.monotonic() < deadline, f"readiness stayed {got}: {body}"
+        time.sleep(0.1)
+
+
+def test_readiness_follows_the_redis_stores(mock: MockServer, redis_process: Any) -> None:
+    cfg = _cfg(mock.url)
+    cfg["cache"] = {"backend": "redis", "redis_url": redis_process.url,
+                    "redis_prefix": "rg-ready-cache"}  # fmt: skip
+    cfg["budget_settings"] = {"backend": "redis", "redis_url": redis_process.url}
+    cfg["server"] = {"master_key": MASTER, "key_store": "redis", "redis_url": redis_process.url}
+    gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
+    with ServerThread(create_app(gw)) as srv:
+        status, body = _ready(srv.url)
+        assert status == 200, body
+        assert body["checks"] == {
+            "models": "ok",
+            "cache": "ok",
+            "budget_store": "ok",
+            "key_store": "ok",
+        }
+        redis_process.stop()
+        body = _wait_for(srv.url, 503)
+        assert body["status"] == "not ready"
+        assert body["not_ready"] == ["budget_store", "cache", "key_store"]
+        assert body["checks"]["models"] == "ok"
+        assert all(body["checks"][n].startswith("unreachable") for n in body["not_ready"])
+        assert _get(srv.url + "/health/liveness")[0] == 200
+        # A scrape still answers while the budget store is down (no budget gauges then).
+        assert scrape(srv.url) is not None
+        redis_process.start()
+        assert _wait_for(srv.url, 200)["status"] == "ready"
