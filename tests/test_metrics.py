@@ -6,14 +6,17 @@ the scrape-time gauges (budget spend and limit, open circuits), who may scrape, 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from embedders import WordsEmbedder
 from routeguard.budget.keys import KeySpec
@@ -257,3 +260,37 @@ def test_readiness_follows_the_redis_stores(mock: MockServer, redis_process: Any
         assert scrape(srv.url) is not None
         redis_process.start()
         assert _wait_for(srv.url, 200)["status"] == "ready"
+
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "routeguard.json"
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def _queried_metrics(dashboard: dict[str, Any]) -> set[str]:
+    """The metric names the dashboard's queries (panels and variables) read."""
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", ())]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    names: set[str] = set()
+    for expr in exprs:
+        bare = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+        bare = re.sub(r"\b(by|without)\s*\([^)]*\)", "", bare)  # grouping labels
+        bare = re.sub(r"label_values\((\w+),\s*\w+\)", r"\1", bare)
+        names |= set(re.findall(r"\b(?:routeguard|gen_ai)_[a-z_]+\b", bare))
+    return names
+
+
+def test_grafana_dashboard_queries_only_metrics_we_export(mock: MockServer) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = _queried_metrics(dashboard)
+    assert len(queried) >= 15
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    with ServerThread(create_app(gw)) as srv:
+        with openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as c:
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        status, body = _get(srv.url + "/metrics", MASTER)
+    assert status == 200
+    exported: set[str] = set()
+    for family in text_string_to_metric_families(body.decode()):
+        exported |= {family.name + s for s in _SUFFIXES.get(family.type, ("",))}
+        exported |= {s.name for s in family.samples}
+    assert queried <= exported, sorted(queried - exported)
