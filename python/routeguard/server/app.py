@@ -7,6 +7,8 @@ app. Flow per request: route by path -> read the body up to the size limit -> au
 the served model, the attempts and the gateway's own overhead. Every error leaves as an
 OpenAI-style JSON body (Anthropic-style on ``/v1/messages``) with a 4xx/5xx status; an
 unexpected exception is logged here and answered with a generic 500, never a traceback.
+Once a chat request's response has left, its Trace goes to the request log and the
+metrics (``/metrics``); ``/health/liveness`` and ``/health/readiness`` need no key.
 """
 
 from __future__ import annotations
