@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -275,6 +277,7 @@ def _serve(
     if request_log:
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
+    metrics_dir = _metrics_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
     for line in served_lines(cfg.deployments, simulated_base, left_out):
@@ -295,7 +298,27 @@ def _serve(
     finally:
         if mock is not None:
             mock.__exit__(None, None, None)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:
+    """With several workers and metrics on: a fresh directory for prometheus_client's
+    multiprocess files, announced to the workers through the environment (inside the
+    directory the variable names, if it was set), so a scrape of any worker sums them all.
+    The caller removes it at exit."""
+    if workers <= 1 or not cfg.observability.metrics:
+        return None
+    parent = os.environ.get(_MULTIPROC_ENV) or None
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="routeguard-metrics-", dir=parent)
+    os.environ[_MULTIPROC_ENV] = path
+    return path
 
 
 def _workers_problem(cfg: config_mod.Config, workers: int) -> str | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -64,6 +65,21 @@ class Cooldowns:
         self.cooldown_time = cooldown_time
         self._clock = clock
         self._circuits: dict[str, _Circuit] = {}
+        # Told of every change of a circuit: (deployment id, unix time it stays open until;
+        # inf while a probe is out, 0.0 once closed). The proxy's metrics set it.
+        self.on_change: Callable[[str, float], None] | None = None
+
+    def _changed(self, dep_id: str, c: _Circuit) -> None:
+        """Report ``c``'s new state to ``on_change``, in wall-clock time."""
+        if self.on_change is None:
+            return
+        if c.probing:
+            until = math.inf
+        elif c.open_until == 0.0:
+            until = 0.0
+        else:
+            until = time.time() + (c.open_until - self._clock())
+        self.on_change(dep_id, until)
 
     def available(self, dep: Deployment) -> bool:
         """Whether a call to ``dep`` may start now (closed, or half-open with no probe out)."""
@@ -77,6 +93,7 @@ class Cooldowns:
         c = self._circuits.get(dep.id)
         if c is not None and c.open_until != 0.0:
             c.probing = True
+            self._changed(dep.id, c)
 
     def is_open(self, dep: Deployment) -> bool:
         """Whether ``dep`` is cooling down (for reporting; claims nothing)."""
@@ -87,7 +104,10 @@ class Cooldowns:
         """A call to ``dep`` succeeded: close its circuit."""
         c = self._circuits.get(dep.id)
         if c is not None:
+            was_open = c.open_until != 0.0
             c.fails, c.open_until, c.probing = 0, 0.0, False
+            if was_open:
+                self._changed(dep.id, c)
 
     def failure(self, dep: Deployment, retry_after: float | None = None) -> None:
         """A call to ``dep`` failed through the deployment's fault."""
@@ -96,12 +116,14 @@ class Cooldowns:
         if c.probing or c.fails >= self.allowed_fails:
             c.open_until = self._clock() + max(self.cooldown_time, retry_after or 0.0)
             c.probing = False
+            self._changed(dep.id, c)
 
     def release_probe(self, dep: Deployment) -> None:
         """A probe ended without a verdict on the deployment (e.g. the client's bad request)."""
         c = self._circuits.get(dep.id)
-        if c is not None:
+        if c is not None and c.probing:
             c.probing = False
+            self._changed(dep.id, c)
 
 
 @dataclass(slots=True)

@@ -166,6 +166,7 @@ class Gateway:
             config.router, self.balancers, config.fallbacks, config.context_window_fallbacks
         )
         self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
+        self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
         self._providers: dict[str, Provider] = {}
         for deps in config.deployments.values():
             for d in deps:
@@ -765,6 +766,7 @@ class Gateway:
             await embed_off_loop(self.cache.cache.embedder, ["warm up"])
         for router in self.routers.values():
             await router.warm_up()
+        self.warmed_up = True
 
     def approval_queues(self) -> list[Any]:
         """The pending-approval queues of enforced routes (for ``/admin/approvals``)."""

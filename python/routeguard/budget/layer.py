@@ -78,6 +78,11 @@ class BudgetLayer:
         self.overage_micros = 0
         self._local = isinstance(backend, MemoryBudget)
 
+    @property
+    def configured_accounts(self) -> frozenset[str]:
+        """The accounts the config file declares (not key or end-user accounts)."""
+        return self._configured
+
     def chain_for(
         self,
         names: Sequence[str | None],

@@ -723,6 +723,10 @@ class RedisBudget:
         await self._flush()
         return len(self._pending)
 
+    async def ping(self) -> None:
+        """Raise unless Redis answers a PING (the proxy's readiness check)."""
+        await self._redis.ping()
+
     async def close(self) -> None:
         """Close the connection pool if this backend created it."""
         if not self._owns_client:

@@ -203,6 +203,10 @@ class RedisKeyStore(KeyStore):
         """Reload every record now (tests, or an operator after a restore)."""
         self._last = self._resync()
 
+    def ping(self) -> None:
+        """Raise unless Redis answers a PING (the proxy's readiness check; blocking)."""
+        self._redis.ping()
+
     def close(self) -> None:
         """Stop tailing and close the connections."""
         self._stop.set()

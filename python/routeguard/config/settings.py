@@ -153,12 +153,16 @@ class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """What the proxy records (``observability``): the request log, one JSON line per
-    request in the format ``routeguard analyze`` reads (``serve --request-log`` sets the path)."""
+    request in the format ``routeguard analyze`` reads (``serve --request-log`` sets the path),
+    and the Prometheus samples served at ``/metrics``."""
 
     request_log: str | None = None  # a file path; None: no request log
     log_content: bool = False  # messages and answers in the log (secrets scrubbed)
     request_log_max_bytes: int = 100 * 1024 * 1024  # rotate past this size
     request_log_backups: int = 5  # rotated files kept (PATH.1 ... PATH.N)
+    metrics: bool = True  # record Prometheus samples and serve GET /metrics
+    # /metrics without a key; otherwise it needs the master key (when the proxy asks for keys)
+    metrics_public: bool = False
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -9,6 +9,8 @@ completions and Anthropic Messages endpoints translate to and from chat around t
 (``responses``, ``completions``, ``messages`` beside this module). Every error leaves as an
 OpenAI-style JSON body (Anthropic-style on ``/v1/messages*``) with a 4xx/5xx status; an
 unexpected exception is logged here and answered with a generic 500, never a traceback.
+Once a chat request's response has left, its Trace goes to the request log and the
+metrics (``/metrics``); ``/health/liveness`` and ``/health/readiness`` need no key.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from routeguard.errors import (
 )
 from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
+from routeguard.observe.health import readiness
+from routeguard.observe.metrics import CONTENT_TYPE, Metrics
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SpendRecords
 from routeguard.result import ChatResult
@@ -106,6 +110,15 @@ _ENDPOINT_ALIASES = {
     "/v1/messages/count_tokens": "/v1/messages",
     "/feedback": "/v1/feedback",
 }
+# The chat-like endpoints whose requests the metrics count.
+_CHAT_PATHS = frozenset(
+    {
+        "/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses",
+        "/responses", "/v1/completions", "/completions",
+    }
+)  # fmt: skip
+# Answered without a key: probes and load balancers (and /metrics when metrics_public).
+_OPEN_PATHS = frozenset({"/health", "/health/liveness", "/health/readiness"})
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -140,6 +153,10 @@ class ProxyApp:
                 max_bytes=obs.request_log_max_bytes,
                 backups=obs.request_log_backups,
             )
+        self.metrics: Metrics | None = None
+        if obs.metrics:
+            self.metrics = Metrics(gateway)
+        self._metrics_public = obs.metrics_public
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -173,7 +190,11 @@ class ProxyApp:
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
             "/health": ("GET", self._health),
+            "/health/liveness": ("GET", self._health),
+            "/health/readiness": ("GET", self._readiness),
         }
+        if self.metrics is not None:
+            self._routes["/metrics"] = ("GET", self._metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -192,6 +213,8 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
+                if self.metrics is not None:
+                    self.metrics.close()
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
                 await asyncio.to_thread(self.spend.close)
@@ -218,7 +241,8 @@ class ProxyApp:
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
                 return
-            route = self._routes.get(path.rstrip("/") or "/")
+            key = path.rstrip("/") or "/"
+            route = self._routes.get(key)
             if route is None:
                 if path.startswith("/v1/models/"):
                     if scope["method"] != "GET":
@@ -230,7 +254,7 @@ class ProxyApp:
             method, handler = route
             if scope["method"] != method:
                 raise _MethodNotAllowed(f"{path} accepts {method}, not {scope['method']}")
-            if path != "/health":
+            if key not in _OPEN_PATHS and key != "/metrics":  # /metrics: its own check
                 scope["routeguard.principal"] = self._gate.authenticate(scope)
             await handler(scope, receive, send)
         except (CoreInputError, CoreNotFound):  # a kernel refused: our bug, not the caller's
@@ -251,6 +275,8 @@ class ProxyApp:
                     self.request_log.record(trace.entry(path, self.request_log.log_content))
             if trace.result is not None and trace.result.shadow is not None:
                 self.gateway.start_shadow(trace.result)  # the answer is out: check it now
+            if self.metrics is not None and (path.rstrip("/") in _CHAT_PATHS):
+                self.metrics.record(trace)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
@@ -484,6 +510,27 @@ class ProxyApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, {"status": "ok"}, [])
+
+    async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        checks = await readiness(self.gateway)
+        failing = sorted(name for name, state in checks.items() if state != "ok")
+        body: dict[str, Any] = {"status": "not ready" if failing else "ready", "checks": checks}
+        if failing:
+            body["not_ready"] = failing
+        await _send_json(send, 503 if failing else 200, body, [])
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.metrics is not None
+        if not self._metrics_public and self._gate.required:
+            principal = self._gate.authenticate(scope)
+            if principal.kind != "admin":
+                raise PermissionDenied(
+                    "/metrics needs the master key (or set observability.metrics_public: true)"
+                )
+        body = await self.metrics.scrape()
+        headers = [(b"content-type", CONTENT_TYPE.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(gateway: Gateway, *, request_log: str | None = None) -> ProxyApp:

@@ -1,0 +1,408 @@
+"""Prometheus metrics: what the proxy records per request and serves at ``/metrics``.
+
+The proxy hands each finished chat request's :class:`~routeguard.observe.requestlog.Trace`
+to :meth:`Metrics.record` (after the response has left), which bumps preallocated
+``prometheus_client`` children: the OpenTelemetry GenAI families (``gen_ai_*``, for
+requests an upstream served) and routeguard's own (``routeguard_*``). A scrape renders
+them, plus gauges read at scrape time: budget spend and limits of the configured accounts,
+and the circuit state of every deployment.
+
+With ``serve --workers N`` the values live in ``prometheus_client``'s multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``): each worker writes its own, and a scrape
+answered by any worker merges them all, so it shows the sum over workers. Circuit states
+are per worker; each worker writes when its circuits stay open until (a ``livemax`` gauge)
+and the scrape reports a circuit open when any live worker has it open. Labels come from
+the configuration (aliases, deployments, accounts) or small fixed sets (status, reason
+kind, error code), never from prompt text or user ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from routeguard.budget.accounts import micros_to_usd
+from routeguard.errors import (
+    AllAttemptsFailed,
+    BudgetExceeded,
+    BudgetUnavailable,
+    RateLimited,
+    RouteguardError,
+)
+from routeguard.observe.requestlog import Trace
+
+if TYPE_CHECKING:
+    from routeguard.deployment import Deployment
+    from routeguard.gateway import Gateway
+
+log = logging.getLogger("routeguard.observe")
+
+# Our names and labels are all in the classic character set, so the text is valid 0.0.4,
+# the version every Prometheus (2.x and 3.x) and agent reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The ``Content-Type`` of a scrape (Prometheus text exposition 0.0.4)."""
+
+# Bucket boundaries recommended by the OpenTelemetry GenAI semantic conventions.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)  # fmt: skip
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0)  # fmt: skip
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0)  # fmt: skip
+
+# gen_ai.provider.name well-known values, from our deployment types.
+_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+_GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+          "gen_ai_response_model", "error_type")  # fmt: skip
+_CIRCUIT_UNTIL = "routeguard_deployment_circuit_open_until"
+_OTHER = "other"  # the label of a model name no configuration declares
+_MAX_LABEL = 128  # an upstream's response model name is cut to this
+
+
+def multiprocess() -> bool:
+    """Whether ``prometheus_client`` keeps values in multiprocess files (it decides once,
+    at import, from ``PROMETHEUS_MULTIPROC_DIR``)."""
+    return values.ValueClass is not values.MutexValue
+
+
+class Metrics:
+    """The proxy's metric families and their per-request recording."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._multiprocess = multiprocess()
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._aliases = frozenset(gateway.models())
+        self._deployments: dict[str, Deployment] = {
+            d.id: d for deps in gateway.config.deployments.values() for d in deps
+        }
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per upstream-served request (gen_ai.client.token.usage)",
+            [*_GENAI[:4], "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "Time to serve an upstream-served chat request, to its last byte "
+            "(gen_ai.client.operation.duration)",
+            _GENAI,
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first byte of an upstream-served stream "
+            "(gen_ai.server.time_to_first_token)",
+            _GENAI[:4],
+            buckets=TTFT_BUCKETS,
+            registry=reg,
+        )
+        self.requests = Counter(
+            "routeguard_requests",
+            "Chat requests by asked route, serving alias and status",
+            ["route", "alias", "status"],
+            registry=reg,
+        )
+        self.overhead = Histogram(
+            "routeguard_overhead_seconds",
+            "The gateway's own time per served request (wall time less upstream waiting)",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=reg,
+        )
+        self.cost = Counter(
+            "routeguard_cost_usd", "Dollars spent upstream", ["route", "alias"], registry=reg
+        )
+        self.saved = Counter(
+            "routeguard_cost_saved_usd",
+            "Dollars not spent: a cache hit's usage at its deployment's prices",
+            ["layer", "route"],
+            registry=reg,
+        )
+        self.cache = Counter(
+            "routeguard_cache_requests",
+            "Cache lookups by result (hit, miss, off: not cacheable)",
+            ["route", "result"],
+            registry=reg,
+        )
+        self.decisions = Counter(
+            "routeguard_route_decisions",
+            "Routed routes' choices by reason kind (rule, semantic, learned, budget, ...)",
+            ["route", "reason_kind", "target"],
+            registry=reg,
+        )
+        self.fallbacks = Counter(
+            "routeguard_fallbacks",
+            "Requests that needed more than one upstream attempt",
+            ["route"],
+            registry=reg,
+        )
+        self.rate_limited = Counter(
+            "routeguard_rate_limited",
+            "Requests refused with 429 by a rate limit (ours or, after every attempt, upstream's)",
+            ["route", "code"],
+            registry=reg,
+        )
+        self.budget_refusals = Counter(
+            "routeguard_budget_refusals",
+            "Requests refused by a budget (exceeded, or its store unavailable)",
+            ["route", "code"],
+            registry=reg,
+        )
+        self.circuit_until = Gauge(
+            _CIRCUIT_UNTIL,
+            "Unix time a deployment's circuit stays open until (inf: probing; 0: closed)",
+            ["deployment"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+        gateway.fallback.cooldowns.on_change = self._circuit_changed
+
+    # ------------------------------------------------------------------ recording
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The child of ``metric`` for ``labels``, made once (``labels()`` costs ~1 µs)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _route(self, asked: object) -> str:
+        """The route label: the alias asked for, if configured (bounded cardinality)."""
+        if asked is None:
+            return ""
+        return asked if isinstance(asked, str) and asked in self._aliases else _OTHER
+
+    def record(self, trace: Trace, now: float | None = None) -> None:
+        """Count one finished chat request (served, refused or failed)."""
+        now = time.perf_counter() if now is None else now
+        request = trace.request
+        route = self._route(request.get("model") if request is not None else None)
+        err = trace.error
+        result = trace.result
+        status = "200" if err is None else str(err.status_code)
+        alias = result.alias if result is not None else ""
+        self._child(self.requests, route, alias, status).inc()
+        if err is not None:
+            self._refusal(route, err)
+        if result is None:
+            if isinstance(err, AllAttemptsFailed):
+                self._failed_upstream(route, err, request, now - trace.started)
+            return
+        dep = result.deployment
+        usage = result.usage
+        self._child(self.overhead, route).observe(result.overhead_ms(now) / 1000)
+        if self.gateway.cache is not None:
+            self._child(self.cache, route, result.cache).inc()
+        if result.cache == "hit":
+            saved = dep.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            if saved > 0:
+                self._child(self.saved, "cache", route).inc(saved)
+            return
+        if result.route is not None:
+            kind = result.route.split(":", 1)[0]
+            self._child(self.decisions, route, kind, result.alias).inc()
+        if result.attempts > 1:
+            self._child(self.fallbacks, route).inc()
+        cost = result.cost
+        if cost > 0:
+            self._child(self.cost, route, alias).inc(cost)
+        provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
+        response = result.response
+        model = response.get("model") if isinstance(response, Mapping) else None
+        resp_model = model[:_MAX_LABEL] if isinstance(model, str) else ""
+        error_type = "" if err is None else _error_type(err)
+        genai = ("chat", provider, dep.model, resp_model)
+        self._child(self.duration, *genai, error_type).observe(now - trace.started)
+        prompt = usage.get("prompt_tokens")
+        if prompt is not None:
+            self._child(self.token_usage, *genai, "input").observe(prompt)
+        completion = usage.get("completion_tokens")
+        if completion is not None:
+            self._child(self.token_usage, *genai, "output").observe(completion)
+        if trace.first_byte is not None and request is not None and request.get("stream"):
+            self._child(self.ttft, *genai).observe(trace.first_byte - trace.started)
+
+    def _refusal(self, route: str, err: RouteguardError) -> None:
+        """Count a refusal by a rate limit or a budget."""
+        if isinstance(err, BudgetExceeded | BudgetUnavailable):
+            self._child(self.budget_refusals, route, err.code or "").inc()
+        elif isinstance(err, RateLimited) or (
+            isinstance(err, AllAttemptsFailed) and err.status_code == 429
+        ):
+            self._child(self.rate_limited, route, err.code or "").inc()
+
+    def _failed_upstream(
+        self, route: str, err: AllAttemptsFailed, request: Mapping[str, Any] | None, took: float
+    ) -> None:
+        """A request every upstream attempt failed: its duration, on the last deployment."""
+        tried = [a for a in err.attempts if a.skipped is None]
+        if len(tried) > 1:
+            self._child(self.fallbacks, route).inc()
+        dep = self._deployments.get(tried[-1].deployment) if tried else None
+        if dep is None:
+            return
+        provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
+        self._child(self.duration, "chat", provider, dep.model, "", _error_type(err)).observe(took)
+
+    def _circuit_changed(self, dep_id: str, until: float) -> None:
+        """Cooldowns' listener: store until when ``dep_id``'s circuit stays open."""
+        if dep_id in self._deployments:
+            self._child(self.circuit_until, dep_id).set(until)
+
+    # ------------------------------------------------------------------ scraping
+
+    async def scrape(self) -> bytes:
+        """The exposition text: every family (summed over workers), and the gauges read now."""
+        extra = _ScrapeTime(await self._budget_rows(), self._deployments)
+        if self._multiprocess:
+            return await asyncio.to_thread(self._scrape_files, extra)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Rewrite(self.registry, extra))
+        return generate_latest(registry)
+
+    def _scrape_files(self, extra: _ScrapeTime) -> bytes:
+        """Merge every worker's files (after forgetting the live gauges of dead workers)."""
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        forget_dead_workers(path)
+        registry = CollectorRegistry(auto_describe=False)
+        merged = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+        registry.register(_Rewrite(merged, extra))
+        return generate_latest(registry)
+
+    async def _budget_rows(self) -> list[tuple[str, float, float | None]]:
+        """(account, spent $, limit $) of each configured budget account; none when the
+        budget store does not answer (the scrape still succeeds)."""
+        layer = self.gateway.budget
+        names = sorted(layer.configured_accounts)
+        if not names:
+            return []
+        backend = layer.backend
+        try:
+            async with asyncio.timeout(2.0):
+                spent = await asyncio.gather(*(backend.spent(n) for n in names))
+        except Exception as exc:  # Redis down or slow: leave the gauges out of this scrape
+            log.debug("metrics: budget spend unavailable (%s)", type(exc).__name__)
+            return []
+        rows = []
+        for name, micros in zip(names, spent, strict=True):
+            limit = backend.accounts[name].limit
+            rows.append(
+                (
+                    name,
+                    float(micros_to_usd(micros)),
+                    None if limit is None else float(micros_to_usd(limit)),
+                )
+            )
+        return rows
+
+    def close(self) -> None:
+        """Forget this worker's live gauges (its circuits) when it stops."""
+        if self._multiprocess:
+            path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if path:
+                mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+
+
+def forget_dead_workers(path: str) -> None:
+    """Remove the live-gauge files of worker processes that no longer exist (a worker that
+    crashed could not do it itself); their counters stay, so totals never go down."""
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid_text = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            mark_process_dead(int(pid_text), path)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def _error_type(err: RouteguardError) -> str:
+    """The ``error_type`` label: the error's code, else its class (a small fixed set)."""
+    return err.code or type(err).__name__
+
+
+class _ScrapeTime:
+    """What a scrape reads at its own time: budget rows and the deployment ids."""
+
+    def __init__(
+        self, budgets: list[tuple[str, float, float | None]], deployments: Mapping[str, Any]
+    ) -> None:
+        self.budgets = budgets
+        self.deployments = sorted(deployments)
+
+
+class _Rewrite(Collector):
+    """The recorded families as exposed: the circuit-until gauge becomes
+    ``routeguard_deployment_circuit_open`` (0/1 now), and the budget gauges are added."""
+
+    def __init__(self, source: CollectorRegistry, extra: _ScrapeTime) -> None:
+        self.source = source
+        self.extra = extra
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield every family for this scrape."""
+        until: dict[str, float] = {}
+        for family in self.source.collect():
+            if family.name == _CIRCUIT_UNTIL:
+                for s in family.samples:
+                    dep = s.labels.get("deployment", "")
+                    until[dep] = max(until.get(dep, 0.0), s.value)
+                continue
+            yield family
+        yield from self._gauges(until)
+
+    def _gauges(self, until: Mapping[str, float]) -> Iterator[Metric]:
+        now = time.time()
+        circuit = GaugeMetricFamily(
+            "routeguard_deployment_circuit_open",
+            "1 while a deployment's circuit is open or half-open with its probe out",
+            labels=["deployment"],
+        )
+        for dep in self.extra.deployments:
+            t = until.get(dep, 0.0)
+            circuit.add_metric([dep], 1.0 if math.isinf(t) or t > now else 0.0)
+        yield circuit
+        spend = GaugeMetricFamily(
+            "routeguard_budget_spend_usd",
+            "Dollars spent by a configured budget account in its current period",
+            labels=["account"],
+        )
+        limit = GaugeMetricFamily(
+            "routeguard_budget_limit_usd",
+            "The hard limit of a configured budget account, in dollars",
+            labels=["account"],
+        )
+        for name, spent, cap in self.extra.budgets:
+            spend.add_metric([name], spent)
+            if cap is not None:
+                limit.add_metric([name], cap)
+        yield spend
+        yield limit
