@@ -41,9 +41,9 @@ from proxy_overhead import (
 def record_cost(n: int = 20_000) -> dict[str, float]:
     """Median µs of one ``Metrics.record`` per kind of request (in this process's mode)."""
     from routeguard.gateway import Gateway
-    from routeguard.observe.metrics import Metrics, multiprocess
     from routeguard.observe.requestlog import Trace
     from routeguard.result import ChatResult
+    from routeguard.server.metrics import Metrics, multiprocess
 
     dep = {"model_name": "bench", "type": "openai", "model": "sim-bench",
            "api_base": "http://127.0.0.1:9/v1", "api_key": "sk-x",

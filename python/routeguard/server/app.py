@@ -38,8 +38,6 @@ from routeguard.errors import (
 )
 from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
-from routeguard.observe.health import readiness
-from routeguard.observe.metrics import CONTENT_TYPE, Metrics
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SpendRecords
 from routeguard.result import ChatResult
@@ -48,6 +46,8 @@ from routeguard.server import admin
 from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
+from routeguard.server.health import readiness
+from routeguard.server.metrics import CONTENT_TYPE, Metrics
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
