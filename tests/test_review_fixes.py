@@ -5,7 +5,6 @@ server, 500s on bad input, non-finite config values)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -226,4 +225,3 @@ def test_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
 
 def test_feedback_uses_its_own_small_limit() -> None:
     assert config.DEFAULT_ENDPOINT_BODY_BYTES["/v1/feedback"] == 64 * 1024
-    asyncio.get_event_loop_policy()  # (imported for the async tests above)
