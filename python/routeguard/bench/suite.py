@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -41,3 +44,18 @@ class Options:
     def n(self, full: int, quick: int) -> int:
         """A sample count: ``quick`` in quick mode, ``full`` otherwise."""
         return quick if self.quick else full
+
+
+@contextmanager
+def one_core() -> Iterator[None]:
+    """Pin this process to its first allowed CPU for the block (per-core figures whatever the
+    machine has), then give the old affinity back."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
