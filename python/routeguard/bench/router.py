@@ -76,7 +76,7 @@ def quality(opts: Options) -> list[Row]:
     opts.progress.step(f"--quality: APGR on {data} (embeds the holdout prompts)")
     mine, base = evaluate(data, holdout=0.2)
     return [
-        Row("router", f"APGR, RouteLLM MMLU 20% holdout ({mine.n:,} prompts)", mine.apgr,
+        Row("router", f"RouteLLM MMLU 20% holdout, {mine.n:,} prompts", mine.apgr,
             base.apgr, "longer-prompt rule", unit="", metric="APGR", better="higher",
             detail={"ours": mine.as_dict(), "peer": base.as_dict()})
     ]  # fmt: skip
