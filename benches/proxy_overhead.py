@@ -16,9 +16,27 @@ import argparse
 from pathlib import Path
 
 from routeguard.bench import proxy
+from routeguard.bench.proxy import (
+    BODY,
+    MASTER_KEY,
+    free_port,
+    start,
+    stop,
+    wait_ready,
+    write_config,
+)
 from routeguard.bench.report import cpu_model
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / ".bench"
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / ".bench"
+# proxy_openloop.py and bench_first_request.py import these from here.
+__all__ = ["BODY", "MASTER_KEY", "ROOT", "ensure_litellm", "free_port", "start", "stop",
+           "wait_ready", "write_config"]  # fmt: skip
+
+
+def ensure_litellm() -> Path:
+    """LiteLLM's proxy pinned in .bench/litellm (installed on first use)."""
+    return proxy.install_litellm(BENCH_DIR / "litellm")
 
 
 def main() -> int:
@@ -32,7 +50,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     litellm = None
     if not args.skip_litellm:
-        litellm = proxy.litellm_executable() or proxy.install_litellm(BENCH_DIR / "litellm")
+        litellm = proxy.litellm_executable() or ensure_litellm()
     with proxy.targets(litellm) as found:
         print(f"CPU: {cpu_model()}", flush=True)
         results = proxy.measure(found, levels, args.requests, args.rounds)
