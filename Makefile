@@ -25,7 +25,7 @@ AGENTS_REQS  := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["
 	+ ["pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3"]))
 
 .PHONY: install run test lint rust-test cross-check py-test simd-test agents-test docs-check \
-	bench fmt clean
+	bench bench-quick bench-micro bench-rust fmt clean
 
 install: $(STAMP)
 
@@ -106,8 +106,22 @@ docs-check: $(DOCS_STAMP)
 # pytest runs last so its summary is the closing line.
 test: install lint rust-test cross-check agents-test simd-test docs-check py-test
 
+# The bundled suite (docs/performance.md, "Running the suite"): one table naming the CPU, plus
+# JSON and Markdown under .bench/. bench-quick is the CI-size run; bench-micro the
+# pytest-benchmark micro paths; bench-rust the criterion kernels. None is part of `make test`.
 bench: install
-	$(BIN)/python benches/proxy_overhead.py
+	mkdir -p .bench
+	$(BIN)/routeguard bench --json .bench/bench.json --markdown .bench/bench.md
+
+bench-quick: install
+	mkdir -p .bench
+	$(BIN)/routeguard bench --quick --json .bench/bench-quick.json --markdown .bench/bench-quick.md
+
+bench-micro: install
+	$(BIN)/pytest -p benchmark -o addopts= benches/test_micro.py --benchmark-only
+
+bench-rust:
+	cargo bench --bench kernels
 
 fmt:
 	cargo fmt

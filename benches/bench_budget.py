@@ -27,36 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from routeguard._native import core
+from routeguard.bench.budget import ACCOUNTS, LockedLedger
 from routeguard.budget import MemoryBudget, RedisBudget
-
-ACCOUNTS: list[dict[str, Any]] = [
-    {"name": "org", "limit": 1e9},
-    {"name": "team", "parent": "org", "limit": 1e9},
-    {"name": "key", "parent": "team", "limit": 1e9},
-]
-
-
-class LockedLedger:
-    """The peer: a correct but plain Python ledger (one lock, dict totals)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.used = {"key": 0, "team": 0, "org": 0}
-        self.limit = 10**15
-
-    def reserve(self, chain: tuple[str, ...], amount: int) -> tuple[tuple[str, ...], int]:
-        with self.lock:
-            if any(self.used[n] + amount > self.limit for n in chain):
-                raise RuntimeError("refused")
-            for n in chain:
-                self.used[n] += amount
-        return chain, amount
-
-    def settle(self, hold: tuple[tuple[str, ...], int], actual: int) -> None:
-        chain, amount = hold
-        with self.lock:
-            for n in chain:
-                self.used[n] += actual - amount
 
 
 def rate(fn: Callable[[int], None], seconds: float, threads: int = 1) -> float:

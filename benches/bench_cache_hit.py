@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ if hasattr(os, "sched_setaffinity"):
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_quality as cq
+from routeguard.bench.timing import summarize
 from routeguard.cache.keys import normalise
 from routeguard.cache.semantic import SemanticCache
 from routeguard.cache.tiered import DEFAULT_ANN_THRESHOLD, TieredIndex
@@ -87,9 +87,8 @@ def main() -> None:
             took = time.perf_counter() - t0
             if hit is not None:
                 seconds.append(took)
-        seconds.sort()
-        p50 = statistics.median(seconds) * 1e3
-        p99 = seconds[min(len(seconds) - 1, int(0.99 * len(seconds)))] * 1e3
+        ms = summarize(seconds).scaled(1e3)
+        p50, p99 = ms.p50, ms.p99
         print(
             f"{size:>7,} entries: {len(seconds)} hits of {len(lookups)} lookups, "
             f"hit p50 {p50:.2f} ms, p99 {p99:.2f} ms (target 3 ms)",

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.bench.timing import summarize
 from routeguard.cache.ann import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, HnswIndex
 from routeguard.cache.index import VectorIndex, simd_level
 
@@ -105,8 +106,8 @@ def timed(search: Callable[[F32], tuple[Any, Any]], queries: F32) -> tuple[list[
 
 def stats(seconds: list[float]) -> tuple[float, float]:
     """(p50, p99) in milliseconds."""
-    a = np.asarray(seconds) * 1e3
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+    ms = summarize(seconds).scaled(1e3)
+    return ms.p50, ms.p99
 
 
 def graph(kind: str, data: F32, m: int, efc: int) -> tuple[HnswIndex, float, bool]:

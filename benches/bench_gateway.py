@@ -12,68 +12,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
 from typing import Any
 
-from routeguard.config import Deployment
-from routeguard.gateway import Gateway
-
-RESPONSE: dict[str, Any] = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-}  # fmt: skip
+from routeguard.bench.gateway import BUDGETS, MODELS, gateway_ns
+from routeguard.bench.timing import summarize
 
 
-class InstantProvider:
-    name = "instant"
-
-    async def chat(self, request: Any, deployment: Deployment, timeout: float) -> Any:
-        return RESPONSE
+async def timed(cfg: dict[str, Any], n: int, accounts: tuple[str, ...] = ()) -> list[int]:
+    """Per-request ns of ``chat_result`` on ``cfg`` with the instant provider."""
+    return await gateway_ns(cfg, n, accounts)
 
 
-MODELS = [
-    {"model_name": "m", "type": "openai", "model": "m", "api_base": "http://x/v1",
-     "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0},
-    {"model_name": "m", "type": "openai", "model": "m2", "api_base": "http://x/v1",
-     "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0},
-]  # fmt: skip
-BUDGETS = [
-    {"name": "org", "limit": 1e9},
-    {"name": "team", "parent": "org", "limit": 1e9, "rpm": 10**9, "tpm": 10**12},
-]
-
-
-async def timed(cfg: dict[str, Any], n: int, accounts: tuple[str, ...] = ()) -> list[float]:
-    """Per-request seconds of ``chat_result`` on ``cfg`` with the instant provider."""
-    gw = Gateway.from_config(cfg)
-    gw._providers["openai"] = InstantProvider()  # type: ignore[assignment]
-    req = {"model": "m", "messages": [{"role": "user", "content": "hello there"}],
-           "max_tokens": 64}  # fmt: skip
-    for _ in range(2000):
-        await gw.chat_result(dict(req), accounts=accounts)
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await gw.chat_result(dict(req), accounts=accounts)
-        times.append(time.perf_counter() - t0)
-    await gw.aclose()
-    times.sort()
-    return times
-
-
-def _line(label: str, times: list[float], base: float | None = None) -> float:
-    p50 = statistics.median(times) * 1e6
-    p99 = times[int(len(times) * 0.99)] * 1e6
-    extra = "" if base is None else f"  (+{p50 - base:.1f} us vs budgets off)"
-    print(f"  {label:<44} p50 {p50:7.1f} us  p99 {p99:7.1f} us{extra}")
-    return p50
+def _line(label: str, times: list[int], base: float | None = None) -> float:
+    s = summarize(times).scaled(1e-3)
+    extra = "" if base is None else f"  (+{s.p50 - base:.1f} us vs budgets off)"
+    print(f"  {label:<44} p50 {s.p50:7.1f} us  p99 {s.p99:7.1f} us{extra}")
+    return s.p50
 
 
 async def main(n: int = 20_000, redis_url: str | None = None) -> None:

@@ -25,120 +25,22 @@ import random
 import statistics
 import sys
 import time
-from typing import Any
 
 import msgspec
-import yaml
 
+from routeguard.bench.policy import make_calls, make_policy
+from routeguard.bench.timing import percentile, time_each, timer_overhead_ns
 from routeguard.enforce import reference
-from routeguard.enforce.decision import Context, Principal, Request
+from routeguard.enforce.decision import Request
 from routeguard.enforce.engine import PolicyEngine, _rust_regex_check
 from routeguard.enforce.policy import load_policy
-from timing import time_each, timer_overhead_ns
 
 SIZES = (10, 100, 1_000, 10_000)
-ROLES = ("executor", "planner", "reviewer", "admin")
-CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF")
-
-
-def make_policy(n: int, rng: random.Random) -> tuple[str, list[str]]:
-    """A policy of ``n`` rules over ``max(4, n // 8)`` tools, as YAML; and its tool names."""
-    tools = [
-        f"svc{i % 13}.{verb}_{i}"
-        for i, verb in zip(
-            range(max(4, n // 8)), ["read", "write", "send", "pay"] * n, strict=False
-        )
-    ]
-    rules: list[dict[str, Any]] = [
-        {"id": "planner-no-tools", "effect": "deny", "principal": {"role": "planner"}},
-        {"id": "mask-secrets", "effect": "redact", "redact": ["$.auth.token"]},
-    ]
-    for i in range(n - len(rules)):
-        kind = rng.random()
-        effect = (
-            "allow"
-            if kind < 0.6
-            else "deny"
-            if kind < 0.8
-            else "require_approval"
-            if kind < 0.92
-            else "redact"
-        )
-        tool: str | list[str] = rng.choice(tools)
-        if rng.random() < 0.05:
-            tool = f"svc{rng.randrange(13)}.{rng.choice(['read', 'write', 'send', 'pay'])}_*"
-        elif rng.random() < 0.1:
-            tool = [rng.choice(tools), rng.choice(tools)]
-        rule: dict[str, Any] = {"id": f"r{i}", "effect": effect, "action": {"tool": tool}}
-        principal: dict[str, Any] = {"role": rng.choice(ROLES[:1] * 3 + ROLES[2:])}
-        if rng.random() < 0.4:
-            principal["min_trust"] = round(rng.uniform(0.2, 0.9), 2)
-        if rng.random() < 0.2:
-            principal["max_delegation_depth"] = rng.randrange(3)
-        rule["principal"] = principal
-        args: dict[str, Any] = {}
-        pick = rng.random()
-        if pick < 0.3:
-            args["$.amount"] = {"gt": 0, "lte": rng.choice([100, 1000, 10000])}
-            args["$.currency"] = {"in": rng.sample(CURRENCIES, 2)}
-        elif pick < 0.55:
-            args["$.path"] = {
-                "glob": rng.choice(["/srv/data/*", "/tmp/*", "*.csv", "/home/*/.ssh/*"])
-            }
-        elif pick < 0.7:
-            args["$.to"] = {"not": {"glob": f"*@corp{rng.randrange(5)}.example"}}
-        elif pick < 0.8:
-            args["$.command"] = {
-                "regex": rng.choice([r"^git (status|log)\b", r"rm\s+-rf", r"curl .*\|\s*sh"])
-            }
-        elif pick < 0.9:
-            args["$.options.dry_run"] = {"equals": True}
-        when: dict[str, Any] = {"args": args} if args else {}
-        if rng.random() < 0.3:
-            when["context"] = {"labels_none": ["untrusted-data-seen"], "step": [1, 20]}
-        if when:
-            rule["when"] = when
-        if effect == "redact":
-            rule["redact"] = ["$.card.number"]
-        rules.append(rule)
-    return yaml.safe_dump({"rules": rules}, sort_keys=False), tools
-
-
-def make_calls(tools: list[str], rng: random.Random, k: int) -> list[Request]:
-    """``k`` calls: most to tools the policy names, some reached only by globs, some unknown."""
-    calls = []
-    for _ in range(k):
-        r = rng.random()
-        tool = (
-            rng.choice(tools)
-            if r < 0.85
-            else f"svc{rng.randrange(13)}.read_x"
-            if r < 0.95
-            else "unknown.tool"
-        )
-        args = {
-            "amount": rng.choice([5, 250, 5000.5]),
-            "currency": rng.choice(CURRENCIES),
-            "path": rng.choice(["/srv/data/a.csv", "/etc/passwd", "/tmp/x"]),
-            "to": f"bob@corp{rng.randrange(6)}.example",
-            "command": rng.choice(["git status", "ls -la", "rm -rf /"]),
-            "options": {"dry_run": rng.random() < 0.5},
-            "card": {"number": "4111111111111111"},
-        }
-        principal = Principal(
-            f"agent-{rng.randrange(50)}",
-            rng.choice(ROLES[:1] * 4 + ROLES[1:]),
-            round(rng.random(), 2),
-            rng.randrange(3),
-        )
-        labels = frozenset({"untrusted-data-seen"}) if rng.random() < 0.2 else frozenset()
-        calls.append(Request(principal, tool, args, Context(rng.randrange(25), labels, 1.7e9)))
-    return calls
 
 
 def pct(samples: list[int], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * (len(s) - 1)))] / 1000.0  # µs
+    """The ``q`` quantile (0..1) of ``samples`` (ns) in µs."""
+    return percentile(samples, q * 100) / 1000.0
 
 
 def measure(engine: PolicyEngine, calls: list[Request], rounds: int) -> dict[str, list[int]]:

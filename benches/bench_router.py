@@ -28,12 +28,10 @@ if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 import argparse
-import time
 from collections.abc import Callable
 from functools import partial
 
-import numpy as np
-
+from routeguard.bench.timing import summarize, time_calls
 from routeguard.embed import default_embedder
 from routeguard.routing import Router
 
@@ -83,14 +81,8 @@ SPEC = {
 
 def timings(fn: Callable[[], object], n: int) -> tuple[float, float]:
     """p50 and p99 of ``n`` calls, in milliseconds (after a few warm-up calls)."""
-    for _ in range(min(20, n)):
-        fn()
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        out[i] = time.perf_counter_ns() - t0
-    return float(np.percentile(out, 50) / 1e6), float(np.percentile(out, 99) / 1e6)
+    ms = summarize(time_calls(fn, n, warmup=min(20, n))).scaled(1e-6)
+    return ms.p50, ms.p99
 
 
 def main() -> int:

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from timing import time_each, timer_overhead_ns
+from timing import percentile, time_each, timer_overhead_ns
 
 SIZES = (10, 100, 1_000, 10_000)
 ROLES = ("executor", "planner", "reviewer", "admin")
@@ -432,9 +432,8 @@ def peer_worker(spec_path: str, out_path: str) -> None:
 
 
 def pct(samples: list[int], q: float) -> float:
-    """The ``q`` quantile of ``samples`` (ns) in µs."""
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * (len(s) - 1)))] / 1000.0
+    """The ``q`` quantile (0..1) of ``samples`` (ns) in µs."""
+    return percentile(samples, q * 100) / 1000.0
 
 
 def fmt_us(us: float) -> str:

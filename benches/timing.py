@@ -1,41 +1,27 @@
-"""The per-call timer the policy benches share (no routeguard import: the peers' workers
-load it in venvs of their own)."""
+"""The shared per-call timer (:mod:`routeguard.bench.timing`) for the scripts in benches/.
+
+Loaded from the source tree by path, not imported through the package: the policy peers'
+worker (``policy_peers.py --peer-worker``) runs in a virtualenv without routeguard.
+"""
 
 from __future__ import annotations
 
-import gc
-import statistics
-import time
-from collections.abc import Callable
-from typing import Any
+import importlib.util
+import sys
+from pathlib import Path
 
+_PATH = Path(__file__).resolve().parents[1] / "python" / "routeguard" / "bench" / "timing.py"
+_spec = importlib.util.spec_from_file_location("routeguard_bench_timing", _PATH)
+assert _spec is not None and _spec.loader is not None
+_mod = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _mod  # dataclasses look their module up while building the class
+_spec.loader.exec_module(_mod)
 
-def time_each(
-    fn: Callable[[Any], object], items: list[Any], rounds: int, warmup: int = 200
-) -> list[int]:
-    """Per-call latencies in ns over ``rounds`` passes of ``items`` (GC off while timing),
-    after ``warmup`` untimed calls."""
-    clock = time.perf_counter_ns
-    for it in items[:warmup]:
-        fn(it)
-    out: list[int] = []
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for it in items:
-                t0 = clock()
-                fn(it)
-                out.append(clock() - t0)
-    finally:
-        gc.enable()
-    return out
-
-
-def timer_overhead_ns() -> float:
-    """Median cost of an empty timed section."""
-    clock = time.perf_counter_ns
-    samples = []
-    for _ in range(20_000):
-        t0 = clock()
-        samples.append(clock() - t0)
-    return statistics.median(samples)
+Summary = _mod.Summary
+gc_paused = _mod.gc_paused
+percentile = _mod.percentile
+summarize = _mod.summarize
+time_async = _mod.time_async
+time_calls = _mod.time_calls
+time_each = _mod.time_each
+timer_overhead_ns = _mod.timer_overhead_ns

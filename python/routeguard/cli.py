@@ -99,9 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from routeguard.analyze.cli import register as register_analyze
 
     register_analyze(sub)
+    from routeguard.bench.cli import register as register_bench
+
+    register_bench(sub)
 
     args = parser.parse_args(argv)
-    if args.command in ("router", "analyze", "simulate"):
+    if args.command in ("router", "analyze", "simulate", "bench"):
         return int(args.run(args))
     if args.command == "audit":
         return _audit_verify(args.path, args.key_file, args.checkpoint)

@@ -1,5 +1,8 @@
-"""Evaluation harnesses that run routeguard against public benchmarks (run as modules).
+"""The bundled benchmark suite (``routeguard bench``) and evaluation harnesses.
 
+``routeguard bench [--quick] [--suite gateway,embed,...] [--json F] [--markdown F]`` runs the
+suites (:mod:`routeguard.bench.cli`), each comparing routeguard with a peer in the same run;
+:mod:`routeguard.bench.timing` is the one per-call timer they and ``benches/`` share.
 ``python -m routeguard.bench.agentdojo --suite banking``: the AgentDojo prompt-injection replay
 (needs the ``bench-agents`` extra).
 """

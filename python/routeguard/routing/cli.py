@@ -231,21 +231,32 @@ def _line(q: metrics.Quality) -> str:
     return f"APGR {q.apgr:.3f}, CPT(50%) {q.cpt50:.1%}, CPT(80%) {q.cpt80:.1%}"
 
 
+def evaluate(
+    outcomes: str | Path,
+    model: str | None = None,
+    holdout: float = 0.2,
+    cache: str | None = None,
+) -> tuple[metrics.Quality, metrics.Quality]:
+    """The router's quality and the longer-prompt rule's on ``outcomes`` (a hashed
+    ``holdout`` share of its prompts, or all at 0). Raises RouteguardError or ValueError on bad
+    data, and ValueError when both models score the same on average."""
+    router = _model(model)
+    data = read_outcomes(outcomes)
+    if holdout > 0:
+        data = data.subset(holdout_mask(data.prompts, holdout))
+    scores = router.score(data.prompts, _vectors(data.prompts, cache))
+    lengths = np.array([len(p) for p in data.prompts], dtype=np.float64)
+    return (
+        metrics.quality(scores, data.cheap, data.strong),
+        metrics.quality(lengths, data.cheap, data.strong),
+    )
+
+
 def _eval(args: argparse.Namespace) -> int:
     try:
-        model = _model(args.model)
-        data = read_outcomes(args.outcomes)
-        if args.holdout > 0:
-            data = data.subset(holdout_mask(data.prompts, args.holdout))
-        scores = model.score(data.prompts, _vectors(data.prompts, args.cache))
-    except (RouteguardError, ValueError) as exc:
+        mine, base = evaluate(args.outcomes, args.model, args.holdout, args.cache)
+    except (RouteguardError, ValueError) as exc:  # bad data, or both models equally good
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    lengths = np.array([len(p) for p in data.prompts], dtype=np.float64)
-    mine = _quality(scores, data.cheap, data.strong)
-    base = _quality(lengths, data.cheap, data.strong)
-    if mine is None or base is None:
-        print("error: the cheap and strong models score the same on average", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"router": mine.as_dict(), "longer_prompt_rule": base.as_dict()}))

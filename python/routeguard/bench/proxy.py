@@ -1,0 +1,349 @@
+"""Suite ``proxy``: what a proxy adds to a request, measured over loopback against the bundled
+simulated upstream. Targets: the upstream called directly; a bare passthrough of our own
+(:mod:`routeguard.bench.passthrough`: uvicorn + uvloop + httptools + aiohttp, no logic, the
+floor for a Python proxy); ``routeguard serve`` on a LiteLLM-format config (master key);
+``routeguard+key``, callers presenting a virtual key with its own budget, RPM and TPM; and
+LiteLLM's proxy on the same config when a ``litellm`` executable is at hand. Each concurrency
+level drives the targets in alternating rounds, so drift in the machine's load reaches all
+alike. ``benches/proxy_overhead.py`` is the same harness with its own flags and table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from routeguard.bench.report import Row
+from routeguard.bench.suite import Options
+from routeguard.bench.timing import percentile
+
+MASTER_KEY = "sk-bench-master"
+LITELLM_PIN = "litellm[proxy]==1.108.7"
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
+    "max_tokens": 16,
+}
+ROUTEGUARD = [sys.executable, "-m", "routeguard.cli"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Poll ``url`` until it answers 200, or raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            req = urllib.request.Request(url, headers={"authorization": f"Bearer {MASTER_KEY}"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def litellm_executable() -> Path | None:
+    """LiteLLM's proxy command beside this interpreter, when ``litellm`` is importable here."""
+    if importlib.util.find_spec("litellm") is None:
+        return None
+    exe = shutil.which("litellm", path=str(Path(sys.executable).parent))
+    return Path(exe) if exe else None
+
+
+def install_litellm(venv: Path) -> Path:
+    """LiteLLM's proxy, pinned, in a virtualenv of its own under ``venv`` (made on first use)."""
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        print(f"installing {LITELLM_PIN} into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", LITELLM_PIN], check=True)
+    return exe
+
+
+def write_config(path: Path, mock_url: str) -> None:
+    """One LiteLLM-format config for both proxies: routeguard loads LiteLLM configs unchanged."""
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: bench\n"
+        "    litellm_params:\n"
+        "      model: openai/sim-bench\n"
+        f"      api_base: {mock_url}/v1\n"
+        "      api_key: sk-upstream\n"
+        "general_settings:\n"
+        f"  master_key: {MASTER_KEY}\n"
+    )
+
+
+def keyed_config(path: Path, mock_url: str, db: Path) -> None:
+    """A routeguard config with a key store, for the virtual-key target."""
+    dep = {"model_name": "bench", "type": "openai", "model": "sim-bench",
+           "api_base": f"{mock_url}/v1", "api_key": "sk-upstream",
+           "input_cost_per_mtok": 0.15, "output_cost_per_mtok": 0.60}  # fmt: skip
+    cfg = {"model_list": [dep], "server": {"master_key": MASTER_KEY, "database": str(db)}}
+    path.write_text(json.dumps(cfg))
+
+
+def make_key(cfg: Path) -> str:
+    """A virtual key with a budget, RPM and TPM far above what the run spends."""
+    out = subprocess.run(
+        [*ROUTEGUARD, "keys", "--config", str(cfg), "create", "--name", "bench",
+         "--max-budget", "1000000", "--rpm", "100000000", "--tpm", "100000000000"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    key = json.loads(out).get("key")
+    if not isinstance(key, str):
+        raise RuntimeError(f"no key in `routeguard keys create` output: {out!r}")
+    return key
+
+
+@dataclass
+class Result:
+    """One target's samples at one concurrency level, over every round."""
+
+    target: str
+    concurrency: int
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    errors: int = 0
+
+    @property
+    def p50(self) -> float:
+        """Median latency in ms."""
+        return percentile(self.latencies, 50) * 1000
+
+    @property
+    def p99(self) -> float:
+        """99th-percentile latency in ms."""
+        return percentile(self.latencies, 99) * 1000
+
+    @property
+    def rps(self) -> float:
+        """Requests completed per second of driving."""
+        return len(self.latencies) / self.wall if self.wall else 0.0
+
+    def merge(self, other: Result) -> None:
+        """Add another round's samples to this one."""
+        self.latencies += other.latencies
+        self.wall += other.wall
+        self.errors += other.errors
+
+
+async def drive(name: str, url: str, concurrency: int, total: int, token: str) -> Result:
+    """``total`` requests to ``url`` from ``concurrency`` closed-loop workers."""
+    payload = json.dumps(BODY).encode()
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    res = Result(name, concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(min(50, total)):  # warm connections and lazy server-side setup
+            async with session.post(url, data=payload, headers=headers) as r:
+                await r.read()
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                if ok:
+                    res.latencies.append(time.perf_counter() - t0)
+                else:
+                    res.errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        res.wall = time.perf_counter() - start
+    return res
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server in a session of its own (so :func:`stop` ends its children too)."""
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+Targets = dict[str, tuple[str, str]]  # name -> (URL, bearer token)
+
+
+@contextmanager
+def targets(litellm: Path | None) -> Iterator[Targets]:
+    """Start the upstream, the passthrough, both routeguards and LiteLLM (when given)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
+
+    def url(port: int) -> str:
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    try:
+        ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "ll")}
+        mock = start([*ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])])
+        procs.append(mock)
+        mock_url = f"http://127.0.0.1:{ports['mock']}"
+        wait_ready(mock_url + "/health", mock)
+        cfg, keyed = tmp / "config.yaml", tmp / "keyed.json"
+        write_config(cfg, mock_url)
+        keyed_config(keyed, mock_url, tmp / "keys.db")
+        key = make_key(keyed)
+        found: Targets = {"direct": (mock_url + "/v1/chat/completions", MASTER_KEY)}
+        bare = start([sys.executable, "-m", "routeguard.bench.passthrough",
+                      "--port", str(ports["pass"]), "--upstream", mock_url])  # fmt: skip
+        procs.append(bare)
+        wait_ready(f"http://127.0.0.1:{ports['pass']}/health", bare)
+        found["passthrough"] = (url(ports["pass"]), MASTER_KEY)
+        for name, conf, port, token in (
+            ("routeguard", cfg, ports["rg"], MASTER_KEY),
+            ("routeguard+key", keyed, ports["rgkey"], key),
+        ):
+            rg = start([*ROUTEGUARD, "serve", "--config", str(conf), "--port", str(port),
+                        "--log-level", "error"])  # fmt: skip
+            procs.append(rg)
+            wait_ready(f"http://127.0.0.1:{port}/health", rg)
+            found[name] = (url(port), token)
+        if litellm is not None:
+            ll = start(
+                [str(litellm), "--config", str(cfg), "--port", str(ports["ll"]),
+                 "--num_workers", "1"],
+                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+            )  # fmt: skip
+            procs.append(ll)
+            wait_ready(f"http://127.0.0.1:{ports['ll']}/health/liveliness", ll, timeout=300)
+            found["litellm"] = (url(ports["ll"]), MASTER_KEY)
+        yield found
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(
+    found: Targets, levels: list[int], requests: int, rounds: int, opts: Options | None = None
+) -> dict[tuple[str, int], Result]:
+    """Every target at every level, in ``rounds`` alternating rounds per level."""
+    results: dict[tuple[str, int], Result] = {}
+    for c in levels:
+        n = requests if c > 1 else max(100, requests // 2)
+        per_round = max(1, n // rounds)
+        for r in range(rounds):
+            for name, (target, token) in found.items():
+                if opts is not None:
+                    opts.progress.step(f"c={c} round {r + 1}/{rounds}: {name}")
+                res = asyncio.run(drive(name, target, c, per_round, token))
+                results.setdefault((name, c), Result(name, c)).merge(res)
+    return results
+
+
+def run(opts: Options) -> list[Row]:
+    """p50 latency of routeguard against the passthrough (and LiteLLM) at each level."""
+    levels = [1, 10] if opts.quick else [1, 10, 100]
+    litellm = litellm_executable() if opts.litellm else None
+    opts.progress.step(
+        "starting servers" + ("" if litellm else " (LiteLLM: not importable here, left out)")
+    )
+    with targets(litellm) as found:
+        results = measure(found, levels, opts.n(2000, 300), opts.n(3, 2), opts)
+    rows = []
+    for c in levels:
+        direct = results[("direct", c)]
+        pairs = [("routeguard", "passthrough"), ("routeguard+key", "passthrough")]
+        if litellm is not None:
+            pairs.append(("routeguard", "litellm"))
+        for ours_name, peer_name in pairs:
+            ours, peer = results[(ours_name, c)], results[(peer_name, c)]
+            rows.append(
+                Row("proxy", f"{ours_name}, concurrency {c}", ours.p50, peer.p50,
+                    "bare uvicorn+aiohttp passthrough" if peer_name == "passthrough"
+                    else "LiteLLM proxy", unit="ms",
+                    detail={"ours": _detail(ours, direct), "peer": _detail(peer, direct),
+                            "direct": _detail(direct, direct)})
+            )  # fmt: skip
+    return rows
+
+
+def _detail(r: Result, direct: Result) -> dict[str, float]:
+    return {
+        "p50_ms": r.p50,
+        "p99_ms": r.p99,
+        "added_p50_ms": r.p50 - direct.p50,
+        "added_p99_ms": r.p99 - direct.p99,
+        "rps": r.rps,
+        "errors": float(r.errors),
+        "n": float(len(r.latencies)),
+    }
+
+
+def markdown(results: dict[tuple[str, int], Result], levels: list[int], names: list[str]) -> str:
+    """The per-target latency table of ``benches/proxy_overhead.py``, with ratios after it."""
+    out = [
+        "| target | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in levels:
+        d = results[("direct", c)]
+        for name in names:
+            r = results[(name, c)]
+            added = "" if name == "direct" else f"{r.p50 - d.p50:.3f}"
+            added99 = "" if name == "direct" else f"{r.p99 - d.p99:.3f}"
+            out.append(
+                f"| {name} | {c} | {r.p50:.3f} | {r.p99:.3f} | {added} | {added99} | {r.rps:.0f} |"
+            )
+    out.append("")
+    for c in levels:
+        d, floor = results[("direct", c)], results[("passthrough", c)]
+        floor_added = max(floor.p50 - d.p50, 1e-3)
+        parts = [f"c={c}: added p50 vs the bare passthrough's:"]
+        for name in names:
+            if name not in ("direct", "passthrough"):
+                parts.append(f"{name} {(results[(name, c)].p50 - d.p50) / floor_added:.2f}x")
+        out.append(" ".join(parts))
+    if "litellm" in names:
+        for c in levels:
+            d, rg, ll = results[("direct", c)], results[("routeguard", c)], results[("litellm", c)]
+            rg_added = max(rg.p50 - d.p50, 1e-3)
+            out.append(
+                f"c={c}: added-latency p50 LiteLLM/routeguard = {(ll.p50 - d.p50) / rg_added:.1f}x;"
+                f" throughput routeguard/LiteLLM = {rg.rps / ll.rps:.1f}x"
+            )
+    return "\n".join(out)
