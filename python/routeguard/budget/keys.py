@@ -204,6 +204,18 @@ class KeyStore:
             raise AuthenticationError(f"API key {rec.key_id} has expired")
         return rec
 
+    def find(self, token_or_id: str) -> KeyRecord:
+        """The record of a presented key (revoked or expired too) or of a key id; 404 if
+        neither names one (LiteLLM's key endpoints name keys by the key itself)."""
+        if not token_or_id.startswith(KEY_PREFIX):
+            return self.get(token_or_id)
+        digest = self._digest(token_or_id)
+        self._sync()
+        rec = self._by_digest.get(digest)
+        if rec is None or not hmac.compare_digest(rec.digest, digest):
+            raise _NotFound("no such key")
+        return rec
+
     def get(self, key_id: str) -> KeyRecord:
         """The record of ``key_id`` (InvalidRequest 404 if unknown)."""
         self._sync()

@@ -294,7 +294,12 @@ class ProxyApp:
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
         status, out = admin.handle(
-            self.gateway.keys, method, scope["path"], body, self.gateway.approval_queues()
+            self.gateway.keys,
+            method,
+            scope["path"],
+            body,
+            self.gateway.approval_queues(),
+            query=scope.get("query_string", b"").decode("latin-1"),
         )
         layer = self.gateway.budget
         if layer is not None and isinstance(out, dict) and isinstance(out.get("key_id"), str):
