@@ -160,7 +160,8 @@ def _check_config(path: str) -> int:
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
     n = sum(len(d) for d in cfg.deployments.values())
-    print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments)")
+    patterns = f", {len(cfg.wildcards)} wildcard patterns" if cfg.wildcards else ""
+    print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments{patterns})")
     return 0
 
 

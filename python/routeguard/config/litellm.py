@@ -11,6 +11,7 @@ from urllib.parse import quote
 from routeguard.config.budgets import period_from_duration
 from routeguard.config.settings import ENV_PREFIX, Strategy
 from routeguard.errors import ConfigProblem
+from routeguard.pricing import list_price
 
 # LiteLLM prefixes served by our OpenAI adapter: (default api_base or None when the config must
 # give one, the environment variable LiteLLM reads the key from, or None for keyless servers).
@@ -57,6 +58,10 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
+# model_info keys read (or, being descriptions of the model, with nothing to honour).
+_MODEL_INFO_READ = {"id", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",
+                    "base_model", "mode", "description", "max_tokens", "max_output_tokens",
+                    "litellm_provider", "metadata"}  # fmt: skip
 _LITELLM_ROUTER_OURS = {
     "drop_params": "drop_params",
     "num_retries": "num_retries",
@@ -132,6 +137,11 @@ def from_litellm(
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        base = dep.get("api_base")
+        if provider in ("ollama", "ollama_chat") and isinstance(base, str):
+            # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
+            if not base.rstrip("/").endswith("/v1"):
+                dep["api_base"] = base.rstrip("/") + "/v1"
         if provider == "openai" and dep.get("api_base") not in (None, DEFAULT_OPENAI_BASE):
             key_var = None  # OPENAI_API_KEY is OpenAI's: never sent to another server
             if "api_key" not in dep:
@@ -151,10 +161,19 @@ def from_litellm(
             v = params.get(k, info.get(k))
             if isinstance(v, int | float):
                 dep[k.replace("_per_token", "_per_mtok")] = v * 1_000_000
+        if "input_cost_per_mtok" not in dep and "output_cost_per_mtok" not in dep:
+            # LiteLLM prices from its model map: the list price of the model (or of its
+            # base_model) when we know it; the wildcard's concrete names are priced per name.
+            price = list_price(str(info.get("base_model") or name))
+            if price is not None:
+                dep["input_cost_per_mtok"], dep["output_cost_per_mtok"] = price
         if isinstance(info.get("max_input_tokens"), int):
             dep["context_window"] = info["max_input_tokens"]
         if isinstance(info.get("id"), str):
             dep["id"] = info["id"]
+        for k in sorted(set(info) - _MODEL_INFO_READ):
+            if not k.startswith("supports_"):
+                warnings.append(f"model_list[{i}].model_info.{k} is not supported and is ignored")
         extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
         extra -= {"input_cost_per_token", "output_cost_per_token"}
         for k in sorted(extra):
@@ -289,6 +308,7 @@ def _cache_settings(
                     f"{where}.host", f"required for type: {kind} (or REDIS_HOST / REDIS_URL)"
                 )
             )
+            cache["backend"] = "memory"  # the problem above is the one to report
         else:
             cache["redis_url"] = url
         if params.get("namespace"):
