@@ -92,8 +92,8 @@ def test_info_update_delete_name_the_key_itself(srv: ServerThread) -> None:
     status, info = _call(srv.url, "GET", f"/key/info?key={key}")
     assert status == 200 and info["info"]["key_alias"] == "before"
     assert key not in json.dumps(info["info"])  # the secret is only echoed, never stored
-    status, upd = _call(srv.url, "POST", "/key/update",
-                        {"key": key, "key_alias": "after", "max_budget": 2, "budget_duration": "1h"})  # fmt: skip
+    change = {"key": key, "key_alias": "after", "max_budget": 2, "budget_duration": "1h"}
+    status, upd = _call(srv.url, "POST", "/key/update", change)
     assert status == 200 and upd["key_alias"] == "after"
     assert upd["budget_duration"] == "rolling:3600"
     assert _call(srv.url, "GET", "/key/info?key=sk-rg-nope")[0] == 404

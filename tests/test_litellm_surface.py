@@ -54,7 +54,7 @@ EXPECTED: dict[str, list[str]] = {
             "redact_user_api_key_info",
             "success_callback",
             "turn_off_message_logging",
-        )  # fmt: skip
+        )
     ],
     "09_compatible_providers.yaml": [],
     "10_reliability.yaml": [
@@ -79,7 +79,7 @@ EXPECTED: dict[str, list[str]] = {
                 "proxy_batch_write_at",
                 "store_model_in_db",
             )
-        ),  # fmt: skip
+        ),
         f"credential_list {NOT_SUPPORTED}",
     ],
 }

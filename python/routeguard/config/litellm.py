@@ -138,10 +138,10 @@ def from_litellm(
             if k in params:
                 dep[k] = params[k]
         base = dep.get("api_base")
-        if provider in ("ollama", "ollama_chat") and isinstance(base, str):
-            # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
-            if not base.rstrip("/").endswith("/v1"):
-                dep["api_base"] = base.rstrip("/") + "/v1"
+        # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
+        ollama = provider in ("ollama", "ollama_chat")
+        if ollama and isinstance(base, str) and not base.rstrip("/").endswith("/v1"):
+            dep["api_base"] = base.rstrip("/") + "/v1"
         if provider == "openai" and dep.get("api_base") not in (None, DEFAULT_OPENAI_BASE):
             key_var = None  # OPENAI_API_KEY is OpenAI's: never sent to another server
             if "api_key" not in dep:
