@@ -284,7 +284,8 @@ def _serve(
     metrics_dir = _metrics_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
-    for line in served_lines(cfg.deployments, simulated_base, left_out):
+    patterns = {f"{w.pattern} (any matching name)": list(w.templates) for w in cfg.wildcards}
+    for line in served_lines({**cfg.deployments, **patterns}, simulated_base, left_out):
         print(line, flush=True)
     try:
         uvicorn.run(
