@@ -213,3 +213,48 @@ def test_bad_values_name_the_keys_the_user_wrote() -> None:
         with pytest.raises(ConfigError) as info:
             config.load({**base, **extra}, env={"OPENAI_API_KEY": "k"})
         assert [p.path for p in info.value.problems] == [path], path
+
+
+async def test_a_litellm_redis_cache_is_shared_and_exact(redis_server: str) -> None:
+    """Two instances on one LiteLLM ``cache_params`` (a real redis-server): the second
+    answers the first's request from the cache; a reworded request is not a hit (LiteLLM's
+    redis cache matches exact requests only)."""
+    import uuid
+
+    from embedders import WordsEmbedder
+    from routeguard.cache.redis_store import RedisStore
+    from routeguard.gateway import Gateway
+    from routeguard.mock import MockServer
+
+    namespace = f"litellm-{uuid.uuid4().hex[:8]}"
+    with MockServer() as mock:
+        data = {
+            "model_list": [{"model_name": "gpt-4o", "litellm_params": {
+                "model": "openai/gpt-4o", "api_base": mock.url + "/v1", "api_key": "k"}}],
+            "litellm_settings": {"cache": True, "cache_params": {
+                "type": "redis", "url": redis_server, "namespace": namespace, "ttl": 60}},
+        }  # fmt: skip
+        first = Gateway.from_config(data, embedder=WordsEmbedder())
+        second = Gateway.from_config(data, embedder=WordsEmbedder())
+        try:
+            ask = {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "please name a colour for me"}],
+            }
+            assert (await first.chat_result(dict(ask))).cache == "miss"
+            assert first.cache is not None and second.cache is not None
+            await second.start_cache()
+            stores = [g.cache.cache.store for g in (first, second) if g.cache is not None]
+            assert all(isinstance(s, RedisStore) for s in stores)
+            await stores[0].flush()  # type: ignore[union-attr]
+            await stores[1].caught_up()  # type: ignore[union-attr]
+            assert (await second.chat_result(dict(ask))).cache == "hit"
+            # cosine 0.93 under WordsEmbedder: a hit at our default 0.90, not at LiteLLM's exact
+            reworded = {
+                **ask,
+                "messages": [{"role": "user", "content": "please name a colour for me now"}],
+            }
+            assert (await second.chat_result(reworded)).cache == "miss"
+        finally:
+            await first.aclose()
+            await second.aclose()
