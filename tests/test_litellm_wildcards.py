@@ -6,6 +6,7 @@ moves to ``content_policy_fallbacks`` only."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,7 +247,16 @@ def test_the_proxy_lists_patterns_and_serves_wildcard_names_to_the_sdk(
         assert client.models.retrieve("claude-3-7-sonnet").id == "claude-3-7-sonnet"
         with pytest.raises(openai.NotFoundError):
             client.models.retrieve("a*b")
+        stream = client.chat.completions.create(model="mistral-tiny", messages=MSG, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         client.close()
+        # Callers choose wildcard names: metrics label them by their pattern (bounded).
+        req = urllib.request.Request(srv.url + "/metrics",
+                                     headers={"authorization": f"Bearer {MASTER}"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read().decode()
+        assert 'gen_ai_request_model="*"' in text
+        assert "o3-mini" not in text and "mistral-tiny" not in text
 
 
 async def test_a_key_may_be_scoped_to_a_pattern(mock: MockServer) -> None:

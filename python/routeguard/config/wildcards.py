@@ -17,7 +17,7 @@ from routeguard.pricing import list_price
 
 # A requested name a pattern may serve: printable, no spaces, bounded (it becomes an alias,
 # a metric-free log field and the upstream model name).
-_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,256}$")
+_NAME = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -58,7 +58,9 @@ class Wildcard:
         out = []
         for t in self.templates:
             model = substitute(t.model, parts)
-            dep = dataclasses.replace(t, id=f"{t.id}[{name}]", alias=name, model=model)
+            dep = dataclasses.replace(
+                t, id=f"{t.id}[{name}]", alias=name, model=model, pattern=t.alias
+            )
             if t.input_cost_per_mtok == 0 and t.output_cost_per_mtok == 0:
                 price = list_price(model)
                 if price is not None:
