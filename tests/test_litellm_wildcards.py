@@ -272,3 +272,38 @@ async def test_a_key_may_be_scoped_to_a_pattern(mock: MockServer) -> None:
             await gw.chat_result({"model": "gpt-4o", "messages": MSG}, key=rec)
     finally:
         await gw.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "refusal"),
+    [
+        (400, {"code": "content_policy_violation", "message": "rejected"}, True),  # OpenAI
+        (
+            400,
+            {
+                "code": "content_filter",
+                "message": "The response was filtered due to the "
+                "prompt triggering Azure OpenAI's content management policy.",
+            },
+            True,
+        ),  # Azure
+        (400, {"message": "Your request was rejected as a result of our safety system."}, True),
+        (400, {"code": "invalid_value", "message": "temperature must be <= 2"}, False),
+        (500, {"code": "content_filter", "message": "server error"}, False),  # not a refusal
+    ],
+)
+def test_content_policy_refusals_are_recognised(
+    status: int, error: dict[str, Any], refusal: bool
+) -> None:
+    from routeguard.providers.anthropic import ERRORS as ANTHROPIC
+    from routeguard.providers.openai import ERRORS as OPENAI
+
+    for fmt in (OPENAI, ANTHROPIC):
+        err = fmt.from_body(status, {"error": error})
+        assert isinstance(err, ContentPolicyViolation) is refusal, (fmt, error)
+        if refusal:
+            assert (err.status_code, err.code, err.fallback_ok) == (
+                400,
+                "content_policy_violation",
+                False,
+            )
