@@ -125,8 +125,10 @@ general_settings:
     assert cfg.context_window_fallbacks == {"gpt-4o": ["gemini"]}
     assert cfg.server.master_key is not None and cfg.server.master_key.get() == "sk-1234"
     joined = "\n".join(cfg.warnings)
-    for unsupported in ("redis_host", "set_verbose", "database_url"):
+    for unsupported in ("set_verbose", "database_url"):
         assert unsupported in joined
+    # router_settings.redis_host shares usage across instances in LiteLLM: budgets do here
+    assert (cfg.budget.backend, cfg.budget.redis_url) == ("redis", "redis://localhost:6379")
     assert "drop_params" not in joined  # honoured, on the deployment that set it
     assert cfg.deployments["gemini"][0].drop_params and not cfg.deployments["claude"][0].drop_params
 

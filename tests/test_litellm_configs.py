@@ -115,3 +115,28 @@ async def test_a_compatible_server_serves_through_the_openai_adapter() -> None:
             assert mock.requests[-1].path == "/v1/chat/completions"
         finally:
             await gw.aclose()
+
+
+@pytest.mark.parametrize("prefix", sorted(OPENAI_COMPATIBLE))
+async def test_each_compatible_prefix_speaks_openai_with_its_key(prefix: str) -> None:
+    """Every OpenAI-compatible prefix, pointed at the simulated upstream: the OpenAI wire
+    format, the prefix stripped from the model, and the key LiteLLM reads for the provider
+    (from its variable) as a bearer token; keyless servers send none."""
+    from routeguard.gateway import Gateway
+    from routeguard.mock import MockServer
+
+    _, var = OPENAI_COMPATIBLE[prefix]
+    env = {var: f"key-for-{prefix}"} if var else {}
+    with MockServer() as mock:
+        data = {"model_list": [{"model_name": "m", "litellm_params": {
+            "model": f"{prefix}/org/sim-model", "api_base": mock.url + "/v1"}}]}  # fmt: skip
+        gw = Gateway(config.load(data, env=env))
+        try:
+            out = await gw.chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            assert isinstance(out, dict) and out["choices"][0]["message"]["content"]
+            req = mock.requests[-1]
+            assert (req.path, req.model) == ("/v1/chat/completions", "org/sim-model")
+            expected = f"Bearer key-for-{prefix}" if var else None
+            assert req.headers.get("authorization") == expected
+        finally:
+            await gw.aclose()

@@ -160,7 +160,8 @@ def _check_config(path: str) -> int:
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
     n = sum(len(d) for d in cfg.deployments.values())
-    print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments)")
+    patterns = f", {len(cfg.wildcards)} wildcard patterns" if cfg.wildcards else ""
+    print(f"{path}: ok ({len(cfg.deployments)} models, {n} deployments{patterns})")
     return 0
 
 
@@ -283,7 +284,8 @@ def _serve(
     metrics_dir = _metrics_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
-    for line in served_lines(cfg.deployments, simulated_base, left_out):
+    patterns = {f"{w.pattern} (any matching name)": list(w.templates) for w in cfg.wildcards}
+    for line in served_lines({**cfg.deployments, **patterns}, simulated_base, left_out):
         print(line, flush=True)
     try:
         uvicorn.run(

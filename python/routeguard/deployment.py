@@ -55,6 +55,9 @@ class Deployment:
     headers: Mapping[str, str] = field(default_factory=dict)
     # Drop request fields the provider cannot honour (else a 400 names them).
     drop_params: bool = False
+    # The wildcard model_name this deployment was built from (``*``, ``claude-*``), None for
+    # a configured one: metrics label it by this, since callers choose the concrete names.
+    pattern: str | None = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

@@ -238,6 +238,14 @@ class ContextWindowExceeded(UpstreamBadRequest):
     code = "context_length_exceeded"
 
 
+class ContentPolicyViolation(UpstreamBadRequest):
+    """The provider refused the request on content policy (OpenAI
+    ``content_policy_violation``, Azure ``content_filter``): the same request may go to an
+    alias of ``content_policy_fallbacks``, never to a retry or ordinary fallback."""
+
+    code = "content_policy_violation"
+
+
 class UpstreamAuthError(ProviderError):
     """The provider refused our credentials (401/403): a deployment misconfiguration."""
 
@@ -357,6 +365,7 @@ def error_for_status(
     retry_after: float | None = None,
     body: Any = None,
     context_window: bool = False,
+    content_policy: bool = False,
 ) -> ProviderError:
     """Build the ProviderError subclass that matches an upstream HTTP status.
 
@@ -379,9 +388,11 @@ def error_for_status(
         cls = UpstreamTimeout
     elif context_window:
         cls = ContextWindowExceeded
+    elif content_policy:
+        cls = ContentPolicyViolation
     else:
         cls = UpstreamBadRequest
-    if cls in (UpstreamBadRequest, ContextWindowExceeded):
+    if cls in (UpstreamBadRequest, ContextWindowExceeded, ContentPolicyViolation):
         return cls(
             scrub.for_caller(message),
             status=status if 400 <= status < 500 else 400,

@@ -10,7 +10,9 @@ attempt runs under its own timeout and all of them under one overall deadline.
   on a deployment already tried in this request;
 - deployment faults that are not retryable (401/403/404 upstream) move on at once;
 - request faults (400) end the walk: no other model will accept a broken request;
-- a context-window error switches the plan to the alias's ``context_window_fallbacks``.
+- a context-window error switches the plan to the alias's ``context_window_fallbacks``;
+- a content-policy refusal (ContentPolicyViolation) switches it to the alias's
+  ``content_policy_fallbacks``, and ends the walk when it has none.
 
 A deployment's circuit opens after ``allowed_fails`` consecutive failures, stays open for
 ``cooldown_time``, then lets exactly one probe through (half-open): success closes it,
@@ -37,6 +39,7 @@ from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import (
     AllAttemptsFailed,
     Attempt,
+    ContentPolicyViolation,
     ContextWindowExceeded,
     ProviderError,
     UpstreamTimeout,
@@ -150,6 +153,7 @@ class Fallback:
         fallbacks: Mapping[str, Sequence[str]],
         context_window_fallbacks: Mapping[str, Sequence[str]],
         *,
+        content_policy_fallbacks: Mapping[str, Sequence[str]] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -157,13 +161,17 @@ class Fallback:
         self.balancers = balancers
         self.fallbacks = fallbacks
         self.context_window_fallbacks = context_window_fallbacks
+        self.content_policy_fallbacks = content_policy_fallbacks or {}
+        self.default_fallbacks: Sequence[str] = settings.default_fallbacks
         self.cooldowns = Cooldowns(settings.allowed_fails, settings.cooldown_time, clock)
         self._rng = rng or random.Random()
         self._clock = clock
 
     def plan(self, alias: str) -> list[str]:
-        """The ordered aliases a request for ``alias`` may use."""
-        return [alias, *(a for a in self.fallbacks.get(alias, ()) if a != alias)]
+        """The ordered aliases a request for ``alias`` may use (its own fallbacks, else the
+        default fallbacks)."""
+        chain = self.fallbacks.get(alias, self.default_fallbacks)
+        return [alias, *(a for a in chain if a != alias)]
 
     async def run(
         self,
@@ -186,7 +194,7 @@ class Fallback:
         attempts: list[Attempt] = []
         upstream_s = 0.0
         plan = self.plan(alias)
-        switched_to_context = False
+        switched_to_context = switched_to_policy = False
         i = 0
         while i < len(plan):
             current = plan[i]
@@ -269,6 +277,19 @@ class Fallback:
                     failed.add(dep.id)
                     context_miss = True
                     continue
+                if isinstance(err, ContentPolicyViolation):
+                    self.cooldowns.release_probe(dep)
+                    extra = [
+                        a
+                        for a in self.content_policy_fallbacks.get(current, ())
+                        if a not in plan[:i]
+                    ]
+                    if switched_to_policy or not extra:
+                        raise err
+                    # Only another model's policy can help: its chain replaces the rest.
+                    plan = plan[:i] + extra
+                    switched_to_policy = True
+                    break
                 if not err.fallback_ok:
                     # The request itself is at fault: no deployment will take it.
                     self.cooldowns.release_probe(dep)

@@ -31,6 +31,7 @@ import copy
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit
 from routeguard.chunks import to_chunks
 from routeguard.config import Config, Deployment
+from routeguard.config.wildcards import best_match, is_priced
 from routeguard.embed.base import Embedder, embed_off_loop
 from routeguard.enforce.proxy import ResponseEnforcer, build_enforcers
 from routeguard.errors import (
@@ -52,6 +54,7 @@ from routeguard.errors import (
     AuthenticationError,
     BudgetExceeded,
     ContextWindowExceeded,
+    InvalidRequest,
     ModelNotFound,
     PermissionDenied,
     ProviderError,
@@ -84,6 +87,8 @@ from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
 
+# Names served by wildcard patterns kept at once (each holds a balancer and its deployments).
+MAX_WILDCARD_NAMES = 1024
 # How long a budget hold outlives its request's deadline: time to settle once the answer is in.
 HOLD_MARGIN_S = 5.0
 
@@ -158,20 +163,33 @@ class Gateway:
             alias: Router.from_settings(alias, spec, embedder=router_embedder)
             for alias, spec in config.routing.items()
         }
-        self.balancers = {
-            alias: Balancer(deps, config.router.strategy)
-            for alias, deps in config.deployments.items()
-        }
+        self.balancers = _Balancers(self._register)
+        for alias, deps in config.deployments.items():
+            self.balancers[alias] = Balancer(deps, config.router.strategy)
+        # Names served by a wildcard pattern, least recently used first (bounded: any name
+        # may match "*"); those named in fallbacks are kept for good.
+        self._wild: OrderedDict[str, bool] = OrderedDict()  # name -> whether it is priced
+        self._pinned: set[str] = set()
         self.fallback = Fallback(
-            config.router, self.balancers, config.fallbacks, config.context_window_fallbacks
+            config.router,
+            self.balancers,
+            config.fallbacks,
+            config.context_window_fallbacks,
+            content_policy_fallbacks=config.content_policy_fallbacks,
         )
         self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
         self._providers: dict[str, Provider] = {}
-        for deps in config.deployments.values():
-            for d in deps:
-                if d.provider not in self._providers:
-                    self._providers[d.provider] = get_provider(d.provider)
+        templates = [d for w in config.wildcards for d in w.templates]
+        for d in [*(d for deps in config.deployments.values() for d in deps), *templates]:
+            if d.provider not in self._providers:
+                self._providers[d.provider] = get_provider(d.provider)
+        chains = (config.fallbacks, config.context_window_fallbacks,
+                  config.content_policy_fallbacks)  # fmt: skip
+        named = {a for c in chains for k, v in c.items() for a in (k, *v)}
+        for name in sorted(named | set(config.router.default_fallbacks)):
+            if name not in self.balancers and self._register(name) is not None:
+                self._pinned.add(name)
         for w in config.warnings:
             log.warning("config: %s", w)
         self.recent = RecentRequests()  # request id -> what served it, for feedback
@@ -187,8 +205,47 @@ class Gateway:
         return cls(config_mod.load(source), embedder=embedder)
 
     def models(self) -> list[str]:
-        """The aliases clients may request (models and routed routes)."""
-        return self.config.aliases + [a for a in self.routers if a not in self.balancers]
+        """The aliases clients may request (models and routed routes), then the wildcard
+        patterns (``*``, ``openai/*``...) serving any name they match."""
+        return (
+            self.config.aliases
+            + [a for a in self.routers if a not in self.balancers]
+            + [w.pattern for w in self.config.wildcards]
+        )
+
+    def serves(self, name: str) -> bool:
+        """Whether a request for ``name`` has something to serve it: an alias, a routed
+        route, or a wildcard pattern matching it (the name is then registered)."""
+        if name in self.routers or name in self.balancers:
+            if name in self._wild:
+                self._wild.move_to_end(name)
+            return True
+        return self._register(name) is not None
+
+    def _register(self, name: str) -> Balancer | None:
+        """The balancer of ``name`` built from the most specific wildcard matching it (None
+        when none does); the least recently used such name is forgotten past the bound."""
+        if "*" in name:  # a pattern is never a model name: "*" is not a literal alias
+            return None
+        w = best_match(self.config.wildcards, name)
+        if w is None:
+            return None
+        deps = w.concrete(name)
+        balancer = Balancer(deps, self.config.router.strategy)
+        dict.__setitem__(self.balancers, name, balancer)
+        self._wild[name] = is_priced(deps)
+        while len(self._wild) > MAX_WILDCARD_NAMES:
+            old = next(iter(self._wild))
+            if old in self._pinned:
+                self._wild.move_to_end(old)
+                if all(n in self._pinned for n in self._wild):
+                    break
+                continue
+            del self._wild[old]
+            self.balancers.pop(old, None)
+        if log.isEnabledFor(logging.INFO):
+            log.info("wildcard %r serves %r as %s", w.pattern, name, deps[0].model)
+        return balancer
 
     async def chat(self, request: Json) -> Json | AsyncIterator[Json]:
         """A chat completion in the OpenAI shape; an async iterator of chunks if ``stream``."""
@@ -262,7 +319,7 @@ class Gateway:
         validate_chat(request)
         alias = request["model"]
         router = self.routers.get(alias)
-        if alias not in self.balancers and router is None:
+        if router is None and not self.serves(alias):
             raise ModelNotFound(
                 f"model '{alias}' is not configured; available: {', '.join(self.models())}",
                 param="model",
@@ -295,6 +352,13 @@ class Gateway:
         )
         if not chain:
             return Admission()
+        if self._wild.get(call.alias) is False:
+            raise InvalidRequest(
+                f"model '{call.alias}' (served by a wildcard deployment) has no known price, "
+                "so its budget cannot be enforced: set input_cost_per_token and "
+                "output_cost_per_token on the wildcard deployment",
+                param="model",
+            )
         ttl = self._hold_ttl(call.stream)
         try:
             reachable = self._reachable(call.targets, call.key)
@@ -443,6 +507,7 @@ class Gateway:
         # strong and judge aliases, not for what they fall back to.
         only = copy.copy(self.fallback)
         only.fallbacks, only.context_window_fallbacks = {}, {}
+        only.content_policy_fallbacks, only.default_fallbacks = {}, ()
         out = await only.run(alias, attempt, fits=_fits(request))
         usage = usage_of(out.value.get("usage"))
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
@@ -576,6 +641,8 @@ class Gateway:
             fb = copy.copy(self.fallback)
             fb.fallbacks = _within(self.fallback.fallbacks, scope)
             fb.context_window_fallbacks = _within(self.fallback.context_window_fallbacks, scope)
+            fb.content_policy_fallbacks = _within(self.fallback.content_policy_fallbacks, scope)
+            fb.default_fallbacks = [a for a in self.fallback.default_fallbacks if a in scope]
             if len(self._scoped) >= 1024:
                 self._scoped.clear()
             self._scoped[scope] = fb
@@ -637,7 +704,8 @@ class Gateway:
         """``alias``, its fallbacks and every context-window fallback on the way."""
         aliases = fallback.plan(alias)
         for a in list(aliases):
-            aliases += [c for c in fallback.context_window_fallbacks.get(a, ()) if c not in aliases]
+            for chains in (fallback.context_window_fallbacks, fallback.content_policy_fallbacks):
+                aliases += [c for c in chains.get(a, ()) if c not in aliases]
         return aliases
 
     def _reachable(self, targets: Sequence[str], key: KeyRecord | None) -> list[Deployment]:
@@ -647,7 +715,7 @@ class Gateway:
         seen: list[str] = []
         for t in targets:
             seen += [a for a in self._aliases(t, fallback) if a not in seen]
-        return [d for a in seen for d in self.config.deployments.get(a, ())]
+        return [d for a in seen if self.serves(a) for d in self.balancers[a].deployments]
 
     async def _call_stream(
         self, call: Call, alias: str, ticket: Ticket | None, admission: Admission
@@ -714,7 +782,7 @@ class Gateway:
         :meth:`chat_result`)."""
         validate_embeddings(request)
         alias = request["model"]
-        if alias not in self.balancers:
+        if not self.serves(alias) or (alias in self.routers and alias not in self.balancers):
             raise ModelNotFound(f"model '{alias}' is not configured", param="model")
         _require_scope(key, alias)
         size = measure_embeddings(request)
@@ -788,6 +856,22 @@ class Gateway:
         if self._feedback is not None:
             self._feedback.close()
             self._feedback = None
+
+
+class _Balancers(dict[str, Balancer]):
+    """Alias -> Balancer; a name missing from it is looked up among the wildcard patterns
+    (the gateway's ``_register``), so a wildcard name forgotten past the bound while its
+    request was under way is rebuilt rather than a KeyError."""
+
+    def __init__(self, register: Callable[[str], Balancer | None]) -> None:
+        super().__init__()
+        self._register_name = register
+
+    def __missing__(self, name: str) -> Balancer:
+        balancer = self._register_name(name)
+        if balancer is None:
+            raise KeyError(name)
+        return balancer
 
 
 def _require_scope(key: KeyRecord | None, alias: str) -> None:

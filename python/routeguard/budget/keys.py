@@ -17,8 +17,10 @@ database that cannot be read raises KeyStoreUnavailable (503): authentication fa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import threading
@@ -30,6 +32,7 @@ from typing import Any
 import msgspec
 
 from routeguard.budget.accounts import Period
+from routeguard.config.wildcards import compile_pattern
 from routeguard.errors import AuthenticationError, InvalidRequest, RouteguardError
 
 KEY_PREFIX = "sk-rg-"
@@ -78,8 +81,17 @@ class KeyRecord(msgspec.Struct, kw_only=True):
         return not self.revoked and (exp is None or now < exp)
 
     def allows(self, alias: str) -> bool:
-        """Whether the key may call ``alias``."""
-        return self.spec.models is None or alias in self.spec.models
+        """Whether the key may call ``alias``: listed, or matched by a listed pattern
+        (``openai/*``, ``claude-*``: LiteLLM's wildcard model access)."""
+        models = self.spec.models
+        if models is None or alias in models:
+            return True
+        return any("*" in m and _pattern(m).match(alias) is not None for m in models)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(model: str) -> re.Pattern[str]:
+    return compile_pattern(model)
 
 
 class KeyStoreUnavailable(RouteguardError):
@@ -202,6 +214,18 @@ class KeyStore:
             raise AuthenticationError(f"API key {rec.key_id} has been revoked")
         if not rec.usable(time.time() if now is None else now):
             raise AuthenticationError(f"API key {rec.key_id} has expired")
+        return rec
+
+    def find(self, token_or_id: str) -> KeyRecord:
+        """The record of a presented key (revoked or expired too) or of a key id; 404 if
+        neither names one (LiteLLM's key endpoints name keys by the key itself)."""
+        if not token_or_id.startswith(KEY_PREFIX):
+            return self.get(token_or_id)
+        digest = self._digest(token_or_id)
+        self._sync()
+        rec = self._by_digest.get(digest)
+        if rec is None or not hmac.compare_digest(rec.digest, digest):
+            raise _NotFound("no such key")
         return rec
 
     def get(self, key_id: str) -> KeyRecord:

@@ -99,6 +99,8 @@ class BudgetLayer:
             chain = (own, *chain)
         elif not chain and self.settings.default_account:
             chain = (self.settings.default_account,)
+        if not chain and self.settings.proxy_account:  # a key's own account is under it
+            chain = (self.settings.proxy_account,)
         if end_user and self.settings.end_user is not None:
             chain = (self.end_user_account(end_user, chain[0] if chain else None), *chain)
         return chain
@@ -122,7 +124,10 @@ class BudgetLayer:
         s = key.spec
         if s.max_budget is None and s.rpm is None and s.tpm is None:
             return None
-        parent = next((n for n in (s.user, s.team, s.org) if n and n in self._configured), None)
+        parent = next(
+            (n for n in (s.user, s.team, s.org) if n and n in self._configured),
+            self.settings.proxy_account,
+        )
         sig = (s.max_budget, s.budget_period, s.rpm, s.tpm, parent)
         if self._key_sigs.get(key.key_id) != sig:
             cfg = BudgetAccountConfig(

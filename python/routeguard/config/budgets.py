@@ -132,3 +132,29 @@ def _has_cycle(name: str, by_name: Mapping[str, tuple[str, BudgetAccountConfig]]
         seen.add(parent)
         parent = by_name[parent][1].parent
     return False
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
+# LiteLLM's usual budget durations read as the calendar periods they are meant as.
+_CALENDAR_DURATIONS = {86400: "daily", 7 * 86400: "weekly", 30 * 86400: "monthly"}
+
+
+def period_from_duration(text: str) -> str:
+    """A LiteLLM ``budget_duration`` (``"30s"``, ``"1h"``, ``"1d"``, ``"7d"``, ``"30d"``,
+    ``"1mo"``) as one of our periods: one day, week or 30 days are ``daily``, ``weekly``,
+    ``monthly`` (UTC calendar windows); any other length is ``rolling:<seconds>``.
+    ValueError says what is wrong."""
+    seconds = duration_seconds(text)
+    return _CALENDAR_DURATIONS.get(seconds, f"rolling:{seconds}")
+
+
+def duration_seconds(text: str) -> int:
+    """A LiteLLM duration (``"30d"``, ``"1h"``...) in seconds; ValueError if bad."""
+    m = _DURATION.match(str(text))
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError(
+            f"unknown duration {text!r}: expected a number and a unit, s, m, h, d, w or mo "
+            "(e.g. 30d, 1h, 7d)"
+        )
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]

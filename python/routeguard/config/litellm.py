@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
-from routeguard.config.settings import Strategy
+from routeguard.config.budgets import period_from_duration
+from routeguard.config.settings import ENV_PREFIX, Strategy
 from routeguard.errors import ConfigProblem
+from routeguard.pricing import list_price
 
 # LiteLLM prefixes served by our OpenAI adapter: (default api_base or None when the config must
 # give one, the environment variable LiteLLM reads the key from, or None for keyless servers).
@@ -55,6 +58,10 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
+# model_info keys read (or, being descriptions of the model, with nothing to honour).
+_MODEL_INFO_READ = {"id", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",
+                    "base_model", "mode", "description", "max_tokens", "max_output_tokens",
+                    "litellm_provider", "metadata"}  # fmt: skip
 _LITELLM_ROUTER_OURS = {
     "drop_params": "drop_params",
     "num_retries": "num_retries",
@@ -90,10 +97,11 @@ def from_litellm(
         info = _mapping(entry.get("model_info"), f"model_list[{i}].model_info", problems)
         model = str(params.get("model", ""))
         where = f"model_list[{i}].litellm_params.model"
-        if "*" in str(entry.get("model_name", "")) or model.endswith("*"):
+        if "*" in model and "*" not in str(entry.get("model_name", "")):
             warnings.append(
-                f"model_list[{i}]: wildcard deployments ({entry.get('model_name')!r} -> "
-                f"{model!r}) are not supported yet; this entry is ignored"
+                f"model_list[{i}]: '{model}' is a wildcard but model_name "
+                f"'{entry.get('model_name')}' is not a pattern; this entry is ignored "
+                '(write model_name: "*" or "openai/*" to serve every matching name)'
             )
             continue
         provider, _, name = model.partition("/")
@@ -129,6 +137,11 @@ def from_litellm(
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        base = dep.get("api_base")
+        # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
+        ollama = provider in ("ollama", "ollama_chat")
+        if ollama and isinstance(base, str) and not base.rstrip("/").endswith("/v1"):
+            dep["api_base"] = base.rstrip("/") + "/v1"
         if provider == "openai" and dep.get("api_base") not in (None, DEFAULT_OPENAI_BASE):
             key_var = None  # OPENAI_API_KEY is OpenAI's: never sent to another server
             if "api_key" not in dep:
@@ -148,10 +161,19 @@ def from_litellm(
             v = params.get(k, info.get(k))
             if isinstance(v, int | float):
                 dep[k.replace("_per_token", "_per_mtok")] = v * 1_000_000
+        if "input_cost_per_mtok" not in dep and "output_cost_per_mtok" not in dep:
+            # LiteLLM prices from its model map: the list price of the model (or of its
+            # base_model) when we know it; the wildcard's concrete names are priced per name.
+            price = list_price(str(info.get("base_model") or name))
+            if price is not None:
+                dep["input_cost_per_mtok"], dep["output_cost_per_mtok"] = price
         if isinstance(info.get("max_input_tokens"), int):
             dep["context_window"] = info["max_input_tokens"]
         if isinstance(info.get("id"), str):
             dep["id"] = info["id"]
+        for k in sorted(set(info) - _MODEL_INFO_READ):
+            if not k.startswith("supports_"):
+                warnings.append(f"model_list[{i}].model_info.{k} is not supported and is ignored")
         extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
         extra -= {"input_cost_per_token", "output_cost_per_token"}
         for k in sorted(extra):
@@ -169,20 +191,33 @@ def from_litellm(
             warnings.append(
                 f"router_settings.routing_strategy '{strategy}' is not supported; using weighted"
             )
+    _model_group_alias(rs.pop("model_group_alias", None), out, problems)
+    budget_settings: dict[str, Any] = {}
+    redis_url = _redis_url(rs, "router_settings", env, problems, prefix="redis_")
+    if redis_url is not None:  # LiteLLM shares usage across instances there: so do we
+        budget_settings.update(backend="redis", redis_url=redis_url)
     for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
         if "request_timeout" in section:
             router["timeout"] = section.pop("request_timeout")
         for theirs, ours in _LITELLM_ROUTER_OURS.items():
             if theirs in section:
                 router[ours] = section.pop(theirs)
-        for key in ("fallbacks", "context_window_fallbacks"):
+        for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
             chains = section.pop(key, None)
             if chains:
                 out.setdefault(key, {}).update(_litellm_chains(chains))
+        default = section.pop("default_fallbacks", None)
+        if default:
+            router["default_fallbacks"] = list(default) if isinstance(default, list) else [default]
+        if section_name == "litellm_settings":
+            _cache_settings(section, out, warnings, problems, env)
+            _budget_settings(section, out, budget_settings, problems)
         for k in sorted(section):
             warnings.append(f"{section_name}.{k} is not supported and is ignored")
     if router:
         out["router_settings"] = router
+    if budget_settings:
+        out["budget_settings"] = budget_settings
     gs = _mapping(data.get("general_settings"), "general_settings", problems)
     if "master_key" in gs:
         out["server"] = {"master_key": gs.pop("master_key")}
@@ -210,6 +245,175 @@ def from_litellm(
         else:
             out[k] = given
     return out
+
+
+PROXY_ACCOUNT = "litellm-proxy"
+"""The budget account ``litellm_settings.max_budget`` becomes (every request is charged to it)."""
+# LiteLLM cache types and what they become: (our backend, exact match only).
+_CACHE_TYPES = {"local": ("memory", True), "redis": ("redis", True),
+                "redis-semantic": ("redis", False)}  # fmt: skip
+_CACHE_PARAMS_OURS = {"type", "host", "port", "password", "url", "redis_url", "ssl", "ttl",
+                      "default_in_redis_ttl", "default_in_memory_ttl", "namespace",
+                      "similarity_threshold", "supported_call_types"}  # fmt: skip
+_CHAT_CALL_TYPES = {"completion", "acompletion"}
+
+
+def _cache_settings(
+    ls: dict[str, Any],
+    out: dict[str, Any],
+    warnings: list[str],
+    problems: list[ConfigProblem],
+    env: Mapping[str, str] | None,
+) -> None:
+    """``litellm_settings.cache`` and ``cache_params`` (popped from ``ls``) as our ``cache``."""
+    on = ls.pop("cache", None)
+    params = _mapping(ls.pop("cache_params", None), "litellm_settings.cache_params", problems)
+    if not on:
+        for k in sorted(params):
+            warnings.append(f"litellm_settings.cache_params.{k} is ignored: cache is not on")
+        return
+    where = "litellm_settings.cache_params"
+    kind = str(params.get("type", "local"))
+    if kind not in _CACHE_TYPES:
+        warnings.append(
+            f"{where}.type '{kind}' is not supported (local, redis and redis-semantic are); "
+            "the cache is off"
+        )
+        return
+    backend, exact = _CACHE_TYPES[kind]
+    cache: dict[str, Any] = {"enabled": True, "backend": backend}
+    if exact:  # LiteLLM's redis and local caches answer only the same request
+        cache["threshold"] = 1.0
+    elif "similarity_threshold" in params:
+        cache["threshold"] = params["similarity_threshold"]
+    else:
+        problems.append(
+            ConfigProblem(f"{where}.similarity_threshold", "required for redis-semantic")
+        )
+    ttl = params.get(
+        "ttl", params.get(f"default_in_{'redis' if backend == 'redis' else 'memory'}_ttl")
+    )
+    if ttl is not None:
+        cache["ttl"] = ttl
+    if backend == "redis":
+        url = _redis_url(params, where, env, problems, prefix="")
+        if url is None and env is not None:  # LiteLLM reads these when cache_params has none
+            url = _redis_url(
+                {k.lower(): v for k, v in env.items() if k.startswith("REDIS_")},
+                "environment (REDIS_HOST...)", env, problems, prefix="redis_",
+            )  # fmt: skip
+        if url is None:
+            problems.append(
+                ConfigProblem(
+                    f"{where}.host", f"required for type: {kind} (or REDIS_HOST / REDIS_URL)"
+                )
+            )
+            cache["backend"] = "memory"  # the problem above is the one to report
+        else:
+            cache["redis_url"] = url
+        if params.get("namespace"):
+            cache["redis_prefix"] = str(params["namespace"])
+    elif params.get("namespace"):
+        cache["redis_prefix"] = str(params["namespace"])  # harmless: kept for a later redis
+    types = params.get("supported_call_types")
+    if isinstance(types, list):
+        if not _CHAT_CALL_TYPES & set(types):
+            warnings.append(
+                f"{where}.supported_call_types has no completion type: only chat completions "
+                "are cached, so the cache is off"
+            )
+            return
+        if set(types) - _CHAT_CALL_TYPES:
+            others = ", ".join(sorted(set(types) - _CHAT_CALL_TYPES))
+            warnings.append(
+                f"{where}.supported_call_types: only chat completions are cached, not {others}"
+            )
+    for k in sorted(set(params) - _CACHE_PARAMS_OURS):
+        warnings.append(f"{where}.{k} is not supported and is ignored")
+    out["cache"] = cache
+
+
+def _redis_url(
+    params: dict[str, Any],
+    where: str,
+    env: Mapping[str, str] | None,
+    problems: list[ConfigProblem],
+    *,
+    prefix: str,
+) -> str | None:
+    """A redis:// URL from ``<prefix>url`` or ``<prefix>host``/``port``/``password``
+    (popped from ``params``; ``os.environ/NAME`` values resolved), or None without a host."""
+    vals = {k: params.pop(prefix + k, None) for k in ("url", "host", "port", "password", "ssl")}
+    for k, v in vals.items():
+        if isinstance(v, str) and v.startswith(ENV_PREFIX):
+            var = v[len(ENV_PREFIX) :]
+            if env is None or var not in env:
+                problems.append(
+                    ConfigProblem(f"{where}.{prefix}{k}", f"environment variable {var} is not set")
+                )
+                return None
+            vals[k] = env[var]
+    if vals["url"]:
+        return str(vals["url"])
+    if not vals["host"]:
+        return None
+    auth = f":{quote(str(vals['password']), safe='')}@" if vals["password"] else ""
+    scheme = "rediss" if str(vals["ssl"]).lower() in ("true", "1") else "redis"
+    return f"{scheme}://{auth}{vals['host']}:{vals['port'] or 6379}"
+
+
+def _budget_settings(
+    ls: dict[str, Any],
+    out: dict[str, Any],
+    budget_settings: dict[str, Any],
+    problems: list[ConfigProblem],
+) -> None:
+    """``max_budget``/``budget_duration`` (the proxy-wide budget) and ``max_end_user_budget``
+    (popped from ``ls``) as our budget account and settings."""
+    limit = ls.pop("max_budget", None)
+    duration = ls.pop("budget_duration", None)
+    period = "total"
+    if duration is not None:
+        try:
+            period = period_from_duration(str(duration))
+        except ValueError as exc:
+            problems.append(ConfigProblem("litellm_settings.budget_duration", str(exc)))
+    if limit is not None:
+        out.setdefault("budgets", []).append(
+            {"name": PROXY_ACCOUNT, "limit": limit, "period": period}
+        )
+        budget_settings["proxy_account"] = PROXY_ACCOUNT
+    end_user = ls.pop("max_end_user_budget", None)
+    if end_user is not None:
+        budget_settings["end_user"] = {"limit": end_user, "period": "total"}
+
+
+def _model_group_alias(aliases: Any, out: dict[str, Any], problems: list[ConfigProblem]) -> None:
+    """``router_settings.model_group_alias`` ({"gpt-4": "gpt-4o"} or {"gpt-4": {"model":
+    "gpt-4o", "hidden": true}}): the aliased name served by copies of its target's entries."""
+    if aliases is None:
+        return
+    if not isinstance(aliases, dict):
+        problems.append(ConfigProblem("router_settings.model_group_alias", "expected a mapping"))
+        return
+    for name, target in aliases.items():
+        if isinstance(target, dict):
+            target = target.get("model")
+        entries = [
+            e for e in out["model_list"] if isinstance(e, dict) and e.get("model_name") == target
+        ]
+        if not entries:
+            problems.append(
+                ConfigProblem(
+                    f"router_settings.model_group_alias.{name}", f"unknown model '{target}'"
+                )
+            )
+            continue
+        for e in entries:
+            copy = {**e, "model_name": str(name)}
+            if "id" in copy:
+                copy["id"] = f"{copy['id']}@{name}"
+            out["model_list"].append(copy)
 
 
 def _mapping(value: Any, path: str, problems: list[ConfigProblem]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from routeguard.config.settings import (
     RouterSettings,
     ServerSettings,
 )
+from routeguard.config.wildcards import Wildcard, best_match
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan, plan_enforcement
 from routeguard.errors import ConfigError, ConfigProblem
@@ -94,6 +95,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     server = decode(raw.server or {}, RawServer, "server", problems)
 
     deployments: dict[str, list[Deployment]] = {}
+    patterns: dict[str, list[Deployment]] = {}  # wildcard model_name -> its templates
     seen_ids: set[str] = set()
     for i, entry in enumerate(raw.model_list):
         path = f"model_list[{i}]"
@@ -109,27 +111,45 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         if dep.id in seen_ids:
             problems.append(ConfigProblem(f"{path}.id", f"duplicate deployment id '{dep.id}'"))
         seen_ids.add(dep.id)
+        if "*" in dep.alias:
+            if dep.model.count("*") > dep.alias.count("*"):
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.model",
+                        f"'{dep.model}' has more '*' than the model_name '{dep.alias}' "
+                        "(each '*' of the model is filled by one of the name's)",
+                    )
+                )
+            patterns.setdefault(dep.alias, []).append(dep)
+            continue
         deployments.setdefault(dep.alias, []).append(dep)
     if not raw.model_list:
         problems.append(ConfigProblem("model_list", "no models configured"))
 
+    wildcards = tuple(
+        sorted((Wildcard(p, tuple(d)) for p, d in patterns.items()), key=lambda w: w.specificity)
+    )
+
+    def served(name: str) -> bool:
+        return name in deployments or best_match(wildcards, name) is not None
+
+    default_chain = {"*": list(router.default_fallbacks)} if router is not None else {}
     for section, chains in (
         ("fallbacks", raw.fallbacks),
         ("context_window_fallbacks", raw.context_window_fallbacks),
+        ("content_policy_fallbacks", raw.content_policy_fallbacks),
+        ("router_settings.default_fallbacks", default_chain),
     ):
         for alias, targets in chains.items():
-            if alias not in deployments:
-                problems.append(ConfigProblem(f"{section}.{alias}", f"unknown model '{alias}'"))
+            where = section if alias == "*" else f"{section}.{alias}"
+            if alias != "*" and not served(alias):
+                problems.append(ConfigProblem(where, f"unknown model '{alias}'"))
             for j, target in enumerate(targets):
-                if target not in deployments:
-                    problems.append(
-                        ConfigProblem(f"{section}.{alias}[{j}]", f"unknown model '{target}'")
-                    )
+                if not served(target):
+                    problems.append(ConfigProblem(f"{where}[{j}]", f"unknown model '{target}'"))
                 elif target == alias:
                     problems.append(
-                        ConfigProblem(
-                            f"{section}.{alias}[{j}]", "a model cannot fall back to itself"
-                        )
+                        ConfigProblem(f"{where}[{j}]", "a model cannot fall back to itself")
                     )
 
     if router is not None:
@@ -217,15 +237,14 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     if budget is not None:
         if budget.backend == "redis" and not budget.redis_url:
             problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))
-        if budget.default_account is not None and (
-            budget.default_account not in {a.name for a in accounts}
-        ):
-            problems.append(
-                ConfigProblem(
-                    "budget_settings.default_account",
-                    f"no budget account named '{budget.default_account}'",
+        for which in ("default_account", "proxy_account"):
+            account = getattr(budget, which)
+            if account is not None and account not in {a.name for a in accounts}:
+                problems.append(
+                    ConfigProblem(
+                        f"budget_settings.{which}", f"no budget account named '{account}'"
+                    )
                 )
-            )
         if not math.isfinite(budget.reservation_ttl):
             problems.append(
                 ConfigProblem("budget_settings.reservation_ttl", "must be a finite number")
@@ -264,6 +283,8 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         router=router,
         fallbacks=dict(raw.fallbacks),
         context_window_fallbacks=dict(raw.context_window_fallbacks),
+        content_policy_fallbacks=dict(raw.content_policy_fallbacks),
+        wildcards=wildcards,
         server=ServerSettings(
             master_key=master_key,
             max_body_bytes=server.max_body_bytes,

@@ -12,6 +12,7 @@ import msgspec
 
 from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
 from routeguard.config.routes import RouteSettings
+from routeguard.config.wildcards import Wildcard
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan
 
@@ -88,6 +89,8 @@ class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # Drop request fields a deployment's provider cannot honour instead of refusing with a
     # 400 (a deployment's own drop_params wins); responses name them in a header.
     drop_params: bool = False
+    # Fallbacks of every alias that has none of its own (LiteLLM's default_fallbacks).
+    default_fallbacks: tuple[str, ...] = ()
 
 
 class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -134,6 +137,10 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     reservation_ttl: float = 600.0  # a crashed instance's holds expire after this
     default_max_tokens: int = 4096  # worst-case completion when a request sets no max
     default_account: str | None = None  # charged for requests without a virtual key
+    # The proxy-wide account (LiteLLM's litellm_settings.max_budget): every request is
+    # charged to it, a key's own account going under it when no user/team/org account is
+    # configured for the key.
+    proxy_account: str | None = None
     end_user: BudgetLimits | None = None  # a budget per end user (the request's `user`)
     # Redis replicas that must have each hold and settlement before it returns (WAIT), so a
     # failover cannot forget them; a replica slower than the timeout costs that much latency.
@@ -172,6 +179,8 @@ class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     router_settings: Any = None
     fallbacks: dict[str, list[str]] = {}
     context_window_fallbacks: dict[str, list[str]] = {}
+    # Where to go when an upstream refuses a request on content policy (ContentPolicyViolation).
+    content_policy_fallbacks: dict[str, list[str]] = {}
     server: Any = None
     cache: Any = None
     routes: dict[str, Any] = {}
@@ -211,6 +220,9 @@ class Config:
     router: RouterSettings = field(default_factory=RouterSettings)
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    content_policy_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    # Patterns serving any matching model name, most specific first (config.wildcards).
+    wildcards: tuple[Wildcard, ...] = ()
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = field(default_factory=CacheSettings)
     route_cache: dict[str, CacheSettings] = field(default_factory=dict)

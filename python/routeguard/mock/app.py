@@ -259,6 +259,13 @@ class MockApp:
     def _inject(self, behaviour: Behaviour, model: str | None, *, stream: bool) -> None:
         if behaviour.error is not None:
             raise Fault(behaviour.error, injected=f"error-{behaviour.error}")
+        if behaviour.content_policy:
+            raise Fault(
+                400,
+                "Your request was rejected as a result of our safety system.",
+                code="content_policy_violation",
+                injected="content-policy",
+            )
         if behaviour.flaky and self.flaky.should_fail(model or "", behaviour.flaky):
             raise Fault(503, injected=f"flaky-{behaviour.flaky}")
         if behaviour.midstream and not stream:

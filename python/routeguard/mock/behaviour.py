@@ -30,6 +30,8 @@ Tokens and their exact rules:
   ``finishReason``) and without an error; non-streaming requests are unaffected.
 - ``no-usage``: streams carry no token usage (no OpenAI usage chunk, no Anthropic ``usage``
   fields, no Gemini ``usageMetadata``).
+- ``content-policy``: every request answers 400 with OpenAI's content-policy refusal
+  (``code: content_policy_violation``).
 - ``echo-headers``: every error answer appends the request's headers (credentials included)
   to its message, as a misconfigured upstream or proxy in front of it may do.
 
@@ -57,6 +59,7 @@ _TOKEN = re.compile(
     r"|(?P<truncate>truncate)(?![a-z0-9])"
     r"|(?P<no_usage>no-usage)(?![a-z0-9])"
     r"|(?P<echo>echo-headers)(?![a-z0-9])"
+    r"|(?P<policy>content-policy)(?![a-z0-9])"
     r"|(?P<none>none)(?![a-z0-9]))"
 )
 
@@ -73,6 +76,7 @@ class Behaviour:
     truncate: bool = False
     no_usage: bool = False
     echo_headers: bool = False
+    content_policy: bool = False
 
 
 NORMAL = Behaviour()
@@ -96,8 +100,8 @@ def _scan(text: str) -> _Tokens:
     none = False
     flags: set[str] = set()
     for m in _TOKEN.finditer(text.lower()):
-        if m["truncate"] or m["no_usage"] or m["echo"]:
-            flags.add(next(k for k in ("truncate", "no_usage", "echo") if m[k]))
+        if m["truncate"] or m["no_usage"] or m["echo"] or m["policy"]:
+            flags.add(next(k for k in ("truncate", "no_usage", "echo", "policy") if m[k]))
         elif m["midstream"]:
             midstream = True
         elif m["error"]:
@@ -149,6 +153,7 @@ def behaviour_for(model: str, header: str | None) -> Behaviour:
         truncate="truncate" in flags,
         no_usage="no_usage" in flags,
         echo_headers="echo" in flags,
+        content_policy="policy" in flags,
     )
 
 

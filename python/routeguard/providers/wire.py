@@ -20,6 +20,10 @@ from routeguard.providers.base import Json, StreamDecoder
 # Gemini-style refinement of an error: (status, the body's "error" object, Retry-After) in,
 # (status, Retry-After) out.
 Refine = Callable[[int, Json, float | None], tuple[int, float | None]]
+# How every format says "refused on content policy": OpenAI's and Azure's error codes, and
+# the phrases of their messages (a provider that says it only in words).
+POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+POLICY_HINTS = ("content management policy", "content policy", "safety system")
 
 
 def token_count(value: Any) -> int:
@@ -58,8 +62,16 @@ class ErrorFormat:
                 status, retry_after = self.refine(status, err, retry_after)
         lowered = message.lower()
         ctx = code in self.context_codes or any(h in lowered for h in self.context_hints)
+        policy = 400 <= status < 500 and (
+            code in POLICY_CODES or any(h in lowered for h in POLICY_HINTS)
+        )
         return error_for_status(
-            status, message, retry_after=retry_after, body=body, context_window=ctx
+            status,
+            message,
+            retry_after=retry_after,
+            body=body,
+            context_window=ctx,
+            content_policy=policy,
         )
 
     def from_response(self, resp: http.HttpResponse) -> ProviderError:

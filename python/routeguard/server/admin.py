@@ -2,8 +2,8 @@
 
 Routes: ``POST /admin/keys`` (create; the key is in the response once), ``GET /admin/keys``,
 ``GET|PATCH|DELETE /admin/keys/{id}`` (DELETE revokes), ``POST /admin/keys/{id}/rotate``,
-and ``POST /key/generate`` for LiteLLM-style clients (``max_budget``, ``models``,
-``user_id``, ``team_id``, ``metadata``). Responses are JSON; errors follow the proxy's
+and LiteLLM's ``/key/generate``, ``/key/info``, ``/key/update``, ``/key/delete``
+(:mod:`.litellm_keys`). Responses are JSON; errors follow the proxy's
 OpenAI-style format.
 """
 
@@ -13,32 +13,32 @@ from typing import Any
 
 from routeguard.budget.keys import KeyStore, parse_spec
 from routeguard.errors import InvalidRequest
-
-_LITELLM_FIELDS = {"user_id": "user", "team_id": "team", "key_alias": "name"}
+from routeguard.server import litellm_keys
 
 
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
-    return path.startswith(
-        ("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend")
-    ) or (path == "/key/generate")
+    return (
+        path.startswith(("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend"))
+        or path in litellm_keys.PATHS
+    )
 
 
 def handle(
-    keys: KeyStore, method: str, path: str, body: Any, approvals: list[Any] | None = None
+    keys: KeyStore,
+    method: str,
+    path: str,
+    body: Any,
+    approvals: list[Any] | None = None,
+    query: str = "",
 ) -> tuple[int, Any]:
     """Serve one admin request; returns (status, JSON body)."""
     if path.startswith("/admin/approvals"):  # tool calls waiting for a human (enforce.proxy)
         from routeguard.enforce.proxy import handle_approvals
 
         return handle_approvals(approvals or [], method, path, body)
-    if path == "/key/generate" and method == "POST":
-        data = dict(body or {})
-        for theirs, ours in _LITELLM_FIELDS.items():
-            if theirs in data:
-                data[ours] = data.pop(theirs)
-        token, rec = keys.create(parse_spec(data))
-        return 200, {"key": token, **rec.public()}
+    if path in litellm_keys.PATHS:
+        return litellm_keys.handle(keys, method, path, body, query)
     parts = [p for p in path.split("/") if p][2:]  # after "admin", "keys"
     if not parts:
         if method == "POST":

@@ -294,7 +294,12 @@ class ProxyApp:
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
         status, out = admin.handle(
-            self.gateway.keys, method, scope["path"], body, self.gateway.approval_queues()
+            self.gateway.keys,
+            method,
+            scope["path"],
+            body,
+            self.gateway.approval_queues(),
+            query=scope.get("query_string", b"").decode("latin-1"),
         )
         layer = self.gateway.budget
         if layer is not None and isinstance(out, dict) and isinstance(out.get("key_id"), str):
@@ -449,7 +454,7 @@ class ProxyApp:
         body = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
         model = body.get("model")
-        if isinstance(model, str) and model not in self.gateway.models():
+        if isinstance(model, str) and not self.gateway.serves(model):
             raise _NotFound(f"model '{model}' is not configured")
         if isinstance(model, str) and principal.key is not None and not principal.key.allows(model):
             raise PermissionDenied(f"API key {principal.key.key_id} may not use model '{model}'")
@@ -502,7 +507,7 @@ class ProxyApp:
 
     async def _model(self, scope: Scope, name: str, send: Send) -> None:
         principal: Principal = scope["routeguard.principal"]
-        if name not in self.gateway.models() or (
+        if not self.gateway.serves(name) or (
             principal.key is not None and not principal.key.allows(name)
         ):
             raise _NotFound(f"model '{name}' is not configured")

@@ -205,7 +205,7 @@ class Metrics:
         err = trace.error
         result = trace.result
         status = "200" if err is None else str(err.status_code)
-        alias = result.alias if result is not None else ""
+        alias = "" if result is None else result.deployment.pattern or result.alias
         self._child(self.requests, route, alias, status).inc()
         if err is not None:
             self._refusal(route, err)
@@ -235,8 +235,10 @@ class Metrics:
         response = result.response
         model = response.get("model") if isinstance(response, Mapping) else None
         resp_model = model[:_MAX_LABEL] if isinstance(model, str) else ""
+        if dep.pattern is not None:  # the caller chose the name: label by the pattern
+            resp_model = dep.pattern
         error_type = "" if err is None else _error_type(err)
-        genai = ("chat", provider, dep.model, resp_model)
+        genai = ("chat", provider, dep.pattern or dep.model, resp_model)
         self._child(self.duration, *genai, error_type).observe(now - trace.started)
         prompt = usage.get("prompt_tokens")
         if prompt is not None:
@@ -267,7 +269,8 @@ class Metrics:
         if dep is None:
             return
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
-        self._child(self.duration, "chat", provider, dep.model, "", _error_type(err)).observe(took)
+        model = dep.pattern or dep.model  # a wildcard's names are the caller's: bounded label
+        self._child(self.duration, "chat", provider, model, "", _error_type(err)).observe(took)
 
     def _circuit_changed(self, dep_id: str, until: float) -> None:
         """Cooldowns' listener: store until when ``dep_id``'s circuit stays open."""

@@ -1,0 +1,116 @@
+"""LiteLLM's key endpoints on our proxy, as a LiteLLM admin script calls them: ``/key/generate``
+with ``duration`` (the key expires: OpenAI-style 401), ``max_budget`` + ``budget_duration``,
+``models``, ``metadata``, ``team_id``, ``user_id``, ``key_alias``, ``rpm_limit``; then
+``/key/info``, ``/key/update`` and ``/key/delete`` naming the key by itself."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from routeguard.config.budgets import duration_seconds, period_from_duration
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
+
+MASTER = "sk-master-litellm-keys"
+MSG: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[ServerThread]:
+    with MockServer() as mock:
+        oa = {"api_base": mock.url + "/v1", "api_key": "k"}
+        gw = Gateway.from_config({
+            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **oa}}
+                           for n in ("a", "b")],
+            "general_settings": {"master_key": MASTER},
+        })  # fmt: skip
+        with ServerThread(create_app(gw)) as s:
+            yield s
+        gw.keys.close()
+
+
+def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={
+        "authorization": f"Bearer {MASTER}", "content-type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def _client(base: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+
+
+def test_generate_maps_every_litellm_field(srv: ServerThread) -> None:
+    status, made = _call(srv.url, "POST", "/key/generate", {
+        "duration": "30d", "max_budget": 5, "budget_duration": "7d", "models": ["a"],
+        "metadata": {"owner": "ops"}, "team_id": "t1", "user_id": "u1", "key_alias": "ci",
+        "rpm_limit": 100, "tpm_limit": 10000, "max_parallel_requests": 4,
+    })  # fmt: skip
+    assert status == 200, made
+    assert made["key"].startswith("sk-rg-")
+    assert (made["team_id"], made["user_id"], made["key_alias"]) == ("t1", "u1", "ci")
+    assert (made["rpm_limit"], made["tpm_limit"], made["models"]) == (100, 10000, ["a"])
+    assert made["max_budget"] == pytest.approx(5.0) and made["budget_duration"] == "weekly"
+    assert made["metadata"] == {"owner": "ops"}
+    assert made["expires"] == pytest.approx(time.time() + 30 * 86400, abs=60)
+    assert made["ignored_fields"] == ["max_parallel_requests"]
+    with _client(srv.url, made["key"]) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+        with pytest.raises(openai.PermissionDeniedError):
+            c.chat.completions.create(model="b", messages=MSG)
+
+
+def test_a_key_past_its_duration_gets_an_openai_style_401(srv: ServerThread) -> None:
+    status, made = _call(srv.url, "POST", "/key/generate", {"duration": "1s"})
+    assert status == 200
+    time.sleep(1.2)
+    with _client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model="a", messages=MSG)
+    assert "expired" in str(info.value)
+    assert info.value.status_code == 401 and isinstance(info.value.body, dict)
+    assert _call(srv.url, "POST", "/key/generate", {"duration": "soon"})[0] == 400
+
+
+def test_info_update_delete_name_the_key_itself(srv: ServerThread) -> None:
+    _, made = _call(srv.url, "POST", "/key/generate", {"key_alias": "before"})
+    key = made["key"]
+    status, info = _call(srv.url, "GET", f"/key/info?key={key}")
+    assert status == 200 and info["info"]["key_alias"] == "before"
+    assert key not in json.dumps(info["info"])  # the secret is only echoed, never stored
+    change = {"key": key, "key_alias": "after", "max_budget": 2, "budget_duration": "1h"}
+    status, upd = _call(srv.url, "POST", "/key/update", change)
+    assert status == 200 and upd["key_alias"] == "after"
+    assert upd["budget_duration"] == "rolling:3600"
+    assert _call(srv.url, "GET", "/key/info?key=sk-rg-nope")[0] == 404
+    status, gone = _call(srv.url, "POST", "/key/delete", {"keys": [key]})
+    assert status == 200 and gone == {"deleted_keys": [key]}
+    with _client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="a", messages=MSG)
+    assert _call(srv.url, "POST", "/key/delete", {"keys": "x"})[0] == 400
+
+
+def test_litellm_durations() -> None:
+    assert duration_seconds("30s") == 30 and duration_seconds("2h") == 7200
+    assert duration_seconds("1mo") == 30 * 86400
+    expected = {"1d": "daily", "24h": "daily", "7d": "weekly", "1w": "weekly",
+                "30d": "monthly", "1mo": "monthly", "1h": "rolling:3600"}  # fmt: skip
+    for text, period in expected.items():
+        assert period_from_duration(text) == period
+    for bad in ("", "0d", "5y", "d", "1.5h"):
+        with pytest.raises(ValueError, match="unknown duration"):
+            duration_seconds(bad)
