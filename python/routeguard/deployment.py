@@ -36,6 +36,17 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class VertexTarget:
+    """Where a Google Vertex AI deployment runs and whose credentials it uses (a service
+    account file, its JSON text, or neither: Application Default Credentials)."""
+
+    project: str | None  # None: the credentials' own project
+    location: str
+    credentials_file: str | None = None
+    credentials_json: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete upstream model behind an alias."""
 
@@ -55,6 +66,7 @@ class Deployment:
     headers: Mapping[str, str] = field(default_factory=dict)
     # Drop request fields the provider cannot honour (else a 400 names them).
     drop_params: bool = False
+    vertex: VertexTarget | None = None  # vertex_ai deployments only
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""
