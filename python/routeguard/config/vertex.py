@@ -19,6 +19,9 @@ from routeguard.deployment import Secret, VertexTarget
 from routeguard.errors import ConfigProblem
 
 INSTALL = "pip install 'routeguard[vertex]'"
+# Key file types vertex_credentials takes; others (workload identity federation,
+# impersonation) work as Application Default Credentials.
+CREDENTIAL_TYPES = ("service_account", "authorized_user")
 _LOCATION = re.compile(r"^[a-z]+(?:-[a-z0-9]+)*$")  # us-central1, europe-west4, global
 # Project ids (my-proj-123) and the older domain-scoped ones (example.com:my-proj).
 _PROJECT = re.compile(r"^(?:[a-z0-9.\-]+:)?[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
@@ -136,6 +139,17 @@ def _parse(
                 where,
                 f"{what} is not Google credentials (expected a JSON object with a 'type', "
                 "such as a service-account key file)",
+            )
+        )
+        return None
+    if creds["type"] not in CREDENTIAL_TYPES:
+        problems.append(
+            ConfigProblem(
+                where,
+                f"{what} holds credentials of type {creds['type']!r}; vertex_credentials takes "
+                f"{' or '.join(CREDENTIAL_TYPES)} keys. For other types point "
+                "GOOGLE_APPLICATION_CREDENTIALS at the file and leave vertex_credentials out "
+                "(Application Default Credentials)",
             )
         )
         return None

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from routeguard import scrub
@@ -151,14 +152,16 @@ class TokenSource:
                 return super().__call__(*args, **kwargs)
 
         try:
-            if self._info is not None:
-                creds, project = gauth.load_credentials_from_dict(
-                    json.loads(self._info), scopes=[SCOPE]
-                )
-            elif self._file is not None:
-                creds, project = gauth.load_credentials_from_file(self._file, scopes=[SCOPE])
-            else:
+            if self._info is None and self._file is None:
                 creds, project = gauth.default(scopes=[SCOPE])
+            else:
+                text = self._info
+                if text is None:
+                    assert self._file is not None
+                    text = Path(self._file).read_text(encoding="utf-8")
+                info = json.loads(text)
+                creds = _from_info(info)
+                project = info.get("project_id") or info.get("quota_project_id")
         except Exception as exc:
             raise _auth_error(exc, self.describe) from None
         with self._lock:
@@ -167,6 +170,19 @@ class TokenSource:
                 self._project = project if isinstance(project, str) and project else None
                 self._credentials = creds
             return self._credentials
+
+
+def _from_info(info: Any) -> Any:
+    """google-auth credentials for a key file's JSON, loaded by its own type's loader (the
+    generic loaders accept any type, which Google advises against for key files)."""
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "service_account":
+        sa: Any = importlib.import_module("google.oauth2.service_account")
+        return sa.Credentials.from_service_account_info(info, scopes=[SCOPE])
+    if kind == "authorized_user":
+        user: Any = importlib.import_module("google.oauth2.credentials")
+        return user.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
+    raise ValueError(f"credentials of type {kind!r} are not supported in vertex_credentials")
 
 
 def _utc() -> Any:
