@@ -12,6 +12,7 @@ Raw ASGI and msgspec only: no framework, no per-request logging.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,7 +167,10 @@ class MockApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if path == vertex_wire.TOKEN_PATH and method == "POST":  # not journaled: no API call
             url = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}{path}"
-            await send_body(send, *self.oauth.grant(await read_body(receive), url))
+            form = await read_body(receive)
+            if self.oauth.delay > 0:
+                await asyncio.sleep(self.oauth.delay)
+            await send_body(send, *self.oauth.grant(form, url))
             return
         wire, endpoint, path_model = _route(path, headers)
         query: dict[str, str] = {}

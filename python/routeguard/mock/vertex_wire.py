@@ -75,7 +75,8 @@ class GoogleOAuth:
     """Google's OAuth 2.0 token endpoint for service accounts, simulated (thread-safe).
 
     ``register(email, public_pem)`` trusts a key; ``lifetimes`` queues the ``expires_in`` of
-    the next grants (default 3600 s); ``grants`` counts tokens issued.
+    the next grants (default 3600 s); ``delay`` seconds pass before each answer; ``grants``
+    counts tokens issued; ``revoke()`` makes every token issued so far invalid.
     """
 
     def __init__(self) -> None:
@@ -83,6 +84,7 @@ class GoogleOAuth:
         self._keys: dict[str, Any] = {}
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
         self.lifetimes: deque[int] = deque()
+        self.delay = 0.0
         self.grants = 0
 
     def register(self, client_email: str, public_pem: bytes) -> None:
@@ -91,6 +93,12 @@ class GoogleOAuth:
 
         with self._lock:
             self._keys[client_email] = load_pem_public_key(public_pem)
+
+    def revoke(self) -> None:
+        """Invalidate every token issued so far (as revoking a key or a session does)."""
+        with self._lock:
+            for token in self._tokens:
+                self._tokens[token] = 0.0
 
     @property
     def issued(self) -> list[str]:
