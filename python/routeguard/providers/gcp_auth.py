@@ -59,6 +59,8 @@ class TokenSource:
         self._transport: Any = None
         self._project: str | None = None
         self._token: _Token | None = None
+        self._previous: str | None = None  # the token before this one, still masked
+        self.quota_project: str | None = None  # sent as x-goog-user-project when set
         self._inflight: concurrent.futures.Future[_Token] | None = None
         self.fetches = 0  # tokens obtained so far (for tests and metrics)
 
@@ -126,6 +128,12 @@ class TokenSource:
             )
             token = _Token(value, expires_at)
             with self._lock:
+                if self._token is not None and self._token.value != value:
+                    # Masking keeps the current and the previous token (requests may still
+                    # carry it); older ones expired long ago.
+                    if self._previous is not None:
+                        scrub.forget(self._previous)
+                    self._previous = self._token.value
                 self._token = token
                 self.fetches += 1
             return token
@@ -168,6 +176,8 @@ class TokenSource:
             if self._credentials is None:
                 self._transport = _Request()
                 self._project = project if isinstance(project, str) and project else None
+                quota = getattr(creds, "quota_project_id", None)
+                self.quota_project = quota if isinstance(quota, str) and quota else None
                 self._credentials = creds
             return self._credentials
 

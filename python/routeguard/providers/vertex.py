@@ -60,8 +60,8 @@ def publisher_of(model: str) -> str:
     return "anthropic" if model.startswith("claude") else "google"
 
 
-async def _auth(dep: Deployment) -> tuple[str, gcp_auth.TokenSource, str]:
-    """(project, token source, bearer token) for one call of ``dep``."""
+async def _auth(dep: Deployment) -> tuple[str, gcp_auth.TokenSource, dict[str, str]]:
+    """(project, token source, auth headers) for one call of ``dep``."""
     target = dep.vertex
     if target is None:  # built by hand without vertex settings: a bug, said plainly
         raise ProviderError(f"deployment {dep.id} has no vertex settings")
@@ -72,7 +72,10 @@ async def _auth(dep: Deployment) -> tuple[str, gcp_auth.TokenSource, str]:
         raise UpstreamAuthError(
             "vertex_ai: no project: set vertex_project on the deployment (or VERTEXAI_PROJECT)"
         )
-    return project, source, token
+    headers = {"authorization": f"Bearer {token}"}
+    if source.quota_project:  # user credentials bill their quota project, as gcloud does
+        headers["x-goog-user-project"] = source.quota_project
+    return project, source, headers
 
 
 def _url(dep: Deployment, project: str, publisher: str, method: str) -> str:
@@ -84,12 +87,8 @@ def _url(dep: Deployment, project: str, publisher: str, method: str) -> str:
     )
 
 
-def _headers(dep: Deployment, token: str) -> dict[str, str]:
-    return {**dep.headers, "authorization": f"Bearer {token}"}
-
-
-def _forget_refused(err: ProviderError, source: gcp_auth.TokenSource, token: str) -> None:
-    """Drop ``token`` when the upstream said it is not (or no longer) valid."""
+def _forget_refused(err: ProviderError, source: gcp_auth.TokenSource, auth: dict[str, str]) -> None:
+    """Drop the call's token when the upstream said it is not (or no longer) valid."""
     if not isinstance(err, UpstreamAuthError):
         return
     body = err.body[0] if isinstance(err.body, list) and err.body else err.body
@@ -98,19 +97,19 @@ def _forget_refused(err: ProviderError, source: gcp_auth.TokenSource, token: str
         e.get("code") == 401 or e.get("status") == "UNAUTHENTICATED"
         or e.get("type") == "authentication_error"
     ):  # fmt: skip
-        source.invalidate(token)
+        source.invalidate(auth["authorization"].removeprefix("Bearer "))
 
 
 async def _post(
     dep: Deployment, publisher: str, method: str, body: Json, timeout: float, **kw: Any
 ) -> Json:
-    project, source, token = await _auth(dep)
+    project, source, auth = await _auth(dep)
     try:
         return await wire.post(
-            _url(dep, project, publisher, method), _headers(dep, token), body, timeout, **kw
+            _url(dep, project, publisher, method), {**dep.headers, **auth}, body, timeout, **kw
         )
     except ProviderError as err:
-        _forget_refused(err, source, token)
+        _forget_refused(err, source, auth)
         raise
 
 
@@ -126,9 +125,9 @@ async def _stream(
 ) -> AsyncIterator[Json]:
     """wire.stream with a token fetched first; nothing runs before the first iteration."""
     body = make_body()  # a request we cannot translate fails before any token is fetched
-    project, source, token = await _auth(dep)
+    project, source, auth = await _auth(dep)
     url = _url(dep, project, publisher, method)
-    exchange = wire.Exchange(url, _headers(dep, token), body)
+    exchange = wire.Exchange(url, {**dep.headers, **auth}, body)
     try:
         chunks = wire.stream(name, lambda: exchange, decoder, timeout, errors=errors)
         try:
@@ -137,7 +136,7 @@ async def _stream(
         finally:  # closing early drops the upstream connection at once
             await chunks.aclose()  # type: ignore[attr-defined]
     except ProviderError as err:
-        _forget_refused(err, source, token)
+        _forget_refused(err, source, auth)
         raise
 
 
