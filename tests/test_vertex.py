@@ -21,6 +21,7 @@ import yaml
 
 from gcp import PROJECT, service_account
 from routeguard import config as config_mod
+from routeguard import scrub
 from routeguard.config import vertex as config_vertex
 from routeguard.deployment import Deployment, VertexTarget
 from routeguard.errors import (
@@ -130,6 +131,30 @@ async def test_a_token_near_expiry_is_refreshed_ahead_while_it_still_serves(
     await provider.chat(HELLO, dep, 10.0)
     (second,) = _bearers(mock, 1)
     assert second != first  # the new token serves now
+
+
+async def test_only_the_live_tokens_stay_in_the_scrubber(mock: MockServer, tmp_path: Path) -> None:
+    dep = _dep(mock, service_account(mock, tmp_path))
+    provider = get_provider("vertex_ai")
+    mock.app.oauth.lifetimes.extend([10, 10])  # each stale at once: three tokens in a row
+    for _ in range(3):
+        await provider.chat(HELLO, dep, 10.0)
+    tokens = [b.removeprefix("Bearer ") for b in _bearers(mock, 3)]
+    assert len(set(tokens)) == 3
+    masked = [scrub.scrub(f"echo {t}") for t in tokens]
+    assert masked == [f"echo {tokens[0]}", f"echo {scrub.MASK}", f"echo {scrub.MASK}"]
+
+
+async def test_a_quota_project_is_sent_with_the_token(mock: MockServer, tmp_path: Path) -> None:
+    creds = service_account(mock, tmp_path)
+    dep = _dep(mock, creds)
+    assert dep.vertex is not None
+    source = vertex.gcp_auth.source_for(dep.vertex)
+    await get_provider("vertex_ai").chat(HELLO, dep, 10.0)
+    assert "x-goog-user-project" not in mock.requests[-1].headers  # a service account: none
+    source.quota_project = "billing-project-1"  # what user credentials with one carry
+    await get_provider("vertex_ai").chat(HELLO, dep, 10.0)
+    assert mock.requests[-1].headers["x-goog-user-project"] == "billing-project-1"
 
 
 async def test_the_refresh_runs_off_the_event_loop(mock: MockServer, tmp_path: Path) -> None:
