@@ -22,7 +22,6 @@ import yaml
 from gcp import PROJECT, service_account
 from routeguard import config as config_mod
 from routeguard import scrub
-from routeguard.config import vertex as config_vertex
 from routeguard.deployment import Deployment, VertexTarget
 from routeguard.errors import (
     ConfigError,
@@ -30,6 +29,7 @@ from routeguard.errors import (
     UpstreamAuthError,
     UpstreamRateLimited,
     UpstreamServerError,
+    UpstreamTimeout,
 )
 from routeguard.mock import MockServer
 from routeguard.providers import gemini, get_provider, http, vertex
@@ -175,6 +175,26 @@ async def test_the_refresh_runs_off_the_event_loop(mock: MockServer, tmp_path: P
         mock.app.oauth.delay = 0.0
         task.cancel()
     assert ticks > 0  # the loop kept running while google-auth waited on the endpoint
+
+
+async def test_a_slow_token_endpoint_times_the_attempt_out_not_the_refresh(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    dep = _dep(mock, service_account(mock, tmp_path))
+    before = mock.app.oauth.grants
+    mock.app.oauth.delay = 1.0
+    try:
+        with pytest.raises(UpstreamTimeout) as info:
+            await get_provider("vertex_ai").chat(HELLO, dep, 0.2)
+        assert info.value.retryable
+        for _ in range(500):  # the refresh went on without the caller
+            if mock.app.oauth.grants > before:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        mock.app.oauth.delay = 0.0
+    await get_provider("vertex_ai").chat(HELLO, dep, 10.0)  # served by that token
+    assert mock.app.oauth.grants - before == 1
 
 
 async def test_a_refused_token_is_dropped_and_the_next_call_gets_a_new_one(
@@ -374,15 +394,22 @@ def test_bad_vertex_settings_name_their_key(extra: dict[str, Any], where: str, s
     assert f"model_list[0].{where}" in info.value.message and says in info.value.message
 
 
-def test_without_the_extra_the_config_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(config_vertex, "google_auth_installed", lambda: False)
-    params = {"model": "vertex_ai/gemini-2.5-flash"}
-    litellm = {"model_list": [{"model_name": "g", "litellm_params": params}]}
-    with pytest.raises(ConfigError) as info:
-        config_mod.load(litellm, env={"VERTEXAI_PROJECT": "my-project-1"})
-    assert "pip install 'routeguard[vertex]'" in info.value.message
+def test_without_the_extra_check_config_says_what_to_install(tmp_path: Path) -> None:
+    path = tmp_path / "litellm.yaml"
+    entry = {"model_name": "g", "litellm_params": {"model": "vertex_ai/gemini-2.5-flash",
+                                                  "vertex_project": "my-project-1"}}  # fmt: skip
+    path.write_text(yaml.safe_dump({"model_list": [entry]}))
+    # A Python where google-auth cannot be imported (sys.modules[name] = None blocks it).
+    script = (
+        "import sys; sys.modules['google.auth'] = None; from routeguard.cli import main; "
+        f"sys.exit(main(['check-config', {str(path)!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "model_list[0]" in done.stderr
+    assert "pip install 'routeguard[vertex]'" in done.stderr
 
 
 # --------------------------------------------------------------------------- through serve

@@ -26,7 +26,12 @@ from typing import Any
 
 from routeguard import scrub
 from routeguard.deployment import VertexTarget
-from routeguard.errors import ProviderError, UpstreamAuthError, UpstreamConnectionError
+from routeguard.errors import (
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +78,23 @@ class TokenSource:
             return "vertex_credentials JSON"
         return "Application Default Credentials"
 
-    async def token(self) -> str:
-        """A bearer token valid for at least EXPIRY_SKEW seconds more."""
+    async def token(self, timeout: float | None = None) -> str:
+        """A bearer token valid for at least EXPIRY_SKEW seconds more; waiting for a new one
+        gives up after ``timeout`` seconds (the refresh goes on for the next caller)."""
         current = self._token
         now = time.time()
         if current is not None and current.expires_at - now > EXPIRY_SKEW:
             if current.expires_at - now <= REFRESH_AHEAD:
                 self._refresh()  # ahead of expiry, in the background; this one still serves
             return current.value
-        fresh = await asyncio.shield(asyncio.wrap_future(self._refresh()))
+        try:
+            async with asyncio.timeout(timeout):
+                fresh = await asyncio.shield(asyncio.wrap_future(self._refresh()))
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"vertex_ai: no Google access token within {timeout:g}s",
+                detail=f"vertex_ai: the token endpoint for {self.describe} is slow",
+            ) from None
         return fresh.value
 
     async def project(self) -> str | None:

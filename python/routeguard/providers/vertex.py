@@ -60,13 +60,15 @@ def publisher_of(model: str) -> str:
     return "anthropic" if model.startswith("claude") else "google"
 
 
-async def _auth(dep: Deployment) -> tuple[str, gcp_auth.TokenSource, dict[str, str]]:
+async def _auth(
+    dep: Deployment, timeout: float
+) -> tuple[str, gcp_auth.TokenSource, dict[str, str]]:
     """(project, token source, auth headers) for one call of ``dep``."""
     target = dep.vertex
     if target is None:  # built by hand without vertex settings: a bug, said plainly
         raise ProviderError(f"deployment {dep.id} has no vertex settings")
     source = gcp_auth.source_for(target)
-    token = await source.token()
+    token = await source.token(timeout)
     project = target.project or await source.project()
     if not project:
         raise UpstreamAuthError(
@@ -103,7 +105,7 @@ def _forget_refused(err: ProviderError, source: gcp_auth.TokenSource, auth: dict
 async def _post(
     dep: Deployment, publisher: str, method: str, body: Json, timeout: float, **kw: Any
 ) -> Json:
-    project, source, auth = await _auth(dep)
+    project, source, auth = await _auth(dep, timeout)
     try:
         return await wire.post(
             _url(dep, project, publisher, method), {**dep.headers, **auth}, body, timeout, **kw
@@ -125,7 +127,7 @@ async def _stream(
 ) -> AsyncIterator[Json]:
     """wire.stream with a token fetched first; nothing runs before the first iteration."""
     body = make_body()  # a request we cannot translate fails before any token is fetched
-    project, source, auth = await _auth(dep)
+    project, source, auth = await _auth(dep, timeout)
     url = _url(dep, project, publisher, method)
     exchange = wire.Exchange(url, {**dep.headers, **auth}, body)
     try:
