@@ -112,7 +112,7 @@ class GoogleOAuth:
         if form.get("grant_type") != JWT_BEARER:
             return _oauth_error("unsupported_grant_type", "Invalid grant_type.")
         try:
-            claims = self._verify(form.get("assertion", ""), url)
+            self._verify(form.get("assertion", ""), url)
         except ValueError as exc:
             return _oauth_error("invalid_grant", str(exc))
         token = "ya29.mock-" + secrets.token_urlsafe(24)
@@ -120,7 +120,6 @@ class GoogleOAuth:
             lifetime = self.lifetimes.popleft() if self.lifetimes else 3600
             self._tokens[token] = time.time() + lifetime
             self.grants += 1
-        del claims
         answer = {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
         return 200, list(JSON_HEADERS), encode(answer)
 

@@ -118,6 +118,7 @@ class TokenSource:
                 done.set_result(current)  # refreshed while this caller looked
                 return done
             if self._inflight is None:
+                # _fetch clears _inflight under this lock, so never before it is set here.
                 self._inflight = _executor.submit(self._fetch)
             return self._inflight
 
