@@ -8,7 +8,8 @@ streamed with pacing. Every failure on the way is a :class:`Fault`, rendered in 
 endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, ``:countTokens``)
 honours ``slow-MS`` and ``bad-key`` but no other token; ``GET /v1/models`` only ``bad-key``.
 Vertex AI paths (``/v1/projects/...``) also need a live bearer token from ``POST /token``,
-the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`). Raw ASGI and msgspec only: no framework, no per-request logging.
+the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`).
+Raw ASGI and msgspec only: no framework, no per-request logging.
 """
 
 from __future__ import annotations
