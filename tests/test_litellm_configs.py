@@ -73,7 +73,7 @@ def test_a_missing_provider_key_is_a_warning_not_a_secret_in_the_config() -> Non
 
 
 @pytest.mark.parametrize(
-    "model", ["azure/my-gpt4o", "bedrock/anthropic.claude-3", "vertex_ai/gemini"]
+    "model", ["azure/my-gpt4o", "bedrock/anthropic.claude-3", "sagemaker/my-endpoint"]
 )
 def test_an_unsupported_provider_names_the_key_the_user_wrote(model: str) -> None:
     ok = {"model_name": "ok", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "k"}}

@@ -10,6 +10,8 @@ Retry-After, bad key, context window, mid-stream error, a stream without its ter
 a stream without usage, a stream abandoned before its first read.
 
 A new provider adds its list to ``PROVIDERS`` (and, if its mock needs one, an API path).
+Vertex AI (Gemini and Claude) runs the same rows with service-account credentials whose
+tokens come from the simulated upstream's OAuth endpoint (``tests/gcp.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import base64
 import json
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -27,7 +30,9 @@ from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from embedders import WordsEmbedder
+from gcp import PROJECT, service_account
 from routeguard.config import Deployment, Secret
+from routeguard.deployment import VertexTarget
 from routeguard.errors import (
     ContextWindowExceeded,
     MidStreamError,
@@ -52,9 +57,23 @@ OPENAI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage
 ANTHROPIC = ["chat", "stream", "tools", "vision", "json_mode", "usage_in_stream"]
 GEMINI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 
-PROVIDERS: dict[str, list[str]] = {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}
+VERTEX_GEMINI = GEMINI
+VERTEX_ANTHROPIC = ANTHROPIC
+
+PROVIDERS: dict[str, list[str]] = {
+    "openai": OPENAI,
+    "anthropic": ANTHROPIC,
+    "gemini": GEMINI,
+    "vertex_ai": VERTEX_GEMINI,
+    "vertex_ai_anthropic": VERTEX_ANTHROPIC,
+}
 # Where the simulated upstream serves each wire format, below its root.
 API_PATH: dict[str, str] = {"openai": "/v1"}
+# Vertex AI picks the publisher by model name: Claude models are claude-*.
+MODEL_PREFIX: dict[str, str] = {"vertex_ai_anthropic": "claude-"}
+VERTEX = ("vertex_ai", "vertex_ai_anthropic")
+# Service-account files for the module's mock: trusted, and one the token endpoint refuses.
+CREDENTIALS: dict[str, Path] = {}
 
 # Configured (so registered for scrubbing) but not key-shaped: only registration masks it.
 KEY = "configured-contract-credential-7"
@@ -111,8 +130,11 @@ JSON_MODE = {**HELLO, "response_format": {"type": "json_object"}}
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockServer]:
     with MockServer() as m:
+        keys = tmp_path_factory.mktemp("gcp")
+        CREDENTIALS["good"] = service_account(m, keys)
+        CREDENTIALS["bad"] = service_account(m, keys, trusted=False)
         yield m
 
 
@@ -123,15 +145,34 @@ async def _close_http_session() -> AsyncIterator[None]:
 
 
 def _dep(mock: MockServer, kind: str, model: str = "sim-model", **extra: Any) -> Deployment:
+    key = extra.pop("key", KEY)
+    if kind in VERTEX:  # Google credentials instead of a key; BAD_KEY: refused ones
+        creds = CREDENTIALS["bad" if key == BAD_KEY else "good"]
+        extra["vertex"] = VertexTarget(PROJECT, "us-central1", str(creds))
     return Deployment(
         id=f"{kind}-{model}",
         alias="alias",
         provider=kind,
-        model=model,
+        model=MODEL_PREFIX.get(kind, "") + model,
         api_base=mock.url + API_PATH.get(kind, ""),
-        api_key=Secret(extra.pop("key", KEY)),
+        api_key=None if kind in VERTEX else Secret(key),
         **extra,
     )
+
+
+def _entry(mock: MockServer, kind: str, model: str, **fields: Any) -> dict[str, Any]:
+    """A model_list entry of ``kind`` on the simulated upstream (the config's view of _dep)."""
+    entry: dict[str, Any] = {
+        "type": "vertex_ai" if kind in VERTEX else kind,
+        "model": MODEL_PREFIX.get(kind, "") + model,
+        "api_base": mock.url + API_PATH.get(kind, ""),
+        **fields,
+    }
+    if kind in VERTEX:
+        entry |= {"vertex_project": PROJECT, "vertex_credentials": str(CREDENTIALS["good"])}
+    else:
+        entry["api_key"] = KEY
+    return entry
 
 
 async def _collect(kind: str, dep: Deployment, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,17 +281,12 @@ async def test_stream_abandoned_before_the_first_read(mock: MockServer, kind: st
 def _gateway(mock: MockServer, model: str, kinds: list[str]) -> Gateway:
     """One cached, budgeted alias per wire format (named after it), served by ``model``."""
     deps = [
-        {
-            "model_name": kind,
-            "type": kind,
-            "model": model,
-            "api_key": KEY,
-            "api_base": mock.url + API_PATH.get(kind, ""),
-            "input_cost_per_mtok": 1000.0,
-            "output_cost_per_mtok": 1000.0,
-        }
+        _entry(
+            mock, kind, model,
+            model_name=kind, input_cost_per_mtok=1000.0, output_cost_per_mtok=1000.0,
+        )
         for kind in kinds
-    ]
+    ]  # fmt: skip
     cfg = {
         "model_list": deps,
         "router_settings": {"num_retries": 0},
@@ -387,12 +423,8 @@ async def test_streamed_tool_call(mock: MockServer, kind: str) -> None:
 
 def _embed_config(mock: MockServer, kind: str) -> dict[str, Any]:
     """A gateway with one ``kind`` embeddings model ``e`` and a budget account ``team``."""
-    return {
-        "model_list": [{"model_name": "e", "type": kind, "model": "text-embedding-004",
-                        "api_base": _dep(mock, kind).api_base, "api_key": "k",
-                        "input_cost_per_mtok": 1000.0}],
-        "budgets": [{"name": "team", "limit": 10.0}],
-    }  # fmt: skip
+    entry = _entry(mock, kind, "text-embedding-004", model_name="e", input_cost_per_mtok=1000.0)
+    return {"model_list": [entry], "budgets": [{"name": "team", "limit": 10.0}]}
 
 
 @pytest.mark.parametrize("kind", having("embeddings"))
@@ -552,7 +584,8 @@ async def test_error_status_is_mapped_and_leaks_nothing(
         assert err.message.endswith(f"(status {status})")
     assert "[request headers:" in err.detail  # the echo came, so the checks below mean something
     for text in (err.message, err.detail, json.dumps(err.body)):
-        assert KEY not in text
+        for secret in (KEY, *mock.app.oauth.issued):  # our key, or a Google access token
+            assert secret not in text
     assert f":{mock.port}" not in err.message and "127.0.0.1" not in err.message
 
 

@@ -36,6 +36,17 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class VertexTarget:
+    """Where a Google Vertex AI deployment runs and whose credentials it uses (a service
+    account file, its JSON text, or neither: Application Default Credentials)."""
+
+    project: str | None  # None: the credentials' own project
+    location: str
+    credentials_file: str | None = None
+    credentials_json: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete upstream model behind an alias."""
 
@@ -58,6 +69,7 @@ class Deployment:
     # The wildcard model_name this deployment was built from (``*``, ``claude-*``), None for
     # a configured one: metrics label it by this, since callers choose the concrete names.
     pattern: str | None = None
+    vertex: VertexTarget | None = None  # vertex_ai deployments only
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

@@ -64,6 +64,16 @@ def remember(secret: str) -> None:
         _secret_re = None
 
 
+def forget(secret: str) -> None:
+    """Stop masking a secret that no longer works (an expired access token), so that short-
+    lived credentials do not grow the pattern forever."""
+    global _secret_re
+    with _lock:
+        if secret in _secrets:
+            _secrets.discard(secret)
+            _secret_re = None
+
+
 def remember_upstream(api_base: str) -> None:
     """Register a deployment's upstream (its host is internal: callers never see it)."""
     global _host_re

@@ -35,7 +35,10 @@ _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 # OpenAI high detail 85 + 170 x 8 tiles (768x2048 after scaling); Anthropic ~1.15 MP / 750
 # plus margin; Gemini 1120 at the highest media resolution. Some OpenAI models bill an
 # image in inflated tokens at a lower price (patch multipliers): those get their own row.
-_IMAGE_TOKENS = {"openai": 1_445, "anthropic": 1_650, "gemini": 1_120}
+_IMAGE_TOKENS = {
+    "openai": 1_445, "anthropic": 1_650, "gemini": 1_120,
+    "vertex_ai": 1_120, "vertex_ai_anthropic": 1_650,  # the same models on Vertex AI
+}  # fmt: skip
 _OPENAI_IMAGE_TOKENS = (
     ("gpt-4o-mini", 48_169),  # 2833 + 5667 x 8 tiles
     ("gpt-4.1-nano", 3_779),  # 1536 patches x 2.46

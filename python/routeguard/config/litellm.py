@@ -33,7 +33,10 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 }
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 NATIVE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
-SUPPORTED_PREFIXES = sorted([*NATIVE, *OPENAI_COMPATIBLE])
+# Google Vertex AI (Gemini, and Claude for claude-* models): Google credentials, no api key.
+VERTEX = "vertex_ai"
+VERTEX_PARAMS = ("vertex_project", "vertex_location", "vertex_credentials")
+SUPPORTED_PREFIXES = sorted([*NATIVE, *OPENAI_COMPATIBLE, VERTEX])
 # Top-level keys of a LiteLLM file that are routeguard sections too, read as ours.
 _OUR_SECTIONS = {
     "routes", "cache", "budgets", "budget_settings", "enforce", "embedding", "observability",
@@ -112,6 +115,10 @@ def from_litellm(
         if provider in NATIVE:
             dep["type"] = provider
             key_var = NATIVE[provider]
+        elif provider == VERTEX:
+            dep["type"] = VERTEX
+            key_var = None
+            dep.update({k: params[k] for k in VERTEX_PARAMS if params.get(k) is not None})
         elif provider in OPENAI_COMPATIBLE:
             dep["type"] = "openai"
             base, key_var = OPENAI_COMPATIBLE[provider]
@@ -176,6 +183,8 @@ def from_litellm(
                 warnings.append(f"model_list[{i}].model_info.{k} is not supported and is ignored")
         extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
         extra -= {"input_cost_per_token", "output_cost_per_token"}
+        if provider == VERTEX:
+            extra -= set(VERTEX_PARAMS)
         for k in sorted(extra):
             warnings.append(f"model_list[{i}].litellm_params.{k} is not supported and is ignored")
         out["model_list"].append(dep)

@@ -37,10 +37,12 @@ from routeguard.config.settings import (
     RawDeployment,
     RawDeploymentBase,
     RawServer,
+    RawVertexDeployment,
     RouterSettings,
     ServerSettings,
 )
 from routeguard.config.wildcards import Wildcard, best_match
+from routeguard.config.vertex import endpoint, vertex_target
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan, plan_enforcement
 from routeguard.errors import ConfigError, ConfigProblem
@@ -480,6 +482,12 @@ def _build_deployment(
         problems.append(ConfigProblem(f"{path}.timeout", "must be > 0"))
     if not rd.model_name:
         problems.append(ConfigProblem(f"{path}.model_name", "must not be empty"))
+    vertex = None
+    if isinstance(rd, RawVertexDeployment):
+        found = vertex_target(rd, path, env, problems)
+        if found is not None:
+            provider, vertex = found
+            api_base = api_base or endpoint(vertex.location)
     if len(problems) > start:
         return None
     return Deployment(
@@ -497,4 +505,5 @@ def _build_deployment(
         context_window=rd.context_window,
         timeout=rd.timeout,
         headers=dict(rd.headers),
+        vertex=vertex,
     )

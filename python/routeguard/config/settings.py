@@ -21,6 +21,7 @@ DEFAULT_API_BASES = {
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com",
 }
+VERTEX_DEFAULT_LOCATION = "us-central1"  # LiteLLM's default too
 ENV_PREFIX = "os.environ/"
 BODY_ENDPOINTS = (
     "/v1/chat/completions",
@@ -66,7 +67,19 @@ class RawGeminiDeployment(RawDeploymentBase, tag="gemini"):
     """A Google Gemini generateContent deployment."""
 
 
-RawDeployment = RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment
+class RawVertexDeployment(RawDeploymentBase, tag="vertex_ai"):
+    """A Google Vertex AI deployment: Gemini, or Claude when the model is ``claude-*``.
+    Authenticates with Google credentials, not an api_key (routeguard.providers.vertex)."""
+
+    vertex_project: str | None = None  # default: VERTEXAI_PROJECT, then the credentials'
+    vertex_location: str | None = None  # default: VERTEXAI_LOCATION, then us-central1
+    # A service-account JSON file, or its JSON text; default: Application Default Credentials
+    vertex_credentials: str | dict[str, Any] | None = None
+
+
+RawDeployment = (
+    RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment | RawVertexDeployment
+)
 
 Strategy = Literal["weighted", "least-busy", "lowest-latency"]
 

@@ -293,6 +293,7 @@ def default_dimensions(model: str) -> int:
         return 384
     if "large" in m or "gemini-embedding" in m:
         return 3072
-    if "text-embedding-004" in m or "embedding-001" in m or "bge-base" in m or "-768" in m:
+    if any(k in m for k in ("text-embedding-004", "text-embedding-005", "multilingual-embedding",
+                            "embedding-001", "bge-base", "-768")):  # fmt: skip
         return 768
     return 1536

@@ -7,11 +7,14 @@ validation → injected ``error-NNN`` → ``flaky-P`` → ``midstream-error`` on
 streamed with pacing. Every failure on the way is a :class:`Fault`, rendered in the
 endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, ``:countTokens``)
 honours ``slow-MS`` and ``bad-key`` but no other token; ``GET /v1/models`` only ``bad-key``.
+Vertex AI paths (``/v1/projects/...``) also need a live bearer token from ``POST /token``,
+the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`).
 Raw ASGI and msgspec only: no framework, no per-request logging.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from routeguard.mock import anthropic_wire, gemini_wire, openai_wire
+from routeguard.mock import anthropic_wire, gemini_wire, openai_wire, vertex_wire
 from routeguard.mock.answers import Answer, Prompt, answer, new_id
 from routeguard.mock.behaviour import Behaviour, FlakyCounters, Latency, behaviour_for
 from routeguard.mock.faults import Fault
@@ -79,6 +82,21 @@ _GEMINI = _Wire(
     None,
 )
 
+# Vertex AI: Gemini and Claude behind Google's errors and OAuth (routeguard.mock.vertex_wire).
+_VERTEX_GEMINI = _Wire(
+    vertex_wire.render_gemini_fault,
+    gemini_wire.context_fault,
+    "Invalid JSON payload received. Unexpected token.",
+    None,
+)
+_VERTEX_CLAUDE = _Wire(
+    vertex_wire.render_claude_fault,
+    vertex_wire.claude_context_fault,
+    "There was an issue with your request body: invalid JSON",
+    None,
+)
+_VERTEX = (_VERTEX_GEMINI, _VERTEX_CLAUDE)
+
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
 _GEMINI_ACTIONS = frozenset(
     (
@@ -121,6 +139,7 @@ class MockApp:
         self.latency = Latency(ttft, tokens_per_s or None)
         self.journal = Journal()
         self.flaky = FlakyCounters()
+        self.oauth = vertex_wire.GoogleOAuth()  # Vertex's token endpoint and its tokens
 
     def reset(self) -> None:
         """Forget recorded requests and flaky counters (as if the server had just started)."""
@@ -148,6 +167,13 @@ class MockApp:
             await send_body(send, 200, JSON_HEADERS, b'{"status":"ok"}')
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if path == vertex_wire.TOKEN_PATH and method == "POST":  # not journaled: no API call
+            url = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}{path}"
+            form = await read_body(receive)
+            if self.oauth.delay > 0:
+                await asyncio.sleep(self.oauth.delay)
+            await send_body(send, *self.oauth.grant(form, url))
+            return
         wire, endpoint, path_model = _route(path, headers)
         query: dict[str, str] = {}
         if scope.get("query_string"):
@@ -169,7 +195,7 @@ class MockApp:
             if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
                 model = body["model"]
             stream = isinstance(body, dict) and body.get("stream") is True
-            if endpoint == "streamGenerateContent":
+            if endpoint in ("streamGenerateContent", "streamRawPredict"):
                 stream = True
             self.journal.add(
                 RecordedRequest(method, path, query, model, stream, recorded_headers(headers), body)
@@ -210,10 +236,12 @@ class MockApp:
         if behaviour.slow_ms and not await pacer.sleep(behaviour.slow_ms / 1000.0):
             return  # the client gave up (timed out): nobody to answer
         _check_key(req)
+        if req.wire in _VERTEX:
+            self.oauth.check_bearer(req.headers)
         if bad_json or not isinstance(req.body, dict):
             raise Fault(400, req.wire.invalid_json)
 
-        if req.endpoint in ("/v1/embeddings", "embedContent", "batchEmbedContents"):
+        if req.endpoint in ("/v1/embeddings", "embedContent", "batchEmbedContents", "predict"):
             self._inject(behaviour, req.model, stream=False)
             body = _embed(req, behaviour.ctx)
             await _answer_after(pacer, latency.ttft, send, req.wire, body)
@@ -284,6 +312,18 @@ def _route(path: str, headers: dict[str, str]) -> tuple[_Wire, str, str | None]:
     """(wire format, endpoint, model from the path) for a request path; endpoint "" if unknown."""
     if path in ("/v1/chat/completions", "/v1/embeddings"):
         return _OPENAI, path, None
+    if path.startswith("/v1/projects/"):
+        vp = vertex_wire.parse_path(path)
+        if vp is None:
+            return _VERTEX_GEMINI, "", None
+        if vp.publisher == "anthropic":
+            known = vp.method in vertex_wire.CLAUDE_METHODS
+            return _VERTEX_CLAUDE, vp.method if known else "", vp.model
+        return (
+            _VERTEX_GEMINI,
+            vp.method if vp.method in vertex_wire.GEMINI_METHODS else "",
+            vp.model,
+        )
     if path in ("/v1/messages", "/v1/messages/count_tokens"):
         return _ANTHROPIC, path, None
     if path == "/v1/models":
@@ -326,9 +366,14 @@ def _parse_chat(
             return openai_wire.chat_body(chat, answers), tokens
 
         return chat.prompt, whole, lambda usage: openai_wire.chat_stream(chat, answers, usage)
-    if req.endpoint == "/v1/messages":
-        anthropic_wire.require_max_tokens(req.body)
-        prompt = anthropic_wire.parse_messages(req.body)
+    if req.endpoint in ("/v1/messages", "rawPredict", "streamRawPredict"):
+        body = req.body
+        if req.endpoint != "/v1/messages":  # Claude on Vertex: model in the path
+            body = vertex_wire.claude_body(body, req.model or "")
+            if req.endpoint == "streamRawPredict":
+                body["stream"] = True
+        anthropic_wire.require_max_tokens(body)
+        prompt = anthropic_wire.parse_messages(body)
         ans = answer(prompt, tool_id_prefix="toolu_")
         return (
             prompt,
@@ -349,6 +394,8 @@ def _parse_chat(
 def _embed(req: _Request, ctx: int | None) -> bytes:
     if req.endpoint == "/v1/embeddings":
         return openai_wire.embeddings_body(req.body, ctx)
+    if req.endpoint == "predict":
+        return vertex_wire.predict_body(req.body, req.model or "", ctx)
     if req.endpoint == "embedContent":
         return gemini_wire.embed_body(req.body, req.model or "", ctx)
     return gemini_wire.batch_embed_body(req.body, req.model or "", ctx)

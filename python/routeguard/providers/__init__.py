@@ -7,7 +7,8 @@ from routeguard.providers.openai import OpenAIProvider
 
 
 def get_provider(kind: str) -> Provider:
-    """The provider instance for a deployment type (``openai``, ``anthropic``, ``gemini``)."""
+    """The provider instance for a deployment type (``openai``, ``anthropic``, ``gemini``,
+    ``vertex_ai``, ``vertex_ai_anthropic``)."""
     if kind == "openai":
         return OpenAIProvider()
     if kind == "anthropic":
@@ -18,6 +19,14 @@ def get_provider(kind: str) -> Provider:
         from routeguard.providers.gemini import GeminiProvider
 
         return GeminiProvider()
+    if kind == "vertex_ai":
+        from routeguard.providers.vertex import VertexGeminiProvider
+
+        return VertexGeminiProvider()
+    if kind == "vertex_ai_anthropic":
+        from routeguard.providers.vertex import VertexAnthropicProvider
+
+        return VertexAnthropicProvider()
     raise ValueError(f"unknown provider type {kind!r}")
 
 
