@@ -36,6 +36,27 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class AzureSettings:
+    """How an Azure OpenAI deployment is addressed and authenticated (``type: azure``)."""
+
+    api_version: str  # a dated version, or "v1" / "preview" for the /openai/v1/ API
+    ad_token: Secret | None = None  # a Microsoft Entra ID bearer token
+    token_provider: bool = False  # fetch Entra ID tokens through azure-identity
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """Where and as whom an AWS Bedrock deployment is called (``type: bedrock``); credentials
+    left unset come from the standard AWS chain (env, profile, web identity, IMDS)."""
+
+    region: str
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete upstream model behind an alias."""
 
@@ -55,6 +76,8 @@ class Deployment:
     headers: Mapping[str, str] = field(default_factory=dict)
     # Drop request fields the provider cannot honour (else a 400 names them).
     drop_params: bool = False
+    azure: AzureSettings | None = None  # type: azure only
+    aws: AwsSettings | None = None  # type: bedrock only
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

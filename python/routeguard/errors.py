@@ -238,6 +238,13 @@ class ContextWindowExceeded(UpstreamBadRequest):
     code = "context_length_exceeded"
 
 
+class ContentPolicyViolation(UpstreamBadRequest):
+    """The provider's content filter refused the prompt (Azure ``content_filter``): the same
+    request fails again there, though another provider may answer it."""
+
+    code = "content_policy_violation"
+
+
 class UpstreamAuthError(ProviderError):
     """The provider refused our credentials (401/403): a deployment misconfiguration."""
 

@@ -20,6 +20,7 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
+from routeguard.config.clouds import cloud_settings
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
 from routeguard.config.routes import RouteSettings, check_route, route_targets
@@ -459,6 +460,9 @@ def _build_deployment(
         problems.append(ConfigProblem(f"{path}.timeout", "must be > 0"))
     if not rd.model_name:
         problems.append(ConfigProblem(f"{path}.model_name", "must not be empty"))
+    cloud = cloud_settings(
+        rd, path, env, problems, lambda v, where: _resolve_secret(v, where, env, problems)
+    )
     if len(problems) > start:
         return None
     return Deployment(
@@ -466,8 +470,10 @@ def _build_deployment(
         alias=rd.model_name,
         provider=provider,
         model=rd.model,
-        api_base=(api_base or DEFAULT_API_BASES[provider]).rstrip("/"),
-        api_key=key,
+        api_base=(api_base or cloud.pop("api_base", None) or DEFAULT_API_BASES[provider]).rstrip(
+            "/"
+        ),
+        api_key=cloud.pop("api_key", key),
         weight=rd.weight,
         rpm=rd.rpm,
         tpm=rd.tpm,
@@ -476,4 +482,5 @@ def _build_deployment(
         context_window=rd.context_window,
         timeout=rd.timeout,
         headers=dict(rd.headers),
+        **cloud,
     )

@@ -7,7 +7,7 @@ from routeguard.providers.openai import OpenAIProvider
 
 
 def get_provider(kind: str) -> Provider:
-    """The provider instance for a deployment type (``openai``, ``anthropic``, ``gemini``)."""
+    """The provider instance for a deployment type (openai, anthropic, gemini, azure, bedrock)."""
     if kind == "openai":
         return OpenAIProvider()
     if kind == "anthropic":
@@ -18,6 +18,14 @@ def get_provider(kind: str) -> Provider:
         from routeguard.providers.gemini import GeminiProvider
 
         return GeminiProvider()
+    if kind == "azure":
+        from routeguard.providers.azure import AzureProvider
+
+        return AzureProvider()
+    if kind == "bedrock":
+        from routeguard.providers.bedrock import BedrockProvider
+
+        return BedrockProvider()
     raise ValueError(f"unknown provider type {kind!r}")
 
 

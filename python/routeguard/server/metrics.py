@@ -70,7 +70,8 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     0.25, 1.0)  # fmt: skip
 
 # gen_ai.provider.name well-known values, from our deployment types.
-_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
+                   "azure": "azure.ai.openai", "bedrock": "aws.bedrock"}  # fmt: skip
 _GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
           "gen_ai_response_model", "error_type")  # fmt: skip
 _CIRCUIT_UNTIL = "routeguard_deployment_circuit_open_until"
