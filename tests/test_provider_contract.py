@@ -28,6 +28,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from embedders import WordsEmbedder
 from routeguard.config import Deployment, Secret
+from routeguard.deployment import AwsSettings, AzureSettings
 from routeguard.errors import (
     ContextWindowExceeded,
     MidStreamError,
@@ -51,13 +52,26 @@ from routeguard.server.thread import ServerThread
 OPENAI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 ANTHROPIC = ["chat", "stream", "tools", "vision", "json_mode", "usage_in_stream"]
 GEMINI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
+AZURE = OPENAI
+BEDROCK = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 
-PROVIDERS: dict[str, list[str]] = {"openai": OPENAI, "anthropic": ANTHROPIC, "gemini": GEMINI}
+PROVIDERS: dict[str, list[str]] = {
+    "openai": OPENAI,
+    "anthropic": ANTHROPIC,
+    "gemini": GEMINI,
+    "azure": AZURE,
+    "bedrock": BEDROCK,
+}
 # Where the simulated upstream serves each wire format, below its root.
 API_PATH: dict[str, str] = {"openai": "/v1"}
+# The embeddings model each provider is asked for, and the size of its vectors.
+EMBED_MODEL: dict[str, tuple[str, int]] = {"bedrock": ("amazon.titan-embed-text-v2:0", 1024)}
 
 # Configured (so registered for scrubbing) but not key-shaped: only registration masks it.
+# For bedrock it is the AWS secret access key (the simulated Bedrock verifies signatures
+# made with it), which never travels: only signatures do.
 KEY = "configured-contract-credential-7"
+AWS_KEY_ID = "AKIACONTRACTTEST0007"
 _COVERED: set[str] = set()
 
 
@@ -113,6 +127,7 @@ JSON_MODE = {**HELLO, "response_format": {"type": "json_object"}}
 @pytest.fixture(scope="module")
 def mock() -> Iterator[MockServer]:
     with MockServer() as m:
+        m.app.aws_credentials[AWS_KEY_ID] = KEY
         yield m
 
 
@@ -123,15 +138,29 @@ async def _close_http_session() -> AsyncIterator[None]:
 
 
 def _dep(mock: MockServer, kind: str, model: str = "sim-model", **extra: Any) -> Deployment:
+    key = Secret(extra.pop("key", KEY))
+    if kind == "bedrock":  # SigV4 with the key as the secret (the API key is a bearer token)
+        extra["aws"] = AwsSettings("us-east-1", Secret(AWS_KEY_ID), key)
+        key = None
+    elif kind == "azure":
+        extra["azure"] = AzureSettings(api_version="2024-10-21")
     return Deployment(
         id=f"{kind}-{model}",
         alias="alias",
         provider=kind,
         model=model,
         api_base=mock.url + API_PATH.get(kind, ""),
-        api_key=Secret(extra.pop("key", KEY)),
+        api_key=key,
         **extra,
     )
+
+
+def _credentials(kind: str) -> dict[str, Any]:
+    """A config entry's credentials for ``kind`` (SigV4 keys for bedrock)."""
+    if kind == "bedrock":
+        return {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": KEY,
+                "aws_region_name": "us-east-1"}  # fmt: skip
+    return {"api_key": KEY}
 
 
 async def _collect(kind: str, dep: Deployment, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -244,7 +273,7 @@ def _gateway(mock: MockServer, model: str, kinds: list[str]) -> Gateway:
             "model_name": kind,
             "type": kind,
             "model": model,
-            "api_key": KEY,
+            **_credentials(kind),
             "api_base": mock.url + API_PATH.get(kind, ""),
             "input_cost_per_mtok": 1000.0,
             "output_cost_per_mtok": 1000.0,
@@ -388,17 +417,22 @@ async def test_streamed_tool_call(mock: MockServer, kind: str) -> None:
 def _embed_config(mock: MockServer, kind: str) -> dict[str, Any]:
     """A gateway with one ``kind`` embeddings model ``e`` and a budget account ``team``."""
     return {
-        "model_list": [{"model_name": "e", "type": kind, "model": "text-embedding-004",
-                        "api_base": _dep(mock, kind).api_base, "api_key": "k",
+        "model_list": [{"model_name": "e", "type": kind, "model": _embed_model(kind)[0],
+                        "api_base": _dep(mock, kind).api_base, **_credentials(kind),
                         "input_cost_per_mtok": 1000.0}],
         "budgets": [{"name": "team", "limit": 10.0}],
     }  # fmt: skip
 
 
+def _embed_model(kind: str) -> tuple[str, int]:
+    return EMBED_MODEL.get(kind, ("text-embedding-004", 768))
+
+
 @pytest.mark.parametrize("kind", having("embeddings"))
 @pytest.mark.parametrize("fmt", ["float", "base64"])
 async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
-    dep = _dep(mock, kind, "text-embedding-004")
+    model, dims = _embed_model(kind)
+    dep = _dep(mock, kind, model)
     request = {
         "model": "alias",
         "input": ["the cat sat", "the cat sat", "quantum flux"],
@@ -414,7 +448,7 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
             CreateEmbeddingResponse.model_validate(await gw.embeddings({**request, "model": "e"}))
         finally:
             await gw.aclose()
-        assert len(out["data"][0]["embedding"]) == 768
+        assert len(out["data"][0]["embedding"]) == dims
     else:
         floats = await get_provider(kind).embed({**request, "encoding_format": "float"}, dep, 10.0)
         raw = base64.b64decode(out["data"][2]["embedding"])
@@ -424,7 +458,8 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
 
 @pytest.mark.parametrize("kind", having("embeddings"))
 async def test_embeddings_usage_is_reported_not_made_up(mock: MockServer, kind: str) -> None:
-    out = await get_provider(kind).embed({"input": ["the cat sat"]}, _dep(mock, kind), 10.0)
+    dep = _dep(mock, kind, _embed_model(kind)[0])
+    out = await get_provider(kind).embed({"input": ["the cat sat"]}, dep, 10.0)
     usage = out.get("usage") or {}
     assert usage.get("prompt_tokens", 1) > 0  # absent (the gateway estimates) or real
     # Through the gateway the answer always carries usage, and a budget is charged for it.

@@ -65,6 +65,8 @@ ERROR_STATUS: dict[str, int] = {
     "InternalServerException": 500,
     "ServiceUnavailableException": 503,
 }
+# Types whose meaning the HTTP status does not carry.
+_STATUS_FROM_TYPE = frozenset({"ModelErrorException", "ServiceQuotaExceededException"})
 # What a ValidationException says when the prompt does not fit the model.
 CONTEXT_HINTS = (
     "too long",
@@ -78,11 +80,18 @@ CONTEXT_HINTS = (
 
 
 def error_from(
-    status: int, error_type: str, message: str, body: Any = None, retry_after: float | None = None
+    status: int | None,
+    error_type: str,
+    message: str,
+    body: Any = None,
+    retry_after: float | None = None,
 ) -> ProviderError:
-    """The ProviderError for a Bedrock error type (or, when unknown, its HTTP status)."""
+    """The ProviderError for a Bedrock error: by its HTTP status, or by its type when the
+    status says less (an in-stream exception has none; 424 ModelErrorException; a quota
+    answered as 400)."""
     kind = error_type[:1].upper() + error_type[1:]
-    status = ERROR_STATUS.get(kind, status)
+    if status is None or kind in _STATUS_FROM_TYPE:
+        status = ERROR_STATUS.get(kind, 500 if status is None else status)
     lowered = message.lower()
     ctx = status == 400 and any(h in lowered for h in CONTEXT_HINTS)
     return error_for_status(status, message, retry_after=retry_after, body=body, context_window=ctx)
@@ -132,10 +141,10 @@ class StreamDecoder:
         if kind == "exception":
             payload = _payload(msg)
             text = payload.get("message") or payload.get("Message") or "stream failed"
-            raise error_from(500, msg.header(":exception-type"), str(text), payload)
+            raise error_from(None, msg.header(":exception-type"), str(text), payload)
         if kind == "error":
             code = msg.header(":error-code")
-            raise error_from(500, code, msg.header(":error-message") or code or "stream error")
+            raise error_from(None, code, msg.header(":error-message") or code or "stream error")
         event = msg.header(":event-type")
         payload = _payload(msg)
         if event == "messageStart":
