@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 _RECORDED_HEADERS = frozenset(
-    ("authorization", "anthropic-version", "anthropic-beta", "content-type", "user-agent")
+    (
+        "authorization",
+        "api-key",
+        "anthropic-version",
+        "anthropic-beta",
+        "content-type",
+        "user-agent",
+    )
 )
 
 
