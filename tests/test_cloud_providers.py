@@ -511,3 +511,44 @@ def test_serve_reports_a_wrong_aws_secret_as_an_auth_error(
         assert "UpstreamAuthError" in body and "status 403" in body
         assert "not-the-right-secret-5" not in body
     assert "not-the-right-secret-5" not in proxy.output
+
+
+def test_litellm_entra_refresh_and_cloud_params_load_without_warnings(monkeypatch: Any) -> None:
+    monkeypatch.setattr(clouds, "installed", lambda module: True)
+    data = {
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "azure/d", "api_version": "v1",
+                                                   "api_base": "https://r.openai.azure.com"}},
+            {"model_name": "b", "litellm_params": {"model": "bedrock/invoke/meta.llama3-8b",
+                                                   "aws_profile_name": "prod",
+                                                   "aws_region_name": "us-west-2"}},
+        ],
+        "litellm_settings": {"enable_azure_ad_token_refresh": True},
+    }  # fmt: skip
+    cfg = config.load(data, env={})
+    a, b = cfg.deployments["a"][0], cfg.deployments["b"][0]
+    assert a.azure is not None and a.azure.token_provider and a.azure.api_version == "v1"
+    assert b.model == "meta.llama3-8b" and b.aws is not None and b.aws.profile == "prod"
+    assert cfg.warnings == []
+
+
+async def test_a_failing_azure_deployment_falls_back_to_bedrock(mock: MockServer) -> None:
+    from routeguard.gateway import Gateway
+
+    cfg = {
+        "model_list": [
+            {"model_name": "gpt", "type": "azure", "model": "gpt-error-503", "api_key": "k",
+             "api_base": mock.url},
+            {"model_name": "claude", "type": "bedrock", "model": CLAUDE, "api_base": mock.url,
+             "aws_region_name": "us-east-1", "aws_access_key_id": SIM_AWS_ACCESS_KEY_ID,
+             "aws_secret_access_key": SIM_AWS_SECRET_ACCESS_KEY},
+        ],
+        "fallbacks": {"gpt": ["claude"]},
+        "router_settings": {"num_retries": 0},
+    }  # fmt: skip
+    gw = Gateway.from_config(cfg)
+    try:
+        out = await gw.chat({"model": "gpt", **HELLO})
+        assert out["choices"][0]["message"]["content"].startswith(f"Simulated answer from {CLAUDE}")
+    finally:
+        await gw.aclose()
