@@ -24,6 +24,9 @@ from routeguard.errors import ProviderError
 
 _PRELUDE = 12
 _CRC = 4
+_PRELUDE_FIELDS = struct.Struct(">III")
+_CRC_FIELD = struct.Struct(">I")
+_SEEN_MAX = 32
 # AWS caps a message at 16 MiB and its headers at 128 KiB; anything larger is corruption.
 MAX_MESSAGE = 16 * 1024 * 1024
 MAX_HEADERS = 128 * 1024
@@ -33,7 +36,8 @@ HeaderValue = bool | int | bytes | str | uuid.UUID
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One decoded event-stream message."""
+    """One decoded event-stream message (``headers`` may be shared between messages of a
+    stream: read it, never change it)."""
 
     headers: dict[str, HeaderValue]
     payload: bytes
@@ -53,37 +57,31 @@ _FIXED: dict[int, tuple[str, int]] = {2: (">b", 1), 3: (">h", 2), 4: (">i", 4), 
                                       8: (">q", 8)}  # fmt: skip
 
 
-def parse_headers(data: bytes | memoryview) -> dict[str, HeaderValue]:
+def parse_headers(data: bytes) -> dict[str, HeaderValue]:
     """The headers block of one message."""
-    view = memoryview(data)
     out: dict[str, HeaderValue] = {}
     i = 0
-    n = len(view)
+    n = len(data)
     try:
         while i < n:
-            name_len = view[i]
-            name = bytes(view[i + 1 : i + 1 + name_len]).decode("utf-8")
-            i += 1 + name_len
-            kind = view[i]
-            i += 1
+            name_end = i + 1 + data[i]
+            name = data[i + 1 : name_end].decode("utf-8")
+            kind = data[name_end]
+            i = name_end + 1
             value: Any
-            if kind == 0:
-                value = True
-            elif kind == 1:
-                value = False
+            if kind == 7 or kind == 6:
+                end = i + 2 + int.from_bytes(data[i : i + 2], "big")
+                raw = data[i + 2 : end]
+                value = raw.decode("utf-8") if kind == 7 else raw
+                i = end
+            elif kind == 0 or kind == 1:
+                value = kind == 0
             elif kind in _FIXED:
                 fmt, size = _FIXED[kind]
-                (value,) = struct.unpack_from(fmt, view, i)
+                (value,) = struct.unpack_from(fmt, data, i)
                 i += size
-            elif kind in (6, 7):
-                (length,) = struct.unpack_from(">H", view, i)
-                raw = bytes(view[i + 2 : i + 2 + length])
-                if len(raw) != length:
-                    raise _corrupt("header value runs past the headers")
-                value = raw.decode("utf-8") if kind == 7 else raw
-                i += 2 + length
             elif kind == 9:
-                value = uuid.UUID(bytes=bytes(view[i : i + 16]))
+                value = uuid.UUID(bytes=data[i : i + 16])
                 i += 16
             else:
                 raise _corrupt(f"unknown header value type {kind}")
@@ -98,10 +96,12 @@ def parse_headers(data: bytes | memoryview) -> dict[str, HeaderValue]:
 class EventStreamDecoder:
     """Bytes in (any chunking), whole messages out, CRCs checked."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_seen")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        # A stream repeats a handful of header blocks (one per event type): parsed once each.
+        self._seen: dict[bytes, dict[str, HeaderValue]] = {}
 
     @property
     def pending(self) -> int:
@@ -110,26 +110,33 @@ class EventStreamDecoder:
 
     def feed(self, data: bytes) -> list[Message]:
         """The messages ``data`` completes (none while a message is still partial)."""
-        self._buf += data
+        buf = self._buf
+        buf += data
         out: list[Message] = []
-        while len(self._buf) >= _PRELUDE:
-            total, headers_len, prelude_crc = struct.unpack_from(">III", self._buf, 0)
-            if zlib.crc32(memoryview(self._buf)[:8]) != prelude_crc:
+        pos, end_of_data = 0, len(buf)
+        while end_of_data - pos >= _PRELUDE:
+            total, headers_len, prelude_crc = _PRELUDE_FIELDS.unpack_from(buf, pos)
+            if zlib.crc32(buf[pos : pos + 8]) != prelude_crc:
                 raise _corrupt("prelude CRC mismatch")
             if total > MAX_MESSAGE or headers_len > MAX_HEADERS:
                 raise _corrupt("message too large")
             if total < _PRELUDE + headers_len + _CRC:
                 raise _corrupt("lengths do not add up")
-            if len(self._buf) < total:
+            if end_of_data - pos < total:
                 break
-            frame = memoryview(self._buf)[:total]
-            (message_crc,) = struct.unpack_from(">I", frame, total - _CRC)
-            if zlib.crc32(frame[: total - _CRC]) != message_crc:
-                frame.release()
+            end = pos + total
+            (message_crc,) = _CRC_FIELD.unpack_from(buf, end - _CRC)
+            if zlib.crc32(buf[pos : end - _CRC]) != message_crc:
                 raise _corrupt("message CRC mismatch")
-            headers = parse_headers(frame[_PRELUDE : _PRELUDE + headers_len])
-            payload = bytes(frame[_PRELUDE + headers_len : total - _CRC])
-            frame.release()
-            del self._buf[:total]
-            out.append(Message(headers, payload))
+            start = pos + _PRELUDE
+            block = bytes(buf[start : start + headers_len])
+            headers = self._seen.get(block)
+            if headers is None:
+                headers = parse_headers(block)
+                if len(self._seen) < _SEEN_MAX:
+                    self._seen[block] = headers
+            out.append(Message(headers, bytes(buf[start + headers_len : end - _CRC])))
+            pos = end
+        if pos:
+            del buf[:pos]
         return out
