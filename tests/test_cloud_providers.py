@@ -552,3 +552,39 @@ async def test_a_failing_azure_deployment_falls_back_to_bedrock(mock: MockServer
         assert out["choices"][0]["message"]["content"].startswith(f"Simulated answer from {CLAUDE}")
     finally:
         await gw.aclose()
+
+
+def test_tool_choice_none_leaves_the_tools_out_unless_the_history_needs_them() -> None:
+    body = request_to_converse({**HELLO, "tools": TOOLS, "tool_choice": "none"}, CLAUDE)
+    assert "toolConfig" not in body
+    call = {"id": "t1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}  # fmt: skip
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "t1", "content": "cold"},
+    ]
+    body = request_to_converse({"messages": history, "tools": TOOLS, "tool_choice": "none"}, CLAUDE)
+    assert body["toolConfig"]["toolChoice"] == {"auto": {}}
+    assert body["messages"][1]["content"][0]["toolUse"]["input"] == {"city": "Oslo"}
+    assert body["messages"][2]["content"][0]["toolResult"]["toolUseId"] == "t1"
+
+
+async def test_no_aws_credentials_is_an_auth_error_naming_the_fixes(
+    mock: MockServer, monkeypatch: Any, tmp_path: Path
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    mock.reset()
+    with pytest.raises(UpstreamAuthError, match="no AWS credentials found"):
+        await BedrockProvider().chat(HELLO, _bedrock(mock, aws=AwsSettings("us-east-1")), 10.0)
+    with pytest.raises(UpstreamAuthError, match="cannot load AWS credentials"):
+        await BedrockProvider().chat(
+            HELLO, _bedrock(mock, aws=AwsSettings("us-east-1", profile="absent")), 10.0
+        )
+    assert mock.request_count == 0
