@@ -275,7 +275,7 @@ def test_request_translation() -> None:
                 {"role": "user", "content": "Hi"},
                 {"role": "user", "content": "there"},
             ],
-            "temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "stop": "END", "user": "u-1",
+            "temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "stop": "END", "user": "u-1 (ü)",
         },
         CLAUDE,
     )  # fmt: skip
@@ -283,7 +283,7 @@ def test_request_translation() -> None:
     assert body["messages"] == [{"role": "user", "content": [{"text": "Hi"}, {"text": "there"}]}]
     assert body["inferenceConfig"] == {
         "maxTokens": 50, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]}  # fmt: skip
-    assert body["requestMetadata"] == {"user": "u-1"}
+    assert body["requestMetadata"] == {"user": "u-1 ___"}  # only the characters AWS allows
 
     thinking = request_to_converse({**HELLO, "reasoning_effort": "low"}, CLAUDE)
     assert thinking["additionalModelRequestFields"] == {

@@ -52,6 +52,7 @@ _AUTH = re.compile(
     r"Signature=(?P<sig>[0-9a-f]{64})$"
 )
 _MAX_SKEW = timedelta(minutes=15)
+_METADATA = re.compile(r"^[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}$")
 
 
 def route(path: str) -> tuple[str, str | None]:
@@ -272,6 +273,12 @@ def parse_converse(body: Any, model: str, stream: bool) -> Prompt:
             mode = "any"
         elif isinstance(choice, dict) and isinstance(choice.get("tool"), dict):
             mode, forced = "any", str(choice["tool"].get("name"))
+    metadata = body.get("requestMetadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or not all(isinstance(v, str) and _METADATA.match(v) for v in metadata.values())
+    ):
+        raise _invalid("requestMetadata: values must match [a-zA-Z0-9\\s:_@$#=/+,-.]{0,256}")
     inference = body.get("inferenceConfig") or {}
     max_tokens = inference.get("maxTokens") if isinstance(inference, dict) else None
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):

@@ -12,6 +12,7 @@ answer. Response: blocks back to content and ``tool_calls``, ``stopReason`` to
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -46,6 +47,7 @@ _DOC_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/plain": "txt"
                 "text/html": "html", "text/markdown": "md", "application/msword": "doc",
                 f"{_OOXML}.wordprocessingml.document": "docx", "application/vnd.ms-excel": "xls",
                 f"{_OOXML}.spreadsheetml.sheet": "xlsx"}  # fmt: skip
+_METADATA_UNSAFE = re.compile(r"[^a-zA-Z0-9\s:_@$#=/+,\-.]")
 # Cross-region inference profiles prefix the model id with a geography.
 _GEOGRAPHIES = frozenset({"us", "eu", "apac", "us-gov", "ca", "jp", "au", "global"})
 
@@ -111,7 +113,8 @@ def request_to_converse(request: Json, model: str) -> Json:
         raise bad("n > 1 is not supported; send n separate requests", "n")
     user = request.get("user")
     if isinstance(user, str) and user:
-        body["requestMetadata"] = {"user": user[:256]}
+        # requestMetadata values allow letters, digits, spaces and ``:_@$#=/+,-.`` only.
+        body["requestMetadata"] = {"user": _METADATA_UNSAFE.sub("_", user)[:256]}
     effort = request.get("reasoning_effort")
     if effort is not None:
         budget = thinking_budget(effort, "bedrock")
