@@ -588,3 +588,21 @@ async def test_no_aws_credentials_is_an_auth_error_naming_the_fixes(
             HELLO, _bedrock(mock, aws=AwsSettings("us-east-1", profile="absent")), 10.0
         )
     assert mock.request_count == 0
+
+
+async def test_prompt_caching_marks_become_cache_points(mock: MockServer) -> None:
+    cached = {"type": "text", "text": "A long, stable system prompt.", "cache_control": {
+        "type": "ephemeral"}}  # fmt: skip
+    request = {
+        "messages": [
+            {"role": "system", "content": [cached]},
+            {"role": "user", "content": [{**cached, "text": "Hello"}, {"type": "text",
+                                          "text": "and more"}]},
+        ]
+    }  # fmt: skip
+    body = request_to_converse(request, CLAUDE)
+    point = {"cachePoint": {"type": "default"}}
+    assert body["system"] == [{"text": "A long, stable system prompt."}, point]
+    assert body["messages"][0]["content"] == [{"text": "Hello"}, point, {"text": "and more"}]
+    out = await BedrockProvider().chat(request, _bedrock(mock), 10.0)  # the simulator takes it
+    assert out["choices"][0]["message"]["content"]

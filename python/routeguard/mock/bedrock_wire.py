@@ -222,7 +222,7 @@ def parse_converse(body: Any, model: str, stream: bool) -> Prompt:
                     isinstance(src, dict) and isinstance(src.get("bytes"), str)
                 ):
                     raise _invalid(f"messages.{i}.content.{j}.image: format and source.bytes")
-            elif kind == "document":
+            elif kind in ("document", "cachePoint"):
                 continue
             elif kind == "toolUse" and isinstance(value, dict):
                 has_tool_blocks = True

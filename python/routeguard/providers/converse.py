@@ -85,7 +85,7 @@ def request_to_converse(request: Json, model: str) -> Json:
             raise bad(f"{where} must be an object")
         role = m.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in _texts(m.get("content"), where))
+            system.extend(_text_blocks(m.get("content"), where))
         elif role == "user":
             _append(turns, "user", _user_blocks(m.get("content"), where))
         elif role == "assistant":
@@ -204,6 +204,24 @@ def _texts(content: Any, where: str) -> list[str]:
     return out
 
 
+# Anthropic's prompt caching on Bedrock: a part marked ``cache_control`` (as the proxy's
+# /v1/messages passes it on) ends a cacheable prefix, which Converse spells as a cachePoint
+# block after it.
+_CACHE_POINT: Json = {"cachePoint": {"type": "default"}}
+
+
+def _text_blocks(content: Any, where: str) -> list[Json]:
+    """Text blocks of a message's content, each cache mark as a cachePoint after its part."""
+    if not isinstance(content, list):
+        return [{"text": t} for t in _texts(content, where)]
+    blocks: list[Json] = []
+    for part in content:
+        blocks.extend({"text": t} for t in _texts([part], where))
+        if isinstance(part, dict) and part.get("cache_control"):
+            blocks.append(_CACHE_POINT)
+    return blocks
+
+
 def _user_blocks(content: Any, where: str) -> list[Json]:
     if not isinstance(content, list):
         return [{"text": t} for t in _texts(content, where)]
@@ -212,7 +230,8 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
         kind = part.get("type") if isinstance(part, dict) else None
         at = f"{where}.content[{j}]"
         if kind == "text":
-            blocks.extend({"text": t} for t in _texts([part], where))
+            blocks.extend(_text_blocks([part], where))
+            continue
         elif kind == "image_url":
             assert isinstance(part, dict)
             image = part.get("image_url")
@@ -242,11 +261,13 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
             blocks.append({"document": doc})
         else:
             raise bad(f"{at}: content part type {kind!r} is not supported")
+        if isinstance(part, dict) and part.get("cache_control"):
+            blocks.append(_CACHE_POINT)
     return blocks
 
 
 def _assistant_blocks(m: Json, where: str) -> list[Json]:
-    blocks: list[Json] = [{"text": t} for t in _texts(m.get("content"), where)]
+    blocks = _text_blocks(m.get("content"), where)
     calls = m.get("tool_calls") or []
     if not isinstance(calls, list):
         raise bad(f"{where}.tool_calls must be a list")
