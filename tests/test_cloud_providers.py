@@ -606,3 +606,27 @@ async def test_prompt_caching_marks_become_cache_points(mock: MockServer) -> Non
     assert body["messages"][0]["content"] == [{"text": "Hello"}, point, {"text": "and more"}]
     out = await BedrockProvider().chat(request, _bedrock(mock), 10.0)  # the simulator takes it
     assert out["choices"][0]["message"]["content"]
+
+
+def _framed(headers: bytes, payload: bytes) -> bytes:
+    total = 12 + len(headers) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    body = prelude + headers + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.binary(max_size=64), payload=st.binary(max_size=16), noise=st.binary(max_size=40))
+def test_any_bytes_decode_or_raise_a_provider_error(
+    headers: bytes, payload: bytes, noise: bytes
+) -> None:
+    # well-framed messages with arbitrary header bytes, then arbitrary bytes: never a crash
+    decoder = EventStreamDecoder()
+    for data in (_framed(headers, payload), noise):
+        try:
+            for msg in decoder.feed(data):
+                assert msg.payload == payload
+        except ProviderError as exc:
+            assert "corrupt" in exc.message
+            return
