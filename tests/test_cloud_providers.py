@@ -630,3 +630,16 @@ def test_any_bytes_decode_or_raise_a_provider_error(
         except ProviderError as exc:
             assert "corrupt" in exc.message
             return
+
+
+async def test_titan_embeds_many_texts_in_order(mock: MockServer) -> None:
+    dep = _bedrock(mock, model="amazon.titan-embed-text-v2:0")
+    texts = [f"text number {i}" for i in range(20)]
+    mock.reset()
+    out = await BedrockProvider().embed({"input": texts, "dimensions": 256}, dep, 10.0)
+    assert mock.request_count == len(texts)  # Titan: one text a call
+    assert [d["index"] for d in out["data"]] == list(range(20))
+    for i in (0, 7, 19):
+        alone = await BedrockProvider().embed({"input": texts[i], "dimensions": 256}, dep, 10.0)
+        assert out["data"][i]["embedding"] == alone["data"][0]["embedding"]
+    assert len(out["data"][0]["embedding"]) == 256

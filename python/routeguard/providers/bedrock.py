@@ -3,9 +3,9 @@ model Converse serves: Anthropic, Llama, Mistral, Nova...), InvokeModel for Tita
 Cohere embeddings.
 
 Flow: an OpenAI chat request -> :func:`.converse.request_to_converse` (the translation)
--> ``POST {api_base}/model/{id}/converse`` signed with
-SigV4 (:mod:`.aws`) or a Bedrock API key -> :func:`response_from_converse`. A stream is the
-AWS event-stream framing (:mod:`.eventstream`), each event turned into chunks by
+-> ``POST {api_base}/model/{id}/converse``, signed with SigV4 (:mod:`.aws`) or carrying a
+Bedrock API key -> :func:`.converse.response_from_converse`. A stream is the AWS event-stream
+framing (:mod:`.eventstream`), each event turned into chunks by
 :class:`StreamDecoder`. Errors come as ``x-amzn-ErrorType`` plus ``{"message"}``
 (:func:`error_from_response`); in a stream, as exception messages.
 """
@@ -17,7 +17,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -76,6 +76,8 @@ CONTEXT_HINTS = (
     "maximum context",
     "exceeds the maximum",
 )
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -342,9 +344,8 @@ class BedrockProvider:
         extra: Json = {}
         if isinstance(request.get("dimensions"), int):
             extra = {"dimensions": request["dimensions"], "normalize": True}
-        answers = await asyncio.gather(
-            *(self._post(dep, "invoke", {"inputText": t, **extra}, timeout) for t in texts)
-        )
+        answers = await _all([self._post(dep, "invoke", {"inputText": t, **extra}, timeout)
+                              for t in texts])  # fmt: skip
         vectors = [_vector(a.get("embedding")) for a in answers]
         counts = [a.get("inputTextTokenCount") for a in answers]
         tokens = (
@@ -357,11 +358,8 @@ class BedrockProvider:
     ) -> tuple[list[list[float]], int | None]:
         batches = [texts[i : i + 96] for i in range(0, len(texts), 96)]
         body = {"input_type": "search_document", "embedding_types": ["float"]}
-        answers = await asyncio.gather(
-            *(
-                self._post(dep, "invoke", {**body, "texts": b}, timeout, counts=True)
-                for b in batches
-            )
+        answers = await _all(
+            [self._post(dep, "invoke", {**body, "texts": b}, timeout, counts=True) for b in batches]
         )
         vectors: list[list[float]] = []
         tokens: int | None = 0
@@ -396,6 +394,30 @@ class BedrockProvider:
             if raw is not None and raw.isdigit():
                 answer["_input_tokens"] = int(raw)
         return answer
+
+
+# InvokeModel calls one embeddings request may have in flight at once (Titan takes one
+# text a call): enough to be quick, few enough not to trip the account's rate limit alone.
+EMBED_CONCURRENCY = 8
+
+
+async def _all(calls: list[Coroutine[Any, Any, Json]]) -> list[Json]:
+    """Every call's answer in order, at most EMBED_CONCURRENCY at a time; the first failure
+    cancels the rest and is raised."""
+    gate = asyncio.Semaphore(EMBED_CONCURRENCY)
+
+    async def one(call: Coroutine[Any, Any, Json]) -> Json:
+        async with gate:
+            return await call
+
+    tasks = [asyncio.ensure_future(one(c)) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _vector(value: Any) -> list[float]:
