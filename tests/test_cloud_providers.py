@@ -40,7 +40,7 @@ from routeguard.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from routeguard.mock import BAD_KEY, MockServer
+from routeguard.mock import BAD_KEY, MockServer, bedrock_wire
 from routeguard.mock.bedrock_wire import (
     SIM_AWS_ACCESS_KEY_ID,
     SIM_AWS_SECRET_ACCESS_KEY,
@@ -643,3 +643,24 @@ async def test_titan_embeds_many_texts_in_order(mock: MockServer) -> None:
         alone = await BedrockProvider().embed({"input": texts[i], "dimensions": 256}, dep, 10.0)
         assert out["data"][i]["embedding"] == alone["data"][0]["embedding"]
     assert len(out["data"][0]["embedding"]) == 256
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"", "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
+        (b"Param2=value2&Param1=value1",
+         "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
+    ],
+)  # fmt: skip
+def test_the_simulated_bedrock_verifies_with_aws_published_test_vectors(
+    query: bytes, expected: str
+) -> None:
+    # AWS's SigV4 test suite (get-vanilla, get-vanilla-query-order-key-case): the simulator's
+    # verifier is checked against AWS's own figures, not against the signer it verifies.
+    headers = {"host": "example.amazonaws.com", "x-amz-date": "20150830T123600Z"}
+    got = bedrock_wire.signature(
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", ("20150830", "us-east-1", "service"),
+        "20150830T123600Z", "GET", "/", query, headers, ["host", "x-amz-date"], b"",
+    )  # fmt: skip
+    assert got == expected

@@ -21,7 +21,7 @@ import struct
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from routeguard.mock.answers import (
     Answer,
@@ -100,33 +100,55 @@ def check_auth(
     if abs(datetime.now(UTC) - when) > _MAX_SKEW:
         raise Fault(403, "Signature expired: the request time is too far from the server's.",
                     code="InvalidSignatureException")  # fmt: skip
+    scope = (m["date"], m["region"], m["service"])
+    expected = signature(secret, scope, amz_date, method, raw_path, query, headers, signed, body)
+    if m["service"] != "bedrock" or not hmac.compare_digest(expected, m["sig"]):
+        raise _signature_mismatch()
+
+
+def signature(
+    secret: str,
+    scope: tuple[str, str, str],
+    amz_date: str,
+    method: str,
+    raw_path: str,
+    query: bytes,
+    headers: dict[str, str],
+    signed: list[str],
+    body: bytes,
+) -> str:
+    """The SigV4 signature (hex) of a request as received: ``scope`` is (date, region,
+    service), ``raw_path`` the path as sent, ``signed`` the signed header names in order."""
     canonical = "\n".join(
         [
             method,
             quote(raw_path, safe="/~"),  # the path as sent, encoded once more (not S3)
             _canonical_query(query),
             "".join(f"{h}:{' '.join(headers.get(h, '').split())}\n" for h in signed),
-            m["signed"],
+            ";".join(signed),
             hashlib.sha256(body).hexdigest(),
         ]
     )
-    scope = f"{m['date']}/{m['region']}/{m['service']}/aws4_request"
+    date, region, service = scope
     to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            f"{date}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
     )
     key = ("AWS4" + secret).encode()
-    for part in (m["date"], m["region"], m["service"], "aws4_request"):
+    for part in (date, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    if m["service"] != "bedrock" or not hmac.compare_digest(expected, m["sig"]):
-        raise _signature_mismatch()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def _canonical_query(query: bytes) -> str:
     pairs = []
     for item in query.decode("latin-1").split("&") if query else []:
         k, _, v = item.partition("=")
-        pairs.append((quote(k, safe="-_.~"), quote(v, safe="-_.~")))
+        pairs.append((quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~")))
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
