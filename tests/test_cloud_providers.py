@@ -664,3 +664,38 @@ def test_the_simulated_bedrock_verifies_with_aws_published_test_vectors(
         "20150830T123600Z", "GET", "/", query, headers, ["host", "x-amz-date"], b"",
     )  # fmt: skip
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        ("/openai/deployments/d/chat/completions", {"api-key": "k"}, 404, "404"),
+        ("/openai/deployments/d/chat/completions?api-version=latest", {"api-key": "k"}, 400,
+         "BadRequest"),
+        ("/openai/deployments/d/chat/completions?api-version=2024-10-21", {}, 401, "401"),
+        ("/openai/deployments/d/completions?api-version=2024-10-21", {"api-key": "k"}, 404,
+         "404"),
+        ("/openai/deployments/d/chat/completions?api-version=2024-10-21", {"api-key": "k"}, 200,
+         None),
+    ],
+)  # fmt: skip
+async def test_the_simulated_azure_checks_paths_versions_and_keys(
+    mock: MockServer, path: str, headers: dict[str, str], status: int, code: str | None
+) -> None:
+    resp = await http.post_json(mock.url + path, headers, HELLO, 10.0)
+    assert resp.status == status
+    if code is not None:
+        assert resp.json()["error"]["code"] == code
+
+
+async def test_the_simulated_bedrock_refuses_unsigned_and_malformed_requests(
+    mock: MockServer,
+) -> None:
+    url = f"{mock.url}/model/{CLAUDE}/converse"
+    resp = await http.post_json(url, {}, HELLO, 10.0)
+    assert resp.status == 403 and resp.headers["x-amzn-errortype"].startswith(
+        "MissingAuthenticationTokenException")  # fmt: skip
+    # signed, but Converse wants alternating turns starting with the user
+    body = {"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]}
+    resp = await http.post_json(url, {"authorization": "Bearer api-key"}, body, 10.0)
+    assert resp.status == 400 and "start with a user message" in resp.json()["message"]
