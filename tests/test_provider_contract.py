@@ -32,7 +32,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from embedders import WordsEmbedder
 from gcp import PROJECT, service_account
 from routeguard.config import Deployment, Secret
-from routeguard.deployment import VertexTarget
+from routeguard.deployment import AwsSettings, AzureSettings, VertexTarget
 from routeguard.errors import (
     ContextWindowExceeded,
     MidStreamError,
@@ -56,6 +56,8 @@ from routeguard.server.thread import ServerThread
 OPENAI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 ANTHROPIC = ["chat", "stream", "tools", "vision", "json_mode", "usage_in_stream"]
 GEMINI = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
+AZURE = OPENAI
+BEDROCK = ["chat", "stream", "tools", "embeddings", "vision", "json_mode", "usage_in_stream"]
 
 VERTEX_GEMINI = GEMINI
 VERTEX_ANTHROPIC = ANTHROPIC
@@ -66,6 +68,8 @@ PROVIDERS: dict[str, list[str]] = {
     "gemini": GEMINI,
     "vertex_ai": VERTEX_GEMINI,
     "vertex_ai_anthropic": VERTEX_ANTHROPIC,
+    "azure": AZURE,
+    "bedrock": BEDROCK,
 }
 # Where the simulated upstream serves each wire format, below its root.
 API_PATH: dict[str, str] = {"openai": "/v1"}
@@ -74,9 +78,14 @@ MODEL_PREFIX: dict[str, str] = {"vertex_ai_anthropic": "claude-"}
 VERTEX = ("vertex_ai", "vertex_ai_anthropic")
 # Service-account files for the module's mock: trusted, and one the token endpoint refuses.
 CREDENTIALS: dict[str, Path] = {}
+# The embeddings model each provider is asked for, and the size of its vectors.
+EMBED_MODEL: dict[str, tuple[str, int]] = {"bedrock": ("amazon.titan-embed-text-v2:0", 1024)}
 
 # Configured (so registered for scrubbing) but not key-shaped: only registration masks it.
+# For bedrock it is the AWS secret access key (the simulated Bedrock verifies signatures
+# made with it), which never travels: only signatures do.
 KEY = "configured-contract-credential-7"
+AWS_KEY_ID = "AKIACONTRACTTEST0007"
 _COVERED: set[str] = set()
 
 
@@ -135,6 +144,7 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockServer]:
         keys = tmp_path_factory.mktemp("gcp")
         CREDENTIALS["good"] = service_account(m, keys)
         CREDENTIALS["bad"] = service_account(m, keys, trusted=False)
+        m.app.aws_credentials[AWS_KEY_ID] = KEY
         yield m
 
 
@@ -146,16 +156,23 @@ async def _close_http_session() -> AsyncIterator[None]:
 
 def _dep(mock: MockServer, kind: str, model: str = "sim-model", **extra: Any) -> Deployment:
     key = extra.pop("key", KEY)
+    api_key: Secret | None = Secret(key)
     if kind in VERTEX:  # Google credentials instead of a key; BAD_KEY: refused ones
         creds = CREDENTIALS["bad" if key == BAD_KEY else "good"]
         extra["vertex"] = VertexTarget(PROJECT, "us-central1", str(creds))
+        api_key = None
+    elif kind == "bedrock":  # SigV4 with the key as the secret (the API key is a bearer token)
+        extra["aws"] = AwsSettings("us-east-1", Secret(AWS_KEY_ID), Secret(key))
+        api_key = None
+    elif kind == "azure":
+        extra["azure"] = AzureSettings(api_version="2024-10-21")
     return Deployment(
         id=f"{kind}-{model}",
         alias="alias",
         provider=kind,
         model=MODEL_PREFIX.get(kind, "") + model,
         api_base=mock.url + API_PATH.get(kind, ""),
-        api_key=None if kind in VERTEX else Secret(key),
+        api_key=api_key,
         **extra,
     )
 
@@ -170,6 +187,9 @@ def _entry(mock: MockServer, kind: str, model: str, **fields: Any) -> dict[str, 
     }
     if kind in VERTEX:
         entry |= {"vertex_project": PROJECT, "vertex_credentials": str(CREDENTIALS["good"])}
+    elif kind == "bedrock":  # SigV4 keys
+        entry |= {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": KEY,
+                  "aws_region_name": "us-east-1"}  # fmt: skip
     else:
         entry["api_key"] = KEY
     return entry
@@ -423,14 +443,19 @@ async def test_streamed_tool_call(mock: MockServer, kind: str) -> None:
 
 def _embed_config(mock: MockServer, kind: str) -> dict[str, Any]:
     """A gateway with one ``kind`` embeddings model ``e`` and a budget account ``team``."""
-    entry = _entry(mock, kind, "text-embedding-004", model_name="e", input_cost_per_mtok=1000.0)
+    entry = _entry(mock, kind, _embed_model(kind)[0], model_name="e", input_cost_per_mtok=1000.0)
     return {"model_list": [entry], "budgets": [{"name": "team", "limit": 10.0}]}
+
+
+def _embed_model(kind: str) -> tuple[str, int]:
+    return EMBED_MODEL.get(kind, ("text-embedding-004", 768))
 
 
 @pytest.mark.parametrize("kind", having("embeddings"))
 @pytest.mark.parametrize("fmt", ["float", "base64"])
 async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
-    dep = _dep(mock, kind, "text-embedding-004")
+    model, dims = _embed_model(kind)
+    dep = _dep(mock, kind, model)
     request = {
         "model": "alias",
         "input": ["the cat sat", "the cat sat", "quantum flux"],
@@ -446,7 +471,7 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
             CreateEmbeddingResponse.model_validate(await gw.embeddings({**request, "model": "e"}))
         finally:
             await gw.aclose()
-        assert len(out["data"][0]["embedding"]) == 768
+        assert len(out["data"][0]["embedding"]) == dims
     else:
         floats = await get_provider(kind).embed({**request, "encoding_format": "float"}, dep, 10.0)
         raw = base64.b64decode(out["data"][2]["embedding"])
@@ -456,7 +481,8 @@ async def test_embeddings(mock: MockServer, kind: str, fmt: str) -> None:
 
 @pytest.mark.parametrize("kind", having("embeddings"))
 async def test_embeddings_usage_is_reported_not_made_up(mock: MockServer, kind: str) -> None:
-    out = await get_provider(kind).embed({"input": ["the cat sat"]}, _dep(mock, kind), 10.0)
+    dep = _dep(mock, kind, _embed_model(kind)[0])
+    out = await get_provider(kind).embed({"input": ["the cat sat"]}, dep, 10.0)
     usage = out.get("usage") or {}
     assert usage.get("prompt_tokens", 1) > 0  # absent (the gateway estimates) or real
     # Through the gateway the answer always carries usage, and a budget is charged for it.

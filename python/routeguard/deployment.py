@@ -47,6 +47,27 @@ class VertexTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class AzureSettings:
+    """How an Azure OpenAI deployment is addressed and authenticated (``type: azure``)."""
+
+    api_version: str  # a dated version, or "v1" / "preview" for the /openai/v1/ API
+    ad_token: Secret | None = None  # a Microsoft Entra ID bearer token
+    token_provider: bool = False  # fetch Entra ID tokens through azure-identity
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """Where and as whom an AWS Bedrock deployment is called (``type: bedrock``); credentials
+    left unset come from the standard AWS chain (env, profile, web identity, IMDS)."""
+
+    region: str
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete upstream model behind an alias."""
 
@@ -70,6 +91,8 @@ class Deployment:
     # a configured one: metrics label it by this, since callers choose the concrete names.
     pattern: str | None = None
     vertex: VertexTarget | None = None  # vertex_ai deployments only
+    azure: AzureSettings | None = None  # type: azure only
+    aws: AwsSettings | None = None  # type: bedrock only
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

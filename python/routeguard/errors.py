@@ -240,8 +240,9 @@ class ContextWindowExceeded(UpstreamBadRequest):
 
 class ContentPolicyViolation(UpstreamBadRequest):
     """The provider refused the request on content policy (OpenAI
-    ``content_policy_violation``, Azure ``content_filter``): the same request may go to an
-    alias of ``content_policy_fallbacks``, never to a retry or ordinary fallback."""
+    ``content_policy_violation``, Azure ``content_filter``): the same request fails again
+    there, so it is never retried or sent to an ordinary fallback; it may go to an alias of
+    ``content_policy_fallbacks``."""
 
     code = "content_policy_violation"
 

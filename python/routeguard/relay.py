@@ -179,7 +179,7 @@ class Relay:
         completion = usage.get("completion_tokens")
         if completion is None:
             # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
-            sent = self._chunks if dep.provider == "openai" else (self._chars + 3) // 4
+            sent = self._chunks if dep.provider in ("openai", "azure") else (self._chars + 3) // 4
             completion = min(most, max(self._chunks, sent))
         return {"prompt_tokens": prompt, "completion_tokens": completion}
 

@@ -10,7 +10,7 @@ import msgspec
 
 from routeguard.errors import ConfigProblem
 
-PROVIDER_TYPES = ("openai", "anthropic", "gemini")
+PROVIDER_TYPES = ("openai", "anthropic", "gemini", "azure", "bedrock")
 
 
 def decode(

@@ -36,7 +36,16 @@ NATIVE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini"
 # Google Vertex AI (Gemini, and Claude for claude-* models): Google credentials, no api key.
 VERTEX = "vertex_ai"
 VERTEX_PARAMS = ("vertex_project", "vertex_location", "vertex_credentials")
-SUPPORTED_PREFIXES = sorted([*NATIVE, *OPENAI_COMPATIBLE, VERTEX])
+# Cloud providers and the litellm_params they take beyond api_base/api_key (their keys and
+# regions otherwise come from the environment: config/clouds.py).
+CLOUD_PARAMS: dict[str, frozenset[str]] = {
+    "azure": frozenset({"api_version", "azure_ad_token"}),
+    "bedrock": frozenset(
+        {"aws_region_name", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+         "aws_profile_name"}
+    ),
+}  # fmt: skip
+SUPPORTED_PREFIXES = sorted([*NATIVE, *CLOUD_PARAMS, *OPENAI_COMPATIBLE, VERTEX])
 # Top-level keys of a LiteLLM file that are routeguard sections too, read as ours.
 _OUR_SECTIONS = {
     "routes", "cache", "budgets", "budget_settings", "enforce", "embedding", "observability",
@@ -92,6 +101,11 @@ def from_litellm(
             if v is not None:  # a null placeholder is not the string "None"
                 env.setdefault(str(k), str(v))
     out: dict[str, Any] = {"model_list": []}
+    # LiteLLM's switch for Entra ID tokens (DefaultAzureCredential) on azure/ deployments.
+    settings = data.get("litellm_settings")
+    azure_ad_refresh = (
+        isinstance(settings, dict) and settings.get("enable_azure_ad_token_refresh") is True
+    )
     for i, entry in enumerate(data.get("model_list") or []):
         if not isinstance(entry, dict) or "litellm_params" not in entry:
             out["model_list"].append(entry)
@@ -110,6 +124,11 @@ def from_litellm(
         provider, _, name = model.partition("/")
         if not name:
             provider, name = _infer_provider(model), model
+        cloud = CLOUD_PARAMS.get(provider, frozenset())
+        if provider == "bedrock":
+            route, slash, rest = name.partition("/")
+            if slash and route in ("converse", "invoke"):
+                name = rest  # LiteLLM's route prefix: both are served through Converse
         dep: dict[str, Any] = {"model_name": entry.get("model_name"), "model": name}
         key_var: str | None
         if provider in NATIVE:
@@ -119,6 +138,15 @@ def from_litellm(
             dep["type"] = VERTEX
             key_var = None
             dep.update({k: params[k] for k in VERTEX_PARAMS if params.get(k) is not None})
+        elif provider in CLOUD_PARAMS:
+            dep["type"] = provider
+            key_var = None  # keys, tokens, regions: read from the environment at load
+            dep.update({k: params[k] for k in cloud if k in params})
+            if "aws_bedrock_runtime_endpoint" in params and "api_base" not in params:
+                dep["api_base"] = params["aws_bedrock_runtime_endpoint"]
+            keyless = "api_key" not in params and "azure_ad_token" not in params
+            if provider == "azure" and azure_ad_refresh and keyless:
+                dep["azure_ad_token_provider"] = True
         elif provider in OPENAI_COMPATIBLE:
             dep["type"] = "openai"
             base, key_var = OPENAI_COMPATIBLE[provider]
@@ -181,7 +209,9 @@ def from_litellm(
         for k in sorted(set(info) - _MODEL_INFO_READ):
             if not k.startswith("supports_"):
                 warnings.append(f"model_list[{i}].model_info.{k} is not supported and is ignored")
-        extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY
+        extra = set(params) - _LITELLM_PARAMS_OURS - _LITELLM_PARAMS_IGNORED_QUIETLY - cloud
+        if provider == "bedrock":
+            extra.discard("aws_bedrock_runtime_endpoint")
         extra -= {"input_cost_per_token", "output_cost_per_token"}
         if provider == VERTEX:
             extra -= set(VERTEX_PARAMS)
@@ -205,6 +235,7 @@ def from_litellm(
     redis_url = _redis_url(rs, "router_settings", env, problems, prefix="redis_")
     if redis_url is not None:  # LiteLLM shares usage across instances there: so do we
         budget_settings.update(backend="redis", redis_url=redis_url)
+    ls.pop("enable_azure_ad_token_refresh", None)  # read above, per azure/ deployment
     for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
         if "request_timeout" in section:
             router["timeout"] = section.pop("request_timeout")

@@ -20,6 +20,7 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
+from routeguard.config.clouds import cloud_settings
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
 from routeguard.config.routes import RouteSettings, check_route, route_targets
@@ -41,8 +42,8 @@ from routeguard.config.settings import (
     RouterSettings,
     ServerSettings,
 )
-from routeguard.config.wildcards import Wildcard, best_match
 from routeguard.config.vertex import endpoint, vertex_target
+from routeguard.config.wildcards import Wildcard, best_match
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan, plan_enforcement
 from routeguard.errors import ConfigError, ConfigProblem
@@ -488,6 +489,9 @@ def _build_deployment(
         if found is not None:
             provider, vertex = found
             api_base = api_base or endpoint(vertex.location)
+    cloud = cloud_settings(
+        rd, path, env, problems, lambda v, where: _resolve_secret(v, where, env, problems)
+    )
     if len(problems) > start:
         return None
     return Deployment(
@@ -495,8 +499,10 @@ def _build_deployment(
         alias=rd.model_name,
         provider=provider,
         model=rd.model,
-        api_base=(api_base or DEFAULT_API_BASES[provider]).rstrip("/"),
-        api_key=key,
+        api_base=(api_base or cloud.pop("api_base", None) or DEFAULT_API_BASES[provider]).rstrip(
+            "/"
+        ),
+        api_key=cloud.pop("api_key", key),
         weight=rd.weight,
         rpm=rd.rpm,
         tpm=rd.tpm,
@@ -506,4 +512,5 @@ def _build_deployment(
         timeout=rd.timeout,
         headers=dict(rd.headers),
         vertex=vertex,
+        **cloud,
     )

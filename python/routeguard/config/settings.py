@@ -77,8 +77,31 @@ class RawVertexDeployment(RawDeploymentBase, tag="vertex_ai"):
     vertex_credentials: str | dict[str, Any] | None = None
 
 
+class RawAzureDeployment(RawDeploymentBase, tag="azure"):
+    """An Azure OpenAI deployment: ``model`` is the deployment name (see config/clouds.py)."""
+
+    api_version: str | None = None
+    azure_ad_token: str | None = None
+    azure_ad_token_provider: bool = False  # Entra ID tokens from azure-identity
+
+
+class RawBedrockDeployment(RawDeploymentBase, tag="bedrock"):
+    """An AWS Bedrock deployment: ``model`` is the model or inference-profile id."""
+
+    aws_region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile_name: str | None = None
+
+
 RawDeployment = (
-    RawOpenAIDeployment | RawAnthropicDeployment | RawGeminiDeployment | RawVertexDeployment
+    RawOpenAIDeployment
+    | RawAnthropicDeployment
+    | RawGeminiDeployment
+    | RawAzureDeployment
+    | RawBedrockDeployment
+    | RawVertexDeployment
 )
 
 Strategy = Literal["weighted", "least-busy", "lowest-latency"]

@@ -23,7 +23,14 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from routeguard.mock import anthropic_wire, gemini_wire, openai_wire, vertex_wire
+from routeguard.mock import (
+    anthropic_wire,
+    azure_wire,
+    bedrock_wire,
+    gemini_wire,
+    openai_wire,
+    vertex_wire,
+)
 from routeguard.mock.answers import Answer, Prompt, answer, new_id
 from routeguard.mock.behaviour import Behaviour, FlakyCounters, Latency, behaviour_for
 from routeguard.mock.faults import Fault
@@ -96,6 +103,18 @@ _VERTEX_CLAUDE = _Wire(
     None,
 )
 _VERTEX = (_VERTEX_GEMINI, _VERTEX_CLAUDE)
+_AZURE = _Wire(
+    azure_wire.render_fault,
+    openai_wire.context_fault,
+    _OPENAI.invalid_json,
+    b"x-request-id",
+)
+_BEDROCK = _Wire(
+    bedrock_wire.render_fault,
+    bedrock_wire.context_fault,
+    "Malformed input request, please reformat your input and try again.",
+    b"x-amzn-requestid",
+)
 
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/v1alpha/models/")
 _GEMINI_ACTIONS = frozenset(
@@ -122,6 +141,9 @@ class _Request:
     wire: _Wire
     # The Gemini action (``generateContent``...) or the endpoint path for the others.
     endpoint: str
+    raw: bytes = b""  # the body as received (a SigV4 signature covers it)
+    raw_path: str = ""  # the path as sent, escapes kept (likewise)
+    query_string: bytes = b""
 
 
 class MockApp:
@@ -140,6 +162,8 @@ class MockApp:
         self.journal = Journal()
         self.flaky = FlakyCounters()
         self.oauth = vertex_wire.GoogleOAuth()  # Vertex's token endpoint and its tokens
+        # access key id -> secret: the simulated Bedrock verifies SigV4 signatures with it
+        self.aws_credentials = dict(bedrock_wire.SIM_AWS_CREDENTIALS)
 
     def reset(self) -> None:
         """Forget recorded requests and flaky counters (as if the server had just started)."""
@@ -174,13 +198,14 @@ class MockApp:
                 await asyncio.sleep(self.oauth.delay)
             await send_body(send, *self.oauth.grant(form, url))
             return
-        wire, endpoint, path_model = _route(path, headers)
         query: dict[str, str] = {}
         if scope.get("query_string"):
             query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         pacer = Pacer(receive)
-        model = path_model
+        model: str | None = None
+        wire = _AZURE if path.startswith("/openai/") else _OPENAI
         try:
+            wire, endpoint, model = _route(path, headers, query)
             try:
                 raw = await read_body(receive)
             except BodyTooLarge:
@@ -192,15 +217,21 @@ class MockApp:
                     body = _decode(raw)
                 except msgspec.DecodeError:
                     bad_json = True
+            if wire is _AZURE and model is not None and isinstance(body, dict):
+                body.setdefault("model", model)  # the deployment named in the path
             if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
                 model = body["model"]
             stream = isinstance(body, dict) and body.get("stream") is True
-            if endpoint in ("streamGenerateContent", "streamRawPredict"):
+            if endpoint in ("streamGenerateContent", "streamRawPredict", "converse-stream"):
                 stream = True
             self.journal.add(
                 RecordedRequest(method, path, query, model, stream, recorded_headers(headers), body)
             )
-            request = _Request(method, path, headers, query, body, model, wire, endpoint)
+            raw_path = scope.get("raw_path") or path.encode()
+            request = _Request(
+                method, path, headers, query, body, model, wire, endpoint, raw,
+                raw_path.decode("latin-1"), scope.get("query_string") or b"",
+            )  # fmt: skip
             await self._handle(request, bad_json, send, pacer)
         except Fault as fault:
             if behaviour_for(model or "", headers.get("x-mock-behaviour")).echo_headers:
@@ -235,11 +266,20 @@ class MockApp:
         )
         if behaviour.slow_ms and not await pacer.sleep(behaviour.slow_ms / 1000.0):
             return  # the client gave up (timed out): nobody to answer
-        _check_key(req)
+        self._check_key(req)
         if req.wire in _VERTEX:
             self.oauth.check_bearer(req.headers)
         if bad_json or not isinstance(req.body, dict):
             raise Fault(400, req.wire.invalid_json)
+        if req.wire is _AZURE and azure_wire.CONTENT_FILTER_TOKEN in (req.model or ""):
+            raise azure_wire.content_filter_fault()
+        if req.endpoint == "invoke":
+            self._inject(behaviour, req.model, stream=False)
+            body, extra = bedrock_wire.invoke_embeddings(req.body, req.model or "", behaviour.ctx)
+            if latency.ttft > 0 and not await pacer.sleep(latency.ttft):
+                return
+            await send_body(send, 200, [*_ok_headers(req.wire), *extra], body)
+            return
 
         if req.endpoint in ("/v1/embeddings", "embedContent", "batchEmbedContents", "predict"):
             self._inject(behaviour, req.model, stream=False)
@@ -284,6 +324,17 @@ class MockApp:
             delay += tokens / latency.tokens_per_s
         await _answer_after(pacer, delay, send, req.wire, body)
 
+    def _check_key(self, req: _Request) -> None:
+        if req.wire is _BEDROCK:
+            bedrock_wire.check_auth(
+                req.method, req.raw_path, req.query_string, req.headers, req.raw,
+                self.aws_credentials, BAD_KEY,
+            )  # fmt: skip
+        elif req.wire is _AZURE:
+            azure_wire.check_auth(req.headers, BAD_KEY)
+        else:
+            _check_key(req)
+
     def _inject(self, behaviour: Behaviour, model: str | None, *, stream: bool) -> None:
         if behaviour.error is not None:
             raise Fault(behaviour.error, injected=f"error-{behaviour.error}")
@@ -308,8 +359,17 @@ def create_mock_app(*, ttft: float = 0.0, tokens_per_s: float | None = None) -> 
 # --- routing and helpers -----------------------------------------------------------------------
 
 
-def _route(path: str, headers: dict[str, str]) -> tuple[_Wire, str, str | None]:
-    """(wire format, endpoint, model from the path) for a request path; endpoint "" if unknown."""
+def _route(
+    path: str, headers: dict[str, str], query: dict[str, str]
+) -> tuple[_Wire, str, str | None]:
+    """(wire format, endpoint, model from the path) for a request path; endpoint "" if unknown
+    (a malformed Azure path raises Azure's own answer)."""
+    if path.startswith("/openai/"):
+        endpoint, deployment = azure_wire.route(path, query)
+        return _AZURE, endpoint, deployment
+    if path.startswith("/model/"):
+        action, model = bedrock_wire.route(path)
+        return _BEDROCK, action, model
     if path in ("/v1/chat/completions", "/v1/embeddings"):
         return _OPENAI, path, None
     if path.startswith("/v1/projects/"):
@@ -365,7 +425,20 @@ def _parse_chat(
             tokens = sum(a.completion_tokens for a in answers)
             return openai_wire.chat_body(chat, answers), tokens
 
-        return chat.prompt, whole, lambda usage: openai_wire.chat_stream(chat, answers, usage)
+        def plan(usage: bool) -> StreamPlan:
+            out = openai_wire.chat_stream(chat, answers, usage)
+            return azure_wire.with_prompt_filter(out) if req.wire is _AZURE else out
+
+        return chat.prompt, whole, plan
+    if req.endpoint in ("converse", "converse-stream"):
+        stream = req.endpoint == "converse-stream"
+        prompt = bedrock_wire.parse_converse(req.body, req.model or "", stream)
+        ans = answer(prompt, tool_id_prefix="tooluse_")
+        return (
+            prompt,
+            lambda: (bedrock_wire.converse_body(prompt, ans), ans.completion_tokens),
+            lambda usage: bedrock_wire.converse_stream(prompt, ans, usage),
+        )
     if req.endpoint in ("/v1/messages", "rawPredict", "streamRawPredict"):
         body = req.body
         if req.endpoint != "/v1/messages":  # Claude on Vertex: model in the path

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 _RECORDED_HEADERS = frozenset(
-    ("authorization", "anthropic-version", "anthropic-beta", "content-type", "user-agent")
+    (
+        "authorization",
+        "api-key",
+        "anthropic-version",
+        "anthropic-beta",
+        "content-type",
+        "user-agent",
+    )
 )
 
 
@@ -24,9 +31,9 @@ class RecordedRequest:
     """One request as received: method, path, query, model, whether it streams, headers, body.
 
     ``query`` is the decoded query string (Gemini's ``key`` and ``alt`` travel there);
-    ``headers`` holds the ``x-*`` headers plus authorization, anthropic-version/beta,
-    content-type and user-agent (names lower-case); ``body`` is the decoded JSON (None if
-    the body was not JSON).
+    ``headers`` holds the ``x-*`` headers plus authorization, api-key (Azure),
+    anthropic-version/beta, content-type and user-agent (names lower-case); ``body`` is the
+    decoded JSON (None if the body was not JSON).
     """
 
     method: str

@@ -8,7 +8,7 @@ from routeguard.providers.openai import OpenAIProvider
 
 def get_provider(kind: str) -> Provider:
     """The provider instance for a deployment type (``openai``, ``anthropic``, ``gemini``,
-    ``vertex_ai``, ``vertex_ai_anthropic``)."""
+    ``azure``, ``bedrock``, ``vertex_ai``, ``vertex_ai_anthropic``)."""
     if kind == "openai":
         return OpenAIProvider()
     if kind == "anthropic":
@@ -27,6 +27,14 @@ def get_provider(kind: str) -> Provider:
         from routeguard.providers.vertex import VertexAnthropicProvider
 
         return VertexAnthropicProvider()
+    if kind == "azure":
+        from routeguard.providers.azure import AzureProvider
+
+        return AzureProvider()
+    if kind == "bedrock":
+        from routeguard.providers.bedrock import BedrockProvider
+
+        return BedrockProvider()
     raise ValueError(f"unknown provider type {kind!r}")
 
 

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import msgspec
+import yarl
 
 from routeguard import scrub
 from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
@@ -97,12 +98,12 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
 async def post_json(
     url: str, headers: Mapping[str, str], body: Any, timeout: float
 ) -> HttpResponse:
-    """POST a JSON body and read the whole response."""
-    data = _encoder.encode(body)
+    """POST a JSON body (an object, or bytes already encoded) and read the whole response."""
+    data = body if isinstance(body, bytes) else _encoder.encode(body)
     url, headers = _credentials(url, headers)
     try:
         async with session().post(
-            url,
+            _target(url),
             data=data,
             headers={**headers, "content-type": "application/json"},
             timeout=_timeout(timeout),
@@ -167,6 +168,18 @@ class SseStream:
         finally:
             self._resp.release()
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, for binary stream framings (AWS event-stream)."""
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except TimeoutError:
+            raise _timed_out("the upstream stream stalled", self._url) from None
+        except aiohttp.ClientError as exc:
+            raise _unreachable("the upstream stream broke", self._url, exc) from None
+        finally:
+            self._resp.release()
+
     def close(self) -> None:
         """Drop the connection (when the consumer stops early)."""
         self._resp.close()
@@ -175,13 +188,17 @@ class SseStream:
 async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: float) -> SseStream:
     """POST a JSON body and open its SSE response; ``timeout`` bounds the wait for headers
     and each gap between chunks, not the whole stream."""
-    data = _encoder.encode(body)
+    data = body if isinstance(body, bytes) else _encoder.encode(body)
     url, headers = _credentials(url, headers)
     try:
         resp = await session().post(
-            url,
+            _target(url),
             data=data,
-            headers={**headers, "content-type": "application/json", "accept": "text/event-stream"},
+            headers={
+                "accept": "text/event-stream",  # unless the format streams otherwise (Bedrock)
+                **headers,
+                "content-type": "application/json",
+            },
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=min(timeout, 10.0), sock_read=timeout
             ),
@@ -191,6 +208,12 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     except aiohttp.ClientError as exc:
         raise _unreachable("cannot reach the upstream", url, exc) from None
     return SseStream(resp, url)
+
+
+def _target(url: str) -> str | yarl.URL:
+    """What to hand aiohttp: a URL holding percent-escapes (a Bedrock model id's ``%3A``)
+    goes as is, since re-quoting it would change the path a SigV4 signature covers."""
+    return yarl.URL(url, encoded=True) if "%" in url else url
 
 
 def decode(data: bytes, what: str) -> Any:

@@ -73,6 +73,7 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 _PROVIDER_NAMES = {
     "openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
     "vertex_ai": "gcp.vertex_ai", "vertex_ai_anthropic": "gcp.vertex_ai",
+    "azure": "azure.ai.openai", "bedrock": "aws.bedrock",
 }  # fmt: skip
 _GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
           "gen_ai_response_model", "error_type")  # fmt: skip

@@ -1,0 +1,201 @@
+"""Azure OpenAI: the OpenAI wire format at Azure's addresses, with Azure's auth and errors.
+
+A deployment's ``model`` is the Azure deployment name. With a dated ``api_version`` the
+calls go to ``{api_base}/openai/deployments/{name}/chat/completions?api-version=...``
+(and ``/embeddings``); with ``v1`` / ``latest`` (GA) or ``preview`` to the versionless
+``{api_base}/openai/v1/chat/completions`` with the name as the body's ``model``. Auth is
+the ``api-key`` header, or an Entra ID bearer token (``azure_ad_token``, or fetched and
+refreshed through azure-identity, the optional ``azure`` extra). Bodies and streams are
+OpenAI's (:mod:`.openai`); Azure's prompt-filter chunk (no choices, no usage) is skipped,
+and a ``content_filter`` refusal raises :class:`~routeguard.errors.ContentPolicyViolation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from routeguard import scrub
+from routeguard.deployment import AzureSettings, Deployment
+from routeguard.errors import ContentPolicyViolation, ProviderError, UpstreamAuthError
+from routeguard.providers import wire
+from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
+from routeguard.providers.openai import ChunkDecoder
+
+V1_VERSIONS = frozenset({"v1", "latest", "preview"})
+SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureErrors(wire.ErrorFormat):
+    """OpenAI's error format, plus Azure's content filter (400 with ``code:
+    content_filter`` and an ``innererror`` naming the policy) as ContentPolicyViolation."""
+
+    def from_body(self, status: int, body: Any, retry_after: float | None = None) -> ProviderError:
+        """The ProviderError for an Azure status and its (decoded) error body."""
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and _is_content_filter(err):
+            message = str(err.get("message") or "the prompt was filtered by Azure's content policy")
+            return ContentPolicyViolation(
+                scrub.for_caller(message),
+                status=400,
+                body=scrub.scrub_json(body),
+                detail=scrub.scrub(message),
+            )
+        return super(AzureErrors, self).from_body(status, body, retry_after)
+
+
+def _is_content_filter(err: Json) -> bool:
+    inner = err.get("innererror")
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    return err.get("code") == "content_filter" or inner_code == "ResponsibleAIPolicyViolation"
+
+
+ERRORS = AzureErrors(
+    context_hints=("context_length_exceeded", "maximum context length", "context window"),
+    context_codes=frozenset({"context_length_exceeded"}),
+)
+
+
+class AzureChunkDecoder(ChunkDecoder):
+    """OpenAI chunks, without Azure's ``prompt_filter_results`` chunk (no choices, no usage,
+    an empty model) that would otherwise look like a usage chunk to the gateway."""
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
+        """The event's chunks, Azure's filter report dropped."""
+        return [
+            c for c in super().feed(event, data) if c.get("choices") or c.get("usage") is not None
+        ]
+
+
+def _url(dep: Deployment, endpoint: str) -> str:
+    settings = _settings(dep)
+    if settings.api_version in V1_VERSIONS:
+        query = "?api-version=preview" if settings.api_version == "preview" else ""
+        return f"{dep.api_base}/openai/v1/{endpoint}{query}"
+    name = quote(dep.model, safe="")
+    return (
+        f"{dep.api_base}/openai/deployments/{name}/{endpoint}"
+        f"?api-version={quote(settings.api_version, safe='')}"
+    )
+
+
+def _settings(dep: Deployment) -> AzureSettings:
+    if dep.azure is None:  # built by hand without settings: the GA default
+        return AzureSettings(api_version="2024-10-21")
+    return dep.azure
+
+
+async def _headers(dep: Deployment) -> dict[str, str]:
+    h = dict(dep.headers)
+    settings = _settings(dep)
+    if dep.api_key is not None:
+        h["api-key"] = dep.api_key.get()
+    elif settings.ad_token is not None:
+        h["authorization"] = f"Bearer {settings.ad_token.get()}"
+    elif settings.token_provider:
+        h["authorization"] = f"Bearer {await _tokens.get()}"
+    return h
+
+
+class _EntraTokens:
+    """Entra ID tokens for Azure OpenAI from azure-identity's DefaultAzureCredential (env
+    service principal, workload identity, managed identity, Azure CLI...), kept until five
+    minutes before they expire."""
+
+    def __init__(self) -> None:
+        self._credential: Any = None
+        self._token = ""
+        self._expires = 0.0
+
+    async def get(self) -> str:
+        """A valid bearer token (fetched when the cached one is close to expiry)."""
+        if self._token and time.time() < self._expires - 300:
+            return self._token
+        try:
+            if self._credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+            token = await self._credential.get_token(SCOPE)
+        except ImportError:
+            raise UpstreamAuthError(
+                "azure: Entra ID tokens need azure-identity: pip install 'routeguard[azure]'"
+            ) from None
+        except Exception as exc:  # azure-identity raises its own ClientAuthenticationError
+            raise UpstreamAuthError(
+                f"azure: cannot get an Entra ID token ({type(exc).__name__})",
+                detail=scrub.scrub(f"azure: cannot get an Entra ID token: {exc}"),
+            ) from None
+        self._token, self._expires = str(token.token), float(token.expires_on)
+        scrub.remember(self._token)
+        return self._token
+
+
+_tokens = _EntraTokens()
+
+
+class AzureProvider:
+    """Provider for Azure OpenAI (the OpenAI wire format at Azure's paths)."""
+
+    name = "azure"
+    capabilities = CAPABILITIES
+    params = OPENAI_CHAT_PARAMS  # the OpenAI wire format: every field passes through
+
+    async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
+        """One non-streaming chat completion."""
+        refuse_unsupported(self, "chat", request)
+        body = {**request, "model": deployment.model}
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        return await wire.post(
+            _url(deployment, "chat/completions"),
+            await _headers(deployment),
+            body,
+            timeout,
+            errors=ERRORS,
+            what="chat completion",
+            require=("choices", list),
+        )
+
+    def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
+        """A streaming chat completion; the last chunk carries usage."""
+        return self._stream(request, deployment, timeout)
+
+    async def _stream(
+        self, request: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
+        refuse_unsupported(self, "stream", request)
+        headers = await _headers(deployment)
+
+        def build() -> wire.Exchange:
+            body = {
+                **request,
+                "model": deployment.model,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            return wire.Exchange(_url(deployment, "chat/completions"), headers, body)
+
+        inner = wire.stream(self.name, build, AzureChunkDecoder(), timeout, errors=ERRORS)
+        assert isinstance(inner, AsyncGenerator)  # closed with us: the connection drops at once
+        async with contextlib.aclosing(inner):
+            async for chunk in inner:
+                yield chunk
+
+    async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
+        """Embeddings through the deployment's ``/embeddings``."""
+        refuse_unsupported(self, "embeddings")
+        return await wire.post(
+            _url(deployment, "embeddings"),
+            await _headers(deployment),
+            {**request, "model": deployment.model},
+            timeout,
+            errors=ERRORS,
+            what="embeddings",
+            require=("data", list),
+        )
