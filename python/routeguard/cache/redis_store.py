@@ -14,8 +14,12 @@ touch several keys):
   ``expires`` (``""`` for none), ``version``; with a Redis TTL when the entry has one.
 - ``{P}:events``: the stream every instance tails (trimmed with ``MAXLEN ~``), one event
   per write: ``op=put key ver`` | ``op=del key ver`` | ``op=inv field before``.
-- ``{P}:rules``: invalidation rules, ``field`` (``*`` or ``ns:<namespace>``) -> ``before``:
-  entries of that scope created earlier are dead wherever they turn up.
+- ``{P}:rules``: invalidation rules, ``field`` -> ``before``: entries of that scope created
+  earlier are dead wherever they turn up. ``field`` is a
+  :class:`~routeguard.cache.state.Selector`: ``*`` (all), ``ns:<namespace>``, or
+  ``sel:<JSON>`` for any mix of namespace, tenant, route and prompt digest (the admin
+  API's ``DELETE /admin/cache``). An instance checks an entry against one field per
+  selector shape in use, so the number of rules does not slow a put.
 
 Writes. ``SemanticCache.put``/``invalidate`` stay synchronous: they change the local state
 and queue the write here; a writer task sends queued writes in batches, each batch one
@@ -28,6 +32,13 @@ whose version this instance already holds (its own write, echoed back) costs not
 otherwise the key's hash is fetched (one pipeline per batch of events) and its *current*
 content applied: fetching the current state rather than replaying the event is what makes
 two instances that race on one key converge on whichever write Redis applied last.
+
+Admin operations ride on the same two paths. A delete by any filter but the exact key is a
+rule (above), so it also covers the entries another instance holds that this one evicted
+and the puts racing it with an earlier creation time. A correction (``SemanticCache.correct``)
+is a put of the same key with a new version: the others fetch it like any put, and a
+correction racing another write of that key ends, everywhere, as whichever Redis applied
+last.
 
 Consistency on start: the stream's last id is read *before* the entries are scanned
 (``SCAN`` + ``HGETALL``), then tailing starts from that id: a write that lands during the
@@ -59,7 +70,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeguard.backoff import backoff_delay
-from routeguard.cache.state import CacheEntry, LocalState, Vector
+from routeguard.cache.state import CacheEntry, LocalState, Selector, Vector
 
 logger = logging.getLogger("routeguard.cache")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -383,7 +394,8 @@ class RedisStore:
                 args = [op.key, op.version or "", ns, older, maxlen, "1"]
                 await self._delete_if(keys=[ekey, self.stream], args=args, client=pipe)
             else:
-                namespace = "" if op.key == "*" else op.key.removeprefix("ns:")
+                sel = Selector.parse(op.key)  # the script re-checks the doomed keys' namespace
+                namespace = "" if sel is None or sel.namespace is None else sel.namespace
                 doomed = [self.entry_prefix + k for k in op.doomed]
                 chunks = [doomed[i : i + _RULE_KEYS_PER_CALL]
                           for i in range(0, len(doomed), _RULE_KEYS_PER_CALL)] or [[]]  # fmt: skip
