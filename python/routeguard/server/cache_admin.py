@@ -12,6 +12,7 @@ Bad input is a 400 naming the field; a correction that matches nothing is a 404.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,6 +21,7 @@ from routeguard.cache.layer import CacheLayer
 from routeguard.errors import CacheEntryNotFound, InvalidRequest
 from routeguard.gateway import Gateway
 
+log = logging.getLogger("routeguard.cache")
 PATHS = ("/admin/cache", "/admin/cache/correct")
 FILTERS = ("route", "tenant", "namespace", "prompt")
 _TRUE = {"true", "1", "yes"}
@@ -53,6 +55,7 @@ async def delete(gateway: Gateway, query: bytes, body: Mapping[str, Any]) -> dic
             param="all",
         )
     removed = await layer.delete(**chosen)
+    log.info("cache: admin delete by %s removed %d entries here", _named(chosen), removed)
     return {
         "object": "cache.deletion",
         "deleted": removed,
@@ -80,6 +83,7 @@ async def correct(gateway: Gateway, body: Mapping[str, Any]) -> dict[str, Any]:
         )
     prompt = chosen.pop("prompt")
     replaced = await layer.correct(prompt, content, **chosen)
+    log.info("cache: admin correction by %s replaced %d entries here", _named(chosen), replaced)
     if not replaced:
         where = ", ".join(f"{k} {v!r}" for k, v in chosen.items())
         raise CacheEntryNotFound(
@@ -137,6 +141,12 @@ def _filters(
     if route is not None and route not in config.deployments and route not in config.routing:
         raise InvalidRequest(f"route: '{route}' is not a model alias of this proxy", param="route")
     return chosen
+
+
+def _named(chosen: Mapping[str, str]) -> str:
+    """The filters for a log line: tenant, route and namespace, never a prompt's text."""
+    shown = [f"{k}={v!r}" if k != "prompt" else "prompt" for k, v in chosen.items()]
+    return ", ".join(shown) or "all"
 
 
 def _reach(layer: CacheLayer) -> dict[str, Any]:
