@@ -6,7 +6,9 @@ plus a digest of its context (the conversation's earlier messages). Entries are 
 compared inside one partition, so a follow-up never gets an answer that depended on another
 conversation, and one tenant never sees another's entries.
 Inside a partition, the *exact key* is a digest of the normalised prompt: the exact tier is a
-dict lookup on it, before any embedding is computed.
+dict lookup on it, before any embedding is computed. The admin operations select entries by
+:func:`prompt_digest` (the same normalisation, without the partition) and by the tenant and
+route :func:`namespace_owner` reads back out of a namespace.
 """
 
 from __future__ import annotations

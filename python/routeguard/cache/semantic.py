@@ -6,7 +6,8 @@ partition's index (exact scan while small, HNSW past ``ann_threshold`` vectors:
 ``tiered.py``) -> the best live candidate whose cosine reaches ``threshold`` and that the
 optional ``verifier`` accepts is a hit. ``put`` embeds and stores the entry in both tiers.
 Entries expire by TTL (checked lazily on read and by ``purge_expired``) and the least
-recently used are evicted past ``max_entries``.
+recently used are evicted past ``max_entries``. ``invalidate`` removes entries by namespace,
+tenant, route, exact prompt or age; ``correct`` replaces a cached answer in place.
 
 State lives in process memory (:class:`~routeguard.cache.state.LocalState`). With a shared
 ``store`` (:class:`~routeguard.cache.redis_store.RedisStore`), every write is also queued to

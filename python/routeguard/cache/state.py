@@ -11,9 +11,10 @@ applied through :meth:`LocalState.apply`, :meth:`LocalState.drop_key` and
 :meth:`LocalState.add_rule`. Every entry carries a ``version`` (unique per write), which
 lets a mirror skip its own writes coming back and converge when two writes race.
 
-An invalidation by namespace or age is kept as a *rule* ("entries of namespace N created
-before T are dead") as well as applied: an entry that arrives later (a racing write, a
-reload) is checked against the rules, so every instance agrees on what was invalidated.
+An invalidation by namespace, tenant, route, exact prompt (a :class:`Selector`, any mix) or
+age is kept as a *rule* ("entries selected by S created before T are dead") as well as
+applied: an entry that arrives later (a racing write, a reload) is checked against the rules,
+so every instance agrees on what was invalidated.
 """
 
 from __future__ import annotations
