@@ -259,3 +259,18 @@ async def test_a_correction_reaches_every_instance(make: Factory) -> None:
         assert other is not None and other.response == "team:/b fast refunds"
     assert isinstance(a.store, RedisStore) and a.store.stats.fetches >= 2  # fetched from Redis
     assert answers(await make()) == answers(a)  # and it is what Redis holds
+
+
+async def test_a_key_delete_the_other_filters_refuse_deletes_nothing_anywhere(
+    make: Factory,
+) -> None:
+    a, b = await make(), await make()
+    key = a.put("What is our refund policy?", "refunds", ns("team:/a", "fast"))
+    await sync(a, b)
+    assert b.invalidate(key=key, tenant="team:/b") == 0
+    assert b.invalidate(key=key, prompt="another question") == 0
+    await sync(b, a)
+    assert len(a) == 1 and len(b) == 1
+    assert b.invalidate(key=key, tenant="team:/a", route="fast") == 1
+    await sync(b, a)
+    assert len(a) == 0

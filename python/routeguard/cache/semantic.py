@@ -375,7 +375,10 @@ class SemanticCache:
                 ]
                 for e in doomed:
                     self._state.drop(e)
-                if self.store is not None and key is not None:
+                # A key the other filters refuse here is not deleted elsewhere either (the
+                # store's delete can check namespace and age, not tenant, route or prompt).
+                narrowed = sel.tenant is not None or sel.route is not None or prompt is not None
+                if self.store is not None and key is not None and (doomed or not narrowed):
                     version = doomed[0].version if doomed else None
                     self.store.write_delete(key, version, namespace, older_than)
                 return len(doomed)
