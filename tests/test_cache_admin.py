@@ -274,3 +274,20 @@ async def test_a_key_delete_the_other_filters_refuse_deletes_nothing_anywhere(
     assert b.invalidate(key=key, tenant="team:/a", route="fast") == 1
     await sync(b, a)
     assert len(a) == 0
+
+
+async def test_a_correction_reaches_entries_the_instance_evicted(make: Factory) -> None:
+    a = await make()
+    b = await make(max_entries=2)  # holds only tenant b's two "smart" entries
+    fill(a)
+    await sync(a, b)
+    q = "what is our refund policy?"
+    assert b.correct(q, "corrected", tenant="team:/a") == 0  # not here, but a serves them
+    assert await b.pull(tenant="team:/a", prompt=q) == 2
+    assert await b.pull(tenant="team:/a", prompt=q) == 0  # held now, at the stored version
+    assert b.correct(q, "corrected", tenant="team:/a") == 2
+    await sync(b, a)
+    for route in ("fast", "smart"):
+        hit = a.get(q, ns("team:/a", route))
+        assert hit is not None and hit.response == "corrected"
+    assert "team:/b fast refunds" in answers(a)

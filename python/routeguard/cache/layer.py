@@ -170,6 +170,8 @@ class CacheLayer:
         """Make ``content`` the cached answer of ``prompt`` in every entry the filters select,
         on every instance; returns how many entries were replaced on this one (0: none)."""
         await self._admin_ready()
+        # Entries this instance's own LRU evicted are still served by the others: load them.
+        await self.cache.pull(namespace, tenant=tenant, route=route, prompt=prompt)
         replaced = self.cache.correct(
             prompt,
             lambda old: corrected(old, content),

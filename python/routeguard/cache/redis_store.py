@@ -36,7 +36,9 @@ two instances that race on one key converge on whichever write Redis applied las
 Admin operations ride on the same two paths. A delete by any filter but the exact key is a
 rule (above), so it also covers the entries another instance holds that this one evicted
 and the puts racing it with an earlier creation time. A correction (``SemanticCache.correct``)
-is a put of the same key with a new version: the others fetch it like any put, and a
+is a put of the same key with a new version, preceded by a :meth:`RedisStore.pull` of the
+stored entries it selects that the answering instance does not hold (its own LRU may have
+evicted them): the others fetch it like any put, and a
 correction racing another write of that key ends, everywhere, as whichever Redis applied
 last.
 
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -70,6 +73,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeguard.backoff import backoff_delay
+from routeguard.cache.keys import prompt_digest
 from routeguard.cache.state import CacheEntry, LocalState, Selector, Vector
 
 logger = logging.getLogger("routeguard.cache")
@@ -552,6 +556,53 @@ class RedisStore:
                 await self._delete_if(keys=[self.entry_prefix + e.key, self.stream], args=args,
                                       client=pipe)  # fmt: skip
             await pipe.execute()
+
+    async def pull(self, sel: Selector) -> int:
+        """Load into the local state the stored entries ``sel`` selects that it does not hold
+        at their stored version (e.g. evicted by this instance's own LRU); returns how many
+        it applied. One ``SCAN`` of the entries with their namespace, prompt and version
+        read in pipelines; only the matching ones are fetched whole. For admin operations
+        (a correction must reach entries the answering instance does not hold)."""
+        state = self._state
+        assert state is not None
+        self._check_started()
+        outer = dataclasses.replace(sel, prompt=None)
+        cut = len(self.entry_prefix.encode())
+        pattern = _GLOB.sub(r"\\\1", self.entry_prefix) + "*"
+        wanted: list[bytes] = []
+        batch: list[bytes] = []
+
+        async def sift(raws: list[bytes]) -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for raw in raws:
+                pipe.hmget(raw, ["namespace", "prompt", "version"])
+            for raw, (ns, prompt, version) in zip(raws, await pipe.execute(), strict=True):
+                if ns is None or prompt is None or version is None:
+                    continue  # gone (or not an entry) since the scan saw it
+                key = raw[cut:].decode()
+                if state.version_of(key) == version.decode():
+                    continue
+                probe = CacheEntry(key, "", ns.decode(), prompt.decode(), None, 0.0, None, 0)
+                if not state.selects(outer, probe):
+                    continue
+                if sel.prompt is None or prompt_digest(probe.prompt) == sel.prompt:
+                    wanted.append(raw)
+
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            batch.append(raw if isinstance(raw, bytes) else raw.encode())
+            if len(batch) >= 500:
+                await sift(batch)
+                batch = []
+        if batch:
+            await sift(batch)
+        applied = 0
+        for i in range(0, len(wanted), 500):
+            for entry, vector in await self._fetch_many(wanted[i : i + 500]):
+                with state.lock:
+                    if not state.dead(entry) and not state.expired(entry):
+                        _apply_one(state, entry, vector)
+                        applied += 1
+        return applied
 
     async def _fetch_many(self, raw_keys: Sequence[bytes]) -> list[tuple[CacheEntry, Vector]]:
         if not raw_keys:

@@ -389,6 +389,24 @@ class SemanticCache:
             self.store.write_rule(field, before, doomed)
             return len(doomed)
 
+    async def pull(
+        self,
+        namespace: str | None = None,
+        *,
+        tenant: str | None = None,
+        route: str | None = None,
+        prompt: str | None = None,
+    ) -> int:
+        """Load the shared store's entries the filters select that this instance does not
+        hold (its own LRU may have evicted them), so that a :meth:`correct` after it reaches
+        them too; returns how many were loaded (0 without a store). Scans every stored entry:
+        meant for admin operations, not the request path."""
+        if self.store is None:
+            return 0
+        self._check_started()
+        digest = None if prompt is None else prompt_digest(prompt)
+        return await self.store.pull(Selector(namespace, tenant, route, digest))
+
     def correct(
         self,
         prompt: str,
@@ -403,7 +421,9 @@ class SemanticCache:
         here. A callable ``response`` is given each entry's cached response and returns its
         replacement (the gateway keeps each completion's shape this way). Each entry keeps
         its key, vector, creation and expiry times; its metadata gains ``corrected`` (the
-        time); with a shared store the new version reaches every instance like a put."""
+        time); with a shared store the new version reaches every instance like a put
+        (``await cache.pull(...)`` with the same filters first, to reach the entries this
+        instance's own LRU evicted but others still serve)."""
         self._check_started()
         sel = Selector(namespace, tenant, route, prompt_digest(prompt))
         replaced = 0

@@ -364,3 +364,7 @@ class CacheStore(Protocol):
     def write_rule(self, field: str, before: float, doomed: Sequence[CacheEntry]) -> None:
         """Queue an invalidation rule; ``doomed`` are the entries known to fall under it."""
         ...
+
+    async def pull(self, sel: Selector) -> int:
+        """Load the stored entries ``sel`` selects that the local state does not hold."""
+        ...
