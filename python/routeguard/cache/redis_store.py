@@ -64,6 +64,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgspec
 import numpy as np
@@ -113,6 +114,29 @@ end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'inv', 'field', ARGV[1],
            'before', ARGV[2])
 return 1
+"""
+
+# KEYS: entries. ARGV: namespace, encoded tenant, encoded route ("" for any). Returns
+# key, namespace, prompt, version of each entry whose namespace passes (a prefilter: the
+# caller checks again).
+_SELECT = """
+local out = {}
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'namespace', 'prompt', 'version')
+  local ns = h[1]
+  if ns and h[2] and h[3] then
+    local ok = ARGV[1] == '' or ns == ARGV[1]
+    if ok and ARGV[2] ~= '' then ok = string.sub(ns, 1, #ARGV[2] + 1) == ARGV[2] .. '/' end
+    if ok and ARGV[3] ~= '' then ok = string.match(ns, '/([^/]*)/[0-9a-f]+$') == ARGV[3] end
+    if ok then
+      out[#out + 1] = KEYS[i]
+      out[#out + 1] = ns
+      out[#out + 1] = h[2]
+      out[#out + 1] = h[3]
+    end
+  end
+end
+return out
 """
 
 _RULE_KEYS_PER_CALL: Final = 500  # bounds how long one script holds Redis
@@ -193,6 +217,7 @@ class RedisStore:
         )  # fmt: skip
         self._delete_if = self.redis.register_script(_DELETE_IF)
         self._rule = self.redis.register_script(_RULE)
+        self._select = self.redis.register_script(_SELECT)
         self._state: LocalState | None = None
         self._queue: deque[_Op] = deque()
         self._pending: dict[str, str] = {}  # key -> version of a put not yet in Redis
@@ -561,8 +586,8 @@ class RedisStore:
         """Load into the local state the stored entries ``sel`` selects that it does not hold
         at their stored version (e.g. evicted by this instance's own LRU); returns how many
         it applied. One ``SCAN`` of the entries with their namespace, prompt and version
-        read in pipelines; only the matching ones are fetched whole. For admin operations
-        (a correction must reach entries the answering instance does not hold)."""
+        narrowed by a script per batch; only the matching ones are fetched whole. For admin
+        operations (a correction must reach entries the answering instance does not hold)."""
         state = self._state
         assert state is not None
         self._check_started()
@@ -572,13 +597,19 @@ class RedisStore:
         wanted: list[bytes] = []
         batch: list[bytes] = []
 
+        # Redis narrows each batch by namespace, tenant and route (on their encoded forms, as
+        # request_namespace wrote them), so only candidates come back; each is checked again
+        # here, its prompt digest included.
+        args = [
+            sel.namespace or "",
+            "" if sel.tenant is None else quote(sel.tenant, safe=""),
+            "" if sel.route is None else quote(sel.route, safe=""),
+        ]
+
         async def sift(raws: list[bytes]) -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            for raw in raws:
-                pipe.hmget(raw, ["namespace", "prompt", "version"])
-            for raw, (ns, prompt, version) in zip(raws, await pipe.execute(), strict=True):
-                if ns is None or prompt is None or version is None:
-                    continue  # gone (or not an entry) since the scan saw it
+            found: Any = await self._select(keys=raws, args=args)
+            for i in range(0, len(found), 4):
+                raw, ns, prompt, version = found[i : i + 4]
                 key = raw[cut:].decode()
                 if state.version_of(key) == version.decode():
                     continue

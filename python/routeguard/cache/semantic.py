@@ -400,8 +400,9 @@ class SemanticCache:
         """Load the shared store's entries the filters select that this instance does not
         hold (its own LRU may have evicted them), so that a :meth:`correct` after it reaches
         them too; returns how many were loaded (0 without a store). Scans every stored entry:
-        meant for admin operations, not the request path."""
-        if self.store is None:
+        meant for admin operations, not the request path. An instance that never evicted
+        an entry holds every live one already, and skips the scan."""
+        if self.store is None or self.metrics.evictions == 0:
             return 0
         self._check_started()
         digest = None if prompt is None else prompt_digest(prompt)
