@@ -283,7 +283,11 @@ async def test_a_correction_reaches_entries_the_instance_evicted(make: Factory) 
     await sync(a, b)
     q = "what is our refund policy?"
     assert b.correct(q, "corrected", tenant="team:/a") == 0  # not here, but a serves them
-    assert await b.pull(tenant="team:/a", prompt=q) == 2
+    assert await b.pull(tenant="team:/c", prompt=q) == 0
+    assert await b.pull(tenant="team:/a", route="other", prompt=q) == 0
+    assert await b.pull(tenant="team:/a", route="fast", prompt="another question") == 0
+    assert await b.pull(tenant="team:/a", route="fast", prompt=q) == 1
+    assert await b.pull(namespace=ns("team:/a", "smart"), prompt=q) == 1
     assert await b.pull(tenant="team:/a", prompt=q) == 0  # held now, at the stored version
     assert b.correct(q, "corrected", tenant="team:/a") == 2
     await sync(b, a)
