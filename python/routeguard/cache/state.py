@@ -182,11 +182,13 @@ class LocalState:
         return False
 
     def digest(self, entry: CacheEntry) -> str:
-        """The entry's :func:`~routeguard.cache.keys.prompt_digest` (computed once per key:
-        one key always holds the same normalised prompt)."""
+        """The entry's :func:`~routeguard.cache.keys.prompt_digest`, kept while its key is
+        held here (one key always holds the same normalised prompt)."""
         d = self._digests.get(entry.key)
         if d is None:
-            d = self._digests[entry.key] = prompt_digest(entry.prompt)
+            d = prompt_digest(entry.prompt)
+            if entry.key in self.entries:
+                self._digests[entry.key] = d
         return d
 
     def selects(self, sel: Selector, entry: CacheEntry) -> bool:
