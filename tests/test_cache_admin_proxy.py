@@ -8,14 +8,16 @@ through the store, never a sleep). Tenants are the keys' teams: ``team:/a``, ``t
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from conftest import RedisProcess
 from embedders import WordsEmbedder
 from routeguard.budget.keys import KeySpec
 from routeguard.cache.layer import CacheLayer
@@ -47,6 +49,14 @@ def _cfg(upstream: str, cache: dict[str, Any] | None = None) -> dict[str, Any]:
         "server": {"master_key": MASTER},
         "cache": {"enabled": True, "threshold": 0.8, **(cache or {})},
     }
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``check`` until it holds (fails past ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        time.sleep(0.01)
 
 
 def _layer(gw: Gateway) -> CacheLayer:
@@ -304,3 +314,28 @@ def test_two_proxies_on_redis_see_each_others_deletes_and_corrections(
         _on_its_loop(gw1, "caught_up")
         assert len(_layer(gw1).cache) == 0 and len(_layer(gw2).cache) == 0
         assert _ask(on1, Q)[0] == "miss"
+
+
+def test_redis_down_is_a_503_that_changes_nothing(
+    mock: MockServer, redis_process: RedisProcess
+) -> None:
+    cache = {"backend": "redis", "redis_url": redis_process.url, "redis_prefix": "down"}
+    gw = Gateway.from_config(_cfg(mock.url, cache), embedder=WordsEmbedder())
+    with (
+        ServerThread(create_app(gw)) as proxy,
+        _client(proxy.url, MASTER) as client,
+        _admin(proxy.url) as admin,
+    ):
+        assert _ask(client, Q)[0] == "miss"
+        _on_its_loop(gw, "flush")
+        redis_process.stop()
+        wait_until(lambda: not _layer(gw).ready)
+        resp = admin.delete("/admin/cache", params={"all": "true"})
+        assert resp.status_code == 503 and _error(resp)["code"] == "cache_unavailable"
+        resp = admin.post(CORRECT, json={"tenant": "default", "prompt": Q, "content": "x"})
+        assert resp.status_code == 503 and "nothing was changed" in _error(resp)["message"]
+        assert len(_layer(gw).cache) == 1  # still here
+        redis_process.start()  # empty: persistence is off
+        wait_until(lambda: _layer(gw).ready)
+        resp = admin.delete("/admin/cache", params={"all": "true"})
+        assert resp.status_code == 200 and resp.json()["deleted"] == 0  # reloaded: empty
