@@ -34,6 +34,8 @@ from ports import free_port
 SIMD_SENSITIVE = frozenset(
     {
         "test_analyze.py",
+        "test_cache_admin.py",
+        "test_cache_admin_proxy.py",
         "test_cache_ann.py",
         "test_cache_redis.py",
         "test_cache_snapshot.py",

@@ -114,7 +114,7 @@ async def test_invalidation_rule_covers_a_racing_older_write(
 
 
 async def test_ttl_expiry_in_redis(make: Factory, redis_server: str, prefix: str) -> None:
-    a, b = await make(), await make()
+    a, b = await make(ttl=None), await make(ttl=None)  # no cache-wide TTL: "stays" never expires
     key = a.put("short lived answer", "gone soon", ttl=0.3)
     a.put("long lived answer", "stays")
     await eventually(lambda: len(b) == 2)

@@ -5,6 +5,8 @@ key at all, the same aliases point at the bundled simulated upstream (started in
 by the CLI), so ``make run`` works on a fresh machine and behaves like the real thing:
 three wire formats, streaming, tool calls, and a fallback chain across providers.
 Prices are list prices per 1M tokens (input / output) as published by each provider.
+The semantic cache's defaults live here too (``CACHE_*``): the one place both the library's
+``SemanticCache()`` and the proxy's ``cache:`` section take them from.
 """
 
 from __future__ import annotations
@@ -92,3 +94,11 @@ def served_lines(
     for alias, why in left_out.items():
         lines.append(f"  {alias}: left out ({why})")
     return lines
+
+
+# The semantic cache's defaults, read by both `SemanticCache()` (the library) and the proxy's
+# `cache:` settings (config.settings.CacheSettings), so the two behave alike out of the box.
+CACHE_THRESHOLD = 0.90  # cosine a semantic hit needs
+CACHE_TTL: float | None = 3600.0  # seconds an entry lives (None: until evicted)
+CACHE_MAX_ENTRIES = 100_000  # entries kept (least recently used evicted past it)
+CACHE_VERIFY = True  # the HitVerifier's second look at close calls

@@ -344,6 +344,22 @@ class BudgetUnavailable(RouteguardError):
     code = "budget_unavailable"
 
 
+class CacheEntryNotFound(InvalidRequest):
+    """No live cache entry matches what an admin operation names (e.g. a correction)."""
+
+    status_code = 404
+    code = "cache_entry_not_found"
+
+
+class CacheUnavailable(RouteguardError):
+    """The shared cache store (Redis) cannot be reached, so an admin operation on the cache
+    cannot reach every instance."""
+
+    status_code = 503
+    error_type = "api_error"
+    code = "cache_unavailable"
+
+
 def _safe_message(status: int, cls: type[ProviderError]) -> str:
     """What a caller reads about an upstream failure that is not its own request's fault."""
     if cls is UpstreamRateLimited:

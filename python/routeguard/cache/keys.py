@@ -6,7 +6,9 @@ plus a digest of its context (the conversation's earlier messages). Entries are 
 compared inside one partition, so a follow-up never gets an answer that depended on another
 conversation, and one tenant never sees another's entries.
 Inside a partition, the *exact key* is a digest of the normalised prompt: the exact tier is a
-dict lookup on it, before any embedding is computed.
+dict lookup on it, before any embedding is computed. The admin operations select entries by
+:func:`prompt_digest` (the same normalisation, without the partition) and by the tenant and
+route :func:`namespace_owner` reads back out of a namespace.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import msgspec
 
@@ -51,11 +54,26 @@ def exact_key(partition: str, prompt: str) -> str:
     characters normalised, the rest as written (normalising a multi-megabyte prompt holds
     the GIL for a noticeable time; hashing it does not)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{partition}\x00{normalise(prompt[:NORMALISED])}".encode("utf-8", "surrogatepass"))
+    h.update(f"{partition}\x00".encode("utf-8", "surrogatepass"))
+    _feed_prompt(h, prompt)
+    return h.hexdigest()
+
+
+def prompt_digest(prompt: str) -> str:
+    """A digest of the prompt as the exact tier compares it, whatever the partition: two
+    prompts have the same digest exactly when :func:`exact_key` gives them the same key
+    inside any one partition (the admin API's delete and correct by prompt match on it)."""
+    h = hashlib.blake2b(digest_size=16)
+    _feed_prompt(h, prompt)
+    return h.hexdigest()
+
+
+def _feed_prompt(h: Any, prompt: str) -> None:
+    """Hash the prompt's first :data:`NORMALISED` characters normalised, the rest as written."""
+    h.update(normalise(prompt[:NORMALISED]).encode("utf-8", "surrogatepass"))
     if len(prompt) > NORMALISED:
         h.update(b"\x00")
         h.update(prompt[NORMALISED:].encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
 
 
 NORMALISED = 65_536
@@ -72,6 +90,19 @@ def request_namespace(
     params = {k: v for k, v in request.items() if k not in _NOT_ANSWER_CHANGING}
     digest = hashlib.blake2b(_enc.encode(params), digest_size=12).hexdigest()
     return "/".join(quote(part, safe="") for part in (tenant, *scope, route, digest))
+
+
+@lru_cache(maxsize=65_536)
+def namespace_owner(namespace: str) -> tuple[str, str] | None:
+    """The (tenant, route) of a namespace :func:`request_namespace` built, decoded; None for
+    any other namespace (e.g. one a library user chose), which no tenant or route selects."""
+    parts = namespace.split("/")
+    if len(parts) < 3 or not _PARAMS_DIGEST.fullmatch(parts[-1]):
+        return None
+    return unquote(parts[0]), unquote(parts[-2])
+
+
+_PARAMS_DIGEST = re.compile(r"[0-9a-f]{24}")
 
 
 def scope_parts(scope: Scope, key: str | None, user: object) -> tuple[str, ...]:

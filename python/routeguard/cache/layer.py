@@ -17,6 +17,10 @@ the gateway's event loop (loading the shared entries, then tailing the stream) a
 store reports itself unhealthy until it has resynced) requests bypass the cache, each
 counted in ``metrics.errors``; they are still served, never failed, and a failed start
 is retried in the background.
+
+Admin operations (``DELETE /admin/cache``, ``POST /admin/cache/correct``: the server's
+``cache_admin``) call :meth:`CacheLayer.delete` and :meth:`CacheLayer.correct`, which change
+this instance and, with Redis, return once the change is in the stream the others apply.
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ from routeguard.cache.semantic import CacheHit, SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
 from routeguard.embed.base import Embedder, embed_off_loop
+from routeguard.errors import CacheUnavailable
 from routeguard.messages import content_text
 
 Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
 START_TIMEOUT = 3.0  # seconds a start waits for Redis before the cache is bypassed
+ADMIN_FLUSH_TIMEOUT = 10.0  # seconds an admin delete/correct waits for Redis to take it
 
 
 @dataclass(slots=True)
@@ -136,6 +142,65 @@ class CacheLayer:
         await self.cache.aclose()
         self.begun = False
 
+    async def delete(
+        self,
+        *,
+        namespace: str | None = None,
+        tenant: str | None = None,
+        route: str | None = None,
+        prompt: str | None = None,
+    ) -> int:
+        """Remove the entries every given filter selects (all of them with none) on every
+        instance; returns how many were removed on this one. With Redis, returns once the
+        deletion is in the stream the other instances apply."""
+        await self._admin_ready()
+        removed = self.cache.invalidate(namespace, tenant=tenant, route=route, prompt=prompt)
+        await self._admin_flush()
+        return removed
+
+    async def correct(
+        self,
+        prompt: str,
+        content: str,
+        *,
+        namespace: str | None = None,
+        tenant: str | None = None,
+        route: str | None = None,
+    ) -> int:
+        """Make ``content`` the cached answer of ``prompt`` in every entry the filters select,
+        on every instance; returns how many entries were replaced on this one (0: none)."""
+        await self._admin_ready()
+        # Entries this instance's own LRU evicted are still served by the others: load them.
+        await self.cache.pull(namespace, tenant=tenant, route=route, prompt=prompt)
+        replaced = self.cache.correct(
+            prompt,
+            lambda old: corrected(old, content),
+            namespace,
+            tenant=tenant,
+            route=route,
+        )
+        if replaced:
+            await self._admin_flush()
+        return replaced
+
+    async def _admin_ready(self) -> None:
+        if not self.begun:
+            await self.start()
+        if not self.ready:
+            raise CacheUnavailable(
+                "the cache's Redis cannot be reached: nothing was changed (retry once it is)"
+            )
+
+    async def _admin_flush(self) -> None:
+        try:
+            await asyncio.wait_for(self.cache.flush(), ADMIN_FLUSH_TIMEOUT)
+        except TimeoutError:
+            raise CacheUnavailable(
+                "applied on this instance, but Redis did not take the change within "
+                f"{ADMIN_FLUSH_TIMEOUT:g} s; it stays queued and reaches the other instances "
+                "when Redis answers"
+            ) from None
+
     def ticket(
         self, request: Json, alias: str, tenant: str, key: str | None = None
     ) -> Ticket | None:
@@ -199,6 +264,21 @@ class CacheLayer:
         except Exception as exc:
             self.metrics.errors += 1
             log.warning("cache: could not store a response (%s)", _why(exc))
+
+
+def corrected(response: Any, content: str) -> Json:
+    """A cached completion whose answer is now ``content`` (a single plain-text choice; id,
+    model and usage kept as the original answer had them)."""
+    base: Json = dict(response) if isinstance(response, dict) else {"object": "chat.completion"}
+    base["choices"] = [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ]
+    return base
 
 
 def replay(hit: CacheHit) -> Json:

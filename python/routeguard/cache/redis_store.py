@@ -14,8 +14,12 @@ touch several keys):
   ``expires`` (``""`` for none), ``version``; with a Redis TTL when the entry has one.
 - ``{P}:events``: the stream every instance tails (trimmed with ``MAXLEN ~``), one event
   per write: ``op=put key ver`` | ``op=del key ver`` | ``op=inv field before``.
-- ``{P}:rules``: invalidation rules, ``field`` (``*`` or ``ns:<namespace>``) -> ``before``:
-  entries of that scope created earlier are dead wherever they turn up.
+- ``{P}:rules``: invalidation rules, ``field`` -> ``before``: entries of that scope created
+  earlier are dead wherever they turn up. ``field`` is a
+  :class:`~routeguard.cache.state.Selector`: ``*`` (all), ``ns:<namespace>``, or
+  ``sel:<JSON>`` for any mix of namespace, tenant, route and prompt digest (the admin
+  API's ``DELETE /admin/cache``). An instance checks an entry against one field per
+  selector shape in use, so the number of rules does not slow a put.
 
 Writes. ``SemanticCache.put``/``invalidate`` stay synchronous: they change the local state
 and queue the write here; a writer task sends queued writes in batches, each batch one
@@ -29,6 +33,15 @@ otherwise the key's hash is fetched (one pipeline per batch of events) and its *
 content applied: fetching the current state rather than replaying the event is what makes
 two instances that race on one key converge on whichever write Redis applied last.
 
+Admin operations ride on the same two paths. A delete by any filter but the exact key is a
+rule (above), so it also covers the entries another instance holds that this one evicted
+and the puts racing it with an earlier creation time. A correction (``SemanticCache.correct``)
+is a put of the same key with a new version, preceded by a :meth:`RedisStore.pull` of the
+stored entries it selects that the answering instance does not hold (its own LRU may have
+evicted them): the others fetch it like any put, and a
+correction racing another write of that key ends, everywhere, as whichever Redis applied
+last.
+
 Consistency on start: the stream's last id is read *before* the entries are scanned
 (``SCAN`` + ``HGETALL``), then tailing starts from that id: a write that lands during the
 scan is both scanned and replayed, which is harmless, and none falls in between. The same
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -50,6 +64,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgspec
 import numpy as np
@@ -59,7 +74,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeguard.backoff import backoff_delay
-from routeguard.cache.state import CacheEntry, LocalState, Vector
+from routeguard.cache.keys import prompt_digest
+from routeguard.cache.state import CacheEntry, LocalState, Selector, Vector
 
 logger = logging.getLogger("routeguard.cache")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -98,6 +114,29 @@ end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'inv', 'field', ARGV[1],
            'before', ARGV[2])
 return 1
+"""
+
+# KEYS: entries. ARGV: namespace, encoded tenant, encoded route ("" for any). Returns
+# key, namespace, prompt, version of each entry whose namespace passes (a prefilter: the
+# caller checks again).
+_SELECT = """
+local out = {}
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'namespace', 'prompt', 'version')
+  local ns = h[1]
+  if ns and h[2] and h[3] then
+    local ok = ARGV[1] == '' or ns == ARGV[1]
+    if ok and ARGV[2] ~= '' then ok = string.sub(ns, 1, #ARGV[2] + 1) == ARGV[2] .. '/' end
+    if ok and ARGV[3] ~= '' then ok = string.match(ns, '/([^/]*)/[0-9a-f]+$') == ARGV[3] end
+    if ok then
+      out[#out + 1] = KEYS[i]
+      out[#out + 1] = ns
+      out[#out + 1] = h[2]
+      out[#out + 1] = h[3]
+    end
+  end
+end
+return out
 """
 
 _RULE_KEYS_PER_CALL: Final = 500  # bounds how long one script holds Redis
@@ -178,6 +217,7 @@ class RedisStore:
         )  # fmt: skip
         self._delete_if = self.redis.register_script(_DELETE_IF)
         self._rule = self.redis.register_script(_RULE)
+        self._select = self.redis.register_script(_SELECT)
         self._state: LocalState | None = None
         self._queue: deque[_Op] = deque()
         self._pending: dict[str, str] = {}  # key -> version of a put not yet in Redis
@@ -383,7 +423,8 @@ class RedisStore:
                 args = [op.key, op.version or "", ns, older, maxlen, "1"]
                 await self._delete_if(keys=[ekey, self.stream], args=args, client=pipe)
             else:
-                namespace = "" if op.key == "*" else op.key.removeprefix("ns:")
+                sel = Selector.parse(op.key)  # the script re-checks the doomed keys' namespace
+                namespace = "" if sel is None or sel.namespace is None else sel.namespace
                 doomed = [self.entry_prefix + k for k in op.doomed]
                 chunks = [doomed[i : i + _RULE_KEYS_PER_CALL]
                           for i in range(0, len(doomed), _RULE_KEYS_PER_CALL)] or [[]]  # fmt: skip
@@ -540,6 +581,59 @@ class RedisStore:
                 await self._delete_if(keys=[self.entry_prefix + e.key, self.stream], args=args,
                                       client=pipe)  # fmt: skip
             await pipe.execute()
+
+    async def pull(self, sel: Selector) -> int:
+        """Load into the local state the stored entries ``sel`` selects that it does not hold
+        at their stored version (e.g. evicted by this instance's own LRU); returns how many
+        it applied. One ``SCAN`` of the entries with their namespace, prompt and version
+        narrowed by a script per batch; only the matching ones are fetched whole. For admin
+        operations (a correction must reach entries the answering instance does not hold)."""
+        state = self._state
+        assert state is not None
+        self._check_started()
+        outer = dataclasses.replace(sel, prompt=None)
+        cut = len(self.entry_prefix.encode())
+        pattern = _GLOB.sub(r"\\\1", self.entry_prefix) + "*"
+        wanted: list[bytes] = []
+        batch: list[bytes] = []
+
+        # Redis narrows each batch by namespace, tenant and route (on their encoded forms, as
+        # request_namespace wrote them), so only candidates come back; each is checked again
+        # here, its prompt digest included.
+        args = [
+            sel.namespace or "",
+            "" if sel.tenant is None else quote(sel.tenant, safe=""),
+            "" if sel.route is None else quote(sel.route, safe=""),
+        ]
+
+        async def sift(raws: list[bytes]) -> None:
+            found: Any = await self._select(keys=raws, args=args)
+            for i in range(0, len(found), 4):
+                raw, ns, prompt, version = found[i : i + 4]
+                key = raw[cut:].decode()
+                if state.version_of(key) == version.decode():
+                    continue
+                probe = CacheEntry(key, "", ns.decode(), prompt.decode(), None, 0.0, None, 0)
+                if not state.selects(outer, probe):
+                    continue
+                if sel.prompt is None or prompt_digest(probe.prompt) == sel.prompt:
+                    wanted.append(raw)
+
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            batch.append(raw if isinstance(raw, bytes) else raw.encode())
+            if len(batch) >= 500:
+                await sift(batch)
+                batch = []
+        if batch:
+            await sift(batch)
+        applied = 0
+        for i in range(0, len(wanted), 500):
+            for entry, vector in await self._fetch_many(wanted[i : i + 500]):
+                with state.lock:
+                    if not state.dead(entry) and not state.expired(entry):
+                        _apply_one(state, entry, vector)
+                        applied += 1
+        return applied
 
     async def _fetch_many(self, raw_keys: Sequence[bytes]) -> list[tuple[CacheEntry, Vector]]:
         if not raw_keys:

@@ -6,7 +6,8 @@ partition's index (exact scan while small, HNSW past ``ann_threshold`` vectors:
 ``tiered.py``) -> the best live candidate whose cosine reaches ``threshold`` and that the
 optional ``verifier`` accepts is a hit. ``put`` embeds and stores the entry in both tiers.
 Entries expire by TTL (checked lazily on read and by ``purge_expired``) and the least
-recently used are evicted past ``max_entries``.
+recently used are evicted past ``max_entries``. ``invalidate`` removes entries by namespace,
+tenant, route, exact prompt or age; ``correct`` replaces a cached answer in place.
 
 State lives in process memory (:class:`~routeguard.cache.state.LocalState`). With a shared
 ``store`` (:class:`~routeguard.cache.redis_store.RedisStore`), every write is also queued to
@@ -26,26 +27,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from routeguard.cache.keys import Context, exact_key, partition_key
+from routeguard.cache.keys import Context, exact_key, partition_key, prompt_digest
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.state import (
     CacheEntry,
     CacheStore,
     IndexFactory,
     LocalState,
-    rule_field,
+    Selector,
 )
 from routeguard.cache.tiered import DEFAULT_ANN_THRESHOLD, TieredIndex
+from routeguard.defaults import CACHE_MAX_ENTRIES, CACHE_THRESHOLD, CACHE_TTL, CACHE_VERIFY
 from routeguard.embed.base import Embedder
 
 __all__ = ["CacheEntry", "CacheHit", "SemanticCache", "Verifier"]
 
-DEFAULT_THRESHOLD = 0.90
+DEFAULT_THRESHOLD = CACHE_THRESHOLD
 NEAR_MARGIN = 0.05
 _CANDIDATES = 4  # neighbours examined per lookup (expired or refused ones are skipped)
 
@@ -69,6 +71,11 @@ class CacheHit:
 class SemanticCache:
     """Exact + semantic response cache with TTL, LRU size cap, namespaces and contexts.
 
+    Its defaults are the proxy's (``routeguard.defaults``: threshold 0.90, one hour TTL,
+    100,000 entries, the :class:`~routeguard.cache.verify.HitVerifier` on), so a cache built
+    here decides hits as the gateway does. ``verifier``: ``"default"`` (a ``HitVerifier``
+    while ``CACHE_VERIFY`` is on), ``None`` (no second look) or any
+    ``verifier(query, cached_prompt) -> bool``.
     ``ann_threshold``: vectors in one partition from which it is searched through HNSW
     (None: always exact); ``index_factory(dim)`` replaces the default per-partition index
     altogether. ``store``: a shared backend (``RedisStore``); the cache then needs
@@ -80,10 +87,10 @@ class SemanticCache:
         self,
         embedder: Embedder | None = None,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
-        ttl: float | None = None,
-        max_entries: int = 100_000,
-        verifier: Verifier | None = None,
+        threshold: float = CACHE_THRESHOLD,
+        ttl: float | None = CACHE_TTL,
+        max_entries: int = CACHE_MAX_ENTRIES,
+        verifier: Verifier | Literal["default"] | None = "default",
         clock: Callable[[], float] = time.time,
         ann_threshold: int | None = DEFAULT_ANN_THRESHOLD,
         index_factory: IndexFactory | None = None,
@@ -93,6 +100,10 @@ class SemanticCache:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        if verifier == "default":
+            from routeguard.cache.verify import HitVerifier
+
+            verifier = HitVerifier() if CACHE_VERIFY else None
         if embedder is None:
             from routeguard.embed import default_embedder
 
@@ -106,7 +117,7 @@ class SemanticCache:
         self.threshold = threshold
         self.ttl = ttl
         self.max_entries = max_entries
-        self.verifier = verifier
+        self.verifier: Verifier | None = verifier
         self.metrics = CacheMetrics()
         self.store = store
         self._clock = clock
@@ -337,30 +348,106 @@ class SemanticCache:
         namespace: str | None = None,
         key: str | None = None,
         older_than: float | None = None,
+        *,
+        tenant: str | None = None,
+        route: str | None = None,
+        prompt: str | None = None,
     ) -> int:
-        """Remove entries matching every given filter (namespace, key, created before a
-        timestamp); with no filter, remove all. Returns how many were removed here.
+        """Remove entries matching every given filter: namespace, exact key, created before a
+        timestamp, and for the gateway's namespaces tenant and route
+        (:func:`~routeguard.cache.keys.namespace_owner`); ``prompt`` matches as the exact
+        tier does (same normalisation), in every context. With no filter, remove all.
+        Returns how many were removed here.
 
         With a shared store the invalidation reaches every instance: a key is deleted from
-        the store; a namespace or age filter becomes a rule that also covers entries another
-        instance writes concurrently with an older creation time.
+        the store; any other filter becomes a rule that also covers entries another
+        instance holds that this one does not, or writes concurrently with an older
+        creation time.
         """
         self._check_started()
+        sel = Selector(namespace, tenant, route, None if prompt is None else prompt_digest(prompt))
         with self._lock:
             if self.store is None or key is not None:
-                doomed = self._state.matching(namespace, key, older_than)
+                doomed = [
+                    e
+                    for e in self._state.matching(namespace, key, older_than)
+                    if self._state.selects(sel, e)
+                ]
                 for e in doomed:
                     self._state.drop(e)
-                if self.store is not None and key is not None:
+                # A key the other filters refuse here is not deleted elsewhere either (the
+                # store's delete can check namespace and age, not tenant, route or prompt).
+                narrowed = sel.tenant is not None or sel.route is not None or prompt is not None
+                if self.store is not None and key is not None and (doomed or not narrowed):
                     version = doomed[0].version if doomed else None
                     self.store.write_delete(key, version, namespace, older_than)
                 return len(doomed)
             # "Everything up to now" includes entries put at this very clock reading.
             before = math.nextafter(self._clock(), math.inf) if older_than is None else older_than
-            field = rule_field(namespace)
+            field = sel.field()
             doomed = self._state.add_rule(field, before)
             self.store.write_rule(field, before, doomed)
             return len(doomed)
+
+    async def pull(
+        self,
+        namespace: str | None = None,
+        *,
+        tenant: str | None = None,
+        route: str | None = None,
+        prompt: str | None = None,
+    ) -> int:
+        """Load the shared store's entries the filters select that this instance does not
+        hold (its own LRU may have evicted them), so that a :meth:`correct` after it reaches
+        them too; returns how many were loaded (0 without a store). Scans every stored entry:
+        meant for admin operations, not the request path. An instance that never evicted
+        an entry holds every live one already, and skips the scan."""
+        if self.store is None or self.metrics.evictions == 0:
+            return 0
+        self._check_started()
+        digest = None if prompt is None else prompt_digest(prompt)
+        return await self.store.pull(Selector(namespace, tenant, route, digest))
+
+    def correct(
+        self,
+        prompt: str,
+        response: Any,
+        namespace: str | None = None,
+        *,
+        tenant: str | None = None,
+        route: str | None = None,
+    ) -> int:
+        """Replace the cached answer of ``prompt`` (matched as the exact tier matches it, in
+        every context) in the entries the filters select; returns how many were replaced
+        here. A callable ``response`` is given each entry's cached response and returns its
+        replacement (the gateway keeps each completion's shape this way). Each entry keeps
+        its key, vector, creation and expiry times; its metadata gains ``corrected`` (the
+        time); with a shared store the new version reaches every instance like a put
+        (``await cache.pull(...)`` with the same filters first, to reach the entries this
+        instance's own LRU evicted but others still serve)."""
+        self._check_started()
+        sel = Selector(namespace, tenant, route, prompt_digest(prompt))
+        replaced = 0
+        with self._lock:
+            now = self._clock()
+            for old in self._state.select(sel):
+                if self._state.expired(old):
+                    self._state.drop(old)
+                    self.metrics.expirations += 1
+                    continue
+                new = CacheEntry(
+                    old.key, old.partition, old.namespace, old.prompt,
+                    response(old.response) if callable(response) else response,
+                    old.created, old.expires, 0, {**old.metadata, "corrected": now},
+                    f"{self._instance}:{next(self._versions)}",
+                )  # fmt: skip
+                vector = self._state.vectors([old])[0]
+                if self.store is not None:  # raises before any change if it cannot encode
+                    life = None if old.expires is None else max(old.expires - now, 1e-3)
+                    self.store.write_put(new, vector, life)
+                self._state.insert(new, vector)
+                replaced += 1
+        return replaced
 
     def purge_expired(self) -> int:
         """Remove every expired entry from this instance now; returns how many (a shared

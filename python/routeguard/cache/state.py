@@ -11,9 +11,10 @@ applied through :meth:`LocalState.apply`, :meth:`LocalState.drop_key` and
 :meth:`LocalState.add_rule`. Every entry carries a ``version`` (unique per write), which
 lets a mirror skip its own writes coming back and converge when two writes race.
 
-An invalidation by namespace or age is kept as a *rule* ("entries of namespace N created
-before T are dead") as well as applied: an entry that arrives later (a racing write, a
-reload) is checked against the rules, so every instance agrees on what was invalidated.
+An invalidation by namespace, tenant, route, exact prompt (a :class:`Selector`, any mix) or
+age is kept as a *rule* ("entries selected by S created before T are dead") as well as
+applied: an entry that arrives later (a racing write, a reload) is checked against the rules,
+so every instance agrees on what was invalidated.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.cache.keys import namespace_owner, prompt_digest
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.tiered import Index
 
@@ -42,6 +45,60 @@ ALL: Final = "*"
 def rule_field(namespace: str | None) -> str:
     """The rule a namespace invalidation is recorded under (:data:`ALL` for every one)."""
     return ALL if namespace is None else f"ns:{namespace}"
+
+
+Shape = tuple[bool, bool, bool, bool]
+"""Which of (namespace, tenant, route, prompt) a :class:`Selector` constrains."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """The entries an invalidation covers: those matching every part given. ``tenant`` and
+    ``route`` are read from the namespace (:func:`~routeguard.cache.keys.namespace_owner`),
+    ``prompt`` is a :func:`~routeguard.cache.keys.prompt_digest`. No part: every entry."""
+
+    namespace: str | None = None
+    tenant: str | None = None
+    route: str | None = None
+    prompt: str | None = None
+
+    @property
+    def shape(self) -> Shape:
+        """Which parts this selector constrains."""
+        return (
+            self.namespace is not None,
+            self.tenant is not None,
+            self.route is not None,
+            self.prompt is not None,
+        )
+
+    def field(self) -> str:
+        """The rule field this selector is recorded under (the namespace-only and the empty
+        selector keep the fields ``ns:<namespace>`` and :data:`ALL`)."""
+        if self.tenant is None and self.route is None and self.prompt is None:
+            return rule_field(self.namespace)
+        parts = {k: getattr(self, k) for k in _PARTS if getattr(self, k) is not None}
+        return _SELECTED + _rule_enc.encode(parts).decode()
+
+    @classmethod
+    def parse(cls, field: str) -> Selector | None:
+        """The selector a rule field records; None for a field this version cannot read."""
+        if field == ALL:
+            return cls()
+        if field.startswith("ns:"):
+            return cls(namespace=field[3:])
+        if field.startswith(_SELECTED):
+            try:
+                parts = msgspec.json.decode(field[len(_SELECTED) :], type=dict[str, str])
+                return cls(**{k: v for k, v in parts.items() if k in _PARTS})
+            except (msgspec.DecodeError, TypeError):
+                return None
+        return None
+
+
+_PARTS: Final = ("namespace", "tenant", "route", "prompt")
+_SELECTED: Final = "sel:"
+_rule_enc = msgspec.json.Encoder(order="sorted")
 
 
 @dataclass(slots=True)
@@ -85,6 +142,8 @@ class LocalState:
         self.by_vector: dict[int, str] = {}
         self.indexes: dict[str, Index] = {}
         self.rules: dict[str, float] = {}  # rule field -> entries created before are dead
+        self._shapes: set[Shape] = set()  # the selector shapes among the rules
+        self._digests: dict[str, str] = {}  # entry key -> prompt digest, filled when needed
         self._next_id = 1
 
     def __len__(self) -> int:
@@ -100,12 +159,51 @@ class LocalState:
         return entry.expires is not None and self.clock() >= entry.expires
 
     def dead(self, entry: CacheEntry) -> bool:
-        """Whether an invalidation rule covers the entry."""
+        """Whether an invalidation rule covers the entry: for each shape of selector among
+        the rules, the one selector of that shape the entry falls under is looked up (a
+        few dict lookups, however many rules there are)."""
         if not self.rules:
             return False
-        before = max(self.rules.get(ALL, -math.inf), self.rules.get(f"ns:{entry.namespace}",
-                     -math.inf))  # fmt: skip
-        return entry.created < before
+        owner = None
+        for shape in self._shapes:
+            if (shape[1] or shape[2]) and owner is None:
+                owner = namespace_owner(entry.namespace)
+                if owner is None:
+                    continue  # not a gateway namespace: no tenant or route selects it
+            sel = Selector(
+                entry.namespace if shape[0] else None,
+                owner[0] if shape[1] and owner else None,
+                owner[1] if shape[2] and owner else None,
+                self.digest(entry) if shape[3] else None,
+            )
+            before = self.rules.get(sel.field())
+            if before is not None and entry.created < before:
+                return True
+        return False
+
+    def digest(self, entry: CacheEntry) -> str:
+        """The entry's :func:`~routeguard.cache.keys.prompt_digest`, kept while its key is
+        held here (one key always holds the same normalised prompt)."""
+        d = self._digests.get(entry.key)
+        if d is None:
+            d = prompt_digest(entry.prompt)
+            if entry.key in self.entries:
+                self._digests[entry.key] = d
+        return d
+
+    def selects(self, sel: Selector, entry: CacheEntry) -> bool:
+        """Whether ``entry`` matches every part of ``sel``."""
+        if sel.namespace is not None and entry.namespace != sel.namespace:
+            return False
+        if sel.tenant is not None or sel.route is not None:
+            owner = namespace_owner(entry.namespace)
+            if owner is None:
+                return False
+            if (sel.tenant is not None and owner[0] != sel.tenant) or (
+                sel.route is not None and owner[1] != sel.route
+            ):
+                return False
+        return sel.prompt is None or self.digest(entry) == sel.prompt
 
     def insert(self, entry: CacheEntry, vector: Vector) -> bool:
         """Store ``entry`` (replacing its key) as the most recently used, evicting the least
@@ -142,7 +240,8 @@ class LocalState:
     def drop(self, entry: CacheEntry) -> None:
         """Remove ``entry`` from both tiers."""
         with self.lock:
-            self.entries.pop(entry.key, None)
+            if self.entries.pop(entry.key, None) is not None and self._digests:
+                self._digests.pop(entry.key, None)
             self.by_vector.pop(entry.vector_id, None)
             index = self.indexes.get(entry.partition)
             if index is not None:
@@ -176,14 +275,28 @@ class LocalState:
                 and (older_than is None or e.created < older_than)
             ]
 
+    def select(self, sel: Selector, older_than: float | None = None) -> list[CacheEntry]:
+        """Entries matching ``sel`` (and created before ``older_than``, when given)."""
+        with self.lock:
+            if sel.namespace is not None and sel.shape == (True, False, False, False):
+                return self.matching(sel.namespace, None, older_than)
+            return [
+                e
+                for e in self.entries.values()
+                if (older_than is None or e.created < older_than) and self.selects(sel, e)
+            ]
+
     def add_rule(self, field: str, before: float) -> list[CacheEntry]:
         """Record "entries under ``field`` created before ``before`` are dead" and drop the
-        ones here; returns them."""
+        ones here; returns them. A field this version cannot read is recorded, not applied."""
         with self.lock:
             if before > self.rules.get(field, -math.inf):
                 self.rules[field] = before
-            namespace = None if field == ALL else field.removeprefix("ns:")
-            doomed = self.matching(namespace, None, before)
+            sel = Selector.parse(field)
+            if sel is None:
+                return []
+            self._shapes.add(sel.shape)
+            doomed = self.select(sel, before)
             for entry in doomed:
                 self.drop(entry)
             return doomed
@@ -207,6 +320,8 @@ class LocalState:
             self.by_vector.clear()
             self.indexes.clear()
             self.rules.clear()
+            self._shapes.clear()
+            self._digests.clear()
 
 
 class CacheStore(Protocol):
@@ -250,4 +365,8 @@ class CacheStore(Protocol):
 
     def write_rule(self, field: str, before: float, doomed: Sequence[CacheEntry]) -> None:
         """Queue an invalidation rule; ``doomed`` are the entries known to fall under it."""
+        ...
+
+    async def pull(self, sel: Selector) -> int:
+        """Load the stored entries ``sel`` selects that the local state does not hold."""
         ...

@@ -13,6 +13,7 @@ import msgspec
 from routeguard.config.budgets import BudgetAccountConfig, BudgetLimits
 from routeguard.config.routes import RouteSettings
 from routeguard.config.wildcards import Wildcard
+from routeguard.defaults import CACHE_MAX_ENTRIES, CACHE_THRESHOLD, CACHE_TTL, CACHE_VERIFY
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan
 
@@ -150,10 +151,10 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     ``cache`` overrides them key by key."""
 
     enabled: bool = False
-    threshold: float = 0.90
-    ttl: float | None = 3600.0
-    max_entries: int = 100_000
-    verify: bool = True  # second look at close calls: numbers, negation, entities, roles...
+    threshold: float = CACHE_THRESHOLD  # these four: routeguard.defaults, shared with the library
+    ttl: float | None = CACHE_TTL
+    max_entries: int = CACHE_MAX_ENTRIES
+    verify: bool = CACHE_VERIFY  # second look at close calls: numbers, negation, entities, roles...
     # Who shares entries: everyone in the tenant (org/team; a key without one is its own
     # tenant), one virtual key, or one key's end user (the request's `user`).
     scope: Literal["team", "key", "user"] = "team"

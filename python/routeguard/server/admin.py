@@ -1,4 +1,5 @@
-"""The admin API for virtual keys (master key only).
+"""The admin API for virtual keys (master key only; the cache's admin routes, under
+``/admin/cache``, are ``cache_admin``'s).
 
 Routes: ``POST /admin/keys`` (create; the key is in the response once), ``GET /admin/keys``,
 ``GET|PATCH|DELETE /admin/keys/{id}`` (DELETE revokes), ``POST /admin/keys/{id}/rotate``,
@@ -19,7 +20,9 @@ from routeguard.server import litellm_keys
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
     return (
-        path.startswith(("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend"))
+        path.startswith(
+            ("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend", "/admin/cache")
+        )
         or path in litellm_keys.PATHS
     )
 

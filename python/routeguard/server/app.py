@@ -42,7 +42,7 @@ from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SpendRecords
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin
+from routeguard.server import admin, cache_admin
 from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
@@ -284,6 +284,9 @@ class ProxyApp:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
         method = scope["method"]
+        if scope["path"].rstrip("/") in cache_admin.PATHS:
+            await self._cache_admin(scope, receive, send)
+            return
         if scope["path"].rstrip("/") == "/admin/budgets" and method == "GET":
             await _send_json(send, 200, await _budgets(self.gateway), [])
             return
@@ -309,6 +312,20 @@ class ProxyApp:
                 out["spend"] = float(micros_to_usd(await layer.backend.spent(account)))
                 out["reserved"] = float(micros_to_usd(await layer.backend.reserved(account)))
         await _send_json(send, status, out, [])
+
+    async def _cache_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``DELETE /admin/cache`` and ``POST /admin/cache/correct`` (``cache_admin``)."""
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        if method != cache_admin.allowed_method(path):
+            raise _MethodNotAllowed(
+                f"{path} accepts {cache_admin.allowed_method(path)}, not {method}"
+            )
+        body = await self._read_json(scope, receive, allow_empty=True)
+        if path == "/admin/cache":
+            out = await cache_admin.delete(self.gateway, scope.get("query_string", b""), body)
+        else:
+            out = await cache_admin.correct(self.gateway, body)
+        await _send_json(send, 200, out, [])
 
     def _body_limit(self, path: str) -> tuple[int, str]:
         """The byte limit on ``path``'s request body, and the setting that sets it."""
