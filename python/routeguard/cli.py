@@ -281,6 +281,7 @@ def _serve(
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
     metrics_dir = _metrics_dir(cfg, workers)
+    spend_dir = _spend_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
     for line in served_lines(cfg.deployments, simulated_base, left_out):
@@ -301,8 +302,9 @@ def _serve(
     finally:
         if mock is not None:
             mock.__exit__(None, None, None)
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for made in (metrics_dir, spend_dir):
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
     return 0
 
 
@@ -321,6 +323,19 @@ def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:
         os.makedirs(parent, exist_ok=True)
     path = tempfile.mkdtemp(prefix="routeguard-metrics-", dir=parent)
     os.environ[_MULTIPROC_ENV] = path
+    return path
+
+
+def _spend_dir(cfg: config_mod.Config, workers: int) -> str | None:
+    """With several workers and no ``server.database``: a fresh directory whose SQLite file
+    every worker writes its spend rows to, so ``/admin/spend`` and the dashboard see all
+    requests whichever worker answers. The caller removes it at exit."""
+    from routeguard.observe.spend import SPEND_DB_ENV
+
+    if workers <= 1 or cfg.server.database is not None:
+        return None
+    path = tempfile.mkdtemp(prefix="routeguard-spend-")
+    os.environ[SPEND_DB_ENV] = os.path.join(path, "spend.db")
     return path
 
 

@@ -1,23 +1,27 @@
 """Per-request spend records in SQLite, for ``GET /admin/spend``: one row per request the
 proxy served or refused (who, which route and model, tokens, cost, status, latency), summed
-on demand by key, user, team, org, route, model, deployment or day over a time range.
+on demand by key, user, team, org, route, model, deployment or day over a time range (and,
+for the dashboard, per time bucket, per route/model/cache combination, and as latency
+quantiles).
 
 Rows are written by one writer thread, never on the event loop, into the server's database
 (``server.database``: shared by every worker and kept across restarts) or, without one, an
-in-memory database of this process. Rows older than ``keep_days`` are deleted when the
-store opens and then hourly. The budget ledger's own write-through log
+in-memory database of this process (``serve --workers N`` without one gives its workers a
+shared temporary file instead, named by :data:`SPEND_DB_ENV`). Rows older than ``keep_days``
+are deleted when the store opens and then hourly. The budget ledger's own write-through log
 (:mod:`routeguard.budget.spendlog`) stays separate: it is what budgets are restored from.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 COLUMNS = (
     "ts", "request_id", "key_id", "user", "team", "org", "route", "model", "deployment",
@@ -27,6 +31,9 @@ COLUMNS = (
 GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
 _STOP = object()
+SPEND_DB_ENV = "ROUTEGUARD_SPEND_DB"
+"""Environment variable naming the spend database the workers of one ``serve`` share when
+``server.database`` is not set (``serve`` makes the file and removes it at exit)."""
 
 
 class SpendRecords:
@@ -109,6 +116,98 @@ class SpendRecords:
             for g, n, e, p, c, cost in rows
         ]  # fmt: skip
 
+    def timeline(self, start: float, end: float, bucket_s: float) -> list[dict[str, Any]]:
+        """Requests, errors and cost in each ``bucket_s``-second bucket of ``[start, end)``
+        (every bucket, empty ones too, oldest first)."""
+        if not bucket_s > 0 or not end > start:
+            raise ValueError("timeline needs end > start and a positive bucket size")
+        sql = (
+            "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*), SUM(status >= 400),"
+            " COALESCE(SUM(cost_usd), 0.0) FROM request_spend WHERE ts >= ? AND ts < ?"
+            " GROUP BY b"
+        )
+        with self._lock:
+            found = self._db.execute(sql, (start, bucket_s, start, end)).fetchall()
+        by_bucket = {int(b): (n, int(e or 0), float(c)) for b, n, e, c in found}
+        out = []
+        for i in range(math.ceil((end - start) / bucket_s)):
+            n, e, c = by_bucket.get(i, (0, 0, 0.0))
+            out.append({"ts": start + i * bucket_s, "requests": n, "errors": e,
+                        "cost_usd": round(c, 9)})  # fmt: skip
+        return out
+
+    def breakdown(
+        self,
+        columns: tuple[str, ...],
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 5000,
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens and cost per distinct value tuple of ``columns`` (any of
+        :data:`FILTERS` and ``cache``) in ``[start, end)``; busiest first."""
+        allowed = (*FILTERS, "cache")
+        for col in columns:
+            if col not in allowed:
+                raise ValueError(f"cannot group on {col!r}; columns: {', '.join(allowed)}")
+        if not columns:
+            raise ValueError("breakdown needs at least one column")
+        clauses, args = _range(start, end)
+        cols = ", ".join(columns)
+        sql = (
+            f"SELECT {cols}, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
+            " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
+            " FROM request_spend"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + f" GROUP BY {cols} ORDER BY {len(columns) + 1} DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        k = len(columns)
+        return [
+            {**dict(zip(columns, r[:k], strict=True)), "requests": r[k],
+             "errors": int(r[k + 1] or 0), "prompt_tokens": r[k + 2],
+             "completion_tokens": r[k + 3], "cost_usd": round(float(r[k + 4]), 9)}
+            for r in rows
+        ]  # fmt: skip
+
+    def latency_quantiles(
+        self,
+        quantiles: tuple[float, ...],
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        kind: Literal["all", "hit", "upstream"] = "all",
+    ) -> tuple[int, list[float | None]]:
+        """How many requests in ``[start, end)`` have a latency, and the latency (ms) at
+        each quantile (nearest rank; None when there is none). ``kind``: every request,
+        cache hits only, or requests answered by an upstream call."""
+        clauses, args = _range(start, end)
+        clauses.append("latency_ms IS NOT NULL")
+        if kind == "hit":
+            clauses.append("cache = 'hit'")
+        elif kind == "upstream":
+            clauses.append("deployment IS NOT NULL AND COALESCE(cache, '') != 'hit'")
+        where = " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM request_spend" + where, args
+            ).fetchone()
+            out: list[float | None] = []
+            for q in quantiles:
+                if count == 0:
+                    out.append(None)
+                    continue
+                rank = min(count - 1, max(0, math.ceil(q * count) - 1))
+                row = self._db.execute(
+                    "SELECT latency_ms FROM request_spend"
+                    + where
+                    + " ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                    (*args, rank),
+                ).fetchone()
+                out.append(float(row[0]))
+        return count, out
+
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""
         if self._writer.is_alive():
@@ -153,3 +252,16 @@ class SpendRecords:
             self._db.execute(
                 "DELETE FROM request_spend WHERE ts < ?", (time.time() - self._keep_s,)
             )
+
+
+def _range(start: float | None, end: float | None) -> tuple[list[str], list[float]]:
+    """WHERE clauses and arguments for ``start <= ts < end`` (either bound optional)."""
+    clauses: list[str] = []
+    args: list[float] = []
+    if start is not None:
+        clauses.append("ts >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        args.append(end)
+    return clauses, args
