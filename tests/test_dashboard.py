@@ -415,3 +415,25 @@ def test_two_workers_give_the_same_totals(
         assert 1 <= d["fallbacks"]["total"] <= fallbacks
     assert len({json.dumps(d["fallbacks"]) for d in answers.values()}) == 1
     assert not list(tmp_path.glob("routeguard-spend-*")), "serve left its spend database"
+
+
+def test_admin_keys_from_the_cli_and_the_admin_api(
+    mock: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routeguard.cli import main
+
+    cfg = _cfg(mock.url, tmp_path, database=str(tmp_path / "keys.db"))
+    path = tmp_path / "routeguard.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["keys", "--config", str(path), "create", "--name", "ops", "--admin"]) == 0
+    ops = json.loads(capsys.readouterr().out)
+    assert ops["admin"] is True
+    assert main(["keys", "--config", str(path), "create", "--name", "app"]) == 0
+    assert json.loads(capsys.readouterr().out)["admin"] is False
+    with ServerThread(create_app(Gateway.from_config(cfg))) as srv:
+        assert _get(srv.url, "/ui/api/summary", key=ops["key"])[0] == 200
+        status, made = _post(srv.url, "/admin/keys", MASTER, {"name": "viewer", "admin": True})
+        assert status == 201 and made["admin"] is True
+        assert _get(srv.url, "/ui/api/summary", key=made["key"])[0] == 200
+        status, _ = _post(srv.url, f"/admin/keys/{made['key_id']}/rotate", made["key"])
+        assert status == 403  # an admin key does not manage keys

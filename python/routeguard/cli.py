@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--rpm", type=int)
     create.add_argument("--tpm", type=int)
     create.add_argument("--expires-in", type=float, help="seconds until the key expires")
+    create.add_argument(
+        "--admin", action="store_true", help="may use the dashboard (/ui) and decide approvals"
+    )
     kcmd.add_parser("list", help="list keys (never their secrets)")
     update = kcmd.add_parser("update", help="change a key's budget, limits, models or expiry")
     update.add_argument("key_id")
@@ -192,6 +195,7 @@ def _keys(args: argparse.Namespace) -> int:
                 models=args.models.split(",") if args.models else None,
                 max_budget=args.max_budget, rpm=args.rpm, tpm=args.tpm,
                 expires_at=time.time() + args.expires_in if args.expires_in else None,
+                admin=args.admin,
             )  # fmt: skip
             token, rec = store.create(spec)
             print(json.dumps({"key": token, **rec.public()}))

@@ -46,7 +46,8 @@ API_PREFIX = "/ui/api/"
 DEFAULT_WINDOW_S = 3600
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 30 * 86_400
 BUCKETS = 60  # points on the requests-over-time chart
-TOP = 50  # rows per spend table
+TOP = 50  # rows per spend table and of budgets
+MAX_ACCOUNTS = 200  # budget accounts read per refresh
 _SPEND_GROUPS = {"key": "key_id", "team": "team", "org": "org", "model": "model"}
 
 _FILES = {
@@ -285,8 +286,13 @@ class Dashboard:
     async def _budgets(self, now: float) -> list[dict[str, Any]]:
         """Every budget account with a limit or spend: spent, held and limits in dollars,
         and when its period resets (None: rolling or total); fullest first."""
-        backend = self.gateway.budget.backend
-        accounts = list(backend.accounts)
+        layer = self.gateway.budget
+        backend = layer.backend
+        # The config file's accounts, then keys' own ones, up to MAX_ACCOUNTS: each costs a
+        # store read per refresh.
+        configured = layer.configured_accounts
+        accounts = sorted(backend.accounts, key=lambda a: (a.name not in configured, a.name))
+        accounts = accounts[:MAX_ACCOUNTS]
         if not accounts:
             return []
         try:

@@ -289,7 +289,7 @@ function render(d) {
   const s = d.scope;
   $("scope").textContent = `Window figures: the spend log (${s.spend_log === "shared" ? "one database shared by every worker" : "this process"}). `
     + `Since-start figures: Prometheus metrics (${s.metrics === "all workers" ? "summed over every worker" : s.metrics === "off" ? "off: observability.metrics is false" : "this process"}). `
-    + "Pending approvals: the worker that answered.";
+    + `Pending approvals: those held by the worker that answered (pid ${s.worker_pid}).`;
 }
 
 // ---------------------------------------------------------------- data
