@@ -325,10 +325,18 @@ def test_spend_log_queries_under_the_dashboard(tmp_path: Path) -> None:
         assert {(r["route"], r["cache"]): r["requests"] for r in mix} == {
             ("auto", "miss"): 2, ("faq", "hit"): 1, ("faq", None): 1
         }  # fmt: skip
-        assert records.latency_quantiles((0.5, 1.0), start=t0, end=t0 + 30) == (4, [1.0, 30.0])
-        assert records.latency_quantiles((0.5,), kind="hit") == (1, [1.0])
-        assert records.latency_quantiles((0.5,), kind="upstream", end=t0 + 30) == (2, [10.0])
-        assert records.latency_quantiles((0.5,), start=t0 + 1000) == (0, [None])
+        q = records.latency_quantiles((0.5, 1.0), start=t0, end=t0 + 30)
+        assert q == {"all": (4, [1.0, 30.0]), "hit": (1, [1.0, 1.0]), "upstream": (2, [10.0, 30.0])}
+        assert records.latency_quantiles((0.5,))["upstream"] == (3, [20.0])  # no range: all rows
+        assert records.latency_quantiles((0.5,), start=t0 + 1000)["all"] == (0, [None])
+        # A range over most of the stored span is read without the ts index, a narrow one
+        # with it; the answers are the same either way.
+        assert records._table(t0, t0 + 80) == "request_spend NOT INDEXED"
+        assert records._table(t0 + 90, t0 + 95) == "request_spend"
+        wide = records.breakdown(("route",), start=t0, end=t0 + 80)
+        narrow = records.breakdown(("route",), start=t0, end=t0 + 20)
+        assert {r["route"]: r["requests"] for r in wide} == {"auto": 2, "faq": 2}
+        assert {r["route"]: r["requests"] for r in narrow} == {"auto": 2, "faq": 1}
         with pytest.raises(ValueError, match="cannot group"):
             records.breakdown(("prompt",))
         with pytest.raises(ValueError, match="end > start"):
@@ -437,3 +445,41 @@ def test_admin_keys_from_the_cli_and_the_admin_api(
         assert _get(srv.url, "/ui/api/summary", key=made["key"])[0] == 200
         status, _ = _post(srv.url, f"/admin/keys/{made['key_id']}/rotate", made["key"])
         assert status == 403  # an admin key does not manage keys
+
+
+async def test_a_slow_reading_is_shared_and_reused(
+    mock: MockServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from routeguard.server import dashboard
+
+    gw = Gateway.from_config(_cfg(mock.url, tmp_path))
+    records = SpendRecords(tmp_path / "spend.db")
+    board = dashboard.Dashboard(gw, records, None, shared_spend=True, metrics_shared=False)
+    reads = 0
+    real = board._read
+
+    def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return real(*args)
+
+    monkeypatch.setattr(board, "_read", counted)
+    row = {"ts": time.time(), "route": "m", "model": "m", "status": 200, "cost_usd": 0.5}
+    try:
+        records.record(row)
+        monkeypatch.setattr(dashboard, "_CACHE_AFTER_S", -1.0)  # every reading counts as slow
+        first, second = await asyncio.gather(board.summary(3600), board.summary(3600))
+        assert reads == 1  # one reading in flight serves both
+        assert first["totals"]["requests"] == second["totals"]["requests"] == 1
+        records.record(row)
+        assert (await board.summary(3600))["totals"]["requests"] == 1  # reused while fresh
+        monkeypatch.setattr(dashboard, "_CACHE_AFTER_S", 3600.0)  # every reading is quick
+        board._logged_cache.clear()
+        assert (await board.summary(3600))["totals"]["requests"] == 2
+        assert (await board.summary(3600))["totals"]["requests"] == 2 and reads == 3
+        assert board.scope.metrics == "off"
+    finally:
+        await gw.aclose()
+        records.close()

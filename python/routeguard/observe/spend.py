@@ -21,7 +21,9 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+import numpy as np
 
 COLUMNS = (
     "ts", "request_id", "key_id", "user", "team", "org", "route", "model", "deployment",
@@ -104,7 +106,8 @@ class SpendRecords:
         sql = (
             f"SELECT {key} AS g, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
             " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
-            " FROM request_spend"
+            " FROM "
+            + self._table(start, end)
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
             + " GROUP BY g ORDER BY 6 DESC, 2 DESC LIMIT ?"
         )
@@ -123,7 +126,9 @@ class SpendRecords:
             raise ValueError("timeline needs end > start and a positive bucket size")
         sql = (
             "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*), SUM(status >= 400),"
-            " COALESCE(SUM(cost_usd), 0.0) FROM request_spend WHERE ts >= ? AND ts < ?"
+            " COALESCE(SUM(cost_usd), 0.0) FROM "
+            + self._table(start, end)
+            + " WHERE ts >= ? AND ts < ?"
             " GROUP BY b"
         )
         with self._lock:
@@ -157,7 +162,8 @@ class SpendRecords:
         sql = (
             f"SELECT {cols}, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
             " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
-            " FROM request_spend"
+            " FROM "
+            + self._table(start, end)
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
             + f" GROUP BY {cols} ORDER BY {len(columns) + 1} DESC LIMIT ?"
         )
@@ -177,36 +183,50 @@ class SpendRecords:
         *,
         start: float | None = None,
         end: float | None = None,
-        kind: Literal["all", "hit", "upstream"] = "all",
-    ) -> tuple[int, list[float | None]]:
-        """How many requests in ``[start, end)`` have a latency, and the latency (ms) at
-        each quantile (nearest rank; None when there is none). ``kind``: every request,
-        cache hits only, or requests answered by an upstream call."""
+    ) -> dict[str, tuple[int, list[float | None]]]:
+        """For every request in ``[start, end)`` with a latency (``all``), the cache hits
+        (``hit``) and the requests an upstream call answered (``upstream``): how many there
+        are and the latency (ms) at each quantile (nearest rank; None when there are none).
+        One pass over the rows; the quantiles are computed here, not by sorting in SQL."""
         clauses, args = _range(start, end)
         clauses.append("latency_ms IS NOT NULL")
-        if kind == "hit":
-            clauses.append("cache = 'hit'")
-        elif kind == "upstream":
-            clauses.append("deployment IS NOT NULL AND COALESCE(cache, '') != 'hit'")
-        where = " WHERE " + " AND ".join(clauses)
+        sql = (
+            "SELECT latency_ms, COALESCE(cache, '') = 'hit', deployment IS NOT NULL FROM "
+            + self._table(start, end) + " WHERE " + " AND ".join(clauses)
+        )  # fmt: skip
         with self._lock:
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM request_spend" + where, args
+            rows = self._db.execute(sql, args).fetchall()
+        data = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        hit = data[:, 1] > 0
+        kinds = {
+            "all": data[:, 0],
+            "hit": data[hit, 0],
+            "upstream": data[~hit & (data[:, 2] > 0), 0],
+        }
+        out: dict[str, tuple[int, list[float | None]]] = {}
+        for kind, values in kinds.items():
+            if values.size == 0:
+                out[kind] = (0, [None] * len(quantiles))
+            else:
+                qs = np.quantile(values, quantiles, method="inverted_cdf")
+                out[kind] = (int(values.size), [float(q) for q in qs])
+        return out
+
+    def _table(self, start: float | None, end: float | None) -> str:
+        """The table as a query's source: without its ``ts`` index when the range covers
+        most of the stored rows' time span (a scan then beats a lookup per row)."""
+        if start is None and end is None:
+            return "request_spend"
+        with self._lock:
+            lo, hi = self._db.execute(  # two subqueries: each is one index lookup
+                "SELECT (SELECT MIN(ts) FROM request_spend), (SELECT MAX(ts) FROM request_spend)"
             ).fetchone()
-            out: list[float | None] = []
-            for q in quantiles:
-                if count == 0:
-                    out.append(None)
-                    continue
-                rank = min(count - 1, max(0, math.ceil(q * count) - 1))
-                row = self._db.execute(
-                    "SELECT latency_ms FROM request_spend"
-                    + where
-                    + " ORDER BY latency_ms LIMIT 1 OFFSET ?",
-                    (*args, rank),
-                ).fetchone()
-                out.append(float(row[0]))
-        return count, out
+        if lo is None or hi <= lo:
+            return "request_spend"
+        covered = min(hi, end if end is not None else hi) - max(
+            lo, start if start is not None else lo
+        )
+        return "request_spend NOT INDEXED" if covered > 0.25 * (hi - lo) else "request_spend"
 
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""

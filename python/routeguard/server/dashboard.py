@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import InvalidRequest
@@ -48,6 +48,7 @@ MIN_WINDOW_S, MAX_WINDOW_S = 60, 30 * 86_400
 BUCKETS = 60  # points on the requests-over-time chart
 TOP = 50  # rows per spend table and of budgets
 MAX_ACCOUNTS = 200  # budget accounts read per refresh
+_CACHE_AFTER_S = 0.25  # a spend-log reading slower than this is reused (see Dashboard._logged)
 _SPEND_GROUPS = {"key": "key_id", "team": "team", "org": "org", "model": "model"}
 
 _FILES = {
@@ -132,6 +133,8 @@ class Dashboard:
             "shared" if shared_spend else "worker",
             "off" if metrics is None else ("all workers" if metrics_shared else "worker"),
         )
+        self._logged_cache: dict[tuple[float, float], tuple[float, dict[str, Any]]] = {}
+        self._logged_tasks: dict[tuple[float, float], asyncio.Future[dict[str, Any]]] = {}
         self._prices = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
 
     async def summary(self, window_s: int, now: float | None = None) -> dict[str, Any]:
@@ -141,7 +144,8 @@ class Dashboard:
         bucket = window_s / BUCKETS
         end = (math.floor(now / bucket) + 1) * bucket
         start = end - BUCKETS * bucket
-        logged, families = await asyncio.to_thread(self._read, start, end, bucket)
+        logged = await self._logged(start, end, bucket)
+        families = await asyncio.to_thread(self._families)
         budgets = await self._budgets(now)
         timeline = logged["timeline"]
         requests = sum(b["requests"] for b in timeline)
@@ -182,8 +186,33 @@ class Dashboard:
 
     # ------------------------------------------------------------------ the spend log
 
-    def _read(self, start: float, end: float, bucket: float) -> tuple[dict[str, Any], list[Metric]]:
-        """Everything read from files (blocking: run in a thread)."""
+    async def _logged(self, start: float, end: float, bucket: float) -> dict[str, Any]:
+        """The spend-log figures of ``[start, end)``. Several dashboards share one reading
+        in flight, and a reading that took long is reused for three times as long, so that
+        a wide window over a busy log never keeps the database busy more than a quarter of
+        the time (a quick one is redone on every refresh)."""
+        key = (start, end)
+        cached = self._logged_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        task = self._logged_tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self._read, start, end, bucket))
+            self._logged_tasks[key] = task
+            task.add_done_callback(lambda _: self._logged_tasks.pop(key, None))
+        began = time.monotonic()
+        logged: dict[str, Any] = await asyncio.shield(task)
+        took = time.monotonic() - began
+        if took > _CACHE_AFTER_S:
+            self._logged_cache = {key: (time.monotonic() + 3 * took, logged)}
+        return logged
+
+    def _families(self) -> list[Metric]:
+        """The recorded metric families, summed over workers (blocking: run in a thread)."""
+        return self.metrics.families() if self.metrics is not None else []
+
+    def _read(self, start: float, end: float, bucket: float) -> dict[str, Any]:
+        """Everything read from the spend log (blocking: run in a thread)."""
         records = self.spend
         records.flush(1.0)  # the requests just served count too
         spend = {
@@ -194,17 +223,13 @@ class Dashboard:
         for row in spend["key"]:
             row["name"] = names.get(row["group"])
         mix = records.breakdown(("route", "model", "deployment", "cache"), start=start, end=end)
+        quantiles = records.latency_quantiles((0.5, 0.95), start=start, end=end)
         latency = []
-        layers: tuple[tuple[str, Literal["all", "hit", "upstream"]], ...] = (
-            ("end to end", "all"), ("cache hits", "hit"), ("upstream calls", "upstream"),
-        )  # fmt: skip
-        for layer, kind in layers:
-            count, (p50, p95) = records.latency_quantiles(
-                (0.5, 0.95), start=start, end=end, kind=kind
-            )
+        for layer, kind in (("end to end", "all"), ("cache hits", "hit"),
+                            ("upstream calls", "upstream")):  # fmt: skip
+            count, (p50, p95) = quantiles[kind]
             latency.append({"layer": layer, "source": "spend log", "count": count,
                             "p50_ms": p50, "p95_ms": p95})  # fmt: skip
-        families = self.metrics.families() if self.metrics is not None else []
         tokens = (
             sum(r["prompt_tokens"] for r in mix),
             sum(r["completion_tokens"] for r in mix),
@@ -216,7 +241,7 @@ class Dashboard:
             "routes": self._route_rows(mix),
             "latency": latency,
             "tokens": tokens,
-        }, families
+        }
 
     def _key_names(self) -> dict[str, str | None]:
         """Key id -> the key's name, for the spend-by-key table (empty if unreadable)."""
