@@ -45,6 +45,9 @@ rules:
   - id: pay
     effect: allow
     action: {tool: send_money}
+  - id: wires-need-a-human
+    effect: require_approval
+    action: {tool: wire}
 """
 
 
@@ -163,7 +166,8 @@ def test_summary_matches_the_traffic(mock: MockServer, tmp_path: Path) -> None:
     w = d["window"]
     assert w["seconds"] == 3600 and w["end"] - w["start"] == pytest.approx(3600)
     assert w["start"] <= now - 3600 + w["bucket_seconds"] and w["end"] >= now - 5
-    assert d["scope"] == {"spend_log": "worker", "metrics": "worker", "worker_pid": os.getpid()}
+    assert d["scope"] == {"spend_log": "worker", "metrics": "worker", "worker_pid": os.getpid(),
+                          "approvals": "worker"}  # fmt: skip
 
     t = d["totals"]
     total = cost["search"] + cost["master"]
@@ -359,6 +363,7 @@ def test_two_workers_give_the_same_totals(
 ) -> None:
     cfg = _cfg(mock.url, tmp_path, key_store="redis", redis_url=redis_server)
     cfg["budget_settings"] = {"backend": "redis", "redis_url": redis_server}
+    cfg["enforce"]["approval_timeout"] = 60
     path = tmp_path / "routeguard.json"
     path.write_text(json.dumps(cfg))
     port = free_port()
@@ -405,6 +410,7 @@ def test_two_workers_give_the_same_totals(
             if len(answers) == 2:
                 break
         assert len(answers) == 2, "every summary came from the same worker"
+        decided_elsewhere = _approvals_across_workers(url)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -414,8 +420,10 @@ def test_two_workers_give_the_same_totals(
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+    assert decided_elsewhere >= 1
     for d in answers.values():
         assert (d["scope"]["spend_log"], d["scope"]["metrics"]) == ("shared", "all workers")
+        assert d["scope"]["approvals"] == "shared"
         assert d["totals"]["requests"] == sent
         assert d["totals"]["spend_usd"] == pytest.approx(cost, rel=1e-9)
         overhead = {r["layer"]: r["count"] for r in d["latency"]}["gateway overhead"]
@@ -483,3 +491,47 @@ async def test_a_slow_reading_is_shared_and_reused(
     finally:
         await gw.aclose()
         records.close()
+
+
+def _approvals_across_workers(url: str) -> int:
+    """Tool calls waiting for approval, each held by the worker its request reached: every
+    worker's summary lists it and any worker's decision lets it through. Repeated until one
+    was decided by a worker other than its holder; how many were."""
+    import threading
+
+    elsewhere = 0
+    for _ in range(12):
+        if elsewhere:
+            break
+        done: dict[str, Any] = {}
+
+        def ask(done: dict[str, Any] = done) -> None:
+            with openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0,
+                               timeout=60) as c:  # fmt: skip
+                done["response"] = c.chat.completions.create(
+                    model="pay", messages=[{"role": "user", "content": "wire it"}],
+                    tools=[{"type": "function", "function": {"name": "wire", "parameters": {}}}],
+                )  # fmt: skip
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        listed_by: set[int] = set()
+        pending: list[Any] = []
+        for _ in range(400):  # until both workers' summaries list it
+            d = _get(url, "/ui/api/summary")[2]
+            if d["approvals"]:
+                pending = d["approvals"]
+                listed_by.add(d["scope"]["worker_pid"])
+            if len(listed_by) == 2:
+                break
+            time.sleep(0.02)
+        assert len(listed_by) == 2, "a pending approval was not listed by both workers"
+        (item,) = pending
+        status, out = _post(url, f"/ui/api/approvals/{item['id']}/approve", MASTER)
+        assert status == 200 and out["approved"] is True
+        asker.join(30)
+        assert not asker.is_alive(), "the approved call did not return"
+        calls = done["response"].choices[0].message.tool_calls
+        assert calls and calls[0].function.name == "wire"
+        elsewhere += out["worker"] != item["worker"]
+    return elsewhere

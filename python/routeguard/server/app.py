@@ -46,6 +46,7 @@ from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin, dashboard
 from routeguard.server.admin import is_admin_path
+from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.dashboard import Dashboard, is_ui_path
@@ -161,8 +162,13 @@ class ProxyApp:
         if obs.metrics:
             self.metrics = Metrics(gateway)
         self._metrics_public = obs.metrics_public
+        # Pending approvals listed and decided through any worker: in the shared file.
+        queues = gateway.approval_queues()
+        self.approvals = (
+            SharedApprovals(spend_db, queues) if queues and spend_db != ":memory:" else None
+        )
         self.dashboard = Dashboard(
-            gateway, self.spend, self.metrics,
+            gateway, self.spend, self.metrics, approvals=self.approvals,
             shared_spend=spend_db != ":memory:", metrics_shared=multiprocess(),
         )  # fmt: skip
         master = gateway.config.server.master_key
@@ -226,6 +232,8 @@ class ProxyApp:
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
                 await asyncio.to_thread(self.spend.close)
+                if self.approvals is not None:
+                    await asyncio.to_thread(self.approvals.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -304,6 +312,13 @@ class ProxyApp:
         body = None
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
+        if scope["path"].startswith("/admin/approvals"):  # held by any worker
+            status, out = await asyncio.to_thread(
+                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                scope["path"], body,
+            )  # fmt: skip
+            await _send_json(send, status, out, [])
+            return
         status, out = admin.handle(
             self.gateway.keys, method, scope["path"], body, self.gateway.approval_queues()
         )
@@ -350,13 +365,11 @@ class ProxyApp:
             return
         verb = rest.rsplit("/", 1)[-1]
         if rest.startswith("approvals/") and verb in ("approve", "deny") and method == "POST":
-            from routeguard.enforce.proxy import handle_approvals
-
             body = await self._read_json(scope, receive, allow_empty=True)
-            decision = {"by": who, "reason": str(body.get("reason") or "")}
-            status, out = handle_approvals(
-                self.gateway.approval_queues(), method, "/admin/" + rest, decision
-            )
+            status, out = await asyncio.to_thread(
+                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                "/admin/" + rest, body, who,
+            )  # fmt: skip
             await _send_json(send, status, out, no_store)
             return
         raise _NotFound(f"no route for {method} {path}")

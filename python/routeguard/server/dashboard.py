@@ -9,7 +9,8 @@ the tab's ``sessionStorage`` and sends it as ``Authorization: Bearer`` to the da
 - ``GET /ui/api/summary?window=SECONDS``: :meth:`Dashboard.summary`, documented field by
   field in docs/observability.md;
 - ``POST /ui/api/approvals/{id}/approve`` (or ``/deny``): decides a pending tool call, as
-  ``/admin/approvals`` does (:func:`routeguard.enforce.proxy.handle_approvals`).
+  ``/admin/approvals`` does (:func:`routeguard.server.approvals.approvals_api`: every
+  worker's calls when the proxy has a SQLite file to share them in).
 
 Where each figure comes from: the SQLite spend log (:class:`~routeguard.observe.spend.
 SpendRecords`) for everything over the chosen window (requests, errors, spend by key, team,
@@ -17,7 +18,8 @@ org and model, cache hits and savings, route mix, end-to-end latency); the Prome
 families (:class:`~routeguard.server.metrics.Metrics`, summed over workers) for what the log
 does not hold, counted since the proxy started (gateway overhead, time to first token,
 fallbacks, open circuits, enforcement decisions); the budget store for budgets; the
-approval queues for pending approvals.
+approval queues (shared by the workers, :mod:`routeguard.server.approvals`) for pending
+approvals.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
     from routeguard.gateway import Gateway
     from routeguard.observe.spend import SpendRecords
+    from routeguard.server.approvals import SharedApprovals
     from routeguard.server.metrics import Metrics
 
 UI_PREFIX = "/ui"
@@ -123,12 +126,14 @@ class Dashboard:
         spend: SpendRecords,
         metrics: Metrics | None,
         *,
+        approvals: SharedApprovals | None = None,
         shared_spend: bool,
         metrics_shared: bool,
     ) -> None:
         self.gateway = gateway
         self.spend = spend
         self.metrics = metrics
+        self.approvals = approvals
         self.scope = Scope(
             "shared" if shared_spend else "worker",
             "off" if metrics is None else ("all workers" if metrics_shared else "worker"),
@@ -146,6 +151,10 @@ class Dashboard:
         start = end - BUCKETS * bucket
         logged = await self._logged(start, end, bucket)
         families = await asyncio.to_thread(self._families)
+        if self.approvals is not None:
+            pending = await asyncio.to_thread(self.approvals.list)
+        else:
+            pending = [r.public() for q in self.gateway.approval_queues() for r in q.list()]
         budgets = await self._budgets(now)
         timeline = logged["timeline"]
         requests = sum(b["requests"] for b in timeline)
@@ -161,6 +170,7 @@ class Dashboard:
                 "spend_log": self.scope.spend_log,
                 "metrics": self.scope.metrics,
                 "worker_pid": os.getpid(),
+                "approvals": "worker" if self.approvals is None else "shared",
             },
             "totals": {
                 "requests": requests,
@@ -181,7 +191,7 @@ class Dashboard:
             "fallbacks": _by_label(families, "routeguard_fallbacks", "route"),
             "circuits": _circuits(families, sorted(self._prices), now),
             "enforcement": _enforcement(families),
-            "approvals": [r.public() for q in self.gateway.approval_queues() for r in q.list()],
+            "approvals": pending,
         }
 
     # ------------------------------------------------------------------ the spend log

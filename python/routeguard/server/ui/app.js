@@ -289,7 +289,8 @@ function render(d) {
   const s = d.scope;
   $("scope").textContent = `Window figures: the spend log (${s.spend_log === "shared" ? "one database shared by every worker" : "this process"}). `
     + `Since-start figures: Prometheus metrics (${s.metrics === "all workers" ? "summed over every worker" : s.metrics === "off" ? "off: observability.metrics is false" : "this process"}). `
-    + `Pending approvals: those held by the worker that answered (pid ${s.worker_pid}).`;
+    + (s.approvals === "shared" ? "Pending approvals: every worker's."
+      : `Pending approvals: those held by the worker that answered (pid ${s.worker_pid}).`);
 }
 
 // ---------------------------------------------------------------- data
