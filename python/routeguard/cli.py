@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--rpm", type=int)
     create.add_argument("--tpm", type=int)
     create.add_argument("--expires-in", type=float, help="seconds until the key expires")
+    create.add_argument(
+        "--admin", action="store_true", help="may use the dashboard (/ui) and decide approvals"
+    )
     kcmd.add_parser("list", help="list keys (never their secrets)")
     update = kcmd.add_parser("update", help="change a key's budget, limits, models or expiry")
     update.add_argument("key_id")
@@ -193,6 +196,7 @@ def _keys(args: argparse.Namespace) -> int:
                 models=args.models.split(",") if args.models else None,
                 max_budget=args.max_budget, rpm=args.rpm, tpm=args.tpm,
                 expires_at=time.time() + args.expires_in if args.expires_in else None,
+                admin=args.admin,
             )  # fmt: skip
             token, rec = store.create(spec)
             print(json.dumps({"key": token, **rec.public()}))
@@ -282,6 +286,7 @@ def _serve(
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
     metrics_dir = _metrics_dir(cfg, workers)
+    spend_dir = _spend_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
     patterns = {f"{w.pattern} (any matching name)": list(w.templates) for w in cfg.wildcards}
@@ -303,8 +308,9 @@ def _serve(
     finally:
         if mock is not None:
             mock.__exit__(None, None, None)
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for made in (metrics_dir, spend_dir):
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
     return 0
 
 
@@ -323,6 +329,19 @@ def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:
         os.makedirs(parent, exist_ok=True)
     path = tempfile.mkdtemp(prefix="routeguard-metrics-", dir=parent)
     os.environ[_MULTIPROC_ENV] = path
+    return path
+
+
+def _spend_dir(cfg: config_mod.Config, workers: int) -> str | None:
+    """With several workers and no ``server.database``: a fresh directory whose SQLite file
+    every worker writes its spend rows to, so ``/admin/spend`` and the dashboard see all
+    requests whichever worker answers. The caller removes it at exit."""
+    from routeguard.observe.spend import SPEND_DB_ENV
+
+    if workers <= 1 or cfg.server.database is not None:
+        return None
+    path = tempfile.mkdtemp(prefix="routeguard-spend-")
+    os.environ[SPEND_DB_ENV] = os.path.join(path, "spend.db")
     return path
 
 

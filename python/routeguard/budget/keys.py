@@ -53,6 +53,9 @@ class KeySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpm: int | None = None
     expires_at: float | None = None  # unix seconds
     metadata: dict[str, Any] = {}
+    # An admin key may read the dashboard (/ui) and decide pending approvals; key and
+    # budget management (/admin/*) stays with the master key.
+    admin: bool = False
 
 
 class KeyRecord(msgspec.Struct, kw_only=True):

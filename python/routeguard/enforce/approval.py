@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -190,8 +191,9 @@ _ids = itertools.count(1)
 
 
 def new_request_id() -> str:
-    """A process-unique approval id."""
-    return f"apr-{int(time.time() * 1000):x}-{next(_ids)}"
+    """An approval id unique among the processes of a machine (a proxy's workers share
+    their pending approvals)."""
+    return f"apr-{int(time.time() * 1000):x}-{os.getpid():x}-{next(_ids)}"
 
 
 def resolve(handler: ApprovalHandler | None, request: ApprovalRequest) -> ApprovalOutcome:

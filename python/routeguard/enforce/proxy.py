@@ -33,7 +33,7 @@ import copy
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from routeguard.enforce.approval import ApprovalQueue
@@ -82,6 +82,8 @@ class ResponseEnforcer:
         self.role = role
         self.audit = audit
         self.approvals = approvals
+        # Told of every decision (the proxy's metrics count them); must not raise.
+        self.on_verdict: Callable[[Verdict], None] | None = None
         self._guards: OrderedDict[str, Guard] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -179,6 +181,10 @@ class ResponseEnforcer:
 
     def _rewrite(self, out: dict[str, Any], verdicts: list[Verdict | None]) -> dict[str, Any]:
         """Apply the verdicts, in :func:`_functions` order, to the copied response."""
+        if self.on_verdict is not None:
+            for v in verdicts:
+                if v is not None:
+                    self.on_verdict(v)
         it = iter(verdicts)
         refusals: list[str] = []
         for msg, choice in _messages(out):

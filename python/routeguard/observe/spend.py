@@ -1,16 +1,20 @@
 """Per-request spend records in SQLite, for ``GET /admin/spend``: one row per request the
 proxy served or refused (who, which route and model, tokens, cost, status, latency), summed
-on demand by key, user, team, org, route, model, deployment or day over a time range.
+on demand by key, user, team, org, route, model, deployment or day over a time range (and,
+for the dashboard, per time bucket, per route/model/cache combination, and as latency
+quantiles).
 
 Rows are written by one writer thread, never on the event loop, into the server's database
 (``server.database``: shared by every worker and kept across restarts) or, without one, an
-in-memory database of this process. Rows older than ``keep_days`` are deleted when the
-store opens and then hourly. The budget ledger's own write-through log
+in-memory database of this process (``serve --workers N`` without one gives its workers a
+shared temporary file instead, named by :data:`SPEND_DB_ENV`). Rows older than ``keep_days``
+are deleted when the store opens and then hourly. The budget ledger's own write-through log
 (:mod:`routeguard.budget.spendlog`) stays separate: it is what budgets are restored from.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import sqlite3
 import threading
@@ -18,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 COLUMNS = (
     "ts", "request_id", "key_id", "user", "team", "org", "route", "model", "deployment",
@@ -27,6 +33,9 @@ COLUMNS = (
 GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
 _STOP = object()
+SPEND_DB_ENV = "ROUTEGUARD_SPEND_DB"
+"""Environment variable naming the spend database the workers of one ``serve`` share when
+``server.database`` is not set (``serve`` makes the file and removes it at exit)."""
 
 
 class SpendRecords:
@@ -97,7 +106,8 @@ class SpendRecords:
         sql = (
             f"SELECT {key} AS g, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
             " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
-            " FROM request_spend"
+            " FROM "
+            + self._table(start, end)
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
             + " GROUP BY g ORDER BY 6 DESC, 2 DESC LIMIT ?"
         )
@@ -108,6 +118,115 @@ class SpendRecords:
              "completion_tokens": c, "cost_usd": round(float(cost), 9)}
             for g, n, e, p, c, cost in rows
         ]  # fmt: skip
+
+    def timeline(self, start: float, end: float, bucket_s: float) -> list[dict[str, Any]]:
+        """Requests, errors and cost in each ``bucket_s``-second bucket of ``[start, end)``
+        (every bucket, empty ones too, oldest first)."""
+        if not bucket_s > 0 or not end > start:
+            raise ValueError("timeline needs end > start and a positive bucket size")
+        sql = (
+            "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*), SUM(status >= 400),"
+            " COALESCE(SUM(cost_usd), 0.0) FROM "
+            + self._table(start, end)
+            + " WHERE ts >= ? AND ts < ?"
+            " GROUP BY b"
+        )
+        with self._lock:
+            found = self._db.execute(sql, (start, bucket_s, start, end)).fetchall()
+        by_bucket = {int(b): (n, int(e or 0), float(c)) for b, n, e, c in found}
+        out = []
+        for i in range(math.ceil((end - start) / bucket_s)):
+            n, e, c = by_bucket.get(i, (0, 0, 0.0))
+            out.append({"ts": start + i * bucket_s, "requests": n, "errors": e,
+                        "cost_usd": round(c, 9)})  # fmt: skip
+        return out
+
+    def breakdown(
+        self,
+        columns: tuple[str, ...],
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int = 5000,
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens and cost per distinct value tuple of ``columns`` (any of
+        :data:`FILTERS` and ``cache``) in ``[start, end)``; busiest first."""
+        allowed = (*FILTERS, "cache")
+        for col in columns:
+            if col not in allowed:
+                raise ValueError(f"cannot group on {col!r}; columns: {', '.join(allowed)}")
+        if not columns:
+            raise ValueError("breakdown needs at least one column")
+        clauses, args = _range(start, end)
+        cols = ", ".join(columns)
+        sql = (
+            f"SELECT {cols}, COUNT(*), SUM(status >= 400), COALESCE(SUM(prompt_tokens), 0),"
+            " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0)"
+            " FROM "
+            + self._table(start, end)
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + f" GROUP BY {cols} ORDER BY {len(columns) + 1} DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        k = len(columns)
+        return [
+            {**dict(zip(columns, r[:k], strict=True)), "requests": r[k],
+             "errors": int(r[k + 1] or 0), "prompt_tokens": r[k + 2],
+             "completion_tokens": r[k + 3], "cost_usd": round(float(r[k + 4]), 9)}
+            for r in rows
+        ]  # fmt: skip
+
+    def latency_quantiles(
+        self,
+        quantiles: tuple[float, ...],
+        *,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> dict[str, tuple[int, list[float | None]]]:
+        """For every request in ``[start, end)`` with a latency (``all``), the cache hits
+        (``hit``) and the requests an upstream call answered (``upstream``): how many there
+        are and the latency (ms) at each quantile (nearest rank; None when there are none).
+        One pass over the rows; the quantiles are computed here, not by sorting in SQL."""
+        clauses, args = _range(start, end)
+        clauses.append("latency_ms IS NOT NULL")
+        sql = (
+            "SELECT latency_ms, COALESCE(cache, '') = 'hit', deployment IS NOT NULL FROM "
+            + self._table(start, end) + " WHERE " + " AND ".join(clauses)
+        )  # fmt: skip
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        data = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        hit = data[:, 1] > 0
+        kinds = {
+            "all": data[:, 0],
+            "hit": data[hit, 0],
+            "upstream": data[~hit & (data[:, 2] > 0), 0],
+        }
+        out: dict[str, tuple[int, list[float | None]]] = {}
+        for kind, values in kinds.items():
+            if values.size == 0:
+                out[kind] = (0, [None] * len(quantiles))
+            else:
+                qs = np.quantile(values, quantiles, method="inverted_cdf")
+                out[kind] = (int(values.size), [float(q) for q in qs])
+        return out
+
+    def _table(self, start: float | None, end: float | None) -> str:
+        """The table as a query's source: without its ``ts`` index when the range covers
+        most of the stored rows' time span (a scan then beats a lookup per row)."""
+        if start is None and end is None:
+            return "request_spend"
+        with self._lock:
+            lo, hi = self._db.execute(  # two subqueries: each is one index lookup
+                "SELECT (SELECT MIN(ts) FROM request_spend), (SELECT MAX(ts) FROM request_spend)"
+            ).fetchone()
+        if lo is None or hi <= lo:
+            return "request_spend"
+        covered = min(hi, end if end is not None else hi) - max(
+            lo, start if start is not None else lo
+        )
+        return "request_spend NOT INDEXED" if covered > 0.25 * (hi - lo) else "request_spend"
 
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""
@@ -153,3 +272,16 @@ class SpendRecords:
             self._db.execute(
                 "DELETE FROM request_spend WHERE ts < ?", (time.time() - self._keep_s,)
             )
+
+
+def _range(start: float | None, end: float | None) -> tuple[list[str], list[float]]:
+    """WHERE clauses and arguments for ``start <= ts < end`` (either bound optional)."""
+    clauses: list[str] = []
+    args: list[float] = []
+    if start is not None:
+        clauses.append("ts >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        args.append(end)
+    return clauses, args

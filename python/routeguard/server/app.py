@@ -10,7 +10,8 @@ completions and Anthropic Messages endpoints translate to and from chat around t
 OpenAI-style JSON body (Anthropic-style on ``/v1/messages*``) with a 4xx/5xx status; an
 unexpected exception is logged here and answered with a generic 500, never a traceback.
 Once a chat request's response has left, its Trace goes to the request log and the
-metrics (``/metrics``); ``/health/liveness`` and ``/health/readiness`` need no key.
+metrics (``/metrics``); ``/health/liveness`` and ``/health/readiness`` need no key. ``/ui`` is
+the live dashboard (``server/dashboard.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -39,15 +41,17 @@ from routeguard.errors import (
 from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
-from routeguard.observe.spend import SpendRecords
+from routeguard.observe.spend import SPEND_DB_ENV, SpendRecords
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin, cache_admin
+from routeguard.server import admin, cache_admin, dashboard
 from routeguard.server.admin import is_admin_path
+from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
+from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
-from routeguard.server.metrics import CONTENT_TYPE, Metrics
+from routeguard.server.metrics import CONTENT_TYPE, Metrics, multiprocess
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
@@ -135,7 +139,8 @@ class ProxyApp:
     def __init__(self, gateway: Gateway, *, request_log: str | None = None) -> None:
         self.gateway = gateway
         obs = gateway.config.observability
-        self.spend = SpendRecords(gateway.config.server.database or ":memory:")
+        spend_db = gateway.config.server.database or os.environ.get(SPEND_DB_ENV) or ":memory:"
+        self.spend = SpendRecords(spend_db)
         path = request_log or obs.request_log
         self.request_log = (
             RequestLog(
@@ -157,6 +162,15 @@ class ProxyApp:
         if obs.metrics:
             self.metrics = Metrics(gateway)
         self._metrics_public = obs.metrics_public
+        # Pending approvals listed and decided through any worker: in the shared file.
+        queues = gateway.approval_queues()
+        self.approvals = (
+            SharedApprovals(spend_db, queues) if queues and spend_db != ":memory:" else None
+        )
+        self.dashboard = Dashboard(
+            gateway, self.spend, self.metrics, approvals=self.approvals,
+            shared_spend=spend_db != ":memory:", metrics_shared=multiprocess(),
+        )  # fmt: skip
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -218,6 +232,8 @@ class ProxyApp:
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
                 await asyncio.to_thread(self.spend.close)
+                if self.approvals is not None:
+                    await asyncio.to_thread(self.approvals.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -240,6 +256,9 @@ class ProxyApp:
         try:
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
+                return
+            if is_ui_path(path):
+                await self._ui(scope, receive, send)
                 return
             key = path.rstrip("/") or "/"
             route = self._routes.get(key)
@@ -296,6 +315,13 @@ class ProxyApp:
         body = None
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
+        if scope["path"].startswith("/admin/approvals"):  # held by any worker
+            status, out = await asyncio.to_thread(
+                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                scope["path"], body,
+            )  # fmt: skip
+            await _send_json(send, status, out, [])
+            return
         status, out = admin.handle(
             self.gateway.keys,
             method,
@@ -326,6 +352,48 @@ class ProxyApp:
         else:
             out = await cache_admin.correct(self.gateway, body)
         await _send_json(send, 200, out, [])
+    async def _ui(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The dashboard: its files (no key; they hold no data), then its JSON endpoints
+        for the master key or an admin virtual key (server/dashboard.py)."""
+        path, method = scope["path"], scope["method"]
+        if not path.startswith(dashboard.API_PREFIX):
+            found = dashboard.static_file(path)
+            if found is None:
+                raise _NotFound(f"no route for {method} {path}")
+            if method != "GET":
+                raise _MethodNotAllowed(f"{path} accepts GET, not {method}")
+            headers = [(b"content-type", found[1].encode()), (b"cache-control", b"no-cache")]
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": headers + dashboard.SECURITY_HEADERS})  # fmt: skip
+            await send({"type": "http.response.body", "body": found[0]})
+            return
+        principal = self._gate.authenticate(scope)
+        if principal.kind == "admin":
+            who = "master key"
+        elif principal.key is not None and principal.key.spec.admin:
+            who = f"key:{principal.key.key_id}"
+        else:
+            raise PermissionDenied(
+                "the dashboard needs the master key (server.master_key) or an admin virtual "
+                "key (created with admin: true)"
+            )
+        rest = path[len(dashboard.API_PREFIX) :].rstrip("/")
+        no_store = [(b"cache-control", b"no-store")]
+        if rest == "summary" and method == "GET":
+            query = parse_qs(scope.get("query_string", b"").decode())
+            window = dashboard.parse_window(query.get("window", [None])[-1])
+            await _send_json(send, 200, await self.dashboard.summary(window), no_store)
+            return
+        verb = rest.rsplit("/", 1)[-1]
+        if rest.startswith("approvals/") and verb in ("approve", "deny") and method == "POST":
+            body = await self._read_json(scope, receive, allow_empty=True)
+            status, out = await asyncio.to_thread(
+                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                "/admin/" + rest, body, who,
+            )  # fmt: skip
+            await _send_json(send, status, out, no_store)
+            return
+        raise _NotFound(f"no route for {method} {path}")
 
     def _body_limit(self, path: str) -> tuple[int, str]:
         """The byte limit on ``path``'s request body, and the setting that sets it."""

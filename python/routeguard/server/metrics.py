@@ -51,6 +51,7 @@ from routeguard.observe.requestlog import Trace
 
 if TYPE_CHECKING:
     from routeguard.deployment import Deployment
+    from routeguard.enforce.guard import Verdict
     from routeguard.gateway import Gateway
 
 log = logging.getLogger("routeguard.observe")
@@ -182,8 +183,17 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livemax",
         )
+        self.enforcement = Counter(
+            "routeguard_enforcement_decisions",
+            "Tool calls checked by an enforcement policy, by the deciding effect and rule and "
+            "whether the call was let through (outcome: allowed, denied)",
+            ["effect", "rule", "outcome"],
+            registry=reg,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         gateway.fallback.cooldowns.on_change = self._circuit_changed
+        for enforcer in gateway.enforcers.values():
+            enforcer.on_verdict = self._verdict
 
     # ------------------------------------------------------------------ recording
 
@@ -276,6 +286,13 @@ class Metrics:
         model = dep.pattern or dep.model  # a wildcard's names are the caller's: bounded label
         self._child(self.duration, "chat", provider, model, "", _error_type(err)).observe(took)
 
+    def _verdict(self, verdict: Verdict) -> None:
+        """Enforcers' listener: count one tool-call decision (rule ids come from the policy
+        files and the guard's fixed ``<...>`` ids, so the labels stay bounded)."""
+        outcome = "allowed" if verdict.allowed else "denied"
+        d = verdict.decision
+        self._child(self.enforcement, d.effect, d.rule_id[:_MAX_LABEL], outcome).inc()
+
     def _circuit_changed(self, dep_id: str, until: float) -> None:
         """Cooldowns' listener: store until when ``dep_id``'s circuit stays open."""
         if dep_id in self._deployments:
@@ -327,6 +344,18 @@ class Metrics:
                 )
             )
         return rows
+
+    def families(self) -> list[Metric]:
+        """Every recorded family as a scrape would show it (summed over workers; blocking
+        file reads in multiprocess mode, so call it off the event loop), without the
+        gauges read at scrape time."""
+        if self._multiprocess:
+            path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            forget_dead_workers(path)
+            merged = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+            return list(merged.collect())
+        return list(self.registry.collect())
 
     def close(self) -> None:
         """Forget this worker's live gauges (its circuits) when it stops."""
