@@ -352,6 +352,7 @@ class ProxyApp:
         else:
             out = await cache_admin.correct(self.gateway, body)
         await _send_json(send, 200, out, [])
+
     async def _ui(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The dashboard: its files (no key; they hold no data), then its JSON endpoints
         for the master key or an admin virtual key (server/dashboard.py)."""
