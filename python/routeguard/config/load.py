@@ -40,6 +40,7 @@ from routeguard.config.settings import (
     RouterSettings,
     ServerSettings,
 )
+from routeguard.config.tracing import check_tracing
 from routeguard.deployment import Deployment, Secret
 from routeguard.enforce.plan import EnforcePlan, plan_enforcement
 from routeguard.errors import ConfigError, ConfigProblem
@@ -191,6 +192,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                 "observability", "request_log_max_bytes must be > 0 and request_log_backups >= 0"
             )
         )
+    tracing = check_tracing(observe.tracing if observe else None, env, problems)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts: tuple[BudgetAccountConfig, ...] = ()
@@ -286,6 +288,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         budget=budget,
         embedding=embedding or EmbeddingSettings(),
         observability=observe or ObservabilitySettings(),
+        tracing=tracing,
         warnings=warnings,
         enforce=enforce,
         input_limits=input_limits,

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _RECORDED_HEADERS = frozenset(
-    ("authorization", "anthropic-version", "anthropic-beta", "content-type", "user-agent")
-)
+    ("authorization", "anthropic-version", "anthropic-beta", "content-type", "user-agent",
+     "traceparent", "tracestate")
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,8 @@ class RecordedRequest:
 
     ``query`` is the decoded query string (Gemini's ``key`` and ``alt`` travel there);
     ``headers`` holds the ``x-*`` headers plus authorization, anthropic-version/beta,
-    content-type and user-agent (names lower-case); ``body`` is the decoded JSON (None if
+    content-type, user-agent and the trace context (traceparent, tracestate), names
+    lower-case; ``body`` is the decoded JSON (None if
     the body was not JSON).
     """
 

@@ -21,6 +21,7 @@ import msgspec
 
 from routeguard import scrub
 from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from routeguard.observe import spans
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -100,11 +101,14 @@ async def post_json(
     """POST a JSON body and read the whole response."""
     data = _encoder.encode(body)
     url, headers = _credentials(url, headers)
+    sent = {**headers, "content-type": "application/json"}
+    if spans.recorder is not None:
+        spans.recorder.inject(sent)  # the attempt's traceparent
     try:
         async with session().post(
             url,
             data=data,
-            headers={**headers, "content-type": "application/json"},
+            headers=sent,
             timeout=_timeout(timeout),
         ) as resp:
             raw = await resp.read()
@@ -177,11 +181,14 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     and each gap between chunks, not the whole stream."""
     data = _encoder.encode(body)
     url, headers = _credentials(url, headers)
+    sent = {**headers, "content-type": "application/json", "accept": "text/event-stream"}
+    if spans.recorder is not None:
+        spans.recorder.inject(sent)  # the attempt's traceparent
     try:
         resp = await session().post(
             url,
             data=data,
-            headers={**headers, "content-type": "application/json", "accept": "text/event-stream"},
+            headers=sent,
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=min(timeout, 10.0), sock_read=timeout
             ),

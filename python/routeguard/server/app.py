@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
@@ -48,6 +48,9 @@ from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_requi
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.health import readiness
 from routeguard.server.metrics import CONTENT_TYPE, Metrics
+
+if TYPE_CHECKING:
+    from routeguard.server.tracing import Tracing
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
@@ -157,6 +160,12 @@ class ProxyApp:
         if obs.metrics:
             self.metrics = Metrics(gateway)
         self._metrics_public = obs.metrics_public
+        self.tracing: Tracing | None = None
+        if gateway.config.tracing is not None:  # the extra's presence was checked at load
+            from routeguard.server.tracing import Tracing
+
+            self.tracing = Tracing(gateway.config.tracing, log_content=obs.log_content)
+            self.tracing.install()
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -217,6 +226,8 @@ class ProxyApp:
                     self.metrics.close()
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
+                if self.tracing is not None:  # exports what is queued
+                    await asyncio.to_thread(self.tracing.shutdown)
                 await asyncio.to_thread(self.spend.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -228,10 +239,15 @@ class ProxyApp:
         trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
         id_header = (b"x-routeguard-request-id", request_id.encode())
         downstream = send
+        span = None
+        if self.tracing is not None and path not in _OPEN_PATHS and path != "/metrics":
+            span = self.tracing.begin(scope["method"], path, scope["headers"])
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
+                if span is not None:
+                    span.status = message["status"]
             elif message["type"] == "http.response.body" and trace.first_byte is None:
                 trace.first_byte = time.perf_counter()
             await downstream(message)
@@ -277,6 +293,8 @@ class ProxyApp:
                 self.gateway.start_shadow(trace.result)  # the answer is out: check it now
             if self.metrics is not None and (path.rstrip("/") in _CHAT_PATHS):
                 self.metrics.record(trace)
+            if span is not None and self.tracing is not None:
+                self.tracing.end(span, trace, chat=trace.request is not None)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)
