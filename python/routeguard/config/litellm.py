@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from routeguard.config.callbacks import map_callbacks
 from routeguard.config.settings import Strategy
 from routeguard.errors import ConfigProblem
 
@@ -160,6 +161,9 @@ def from_litellm(
 
     rs = _mapping(data.get("router_settings"), "router_settings", problems)
     ls = _mapping(data.get("litellm_settings"), "litellm_settings", problems)
+    observability = map_callbacks(ls, env if env is not None else {}, warnings)
+    if observability:
+        out["observability"] = observability
     router: dict[str, Any] = {}
     strategy = rs.pop("routing_strategy", None)
     if strategy is not None:

@@ -193,6 +193,9 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             )
         )
     tracing = check_tracing(observe.tracing if observe else None, env, problems)
+    if observe is not None and observe.tracing is not None:
+        # Only the validated form (Config.tracing, header values as secrets) is kept.
+        observe = msgspec.structs.replace(observe, tracing=tracing is not None)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts: tuple[BudgetAccountConfig, ...] = ()

@@ -183,7 +183,8 @@ class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     metrics: bool = True  # record Prometheus samples and serve GET /metrics
     # /metrics without a key; otherwise it needs the master key (when the proxy asks for keys)
     metrics_public: bool = False
-    tracing: TracingSettings | bool | None = None  # None/false: no traces
+    # None/false: no traces. After load only true/None stays here: Config.tracing has the rest.
+    tracing: TracingSettings | bool | None = None
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
