@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from otlp_receiver import OtlpReceiver, ReceivedSpan
+from otlp_receiver import OtlpGrpcReceiver, OtlpReceiver, ReceivedSpan
 from routeguard.mock import MockServer
 from serving import serve
 
@@ -93,7 +93,9 @@ def _one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
 def test_a_fallback_request_is_one_trace_under_the_callers_span(
     tmp_path: Path, mock: MockServer, receiver: OtlpReceiver
 ) -> None:
-    path = _config(tmp_path, mock.url, {"endpoint": receiver.url, "service_name": "gw-test"})
+    tracing = {"endpoint": receiver.url, "service_name": "gw-test",
+               "headers": {"Authorization": "Bearer otlp-token"}}  # fmt: skip
+    path = _config(tmp_path, mock.url, tracing)
     before = len(mock.requests)
     with serve("--config", path, env=_ENV) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
@@ -106,6 +108,8 @@ def test_a_fallback_request_is_one_trace_under_the_callers_span(
             extra_headers={"traceparent": TRACEPARENT},
         )
         spans = receiver.wait_for(lambda s: len(_by_trace(s, PARENT_TRACE)) >= 3)
+    assert receiver.requests[0]["authorization"] == "Bearer otlp-token"
+    assert receiver.requests[0]["content-type"] == "application/x-protobuf"
     ours = _by_trace(spans, PARENT_TRACE)
     server = _one(ours, "chat flaky")
     assert server.kind == SERVER and server.parent_span_id == PARENT_SPAN
@@ -240,3 +244,19 @@ def test_no_tracing_configured_sends_no_traceparent(tmp_path: Path, mock: MockSe
         )
     (sent,) = mock.requests[before:]
     assert "traceparent" not in sent.headers
+
+
+def test_otlp_over_grpc_with_headers(tmp_path: Path, mock: MockServer) -> None:
+    with OtlpGrpcReceiver() as grpc_receiver:
+        tracing = {"endpoint": grpc_receiver.url, "protocol": "grpc",
+                   "headers": {"x-tenant": "os.environ/TRACE_TENANT"}}  # fmt: skip
+        path = _config(tmp_path, mock.url, tracing)
+        with serve("--config", path, env={**_ENV, "TRACE_TENANT": "team-7"}) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+            client.chat.completions.create(
+                model="backup", messages=[{"role": "user", "content": "hi"}]
+            )
+            spans = grpc_receiver.wait_for(lambda s: any(x.name == "chat backup" for x in s))
+    server = _one(spans, "chat backup")
+    assert _one(spans, "chat sim-backup").parent_span_id == server.span_id
+    assert grpc_receiver.requests[0]["x-tenant"] == "team-7"

@@ -106,6 +106,7 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("routeguard", __version__)
         self.log_content = log_content
+        self._attempts: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
 
     def install(self) -> None:
         """Make this the recorder the request path reports to."""
@@ -228,21 +229,13 @@ class Tracing:
         """Open an attempt's CLIENT span and make it current (its traceparent goes upstream)."""
         state = _current.get()
         operation = state.operation if state is not None else "chat"
-        attrs: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": PROVIDER_NAMES.get(dep.provider, dep.provider),
-            "gen_ai.request.model": dep.model,
-            "routeguard.alias": alias,
-            "routeguard.deployment": dep.id,
-        }
-        host, port = _server(dep.api_base)
-        if host:
-            attrs["server.address"] = host
-            if port:
-                attrs["server.port"] = port
-        span = self.tracer.start_span(
-            f"{operation} {dep.model}", kind=SpanKind.CLIENT, attributes=attrs
-        )
+        key = (operation, alias, dep.id)
+        made = self._attempts.get(key)
+        if made is None:  # a deployment's span name and attributes, made once
+            made = self._attempts[key] = _attempt_start(operation, alias, dep)
+            if len(self._attempts) > 4096:
+                self._attempts.clear()
+        span = self.tracer.start_span(made[0], kind=SpanKind.CLIENT, attributes=made[1])
         token = otel_context.attach(otel_trace.set_span_in_context(span))
         return _Attempt(span, token, time.perf_counter())
 
@@ -327,6 +320,23 @@ class Tracing:
 def current() -> ServerSpan | None:
     """The SERVER span of the request being served here, if tracing is on."""
     return _current.get()
+
+
+def _attempt_start(operation: str, alias: str, dep: Deployment) -> tuple[str, dict[str, Any]]:
+    """An attempt span's name and starting attributes for one deployment."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": PROVIDER_NAMES.get(dep.provider, dep.provider),
+        "gen_ai.request.model": dep.model,
+        "routeguard.alias": alias,
+        "routeguard.deployment": dep.id,
+    }
+    host, port = _server(dep.api_base)
+    if host:
+        attrs["server.address"] = host
+        if port:
+            attrs["server.port"] = port
+    return f"{operation} {dep.model}", attrs
 
 
 def _exporter(target: OtlpTarget) -> SpanExporter:
