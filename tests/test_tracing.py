@@ -12,8 +12,14 @@ from typing import Any
 import openai
 import pytest
 
+from embedders import WordsEmbedder
 from otlp_receiver import OtlpGrpcReceiver, OtlpReceiver, ReceivedSpan
+from routeguard import config
+from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
+from routeguard.observe import spans
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
 from serving import serve
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP span kinds
@@ -260,3 +266,46 @@ def test_otlp_over_grpc_with_headers(tmp_path: Path, mock: MockServer) -> None:
     server = _one(spans, "chat backup")
     assert _one(spans, "chat sim-backup").parent_span_id == server.span_id
     assert grpc_receiver.requests[0]["x-tenant"] == "team-7"
+
+
+def test_cache_hits_and_refusals_in_process(mock: MockServer, receiver: OtlpReceiver) -> None:
+    dep = {"type": "openai", "api_base": mock.url + "/v1", "api_key": "sk-up"}
+    cfg = {
+        "model_list": [{**dep, "model_name": "cached", "model": "sim-cached"}],
+        "routes": {"cached": {"cache": {"enabled": True, "threshold": 0.8}}},
+        "budgets": [{"name": "acme", "limit": 5.0}],
+        "server": {"master_key": "sk-master-tracing"},
+        "observability": {"tracing": {"endpoint": receiver.url}},
+    }
+    gw = Gateway(config.load(cfg, env={}), embedder=WordsEmbedder())
+    app = create_app(gw)
+    assert app.tracing is not None and spans.recorder is app.tracing
+    msgs: Any = [{"role": "user", "content": "what is the tallest mountain"}]
+    with (
+        ServerThread(app) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-master-tracing", max_retries=0) as c,
+    ):
+        miss = c.chat.completions.create(model="cached", messages=msgs)
+        hit = c.chat.completions.create(model="cached", messages=msgs)
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="nope", messages=msgs)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        app.tracing.provider.force_flush()
+        got = receiver.wait_for(lambda s: len([x for x in s if x.kind == SERVER]) >= 4)
+    assert spans.recorder is None  # shutdown uninstalled it
+    assert hit.choices[0].message.content == miss.choices[0].message.content
+    cached = [s for s in got if s.name == "chat cached"]
+    assert [s.attributes["routeguard.cache.status"] for s in cached] == ["miss", "hit"]
+    miss_span, hit_span = cached
+    assert [s.parent_span_id for s in got if s.kind == CLIENT] == [miss_span.span_id]
+    assert "gen_ai.provider.name" not in hit_span.attributes  # no upstream served it
+    assert hit_span.attributes["routeguard.cost_usd"] == 0.0
+    assert hit_span.attributes["routeguard.cache.score"] == pytest.approx(1.0)
+    refused = _one(got, "chat nope")
+    assert refused.attributes["error.type"] == "model_not_found"
+    assert refused.attributes["http.response.status_code"] == 404
+    assert refused.status_code == 0  # a 4xx is the caller's, not the server's error
+    denied = _one(got, "GET /v1/models")
+    assert denied.attributes["http.response.status_code"] == 401
+    assert denied.attributes["error.type"] == "invalid_api_key"

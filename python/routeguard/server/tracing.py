@@ -184,9 +184,10 @@ class Tracing:
         r = trace.result
         if r is not None:
             dep = r.deployment
-            attrs["gen_ai.provider.name"] = PROVIDER_NAMES.get(dep.provider, dep.provider)
             attrs["routeguard.alias"] = r.alias
-            attrs["routeguard.deployment"] = dep.id
+            if r.cache != "hit":  # a hit's deployment only stands for the route
+                attrs["gen_ai.provider.name"] = PROVIDER_NAMES.get(dep.provider, dep.provider)
+                attrs["routeguard.deployment"] = dep.id
             attrs["routeguard.attempts"] = r.attempts
             attrs["routeguard.cache.status"] = r.cache
             if r.cache_score is not None:
