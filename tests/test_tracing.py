@@ -129,8 +129,9 @@ def test_a_fallback_request_is_one_trace_under_the_callers_span(
     assert a["gen_ai.response.id"] == resp.id and a["gen_ai.response.model"] == resp.model
     assert a["gen_ai.response.finish_reasons"] == [resp.choices[0].finish_reason]
     assert resp.usage is not None
-    assert a["gen_ai.usage.input_tokens"] == resp.usage.prompt_tokens
-    assert a["gen_ai.usage.output_tokens"] == resp.usage.completion_tokens
+    assert a["routeguard.usage.input_tokens"] == resp.usage.prompt_tokens
+    assert a["routeguard.usage.output_tokens"] == resp.usage.completion_tokens
+    assert "gen_ai.usage.input_tokens" not in a  # on the CLIENT span only: never summed twice
     expected_cost = (resp.usage.prompt_tokens * 1.0 + resp.usage.completion_tokens * 2.0) / 1e6
     assert a["routeguard.cost_usd"] == pytest.approx(expected_cost)
     assert a["routeguard.alias"] == "backup" and a["routeguard.attempts"] == 2
@@ -145,6 +146,7 @@ def test_a_fallback_request_is_one_trace_under_the_callers_span(
     assert failed.attributes["error.type"] == "UpstreamServerError" and failed.status_code == 2
     assert "error.type" not in served.attributes
     assert served.attributes["gen_ai.response.id"] == resp.id
+    assert served.attributes["gen_ai.usage.input_tokens"] == resp.usage.prompt_tokens
     assert served.attributes["gen_ai.usage.output_tokens"] == resp.usage.completion_tokens
     assert failed.end_ns <= served.start_ns  # one attempt after the other
 
@@ -198,7 +200,7 @@ def test_a_stream_span_ends_with_the_stream_and_tool_decisions_are_spans(
     assert 0.03 <= ttfc < (server.end_ns - server.start_ns) / 1e9
     assert a["gen_ai.response.finish_reasons"] == ["stop"]
     assert a["gen_ai.response.id"] == chunks[0].id
-    assert a["gen_ai.usage.output_tokens"] == usage.completion_tokens
+    assert a["routeguard.usage.output_tokens"] == usage.completion_tokens
     # The upstream attempt's span covers the whole stream, and knows its first chunk.
     c = client_span.attributes
     assert c["gen_ai.usage.output_tokens"] == usage.completion_tokens
@@ -302,7 +304,8 @@ def test_cache_hits_and_refusals_in_process(mock: MockServer, receiver: OtlpRece
     assert "gen_ai.provider.name" not in hit_span.attributes  # no upstream served it
     assert hit_span.attributes["routeguard.cost_usd"] == 0.0
     assert hit_span.attributes["routeguard.cache.score"] == pytest.approx(1.0)
-    refused = _one(got, "chat nope")
+    refused = _one(got, "chat")  # a model no config names stays out of span names
+    assert refused.attributes["gen_ai.request.model"] == "nope"
     assert refused.attributes["error.type"] == "model_not_found"
     assert refused.attributes["http.response.status_code"] == 404
     assert refused.status_code == 0  # a 4xx is the caller's, not the server's error

@@ -164,7 +164,9 @@ class ProxyApp:
         if gateway.config.tracing is not None:  # the extra's presence was checked at load
             from routeguard.server.tracing import Tracing
 
-            self.tracing = Tracing(gateway.config.tracing, log_content=obs.log_content)
+            self.tracing = Tracing(
+                gateway.config.tracing, log_content=obs.log_content, aliases=gateway.models()
+            )
             self.tracing.install()
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
@@ -241,7 +243,8 @@ class ProxyApp:
         downstream = send
         span = None
         if self.tracing is not None and path not in _OPEN_PATHS and path != "/metrics":
-            span = self.tracing.begin(scope["method"], path, scope["headers"])
+            known = (path.rstrip("/") or "/") in self._routes
+            span = self.tracing.begin(scope["method"], path, scope["headers"], known)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

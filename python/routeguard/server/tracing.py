@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +58,7 @@ _REQUEST_ATTRS = {
     "stream": "gen_ai.request.stream",
 }
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_MAX_MODEL = 128  # a client's model name is cut to this in attributes
 _json = msgspec.json.Encoder()
 
 
@@ -94,8 +95,11 @@ class Tracing:
         config: TracingConfig,
         *,
         log_content: bool = False,
+        aliases: Iterable[str] = (),
         exporters: Sequence[SpanExporter] | None = None,
     ) -> None:
+        # Span names stay low in cardinality: a model name a client made up is left out.
+        self.aliases = frozenset(aliases)
         name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "routeguard"
         resource = Resource.create({"service.name": name, "service.version": __version__})
         sampler = None
@@ -120,13 +124,16 @@ class Tracing:
 
     # ------------------------------------------------------------------ the server span
 
-    def begin(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> ServerSpan:
-        """Open the SERVER span of a request and make it current (until :meth:`end`)."""
+    def begin(
+        self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]], route: bool
+    ) -> ServerSpan:
+        """Open the SERVER span of a request and make it current (until :meth:`end`);
+        ``route``: ``path`` is one of the proxy's routes (else the name is the method only)."""
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _PROPAGATED}
         parent = propagate.extract(carrier) if carrier else None
         operation = "embeddings" if path.rstrip("/").endswith("embeddings") else "chat"
         span = self.tracer.start_span(
-            f"{method} {path}",
+            f"{method} {path}" if route else method,
             context=parent,
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": path},
@@ -153,7 +160,8 @@ class Tracing:
                 span.set_attributes(attrs)
                 if chat and trace.request is not None:
                     alias = trace.request.get("model")
-                    span.update_name(f"{state.operation} {alias}" if alias else state.operation)
+                    known = isinstance(alias, str) and alias in self.aliases
+                    span.update_name(f"{state.operation} {alias}" if known else state.operation)
             pending = state.pending
             if pending is not None:
                 state.pending = None
@@ -169,7 +177,7 @@ class Tracing:
                                  "routeguard.request.id": trace.request_id}  # fmt: skip
         alias = request.get("model")
         if isinstance(alias, str):
-            attrs["gen_ai.request.model"] = alias
+            attrs["gen_ai.request.model"] = alias[:_MAX_MODEL]
         _request_attributes(request, attrs)
         key = getattr(trace.principal, "key", None)
         if key is not None:
@@ -196,7 +204,13 @@ class Tracing:
                 attrs["routeguard.route.reason"] = r.route
             attrs["routeguard.cost_usd"] = float(r.cost)
             attrs["routeguard.overhead_ms"] = round(r.overhead_ms(), 3)
-            _usage_attributes(r.usage, attrs)
+            # Tokens go on the CLIENT spans as gen_ai.usage.*: backends that sum usage over
+            # a trace's GenAI spans (Langfuse, Datadog LLM Observability) would count them
+            # twice if this span carried them too; here they are routeguard's.
+            usage = r.usage
+            for ours, theirs in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+                if isinstance(usage.get(theirs), int):
+                    attrs[f"routeguard.usage.{ours}_tokens"] = usage[theirs]
             _response_attributes(r.response, state, attrs)
             if self.log_content and r.response is not None:
                 choices = response_summary(r.response, True).get("choices")
