@@ -5,7 +5,8 @@
    runs before the response leaves and after it; and the OTLP encoding of one span, which
    the SDK's export thread does off the event loop;
 2. end to end: four single-worker proxies on the same LiteLLM-format config, tracing off,
-   on (every request, to a local OTLP sink), and a second of each as A/A controls, driven
+   on (every request, or ``--sample-ratio`` of them, to a local OTLP sink), and a second of
+   each as A/A controls, driven
    sequentially (concurrency 1) in alternating rounds: p50 latency, and CPU per request of
    each proxy process (all its threads, from /proc), which load on the machine blurs less.
 
@@ -101,7 +102,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, float]]:
+def end_to_end(requests: int, rounds: int, ratio: float) -> dict[str, dict[str, float]]:
     """p50 ms and CPU µs per request of each proxy, over alternating rounds."""
     names = ["off", "on", "off (A/A)", "on (A/A)"]
     procs = []
@@ -121,7 +122,7 @@ def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, float]]:
         for i, name in enumerate(names):
             cfg = tmp / f"config{i}.yaml"
             if name.startswith("on"):
-                proxy.tracing_config(cfg, mock_url, sink_url)
+                proxy.tracing_config(cfg, mock_url, sink_url, ratio)
             else:
                 proxy.write_config(cfg, mock_url)
             p = proxy.start([*proxy.ROUTEGUARD, "serve", "--config", str(cfg),
@@ -157,6 +158,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400, help="requests per proxy per round")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--hook-requests", type=int, default=20000)
+    ap.add_argument("--sample-ratio", type=float, default=1.0, help="share of requests traced")
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     h = hooks(args.hook_requests)
@@ -164,7 +166,8 @@ def main() -> int:
           f"{h['before_response_us']:.1f}, after it {h['after_response_us']:.1f}; "
           f"OTLP encoding (export thread) {h['encode_per_span_us']:.1f} µs per span "
           "(2 spans a plain request)")  # fmt: skip
-    e = end_to_end(args.requests, args.rounds)
+    e = end_to_end(args.requests, args.rounds, args.sample_ratio)
+    print(f"tracing on: sample_ratio {args.sample_ratio}")
     print("| proxy | p50 ms | CPU µs per request |\n|---|---|---|")
     for name, r in e.items():
         print(f"| {name} | {r['p50_ms']:.3f} | {r['cpu_us_per_request']:.0f} |")

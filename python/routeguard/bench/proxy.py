@@ -102,11 +102,13 @@ def write_config(path: Path, mock_url: str) -> None:
     )
 
 
-def tracing_config(path: Path, mock_url: str, sink_url: str) -> None:
-    """:func:`write_config` with every request traced to the OTLP sink at ``sink_url``."""
+def tracing_config(path: Path, mock_url: str, sink_url: str, ratio: float = 1.0) -> None:
+    """:func:`write_config` with requests traced (a ``ratio`` of them; default every one)
+    to the OTLP sink at ``sink_url``."""
     write_config(path, mock_url)
     with path.open("a") as f:
-        f.write(f"observability:\n  tracing:\n    endpoint: {sink_url}\n    sample_ratio: 1.0\n")
+        f.write(f"observability:\n  tracing:\n    endpoint: {sink_url}\n")
+        f.write(f"    sample_ratio: {ratio}\n")
 
 
 def tracing_available() -> bool:
