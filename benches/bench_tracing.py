@@ -3,7 +3,8 @@
 1. the hooks alone, in process: CPU per request of the SERVER span, one CLIENT attempt span
    (with ``traceparent`` injection) and closing both with their attributes, split into what
    runs before the response leaves and after it; and the OTLP encoding of one span, which
-   the SDK's export thread does off the event loop;
+   the SDK's export thread does off the event loop (routeguard's wire encoder, which the
+   proxy uses, and the SDK's, for comparison);
 2. end to end: four single-worker proxies on the same LiteLLM-format config, tracing off,
    on (every request, or ``--sample-ratio`` of them, to a local OTLP sink), and a second of
    each as A/A controls, driven
@@ -38,6 +39,7 @@ from routeguard.config.settings import OtlpTarget, TracingConfig
 from routeguard.deployment import Deployment
 from routeguard.observe.requestlog import Trace
 from routeguard.result import ChatResult
+from routeguard.server import otlp_wire
 from routeguard.server.tracing import Tracing
 
 
@@ -86,14 +88,16 @@ def hooks(n: int) -> dict[str, float]:
         after += c3 - c2
     t.provider.force_flush()
     spans = keep.spans
-    c0 = time.process_time()
-    for _ in range(5):
-        for i in range(0, len(spans), 512):
-            encode_spans(spans[i : i + 512]).SerializeToString()
-    encode = (time.process_time() - c0) / (5 * max(1, len(spans)))
     t.shutdown()
-    return {"before_response_us": before / n * 1e6, "after_response_us": after / n * 1e6,
-            "encode_per_span_us": encode * 1e6}  # fmt: skip
+    out = {"before_response_us": before / n * 1e6, "after_response_us": after / n * 1e6}
+    for name, encoder in (("sdk", lambda b: encode_spans(b).SerializeToString()),
+                          ("wire", otlp_wire.encode)):  # fmt: skip
+        c0 = time.process_time()
+        for _ in range(5):
+            for i in range(0, len(spans), 512):
+                encoder(spans[i : i + 512])
+        out[f"encode_{name}_us"] = (time.process_time() - c0) / (5 * max(1, len(spans))) * 1e6
+    return out
 
 
 def _cpu_s(pid: int) -> float:
@@ -164,8 +168,9 @@ def main() -> int:
     h = hooks(args.hook_requests)
     print("hooks, CPU µs per request: before the response leaves "
           f"{h['before_response_us']:.1f}, after it {h['after_response_us']:.1f}; "
-          f"OTLP encoding (export thread) {h['encode_per_span_us']:.1f} µs per span "
-          "(2 spans a plain request)")  # fmt: skip
+          "OTLP encoding (export thread) per span (2 a plain request): routeguard's wire "
+          f"encoder {h['encode_wire_us']:.1f} µs, "
+          f"the SDK's {h['encode_sdk_us']:.1f} µs")  # fmt: skip
     e = end_to_end(args.requests, args.rounds, args.sample_ratio)
     print(f"tracing on: sample_ratio {args.sample_ratio}")
     print("| proxy | p50 ms | CPU µs per request |\n|---|---|---|")

@@ -21,10 +21,12 @@ from routeguard.deployment import Secret
 from routeguard.errors import ConfigProblem
 
 TRACES_PATH = "/v1/traces"
-# The modules each protocol needs, and the extra that installs them.
+# The modules each protocol needs (the SDK and the HTTP exporter always: the proxy's tracing
+# builds on both), and the extra that installs them.
+_BASE = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 _NEEDS = {
-    "http": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel"),
-    "grpc": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "otel-grpc"),
+    "http": (_BASE, "otel"),
+    "grpc": ((*_BASE, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"), "otel-grpc"),
 }
 
 
@@ -46,8 +48,8 @@ def check_tracing(
     if ratio is not None and not 0.0 <= ratio <= 1.0:
         problems.append(ConfigProblem(f"{path}.sample_ratio", f"must be in [0, 1], got {ratio}"))
     for protocol in sorted({t.protocol for t in targets}):
-        module, extra = _NEEDS[protocol]
-        if not _importable("opentelemetry.sdk.trace") or not _importable(module):
+        modules, extra = _NEEDS[protocol]
+        if not all(_importable(m) for m in modules):
             problems.append(
                 ConfigProblem(
                     path,

@@ -17,6 +17,7 @@ batch processor per destination (a thread of the SDK's), never on the event loop
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
@@ -29,9 +30,10 @@ import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -42,6 +44,9 @@ from routeguard.deployment import Deployment
 from routeguard.errors import RouteguardError
 from routeguard.observe import spans
 from routeguard.observe.requestlog import Trace, request_summary, response_summary
+from routeguard.server import otlp_wire
+
+log = logging.getLogger("routeguard.server.tracing")
 
 # gen_ai.provider.name well-known values, from our deployment types.
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
@@ -354,6 +359,25 @@ def _attempt_start(operation: str, alias: str, dep: Deployment) -> tuple[str, di
     return f"{operation} {dep.model}", attrs
 
 
+class WireExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (endpoint, headers, TLS, compression, retries and the
+    OTEL_EXPORTER_OTLP_* variables as it reads them), with each batch encoded by
+    :mod:`routeguard.server.otlp_wire` instead of through protobuf message objects."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Send one batch (the SDK's own path for what the wire encoder does not write)."""
+        client = getattr(self, "_client", None)  # the SDK's transport; absent: its path
+        if client is None or getattr(self, "_shutdown", True) or not otlp_wire.encodable(spans):
+            return super().export(spans)
+        try:
+            data = otlp_wire.encode(spans)
+        except Exception as exc:  # a value the encoder does not know: the SDK's encoder
+            log.debug("otlp_wire could not encode a batch (%s)", type(exc).__name__)
+            return super().export(spans)
+        result = client.export(data)
+        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+
 def _exporter(target: OtlpTarget) -> SpanExporter:
     headers = None if target.headers is None else {k: v.get() for k, v in target.headers}
     if target.protocol == "grpc":
@@ -365,9 +389,7 @@ def _exporter(target: OtlpTarget) -> SpanExporter:
         if target.endpoint is not None:
             insecure = target.endpoint.startswith("http://")
         return GrpcExporter(endpoint=target.endpoint, headers=headers, insecure=insecure)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=target.endpoint, headers=headers)
+    return WireExporter(endpoint=target.endpoint, headers=headers)
 
 
 def _request_attributes(request: Mapping[str, Any], attrs: dict[str, Any]) -> None:
