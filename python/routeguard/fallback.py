@@ -44,6 +44,7 @@ from routeguard.errors import (
     ProviderError,
     UpstreamTimeout,
 )
+from routeguard.observe import spans
 from routeguard.routing.balance import Balancer
 
 log = scrub.guard(logging.getLogger("routeguard.fallback"))
@@ -240,6 +241,10 @@ class Fallback:
                 tried.add(dep.id)
                 timeout = min(dep.timeout or s.timeout, max(0.001, deadline - self._clock()))
                 balancer.begin(dep)
+                # Tracing's client span for this attempt (current while it runs, so the
+                # upstream request carries its traceparent); None when tracing is off.
+                rec = spans.recorder
+                span = rec.attempt_begin(current, dep) if rec is not None else None
                 t0 = self._clock()
                 try:
                     async with asyncio.timeout(timeout):
@@ -251,17 +256,23 @@ class Fallback:
                     )
                 except ProviderError as exc:
                     err = exc
-                except BaseException:
+                except BaseException as exc:
+                    if rec is not None:
+                        rec.attempt_end(span, exc, first_byte, None)
                     balancer.end(dep, None)
                     self.cooldowns.release_probe(dep)
                     raise
                 else:
+                    if rec is not None:
+                        rec.attempt_end(span, None, first_byte, value)
                     elapsed = self._clock() - t0
                     upstream_s += elapsed
                     balancer.end(dep, elapsed)
                     self.cooldowns.success(dep)
                     attempts.append(Attempt(current, dep.id, None, elapsed * 1000))
                     return Outcome(value, current, dep, attempts, upstream_s)
+                if rec is not None:
+                    rec.attempt_end(span, err, first_byte, None)
                 elapsed = self._clock() - t0
                 upstream_s += elapsed
                 balancer.end(dep, None)

@@ -19,6 +19,7 @@ from routeguard.budget.bound import completion_bound, measure
 from routeguard.budget.ledger import Reservation
 from routeguard.chunks import Assembler
 from routeguard.errors import MidStreamError, ProviderError
+from routeguard.observe import spans
 
 if TYPE_CHECKING:
     from routeguard.budget.layer import BudgetLayer
@@ -115,7 +116,10 @@ class Relay:
         assembler = Assembler() if self._ticket is not None else None
         try:
             chunk: Json | None = self._first
+            rec = spans.recorder  # tracing notes the stream's id, model and finish reasons
             while chunk is not None:
+                if rec is not None:
+                    rec.stream_chunk(chunk)
                 if assembler is not None:
                     assembler.feed(chunk)
                 sent = _delta_chars(chunk)

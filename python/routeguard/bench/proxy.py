@@ -2,7 +2,10 @@
 simulated upstream. Targets: the upstream called directly; a bare passthrough of our own
 (:mod:`routeguard.bench.passthrough`: uvicorn + uvloop + httptools + aiohttp, no logic, the
 floor for a Python proxy); ``routeguard serve`` on a LiteLLM-format config (master key);
-``routeguard+key``, callers presenting a virtual key with its own budget, RPM and TPM; and
+``routeguard+key``, callers presenting a virtual key with its own budget, RPM and TPM;
+``routeguard+tracing``, the first config with every request traced to a local OTLP sink
+(:mod:`routeguard.bench.otlp_sink`; when the ``otel`` extra is installed), against tracing
+off; and
 LiteLLM's proxy on the same config when a ``litellm`` executable is at hand. Each concurrency
 level drives the targets in alternating rounds, so drift in the machine's load reaches all
 alike. ``benches/proxy_overhead.py`` is the same harness with its own flags and table.
@@ -97,6 +100,20 @@ def write_config(path: Path, mock_url: str) -> None:
         "general_settings:\n"
         f"  master_key: {MASTER_KEY}\n"
     )
+
+
+def tracing_config(path: Path, mock_url: str, sink_url: str, ratio: float = 1.0) -> None:
+    """:func:`write_config` with requests traced (a ``ratio`` of them; default every one)
+    to the OTLP sink at ``sink_url``."""
+    write_config(path, mock_url)
+    with path.open("a") as f:
+        f.write(f"observability:\n  tracing:\n    endpoint: {sink_url}\n")
+        f.write(f"    sample_ratio: {ratio}\n")
+
+
+def tracing_available() -> bool:
+    """Whether the ``otel`` extra is installed here (the tracing target needs it)."""
+    return importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
 
 
 def keyed_config(path: Path, mock_url: str, db: Path) -> None:
@@ -218,25 +235,33 @@ def targets(litellm: Path | None) -> Iterator[Targets]:
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
     try:
-        ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "ll")}
+        ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "rgotel", "otlp", "ll")}
         mock = start([*ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])])
         procs.append(mock)
         mock_url = f"http://127.0.0.1:{ports['mock']}"
         wait_ready(mock_url + "/health", mock)
-        cfg, keyed = tmp / "config.yaml", tmp / "keyed.json"
+        cfg, keyed, traced = tmp / "config.yaml", tmp / "keyed.json", tmp / "traced.yaml"
         write_config(cfg, mock_url)
         keyed_config(keyed, mock_url, tmp / "keys.db")
         key = make_key(keyed)
+        sink_url = None
+        servers = [("routeguard", cfg, ports["rg"], MASTER_KEY),
+                   ("routeguard+key", keyed, ports["rgkey"], key)]  # fmt: skip
+        if tracing_available():  # the same config, every request traced to a local sink
+            sink_url = f"http://127.0.0.1:{ports['otlp']}"
+            sink = start([sys.executable, "-m", "routeguard.bench.otlp_sink",
+                          "--port", str(ports["otlp"])])  # fmt: skip
+            procs.append(sink)
+            wait_ready(sink_url + "/health", sink)
+            tracing_config(traced, mock_url, sink_url)
+            servers.append(("routeguard+tracing", traced, ports["rgotel"], MASTER_KEY))
         found: Targets = {"direct": (mock_url + "/v1/chat/completions", MASTER_KEY)}
         bare = start([sys.executable, "-m", "routeguard.bench.passthrough",
                       "--port", str(ports["pass"]), "--upstream", mock_url])  # fmt: skip
         procs.append(bare)
         wait_ready(f"http://127.0.0.1:{ports['pass']}/health", bare)
         found["passthrough"] = (url(ports["pass"]), MASTER_KEY)
-        for name, conf, port, token in (
-            ("routeguard", cfg, ports["rg"], MASTER_KEY),
-            ("routeguard+key", keyed, ports["rgkey"], key),
-        ):
+        for name, conf, port, token in servers:
             rg = start([*ROUTEGUARD, "serve", "--config", str(conf), "--port", str(port),
                         "--log-level", "error"])  # fmt: skip
             procs.append(rg)
@@ -252,6 +277,12 @@ def targets(litellm: Path | None) -> Iterator[Targets]:
             wait_ready(f"http://127.0.0.1:{ports['ll']}/health/liveliness", ll, timeout=300)
             found["litellm"] = (url(ports["ll"]), MASTER_KEY)
         yield found
+        if sink_url is not None:  # a tracing figure means something only if spans left
+            deadline = time.monotonic() + 10  # the SDK exports every 5 s or 512 spans
+            while not _exports(sink_url):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("routeguard+tracing exported no spans to the OTLP sink")
+                time.sleep(0.5)
     finally:
         for p in reversed(procs):
             stop(p)
@@ -288,18 +319,32 @@ def run(opts: Options) -> list[Row]:
     for c in levels:
         direct = results[("direct", c)]
         pairs = [("routeguard", "passthrough"), ("routeguard+key", "passthrough")]
+        if ("routeguard+tracing", c) in results:
+            pairs.append(("routeguard+tracing", "routeguard"))
         if litellm is not None:
             pairs.append(("routeguard", "litellm"))
         for ours_name, peer_name in pairs:
             ours, peer = results[(ours_name, c)], results[(peer_name, c)]
             rows.append(
                 Row("proxy", f"{ours_name}, concurrency {c}", ours.p50, peer.p50,
-                    "bare uvicorn+aiohttp passthrough" if peer_name == "passthrough"
-                    else "LiteLLM proxy", unit="ms",
+                    _PEERS[peer_name], unit="ms",
                     detail={"ours": _detail(ours, direct), "peer": _detail(peer, direct),
                             "direct": _detail(direct, direct)})
             )  # fmt: skip
     return rows
+
+
+def _exports(sink_url: str) -> int:
+    """How many export requests the OTLP sink has received."""
+    with urllib.request.urlopen(sink_url + "/stats", timeout=5) as r:
+        return int(json.loads(r.read())["requests"])
+
+
+_PEERS = {
+    "passthrough": "bare uvicorn+aiohttp passthrough",
+    "routeguard": "routeguard, tracing off (same config)",
+    "litellm": "LiteLLM proxy",
+}
 
 
 def _detail(r: Result, direct: Result) -> dict[str, float]:

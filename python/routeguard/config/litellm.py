@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from routeguard.config.budgets import period_from_duration
+from routeguard.config.callbacks import map_callbacks
 from routeguard.config.settings import ENV_PREFIX, Strategy
 from routeguard.errors import ConfigProblem
 from routeguard.pricing import list_price
@@ -221,6 +222,9 @@ def from_litellm(
 
     rs = _mapping(data.get("router_settings"), "router_settings", problems)
     ls = _mapping(data.get("litellm_settings"), "litellm_settings", problems)
+    observability = map_callbacks(ls, env if env is not None else {}, warnings)
+    if observability:
+        out["observability"] = observability
     router: dict[str, Any] = {}
     strategy = rs.pop("routing_strategy", None)
     if strategy is not None:

@@ -42,6 +42,7 @@ from routeguard.config.settings import (
     RouterSettings,
     ServerSettings,
 )
+from routeguard.config.tracing import check_tracing
 from routeguard.config.vertex import endpoint, vertex_target
 from routeguard.config.wildcards import Wildcard, best_match
 from routeguard.deployment import Deployment, Secret
@@ -214,6 +215,10 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                 "observability", "request_log_max_bytes must be > 0 and request_log_backups >= 0"
             )
         )
+    tracing = check_tracing(observe.tracing if observe else None, env, problems)
+    if observe is not None and observe.tracing is not None:
+        # Only the validated form (Config.tracing, header values as secrets) is kept.
+        observe = msgspec.structs.replace(observe, tracing=tracing is not None)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
     accounts: tuple[BudgetAccountConfig, ...] = ()
@@ -310,6 +315,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         budget=budget,
         embedding=embedding or EmbeddingSettings(),
         observability=observe or ObservabilitySettings(),
+        tracing=tracing,
         warnings=warnings,
         enforce=enforce,
         input_limits=input_limits,

@@ -195,10 +195,30 @@ class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     precision: Literal["auto", "f32", "f16", "bf16", "int8"] = "auto"
 
 
+class OtlpExporterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One OTLP destination for traces (``observability.tracing.exporters[i]``)."""
+
+    # The OTLP base URL (``/v1/traces`` is added for http unless the path ends with it);
+    # None: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT.
+    endpoint: str | None = None
+    protocol: Literal["http", "grpc"] | None = None  # None: OTEL_EXPORTER_OTLP_*PROTOCOL, else http
+    headers: dict[str, str] = {}  # values may be os.environ/VAR; {}: OTEL_EXPORTER_OTLP_*HEADERS
+
+
+class TracingSettings(OtlpExporterSettings, frozen=True):
+    """OpenTelemetry traces (``observability.tracing``; the ``routeguard[otel]`` extra): the
+    first destination inline, any more under ``exporters``."""
+
+    sample_ratio: float | None = None  # None: OTEL_TRACES_SAMPLER(_ARG), else every trace
+    service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "routeguard"
+    exporters: list[OtlpExporterSettings] = []
+
+
 class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """What the proxy records (``observability``): the request log, one JSON line per
     request in the format ``routeguard analyze`` reads (``serve --request-log`` sets the path),
-    and the Prometheus samples served at ``/metrics``."""
+    the Prometheus samples served at ``/metrics``, and OpenTelemetry traces (``tracing``:
+    a mapping, or ``true`` for the OTEL_* environment alone)."""
 
     request_log: str | None = None  # a file path; None: no request log
     log_content: bool = False  # messages and answers in the log (secrets scrubbed)
@@ -207,6 +227,8 @@ class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     metrics: bool = True  # record Prometheus samples and serve GET /metrics
     # /metrics without a key; otherwise it needs the master key (when the proxy asks for keys)
     metrics_public: bool = False
+    # None/false: no traces. After load only true/None stays here: Config.tracing has the rest.
+    tracing: TracingSettings | bool | None = None
 
 
 class RawConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -249,6 +271,25 @@ class ServerSettings:
     redis_url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OtlpTarget:
+    """A validated OTLP destination: the full traces URL (None: the exporter reads the
+    OTEL_EXPORTER_OTLP_* environment), the protocol and the headers (secret values)."""
+
+    endpoint: str | None
+    protocol: Literal["http", "grpc"] = "http"
+    headers: tuple[tuple[str, Secret], ...] | None = None  # None: from the environment
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """Validated ``observability.tracing``: where spans go and how many are kept."""
+
+    targets: tuple[OtlpTarget, ...]
+    sample_ratio: float | None = None
+    service_name: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated configuration, ready to build a Gateway from."""
@@ -271,6 +312,7 @@ class Config:
     enforce: dict[str, EnforcePlan] = field(default_factory=dict)  # alias -> its enforcement
     input_limits: dict[str, int] = field(default_factory=dict)  # alias -> max input bytes
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    tracing: TracingConfig | None = None  # observability.tracing, validated
     source: str = "<dict>"
 
     def cache_for(self, alias: str) -> CacheSettings:

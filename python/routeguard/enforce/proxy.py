@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -48,6 +49,7 @@ from routeguard.errors import (
     PolicyError,
     RouteguardError,
 )
+from routeguard.observe import spans
 
 __all__ = [
     "ResponseEnforcer",
@@ -231,19 +233,29 @@ class ResponseEnforcer:
     async def _acheck(guard: Guard, function: Any) -> Verdict | None:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return None
+        rec = spans.recorder  # tracing: one execute_tool span per decision
+        started = time.time_ns() if rec is not None else 0
         args = function.get("arguments")
-        if args is None or isinstance(args, str | dict):
-            return await guard.acheck(function["name"], args)
-        return await guard.acheck(function["name"], str(args))
+        if not (args is None or isinstance(args, str | dict)):
+            args = str(args)
+        verdict = await guard.acheck(function["name"], args)
+        if rec is not None:
+            rec.tool_decision(function, verdict, started)
+        return verdict
 
     @staticmethod
     def _check(guard: Guard, function: Any) -> Verdict | None:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return None
+        rec = spans.recorder
+        started = time.time_ns() if rec is not None else 0
         args = function.get("arguments")
-        if args is None or isinstance(args, str | dict):
-            return guard.check(function["name"], args)
-        return guard.check(function["name"], str(args))
+        if not (args is None or isinstance(args, str | dict)):
+            args = str(args)
+        verdict = guard.check(function["name"], args)
+        if rec is not None:
+            rec.tool_decision(function, verdict, started)
+        return verdict
 
 
 def _hold(calls: dict[int, dict[str, Any]], deltas: list[Any]) -> None:

@@ -22,6 +22,8 @@ _RECORDED_HEADERS = frozenset(
         "anthropic-beta",
         "content-type",
         "user-agent",
+        "traceparent",
+        "tracestate",
     )
 )
 
@@ -32,8 +34,8 @@ class RecordedRequest:
 
     ``query`` is the decoded query string (Gemini's ``key`` and ``alt`` travel there);
     ``headers`` holds the ``x-*`` headers plus authorization, api-key (Azure),
-    anthropic-version/beta, content-type and user-agent (names lower-case); ``body`` is the
-    decoded JSON (None if the body was not JSON).
+    anthropic-version/beta, content-type, user-agent and the trace context (traceparent,
+    tracestate), names lower-case; ``body`` is the decoded JSON (None if the body was not JSON).
     """
 
     method: str

@@ -22,6 +22,7 @@ import yarl
 
 from routeguard import scrub
 from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from routeguard.observe import spans
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -101,11 +102,14 @@ async def post_json(
     """POST a JSON body (an object, or bytes already encoded) and read the whole response."""
     data = body if isinstance(body, bytes) else _encoder.encode(body)
     url, headers = _credentials(url, headers)
+    sent = {**headers, "content-type": "application/json"}
+    if spans.recorder is not None:
+        spans.recorder.inject(sent)  # the attempt's traceparent
     try:
         async with session().post(
             _target(url),
             data=data,
-            headers={**headers, "content-type": "application/json"},
+            headers=sent,
             timeout=_timeout(timeout),
         ) as resp:
             raw = await resp.read()
@@ -190,15 +194,15 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     and each gap between chunks, not the whole stream."""
     data = body if isinstance(body, bytes) else _encoder.encode(body)
     url, headers = _credentials(url, headers)
+    # accept: unless the format streams otherwise (Bedrock sets its own)
+    sent = {"accept": "text/event-stream", **headers, "content-type": "application/json"}
+    if spans.recorder is not None:
+        spans.recorder.inject(sent)  # the attempt's traceparent
     try:
         resp = await session().post(
             _target(url),
             data=data,
-            headers={
-                "accept": "text/event-stream",  # unless the format streams otherwise (Bedrock)
-                **headers,
-                "content-type": "application/json",
-            },
+            headers=sent,
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=min(timeout, 10.0), sock_read=timeout
             ),

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
@@ -52,6 +52,9 @@ from routeguard.server.connections import ConnectionGuard
 from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
 from routeguard.server.metrics import CONTENT_TYPE, Metrics, multiprocess
+
+if TYPE_CHECKING:
+    from routeguard.server.tracing import Tracing
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
@@ -171,6 +174,14 @@ class ProxyApp:
             gateway, self.spend, self.metrics, approvals=self.approvals,
             shared_spend=spend_db != ":memory:", metrics_shared=multiprocess(),
         )  # fmt: skip
+        self.tracing: Tracing | None = None
+        if gateway.config.tracing is not None:  # the extra's presence was checked at load
+            from routeguard.server.tracing import Tracing
+
+            self.tracing = Tracing(
+                gateway.config.tracing, log_content=obs.log_content, aliases=gateway.models()
+            )
+            self.tracing.install()
         master = gateway.config.server.master_key
         self._master = master.get().encode() if master is not None else None
         server = gateway.config.server
@@ -231,6 +242,8 @@ class ProxyApp:
                     self.metrics.close()
                 if self.request_log is not None:
                     await asyncio.to_thread(self.request_log.close)
+                if self.tracing is not None:  # exports what is queued
+                    await asyncio.to_thread(self.tracing.shutdown)
                 await asyncio.to_thread(self.spend.close)
                 if self.approvals is not None:
                     await asyncio.to_thread(self.approvals.close)
@@ -244,10 +257,16 @@ class ProxyApp:
         trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
         id_header = (b"x-routeguard-request-id", request_id.encode())
         downstream = send
+        span = None
+        if self.tracing is not None and path not in _OPEN_PATHS and path != "/metrics":
+            known = (path.rstrip("/") or "/") in self._routes
+            span = self.tracing.begin(scope["method"], path, scope["headers"], known)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
+                if span is not None:
+                    span.status = message["status"]
             elif message["type"] == "http.response.body" and trace.first_byte is None:
                 trace.first_byte = time.perf_counter()
             await downstream(message)
@@ -296,6 +315,8 @@ class ProxyApp:
                 self.gateway.start_shadow(trace.result)  # the answer is out: check it now
             if self.metrics is not None and (path.rstrip("/") in _CHAT_PATHS):
                 self.metrics.record(trace)
+            if span is not None and self.tracing is not None:
+                self.tracing.end(span, trace, chat=trace.request is not None)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._gate.authenticate(scope)

@@ -1,0 +1,112 @@
+"""routeguard.server.otlp_wire writes the OTLP export request the SDK's encoder builds: both
+encodings of the same spans parse to equal ExportTraceServiceRequest messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from routeguard.server import otlp_wire
+
+_text = st.text(max_size=12)
+_scalar = st.one_of(
+    _text,
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+)
+_value = st.one_of(
+    _scalar,
+    st.lists(_text, max_size=3).map(tuple),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=3).map(tuple),
+    st.lists(st.booleans(), max_size=3).map(tuple),
+    st.lists(st.floats(allow_nan=False), max_size=3).map(tuple),
+)
+_attrs = st.dictionaries(_text, _value, max_size=6)
+_ids = st.integers(min_value=1, max_value=2**64 - 1)
+_resources = [
+    Resource({"service.name": "routeguard", "service.version": "0.1.0"}),
+    Resource({"service.name": "other", "host.cpus": 2}, schema_url="https://x/s"),
+]
+_scopes = [
+    InstrumentationScope("routeguard", "0.1.0"),
+    InstrumentationScope("other", None, "https://x/scope", {"a": 1}),
+    None,
+]
+
+
+@st.composite
+def spans(draw: Any) -> ReadableSpan:
+    trace_id = draw(st.integers(min_value=1, max_value=2**128 - 1))
+    state = draw(st.sampled_from([None, TraceState([("vendor", "v1")])]))
+    ctx = SpanContext(trace_id, draw(_ids), False, TraceFlags(draw(st.sampled_from([0, 1]))),
+                      state)  # fmt: skip
+    parent = None
+    if draw(st.booleans()):
+        parent = SpanContext(trace_id, draw(_ids), draw(st.booleans()))
+    start = draw(st.integers(min_value=0, max_value=2**63))
+    code = draw(st.sampled_from(list(StatusCode)))
+    return ReadableSpan(
+        name=draw(_text),
+        context=ctx,
+        parent=parent,
+        resource=draw(st.sampled_from(_resources)),
+        attributes=draw(_attrs),
+        kind=draw(st.sampled_from(list(SpanKind))),
+        status=Status(code, draw(_text) if code is StatusCode.ERROR else None),
+        start_time=start,
+        end_time=start + draw(st.integers(min_value=0, max_value=10**12)),
+        instrumentation_scope=draw(st.sampled_from(_scopes)),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(spans(), min_size=1, max_size=6))
+def test_the_wire_encoder_writes_what_the_sdk_encoder_builds(batch: list[ReadableSpan]) -> None:
+    assert otlp_wire.encodable(batch)
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode(batch))
+    assert ours == encode_spans(batch)
+
+
+def test_spans_with_events_are_left_to_the_sdk() -> None:
+    ctx = SpanContext(1, 2, False)
+    plain = ReadableSpan(name="a", context=ctx)
+    with_event = ReadableSpan(name="b", context=ctx, events=[Event("e", {"k": 1})])
+    assert otlp_wire.encodable([plain])
+    assert not otlp_wire.encodable([plain, with_event])
+
+
+def test_the_proxys_http_exporter_sends_wire_encoded_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otlp_receiver import OtlpReceiver
+    from routeguard.server.tracing import WireExporter
+
+    encoded: list[int] = []
+    real = otlp_wire.encode
+    monkeypatch.setattr(otlp_wire, "encode", lambda b: encoded.append(len(b)) or real(b))
+    ctx = SpanContext(0xABC, 0xDEF, False)
+    plain = ReadableSpan(name="plain", context=ctx, attributes={"k": "v"},
+                         resource=_resources[0])  # fmt: skip
+    with_event = ReadableSpan(name="evented", context=ctx, events=[Event("e", {"k": 1})],
+                              resource=_resources[0])  # fmt: skip
+    with OtlpReceiver() as receiver:
+        exporter = WireExporter(endpoint=receiver.url + "/v1/traces", headers={"x-a": "1"})
+        assert exporter.export([plain]) is SpanExportResult.SUCCESS
+        assert exporter.export([with_event]) is SpanExportResult.SUCCESS  # the SDK's path
+        exporter.shutdown()
+        got = receiver.wait_for(lambda s: len(s) == 2)
+    assert encoded == [1]
+    assert [s.name for s in got] == ["plain", "evented"]
+    assert got[0].attributes == {"k": "v"} and got[0].trace_id == f"{0xABC:032x}"
+    assert all(r["x-a"] == "1" for r in receiver.requests)
