@@ -10,8 +10,9 @@ Protocol. The simulated upstream answers by meaning (:mod:`routeguard.mock.meani
 label-1 pairs of the whole QQP file, joined transitively, make clusters, and every question
 of one cluster gets that cluster's answer. A seeded sample of ``--pairs`` pairs (both
 labels) is replayed through ``Gateway.chat_result`` in process, one request at a time: every
-``text_a`` first, then every ``text_b`` (each request looks up, and a miss stores the fresh
-answer, as in production). A served hit is *wrong* when its answer is not the one the
+``text_a`` first, then every ``text_b`` (``--order ab``, the default), or all of them in a
+seeded random order (``--order shuffled``); each request looks up, and a miss stores the
+fresh answer, as in production. A served hit is *wrong* when its answer is not the one the
 upstream gives the asked question (another cluster's answer). Counted after a warm-up of
 ``--warmup`` requests: semantic hits (exact-tier hits are the same question and never
 wrong), their wrong share with its two-sided 95% Wilson interval, the semantic hit rate over
@@ -108,10 +109,15 @@ def expected(question: str, meanings: Meanings) -> str:
     return answer(prompt, meaning=meanings.of(question)).text
 
 
-def traffic(pairs: Sequence[dict[str, Any]], n: int, seed: int) -> list[str]:
-    """Every ``text_a`` of a seeded sample of ``n`` pairs, then every ``text_b``."""
-    sample = random.Random(seed).sample(list(pairs), n)
-    return [p["text_a"] for p in sample] + [p["text_b"] for p in sample]
+def traffic(pairs: Sequence[dict[str, Any]], n: int, seed: int, order: str = "ab") -> list[str]:
+    """Every ``text_a`` of a seeded sample of ``n`` pairs, then every ``text_b`` (``order``
+    ``ab``), or all of them in a seeded random order (``shuffled``: exchangeable traffic)."""
+    rng = random.Random(seed)
+    sample = rng.sample(list(pairs), n)
+    out = [p["text_a"] for p in sample] + [p["text_b"] for p in sample]
+    if order == "shuffled":
+        rng.shuffle(out)
+    return out
 
 
 def _config(url: str, cache: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +208,14 @@ def tune(target: float, questions: Sequence[str], embedder: MemoEmbedder, warmup
     return best
 
 
-def markdown(rows: Sequence[Row], cpu: str, pairs: int, seed: int, warmup: int) -> str:
+def markdown(
+    rows: Sequence[Row], cpu: str, pairs: int, seed: int, warmup: int, order: str = "ab"
+) -> str:
     """The results as a Markdown table."""
+    how = "every text_a, then every text_b" if order == "ab" else "in a random order"
     head = (
-        f"QQP replay through the gateway, {pairs} pairs (seed {seed}), {2 * pairs} requests, "
-        f"first {warmup} as warm-up; one core of {cpu}.\n\n"
+        f"QQP replay through the gateway, {pairs} pairs (seed {seed}), {2 * pairs} requests "
+        f"({how}), first {warmup} as warm-up; one core of {cpu}.\n\n"
         "| configuration | semantic hits | wrong | wrong-hit rate [95% CI] | semantic hit rate "
         "| shadow calls / request | shadow / would-be hit | threshold at the end | seconds |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
@@ -237,7 +246,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     data = _read_json(QQP)
     pairs = [(p["text_a"], p["text_b"], int(p["label"])) for p in data]
     meanings = Meanings.from_pairs(pairs)
-    questions = traffic(data, args.pairs, args.seed)
+    questions = traffic(data, args.pairs, args.seed, args.order)
     truth = [expected(q, meanings) for q in questions]
     embedder = MemoEmbedder()
     rows: list[Row] = []
@@ -274,6 +283,7 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=6000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2000)
+    p.add_argument("--order", choices=["ab", "shuffled"], default="ab")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2])
     args = p.parse_args()
     if not QQP.exists():
@@ -281,11 +291,12 @@ def main() -> int:
         return 0
     with one_core():
         rows = asyncio.run(main_async(args))
-    table = markdown(rows, cpu_name(), args.pairs, args.seed, args.warmup)
+    table = markdown(rows, cpu_name(), args.pairs, args.seed, args.warmup, args.order)
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.md").write_text(table)
-    (OUT / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    (OUT / f"results-{args.order}.md").write_text(table)
+    dump = json.dumps([asdict(r) for r in rows], indent=1) + "\n"
+    (OUT / f"results-{args.order}.json").write_text(dump)
     return 0
 
 
