@@ -19,6 +19,9 @@ wrong), their wrong share with its two-sided 95% Wilson interval, the semantic h
 the requests that reached the semantic tier, and the shadow checks (would-be hits sent
 upstream instead, i.e. extra upstream calls) per request.
 
+``--dataset gptcache-mock`` replays GPTCache's ``mock_data.json`` instead (999 pairs of an
+``origin`` sentence and a paraphrase: clean labels, every pair its own cluster).
+
 Configurations: ``max_error_rate`` in {0.01, 0.02, 0.05, 0.1, 0.2} (defaults otherwise:
 verifier on, ``verify_sample: 0.05``, embedding judge), the default fixed threshold (0.90,
 verifier on), and for each delta that served semantic hits a fixed threshold tuned (on the
@@ -59,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROUTEGUARD_DATA") or find_data(ROOT) or ROOT.parent / "shared" / "data")
 DATA = DATA / "cache"
 QQP = DATA / "gptcache-qqp" / "similiar_qqp_full.json.gz"
+MOCK = DATA / "gptcache-qqp" / "mock_data.json"  # GPTCache's 999 paraphrase pairs
 OUT = ROOT / ".bench" / "cache_error_bound"
 MODEL = "sim-qa"
 F32 = npt.NDArray[np.float32]
@@ -214,7 +218,7 @@ def markdown(
     """The results as a Markdown table."""
     how = "every text_a, then every text_b" if order == "ab" else "in a random order"
     head = (
-        f"QQP replay through the gateway, {pairs} pairs (seed {seed}), {2 * pairs} requests "
+        f"Replay through the gateway, {pairs} pairs (seed {seed}), {2 * pairs} requests "
         f"({how}), first {warmup} as warm-up; one core of {cpu}.\n\n"
         "| configuration | semantic hits | wrong | wrong-hit rate [95% CI] | semantic hit rate "
         "| shadow calls / request | shadow / would-be hit | threshold at the end | seconds |\n"
@@ -243,7 +247,11 @@ def cpu_name() -> str:
 
 async def main_async(args: argparse.Namespace) -> list[Row]:
     """Run every configuration."""
-    data = _read_json(QQP)
+    if args.dataset == "gptcache-mock":  # every pair a paraphrase: origin -> similar
+        raw = _read_json(MOCK)
+        data = [{"text_a": p["origin"], "text_b": p["similar"], "label": 1} for p in raw]
+    else:
+        data = _read_json(QQP)
     pairs = [(p["text_a"], p["text_b"], int(p["label"])) for p in data]
     meanings = Meanings.from_pairs(pairs)
     questions = traffic(data, args.pairs, args.seed, args.order)
@@ -284,6 +292,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2000)
     p.add_argument("--order", choices=["ab", "shuffled"], default="ab")
+    p.add_argument("--dataset", choices=["qqp", "gptcache-mock"], default="qqp")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2])
     args = p.parse_args()
     if not QQP.exists():
@@ -294,9 +303,9 @@ def main() -> int:
     table = markdown(rows, cpu_name(), args.pairs, args.seed, args.warmup, args.order)
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"results-{args.order}.md").write_text(table)
+    (OUT / f"results-{args.dataset}-{args.order}.md").write_text(table)
     dump = json.dumps([asdict(r) for r in rows], indent=1) + "\n"
-    (OUT / f"results-{args.order}.json").write_text(dump)
+    (OUT / f"results-{args.dataset}-{args.order}.json").write_text(dump)
     return 0
 
 

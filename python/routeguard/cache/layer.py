@@ -9,6 +9,14 @@ to the namespace), tries the exact tier, then embeds the prompt once (off the
 event loop) and searches. On a miss it returns a ``Ticket`` holding the vector, so
 ``store`` after a successful upstream call costs no second embedding.
 
+Under ``cache.max_error_rate`` the route's :class:`~routeguard.cache.bound.ErrorBound`
+decides instead of the fixed threshold: the best candidate the verifier accepts is served,
+sent upstream as a shadow check (the ticket's state is ``shadow``), or missed; for the last
+two the ticket keeps the candidate, and ``store`` has a judge (:mod:`routeguard.cache.judge`)
+compare it with the fresh answer in the background, which becomes the bound's evidence
+(shared through Redis by :class:`~routeguard.cache.evidence.RedisEvidence` with that
+backend). ``feedback`` takes a client's verdict on a hit; ``stats`` reports every route.
+
 Backends (``cache.backend`` in the config): ``memory`` keeps entries in this process;
 ``redis`` shares them with every instance on the same Redis and prefix through a
 :class:`~routeguard.cache.redis_store.RedisStore`, which :meth:`CacheLayer.start` starts on
