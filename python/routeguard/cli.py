@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mock.add_argument("--port", type=int, default=8010)
     mock.add_argument("--ttft", type=float, default=0.0, help="seconds before the first byte")
     mock.add_argument("--tokens-per-s", type=float, default=None)
+    mock.add_argument(
+        "--meanings",
+        default=None,
+        help="answer by meaning: a JSON(.gz) of text_a/text_b/label pairs or of groups of "
+        "texts; every question of one cluster gets one answer",
+    )
 
     keys = sub.add_parser("keys", help="manage virtual keys in the config's server.database")
     keys.add_argument("--config", required=True, help="config file naming server.database")
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "mock-upstream":
-        return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s)
+        return _mock_upstream(args.host, args.port, args.ttft, args.tokens_per_s, args.meanings)
     return _serve(
         args.config,
         args.host,
@@ -230,12 +236,15 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mock_upstream(host: str, port: int, ttft: float, tokens_per_s: float | None) -> int:
-    from routeguard.mock import serve_mock
+def _mock_upstream(
+    host: str, port: int, ttft: float, tokens_per_s: float | None, meanings_path: str | None
+) -> int:
+    from routeguard.mock import load_meanings, serve_mock
 
+    meanings = load_meanings(meanings_path) if meanings_path else None
     print(f"simulated upstream on http://{host}:{port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        _run(serve_mock(host, port, ttft=ttft, tokens_per_s=tokens_per_s))
+        _run(serve_mock(host, port, ttft=ttft, tokens_per_s=tokens_per_s, meanings=meanings))
     return 0
 
 

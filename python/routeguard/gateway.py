@@ -194,6 +194,8 @@ class Gateway:
             log.warning("config: %s", w)
         self.recent = RecentRequests()  # request id -> what served it, for feedback
         self._feedback: FeedbackStore | None = None  # built on first use (feedback_store)
+        if self.cache is not None:
+            self.cache.judge_call = self._judge_call
         shadowed = any(r.shadow is not None for r in config.routing.values())
         self.shadows = Shadows(self._shadow_call, self._shadow_verdict) if shadowed else None
 
@@ -430,7 +432,7 @@ class Gateway:
             started=call.started,
             response=out.value,
             usage=usage_of(out.value.get("usage")),
-            cache="off" if ticket is None else "miss",
+            cache="off" if ticket is None else ticket.state,
             dropped=self._dropped(request, out.deployment),
         )
 
@@ -471,7 +473,8 @@ class Gateway:
         result.request_id = request_id
         key_id = call.key.key_id if call.key is not None else None
         self.recent.add(
-            request_id, Served(key_id, call.alias, result.alias, result.route, result.cache)
+            request_id,
+            Served(key_id, call.alias, result.alias, result.route, result.cache, result.cache_key),
         )
         router = call.router
         if self.shadows is None or router is None or result.alias != router.cheap:
@@ -513,6 +516,11 @@ class Gateway:
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
         cost = out.deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         return out.value, cost
+
+    async def _judge_call(self, alias: str, request: Json) -> Json:
+        """A cache judge model's answer (``cache.judge: <alias>``), like a shadow call."""
+        out, _ = await self._shadow_call(alias, request)
+        return out
 
     def _shadow_verdict(self, request_id: str, judge: str, verdict: str, cost: float) -> None:
         """Record a judge's verdict ("A": the cheap answer better, "B": the strong one,
@@ -588,6 +596,9 @@ class Gateway:
             )
         entry = entry_for(verdict, served, "client")
         self.feedback_store.record(entry)
+        wrong = verdict.wrong
+        if served.cache == "hit" and self.cache is not None and wrong is not None:
+            self.cache.feedback(served.route, served.cache_key, wrong)  # evidence on the hit
         return entry
 
     # ----------------------------------------------------------------- helpers
@@ -685,6 +696,7 @@ class Gateway:
             usage=usage_of(resp.get("usage")),
             cache="hit",
             cache_score=hit.score,
+            cache_key=hit.key,
         )
         if request.get("stream"):
             opts = request.get("stream_options")
@@ -749,7 +761,7 @@ class Gateway:
             attempts=len(out.attempts),
             upstream_s=out.upstream_s,
             started=started,
-            cache="off" if ticket is None else "miss",
+            cache="off" if ticket is None else ticket.state,
             dropped=self._dropped(request, out.deployment),
         )
         limit = self.config.router.max_stream_duration

@@ -24,8 +24,11 @@ class ChatResult:
     response: Json | None = None
     stream: AsyncIterator[Json] | None = None
     usage: dict[str, int] = field(default_factory=dict)
-    cache: str = "off"  # "hit", "miss" or "off" (not cacheable / caching disabled)
+    # "hit", "miss", "shadow" (a would-be hit sent upstream to check the cache's answer) or
+    # "off" (not cacheable / caching disabled)
+    cache: str = "off"
     cache_score: float | None = None
+    cache_key: str | None = None  # the entry a hit was served from
     route: str | None = None  # why the router chose the served alias (routed routes only)
     dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)
     request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)

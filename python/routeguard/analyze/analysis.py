@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.analyze.bounding import BoundEstimate, estimate_bound
 from routeguard.analyze.complexity import Complexity, Price, analyse_complexity, score_cutoffs
 from routeguard.analyze.logs import LogReadResult, LogRecord, read_log
 from routeguard.analyze.progress import Progress
@@ -57,6 +58,7 @@ class RouteReport:
     repetition: Repetition
     complexity: Complexity
     recommendation: Recommendation
+    bound: BoundEstimate | None = None  # the route under cache.max_error_rate
 
 
 @dataclass(slots=True)
@@ -107,6 +109,7 @@ class Analysis:
                     "repetition": dataclasses.asdict(r.repetition),
                     "complexity": dataclasses.asdict(r.complexity),
                     "recommendation": dataclasses.asdict(r.recommendation),
+                    "error_bound": None if r.bound is None else dataclasses.asdict(r.bound),
                     "config_yaml": r.recommendation.yaml(),
                 }
                 for r in self.routes
@@ -140,6 +143,17 @@ class Analysis:
                 f" -> ${rec.est_cost_per_request * 1000:.4f} per 1k req"
             )
             out.append(f"    => {rec.verdict}: " + "; ".join(rec.reasons))
+            b = r.bound
+            if b is not None and b.requests:
+                edge = "none" if b.threshold is None else f"{b.threshold:.2f}"
+                out.append(
+                    f"    max_error_rate {b.max_error_rate:g}: hit rate {b.hit_rate:.1%} "
+                    f"({b.semantic_hits} semantic), wrong {b.wrong_rate:.1%} "
+                    f"(<= {b.wrong_high:.1%} at 95%), shadow calls {b.shadow_per_request:.1%}"
+                    f" of requests, threshold {edge}"
+                )
+            elif b is not None:
+                out.append(f"    max_error_rate {b.max_error_rate:g}: {b.note}")
         out.append(
             f"total: ${t['baseline_cost_per_request'] * 1000:.4f} -> "
             f"${t['recommended_cost_per_request'] * 1000:.4f} per 1k requests "
@@ -261,10 +275,12 @@ def analyze(
     thresholds: Sequence[float] = THRESHOLDS,
     progress: bool | None = None,
     probability: Probability | None = None,
+    max_error_rate: float | None = 0.02,
 ) -> Analysis:
     """Analyse a request log (a path, or records already read); see the module docstring.
     ``probability`` maps scores to calibrated probabilities (default: the shipped router's
-    calibration when ``scorer`` is the default too; without one, scores are read as gains)."""
+    calibration when ``scorer`` is the default too; without one, scores are read as gains);
+    ``max_error_rate`` (None: skipped) replays each route under that wrong-hit bound."""
     if isinstance(source, LogReadResult):
         log, name = source, "<records>"
     else:
@@ -319,6 +335,9 @@ def analyze(
         models: dict[str, int] = {}
         for r in recs:
             models[r.model] = models.get(r.model, 0) + 1
+        bound = None
+        if max_error_rate is not None:
+            bound = estimate_bound(recs, row_of, vectors, embedder, max_error_rate=max_error_rate)
         reports.append(
             RouteReport(
                 route,
@@ -327,6 +346,7 @@ def analyze(
                 rep,
                 cx,
                 recommend(route, recs, rep, cx, policy or Policy()),
+                bound,
             )
         )
         bar.advance()

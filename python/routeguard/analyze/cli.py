@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     an.add_argument("--quality", type=float, default=0.9, help="routing quality target")
     an.add_argument("--max-risk", type=float, default=0.05, help="acceptable false-hit risk")
     an.add_argument("--min-hit-rate", type=float, default=0.10, help="hit rate worth caching")
+    an.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.02,
+        help="replay each route under cache.max_error_rate (needs answers in the log; 0: skip)",
+    )
     an.add_argument("--progress", action="store_true", help="progress even when not a TTY")
     an.set_defaults(run=_analyze)
 
@@ -69,6 +75,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 min_hit_rate=args.min_hit_rate, max_risk=args.max_risk, quality=args.quality
             ),
             progress=True if args.progress else None,
+            max_error_rate=args.max_error_rate or None,
         )
     except (ConfigError, RouteguardError) as exc:
         print(exc.message, file=sys.stderr)

@@ -3,7 +3,8 @@
 ``SemanticCache`` is the one object most users need: ``put``/``get`` (exact tier, then a
 nearest-neighbour search inside the request's namespace and context), TTL, LRU cap,
 snapshots, metrics. Pass ``store=RedisStore(url)`` to share it between processes through
-plain Redis. The rest are its parts, exported for those who tune or replace them: the
+plain Redis. ``ErrorBound`` is the wrong-hit bound the gateway applies per route
+(``cache.max_error_rate``). The rest are its parts, exported for those who tune or replace them: the
 vector indexes, the close-call verifier, the counters. ``RedisStore`` is imported on first
 use, so the memory-only cache never loads the Redis client.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from routeguard.cache.ann import HnswIndex
+from routeguard.cache.bound import ErrorBound
 from routeguard.cache.index import VectorIndex, cosine, simd_level
 from routeguard.cache.keys import exact_key, normalise, partition_key, request_namespace
 from routeguard.cache.metrics import CacheMetrics
@@ -36,6 +38,7 @@ __all__ = [
     "CacheHit",
     "CacheMetrics",
     "CacheStore",
+    "ErrorBound",
     "HitVerifier",
     "HnswIndex",
     "RedisStore",

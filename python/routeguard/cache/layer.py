@@ -9,6 +9,14 @@ to the namespace), tries the exact tier, then embeds the prompt once (off the
 event loop) and searches. On a miss it returns a ``Ticket`` holding the vector, so
 ``store`` after a successful upstream call costs no second embedding.
 
+Under ``cache.max_error_rate`` the route's :class:`~routeguard.cache.bound.ErrorBound`
+decides instead of the fixed threshold: the best candidate the verifier accepts is served,
+sent upstream as a shadow check (the ticket's state is ``shadow``), or missed; for the last
+two the ticket keeps the candidate, and ``store`` has a judge (:mod:`routeguard.cache.judge`)
+compare it with the fresh answer in the background, which becomes the bound's evidence
+(shared through Redis by :class:`~routeguard.cache.evidence.RedisEvidence` with that
+backend). ``feedback`` takes a client's verdict on a hit; ``stats`` reports every route.
+
 Backends (``cache.backend`` in the config): ``memory`` keeps entries in this process;
 ``redis`` shares them with every instance on the same Redis and prefix through a
 :class:`~routeguard.cache.redis_store.RedisStore`, which :meth:`CacheLayer.start` starts on
@@ -30,13 +38,16 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from routeguard.backoff import backoff_delay
+from routeguard.cache.bound import Decision, ErrorBound
+from routeguard.cache.judge import EmbeddingJudge, ExactJudge, Judge, ModelJudge, judge_wrong
 from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, SemanticCache
@@ -46,6 +57,9 @@ from routeguard.embed.base import Embedder, embed_off_loop
 from routeguard.errors import CacheUnavailable
 from routeguard.messages import content_text
 
+if TYPE_CHECKING:
+    from routeguard.cache.evidence import RedisEvidence
+
 Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
 START_TIMEOUT = 3.0  # seconds a start waits for Redis before the cache is bypassed
@@ -54,13 +68,24 @@ ADMIN_FLUSH_TIMEOUT = 10.0  # seconds an admin delete/correct waits for Redis to
 
 @dataclass(slots=True)
 class Ticket:
-    """A cacheable request that missed: what ``store`` needs to put the answer."""
+    """A cacheable request that missed: what ``store`` needs to put the answer (and, under
+    a wrong-hit bound, the candidate its fresh answer is compared with)."""
 
     prompt: str
     namespace: str
     context: list[Json]
     settings: CacheSettings
     vector: npt.NDArray[np.float32] | None = None
+    alias: str = ""
+    request: Json | None = None
+    candidate: CacheHit | None = None  # compared with the fresh answer once it is in
+    decision: Decision | None = None
+
+    @property
+    def state(self) -> str:
+        """The request's cache result: ``shadow`` (a would-be hit sent upstream to check
+        the cache) or ``miss``."""
+        return "shadow" if self.decision is not None and self.decision.shadow else "miss"
 
 
 class CacheLayer:
@@ -83,6 +108,21 @@ class CacheLayer:
             verifier=HitVerifier() if c.verify else None,
             store=store,
         )
+        self.bounds: dict[str, ErrorBound] = {}  # alias -> its wrong-hit bound (max_error_rate)
+        self.evidence: RedisEvidence | None = None
+        if c.backend == "redis" and self._bounded(config):
+            from routeguard.cache.evidence import RedisEvidence
+
+            assert c.redis_url is not None
+            self.evidence = RedisEvidence(c.redis_url, self.bounds, prefix=c.redis_prefix)
+        # ModelJudge's calls (set by the gateway: a chat call through its providers).
+        self.judge_call: Callable[[str, Json], Awaitable[Json]] | None = None
+        self.checks: dict[tuple[str, str, str], int] = {}  # (alias, kind, outcome) -> count
+        for alias in sorted(set(config.deployments) | set(config.routing)):
+            settings = config.cache_for(alias)
+            if settings.enabled and settings.max_error_rate is not None:
+                self.bound_for(alias, settings)
+        self._comparing: set[asyncio.Task[bool | None]] = set()
         self.begun = False  # start() has run (the store may still be retrying to connect)
         self._retry: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()  # concurrent first requests wait for one start
@@ -111,6 +151,8 @@ class CacheLayer:
                 self.begun = True
 
     async def _start(self, timeout: float) -> None:
+        if self.evidence is not None:
+            await self.evidence.start()
         if self.cache.store is None:
             return
         try:
@@ -139,6 +181,10 @@ class CacheLayer:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
             self._retry = None
+        if self._comparing:
+            await asyncio.gather(*self._comparing, return_exceptions=True)
+        if self.evidence is not None:
+            await self.evidence.aclose()
         await self.cache.aclose()
         self.begun = False
 
@@ -222,7 +268,7 @@ class CacheLayer:
             return None
         scope = scope_parts(settings.scope, key, request.get("user"))
         ns = request_namespace(tenant, alias, request, scope)
-        return Ticket(prompt, ns, list(messages[:-1]), settings)
+        return Ticket(prompt, ns, list(messages[:-1]), settings, alias=alias, request=request)
 
     async def lookup(self, ticket: Ticket) -> CacheHit | None:
         """Exact tier, then (embedding once, on the embedder's worker) the semantic tier."""
@@ -236,6 +282,16 @@ class CacheLayer:
         if hit is not None:
             return hit
         ticket.vector = (await embed_off_loop(c.embedder, [ticket.prompt]))[0]
+        if ticket.settings.max_error_rate is not None:
+            bound = self.bound_for(ticket.alias, ticket.settings)
+            served, cand, decision = c.probe(
+                ticket.prompt, ticket.namespace, ticket.context, ticket.vector, bound.decide
+            )
+            if decision is None:
+                bound.no_candidate()
+            elif decision.compare:
+                ticket.candidate, ticket.decision = cand, decision
+            return served
         return c.get(
             ticket.prompt,
             ticket.namespace,
@@ -264,6 +320,100 @@ class CacheLayer:
         except Exception as exc:
             self.metrics.errors += 1
             log.warning("cache: could not store a response (%s)", _why(exc))
+        if ticket.candidate is not None and ticket.decision is not None:
+            self._compare_later(ticket, response)
+
+    # ------------------------------------------------------------------ the wrong-hit bound
+
+    @staticmethod
+    def _bounded(config: Config) -> bool:
+        """Whether any route has ``cache.max_error_rate``."""
+        return config.cache.max_error_rate is not None or any(
+            c.max_error_rate is not None for c in config.route_cache.values()
+        )
+
+    def bound_for(self, alias: str, settings: CacheSettings) -> ErrorBound:
+        """The wrong-hit bound of ``alias`` (made on first use)."""
+        bound = self.bounds.get(alias)
+        if bound is None:
+            assert settings.max_error_rate is not None
+            bound = self.bounds[alias] = ErrorBound(
+                settings.max_error_rate,
+                verify_sample=settings.verify_sample,
+                confidence=settings.error_confidence,
+            )
+        return bound
+
+    def judge(self, settings: CacheSettings) -> Judge:
+        """The judge ``settings.judge`` names."""
+        if settings.judge == "exact":
+            return ExactJudge()
+        if settings.judge == "embedding" or self.judge_call is None:
+            return EmbeddingJudge(self.cache.embedder, settings.judge_threshold)
+        return ModelJudge(settings.judge, self.judge_call)
+
+    def _compare_later(self, ticket: Ticket, response: Json) -> None:
+        """Judge the candidate against the fresh answer in the background (the caller has
+        its answer already; nothing waits on the verdict)."""
+        try:
+            task = asyncio.get_running_loop().create_task(self.compare(ticket, response))
+        except RuntimeError:  # no loop (a library caller storing by hand): nothing to judge on
+            return
+        self._comparing.add(task)
+        task.add_done_callback(self._comparing.discard)
+
+    async def compare(self, ticket: Ticket, response: Json) -> bool | None:
+        """Judge the ticket's candidate against ``response`` and record it as evidence;
+        returns the verdict (True: serving the candidate would have been wrong)."""
+        cand, decision = ticket.candidate, ticket.decision
+        if cand is None or decision is None:
+            return None
+        kind = "shadow" if decision.shadow else "miss"
+        try:
+            wrong = await judge_wrong(
+                self.judge(ticket.settings), ticket.prompt, ticket.request or {},
+                cand.response, response,
+            )  # fmt: skip
+        except Exception as exc:  # a judge model down: no evidence, never a failed request
+            self._count(ticket.alias, kind, "error")
+            log.warning("cache: judging a cached answer failed (%s)", _why(exc))
+            return None
+        if wrong is None:
+            self._count(ticket.alias, kind, "undecided")
+            return None
+        self._count(ticket.alias, kind, "wrong" if wrong else "right")
+        self.bound_for(ticket.alias, ticket.settings).record(cand.score, wrong, decision)
+        return wrong
+
+    def _count(self, alias: str, kind: str, outcome: str) -> None:
+        key = (alias, kind, outcome)
+        self.checks[key] = self.checks.get(key, 0) + 1
+
+    def feedback(self, alias: str, key: str | None, wrong: bool) -> None:
+        """A client's verdict on a hit it was served: counted in the route's bound, and a
+        hit marked wrong drops its entry (on every instance, with a shared store)."""
+        settings = self.config.cache_for(alias)
+        if settings.max_error_rate is not None:
+            self.bound_for(alias, settings).feedback(wrong)
+        if wrong and key is not None and self.ready:
+            try:
+                self.cache.invalidate(key=key)
+            except Exception as exc:
+                self.metrics.errors += 1
+                log.warning("cache: could not drop an entry marked wrong (%s)", _why(exc))
+
+    def stats(self) -> dict[str, Any]:
+        """Per route: the bound's estimate and counters (``GET /admin/cache/stats``)."""
+        routes: dict[str, Any] = {}
+        for alias, bound in sorted(self.bounds.items()):
+            row: dict[str, Any] = bound.stats()
+            row["checks_here"] = {
+                f"{kind}:{outcome}": n
+                for (a, kind, outcome), n in sorted(self.checks.items())
+                if a == alias
+            }
+            routes[alias] = row
+        return {"object": "cache.stats", "routes": routes, "cache": self.metrics.snapshot()}
 
 
 def corrected(response: Any, content: str) -> Json:

@@ -32,6 +32,7 @@ from typing import Any, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.cache.bound import FLOOR, Decision
 from routeguard.cache.keys import Context, exact_key, partition_key, prompt_digest
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.state import (
@@ -335,6 +336,58 @@ class SemanticCache:
             elif best >= threshold - NEAR_MARGIN:
                 self.metrics.near_misses += 1
             return None
+
+    def probe(
+        self,
+        prompt: str,
+        namespace: str,
+        context: Context | None,
+        vector: npt.NDArray[np.float32],
+        decide: Callable[[float], Decision],
+    ) -> tuple[CacheHit | None, CacheHit | None, Decision | None]:
+        """The semantic tier under a wrong-hit bound (``cache.max_error_rate``): the best
+        live candidate the verifier accepts at or above the bound's floor is handed to
+        ``decide``; returns (the hit if served, the candidate, the decision)."""
+        t0 = time.perf_counter()
+        part = partition_key(namespace, context)
+        cand: CacheHit | None = None
+        with self._lock:
+            index = self._state.indexes.get(part)
+            ids: list[int] = []
+            scores: list[float] = []
+            if index is not None:
+                found_ids, found_scores = index.search(vector, min(_CANDIDATES, len(index)))
+                ids, scores = found_ids.tolist(), found_scores.tolist()
+            for vid, score in zip(ids, scores, strict=True):
+                if score < FLOOR:
+                    break
+                entry = self._state.entries.get(self._state.by_vector.get(int(vid), ""))
+                if entry is None:
+                    continue
+                if self._state.expired(entry):
+                    self._state.drop(entry)
+                    self.metrics.expirations += 1
+                    continue
+                if self.verifier is not None and not self.verifier(prompt, entry.prompt):
+                    continue
+                cand = CacheHit(
+                    entry.response, float(score), entry.key, False, entry.prompt, entry.metadata
+                )
+                break
+            if len(scores):
+                self.metrics.observe_score(float(scores[0]))
+        decision = decide(cand.score) if cand is not None else None
+        with self._lock:
+            if decision is not None and decision.serve and cand is not None:
+                entry = self._state.entries.get(cand.key)
+                if entry is not None:
+                    self._state.entries.move_to_end(cand.key)
+                self.metrics.semantic_hits += 1
+            else:
+                self.metrics.misses += 1
+        self._timed(t0)
+        served = cand if decision is not None and decision.serve else None
+        return served, cand, decision
 
     def _timed(self, t0: float, n: int = 1) -> None:
         with self._lock:

@@ -201,6 +201,14 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     for path, cs in [("cache", cache), *((f"routes.{a}.cache", c) for a, c in route_cache.items())]:
         if cs is not None:
             _check_cache(cs, path, problems)
+            if cs.judge not in ("embedding", "exact", "") and cs.judge not in deployments:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.judge",
+                        f"unknown model '{cs.judge}': expected embedding, exact or a "
+                        f"configured alias ({', '.join(sorted(deployments))})",
+                    )
+                )
 
     budget = decode(raw.budget_settings or {}, BudgetSettings, "budget_settings", problems)
     embedding = decode(raw.embedding or {}, EmbeddingSettings, "embedding", problems)
@@ -370,6 +378,24 @@ def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> 
         problems.append(ConfigProblem(f"{path}.ttl", "must be > 0 (or null for no expiry)"))
     if c.max_entries < 1:
         problems.append(ConfigProblem(f"{path}.max_entries", "must be at least 1"))
+    if c.max_error_rate is not None and not 0.0 < c.max_error_rate < 0.5:
+        problems.append(
+            ConfigProblem(f"{path}.max_error_rate", "must be in (0, 0.5), e.g. 0.02 (or null)")
+        )
+    if c.max_error_rate is not None and not c.verify:
+        problems.append(
+            ConfigProblem(f"{path}.verify", "max_error_rate needs the verifier on (verify: true)")
+        )
+    if not 0.0 <= c.verify_sample <= 1.0:
+        problems.append(ConfigProblem(f"{path}.verify_sample", "must be in [0, 1]"))
+    if not 0.5 <= c.error_confidence < 1.0:
+        problems.append(ConfigProblem(f"{path}.error_confidence", "must be in [0.5, 1)"))
+    if not 0.0 < c.judge_threshold <= 1.0:
+        problems.append(ConfigProblem(f"{path}.judge_threshold", "must be in (0, 1]"))
+    if not c.judge:
+        problems.append(
+            ConfigProblem(f"{path}.judge", "expected embedding, exact or a model alias")
+        )
 
 
 _CACHE_GLOBAL_KEYS = ("verify", "backend", "redis_url", "redis_prefix")

@@ -163,6 +163,15 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
     redis_prefix: str = "rg:cache"
+    # The wrong-hit bound (docs/cache.md, "Bounding wrong hits"): the share of served
+    # semantic hits whose answer is wrong stays <= max_error_rate (None: the fixed threshold).
+    max_error_rate: float | None = None
+    verify_sample: float = 0.05  # the least share of would-be hits shadow-checked upstream
+    error_confidence: float = 0.95  # of the bound's one-sided confidence interval
+    # How a cached answer is compared with a fresh one: embedding (cosine of the answers),
+    # exact (same text), or a configured model alias asked SAME/DIFFERENT.
+    judge: str = "embedding"
+    judge_threshold: float = 0.90  # embedding judge: the least cosine of two right answers
 
 
 class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

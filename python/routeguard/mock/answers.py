@@ -160,8 +160,12 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") -> Answer:
-    """The deterministic answer to ``prompt`` (``choice`` > 0 varies the words for OpenAI ``n``)."""
+def answer(
+    prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_", meaning: str | None = None
+) -> Answer:
+    """The deterministic answer to ``prompt`` (``choice`` > 0 varies the words for OpenAI
+    ``n``); ``meaning`` (a cluster key, :mod:`routeguard.mock.meanings`) replaces the last
+    user text as what picks the words, so every question of one cluster gets one answer."""
     tool = _tool_to_call(prompt)
     if tool is not None:
         args = schema_instance(tool.schema)
@@ -175,19 +179,22 @@ def answer(prompt: Prompt, choice: int = 0, *, tool_id_prefix: str = "call_") ->
     if verdict is not None:
         return Answer(pieces=(verdict,))
     head = f"Simulated answer from {prompt.model}:"
+    words = _words(prompt, choice, meaning)
     if prompt.json_output is not None:
-        return _json_answer(prompt, _words(prompt, choice), head)
-    pieces = (head, *(" " + w for w in _words(prompt, choice)))
+        return _json_answer(prompt, words, head)
+    pieces = (head, *(" " + w for w in words))
     return _limited(prompt, pieces)
 
 
-def _words(prompt: Prompt, choice: int) -> list[str]:
-    """The answer's words: a tool result quoted, else words picked by the last user text."""
+def _words(prompt: Prompt, choice: int, meaning: str | None = None) -> list[str]:
+    """The answer's words: a tool result quoted, else words picked by the last user text
+    (or by its meaning's cluster key)."""
     if prompt.tool_result is not None:
         result = " ".join(prompt.tool_result.content.split())[:200] or "nothing"
         words = [f"the tool {prompt.tool_result.name} returned", *result.split(" ")]
     else:
-        seed = f"{choice}\x00{prompt.last_user_text}".encode()
+        picked = prompt.last_user_text if meaning is None else f"\x01meaning\x00{meaning}"
+        seed = f"{choice}\x00{picked}".encode()
         h = hashlib.blake2b(seed, digest_size=32).digest()
         words = [_WORDS[b % len(_WORDS)] for b in h[: 8 + h[31] % 13]]
     words[-1] += "."

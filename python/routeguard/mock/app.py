@@ -39,6 +39,7 @@ from routeguard.mock.journal import (
     RecordedRequest,
     recorded_headers,
 )
+from routeguard.mock.meanings import Meanings
 from routeguard.mock.transport import (
     JSON_HEADERS,
     BodyTooLarge,
@@ -152,7 +153,13 @@ class MockApp:
     ``journal`` records the requests received; ``reset()`` clears it and the flaky counters.
     """
 
-    def __init__(self, *, ttft: float = 0.0, tokens_per_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ttft: float = 0.0,
+        tokens_per_s: float | None = None,
+        meanings: Meanings | None = None,
+    ) -> None:
         if ttft < 0 or (tokens_per_s is not None and tokens_per_s < 0):
             raise ValueError(
                 f"mock upstream latency must be non-negative: ttft={ttft}, "
@@ -164,6 +171,7 @@ class MockApp:
         self.oauth = vertex_wire.GoogleOAuth()  # Vertex's token endpoint and its tokens
         # access key id -> secret: the simulated Bedrock verifies SigV4 signatures with it
         self.aws_credentials = dict(bedrock_wire.SIM_AWS_CREDENTIALS)
+        self.meanings = meanings  # answer by meaning (one answer per cluster of questions)
 
     def reset(self) -> None:
         """Forget recorded requests and flaky counters (as if the server had just started)."""
@@ -298,7 +306,7 @@ class MockApp:
             return
 
         # A chat request: parse it in its format, then decide and render.
-        prompt, render, stream_plan = _parse_chat(req)
+        prompt, render, stream_plan = _parse_chat(req, self.meanings)
         self._inject(behaviour, req.model, stream=prompt.stream)
         if behaviour.ctx is not None:
             fault = req.wire.context_fault(prompt.prompt_tokens, behaviour.ctx, prompt.max_tokens)
@@ -351,9 +359,12 @@ class MockApp:
             raise Fault(500, injected="midstream-error")
 
 
-def create_mock_app(*, ttft: float = 0.0, tokens_per_s: float | None = None) -> MockApp:
-    """The simulated upstream as an ASGI app, with default latency ``ttft`` / ``tokens_per_s``."""
-    return MockApp(ttft=ttft, tokens_per_s=tokens_per_s)
+def create_mock_app(
+    *, ttft: float = 0.0, tokens_per_s: float | None = None, meanings: Meanings | None = None
+) -> MockApp:
+    """The simulated upstream as an ASGI app, with default latency ``ttft`` / ``tokens_per_s``
+    (and answering by meaning with ``meanings``)."""
+    return MockApp(ttft=ttft, tokens_per_s=tokens_per_s, meanings=meanings)
 
 
 # --- routing and helpers -----------------------------------------------------------------------
@@ -413,13 +424,17 @@ def _check_key(req: _Request) -> None:
 
 
 def _parse_chat(
-    req: _Request,
+    req: _Request, meanings: Meanings | None = None
 ) -> tuple[Prompt, Callable[[], tuple[bytes, int]], Callable[[bool], StreamPlan]]:
     """The prompt of a chat request, and how to render its answer whole or as a stream
-    (with or without token usage)."""
+    (with or without token usage); with ``meanings``, answered by the question's cluster."""
+
+    def meaning(p: Prompt) -> str | None:
+        return None if meanings is None else meanings.of(p.last_user_text)
+
     if req.endpoint == "/v1/chat/completions":
         chat = openai_wire.parse_chat(req.body)
-        answers = [answer(chat.prompt, i) for i in range(chat.n)]
+        answers = [answer(chat.prompt, i, meaning=meaning(chat.prompt)) for i in range(chat.n)]
 
         def whole() -> tuple[bytes, int]:
             tokens = sum(a.completion_tokens for a in answers)
@@ -433,7 +448,7 @@ def _parse_chat(
     if req.endpoint in ("converse", "converse-stream"):
         stream = req.endpoint == "converse-stream"
         prompt = bedrock_wire.parse_converse(req.body, req.model or "", stream)
-        ans = answer(prompt, tool_id_prefix="tooluse_")
+        ans = answer(prompt, tool_id_prefix="tooluse_", meaning=meaning(prompt))
         return (
             prompt,
             lambda: (bedrock_wire.converse_body(prompt, ans), ans.completion_tokens),
@@ -447,7 +462,7 @@ def _parse_chat(
                 body["stream"] = True
         anthropic_wire.require_max_tokens(body)
         prompt = anthropic_wire.parse_messages(body)
-        ans = answer(prompt, tool_id_prefix="toolu_")
+        ans = answer(prompt, tool_id_prefix="toolu_", meaning=meaning(prompt))
         return (
             prompt,
             lambda: (anthropic_wire.message_body(prompt, ans), ans.completion_tokens),
@@ -455,7 +470,7 @@ def _parse_chat(
         )
     stream = req.endpoint == "streamGenerateContent"
     prompt = gemini_wire.parse_generate(req.body, req.model or "", stream=stream)
-    gem: Answer = answer(prompt)
+    gem: Answer = answer(prompt, meaning=meaning(prompt))
     sse = req.query.get("alt") == "sse"
     return (
         prompt,

@@ -16,6 +16,7 @@ import uvicorn
 
 from routeguard.mock.app import create_mock_app
 from routeguard.mock.journal import RecordedRequest
+from routeguard.mock.meanings import Meanings
 from routeguard.server.thread import ServerThread, uvicorn_config
 
 
@@ -28,9 +29,14 @@ class MockServer:
     """
 
     def __init__(
-        self, *, ttft: float = 0.0, tokens_per_s: float | None = None, host: str = "127.0.0.1"
+        self,
+        *,
+        ttft: float = 0.0,
+        tokens_per_s: float | None = None,
+        host: str = "127.0.0.1",
+        meanings: Meanings | None = None,
     ) -> None:
-        self.app = create_mock_app(ttft=ttft, tokens_per_s=tokens_per_s)
+        self.app = create_mock_app(ttft=ttft, tokens_per_s=tokens_per_s, meanings=meanings)
         self._thread = ServerThread(self.app, host)
 
     @property
@@ -76,10 +82,16 @@ class MockServer:
 
 
 async def serve_mock(
-    host: str, port: int, *, ttft: float = 0.0, tokens_per_s: float | None = None
+    host: str,
+    port: int,
+    *,
+    ttft: float = 0.0,
+    tokens_per_s: float | None = None,
+    meanings: Meanings | None = None,
 ) -> None:
     """Serve the simulated upstream on ``host:port`` until cancelled."""
-    config = uvicorn_config(create_mock_app(ttft=ttft, tokens_per_s=tokens_per_s), host, port)
+    app = create_mock_app(ttft=ttft, tokens_per_s=tokens_per_s, meanings=meanings)
+    config = uvicorn_config(app, host, port)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     try:

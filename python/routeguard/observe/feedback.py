@@ -47,7 +47,8 @@ class Served:
     route: str  # the alias asked for
     model: str  # the alias that served it
     route_reason: str | None  # why a routed route chose it
-    cache: str  # "hit", "miss" or "off"
+    cache: str  # "hit", "miss", "shadow" or "off"
+    cache_key: str | None = None  # the entry a hit was served from
 
 
 class RecentRequests:
@@ -84,6 +85,16 @@ class Verdict:
     score: float | None = None  # in [0, 1]
     strong_needed: bool | None = None
     comment: str | None = None
+
+    @property
+    def wrong(self) -> bool | None:
+        """Whether the verdict calls the answer wrong (rating down, score below 0.5); None
+        when it says nothing about that (``strong_needed``)."""
+        if self.rating is not None:
+            return self.rating == "down"
+        if self.score is not None:
+            return self.score < 0.5
+        return None
 
 
 def parse_feedback(body: Mapping[str, Any]) -> Verdict:

@@ -333,6 +333,11 @@ class ProxyApp:
         if scope["path"].rstrip("/") == "/admin/spend" and method == "GET":
             await _send_json(send, 200, await _spend(self.spend, scope), [])
             return
+        if scope["path"].rstrip("/") == "/admin/cache/stats" and method == "GET":
+            cache = self.gateway.cache
+            stats = cache.stats() if cache is not None else {"object": "cache.stats", "routes": {}}
+            await _send_json(send, 200, stats, [])
+            return
         body = None
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)

@@ -35,7 +35,7 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
@@ -303,6 +303,10 @@ class Metrics:
     async def scrape(self) -> bytes:
         """The exposition text: every family (summed over workers), and the gauges read now."""
         extra = _ScrapeTime(await self._budget_rows(), self._deployments)
+        cache = self.gateway.cache
+        if cache is not None and cache.bounds:
+            extra.bounds = cache.stats()["routes"]
+            extra.checks = dict(cache.checks)
         if self._multiprocess:
             return await asyncio.to_thread(self._scrape_files, extra)
         registry = CollectorRegistry(auto_describe=False)
@@ -393,6 +397,8 @@ class _ScrapeTime:
     ) -> None:
         self.budgets = budgets
         self.deployments = sorted(deployments)
+        self.bounds: dict[str, Any] = {}  # route -> its wrong-hit bound's stats
+        self.checks: dict[tuple[str, str, str], int] = {}  # (route, kind, outcome) -> count
 
 
 class _Rewrite(Collector):
@@ -442,3 +448,51 @@ class _Rewrite(Collector):
                 limit.add_metric([name], cap)
         yield spend
         yield limit
+        if self.extra.bounds:
+            yield from _bound_families(self.extra)
+
+
+def _bound_families(extra: _ScrapeTime) -> Iterator[Metric]:
+    """The wrong-hit bound per route (``cache.max_error_rate``): the served wrong-hit rate
+    estimated from shadow checks, its interval, the threshold in force, and this instance's
+    comparisons by kind (shadow: an extra upstream call; miss: free) and outcome."""
+    rate = GaugeMetricFamily(
+        "routeguard_cache_error_rate_estimate",
+        "Estimated share of served semantic hits whose answer is wrong (shadow checks, "
+        "importance-weighted; all instances)",
+        labels=["route"],
+    )
+    high = GaugeMetricFamily(
+        "routeguard_cache_error_rate_upper",
+        "Upper end of the confidence interval of routeguard_cache_error_rate_estimate",
+        labels=["route"],
+    )
+    bound = GaugeMetricFamily(
+        "routeguard_cache_error_bound",
+        "Certified upper bound of the wrong-hit rate at the threshold in force",
+        labels=["route"],
+    )
+    threshold = GaugeMetricFamily(
+        "routeguard_cache_threshold",
+        "Similarity a semantic hit needs on the route now (1 when none is served)",
+        labels=["route"],
+    )
+    for route, row in sorted(extra.bounds.items()):
+        rate.add_metric([route], row["error_rate"])
+        high.add_metric([route], row["error_rate_high"])
+        bound.add_metric([route], row["bound"])
+        t = row["threshold"]
+        threshold.add_metric([route], 1.0 if t is None else t)
+    yield rate
+    yield high
+    yield bound
+    yield threshold
+    checks = CounterMetricFamily(
+        "routeguard_cache_shadow_checks",
+        "Cached answers compared with a fresh upstream answer, by kind (shadow: an extra "
+        "upstream call; miss: compared for free) and outcome",
+        labels=["route", "kind", "outcome"],
+    )
+    for (route, kind, outcome), n in sorted(extra.checks.items()):
+        checks.add_metric([route, kind, outcome], float(n))
+    yield checks

@@ -1,0 +1,374 @@
+"""The wrong-hit bound of one route's semantic cache (``cache.max_error_rate``).
+
+Per route, evidence is kept per similarity *bin* (width :data:`BIN_WIDTH` from
+:data:`FLOOR` to 1) of the best candidate the verifier accepted:
+
+- ``T[b]``: lookups whose candidate fell in bin b (all of them: known without any check);
+- ``n[b]``, ``k[b]``: comparisons of a candidate's cached answer with a fresh upstream answer
+  for the same request, and how many the judge found different (wrong). They come from
+  *shadow checks* (a sampled share of would-be hits is sent upstream instead) and, for free,
+  from misses (the request went upstream anyway, its nearest candidate is compared).
+
+The threshold is chosen by fixed-sequence testing over the bins, from the top down: the
+served set at threshold t is every bin at or above t; its wrong-hit rate is the
+traffic-weighted mean of the bins' rates (stratified estimate, Jeffreys-smoothed so a bin
+without evidence counts as 50% wrong) and its upper confidence bound is a Wilson bound at
+the stratified estimate's effective sample size. The threshold is the lowest bin edge whose
+bound, and every bound above it, stays <= delta. Until the route holds ``1/delta``
+comparisons, candidates at or above :data:`NEAR_EXACT` are served (the cold start); after
+that, when no bin is certified, only the exact tier serves. The shadow-check share adapts:
+``verify_sample`` when the bound is tight, up to :data:`MAX_SAMPLE` while it is wide.
+
+The served wrong-hit rate is also estimated directly: every shadow-checked would-be hit
+counts with weight 1/q (its sampling probability), giving an importance-weighted rate and a
+Wilson interval at Kish's effective size. Client feedback marking a hit wrong is a lower
+bound on wrong hits and raises the estimate when it exceeds it. Guarantee, assumptions and
+costs: docs/cache.md ("Bounding wrong hits").
+
+Pure arithmetic; the shared counters live in :class:`Evidence` (a flat dict of floats, so a
+Redis hash can hold and sum them: :mod:`routeguard.cache.evidence`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Final
+
+FLOOR: Final = 0.70  # lowest similarity whose candidates are compared (and may ever be served)
+BIN_WIDTH: Final = 0.01
+BINS: Final = round((1.0 - FLOOR) / BIN_WIDTH)
+NEAR_EXACT: Final = 0.98  # served without evidence (shadow-checked at the highest share)
+MAX_SAMPLE: Final = 0.5  # the highest shadow-check share while the bound is uncertain
+REFRESH: Final = 16  # observations between two computations of the threshold
+
+
+_T = tuple(f"T{b}" for b in range(BINS))  # traffic of bin b
+_N = tuple(f"n{b}" for b in range(BINS))  # comparisons in bin b
+_K = tuple(f"k{b}" for b in range(BINS))  # ... found wrong
+
+
+def bin_of(score: float) -> int | None:
+    """The bin of a similarity score (None below :data:`FLOOR`)."""
+    if score < FLOOR:
+        return None
+    return min(BINS - 1, int((score - FLOOR) / BIN_WIDTH + 1e-9))
+
+
+def bin_edge(b: int) -> float:
+    """The lower edge of bin ``b`` (the threshold that serves it and every bin above)."""
+    return round(FLOOR + b * BIN_WIDTH, 6)
+
+
+def z_of(confidence: float) -> float:
+    """The one-sided normal quantile of ``confidence`` (1.645 for 0.95)."""
+    return NormalDist().inv_cdf(confidence)
+
+
+def wilson_upper(p: float, n: float, z: float) -> float:
+    """The Wilson score upper bound of a proportion ``p`` seen on ``n`` (effective) trials."""
+    if n <= 0:
+        return 1.0
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(max(0.0, p * (1 - p) / n + z2 / (4 * n * n)))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def wilson_lower(p: float, n: float, z: float) -> float:
+    """The Wilson score lower bound of a proportion ``p`` seen on ``n`` (effective) trials."""
+    if n <= 0:
+        return 0.0
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(max(0.0, p * (1 - p) / n + z2 / (4 * n * n)))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
+# Counter names of an Evidence (also the fields of its Redis hash).
+COUNTERS: Final = (
+    "lookups",  # semantic lookups (the exact tier answered none of them)
+    "would_hit",  # lookups whose candidate was at or above the threshold in force
+    "served",  # ... served from the cache
+    "shadow",  # ... sent upstream instead (shadow checks: the extra calls)
+    "shadow_wrong",  # shadow checks the judge found wrong
+    "free",  # misses whose candidate was compared (no extra call)
+    "sw",  # sum of 1/q over judged shadow checks
+    "sw2",  # sum of 1/q^2
+    "swy",  # sum of 1/q over wrong ones
+    "fb_wrong",  # hits a client marked wrong (POST /v1/feedback)
+    "fb_right",  # hits a client marked right
+)
+
+
+class Evidence:
+    """Additive counters: per-bin traffic and comparisons, and the route's totals."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Mapping[str, float] | None = None) -> None:
+        self.values: dict[str, float] = dict(values or {})
+
+    def get(self, name: str) -> float:
+        """A counter (0 when never bumped)."""
+        return self.values.get(name, 0.0)
+
+    def add(self, name: str, amount: float = 1.0) -> None:
+        """Bump a counter."""
+        self.values[name] = self.values.get(name, 0.0) + amount
+
+    def merged(self, other: Evidence) -> Evidence:
+        """The sum of two sets of counters."""
+        out = dict(self.values)
+        for k, v in other.values.items():
+            out[k] = out.get(k, 0.0) + v
+        return Evidence(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one lookup's candidate gets: served, sent upstream as a shadow check, or a miss
+    (``compare``: its answer is compared with the fresh one either way, except when served)."""
+
+    serve: bool
+    shadow: bool
+    compare: bool
+    weight: float  # 1/q for a shadow check, 1 otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The route's bound as it stands: threshold, certified bound and served-rate estimate."""
+
+    threshold: float | None  # None: no semantic hit is served (exact hits only)
+    bound: float  # upper confidence bound of the wrong-hit rate at that threshold
+    sample: float  # the shadow-check share in force
+    rate: float  # importance-weighted wrong-hit rate of served hits (shadow checks)
+    rate_low: float
+    rate_high: float
+    checks: float  # effective number of shadow checks behind ``rate``
+
+
+class ErrorBound:
+    """One route's evidence and the threshold it certifies for ``delta``.
+
+    ``local`` holds what this process observed since it last synced; ``shared`` what every
+    instance had summed at that sync (memory mode: nothing). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        delta: float,
+        *,
+        verify_sample: float = 0.05,
+        confidence: float = 0.95,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"max_error_rate must be in (0, 1), got {delta}")
+        if not 0.0 <= verify_sample <= 1.0:
+            raise ValueError(f"verify_sample must be in [0, 1], got {verify_sample}")
+        self.delta = delta
+        self.verify_sample = verify_sample
+        self.z = z_of(confidence)
+        self.shared = Evidence()
+        self.local = Evidence()
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._estimate: Estimate | None = None
+        self._changes = 0  # observations since the estimate was computed
+
+    # ------------------------------------------------------------------ evidence
+
+    @property
+    def evidence(self) -> Evidence:
+        """Every count known here: the shared sums plus what is not synced yet."""
+        with self._lock:
+            return self.shared.merged(self.local)
+
+    def replace_shared(self, shared: Evidence, synced: Evidence) -> None:
+        """After a sync: ``shared`` is the store's sum, which now includes ``synced`` (the
+        local counts that were sent)."""
+        with self._lock:
+            for k, v in synced.values.items():
+                left = self.local.values.get(k, 0.0) - v
+                if abs(left) < 1e-12:
+                    self.local.values.pop(k, None)
+                else:
+                    self.local.values[k] = left
+            self.shared = shared
+            self._estimate = None
+
+    def take_local(self) -> Evidence:
+        """A copy of the counts not yet synced (pass it back to :meth:`replace_shared`)."""
+        with self._lock:
+            return Evidence(self.local.values)
+
+    def _bump(self, **counts: float) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                self.local.add(k, v)
+            self._changes += 1
+            if self._changes >= REFRESH:
+                self._estimate = None
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, score: float) -> Decision:
+        """Serve, shadow-check or miss a candidate scoring ``score`` (and count its traffic)."""
+        b = bin_of(score)
+        est = self.estimate()
+        if b is None:
+            self._bump(lookups=1)
+            return Decision(False, False, False, 1.0)
+        t = est.threshold
+        above = t is not None and score >= t
+        counts = {"lookups": 1.0, _T[b]: 1.0}
+        if not above:
+            self._bump(**counts)
+            return Decision(False, False, True, 1.0)
+        counts["would_hit"] = 1.0
+        q = est.sample
+        if q > 0 and self._rng.random() < q:
+            counts["shadow"] = 1.0
+            self._bump(**counts)
+            return Decision(False, True, True, 1.0 / q)
+        counts["served"] = 1.0
+        self._bump(**counts)
+        return Decision(True, False, False, 1.0)
+
+    def no_candidate(self) -> None:
+        """Count a semantic lookup that found no candidate at or above :data:`FLOOR`."""
+        self._bump(lookups=1)
+
+    def record(self, score: float, wrong: bool, decision: Decision) -> None:
+        """The judge's verdict on a compared candidate."""
+        b = bin_of(score)
+        if b is None or not decision.compare:
+            return
+        counts = {_N[b]: 1.0, _K[b]: float(wrong)}
+        if decision.shadow:
+            w = decision.weight
+            counts.update(sw=w, sw2=w * w, swy=w * float(wrong), shadow_wrong=float(wrong))
+        else:
+            counts["free"] = 1.0
+        self._bump(**counts)
+
+    def feedback(self, wrong: bool) -> None:
+        """A client's verdict on a served hit (a lower bound on wrong hits, not a sample)."""
+        self._bump(**{"fb_wrong" if wrong else "fb_right": 1.0})
+
+    # ------------------------------------------------------------------ the bound
+
+    def estimate(self, fresh: bool = False) -> Estimate:
+        """The threshold in force, its bound, the shadow share and the served-rate estimate
+        (recomputed every :data:`REFRESH` observations, or now with ``fresh``)."""
+        with self._lock:
+            if self._estimate is None or (fresh and self._changes):
+                self._estimate = self._compute(_Sum(self.shared, self.local))
+                self._changes = 0
+            return self._estimate
+
+    def _compute(self, ev: Evidence | _Sum) -> Estimate:
+        # Fixed-sequence testing from the top down, starting where the bins above hold
+        # enough comparisons to certify anything (an order fixed by sample sizes alone).
+        traffic = [ev.get(key) for key in _T]
+        n = [ev.get(key) for key in _N]
+        p = [_smoothed(ev.get(key), n[b]) for b, key in enumerate(_K)]
+        need = 1.0 / self.delta
+        passed: int | None = None
+        bound_at, point_at = 1.0, 1.0
+        total = seen = mean_sum = var_sum = 0.0
+        started = False
+        for b in range(BINS - 1, -1, -1):
+            t = traffic[b]
+            total += t
+            seen += n[b]
+            mean_sum += t * p[b]
+            var_sum += t * t * p[b] * (1 - p[b]) / (n[b] + 1)
+            if total == 0 or (not started and seen < need):
+                continue
+            started = True
+            mean, var = mean_sum / total, var_sum / (total * total)
+            ucb = wilson_upper(mean, mean * (1 - mean) / var, self.z) if var > 0 else 1.0
+            if ucb > self.delta:
+                if passed is None:
+                    bound_at = ucb
+                break
+            passed, bound_at, point_at = b, ucb, mean
+        if passed is not None:
+            threshold: float | None = bin_edge(passed)
+        elif sum(n) < need:
+            threshold = NEAR_EXACT  # too little evidence to judge anything yet
+        else:
+            threshold = None  # evidence, and it certifies nothing: exact hits only
+        width = bound_at - point_at if passed is not None else 1.0
+        sample = min(MAX_SAMPLE, max(self.verify_sample, MAX_SAMPLE * (width / self.delta) ** 2))
+        if self.verify_sample == 0:
+            sample = 0.0
+        rate, low, high, n_eff = self._served_rate(ev)
+        return Estimate(threshold, bound_at, sample, rate, low, high, n_eff)
+
+    def _served_rate(self, ev: Evidence | _Sum) -> tuple[float, float, float, float]:
+        """(rate, low, high, effective checks) of wrong served hits, importance-weighted;
+        raised to the client-reported wrong share of served hits when that is higher."""
+        sw, sw2, swy = ev.get("sw"), ev.get("sw2"), ev.get("swy")
+        reported = ev.get("fb_wrong") / ev.get("served") if ev.get("served") else 0.0
+        if sw <= 0:
+            return reported, reported, 1.0, 0.0
+        rate = swy / sw
+        n_eff = sw * sw / sw2 if sw2 > 0 else 0.0
+        low = wilson_lower(rate, n_eff, self.z)
+        high = wilson_upper(rate, n_eff, self.z)
+        if reported > rate:
+            rate, low, high = reported, max(low, reported), max(high, reported)
+        return rate, low, high, n_eff
+
+    def stats(self) -> dict[str, float | int | None]:
+        """The route's counters and estimate, for ``GET /admin/cache/stats`` and metrics."""
+        ev = self.evidence
+        est = self.estimate(fresh=True)
+        lookups = ev.get("lookups")
+        would = ev.get("would_hit")
+        return {
+            "max_error_rate": self.delta,
+            "threshold": est.threshold,
+            "bound": est.bound,
+            "verify_sample": est.sample,
+            "semantic_lookups": int(lookups),
+            "would_hit": int(would),
+            "served_hits": int(ev.get("served")),
+            "semantic_hit_rate": ev.get("served") / lookups if lookups else 0.0,
+            "shadow_checks": int(ev.get("shadow")),
+            "shadow_share": ev.get("shadow") / would if would else 0.0,
+            "shadow_wrong": int(ev.get("shadow_wrong")),
+            "free_checks": int(ev.get("free")),
+            "error_rate": est.rate,
+            "error_rate_low": est.rate_low,
+            "error_rate_high": est.rate_high,
+            "effective_checks": est.checks,
+            "feedback_wrong": int(ev.get("fb_wrong")),
+            "feedback_right": int(ev.get("fb_right")),
+        }
+
+
+class _Sum:
+    """Two Evidences read as their sum, without building it."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Evidence, b: Evidence) -> None:
+        self.a, self.b = a, b
+
+    def get(self, name: str) -> float:
+        """The summed counter."""
+        return self.a.values.get(name, 0.0) + self.b.values.get(name, 0.0)
+
+
+def _smoothed(wrong: float, n: float) -> float:
+    """A bin's wrong rate with Jeffreys' half-counts: 0.5 when it has no evidence."""
+    return (wrong + 0.5) / (n + 1.0)
