@@ -24,6 +24,7 @@ class Served:
 
     url: str
     output: str = field(default="")
+    proc: subprocess.Popen[bytes] | None = None
 
 
 @contextlib.contextmanager
@@ -39,7 +40,7 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", proc=proc)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -54,7 +55,8 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
             time.sleep(0.1)
         yield served
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:

@@ -276,10 +276,17 @@ def _serve(
         return 1
     # Workers re-load the config in their own process; pass it as data, not as a path,
     # so the built-in default (with the simulator's port) reaches them too.
-    spec: dict[str, Any] = {"path": path} if path is not None else {"data": source}
+    # An absolute path: a reload (SIGHUP, POST /admin/reload) re-reads the same file.
+    spec: dict[str, Any] = (
+        {"path": str(Path(path).resolve())} if path is not None else {"data": source}
+    )
     if request_log:
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
+    if workers > 1:  # each worker's POST /admin/reload asks this process for a rolling restart
+        from routeguard.server.lifecycle import WORKERS_ENV
+
+        os.environ[WORKERS_ENV] = str(workers)
     metrics_dir = _metrics_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
     simulated_base = mock.url if mock is not None else None
@@ -297,6 +304,12 @@ def _serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # The app drains itself on SIGTERM (server.drain_seconds, server/lifecycle.py);
+            # this only bounds uvicorn's own wait after that.
+            timeout_graceful_shutdown=_SHUTDOWN_AFTER_DRAIN_S,
+            # A worker started by a rolling restart (SIGHUP) loads its models before it
+            # reports ready; the old one is kept until then.
+            timeout_worker_healthcheck=_WORKER_READY_S,
         )
     finally:
         if mock is not None:
@@ -307,6 +320,8 @@ def _serve(
 
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_SHUTDOWN_AFTER_DRAIN_S = 5
+_WORKER_READY_S = 120
 
 
 def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:

@@ -20,7 +20,7 @@ _LITELLM_FIELDS = {"user_id": "user", "team_id": "team", "key_alias": "name"}
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
     return path.startswith(
-        ("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend")
+        ("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend", "/admin/reload")
     ) or (path == "/key/generate")
 
 

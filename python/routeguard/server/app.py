@@ -16,6 +16,7 @@ metrics (``/metrics``); ``/health/liveness`` and ``/health/readiness`` need no k
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -47,6 +48,7 @@ from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.health import readiness
+from routeguard.server.lifecycle import Draining, Lifecycle
 from routeguard.server.metrics import CONTENT_TYPE, Metrics
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
@@ -133,7 +135,12 @@ class ProxyApp:
     """ASGI application serving the OpenAI (and Anthropic Messages) API over a Gateway."""
 
     def __init__(self, gateway: Gateway, *, request_log: str | None = None) -> None:
-        self.gateway = gateway
+        self._gateway = gateway
+        # The gateway a request started on, kept for its whole life across a reload.
+        self._pinned: contextvars.ContextVar[Gateway | None] = contextvars.ContextVar(
+            "routeguard_gateway", default=None
+        )
+        self.lifecycle = Lifecycle(self)
         obs = gateway.config.observability
         self.spend = SpendRecords(gateway.config.server.database or ":memory:")
         path = request_log or obs.request_log
@@ -196,6 +203,23 @@ class ProxyApp:
         if self.metrics is not None:
             self._routes["/metrics"] = ("GET", self._metrics)
 
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway serving the current request (the one it started on, even after a
+        reload swapped in another); outside a request, the current one."""
+        return self._pinned.get() or self._gateway
+
+    @property
+    def current_gateway(self) -> Gateway:
+        """The gateway new requests start on."""
+        return self._gateway
+
+    def use_gateway(self, gateway: Gateway) -> None:
+        """Serve new requests with ``gateway`` (a reload; see ``server.lifecycle``)."""
+        self._gateway = gateway
+        if self.metrics is not None:
+            self.metrics.follow(gateway)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
         kind = scope["type"]
@@ -210,6 +234,7 @@ class ProxyApp:
             if msg["type"] == "lifespan.startup":
                 await self.gateway.start_cache()
                 await self.gateway.warm_up()  # ready means loaded: no first-request stall
+                self.lifecycle.install()  # SIGTERM drains, SIGHUP reloads (under serve)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.aclose()
@@ -237,7 +262,20 @@ class ProxyApp:
             await downstream(message)
 
         send = send_with_id
+        gateway = self._gateway
+        pin = self._pinned.set(gateway)
         try:
+            with self.lifecycle.request(gateway):
+                await self._dispatch(path, scope, receive, send, trace, anthropic)
+        finally:
+            self._pinned.reset(pin)
+
+    async def _dispatch(
+        self, path: str, scope: Scope, receive: Receive, send: Send, trace: Trace, anthropic: bool
+    ) -> None:
+        try:
+            if self.lifecycle.draining and path.rstrip("/") not in _OPEN_PATHS:
+                raise Draining("the proxy is shutting down: retry on another instance")
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
                 return
@@ -284,6 +322,9 @@ class ProxyApp:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
         method = scope["method"]
+        if scope["path"].rstrip("/") == "/admin/reload" and method == "POST":
+            await _send_json(send, *await self.lifecycle.reload_request(), [])
+            return
         if scope["path"].rstrip("/") == "/admin/budgets" and method == "GET":
             await _send_json(send, 200, await _budgets(self.gateway), [])
             return
@@ -294,7 +335,7 @@ class ProxyApp:
         if method in ("POST", "PATCH"):
             body = await self._read_json(scope, receive, allow_empty=True)
         status, out = admin.handle(
-            self.gateway.keys, method, scope["path"], body, self.gateway.approval_queues()
+            self.gateway.keys, method, scope["path"], body, self.lifecycle.approval_queues()
         )
         layer = self.gateway.budget
         if layer is not None and isinstance(out, dict) and isinstance(out.get("key_id"), str):
@@ -513,6 +554,8 @@ class ProxyApp:
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
         checks = await readiness(self.gateway)
+        if self.lifecycle.draining:
+            checks["serving"] = "draining"
         failing = sorted(name for name, state in checks.items() if state != "ok")
         body: dict[str, Any] = {"status": "not ready" if failing else "ready", "checks": checks}
         if failing:
@@ -599,6 +642,8 @@ async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float):
         extra.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    if getattr(exc, "close_connection", False):
+        extra.append((b"connection", b"close"))
     await _send_json(send, exc.status_code, body, extra)
 
 
