@@ -8,40 +8,15 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
+from proxy_clients import WAIT_S, StreamReader, call, wait_for
 from routeguard.mock import MockServer
 from serving import Served, serve
-
-WAIT_S = 60.0  # the longest any condition below is waited for
-
-
-def _wait(condition: Any, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _status(url: str, *, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    """(status, JSON body) of a GET, or a POST of ``body``, on a fresh connection."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        with err:
-            return err.code, json.loads(err.read())
 
 
 @pytest.fixture
@@ -56,44 +31,19 @@ def _config(tmp_path: Path, mock: MockServer, *, tokens_per_s: int, **extra: Any
            "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}  # fmt: skip
     cfg = {
         "model_list": [
-            {**dep, "model_name": "slow", "model": "sim-slow",
-             "headers": {"x-mock-tokens-per-s": str(tokens_per_s)}},
+            {
+                **dep,
+                "model_name": "slow",
+                "model": "sim-slow",
+                "headers": {"x-mock-tokens-per-s": str(tokens_per_s)},
+            },
             {**dep, "model_name": "fast", "model": "sim-fast"},
-        ],  # fmt: skip
+        ],
         **extra,
     }
     path = tmp_path / "routeguard.json"
     path.write_text(json.dumps(cfg))
     return path
-
-
-class _Reader(threading.Thread):
-    """Reads one streamed chat completion from the proxy on its own thread."""
-
-    def __init__(self, url: str, key: str = "x") -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.key = key
-        self.pieces: list[str] = []
-        self.finish: str | None = None
-        self.error: BaseException | None = None
-        self.started_stream = threading.Event()
-
-    def run(self) -> None:
-        try:
-            with openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0) as c:
-                stream = c.chat.completions.create(
-                    model="slow", stream=True, messages=[{"role": "user", "content": "tell me"}]
-                )
-                for chunk in stream:
-                    if chunk.choices:
-                        self.pieces.append(chunk.choices[0].delta.content or "")
-                        self.finish = chunk.choices[0].finish_reason or self.finish
-                        self.started_stream.set()
-        except BaseException as exc:  # the test reads it
-            self.error = exc
-        finally:
-            self.started_stream.set()
 
 
 def _proc(served: Served) -> Any:
@@ -106,21 +56,21 @@ def test_sigterm_lets_a_stream_finish_refuses_new_requests_and_exits_0(
 ) -> None:
     cfg = _config(tmp_path, upstream, tokens_per_s=8, server={"drain_seconds": 120})
     with serve("--config", str(cfg)) as served:
-        reader = _Reader(served.url)
+        reader = StreamReader(served.url)
         reader.start()
         assert reader.started_stream.wait(WAIT_S) and reader.error is None
         _proc(served).send_signal(signal.SIGTERM)
         # Draining: readiness fails and a new request is refused (the stream still runs).
-        _wait(lambda: _status(served.url + "/health/readiness")[0] == 503, "readiness 503")
-        status, body = _status(served.url + "/health/readiness")
+        wait_for(lambda: call(served.url + "/health/readiness")[0] == 503, "readiness 503")
+        status, body = call(served.url + "/health/readiness")
         assert body["checks"]["serving"] == "draining"
         assert reader.is_alive(), "the stream should still be running"
-        status, body = _status(
+        status, body = call(
             served.url + "/v1/chat/completions",
             body={"model": "fast", "messages": [{"role": "user", "content": "hi"}]},
         )
         assert status == 503 and body["error"]["code"] == "draining"
-        assert _status(served.url + "/health/liveness")[0] == 200
+        assert call(served.url + "/health/liveness")[0] == 200
         reader.join(WAIT_S)
         assert not reader.is_alive()
         assert reader.error is None, reader.error
@@ -141,7 +91,7 @@ def test_a_stream_past_drain_seconds_is_cut_and_charged_for_what_it_sent(
         budget_settings={"default_account": "all"},
     )  # fmt: skip
     with serve("--config", str(cfg)) as served:
-        reader = _Reader(served.url, "sk-master")
+        reader = StreamReader(served.url, "sk-master")
         reader.start()
         assert reader.started_stream.wait(WAIT_S) and reader.error is None
         _proc(served).send_signal(signal.SIGTERM)
@@ -159,8 +109,8 @@ def test_a_stream_past_drain_seconds_is_cut_and_charged_for_what_it_sent(
 def test_sigterm_to_the_parent_drains_every_worker(tmp_path: Path, upstream: MockServer) -> None:
     cfg = _config(tmp_path, upstream, tokens_per_s=8, server={"drain_seconds": 120})
     with serve("--config", str(cfg), "--workers", "2") as served:
-        _wait(lambda: _status(served.url + "/health/readiness")[0] == 200, "ready")
-        readers = [_Reader(served.url) for _ in range(4)]  # likely on both workers
+        wait_for(lambda: call(served.url + "/health/readiness")[0] == 200, "ready")
+        readers = [StreamReader(served.url) for _ in range(4)]  # likely on both workers
         for r in readers:
             r.start()
         for r in readers:

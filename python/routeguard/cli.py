@@ -293,7 +293,7 @@ def _serve(
     for line in served_lines(cfg.deployments, simulated_base, left_out):
         print(line, flush=True)
     try:
-        uvicorn.run(
+        server_config = uvicorn.Config(
             "routeguard.cli:app_from_env",
             factory=True,
             host=host,
@@ -311,6 +311,19 @@ def _serve(
             # reports ready; the old one is kept until then.
             timeout_worker_healthcheck=_WORKER_READY_S,
         )
+        if workers > 1:
+            from routeguard.server.supervisor import Supervisor
+
+            sock = server_config.bind_socket()
+            source = spec.get("path")
+            with contextlib.suppress(KeyboardInterrupt):
+                Supervisor(server_config, [sock], source=source, running=cfg).run()
+        else:
+            server = uvicorn.Server(server_config)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before startup completed
+                server.run()
+            if not server.started:
+                return 1
     finally:
         if mock is not None:
             mock.__exit__(None, None, None)
