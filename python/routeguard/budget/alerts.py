@@ -64,6 +64,7 @@ class Alert:
     period: str  # "monthly", "rolling:3600", ...
     period_id: str
     resets_at: datetime | None
+    period_text: str = "in this period"  # "today", "this month", "in the last 1 h"
 
     def text(self) -> str:
         """The alert as one human line (Slack shows it; the log line is this)."""
@@ -75,7 +76,7 @@ class Alert:
             what = f"reached {self.threshold * 100:g}% of its limit"
         of = "" if self.limit is None else f" of ${micros_to_usd(self.limit):.2f}"
         resets = f" (resets {self.resets_at.isoformat()})" if self.resets_at else ""
-        return f"budget '{self.account}' {what}: spent {spent}{of} {self.period}{resets}"
+        return f"budget '{self.account}' {what}: spent {spent}{of} {self.period_text}{resets}"
 
     def body(self) -> dict[str, Any]:
         """The webhook's JSON body (with Slack's ``text``, so a Slack webhook takes it)."""
@@ -215,6 +216,7 @@ class BudgetAlerter:
                 account=name, level=level, threshold=threshold, spend=spend,
                 limit=account.limit, soft_limit=account.soft_limit,
                 period=_period_name(account), period_id=period_id, resets_at=resets_at,
+                period_text=account.period.describe(),
             )  # fmt: skip
             raised.append(alert)
             log.warning("budget alert: %s", alert.text())
@@ -323,7 +325,10 @@ class BudgetAlerter:
 
     async def close(self) -> None:
         """Give queued alerts a few seconds to go out, then stop the tasks."""
-        if self._tasks and self._loop is asyncio.get_running_loop():
+        if self._loop is not asyncio.get_running_loop():  # started on a loop now gone
+            self._tasks, self._session = [], None
+            return
+        if self._tasks:
             try:
                 async with asyncio.timeout(_CLOSE_WAIT_S):
                     await self.idle()
