@@ -185,3 +185,63 @@ def test_sighup_to_the_parent_restarts_every_worker_on_the_new_file(
         assert served.proc.wait(WAIT_S) == 0
     assert "fallbacks.chat[0]: unknown model 'nowhere'" in served.output
     assert "Traceback" not in served.output
+
+
+async def test_a_reload_keeps_the_stores_and_what_did_not_change(
+    tmp_path: Path, upstream: MockServer
+) -> None:
+    from embedders import WordsEmbedder
+    from routeguard.errors import BudgetExceeded
+    from routeguard.gateway import Gateway
+    from routeguard.server import create_app
+
+    path = tmp_path / "routeguard.json"
+    dep = {"type": "openai", "api_base": upstream.url + "/v1", "api_key": "sk-up",
+           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}  # fmt: skip
+
+    def write(model: str, *, threshold: float = 0.9, cap: bool = True) -> None:
+        budgets = [{"name": "everyone", "limit": 100.0}]
+        if cap:
+            budgets.append({"name": "cap", "limit": 0.000001})
+        path.write_text(json.dumps({
+            "model_list": [{**dep, "model_name": "m", "model": model}],
+            "cache": {"enabled": True, "threshold": threshold},
+            "budgets": budgets,
+            "budget_settings": {"default_account": "everyone"},
+        }))  # fmt: skip
+
+    write("sim-one")
+    old = Gateway.from_config(path, embedder=WordsEmbedder())
+    app = create_app(old)
+    request = {"model": "m", "messages": [{"role": "user", "content": "what is a reload"}]}
+    try:
+        await old.chat_result(request)
+        spent = await old.budget.backend.spent("everyone")
+        assert spent > 0
+        with pytest.raises(BudgetExceeded):
+            await old.chat_result({**request, "messages": [{"role": "user", "content": "x"}]},
+                                  accounts=["cap"])  # fmt: skip
+
+        write("sim-two", cap=False)
+        out = await app.lifecycle.reload()
+        new = app.current_gateway
+        assert out.gateway is new and new is not old and app.gateway is new
+        assert new.keys is old.keys and new.budget.backend is old.budget.backend
+        assert new.cache is old.cache  # same cache settings: its entries stay
+        assert new.embedder is old.embedder and new.recent is old.recent
+        assert await new.budget.backend.spent("everyone") == spent  # not reset
+        hit = await new.chat_result(request)
+        assert hit.cache == "hit"  # answered from the kept cache
+        fresh = await new.chat_result({**request, "messages": [{"role": "user", "content": "y"}]})
+        assert fresh.response is not None and fresh.response["model"] == "sim-two"
+        # "cap" left the config: it no longer limits, and keeps what it had
+        await new.chat_result({**request, "messages": [{"role": "user", "content": "z"}]},
+                              accounts=["cap"])  # fmt: skip
+
+        write("sim-two", threshold=0.95, cap=False)  # another cache: a new one is built
+        await app.lifecycle.reload()
+        newer = app.current_gateway
+        assert newer.cache is not new.cache
+        assert app.lifecycle.reloads == 2
+    finally:
+        await app.current_gateway.aclose()
