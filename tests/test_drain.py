@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from proxy_clients import WAIT_S, StreamReader, call, wait_for
@@ -80,9 +82,11 @@ def test_sigterm_lets_a_stream_finish_refuses_new_requests_and_exits_0(
     assert "draining" in served.output
 
 
-def test_a_stream_past_drain_seconds_is_cut_and_charged_for_what_it_sent(
+def test_requests_past_drain_seconds_are_cut_and_settled_once(
     tmp_path: Path, upstream: MockServer
 ) -> None:
+    """A stream is cut with an in-band error and charged for what it sent; a plain request
+    still waiting on upstream gets a 503 ``draining`` and its hold is released."""
     db = tmp_path / "keys.db"
     cfg = _config(
         tmp_path, upstream, tokens_per_s=1,
@@ -94,16 +98,31 @@ def test_a_stream_past_drain_seconds_is_cut_and_charged_for_what_it_sent(
         reader = StreamReader(served.url, "sk-master")
         reader.start()
         assert reader.started_stream.wait(WAIT_S) and reader.error is None
+        plain: list[tuple[int, dict[str, Any]]] = []
+        body = {"model": "slow", "messages": [{"role": "user", "content": "and you?"}]}
+        waiting = threading.Thread(
+            target=lambda: plain.append(
+                call(served.url + "/v1/chat/completions", body=body, key="sk-master")
+            )
+        )
+        waiting.start()
+        wait_for(lambda: len(upstream.requests) == 2, "the plain request upstream")
         _proc(served).send_signal(signal.SIGTERM)
         assert _proc(served).wait(WAIT_S) == 0
         reader.join(WAIT_S)
-    assert reader.finish != "stop"  # cut before the end
+        waiting.join(WAIT_S)
+    ((status, answer),) = plain
+    assert status == 503 and answer["error"]["code"] == "draining"
+    assert reader.finish != "stop"  # cut before the end, with an in-band error
+    assert isinstance(reader.error, openai.APIError), reader.error
+    assert "shutting down" in str(reader.error)
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT chain, amount FROM spend").fetchall()
-    assert len(rows) == 1, rows  # settled once, neither lost nor charged twice
+    assert len(rows) == 1, rows  # the stream, settled once; the plain request's hold released
     chain, amount = rows[0]
     assert chain == "all" and amount > 0
-    assert "cancelling 1 request" in served.output
+    assert "cutting 2 request" in served.output
+    assert "Traceback" not in served.output
 
 
 def test_sigterm_to_the_parent_drains_every_worker(tmp_path: Path, upstream: MockServer) -> None:

@@ -48,7 +48,7 @@ from routeguard.server.admin import is_admin_path
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.health import readiness
-from routeguard.server.lifecycle import Draining, Lifecycle
+from routeguard.server.lifecycle import Draining, Lifecycle, Progress
 from routeguard.server.metrics import CONTENT_TYPE, Metrics
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
@@ -254,19 +254,30 @@ class ProxyApp:
         id_header = (b"x-routeguard-request-id", request_id.encode())
         downstream = send
 
+        progress = Progress()
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
-            elif message["type"] == "http.response.body" and trace.first_byte is None:
-                trace.first_byte = time.perf_counter()
+                progress.started = True
+            elif message["type"] == "http.response.body":
+                if trace.first_byte is None:
+                    trace.first_byte = time.perf_counter()
+                progress.done = not message.get("more_body", False)
             await downstream(message)
 
         send = send_with_id
         gateway = self._gateway
         pin = self._pinned.set(gateway)
+        scope["routeguard.cut"] = self.lifecycle.cut
         try:
             with self.lifecycle.request(gateway):
                 await self._dispatch(path, scope, receive, send, trace, anthropic)
+        except asyncio.CancelledError:
+            if not self.lifecycle.cut_by_drain():
+                raise
+            # Cancelled by our own drain deadline: end the request in its caller's protocol.
+            await self.lifecycle.answer_cut(send, progress, anthropic, _send_error)
         finally:
             self._pinned.reset(pin)
 
@@ -741,18 +752,21 @@ async def _pump_sse(
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except RouteguardError as exc:
-            trace = scope.get("routeguard.trace")
-            if isinstance(trace, Trace):
-                trace.error = exc
-            # Headers are gone: the error travels in-band, as the providers do it.
-            if anthropic:
-                from routeguard.server.messages import error_to_anthropic
-
-                frame = b"event: error\ndata: " + _enc.encode(error_to_anthropic(exc)) + b"\n\n"
-            else:
-                frame = b"data: " + _enc.encode(exc.to_openai()) + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send_error(exc)
         await send({"type": "http.response.body", "body": b""})
+
+    async def send_error(exc: RouteguardError) -> None:
+        trace = scope.get("routeguard.trace")
+        if isinstance(trace, Trace):
+            trace.error = exc
+        # Headers are gone: the error travels in-band, as the providers do it.
+        if anthropic:
+            from routeguard.server.messages import error_to_anthropic
+
+            frame = b"event: error\ndata: " + _enc.encode(error_to_anthropic(exc)) + b"\n\n"
+        else:
+            frame = b"data: " + _enc.encode(exc.to_openai()) + b"\n\n"
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -760,15 +774,23 @@ async def _pump_sse(
 
     pumping = asyncio.ensure_future(pump())
     watching = asyncio.ensure_future(watch())
+    # Set when a draining proxy's server.drain_seconds run out (server/lifecycle.py).
+    cut: asyncio.Event | None = scope.get("routeguard.cut")
+    cutting = asyncio.ensure_future(cut.wait()) if cut is not None else None
+    waiting = {pumping, watching} | ({cutting} if cutting is not None else set())
     try:
         age = time.perf_counter() - result.started
         left = None if max_s is None else max(0.0, max_s + 1.0 - age)
-        await asyncio.wait({pumping, watching}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in (pumping, watching):
+        for t in waiting:
             if not t.done():
                 t.cancel()
-        await asyncio.gather(pumping, watching, return_exceptions=True)
+        await asyncio.gather(*waiting, return_exceptions=True)
+    if cutting is not None and cutting.done() and not cutting.cancelled() and pumping.cancelled():
+        await send_error(Draining("the proxy is shutting down: the stream was cut after "
+                                  "server.drain_seconds"))  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
     if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
         exc = pumping.exception()
         log.error("stream failed after it started: %s", type(exc).__name__)

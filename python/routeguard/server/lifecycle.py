@@ -9,10 +9,11 @@ Drain (SIGTERM, SIGINT, or :meth:`Lifecycle.drain`): readiness answers 503 and n
 get a 503 ``draining`` error with ``Connection: close`` (clients retry elsewhere); idle
 keep-alive connections are closed; with ``--workers N`` this worker also stops accepting
 connections, so its siblings take them. In-flight requests and streams run on for up to
-``server.drain_seconds``; any still running then are cancelled (a stream's hold settles for
-what it sent, a plain request's hold is released: the same as a client going away), and the
-process exits with status 0. A second SIGINT exits at once; repeated SIGTERMs (a process
-group signalled, then each worker by its parent) do not shorten the drain.
+``server.drain_seconds``. Then streams still running end with an in-band ``draining`` error
+(``cut``; their holds settle for what they sent) and requests still waiting on upstream are
+cancelled and answered 503 (their holds released, as when a client goes away); once they have
+settled, the process exits with status 0. A second SIGINT exits at once; repeated SIGTERMs
+(a process group signalled, then each worker by its parent) do not shorten the drain.
 
 Reload (SIGHUP, ``POST /admin/reload``, or :meth:`Lifecycle.reload`): see
 :mod:`routeguard.reload`. A worker under ``serve --workers N`` answers ``POST /admin/reload``
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 
 log = scrub.guard(logging.getLogger("routeguard.server"))
 
-_CANCEL_WAIT_S = 10.0  # after the drain deadline: how long cancelled requests get to settle
+_STREAM_CUT_WAIT_S = 2.0  # at the drain deadline: how long cut streams get to end and settle
+_CANCEL_WAIT_S = 10.0  # then: how long cancelled requests get to release their holds
 WORKERS_ENV = "ROUTEGUARD_WORKERS"
 """Set by ``serve --workers N`` (N > 1) for its workers."""
 
@@ -62,6 +64,16 @@ class Draining(RouteguardError):
     close_connection = True
 
 
+class Progress:
+    """How far a request's response has gone out (what a cut request still owes)."""
+
+    __slots__ = ("done", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.done = False
+
+
 class Lifecycle:
     """Drain and reload for one :class:`~routeguard.server.app.ProxyApp` (see the module
     docstring)."""
@@ -69,6 +81,9 @@ class Lifecycle:
     def __init__(self, app: ProxyApp) -> None:
         self._app = app
         self.draining = False
+        self.cut = asyncio.Event()
+        """Set at the drain deadline: streams still running end with an in-band error."""
+        self._cutting = False
         self._inflight: dict[int, tuple[Gateway, int]] = {}  # id(gateway) -> (it, requests)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
@@ -188,17 +203,42 @@ class Lifecycle:
                 await self._idle.wait()
         except TimeoutError:
             pass
-        cut = [t for t in self._tasks if not t.done()]
-        if cut:
-            log.warning("drain deadline: cancelling %d request(s) still running", len(cut))
-            for t in cut:
-                t.cancel("routeguard drain deadline (server.drain_seconds)")
+        running = len(self._tasks)
+        if not running:
+            log.warning("drained: every request finished")
+            return 0
+        log.warning("drain deadline: cutting %d request(s) still running", running)
+        self.cut.set()  # streams end with an in-band error, their holds settle
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STREAM_CUT_WAIT_S):
+                await self._idle.wait()
+        left = [t for t in self._tasks if not t.done()]
+        if left:  # requests still waiting on upstream: cancelled, their holds released
+            self._cutting = True
+            for t in left:
+                t.cancel()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CANCEL_WAIT_S):
                     await self._idle.wait()
-        else:
-            log.warning("drained: every request finished")
-        return len(cut)
+        return running
+
+    def cut_by_drain(self) -> bool:
+        """Whether a request's cancellation came from the drain deadline (see ``drain``)."""
+        return self._cutting
+
+    async def answer_cut(
+        self, send: Any, progress: Progress, anthropic: bool, send_error: Any
+    ) -> None:
+        """End a request the drain deadline cancelled: an error if nothing was sent yet, else
+        the end of its body; the task carries on as not cancelled."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        exc = Draining("the proxy is shutting down: the request was cut after server.drain_seconds")
+        if not progress.started:
+            await send_error(send, exc, anthropic)
+        elif not progress.done:
+            await send({"type": "http.response.body", "body": b""})
 
     def _stop_listening(self) -> None:
         """Close idle keep-alive connections (and with sibling workers, the listener)."""
