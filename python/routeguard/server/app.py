@@ -270,15 +270,16 @@ class ProxyApp:
         gateway = self._gateway
         pin = self._pinned.set(gateway)
         scope["routeguard.cut"] = self.lifecycle.cut
+        token = self.lifecycle.enter(gateway)
         try:
-            with self.lifecycle.request(gateway):
-                await self._dispatch(path, scope, receive, send, trace, anthropic)
+            await self._dispatch(path, scope, receive, send, trace, anthropic)
         except asyncio.CancelledError:
             if not self.lifecycle.cut_by_drain():
                 raise
             # Cancelled by our own drain deadline: end the request in its caller's protocol.
             await self.lifecycle.answer_cut(send, progress, anthropic, _send_error)
         finally:
+            self.lifecycle.leave(token)
             self._pinned.reset(pin)
 
     async def _dispatch(

@@ -32,7 +32,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+import threading
 from typing import TYPE_CHECKING, Any
 
 from routeguard import config as config_mod
@@ -84,10 +84,9 @@ class Lifecycle:
         self.cut = asyncio.Event()
         """Set at the drain deadline: streams still running end with an in-band error."""
         self._cutting = False
-        self._inflight: dict[int, tuple[Gateway, int]] = {}  # id(gateway) -> (it, requests)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._tasks: dict[object, Gateway] = {}  # each running request's task -> its gateway
+        self._idle = asyncio.Event()  # set when the last request ends, while _waiting
+        self._waiting = False
         self._reload_lock = asyncio.Lock()
         self._retiring: list[Gateway] = []
         self._server: Any = None  # the uvicorn.Server whose signals this took over
@@ -100,35 +99,35 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ requests
 
-    @contextlib.contextmanager
-    def request(self, gateway: Gateway) -> Iterator[None]:
-        """Count one request on ``gateway`` for as long as the block runs."""
-        key = id(gateway)
-        gw, n = self._inflight.get(key, (gateway, 0))
-        self._inflight[key] = (gw, n + 1)
-        self._idle.clear()
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            yield
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            gw, n = self._inflight[key]
-            if n > 1:
-                self._inflight[key] = (gw, n - 1)
-            else:
-                del self._inflight[key]
-                if gw in self._retiring:
-                    self._retire_soon(gw)
-            if not self._inflight:
-                self._idle.set()
+    def enter(self, gateway: Gateway) -> object:
+        """Count the running request (its task) on ``gateway``; returns the token
+        :meth:`leave` takes. Two dict operations: this runs on every request."""
+        token: object = asyncio.current_task() or object()
+        self._tasks[token] = gateway
+        return token
+
+    def leave(self, token: object) -> None:
+        """The request of ``token`` (from :meth:`enter`) has ended."""
+        gateway = self._tasks.pop(token, None)
+        if self._retiring and gateway in self._retiring and gateway not in self._tasks.values():
+            self._retire_soon(gateway)
+        if not self._tasks and self._waiting:
+            self._idle.set()
 
     @property
     def in_flight(self) -> int:
         """Requests being served now (on any gateway)."""
-        return sum(n for _, n in self._inflight.values())
+        return len(self._tasks)
+
+    async def _until_idle(self, seconds: float) -> None:
+        """Wait until no request runs, for at most ``seconds``."""
+        self._waiting = True
+        self._idle.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._tasks:
+                    await self._idle.wait()
+                    self._idle.clear()
 
     def approval_queues(self) -> list[Any]:
         """Pending-approval queues of the current gateway and of those still finishing."""
@@ -143,6 +142,8 @@ class Lifecycle:
         """Take SIGTERM, SIGINT and SIGHUP over from the uvicorn server running this app, if
         one runs it on the main thread (else a no-op)."""
         self._loop = asyncio.get_running_loop()
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals belong to the main thread (a ServerThread in tests and benches)
         handler = signal.getsignal(signal.SIGTERM)
         server = getattr(handler, "__self__", None)
         if server is None or not hasattr(server, "should_exit"):
@@ -198,28 +199,20 @@ class Lifecycle:
             limit,
         )
         self._stop_listening()
-        try:
-            async with asyncio.timeout(limit):
-                await self._idle.wait()
-        except TimeoutError:
-            pass
+        await self._until_idle(limit)
         running = len(self._tasks)
         if not running:
             log.warning("drained: every request finished")
             return 0
         log.warning("drain deadline: cutting %d request(s) still running", running)
         self.cut.set()  # streams end with an in-band error, their holds settle
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_STREAM_CUT_WAIT_S):
-                await self._idle.wait()
-        left = [t for t in self._tasks if not t.done()]
+        await self._until_idle(_STREAM_CUT_WAIT_S)
+        left = [t for t in self._tasks if isinstance(t, asyncio.Task) and not t.done()]
         if left:  # requests still waiting on upstream: cancelled, their holds released
             self._cutting = True
             for t in left:
                 t.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_CANCEL_WAIT_S):
-                    await self._idle.wait()
+            await self._until_idle(_CANCEL_WAIT_S)
         return running
 
     def cut_by_drain(self) -> bool:
@@ -263,7 +256,7 @@ class Lifecycle:
             self._app.use_gateway(out.gateway)
             self.reloads += 1
             self._retiring.append(current)
-            if id(current) not in self._inflight:
+            if current not in self._tasks.values():
                 self._retire_soon(current)
             for w in out.gateway.config.warnings:
                 log.warning("config: %s", w)
