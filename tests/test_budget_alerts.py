@@ -234,3 +234,66 @@ async def test_two_instances_on_one_redis_send_each_alert_once(
     levels = [level for _, level in receiver.levels()]
     assert sorted(levels) == sorted(crossed)  # each crossed level once, from one instance
     assert {"0.25", "0.5", "0.75"} <= crossed
+
+
+def _load(alerts: Any, env: dict[str, str] | None = None) -> config_mod.Config:
+    raw = {
+        "model_list": [{"type": "openai", "model_name": "m", "model": "sim-m", "api_key": "k"}],
+        "budget_settings": {"alerts": alerts},
+    }
+    return config_mod.load(raw, env=env or {})
+
+
+def test_alert_settings_are_checked_without_showing_secrets() -> None:
+    env = {"HOOK": "https://hooks.example/T0/B0/" + HOOK_SECRET, "TOK": "Bearer t"}
+    cfg = _load({"webhook": "os.environ/HOOK", "headers": {"authorization": "os.environ/TOK"}}, env)
+    assert cfg.alerts is not None and cfg.alerts.thresholds == (0.5, 0.8, 1.0)
+    assert HOOK_SECRET not in repr(cfg.alerts)
+    with pytest.raises(config_mod.ConfigError) as err:
+        _load(
+            {
+                "webhook": "ftp://hooks.example/" + HOOK_SECRET,
+                "thresholds": [0.5, 0, float("nan")],
+                "timeout": 0,
+                "max_attempts": 0,
+                "queue_size": 0,
+                "headers": {"x-token": "os.environ/MISSING"},
+            }
+        )
+    paths = {p.path for p in err.value.problems}
+    assert paths == {
+        "budget_settings.alerts.webhook",
+        "budget_settings.alerts.thresholds[1]",
+        "budget_settings.alerts.thresholds[2]",
+        "budget_settings.alerts.timeout",
+        "budget_settings.alerts.max_attempts",
+        "budget_settings.alerts.queue_size",
+        "budget_settings.alerts.headers.x-token",
+    }
+    assert HOOK_SECRET not in err.value.message
+
+
+def test_litellm_slack_alerting_maps_to_budget_alerts() -> None:
+    base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o",
+                                                                  "api_key": "k"}}]}  # fmt: skip
+    env = {"SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/" + HOOK_SECRET}
+    cfg = config_mod.load(
+        {
+            **base,
+            "general_settings": {
+                "alerting": ["slack", "email"],
+                "alert_types": ["budget_alerts", "llm_too_slow"],
+                "alerting_threshold": 300,
+            },
+        },  # fmt: skip
+        env=env,
+    )
+    assert cfg.alerts is not None and cfg.alerts.webhook is not None
+    assert cfg.alerts.webhook.get() == env["SLACK_WEBHOOK_URL"]
+    warned = " ".join(cfg.warnings)
+    assert "'email'" in warned and "'llm_too_slow'" in warned and "alerting_threshold" in warned
+    off = config_mod.load(
+        {**base, "general_settings": {"alerting": ["slack"], "alert_types": ["llm_exceptions"]}},
+        env=env,
+    )
+    assert off.alerts is None

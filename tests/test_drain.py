@@ -140,3 +140,16 @@ def test_sigterm_to_the_parent_drains_every_worker(tmp_path: Path, upstream: Moc
             assert r.error is None, r.error
             assert r.finish == "stop"
         assert _proc(served).wait(WAIT_S) == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, float("nan"), 90_000])
+def test_drain_seconds_is_checked(seconds: float) -> None:
+    from routeguard import config as config_mod
+
+    raw = {
+        "model_list": [{"type": "openai", "model_name": "m", "model": "sim-m", "api_key": "k"}],
+        "server": {"drain_seconds": seconds},
+    }
+    with pytest.raises(config_mod.ConfigError) as err:
+        config_mod.load(raw)
+    assert [p.path for p in err.value.problems] == ["server.drain_seconds"]
