@@ -285,7 +285,7 @@ def test_litellm_slack_alerting_maps_to_budget_alerts() -> None:
                 "alert_types": ["budget_alerts", "llm_too_slow"],
                 "alerting_threshold": 300,
             },
-        },  # fmt: skip
+        },
         env=env,
     )
     assert cfg.alerts is not None and cfg.alerts.webhook is not None
