@@ -43,13 +43,16 @@ def _write(path: Path, mock: MockServer, model: str, *, limit: float = 100.0, **
     path.write_text(json.dumps(cfg))
 
 
-def _served_by(url: str, key: str = MASTER) -> str:
-    """The upstream model that answers a new (non-streamed, one-token) request for ``chat``."""
+def _served_by(url: str, key: str | None = MASTER) -> str:
+    """The upstream model that answers a new (non-streamed, one-token) request for ``chat``;
+    ``draining`` when a worker on its way out refused it (a rolling restart's brief race)."""
     status, body = call(
         url + "/v1/chat/completions",
         body={"model": "chat", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
         key=key,
     )
+    if status == 503 and body["error"]["code"] == "draining":
+        return "draining"
     assert status == 200, body
     return str(body["model"])
 
@@ -155,12 +158,7 @@ def test_sighup_to_the_parent_restarts_every_worker_on_the_new_file(
         )
 
     def served_by() -> str:
-        status, body = call(
-            served.url + "/v1/chat/completions",
-            body={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert status == 200, body
-        return str(body["model"])
+        return _served_by(served.url, key=None)
 
     write("sim-one")
     with serve("--config", str(cfg), "--workers", "2") as served:
@@ -245,3 +243,51 @@ async def test_a_reload_keeps_the_stores_and_what_did_not_change(
         assert app.lifecycle.reloads == 2
     finally:
         await app.current_gateway.aclose()
+
+
+def test_admin_reload_under_two_workers_restarts_them_on_redis(
+    tmp_path: Path, upstream: MockServer, redis_server: str
+) -> None:
+    cfg = tmp_path / "routeguard.json"
+    team = f"reload-{tmp_path.name[-12:]}"
+    dep = {"type": "openai", "api_base": upstream.url + "/v1", "api_key": "sk-up",
+           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}  # fmt: skip
+
+    def write(model: str, **extra: Any) -> None:
+        cfg.write_text(json.dumps({
+            "model_list": [{**dep, "model_name": "chat", "model": model}],
+            "server": {"master_key": MASTER, "key_store": "redis"},
+            "budgets": [{"name": team, "limit": 100.0}],
+            "budget_settings": {"backend": "redis", "redis_url": redis_server,
+                                "default_account": team},
+            **extra,
+        }))  # fmt: skip
+
+    def spent() -> float:
+        status, body = call(served.url + "/admin/budgets", key=MASTER)
+        assert status == 200, body
+        (row,) = [r for r in body["data"] if r["name"] == team]
+        return float(row["spent"])
+
+    write("sim-one")
+    with serve("--config", str(cfg), "--workers", "2") as served:
+        wait_for(lambda: call(served.url + "/health/readiness")[0] == 200, "ready")
+        assert _served_by(served.url) == "sim-one"
+        before = spent()
+        assert before > 0
+        write("sim-two", fallbacks={"chat": ["nowhere"]})
+        status, body = call(served.url + "/admin/reload", body={}, key=MASTER)
+        assert status == 400 and body["error"]["code"] == "invalid_config"
+        write("sim-two")
+        status, body = call(served.url + "/admin/reload", body={}, key=MASTER)
+        assert status == 202, body
+        assert body["status"] == "restarting workers" and body["workers"] == 2
+        streak = [0]
+
+        def all_new() -> bool:
+            streak[0] = streak[0] + 1 if _served_by(served.url) == "sim-two" else 0
+            return streak[0] >= 20
+
+        wait_for(all_new, "both workers on the new config", timeout=3 * WAIT_S)
+        assert spent() > before  # Redis kept the spend across the new workers
+    assert "Traceback" not in served.output
