@@ -252,9 +252,9 @@ def _serve(
     scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
     mock = None
     left_out: dict[str, str] = {}
-    if path is not None:
-        source: object = path
-    else:
+    origin = str(Path(path).resolve()) if path is not None else None
+    source: object = None
+    if origin is None:
         missing = missing_keys()
         if missing and simulated:
             from routeguard.mock import MockServer
@@ -266,7 +266,9 @@ def _serve(
             left_out = {a: f"{var} is not set; --no-simulated" for a, var in missing.items()}
         source = default_config(mock.url if mock is not None else None)
     try:
-        cfg = config_mod.load(source)  # type: ignore[arg-type]
+        if origin is not None:  # read once: every worker starts from this data (snapshot)
+            source = config_mod.read_file(origin)
+        cfg = config_mod.load(source, origin=origin)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
@@ -274,11 +276,15 @@ def _serve(
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
-    # Workers re-load the config in their own process; pass it as data, not as a path,
-    # so the built-in default (with the simulator's port) reaches them too.
-    # An absolute path: a reload (SIGHUP, POST /admin/reload) re-reads the same file.
+    # Workers load the config in their own process from the data read and checked here (the
+    # built-in default with the simulator's port, or a snapshot of the file), never from the
+    # file itself: one saved half-edited cannot break a worker that starts or restarts. The
+    # path stays for reloads (SIGHUP, POST /admin/reload), which check the file first.
+    from routeguard.server.supervisor import ConfigSnapshot
+
+    snapshot = ConfigSnapshot(source) if isinstance(source, dict) and origin else None
     spec: dict[str, Any] = (
-        {"path": str(Path(path).resolve())} if path is not None else {"data": source}
+        {"path": origin, "snapshot": snapshot.path} if snapshot is not None else {"data": source}
     )
     if request_log:
         spec["request_log"] = str(Path(request_log).resolve())
@@ -315,9 +321,8 @@ def _serve(
             from routeguard.server.supervisor import Supervisor
 
             sock = server_config.bind_socket()
-            source = spec.get("path")
             with contextlib.suppress(KeyboardInterrupt):
-                Supervisor(server_config, [sock], source=source, running=cfg).run()
+                Supervisor(server_config, [sock], snapshot=snapshot, running=cfg).run()
         else:
             server = uvicorn.Server(server_config)
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before startup completed
@@ -329,6 +334,8 @@ def _serve(
             mock.__exit__(None, None, None)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if snapshot is not None:
+            snapshot.remove()
     return 0
 
 
@@ -378,7 +385,11 @@ def app_from_env() -> object:
     from routeguard.server import create_app
 
     spec = json.loads(os.environ[_CONFIG_ENV])
-    gw = Gateway.from_config(spec["path"] if "path" in spec else spec["data"])
+    if "snapshot" in spec:
+        data = json.loads(Path(spec["snapshot"]).read_text(encoding="utf-8"))
+        gw = Gateway(config_mod.load(data, origin=spec["path"]))
+    else:
+        gw = Gateway.from_config(spec["data"])
     return create_app(gw, request_log=spec.get("request_log"))
 
 

@@ -76,11 +76,18 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> Config:
-    """Validate a config (a file path or an already parsed mapping) and build a Config."""
+def load(
+    source: str | Path | Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    origin: str | Path | None = None,
+) -> Config:
+    """Validate a config (a file path or an already parsed mapping) and build a Config.
+    ``origin``: the file a mapping was read from (it names the config in errors and as
+    ``Config.source``, and relative paths in it resolve from its directory)."""
     env = os.environ if env is None else env
     if isinstance(source, Mapping):
-        data, name = dict(source), "<dict>"
+        data, name = dict(source), "<dict>" if origin is None else str(origin)
     else:
         data, name = read_file(source), str(source)
     problems: list[ConfigProblem] = []
@@ -255,7 +262,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
     enforce: dict[str, EnforcePlan] = {}
     if raw.enforce is not None or route_enforce:
         pinned = {a for a, s in routing.items() if s.mode == "pinned"}
-        base = None if isinstance(source, Mapping) else Path(source).parent
+        base = None if name == "<dict>" else Path(name).parent
         enforce = plan_enforcement(
             raw.enforce, route_enforce, pinned=pinned, aliases=list(deployments), base=base,
             problems=problems,
