@@ -341,7 +341,7 @@ def _serve(
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _SHUTDOWN_AFTER_DRAIN_S = 5
-_WORKER_READY_S = 120
+_WORKER_READY_S = 60  # also how long a hung worker goes unnoticed (uvicorn pings with it)
 
 
 def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:

@@ -237,6 +237,7 @@ class ProxyApp:
                 self.lifecycle.install()  # SIGTERM drains, SIGHUP reloads (under serve)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                await self.lifecycle.close()  # pipelines a reload replaced
                 await self.gateway.aclose()
                 if self.metrics is not None:
                     self.metrics.close()

@@ -215,6 +215,13 @@ class Lifecycle:
             await self._until_idle(_CANCEL_WAIT_S)
         return running
 
+    async def close(self) -> None:
+        """Finish retiring the pipelines a reload replaced (at shutdown)."""
+        for gateway in list(self._retiring):
+            self._retire_soon(gateway)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def cut_by_drain(self) -> bool:
         """Whether a request's cancellation came from the drain deadline (see ``drain``)."""
         return self._cutting
