@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +25,12 @@ class Served:
 
     url: str
     output: str = field(default="")
+    proc: subprocess.Popen[bytes] | None = None
+    lines: list[str] = field(default_factory=list)  # the output so far, while it runs
+
+    def printed(self, text: str) -> bool:
+        """Whether the proxy has printed ``text`` so far."""
+        return any(text in line for line in list(self.lines))
 
 
 @contextlib.contextmanager
@@ -39,11 +46,21 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", proc=proc)
+
+    def collect() -> None:  # read as it comes: a full pipe would block the proxy
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            served.lines.append(line.decode(errors="replace"))
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            if proc.poll() is not None:
+                collector.join(5)
+                raise AssertionError("".join(served.lines))
             try:
                 with urllib.request.urlopen(served.url + "/health", timeout=1) as r:
                     if r.status == 200:
@@ -54,12 +71,14 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
             time.sleep(0.1)
         yield served
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        collector.join(15)
         if proc.stdout:
-            with proc.stdout:
-                served.output = proc.stdout.read().decode()
+            proc.stdout.close()
+        served.output = "".join(served.lines)

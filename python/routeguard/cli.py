@@ -266,9 +266,9 @@ def _serve(
     scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
     mock = None
     left_out: dict[str, str] = {}
-    if path is not None:
-        source: object = path
-    else:
+    origin = str(Path(path).resolve()) if path is not None else None
+    source: object = None
+    if origin is None:
         missing = missing_keys()
         if missing and simulated:
             from routeguard.mock import MockServer
@@ -280,7 +280,9 @@ def _serve(
             left_out = {a: f"{var} is not set; --no-simulated" for a, var in missing.items()}
         source = default_config(mock.url if mock is not None else None)
     try:
-        cfg = config_mod.load(source)  # type: ignore[arg-type]
+        if origin is not None:  # read once: every worker starts from this data (snapshot)
+            source = config_mod.read_file(origin)
+        cfg = config_mod.load(source, origin=origin)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
@@ -288,12 +290,23 @@ def _serve(
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
-    # Workers re-load the config in their own process; pass it as data, not as a path,
-    # so the built-in default (with the simulator's port) reaches them too.
-    spec: dict[str, Any] = {"path": path} if path is not None else {"data": source}
+    # Workers load the config in their own process from the data read and checked here (the
+    # built-in default with the simulator's port, or a snapshot of the file), never from the
+    # file itself: one saved half-edited cannot break a worker that starts or restarts. The
+    # path stays for reloads (SIGHUP, POST /admin/reload), which check the file first.
+    from routeguard.server.supervisor import ConfigSnapshot
+
+    snapshot = ConfigSnapshot(source) if isinstance(source, dict) and origin else None
+    spec: dict[str, Any] = (
+        {"path": origin, "snapshot": snapshot.path} if snapshot is not None else {"data": source}
+    )
     if request_log:
         spec["request_log"] = str(Path(request_log).resolve())
     os.environ[_CONFIG_ENV] = json.dumps(spec)
+    if workers > 1:  # each worker's POST /admin/reload asks this process for a rolling restart
+        from routeguard.server.lifecycle import WORKERS_ENV
+
+        os.environ[WORKERS_ENV] = str(workers)
     metrics_dir = _metrics_dir(cfg, workers)
     spend_dir = _spend_dir(cfg, workers)
     print(f"routeguard proxy on http://{host}:{port} serving:", flush=True)
@@ -302,7 +315,7 @@ def _serve(
     for line in served_lines({**cfg.deployments, **patterns}, simulated_base, left_out):
         print(line, flush=True)
     try:
-        uvicorn.run(
+        server_config = uvicorn.Config(
             "routeguard.cli:app_from_env",
             factory=True,
             host=host,
@@ -313,17 +326,39 @@ def _serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # The app drains itself on SIGTERM (server.drain_seconds, server/lifecycle.py);
+            # this only bounds uvicorn's own wait after that.
+            timeout_graceful_shutdown=_SHUTDOWN_AFTER_DRAIN_S,
+            # A worker started by a rolling restart (SIGHUP) loads its models before it
+            # reports ready; the old one is kept until then.
+            timeout_worker_healthcheck=_WORKER_READY_S,
         )
+        if workers > 1:
+            from routeguard.server.supervisor import Supervisor
+
+            sock = server_config.bind_socket()
+            with contextlib.suppress(KeyboardInterrupt):
+                Supervisor(server_config, [sock], snapshot=snapshot, running=cfg).run()
+        else:
+            server = uvicorn.Server(server_config)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before startup completed
+                server.run()
+            if not server.started:
+                return 1
     finally:
         if mock is not None:
             mock.__exit__(None, None, None)
         for made in (metrics_dir, spend_dir):
             if made is not None:
                 shutil.rmtree(made, ignore_errors=True)
+        if snapshot is not None:
+            snapshot.remove()
     return 0
 
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_SHUTDOWN_AFTER_DRAIN_S = 5
+_WORKER_READY_S = 60  # also how long a hung worker goes unnoticed (uvicorn pings with it)
 
 
 def _metrics_dir(cfg: config_mod.Config, workers: int) -> str | None:
@@ -380,7 +415,11 @@ def app_from_env() -> object:
     from routeguard.server import create_app
 
     spec = json.loads(os.environ[_CONFIG_ENV])
-    gw = Gateway.from_config(spec["path"] if "path" in spec else spec["data"])
+    if "snapshot" in spec:
+        data = json.loads(Path(spec["snapshot"]).read_text(encoding="utf-8"))
+        gw = Gateway(config_mod.load(data, origin=spec["path"]))
+    else:
+        gw = Gateway.from_config(spec["data"])
     return create_app(gw, request_log=spec.get("request_log"))
 
 

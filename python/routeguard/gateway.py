@@ -135,13 +135,20 @@ class Admission:
 class Gateway:
     """Routes OpenAI-shaped requests to configured deployments with retries and fallback."""
 
-    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, config: Config, *, embedder: Embedder | None = None, previous: Gateway | None = None
+    ) -> None:
+        """``previous``: the gateway this one replaces on a config reload; its key store,
+        budget ledger and alerts, embedder, feedback index, and its cache and routers where
+        their settings did not change, carry over (:mod:`routeguard.reload`)."""
         self.config = config
         secret = config.server.key_hash_secret
-        if config.server.key_store == "redis" and config.server.redis_url:
+        if previous is not None:
+            self.keys: KeyStore = previous.keys
+        elif config.server.key_store == "redis" and config.server.redis_url:
             from routeguard.budget.redis_keys import RedisKeyStore
 
-            self.keys: KeyStore = RedisKeyStore(
+            self.keys = RedisKeyStore(
                 config.server.redis_url, secret=secret.get() if secret else None
             )
         else:
@@ -149,18 +156,32 @@ class Gateway:
                 config.server.database or ":memory:", secret=secret.get() if secret else None
             )
         # Always on: virtual keys may carry their own budgets even with none configured.
-        self.budget = BudgetLayer(config)
+        if previous is not None:
+            old = previous.budget
+            self.budget: BudgetLayer = BudgetLayer(config, old.backend, alerter=old.alerter)
+        else:
+            self.budget = BudgetLayer(config)
+        same_embedding = previous is not None and previous.config.embedding == config.embedding
+        if embedder is None and previous is not None and same_embedding:
+            embedder = previous.embedder
         if embedder is None:
             from routeguard.embed import default_embedder
 
             embedder = default_embedder(config.embedding.precision)
+        self.embedder: Embedder = embedder
         caching = config.cache.enabled or any(c.enabled for c in config.route_cache.values())
-        self.cache = CacheLayer(config, embedder) if caching else None
+        if previous is not None and previous.cache is not None and _same_cache(previous, config):
+            self.cache: CacheLayer | None = previous.cache
+        else:
+            self.cache = CacheLayer(config, embedder) if caching else None
         # One embedder per request: routers embed with the cache's, so its vector is reused.
         router_embedder = self.cache.cache.embedder if self.cache is not None else embedder
         self.enforcers = build_enforcers(config.enforce) if config.enforce else {}
-        self.routers = {
-            alias: Router.from_settings(alias, spec, embedder=router_embedder)
+        kept: dict[str, Router] = previous.routers if previous is not None else {}
+        self.routers: dict[str, Router] = {
+            alias: kept[alias]
+            if previous is not None and alias in kept and previous.config.routing[alias] == spec
+            else Router.from_settings(alias, spec, embedder=router_embedder)
             for alias, spec in config.routing.items()
         }
         self.balancers = _Balancers(self._register)
@@ -192,8 +213,10 @@ class Gateway:
                 self._pinned.add(name)
         for w in config.warnings:
             log.warning("config: %s", w)
-        self.recent = RecentRequests()  # request id -> what served it, for feedback
-        self._feedback: FeedbackStore | None = None  # built on first use (feedback_store)
+        # Request id -> what served it, for feedback.
+        self.recent: RecentRequests = previous.recent if previous is not None else RecentRequests()
+        # Built on first use (feedback_store).
+        self._feedback: FeedbackStore | None = previous._feedback if previous is not None else None
         if self.cache is not None:
             self.cache.judge_call = self._judge_call
         shadowed = any(r.shadow is not None for r in config.routing.values())
@@ -884,6 +907,16 @@ class _Balancers(dict[str, Balancer]):
         if balancer is None:
             raise KeyError(name)
         return balancer
+
+
+def _same_cache(previous: Gateway, config: Config) -> bool:
+    """Whether ``config`` asks for the cache ``previous`` runs (so a reload keeps its entries)."""
+    old = previous.config
+    return (old.cache, old.route_cache, old.embedding) == (
+        config.cache,
+        config.route_cache,
+        config.embedding,
+    )
 
 
 def _require_scope(key: KeyRecord | None, alias: str) -> None:

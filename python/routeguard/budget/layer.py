@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from routeguard.budget.accounts import Accounts, load_accounts, usd_to_micros
+from routeguard.budget.alerts import BudgetAlerter
 from routeguard.budget.bound import InputSize, completion_bound, measure
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
@@ -42,7 +43,15 @@ Json = dict[str, Any]
 class BudgetLayer:
     """Rate checks, reservations and settlements for the gateway, over one backend."""
 
-    def __init__(self, config: Config, backend: BudgetBackend | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: BudgetBackend | None = None,
+        *,
+        alerter: BudgetAlerter | None = None,
+    ) -> None:
+        """``backend`` and ``alerter``: a previous layer's, kept across a config reload
+        (spend, holds and alerts already sent carry over)."""
         self.config = config
         self.settings = config.budget
         accounts = load_accounts(config.accounts) if config.accounts else Accounts(())
@@ -77,6 +86,12 @@ class BudgetLayer:
         """Settlements that cost more than their hold (each logged as an error)."""
         self.overage_micros = 0
         self._local = isinstance(backend, MemoryBudget)
+        self.alerter: BudgetAlerter | None = None
+        """Budget alerts (``budget_settings.alerts``), told of every settlement."""
+        if config.alerts is not None:
+            if alerter is not None:
+                alerter.configure(config.alerts, backend)
+            self.alerter = alerter or BudgetAlerter(config.alerts, backend)
 
     @property
     def configured_accounts(self) -> frozenset[str]:
@@ -239,6 +254,8 @@ class BudgetLayer:
         cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
         overage = await self.backend.settle(res, actual)
+        if self.alerter is not None:
+            self.alerter.notice(res.chain)
         if overage:
             self.overages += 1
             self.overage_micros += overage
@@ -257,7 +274,9 @@ class BudgetLayer:
         await self.backend.release(res)
 
     async def close(self) -> None:
-        """Close the backend's connections."""
+        """Send queued alerts (briefly) and close the backend's connections."""
+        if self.alerter is not None:
+            await self.alerter.close()
         await self.backend.close()
 
 

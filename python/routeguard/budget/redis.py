@@ -727,6 +727,13 @@ class RedisBudget:
         """Raise unless Redis answers a PING (the proxy's readiness check)."""
         await self._redis.ping()
 
+    async def claim_once(self, name: str, ttl_s: float | None) -> bool:
+        """Whether this caller is the first to claim ``name`` (``SET NX``, kept ``ttl_s``
+        seconds or for ever): of many instances, one sends a given budget alert."""
+        key = f"{self._prefix}:once:{name}"
+        px = None if ttl_s is None else max(1, round(ttl_s * 1000))
+        return bool(await self._redis.set(key, b"1", nx=True, px=px))
+
     async def close(self) -> None:
         """Close the connection pool if this backend created it."""
         if not self._owns_client:

@@ -265,6 +265,9 @@ def from_litellm(
     gs = _mapping(data.get("general_settings"), "general_settings", problems)
     if "master_key" in gs:
         out["server"] = {"master_key": gs.pop("master_key")}
+    alerts = _litellm_alerts(gs, warnings)
+    if alerts is not None:
+        out["budget_settings"] = {"alerts": alerts}
     for k in sorted(gs):
         warnings.append(f"general_settings.{k} is not supported and is ignored")
     litellm_keys = {"model_list", "router_settings", "litellm_settings", "general_settings"}
@@ -458,6 +461,50 @@ def _model_group_alias(aliases: Any, out: dict[str, Any], problems: list[ConfigP
             if "id" in copy:
                 copy["id"] = f"{copy['id']}@{name}"
             out["model_list"].append(copy)
+
+
+# LiteLLM's alerting backends we serve as budget_settings.alerts.webhook, and the variable
+# each reads its URL from.
+_ALERT_WEBHOOKS = {"slack": "SLACK_WEBHOOK_URL", "webhook": "WEBHOOK_URL"}
+
+
+def _litellm_alerts(gs: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
+    """``general_settings.alerting`` / ``alert_types`` / ``alert_to_webhook_url`` (popped from
+    ``gs``) as our ``budget_settings.alerts``: budget alerts only, to the Slack or generic
+    webhook LiteLLM would use (our payload carries Slack's ``text``); the rest is warned."""
+    alerting = gs.pop("alerting", None)
+    types = gs.pop("alert_types", None)
+    urls = gs.pop("alert_to_webhook_url", None)
+    for k in ("alerting_threshold", "alerting_args"):
+        if k in gs:
+            gs.pop(k)
+            warnings.append(
+                f"general_settings.{k} is not supported (only budget alerts) and is ignored"
+            )
+    if alerting is None:
+        return None
+    channels = [alerting] if isinstance(alerting, str) else list(alerting or [])
+    served = [c for c in channels if c in _ALERT_WEBHOOKS]
+    for c in channels:
+        if c not in _ALERT_WEBHOOKS:
+            warnings.append(f"general_settings.alerting '{c}' is not supported and is ignored")
+    if types is not None:
+        wanted = types if isinstance(types, list) else [types]
+        for t in wanted:
+            if t != "budget_alerts":
+                warnings.append(
+                    f"general_settings.alert_types '{t}' is not supported (only budget_alerts)"
+                )
+        if "budget_alerts" not in wanted:
+            return None
+    if not served:
+        return None
+    if len(served) > 1:
+        warnings.append(f"general_settings.alerting: budget alerts go to '{served[0]}' only")
+    webhook = f"os.environ/{_ALERT_WEBHOOKS[served[0]]}"
+    if isinstance(urls, dict) and isinstance(urls.get("budget_alerts"), str):
+        webhook = urls["budget_alerts"]
+    return {"webhook": webhook}
 
 
 def _mapping(value: Any, path: str, problems: list[ConfigProblem]) -> dict[str, Any]:

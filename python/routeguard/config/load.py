@@ -29,11 +29,13 @@ from routeguard.config.settings import (
     DEFAULT_API_BASES,
     DEFAULT_ENDPOINT_BODY_BYTES,
     ENV_PREFIX,
+    BudgetAlerts,
     BudgetSettings,
     CacheSettings,
     Config,
     EmbeddingSettings,
     ObservabilitySettings,
+    RawBudgetAlerts,
     RawConfig,
     RawDeployment,
     RawDeploymentBase,
@@ -79,11 +81,18 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> Config:
-    """Validate a config (a file path or an already parsed mapping) and build a Config."""
+def load(
+    source: str | Path | Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    origin: str | Path | None = None,
+) -> Config:
+    """Validate a config (a file path or an already parsed mapping) and build a Config.
+    ``origin``: the file a mapping was read from (it names the config in errors and as
+    ``Config.source``, and relative paths in it resolve from its directory)."""
     env = os.environ if env is None else env
     if isinstance(source, Mapping):
-        data, name = dict(source), "<dict>"
+        data, name = dict(source), "<dict>" if origin is None else str(origin)
     else:
         data, name = read_file(source), str(source)
     problems: list[ConfigProblem] = []
@@ -281,10 +290,14 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
                 )
             )
 
+    alerts = None
+    if budget is not None and budget.alerts is not None:
+        alerts = _build_alerts(budget.alerts, env, problems)
+
     enforce: dict[str, EnforcePlan] = {}
     if raw.enforce is not None or route_enforce:
         pinned = {a for a, s in routing.items() if s.mode == "pinned"}
-        base = None if isinstance(source, Mapping) else Path(source).parent
+        base = None if name == "<dict>" else Path(name).parent
         enforce = plan_enforcement(
             raw.enforce, route_enforce, pinned=pinned, aliases=list(deployments), base=base,
             problems=problems,
@@ -315,6 +328,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
             key_hash_secret=hash_secret,
             key_store=server.key_store,
             redis_url=server.redis_url or budget.redis_url,
+            drain_seconds=server.drain_seconds,
         ),
         cache=cache,
         route_cache=route_cache,
@@ -328,6 +342,7 @@ def load(source: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | Non
         enforce=enforce,
         input_limits=input_limits,
         source=name,
+        alerts=alerts,
     )
 
 
@@ -447,6 +462,55 @@ def _check_server(server: RawServer, problems: list[ConfigProblem]) -> None:
             problems.append(ConfigProblem(f"server.{name}", "must be from 0 to 3600 seconds"))
     if server.max_unauthenticated_connections < 1:
         problems.append(ConfigProblem("server.max_unauthenticated_connections", "must be >= 1"))
+    if not 0 <= server.drain_seconds <= 86_400:
+        problems.append(ConfigProblem("server.drain_seconds", "must be from 0 to 86400 seconds"))
+
+
+def _build_alerts(
+    raw: RawBudgetAlerts, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> BudgetAlerts | None:
+    """``budget_settings.alerts`` checked, its URL and header values resolved as secrets
+    (a problem names the key, never the URL: a Slack webhook's path is its credential)."""
+    path = "budget_settings.alerts"
+    start = len(problems)
+    webhook = None
+    if raw.webhook is not None:
+        webhook = _resolve_secret(raw.webhook, f"{path}.webhook", env, problems)
+        if webhook is not None and api_base_problem(webhook.get()) is not None:
+            problems.append(
+                ConfigProblem(f"{path}.webhook", "expected an http(s) URL with a host name")
+            )
+    headers: dict[str, Secret] = {}
+    for name, value in raw.headers.items():
+        resolved = _resolve_secret(value, f"{path}.headers.{name}", env, problems)
+        if resolved is not None:
+            if any(ord(c) < 32 or ord(c) == 127 for c in name + resolved.get()):
+                problems.append(
+                    ConfigProblem(f"{path}.headers.{name}", "must not contain control characters")
+                )
+            headers[name] = resolved
+    for i, t in enumerate(raw.thresholds):
+        if not (math.isfinite(t) and 0 < t <= 10):
+            problems.append(
+                ConfigProblem(f"{path}.thresholds[{i}]", "a share of the limit, above 0 (1.0: all)")
+            )
+    if not (math.isfinite(raw.timeout) and 0 < raw.timeout <= 300):
+        problems.append(ConfigProblem(f"{path}.timeout", "must be from 0 to 300 seconds"))
+    if not 1 <= raw.max_attempts <= 100:
+        problems.append(ConfigProblem(f"{path}.max_attempts", "must be from 1 to 100"))
+    if not 1 <= raw.queue_size <= 1_000_000:
+        problems.append(ConfigProblem(f"{path}.queue_size", "must be from 1 to 1000000"))
+    if len(problems) > start:
+        return None
+    return BudgetAlerts(
+        webhook=webhook,
+        thresholds=tuple(sorted(set(raw.thresholds))),
+        soft_limit=raw.soft_limit,
+        headers=headers,
+        timeout=raw.timeout,
+        max_attempts=raw.max_attempts,
+        queue_size=raw.queue_size,
+    )
 
 
 def api_base_problem(url: str) -> str | None:

@@ -144,6 +144,8 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key_hash_secret: str | None = None
     key_store: Literal["sqlite", "redis"] = "sqlite"  # redis: keys shared by instances
     redis_url: str | None = None  # for key_store: redis (default: budget_settings.redis_url)
+    # On SIGTERM: how long in-flight requests and streams may run on before they are cut.
+    drain_seconds: float = 30.0
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -174,6 +176,19 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     judge_threshold: float = 0.90  # embedding judge: the least cosine of two right answers
 
 
+class RawBudgetAlerts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``budget_settings.alerts`` as written: where to POST an alert when an account's spend
+    crosses its soft limit or a share of its limit (once per account, level and period)."""
+
+    webhook: str | None = None  # an http(s) URL or os.environ/VAR; None: log lines only
+    thresholds: list[float] = msgspec.field(default_factory=lambda: [0.5, 0.8, 1.0])
+    soft_limit: bool = True  # also alert when spend crosses the account's soft_limit
+    headers: dict[str, str] = {}  # sent with each POST (values may be os.environ/VAR)
+    timeout: float = 5.0  # seconds per POST
+    max_attempts: int = 5  # POSTs per alert before it is given up (logged)
+    queue_size: int = 1000  # alerts waiting to be sent; past it new ones are dropped (logged)
+
+
 class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where budgets and rate limits are kept and how requests are charged."""
 
@@ -192,6 +207,7 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # failover cannot forget them; a replica slower than the timeout costs that much latency.
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 50
+    alerts: RawBudgetAlerts | None = None  # see BudgetAlerts for the validated form
 
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -278,6 +294,21 @@ class ServerSettings:
     key_hash_secret: Secret | None = None
     key_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str | None = None
+    drain_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlerts:
+    """Validated ``budget_settings.alerts``: levels as shares of the hard limit, secrets
+    resolved (the webhook URL and header values never appear in logs or errors)."""
+
+    webhook: Secret | None = None
+    thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
+    soft_limit: bool = True
+    headers: Mapping[str, Secret] = field(default_factory=dict)
+    timeout: float = 5.0
+    max_attempts: int = 5
+    queue_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +354,7 @@ class Config:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     tracing: TracingConfig | None = None  # observability.tracing, validated
     source: str = "<dict>"
+    alerts: BudgetAlerts | None = None  # budget_settings.alerts, validated
 
     def cache_for(self, alias: str) -> CacheSettings:
         """The cache settings in force for requests to ``alias``."""

@@ -21,7 +21,14 @@ def is_admin_path(path: str) -> bool:
     """Whether ``path`` belongs to the admin API."""
     return (
         path.startswith(
-            ("/admin/keys", "/admin/budgets", "/admin/approvals", "/admin/spend", "/admin/cache")
+            (
+                "/admin/keys",
+                "/admin/budgets",
+                "/admin/approvals",
+                "/admin/spend",
+                "/admin/cache",
+                "/admin/reload",
+            )
         )
         or path in litellm_keys.PATHS
     )

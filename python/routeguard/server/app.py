@@ -17,6 +17,7 @@ the live dashboard (``server/dashboard.py``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -51,10 +52,11 @@ from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_requi
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
+from routeguard.server.lifecycle import Draining, Lifecycle, Progress
 from routeguard.server.metrics import CONTENT_TYPE, Metrics, multiprocess
 
 if TYPE_CHECKING:
-    from routeguard.server.tracing import Tracing
+    from routeguard.server.tracing import ServerSpan, Tracing
 
 log = scrub.guard(logging.getLogger("routeguard.server"))  # tracebacks may quote secrets
 
@@ -140,7 +142,12 @@ class ProxyApp:
     """ASGI application serving the OpenAI (and Anthropic Messages) API over a Gateway."""
 
     def __init__(self, gateway: Gateway, *, request_log: str | None = None) -> None:
-        self.gateway = gateway
+        self._gateway = gateway
+        # The gateway a request started on, kept for its whole life across a reload.
+        self._pinned: contextvars.ContextVar[Gateway | None] = contextvars.ContextVar(
+            "routeguard_gateway", default=None
+        )
+        self.lifecycle = Lifecycle(self)
         obs = gateway.config.observability
         spend_db = gateway.config.server.database or os.environ.get(SPEND_DB_ENV) or ":memory:"
         self.spend = SpendRecords(spend_db)
@@ -221,6 +228,28 @@ class ProxyApp:
         if self.metrics is not None:
             self._routes["/metrics"] = ("GET", self._metrics)
 
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway serving the current request (the one it started on, even after a
+        reload swapped in another); outside a request, the current one."""
+        return self._pinned.get() or self._gateway
+
+    @property
+    def current_gateway(self) -> Gateway:
+        """The gateway new requests start on."""
+        return self._gateway
+
+    def use_gateway(self, gateway: Gateway) -> None:
+        """Serve new requests with ``gateway`` (a reload; see ``server.lifecycle``)."""
+        self._gateway = gateway
+        if self.metrics is not None:
+            self.metrics.follow(gateway)
+        self.dashboard.follow(gateway)
+        if self.approvals is not None:  # the new gateway's queues, and those still finishing
+            self.approvals.queues = self.lifecycle.approval_queues()
+        if self.tracing is not None:
+            self.tracing.aliases = frozenset(gateway.models())
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
         kind = scope["type"]
@@ -235,8 +264,10 @@ class ProxyApp:
             if msg["type"] == "lifespan.startup":
                 await self.gateway.start_cache()
                 await self.gateway.warm_up()  # ready means loaded: no first-request stall
+                self.lifecycle.install()  # SIGTERM drains, SIGHUP reloads (under serve)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                await self.lifecycle.close()  # pipelines a reload replaced
                 await self.gateway.aclose()
                 if self.metrics is not None:
                     self.metrics.close()
@@ -262,17 +293,49 @@ class ProxyApp:
             known = (path.rstrip("/") or "/") in self._routes
             span = self.tracing.begin(scope["method"], path, scope["headers"], known)
 
+        progress = Progress()
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
+                progress.started = True
                 if span is not None:
                     span.status = message["status"]
-            elif message["type"] == "http.response.body" and trace.first_byte is None:
-                trace.first_byte = time.perf_counter()
+            elif message["type"] == "http.response.body":
+                if trace.first_byte is None:
+                    trace.first_byte = time.perf_counter()
+                progress.done = not message.get("more_body", False)
             await downstream(message)
 
         send = send_with_id
+        gateway = self._gateway
+        pin = self._pinned.set(gateway)
+        scope["routeguard.cut"] = self.lifecycle.cut
+        token = self.lifecycle.enter(gateway)
         try:
+            await self._dispatch(path, scope, receive, send, trace, anthropic, span)
+        except asyncio.CancelledError:
+            if not self.lifecycle.cut_by_drain():
+                raise
+            # Cancelled by our own drain deadline: end the request in its caller's protocol.
+            await self.lifecycle.answer_cut(send, progress, anthropic, _send_error)
+        finally:
+            self.lifecycle.leave(token)
+            self._pinned.reset(pin)
+
+    async def _dispatch(
+        self,
+        path: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        trace: Trace,
+        anthropic: bool,
+        span: ServerSpan | None,
+    ) -> None:
+        try:
+            if self.lifecycle.draining and path.rstrip("/") not in _OPEN_PATHS:
+                raise Draining("the proxy is shutting down: retry on another instance")
             if is_admin_path(path):
                 await self._admin(scope, receive, send)
                 return
@@ -324,6 +387,9 @@ class ProxyApp:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
         principal.require_admin()
         method = scope["method"]
+        if scope["path"].rstrip("/") == "/admin/reload" and method == "POST":
+            await _send_json(send, *await self.lifecycle.reload_request(), [])
+            return
         if scope["path"].rstrip("/") in cache_admin.PATHS:
             await self._cache_admin(scope, receive, send)
             return
@@ -343,7 +409,7 @@ class ProxyApp:
             body = await self._read_json(scope, receive, allow_empty=True)
         if scope["path"].startswith("/admin/approvals"):  # held by any worker
             status, out = await asyncio.to_thread(
-                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                approvals_api, self.approvals, self.lifecycle.approval_queues(), method,
                 scope["path"], body,
             )  # fmt: skip
             await _send_json(send, status, out, [])
@@ -353,7 +419,7 @@ class ProxyApp:
             method,
             scope["path"],
             body,
-            self.gateway.approval_queues(),
+            self.lifecycle.approval_queues(),
             query=scope.get("query_string", b"").decode("latin-1"),
         )
         layer = self.gateway.budget
@@ -415,7 +481,7 @@ class ProxyApp:
         if rest.startswith("approvals/") and verb in ("approve", "deny") and method == "POST":
             body = await self._read_json(scope, receive, allow_empty=True)
             status, out = await asyncio.to_thread(
-                approvals_api, self.approvals, self.gateway.approval_queues(), method,
+                approvals_api, self.approvals, self.lifecycle.approval_queues(), method,
                 "/admin/" + rest, body, who,
             )  # fmt: skip
             await _send_json(send, status, out, no_store)
@@ -630,6 +696,8 @@ class ProxyApp:
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
         checks = await readiness(self.gateway)
+        if self.lifecycle.draining:
+            checks["serving"] = "draining"
         failing = sorted(name for name, state in checks.items() if state != "ok")
         body: dict[str, Any] = {"status": "not ready" if failing else "ready", "checks": checks}
         if failing:
@@ -716,6 +784,8 @@ async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float):
         extra.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    if getattr(exc, "close_connection", False):
+        extra.append((b"connection", b"close"))
     await _send_json(send, exc.status_code, body, extra)
 
 
@@ -813,18 +883,21 @@ async def _pump_sse(
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except RouteguardError as exc:
-            trace = scope.get("routeguard.trace")
-            if isinstance(trace, Trace):
-                trace.error = exc
-            # Headers are gone: the error travels in-band, as the providers do it.
-            if anthropic:
-                from routeguard.server.messages import error_to_anthropic
-
-                frame = b"event: error\ndata: " + _enc.encode(error_to_anthropic(exc)) + b"\n\n"
-            else:
-                frame = b"data: " + _enc.encode(exc.to_openai()) + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send_error(exc)
         await send({"type": "http.response.body", "body": b""})
+
+    async def send_error(exc: RouteguardError) -> None:
+        trace = scope.get("routeguard.trace")
+        if isinstance(trace, Trace):
+            trace.error = exc
+        # Headers are gone: the error travels in-band, as the providers do it.
+        if anthropic:
+            from routeguard.server.messages import error_to_anthropic
+
+            frame = b"event: error\ndata: " + _enc.encode(error_to_anthropic(exc)) + b"\n\n"
+        else:
+            frame = b"data: " + _enc.encode(exc.to_openai()) + b"\n\n"
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -832,15 +905,23 @@ async def _pump_sse(
 
     pumping = asyncio.ensure_future(pump())
     watching = asyncio.ensure_future(watch())
+    # Set when a draining proxy's server.drain_seconds run out (server/lifecycle.py).
+    cut: asyncio.Event | None = scope.get("routeguard.cut")
+    cutting = asyncio.ensure_future(cut.wait()) if cut is not None else None
+    waiting = {pumping, watching} | ({cutting} if cutting is not None else set())
     try:
         age = time.perf_counter() - result.started
         left = None if max_s is None else max(0.0, max_s + 1.0 - age)
-        await asyncio.wait({pumping, watching}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in (pumping, watching):
+        for t in waiting:
             if not t.done():
                 t.cancel()
-        await asyncio.gather(pumping, watching, return_exceptions=True)
+        await asyncio.gather(*waiting, return_exceptions=True)
+    if cutting is not None and cutting.done() and not cutting.cancelled() and pumping.cancelled():
+        await send_error(Draining("the proxy is shutting down: the stream was cut after "
+                                  "server.drain_seconds"))  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
     if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
         exc = pumping.exception()
         log.error("stream failed after it started: %s", type(exc).__name__)

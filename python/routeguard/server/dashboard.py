@@ -142,6 +142,11 @@ class Dashboard:
         self._logged_tasks: dict[tuple[float, float], asyncio.Future[dict[str, Any]]] = {}
         self._prices = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
 
+    def follow(self, gateway: Gateway) -> None:
+        """Read budgets, keys, routes and prices from ``gateway`` from now on (a reload)."""
+        self.gateway = gateway
+        self._prices = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
+
     async def summary(self, window_s: int, now: float | None = None) -> dict[str, Any]:
         """Every figure the page shows, for the last ``window_s`` seconds (aligned to
         :data:`BUCKETS` buckets) and, for metric-based figures, since the proxy started."""

@@ -195,6 +195,13 @@ class Metrics:
         for enforcer in gateway.enforcers.values():
             enforcer.on_verdict = self._verdict
 
+    def follow(self, gateway: Gateway) -> None:
+        """Record for ``gateway`` from now on (a config reload swapped it in)."""
+        self.gateway = gateway
+        self._aliases = frozenset(gateway.models())
+        self._deployments = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
+        gateway.fallback.cooldowns.on_change = self._circuit_changed
+
     # ------------------------------------------------------------------ recording
 
     def _child(self, metric: Any, *labels: str) -> Any:
