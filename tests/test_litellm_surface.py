@@ -42,19 +42,16 @@ EXPECTED: dict[str, list[str]] = {
         "redis-semantic are); the cache is off"
     ],
     "07_budgets.yaml": [
-        f"general_settings.alerting {NOT_SUPPORTED}",
-        f"general_settings.alerting_threshold {NOT_SUPPORTED}",
+        "general_settings.alerting_threshold is not supported (only budget alerts) and is ignored",
+        "general_settings.alerting 'slack': SLACK_WEBHOOK_URL is not set, so budget alerts are "
+        "log lines only",
         f"general_settings.database_url {NOT_SUPPORTED}",
     ],
-    "08_logging.yaml": [
-        f"litellm_settings.{k} {NOT_SUPPORTED}"
-        for k in (
-            "callbacks",
-            "failure_callback",
-            "redact_user_api_key_info",
-            "success_callback",
-            "turn_off_message_logging",
-        )
+    "08_logging.yaml": [  # langfuse and otel become OTLP destinations; sentry has none
+        "litellm_settings.failure_callback: callback 'sentry' is not supported and is ignored "
+        "(routeguard exports traces to any OTLP backend: observability.tracing)",
+        f"litellm_settings.redact_user_api_key_info {NOT_SUPPORTED}",
+        f"litellm_settings.turn_off_message_logging {NOT_SUPPORTED}",
     ],
     "09_compatible_providers.yaml": [],
     "10_reliability.yaml": [
@@ -106,7 +103,7 @@ def test_check_config_loads_it_with_exactly_the_expected_warnings(
     assert ": ok (" in out
     warnings = [line.removeprefix("warning: ") for line in err.splitlines()]
     assert warnings == EXPECTED[name]
-    for secret in ("p@ss:word", "sk-master", "postgresql://u:p@db"):
+    for secret in ("p@ss:word", "sk-master", "postgresql://u:p@db", "sk-lf-test"):
         assert secret not in out + err
 
 
@@ -137,6 +134,8 @@ def test_budgets_and_redis_usage_map_onto_ours() -> None:
     assert (account.name, account.limit, account.period) == (PROXY_ACCOUNT, 100, "monthly")
     assert cfg.budget.proxy_account == PROXY_ACCOUNT
     assert cfg.budget.end_user is not None and cfg.budget.end_user.limit == pytest.approx(0.5)
+    # alerting maps beside the budgets, not over them (SLACK_WEBHOOK_URL unset: log lines only)
+    assert cfg.budget.alerts is not None and cfg.budget.alerts.webhook is None
     assert cfg.server.master_key is not None and cfg.server.master_key.get() == "sk-master"
     lb = _load("02_load_balancing.yaml")
     assert lb.budget.backend == "redis"

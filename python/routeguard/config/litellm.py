@@ -265,9 +265,9 @@ def from_litellm(
     gs = _mapping(data.get("general_settings"), "general_settings", problems)
     if "master_key" in gs:
         out["server"] = {"master_key": gs.pop("master_key")}
-    alerts = _litellm_alerts(gs, warnings)
+    alerts = _litellm_alerts(gs, warnings, env)
     if alerts is not None:
-        out["budget_settings"] = {"alerts": alerts}
+        out.setdefault("budget_settings", {})["alerts"] = alerts  # beside max_budget & co.
     for k in sorted(gs):
         warnings.append(f"general_settings.{k} is not supported and is ignored")
     litellm_keys = {"model_list", "router_settings", "litellm_settings", "general_settings"}
@@ -468,10 +468,13 @@ def _model_group_alias(aliases: Any, out: dict[str, Any], problems: list[ConfigP
 _ALERT_WEBHOOKS = {"slack": "SLACK_WEBHOOK_URL", "webhook": "WEBHOOK_URL"}
 
 
-def _litellm_alerts(gs: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
+def _litellm_alerts(
+    gs: dict[str, Any], warnings: list[str], env: Mapping[str, str] | None
+) -> dict[str, Any] | None:
     """``general_settings.alerting`` / ``alert_types`` / ``alert_to_webhook_url`` (popped from
     ``gs``) as our ``budget_settings.alerts``: budget alerts only, to the Slack or generic
-    webhook LiteLLM would use (our payload carries Slack's ``text``); the rest is warned."""
+    webhook LiteLLM would use (our payload carries Slack's ``text``); the rest is warned.
+    With the webhook's variable unset (``env`` given), alerts are log lines only (warned)."""
     alerting = gs.pop("alerting", None)
     types = gs.pop("alert_types", None)
     urls = gs.pop("alert_to_webhook_url", None)
@@ -501,10 +504,16 @@ def _litellm_alerts(gs: dict[str, Any], warnings: list[str]) -> dict[str, Any] |
         return None
     if len(served) > 1:
         warnings.append(f"general_settings.alerting: budget alerts go to '{served[0]}' only")
-    webhook = f"os.environ/{_ALERT_WEBHOOKS[served[0]]}"
+    var = _ALERT_WEBHOOKS[served[0]]
     if isinstance(urls, dict) and isinstance(urls.get("budget_alerts"), str):
-        webhook = urls["budget_alerts"]
-    return {"webhook": webhook}
+        return {"webhook": urls["budget_alerts"]}
+    if env is not None and not env.get(var):
+        warnings.append(
+            f"general_settings.alerting '{served[0]}': {var} is not set, so budget alerts "
+            "are log lines only"
+        )
+        return {}
+    return {"webhook": f"os.environ/{var}"}
 
 
 def _mapping(value: Any, path: str, problems: list[ConfigProblem]) -> dict[str, Any]:
