@@ -17,31 +17,52 @@ from typing import Any
 import pytest
 from pydantic import Field
 
+from adapter_scenario import INBOX, INJECTED_ADDRESS, RecordingGuard, make_guard, verdict
+from routeguard.enforce import TAINT_RULE_ID
+from routeguard.enforce.engine import REDACTED
+
 # No telemetry, trace export or version check from CrewAI: nothing leaves the machine (set
 # before CrewAI is imported; harmless for the other tests, which use none of them).
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")
 os.environ.setdefault("CREWAI_DISABLE_VERSION_CHECK", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
-os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+# OTEL_SDK_DISABLED is the OpenTelemetry SDK's own switch, which routeguard's tracing honours:
+# set only while CrewAI is imported and while this module's tests run (an autouse fixture),
+# never for the rest of the session (tests/test_tracing.py exports spans).
+_OTEL_WAS = os.environ.get("OTEL_SDK_DISABLED")
+os.environ["OTEL_SDK_DISABLED"] = "true"
 
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore", message="Cannot set an attribute on 'crewai", category=ImportWarning
-    )
-    pytest.importorskip("crewai")
-    from crewai import Agent, Crew, Task
-    from crewai.hooks import get_after_tool_call_hooks, get_before_tool_call_hooks
-    from crewai.llms.base_llm import BaseLLM
-    from crewai.tools import tool
 
-    from routeguard.adapters.crewai import GuardHooks, register_guard
+def _restore_otel_switch() -> None:
+    if _OTEL_WAS is None:
+        os.environ.pop("OTEL_SDK_DISABLED", None)
+    else:
+        os.environ["OTEL_SDK_DISABLED"] = _OTEL_WAS
 
-from adapter_scenario import INBOX, INJECTED_ADDRESS, RecordingGuard, make_guard, verdict
-from routeguard.enforce import TAINT_RULE_ID
-from routeguard.enforce.engine import REDACTED
+
+try:
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Cannot set an attribute on 'crewai", category=ImportWarning
+        )
+        pytest.importorskip("crewai")
+        from crewai import Agent, Crew, Task
+        from crewai.hooks import get_after_tool_call_hooks, get_before_tool_call_hooks
+        from crewai.llms.base_llm import BaseLLM
+        from crewai.tools import tool
+
+        from routeguard.adapters.crewai import GuardHooks, register_guard
+finally:
+    _restore_otel_switch()
+
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")  # CrewAI's own spans stay home
 
 
 class ScriptedLLM(BaseLLM):
