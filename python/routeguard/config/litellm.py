@@ -68,6 +68,9 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "simple-shuffle": "weighted",
     "least-busy": "least-busy",
     "latency-based-routing": "lowest-latency",
+    "usage-based-routing": "usage-based",
+    "usage-based-routing-v2": "usage-based",
+    "cost-based-routing": "lowest-cost",
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
@@ -237,8 +240,9 @@ def from_litellm(
     _model_group_alias(rs.pop("model_group_alias", None), out, problems)
     budget_settings: dict[str, Any] = {}
     redis_url = _redis_url(rs, "router_settings", env, problems, prefix="redis_")
-    if redis_url is not None:  # LiteLLM shares usage across instances there: so do we
+    if redis_url is not None:  # LiteLLM shares usage and cooldowns there: so do we
         budget_settings.update(backend="redis", redis_url=redis_url)
+        router["redis_url"] = redis_url
     ls.pop("enable_azure_ad_token_refresh", None)  # read above, per azure/ deployment
     for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
         if "request_timeout" in section:
