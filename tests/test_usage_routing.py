@@ -252,3 +252,49 @@ def test_litellm_strategies_map_to_ours() -> None:
         assert cfg.router.strategy == ours
         assert not [w for w in cfg.warnings if "routing_strategy" in w]
         assert cfg.deployments["a"][0].rpm == 5
+
+
+def test_litellm_router_redis_settings_share_cooldowns_usage_and_budgets() -> None:
+    params = {"model": "openai/gpt-4o", "api_key": "k"}
+    cfg = config.load(
+        {
+            "model_list": [{"model_name": "a", "litellm_params": params}],
+            "router_settings": {
+                "routing_strategy": "usage-based-routing-v2",
+                "redis_host": "os.environ/REDIS_HOST",
+                "redis_port": 6380,
+                "redis_password": "os.environ/REDIS_PASSWORD",
+            },
+        },
+        env={"REDIS_HOST": "cache.internal", "REDIS_PASSWORD": "p@ss"},
+    )
+    assert cfg.router.redis_url == "redis://:p%40ss@cache.internal:6380"
+    assert cfg.budget.backend == "redis" and cfg.budget.redis_url == cfg.router.redis_url
+    assert not [w for w in cfg.warnings if "redis" in w]
+    url = config.load(
+        {
+            "model_list": [{"model_name": "a", "litellm_params": params}],
+            "router_settings": {"redis_url": "redis://r:6379/2"},
+        },
+        env={},
+    ).router.redis_url
+    assert url == "redis://r:6379/2"
+
+
+def test_router_redis_url_defaults_to_a_redis_budget_store_and_is_checked() -> None:
+    models = [{"model_name": "a", "type": "openai", "model": "x"}]
+    shared = config.load(
+        {"model_list": models, "budget_settings": {"backend": "redis", "redis_url": "redis://b/0"}},
+        env={},
+    )
+    assert shared.router.redis_url == "redis://b/0"
+    local = config.load({"model_list": models, "budget_settings": {"redis_url": "redis://b/0"}})
+    assert local.router.redis_url is None  # a memory budget store: nothing is shared
+    bad = {"redis_url": "http://x", "redis_prefix": "{a}", "redis_sync_interval": 0}
+    with pytest.raises(config.ConfigError) as info:
+        config.load({"model_list": models, "router_settings": bad}, env={})
+    paths = {p.path for p in info.value.problems}
+    assert paths == {f"router_settings.{k}" for k in bad}
+    with pytest.raises(config.ConfigError) as info:
+        config.load({"model_list": models, "router_settings": {"strategy": "fastest"}}, env={})
+    assert [p.path for p in info.value.problems] == ["router_settings.strategy"]

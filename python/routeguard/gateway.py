@@ -191,7 +191,7 @@ class Gateway:
         self.shared = _shared_state(config, previous)
         self.balancers = _Balancers(self._register)
         for alias, deps in config.deployments.items():
-            self.balancers[alias] = Balancer(deps, config.router.strategy, usage=self.shared)
+            self.balancers[alias] = self._balancer(deps)
         # Names served by a wildcard pattern, least recently used first (bounded: any name
         # may match "*"); those named in fallbacks are kept for good.
         self._wild: OrderedDict[str, bool] = OrderedDict()  # name -> whether it is priced
@@ -262,7 +262,7 @@ class Gateway:
         if w is None:
             return None
         deps = w.concrete(name)
-        balancer = Balancer(deps, self.config.router.strategy, usage=self.shared)
+        balancer = self._balancer(deps)
         dict.__setitem__(self.balancers, name, balancer)
         self._wild[name] = is_priced(deps)
         while len(self._wild) > MAX_WILDCARD_NAMES:
@@ -276,6 +276,14 @@ class Gateway:
             self.balancers.pop(old, None)
         if log.isEnabledFor(logging.INFO):
             log.info("wildcard %r serves %r as %s", w.pattern, name, deps[0].model)
+        return balancer
+
+    def _balancer(self, deps: list[Deployment]) -> Balancer:
+        """A balancer over ``deps`` whose cooldowns and usage are read from Redis when the
+        routing state is shared."""
+        balancer = Balancer(deps, self.config.router.strategy, usage=self.shared)
+        if self.shared is not None:
+            self.shared.watch((d.id for d in deps), usage=balancer.counting)
         return balancer
 
     async def chat(self, request: Json) -> Json | AsyncIterator[Json]:
@@ -875,9 +883,12 @@ class Gateway:
 
     async def start_cache(self) -> None:
         """Start the shared cache backend on the running loop (a no-op in memory mode; done
-        by the first cacheable request otherwise; the proxy does it at startup)."""
+        by the first cacheable request otherwise; the proxy does it at startup), and the
+        sync of the Redis-shared routing state (else started by the first request)."""
         if self.cache is not None:
             await self.cache.start()
+        if self.shared is not None:
+            self.shared.ensure_running()
 
     async def warm_up(self) -> None:
         """Load the embedder and router models now (the proxy does it before it reports

@@ -114,7 +114,8 @@ class Balancer:
         self._rng = rng or random.Random()
         self._clock = clock
         self._limited = any(d.rpm is not None or d.tpm is not None for d in self.deployments)
-        self._counting = self._limited or strategy == "usage-based"
+        # Whether per-minute usage is counted (rpm/tpm limits or the usage-based strategy).
+        self.counting = self._limited or strategy == "usage-based"
 
     def minute(self) -> int:
         """The number of the current one-minute window."""
@@ -168,7 +169,7 @@ class Balancer:
         """A call to ``dep`` starts, with ``tokens`` estimated prompt tokens: counted now,
         corrected by :meth:`end` or :meth:`record_tokens` (None when nothing is counted)."""
         self.stats[dep.id].in_flight += 1
-        if not self._counting:
+        if not self.counting:
             return None
         minute = self.minute()
         self.usage.add(dep.id, minute, 1, tokens)
@@ -178,7 +179,7 @@ class Balancer:
         """The call's real token total so far (``charge`` from :meth:`begin`: only the
         difference from what it already counted is added, so repeated reports of a growing
         total count once)."""
-        if not self._counting:
+        if not self.counting:
             return
         minute = self.minute()
         if charge is None:

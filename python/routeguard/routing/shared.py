@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,6 +142,14 @@ class SharedRouterState:
         self.failures = 0  # round trips that failed or timed out
         self.on_change: Callable[[str, float], None] | None = None  # as Cooldowns.on_change
 
+    def watch(self, dep_ids: Iterable[str], *, usage: bool) -> None:
+        """Read these deployments' cooldowns (and with ``usage``, their usage) from the next
+        round trip on, before any request asks about them."""
+        for dep_id in dep_ids:
+            self._watched.setdefault(dep_id, None)
+            if usage:
+                self._usage_deps.setdefault(dep_id, None)
+
     # ----------------------------------------------------------------- cooldowns
 
     def cooled_until(self, dep_id: str) -> float:
@@ -233,12 +241,12 @@ class SharedRouterState:
         delay = self.interval
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await link.wake.wait()
                 link.wake.clear()
                 ok = await self._sync(link)
                 delay = self.interval if ok else min(max(delay, self.interval) * 2, _MAX_DELAY_S)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await link.wake.wait()
         finally:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
