@@ -17,6 +17,7 @@ import openai
 import pytest
 import redis
 
+from cluster_nodes import ClusterNodes
 from conftest import RedisProcess
 from ports import free_port
 from routeguard import config
@@ -333,3 +334,31 @@ def test_two_proxies_share_a_cooldown_through_the_openai_sdk(
         assert got.headers["x-routeguard-deployment"] == "good"
         assert got.headers["x-routeguard-attempts"] == "1"
         assert _upstream_calls(mock, "sim-error-503") == before
+
+
+async def test_a_redis_cluster_serves_the_shared_state_from_one_slot(
+    redis_cluster: ClusterNodes,
+) -> None:
+    prefix = _prefix()
+    wall = Clock(1_700_000_040.0)
+    clock_a, clock_b = Clock(50.0), Clock(50.0)
+    sa = SharedRouterState(redis_cluster.url, prefix=prefix, clock=clock_a, wall=wall)
+    sb = SharedRouterState(redis_cluster.url, prefix=prefix, clock=clock_b, wall=wall)
+    seen: list[tuple[str, float]] = []
+    ca, cb = Cooldowns(1, 30.0, clock_a, sa), Cooldowns(1, 30.0, clock_b, sb)
+    cb.on_change = lambda dep_id, until: seen.append((dep_id, until))
+    deps = [_dep(f"c{i}") for i in range(8)]  # ids that would hash to many slots untagged
+    sb.watch([d.id for d in deps], usage=True)
+    try:
+        for d in deps:
+            ca.failure(d)
+            sa.add(d.id, int(wall.t // 60), 1, 10)
+        assert await sa.sync() and await sb.sync()
+        assert all(not cb.available(d) for d in deps)
+        assert all(sb.get(d.id, int(wall.t // 60)) == (1, 10) for d in deps)
+        # b's metrics hear of the shared cooldowns: until about 30 s from now
+        assert sorted(s[0] for s in seen) == sorted(d.id for d in deps)
+        assert all(s[1] == pytest.approx(wall.t + 30.0, abs=1.0) for s in seen)
+    finally:
+        await sa.aclose()
+        await sb.aclose()

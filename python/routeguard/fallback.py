@@ -80,6 +80,8 @@ class Cooldowns:
         self.cooldown_time = cooldown_time
         self._clock = clock
         self.shared = shared
+        if shared is not None:
+            shared.on_change = self._shared_changed
         self._circuits: dict[str, _Circuit] = {}
         # Told of every change of a circuit: (deployment id, unix time it stays open until;
         # inf while a probe is out, 0.0 once closed). The proxy's metrics set it.
@@ -96,6 +98,15 @@ class Cooldowns:
         else:
             until = time.time() + (c.open_until - self._clock())
         self.on_change(dep_id, until)
+
+    def _shared_changed(self, dep_id: str, until: float) -> None:
+        """A cooldown shared by another instance began or ended: reported as this
+        process's own unless its own circuit for ``dep_id`` is open (reported already)."""
+        c = self._circuits.get(dep_id)
+        if c is not None and c.open_until != 0.0 and (c.probing or self._clock() < c.open_until):
+            return
+        if self.on_change is not None:
+            self.on_change(dep_id, until)
 
     def available(self, dep: Deployment) -> bool:
         """Whether a call to ``dep`` may start now (closed, or half-open with no probe out)."""

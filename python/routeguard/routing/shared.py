@@ -148,7 +148,7 @@ class SharedRouterState:
         for dep_id in dep_ids:
             self._watched.setdefault(dep_id, None)
             if usage:
-                self._usage_deps.setdefault(dep_id, None)
+                self._use(dep_id)
 
     # ----------------------------------------------------------------- cooldowns
 
@@ -179,7 +179,7 @@ class SharedRouterState:
 
     def add(self, dep_id: str, minute: int, requests: int, tokens: int) -> None:
         """Count requests and tokens in ``minute``; sent with the next round trip."""
-        self._usage_deps.setdefault(dep_id, None)
+        self._use(dep_id)
         d = self._pending.get((dep_id, minute))
         if d is None:
             self._pending[(dep_id, minute)] = [requests, tokens]
@@ -190,7 +190,7 @@ class SharedRouterState:
     def get(self, dep_id: str, minute: int) -> tuple[int, int]:
         """Every instance's requests and tokens in ``minute`` as last read, plus this
         process's counts not yet read back."""
-        self._usage_deps.setdefault(dep_id, None)
+        self._use(dep_id)
         requests = tokens = 0
         seen = self._seen.get(dep_id)
         if seen is not None and seen[0] == minute:
@@ -201,6 +201,13 @@ class SharedRouterState:
                 requests += d[0]
                 tokens += d[1]
         return max(0, requests), max(0, tokens)
+
+    def _use(self, dep_id: str) -> None:
+        """Read ``dep_id``'s usage from the next round trip on (bounded, as cooldowns)."""
+        if dep_id not in self._usage_deps:
+            if len(self._usage_deps) >= _MAX_WATCHED:
+                self._usage_deps.clear()
+            self._usage_deps[dep_id] = None
 
     # ----------------------------------------------------------------- the sync task
 
@@ -273,9 +280,8 @@ class SharedRouterState:
         sending = {k: v for k, v in self._pending.items() if k[1] >= minute - 1 and any(v)}
         self._pending = {}
         self._sending = sending
-        for counts in (self._local_only,):
-            for k in [k for k in counts if k[1] < minute - 1]:
-                del counts[k]
+        for k in [k for k in self._local_only if k[1] < minute - 1]:
+            del self._local_only[k]
         opens = [(d, round((u - now) * 1000)) for d, (kind, u) in ops.items() if kind == "open"]
         opens = [(d, ms) for d, ms in opens if ms > 0]
         closes = [(d, round(ms * 1000)) for d, (kind, ms) in ops.items() if kind == "close"]
