@@ -68,7 +68,7 @@ def _cfg(mock: MockServer, url: str, prefix: str, **router: Any) -> dict[str, An
         "router_settings": {
             "strategy": "lowest-cost", "num_retries": 1, "allowed_fails": 1,
             "cooldown_time": 30, "retry_backoff": 0.0, "redis_url": url, "redis_prefix": prefix,
-            "redis_sync_interval": 3600, **router,
+            "redis_sync_interval": 3600, "redis_timeout": 5.0, **router,
         },
     }  # fmt: skip
 
@@ -139,8 +139,8 @@ async def test_a_probe_that_succeeds_ends_the_cooldown_for_every_instance(
 ) -> None:
     prefix = _prefix()
     clock_a, clock_b, wall = Clock(100.0), Clock(100.0), Clock(1_700_000_000.0)
-    sa = SharedRouterState(redis_server, prefix=prefix, clock=clock_a, wall=wall)
-    sb = SharedRouterState(redis_server, prefix=prefix, clock=clock_b, wall=wall)
+    sa = SharedRouterState(redis_server, prefix=prefix, timeout=5.0, clock=clock_a, wall=wall)
+    sb = SharedRouterState(redis_server, prefix=prefix, timeout=5.0, clock=clock_b, wall=wall)
     ca = Cooldowns(1, 30.0, clock_a, sa)
     cb = Cooldowns(1, 30.0, clock_b, sb)
     dep = _dep("d1")
@@ -178,8 +178,8 @@ async def test_a_probe_that_succeeds_ends_the_cooldown_for_every_instance(
 async def test_usage_and_rpm_limits_add_up_across_instances(redis_server: str) -> None:
     prefix = _prefix()
     wall = Clock(1_700_000_010.0)
-    sa = SharedRouterState(redis_server, prefix=prefix, wall=wall)
-    sb = SharedRouterState(redis_server, prefix=prefix, wall=wall)
+    sa = SharedRouterState(redis_server, prefix=prefix, timeout=5.0, wall=wall)
+    sb = SharedRouterState(redis_server, prefix=prefix, timeout=5.0, wall=wall)
     models = [{"model_name": "m", "id": f"u{i}", "type": "openai", "model": "x", "rpm": 2}
               for i in range(2)]  # fmt: skip
     deps = config.load({"model_list": models}, env={}).deployments["m"]
@@ -342,8 +342,8 @@ async def test_a_redis_cluster_serves_the_shared_state_from_one_slot(
     prefix = _prefix()
     wall = Clock(1_700_000_040.0)
     clock_a, clock_b = Clock(50.0), Clock(50.0)
-    sa = SharedRouterState(redis_cluster.url, prefix=prefix, clock=clock_a, wall=wall)
-    sb = SharedRouterState(redis_cluster.url, prefix=prefix, clock=clock_b, wall=wall)
+    sa = SharedRouterState(redis_cluster.url, prefix=prefix, timeout=5.0, clock=clock_a, wall=wall)
+    sb = SharedRouterState(redis_cluster.url, prefix=prefix, timeout=5.0, clock=clock_b, wall=wall)
     seen: list[tuple[str, float]] = []
     ca, cb = Cooldowns(1, 30.0, clock_a, sa), Cooldowns(1, 30.0, clock_b, sb)
     cb.on_change = lambda dep_id, until: seen.append((dep_id, until))

@@ -92,6 +92,16 @@ class DeploymentStats:
     calls: int = 0
 
 
+def _room(dep: Deployment, used: tuple[int, int], tokens: int) -> bool:
+    """Whether ``dep``, having served ``used`` (requests, tokens) this minute, can take one
+    more request of ``tokens`` estimated prompt tokens."""
+    if dep.rpm is not None and used[0] >= dep.rpm:
+        return False
+    if dep.tpm is None:
+        return True
+    return used[1] < dep.tpm and (used[1] == 0 or used[1] + tokens <= dep.tpm)
+
+
 class Balancer:
     """Picks one deployment of an alias according to a strategy."""
 
@@ -128,26 +138,29 @@ class Balancer:
     def has_capacity(self, dep: Deployment, tokens: int = 0) -> bool:
         """Whether ``dep`` can take one more request of ``tokens`` estimated prompt tokens
         within its rpm/tpm this minute."""
-        if not self._limited or (dep.rpm is None and dep.tpm is None):
+        if not self._limited:
             return True
-        requests, used = self.usage.get(dep.id, self.minute())
-        if dep.rpm is not None and requests >= dep.rpm:
-            return False
-        if dep.tpm is None:
-            return True
-        return used < dep.tpm and (used == 0 or used + tokens <= dep.tpm)
+        return _room(dep, self.usage.get(dep.id, self.minute()), tokens)
 
     def pick(self, allowed: Callable[[Deployment], bool], tokens: int = 0) -> Deployment | None:
         """Choose a deployment among those ``allowed`` accepts and with capacity for a
         request of ``tokens`` estimated prompt tokens; None when there is none."""
-        if len(self.deployments) == 1:
+        if len(self.deployments) == 1 and not self._limited:
             only = self.deployments[0]
-            return only if allowed(only) and self.has_capacity(only, tokens) else None
-        candidates = [d for d in self.deployments if allowed(d) and self.has_capacity(d, tokens)]
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            return candidates[0]
+            return only if allowed(only) else None
+        used: dict[str, tuple[int, int]] = {}
+        if self.counting:  # one read of the counters per deployment, for limits and strategy
+            minute, usage = self.minute(), self.usage
+            candidates = []
+            for d in self.deployments:
+                if allowed(d):
+                    u = used[d.id] = usage.get(d.id, minute)
+                    if _room(d, u, tokens):
+                        candidates.append(d)
+        else:
+            candidates = [d for d in self.deployments if allowed(d)]
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
         if self.strategy == "least-busy":
             return self._least(candidates, lambda d: float(self.stats[d.id].in_flight))
         if self.strategy == "lowest-latency":
@@ -156,8 +169,6 @@ class Balancer:
                 return self._weighted(untried)
             return self._least(candidates, lambda d: self.stats[d.id].latency or 0.0)
         if self.strategy == "usage-based":
-            minute = self.minute()
-            used = {d.id: self.usage.get(d.id, minute) for d in candidates}
             least = min(used[d.id][1] for d in candidates)
             fewest = [d for d in candidates if used[d.id][1] == least]
             return self._least(fewest, lambda d: float(used[d.id][0]))
