@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from routeguard import config
+from routeguard.budget.keys import KeySpec
 from routeguard.config import Deployment, RouterSettings
 from routeguard.errors import AllAttemptsFailed, UpstreamServerError
 from routeguard.fallback import Fallback
@@ -298,3 +299,21 @@ def test_router_redis_url_defaults_to_a_redis_budget_store_and_is_checked() -> N
     with pytest.raises(config.ConfigError) as info:
         config.load({"model_list": models, "router_settings": {"strategy": "fastest"}}, env={})
     assert [p.path for p in info.value.problems] == ["router_settings.strategy"]
+
+
+async def test_a_key_scoped_away_from_the_fallback_still_gets_the_429(mock: MockServer) -> None:
+    dep = {"type": "openai", "api_key": "k", "api_base": mock.url + "/v1"}
+    cfg = {
+        "model_list": [{"model_name": "a", "model": "sim-a", "rpm": 1, **dep},
+                       {"model_name": "b", "model": "sim-b", "rpm": 1, **dep}],
+        "fallbacks": {"a": ["b"]},
+    }  # fmt: skip
+    gw = Gateway.from_config(cfg)
+    _, rec = gw.keys.create(KeySpec(models=["a"]))
+    try:
+        await gw.chat_result({"model": "a", "messages": MSG}, key=rec)
+        with pytest.raises(AllAttemptsFailed) as info:
+            await gw.chat_result({"model": "a", "messages": MSG}, key=rec)
+        assert info.value.status_code == 429 and info.value.retry_after is not None
+    finally:
+        await gw.aclose()

@@ -714,7 +714,8 @@ class Gateway:
         if not skipped:
             return exc
         only_context = isinstance(exc, ContextWindowExceeded) or all(
-            isinstance(a.error, ContextWindowExceeded) or a.skipped is not None
+            isinstance(a.error, ContextWindowExceeded)
+            or (a.skipped is not None and a.retry_after is None)  # not at rpm/tpm: a 429
             for a in exc.attempts
         )
         note = (
