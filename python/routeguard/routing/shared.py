@@ -307,6 +307,9 @@ class SharedRouterState:
         try:
             async with asyncio.timeout(self.timeout):
                 out = await link.script(keys=keys, args=args)
+        except asyncio.CancelledError:  # the loop is ending: keep what was not confirmed
+            self._keep(ops, sending)
+            raise
         except Exception as exc:  # Redis down, slow, or refusing: the local state goes on
             self._failed(exc, ops, sending)
             return False
@@ -340,16 +343,10 @@ class SharedRouterState:
         ops: dict[str, tuple[str, float]],
         sending: dict[tuple[str, int], list[int]],
     ) -> None:
-        """A round trip failed: cooldown changes are queued again (setting and clearing a
-        key twice is harmless); usage stays counted here only (it may have been applied)."""
+        """A round trip failed: what it carried is kept (:meth:`_keep`), and the first
+        failure of an outage is logged."""
         self.failures += 1
-        for dep_id, op in ops.items():
-            self._ops.setdefault(dep_id, op)
-        for k, (r, t) in sending.items():
-            d = self._local_only.setdefault(k, [0, 0])
-            d[0] += r
-            d[1] += t
-        self._sending = {}
+        self._keep(ops, sending)
         if self.up is not False:
             log.warning(
                 "shared routing state: Redis at %s did not answer (%s); cooldowns and usage "
@@ -358,6 +355,20 @@ class SharedRouterState:
                 type(exc).__name__,
             )
         self.up = False
+
+    def _keep(
+        self, ops: dict[str, tuple[str, float]], sending: dict[tuple[str, int], list[int]]
+    ) -> None:
+        """Take back what an unconfirmed round trip carried: cooldown changes are queued
+        again (setting or clearing a key twice is harmless); usage stays counted here only
+        (Redis may have applied it)."""
+        for dep_id, op in ops.items():
+            self._ops.setdefault(dep_id, op)
+        for k, (r, t) in sending.items():
+            d = self._local_only.setdefault(k, [0, 0])
+            d[0] += r
+            d[1] += t
+        self._sending = {}
 
     async def aclose(self) -> None:
         """Send what is queued (bounded by the timeout), stop the task, close the client."""
