@@ -362,3 +362,34 @@ async def test_a_redis_cluster_serves_the_shared_state_from_one_slot(
     finally:
         await sa.aclose()
         await sb.aclose()
+
+
+async def test_usage_a_failed_round_trip_carried_is_kept_locally_and_never_sent_twice(
+    redis_process: RedisProcess,
+) -> None:
+    prefix = _prefix()
+    wall = Clock(1_700_000_100.0)
+    minute = int(wall.t // 60)
+    sa = SharedRouterState(redis_process.url, prefix=prefix, timeout=5.0, wall=wall)
+    sb = SharedRouterState(redis_process.url, prefix=prefix, timeout=5.0, wall=wall)
+    sb.watch(["d"], usage=True)
+    try:
+        sa.add("d", minute, 1, 100)
+        assert await sa.sync()
+        redis_process.stop()
+        sa.add("d", minute, 1, 50)
+        assert not await sa.sync()
+        assert sa.get("d", minute) == (2, 150)  # still counted here
+        redis_process.start()  # an empty Redis: what a sent is gone, what failed is not resent
+        sa.add("d", minute, 1, 7)
+        assert await sa.sync() and await sb.sync()
+        assert sb.get("d", minute) == (1, 7)
+        assert sa.get("d", minute) == (2, 57)
+        r = redis.Redis.from_url(redis_process.url)
+        try:
+            assert r.hgetall(f"{{{prefix}}}:use:d:{minute}") == {b"r": b"1", b"t": b"7"}
+        finally:
+            r.close()
+    finally:
+        await sa.aclose()
+        await sb.aclose()
