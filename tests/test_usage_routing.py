@@ -317,3 +317,12 @@ async def test_a_key_scoped_away_from_the_fallback_still_gets_the_429(mock: Mock
         assert info.value.status_code == 429 and info.value.retry_after is not None
     finally:
         await gw.aclose()
+
+
+def test_litellm_rpm_and_tpm_beside_litellm_params_are_read_too() -> None:
+    entry = {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "api_key": "k",
+             "tpm": 1000}, "rpm": 7, "tpm": 5, "extra_key": 1}  # fmt: skip
+    cfg = config.load({"model_list": [entry]}, env={})
+    dep = cfg.deployments["a"][0]
+    assert (dep.rpm, dep.tpm) == (7, 1000)  # litellm_params wins where both are set
+    assert "model_list[0].extra_key is not supported and is ignored" in cfg.warnings

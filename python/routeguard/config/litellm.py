@@ -176,6 +176,11 @@ def from_litellm(
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        for k in ("rpm", "tpm"):  # LiteLLM's Router also reads them beside litellm_params
+            if k in entry and k not in dep:
+                dep[k] = entry[k]
+        for k in sorted(set(entry) - {"model_name", "litellm_params", "model_info", "rpm", "tpm"}):
+            warnings.append(f"model_list[{i}].{k} is not supported and is ignored")
         base = dep.get("api_base")
         # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
         ollama = provider in ("ollama", "ollama_chat")
