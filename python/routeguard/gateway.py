@@ -938,9 +938,11 @@ def _shared_state(config: Config, previous: Gateway | None) -> SharedRouterState
         same = (p.redis_url, p.redis_prefix, p.redis_sync_interval, p.redis_timeout)
         if same == (r.redis_url, r.redis_prefix, r.redis_sync_interval, r.redis_timeout):
             return old
-    return SharedRouterState(
+    state = SharedRouterState(
         r.redis_url, prefix=r.redis_prefix, interval=r.redis_sync_interval, timeout=r.redis_timeout
     )
+    log.info("deployment cooldowns and usage are shared on Redis at %s", state.where)
+    return state
 
 
 class _Balancers(dict[str, Balancer]):
