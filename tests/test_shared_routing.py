@@ -393,3 +393,53 @@ async def test_usage_a_failed_round_trip_carried_is_kept_locally_and_never_sent_
     finally:
         await sa.aclose()
         await sb.aclose()
+
+
+async def test_concurrent_counting_on_two_instances_loses_and_doubles_nothing(
+    redis_server: str,
+) -> None:
+    prefix = _prefix()
+    wall = Clock(1_700_000_160.0)
+    minute = int(wall.t // 60)
+    states = [
+        SharedRouterState(redis_server, prefix=prefix, interval=0.001, timeout=5.0, wall=wall)
+        for _ in range(2)
+    ]
+    models = [{"model_name": "m", "id": f"k{i}", "type": "openai", "model": "x", "tpm": 10**9}
+              for i in range(3)]  # fmt: skip
+    deps = config.load({"model_list": models}, env={}).deployments["m"]
+    balancers = [Balancer(deps, "usage-based", random.Random(i), clock=wall, usage=s)
+                 for i, s in enumerate(states)]  # fmt: skip
+    rng = random.Random(7)
+    plan = [(rng.randrange(2), rng.randrange(1, 500), rng.random() < 0.2) for _ in range(600)]
+    expected: dict[str, list[int]] = {d.id: [0, 0] for d in deps}
+
+    async def request(which: int, tokens: int, fails: bool) -> None:
+        b = balancers[which]
+        dep = b.pick(lambda d: True, tokens)
+        assert dep is not None
+        charge = b.begin(dep, tokens + 100)  # an estimate, corrected below
+        await asyncio.sleep(0)  # the sync tasks run in between
+        expected[dep.id][0] += 1
+        if fails:
+            b.end(dep, None, charge)
+            return
+        b.end(dep, 0.01, charge)
+        b.record_tokens(dep, tokens, charge)
+        expected[dep.id][1] += tokens
+
+    try:
+        for s in states:
+            s.ensure_running()
+        await asyncio.gather(*(request(*p) for p in plan))
+    finally:
+        for s in states:
+            await s.aclose()  # the last round trip sends what is left
+    r = redis.Redis.from_url(redis_server)
+    try:
+        for dep_id, (requests, tokens) in expected.items():
+            got = r.hgetall(f"{{{prefix}}}:use:{dep_id}:{minute}")
+            assert (int(got.get(b"r", 0)), int(got.get(b"t", 0))) == (requests, tokens)
+    finally:
+        r.close()
+    assert all(s.failures == 0 for s in states)

@@ -104,6 +104,7 @@ class _Link:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
+    closing: bool = False  # aclose() asked the task to send what is left and stop
 
 
 class SharedRouterState:
@@ -247,13 +248,14 @@ class SharedRouterState:
     async def _run(self, link: _Link) -> None:
         delay = self.interval
         try:
-            while True:
+            while not link.closing:
                 link.wake.clear()
                 ok = await self._sync(link)
                 delay = self.interval if ok else min(max(delay, self.interval) * 2, _MAX_DELAY_S)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await link.wake.wait()
+            await self._sync(link)  # closing: what was counted since the last round trip
         finally:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
@@ -371,7 +373,8 @@ class SharedRouterState:
         self._sending = {}
 
     async def aclose(self) -> None:
-        """Send what is queued (bounded by the timeout), stop the task, close the client."""
+        """Send what is queued and stop the task, which closes the client (bounded: a task
+        that does not finish within two round trips' timeouts is cancelled)."""
         link, self._link = self._link, None
         if link is None:
             return
@@ -381,11 +384,17 @@ class SharedRouterState:
             running = None
         if link.loop is not running:
             return  # that loop's end cancelled the task, which closed its client
-        await self._sync(link)  # bounded by the timeout; a failure is logged, not raised
-        if link.task is not None:
-            link.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await link.task
-        else:
+        task = link.task
+        if task is None:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
+            return
+        link.closing = True
+        link.wake.set()
+        try:
+            async with asyncio.timeout(2 * self.timeout + 0.1):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
