@@ -12,7 +12,7 @@ deployment cooled down by any instance is thus avoided by all of them within ``i
 Keys (all under one hash tag, so one Redis Cluster slot and one script call):
 ``{prefix}:cool:<deployment>`` (value: when it opened, unix ms; TTL: the cooldown) and
 ``{prefix}:use:<deployment>:<minute>`` (a hash of ``r`` requests and ``t`` tokens, kept two
-minutes). Usage deltas go out exactly once: a call that fails leaves them counted here only.
+minutes). Usage deltas go out at most once: a call that fails leaves them counted here only.
 
 Redis down or slow: each round trip is bounded by ``timeout``; the local mirror and counters
 go on alone (what was last read stays until it expires), one warning is logged (the host,
@@ -133,7 +133,7 @@ class SharedRouterState:
         self._link: _Link | None = None
         self._cool: dict[str, float] = {}  # dep id -> local time its shared cooldown ends
         self._watched: dict[str, None] = {}  # cooldowns to read (insertion-ordered set)
-        self._ops: dict[str, tuple[str, float]] = {}  # dep id -> ("open", until) | ("close", ms)
+        self._ops: dict[str, tuple[str, float]] = {}  # dep id -> ("open", until) | ("close", probe start)
         self._usage_deps: dict[str, None] = {}  # deployments whose usage is read
         self._seen: dict[str, tuple[int, int, int]] = {}  # dep id -> (minute, requests, tokens)
         self._pending: dict[tuple[str, int], list[int]] = {}  # counted, not yet sent
