@@ -133,7 +133,8 @@ class SharedRouterState:
         self._link: _Link | None = None
         self._cool: dict[str, float] = {}  # dep id -> local time its shared cooldown ends
         self._watched: dict[str, None] = {}  # cooldowns to read (insertion-ordered set)
-        self._ops: dict[str, tuple[str, float]] = {}  # dep id -> ("open", until) | ("close", probe start)
+        # dep id -> ("open", until) or ("close", when the successful probe started)
+        self._ops: dict[str, tuple[str, float]] = {}
         self._usage_deps: dict[str, None] = {}  # deployments whose usage is read
         self._seen: dict[str, tuple[int, int, int]] = {}  # dep id -> (minute, requests, tokens)
         self._pending: dict[tuple[str, int], list[int]] = {}  # counted, not yet sent
