@@ -6,13 +6,16 @@ that dies or never answers leaves every request served from the local state."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
@@ -30,6 +33,7 @@ from routeguard.routing.balance import Balancer
 from routeguard.routing.shared import SharedRouterState
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
+from serving import serve
 
 MSG = [{"role": "user", "content": "what is two and two"}]
 
@@ -443,3 +447,39 @@ async def test_concurrent_counting_on_two_instances_loses_and_doubles_nothing(
     finally:
         r.close()
     assert all(s.failures == 0 for s in states)
+
+
+def _circuit_open(metrics: str, dep_id: str) -> bool:
+    """Whether ``routeguard_deployment_circuit_open`` says ``dep_id`` is cooling down."""
+    sample = f'routeguard_deployment_circuit_open{{deployment="{dep_id}"}} '
+    return any(
+        line.startswith(sample) and float(line.rsplit(" ", 1)[1]) == 1.0
+        for line in metrics.splitlines()
+    )
+
+
+def test_two_serve_processes_share_a_cooldown(
+    mock: MockServer, redis_server: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(mock, redis_server, _prefix(), redis_sync_interval=0.05)
+    path = tmp_path / "routeguard.json"
+    path.write_text(json.dumps(cfg))
+    with serve("--config", str(path)) as a, serve("--config", str(path)) as b:
+        ca = openai.OpenAI(base_url=a.url + "/v1", api_key="x", max_retries=0)
+        cb = openai.OpenAI(base_url=b.url + "/v1", api_key="x", max_retries=0)
+        first = ca.chat.completions.with_raw_response.create(model="m", messages=MSG)  # type: ignore[arg-type]
+        assert first.headers["x-routeguard-attempts"] == "2"
+        # b's metrics show the cooldown a opened once b's sync task has read it.
+        deadline = time.monotonic() + 15
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            seen = _circuit_open(httpx.get(b.url + "/metrics").text, "bad")
+            time.sleep(0.02)
+        assert seen
+        before = _upstream_calls(mock, "sim-error-503")
+        got = cb.chat.completions.with_raw_response.create(model="m", messages=MSG)  # type: ignore[arg-type]
+        assert (got.headers["x-routeguard-deployment"], got.headers["x-routeguard-attempts"]) == (
+            "good",
+            "1",
+        )
+        assert _upstream_calls(mock, "sim-error-503") == before
