@@ -483,3 +483,23 @@ def test_two_serve_processes_share_a_cooldown(
             "1",
         )
         assert _upstream_calls(mock, "sim-error-503") == before
+
+
+async def test_a_reload_keeps_the_shared_state_unless_its_redis_settings_change(
+    mock: MockServer, redis_server: str
+) -> None:
+    from routeguard.reload import retire
+
+    prefix = _prefix()
+    old = Gateway.from_config(_cfg(mock, redis_server, prefix))
+    same = Gateway(config.load(_cfg(mock, redis_server, prefix, num_retries=0)), previous=old)
+    moved = Gateway(config.load(_cfg(mock, redis_server, _prefix())), previous=same)
+    try:
+        assert same.shared is old.shared  # what it read carries over
+        assert moved.shared is not None and moved.shared is not same.shared
+        assert await same.shared.sync()  # type: ignore[union-attr]
+        assert same.shared.running  # type: ignore[union-attr]
+        await retire(same, moved)  # the old prefix's task and client are closed
+        assert not same.shared.running  # type: ignore[union-attr]
+    finally:
+        await moved.aclose()

@@ -213,6 +213,12 @@ class SharedRouterState:
 
     # ----------------------------------------------------------------- the sync task
 
+    @property
+    def running(self) -> bool:
+        """Whether a sync task runs (until :meth:`aclose`)."""
+        link = self._link
+        return link is not None and link.task is not None and not link.task.done()
+
     def ensure_running(self) -> None:
         """Start the background sync on the running event loop (once per loop; cheap)."""
         link = self._link
