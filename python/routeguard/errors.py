@@ -437,6 +437,7 @@ class Attempt:
     error: ProviderError | None = None
     elapsed_ms: float = 0.0
     skipped: str | None = None  # why the deployment was not tried (e.g. "cooling down")
+    retry_after: float | None = None  # skipped at rpm/tpm limits: seconds until they reset
 
     def describe(self) -> str:
         """One line for error messages: ``alias/deployment: 429 rate limited (12.0 ms)``."""
@@ -454,6 +455,7 @@ class AllAttemptsFailed(RouteguardError):
     alias: str
     attempts: list[Attempt] = field(default_factory=list)
     reason: str = ""
+    retry_after: float | None = field(default=None, init=False)  # set for a 429
 
     def __post_init__(self) -> None:
         tried = "; ".join(a.describe() for a in self.attempts) or "no deployment was available"
@@ -464,10 +466,19 @@ class AllAttemptsFailed(RouteguardError):
             self, scrub.for_caller(f"all attempts for model '{self.alias}' failed{why}: {tried}")
         )
         errors = [a.error for a in self.attempts if a.error is not None]
-        # The client's status follows the errors: all rate limits -> 429, all timeouts -> 504,
-        # otherwise the gateway could not get an answer from upstream -> 503.
-        if errors and all(isinstance(e, UpstreamRateLimited) for e in errors):
+        limited = [a.retry_after for a in self.attempts if a.skipped and a.retry_after is not None]
+        skips = sum(a.skipped is not None for a in self.attempts)
+        # The client's status follows the errors: all rate limits (upstream's, or our rpm/tpm
+        # limits of the deployments) -> 429, all timeouts -> 504, otherwise the gateway could
+        # not get an answer from upstream -> 503.
+        if (
+            (errors or limited)
+            and len(limited) == skips
+            and all(isinstance(e, UpstreamRateLimited) for e in errors)
+        ):
             self.status_code, self.error_type, self.code = 429, "rate_limit_error", "rate_limited"
+            waits = limited + [e.retry_after for e in errors if e.retry_after is not None]
+            self.retry_after = min(waits) if waits else None
         elif errors and all(isinstance(e, UpstreamTimeout) for e in errors):
             self.status_code, self.error_type, self.code = 504, "timeout_error", "timeout"
         else:

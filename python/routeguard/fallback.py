@@ -16,10 +16,14 @@ attempt runs under its own timeout and all of them under one overall deadline.
 
 A deployment's circuit opens after ``allowed_fails`` consecutive failures, stays open for
 ``cooldown_time``, then lets exactly one probe through (half-open): success closes it,
-failure opens it again. Only failures that say the upstream is unwell count
+failure opens it again. With Redis configured
+(:mod:`routeguard.routing.shared`) an opened circuit is shared as a key that lives as long as
+its cooldown, so every instance avoids the deployment, and a probe that succeeds removes it.
+Only failures that say the upstream is unwell count
 (``ProviderError.health``: connect errors, 5xx, 429, a bad key, no first byte in time); a
 caller's own bad request or long answer running out of time never opens a circuit that all
-callers share. When every attempt fails, one AllAttemptsFailed lists them all.
+callers share. When every attempt fails, one AllAttemptsFailed lists them all; when the
+only obstacle was rpm/tpm limits it is a 429 with Retry-After (the next minute).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from routeguard.errors import (
     UpstreamTimeout,
 )
 from routeguard.observe import spans
-from routeguard.routing.balance import Balancer
+from routeguard.routing.balance import Balancer, Charge
+from routeguard.routing.shared import SharedRouterState
 
 log = scrub.guard(logging.getLogger("routeguard.fallback"))
 T = TypeVar("T")
@@ -57,17 +62,26 @@ class _Circuit:
     fails: int = 0
     open_until: float = 0.0
     probing: bool = False
+    probe_started: float = 0.0  # unix seconds (shared recoveries compare it)
 
 
 class Cooldowns:
     """Per-deployment circuit breakers (closed -> open -> half-open -> closed)."""
 
     def __init__(
-        self, allowed_fails: int, cooldown_time: float, clock: Callable[[], float] = time.monotonic
+        self,
+        allowed_fails: int,
+        cooldown_time: float,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedRouterState | None = None,
     ) -> None:
+        """``shared``: where circuits that open are told to every instance (None: local)."""
         self.allowed_fails = max(1, allowed_fails)
         self.cooldown_time = cooldown_time
         self._clock = clock
+        self.shared = shared
+        if shared is not None:
+            shared.on_change = self._shared_changed
         self._circuits: dict[str, _Circuit] = {}
         # Told of every change of a circuit: (deployment id, unix time it stays open until;
         # inf while a probe is out, 0.0 once closed). The proxy's metrics set it.
@@ -85,8 +99,19 @@ class Cooldowns:
             until = time.time() + (c.open_until - self._clock())
         self.on_change(dep_id, until)
 
+    def _shared_changed(self, dep_id: str, until: float) -> None:
+        """A cooldown shared by another instance began or ended: reported as this
+        process's own unless its own circuit for ``dep_id`` is open (reported already)."""
+        c = self._circuits.get(dep_id)
+        if c is not None and c.open_until != 0.0 and (c.probing or self._clock() < c.open_until):
+            return
+        if self.on_change is not None:
+            self.on_change(dep_id, until)
+
     def available(self, dep: Deployment) -> bool:
         """Whether a call to ``dep`` may start now (closed, or half-open with no probe out)."""
+        if self.shared is not None and self.shared.cooled_until(dep.id):
+            return False
         c = self._circuits.get(dep.id)
         if c is None or c.open_until == 0.0:
             return True
@@ -97,18 +122,24 @@ class Cooldowns:
         c = self._circuits.get(dep.id)
         if c is not None and c.open_until != 0.0:
             c.probing = True
+            c.probe_started = self.shared.wall() if self.shared is not None else time.time()
             self._changed(dep.id, c)
 
     def is_open(self, dep: Deployment) -> bool:
         """Whether ``dep`` is cooling down (for reporting; claims nothing)."""
+        if self.shared is not None and self.shared.cooled_until(dep.id):
+            return True
         c = self._circuits.get(dep.id)
         return c is not None and c.open_until != 0.0 and (self._clock() < c.open_until or c.probing)
 
     def success(self, dep: Deployment) -> None:
-        """A call to ``dep`` succeeded: close its circuit."""
+        """A call to ``dep`` succeeded: close its circuit (a probe's success ends the
+        shared cooldown too)."""
         c = self._circuits.get(dep.id)
         if c is not None:
             was_open = c.open_until != 0.0
+            if c.probing and self.shared is not None:
+                self.shared.close(dep.id, c.probe_started)
             c.fails, c.open_until, c.probing = 0, 0.0, False
             if was_open:
                 self._changed(dep.id, c)
@@ -121,6 +152,8 @@ class Cooldowns:
             c.open_until = self._clock() + max(self.cooldown_time, retry_after or 0.0)
             c.probing = False
             self._changed(dep.id, c)
+            if self.shared is not None:
+                self.shared.open(dep.id, c.open_until)
 
     def release_probe(self, dep: Deployment) -> None:
         """A probe ended without a verdict on the deployment (e.g. the client's bad request)."""
@@ -139,6 +172,8 @@ class Outcome(Generic[T]):
     deployment: Deployment
     attempts: list[Attempt]
     upstream_s: float  # time spent waiting on upstream calls, all attempts included
+    # What the call counted against the deployment's minute (Balancer.record_tokens fixes it)
+    charge: Charge | None = None
 
 
 Attempter = Callable[[Deployment, float], Awaitable[T]]
@@ -157,14 +192,17 @@ class Fallback:
         content_policy_fallbacks: Mapping[str, Sequence[str]] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedRouterState | None = None,
     ) -> None:
+        """``shared``: the Redis-shared cooldowns (None: this process's alone)."""
         self.settings = settings
         self.balancers = balancers
         self.fallbacks = fallbacks
         self.context_window_fallbacks = context_window_fallbacks
         self.content_policy_fallbacks = content_policy_fallbacks or {}
         self.default_fallbacks: Sequence[str] = settings.default_fallbacks
-        self.cooldowns = Cooldowns(settings.allowed_fails, settings.cooldown_time, clock)
+        self.cooldowns = Cooldowns(settings.allowed_fails, settings.cooldown_time, clock, shared)
+        self.shared = shared
         self._rng = rng or random.Random()
         self._clock = clock
 
@@ -181,6 +219,7 @@ class Fallback:
         *,
         fits: Callable[[Deployment], bool] | None = None,
         first_byte: bool = False,
+        tokens: int = 0,
     ) -> Outcome[T]:
         """Call ``attempt(deployment, timeout)`` until one succeeds; raise AllAttemptsFailed.
 
@@ -188,9 +227,12 @@ class Fallback:
         window); one that does not is skipped as if it had returned a context-window error.
         ``first_byte`` says an attempt ends at the upstream's first byte (a stream's first
         chunk), so running out of time is the upstream's fault and counts toward its
-        circuit; otherwise it may be the caller's long answer and does not.
+        circuit; otherwise it may be the caller's long answer and does not. ``tokens`` is
+        the prompt's estimated size, for tpm limits and usage-based routing.
         """
         s = self.settings
+        if self.shared is not None:
+            self.shared.ensure_running()
         deadline = self._clock() + s.deadline
         attempts: list[Attempt] = []
         upstream_s = 0.0
@@ -208,12 +250,11 @@ class Fallback:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise AllAttemptsFailed(alias, attempts, "overall deadline exceeded")
-                dep = self._pick(balancer, tried, failed)
+                dep = self._pick(balancer, tried, failed, tokens)
                 if dep is None:
                     if n == 0:
-                        attempts.append(
-                            Attempt(current, "*", skipped=self._why_none(balancer, failed))
-                        )
+                        why, wait = self._why_none(balancer, failed, tokens)
+                        attempts.append(Attempt(current, "*", skipped=why, retry_after=wait))
                     break
                 if fits is not None and not fits(dep):
                     attempts.append(Attempt(current, dep.id, skipped=_TOO_LONG))
@@ -240,7 +281,7 @@ class Fallback:
                         raise
                 tried.add(dep.id)
                 timeout = min(dep.timeout or s.timeout, max(0.001, deadline - self._clock()))
-                balancer.begin(dep)
+                charge = balancer.begin(dep, tokens)
                 # Tracing's client span for this attempt (current while it runs, so the
                 # upstream request carries its traceparent); None when tracing is off.
                 rec = spans.recorder
@@ -259,7 +300,7 @@ class Fallback:
                 except BaseException as exc:
                     if rec is not None:
                         rec.attempt_end(span, exc, first_byte, None)
-                    balancer.end(dep, None)
+                    balancer.end(dep, None, charge)
                     self.cooldowns.release_probe(dep)
                     raise
                 else:
@@ -270,12 +311,12 @@ class Fallback:
                     balancer.end(dep, elapsed)
                     self.cooldowns.success(dep)
                     attempts.append(Attempt(current, dep.id, None, elapsed * 1000))
-                    return Outcome(value, current, dep, attempts, upstream_s)
+                    return Outcome(value, current, dep, attempts, upstream_s, charge)
                 if rec is not None:
                     rec.attempt_end(span, err, first_byte, None)
                 elapsed = self._clock() - t0
                 upstream_s += elapsed
-                balancer.end(dep, None)
+                balancer.end(dep, None, charge)
                 attempts.append(Attempt(current, dep.id, err, elapsed * 1000))
                 # The operator's view: what upstream said and where (secrets masked); a
                 # failure the caller's own request caused is no alarm.
@@ -333,16 +374,27 @@ class Fallback:
             )
         raise AllAttemptsFailed(alias, attempts)
 
-    def _pick(self, balancer: Balancer, tried: set[str], failed: set[str]) -> Deployment | None:
+    def _pick(
+        self, balancer: Balancer, tried: set[str], failed: set[str], tokens: int
+    ) -> Deployment | None:
         """A deployment not yet tried in this request if one is healthy, else a retry of one."""
 
         def allowed(d: Deployment) -> bool:
             return d.id not in failed and self.cooldowns.available(d)
 
-        dep = balancer.pick(lambda d: d.id not in tried and allowed(d))
-        return dep if dep is not None else balancer.pick(allowed)
+        dep = balancer.pick(lambda d: d.id not in tried and allowed(d), tokens)
+        return dep if dep is not None else balancer.pick(allowed, tokens)
 
-    def _why_none(self, balancer: Balancer, failed: set[str]) -> str:
-        if all(d.id in failed for d in balancer.deployments):
-            return "every deployment failed"
-        return "every deployment is cooling down or at its rpm/tpm limit"
+    def _why_none(
+        self, balancer: Balancer, failed: set[str], tokens: int
+    ) -> tuple[str, float | None]:
+        """Why no deployment was picked, and when to retry if only rpm/tpm limits stood
+        in the way (seconds to the next minute; None otherwise)."""
+        left = [d for d in balancer.deployments if d.id not in failed]
+        if not left:
+            return "every deployment failed", None
+        if all(self.cooldowns.available(d) for d in left):
+            return "every deployment is at its rpm/tpm limit", balancer.retry_in()
+        if any(self.cooldowns.available(d) for d in left):
+            return "every deployment is cooling down or at its rpm/tpm limit", None
+        return "every deployment is cooling down", None

@@ -83,6 +83,7 @@ from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
 from routeguard.routing.shadow import Shadows, make_job, sampled
+from routeguard.routing.shared import SharedRouterState
 from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
@@ -93,9 +94,11 @@ MAX_WILDCARD_NAMES = 1024
 HOLD_MARGIN_S = 5.0
 
 
-def _fits(request: Json) -> Callable[[Deployment], bool]:
-    """Whether a deployment's context window holds the request's prompt (estimated)."""
-    prompt_tokens = estimate_tokens(request["messages"])
+def _fits(request: Json, prompt_tokens: int | None = None) -> Callable[[Deployment], bool]:
+    """Whether a deployment's context window holds the request's prompt (``prompt_tokens``,
+    estimated when None)."""
+    if prompt_tokens is None:
+        prompt_tokens = estimate_tokens(request["messages"])
 
     def fits(dep: Deployment) -> bool:
         return dep.context_window is None or prompt_tokens <= dep.context_window
@@ -184,9 +187,11 @@ class Gateway:
             else Router.from_settings(alias, spec, embedder=router_embedder)
             for alias, spec in config.routing.items()
         }
+        # Cooldowns and per-minute usage shared on Redis (router_settings.redis_url), or None.
+        self.shared = _shared_state(config, previous)
         self.balancers = _Balancers(self._register)
         for alias, deps in config.deployments.items():
-            self.balancers[alias] = Balancer(deps, config.router.strategy)
+            self.balancers[alias] = self._balancer(deps)
         # Names served by a wildcard pattern, least recently used first (bounded: any name
         # may match "*"); those named in fallbacks are kept for good.
         self._wild: OrderedDict[str, bool] = OrderedDict()  # name -> whether it is priced
@@ -197,6 +202,7 @@ class Gateway:
             config.fallbacks,
             config.context_window_fallbacks,
             content_policy_fallbacks=config.content_policy_fallbacks,
+            shared=self.shared,
         )
         self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
@@ -256,7 +262,7 @@ class Gateway:
         if w is None:
             return None
         deps = w.concrete(name)
-        balancer = Balancer(deps, self.config.router.strategy)
+        balancer = self._balancer(deps)
         dict.__setitem__(self.balancers, name, balancer)
         self._wild[name] = is_priced(deps)
         while len(self._wild) > MAX_WILDCARD_NAMES:
@@ -270,6 +276,14 @@ class Gateway:
             self.balancers.pop(old, None)
         if log.isEnabledFor(logging.INFO):
             log.info("wildcard %r serves %r as %s", w.pattern, name, deps[0].model)
+        return balancer
+
+    def _balancer(self, deps: list[Deployment]) -> Balancer:
+        """A balancer over ``deps`` whose cooldowns and usage are read from Redis when the
+        routing state is shared."""
+        balancer = Balancer(deps, self.config.router.strategy, usage=self.shared)
+        if self.shared is not None:
+            self.shared.watch((d.id for d in deps), usage=balancer.counting)
         return balancer
 
     async def chat(self, request: Json) -> Json | AsyncIterator[Json]:
@@ -443,8 +457,11 @@ class Gateway:
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].chat(request, dep, timeout)
 
+        tokens = estimate_tokens(request["messages"])
         try:
-            out = await self._fallback_for(call.key).run(alias, attempt, fits=_fits(request))
+            out = await self._fallback_for(call.key).run(
+                alias, attempt, fits=_fits(request, tokens), tokens=tokens
+            )
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
         return ChatResult(
@@ -457,6 +474,7 @@ class Gateway:
             usage=usage_of(out.value.get("usage")),
             cache="off" if ticket is None else ticket.state,
             dropped=self._dropped(request, out.deployment),
+            charge=out.charge,
         )
 
     async def _settle(
@@ -467,7 +485,7 @@ class Gateway:
         if admission.hold is not None:
             await self.budget.settle(admission.hold, result.deployment, result.usage)
         tokens = result.usage.get("total_tokens", 0)
-        self.balancers[result.alias].record_tokens(result.deployment, tokens)
+        self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
         if ticket is not None and self.cache is not None and result.response is not None:
             self.cache.store(ticket, result.response)
 
@@ -534,9 +552,12 @@ class Gateway:
         only = copy.copy(self.fallback)
         only.fallbacks, only.context_window_fallbacks = {}, {}
         only.content_policy_fallbacks, only.default_fallbacks = {}, ()
-        out = await only.run(alias, attempt, fits=_fits(request))
+        tokens = estimate_tokens(request["messages"])
+        out = await only.run(alias, attempt, fits=_fits(request, tokens), tokens=tokens)
         usage = usage_of(out.value.get("usage"))
-        self.balancers[out.alias].record_tokens(out.deployment, usage.get("total_tokens", 0))
+        self.balancers[out.alias].record_tokens(
+            out.deployment, usage.get("total_tokens", 0), out.charge
+        )
         cost = out.deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         return out.value, cost
 
@@ -693,7 +714,8 @@ class Gateway:
         if not skipped:
             return exc
         only_context = isinstance(exc, ContextWindowExceeded) or all(
-            isinstance(a.error, ContextWindowExceeded) or a.skipped is not None
+            isinstance(a.error, ContextWindowExceeded)
+            or (a.skipped is not None and a.retry_after is None)  # not at rpm/tpm: a 429
             for a in exc.attempts
         )
         note = (
@@ -771,8 +793,11 @@ class Gateway:
             return first, it
 
         fallback = self._fallback_for(call.key)
+        tokens = estimate_tokens(request["messages"])
         try:
-            out = await fallback.run(alias, attempt, fits=_fits(request), first_byte=True)
+            out = await fallback.run(
+                alias, attempt, fits=_fits(request, tokens), first_byte=True, tokens=tokens
+            )
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
         first, it = out.value
@@ -786,6 +811,7 @@ class Gateway:
             started=started,
             cache="off" if ticket is None else ticket.state,
             dropped=self._dropped(request, out.deployment),
+            charge=out.charge,
         )
         limit = self.config.router.max_stream_duration
         ends_at = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)
@@ -836,7 +862,7 @@ class Gateway:
             return await self._providers[dep.provider].embed(request, dep, timeout)
 
         try:
-            out = await self._fallback_for(key).run(alias, attempt)
+            out = await self._fallback_for(key).run(alias, attempt, tokens=size.typical())
         except BaseException as exc:
             if hold is not None and hold.is_open:
                 await self.budget.release(hold)
@@ -851,14 +877,19 @@ class Gateway:
                                   "total_tokens": usage["total_tokens"]}  # fmt: skip
         if hold is not None:
             await self.budget.settle(hold, out.deployment, usage)
-        self.balancers[out.alias].record_tokens(out.deployment, usage.get("prompt_tokens", 0))
+        self.balancers[out.alias].record_tokens(
+            out.deployment, usage.get("prompt_tokens", 0), out.charge
+        )
         return out.value
 
     async def start_cache(self) -> None:
         """Start the shared cache backend on the running loop (a no-op in memory mode; done
-        by the first cacheable request otherwise; the proxy does it at startup)."""
+        by the first cacheable request otherwise; the proxy does it at startup), and the
+        sync of the Redis-shared routing state (else started by the first request)."""
         if self.cache is not None:
             await self.cache.start()
+        if self.shared is not None:
+            self.shared.ensure_running()
 
     async def warm_up(self) -> None:
         """Load the embedder and router models now (the proxy does it before it reports
@@ -886,11 +917,32 @@ class Gateway:
         if self.cache is not None:
             await self.cache.aclose()
         await self.budget.close()
+        if self.shared is not None:
+            await self.shared.aclose()
         if self.keys.shared:
             self.keys.close()  # its tailer thread and connections
         if self._feedback is not None:
             self._feedback.close()
             self._feedback = None
+
+
+def _shared_state(config: Config, previous: Gateway | None) -> SharedRouterState | None:
+    """The Redis-shared routing state of ``config`` (``previous``'s when its settings are
+    the same, so a reload keeps what it has read), or None without a Redis URL."""
+    r = config.router
+    if r.redis_url is None:
+        return None
+    old = previous.shared if previous is not None else None
+    if old is not None:
+        p = previous.config.router if previous is not None else r
+        same = (p.redis_url, p.redis_prefix, p.redis_sync_interval, p.redis_timeout)
+        if same == (r.redis_url, r.redis_prefix, r.redis_sync_interval, r.redis_timeout):
+            return old
+    state = SharedRouterState(
+        r.redis_url, prefix=r.redis_prefix, interval=r.redis_sync_interval, timeout=r.redis_timeout
+    )
+    log.info("deployment cooldowns and usage are shared on Redis at %s", state.where)
+    return state
 
 
 class _Balancers(dict[str, Balancer]):

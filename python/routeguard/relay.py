@@ -129,7 +129,7 @@ class Relay:
                 if usage:
                     result.usage = usage_of(usage)
                     self._balancer.record_tokens(
-                        result.deployment, result.usage.get("total_tokens", 0)
+                        result.deployment, result.usage.get("total_tokens", 0), result.charge
                     )
                     if not chunk.get("choices") and not self._want_usage:
                         chunk = await self._next()

@@ -143,6 +143,8 @@ async def retire(old: Gateway, current: Gateway) -> None:
         await old.shadows.drain(timeout=old.config.router.deadline)
     if old.cache is not None and old.cache is not current.cache:
         await old.cache.aclose()
+    if old.shared is not None and old.shared is not current.shared:
+        await old.shared.aclose()  # the router's Redis settings changed
     alerter = old.budget.alerter
     if alerter is not None and alerter is not current.budget.alerter:
         await alerter.close()  # the new config has no alerts

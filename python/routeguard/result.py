@@ -10,6 +10,7 @@ from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.providers.base import Json
+from routeguard.routing.balance import Charge
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class ChatResult:
     dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)
     request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)
     shadow: Any = None  # a routeguard.routing.shadow.ShadowJob not yet started (the proxy's)
+    charge: Charge | None = None  # what the call counted against its deployment's minute
 
     @property
     def cost(self) -> float:

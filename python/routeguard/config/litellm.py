@@ -68,6 +68,9 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "simple-shuffle": "weighted",
     "least-busy": "least-busy",
     "latency-based-routing": "lowest-latency",
+    "usage-based-routing": "usage-based",
+    "usage-based-routing-v2": "usage-based",
+    "cost-based-routing": "lowest-cost",
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
@@ -173,6 +176,11 @@ def from_litellm(
         for k in _LITELLM_PARAMS_OURS:
             if k in params:
                 dep[k] = params[k]
+        for k in ("rpm", "tpm"):  # LiteLLM's Router also reads them beside litellm_params
+            if k in entry and k not in dep:
+                dep[k] = entry[k]
+        for k in sorted(set(entry) - {"model_name", "litellm_params", "model_info", "rpm", "tpm"}):
+            warnings.append(f"model_list[{i}].{k} is not supported and is ignored")
         base = dep.get("api_base")
         # LiteLLM's Ollama api_base is the server's root; its OpenAI API is under /v1.
         ollama = provider in ("ollama", "ollama_chat")
@@ -237,8 +245,9 @@ def from_litellm(
     _model_group_alias(rs.pop("model_group_alias", None), out, problems)
     budget_settings: dict[str, Any] = {}
     redis_url = _redis_url(rs, "router_settings", env, problems, prefix="redis_")
-    if redis_url is not None:  # LiteLLM shares usage across instances there: so do we
+    if redis_url is not None:  # LiteLLM shares usage and cooldowns there: so do we
         budget_settings.update(backend="redis", redis_url=redis_url)
+        router["redis_url"] = redis_url
     ls.pop("enable_azure_ad_token_refresh", None)  # read above, per azure/ deployment
     for section_name, section in (("litellm_settings", ls), ("router_settings", rs)):
         if "request_timeout" in section:

@@ -250,9 +250,14 @@ def load(
         and not (server.redis_url or (budget is not None and budget.redis_url))
     ):
         problems.append(ConfigProblem("server.redis_url", "required for key_store: redis"))
+    shared_budget = budget is not None and budget.backend == "redis" and budget.redis_url
+    if router is not None and router.redis_url is None and budget is not None and shared_budget:
+        # Budgets shared on Redis: cooldowns and usage are shared there too.
+        router = msgspec.structs.replace(router, redis_url=budget.redis_url)
     for where, url in (
         ("server", server and server.redis_url),
         ("budget_settings", budget and budget.redis_url),
+        ("router_settings", router and router.redis_url),
     ):
         if url:  # one server, or redis+cluster://host:port[,...] (routeguard.redis_url)
             from routeguard.redis_url import url_problem
@@ -361,6 +366,13 @@ def _check_router(r: RouterSettings, problems: list[ConfigProblem]) -> None:
             problems.append(ConfigProblem(f"router_settings.{name}", "must not be negative"))
     if r.timeout == 0 or r.deadline == 0:
         problems.append(ConfigProblem("router_settings", "timeout and deadline must be > 0"))
+    for name in ("redis_sync_interval", "redis_timeout"):
+        if not (math.isfinite(getattr(r, name)) and getattr(r, name) > 0):
+            problems.append(ConfigProblem(f"router_settings.{name}", "must be a positive number"))
+    if not r.redis_prefix or any(c in r.redis_prefix for c in "{}"):
+        problems.append(
+            ConfigProblem("router_settings.redis_prefix", "must be non-empty, without braces")
+        )
 
 
 def _check_route_targets(

@@ -105,7 +105,7 @@ RawDeployment = (
     | RawVertexDeployment
 )
 
-Strategy = Literal["weighted", "least-busy", "lowest-latency"]
+Strategy = Literal["weighted", "least-busy", "lowest-latency", "usage-based", "lowest-cost"]
 
 
 class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -128,6 +128,12 @@ class RouterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     drop_params: bool = False
     # Fallbacks of every alias that has none of its own (LiteLLM's default_fallbacks).
     default_fallbacks: tuple[str, ...] = ()
+    # Where every instance shares cooldowns and per-minute usage (routeguard.routing.shared);
+    # None: budget_settings.redis_url when its backend is redis, else each process alone.
+    redis_url: str | None = None
+    redis_prefix: str = "rg:router"  # the keys' hash tag: one Redis Cluster slot
+    redis_sync_interval: float = 0.2  # seconds between two reads of the shared state
+    redis_timeout: float = 0.25  # seconds a Redis round trip may take (off the request path)
 
 
 class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
