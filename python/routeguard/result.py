@@ -33,6 +33,9 @@ class ChatResult:
     dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)
     request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)
     shadow: Any = None  # a routeguard.routing.shadow.ShadowJob not yet started (the proxy's)
+    # The shape of response / stream: "chat" (chat.completion and its chunks) or "responses"
+    # (a Responses API request passed through: the response object or its events).
+    wire: str = "chat"
 
     @property
     def cost(self) -> float:
