@@ -166,8 +166,10 @@ def test_events_relayed_unchanged(proxy: str, mock: MockServer) -> None:
     assert mock.requests[-1].body["stream"] is True
 
 
-@pytest.mark.parametrize(("alias", "path", "model"), [
-    ("az", "/openai/v1/responses", "dep-v1"), ("az-dated", "/openai/responses", "dep-dated")])  # fmt: skip
+AZURE = [("az", "/openai/v1/responses", "dep-v1"), ("az-dated", "/openai/responses", "dep-dated")]
+
+
+@pytest.mark.parametrize(("alias", "path", "model"), AZURE)
 def test_azure_passthrough(
     oai: openai.OpenAI, mock: MockServer, alias: str, path: str, model: str
 ) -> None:
