@@ -43,6 +43,7 @@ from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SPEND_DB_ENV, SpendRecords
+from routeguard.providers import client_headers
 from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
@@ -680,6 +681,9 @@ class ProxyApp:
         principal: Principal = scope["routeguard.principal"]
         trace: Trace = scope["routeguard.trace"]
         trace.request, trace.principal = request, principal
+        sent = client_headers.from_headers(scope["headers"])
+        if sent is not None:  # for the Claude adapters of this request (its task and children)
+            client_headers.ANTHROPIC.set(sent)
         # The key's model scope is checked by the gateway, on what is served.
         result = await self.gateway.chat_result(
             request,
