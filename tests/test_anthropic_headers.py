@@ -50,8 +50,9 @@ def proxy(mock: MockServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def _messages(proxy: str, alias: str, *, stream: bool = False) -> None:
     with anthropic.Anthropic(base_url=proxy, api_key="x", max_retries=0) as c:
-        kw: Any = {"model": alias, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}],
-                   "extra_headers": {"anthropic-beta": BETAS, "anthropic-version": "2023-06-01"}}  # fmt: skip
+        headers = {"anthropic-beta": BETAS, "anthropic-version": "2023-06-01"}
+        kw: Any = {"model": alias, "max_tokens": 50, "extra_headers": headers,
+                   "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
         if stream:
             with c.messages.stream(**kw) as s:
                 s.get_final_message()
