@@ -301,3 +301,27 @@ def test_default_config_under_serve() -> None:
         with c.responses.stream(model="gpt-4o-mini", input="hello") as stream:
             final = stream.get_final_response()
         assert final.output_text == resp.output_text
+
+
+def test_request_log_and_spend_record_a_passed_through_answer(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    cfg = {"model_list": [{"model_name": "oa", "type": "openai", "model": "sim-oa",
+                           "api_base": mock.url + "/v1", "api_key": "k",
+                           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}],
+           "observability": {"request_log": str(tmp_path / "requests.jsonl"),
+                             "log_content": True}}  # fmt: skip
+    gw = Gateway.from_config(cfg)
+    app = create_app(gw)
+    with (
+        ServerThread(app) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
+        resp = c.responses.create(model="oa", input="pay", tools=_pay("GB1"))
+    (entry,) = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert entry["endpoint"] == "/v1/responses" and entry["deployment"] == "oa#0"
+    assert entry["response"]["tool_calls"] == ["send_money"]
+    assert entry["response"]["output"][0]["type"] == "function_call"
+    assert resp.usage is not None
+    cost = (resp.usage.input_tokens * 1000 + resp.usage.output_tokens * 2000) / 1e6
+    assert entry["cost_usd"] == pytest.approx(cost, rel=1e-6)

@@ -543,8 +543,11 @@ class Gateway:
         key = call.key
         if key is not None and not (key.allows(router.strong) and key.allows(shadow.judge)):
             return  # the prompt may go only where the caller's key may send it
+        answer = _chat_view(result)  # a passed-through Responses answer, in chat form
+        if result.wire != "chat" and answer is None:
+            return  # no chat form to judge (reasoning items, built-in tools...)
         result.shadow = make_job(
-            request_id, call.alias, call.request, result.response, router.strong,
+            request_id, call.alias, call.request, answer, router.strong,
             shadow.judge, shadow.max_concurrent,
         )  # fmt: skip
 
