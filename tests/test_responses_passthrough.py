@@ -325,3 +325,27 @@ def test_request_log_and_spend_record_a_passed_through_answer(
     assert resp.usage is not None
     cost = (resp.usage.input_tokens * 1000 + resp.usage.output_tokens * 2000) / 1e6
     assert entry["cost_usd"] == pytest.approx(cost, rel=1e-6)
+
+
+def test_compatible_servers_are_translated_unless_they_say_otherwise(mock: MockServer) -> None:
+    from routeguard import config as config_mod
+
+    base = mock.url + "/v1"
+    cfg = config_mod.load({"model_list": [
+        {"model_name": "vllm", "litellm_params": {"model": "hosted_vllm/sim", "api_base": base}},
+        {"model_name": "vllm-r", "litellm_params": {"model": "hosted_vllm/sim", "api_base": base,
+                                                    "responses_api": True}},
+        {"model_name": "oa", "litellm_params": {"model": "openai/sim", "api_base": base,
+                                                "api_key": "k"}},
+    ]})  # fmt: skip
+    assert [cfg.deployments[a][0].responses_api for a in ("vllm", "vllm-r", "oa")] == [
+        False, True, True]  # fmt: skip
+    gw = Gateway(cfg)
+    with (
+        ServerThread(create_app(gw)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
+        for alias, path in (("vllm", "/v1/chat/completions"), ("vllm-r", "/v1/responses")):
+            mock.reset()
+            assert c.responses.create(model=alias, input="hello").output_text
+            assert [r.path for r in mock.requests] == [path]

@@ -457,7 +457,7 @@ class Gateway:
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             provider = self._providers[dep.provider]
-            if _passes_through(provider, native):
+            if _passes_through(provider, native, dep):
                 assert native is not None
                 return await provider.responses(native.body, dep, timeout)
             _translatable(native, dep)
@@ -467,7 +467,7 @@ class Gateway:
             out = await self._fallback_for(call.key).run(alias, attempt, fits=_fits(request))
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
-        passed = _passes_through(self._providers[out.deployment.provider], native)
+        passed = _passes_through(self._providers[out.deployment.provider], native, out.deployment)
         return ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -798,7 +798,7 @@ class Gateway:
 
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
             provider = self._providers[dep.provider]
-            if _passes_through(provider, native):
+            if _passes_through(provider, native, dep):
                 assert native is not None
                 it = provider.responses_stream(native.body, dep, timeout).__aiter__()
             else:
@@ -821,7 +821,7 @@ class Gateway:
         first, it = out.value
         opts = request.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-        passed = _passes_through(self._providers[out.deployment.provider], native)
+        passed = _passes_through(self._providers[out.deployment.provider], native, out.deployment)
         result = ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -977,11 +977,15 @@ def _require_scope(key: KeyRecord | None, alias: str) -> None:
 
 
 def _passes_through(
-    provider: Provider, native: NativeRequest | None
+    provider: Provider, native: NativeRequest | None, dep: Deployment
 ) -> TypeGuard[ResponsesProvider]:
-    """Whether ``provider`` serves ``native``'s API itself (the request passes through)."""
+    """Whether ``dep`` serves ``native``'s API itself (the request passes through): its
+    provider has the Responses API and the deployment does not turn it off."""
     return (
-        native is not None and native.api == "responses" and isinstance(provider, ResponsesProvider)
+        native is not None
+        and native.api == "responses"
+        and dep.responses_api
+        and isinstance(provider, ResponsesProvider)
     )
 
 
