@@ -349,3 +349,34 @@ def test_compatible_servers_are_translated_unless_they_say_otherwise(mock: MockS
             mock.reset()
             assert c.responses.create(model=alias, input="hello").output_text
             assert [r.path for r in mock.requests] == [path]
+
+
+@pytest.mark.parametrize("token", ["truncate", "no-usage"])
+def test_broken_or_usage_less_stream_still_settles(mock: MockServer, token: str) -> None:
+    """A passed-through stream cut before its final event ends in ``response.failed``; one
+    whose final response has no usage is charged an estimate; both settle their hold."""
+    cfg = {"model_list": [{"model_name": "x", "type": "openai", "model": f"sim-{token}",
+                           "api_base": mock.url + "/v1", "api_key": "k",
+                           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}],
+           "server": {"master_key": "sk-master"}}  # fmt: skip
+    gw = Gateway.from_config(cfg)
+    key, rec = gw.keys.create(KeySpec(max_budget=100.0))
+    with ServerThread(create_app(gw)) as server:
+        req = urllib.request.Request(
+            server.url + "/v1/responses",
+            data=json.dumps({"model": "x", "input": "hi", "stream": True}).encode(),
+            headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            frames = [f for f in r.read().decode().split("\n\n") if f.strip()]
+        events = [EVENT.validate_python(json.loads(f.split("\n", 1)[1][6:])) for f in frames]
+        admin = urllib.request.Request(
+            f"{server.url}/admin/keys/{rec.key_id}", headers={"authorization": "Bearer sk-master"}
+        )
+        with urllib.request.urlopen(admin, timeout=10) as r:
+            body = json.loads(r.read())
+    if token == "truncate":
+        assert events[-1].type == "response.failed" and events[-1].response.error is not None
+    else:
+        assert events[-1].type == "response.completed" and events[-1].response.usage is None
+    assert body["spend"] > 0 and body["reserved"] == pytest.approx(0.0, abs=1e-9)
