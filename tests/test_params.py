@@ -76,7 +76,8 @@ async def test_each_provider_gets_what_it_can_honour(mock: MockServer) -> None:
         ("a", {"seed": 1}, "seed"),
         ("a", {"logprobs": True}, "logprobs"),
         ("a", {"presence_penalty": 0.5}, "presence_penalty"),
-        ("g", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ("g", {"top_logprobs": 2}, "top_logprobs"),
+        ("g", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ("g", {"parallel_tool_calls": False}, "parallel_tool_calls"),
         ("a", {"reasoning_effort": "extreme"}, "reasoning_effort"),
         ("a", {"reasoning_effort": "high", "max_tokens": 500}, "max_tokens"),
@@ -118,8 +119,9 @@ def test_the_proxy_names_dropped_params_in_a_header(mock: MockServer) -> None:
     gw = Gateway.from_config(_cfg(mock.url, drop=True))
     with ServerThread(create_app(gw)) as srv:
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
-        raw = c.chat.completions.with_raw_response.create(model="g", messages=MSG, logprobs=True)
-        assert raw.headers["x-routeguard-dropped-params"] == "logprobs"
+        bias = {"50256": -100}
+        raw = c.chat.completions.with_raw_response.create(model="g", messages=MSG, logit_bias=bias)
+        assert raw.headers["x-routeguard-dropped-params"] == "logit_bias"
         assert raw.parse().choices[0].message.content
         raw = c.chat.completions.with_raw_response.create(model="g", messages=MSG, seed=1)
         assert "x-routeguard-dropped-params" not in raw.headers
@@ -128,8 +130,8 @@ def test_the_proxy_names_dropped_params_in_a_header(mock: MockServer) -> None:
     with ServerThread(create_app(strict)) as srv:
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.BadRequestError) as info:
-            c.chat.completions.create(model="g", messages=MSG, logprobs=True)
-        assert info.value.body is not None and "logprobs" in str(info.value.body)
+            c.chat.completions.create(model="g", messages=MSG, logit_bias={"50256": -100})
+        assert info.value.body is not None and "logit_bias" in str(info.value.body)
         c.close()
 
 

@@ -124,7 +124,9 @@ def test_create_plain_matches_chat(oai: openai.OpenAI, proxy: str, fmt: str) -> 
     )
     assert resp.output_text == chat.choices[0].message.content
     assert resp.output_text.startswith(f"Simulated answer from sim-{fmt}:")
-    assert (resp.status, resp.model, resp.instructions) == ("completed", fmt, "Be brief.")
+    # Passed through to OpenAI: the upstream's model name, as on chat; translated: the alias.
+    model = f"sim-{fmt}" if fmt == "oa" else fmt
+    assert (resp.status, resp.model, resp.instructions) == ("completed", model, "Be brief.")
     assert resp.metadata == {"run": "t1"}
     assert resp.usage is not None and chat.usage is not None
     assert resp.usage.input_tokens == chat.usage.prompt_tokens
@@ -135,21 +137,25 @@ def test_create_plain_matches_chat(oai: openai.OpenAI, proxy: str, fmt: str) -> 
     Response.model_validate_json(raw, strict=False)  # every required field, right types
 
 
-def test_input_items_and_parameters_reach_upstream(oai: openai.OpenAI, mock: MockServer) -> None:
+@pytest.mark.parametrize("fmt", ["oa", "an"])
+def test_input_items_and_parameters_reach_upstream(
+    oai: openai.OpenAI, mock: MockServer, fmt: str
+) -> None:
     mock.reset()
+    items: Any = [
+        {"role": "developer", "content": "dev note"},
+        {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "reply", "annotations": []}],
+        },
+        {"role": "user", "content": "second"},
+    ]
     resp = oai.responses.create(
-        model="oa",
+        model=fmt,
         instructions="sys",
-        input=[
-            {"role": "developer", "content": "dev note"},
-            {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
-            {
-                "type": "message",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": "reply", "annotations": []}],
-            },
-            {"role": "user", "content": "second"},
-        ],
+        input=items,
         max_output_tokens=3,
         temperature=0.5,
         top_p=0.9,
@@ -159,14 +165,14 @@ def test_input_items_and_parameters_reach_upstream(oai: openai.OpenAI, mock: Moc
     assert resp.incomplete_details.reason == "max_output_tokens"
     assert resp.usage is not None and resp.usage.output_tokens == 3
     sent = mock.requests[-1].body
-    assert sent["messages"] == [
-        {"role": "system", "content": "sys"},
-        {"role": "developer", "content": "dev note"},
-        {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "reply"},
-        {"role": "user", "content": "second"},
-    ]
-    assert (sent["max_completion_tokens"], sent["temperature"], sent["top_p"]) == (3, 0.5, 0.9)
+    if fmt == "oa":  # passed through: the body as sent, the deployment's model
+        assert mock.requests[-1].path == "/v1/responses"
+        assert (sent["model"], sent["instructions"], sent["input"]) == ("sim-oa", "sys", items)
+        assert (sent["max_output_tokens"], sent["temperature"], sent["top_p"]) == (3, 0.5, 0.9)
+        return
+    assert sent["system"] == "sys\n\ndev note"  # translated: Anthropic's system prompt
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"]) == (3, 0.5, 0.9)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -251,14 +257,24 @@ def test_structured_output_reaches_anthropic_as_a_forced_tool(oai: openai.OpenAI
     assert isinstance(parsed.output_parsed, City)
 
 
-def test_midstream_failure_ends_with_response_failed(proxy: str) -> None:
-    status, raw = _post(proxy + "/v1/responses", {"model": "mid-oa", "input": "hi", "stream": True})
+@pytest.mark.parametrize("fmt", ["an", "ge"])
+def test_midstream_failure_ends_with_response_failed(proxy: str, fmt: str) -> None:
+    body = {"model": f"mid-{fmt}", "input": "hi", "stream": True}
+    status, raw = _post(proxy + "/v1/responses", body)
     assert status == 200
     events = _events(raw)
     assert events[0].type == "response.created"
     assert events[-1].type == "response.failed"
     assert events[-1].response.error is not None
     assert events[-1].response.status == "failed"
+
+
+def test_midstream_error_event_from_openai_is_relayed(proxy: str) -> None:
+    body = {"model": "mid-oa", "input": "hi", "stream": True}
+    status, raw = _post(proxy + "/v1/responses", body)
+    events = _events(raw)
+    assert status == 200 and events[0].type == "response.created"
+    assert events[-1].type == "error" and "midstream-error" in events[-1].message
 
 
 # --------------------------------------------------------------------------- layers
@@ -302,27 +318,29 @@ def test_budget_charged_on_a_virtual_key(mock: MockServer) -> None:
 @pytest.mark.parametrize(
     ("body", "param", "fragment"),
     [
-        ({"model": "oa"}, "input", "field required"),
-        ({"model": "oa", "input": 5}, "input", "expected a string or a list"),
+        ({"model": "an"}, "input", "field required"),
+        ({"model": "an", "input": 5}, "input", "expected a string or a list"),
         ({"input": "hi"}, "model", "field required"),
-        ({"model": "oa", "input": "hi", "previous_response_id": "resp_1"},
-         "previous_response_id", "stateless"),
-        ({"model": "oa", "input": "hi", "conversation": "conv_1"}, "conversation", "stateless"),
-        ({"model": "oa", "input": "hi", "tools": [{"type": "web_search"}]},
-         "tools[0].type", "only 'function' tools"),
-        ({"model": "oa", "input": [{"type": "item_reference", "id": "msg_1"}]},
-         "input[0].type", "response store"),
-        ({"model": "oa", "input": [{"role": "tool", "content": "x"}]},
+        ({"model": "an", "input": "hi", "previous_response_id": "resp_1"},
+         "previous_response_id", "continues a conversation stored upstream"),
+        ({"model": "an", "input": "hi", "conversation": "conv_1"}, "conversation",
+         "continues a conversation stored upstream"),
+        ({"model": "an", "input": "hi", "tools": [{"type": "web_search"}]},
+         "tools", "built-in tools ('web_search') run on OpenAI's servers"),
+        ({"model": "an", "input": [{"type": "item_reference", "id": "msg_1"}]},
+         "input", "'item_reference' have no chat equivalent"),
+        ({"model": "an", "input": [{"role": "tool", "content": "x"}]},
          "input[0].role", "expected one of"),
-        ({"model": "oa", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+        ({"model": "an", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
          "input[0].call_id", "field required"),
-        ({"model": "oa", "input": "hi", "text": {"format": {"type": "json_schema"}}},
+        ({"model": "an", "input": "hi", "text": {"format": {"type": "json_schema"}}},
          "text.format.name", "field required"),
-        ({"model": "oa", "input": "hi", "max_output_tokens": "9"},
+        ({"model": "an", "input": "hi", "max_output_tokens": "9"},
          "max_output_tokens", "expected an integer"),
-        ({"model": "oa", "input": "hi", "prompt": {"id": "pmpt_1"}}, "prompt", "not supported"),
-        ({"model": "oa", "input": "hi", "background": True}, "background", "response store"),
-        ({"model": "oa", "input": [{"role": "user", "content": [{"type": "input_image",
+        ({"model": "an", "input": "hi", "prompt": {"id": "pmpt_1"}},
+         "prompt", "no chat equivalent"),
+        ({"model": "an", "input": "hi", "background": True}, "background", "response store"),
+        ({"model": "an", "input": [{"role": "user", "content": [{"type": "input_image",
                                                                   "file_id": "f"}]}]},
          "input[0].content[0].image_url", "data URL"),
     ],

@@ -572,3 +572,43 @@ def test_error_body_as_array_and_retry_info() -> None:
     assert isinstance(err, UpstreamRateLimited)
     assert err.retry_after == 37.0
     assert err.retryable
+
+
+def test_logprobs_round_trip_through_the_proxy() -> None:
+    """``logprobs``/``top_logprobs`` become ``responseLogprobs``/``logprobs``; the answer's
+    ``logprobsResult`` comes back in OpenAI's shape, whole and per streamed chunk."""
+    import openai
+
+    from routeguard.gateway import Gateway
+    from routeguard.mock import MockServer
+    from routeguard.server import create_app
+    from routeguard.server.thread import ServerThread
+
+    with MockServer() as mock:
+        cfg = {"model_list": [{"model_name": "ge", "type": "gemini", "model": "gemini-sim",
+                               "api_key": "k", "api_base": mock.url}]}  # fmt: skip
+        with (
+            ServerThread(create_app(Gateway.from_config(cfg))) as server,
+            openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as c,
+        ):
+            msgs: Any = [{"role": "user", "content": "hi"}]
+            whole = c.chat.completions.create(model="ge", messages=msgs, logprobs=True,
+                                              top_logprobs=3)  # fmt: skip
+            sent = mock.requests[-1].body["generationConfig"]
+            assert (sent["responseLogprobs"], sent["logprobs"]) == (True, 3)
+            lp = whole.choices[0].logprobs
+            assert lp is not None and lp.content
+            assert "".join(t.token for t in lp.content) == whole.choices[0].message.content
+            for t in lp.content:
+                assert t.logprob < 0 and t.bytes == list(t.token.encode())
+                assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token
+                assert all(a.logprob <= t.logprob for a in t.top_logprobs)
+            stream = c.chat.completions.create(model="ge", messages=msgs, logprobs=True,
+                                               stream=True)  # fmt: skip
+            tokens = [t for ch in stream for choice in ch.choices if choice.logprobs
+                      for t in choice.logprobs.content or ()]  # fmt: skip
+            assert [t.token for t in tokens] == [t.token for t in lp.content]
+            assert [t.logprob for t in tokens] == pytest.approx([t.logprob for t in lp.content])
+            plain = c.chat.completions.create(model="ge", messages=msgs)
+            assert plain.choices[0].logprobs is None
+            assert "responseLogprobs" not in mock.requests[-1].body.get("generationConfig", {})

@@ -112,3 +112,51 @@ class Assembler:
         if self._usage is not None:
             out["usage"] = self._usage
         return out
+
+
+def response_as_chat(response: Json) -> Json | None:
+    """A Responses API ``response`` as the ``chat.completion`` it amounts to, when its output
+    is only assistant text and function calls (None otherwise: reasoning items, built-in
+    tool calls and refusals have no faithful chat form)."""
+    if response.get("status") != "completed":
+        return None
+    text: list[str] = []
+    calls: list[Json] = []
+    for item in response.get("output") or ():
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "message":
+            for part in item.get("content") or ():
+                if not isinstance(part, dict) or part.get("type") != "output_text":
+                    return None
+                text.append(str(part.get("text") or ""))
+        elif kind == "function_call":
+            calls.append({"id": item.get("call_id"), "type": "function",
+                          "function": {"name": item.get("name"),
+                                       "arguments": item.get("arguments") or ""}})  # fmt: skip
+        else:
+            return None
+    message: Json = {"role": "assistant", "content": "".join(text) if text else None}
+    if calls:
+        message["tool_calls"] = calls
+    raw = response.get("usage")
+    usage: Json = raw if isinstance(raw, dict) else {}
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return {
+        "id": str(response.get("id", "")),
+        "object": "chat.completion",
+        "created": response.get("created_at", 0),
+        "model": response.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens", prompt + completion),
+        },
+    }

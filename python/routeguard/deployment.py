@@ -93,6 +93,9 @@ class Deployment:
     vertex: VertexTarget | None = None  # vertex_ai deployments only
     azure: AzureSettings | None = None  # type: azure only
     aws: AwsSettings | None = None  # type: bedrock only
+    # /v1/responses passes through to the upstream's own Responses API (OpenAI, Azure) when
+    # the provider has one; False for OpenAI-compatible servers that serve chat only.
+    responses_api: bool = True
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

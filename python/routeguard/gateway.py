@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from routeguard import config as config_mod
 from routeguard.budget.bound import measure, measure_embeddings
@@ -44,7 +44,7 @@ from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
 from routeguard.cache.layer import CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit
-from routeguard.chunks import to_chunks
+from routeguard.chunks import response_as_chat, to_chunks
 from routeguard.config import Config, Deployment
 from routeguard.config.wildcards import best_match, is_priced
 from routeguard.embed.base import Embedder, embed_off_loop
@@ -61,6 +61,7 @@ from routeguard.errors import (
     RequestNotFound,
     RequestTooLarge,
     RouteguardError,
+    UpstreamBadRequest,
 )
 from routeguard.fallback import Fallback
 from routeguard.messages import estimate_tokens
@@ -77,8 +78,14 @@ from routeguard.observe.feedback import (
     parse_feedback,
 )
 from routeguard.providers import get_provider
-from routeguard.providers.base import Json, Provider, unhandled_params
-from routeguard.relay import Closing, Relay, aclose, usage_of
+from routeguard.providers.base import (
+    Json,
+    NativeRequest,
+    Provider,
+    ResponsesProvider,
+    unhandled_params,
+)
+from routeguard.relay import Closing, EventRelay, Relay, aclose, responses_usage, usage_of
 from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
@@ -123,6 +130,7 @@ class Call:
     enforcer: ResponseEnforcer | None
     stream: bool
     started: float
+    native: NativeRequest | None = None  # the request in the API it was made in (Responses)
 
 
 @dataclass(slots=True)
@@ -305,6 +313,7 @@ class Gateway:
         key: KeyRecord | None = None,
         request_id: str | None = None,
         defer_shadow: bool = False,
+        native: NativeRequest | None = None,
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
         isolates cache entries; ``use_cache=False`` skips the cache for this request;
@@ -315,9 +324,15 @@ class Gateway:
         ``request_id`` names the request for :meth:`feedback` (one is made when None; it is
         ``result.request_id``); a sampled shadow check starts before this returns unless
         ``defer_shadow`` (the proxy starts ``result.shadow`` once the answer is sent).
+        ``native``: the request as made in the Responses API (``request`` is its chat
+        translation): a deployment whose provider serves that API gets it passed through,
+        and ``result.wire`` is then "responses" (the answer or events in that API's shape).
 
         The stages, in order; each is one method below."""
         call = self._accept(request, tenant, use_cache, accounts, metadata, key)
+        call.native = native
+        if native is not None and native.untranslatable is not None:
+            call.use_cache = False  # its chat translation is not the whole question
         admission = await self._admit(call)
         try:
             ticket, hit = await self._lookup(call)
@@ -452,10 +467,15 @@ class Gateway:
 
     async def _call(self, call: Call, alias: str, ticket: Ticket | None) -> ChatResult:
         """The upstream call through fallback (retries, cooldowns, context-window moves)."""
-        request = call.request
+        request, native = call.request, call.native
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
-            return await self._providers[dep.provider].chat(request, dep, timeout)
+            provider = self._providers[dep.provider]
+            if _passes_through(provider, native, dep):
+                assert native is not None
+                return await provider.responses(native.body, dep, timeout)
+            _translatable(native, dep)
+            return await provider.chat(request, dep, timeout)
 
         tokens = estimate_tokens(request["messages"])
         try:
@@ -464,6 +484,7 @@ class Gateway:
             )
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
+        passed = _passes_through(self._providers[out.deployment.provider], native, out.deployment)
         return ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -471,9 +492,10 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=call.started,
             response=out.value,
-            usage=usage_of(out.value.get("usage")),
+            usage=(responses_usage if passed else usage_of)(out.value.get("usage")),
             cache="off" if ticket is None else ticket.state,
-            dropped=self._dropped(request, out.deployment),
+            dropped=() if passed else self._dropped(request, out.deployment),
+            wire="responses" if passed else "chat",
             charge=out.charge,
         )
 
@@ -486,13 +508,25 @@ class Gateway:
             await self.budget.settle(admission.hold, result.deployment, result.usage)
         tokens = result.usage.get("total_tokens", 0)
         self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
-        if ticket is not None and self.cache is not None and result.response is not None:
-            self.cache.store(ticket, result.response)
+        stored = _chat_view(result)
+        if ticket is not None and self.cache is not None and stored is not None:
+            self.cache.store(ticket, stored)
 
     async def _enforce(self, call: Call, result: ChatResult) -> ChatResult:
         """The route's tool-call policy on the response (or, as it streams, the chunks)."""
         enforcer = call.enforcer
         if enforcer is None:
+            return result
+        if result.wire == "responses":  # a passed-through Responses answer: its output items
+            from routeguard.enforce import responses as items
+
+            if result.response is not None:
+                result.response = await items.enforce_response(
+                    enforcer, result.response, call.metadata
+                )
+            if result.stream is not None:
+                inner = result.stream
+                result.stream = Closing(items.enforce_events(enforcer, inner, call.metadata), inner)
             return result
         if result.response is not None:
             result.response = await enforcer.aapply(result.response, call.metadata)
@@ -527,8 +561,11 @@ class Gateway:
         key = call.key
         if key is not None and not (key.allows(router.strong) and key.allows(shadow.judge)):
             return  # the prompt may go only where the caller's key may send it
+        answer = _chat_view(result)  # a passed-through Responses answer, in chat form
+        if result.wire != "chat" and answer is None:
+            return  # no chat form to judge (reasoning items, built-in tools...)
         result.shadow = make_job(
-            request_id, call.alias, call.request, result.response, router.strong,
+            request_id, call.alias, call.request, answer, router.strong,
             shadow.judge, shadow.max_concurrent,
         )  # fmt: skip
 
@@ -779,10 +816,16 @@ class Gateway:
     ) -> ChatResult:
         """The upstream stream through fallback until its first chunk, then a Relay that
         serves the rest and settles, stores and counts once the stream ends."""
-        request, started = call.request, call.started
+        request, started, native = call.request, call.started, call.native
 
         async def attempt(dep: Deployment, timeout: float) -> tuple[Json, AsyncIterator[Json]]:
-            it = self._providers[dep.provider].stream(request, dep, timeout).__aiter__()
+            provider = self._providers[dep.provider]
+            if _passes_through(provider, native, dep):
+                assert native is not None
+                it = provider.responses_stream(native.body, dep, timeout).__aiter__()
+            else:
+                _translatable(native, dep)
+                it = provider.stream(request, dep, timeout).__aiter__()
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:
@@ -803,6 +846,7 @@ class Gateway:
         first, it = out.value
         opts = request.get("stream_options")
         want_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        passed = _passes_through(self._providers[out.deployment.provider], native, out.deployment)
         result = ChatResult(
             alias=out.alias,
             deployment=out.deployment,
@@ -810,12 +854,13 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=started,
             cache="off" if ticket is None else ticket.state,
-            dropped=self._dropped(request, out.deployment),
+            dropped=() if passed else self._dropped(request, out.deployment),
+            wire="responses" if passed else "chat",
             charge=out.charge,
         )
         limit = self.config.router.max_stream_duration
         ends_at = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)
-        result.stream = Relay(
+        result.stream = (EventRelay if passed else Relay)(
             first,
             it,
             result=result,
@@ -981,6 +1026,40 @@ def _require_scope(key: KeyRecord | None, alias: str) -> None:
         raise AuthenticationError(f"API key {key.key_id} has {what}")
     if not key.allows(alias):
         raise PermissionDenied(f"API key {key.key_id} may not use model '{alias}'")
+
+
+def _passes_through(
+    provider: Provider, native: NativeRequest | None, dep: Deployment
+) -> TypeGuard[ResponsesProvider]:
+    """Whether ``dep`` serves ``native``'s API itself (the request passes through): its
+    provider has the Responses API and the deployment does not turn it off."""
+    return (
+        native is not None
+        and native.api == "responses"
+        and dep.responses_api
+        and isinstance(provider, ResponsesProvider)
+    )
+
+
+def _chat_view(result: ChatResult) -> Json | None:
+    """The chat answer the cache may keep for ``result`` (a passed-through Responses answer
+    only when it is plain text or function calls)."""
+    if result.response is None or result.wire == "chat":
+        return result.response
+    return response_as_chat(result.response)
+
+
+def _translatable(native: NativeRequest | None, dep: Deployment) -> None:
+    """A 400 when the chat translation of ``native`` lost something ``dep`` (chat only)
+    would then silently ignore."""
+    if native is not None and native.untranslatable is not None:
+        err = UpstreamBadRequest(
+            f"deployment '{dep.id}' ({dep.provider}) serves chat only and cannot honour this "
+            f"Responses request: {native.untranslatable}; send it to an OpenAI or Azure "
+            "deployment, or leave that out"
+        )
+        err.param = native.param
+        raise err
 
 
 def _in_scope(router: Router, decision: RouteDecision, key: KeyRecord | None) -> RouteDecision:

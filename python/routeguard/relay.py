@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from routeguard.budget.bound import completion_bound, measure
 from routeguard.budget.ledger import Reservation
-from routeguard.chunks import Assembler
+from routeguard.chunks import Assembler, response_as_chat
 from routeguard.errors import MidStreamError, ProviderError
 from routeguard.observe import spans
 
@@ -112,29 +112,14 @@ class Relay:
             loop.call_soon_threadsafe(_in_background, self._finish)
 
     async def _run(self) -> AsyncGenerator[Json, None]:
-        result = self._result
         assembler = Assembler() if self._ticket is not None else None
         try:
             chunk: Json | None = self._first
-            rec = spans.recorder  # tracing notes the stream's id, model and finish reasons
             while chunk is not None:
-                if rec is not None:
-                    rec.stream_chunk(chunk)
                 if assembler is not None:
                     assembler.feed(chunk)
-                sent = _delta_chars(chunk)
-                self._chars += sent
-                self._chunks += sent > 0
-                usage = chunk.get("usage")
-                if usage:
-                    result.usage = usage_of(usage)
-                    self._balancer.record_tokens(
-                        result.deployment, result.usage.get("total_tokens", 0), result.charge
-                    )
-                    if not chunk.get("choices") and not self._want_usage:
-                        chunk = await self._next()
-                        continue
-                yield chunk
+                if self._observe(chunk):
+                    yield chunk
                 chunk = await self._next()
             if assembler is not None and self._ticket is not None and self._cache is not None:
                 self._cache.store(self._ticket, assembler.result())
@@ -144,6 +129,26 @@ class Relay:
             raise MidStreamError(f"upstream stream failed after it started: {exc.message}") from exc
         finally:
             await self._finish()
+
+    def _observe(self, chunk: Json) -> bool:
+        """Count what ``chunk`` sent and note its usage; whether to pass it on (a usage-only
+        chunk the client did not ask for is not)."""
+        rec = spans.recorder  # tracing notes the stream's id, model and finish reasons
+        if rec is not None:
+            rec.stream_chunk(chunk)
+        sent = _delta_chars(chunk)
+        self._chars += sent
+        self._chunks += sent > 0
+        usage = chunk.get("usage")
+        if usage:
+            result = self._result
+            result.usage = usage_of(usage)
+            self._balancer.record_tokens(
+                result.deployment, result.usage.get("total_tokens", 0), result.charge
+            )
+            if not chunk.get("choices") and not self._want_usage:
+                return False
+        return True
 
     async def _next(self) -> Json | None:
         """The next upstream chunk (None at the end), or MidStreamError past the deadline."""
@@ -186,6 +191,65 @@ class Relay:
             sent = self._chunks if dep.provider in ("openai", "azure") else (self._chars + 3) // 4
             completion = min(most, max(self._chunks, sent))
         return {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+# Responses API stream events that carry generated text, and the final ones carrying usage.
+_EVENT_DELTAS = frozenset(
+    {"response.output_text.delta", "response.function_call_arguments.delta",
+     "response.refusal.delta", "response.reasoning_summary_text.delta"}
+)  # fmt: skip
+_EVENT_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class EventRelay(Relay):
+    """A Responses API stream passed through from the upstream: every event goes on
+    unchanged; usage (``input_tokens`` / ``output_tokens``) comes from the final event's
+    response, and without it the charge is estimated as for chat. The final response is
+    cached in its chat form when it has one (``chunks.response_as_chat``)."""
+
+    def __init__(self, first: Json, it: AsyncIterator[Json], **kw: Any) -> None:
+        """As :class:`Relay` (the cache ticket is used on the final event, not per chunk)."""
+        self._event_ticket: Ticket | None = kw.pop("ticket", None)
+        super().__init__(first, it, ticket=None, **kw)
+
+    def _observe(self, chunk: Json) -> bool:
+        kind = chunk.get("type")
+        if kind in _EVENT_DELTAS:
+            delta = chunk.get("delta")
+            sent = len(delta) if isinstance(delta, str) else 0
+            self._chars += sent
+            self._chunks += sent > 0
+        elif kind in _EVENT_ENDS:
+            response = chunk.get("response")
+            if not isinstance(response, dict):
+                return True
+            usage = responses_usage(response.get("usage"))
+            if usage:
+                result = self._result
+                result.usage = usage
+                self._balancer.record_tokens(
+                    result.deployment, usage.get("total_tokens", 0), result.charge
+                )
+            ticket, cache = self._event_ticket, self._cache
+            view = response_as_chat(response) if ticket is not None and cache else None
+            if view is not None and ticket is not None and cache is not None:
+                cache.store(ticket, view)
+        return True
+
+
+def responses_usage(usage: Any) -> dict[str, int]:
+    """A Responses API ``usage`` as chat's integer fields (prompt, completion, total)."""
+    if not isinstance(usage, dict):
+        return {}
+    out: dict[str, int] = {}
+    for theirs, ours in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"),
+                         ("total_tokens", "total_tokens")):  # fmt: skip
+        v = usage.get(theirs)
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[ours] = v
+    if "total_tokens" not in out and "prompt_tokens" in out and "completion_tokens" in out:
+        out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
+    return out
 
 
 class Closing:

@@ -35,6 +35,9 @@ class ChatResult:
     request_id: str | None = None  # the id feedback names (the proxy's x-routeguard-request-id)
     shadow: Any = None  # a routeguard.routing.shadow.ShadowJob not yet started (the proxy's)
     charge: Charge | None = None  # what the call counted against its deployment's minute
+    # The shape of response / stream: "chat" (chat.completion and its chunks) or "responses"
+    # (a Responses API request passed through: the response object or its events).
+    wire: str = "chat"
 
     @property
     def cost(self) -> float:

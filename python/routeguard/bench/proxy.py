@@ -5,7 +5,8 @@ floor for a Python proxy); ``routeguard serve`` on a LiteLLM-format config (mast
 ``routeguard+key``, callers presenting a virtual key with its own budget, RPM and TPM;
 ``routeguard+tracing``, the first config with every request traced to a local OTLP sink
 (:mod:`routeguard.bench.otlp_sink`; when the ``otel`` extra is installed), against tracing
-off; and
+off; ``routeguard/responses``, the same server's ``/v1/responses`` (passed through to the
+upstream's own Responses API), against ``direct/responses``; and
 LiteLLM's proxy on the same config when a ``litellm`` executable is at hand. Each concurrency
 level drives the targets in alternating rounds, so drift in the machine's load reaches all
 alike. ``benches/proxy_overhead.py`` is the same harness with its own flags and table.
@@ -38,10 +39,13 @@ from routeguard.bench.timing import percentile
 
 MASTER_KEY = "sk-bench-master"
 LITELLM_PIN = "litellm[proxy]==1.108.7"
-BODY = {
+QUESTION = "Say something short about benchmarks."
+BODY = {"model": "bench", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16}
+# The same question through the Responses API (targets whose URL ends in /v1/responses).
+RESPONSES_BODY = {
     "model": "bench",
-    "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
-    "max_tokens": 16,
+    "input": QUESTION,
+    "max_output_tokens": 16,
 }
 ROUTEGUARD = [sys.executable, "-m", "routeguard.cli"]
 
@@ -172,7 +176,7 @@ class Result:
 
 async def drive(name: str, url: str, concurrency: int, total: int, token: str) -> Result:
     """``total`` requests to ``url`` from ``concurrency`` closed-loop workers."""
-    payload = json.dumps(BODY).encode()
+    payload = json.dumps(RESPONSES_BODY if url.endswith("/responses") else BODY).encode()
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     res = Result(name, concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -267,6 +271,10 @@ def targets(litellm: Path | None) -> Iterator[Targets]:
             procs.append(rg)
             wait_ready(f"http://127.0.0.1:{port}/health", rg)
             found[name] = (url(port), token)
+            if name == "routeguard":  # its Responses overhead, against the upstream's own
+                found["direct/responses"] = (mock_url + "/v1/responses", MASTER_KEY)
+                responses = f"http://127.0.0.1:{port}/v1/responses"
+                found["routeguard/responses"] = (responses, token)
         if litellm is not None:
             ll = start(
                 [str(litellm), "--config", str(cfg), "--port", str(ports["ll"]),
@@ -323,6 +331,18 @@ def run(opts: Options) -> list[Row]:
             pairs.append(("routeguard+tracing", "routeguard"))
         if litellm is not None:
             pairs.append(("routeguard", "litellm"))
+        if ("routeguard/responses", c) in results:  # added latency, Responses against chat
+            resp, resp_direct = (
+                results[("routeguard/responses", c)],
+                results[("direct/responses", c)],
+            )
+            chat = results[("routeguard", c)]
+            rows.append(
+                Row("proxy", f"routeguard /v1/responses added p50, concurrency {c}",
+                    resp.p50 - resp_direct.p50, chat.p50 - direct.p50,
+                    "routeguard /v1/chat/completions added p50 (same server)", unit="ms",
+                    detail={"ours": _detail(resp, resp_direct), "peer": _detail(chat, direct)})
+            )  # fmt: skip
         for ours_name, peer_name in pairs:
             ours, peer = results[(ours_name, c)], results[(peer_name, c)]
             rows.append(
@@ -366,11 +386,12 @@ def markdown(results: dict[tuple[str, int], Result], levels: list[int], names: l
         "|---|---|---|---|---|---|---|",
     ]
     for c in levels:
-        d = results[("direct", c)]
         for name in names:
+            d = results[("direct/responses" if name.endswith("/responses") else "direct", c)]
             r = results[(name, c)]
-            added = "" if name == "direct" else f"{r.p50 - d.p50:.3f}"
-            added99 = "" if name == "direct" else f"{r.p99 - d.p99:.3f}"
+            base = name.startswith("direct")
+            added = "" if base else f"{r.p50 - d.p50:.3f}"
+            added99 = "" if base else f"{r.p99 - d.p99:.3f}"
             out.append(
                 f"| {name} | {c} | {r.p50:.3f} | {r.p99:.3f} | {added} | {added99} | {r.rps:.0f} |"
             )
@@ -380,8 +401,12 @@ def markdown(results: dict[tuple[str, int], Result], levels: list[int], names: l
         floor_added = max(floor.p50 - d.p50, 1e-3)
         parts = [f"c={c}: added p50 vs the bare passthrough's:"]
         for name in names:
-            if name not in ("direct", "passthrough"):
+            if name not in ("direct", "passthrough") and not name.endswith("/responses"):
                 parts.append(f"{name} {(results[(name, c)].p50 - d.p50) / floor_added:.2f}x")
+        if ("routeguard/responses", c) in results:
+            resp = results[("routeguard/responses", c)].p50 - results[("direct/responses", c)].p50
+            chat = results[("routeguard", c)].p50 - d.p50
+            parts.append(f"; /v1/responses adds {resp - chat:+.3f} ms p50 over chat")
         out.append(" ".join(parts))
     if "litellm" in names:
         for c in levels:

@@ -72,7 +72,8 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "usage-based-routing-v2": "usage-based",
     "cost-based-routing": "lowest-cost",
 }
-_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params"}
+_LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params",
+                        "responses_api"}  # fmt: skip
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
 # model_info keys read (or, being descriptions of the model, with nothing to honour).
 _MODEL_INFO_READ = {"id", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",
@@ -153,6 +154,9 @@ def from_litellm(
                 dep["azure_ad_token_provider"] = True
         elif provider in OPENAI_COMPATIBLE:
             dep["type"] = "openai"
+            # Not every compatible server has the Responses API: translate to chat unless
+            # litellm_params says responses_api: true.
+            dep["responses_api"] = False
             base, key_var = OPENAI_COMPATIBLE[provider]
             if base is not None:
                 dep["api_base"] = base

@@ -620,5 +620,6 @@ def _build_deployment(
         timeout=rd.timeout,
         headers=dict(rd.headers),
         vertex=vertex,
+        responses_api=getattr(rd, "responses_api", True),
         **cloud,
     )

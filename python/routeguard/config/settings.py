@@ -59,6 +59,10 @@ class RawDeploymentBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class RawOpenAIDeployment(RawDeploymentBase, tag="openai"):
     """An OpenAI Chat Completions (or compatible) deployment."""
 
+    # /v1/responses requests pass through to the server's own Responses API (OpenAI's does);
+    # false: translated to chat, for compatible servers that serve chat completions only.
+    responses_api: bool = True
+
 
 class RawAnthropicDeployment(RawDeploymentBase, tag="anthropic"):
     """An Anthropic Messages deployment."""

@@ -111,6 +111,9 @@ class Prompt:
     max_tokens: int | None = None
     stream: bool = False
     json_output: JsonOutput | None = None
+    # Token log probabilities asked for (Gemini responseLogprobs): the top alternatives per
+    # token (0: the chosen token's only); None when not asked.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from routeguard.mock import (
     bedrock_wire,
     gemini_wire,
     openai_wire,
+    responses_wire,
     vertex_wire,
 )
 from routeguard.mock.answers import Answer, Prompt, answer, new_id
@@ -172,6 +173,7 @@ class MockApp:
         # access key id -> secret: the simulated Bedrock verifies SigV4 signatures with it
         self.aws_credentials = dict(bedrock_wire.SIM_AWS_CREDENTIALS)
         self.meanings = meanings  # answer by meaning (one answer per cluster of questions)
+        self.responses = responses_wire.ResponseStore()  # for previous_response_id
 
     def reset(self) -> None:
         """Forget recorded requests and flaky counters (as if the server had just started)."""
@@ -306,7 +308,7 @@ class MockApp:
             return
 
         # A chat request: parse it in its format, then decide and render.
-        prompt, render, stream_plan = _parse_chat(req, self.meanings)
+        prompt, render, stream_plan = _parse_chat(req, self.meanings, self.responses)
         self._inject(behaviour, req.model, stream=prompt.stream)
         if behaviour.ctx is not None:
             fault = req.wire.context_fault(prompt.prompt_tokens, behaviour.ctx, prompt.max_tokens)
@@ -381,7 +383,7 @@ def _route(
     if path.startswith("/model/"):
         action, model = bedrock_wire.route(path)
         return _BEDROCK, action, model
-    if path in ("/v1/chat/completions", "/v1/embeddings"):
+    if path in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
         return _OPENAI, path, None
     if path.startswith("/v1/projects/"):
         vp = vertex_wire.parse_path(path)
@@ -424,10 +426,13 @@ def _check_key(req: _Request) -> None:
 
 
 def _parse_chat(
-    req: _Request, meanings: Meanings | None = None
+    req: _Request,
+    meanings: Meanings | None = None,
+    store: responses_wire.ResponseStore | None = None,
 ) -> tuple[Prompt, Callable[[], tuple[bytes, int]], Callable[[bool], StreamPlan]]:
     """The prompt of a chat request, and how to render its answer whole or as a stream
-    (with or without token usage); with ``meanings``, answered by the question's cluster."""
+    (with or without token usage); with ``meanings``, answered by the question's cluster;
+    ``store`` keeps Responses conversations for ``previous_response_id``."""
 
     def meaning(p: Prompt) -> str | None:
         return None if meanings is None else meanings.of(p.last_user_text)
@@ -445,6 +450,14 @@ def _parse_chat(
             return azure_wire.with_prompt_filter(out) if req.wire is _AZURE else out
 
         return chat.prompt, whole, plan
+    if req.endpoint == "/v1/responses":
+        kept = store if store is not None else responses_wire.ResponseStore()
+        rr = responses_wire.parse_responses(req.body, kept)
+        return (
+            rr.prompt,
+            lambda: responses_wire.response_body(rr, kept),
+            lambda usage: responses_wire.response_stream(rr, kept, usage),
+        )
     if req.endpoint in ("converse", "converse-stream"):
         stream = req.endpoint == "converse-stream"
         prompt = bedrock_wire.parse_converse(req.body, req.model or "", stream)

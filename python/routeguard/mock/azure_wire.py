@@ -37,9 +37,14 @@ def route(path: str, query: dict[str, str]) -> tuple[str, str | None]:
     404 / 400 Azure answers for a malformed one."""
     if path.startswith("/openai/v1/"):
         rest = path[len("/openai/v1/") :]
-        if rest in ("chat/completions", "embeddings"):
+        if rest in ("chat/completions", "embeddings", "responses"):
             return f"/v1/{rest}", None
         raise Fault(404, "Resource not found", code="404")
+    if path == "/openai/responses":  # the preview Responses API: a dated version, no deployment
+        version = query.get("api-version")
+        if version is None or not re.match(_VERSION, version):
+            raise Fault(400, "API version not supported", code="BadRequest")
+        return "/v1/responses", None
     parts = path[len("/openai/deployments/") :].split("/", 1)
     if len(parts) != 2 or parts[1] not in ("chat/completions", "embeddings") or not parts[0]:
         raise Fault(404, "Resource not found", code="404")

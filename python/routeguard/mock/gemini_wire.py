@@ -6,11 +6,13 @@
 objects with ``usageMetadata``; streams are SSE ``data:`` frames with ``?alt=sse`` and
 otherwise one JSON array sent element by element, as the real API does. Errors are
 ``{"error": {"code", "message", "status"}}``. ``:embedContent``, ``:batchEmbedContents``
-and ``:countTokens`` are served too.
+and ``:countTokens`` are served too. With ``generationConfig.responseLogprobs`` each candidate
+carries a deterministic ``logprobsResult`` (chosen and top tokens) and ``avgLogprobs``.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from routeguard.mock.answers import (
@@ -103,7 +105,19 @@ def parse_generate(body: Any, model: str, *, stream: bool) -> Prompt:
     config = _get(body, "generationConfig", "generation_config")
     max_tokens = None
     json_output = None
+    logprobs = None
     if isinstance(config, dict):
+        if _get(config, "responseLogprobs", "response_logprobs") is True:
+            logprobs = _get(config, "logprobs", "logprobs") or 0
+            if (
+                not isinstance(logprobs, int)
+                or isinstance(logprobs, bool)
+                or not 0 <= logprobs <= 20
+            ):
+                raise _invalid(
+                    "Invalid value at 'generation_config.logprobs': expected an integer from 0 "
+                    "to 20"
+                )
         mime = _get(config, "responseMimeType", "response_mime_type")
         if mime == "application/json":
             schema = _get(config, "responseJsonSchema", "response_json_schema")
@@ -130,7 +144,25 @@ def parse_generate(body: Any, model: str, *, stream: bool) -> Prompt:
         max_tokens=max_tokens,
         stream=stream,
         json_output=json_output,
+        logprobs=logprobs,
     )
+
+
+def _logprob(token: str, rank: int = 0) -> float:
+    """A deterministic log probability for ``token`` (lower for later alternatives)."""
+    return -((zlib.crc32(token.encode()) % 2000) + 1) / 1000 - rank * 0.5
+
+
+def _logprobs_result(pieces: tuple[str, ...], top: int) -> dict[str, Any]:
+    """Gemini's ``logprobsResult`` for text ``pieces`` (one token each): the chosen token
+    first among its ``top`` alternatives."""
+    chosen = [{"token": p, "logProbability": _logprob(p)} for p in pieces]
+    tops = []
+    for p in pieces:
+        alts = [{"token": p if j == 0 else f"{p}~{j}", "logProbability": _logprob(p, j)}
+                for j in range(top)]  # fmt: skip
+        tops.append({"candidates": alts})
+    return {"topCandidates": tops, "chosenCandidates": chosen}
 
 
 def _parse_tools(raw: Any) -> tuple[list[Tool], int]:
@@ -205,6 +237,14 @@ def _response(
     prompt: Prompt, ans: Answer, response_id: str, parts: Any, final: bool, usage: bool = True
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+    if prompt.logprobs is not None and ans.tool_call is None:
+        pieces = tuple(p["text"] for p in parts if isinstance(p.get("text"), str))
+        if len(pieces) == 1 and pieces[0] == ans.text and len(ans.pieces) > 1:
+            pieces = ans.pieces  # the whole answer: one entry per token
+        result = _logprobs_result(pieces, prompt.logprobs)
+        candidate["logprobsResult"] = result
+        lps = [c["logProbability"] for c in result["chosenCandidates"]]
+        candidate["avgLogprobs"] = sum(lps) / len(lps) if lps else 0.0
     if final:
         candidate["finishReason"] = _FINISH[ans.finish]
     candidate["index"] = 0
@@ -233,7 +273,11 @@ def generate_stream(prompt: Prompt, ans: Answer, *, sse: bool, usage: bool = Tru
         after=after,
     )
     content: list[bytes] = []
-    if ans.tool_call is None and ans.pieces:
+    if ans.tool_call is None and ans.pieces and prompt.logprobs is not None:
+        content = [before + encode(_response(prompt, ans, response_id, [{"text": p}], False, usage))
+                   + after for p in ans.pieces[:-1]]  # fmt: skip
+        last = _parts(ans, ans.pieces[-1:])
+    elif ans.tool_call is None and ans.pieces:
         content = [template.fill(p) for p in ans.pieces[:-1]]
         last = _parts(ans, ans.pieces[-1:])
     else:

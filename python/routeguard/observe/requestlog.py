@@ -214,6 +214,8 @@ def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> d
     if response is None:
         return {}
     out: dict[str, Any] = {"id": response.get("id")}
+    if response.get("object") == "response":  # a passed-through Responses answer
+        return _responses_summary(response, out, log_content)
     choices = response.get("choices")
     if isinstance(choices, list):
         out["finish_reasons"] = [c.get("finish_reason") for c in choices if isinstance(c, dict)]
@@ -230,6 +232,24 @@ def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> d
             out["choices"] = scrub.scrub_json(
                 [{"message": c.get("message")} for c in choices if isinstance(c, dict)]
             )
+    return out
+
+
+def _responses_summary(
+    response: Mapping[str, Any], out: dict[str, Any], log_content: bool
+) -> dict[str, Any]:
+    """:func:`response_summary` of a Responses ``response``: its status as the finish
+    reason, the functions it called, and its output items only when content is logged."""
+    out["finish_reasons"] = [response.get("status")]
+    raw = response.get("output")
+    items: list[Any] = raw if isinstance(raw, list) else []
+    calls = [
+        i.get("name") for i in items if isinstance(i, dict) and i.get("type") == "function_call"
+    ]
+    if calls:
+        out["tool_calls"] = calls
+    if log_content:
+        out["output"] = scrub.scrub_json(items)
     return out
 
 

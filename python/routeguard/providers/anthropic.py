@@ -21,7 +21,7 @@ from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamBadRequest
-from routeguard.providers import http, wire
+from routeguard.providers import client_headers, http, wire
 from routeguard.providers.base import (
     CAPABILITIES,
     Json,
@@ -555,6 +555,13 @@ class StreamDecoder:
 
 def _headers(dep: Deployment) -> dict[str, str]:
     h = {"anthropic-version": API_VERSION, **dep.headers}
+    sent = client_headers.ANTHROPIC.get()  # the client's own anthropic-version and betas
+    if sent is not None:
+        if sent.version is not None:
+            h["anthropic-version"] = sent.version
+        merged = client_headers.betas(h.pop("anthropic-beta", None))
+        if merged:
+            h["anthropic-beta"] = ",".join(merged)
     if dep.api_key is not None:
         h["x-api-key"] = dep.api_key.get()
     return h

@@ -24,7 +24,7 @@ from routeguard.deployment import AzureSettings, Deployment
 from routeguard.errors import ContentPolicyViolation, ProviderError, UpstreamAuthError
 from routeguard.providers import wire
 from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
-from routeguard.providers.openai import ChunkDecoder
+from routeguard.providers.openai import ChunkDecoder, ResponsesEventDecoder, responses_body
 
 V1_VERSIONS = frozenset({"v1", "latest", "preview"})
 SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -82,6 +82,16 @@ def _url(dep: Deployment, endpoint: str) -> str:
         f"{dep.api_base}/openai/deployments/{name}/{endpoint}"
         f"?api-version={quote(settings.api_version, safe='')}"
     )
+
+
+def _responses_url(dep: Deployment) -> str:
+    """Azure's Responses API: ``/openai/v1/responses`` (the v1 API), or for a dated preview
+    version ``/openai/responses?api-version=...``; the deployment goes in the body's model."""
+    settings = _settings(dep)
+    if settings.api_version in V1_VERSIONS:
+        query = "?api-version=preview" if settings.api_version == "preview" else ""
+        return f"{dep.api_base}/openai/v1/responses{query}"
+    return f"{dep.api_base}/openai/responses?api-version={quote(settings.api_version, safe='')}"
 
 
 def _settings(dep: Deployment) -> AzureSettings:
@@ -186,6 +196,40 @@ class AzureProvider:
         async with contextlib.aclosing(inner):
             async for chunk in inner:
                 yield chunk
+
+    async def responses(self, body: Json, deployment: Deployment, timeout: float) -> Json:
+        """One Responses API call passed through (model: the Azure deployment name)."""
+        return await wire.post(
+            _responses_url(deployment),
+            await _headers(deployment),
+            responses_body(body, deployment, stream=False),
+            timeout,
+            errors=ERRORS,
+            what="response",
+            require=("output", list),
+        )
+
+    def responses_stream(
+        self, body: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
+        """A streamed Responses API call passed through: its events as sent."""
+        return self._responses_stream(body, deployment, timeout)
+
+    async def _responses_stream(
+        self, body: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
+        headers = await _headers(deployment)
+
+        def build() -> wire.Exchange:
+            sent = responses_body(body, deployment, stream=True)
+            return wire.Exchange(_responses_url(deployment), headers, sent)
+
+        decoder = ResponsesEventDecoder(ERRORS)
+        inner = wire.stream(self.name, build, decoder, timeout, errors=ERRORS)
+        assert isinstance(inner, AsyncGenerator)
+        async with contextlib.aclosing(inner):
+            async for event in inner:
+                yield event
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through the deployment's ``/embeddings``."""

@@ -9,7 +9,8 @@ runs every adapter through one matrix built from these declarations.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from routeguard.deployment import Deployment
 from routeguard.errors import UpstreamBadRequest
@@ -221,3 +222,32 @@ def refuse_unsupported(provider: Provider, call: str, request: Json | None = Non
         missing += sorted(wants(request) - have)
     if missing:
         raise unsupported(provider, *missing)
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """A provider that serves OpenAI's Responses API itself (OpenAI, Azure OpenAI): the
+    gateway passes a Responses request through to it rather than translating it to chat."""
+
+    async def responses(self, body: Json, deployment: Deployment, timeout: float) -> Json:
+        """One Responses call: the client's body (the deployment's model), the ``response``."""
+        ...
+
+    def responses_stream(
+        self, body: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
+        """A streamed Responses call: its event objects, as the upstream sent them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """A request made in an API some providers serve natively (``api``: "responses"), beside
+    the chat translation the gateway's stages read. ``untranslatable`` says what the chat
+    translation had to leave out (``previous_response_id``, built-in tools...): a chat-only
+    deployment then refuses the request with a 400 saying so, never silently drops it."""
+
+    api: str
+    body: Json
+    untranslatable: str | None = None
+    param: str | None = None  # the request field the 400 names

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from routeguard.errors import UpstreamBadRequest
+from routeguard.providers import client_headers
 from routeguard.providers.anthropic import STRUCTURED_TOOL, structured_schema
 from routeguard.providers.base import Json, thinking_budget
 from routeguard.providers.parts import parse_arguments, parse_data_url
@@ -170,6 +171,9 @@ def request_to_converse(request: Json, model: str) -> Json:
             if mapped is not None:
                 config_tools["toolChoice"] = mapped
             body["toolConfig"] = config_tools
+    betas = client_headers.betas()
+    if betas and family(model) == "anthropic":  # the client's anthropic-beta, as Bedrock takes it
+        body.setdefault("additionalModelRequestFields", {})["anthropic_beta"] = betas
     return body
 
 

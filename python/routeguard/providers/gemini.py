@@ -79,9 +79,11 @@ PARAMS: frozenset[str] = frozenset(
     {
         "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "n", "stop",
-        "response_format", "tools", "tool_choice", "reasoning_effort", "user",
+        "response_format", "tools", "tool_choice", "reasoning_effort", "user", "logprobs",
+        "top_logprobs",
     }
 )  # fmt: skip
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on top_logprobs (Gemini's ``logprobs`` takes it too)
 
 
 def request_to_gemini(request: Json) -> Json:
@@ -248,6 +250,20 @@ def _generation_config(request: Json) -> Json:
     effort = request.get("reasoning_effort")
     if effort is not None:
         config["thinkingConfig"] = {"thinkingBudget": thinking_budget(effort, "gemini")}
+    top = request.get("top_logprobs")
+    if request.get("logprobs") is True:
+        config["responseLogprobs"] = True
+        if top is not None:
+            if (
+                not isinstance(top, int)
+                or isinstance(top, bool)
+                or not 0 <= top <= MAX_TOP_LOGPROBS
+            ):
+                raise _bad(f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}",
+                           "top_logprobs")  # fmt: skip
+            config["logprobs"] = top
+    elif top is not None:
+        raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
     fmt = request.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
@@ -332,6 +348,34 @@ def _split_parts(candidate: Json) -> tuple[str, list[Json]]:
     return "".join(texts), calls
 
 
+def _token(c: Any) -> Json | None:
+    """One Gemini logprobs candidate as an OpenAI token logprob (None if malformed)."""
+    if not isinstance(c, dict) or not isinstance(c.get("token"), str):
+        return None
+    lp = c.get("logProbability")
+    logprob = float(lp) if isinstance(lp, int | float) and not isinstance(lp, bool) else 0.0
+    token: str = c["token"]
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def logprobs_from_gemini(candidate: Json) -> Json | None:
+    """A candidate's ``logprobsResult`` as an OpenAI choice's ``logprobs`` (None without)."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+    content = []
+    for i, c in enumerate(chosen):
+        token = _token(c)
+        if token is None:
+            continue
+        top = tops[i].get("candidates") if i < len(tops) and isinstance(tops[i], dict) else None
+        alts = [t for t in (_token(x) for x in top or ()) if t is not None]
+        content.append({**token, "top_logprobs": alts})
+    return {"content": content, "refusal": None}
+
+
 def response_from_gemini(data: Json, model: str) -> Json:
     """Translate a GenerateContentResponse into an OpenAI ``chat.completion``."""
     choices: list[Json] = []
@@ -345,7 +389,7 @@ def response_from_gemini(data: Json, model: str) -> Json:
                 "index": cand.get("index", pos),
                 "message": message,
                 "finish_reason": _finish(cand.get("finishReason"), bool(calls)),
-                "logprobs": None,
+                "logprobs": logprobs_from_gemini(cand),
             }
         )
     if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
@@ -421,7 +465,7 @@ class StreamDecoder:
                 out.append(self._chunk(idx, {"role": "assistant", "content": ""}))
             text, calls = _split_parts(cand)
             if text:
-                out.append(self._chunk(idx, {"content": text}))
+                out.append(self._chunk(idx, {"content": text}, logprobs=logprobs_from_gemini(cand)))
             if calls:
                 first = self._tool_count.get(idx, 0)
                 self._tool_count[idx] = first + len(calls)
@@ -441,11 +485,13 @@ class StreamDecoder:
         chunk["usage"] = usage_from_gemini(self._usage)
         return [chunk]
 
-    def _chunk(self, index: int, delta: Json | None, finish: str | None = None) -> Json:
+    def _chunk(
+        self, index: int, delta: Json | None, finish: str | None = None, logprobs: Any = None
+    ) -> Json:
         choices = (
             []
             if delta is None
-            else [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]
+            else [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]
         )
         return {
             "id": self._id,

@@ -1,7 +1,9 @@
-"""OpenAI Chat Completions and Embeddings (and any server that speaks them).
+"""OpenAI Chat Completions, Responses and Embeddings (and any server that speaks them).
 
 Our internal shape *is* OpenAI's, so translation is small: swap in the deployment's model
 name, ask for usage on streams (cost needs it), and map error bodies onto ProviderErrors.
+The Responses API passes through (``responses``, ``responses_stream``): the client's body with
+the deployment's model, the ``response`` object or its events back unchanged.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from routeguard.deployment import Deployment
+from routeguard.errors import ProviderError
 from routeguard.providers import http, wire
 from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
 
@@ -56,6 +59,65 @@ class ChunkDecoder:
         return []
 
 
+# Events that end a Responses stream (an ``error`` event ends it too).
+RESPONSES_END = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# A Responses ``error`` event's code -> the HTTP status the same failure gets as a whole answer.
+_EVENT_STATUS = {"rate_limit_exceeded": 429, "server_error": 500, "insufficient_quota": 429,
+                 "invalid_prompt": 400, "context_length_exceeded": 400}  # fmt: skip
+
+
+class ResponsesEventDecoder:
+    """Responses API SSE events in, the same event objects out. A terminal event (or an
+    ``error`` event) ends the stream; an ``error`` event before any other raises its
+    ProviderError (so the gateway can still retry or fall back), later it is relayed."""
+
+    terminator = "response.completed"
+
+    def __init__(self, errors: wire.ErrorFormat) -> None:
+        self._errors = errors
+        self._seen = 0
+        self.done = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether a terminal event arrived."""
+        return self.done
+
+    def feed(self, event: str, data: bytes) -> list[Json]:
+        """The event's object."""
+        obj = http.decode(data, "responses event")
+        if not isinstance(obj, dict):
+            raise ProviderError("responses event: expected a JSON object")
+        kind = obj.get("type") or event
+        if kind == "error":
+            if self._seen == 0:
+                inner = obj.get("error")
+                err: Json = inner if isinstance(inner, dict) else obj
+                code = str(err.get("code") or "")
+                status = err.get("status") if isinstance(err.get("status"), int) else None
+                raise self._errors.from_body(status or _EVENT_STATUS.get(code, 500), {"error": err})
+            self.done = True
+        elif kind in RESPONSES_END:
+            self.done = True
+        self._seen += 1
+        return [obj]
+
+    def finish(self) -> list[Json]:
+        """Nothing: the terminal event closed the stream."""
+        return []
+
+
+def responses_body(body: Json, deployment: Deployment, stream: bool) -> Json:
+    """The client's Responses body for ``deployment``: its model, ``stream`` as asked."""
+    out = {**body, "model": deployment.model}
+    if stream:
+        out["stream"] = True
+    else:
+        out.pop("stream", None)
+        out.pop("stream_options", None)
+    return out
+
+
 class OpenAIProvider:
     """Provider for the OpenAI wire format."""
 
@@ -95,6 +157,29 @@ class OpenAIProvider:
             return wire.Exchange(url, _headers(deployment), body)
 
         return wire.stream(self.name, build, ChunkDecoder(), timeout, errors=ERRORS)
+
+    async def responses(self, body: Json, deployment: Deployment, timeout: float) -> Json:
+        """One Responses API call passed through: the ``response`` object as sent."""
+        return await wire.post(
+            f"{deployment.api_base}/responses",
+            _headers(deployment),
+            responses_body(body, deployment, stream=False),
+            timeout,
+            errors=ERRORS,
+            what="response",
+            require=("output", list),
+        )
+
+    def responses_stream(
+        self, body: Json, deployment: Deployment, timeout: float
+    ) -> AsyncIterator[Json]:
+        """A streamed Responses API call passed through: its events as sent."""
+
+        def build() -> wire.Exchange:
+            url = f"{deployment.api_base}/responses"
+            return wire.Exchange(url, _headers(deployment), responses_body(body, deployment, True))
+
+        return wire.stream(self.name, build, ResponsesEventDecoder(ERRORS), timeout, errors=ERRORS)
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through ``/embeddings``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamAuthError, UpstreamBadRequest
-from routeguard.providers import anthropic, gcp_auth, gemini, wire
+from routeguard.providers import anthropic, client_headers, gcp_auth, gemini, wire
 from routeguard.providers.base import (
     CAPABILITIES,
     Json,
@@ -102,14 +102,26 @@ def _forget_refused(err: ProviderError, source: gcp_auth.TokenSource, auth: dict
         source.invalidate(auth["authorization"].removeprefix("Bearer "))
 
 
+def _headers(dep: Deployment, publisher: str, auth: dict[str, str]) -> dict[str, str]:
+    """The call's headers: the deployment's, the token, and for Claude the client's
+    ``anthropic-beta`` (a header on Vertex too, as Anthropic's Vertex SDK sends it)."""
+    h = {**dep.headers, **auth}
+    if publisher == "anthropic":
+        betas = client_headers.betas(h.pop("anthropic-beta", None))
+        if betas:
+            h["anthropic-beta"] = ",".join(betas)
+    return h
+
+
 async def _post(
     dep: Deployment, publisher: str, method: str, body: Json, timeout: float, **kw: Any
 ) -> Json:
     project, source, auth = await _auth(dep, timeout)
     try:
         return await wire.post(
-            _url(dep, project, publisher, method), {**dep.headers, **auth}, body, timeout, **kw
-        )
+            _url(dep, project, publisher, method), _headers(dep, publisher, auth), body,
+            timeout, **kw,
+        )  # fmt: skip
     except ProviderError as err:
         _forget_refused(err, source, auth)
         raise
@@ -129,7 +141,7 @@ async def _stream(
     body = make_body()  # a request we cannot translate fails before any token is fetched
     project, source, auth = await _auth(dep, timeout)
     url = _url(dep, project, publisher, method)
-    exchange = wire.Exchange(url, {**dep.headers, **auth}, body)
+    exchange = wire.Exchange(url, _headers(dep, publisher, auth), body)
     try:
         chunks = wire.stream(name, lambda: exchange, decoder, timeout, errors=errors)
         try:

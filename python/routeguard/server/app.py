@@ -43,6 +43,8 @@ from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SPEND_DB_ENV, SpendRecords
+from routeguard.providers import client_headers
+from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin, cache_admin, dashboard
@@ -567,11 +569,11 @@ class ProxyApp:
         from routeguard.server import responses as r
         from routeguard.server.responses_stream import ResponsesStreamEncoder
 
-        call = r.responses_request_to_chat(await self._read_json(scope, receive))
+        call, native = r.for_gateway(await self._read_json(scope, receive))
         await self._translated(
             scope, receive, send, call.chat,
             lambda response: r.chat_to_response(response, call.echo),
-            lambda: ResponsesStreamEncoder(call.echo), anthropic=False,
+            lambda: ResponsesStreamEncoder(call.echo), anthropic=False, native=native,
         )  # fmt: skip
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -596,11 +598,16 @@ class ProxyApp:
         new_encoder: Callable[[], StreamEncoder],
         *,
         anthropic: bool,
+        native: NativeRequest | None = None,
     ) -> None:
         """Serve an endpoint translated to chat: ``request`` (already chat-shaped) through
         the gateway, the answer out through ``to_body``, or a stream through an encoder
-        (``start`` and ``fail`` when it has them: a broken stream ends in-band)."""
-        result = await self._serve_chat(scope, request)
+        (``start`` and ``fail`` when it has them: a broken stream ends in-band). With
+        ``native``, an answer the upstream gave in that API (``result.wire``) goes out as is."""
+        result = await self._serve_chat(scope, request, native)
+        if result.wire != "chat":
+            await self._passed_through(scope, receive, send, result)
+            return
         if result.stream is None:
             assert result.response is not None
             await _send_json(send, 200, to_body(result.response), _served(result))
@@ -626,6 +633,35 @@ class ProxyApp:
         limit = self.gateway.config.router.max_stream_duration
         await _send_sse(scope, receive, send, result, frames(), anthropic=anthropic, max_s=limit)
 
+    async def _passed_through(
+        self, scope: Scope, receive: Receive, send: Send, result: ChatResult
+    ) -> None:
+        """An answer passed through in its own API (Responses): the body, or the events
+        relayed as they come (a break after the start ends in ``response.failed``)."""
+        from routeguard.server.responses_stream import relay_failed
+
+        if result.stream is None:
+            await _send_json(send, 200, result.response, _served(result))
+            return
+        stream = result.stream
+
+        async def frames() -> AsyncIterator[bytes]:
+            head: Any = None
+            seq = 0
+            try:
+                async for event in stream:
+                    if head is None and event.get("type") == "response.created":
+                        head = event.get("response")
+                    n = event.get("sequence_number")
+                    seq = n + 1 if isinstance(n, int) else seq + 1
+                    kind = str(event.get("type", "message")).encode()
+                    yield b"event: " + kind + b"\ndata: " + _enc.encode(event) + b"\n\n"
+            except RouteguardError as exc:
+                yield relay_failed(head, exc, result.deployment.model, seq)
+
+        limit = self.gateway.config.router.max_stream_duration
+        await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
+
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         from routeguard.server import messages as m
 
@@ -639,10 +675,15 @@ class ProxyApp:
         # Off the event loop: a large body costs real time to count.
         await _send_json(send, 200, await asyncio.to_thread(m.count_tokens, body), [])
 
-    async def _serve_chat(self, scope: Scope, request: dict[str, Any]) -> ChatResult:
+    async def _serve_chat(
+        self, scope: Scope, request: dict[str, Any], native: NativeRequest | None = None
+    ) -> ChatResult:
         principal: Principal = scope["routeguard.principal"]
         trace: Trace = scope["routeguard.trace"]
         trace.request, trace.principal = request, principal
+        sent = client_headers.from_headers(scope["headers"])
+        if sent is not None:  # for the Claude adapters of this request (its task and children)
+            client_headers.ANTHROPIC.set(sent)
         # The key's model scope is checked by the gateway, on what is served.
         result = await self.gateway.chat_result(
             request,
@@ -653,6 +694,7 @@ class ProxyApp:
             key=principal.key,
             request_id=trace.request_id,
             defer_shadow=True,
+            native=native,
         )
         trace.result = result
         return result

@@ -1,16 +1,18 @@
 """The proxy's OpenAI Responses API (``POST /v1/responses``): pure translations, no I/O.
 
-Flow: the client's Responses request -> :func:`responses_request_to_chat` (validated; every
-problem names its field) -> a chat request the gateway serves like any other (auth, limits,
-budgets, cache, routing, fallback, enforcement) -> :func:`chat_to_response` for a whole
-answer, or ``responses_stream.ResponsesStreamEncoder`` for the event stream.
+Flow: the client's Responses request -> :func:`for_gateway` -> the gateway, with the request
+both as is (a ``NativeRequest``: an OpenAI or Azure deployment gets it passed through, so
+built-in tools, reasoning items, ``previous_response_id`` and ``store`` work as OpenAI defines
+them) and as its chat translation, which every stage reads (auth, limits, budgets, cache,
+routing) and a chat-only deployment (Anthropic, Gemini, OpenAI-compatible servers) is sent.
+A translated answer comes back through :func:`chat_to_response`, or
+``responses_stream.ResponsesStreamEncoder`` for the event stream.
 
-Stateless by design: nothing is stored, so ``previous_response_id``, ``conversation`` and
-``item_reference`` inputs are refused with a 400 saying to send the whole conversation in
-``input`` (a server-side store would have to be shared by every proxy instance, outlive
-restarts and hold prompts the gateway otherwise never keeps). Hosted tools (web search,
-file search, computer use...) run on OpenAI's servers and are refused too; only function
-tools are translated.
+The proxy itself stores nothing: for a chat-only deployment, ``previous_response_id``,
+``conversation`` and ``item_reference`` inputs cannot be translated (the conversation lives in
+OpenAI's store), nor can hosted tools (web search, file search, computer use... run on OpenAI's
+servers): such a request is served by an OpenAI deployment, and refused with a 400 naming
+what could not be translated when it would land on a chat-only one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routeguard.errors import InvalidRequest
-from routeguard.providers.base import Json
+from routeguard.providers.base import Json, NativeRequest
 from routeguard.providers.wire import token_count
 from routeguard.schema import MAX_TOKENS
 
@@ -162,6 +164,78 @@ def responses_request_to_chat(body: Json) -> Translated:
     if _get(body, "stream", "stream", bool, "a boolean"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
+    return Translated(chat, echo)
+
+
+def for_gateway(body: Json) -> tuple[Translated, NativeRequest]:
+    """A Responses request as the gateway takes it: its chat translation (what can be
+    translated; the answer's echo) and the request as made, naming what the translation
+    had to leave out. A request malformed in what it shares with chat is refused here."""
+    model = _need(body, "model", "model", str, "a string")
+    lost: list[tuple[str, str]] = []  # (field, why) the chat translation leaves out
+    kept = dict(body)
+    for key in _STATEFUL:
+        if kept.pop(key, None) is not None:
+            lost.append((key, f"'{key}' continues a conversation stored upstream"))
+    if kept.get("background") is True:
+        kept.pop("background")
+        lost.append(("background", "'background' responses need the upstream's response store"))
+    for key in [k for k, v in kept.items() if v is not None]:
+        if key not in _TRANSLATED and key not in _ACCEPTED:
+            kept.pop(key)
+            lost.append((key, f"'{key}' has no chat equivalent"))
+    tools = kept.get("tools")
+    if isinstance(tools, list):
+        hosted = [t for t in tools if not (isinstance(t, dict) and t.get("type") == "function")]
+        if hosted:
+            kept["tools"] = [t for t in tools if t not in hosted]
+            names = ", ".join(repr(t.get("type") if isinstance(t, dict) else t) for t in hosted)
+            lost.append(("tools", f"built-in tools ({names}) run on OpenAI's servers"))
+            choice = kept.get("tool_choice")
+            if isinstance(choice, dict) and choice.get("type") not in (None, "function"):
+                kept.pop("tool_choice")
+    items = kept.get("input")
+    if isinstance(items, list):
+        odd = [i for i in items if isinstance(i, dict) and i.get("type") not in _CHAT_ITEMS]
+        if odd:
+            kept["input"] = [i for i in items if i not in odd]
+            kinds = ", ".join(sorted({repr(i.get("type")) for i in odd}))
+            lost.append(("input", f"input items of type {kinds} have no chat equivalent"))
+    try:
+        call = responses_request_to_chat(kept)
+    except InvalidRequest as exc:
+        # Not translatable as it stands (only tool results for a stored turn, a file_id
+        # image...): the stages read a stand-in of the same size, an OpenAI deployment gets
+        # the request (and judges it), a chat-only one refuses it with this 400.
+        call = _stand_in(body, model)
+        lost.append((exc.param or "input", exc.message))
+    why = "; ".join(w for _, w in lost) or None
+    native = NativeRequest("responses", body, why, lost[0][0] if lost else None)
+    return call, native
+
+
+# Input item types the chat translation reads (or, for reasoning, may skip).
+_CHAT_ITEMS = frozenset({None, "message", "function_call", "function_call_output", "reasoning"})
+
+
+def _stand_in(body: Json, model: str) -> Translated:
+    """A chat request the size of ``body``'s input, for admission, routing and limits."""
+    text = json.dumps(body.get("input"), ensure_ascii=False)
+    instructions = body.get("instructions")
+    messages: list[Json] = []
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    messages.append({"role": "user", "content": text})
+    chat: Json = {"model": model, "messages": messages}
+    limit = body.get("max_output_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= MAX_TOKENS:
+        chat["max_completion_tokens"] = limit
+    if body.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    echo: Json = {"model": model, "instructions": instructions, "metadata": {}, "tools": [],
+                  "tool_choice": "auto", "parallel_tool_calls": True,
+                  "text": {"format": {"type": "text"}}}  # fmt: skip
     return Translated(chat, echo)
 
 

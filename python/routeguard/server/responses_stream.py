@@ -214,3 +214,17 @@ class ResponsesStreamEncoder:
         event = {"type": name, "sequence_number": self._seq, **fields}
         self._seq += 1
         return b"event: " + name.encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+
+def relay_failed(head: Json | None, err: RouteguardError, model: str, seq: int) -> bytes:
+    """The ``response.failed`` event (number ``seq``) ending a passed-through stream that
+    broke after it started (``head``: the response of its ``response.created``, if any)."""
+    response = dict(head) if isinstance(head, dict) else response_head(
+        {"model": model, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True},
+        new_id("resp_"), int(time.time()), "failed",
+    )  # fmt: skip
+    response["status"] = "failed"
+    code = "rate_limit_exceeded" if err.status_code == 429 else "server_error"
+    response["error"] = {"code": code, "message": err.message}
+    event = {"type": "response.failed", "sequence_number": seq, "response": response}
+    return b"event: response.failed\ndata: " + _encode(event) + b"\n\n"
