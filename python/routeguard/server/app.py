@@ -36,6 +36,7 @@ from routeguard.errors import (
     CoreInputError,
     CoreNotFound,
     InvalidRequest,
+    ModelNotFound,
     RequestTooLarge,
     RouteguardError,
 )
@@ -45,7 +46,7 @@ from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SPEND_DB_ENV, SpendRecords
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin, cache_admin, dashboard
+from routeguard.server import admin, cache_admin, dashboard, litellm_entities
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
@@ -405,8 +406,17 @@ class ProxyApp:
             await _send_json(send, 200, stats, [])
             return
         body = None
-        if method in ("POST", "PATCH"):
+        if method in ("POST", "PATCH") or (
+            method == "DELETE" and scope["path"].rstrip("/") in litellm_entities.PATHS
+        ):
             body = await self._read_json(scope, receive, allow_empty=True)
+        if scope["path"].rstrip("/") in litellm_entities.PATHS:  # LiteLLM teams, users...
+            query = scope.get("query_string", b"").decode("latin-1")
+            out = await litellm_entities.handle(
+                self.gateway, method, scope["path"].rstrip("/"), body, query
+            )
+            await _send_json(send, *out, [])
+            return
         if scope["path"].startswith("/admin/approvals"):  # held by any worker
             status, out = await asyncio.to_thread(
                 approvals_api, self.approvals, self.lifecycle.approval_queues(), method,
@@ -632,10 +642,11 @@ class ProxyApp:
         body = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
         model = body.get("model")
-        if isinstance(model, str) and not self.gateway.serves(model):
+        if isinstance(model, str) and (
+            not self.gateway.serves(model)
+            or (principal.key is not None and not principal.key.allows(model))
+        ):  # the same answer either way: a key cannot probe for model names
             raise _NotFound(f"model '{model}' is not configured")
-        if isinstance(model, str) and principal.key is not None and not principal.key.allows(model):
-            raise PermissionDenied(f"API key {principal.key.key_id} may not use model '{model}'")
         # Off the event loop: a large body costs real time to count.
         await _send_json(send, 200, await asyncio.to_thread(m.count_tokens, body), [])
 
@@ -687,8 +698,8 @@ class ProxyApp:
         principal: Principal = scope["routeguard.principal"]
         if not self.gateway.serves(name) or (
             principal.key is not None and not principal.key.allows(name)
-        ):
-            raise _NotFound(f"model '{name}' is not configured")
+        ):  # the same answer either way: a key cannot probe for model names
+            raise ModelNotFound(f"model '{name}' is not configured", param="model")
         await _send_json(send, 200, _model_card(name), [])
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
