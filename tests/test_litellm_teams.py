@@ -290,3 +290,18 @@ def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
     out = ok(srv.url, "POST", "/customer/delete", {"user_ids": ["mallory"]})
     assert out["deleted_customers"] == 1
     assert call(srv.url, "GET", "/customer/info?end_user_id=mallory")[0] == 404
+
+
+def test_a_teams_models_scope_its_keys(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "scoped", "models": ["a"]})
+    loose = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped"})["key"]
+    wide = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped", "models": ["a", "b"]})
+    for key in (loose, wide["key"]):
+        with _client(srv.url, key) as c:
+            assert [m.id for m in c.models.list()] == ["a"]
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+            with pytest.raises(openai.NotFoundError):  # the team does not allow b
+                c.chat.completions.create(model="b", messages=MSG)
+    ok(srv.url, "POST", "/team/update", {"team_id": "scoped", "models": ["a", "b"]})
+    with _client(srv.url, loose) as c:
+        assert c.chat.completions.create(model="b", messages=MSG).choices

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from routeguard.budget.keys import KeyStore
+from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.config.budgets import ACCOUNT_NAME, period_from_duration
 from routeguard.errors import InvalidRequest
 
@@ -170,6 +170,36 @@ class Directory:
         self.store = store
         self._lock = threading.Lock()
         self._decoded: dict[str, tuple[bytes, Record]] = {}
+        self._scoped: dict[str, tuple[KeyRecord, Record, KeyRecord]] = {}
+
+    def scoped(self, key: KeyRecord) -> KeyRecord:
+        """``key`` with the models its team (else its user) allows, as LiteLLM scopes a
+        team's keys: a key listing no models gets the team's; one listing some keeps those
+        the team allows too. The key itself when neither limits models."""
+        owner = self.get("team", key.spec.team)
+        if owner is None:
+            owner = self.get("user", key.spec.user)
+        models = getattr(owner, "models", None)
+        if not models or owner is None:
+            return key
+        seen = self._scoped.get(key.key_id)
+        if seen is not None and seen[0] is key and seen[1] is owner:
+            return seen[2]
+        own = key.spec.models
+        if own is None:
+            narrowed = list(models)
+        else:
+            probe = msgspec.structs.replace(
+                key, spec=msgspec.structs.replace(key.spec, models=models)
+            )
+            narrowed = [m for m in own if probe.allows(m)]
+            narrowed += [m for m in models if m not in narrowed and key.allows(m)]
+        out = msgspec.structs.replace(key, spec=msgspec.structs.replace(key.spec, models=narrowed))
+        with self._lock:
+            if len(self._scoped) > 100_000:
+                self._scoped.clear()
+            self._scoped[key.key_id] = (key, owner, out)
+        return out
 
     def get(self, kind: Kind, ident: str | None) -> Record | None:
         """The record ``ident`` of ``kind``, or None."""
