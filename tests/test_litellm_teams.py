@@ -164,6 +164,9 @@ def test_a_blocked_team_is_refused_until_unblocked(srv: ServerThread) -> None:
     assert ok(srv.url, "POST", "/team/block", {"team_id": "paused"})["blocked"] is True
     with _client(srv.url, key) as c, pytest.raises(openai.PermissionDeniedError):
         c.chat.completions.create(model="a", messages=MSG)
+    # The admin API still manages the blocked team's keys.
+    more = ok(srv.url, "POST", "/key/generate", {"team_id": "paused", "max_budget": 1})
+    assert ok(srv.url, "GET", f"/key/info?key={more['key']}")["info"]["team_id"] == "paused"
     ok(srv.url, "POST", "/team/unblock", {"team_id": "paused"})
     with _client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices

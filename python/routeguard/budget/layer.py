@@ -134,6 +134,10 @@ class BudgetLayer:
         is blocked), else one made with ``budget_settings.end_user`` when that is set."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
+        if key is not None and self.directory is not None:
+            team = self.directory.get("team", key.spec.team)
+            if isinstance(team, Team) and team.blocked:
+                raise PermissionDenied(f"team '{team.team_id}' is blocked: ask an admin")
         own = self.key_account(key) if key is not None else None
         if key is not None and self.directory is not None and own is None:
             anchor = self._key_anchor(key)
@@ -155,16 +159,13 @@ class BudgetLayer:
     def _key_anchor(self, key: KeyRecord) -> str | None:
         """The managed account a key is charged under: its team's (under the team's
         organization), else its user's, else its organization's; None without a record.
-        A key of a team is not held to its user's budget, as in LiteLLM.
-        PermissionDenied when the key's team is blocked."""
+        A key of a team is not held to its user's budget, as in LiteLLM."""
         s = key.spec
         if any(n and n in self._configured for n in (s.user, s.team, s.org)):
             return None  # the config file's accounts carry this key, as before
         assert self.directory is not None
         team = self.directory.get("team", s.team)
         if isinstance(team, Team):
-            if team.blocked:
-                raise PermissionDenied(f"team '{team.team_id}' is blocked: ask an admin")
             return self.managed(team)
         user = self.directory.get("user", s.user)
         if isinstance(user, User):
