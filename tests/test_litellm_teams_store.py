@@ -171,3 +171,32 @@ def _present(rec: Any) -> Any:
 
 def _check(cond: bool) -> None:
     assert cond
+
+
+async def test_two_instances_share_a_team_budget_on_redis(
+    mock: MockServer, redis_server: str
+) -> None:
+    cfg = _cfg(
+        mock.url,
+        budget_settings={"backend": "redis", "redis_url": redis_server},
+        server={"key_store": "redis", "redis_url": redis_server},
+    )
+    a, b = Gateway.from_config(cfg), Gateway.from_config(cfg)
+    try:
+        a.directory.put(Team(team_id="shared-2i", max_budget=0.3, created_at=_now()))
+        _, key = a.keys.create(KeySpec(team="shared-2i"))
+        eventually(lambda: _present(b.directory.get("team", "shared-2i")))
+        key_b = eventually(
+            lambda: _present(next((r for r in b.keys.list() if r.key_id == key.key_id), None))
+        )
+        (served_a, errors_a), (served_b, errors_b) = await asyncio.gather(
+            _burst(a, key, 25), _burst(b, key_b, 25)
+        )
+        served = served_a + served_b
+        assert served and errors_a and errors_b
+        spent = await a.budget.backend.spent("team.shared-2i")
+        assert spent == await b.budget.backend.spent("team.shared-2i")
+        assert spent == sum(_micros(r) for r in served) <= usd_to_micros(0.3)
+    finally:
+        await a.aclose()
+        await b.aclose()
