@@ -129,9 +129,10 @@ class BudgetLayer:
         end_user: str | None = None,
     ) -> tuple[str, ...]:
         """The accounts among ``names`` that have budgets (else the default account), led
-        by ``key``'s own account when the key carries limits, and by ``end_user``'s account:
-        the customer's of that id when one is recorded with limits (PermissionDenied when it
-        is blocked), else one made with ``budget_settings.end_user`` when that is set."""
+        by ``key``'s own account when the key carries limits (else its team's, user's or
+        organization's when recorded), and by ``end_user``'s account: the recorded customer's
+        of that id, else one made with ``budget_settings.end_user`` when that is set.
+        PermissionDenied when the key's team or the customer is blocked."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
         if key is not None and self.directory is not None:
