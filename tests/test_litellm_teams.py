@@ -308,3 +308,16 @@ def test_a_teams_models_scope_its_keys(srv: ServerThread) -> None:
     ok(srv.url, "POST", "/team/update", {"team_id": "scoped", "models": ["a", "b"]})
     with _client(srv.url, loose) as c:
         assert c.chat.completions.create(model="b", messages=MSG).choices
+
+
+def test_a_blocked_customer_is_refused_on_every_endpoint(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/customer/block", {"user_ids": ["trudy"]})
+    key = ok(srv.url, "POST", "/key/generate", {})["key"]
+    with _client(srv.url, key) as c:
+        with pytest.raises(openai.PermissionDeniedError):
+            c.responses.create(model="a", input="hi", user="trudy")
+        with pytest.raises(openai.PermissionDeniedError):
+            c.completions.create(model="a", prompt="hi", user="trudy")
+        with pytest.raises(openai.PermissionDeniedError):
+            c.chat.completions.create(model="a", messages=MSG, user="trudy", stream=True)
+        assert c.responses.create(model="a", input="hi", user="not-trudy").output_text
