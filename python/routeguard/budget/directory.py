@@ -173,12 +173,13 @@ class Directory:
         self._scoped: dict[str, tuple[KeyRecord, Record, KeyRecord]] = {}
 
     def scoped(self, key: KeyRecord) -> KeyRecord:
-        """``key`` with the models its team (else its user) allows, as LiteLLM scopes a
-        team's keys: a key listing no models gets the team's; one listing some keeps those
-        the team allows too. The key itself when neither limits models."""
-        owner = self.get("team", key.spec.team)
+        """``key`` (just authenticated) with the models its team (else its user) allows, as
+        LiteLLM scopes a team's keys: a key listing no models gets the team's; one listing
+        some keeps those the team allows too. The key itself when neither limits models."""
+        # The key was just authenticated, which took in other processes' writes.
+        owner = self.get("team", key.spec.team, sync=False)
         if owner is None:
-            owner = self.get("user", key.spec.user)
+            owner = self.get("user", key.spec.user, sync=False)
         models = getattr(owner, "models", None)
         if not models or owner is None:
             return key
@@ -201,12 +202,13 @@ class Directory:
             self._scoped[key.key_id] = (key, owner, out)
         return out
 
-    def get(self, kind: Kind, ident: str | None) -> Record | None:
-        """The record ``ident`` of ``kind``, or None."""
+    def get(self, kind: Kind, ident: str | None, *, sync: bool = True) -> Record | None:
+        """The record ``ident`` of ``kind``, or None; ``sync=False``: as of the store's last
+        :meth:`~routeguard.budget.keys.KeyStore.sync` (several reads for one request)."""
         if not ident:
             return None
         name = f"{kind}/{ident}"
-        blob = self.store.entity(name)
+        blob = self.store.entity(name, sync=sync)
         if blob is None:
             return None
         seen = self._decoded.get(name)

@@ -203,10 +203,17 @@ class KeyStore:
 
     # ------------------------------------------------------- directory records
 
-    def entity(self, name: str) -> bytes | None:
-        """The stored blob named ``<kind>/<id>`` (a team, user, customer or org), or None."""
-        self._sync()
+    def entity(self, name: str, *, sync: bool = True) -> bytes | None:
+        """The stored blob named ``<kind>/<id>`` (a team, user, customer or org), or None;
+        ``sync=False`` skips the check for other processes' writes (the caller just made it:
+        :meth:`sync`)."""
+        if sync:
+            self._sync()
         return self._entities.get(name)
+
+    def sync(self) -> None:
+        """Take in what other processes wrote since the last look (see the module docstring)."""
+        self._sync()
 
     def entities(self, kind: str) -> list[bytes]:
         """Every stored blob of ``kind``."""

@@ -135,8 +135,11 @@ class BudgetLayer:
         PermissionDenied when the key's team or the customer is blocked."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
+        s = key.spec if key is not None else None
+        if self.directory is not None and (end_user or (s and (s.team or s.user or s.org))):
+            self.directory.store.sync()  # once; the reads below use what it took in
         if key is not None and self.directory is not None:
-            team = self.directory.get("team", key.spec.team)
+            team = self.directory.get("team", key.spec.team, sync=False)
             if isinstance(team, Team) and team.blocked:
                 raise PermissionDenied(f"team '{team.team_id}' is blocked: ask an admin")
         own = self.key_account(key) if key is not None else None
@@ -165,20 +168,20 @@ class BudgetLayer:
         if any(n and n in self._configured for n in (s.user, s.team, s.org)):
             return None  # the config file's accounts carry this key, as before
         assert self.directory is not None
-        team = self.directory.get("team", s.team)
+        team = self.directory.get("team", s.team, sync=False)
         if isinstance(team, Team):
             return self.managed(team)
-        user = self.directory.get("user", s.user)
+        user = self.directory.get("user", s.user, sync=False)
         if isinstance(user, User):
             return self.managed(user)
-        org = self.directory.get("organization", s.org)
+        org = self.directory.get("organization", s.org, sync=False)
         return self.managed(org) if isinstance(org, Organization) else None
 
     def _customer(self, end_user: str) -> str | None:
         """The account of the recorded customer ``end_user`` (None: not recorded);
         PermissionDenied when the customer is blocked."""
         assert self.directory is not None
-        rec = self.directory.get("customer", end_user)
+        rec = self.directory.get("customer", end_user, sync=False)
         if not isinstance(rec, Customer):
             return None
         if rec.blocked:
@@ -196,7 +199,7 @@ class BudgetLayer:
         parent = self.settings.proxy_account
         if isinstance(rec, Team) and rec.organization_id:
             assert self.directory is not None
-            org = self.directory.get("organization", rec.organization_id)
+            org = self.directory.get("organization", rec.organization_id, sync=False)
             if isinstance(org, Organization):
                 parent = self.managed(org)
         kind: Kind = (
