@@ -200,3 +200,26 @@ async def test_two_instances_share_a_team_budget_on_redis(
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_a_block_written_by_another_process_counts_on_the_next_request(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    from routeguard.errors import PermissionDenied
+
+    db = tmp_path / "rg.db"
+    gw = Gateway.from_config(_cfg(mock.url, server={"database": str(db)}))
+    other = KeyStore(db)  # routeguard keys, an admin script: another connection
+    try:
+        _, key = gw.keys.create(KeySpec(team="t-x"))
+        req = {"model": "m", "messages": MSG, "user": "zed"}
+        assert await gw.chat_result(dict(req), key=key)
+        Directory(other).put(Customer(user_id="zed", blocked=True, created_at=_now()))
+        with pytest.raises(PermissionDenied):
+            await gw.chat_result(dict(req), key=key)
+        Directory(other).put(Team(team_id="t-x", blocked=True, created_at=_now()))
+        with pytest.raises(PermissionDenied, match="team 't-x' is blocked"):
+            await gw.chat_result({"model": "m", "messages": MSG}, key=key)
+    finally:
+        other.close()
+        await gw.aclose()
