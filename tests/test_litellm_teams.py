@@ -321,3 +321,40 @@ def test_a_blocked_customer_is_refused_on_every_endpoint(srv: ServerThread) -> N
         with pytest.raises(openai.PermissionDeniedError):
             c.chat.completions.create(model="a", messages=MSG, user="trudy", stream=True)
         assert c.responses.create(model="a", input="hi", user="not-trudy").output_text
+
+
+def test_a_team_admin_manages_its_own_team_only(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "self-serve", "max_budget": 5,
+       "members_with_roles": [{"role": "admin", "user_id": "ada"},
+                              {"role": "user", "user_id": "ben"}]})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "elsewhere"})
+    ada = ok(srv.url, "POST", "/key/generate", {"user_id": "ada"})["key"]
+    ben = ok(srv.url, "POST", "/key/generate", {"user_id": "ben"})["key"]
+
+    status, info = call(srv.url, "GET", "/team/info?team_id=self-serve", key=ada)
+    assert status == 200 and info["team_info"]["admins"] == ["ada"]
+    status, added = call(srv.url, "POST", "/team/member_add",
+                         {"team_id": "self-serve", "member": {"role": "user", "user_id": "cy"}},
+                         key=ada)  # fmt: skip
+    assert status == 200 and added["members"] == ["ada", "ben", "cy"]
+    status, made = call(srv.url, "POST", "/key/generate",
+                        {"team_id": "self-serve", "user_id": "cy"}, key=ada)  # fmt: skip
+    assert status == 200 and made["team_id"] == "self-serve"
+    with _client(srv.url, made["key"]) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    refused = [
+        ("GET", "/team/info?team_id=elsewhere", None, ada),  # another team
+        ("POST", "/key/generate", {"team_id": "elsewhere"}, ada),
+        ("POST", "/key/generate", {"team_id": "self-serve", "user_id": "zoe"}, ada),  # no member
+        ("POST", "/team/update", {"team_id": "self-serve", "max_budget": 1e6}, ada),  # budgets
+        ("POST", "/team/delete", {"team_ids": ["self-serve"]}, ada),
+        ("POST", "/key/update", {"key": made["key"], "max_budget": 1e6}, ada),
+        ("GET", "/team/info?team_id=self-serve", None, ben),  # a member, not an admin
+        ("POST", "/team/member_add",
+         {"team_id": "self-serve", "member": {"role": "admin", "user_id": "ben"}}, ben),
+        ("POST", "/key/generate", {"team_id": "self-serve"}, ben),
+    ]  # fmt: skip
+    for method, path, body, key in refused:
+        status, out = call(srv.url, method, path, body, key=key)
+        assert status == 403 and out["error"]["type"] == "permission_error", (path, out)

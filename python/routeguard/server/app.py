@@ -386,7 +386,10 @@ class ProxyApp:
         principal = self._gate.authenticate(scope)
         if self._master is None:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
-        principal.require_admin()
+        # A team's admin may manage that team (checked once the body is read, below).
+        team_admin = principal.key is not None and litellm_entities.team_admin_path(scope["path"])
+        if not team_admin:
+            principal.require_admin()
         method = scope["method"]
         if scope["path"].rstrip("/") == "/admin/reload" and method == "POST":
             await _send_json(send, *await self.lifecycle.reload_request(), [])
@@ -410,8 +413,13 @@ class ProxyApp:
             method == "DELETE" and scope["path"].rstrip("/") in litellm_entities.PATHS
         ):
             body = await self._read_json(scope, receive, allow_empty=True)
+        query = scope.get("query_string", b"").decode("latin-1")
+        if team_admin:
+            assert principal.key is not None
+            litellm_entities.require_team_admin(
+                self.gateway, principal.key, scope["path"], body, query
+            )
         if scope["path"].rstrip("/") in litellm_entities.PATHS:  # LiteLLM teams, users...
-            query = scope.get("query_string", b"").decode("latin-1")
             out = await litellm_entities.handle(
                 self.gateway, method, scope["path"].rstrip("/"), body, query
             )

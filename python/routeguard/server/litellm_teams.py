@@ -7,7 +7,8 @@ Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, `
 organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
 ``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
 ``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
-its organization's; every key with its ``team_id`` is charged there."""
+its organization's; every key with its ``team_id`` is charged there. Who may call what is
+:mod:`.litellm_entities`'."""
 
 from __future__ import annotations
 
