@@ -39,12 +39,13 @@ from routeguard.budget.bound import InputSize, completion_bound, measure
 from routeguard.budget.directory import (
     Customer,
     Directory,
-    Kind,
     Organization,
     Record,
     Team,
     User,
     account_name,
+    kind_of,
+    record_id,
 )
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
@@ -202,15 +203,7 @@ class BudgetLayer:
             org = self.directory.get("organization", rec.organization_id, sync=False)
             if isinstance(org, Organization):
                 parent = self.managed(org)
-        kind: Kind = (
-            "team" if isinstance(rec, Team) else "user" if isinstance(rec, User)
-            else "customer" if isinstance(rec, Customer) else "organization"
-        )  # fmt: skip
-        ident = (
-            rec.team_id if isinstance(rec, Team)
-            else rec.organization_id if isinstance(rec, Organization) else rec.user_id
-        )  # fmt: skip
-        name = account_name(kind, ident)
+        name = account_name(kind_of(rec), record_id(rec))
         sig = (rec.max_budget, rec.budget_duration, rec.rpm_limit, rec.tpm_limit, parent)
         if self._managed_sigs.get(name) != sig or name not in self.backend.accounts.by_name:
             cfg = BudgetAccountConfig(

@@ -6,14 +6,14 @@ budget figures the info responses show, read from the budget store."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import msgspec
 
 from routeguard.budget.accounts import micros_to_usd
-from routeguard.budget.directory import Kind, Member, Record
+from routeguard.budget.directory import Member, Record
 from routeguard.config.budgets import period_from_duration
 from routeguard.errors import InvalidRequest
 
@@ -110,8 +110,6 @@ def members(value: Any, field: str) -> list[Member]:
 
 def iso(ts: float | None) -> str | None:
     """Unix seconds as ISO 8601 (UTC), as LiteLLM shows dates."""
-    from datetime import UTC
-
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
@@ -141,8 +139,3 @@ def budget_table(rec: Record) -> dict[str, Any] | None:
         "tpm_limit": rec.tpm_limit,
         "rpm_limit": rec.rpm_limit,
     }
-
-
-def label(kind: Kind) -> str:
-    """The kind as a message names it."""
-    return {"organization": "organization", "customer": "customer"}.get(kind, kind)
