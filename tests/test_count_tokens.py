@@ -73,7 +73,7 @@ def test_scope_and_errors_are_anthropic_shaped(
         ant.messages.count_tokens(model="claude", messages=[{"role": "tool", "content": "x"}])  # type: ignore[misc,list-item]
     key, _ = gw.keys.create(KeySpec(models=["other"]))
     with anthropic.Anthropic(base_url=url, api_key=key, max_retries=0) as scoped:
-        with pytest.raises(anthropic.PermissionDeniedError):
+        with pytest.raises(anthropic.NotFoundError):  # out of scope: as if missing
             scoped.messages.count_tokens(
                 model="claude", messages=[{"role": "user", "content": "x"}]
             )

@@ -261,14 +261,14 @@ def test_the_proxy_lists_patterns_and_serves_wildcard_names_to_the_sdk(
 
 async def test_a_key_may_be_scoped_to_a_pattern(mock: MockServer) -> None:
     from routeguard.budget.keys import KeySpec
-    from routeguard.errors import PermissionDenied
+    from routeguard.errors import ModelNotFound
 
     gw = Gateway.from_config(_litellm(mock.url))
     try:
         _, rec = gw.keys.create(KeySpec(models=["claude-*"]))
         out = await gw.chat_result({"model": "claude-3-5-haiku", "messages": MSG}, key=rec)
         assert out.alias == "claude-3-5-haiku"
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(ModelNotFound):  # out of scope: as if missing
             await gw.chat_result({"model": "gpt-4o", "messages": MSG}, key=rec)
     finally:
         await gw.aclose()

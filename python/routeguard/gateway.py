@@ -39,6 +39,7 @@ from typing import Any, TypeGuard
 
 from routeguard import config as config_mod
 from routeguard.budget.bound import measure, measure_embeddings
+from routeguard.budget.directory import Directory
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
@@ -172,6 +173,8 @@ class Gateway:
             self.budget: BudgetLayer = BudgetLayer(config, old.backend, alerter=old.alerter)
         else:
             self.budget = BudgetLayer(config)
+        # LiteLLM's teams, users, customers and orgs, kept in the key store.
+        self.directory = self.budget.directory = Directory(self.keys)
         same_embedding = previous is not None and previous.config.embedding == config.embedding
         if embedder is None and previous is not None and same_embedding:
             embedder = previous.embedder
@@ -373,12 +376,17 @@ class Gateway:
         validate_chat(request)
         alias = request["model"]
         router = self.routers.get(alias)
-        if router is None and not self.serves(alias):
+        _require_usable(key)
+        if (router is None and not self.serves(alias)) or (
+            key is not None and not key.allows(alias)
+        ):
+            # The same answer whether the model is missing or outside the key's scope, listing
+            # only what the key may use: a key cannot probe for other model names.
+            usable = [m for m in self.models() if key is None or key.allows(m)]
             raise ModelNotFound(
-                f"model '{alias}' is not configured; available: {', '.join(self.models())}",
+                f"model '{alias}' is not configured; available: {', '.join(usable)}",
                 param="model",
             )
-        _require_scope(key, alias)
         if alias in self.config.input_limits:
             self._check_input_size(alias, measure(request).bytes)
         return Call(
@@ -715,9 +723,9 @@ class Gateway:
         allowed = [t for t in targets if key is None or key.allows(t)]
         if not allowed:
             assert key is not None
-            raise PermissionDenied(
-                f"API key {key.key_id} may use '{alias}' but none of the models it routes "
-                f"to ({', '.join(targets)}); add one to the key's models"
+            raise PermissionDenied(  # the targets outside the scope are not named
+                f"API key {key.key_id} may use '{alias}' but none of the {len(targets)} "
+                "models it routes to: add one to the key's models"
             )
         return allowed
 
@@ -755,10 +763,9 @@ class Gateway:
             or (a.skipped is not None and a.retry_after is None)  # not at rpm/tpm: a 429
             for a in exc.attempts
         )
-        note = (
+        note = (  # the models outside the scope are counted, not named
             f"nothing within API key {key.key_id}'s models could serve '{alias}': "
-            f"{', '.join(skipped)} would be next but the key may not use "
-            f"{'it' if len(skipped) == 1 else 'them'}"
+            f"{len(skipped)} fallback model(s) outside the key's models would be next"
         )
         if only_context:
             return PermissionDenied(f"{note} ({exc.message})")
@@ -1016,16 +1023,20 @@ def _same_cache(previous: Gateway, config: Config) -> bool:
     )
 
 
-def _require_scope(key: KeyRecord | None, alias: str) -> None:
-    """AuthenticationError for a revoked or expired ``key``; PermissionDenied unless it may
-    use ``alias`` (the proxy's checks, for library callers passing ``key=`` too)."""
-    if key is None:
-        return
-    if not key.usable(time.time()):
+def _require_usable(key: KeyRecord | None) -> None:
+    """AuthenticationError for a revoked or expired ``key`` (the proxy's check, for library
+    callers passing ``key=`` too)."""
+    if key is not None and not key.usable(time.time()):
         what = "been revoked" if key.revoked else "expired"
         raise AuthenticationError(f"API key {key.key_id} has {what}")
-    if not key.allows(alias):
-        raise PermissionDenied(f"API key {key.key_id} may not use model '{alias}'")
+
+
+def _require_scope(key: KeyRecord | None, alias: str) -> None:
+    """:func:`_require_usable`, then ModelNotFound unless ``key`` may use ``alias``: the
+    answer a missing model gets, so a key cannot tell the two apart."""
+    _require_usable(key)
+    if key is not None and not key.allows(alias):
+        raise ModelNotFound(f"model '{alias}' is not configured", param="model")
 
 
 def _passes_through(

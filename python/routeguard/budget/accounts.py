@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -180,23 +180,29 @@ class Accounts:
             raise KeyError(f"unknown budget account {name!r}") from None
 
     def put(self, account: Account) -> None:
-        """Add or replace one account at run time (a virtual key's own budget).
+        """Add or replace one account at run time (a virtual key's, a team's budget).
 
-        Its parent must already be here, and replacing an account must not change the
-        chain of any account below it: only leaves (keys) are put at run time.
+        Its parent must already be here. Replacing an account with a new parent (a team
+        moved to another organization) gives every account below it its new chain.
         """
         if account.parent is not None and account.parent not in self.by_name:
             raise ValueError(f"no budget account named {account.parent!r}")
+        if account.name in account.chain[1:]:
+            raise ValueError(f"account {account.name!r} cannot be its own ancestor")
         old = self.by_name.get(account.name)
-        if (
-            old is not None
-            and old.chain != account.chain
-            and any(a.parent == account.name for a in self.by_name.values())
-        ):
-            raise ValueError(f"account {account.name!r} has children: its parent is fixed")
         self.by_name[account.name] = account
         if old is None or old.chain != account.chain:
             self._chains.clear()
+            if old is not None:
+                self._rechain(account)
+
+    def _rechain(self, top: Account) -> None:
+        """Give every account below ``top`` the chain through ``top``'s new one."""
+        below = [a for a in self.by_name.values() if a.parent == top.name]
+        for child in below:
+            moved = replace(child, chain=(child.name, *top.chain))
+            self.by_name[child.name] = moved
+            self._rechain(moved)
 
     def build(self, cfg: BudgetAccountConfig) -> Account:
         """An :class:`Account` for ``cfg`` under this set's existing accounts (not added).

@@ -7,12 +7,15 @@ digest up, comparing in constant time; a revoked or expired key fails at once.
 
 Each record carries the identity chain the budget layer charges (key -> user -> team ->
 org), scopes (allowed models/aliases), limits (max budget, rpm, tpm), an expiry and free
-metadata. Records live in SQLite (the embedded default; ``":memory:"`` keeps nothing) with
-an in-process map from digest to record in front. Before each lookup the store asks SQLite
-whether another connection committed since it last looked (``PRAGMA data_version``, no disk
-read when nothing changed) and reloads the map when one did, so a key made, rotated or revoked
-by ``routeguard keys`` in another process counts on the next request that presents it. A
-database that cannot be read raises KeyStoreUnavailable (503): authentication fails closed.
+metadata. The store also keeps the records of LiteLLM's teams, users, customers and
+organizations (:mod:`routeguard.budget.directory`), as JSON blobs named ``<kind>/<id>``, in
+the same places and with the same reloading. Records live in SQLite (the embedded default;
+``":memory:"`` keeps nothing) with an in-process map from digest to record in front. Before
+each lookup the store asks SQLite whether another connection committed since it last looked
+(``PRAGMA data_version``, no disk read when nothing changed) and reloads the map when one
+did, so a key made, rotated or revoked by ``routeguard keys`` in another process counts on
+the next request that presents it. A database that cannot be read raises
+KeyStoreUnavailable (503): authentication fails closed.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
+        self._entities: dict[str, bytes] = {}
         self._path = str(path)
         self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         with self._lock:
@@ -124,6 +128,9 @@ class KeyStore:
             )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS entities (name TEXT PRIMARY KEY, record BLOB NOT NULL)"
             )
             row = self._db.execute("SELECT value FROM meta WHERE name='hash_secret'").fetchone()
             if secret is None:
@@ -152,6 +159,10 @@ class KeyStore:
             records[rec.key_id] = rec
         self._records = records
         self._by_digest = {r.digest: r for r in records.values()}
+        self._entities = {
+            str(name): bytes(blob)
+            for name, blob in self._db.execute("SELECT name, record FROM entities")
+        }
 
     def _sync(self) -> None:
         """Reload when another process changed the database since the last look."""
@@ -189,6 +200,38 @@ class KeyStore:
             self._by_digest.pop(old.digest, None)
         self._records[rec.key_id] = rec
         self._by_digest[rec.digest] = rec
+
+    # ------------------------------------------------------- directory records
+
+    def entity(self, name: str, *, sync: bool = True) -> bytes | None:
+        """The stored blob named ``<kind>/<id>`` (a team, user, customer or org), or None;
+        ``sync=False`` skips the check for other processes' writes (the caller just made it:
+        :meth:`sync`)."""
+        if sync:
+            self._sync()
+        return self._entities.get(name)
+
+    def sync(self) -> None:
+        """Take in what other processes wrote since the last look (see the module docstring)."""
+        self._sync()
+
+    def entities(self, kind: str) -> list[bytes]:
+        """Every stored blob of ``kind``."""
+        self._sync()
+        prefix = kind + "/"
+        return [b for n, b in self._entities.items() if n.startswith(prefix)]
+
+    def put_entity(self, name: str, blob: bytes) -> None:
+        """Store (or replace) the blob named ``name``."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO entities VALUES (?, ?)", (name, blob))
+            self._entities[name] = blob
+
+    def delete_entity(self, name: str) -> None:
+        """Forget the blob named ``name`` (no error when there is none)."""
+        with self._lock:
+            self._db.execute("DELETE FROM entities WHERE name = ?", (name,))
+            self._entities.pop(name, None)
 
     def create(self, spec: KeySpec | None = None) -> tuple[str, KeyRecord]:
         """A new key: returns the plaintext (shown once) and its stored record."""

@@ -12,6 +12,13 @@ targets, fallbacks, context-window fallbacks) -> the upstream call (or a cache h
 ``release`` if it failed. A settlement above its hold is charged all the same, logged as an
 error and counted. A stream that ends before reporting usage is charged from what it sent,
 never more than the complete answer could cost, never $0.
+
+LiteLLM's teams, users, customers and organizations (:mod:`routeguard.budget.directory`,
+set on :attr:`BudgetLayer.directory` by the gateway) join the chain: a key's team (under
+its organization) or, for a key in no team, its user; and the customer the request names
+in ``user`` (a blocked customer is refused here). Their accounts are made or brought up to
+date from the records on use. A chain whose accounts have different roots (a customer and a
+key's team) is held as one reservation per root, all or none, settled and released together.
 """
 
 from __future__ import annotations
@@ -29,12 +36,24 @@ import msgspec
 from routeguard.budget.accounts import Accounts, load_accounts, usd_to_micros
 from routeguard.budget.alerts import BudgetAlerter
 from routeguard.budget.bound import InputSize, completion_bound, measure
+from routeguard.budget.directory import (
+    Customer,
+    Directory,
+    Organization,
+    Record,
+    Team,
+    User,
+    account_name,
+    kind_of,
+    record_id,
+)
 from routeguard.budget.keys import KeyRecord
 from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
 from routeguard.config.budgets import BudgetAccountConfig
+from routeguard.errors import PermissionDenied
 
 log = logging.getLogger("routeguard.budget")
 Json = dict[str, Any]
@@ -58,6 +77,12 @@ class BudgetLayer:
         # The accounts of the config file: a key's account hangs under one of these.
         self._configured = frozenset(accounts.by_name)
         self._key_sigs: dict[str, tuple[object, ...]] = {}
+        self._managed_sigs: dict[str, tuple[object, ...]] = {}
+        self._groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        # Holds taken with a reservation on other roots (its request id -> them).
+        self._linked: dict[str, list[Reservation]] = {}
+        self.directory: Directory | None = None
+        """Teams, users, customers and organizations (the gateway's key store's)."""
         self._usage: dict[str, tuple[float, int]] = {}  # account -> (when read, spent + held)
         # Request ids: unique across instances (random prefix) and cheap (a counter).
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
@@ -105,20 +130,90 @@ class BudgetLayer:
         end_user: str | None = None,
     ) -> tuple[str, ...]:
         """The accounts among ``names`` that have budgets (else the default account), led
-        by ``key``'s own account when the key carries limits, and by ``end_user``'s account
-        when ``budget_settings.end_user`` is set."""
+        by ``key``'s own account when the key carries limits (else its team's, user's or
+        organization's when recorded), and by ``end_user``'s account: the recorded customer's
+        of that id, else one made with ``budget_settings.end_user`` when that is set.
+        PermissionDenied when the key's team or the customer is blocked."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
+        s = key.spec if key is not None else None
+        if self.directory is not None and (end_user or (s and (s.team or s.user or s.org))):
+            self.directory.store.sync()  # once; the reads below use what it took in
+        if key is not None and self.directory is not None:
+            team = self.directory.get("team", key.spec.team, sync=False)
+            if isinstance(team, Team) and team.blocked:
+                raise PermissionDenied(f"team '{team.team_id}' is blocked: ask an admin")
         own = self.key_account(key) if key is not None else None
+        if key is not None and self.directory is not None and own is None:
+            anchor = self._key_anchor(key)
+            if anchor is not None and not chain:
+                chain = (anchor,)
         if own is not None:
             chain = (own, *chain)
         elif not chain and self.settings.default_account:
             chain = (self.settings.default_account,)
         if not chain and self.settings.proxy_account:  # a key's own account is under it
             chain = (self.settings.proxy_account,)
-        if end_user and self.settings.end_user is not None:
+        customer = self._customer(end_user) if end_user and self.directory else None
+        if customer is not None:
+            chain = (customer, *chain)
+        elif end_user and self.settings.end_user is not None:
             chain = (self.end_user_account(end_user, chain[0] if chain else None), *chain)
         return chain
+
+    def _key_anchor(self, key: KeyRecord) -> str | None:
+        """The managed account a key is charged under: its team's (under the team's
+        organization), else its user's, else its organization's; None without a record.
+        A key of a team is not held to its user's budget, as in LiteLLM."""
+        s = key.spec
+        if any(n and n in self._configured for n in (s.user, s.team, s.org)):
+            return None  # the config file's accounts carry this key, as before
+        assert self.directory is not None
+        team = self.directory.get("team", s.team, sync=False)
+        if isinstance(team, Team):
+            return self.managed(team)
+        user = self.directory.get("user", s.user, sync=False)
+        if isinstance(user, User):
+            return self.managed(user)
+        org = self.directory.get("organization", s.org, sync=False)
+        return self.managed(org) if isinstance(org, Organization) else None
+
+    def _customer(self, end_user: str) -> str | None:
+        """The account of the recorded customer ``end_user`` (None: not recorded);
+        PermissionDenied when the customer is blocked."""
+        assert self.directory is not None
+        rec = self.directory.get("customer", end_user, sync=False)
+        if not isinstance(rec, Customer):
+            return None
+        if rec.blocked:
+            raise PermissionDenied(
+                f"customer '{end_user}' is blocked: requests with this user are refused"
+            )
+        return self.managed(rec)
+
+    def managed(self, rec: Record | None) -> str | None:
+        """The budget account of a team, user, customer or organization record (under its
+        organization for a team), made or brought up to date from it; one without limits
+        still counts spend. None for no record."""
+        if rec is None:
+            return None
+        parent = self.settings.proxy_account
+        if isinstance(rec, Team) and rec.organization_id:
+            assert self.directory is not None
+            org = self.directory.get("organization", rec.organization_id, sync=False)
+            if isinstance(org, Organization):
+                parent = self.managed(org)
+        name = account_name(kind_of(rec), record_id(rec))
+        sig = (rec.max_budget, rec.budget_duration, rec.rpm_limit, rec.tpm_limit, parent)
+        if self._managed_sigs.get(name) != sig or name not in self.backend.accounts.by_name:
+            cfg = BudgetAccountConfig(
+                name=name, parent=parent, limit=rec.max_budget, period=rec.period(),
+                rpm=rec.rpm_limit, tpm=rec.tpm_limit,
+            )  # fmt: skip
+            self.backend.upsert(self.backend.accounts.build(cfg))
+            self._managed_sigs[name] = sig
+            self._groups.clear()
+        return name
 
     def end_user_account(self, end_user: str, parent: str | None) -> str:
         """The account of ``end_user`` under ``parent`` (created on first use with the
@@ -141,8 +236,12 @@ class BudgetLayer:
             return None
         parent = next(
             (n for n in (s.user, s.team, s.org) if n and n in self._configured),
-            self.settings.proxy_account,
+            None,
         )
+        if parent is None and self.directory is not None:
+            parent = self._key_anchor(key)
+        if parent is None:
+            parent = self.settings.proxy_account
         sig = (s.max_budget, s.budget_period, s.rpm, s.tpm, parent)
         if self._key_sigs.get(key.key_id) != sig:
             cfg = BudgetAccountConfig(
@@ -155,7 +254,54 @@ class BudgetLayer:
             )
             self.backend.upsert(self.backend.accounts.build(cfg))
             self._key_sigs[key.key_id] = sig
+            self._groups.clear()
         return key.key_id
+
+    def _split(self, chain: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """``chain`` as one sub-chain per root account (usually just ``[chain]``)."""
+        groups = self._groups.get(chain)
+        if groups is not None:
+            return groups
+        by_root: dict[str, list[str]] = {}
+        for name in chain:
+            by_root.setdefault(self.backend.accounts[name].root, []).append(name)
+        groups = [tuple(g) for g in by_root.values()]
+        if len(self._groups) > 100_000:
+            self._groups.clear()
+        self._groups[chain] = groups
+        return groups
+
+    async def _hold(
+        self,
+        chain: tuple[str, ...],
+        amount: int,
+        tokens: int | None,
+        ttl_s: float | None,
+    ) -> Reservation:
+        """Hold ``amount`` on every account of ``chain`` (rate-checked with ``tokens`` unless
+        None): one reservation per root, all or none; the first is returned, the others
+        are settled and released with it."""
+        groups = self._split(chain)
+        taken: list[Reservation] = []
+        try:
+            for group in groups:
+                request_id = f"{self._id_prefix}{next(self._ids)}"
+                if tokens is None:
+                    res = await self.backend.reserve(group, amount, request_id, ttl_s=ttl_s)
+                else:
+                    res = await self.backend.admit(
+                        group, amount, request_id, tokens=tokens, ttl_s=ttl_s
+                    )
+                taken.append(res)
+        except BaseException:
+            for res in taken:
+                await self.backend.release(res)
+            raise
+        if len(taken) > 1:
+            if len(self._linked) > 100_000:  # never settled: a leak guard, not a path
+                self._linked.clear()
+            self._linked[taken[0].request_id] = taken[1:]
+        return taken[0]
 
     async def pressured(self, chain: tuple[str, ...], share: float, own: int = 0) -> str | None:
         """The first account of ``chain`` that has used ``share`` of its hard limit or
@@ -163,7 +309,8 @@ class BudgetLayer:
         admitted), or None. In process this reads the ledger; a shared store is asked at
         most once a second per account (readings are reused)."""
         now = time.monotonic()
-        for name in self.backend.accounts.chain(chain):
+        names = [n for g in self._split(chain) for n in self.backend.accounts.chain(g)]
+        for name in names:
             acc = self.backend.accounts[name]
             if acc.limit is None and acc.soft_limit is None:
                 continue
@@ -184,7 +331,8 @@ class BudgetLayer:
 
     async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
         """RPM/TPM on the chain (raises RateLimited)."""
-        await self.backend.check_rate(chain, tokens=measure(request).estimate())
+        for group in self._split(chain):
+            await self.backend.check_rate(group, tokens=measure(request).estimate())
 
     def worst_case(
         self, size: InputSize, completion: int, deployments: Sequence[Deployment]
@@ -227,8 +375,7 @@ class BudgetLayer:
         size = measure(request)
         completion = completion_bound(request, self.settings.default_max_tokens)
         amount = self.worst_case(size, completion, deployments)
-        request_id = f"{self._id_prefix}{next(self._ids)}"
-        return await self.backend.reserve(chain, amount, request_id, ttl_s=ttl_s)
+        return await self._hold(chain, amount, None, ttl_s)
 
     async def admit_size(
         self,
@@ -242,10 +389,7 @@ class BudgetLayer:
         """:meth:`admit` for an input of ``size`` and at most ``completion`` output tokens
         (any endpoint that costs money: chat, embeddings)."""
         amount = self.worst_case(size, completion, deployments)
-        request_id = f"{self._id_prefix}{next(self._ids)}"
-        return await self.backend.admit(
-            chain, amount, request_id, tokens=size.estimate(), ttl_s=ttl_s
-        )
+        return await self._hold(chain, amount, size.estimate(), ttl_s)
 
     async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> int:
         """Charge the actual cost; returns it in micro-dollars. A cost above the hold is
@@ -254,8 +398,12 @@ class BudgetLayer:
         cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
         overage = await self.backend.settle(res, actual)
+        linked = self._linked.pop(res.request_id, ())
+        for other in linked:
+            await self.backend.settle(other, actual)
         if self.alerter is not None:
-            self.alerter.notice(res.chain)
+            for held in (res, *linked):
+                self.alerter.notice(held.chain)
         if overage:
             self.overages += 1
             self.overage_micros += overage
@@ -272,6 +420,8 @@ class BudgetLayer:
     async def release(self, res: Reservation) -> None:
         """Nothing was spent: drop the hold."""
         await self.backend.release(res)
+        for other in self._linked.pop(res.request_id, ()):
+            await self.backend.release(other)
 
     async def close(self) -> None:
         """Send queued alerts (briefly) and close the backend's connections."""

@@ -13,7 +13,9 @@ so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
 :mod:`routeguard.redis_url`):
 
 - ``{P}:records``: hash, key id -> the record (JSON: digest, hint, spec, revoked),
-- ``{P}:events``: stream of key ids written (trimmed, ``MAXLEN ~ 10000``),
+- ``{P}:entities``: hash, ``<kind>/<id>`` -> a team, user, customer or org record (JSON),
+- ``{P}:events``: stream of the key ids (field ``id``) and entity names (field ``e``)
+  written or deleted (trimmed, ``MAXLEN ~ 10000``),
 - ``{P}:secret``: the HMAC secret, generated once by the first instance when the config sets
   none (after a restart or FLUSHALL the instances put it back or adopt the new one, so they
   keep hashing alike). Setting ``server.key_hash_secret`` keeps it out of Redis, which is
@@ -54,6 +56,15 @@ _SAVE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'id', ARGV[1])
 """
+# KEYS: the entities hash, the events stream; ARGV: name, record ('' deletes).
+_SAVE_ENTITY = """
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'e', ARGV[1])
+"""
 
 
 class RedisKeyStore(KeyStore):
@@ -74,8 +85,10 @@ class RedisKeyStore(KeyStore):
         self._lock = threading.Lock()
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
+        self._entities: dict[str, bytes] = {}
         self._tag = f"{{{prefix}}}"
         self._hash = f"{self._tag}:records"
+        self._entity_hash = f"{self._tag}:entities"
         self._stream = f"{self._tag}:events"
         target = cluster_target(url, "server.redis_url")
         configured = secret is not None
@@ -90,6 +103,7 @@ class RedisKeyStore(KeyStore):
                 self._where = target.where
                 self._redis = target.sync_client(timeout_s=timeout_s)  # connects at once
             self._save_script = self._redis.register_script(_SAVE)
+            self._entity_script = self._redis.register_script(_SAVE_ENTITY)
             if secret is None:
                 self._redis.set(f"{self._tag}:secret", secrets.token_hex(32), nx=True)
                 stored = self._redis.get(f"{self._tag}:secret")
@@ -123,6 +137,7 @@ class RedisKeyStore(KeyStore):
         last: Any = self._redis.xrevrange(self._stream, count=1)
         start = last[0][0].decode() if last else "0-0"
         raw: dict[bytes, bytes] = self._redis.hgetall(self._hash)  # type: ignore[assignment]
+        found: dict[bytes, bytes] = self._redis.hgetall(self._entity_hash)  # type: ignore[assignment]
         records = {}
         for blob in raw.values():
             rec = _dec.decode(blob)
@@ -130,6 +145,7 @@ class RedisKeyStore(KeyStore):
         with self._lock:
             self._records = records
             self._by_digest = {r.digest: r for r in records.values()}
+            self._entities = {n.decode(): bytes(b) for n, b in found.items()}
         return start
 
     def _save(self, rec: KeyRecord) -> None:
@@ -142,6 +158,27 @@ class RedisKeyStore(KeyStore):
             ) from None
         with self._lock:
             self._apply(rec)
+
+    def put_entity(self, name: str, blob: bytes) -> None:
+        """Store the blob named ``name`` in Redis (every instance sees it a moment later)."""
+        self._write_entity(name, blob)
+        with self._lock:
+            self._entities[name] = blob
+
+    def delete_entity(self, name: str) -> None:
+        """Delete the blob named ``name`` in Redis, for every instance."""
+        self._write_entity(name, b"")
+        with self._lock:
+            self._entities.pop(name, None)
+
+    def _write_entity(self, name: str, blob: bytes) -> None:
+        try:
+            self._entity_script(keys=[self._entity_hash, self._stream], args=[name, blob])
+        except _FAILED as exc:
+            raise KeyStoreUnavailable(
+                f"key store {self._where} is unreachable ({type(exc).__name__}); "
+                f"{name} was not changed"
+            ) from None
 
     def _tail(self) -> None:
         """Apply the records other instances write, until ``close``."""
@@ -157,12 +194,19 @@ class RedisKeyStore(KeyStore):
                 if batches:
                     self._follow_secret()
                 for _, events in batches or ():
-                    ids = [fields[b"id"] for _, fields in events]
-                    blobs = self._tail_client.hmget(self._hash, ids)
+                    ids = [f[b"id"] for _, f in events if b"id" in f]
+                    names = [f[b"e"] for _, f in events if b"e" in f]
+                    blobs = self._tail_client.hmget(self._hash, ids) if ids else []
+                    found: Any = self._tail_client.hmget(self._entity_hash, names) if names else []
                     with self._lock:
                         for blob in blobs:
                             if blob is not None:
                                 self._apply(_dec.decode(blob))
+                        for name, blob in zip(names, found, strict=True):
+                            if blob is None:
+                                self._entities.pop(name.decode(), None)
+                            else:
+                                self._entities[name.decode()] = bytes(blob)
                     self._last = events[-1][0].decode()
             except _FAILED as exc:
                 if self._stop.is_set():

@@ -4,7 +4,8 @@
 Routes: ``POST /admin/keys`` (create; the key is in the response once), ``GET /admin/keys``,
 ``GET|PATCH|DELETE /admin/keys/{id}`` (DELETE revokes), ``POST /admin/keys/{id}/rotate``,
 and LiteLLM's ``/key/generate``, ``/key/info``, ``/key/update``, ``/key/delete``
-(:mod:`.litellm_keys`). Responses are JSON; errors follow the proxy's
+(:mod:`.litellm_keys`); LiteLLM's team, user, customer and organization endpoints are
+:mod:`.litellm_entities`'. Responses are JSON; errors follow the proxy's
 OpenAI-style format.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from routeguard.budget.keys import KeyStore, parse_spec
 from routeguard.errors import InvalidRequest
-from routeguard.server import litellm_keys
+from routeguard.server import litellm_entities, litellm_keys
 
 
 def is_admin_path(path: str) -> bool:
@@ -31,6 +32,7 @@ def is_admin_path(path: str) -> bool:
             )
         )
         or path in litellm_keys.PATHS
+        or path.rstrip("/") in litellm_entities.PATHS
     )
 
 

@@ -36,6 +36,7 @@ from routeguard.errors import (
     CoreInputError,
     CoreNotFound,
     InvalidRequest,
+    ModelNotFound,
     RequestTooLarge,
     RouteguardError,
 )
@@ -47,7 +48,7 @@ from routeguard.providers import client_headers
 from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin, cache_admin, dashboard
+from routeguard.server import admin, cache_admin, dashboard, litellm_entities
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
@@ -387,7 +388,10 @@ class ProxyApp:
         principal = self._gate.authenticate(scope)
         if self._master is None:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
-        principal.require_admin()
+        # A team's admin may manage that team (checked once the body is read, below).
+        team_admin = principal.key is not None and litellm_entities.team_admin_path(scope["path"])
+        if not team_admin:
+            principal.require_admin()
         method = scope["method"]
         if scope["path"].rstrip("/") == "/admin/reload" and method == "POST":
             await _send_json(send, *await self.lifecycle.reload_request(), [])
@@ -407,8 +411,22 @@ class ProxyApp:
             await _send_json(send, 200, stats, [])
             return
         body = None
-        if method in ("POST", "PATCH"):
+        if method in ("POST", "PATCH") or (
+            method == "DELETE" and scope["path"].rstrip("/") in litellm_entities.PATHS
+        ):
             body = await self._read_json(scope, receive, allow_empty=True)
+        query = scope.get("query_string", b"").decode("latin-1")
+        if team_admin:
+            assert principal.key is not None
+            litellm_entities.require_team_admin(
+                self.gateway, principal.key, scope["path"], body, query
+            )
+        if scope["path"].rstrip("/") in litellm_entities.PATHS:  # LiteLLM teams, users...
+            out = await litellm_entities.handle(
+                self.gateway, method, scope["path"].rstrip("/"), body, query
+            )
+            await _send_json(send, *out, [])
+            return
         if scope["path"].startswith("/admin/approvals"):  # held by any worker
             status, out = await asyncio.to_thread(
                 approvals_api, self.approvals, self.lifecycle.approval_queues(), method,
@@ -668,10 +686,11 @@ class ProxyApp:
         body = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
         model = body.get("model")
-        if isinstance(model, str) and not self.gateway.serves(model):
+        if isinstance(model, str) and (
+            not self.gateway.serves(model)
+            or (principal.key is not None and not principal.key.allows(model))
+        ):  # the same answer either way: a key cannot probe for model names
             raise _NotFound(f"model '{model}' is not configured")
-        if isinstance(model, str) and principal.key is not None and not principal.key.allows(model):
-            raise PermissionDenied(f"API key {principal.key.key_id} may not use model '{model}'")
         # Off the event loop: a large body costs real time to count.
         await _send_json(send, 200, await asyncio.to_thread(m.count_tokens, body), [])
 
@@ -729,8 +748,8 @@ class ProxyApp:
         principal: Principal = scope["routeguard.principal"]
         if not self.gateway.serves(name) or (
             principal.key is not None and not principal.key.allows(name)
-        ):
-            raise _NotFound(f"model '{name}' is not configured")
+        ):  # the same answer either way: a key cannot probe for model names
+            raise ModelNotFound(f"model '{name}' is not configured", param="model")
         await _send_json(send, 200, _model_card(name), [])
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,8 +1,9 @@
 """Who is calling: the proxy's authentication, from the request headers to a Principal.
 
 Order: the master key (admin: every model, the admin API) -> a virtual key from the
-gateway's KeyStore (its scopes, limits and identity chain) -> anyone, but only in the embedded
-default (no master key, no database, no key store: announced once at start). Whether keys are
+gateway's KeyStore (its scopes, narrowed by its team's or user's models, its limits and
+identity chain) -> anyone, but only in the embedded default (no master key, no database, no
+key store: announced once at start). Whether keys are
 required follows from that configuration, fixed when the proxy starts, never from what the
 store holds at the moment: a Redis emptied by a restart or FLUSHALL makes every key fail, not
 every caller anonymous. (Keys added to the embedded in-memory store turn requirement on for
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
+from routeguard.budget.directory import Directory
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.config import ServerSettings
 from routeguard.errors import AuthenticationError, PermissionDenied
@@ -95,6 +97,7 @@ class Gate:
     def __init__(self, master: bytes | None, keys: KeyStore, *, required: bool) -> None:
         self.master = master
         self.keys = keys
+        self.directory = Directory(keys)  # a team's (or user's) models narrow its keys
         self._required = required or master is not None or len(keys) > 0
 
     @property
@@ -107,6 +110,8 @@ class Gate:
     def authenticate(self, scope: MutableMapping[str, Any]) -> Principal:
         """The Principal for this request, or AuthenticationError / KeyStoreUnavailable."""
         principal = authenticate(scope, self.master, self.keys) if self.required else ANONYMOUS
+        if principal.key is not None:
+            principal = Principal("key", self.directory.scoped(principal.key))
         mark = scope.get(CONNECTION_KEY)
         if mark is not None:
             mark()

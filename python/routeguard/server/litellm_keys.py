@@ -29,7 +29,7 @@ def handle(keys: KeyStore, method: str, path: str, body: Any, query: str) -> tup
         if not token:
             raise InvalidRequest("/key/info needs ?key=<the key>", param="key")
         rec = keys.find(token)
-        return 200, {"key": token, "info": _info(rec)}
+        return 200, {"key": token, "info": key_info(rec)}
     if method != "POST":
         raise InvalidRequest(f"{path} takes POST", param=None)
     data = body if isinstance(body, dict) else {}
@@ -38,7 +38,7 @@ def handle(keys: KeyStore, method: str, path: str, body: Any, query: str) -> tup
     if path == "/key/generate":
         spec, ignored = _spec(data, now=time.time())
         token, rec = keys.create(parse_spec(spec))
-        return 200, {"key": token, **_info(rec), "ignored_fields": ignored}
+        return 200, {"key": token, **key_info(rec), "ignored_fields": ignored}
     if path == "/key/update":
         given = data.get("key")
         if not isinstance(given, str) or not given:
@@ -46,7 +46,7 @@ def handle(keys: KeyStore, method: str, path: str, body: Any, query: str) -> tup
         rec = keys.find(given)
         changes, ignored = _spec({k: v for k, v in data.items() if k != "key"}, now=time.time())
         rec = keys.update(rec.key_id, changes)
-        return 200, {"key": given, **_info(rec), "ignored_fields": ignored}
+        return 200, {"key": given, **key_info(rec), "ignored_fields": ignored}
     if path == "/key/delete":
         names = data.get("keys")
         if not isinstance(names, list) or not all(isinstance(k, str) for k in names):
@@ -87,7 +87,7 @@ def _spec(data: dict[str, Any], *, now: float) -> tuple[dict[str, Any], list[str
     return spec, sorted(ignored)
 
 
-def _info(rec: KeyRecord) -> dict[str, Any]:
+def key_info(rec: KeyRecord) -> dict[str, Any]:
     """A key in LiteLLM's field names, followed by ours."""
     s = rec.spec
     return {

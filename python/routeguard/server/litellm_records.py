@@ -1,0 +1,141 @@
+"""What LiteLLM's team, user, customer and organization endpoints share: reading a request's
+fields into a record (each value checked against the record's type, a bad one refused with a
+400 naming the field; fields we do not keep listed in ``ignored_fields``), and the spend and
+budget figures the info responses show, read from the budget store."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from routeguard.budget.accounts import micros_to_usd
+from routeguard.budget.directory import Member, Record
+from routeguard.config.budgets import period_from_duration
+from routeguard.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from routeguard.gateway import Gateway
+
+_STAMPS = frozenset({"created_at", "updated_at"})
+
+
+def body_of(path: str, body: Any) -> dict[str, Any]:
+    """The JSON object a POST carried (400 when it is something else)."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"{path} takes a JSON object")
+    return body
+
+
+def query_of(query: str) -> dict[str, str]:
+    """A query string as a mapping (the last value of each name)."""
+    return {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+def fields(
+    data: dict[str, Any], cls: type[Record], *, skip: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], list[str]]:
+    """The values of ``data`` that ``cls`` keeps, each converted to its field's type (a 400
+    naming the field when one does not fit), and the names of the others (ignored)."""
+    types = {f.name: f.type for f in msgspec.structs.fields(cls) if f.name not in _STAMPS}
+    out: dict[str, Any] = {}
+    ignored = []
+    for name, value in data.items():
+        if name in skip:
+            continue
+        if name not in types:
+            ignored.append(name)
+            continue
+        if value is None and name in ("models", "metadata", "members_with_roles", "teams"):
+            continue  # LiteLLM clients send null for "unchanged"/"none"
+        try:
+            out[name] = msgspec.convert(value, types[name], strict=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"{name}: {exc}", param=name) from None
+    _check(out)
+    return out, sorted(ignored)
+
+
+def _check(values: dict[str, Any]) -> None:
+    """The checks a type cannot express: amounts, limits, durations, model names."""
+    budget = values.get("max_budget")
+    if budget is not None and not 0 <= budget <= 9e9:
+        raise InvalidRequest("max_budget must be from 0 to 9e9 dollars", param="max_budget")
+    for name in ("rpm_limit", "tpm_limit"):
+        v = values.get(name)
+        if v is not None and v < 1:
+            raise InvalidRequest(f"{name} must be at least 1", param=name)
+    duration = values.get("budget_duration")
+    if duration is not None:
+        try:
+            period_from_duration(duration)
+        except ValueError as exc:
+            raise InvalidRequest(f"budget_duration: {exc}", param="budget_duration") from None
+    models = values.get("models")
+    if models is not None and not all(m for m in models):
+        raise InvalidRequest("models must be a list of model names", param="models")
+
+
+def build(cls: type[Record], values: dict[str, Any]) -> Record:
+    """A new record of ``cls`` from checked ``values``, stamped now."""
+    now = time.time()
+    try:
+        return msgspec.convert({**values, "created_at": now, "updated_at": now}, cls)
+    except msgspec.ValidationError as exc:  # a required field is missing
+        raise InvalidRequest(str(exc)) from None
+
+
+def changed(rec: Record, values: dict[str, Any]) -> Record:
+    """``rec`` with checked ``values`` applied, stamped now."""
+    return msgspec.structs.replace(rec, **values, updated_at=time.time())
+
+
+def members(value: Any, field: str) -> list[Member]:
+    """A ``member`` value (one object or a list of them) as Members, each naming a user."""
+    items = value if isinstance(value, list) else [value]
+    try:
+        found = [msgspec.convert(m, Member, strict=True) for m in items]
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"{field}: {exc}", param=field) from None
+    for m in found:
+        if not m.user_id and not m.user_email:
+            raise InvalidRequest(f"{field}: a member needs user_id or user_email", param=field)
+    return found
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 (UTC), as LiteLLM shows dates."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+async def spend(gateway: Gateway, rec: Record) -> dict[str, Any]:
+    """``spend`` (this period, dollars), ``reserved`` (held by requests in flight) and
+    ``budget_reset_at`` of ``rec``'s budget account."""
+    layer = gateway.budget
+    account = layer.managed(rec)
+    if account is None:
+        return {"spend": 0.0, "reserved": 0.0, "budget_reset_at": None}
+    acc = layer.backend.accounts[account]
+    resets = acc.period.resets_at(time.time())
+    return {
+        "spend": float(micros_to_usd(await layer.backend.spent(account))),
+        "reserved": float(micros_to_usd(await layer.backend.reserved(account))),
+        "budget_reset_at": None if resets is None else resets.isoformat(),
+    }
+
+
+def budget_table(rec: Record) -> dict[str, Any] | None:
+    """LiteLLM's ``litellm_budget_table`` of a customer or organization (None without one)."""
+    if not rec.limited():
+        return None
+    return {
+        "max_budget": rec.max_budget,
+        "budget_duration": rec.budget_duration,
+        "tpm_limit": rec.tpm_limit,
+        "rpm_limit": rec.rpm_limit,
+    }

@@ -1,0 +1,371 @@
+"""LiteLLM's team and organization endpoints over the key store's directory.
+
+Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
+/team/delete`` (``team_ids``; the team's keys are revoked, as LiteLLM deletes them), ``GET
+/team/list``, ``POST /team/member_add`` / ``member_delete``, ``POST /team/block`` /
+``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
+organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
+``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
+``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
+its organization's; every key with its ``team_id`` is charged there. Who may call what is
+:mod:`.litellm_entities`'."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from routeguard.budget.directory import (
+    Member,
+    Organization,
+    Team,
+    User,
+    check_id,
+)
+from routeguard.errors import InvalidRequest
+from routeguard.server.litellm_keys import key_info
+from routeguard.server.litellm_records import (
+    budget_table,
+    build,
+    changed,
+    fields,
+    iso,
+    members,
+    spend,
+)
+
+if TYPE_CHECKING:
+    from routeguard.gateway import Gateway
+
+Handler = Callable[["Gateway", dict[str, Any]], Awaitable[Any]]
+
+
+async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
+    """A team as LiteLLM shows it (``LiteLLM_TeamTable``), with its spend."""
+    return {
+        "team_id": team.team_id,
+        "team_alias": team.team_alias,
+        "organization_id": team.organization_id,
+        "admins": [m.user_id or m.user_email for m in team.members_with_roles if m.role == "admin"],
+        "members": [m.user_id or m.user_email for m in team.members_with_roles],
+        "members_with_roles": [
+            {"user_id": m.user_id, "user_email": m.user_email, "role": m.role}
+            for m in team.members_with_roles
+        ],
+        "metadata": team.metadata,
+        "tpm_limit": team.tpm_limit,
+        "rpm_limit": team.rpm_limit,
+        "max_budget": team.max_budget,
+        "budget_duration": team.budget_duration,
+        "models": team.models,
+        "blocked": team.blocked,
+        "created_at": iso(team.created_at),
+        "updated_at": iso(team.updated_at),
+        **await spend(gateway, team),
+    }
+
+
+def _team_id(data: dict[str, Any]) -> str:
+    return check_id(data.get("team_id"), "team_id")
+
+
+def _check_org(gateway: Gateway, team_values: dict[str, Any]) -> None:
+    """The team's organization exists, and the team's models are among the org's."""
+    org_id = team_values.get("organization_id")
+    if org_id is None:
+        return
+    org = gateway.directory.get("organization", check_id(org_id, "organization_id"))
+    if not isinstance(org, Organization):
+        raise InvalidRequest(
+            f"organization_id: no organization '{org_id}' (create it with /organization/new)",
+            param="organization_id",
+        )
+    outside = [m for m in team_values.get("models") or [] if org.models and m not in org.models]
+    if outside:
+        raise InvalidRequest(
+            f"models: {', '.join(outside)} not among organization '{org_id}''s models",
+            param="models",
+        )
+
+
+async def team_new(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/new``: a team (its id made when not given); 400 if it exists."""
+    team_id = check_id(data["team_id"], "team_id") if data.get("team_id") else str(uuid.uuid4())
+    values, ignored = fields(data, Team, skip=frozenset({"team_id", "members"}))
+    if "members" in data and "members_with_roles" not in values:
+        values["members_with_roles"] = members(data["members"], "members")
+    if gateway.directory.get("team", team_id) is not None:
+        raise InvalidRequest(f"team_id: team '{team_id}' already exists", param="team_id")
+    if team_id in gateway.budget.configured_accounts:
+        raise InvalidRequest(
+            f"team_id: '{team_id}' is a budget account of the config file", param="team_id"
+        )
+    _check_org(gateway, values)
+    team = build(Team, {**values, "team_id": team_id})
+    assert isinstance(team, Team)
+    gateway.directory.put(team)
+    _join_users(gateway, team.team_id, team.members_with_roles)
+    return {**await team_json(gateway, team), "ignored_fields": ignored}
+
+
+async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
+    """``GET /team/info?team_id=``: the team, its keys (never their secrets), its members."""
+    team_id = query.get("team_id")
+    if not team_id:
+        raise InvalidRequest("/team/info needs ?team_id=<the team>", param="team_id")
+    team = gateway.directory.require("team", team_id, Team)
+    keys = [key_info(r) for r in gateway.keys.list() if r.spec.team == team_id]
+    return {
+        "team_id": team_id,
+        "team_info": await team_json(gateway, team),
+        "keys": keys,
+        "team_memberships": [
+            {"team_id": team_id, "user_id": m.user_id, "role": m.role}
+            for m in team.members_with_roles
+        ],
+    }
+
+
+async def team_update(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/update``: change the fields given (members: ``/team/member_add``)."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    values, ignored = fields(data, Team, skip=frozenset({"team_id", "members_with_roles"}))
+    _check_org(gateway, {"models": team.models, "organization_id": team.organization_id, **values})
+    new = changed(team, values)
+    assert isinstance(new, Team)
+    gateway.directory.put(new)
+    return {"team_id": new.team_id, "data": await team_json(gateway, new),
+            "ignored_fields": ignored}  # fmt: skip
+
+
+async def team_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/delete``: delete teams (all found first) and revoke their keys."""
+    ids = data.get("team_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(t, str) for t in ids):
+        raise InvalidRequest("team_ids: a list of team ids is required", param="team_ids")
+    teams = [gateway.directory.require("team", t, Team) for t in ids]
+    revoked = 0
+    for team in teams:
+        for rec in gateway.keys.list():
+            if rec.spec.team == team.team_id and not rec.revoked:
+                gateway.keys.revoke(rec.key_id)
+                revoked += 1
+        gateway.directory.delete("team", team.team_id)
+        _leave_users(gateway, team.team_id, team.members_with_roles)
+    return {"deleted_teams": ids, "revoked_keys": revoked}
+
+
+async def team_list(gateway: Gateway, query: dict[str, Any]) -> Any:
+    """``GET /team/list`` (``?organization_id=``, ``?user_id=`` filter it)."""
+    org, user = query.get("organization_id"), query.get("user_id")
+    out = []
+    for team in gateway.directory.list("team"):
+        assert isinstance(team, Team)
+        if org and team.organization_id != org:
+            continue
+        if user and all(m.user_id != user for m in team.members_with_roles):
+            continue
+        out.append(await team_json(gateway, team))
+    return out
+
+
+async def member_add(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/member_add``: add members (one or a list); unknown users are created."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    if "member" not in data:
+        raise InvalidRequest("member: a member ({role, user_id}) is required", param="member")
+    added = members(data["member"], "member")
+    kept = [m for m in team.members_with_roles if (m.user_id, m.user_email) not in
+            {(a.user_id, a.user_email) for a in added}]  # fmt: skip
+    new = changed(team, {"members_with_roles": kept + added})
+    assert isinstance(new, Team)
+    gateway.directory.put(new)
+    users = _join_users(gateway, team.team_id, added)
+    return {
+        **await team_json(gateway, new),
+        "updated_users": users,
+        "updated_team_memberships": [
+            {"team_id": team.team_id, "user_id": m.user_id, "role": m.role} for m in added
+        ],
+    }
+
+
+async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/member_delete``: remove the member named by ``user_id`` or ``user_email``."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    user_id, email = data.get("user_id"), data.get("user_email")
+    if not user_id and not email:
+        raise InvalidRequest("user_id or user_email is required", param="user_id")
+    gone = [m for m in team.members_with_roles
+            if (user_id and m.user_id == user_id) or (email and m.user_email == email)]  # fmt: skip
+    if not gone:
+        raise InvalidRequest(
+            f"user_id: {user_id or email} is not a member of team '{team.team_id}'",
+            param="user_id",
+        )
+    new = changed(team, {"members_with_roles": [m for m in team.members_with_roles
+                                                if m not in gone]})  # fmt: skip
+    assert isinstance(new, Team)
+    gateway.directory.put(new)
+    _leave_users(gateway, team.team_id, gone)
+    return await team_json(gateway, new)
+
+
+async def team_block(gateway: Gateway, data: dict[str, Any], blocked: bool = True) -> Any:
+    """``POST /team/block``: every key of the team is refused (403) until unblocked."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    new = changed(team, {"blocked": blocked})
+    assert isinstance(new, Team)
+    gateway.directory.put(new)
+    return await team_json(gateway, new)
+
+
+async def team_unblock(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/unblock``."""
+    return await team_block(gateway, data, blocked=False)
+
+
+def _join_users(gateway: Gateway, team_id: str, added: list[Member]) -> list[dict[str, Any]]:
+    """Record ``team_id`` in each added member's user (created when unknown, as LiteLLM)."""
+    out = []
+    for m in added:
+        if not m.user_id:
+            continue
+        user = gateway.directory.get("user", m.user_id)
+        if not isinstance(user, User):
+            made = build(User, {"user_id": m.user_id, "user_email": m.user_email,
+                                "teams": [team_id]})  # fmt: skip
+            assert isinstance(made, User)
+            user = made
+        elif team_id not in user.teams:
+            updated = changed(user, {"teams": [*user.teams, team_id]})
+            assert isinstance(updated, User)
+            user = updated
+        gateway.directory.put(user)
+        out.append({"user_id": user.user_id, "user_email": user.user_email,
+                    "teams": user.teams})  # fmt: skip
+    return out
+
+
+def _leave_users(gateway: Gateway, team_id: str, gone: list[Member]) -> None:
+    for m in gone:
+        user = gateway.directory.get("user", m.user_id)
+        if isinstance(user, User) and team_id in user.teams:
+            gateway.directory.put(changed(user, {"teams": [t for t in user.teams if t != team_id]}))
+
+
+# ------------------------------------------------------------------ organizations
+
+
+async def org_json(gateway: Gateway, org: Organization) -> dict[str, Any]:
+    """An organization as LiteLLM shows it (``LiteLLM_OrganizationTable``), with its teams."""
+    teams = [t for t in gateway.directory.list("team")
+             if isinstance(t, Team) and t.organization_id == org.organization_id]  # fmt: skip
+    return {
+        "organization_id": org.organization_id,
+        "organization_alias": org.organization_alias,
+        "models": org.models,
+        "metadata": org.metadata,
+        "max_budget": org.max_budget,
+        "budget_duration": org.budget_duration,
+        "tpm_limit": org.tpm_limit,
+        "rpm_limit": org.rpm_limit,
+        "litellm_budget_table": budget_table(org),
+        "teams": [{"team_id": t.team_id, "team_alias": t.team_alias} for t in teams],
+        "created_at": iso(org.created_at),
+        "updated_at": iso(org.updated_at),
+        **await spend(gateway, org),
+    }
+
+
+def _org_id(data: dict[str, Any]) -> str:
+    return check_id(data.get("organization_id"), "organization_id")
+
+
+async def org_new(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /organization/new`` (``organization_alias`` required, as in LiteLLM)."""
+    given = data.get("organization_id")
+    org_id = check_id(given, "organization_id") if given else str(uuid.uuid4())
+    values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
+    if not values.get("organization_alias"):
+        raise InvalidRequest("organization_alias is required", param="organization_alias")
+    if gateway.directory.get("organization", org_id) is not None:
+        raise InvalidRequest(
+            f"organization_id: organization '{org_id}' already exists", param="organization_id"
+        )
+    org = build(Organization, {**values, "organization_id": org_id})
+    assert isinstance(org, Organization)
+    gateway.directory.put(org)
+    return {**await org_json(gateway, org), "ignored_fields": ignored}
+
+
+async def org_info(gateway: Gateway, query: dict[str, Any]) -> Any:
+    """``GET /organization/info?organization_id=``."""
+    org_id = query.get("organization_id")
+    if not org_id:
+        raise InvalidRequest(
+            "/organization/info needs ?organization_id=<the organization>",
+            param="organization_id",
+        )
+    org = gateway.directory.require("organization", org_id, Organization)
+    return await org_json(gateway, org)
+
+
+async def org_update(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``PATCH /organization/update``: change the fields given."""
+    org = gateway.directory.require("organization", _org_id(data), Organization)
+    values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
+    new = changed(org, values)
+    assert isinstance(new, Organization)
+    gateway.directory.put(new)
+    return {**await org_json(gateway, new), "ignored_fields": ignored}
+
+
+async def org_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``DELETE /organization/delete``: organizations without teams (400 naming the
+    teams otherwise: move or delete them first)."""
+    ids = data.get("organization_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(o, str) for o in ids):
+        raise InvalidRequest(
+            "organization_ids: a list of organization ids is required", param="organization_ids"
+        )
+    orgs = [gateway.directory.require("organization", o, Organization) for o in ids]
+    out = []
+    for org in orgs:
+        shown = await org_json(gateway, org)
+        if shown["teams"]:
+            names = ", ".join(t["team_id"] for t in shown["teams"])
+            raise InvalidRequest(
+                f"organization_ids: organization '{org.organization_id}' still has teams "
+                f"({names}): move or delete them first",
+                param="organization_ids",
+            )
+        out.append(shown)
+    for org in orgs:
+        gateway.directory.delete("organization", org.organization_id)
+    return out
+
+
+async def org_list(gateway: Gateway, query: dict[str, Any]) -> Any:
+    """``GET /organization/list``."""
+    return [await org_json(gateway, o) for o in gateway.directory.list("organization")
+            if isinstance(o, Organization)]  # fmt: skip
+
+
+ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
+    "/team/new": (("POST",), team_new),
+    "/team/info": (("GET",), team_info),
+    "/team/update": (("POST",), team_update),
+    "/team/delete": (("POST", "DELETE"), team_delete),
+    "/team/list": (("GET",), team_list),
+    "/team/member_add": (("POST",), member_add),
+    "/team/member_delete": (("POST",), member_delete),
+    "/team/block": (("POST",), team_block),
+    "/team/unblock": (("POST",), team_unblock),
+    "/organization/new": (("POST",), org_new),
+    "/organization/info": (("GET",), org_info),
+    "/organization/update": (("PATCH", "POST"), org_update),
+    "/organization/delete": (("DELETE", "POST"), org_delete),
+    "/organization/list": (("GET",), org_list),
+}

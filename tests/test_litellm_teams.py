@@ -1,0 +1,360 @@
+"""LiteLLM's team, user, customer and organization endpoints on our proxy, called as a
+LiteLLM admin script calls them, with the openai and anthropic SDKs as the clients whose
+requests the records govern: a team's budget covers its keys (and an organization's its
+teams), a user's its keys outside teams, a customer's the requests naming it in ``user``;
+blocked teams and customers are refused; bad input is a 400 naming the field."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
+
+MASTER = "sk-master-litellm-teams"
+MSG: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[ServerThread]:
+    with MockServer() as mock:
+        oa = {"api_base": mock.url + "/v1", "api_key": "k",
+              "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}  # fmt: skip
+        gw = Gateway.from_config({
+            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **oa}}
+                           for n in ("a", "b")],
+            "general_settings": {"master_key": MASTER},
+        })  # fmt: skip
+        with ServerThread(create_app(gw)) as s:
+            yield s
+        gw.keys.close()
+
+
+def call(base: str, method: str, path: str, body: Any = None, key: str = MASTER) -> tuple[int, Any]:
+    """One admin request; returns (status, JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={
+        "authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def ok(base: str, method: str, path: str, body: Any = None) -> Any:
+    """An admin request that must succeed; its JSON."""
+    status, out = call(base, method, path, body)
+    assert status == 200, out
+    return out
+
+
+def _client(base: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+
+
+def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
+    made = ok(srv.url, "POST", "/team/new", {
+        "team_alias": "QA", "max_budget": 10, "budget_duration": "30d", "rpm_limit": 100,
+        "tpm_limit": 100000, "models": ["a"], "metadata": {"cc": "123"},
+        "members_with_roles": [{"role": "admin", "user_id": "ann"}], "soft_budget": 5,
+    })  # fmt: skip
+    team_id = made["team_id"]
+    assert len(team_id) == 36  # made when not given (a UUID, as LiteLLM)
+    assert (made["team_alias"], made["max_budget"], made["budget_duration"]) == ("QA", 10, "30d")
+    assert (made["models"], made["metadata"], made["admins"]) == (["a"], {"cc": "123"}, ["ann"])
+    assert made["spend"] == 0 and made["budget_reset_at"] is not None
+    assert made["ignored_fields"] == ["soft_budget"]
+
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": team_id})["key"]
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    info = ok(srv.url, "GET", f"/team/info?team_id={team_id}")
+    assert info["team_id"] == team_id and info["team_info"]["spend"] > 0
+    assert [k["team_id"] for k in info["keys"]] == [team_id]
+    assert "key" not in info["keys"][0] and "digest" not in json.dumps(info)
+    assert info["team_memberships"] == [{"team_id": team_id, "user_id": "ann", "role": "admin"}]
+
+    updated = ok(srv.url, "POST", "/team/update", {"team_id": team_id, "max_budget": 20})
+    assert updated["data"]["max_budget"] == 20 and updated["data"]["team_alias"] == "QA"
+    added = ok(srv.url, "POST", "/team/member_add",
+               {"team_id": team_id, "member": [{"role": "user", "user_id": "bob"}]})  # fmt: skip
+    assert added["members"] == ["ann", "bob"] and added["updated_users"][0]["teams"] == [team_id]
+    assert ok(srv.url, "GET", "/user/info?user_id=bob")["user_info"]["teams"] == [team_id]
+    after = ok(srv.url, "POST", "/team/member_delete", {"team_id": team_id, "user_id": "bob"})
+    assert after["members"] == ["ann"]
+    assert ok(srv.url, "GET", "/user/info?user_id=bob")["user_info"]["teams"] == []
+    assert team_id in [t["team_id"] for t in ok(srv.url, "GET", "/team/list")]
+
+    deleted = ok(srv.url, "POST", "/team/delete", {"team_ids": [team_id]})
+    assert deleted == {"deleted_teams": [team_id], "revoked_keys": 1}
+    assert call(srv.url, "GET", f"/team/info?team_id={team_id}")[0] == 404
+    with _client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="a", messages=MSG)  # the team's keys went with it
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/team/new", {"max_budget": "ten"}, "max_budget"),
+        ("/team/new", {"max_budget": -1}, "max_budget"),
+        ("/team/new", {"budget_duration": "3 fortnights"}, "budget_duration"),
+        ("/team/new", {"rpm_limit": 0}, "rpm_limit"),
+        ("/team/new", {"models": "a"}, "models"),
+        ("/team/new", {"team_id": "has space"}, "team_id"),
+        ("/team/new", {"organization_id": "nope"}, "organization_id"),
+        ("/team/update", {"max_budget": 1}, "team_id"),
+        ("/team/delete", {"team_ids": "x"}, "team_ids"),
+        ("/team/member_add", {"team_id": "t-missing", "member": {}}, "team_id"),
+        ("/user/new", {"user_role": "emperor"}, "user_role"),
+        ("/user/new", {"teams": ["no-such-team"]}, "teams"),
+        ("/user/new", {"duration": "forever"}, "duration"),
+        ("/customer/new", {"max_budget": 1}, "user_id"),
+        ("/customer/new", {"user_id": "c", "allowed_model_region": "mars"}, "allowed_model_region"),
+        ("/customer/block", {"user_ids": []}, "user_ids"),
+        ("/organization/new", {"max_budget": 1}, "organization_alias"),
+        ("/organization/delete", {}, "organization_ids"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(
+    srv: ServerThread, path: str, body: dict[str, Any], param: str
+) -> None:
+    status, out = call(srv.url, "POST", path, body)
+    assert status in (400, 404), out
+    assert out["error"]["param"] == param and param in out["error"]["message"]
+    assert out["error"]["type"] == "invalid_request_error"
+
+
+def test_a_virtual_key_cannot_manage_teams(srv: ServerThread) -> None:
+    key = ok(srv.url, "POST", "/key/generate", {})["key"]
+    status, out = call(srv.url, "POST", "/team/new", {"team_alias": "x"}, key=key)
+    assert status == 403 and out["error"]["type"] == "permission_error"
+    assert call(srv.url, "GET", "/team/list", key=key)[0] == 403
+
+
+def test_a_key_of_a_team_over_budget_is_refused(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "broke", "max_budget": 0})
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": "broke"})["key"]
+    with _client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+        c.chat.completions.create(model="a", messages=MSG)
+    assert caught.value.code == "budget_exceeded" and "team.broke" in caught.value.message
+    a = anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0)
+    with a, pytest.raises(anthropic.RateLimitError):  # the same refusal, Anthropic-shaped
+        a.messages.create(model="a", max_tokens=5, messages=MSG)
+    # Raising the budget lets the key through at once.
+    ok(srv.url, "POST", "/team/update", {"team_id": "broke", "max_budget": 100})
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+
+def test_a_blocked_team_is_refused_until_unblocked(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "paused"})
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": "paused", "max_budget": 5})["key"]
+    assert ok(srv.url, "POST", "/team/block", {"team_id": "paused"})["blocked"] is True
+    with _client(srv.url, key) as c, pytest.raises(openai.PermissionDeniedError):
+        c.chat.completions.create(model="a", messages=MSG)
+    # The admin API still manages the blocked team's keys.
+    more = ok(srv.url, "POST", "/key/generate", {"team_id": "paused", "max_budget": 1})
+    assert ok(srv.url, "GET", f"/key/info?key={more['key']}")["info"]["team_id"] == "paused"
+    ok(srv.url, "POST", "/team/unblock", {"team_id": "paused"})
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+
+def test_an_organization_budget_covers_its_teams(srv: ServerThread) -> None:
+    org = ok(srv.url, "POST", "/organization/new",
+             {"organization_alias": "Acme", "max_budget": 0, "models": ["a"]})  # fmt: skip
+    org_id = org["organization_id"]
+    assert org["litellm_budget_table"]["max_budget"] == 0 and org["teams"] == []
+    status, out = call(srv.url, "POST", "/team/new",
+                       {"organization_id": org_id, "models": ["b"]})  # fmt: skip
+    assert status == 400 and out["error"]["param"] == "models"  # b is not among the org's
+    team = ok(srv.url, "POST", "/team/new",
+              {"team_id": "acme-search", "organization_id": org_id, "max_budget": 50})  # fmt: skip
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": team["team_id"]})["key"]
+    with _client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+        c.chat.completions.create(model="a", messages=MSG)
+    assert f"org.{org_id}" in caught.value.message  # the team is under the org's budget
+    info = ok(srv.url, "GET", f"/organization/info?organization_id={org_id}")
+    assert info["teams"] == [{"team_id": "acme-search", "team_alias": None}]
+    status, out = call(srv.url, "DELETE", "/organization/delete", {"organization_ids": [org_id]})
+    assert status == 400 and "acme-search" in out["error"]["message"]
+    updated = ok(srv.url, "PATCH", "/organization/update",
+                 {"organization_id": org_id, "max_budget": 100})  # fmt: skip
+    assert updated["max_budget"] == 100
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    assert ok(srv.url, "GET", f"/organization/info?organization_id={org_id}")["spend"] > 0
+    assert org_id in [o["organization_id"] for o in ok(srv.url, "GET", "/organization/list")]
+    ok(srv.url, "POST", "/team/delete", {"team_ids": ["acme-search"]})
+    gone = ok(srv.url, "DELETE", "/organization/delete", {"organization_ids": [org_id]})
+    assert [o["organization_id"] for o in gone] == [org_id]
+
+
+def test_a_team_moved_to_another_organization_is_charged_there(srv: ServerThread) -> None:
+    for oid, budget in (("org-rich", 100), ("org-poor", 0)):
+        ok(srv.url, "POST", "/organization/new",
+           {"organization_id": oid, "organization_alias": oid, "max_budget": budget})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "mover", "organization_id": "org-rich"})
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": "mover", "max_budget": 10})["key"]
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+        ok(srv.url, "POST", "/team/update", {"team_id": "mover", "organization_id": "org-poor"})
+        with pytest.raises(openai.RateLimitError) as caught:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert "org.org-poor" in caught.value.message
+
+
+def test_user_new_returns_a_key_charged_to_the_user(srv: ServerThread) -> None:
+    made = ok(srv.url, "POST", "/user/new", {
+        "user_id": "carol", "user_email": "carol@example.com", "user_role": "internal_user",
+        "max_budget": 0, "models": ["a"], "key_alias": "carol-laptop",
+    })  # fmt: skip
+    assert made["key"].startswith("sk-rg-") and made["user_id"] == "carol"
+    assert (made["key_alias"], made["models"], made["teams"]) == ("carol-laptop", ["a"], [])
+    with _client(srv.url, made["key"]) as c:
+        with pytest.raises(openai.RateLimitError) as caught:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert "user.carol" in caught.value.message
+        ok(srv.url, "POST", "/user/update", {"user_email": "carol@example.com", "max_budget": 5})
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+        with pytest.raises(openai.NotFoundError):  # the key has the user's models
+            c.chat.completions.create(model="b", messages=MSG)
+    info = ok(srv.url, "GET", "/user/info?user_id=carol")
+    assert info["user_info"]["spend"] > 0 and info["user_info"]["max_budget"] == 5
+    assert [k["key_alias"] for k in info["keys"]] == ["carol-laptop"]
+    assert call(srv.url, "POST", "/user/new", {"user_id": "carol"})[0] == 400  # exists
+    assert ok(srv.url, "POST", "/user/delete", {"user_ids": ["carol"]})["deleted_users"]
+    with _client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="a", messages=MSG)  # its keys were revoked
+
+
+def test_a_team_key_is_not_held_to_its_users_budget(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "t-user", "max_budget": 50})
+    ok(srv.url, "POST", "/user/new",
+       {"user_id": "dave", "max_budget": 0, "auto_create_key": False})  # fmt: skip
+    team_key = ok(srv.url, "POST", "/key/generate", {"team_id": "t-user", "user_id": "dave"})
+    own_key = ok(srv.url, "POST", "/key/generate", {"user_id": "dave"})
+    with _client(srv.url, team_key["key"]) as c:  # as in LiteLLM: the team's budget applies
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    with _client(srv.url, own_key["key"]) as c, pytest.raises(openai.RateLimitError):
+        c.chat.completions.create(model="a", messages=MSG)
+
+
+def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
+    made = ok(srv.url, "POST", "/customer/new", {
+        "user_id": "acme:user 7", "max_budget": 100, "budget_duration": "1d",
+        "allowed_model_region": "eu", "alias": "Seven",
+    })  # fmt: skip
+    assert made["litellm_budget_table"]["max_budget"] == 100 and made["blocked"] is False
+    ok(srv.url, "POST", "/team/new", {"team_id": "cust-team", "max_budget": 100})
+    key = ok(srv.url, "POST", "/key/generate", {"team_id": "cust-team"})["key"]
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG, user="acme:user 7").choices
+        info = ok(srv.url, "GET", "/customer/info?end_user_id=acme%3Auser%207")
+        assert info["spend"] > 0 and info["reserved"] == 0  # both holds settled
+        team = ok(srv.url, "GET", "/team/info?team_id=cust-team")["team_info"]
+        assert team["spend"] == pytest.approx(info["spend"])  # charged to both
+        ok(srv.url, "POST", "/customer/update", {"user_id": "acme:user 7", "max_budget": 0})
+        with pytest.raises(openai.RateLimitError) as caught:
+            c.chat.completions.create(model="a", messages=MSG, user="acme:user 7")
+        assert caught.value.code == "budget_exceeded"
+        assert c.chat.completions.create(model="a", messages=MSG, user="someone else").choices
+        assert ok(srv.url, "GET", "/customer/info?end_user_id=acme%3Auser%207")["reserved"] == 0
+
+        blocked = ok(srv.url, "POST", "/customer/block", {"user_ids": ["mallory"]})
+        assert [u["user_id"] for u in blocked["blocked_users"]] == ["mallory"]
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            c.chat.completions.create(model="a", messages=MSG, user="mallory")
+        assert "mallory" in denied.value.message
+        with pytest.raises(openai.PermissionDeniedError):
+            c.embeddings.create(model="a", input="x", user="mallory")
+    a = anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0)
+    with a, pytest.raises(anthropic.PermissionDeniedError):  # Anthropic-shaped
+        a.messages.create(model="a", max_tokens=5, messages=MSG, metadata={"user_id": "mallory"})
+    assert ok(srv.url, "POST", "/end_user/unblock", {"user_ids": ["mallory"]}) == {
+        "blocked_users": []
+    }
+    with _client(srv.url, key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG, user="mallory").choices
+    listed = [c["user_id"] for c in ok(srv.url, "GET", "/customer/list")]
+    assert {"acme:user 7", "mallory"} <= set(listed)
+    out = ok(srv.url, "POST", "/customer/delete", {"user_ids": ["mallory"]})
+    assert out["deleted_customers"] == 1
+    assert call(srv.url, "GET", "/customer/info?end_user_id=mallory")[0] == 404
+
+
+def test_a_teams_models_scope_its_keys(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "scoped", "models": ["a"]})
+    loose = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped"})["key"]
+    wide = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped", "models": ["a", "b"]})
+    for key in (loose, wide["key"]):
+        with _client(srv.url, key) as c:
+            assert [m.id for m in c.models.list()] == ["a"]
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+            with pytest.raises(openai.NotFoundError):  # the team does not allow b
+                c.chat.completions.create(model="b", messages=MSG)
+    ok(srv.url, "POST", "/team/update", {"team_id": "scoped", "models": ["a", "b"]})
+    with _client(srv.url, loose) as c:
+        assert c.chat.completions.create(model="b", messages=MSG).choices
+
+
+def test_a_blocked_customer_is_refused_on_every_endpoint(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/customer/block", {"user_ids": ["trudy"]})
+    key = ok(srv.url, "POST", "/key/generate", {})["key"]
+    with _client(srv.url, key) as c:
+        with pytest.raises(openai.PermissionDeniedError):
+            c.responses.create(model="a", input="hi", user="trudy")
+        with pytest.raises(openai.PermissionDeniedError):
+            c.completions.create(model="a", prompt="hi", user="trudy")
+        with pytest.raises(openai.PermissionDeniedError):
+            c.chat.completions.create(model="a", messages=MSG, user="trudy", stream=True)
+        assert c.responses.create(model="a", input="hi", user="not-trudy").output_text
+
+
+def test_a_team_admin_manages_its_own_team_only(srv: ServerThread) -> None:
+    ok(srv.url, "POST", "/team/new", {"team_id": "self-serve", "max_budget": 5,
+       "members_with_roles": [{"role": "admin", "user_id": "ada"},
+                              {"role": "user", "user_id": "ben"}]})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "elsewhere"})
+    ada = ok(srv.url, "POST", "/key/generate", {"user_id": "ada"})["key"]
+    ben = ok(srv.url, "POST", "/key/generate", {"user_id": "ben"})["key"]
+
+    status, info = call(srv.url, "GET", "/team/info?team_id=self-serve", key=ada)
+    assert status == 200 and info["team_info"]["admins"] == ["ada"]
+    status, added = call(srv.url, "POST", "/team/member_add",
+                         {"team_id": "self-serve", "member": {"role": "user", "user_id": "cy"}},
+                         key=ada)  # fmt: skip
+    assert status == 200 and added["members"] == ["ada", "ben", "cy"]
+    status, made = call(srv.url, "POST", "/key/generate",
+                        {"team_id": "self-serve", "user_id": "cy"}, key=ada)  # fmt: skip
+    assert status == 200 and made["team_id"] == "self-serve"
+    with _client(srv.url, made["key"]) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    refused = [
+        ("GET", "/team/info?team_id=elsewhere", None, ada),  # another team
+        ("POST", "/key/generate", {"team_id": "elsewhere"}, ada),
+        ("POST", "/key/generate", {"team_id": "self-serve", "user_id": "zoe"}, ada),  # no member
+        ("POST", "/team/update", {"team_id": "self-serve", "max_budget": 1e6}, ada),  # budgets
+        ("POST", "/team/delete", {"team_ids": ["self-serve"]}, ada),
+        ("POST", "/key/update", {"key": made["key"], "max_budget": 1e6}, ada),
+        ("GET", "/team/info?team_id=self-serve", None, ben),  # a member, not an admin
+        ("POST", "/team/member_add",
+         {"team_id": "self-serve", "member": {"role": "admin", "user_id": "ben"}}, ben),
+        ("POST", "/key/generate", {"team_id": "self-serve"}, ben),
+    ]  # fmt: skip
+    for method, path, body, key in refused:
+        status, out = call(srv.url, method, path, body, key=key)
+        assert status == 403 and out["error"]["type"] == "permission_error", (path, out)
