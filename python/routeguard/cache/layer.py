@@ -200,7 +200,12 @@ class CacheLayer:
         instance; returns how many were removed on this one. With Redis, returns once the
         deletion is in the stream the other instances apply."""
         await self._admin_ready()
-        removed = self.cache.invalidate(namespace, tenant=tenant, route=route, prompt=prompt)
+        if prompt is not None:  # that prompt's entries only (the digest index): no scan
+            removed = self.cache.invalidate(namespace, tenant=tenant, route=route, prompt=prompt)
+        else:  # a scan of every entry: on a worker thread, never holding the event loop
+            removed = await asyncio.to_thread(
+                self.cache.invalidate, namespace, tenant=tenant, route=route
+            )
         await self._admin_flush()
         return removed
 

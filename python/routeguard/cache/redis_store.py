@@ -523,13 +523,17 @@ class RedisStore:
                 pipe.hgetall(self.entry_prefix + key)
             fetched = dict(zip(fetch, await pipe.execute(), strict=True))
             self.stats.fetches += len(fetch)
-        with state.lock:
-            for step, a, b in plan:
-                if step == "rule":
+        for step, a, b in plan:
+            if step == "rule":
+                sel = Selector.parse(a)
+                if sel is not None and sel.prompt is None:  # a scan: off the event loop
+                    await asyncio.to_thread(state.add_rule, a, float(b))
+                else:  # a prompt's entries only (the digest index), or unreadable
                     state.add_rule(a, float(b))
-                elif step == "drop":
-                    state.drop_key(a, b)
-                else:
+            elif step == "drop":
+                state.drop_key(a, b)
+            else:
+                with state.lock:
                     self._reconcile(state, a, fetched.get(a) or {})
 
     def _reconcile(self, state: LocalState, key: str, fields: dict[bytes, bytes]) -> None:
