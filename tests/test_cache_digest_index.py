@@ -146,3 +146,20 @@ async def test_the_admin_delete_by_prompt_is_o_matches_and_scans_off_the_loop() 
     assert scans and all(t != loop_thread for t in scans)
     assert len(layer.cache) == N - 3 - N // TENANTS
     await layer.aclose()
+
+
+def test_a_rule_recorded_without_a_scan_still_refuses_older_writes() -> None:
+    """What a Redis resync does with the stored rules: it reloads every entry, so recording
+    a tenant rule must not scan the entries held."""
+    cache = SemanticCache(HashEmbedder(), verifier=None)
+    for t in range(3):
+        cache.put(PROMPT, t, ns(t))
+    state = cache._state
+    before = state.visited
+    field = Selector(tenant="team:/t1").field()
+    assert state.add_rule(field, cache._clock() + 60, scan=False) == []
+    assert state.visited == before and len(cache) == 3
+    cache.put("another question", "late", ns(1))  # created before the rule's time: dead
+    assert cache.get_exact("another question", ns(1)) is None
+    cache.put("another question", "fine", ns(2))
+    assert cache.get_exact("another question", ns(2)) is not None

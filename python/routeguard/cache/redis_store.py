@@ -487,14 +487,20 @@ class RedisStore:
         with state.lock:
             if initial:
                 state.clear()
+            # Recorded, not scanned for: every entry held here is either reloaded (and
+            # checked against the rules) or dropped below, so no rule costs a scan here.
             for field, before in rules.items():
-                state.add_rule(field.decode(), float(before))
+                state.add_rule(field.decode(), float(before), scan=False)
             alive = [(e, v) for e, v in loaded if not state.dead(e) and not state.expired(e)]
             dead = [e for e, _ in loaded if state.dead(e)]
             if not initial:
                 present = {e.key for e, _ in alive} | set(self._pending)
                 for key in [k for k in state.entries if k not in present]:
                     state.drop_key(key)
+                for key in self._pending:  # a write of ours not in Redis yet, dead by a rule
+                    entry = state.entries.get(key)
+                    if entry is not None and state.dead(entry):
+                        state.drop(entry)
             for entry, vector in alive:
                 apply_entry(state, entry, vector)
             self._last_id = last_id

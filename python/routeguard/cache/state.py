@@ -308,9 +308,10 @@ class LocalState:
                 self.drop(entry)
             return gone
 
-    def add_rule(self, field: str, before: float) -> list[CacheEntry]:
+    def add_rule(self, field: str, before: float, *, scan: bool = True) -> list[CacheEntry]:
         """Record "entries under ``field`` created before ``before`` are dead" and drop the
-        ones here; returns them. A field this version cannot read is recorded, not applied."""
+        ones here (unless ``scan`` is False: a caller that reloads every entry anyway);
+        returns them. A field this version cannot read is recorded, not applied."""
         with self.lock:
             if before > self.rules.get(field, -math.inf):
                 self.rules[field] = before
@@ -318,6 +319,8 @@ class LocalState:
             if sel is None:
                 return []
             self._shapes.add(sel.shape)
+            if not scan:
+                return []
         # The rule is in force before the scan: an entry written during it is checked
         # against the rule on insert, and the scan drops those already here.
         return self.drop_found(self.select(sel, before))
