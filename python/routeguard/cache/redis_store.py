@@ -157,6 +157,7 @@ class RedisStore:
         self._pending: dict[str, str] = {}  # key -> version of a put not yet in Redis
         self._enqueued = 0
         self._sent = 0
+        self._counting = threading.Lock()  # guards the two counters above
         self._sent_cond: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
         self._applied: asyncio.Event | None = None
@@ -267,15 +268,18 @@ class RedisStore:
     def _enqueue(self, op: _Op) -> None:
         self._check_started()
         assert self._wake is not None and self._loop is not None
-        if len(self._queue) >= self.max_pending:
-            lost = self._queue.popleft()
-            if lost.kind == "put" and self._pending.get(lost.key) == lost.version:
-                self._pending.pop(lost.key, None)
-            self.stats.dropped_writes += 1
-            self._sent += 1
-            self._warn("cache write queue full (Redis unreachable?): dropping the oldest write")
-        self._queue.append(op)
-        self._enqueued += 1
+        # A delete may be queued from a worker thread (an admin scan) while the loop queues
+        # puts and the writer counts what it sent: the counters ``flush`` waits on stay exact.
+        with self._counting:
+            if len(self._queue) >= self.max_pending:
+                lost = self._queue.popleft()
+                if lost.kind == "put" and self._pending.get(lost.key) == lost.version:
+                    self._pending.pop(lost.key, None)
+                self.stats.dropped_writes += 1
+                self._sent += 1
+                self._warn("cache write queue full (Redis unreachable?): dropping the oldest write")
+            self._queue.append(op)
+            self._enqueued += 1
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
@@ -319,7 +323,8 @@ class RedisStore:
                 if op.kind == "put" and self._pending.get(op.key) == op.version:
                     self._pending.pop(op.key, None)
             async with self._sent_cond:
-                self._sent += len(batch)
+                with self._counting:
+                    self._sent += len(batch)
                 self._sent_cond.notify_all()
             batch = []
 
