@@ -1,31 +1,37 @@
 """The wrong-hit bound (``cache.max_error_rate``) replayed on QQP through the gateway.
 
-Run: ``.venv/bin/python benches/cache_error_bound.py [--pairs 6000] [--seed 7]`` (Markdown
-table on stdout, JSON in ``.bench/cache_error_bound/``). Data is read in place from
-``../shared/data/cache/gptcache-qqp`` (or ``$ROUTEGUARD_DATA/cache``); without it the bench
-says so and exits 0. One core (the process pins itself); the first run embeds every text
-with the local MiniLM, later configurations reuse the vectors (a memo in the process).
+Run: ``.venv/bin/python benches/cache_error_bound.py [--dataset qqp] [--orders ab ba]``
+(Markdown tables on stdout, JSON in ``.bench/cache_error_bound/``). Data is read in place
+from ``../shared/data/cache`` (or ``$ROUTEGUARD_DATA/cache``); without it the bench says so
+and exits 0. One core (the process pins itself); every text is embedded once with the local
+MiniLM, before any configuration is timed.
 
 Protocol. The simulated upstream answers by meaning (:mod:`routeguard.mock.meanings`): the
-label-1 pairs of the whole QQP file, joined transitively, make clusters, and every question
-of one cluster gets that cluster's answer. A seeded sample of ``--pairs`` pairs (both
-labels) is replayed through ``Gateway.chat_result`` in process, one request at a time: every
-``text_a`` first, then every ``text_b`` (``--order ab``, the default), or all of them in a
-seeded random order (``--order shuffled``); each request looks up, and a miss stores the
+label-1 pairs of the dataset's file, joined transitively, make clusters, and every question
+of one cluster gets that cluster's answer. A seeded sample of ``--pairs`` pairs is replayed
+through ``Gateway.chat_result`` in process, one request at a time: every ``text_a`` first,
+then every ``text_b`` (``ab``), the reverse (``ba``), or all of them in a seeded random
+order (``shuffled``: exchangeable traffic); each request looks up, and a miss stores the
 fresh answer, as in production. A served hit is *wrong* when its answer is not the one the
 upstream gives the asked question (another cluster's answer). Counted after a warm-up of
-``--warmup`` requests: semantic hits (exact-tier hits are the same question and never
-wrong), their wrong share with its two-sided 95% Wilson interval, the semantic hit rate over
-the requests that reached the semantic tier, and the shadow checks (would-be hits sent
-upstream instead, i.e. extra upstream calls) per request.
+``--warmup`` requests (at most half of them): semantic hits (exact-tier hits are the same
+question and never wrong), their wrong share with its two-sided 95% Wilson interval, the
+semantic hit rate over the requests that reached the semantic tier, and the shadow checks
+(would-be hits sent upstream instead, i.e. extra upstream calls) per request.
 
-``--dataset gptcache-mock`` replays GPTCache's ``mock_data.json`` instead (999 pairs of an
-``origin`` sentence and a paraphrase: clean labels, every pair its own cluster).
+Datasets: ``qqp`` (pairs of both labels: half the questions asked have no paraphrase in
+the cache, and near-duplicates that QQP labels different are common), ``qqp-duplicates``
+(label-1 pairs only: every question asked has a paraphrase to find; clusters still from the
+whole file), ``gptcache-mock`` (GPTCache's 999 ``origin``/``similar`` pairs, each its own
+cluster) and ``paraphrases`` (those, plus MeanCache's 128 main questions and follow-ups,
+which must never get the main question's answer).
 
-Configurations: ``max_error_rate`` in {0.01, 0.02, 0.05, 0.1, 0.2} (defaults otherwise:
-verifier on, ``verify_sample: 0.05``, embedding judge), the default fixed threshold (0.90,
-verifier on), and for each delta that served semantic hits a fixed threshold tuned (on the
-same replay, offline, with the real ``SemanticCache``) to reach the same semantic hit rate.
+Configurations: ``max_error_rate`` in {0.02, 0.05, 0.1, 0.2} (defaults otherwise: verifier
+on, ``verify_sample: 0.05``, embedding judge), the default fixed threshold (0.90, verifier
+on), and two fixed thresholds found in hindsight on the same replay with the real
+``SemanticCache`` (0.01 steps): the one with the same semantic hit rate as each delta that
+served hits, and the one serving most with a wrong share within delta (the best any fixed
+threshold could have done, knowing the answers).
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import sys
@@ -63,6 +68,7 @@ DATA = Path(os.environ.get("ROUTEGUARD_DATA") or find_data(ROOT) or ROOT.parent 
 DATA = DATA / "cache"
 QQP = DATA / "gptcache-qqp" / "similiar_qqp_full.json.gz"
 MOCK = DATA / "gptcache-qqp" / "mock_data.json"  # GPTCache's 999 paraphrase pairs
+CONTEXT = DATA / "meancache-context" / "contextual_queries.json"  # 128 follow-up questions
 OUT = ROOT / ".bench" / "cache_error_bound"
 MODEL = "sim-qa"
 F32 = npt.NDArray[np.float32]
@@ -115,10 +121,12 @@ def expected(question: str, meanings: Meanings) -> str:
 
 def traffic(pairs: Sequence[dict[str, Any]], n: int, seed: int, order: str = "ab") -> list[str]:
     """Every ``text_a`` of a seeded sample of ``n`` pairs, then every ``text_b`` (``order``
-    ``ab``), or all of them in a seeded random order (``shuffled``: exchangeable traffic)."""
+    ``ab``), the reverse (``ba``: every ``text_b`` stored first), or all of them in a seeded
+    random order (``shuffled``: exchangeable traffic)."""
     rng = random.Random(seed)
-    sample = rng.sample(list(pairs), n)
-    out = [p["text_a"] for p in sample] + [p["text_b"] for p in sample]
+    sample = rng.sample(list(pairs), min(n, len(pairs)))
+    first, second = [p["text_a"] for p in sample], [p["text_b"] for p in sample]
+    out = second + first if order == "ba" else first + second
     if order == "shuffled":
         rng.shuffle(out)
     return out
@@ -183,13 +191,18 @@ async def replay(
     )  # fmt: skip
 
 
-def fixed_hit_rate(
-    threshold: float, questions: Sequence[str], embedder: MemoEmbedder, warmup: int
-) -> float:
-    """The semantic hit rate after warm-up of a fixed threshold (verifier on), replayed on the
-    real SemanticCache without the gateway (what the gateway's cache layer does per request)."""
+def fixed_outcome(
+    threshold: float,
+    questions: Sequence[str],
+    embedder: MemoEmbedder,
+    warmup: int,
+    meanings: Meanings,
+) -> tuple[float, float]:
+    """(semantic hit rate, wrong share of those hits) after warm-up of a fixed threshold
+    (verifier on), replayed on the real SemanticCache without the gateway (what the gateway's
+    cache layer does per request; a hit is wrong when the cached question means another)."""
     cache = SemanticCache(embedder, threshold=threshold, verifier=HitVerifier())
-    hits = lookups = 0
+    hits = lookups = wrong = 0
     part = partition_key("default", None)
     for i, q in enumerate(questions):
         known = exact_key(part, q) in cache._state.entries
@@ -198,25 +211,41 @@ def fixed_hit_rate(
             cache.put(q, {"q": q})
         if i >= warmup and not known:
             lookups += 1
-            hits += hit is not None and not hit.exact
-    return hits / lookups if lookups else 0.0
+            if hit is not None and not hit.exact:
+                hits += 1
+                wrong += meanings.of(hit.response["q"]) != meanings.of(q)
+    return (hits / lookups if lookups else 0.0), (wrong / hits if hits else 0.0)
 
 
-def tune(target: float, questions: Sequence[str], embedder: MemoEmbedder, warmup: int) -> float:
-    """The fixed threshold (0.005 steps) whose semantic hit rate is closest to ``target``."""
-    best, gap = 0.90, math.inf
-    for t in np.arange(0.80, 0.995, 0.005):
-        rate = fixed_hit_rate(float(t), questions, embedder, warmup)
-        if abs(rate - target) < gap:
-            best, gap = round(float(t), 3), abs(rate - target)
-    return best
+GRID = [round(float(t), 3) for t in np.arange(0.80, 0.9951, 0.01)]
+
+
+def sweep(
+    questions: Sequence[str], embedder: MemoEmbedder, warmup: int, meanings: Meanings
+) -> dict[float, tuple[float, float]]:
+    """Every fixed threshold of :data:`GRID`: its (hit rate, wrong share) in hindsight."""
+    return {t: fixed_outcome(t, questions, embedder, warmup, meanings) for t in GRID}
+
+
+def tune(target: float, outcomes: dict[float, tuple[float, float]]) -> float:
+    """The fixed threshold whose semantic hit rate is closest to ``target``."""
+    return min(outcomes, key=lambda t: abs(outcomes[t][0] - target))
+
+
+def oracle(delta: float, outcomes: dict[float, tuple[float, float]]) -> float | None:
+    """The fixed threshold serving most in hindsight with a wrong share at most ``delta``
+    (None when none does): what knowing the answers in advance would have chosen."""
+    ok = [t for t, (hits, wrong) in outcomes.items() if hits > 0 and wrong <= delta]
+    return min(ok) if ok else None
 
 
 def markdown(
     rows: Sequence[Row], cpu: str, pairs: int, seed: int, warmup: int, order: str = "ab"
 ) -> str:
     """The results as a Markdown table."""
-    how = "every text_a, then every text_b" if order == "ab" else "in a random order"
+    how = {"ab": "every text_a, then every text_b", "ba": "every text_b, then every text_a"}.get(
+        order, "in a random order"
+    )
     head = (
         f"Replay through the gateway, {pairs} pairs (seed {seed}), {2 * pairs} requests "
         f"({how}), first {warmup} as warm-up; one core of {cpu}.\n\n"
@@ -245,44 +274,73 @@ def cpu_name() -> str:
     return "unknown"
 
 
-async def main_async(args: argparse.Namespace) -> list[Row]:
-    """Run every configuration."""
-    if args.dataset == "gptcache-mock":  # every pair a paraphrase: origin -> similar
-        raw = _read_json(MOCK)
-        data = [{"text_a": p["origin"], "text_b": p["similar"], "label": 1} for p in raw]
-    else:
-        data = _read_json(QQP)
-    pairs = [(p["text_a"], p["text_b"], int(p["label"])) for p in data]
-    meanings = Meanings.from_pairs(pairs)
-    questions = traffic(data, args.pairs, args.seed, args.order)
+def load_data(dataset: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the pairs a dataset replays, the pairs its clusters are made of): ``text_a``,
+    ``text_b``, ``label``."""
+    if dataset in ("qqp", "qqp-duplicates"):
+        every = list(_read_json(QQP))
+        if dataset == "qqp-duplicates":  # every question asked has a paraphrase to find
+            return [p for p in every if int(p["label"]) == 1], every
+        return every, every
+    raw = _read_json(MOCK)  # every pair a paraphrase: origin -> similar
+    data = [{"text_a": p["origin"], "text_b": p["similar"], "label": 1} for p in raw]
+    if dataset == "paraphrases":  # ... and follow-ups that must not get the first answer
+        for row in _read_json(CONTEXT):
+            data.append({"text_a": row["Main Query"], "text_b": row["Follow-Up Query"],
+                         "label": 0})  # fmt: skip
+    return data, data
+
+
+async def run_order(
+    args: argparse.Namespace,
+    order: str,
+    data: Sequence[dict[str, Any]],
+    meanings: Meanings,
+    embedder: MemoEmbedder,
+    url: str,
+) -> list[Row]:
+    """Every configuration on one order of the traffic."""
+    questions = traffic(data, args.pairs, args.seed, order)
+    warmup = min(args.warmup, len(questions) // 2)
     truth = [expected(q, meanings) for q in questions]
-    embedder = MemoEmbedder()
     rows: list[Row] = []
-    with MockServer(meanings=meanings) as mock:
-        for delta in args.deltas:
-            name = f"max_error_rate {delta}"
-            row = await replay(
-                name, {"max_error_rate": delta}, questions, truth, mock.url, embedder, args.warmup
-            )
-            rows.append(row)
-            print(markdown(rows[-1:], cpu_name(), args.pairs, args.seed, args.warmup),
-                  file=sys.stderr)  # fmt: skip
-            if row.semantic_hits == 0:
-                continue  # nothing served: no fixed threshold to match
-            t = tune(row.hit_rate, questions, embedder, args.warmup)
-            rows.append(
-                await replay(
-                    f"fixed {t} (same hit rate as {delta})", {"threshold": t}, questions,
-                    truth, mock.url, embedder, args.warmup,
-                )
-            )  # fmt: skip
-            print(markdown(rows[-1:], cpu_name(), args.pairs, args.seed, args.warmup),
-                  file=sys.stderr)  # fmt: skip
-        default = await replay(
-            "fixed 0.90 (default)", {}, questions, truth, mock.url, embedder, args.warmup
-        )
-        rows.append(default)
+
+    async def run(name: str, cache: dict[str, Any]) -> Row:
+        row = await replay(name, cache, questions, truth, url, embedder, warmup)
+        rows.append(row)
+        print(markdown([row], cpu_name(), len(questions) // 2, args.seed, warmup, order),
+              file=sys.stderr)  # fmt: skip
+        return row
+
+    embedder.embed(questions)  # once, before any timing
+    outcomes = sweep(questions, embedder, warmup, meanings)
+    for delta in args.deltas:
+        row = await run(f"max_error_rate {delta}", {"max_error_rate": delta})
+        if row.semantic_hits:
+            t = tune(row.hit_rate, outcomes)
+            await run(f"fixed {t} (same hit rate as {delta})", {"threshold": t})
+        best = oracle(delta, outcomes)
+        if best is not None:
+            await run(f"fixed {best} (hindsight: most hits within {delta})", {"threshold": best})
+        else:
+            print(f"no fixed threshold keeps within {delta} in hindsight", file=sys.stderr)
+    await run("fixed 0.90 (default)", {})
     return rows
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Every configuration on every order asked for."""
+    data, truth = load_data(args.dataset)
+    pairs = [(p["text_a"], p["text_b"], int(p["label"])) for p in truth]
+    # every text its own meaning unless a label-1 pair joins it to another
+    pairs += [(t, t, 1) for p in truth for t in (p["text_a"], p["text_b"])]
+    meanings = Meanings.from_pairs(pairs)
+    embedder = MemoEmbedder()
+    out: dict[str, list[Row]] = {}
+    with MockServer(meanings=meanings) as mock:
+        for order in args.orders:
+            out[order] = await run_order(args, order, data, meanings, embedder, mock.url)
+    return out
 
 
 def main() -> int:
@@ -290,22 +348,26 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=6000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2000)
-    p.add_argument("--order", choices=["ab", "shuffled"], default="ab")
-    p.add_argument("--dataset", choices=["qqp", "gptcache-mock"], default="qqp")
-    p.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2])
+    p.add_argument("--warmup", type=int, default=2000, help="at most half the requests")
+    p.add_argument("--orders", nargs="+", choices=["ab", "ba", "shuffled"], default=["ab", "ba"])
+    p.add_argument("--dataset", default="qqp",
+                   choices=["qqp", "qqp-duplicates", "gptcache-mock", "paraphrases"])  # fmt: skip
+    p.add_argument("--deltas", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2])
     args = p.parse_args()
     if not QQP.exists():
         print(f"no data at {QQP}: nothing to run", file=sys.stderr)
         return 0
     with one_core():
-        rows = asyncio.run(main_async(args))
-    table = markdown(rows, cpu_name(), args.pairs, args.seed, args.warmup, args.order)
-    print(table)
+        results = asyncio.run(main_async(args))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"results-{args.dataset}-{args.order}.md").write_text(table)
-    dump = json.dumps([asdict(r) for r in rows], indent=1) + "\n"
-    (OUT / f"results-{args.dataset}-{args.order}.json").write_text(dump)
+    for order, rows in results.items():
+        n = min(args.pairs, len(load_data(args.dataset)[0]))
+        warmup = min(args.warmup, n)
+        table = markdown(rows, cpu_name(), n, args.seed, warmup, order)
+        print(table)
+        (OUT / f"results-{args.dataset}-{order}.md").write_text(table)
+        dump = json.dumps([asdict(r) for r in rows], indent=1) + "\n"
+        (OUT / f"results-{args.dataset}-{order}.json").write_text(dump)
     return 0
 
 

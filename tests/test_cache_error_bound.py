@@ -159,7 +159,7 @@ async def test_bound_holds_where_a_fixed_threshold_serves_wrong_answers(
 
 
 async def test_easy_traffic_is_served_with_shadow_checks_charged(tmp_path: Any) -> None:
-    questions, meanings = _traffic(seed=3, clusters=30, twins=False, n=700)
+    questions, meanings = _traffic(seed=3, clusters=60, twins=False, n=1400)
     with MockServer(meanings=meanings) as mock:
         gw = Gateway.from_config(
             _cfg(mock.url, {"max_error_rate": 0.05, "verify_sample": 0.1}),
@@ -182,7 +182,7 @@ async def test_easy_traffic_is_served_with_shadow_checks_charged(tmp_path: Any) 
 
 
 def test_proxy_reports_stats_metrics_and_takes_feedback_on_hits() -> None:
-    questions, meanings = _traffic(seed=4, clusters=20, twins=False, n=400)
+    questions, meanings = _traffic(seed=4, clusters=40, twins=False, n=800)
     with MockServer(meanings=meanings) as mock:
         cfg = _cfg(mock.url, {"max_error_rate": 0.05}, server={"master_key": MASTER})
         gw = Gateway(config.load(cfg, env={}), embedder=WideWordsEmbedder())

@@ -43,7 +43,7 @@ from routeguard.budget.directory import Directory
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.ledger import Reservation
-from routeguard.cache.layer import CacheLayer, Ticket, replay
+from routeguard.cache.layer import Billing, CacheLayer, Ticket, replay
 from routeguard.cache.semantic import CacheHit
 from routeguard.chunks import response_as_chat, to_chunks
 from routeguard.config import Config, Deployment
@@ -236,6 +236,9 @@ class Gateway:
         self._feedback: FeedbackStore | None = previous._feedback if previous is not None else None
         if self.cache is not None:
             self.cache.judge_call = self._judge_call
+        # Where rows of calls made after the answer (a cache judge's) go: the proxy sets it
+        # to its spend log.
+        self.spend_sink: Callable[[dict[str, Any]], None] | None = None
         shadowed = any(r.shadow is not None for r in config.routing.values())
         self.shadows = Shadows(self._shadow_call, self._shadow_verdict) if shadowed else None
 
@@ -336,9 +339,12 @@ class Gateway:
         call.native = native
         if native is not None and native.untranslatable is not None:
             call.use_cache = False  # its chat translation is not the whole question
+        request_id = request_id or "req_" + uuid.uuid4().hex
         admission = await self._admit(call)
         try:
             ticket, hit = await self._lookup(call)
+            if ticket is not None:  # a judge model comparing its answer is charged as it was
+                ticket.billing = Billing(admission.chain, request_id, _owner(call.key))
             if hit is not None:
                 await self._release(admission)  # a hit costs nothing (its rate is counted)
                 result = await self._enforce(call, self._from_cache(call, hit))
@@ -354,7 +360,7 @@ class Gateway:
         except BaseException:
             await self._release(admission)
             raise
-        self._remember(call, result, request_id or "req_" + uuid.uuid4().hex)
+        self._remember(call, result, request_id)
         if result.shadow is not None and not defer_shadow:
             self.start_shadow(result)
         return result
@@ -585,15 +591,14 @@ class Gateway:
             return False
         return self.shadows.start(job)
 
-    async def _shadow_call(self, alias: str, request: Json) -> tuple[Json, float]:
-        """One shadow call (the strong answer, the judge's verdict) through fallback, charged
-        to no budget account: the response and its cost in dollars."""
+    async def _side_call(self, alias: str, request: Json) -> tuple[Json, Deployment, Json]:
+        """One call of ``alias`` itself (never its fallbacks: a caller's key was checked for
+        that alias, not for what it falls back to), its tokens counted: the response, the
+        deployment that gave it and its usage."""
 
         async def attempt(dep: Deployment, timeout: float) -> Json:
             return await self._providers[dep.provider].chat(request, dep, timeout)
 
-        # The alias itself only, never its fallbacks: the caller's key was checked for the
-        # strong and judge aliases, not for what they fall back to.
         only = copy.copy(self.fallback)
         only.fallbacks, only.context_window_fallbacks = {}, {}
         only.content_policy_fallbacks, only.default_fallbacks = {}, ()
@@ -603,13 +608,46 @@ class Gateway:
         self.balancers[out.alias].record_tokens(
             out.deployment, usage.get("total_tokens", 0), out.charge
         )
-        cost = out.deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        return out.value, cost
+        return out.value, out.deployment, usage
 
-    async def _judge_call(self, alias: str, request: Json) -> Json:
-        """A cache judge model's answer (``cache.judge: <alias>``), like a shadow call."""
-        out, _ = await self._shadow_call(alias, request)
-        return out
+    async def _shadow_call(self, alias: str, request: Json) -> tuple[Json, float]:
+        """One shadow call (the strong answer, the judge's verdict) through fallback, charged
+        to no budget account: the response and its cost in dollars."""
+        value, dep, usage = await self._side_call(alias, request)
+        return value, dep.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+
+    async def _judge_call(self, alias: str, request: Json, ticket: Ticket) -> Json:
+        """A cache judge model's answer (``cache.judge: <alias>``), charged once to
+        ``cache.judge_account`` or else to the accounts the compared request was charged
+        to (BudgetExceeded, and no call, when they cannot afford it), and written to the
+        spend log as that request's ``judge`` row."""
+        billing = ticket.billing or Billing()
+        account = ticket.settings.judge_account
+        chain = self.budget.chain_for((account,)) if account is not None else billing.chain
+        hold = None
+        if chain:
+            hold = await self.budget.reserve(chain, request, self._reachable([alias], None))
+        started = time.perf_counter()
+        try:
+            value, dep, usage = await self._side_call(alias, request)
+        except BaseException:
+            if hold is not None:
+                await self.budget.release(hold)
+            raise
+        if hold is not None:
+            await self.budget.settle(hold, dep, usage)
+        sink = self.spend_sink
+        if sink is not None:
+            prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+            sink({
+                "ts": time.time(), "request_id": f"{billing.request_id}:judge",
+                **billing.owner, "route": ticket.alias, "model": alias, "deployment": dep.id,
+                "provider": dep.provider, "prompt_tokens": prompt,
+                "completion_tokens": completion, "cost_usd": dep.cost(prompt, completion),
+                "status": 200, "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "cache": "judge",
+            })  # fmt: skip
+        return value
 
     def _shadow_verdict(self, request_id: str, judge: str, verdict: str, cost: float) -> None:
         """Record a judge's verdict ("A": the cheap answer better, "B": the strong one,
@@ -1094,3 +1132,11 @@ def _within(chains: Mapping[str, Sequence[str]], scope: frozenset[str]) -> dict[
 async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:
     for c in chunks:
         yield c
+
+
+def _owner(key: KeyRecord | None) -> dict[str, Any]:
+    """The spend-log identity of a caller's key (none for the master key or no key)."""
+    if key is None:
+        return {}
+    spec = key.spec
+    return {"key_id": key.key_id, "user": spec.user, "team": spec.team, "org": spec.org}

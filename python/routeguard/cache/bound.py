@@ -9,15 +9,20 @@ Per route, evidence is kept per similarity *bin* (width :data:`BIN_WIDTH` from
   *shadow checks* (a sampled share of would-be hits is sent upstream instead) and, for free,
   from misses (the request went upstream anyway, its nearest candidate is compared).
 
-The threshold is chosen by fixed-sequence testing over the bins, from the top down: the
-served set at threshold t is every bin at or above t; its wrong-hit rate is the
-traffic-weighted mean of the bins' rates (stratified estimate, Jeffreys-smoothed so a bin
-without evidence counts as 50% wrong) and its upper confidence bound is a Wilson bound at
-the stratified estimate's effective sample size. The threshold is the lowest bin edge whose
-bound, and every bound above it, stays <= delta. Until the route holds ``1/delta``
-comparisons, candidates at or above :data:`NEAR_EXACT` are served (the cold start); after
-that, when no bin is certified, only the exact tier serves. The shadow-check share adapts:
-``verify_sample`` when the bound is tight, up to :data:`MAX_SAMPLE` while it is wide.
+The threshold is chosen by fixed-sequence testing over the bin edges, from the top down,
+on the comparisons *pooled* at or above each edge (``k`` wrong of ``n``): the edge passes
+when a test martingale against "the wrong rate at or above it is at least delta" (a mixture
+of likelihood ratios, :func:`log_evidence`) reaches 1/(1 - confidence). Such a test stays
+valid however often it is repeated as the counts grow, which the threshold's recomputation
+every :data:`REFRESH` observations needs. The walk starts at the highest edge whose pooled
+comparisons reach :func:`start_size` (fixed by sample sizes, never by outcomes) and stops
+at the first failure; the threshold is the lowest edge that passed. Pooling is valid, and
+conservative, when the wrong rate does not rise with similarity: comparisons over-sample the
+low end of every served range (misses are all compared, would-be hits only at the shadow
+share), so the pooled rate over-estimates the traffic's. Until a threshold is certified
+only exact hits are served and every candidate is compared for free. The shadow-check
+share adapts: ``verify_sample`` when the bound is tight, up to :data:`MAX_SAMPLE` while it
+is wide.
 
 The served wrong-hit rate is also estimated directly: every shadow-checked would-be hit
 counts with weight 1/q (its sampling probability), giving an importance-weighted rate and a
@@ -42,7 +47,6 @@ from typing import Final
 FLOOR: Final = 0.70  # lowest similarity whose candidates are compared (and may ever be served)
 BIN_WIDTH: Final = 0.01
 BINS: Final = round((1.0 - FLOOR) / BIN_WIDTH)
-NEAR_EXACT: Final = 0.98  # served without evidence (shadow-checked at the highest share)
 MAX_SAMPLE: Final = 0.5  # the highest shadow-check share while the bound is uncertain
 REFRESH: Final = 16  # observations between two computations of the threshold
 
@@ -87,6 +91,124 @@ def wilson_lower(p: float, n: float, z: float) -> float:
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(max(0.0, p * (1 - p) / n + z2 / (4 * n * n)))
     return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
+def binomial_cdf(k: float, n: float, p: float) -> float:
+    """``P(X <= k)`` for ``X ~ Binomial(n, p)`` (counts may arrive as floats)."""
+    k, n = math.floor(k + 1e-9), round(n)
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    return _beta_regularized(1.0 - p, n - k, k + 1)
+
+
+def binomial_upper(k: float, n: float, confidence: float) -> float:
+    """The one-sided Clopper-Pearson upper bound of a proportion: ``k`` of ``n`` at
+    ``confidence`` (1 with no trials)."""
+    if n <= 0 or k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    lo, hi = k / n, 1.0
+    for _ in range(60):  # bisection: the CDF falls as p rises
+        mid = (lo + hi) / 2
+        if binomial_cdf(k, n, mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+ALTERNATIVES: Final = (0.1, 0.25, 0.5, 0.75)  # the mixture's wrong rates, as shares of delta
+WALKS: Final = 4  # test walks, starting at 1, 4, 16 and 64 times the smallest start size
+
+
+def log_evidence(k: float, n: float, delta: float) -> float:
+    """The log of the test martingale against "the wrong rate is at least ``delta``" after
+    ``k`` wrong of ``n``: the likelihood ratio of a rate ``c * delta`` to ``delta``, averaged
+    over ``c`` in :data:`ALTERNATIVES`. Under that hypothesis its expectation stays <= 1 at
+    every step, so (Ville) it ever reaches 1/alpha with probability <= alpha."""
+    right = n - k
+    terms = [
+        k * math.log(c) + right * (math.log1p(-c * delta) - math.log1p(-delta))
+        for c in ALTERNATIVES
+    ]
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
+
+
+def certifies(k: float, n: float, delta: float, confidence: float) -> bool:
+    """Whether ``k`` wrong of ``n`` rejects "the wrong rate is at least ``delta``" at
+    ``confidence``, validly however often the counts are tested as they grow."""
+    return n > 0 and log_evidence(k, n, delta) >= -math.log(1.0 - confidence)
+
+
+def anytime_upper(k: float, n: float, confidence: float) -> float:
+    """The lowest rate the test of :func:`certifies` rejects at: an upper confidence bound
+    of the wrong rate valid at every sample size at once (1 with no trials)."""
+    if n <= 0 or k >= n or not certifies(k, n, 0.999999, confidence):
+        return 1.0
+    lo, hi = k / n, 0.999999
+    for _ in range(50):  # rejecting gets easier as the tested rate rises
+        mid = (lo + hi) / 2
+        if certifies(k, n, mid, confidence):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def start_size(delta: float, confidence: float) -> float:
+    """The fewest comparisons, none of them wrong, that certify ``delta``: where the first
+    test walk starts (the others start at 4, 16 and 64 times that)."""
+    hi = 1.0
+    while not certifies(0, hi, delta, confidence):
+        hi *= 2
+    lo = hi / 2
+    while hi - lo > 1:
+        mid = math.floor((lo + hi) / 2)
+        if certifies(0, mid, delta, confidence):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _beta_regularized(x: float, a: float, b: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)`` (continued fraction, evaluated
+    by the modified Lentz method on whichever side converges fast)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _beta_regularized(1.0 - x, b, a)
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )  # fmt: skip
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    frac = d
+    for m in range(1, 10_000):
+        two_m = 2 * m
+        for num in (
+            m * (b - m) * x / ((a + two_m - 1) * (a + two_m)),
+            -(a + m) * (a + b + m) * x / ((a + two_m) * (a + two_m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            frac *= c * d
+        if abs(c * d - 1.0) < 1e-13:
+            break
+    return math.exp(log_front) * frac / a
 
 
 # Counter names of an Evidence (also the fields of its Redis hash).
@@ -174,7 +296,15 @@ class ErrorBound:
             raise ValueError(f"verify_sample must be in [0, 1], got {verify_sample}")
         self.delta = delta
         self.verify_sample = verify_sample
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError(f"error_confidence must be in [0.5, 1), got {confidence}")
+        self.confidence = confidence
         self.z = z_of(confidence)
+        # Each walk tests at the level split evenly between them, and starts where the
+        # pooled comparisons reach its size (see the module docstring).
+        self.level = 1.0 - (1.0 - confidence) / WALKS
+        first = start_size(delta, self.level)
+        self.starts = tuple(first * 4.0**j for j in range(WALKS))
         self.shared = Evidence()
         self.local = Evidence()
         self._rng = rng or random.Random()
@@ -274,44 +404,45 @@ class ErrorBound:
             return self._estimate
 
     def _compute(self, ev: Evidence | _Sum) -> Estimate:
-        # Fixed-sequence testing from the top down, starting where the bins above hold
-        # enough comparisons to certify anything (an order fixed by sample sizes alone).
-        traffic = [ev.get(key) for key in _T]
-        n = [ev.get(key) for key in _N]
-        p = [_smoothed(ev.get(key), n[b]) for b, key in enumerate(_K)]
-        need = 1.0 / self.delta
-        passed: int | None = None
-        bound_at, point_at = 1.0, 1.0
-        total = seen = mean_sum = var_sum = 0.0
-        started = False
+        # Pooled comparisons at or above each edge, from the top down.
+        pooled: list[tuple[int, float, float]] = []
+        seen = wrong = 0.0
         for b in range(BINS - 1, -1, -1):
-            t = traffic[b]
-            total += t
-            seen += n[b]
-            mean_sum += t * p[b]
-            var_sum += t * t * p[b] * (1 - p[b]) / (n[b] + 1)
-            if total == 0 or (not started and seen < need):
-                continue
-            started = True
-            mean, var = mean_sum / total, var_sum / (total * total)
-            ucb = wilson_upper(mean, mean * (1 - mean) / var, self.z) if var > 0 else 1.0
-            if ucb > self.delta:
-                if passed is None:
-                    bound_at = ucb
-                break
-            passed, bound_at, point_at = b, ucb, mean
+            seen += ev.get(_N[b])
+            wrong += ev.get(_K[b])
+            pooled.append((b, seen, wrong))
+        # Fixed-sequence walks (an order fixed by sample sizes, never by outcomes): each
+        # starts where the pooled comparisons reach its size and ends at its first failure.
+        passed: int | None = None
+        point_at = 1.0
+        for start in self.starts:
+            for b, n, k in pooled:
+                if n < start:
+                    continue
+                if not certifies(k, n, self.delta, self.level):
+                    break
+                if passed is None or b < passed:
+                    passed, point_at = b, k / n
         if passed is not None:
             threshold: float | None = bin_edge(passed)
-        elif sum(n) < need:
-            threshold = NEAR_EXACT  # too little evidence to judge anything yet
+            k, n = self._pooled(ev, passed)
+            bound_at = anytime_upper(k, n, self.level)
         else:
-            threshold = None  # evidence, and it certifies nothing: exact hits only
+            bound_at = 1.0
+            threshold = None  # nothing certified (yet): exact hits only, misses compared
         width = bound_at - point_at if passed is not None else 1.0
         sample = min(MAX_SAMPLE, max(self.verify_sample, MAX_SAMPLE * (width / self.delta) ** 2))
         if self.verify_sample == 0:
             sample = 0.0
         rate, low, high, n_eff = self._served_rate(ev)
         return Estimate(threshold, bound_at, sample, rate, low, high, n_eff)
+
+    @staticmethod
+    def _pooled(ev: Evidence | _Sum, lowest: int) -> tuple[float, float]:
+        """(wrong, compared) over the bins from ``lowest`` up."""
+        k = sum(ev.get(_K[b]) for b in range(lowest, BINS))
+        n = sum(ev.get(_N[b]) for b in range(lowest, BINS))
+        return k, n
 
     def _served_rate(self, ev: Evidence | _Sum) -> tuple[float, float, float, float]:
         """(rate, low, high, effective checks) of wrong served hits, importance-weighted;
@@ -367,8 +498,3 @@ class _Sum:
     def get(self, name: str) -> float:
         """The summed counter."""
         return self.a.values.get(name, 0.0) + self.b.values.get(name, 0.0)
-
-
-def _smoothed(wrong: float, n: float) -> float:
-    """A bin's wrong rate with Jeffreys' half-counts: 0.5 when it has no evidence."""
-    return (wrong + 0.5) / (n + 1.0)

@@ -38,8 +38,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,7 +54,7 @@ from routeguard.cache.semantic import CacheHit, SemanticCache
 from routeguard.cache.verify import HitVerifier
 from routeguard.config import CacheSettings, Config
 from routeguard.embed.base import Embedder, embed_off_loop
-from routeguard.errors import CacheUnavailable
+from routeguard.errors import BudgetExceeded, CacheUnavailable
 from routeguard.messages import content_text
 
 if TYPE_CHECKING:
@@ -64,6 +64,17 @@ Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
 START_TIMEOUT = 3.0  # seconds a start waits for Redis before the cache is bypassed
 ADMIN_FLUSH_TIMEOUT = 10.0  # seconds an admin delete/correct waits for Redis to take it
+
+
+@dataclass(frozen=True, slots=True)
+class Billing:
+    """Who pays the judge model's calls made for a request's comparison (``cache.judge``
+    naming a model alias): the budget accounts the request was charged to, and the ids its
+    spend-log row carries."""
+
+    chain: tuple[str, ...] = ()
+    request_id: str = ""
+    owner: Mapping[str, Any] = field(default_factory=dict)  # key_id, user, team, org
 
 
 @dataclass(slots=True)
@@ -80,6 +91,7 @@ class Ticket:
     request: Json | None = None
     candidate: CacheHit | None = None  # compared with the fresh answer once it is in
     decision: Decision | None = None
+    billing: Billing | None = None  # who pays a judge model (set by the gateway)
 
     @property
     def state(self) -> str:
@@ -115,8 +127,9 @@ class CacheLayer:
 
             assert c.redis_url is not None
             self.evidence = RedisEvidence(c.redis_url, self.bounds, prefix=c.redis_prefix)
-        # ModelJudge's calls (set by the gateway: a chat call through its providers).
-        self.judge_call: Callable[[str, Json], Awaitable[Json]] | None = None
+        # ModelJudge's calls (set by the gateway: a chat call through its providers, charged
+        # as the ticket's billing says).
+        self.judge_call: Callable[[str, Json, Ticket], Awaitable[Json]] | None = None
         self.checks: dict[tuple[str, str, str], int] = {}  # (alias, kind, outcome) -> count
         for alias in sorted(set(config.deployments) | set(config.routing)):
             settings = config.cache_for(alias)
@@ -200,7 +213,12 @@ class CacheLayer:
         instance; returns how many were removed on this one. With Redis, returns once the
         deletion is in the stream the other instances apply."""
         await self._admin_ready()
-        removed = self.cache.invalidate(namespace, tenant=tenant, route=route, prompt=prompt)
+        if prompt is not None:  # that prompt's entries only (the digest index): no scan
+            removed = self.cache.invalidate(namespace, tenant=tenant, route=route, prompt=prompt)
+        else:  # a scan of every entry: on a worker thread, never holding the event loop
+            removed = await asyncio.to_thread(
+                self.cache.invalidate, namespace, tenant=tenant, route=route
+            )
         await self._admin_flush()
         return removed
 
@@ -344,13 +362,19 @@ class CacheLayer:
             )
         return bound
 
-    def judge(self, settings: CacheSettings) -> Judge:
-        """The judge ``settings.judge`` names."""
+    def judge(self, ticket: Ticket) -> Judge:
+        """The judge ``ticket.settings.judge`` names (a model's calls billed for ``ticket``)."""
+        settings = ticket.settings
         if settings.judge == "exact":
             return ExactJudge()
-        if settings.judge == "embedding" or self.judge_call is None:
+        call = self.judge_call
+        if settings.judge == "embedding" or call is None:
             return EmbeddingJudge(self.cache.embedder, settings.judge_threshold)
-        return ModelJudge(settings.judge, self.judge_call)
+
+        async def billed(alias: str, request: Json) -> Json:
+            return await call(alias, request, ticket)
+
+        return ModelJudge(settings.judge, billed)
 
     def _compare_later(self, ticket: Ticket, response: Json) -> None:
         """Judge the candidate against the fresh answer in the background (the caller has
@@ -371,9 +395,13 @@ class CacheLayer:
         kind = "shadow" if decision.shadow else "miss"
         try:
             wrong = await judge_wrong(
-                self.judge(ticket.settings), ticket.prompt, ticket.request or {},
+                self.judge(ticket), ticket.prompt, ticket.request or {},
                 cand.response, response,
             )  # fmt: skip
+        except BudgetExceeded as exc:  # its payer cannot afford the judge: no evidence
+            self._count(ticket.alias, kind, "unpaid")
+            log.info("cache: no judge call for a comparison (%s)", _why(exc))
+            return None
         except Exception as exc:  # a judge model down: no evidence, never a failed request
             self._count(ticket.alias, kind, "error")
             log.warning("cache: judging a cached answer failed (%s)", _why(exc))

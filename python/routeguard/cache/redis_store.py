@@ -5,21 +5,7 @@ Rust/HNSW indexes, :class:`~routeguard.cache.state.LocalState`) in sync by taili
 stream, so every lookup stays in process and a put on one instance is a hit on the others
 a few milliseconds later.
 
-Key layout (``P`` is the prefix, default ``rg:cache``; every key carries the hash tag
-``{P}``, so on Redis Cluster the whole cache sits in one slot and a MULTI or script may
-touch several keys):
-
-- ``{P}:e:<exact key>``: one hash per entry: ``prompt``, ``response`` and ``metadata``
-  (msgpack), ``vector`` (float32 bytes), ``namespace``, ``partition``, ``created``,
-  ``expires`` (``""`` for none), ``version``; with a Redis TTL when the entry has one.
-- ``{P}:events``: the stream every instance tails (trimmed with ``MAXLEN ~``), one event
-  per write: ``op=put key ver`` | ``op=del key ver`` | ``op=inv field before``.
-- ``{P}:rules``: invalidation rules, ``field`` -> ``before``: entries of that scope created
-  earlier are dead wherever they turn up. ``field`` is a
-  :class:`~routeguard.cache.state.Selector`: ``*`` (all), ``ns:<namespace>``, or
-  ``sel:<JSON>`` for any mix of namespace, tenant, route and prompt digest (the admin
-  API's ``DELETE /admin/cache``). An instance checks an entry against one field per
-  selector shape in use, so the number of rules does not slow a put.
+Key layout, scripts and the entry encoding: :mod:`routeguard.cache.redis_wire`.
 
 Writes. ``SemanticCache.put``/``invalidate`` stay synchronous: they change the local state
 and queue the write here; a writer task sends queued writes in batches, each batch one
@@ -57,7 +43,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -66,8 +51,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-import msgspec
-import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -75,69 +58,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeguard.backoff import backoff_delay
 from routeguard.cache.keys import prompt_digest
+from routeguard.cache.redis_wire import (
+    DELETE_IF,
+    RULE,
+    SELECT,
+    apply_entry,
+    decode_entry,
+    encode_entry,
+    glob_escape,
+    stream_id,
+)
 from routeguard.cache.state import CacheEntry, LocalState, Selector, Vector
 
 logger = logging.getLogger("routeguard.cache")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_GLOB = re.compile(r"([*?\[\]\\])")
-
-# KEYS: entry, stream. ARGV: key, version ("" any), namespace filter ("\0" none),
-# older-than filter ("" none), stream maxlen, announce ("1" XADD a del event).
-_DELETE_IF = """
-local h = redis.call('HMGET', KEYS[1], 'version', 'namespace', 'created')
-if not h[1] then return 0 end
-if ARGV[2] ~= '' and h[1] ~= ARGV[2] then return 0 end
-if ARGV[3] ~= '\\0' and h[2] ~= ARGV[3] then return 0 end
-if ARGV[4] ~= '' and tonumber(h[3]) >= tonumber(ARGV[4]) then return 0 end
-redis.call('DEL', KEYS[1])
-if ARGV[6] == '1' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'op', 'del', 'key', ARGV[1],
-             'ver', h[1])
-end
-return 1
-"""
-
-# KEYS: rules, stream, then entries known to fall under the rule (deleted if they do).
-# ARGV: field, before, stream maxlen, namespace ("" for every namespace).
-_RULE = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-local before = tonumber(ARGV[2])
-for i = 3, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], 'namespace', 'created')
-  if h[2] and tonumber(h[2]) < before and (ARGV[4] == '' or h[1] == ARGV[4]) then
-    redis.call('DEL', KEYS[i])
-  end
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'inv', 'field', ARGV[1],
-           'before', ARGV[2])
-return 1
-"""
-
-# KEYS: entries. ARGV: namespace, encoded tenant, encoded route ("" for any). Returns
-# key, namespace, prompt, version of each entry whose namespace passes (a prefilter: the
-# caller checks again).
-_SELECT = """
-local out = {}
-for i = 1, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], 'namespace', 'prompt', 'version')
-  local ns = h[1]
-  if ns and h[2] and h[3] then
-    local ok = ARGV[1] == '' or ns == ARGV[1]
-    if ok and ARGV[2] ~= '' then ok = string.sub(ns, 1, #ARGV[2] + 1) == ARGV[2] .. '/' end
-    if ok and ARGV[3] ~= '' then ok = string.match(ns, '/([^/]*)/[0-9a-f]+$') == ARGV[3] end
-    if ok then
-      out[#out + 1] = KEYS[i]
-      out[#out + 1] = ns
-      out[#out + 1] = h[2]
-      out[#out + 1] = h[3]
-    end
-  end
-end
-return out
-"""
 
 _RULE_KEYS_PER_CALL: Final = 500  # bounds how long one script holds Redis
 _WRITES_PER_BATCH: Final = 256
@@ -215,14 +149,15 @@ class RedisStore:
                 **pool.connection_kwargs,
             )
         )  # fmt: skip
-        self._delete_if = self.redis.register_script(_DELETE_IF)
-        self._rule = self.redis.register_script(_RULE)
-        self._select = self.redis.register_script(_SELECT)
+        self._delete_if = self.redis.register_script(DELETE_IF)
+        self._rule = self.redis.register_script(RULE)
+        self._select = self.redis.register_script(SELECT)
         self._state: LocalState | None = None
         self._queue: deque[_Op] = deque()
         self._pending: dict[str, str] = {}  # key -> version of a put not yet in Redis
         self._enqueued = 0
         self._sent = 0
+        self._counting = threading.Lock()  # guards the two counters above
         self._sent_cond: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
         self._applied: asyncio.Event | None = None
@@ -279,8 +214,8 @@ class RedisStore:
         last: Any = await self.redis.xrevrange(self.stream, count=1)
         if not last or self._applied is None:
             return
-        target = _id(last[0][0])
-        while _id(self._last_id) < target:
+        target = stream_id(last[0][0])
+        while stream_id(self._last_id) < target:
             self._applied.clear()
             await self._applied.wait()
 
@@ -309,17 +244,7 @@ class RedisStore:
 
     def write_put(self, entry: CacheEntry, vector: Vector, ttl: float | None) -> None:
         """Queue the write of ``entry``."""
-        mapping: dict[str, bytes | str] = {
-            "prompt": entry.prompt,
-            "response": msgspec.msgpack.encode(entry.response),
-            "metadata": msgspec.msgpack.encode(dict(entry.metadata)),
-            "vector": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-            "namespace": entry.namespace,
-            "partition": entry.partition,
-            "created": repr(entry.created),
-            "expires": "" if entry.expires is None else repr(entry.expires),
-            "version": entry.version,
-        }
+        mapping = encode_entry(entry, vector)
         ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
         self._check_started()
         self._pending[entry.key] = entry.version
@@ -343,15 +268,18 @@ class RedisStore:
     def _enqueue(self, op: _Op) -> None:
         self._check_started()
         assert self._wake is not None and self._loop is not None
-        if len(self._queue) >= self.max_pending:
-            lost = self._queue.popleft()
-            if lost.kind == "put" and self._pending.get(lost.key) == lost.version:
-                self._pending.pop(lost.key, None)
-            self.stats.dropped_writes += 1
-            self._sent += 1
-            self._warn("cache write queue full (Redis unreachable?): dropping the oldest write")
-        self._queue.append(op)
-        self._enqueued += 1
+        # A delete may be queued from a worker thread (an admin scan) while the loop queues
+        # puts and the writer counts what it sent: the counters ``flush`` waits on stay exact.
+        with self._counting:
+            if len(self._queue) >= self.max_pending:
+                lost = self._queue.popleft()
+                if lost.kind == "put" and self._pending.get(lost.key) == lost.version:
+                    self._pending.pop(lost.key, None)
+                self.stats.dropped_writes += 1
+                self._sent += 1
+                self._warn("cache write queue full (Redis unreachable?): dropping the oldest write")
+            self._queue.append(op)
+            self._enqueued += 1
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
@@ -395,7 +323,8 @@ class RedisStore:
                 if op.kind == "put" and self._pending.get(op.key) == op.version:
                     self._pending.pop(op.key, None)
             async with self._sent_cond:
-                self._sent += len(batch)
+                with self._counting:
+                    self._sent += len(batch)
                 self._sent_cond.notify_all()
             batch = []
 
@@ -523,20 +452,24 @@ class RedisStore:
                 pipe.hgetall(self.entry_prefix + key)
             fetched = dict(zip(fetch, await pipe.execute(), strict=True))
             self.stats.fetches += len(fetch)
-        with state.lock:
-            for step, a, b in plan:
-                if step == "rule":
+        for step, a, b in plan:
+            if step == "rule":
+                sel = Selector.parse(a)
+                if sel is not None and sel.prompt is None:  # a scan: off the event loop
+                    await asyncio.to_thread(state.add_rule, a, float(b))
+                else:  # a prompt's entries only (the digest index), or unreadable
                     state.add_rule(a, float(b))
-                elif step == "drop":
-                    state.drop_key(a, b)
-                else:
+            elif step == "drop":
+                state.drop_key(a, b)
+            else:
+                with state.lock:
                     self._reconcile(state, a, fetched.get(a) or {})
 
     def _reconcile(self, state: LocalState, key: str, fields: dict[bytes, bytes]) -> None:
         """Make the local copy of ``key`` what Redis holds now."""
-        decoded = _decode(key, fields, state.dim)
+        decoded = decode_entry(key, fields, state.dim)
         if decoded is not None and not state.dead(decoded[0]) and not state.expired(decoded[0]):
-            _apply_one(state, *decoded)
+            apply_entry(state, *decoded)
         elif key not in self._pending:  # gone from Redis (and not about to be written by us)
             state.drop_key(key)
 
@@ -547,7 +480,7 @@ class RedisStore:
         last_id, added, _ = await self._stream_info()
         rules: Any = await self.redis.hgetall(self.rules_key)
         loaded: list[tuple[CacheEntry, Vector]] = []
-        pattern = _GLOB.sub(r"\\\1", self.entry_prefix) + "*"
+        pattern = glob_escape(self.entry_prefix) + "*"
         keys: list[bytes] = []
         async for raw in self.redis.scan_iter(match=pattern, count=1000):
             keys.append(raw if isinstance(raw, bytes) else raw.encode())
@@ -559,16 +492,22 @@ class RedisStore:
         with state.lock:
             if initial:
                 state.clear()
+            # Recorded, not scanned for: every entry held here is either reloaded (and
+            # checked against the rules) or dropped below, so no rule costs a scan here.
             for field, before in rules.items():
-                state.add_rule(field.decode(), float(before))
+                state.add_rule(field.decode(), float(before), scan=False)
             alive = [(e, v) for e, v in loaded if not state.dead(e) and not state.expired(e)]
             dead = [e for e, _ in loaded if state.dead(e)]
             if not initial:
                 present = {e.key for e, _ in alive} | set(self._pending)
                 for key in [k for k in state.entries if k not in present]:
                     state.drop_key(key)
+                for key in self._pending:  # a write of ours not in Redis yet, dead by a rule
+                    entry = state.entries.get(key)
+                    if entry is not None and state.dead(entry):
+                        state.drop(entry)
             for entry, vector in alive:
-                _apply_one(state, entry, vector)
+                apply_entry(state, entry, vector)
             self._last_id = last_id
             self._position = added
         self.stats.loaded = len(alive)
@@ -593,7 +532,7 @@ class RedisStore:
         self._check_started()
         outer = dataclasses.replace(sel, prompt=None)
         cut = len(self.entry_prefix.encode())
-        pattern = _GLOB.sub(r"\\\1", self.entry_prefix) + "*"
+        pattern = glob_escape(self.entry_prefix) + "*"
         wanted: list[bytes] = []
         batch: list[bytes] = []
 
@@ -631,7 +570,7 @@ class RedisStore:
             for entry, vector in await self._fetch_many(wanted[i : i + 500]):
                 with state.lock:
                     if not state.dead(entry) and not state.expired(entry):
-                        _apply_one(state, entry, vector)
+                        apply_entry(state, entry, vector)
                         applied += 1
         return applied
 
@@ -645,7 +584,7 @@ class RedisStore:
         cut = len(self.entry_prefix.encode())
         assert self._state is not None
         for raw, fields in zip(raw_keys, await pipe.execute(), strict=True):
-            decoded = _decode(raw[cut:].decode(), fields, self._state.dim)
+            decoded = decode_entry(raw[cut:].decode(), fields, self._state.dim)
             if decoded is not None:
                 out.append(decoded)
         return out
@@ -655,42 +594,3 @@ class RedisStore:
         if now - self._warned >= 10.0:
             self._warned = now
             logger.warning(message)
-
-
-def _apply_one(state: LocalState, entry: CacheEntry, vector: Vector) -> None:
-    """Apply one entry from Redis; one the index refuses (a NaN vector) is logged, skipped."""
-    try:
-        state.apply(entry, vector)
-    except (ValueError, TypeError):
-        logger.exception("skipping cache entry %s from Redis: its vector was refused", entry.key)
-
-
-def _decode(key: str, f: dict[bytes, bytes], dim: int) -> tuple[CacheEntry, Vector] | None:
-    """An entry hash as (entry, vector); None if absent or not a complete entry."""
-    try:
-        vector = np.frombuffer(f[b"vector"], dtype="<f4").astype(np.float32)
-        if vector.shape != (dim,):
-            return None
-        expires = f[b"expires"]
-        entry = CacheEntry(
-            key=key,
-            partition=f[b"partition"].decode(),
-            namespace=f[b"namespace"].decode(),
-            prompt=f[b"prompt"].decode(),
-            response=msgspec.msgpack.decode(f[b"response"]),
-            created=float(f[b"created"]),
-            expires=float(expires) if expires else None,
-            vector_id=0,
-            metadata=msgspec.msgpack.decode(f[b"metadata"]),
-            version=f[b"version"].decode(),
-        )
-    except (KeyError, ValueError, msgspec.DecodeError):
-        return None
-    return entry, vector
-
-
-def _id(stream_id: bytes | str) -> tuple[int, int]:
-    """A stream id as a comparable (milliseconds, sequence) pair."""
-    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)

@@ -410,7 +410,9 @@ class SemanticCache:
         timestamp, and for the gateway's namespaces tenant and route
         (:func:`~routeguard.cache.keys.namespace_owner`); ``prompt`` matches as the exact
         tier does (same normalisation), in every context. With no filter, remove all.
-        Returns how many were removed here.
+        Returns how many were removed here. A ``prompt`` visits only that prompt's entries;
+        other filters scan every entry without holding the cache's lock (call it from a
+        worker thread, as the gateway does, to keep the scan off an event loop).
 
         With a shared store the invalidation reaches every instance: a key is deleted from
         the store; any other filter becomes a rule that also covers entries another
@@ -419,15 +421,16 @@ class SemanticCache:
         """
         self._check_started()
         sel = Selector(namespace, tenant, route, None if prompt is None else prompt_digest(prompt))
-        with self._lock:
-            if self.store is None or key is not None:
-                doomed = [
-                    e
-                    for e in self._state.matching(namespace, key, older_than)
-                    if self._state.selects(sel, e)
-                ]
-                for e in doomed:
-                    self._state.drop(e)
+        if self.store is None or key is not None:
+            if key is not None:
+                with self._lock:
+                    found = [e for e in self._state.matching(namespace, key, older_than)
+                             if self._state.selects(sel, e)]  # fmt: skip
+            else:  # entries put while this runs are newer than ``before``: they stay
+                cut = math.nextafter(self._clock(), math.inf) if older_than is None else older_than
+                found = self._state.select(sel, cut)
+            with self._lock:
+                doomed = self._state.drop_found(found)
                 # A key the other filters refuse here is not deleted elsewhere either (the
                 # store's delete can check namespace and age, not tenant, route or prompt).
                 narrowed = sel.tenant is not None or sel.route is not None or prompt is not None
@@ -435,12 +438,12 @@ class SemanticCache:
                     version = doomed[0].version if doomed else None
                     self.store.write_delete(key, version, namespace, older_than)
                 return len(doomed)
-            # "Everything up to now" includes entries put at this very clock reading.
-            before = math.nextafter(self._clock(), math.inf) if older_than is None else older_than
-            field = sel.field()
-            doomed = self._state.add_rule(field, before)
-            self.store.write_rule(field, before, doomed)
-            return len(doomed)
+        # "Everything up to now" includes entries put at this very clock reading.
+        before = math.nextafter(self._clock(), math.inf) if older_than is None else older_than
+        field = sel.field()
+        doomed = self._state.add_rule(field, before)  # scans without holding the lock
+        self.store.write_rule(field, before, doomed)
+        return len(doomed)
 
     async def pull(
         self,

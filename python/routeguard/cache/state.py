@@ -11,6 +11,11 @@ applied through :meth:`LocalState.apply`, :meth:`LocalState.drop_key` and
 :meth:`LocalState.add_rule`. Every entry carries a ``version`` (unique per write), which
 lets a mirror skip its own writes coming back and converge when two writes race.
 
+Entries are also indexed by prompt digest (the exact tier's normalisation, every context), so
+a selector naming a prompt visits only that prompt's entries; any other selector scans a
+snapshot of the entries without holding the lock (:meth:`LocalState.select`), taking it
+only to drop what it found.
+
 An invalidation by namespace, tenant, route, exact prompt (a :class:`Selector`, any mix) or
 age is kept as a *rule* ("entries selected by S created before T are dead") as well as
 applied: an entry that arrives later (a racing write, a reload) is checked against the rules,
@@ -143,7 +148,9 @@ class LocalState:
         self.indexes: dict[str, Index] = {}
         self.rules: dict[str, float] = {}  # rule field -> entries created before are dead
         self._shapes: set[Shape] = set()  # the selector shapes among the rules
-        self._digests: dict[str, str] = {}  # entry key -> prompt digest, filled when needed
+        self._digests: dict[str, str] = {}  # entry key -> prompt digest
+        self.by_digest: dict[str, set[str]] = {}  # prompt digest -> keys of its entries
+        self.visited = 0  # entries a selection has examined (its cost, for tests and stats)
         self._next_id = 1
 
     def __len__(self) -> int:
@@ -182,14 +189,10 @@ class LocalState:
         return False
 
     def digest(self, entry: CacheEntry) -> str:
-        """The entry's :func:`~routeguard.cache.keys.prompt_digest`, kept while its key is
-        held here (one key always holds the same normalised prompt)."""
+        """The entry's :func:`~routeguard.cache.keys.prompt_digest` (kept while its key is
+        held here: one key always holds the same normalised prompt)."""
         d = self._digests.get(entry.key)
-        if d is None:
-            d = prompt_digest(entry.prompt)
-            if entry.key in self.entries:
-                self._digests[entry.key] = d
-        return d
+        return prompt_digest(entry.prompt) if d is None else d
 
     def selects(self, sel: Selector, entry: CacheEntry) -> bool:
         """Whether ``entry`` matches every part of ``sel``."""
@@ -223,6 +226,9 @@ class LocalState:
             index.add(np.array([vid], dtype=np.uint64),
                       np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1))  # fmt: skip
             self.entries[entry.key] = entry
+            digest = self._digests.get(entry.key) or prompt_digest(entry.prompt)
+            self._digests[entry.key] = digest
+            self.by_digest.setdefault(digest, set()).add(entry.key)
             self.by_vector[vid] = entry.key
             while len(self.entries) > self.max_entries:
                 self.drop(next(iter(self.entries.values())))
@@ -240,8 +246,13 @@ class LocalState:
     def drop(self, entry: CacheEntry) -> None:
         """Remove ``entry`` from both tiers."""
         with self.lock:
-            if self.entries.pop(entry.key, None) is not None and self._digests:
-                self._digests.pop(entry.key, None)
+            if self.entries.pop(entry.key, None) is not None:
+                digest = self._digests.pop(entry.key, "")
+                keys = self.by_digest.get(digest)
+                if keys is not None:
+                    keys.discard(entry.key)
+                    if not keys:
+                        del self.by_digest[digest]
             self.by_vector.pop(entry.vector_id, None)
             index = self.indexes.get(entry.partition)
             if index is not None:
@@ -262,33 +273,45 @@ class LocalState:
         self, namespace: str | None, key: str | None, older_than: float | None
     ) -> list[CacheEntry]:
         """Entries passing every given filter (all of them when none is given)."""
+        if key is None:
+            return self.select(Selector(namespace), older_than)
         with self.lock:
-            if key is not None:
-                entry = self.entries.get(key)
-                candidates: Iterable[CacheEntry] = () if entry is None else (entry,)
-            else:
-                candidates = self.entries.values()
-            return [
-                e
-                for e in candidates
-                if (namespace is None or e.namespace == namespace)
-                and (older_than is None or e.created < older_than)
-            ]
+            entry = self.entries.get(key)
+            self.visited += entry is not None
+            if entry is None or (namespace is not None and entry.namespace != namespace):
+                return []
+            return [] if older_than is not None and entry.created >= older_than else [entry]
 
     def select(self, sel: Selector, older_than: float | None = None) -> list[CacheEntry]:
-        """Entries matching ``sel`` (and created before ``older_than``, when given)."""
+        """Entries matching ``sel`` (and created before ``older_than``, when given). A
+        prompt is looked up in the digest index (its entries only); otherwise a snapshot of
+        every entry is filtered with the lock released, so that a caller on another thread
+        does not stall lookups (an entry written meanwhile is newer than the snapshot)."""
         with self.lock:
-            if sel.namespace is not None and sel.shape == (True, False, False, False):
-                return self.matching(sel.namespace, None, older_than)
-            return [
-                e
-                for e in self.entries.values()
-                if (older_than is None or e.created < older_than) and self.selects(sel, e)
-            ]
+            if sel.prompt is not None:
+                found = [self.entries[k] for k in self.by_digest.get(sel.prompt, ())]
+            else:
+                found = list(self.entries.values())
+            self.visited += len(found)
+        return [
+            e
+            for e in found
+            if (older_than is None or e.created < older_than) and self.selects(sel, e)
+        ]
 
-    def add_rule(self, field: str, before: float) -> list[CacheEntry]:
+    def drop_found(self, found: Iterable[CacheEntry]) -> list[CacheEntry]:
+        """Drop the entries :meth:`select` returned that are still held as they were (one
+        rewritten or dropped since is left alone); returns those dropped."""
+        with self.lock:
+            gone = [e for e in found if self.entries.get(e.key) is e]
+            for entry in gone:
+                self.drop(entry)
+            return gone
+
+    def add_rule(self, field: str, before: float, *, scan: bool = True) -> list[CacheEntry]:
         """Record "entries under ``field`` created before ``before`` are dead" and drop the
-        ones here; returns them. A field this version cannot read is recorded, not applied."""
+        ones here (unless ``scan`` is False: a caller that reloads every entry anyway);
+        returns them. A field this version cannot read is recorded, not applied."""
         with self.lock:
             if before > self.rules.get(field, -math.inf):
                 self.rules[field] = before
@@ -296,10 +319,11 @@ class LocalState:
             if sel is None:
                 return []
             self._shapes.add(sel.shape)
-            doomed = self.select(sel, before)
-            for entry in doomed:
-                self.drop(entry)
-            return doomed
+            if not scan:
+                return []
+        # The rule is in force before the scan: an entry written during it is checked
+        # against the rule on insert, and the scan drops those already here.
+        return self.drop_found(self.select(sel, before))
 
     def vectors(self, entries: Sequence[CacheEntry]) -> Vector:
         """The stored unit vectors of ``entries``, one row each, in order."""
@@ -322,6 +346,7 @@ class LocalState:
             self.rules.clear()
             self._shapes.clear()
             self._digests.clear()
+            self.by_digest.clear()
 
 
 class CacheStore(Protocol):

@@ -264,6 +264,12 @@ def load(
 
             if (bad := url_problem(url)) is not None:
                 problems.append(ConfigProblem(f"{where}.redis_url", bad))
+    for path, cs in [("cache", cache), *((f"routes.{a}.cache", c) for a, c in route_cache.items())]:
+        payer = cs.judge_account if cs is not None else None
+        if payer is not None and payer not in {a.name for a in accounts}:
+            problems.append(
+                ConfigProblem(f"{path}.judge_account", f"no budget account named '{payer}'")
+            )
     if budget is not None:
         if budget.backend == "redis" and not budget.redis_url:
             problems.append(ConfigProblem("budget_settings.redis_url", "required for redis"))

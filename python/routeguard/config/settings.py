@@ -184,6 +184,9 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # exact (same text), or a configured model alias asked SAME/DIFFERENT.
     judge: str = "embedding"
     judge_threshold: float = 0.90  # embedding judge: the least cosine of two right answers
+    # Who pays a judge model's calls: this budget account (and its ancestors), or, when
+    # None, the accounts the compared request was charged to.
+    judge_account: str | None = None
 
 
 class RawBudgetAlerts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -24,7 +24,9 @@ shadow checks (:mod:`routeguard.routing.shadow`): it answers one word, ``B`` (th
 is better) when the ``[Question]`` section of the last user message contains one of
 :data:`JUDGE_HARD_WORDS` (proofs, derivations, code) and ``TIE`` otherwise. The simulated
 answers carry no meaning, so the question is all it can judge by: a stand-in for "the strong
-model does better on proofs and code", which tests can then teach a router.
+model does better on proofs and code", which tests can then teach a router. Asked the cache
+judge's question (two answers, "SAME or DIFFERENT"), it compares the two answers' texts
+(case and spacing folded).
 """
 
 from __future__ import annotations
@@ -231,14 +233,20 @@ JUDGE_HARD_WORDS = frozenset(
 )  # fmt: skip
 _JUDGE_MODEL = re.compile(r"(?<![a-z0-9])judge(?![a-z0-9])")
 _QUESTION = re.compile(r"\[Question\]\n(.*?)\n\[Answer A\]", re.S)
+_ANSWERS = re.compile(r"\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*?)\n\n", re.S)
 
 
 def _judge_verdict(prompt: Prompt) -> str | None:
     """The simulated judge's one-word verdict, None when the model is not a judge."""
     if not _JUDGE_MODEL.search(prompt.model.lower()):
         return None
-    m = _QUESTION.search(prompt.last_user_text)
-    question = m.group(1) if m else prompt.last_user_text
+    text = prompt.last_user_text
+    pair = _ANSWERS.search(text)
+    if pair is not None and "SAME or DIFFERENT" in text:  # the cache's judge
+        a, b = (" ".join(x.lower().split()) for x in pair.groups())
+        return "SAME" if a == b else "DIFFERENT"
+    m = _QUESTION.search(text)
+    question = m.group(1) if m else text
     hard = any(w in JUDGE_HARD_WORDS for w in _WORD.findall(question.lower()))
     return "B" if hard else "TIE"
 

@@ -154,6 +154,7 @@ class ProxyApp:
         obs = gateway.config.observability
         spend_db = gateway.config.server.database or os.environ.get(SPEND_DB_ENV) or ":memory:"
         self.spend = SpendRecords(spend_db)
+        gateway.spend_sink = self.spend.record  # its judge calls' rows
         path = request_log or obs.request_log
         self.request_log = (
             RequestLog(
@@ -245,6 +246,7 @@ class ProxyApp:
     def use_gateway(self, gateway: Gateway) -> None:
         """Serve new requests with ``gateway`` (a reload; see ``server.lifecycle``)."""
         self._gateway = gateway
+        gateway.spend_sink = self.spend.record
         if self.metrics is not None:
             self.metrics.follow(gateway)
         self.dashboard.follow(gateway)
