@@ -222,6 +222,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, in seconds (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 Targets = dict[str, tuple[str, str]]  # name -> (URL, bearer token)
 
 
