@@ -456,6 +456,7 @@ class Gateway:
             response=out.value,
             usage=usage_of(out.value.get("usage")),
             cache="off" if ticket is None else ticket.state,
+            cache_refused=ticket is not None and ticket.refused,
             dropped=self._dropped(request, out.deployment),
         )
 
@@ -719,6 +720,7 @@ class Gateway:
             usage=usage_of(resp.get("usage")),
             cache="hit",
             cache_score=hit.score,
+            cache_tier="exact" if hit.exact else "semantic",
             cache_key=hit.key,
         )
         if request.get("stream"):
@@ -785,6 +787,7 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=started,
             cache="off" if ticket is None else ticket.state,
+            cache_refused=ticket is not None and ticket.refused,
             dropped=self._dropped(request, out.deployment),
         )
         limit = self.config.router.max_stream_duration
@@ -815,6 +818,20 @@ class Gateway:
         """Embeddings in the OpenAI shape, through the same fallback machinery; scoped,
         rate-limited, held and settled like chat (``accounts`` and ``key`` as in
         :meth:`chat_result`)."""
+        result = await self.embeddings_result(request, accounts=accounts, key=key)
+        assert result.response is not None
+        return result.response
+
+    async def embeddings_result(
+        self,
+        request: Json,
+        *,
+        accounts: Sequence[str | None] = (),
+        key: KeyRecord | None = None,
+    ) -> ChatResult:
+        """:meth:`embeddings` with how they were served (deployment, attempts, usage, cost),
+        as the proxy records them; the response is the result's ``response``."""
+        started = time.perf_counter()
         validate_embeddings(request)
         alias = request["model"]
         if not self.serves(alias) or (alias in self.routers and alias not in self.balancers):
@@ -852,7 +869,15 @@ class Gateway:
         if hold is not None:
             await self.budget.settle(hold, out.deployment, usage)
         self.balancers[out.alias].record_tokens(out.deployment, usage.get("prompt_tokens", 0))
-        return out.value
+        return ChatResult(
+            alias=out.alias,
+            deployment=out.deployment,
+            attempts=len(out.attempts),
+            upstream_s=out.upstream_s,
+            started=started,
+            response=out.value,
+            usage=usage,
+        )
 
     async def start_cache(self) -> None:
         """Start the shared cache backend on the running loop (a no-op in memory mode; done

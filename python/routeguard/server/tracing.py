@@ -205,6 +205,8 @@ class Tracing:
             attrs["routeguard.cache.status"] = r.cache
             if r.cache_score is not None:
                 attrs["routeguard.cache.score"] = float(r.cache_score)
+            if r.cache_tier is not None:
+                attrs["routeguard.cache.tier"] = r.cache_tier
             if r.route is not None:
                 attrs["routeguard.route.reason"] = r.route
             attrs["routeguard.cost_usd"] = float(r.cost)
