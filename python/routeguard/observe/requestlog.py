@@ -67,7 +67,7 @@ class RequestLog:
         # notify; the thread is woken once per batch (when the deque stops being empty).
         self._pending: deque[Any] = deque()
         self._wake = threading.Event()
-        self._urgent = False  # a flush or close is waiting: skip the linger
+        self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
         lock = self.path.with_name(self.path.name + ".lock")
@@ -106,7 +106,7 @@ class RequestLog:
             return
         done = threading.Event()
         self._pending.append(done)
-        self._urgent = True
+        self._hurry.set()
         self._wake.set()
         done.wait(timeout)
 
@@ -114,7 +114,7 @@ class RequestLog:
         """Write what is queued, stop the thread and close the file."""
         if self._thread.is_alive():
             self._pending.append(_STOP)
-            self._urgent = True
+            self._hurry.set()
             self._wake.set()
             self._thread.join(10)
         os.close(self._fd)
@@ -126,11 +126,11 @@ class RequestLog:
             # its check and its append): such a line waits at most a second.
             self._wake.wait(1.0)
             self._wake.clear()
-            if self.linger > 0 and not self._urgent:
+            if self.linger > 0:
                 # Let lines gather: one wake-up, one lock and one write per batch instead
                 # of per line, which keeps the thread off the GIL while requests run.
-                time.sleep(self.linger)
-            self._urgent = False
+                self._hurry.wait(self.linger)
+            self._hurry.clear()
             if self._drain():
                 return
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -106,7 +107,12 @@ class Tracing:
         # Span names stay low in cardinality: a model name a client made up is left out.
         self.aliases = frozenset(aliases)
         name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "routeguard"
-        resource = Resource.create({"service.name": name, "service.version": __version__})
+        # Each process (each worker of serve --workers N) is its own instance; a
+        # service.instance.id from OTEL_RESOURCE_ATTRIBUTES wins over ours.
+        instance = Resource({"service.instance.id": uuid.uuid4().hex, "process.pid": os.getpid()})
+        resource = instance.merge(
+            Resource.create({"service.name": name, "service.version": __version__})
+        )
         sampler = None
         if config.sample_ratio is not None:
             sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
