@@ -111,3 +111,28 @@ def test_embeddings_input_is_logged_only_with_log_content(mock: MockServer, tmp_
         app.request_log.flush()
     (line,) = [json.loads(x) for x in log.read_text().splitlines()]
     assert line["request"]["input"] == "my key is sk-***"
+
+
+def test_an_embeddings_call_is_traced_as_one(mock: MockServer, tmp_path: Path) -> None:
+    from otlp_receiver import OtlpReceiver
+
+    with OtlpReceiver() as receiver:
+        cfg = _cfg(mock.url, tmp_path / "requests.jsonl")
+        cfg["observability"]["tracing"] = {"endpoint": receiver.url}
+        app = create_app(Gateway.from_config(cfg))
+        assert app.tracing is not None
+        with ServerThread(app) as srv:
+            with openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as c:
+                out = c.embeddings.create(model="emb", input="a cat")
+            app.tracing.provider.force_flush()
+            got = receiver.wait_for(lambda s: len(s) >= 2)
+    server = next(s for s in got if s.kind == 2)
+    client = next(s for s in got if s.kind == 3)
+    assert server.name == "embeddings emb"
+    assert server.attributes["gen_ai.operation.name"] == "embeddings"
+    assert server.attributes["routeguard.usage.input_tokens"] == out.usage.prompt_tokens
+    assert server.attributes["routeguard.cost_usd"] == pytest.approx(
+        out.usage.prompt_tokens * PRICE / 1e6
+    )
+    assert client.name == "embeddings text-embedding-3-small"
+    assert client.parent_span_id == server.span_id

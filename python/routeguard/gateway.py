@@ -64,6 +64,7 @@ from routeguard.errors import (
 )
 from routeguard.fallback import Fallback
 from routeguard.messages import estimate_tokens
+from routeguard.observe import spans
 from routeguard.observe.feedback import (
     FeedbackStore,
     JsonlFeedback,
@@ -306,7 +307,10 @@ class Gateway:
         call = self._accept(request, tenant, use_cache, accounts, metadata, key)
         admission = await self._admit(call)
         try:
-            ticket, hit = await self._lookup(call)
+            with spans.stage("routeguard.cache.lookup") as stage:  # tracing.stages only
+                ticket, hit = await self._lookup(call)
+                if stage:
+                    stage.note(_lookup_attributes(ticket, hit))
             if hit is not None:
                 await self._release(admission)  # a hit costs nothing (its rate is counted)
                 result = await self._enforce(call, self._from_cache(call, hit))
@@ -427,13 +431,17 @@ class Gateway:
         if router is None:
             return call.alias, None
         vector = ticket.vector if ticket is not None else None
-        decision = await router.aroute(call.request, vector, call.metadata)
-        if router.budget_aware is not None and admission.chain:
-            own = admission.hold.amount if admission.hold is not None else 0
-            tight = await self.budget.pressured(admission.chain, router.budget_aware, own)
-            if tight is not None:
-                decision = router.downgrade(decision, tight)
-        decision = _in_scope(router, decision, call.key)
+        with spans.stage("routeguard.route") as stage:  # tracing.stages only
+            decision = await router.aroute(call.request, vector, call.metadata)
+            if router.budget_aware is not None and admission.chain:
+                own = admission.hold.amount if admission.hold is not None else 0
+                tight = await self.budget.pressured(admission.chain, router.budget_aware, own)
+                if tight is not None:
+                    decision = router.downgrade(decision, tight)
+            decision = _in_scope(router, decision, call.key)
+            if stage:
+                stage.note({"routeguard.route.target": decision.target_alias,
+                            "routeguard.route.reason": decision.reason})  # fmt: skip
         return decision.target_alias, decision.reason
 
     async def _call(self, call: Call, alias: str, ticket: Ticket | None) -> ChatResult:
@@ -932,6 +940,17 @@ class _Balancers(dict[str, Balancer]):
         if balancer is None:
             raise KeyError(name)
         return balancer
+
+
+def _lookup_attributes(ticket: Ticket | None, hit: CacheHit | None) -> dict[str, Any]:
+    """The cache-lookup stage's span attributes."""
+    if hit is not None:
+        return {"routeguard.cache.status": "hit", "routeguard.cache.score": float(hit.score),
+                "routeguard.cache.tier": "exact" if hit.exact else "semantic"}  # fmt: skip
+    if ticket is None:
+        return {"routeguard.cache.status": "off"}
+    return {"routeguard.cache.status": ticket.state,
+            "routeguard.cache.verifier_refused": ticket.refused}  # fmt: skip
 
 
 def _same_cache(previous: Gateway, config: Config) -> bool:

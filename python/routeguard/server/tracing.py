@@ -121,6 +121,7 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("routeguard", __version__)
         self.log_content = log_content
+        self._stages = config.stages
         self._attempts: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
 
     def install(self) -> None:
@@ -181,6 +182,29 @@ class Tracing:
         finally:
             otel_context.detach(state.token)
             _current.set(None)
+
+    @property
+    def stages(self) -> bool:
+        """Whether the gateway's stages get INTERNAL spans (``tracing.stages``)."""
+        return self._stages
+
+    def stage_begin(self, name: str) -> Span:
+        """An INTERNAL span for one stage of the current request, child of its span."""
+        return self.tracer.start_span(name, kind=SpanKind.INTERNAL)
+
+    def stage_end(
+        self, handle: Any, attributes: Mapping[str, Any], error: BaseException | None
+    ) -> None:
+        """Close a stage's span with what it decided, or the error it raised."""
+        span: Span = handle
+        if span.is_recording():
+            span.set_attributes(attributes)
+            if error is not None:
+                span.set_attribute(
+                    "error.type", getattr(error, "code", None) or type(error).__name__
+                )
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
 
     def _server_attributes(self, state: ServerSpan, trace: Trace) -> dict[str, Any]:
         request = trace.request or {}
