@@ -6,15 +6,16 @@
    encoding and the write).
 2. End to end: single-worker proxies on the same config against the simulated upstream,
    differing only in ``observability``: everything off, the request log and metrics on
-   (the issue's target), each of them alone, both on in multiprocess mode, and a second
-   "off" and a second "log+metrics" as A/A controls. They are driven sequentially
-   (concurrency 1) in alternating rounds, each round starting at another proxy, so drift in
-   the machine's load reaches all alike. Printed: p50/p95 latency, what each adds over
-   "off" (pooled samples, and the median of the rounds' differences), and CPU per request
-   of each proxy process (all its threads, from /proc: the log's writer thread included),
-   with the CPU model and the load average before and after.
+   (the issue's target), and a second "off" and a second "log+metrics" as A/A controls
+   (``--parts`` adds each of the two alone, and both in multiprocess mode). They are driven
+   sequentially (concurrency 1) in short alternating rounds, each round starting at another
+   proxy, so drift in the machine's load reaches all alike. Printed: p50/p95 latency, what
+   each adds over "off" (pooled samples, and the median of the rounds' differences), and
+   CPU per request of each proxy process (all its threads, from /proc: the log's writer
+   thread included), with the CPU model and the load average before and after.
 
-    PYTHONPATH=python .venv/bin/python benches/bench_metrics.py [--requests 400] [--rounds 12]
+    PYTHONPATH=python .venv/bin/python benches/bench_metrics.py [--requests 150] [--rounds 40]
+        [--parts]
 
 Not part of ``make test``.
 """
@@ -118,15 +119,19 @@ def log_cost(n: int = 4_000) -> tuple[float, float]:
 TARGETS: dict[str, tuple[bool, bool, bool]] = {
     "off": (False, False, False),
     "log+metrics": (True, True, False),
-    "metrics only": (True, False, False),
-    "log only": (False, True, False),
-    "log+metrics, multiprocess": (True, True, True),
     "off (A/A)": (False, False, False),
     "log+metrics (A/A)": (True, True, False),
 }
+PARTS: dict[str, tuple[bool, bool, bool]] = {  # --parts: which of the two costs what
+    "metrics only": (True, False, False),
+    "log only": (False, True, False),
+    "log+metrics, multiprocess": (True, True, True),
+}
 
 
-def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, Any]]:
+def end_to_end(
+    requests: int, rounds: int, targets: dict[str, tuple[bool, bool, bool]]
+) -> dict[str, dict[str, Any]]:
     """Latencies (s) and CPU µs per request of each target, over alternating rounds."""
     procs: list[Any] = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-observe-"))
@@ -137,7 +142,7 @@ def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, Any]]:
         mock_url = f"http://127.0.0.1:{mock_port}"
         proxy.wait_ready(mock_url + "/health", mock)
         servers: dict[str, tuple[str, Any]] = {}
-        for i, (name, (metrics_on, log_on, mp)) in enumerate(TARGETS.items()):
+        for i, (name, (metrics_on, log_on, mp)) in enumerate(targets.items()):
             obs: dict[str, Any] = {"metrics": metrics_on}
             if log_on:
                 obs["request_log"] = str(tmp / f"requests{i}.jsonl")
@@ -171,7 +176,7 @@ def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, Any]]:
                 o["round_p50"].append(res.p50)
                 o["errors"] += res.errors
                 o["cpu"].append((cpu, requests + 50))  # the 50 warm-up requests too
-        for i, (name, (_, log_on, _)) in enumerate(TARGETS.items()):
+        for i, (name, (_, log_on, _)) in enumerate(targets.items()):
             if log_on:  # a figure means something only if the lines were written
                 lines = (tmp / f"requests{i}.jsonl").read_bytes().count(b"\n")
                 if lines < rounds * requests:
@@ -186,8 +191,10 @@ def end_to_end(requests: int, rounds: int) -> dict[str, dict[str, Any]]:
 def main() -> int:
     """Print the in-process costs, then the end-to-end table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=400, help="requests per proxy per round")
-    ap.add_argument("--rounds", type=int, default=12, help="alternating rounds")
+    ap.add_argument("--requests", type=int, default=150, help="requests per proxy per round")
+    ap.add_argument("--rounds", type=int, default=40, help="alternating rounds")
+    ap.add_argument("--parts", action="store_true", help="also metrics only, log only and "
+                    "log+metrics in multiprocess mode")  # fmt: skip
     ap.add_argument("--record-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.record_only:  # the child run in multiprocess mode
@@ -211,7 +218,7 @@ def main() -> int:
     print(f"| request-log line queued (event loop) | {queued:.1f} | |")
     print(f"| request-log line built and encoded (writer thread) | {built:.1f} | |")
 
-    e = end_to_end(args.requests, args.rounds)
+    e = end_to_end(args.requests, args.rounds, {**TARGETS, **(PARTS if args.parts else {})})
     load1 = os.getloadavg()[0]
 
     def p(name: str, q: float) -> float:
