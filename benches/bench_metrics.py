@@ -161,7 +161,8 @@ def end_to_end(
             proxy.wait_ready(f"http://127.0.0.1:{port}/health", p)
             servers[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", p)
         out: dict[str, dict[str, Any]] = {
-            n: {"latencies": [], "round_p50": [], "cpu": [], "errors": 0} for n in servers
+            n: {"latencies": [], "round_p50": [], "cpu": [], "loop": [], "errors": 0}
+            for n in servers
         }
         names = list(servers)
         for i in range(rounds):
@@ -169,13 +170,16 @@ def end_to_end(
             for name in order:
                 url, p = servers[name]
                 c0 = proxy.process_cpu_s(p.pid)
+                m0 = proxy.process_cpu_s(p.pid, p.pid)  # the main thread: the event loop
                 res: Result = asyncio.run(proxy.drive(name, url, 1, requests, MASTER_KEY))
                 cpu = proxy.process_cpu_s(p.pid) - c0
+                loop_cpu = proxy.process_cpu_s(p.pid, p.pid) - m0
                 o = out[name]
                 o["latencies"] += res.latencies
                 o["round_p50"].append(res.p50)
                 o["errors"] += res.errors
                 o["cpu"].append((cpu, requests + 50))  # the 50 warm-up requests too
+                o["loop"].append((loop_cpu, requests + 50))
         for i, (name, (_, log_on, _)) in enumerate(targets.items()):
             if log_on:  # a figure means something only if the lines were written
                 lines = (tmp / f"requests{i}.jsonl").read_bytes().count(b"\n")
@@ -224,33 +228,38 @@ def main() -> int:
     def p(name: str, q: float) -> float:
         return percentile(e[name]["latencies"], q) * 1e6  # µs
 
-    def cpu(name: str) -> float:  # µs per request over every round (the clock ticks 10 ms)
-        return sum(c for c, _ in e[name]["cpu"]) / sum(n for _, n in e[name]["cpu"]) * 1e6
+    def cpu(name: str, what: str = "cpu") -> float:  # µs per request, all rounds (10 ms ticks)
+        return sum(c for c, _ in e[name][what]) / sum(n for _, n in e[name][what]) * 1e6
 
     base50 = (p("off", 50) + p("off (A/A)", 50)) / 2
     base95 = (p("off", 95) + p("off (A/A)", 95)) / 2
     base_cpu = (cpu("off") + cpu("off (A/A)")) / 2
+    base_loop = (cpu("off", "loop") + cpu("off (A/A)", "loop")) / 2
     off_rounds = [
         (a + b) / 2 for a, b in zip(e["off"]["round_p50"], e["off (A/A)"]["round_p50"], strict=True)
     ]
     print(f"\nProxy, sequential, {args.rounds} rounds x {args.requests} requests per proxy; "
           f"load average {load0:.1f} before, {load1:.1f} after:")  # fmt: skip
     print("| proxy | p50 ms | p95 ms | p50 added µs (pooled) | p50 added µs (median of rounds) "
-          "| p95 added µs | CPU µs per request | CPU added µs | errors |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| p95 added µs | CPU µs per request | CPU added µs | event-loop thread CPU added µs "
+          "| errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, o in e.items():
         rounds_added = statistics.median(
             (r - b) * 1000 for r, b in zip(o["round_p50"], off_rounds, strict=True)
         )
         print(f"| {name} | {p(name, 50) / 1000:.3f} | {p(name, 95) / 1000:.3f} "
               f"| {p(name, 50) - base50:+.0f} | {rounds_added:+.0f} | {p(name, 95) - base95:+.0f} "
-              f"| {cpu(name):.0f} | {cpu(name) - base_cpu:+.0f} | {o['errors']} |")  # fmt: skip
+              f"| {cpu(name):.0f} | {cpu(name) - base_cpu:+.0f} "
+              f"| {cpu(name, 'loop') - base_loop:+.0f} | {o['errors']} |")  # fmt: skip
     spread = abs(p("off", 50) - p("off (A/A)", 50))
     spread_on = abs(p("log+metrics", 50) - p("log+metrics (A/A)", 50))
     on50 = (p("log+metrics", 50) + p("log+metrics (A/A)", 50)) / 2
     on_cpu = (cpu("log+metrics") + cpu("log+metrics (A/A)")) / 2
+    on_loop = (cpu("log+metrics", "loop") + cpu("log+metrics (A/A)", "loop")) / 2
     print(f"\nlog+metrics (both copies) over off (both copies): p50 {on50 - base50:+.0f} µs, "
-          f"CPU {on_cpu - base_cpu:+.0f} µs per request; A/A p50 spread: off {spread:.0f} µs, "
+          f"CPU {on_cpu - base_cpu:+.0f} µs per request (event-loop thread "
+          f"{on_loop - base_loop:+.0f} µs); A/A p50 spread: off {spread:.0f} µs, "
           f"log+metrics {spread_on:.0f} µs")  # fmt: skip
     return 0
 

@@ -307,10 +307,7 @@ class Gateway:
         call = self._accept(request, tenant, use_cache, accounts, metadata, key)
         admission = await self._admit(call)
         try:
-            with spans.stage("routeguard.cache.lookup") as stage:  # tracing.stages only
-                ticket, hit = await self._lookup(call)
-                if stage:
-                    stage.note(_lookup_attributes(ticket, hit))
+            ticket, hit = await self._lookup(call)
             if hit is not None:
                 await self._release(admission)  # a hit costs nothing (its rate is counted)
                 result = await self._enforce(call, self._from_cache(call, hit))
@@ -418,7 +415,11 @@ class Gateway:
         ticket = self.cache.ticket(call.request, call.alias, call.tenant, key_id)
         if ticket is None:
             return None, None
-        return ticket, await self.cache.lookup(ticket)
+        with spans.stage("routeguard.cache.lookup") as stage:  # tracing.stages only
+            hit = await self.cache.lookup(ticket)
+            if stage:
+                stage.note(_lookup_attributes(ticket, hit))
+        return ticket, hit
 
     async def _route(
         self, call: Call, admission: Admission, ticket: Ticket | None
@@ -942,13 +943,11 @@ class _Balancers(dict[str, Balancer]):
         return balancer
 
 
-def _lookup_attributes(ticket: Ticket | None, hit: CacheHit | None) -> dict[str, Any]:
+def _lookup_attributes(ticket: Ticket, hit: CacheHit | None) -> dict[str, Any]:
     """The cache-lookup stage's span attributes."""
     if hit is not None:
         return {"routeguard.cache.status": "hit", "routeguard.cache.score": float(hit.score),
                 "routeguard.cache.tier": "exact" if hit.exact else "semantic"}  # fmt: skip
-    if ticket is None:
-        return {"routeguard.cache.status": "off"}
     return {"routeguard.cache.status": ticket.state,
             "routeguard.cache.verifier_refused": ticket.refused}  # fmt: skip
 
