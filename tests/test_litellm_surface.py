@@ -47,14 +47,13 @@ EXPECTED: dict[str, list[str]] = {
         f"general_settings.database_url {NOT_SUPPORTED}",
     ],
     "08_logging.yaml": [
-        f"litellm_settings.{k} {NOT_SUPPORTED}"
-        for k in (
-            "callbacks",
-            "failure_callback",
-            "redact_user_api_key_info",
-            "success_callback",
-            "turn_off_message_logging",
-        )
+        # otel and langfuse are mapped onto observability.tracing; sentry is not
+        "litellm_settings.failure_callback: callback 'sentry' is not supported and is ignored "
+        "(routeguard exports traces to any OTLP backend: observability.tracing)",
+        *(
+            f"litellm_settings.{k} {NOT_SUPPORTED}"
+            for k in ("redact_user_api_key_info", "turn_off_message_logging")
+        ),
     ],
     "09_compatible_providers.yaml": [],
     "10_reliability.yaml": [
