@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pytest
 
+from routeguard.analyze.logs import read_log
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
@@ -111,6 +112,8 @@ def test_embeddings_input_is_logged_only_with_log_content(mock: MockServer, tmp_
         app.request_log.flush()
     (line,) = [json.loads(x) for x in log.read_text().splitlines()]
     assert line["request"]["input"] == "my key is sk-***"
+    parsed = read_log(log)  # `routeguard analyze` skips it: no messages to analyse
+    assert (parsed.records, parsed.skipped) == ([], 1)
 
 
 def test_an_embeddings_call_is_traced_as_one(mock: MockServer, tmp_path: Path) -> None:
