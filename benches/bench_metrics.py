@@ -1,15 +1,23 @@
-"""What Prometheus metrics cost a request: the proxy with ``observability.metrics`` off, on
-(in-process values) and on in multiprocess mode (the mmap files every worker of
-``serve --workers N`` writes), in one run on the same machine; plus the cost of one
-``Metrics.record`` call measured alone.
+"""What the request log and Prometheus metrics cost a request, in one run on the same machine.
 
-    .venv/bin/python benches/bench_metrics.py [--requests 3000] [--rounds 5]
+1. In process: CPU µs of one ``Metrics.record`` per kind of request (in-process values, and
+   the multiprocess files every worker of ``serve --workers N`` writes), and of building
+   and queueing one request-log line (what the event loop pays; the writer thread does the
+   encoding and the write).
+2. End to end: single-worker proxies on the same config against the simulated upstream,
+   differing only in ``observability``: everything off, the request log and metrics on
+   (the issue's target), and a second "off" and a second "log+metrics" as A/A controls
+   (``--parts`` adds each of the two alone, and both in multiprocess mode). They are driven
+   sequentially (concurrency 1) in short alternating rounds, each round starting at another
+   proxy, so drift in the machine's load reaches all alike. Printed: p50/p95 latency, what
+   each adds over "off" (pooled samples, and the median of the rounds' differences), and
+   CPU per request of each proxy process (all its threads, from /proc: the log's writer
+   thread included), with the CPU model and the load average before and after.
 
-The end-to-end part starts the simulated upstream and three single-worker proxies on the
-same config (master key; only ``observability`` differs), then drives them sequentially
-(concurrency 1) in alternating rounds so drift in the machine's load reaches all alike, and
-prints p50/p99 latency and the added p50 of each metrics mode over metrics off. Not part
-of ``make test``.
+    PYTHONPATH=python .venv/bin/python benches/bench_metrics.py [--requests 150] [--rounds 40]
+        [--parts]
+
+Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -25,72 +33,180 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from proxy_overhead import (
-    MASTER_KEY,
-    Result,
-    cpu_model,
-    drive,
-    free_port,
-    start,
-    stop,
-    wait_ready,
-)
+from routeguard.bench import proxy
+from routeguard.bench.proxy import MASTER_KEY, Result
+from routeguard.bench.report import cpu_model
+from routeguard.bench.timing import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+DEP = {"model_name": "bench", "type": "openai", "model": "sim-bench",
+       "api_key": "sk-upstream", "input_cost_per_mtok": 0.15,
+       "output_cost_per_mtok": 0.6}  # fmt: skip
 
 
-def record_cost(n: int = 20_000) -> dict[str, float]:
-    """Median µs of one ``Metrics.record`` per kind of request (in this process's mode)."""
+def _traces() -> tuple[Any, dict[str, Any]]:
+    """A gateway's metrics and one finished trace per kind of request."""
     from routeguard.gateway import Gateway
     from routeguard.observe.requestlog import Trace
     from routeguard.result import ChatResult
-    from routeguard.server.metrics import Metrics, multiprocess
+    from routeguard.server.metrics import Metrics
 
-    dep = {"model_name": "bench", "type": "openai", "model": "sim-bench",
-           "api_base": "http://127.0.0.1:9/v1", "api_key": "sk-x",
-           "input_cost_per_mtok": 0.15, "output_cost_per_mtok": 0.6}  # fmt: skip
-    cfg = {"model_list": [dep], "cache": {"enabled": True}}
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    sys.path.insert(0, str(ROOT / "tests"))
     from embedders import WordsEmbedder  # tests/embedders.py: no model to load
 
+    cfg = {"model_list": [{**DEP, "api_base": "http://127.0.0.1:9/v1"}],
+           "cache": {"enabled": True}}  # fmt: skip
     gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
-    metrics = Metrics(gw)
     d = gw.config.deployments["bench"][0]
     usage = {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50}
-    response = {"model": "sim-bench", "usage": usage}
+    response = {"id": "chatcmpl-1", "model": "sim-bench", "usage": usage,
+                "choices": [{"finish_reason": "stop", "message": {"content": "x"}}]}  # fmt: skip
 
     def trace(stream: bool, cache: str) -> Trace:
-        t = Trace("req", time.time(), time.perf_counter())
-        t.request = {"model": "bench", "messages": [], "stream": stream}
+        t = Trace("req_0123456789abcdef", time.time(), time.perf_counter())
+        t.request = {"model": "bench", "messages": [{"role": "user", "content": "hi"}],
+                     "max_tokens": 16, "stream": stream}  # fmt: skip
         t.result = ChatResult(alias="bench", deployment=d, attempts=1, upstream_s=0.001,
                               started=t.started, response=None if stream else response,
                               usage=dict(usage), cache=cache)  # fmt: skip
         t.first_byte = t.started + 0.002 if stream else None
         return t
 
-    out = {"mode": 1.0 if multiprocess() else 0.0}
-    for name, tr in (("plain", trace(False, "miss")), ("stream", trace(True, "miss")),
-                     ("cache hit", trace(False, "hit"))):  # fmt: skip
-        samples = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                metrics.record(tr)
-            samples.append((time.perf_counter() - t0) / n * 1e6)
-        out[name] = statistics.median(samples)
-    return out
+    kinds = {"plain": trace(False, "miss"), "stream": trace(True, "miss"),
+             "cache hit": trace(False, "hit")}  # fmt: skip
+    return Metrics(gw), kinds
+
+
+def _per_call_us(fn: Any, n: int) -> float:
+    """Median over 5 batches of the CPU µs of one ``fn()`` call."""
+    samples = []
+    for _ in range(5):
+        c0 = time.process_time()
+        for _ in range(n):
+            fn()
+        samples.append((time.process_time() - c0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def record_cost(n: int = 20_000) -> dict[str, float]:
+    """CPU µs of one ``Metrics.record`` per kind of request (in this process's mode)."""
+    metrics, kinds = _traces()
+    return {name: _per_call_us(lambda t=t: metrics.record(t), n) for name, t in kinds.items()}
+
+
+def log_cost(n: int = 4_000) -> tuple[float, float]:
+    """CPU µs per request-log line: queueing a finished request's trace (the event loop's
+    share), and building and encoding its line (the writer thread's share)."""
+    from routeguard.observe.requestlog import RequestLog, _enc
+
+    _, kinds = _traces()
+    tr = kinds["plain"]
+    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-log-"))
+    rl = RequestLog(tmp / "requests.jsonl", queue_size=10 * n)
+    try:
+        queued = _per_call_us(lambda: rl.record_trace(tr, "/v1/chat/completions"), n)
+        rl.flush(30)
+    finally:
+        rl.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    built = _per_call_us(lambda: _enc.encode(tr.entry("/v1/chat/completions", False)), n)
+    return queued, built
+
+
+# name -> (metrics on, request log on, multiprocess files)
+TARGETS: dict[str, tuple[bool, bool, bool]] = {
+    "off": (False, False, False),
+    "log+metrics": (True, True, False),
+    "off (A/A)": (False, False, False),
+    "log+metrics (A/A)": (True, True, False),
+}
+PARTS: dict[str, tuple[bool, bool, bool]] = {  # --parts: which of the two costs what
+    "metrics only": (True, False, False),
+    "log only": (False, True, False),
+    "log+metrics, multiprocess": (True, True, True),
+}
+
+
+def end_to_end(
+    requests: int, rounds: int, targets: dict[str, tuple[bool, bool, bool]]
+) -> dict[str, dict[str, Any]]:
+    """Latencies (s) and CPU µs per request of each target, over alternating rounds."""
+    procs: list[Any] = []
+    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-observe-"))
+    try:
+        mock_port = proxy.free_port()
+        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(mock_port)])
+        procs.append(mock)
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        proxy.wait_ready(mock_url + "/health", mock)
+        servers: dict[str, tuple[str, Any]] = {}
+        for i, (name, (metrics_on, log_on, mp)) in enumerate(targets.items()):
+            obs: dict[str, Any] = {"metrics": metrics_on}
+            if log_on:
+                obs["request_log"] = str(tmp / f"requests{i}.jsonl")
+            cfg = {"model_list": [{**DEP, "api_base": f"{mock_url}/v1"}],
+                   "server": {"master_key": MASTER_KEY}, "observability": obs}  # fmt: skip
+            path = tmp / f"config{i}.json"
+            path.write_text(json.dumps(cfg))
+            env = {}
+            if mp:
+                (tmp / f"mp{i}").mkdir()
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"mp{i}")
+            port = proxy.free_port()
+            p = proxy.start([*proxy.ROUTEGUARD, "serve", "--config", str(path), "--port",
+                             str(port), "--log-level", "error"], env=env)  # fmt: skip
+            procs.append(p)
+            proxy.wait_ready(f"http://127.0.0.1:{port}/health", p)
+            servers[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", p)
+        out: dict[str, dict[str, Any]] = {
+            n: {"latencies": [], "round_p50": [], "cpu": [], "loop": [], "errors": 0}
+            for n in servers
+        }
+        names = list(servers)
+        for i in range(rounds):
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for name in order:
+                url, p = servers[name]
+                c0 = proxy.process_cpu_s(p.pid)
+                m0 = proxy.process_cpu_s(p.pid, p.pid)  # the main thread: the event loop
+                res: Result = asyncio.run(proxy.drive(name, url, 1, requests, MASTER_KEY))
+                cpu = proxy.process_cpu_s(p.pid) - c0
+                loop_cpu = proxy.process_cpu_s(p.pid, p.pid) - m0
+                o = out[name]
+                o["latencies"] += res.latencies
+                o["round_p50"].append(res.p50)
+                o["errors"] += res.errors
+                o["cpu"].append((cpu, requests + 50))  # the 50 warm-up requests too
+                o["loop"].append((loop_cpu, requests + 50))
+        for i, (name, (_, log_on, _)) in enumerate(targets.items()):
+            if log_on:  # a figure means something only if the lines were written
+                lines = (tmp / f"requests{i}.jsonl").read_bytes().count(b"\n")
+                if lines < rounds * requests:
+                    raise RuntimeError(f"{name}: {lines} log lines for {rounds * requests}")
+        return out
+    finally:
+        for p in reversed(procs):
+            proxy.stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=3000, help="requests per target")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    """Print the in-process costs, then the end-to-end table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=150, help="requests per proxy per round")
+    ap.add_argument("--rounds", type=int, default=40, help="alternating rounds")
+    ap.add_argument("--parts", action="store_true", help="also metrics only, log only and "
+                    "log+metrics in multiprocess mode")  # fmt: skip
     ap.add_argument("--record-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.record_only:  # the child run in multiprocess mode
         print(json.dumps(record_cost()))
         return 0
 
-    print(f"CPU: {cpu_model()}", flush=True)
+    load0 = os.getloadavg()[0]
+    print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; load average {load0:.1f}", flush=True)
     here = record_cost()
     mp_dir = tempfile.mkdtemp(prefix="rg-bench-mp-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": mp_dir}
@@ -98,71 +214,53 @@ def main() -> int:
                            capture_output=True, text=True, check=True)  # fmt: skip
     there = json.loads(child.stdout.strip().splitlines()[-1])
     shutil.rmtree(mp_dir, ignore_errors=True)
-    print("\nMetrics.record, µs per call (median of 5 x 20,000):")
-    print("| request | in-process values | multiprocess (mmap) |\n|---|---|---|")
+    queued, built = log_cost()
+    print("\nIn process, CPU µs per call (median of 5 batches):")
+    print("| call | in-process values | multiprocess (mmap) |\n|---|---|---|")
     for k in ("plain", "stream", "cache hit"):
-        print(f"| {k} | {here[k]:.2f} | {there[k]:.2f} |")
+        print(f"| `Metrics.record`, {k} | {here[k]:.1f} | {there[k]:.1f} |")
+    print(f"| request-log line queued (event loop) | {queued:.1f} | |")
+    print(f"| request-log line built and encoded (writer thread) | {built:.1f} | |")
 
-    here_bin = str(Path(sys.executable).parent)
-    exe = shutil.which("routeguard", path=here_bin) or "routeguard"
-    procs: list[subprocess.Popen[bytes]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-metrics-"))
-    try:
-        mock_port = free_port()
-        mock = start([exe, "mock-upstream", "--port", str(mock_port)])
-        procs.append(mock)
-        mock_url = f"http://127.0.0.1:{mock_port}"
-        wait_ready(mock_url + "/health", mock)
-        dep = {"model_name": "bench", "type": "openai", "model": "sim-bench",
-               "api_base": f"{mock_url}/v1", "api_key": "sk-upstream",
-               "input_cost_per_mtok": 0.15, "output_cost_per_mtok": 0.60}  # fmt: skip
-        targets: dict[str, str] = {}
-        for name, metrics_on, extra_env in (
-            ("metrics off", False, {}),
-            ("metrics on", True, {}),
-            ("metrics on, multiprocess", True, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "mp")}),
-            ("metrics off (A/A control)", False, {}),
-        ):
-            cfg = {"model_list": [dep], "server": {"master_key": MASTER_KEY},
-                   "observability": {"metrics": metrics_on}}  # fmt: skip
-            path = tmp / f"{len(targets)}.json"
-            path.write_text(json.dumps(cfg))
-            for d in extra_env.values():
-                os.makedirs(d, exist_ok=True)
-            port = free_port()
-            proc = start([exe, "serve", "--config", str(path), "--port", str(port),
-                          "--log-level", "error"], env=extra_env)  # fmt: skip
-            procs.append(proc)
-            wait_ready(f"http://127.0.0.1:{port}/health", proc)
-            targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
-        results: dict[str, Result] = {}
-        deltas: dict[str, list[float]] = {name: [] for name in targets}
-        per_round = max(1, args.requests // args.rounds)
-        names = list(targets)
-        for i in range(args.rounds):
-            # Each round starts at another target, so no target always runs first or last.
-            order = names[i % len(names) :] + names[: i % len(names)]
-            this: dict[str, Result] = {}
-            for name in order:
-                this[name] = asyncio.run(drive(name, targets[name], 1, per_round, MASTER_KEY))
-            for name, res in this.items():
-                deltas[name].append((res.p50 - this["metrics off"].p50) * 1000)
-                if name in results:
-                    results[name].merge(res)
-                else:
-                    results[name] = res
-        off = results["metrics off"]
-        print(f"\nProxy, sequential, {per_round * args.rounds} requests per target:")
-        print("| target | p50 ms | p99 ms | added p50 µs vs off (pooled) | median of rounds' "
-              "added p50 µs | errors |\n|---|---|---|---|---|---|")  # fmt: skip
-        for name, r in results.items():
-            pooled = "" if r is off else f"{(r.p50 - off.p50) * 1000:+.1f}"
-            per = "" if r is off else f"{statistics.median(deltas[name]):+.1f}"
-            print(f"| {name} | {r.p50:.3f} | {r.p99:.3f} | {pooled} | {per} | {r.errors} |")
-    finally:
-        for p in reversed(procs):
-            stop(p)
-        shutil.rmtree(tmp, ignore_errors=True)
+    e = end_to_end(args.requests, args.rounds, {**TARGETS, **(PARTS if args.parts else {})})
+    load1 = os.getloadavg()[0]
+
+    def p(name: str, q: float) -> float:
+        return percentile(e[name]["latencies"], q) * 1e6  # µs
+
+    def cpu(name: str, what: str = "cpu") -> float:  # µs per request, all rounds (10 ms ticks)
+        return sum(c for c, _ in e[name][what]) / sum(n for _, n in e[name][what]) * 1e6
+
+    base50 = (p("off", 50) + p("off (A/A)", 50)) / 2
+    base95 = (p("off", 95) + p("off (A/A)", 95)) / 2
+    base_cpu = (cpu("off") + cpu("off (A/A)")) / 2
+    base_loop = (cpu("off", "loop") + cpu("off (A/A)", "loop")) / 2
+    off_rounds = [
+        (a + b) / 2 for a, b in zip(e["off"]["round_p50"], e["off (A/A)"]["round_p50"], strict=True)
+    ]
+    print(f"\nProxy, sequential, {args.rounds} rounds x {args.requests} requests per proxy; "
+          f"load average {load0:.1f} before, {load1:.1f} after:")  # fmt: skip
+    print("| proxy | p50 ms | p95 ms | p50 added µs (pooled) | p50 added µs (median of rounds) "
+          "| p95 added µs | CPU µs per request | CPU added µs | event-loop thread CPU added µs "
+          "| errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, o in e.items():
+        rounds_added = statistics.median(
+            (r - b) * 1000 for r, b in zip(o["round_p50"], off_rounds, strict=True)
+        )
+        print(f"| {name} | {p(name, 50) / 1000:.3f} | {p(name, 95) / 1000:.3f} "
+              f"| {p(name, 50) - base50:+.0f} | {rounds_added:+.0f} | {p(name, 95) - base95:+.0f} "
+              f"| {cpu(name):.0f} | {cpu(name) - base_cpu:+.0f} "
+              f"| {cpu(name, 'loop') - base_loop:+.0f} | {o['errors']} |")  # fmt: skip
+    spread = abs(p("off", 50) - p("off (A/A)", 50))
+    spread_on = abs(p("log+metrics", 50) - p("log+metrics (A/A)", 50))
+    on50 = (p("log+metrics", 50) + p("log+metrics (A/A)", 50)) / 2
+    on_cpu = (cpu("log+metrics") + cpu("log+metrics (A/A)")) / 2
+    on_loop = (cpu("log+metrics", "loop") + cpu("log+metrics (A/A)", "loop")) / 2
+    print(f"\nlog+metrics (both copies) over off (both copies): p50 {on50 - base50:+.0f} µs, "
+          f"CPU {on_cpu - base_cpu:+.0f} µs per request (event-loop thread "
+          f"{on_loop - base_loop:+.0f} µs); A/A p50 spread: off {spread:.0f} µs, "
+          f"log+metrics {spread_on:.0f} µs")  # fmt: skip
     return 0
 
 

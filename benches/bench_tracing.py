@@ -100,12 +100,6 @@ def hooks(n: int) -> dict[str, float]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a process, all threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def end_to_end(requests: int, rounds: int, ratio: float) -> dict[str, dict[str, float]]:
     """p50 ms and CPU µs per request of each proxy, over alternating rounds."""
     names = ["off", "on", "off (A/A)", "on (A/A)"]
@@ -139,11 +133,13 @@ def end_to_end(requests: int, rounds: int, ratio: float) -> dict[str, dict[str, 
         for _ in range(rounds):
             for name in names:
                 url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"
-                c0 = _cpu_s(servers[name].pid)
+                c0 = proxy.process_cpu_s(servers[name].pid)
                 res = asyncio.run(proxy.drive(name, url, 1, requests, proxy.MASTER_KEY))
                 latencies[name] += res.latencies
                 # warm-up requests included; the export of spans lands in later rounds
-                cpu[name].append((_cpu_s(servers[name].pid) - c0) / (requests + 50) * 1e6)
+                cpu[name].append(
+                    (proxy.process_cpu_s(servers[name].pid) - c0) / (requests + 50) * 1e6
+                )
         return {
             n: {
                 "p50_ms": percentile(latencies[n], 50) * 1000,

@@ -283,7 +283,10 @@ def test_grafana_dashboard_queries_only_metrics_we_export(mock: MockServer) -> N
     dashboard = json.loads(DASHBOARD.read_text())
     queried = _queried_metrics(dashboard)
     assert len(queried) >= 15
-    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    cfg = _cfg(mock.url)  # with a bounded route: its families are exported at scrape time
+    cfg["model_list"].append({**cfg["model_list"][0], "model_name": "bounded", "id": "b-1"})
+    cfg["routes"]["bounded"] = {"cache": {"enabled": True, "max_error_rate": 0.05}}
+    gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
     with ServerThread(create_app(gw)) as srv:
         with openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as c:
             c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])

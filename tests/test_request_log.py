@@ -166,3 +166,35 @@ def test_two_processes_share_one_log(tmp_path: Path) -> None:
     ]  # fmt: skip
     for w in ("a", "b"):
         assert sorted(x["i"] for x in lines if x["writer"] == w) == list(range(500))
+
+
+def test_a_full_queue_drops_lines_and_flush_cuts_the_linger_short(tmp_path: Path) -> None:
+    from routeguard.observe.requestlog import Trace
+
+    log = RequestLog(tmp_path / "r.jsonl", queue_size=2, linger=30.0)
+    try:
+        for i in range(5):
+            trace = Trace(f"req_{i}", 1_700_000_000.0, 0.0)
+            trace.request = {"model": "m", "messages": []}
+            log.record_trace(trace, "/v1/chat/completions", now=0.25)
+        assert log.dropped == 3
+        log.flush(timeout=10)  # far shorter than the linger: flush does not wait for it
+        lines = _lines(tmp_path / "r.jsonl")
+    finally:
+        log.close()
+    assert [x["request_id"] for x in lines] == ["req_0", "req_1"]
+    assert lines[0]["latency_ms"] == 250.0  # built by the writer, at the time it was queued
+    assert lines[0]["timestamp"].startswith("2023-11-14T22:13:20")
+
+
+def test_a_secret_registered_after_a_name_was_logged_is_masked_from_then_on() -> None:
+    from routeguard import scrub
+
+    name = "model-xq7kd9wplm"
+    assert scrub.scrub_name(name) == name  # memoised
+    scrub.remember("xq7kd9wplm")
+    try:
+        assert scrub.scrub_name(name) == "model-***"
+    finally:
+        scrub.forget("xq7kd9wplm")
+    assert scrub.scrub_name(name) == name

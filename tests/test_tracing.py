@@ -296,6 +296,7 @@ def test_cache_hits_and_refusals_in_process(mock: MockServer, receiver: OtlpRece
         app.tracing.provider.force_flush()
         got = receiver.wait_for(lambda s: len([x for x in s if x.kind == SERVER]) >= 4)
     assert spans.recorder is None  # shutdown uninstalled it
+    assert not [s for s in got if s.kind == INTERNAL]  # stage spans are off by default
     assert hit.choices[0].message.content == miss.choices[0].message.content
     cached = [s for s in got if s.name == "chat cached"]
     assert [s.attributes["routeguard.cache.status"] for s in cached] == ["miss", "hit"]
@@ -312,3 +313,47 @@ def test_cache_hits_and_refusals_in_process(mock: MockServer, receiver: OtlpRece
     denied = _one(got, "GET /v1/models")
     assert denied.attributes["http.response.status_code"] == 401
     assert denied.attributes["error.type"] == "invalid_api_key"
+
+
+def test_stage_spans_when_asked_for(mock: MockServer, receiver: OtlpReceiver) -> None:
+    dep = {"type": "openai", "api_base": mock.url + "/v1", "api_key": "sk-up"}
+    cfg = {
+        "model_list": [{**dep, "model_name": "cached", "model": "sim-cached"},
+                       {**dep, "model_name": "big", "model": "sim-big"}],
+        "routes": {
+            "cached": {"cache": {"enabled": True, "threshold": 0.8}},
+            "auto": {"mode": "routed", "default": "cached",
+                     "rules": [{"name": "long", "min_tokens": 40, "target": "big"}]},
+        },
+        "observability": {"tracing": {"endpoint": receiver.url, "stages": True}},
+    }  # fmt: skip
+    gw = Gateway(config.load(cfg, env={}), embedder=WordsEmbedder())
+    app = create_app(gw)
+    assert app.tracing is not None
+    msgs: Any = [{"role": "user", "content": "what is the tallest mountain"}]
+    with (
+        ServerThread(app) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0) as c,
+    ):
+        c.chat.completions.create(model="cached", messages=msgs)
+        c.chat.completions.create(model="cached", messages=msgs)
+        long_msgs: Any = [{"role": "user", "content": "explain this please " * 30}]
+        c.chat.completions.create(model="auto", messages=long_msgs)
+        app.tracing.provider.force_flush()
+        got = receiver.wait_for(lambda s: len([x for x in s if x.kind == SERVER]) >= 3)
+    servers = {s.span_id: s for s in got if s.kind == SERVER}
+    lookups = [s for s in got if s.name == "routeguard.cache.lookup"]
+    assert all(s.kind == INTERNAL and s.parent_span_id in servers for s in lookups)
+    by_request = {servers[s.parent_span_id].name: [] for s in lookups}
+    for s in lookups:
+        by_request[servers[s.parent_span_id].name].append(s.attributes)
+    assert [a["routeguard.cache.status"] for a in by_request["chat cached"]] == ["miss", "hit"]
+    assert by_request["chat cached"][1]["routeguard.cache.tier"] == "exact"
+    assert by_request["chat cached"][0]["routeguard.cache.verifier_refused"] is False
+    (route,) = [s for s in got if s.name == "routeguard.route"]
+    assert servers[route.parent_span_id].name == "chat auto"
+    assert route.attributes["routeguard.route.target"] == "big"
+    assert route.attributes["routeguard.route.reason"] == "rule:long"
+    # The stage ended before the upstream call started.
+    (attempt,) = [s for s in got if s.kind == CLIENT and s.parent_span_id == route.parent_span_id]
+    assert route.end_ns <= attempt.start_ns

@@ -66,6 +66,7 @@ from routeguard.errors import (
 )
 from routeguard.fallback import Fallback
 from routeguard.messages import estimate_tokens
+from routeguard.observe import spans
 from routeguard.observe.feedback import (
     FeedbackStore,
     JsonlFeedback,
@@ -457,7 +458,11 @@ class Gateway:
         ticket = self.cache.ticket(call.request, call.alias, call.tenant, key_id)
         if ticket is None:
             return None, None
-        return ticket, await self.cache.lookup(ticket)
+        with spans.stage("routeguard.cache.lookup") as stage:  # tracing.stages only
+            hit = await self.cache.lookup(ticket)
+            if stage:
+                stage.note(_lookup_attributes(ticket, hit))
+        return ticket, hit
 
     async def _route(
         self, call: Call, admission: Admission, ticket: Ticket | None
@@ -470,13 +475,17 @@ class Gateway:
         if router is None:
             return call.alias, None
         vector = ticket.vector if ticket is not None else None
-        decision = await router.aroute(call.request, vector, call.metadata)
-        if router.budget_aware is not None and admission.chain:
-            own = admission.hold.amount if admission.hold is not None else 0
-            tight = await self.budget.pressured(admission.chain, router.budget_aware, own)
-            if tight is not None:
-                decision = router.downgrade(decision, tight)
-        decision = _in_scope(router, decision, call.key)
+        with spans.stage("routeguard.route") as stage:  # tracing.stages only
+            decision = await router.aroute(call.request, vector, call.metadata)
+            if router.budget_aware is not None and admission.chain:
+                own = admission.hold.amount if admission.hold is not None else 0
+                tight = await self.budget.pressured(admission.chain, router.budget_aware, own)
+                if tight is not None:
+                    decision = router.downgrade(decision, tight)
+            decision = _in_scope(router, decision, call.key)
+            if stage:
+                stage.note({"routeguard.route.target": decision.target_alias,
+                            "routeguard.route.reason": decision.reason})  # fmt: skip
         return decision.target_alias, decision.reason
 
     async def _call(self, call: Call, alias: str, ticket: Ticket | None) -> ChatResult:
@@ -508,6 +517,7 @@ class Gateway:
             response=out.value,
             usage=(responses_usage if passed else usage_of)(out.value.get("usage")),
             cache="off" if ticket is None else ticket.state,
+            cache_refused=ticket is not None and ticket.refused,
             dropped=() if passed else self._dropped(request, out.deployment),
             wire="responses" if passed else "chat",
             charge=out.charge,
@@ -823,6 +833,7 @@ class Gateway:
             usage=usage_of(resp.get("usage")),
             cache="hit",
             cache_score=hit.score,
+            cache_tier="exact" if hit.exact else "semantic",
             cache_key=hit.key,
         )
         if request.get("stream"):
@@ -899,6 +910,7 @@ class Gateway:
             upstream_s=out.upstream_s,
             started=started,
             cache="off" if ticket is None else ticket.state,
+            cache_refused=ticket is not None and ticket.refused,
             dropped=() if passed else self._dropped(request, out.deployment),
             wire="responses" if passed else "chat",
             charge=out.charge,
@@ -931,6 +943,20 @@ class Gateway:
         """Embeddings in the OpenAI shape, through the same fallback machinery; scoped,
         rate-limited, held and settled like chat (``accounts`` and ``key`` as in
         :meth:`chat_result`)."""
+        result = await self.embeddings_result(request, accounts=accounts, key=key)
+        assert result.response is not None
+        return result.response
+
+    async def embeddings_result(
+        self,
+        request: Json,
+        *,
+        accounts: Sequence[str | None] = (),
+        key: KeyRecord | None = None,
+    ) -> ChatResult:
+        """:meth:`embeddings` with how they were served (deployment, attempts, usage, cost),
+        as the proxy records them; the response is the result's ``response``."""
+        started = time.perf_counter()
         validate_embeddings(request)
         alias = request["model"]
         if not self.serves(alias) or (alias in self.routers and alias not in self.balancers):
@@ -970,7 +996,15 @@ class Gateway:
         self.balancers[out.alias].record_tokens(
             out.deployment, usage.get("prompt_tokens", 0), out.charge
         )
-        return out.value
+        return ChatResult(
+            alias=out.alias,
+            deployment=out.deployment,
+            attempts=len(out.attempts),
+            upstream_s=out.upstream_s,
+            started=started,
+            response=out.value,
+            usage=usage,
+        )
 
     async def start_cache(self) -> None:
         """Start the shared cache backend on the running loop (a no-op in memory mode; done
@@ -1049,6 +1083,15 @@ class _Balancers(dict[str, Balancer]):
         if balancer is None:
             raise KeyError(name)
         return balancer
+
+
+def _lookup_attributes(ticket: Ticket, hit: CacheHit | None) -> dict[str, Any]:
+    """The cache-lookup stage's span attributes."""
+    if hit is not None:
+        return {"routeguard.cache.status": "hit", "routeguard.cache.score": float(hit.score),
+                "routeguard.cache.tier": "exact" if hit.exact else "semantic"}  # fmt: skip
+    return {"routeguard.cache.status": ticket.state,
+            "routeguard.cache.verifier_refused": ticket.refused}  # fmt: skip
 
 
 def _same_cache(previous: Gateway, config: Config) -> bool:

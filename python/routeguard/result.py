@@ -29,6 +29,8 @@ class ChatResult:
     # "off" (not cacheable / caching disabled)
     cache: str = "off"
     cache_score: float | None = None
+    cache_tier: str | None = None  # a hit's tier: "exact" or "semantic"
+    cache_refused: bool = False  # the verifier refused a candidate at or above the threshold
     cache_key: str | None = None  # the entry a hit was served from
     route: str | None = None  # why the router chose the served alias (routed routes only)
     dropped: tuple[str, ...] = ()  # request fields the provider could not honour (drop_params)

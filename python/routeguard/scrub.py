@@ -27,6 +27,10 @@ _secrets: set[str] = set()
 _hosts: set[str] = set()
 _bases: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
+# scrub_name's results; emptied whenever the set of secrets changes (under _lock).
+_names: dict[str, str] = {}
+_MAX_NAME = 256  # longer strings are scrubbed every time, never memoised
+_MAX_NAMES = 4096  # memo entries; the memo is emptied when full
 _host_re: re.Pattern[str] | None = None
 
 # Key-shaped strings, whoever they belong to. Order matters: URL userinfo and named values
@@ -62,6 +66,7 @@ def remember(secret: str) -> None:
     with _lock:
         _secrets.add(secret)
         _secret_re = None
+        _names.clear()
 
 
 def forget(secret: str) -> None:
@@ -72,6 +77,7 @@ def forget(secret: str) -> None:
         if secret in _secrets:
             _secrets.discard(secret)
             _secret_re = None
+            _names.clear()
 
 
 def remember_upstream(api_base: str) -> None:
@@ -115,6 +121,21 @@ def scrub(text: str) -> str:
     for regex, replacement in _PATTERNS:
         text = regex.sub(replacement, text)
     return text
+
+
+def scrub_name(text: str) -> str:
+    """:func:`scrub` for short strings that recur (model, tool and format names in a log
+    line), memoised: a repeat costs a dict lookup instead of the regex passes."""
+    done = _names.get(text)
+    if done is not None:
+        return done
+    out = scrub(text)
+    if len(text) <= _MAX_NAME:
+        with _lock:
+            if len(_names) >= _MAX_NAMES:
+                _names.clear()
+            _names[text] = out
+    return out
 
 
 def for_caller(text: str) -> str:

@@ -226,6 +226,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) a process has used so far, in seconds (Linux): all its
+    threads, or only ``thread`` (a thread id; the process id names its main thread)."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 Targets = dict[str, tuple[str, str]]  # name -> (URL, bearer token)
 
 

@@ -92,6 +92,7 @@ class Ticket:
     candidate: CacheHit | None = None  # compared with the fresh answer once it is in
     decision: Decision | None = None
     billing: Billing | None = None  # who pays a judge model (set by the gateway)
+    refused: bool = False  # the verifier refused a candidate (and the lookup missed)
 
     @property
     def state(self) -> str:
@@ -300,6 +301,8 @@ class CacheLayer:
         if hit is not None:
             return hit
         ticket.vector = (await embed_off_loop(c.embedder, [ticket.prompt]))[0]
+        # The search below runs without an await: the counter's change is this lookup's.
+        refusals = c.metrics.rejected
         if ticket.settings.max_error_rate is not None:
             bound = self.bound_for(ticket.alias, ticket.settings)
             served, cand, decision = c.probe(
@@ -309,14 +312,16 @@ class CacheLayer:
                 bound.no_candidate()
             elif decision.compare:
                 ticket.candidate, ticket.decision = cand, decision
-            return served
-        return c.get(
-            ticket.prompt,
-            ticket.namespace,
-            ticket.context,
-            threshold=ticket.settings.threshold,
-            vector=ticket.vector,
-        )
+        else:
+            served = c.get(
+                ticket.prompt,
+                ticket.namespace,
+                ticket.context,
+                threshold=ticket.settings.threshold,
+                vector=ticket.vector,
+            )
+        ticket.refused = c.metrics.rejected != refusals
+        return served
 
     def store(self, ticket: Ticket, response: Json) -> None:
         """Keep a successful upstream answer for later requests (never raises: a store

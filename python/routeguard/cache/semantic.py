@@ -358,6 +358,7 @@ class SemanticCache:
             if index is not None:
                 found_ids, found_scores = index.search(vector, min(_CANDIDATES, len(index)))
                 ids, scores = found_ids.tolist(), found_scores.tolist()
+            refused = False
             for vid, score in zip(ids, scores, strict=True):
                 if score < FLOOR:
                     break
@@ -369,6 +370,7 @@ class SemanticCache:
                     self.metrics.expirations += 1
                     continue
                 if self.verifier is not None and not self.verifier(prompt, entry.prompt):
+                    refused = True
                     continue
                 cand = CacheHit(
                     entry.response, float(score), entry.key, False, entry.prompt, entry.metadata
@@ -376,6 +378,8 @@ class SemanticCache:
                 break
             if len(scores):
                 self.metrics.observe_score(float(scores[0]))
+            if refused and cand is None:
+                self.metrics.rejected += 1
         decision = decide(cand.score) if cand is not None else None
         with self._lock:
             if decision is not None and decision.serve and cand is not None:

@@ -249,6 +249,7 @@ class TracingSettings(OtlpExporterSettings, frozen=True):
 
     sample_ratio: float | None = None  # None: OTEL_TRACES_SAMPLER(_ARG), else every trace
     service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "routeguard"
+    stages: bool = False  # INTERNAL spans for the cache lookup and the routing decision
     exporters: list[OtlpExporterSettings] = []
 
 
@@ -341,6 +342,7 @@ class TracingConfig:
     targets: tuple[OtlpTarget, ...]
     sample_ratio: float | None = None
     service_name: str | None = None
+    stages: bool = False  # INTERNAL spans per request stage (cache lookup, routing)
 
 
 @dataclass(frozen=True)

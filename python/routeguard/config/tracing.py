@@ -57,7 +57,7 @@ def check_tracing(
                     f"pip install 'routeguard[{extra}]'",
                 )
             )
-    return TracingConfig(tuple(targets), ratio, settings.service_name)
+    return TracingConfig(tuple(targets), ratio, settings.service_name, settings.stages)
 
 
 def _target(

@@ -2,8 +2,10 @@
 format ``routeguard analyze`` and ``simulate`` read (:mod:`routeguard.analyze.logs`), so a
 day of traffic is analysed with no conversion.
 
-Lines are written by one writer thread from a bounded queue, never on the event loop; a
-full queue drops the line and counts it (``dropped``) rather than stall requests. Files
+Lines are built, encoded and written by one writer thread from a bounded queue, never on
+the event loop (which only queues the finished request's trace); the thread wakes once per
+batch and lets lines gather for ``linger`` seconds first. A full queue drops the line and
+counts it (``dropped``) rather than stall requests. Files
 rotate by size: ``PATH`` is renamed ``PATH.1`` (and so on up to ``backups``) when the next
 batch would take it past ``max_bytes``. Several processes (``serve --workers N``) may share
 one ``PATH``: each batch of whole lines is one ``O_APPEND`` write, and rotation happens
@@ -18,9 +20,9 @@ import contextlib
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,16 +51,23 @@ class RequestLog:
         max_bytes: int = 100 * 1024 * 1024,
         backups: int = 5,
         queue_size: int = 10_000,
+        linger: float = 0.05,
     ) -> None:
-        if max_bytes <= 0 or backups < 0 or queue_size <= 0:
-            raise ValueError("max_bytes and queue_size must be positive, backups >= 0")
+        if max_bytes <= 0 or backups < 0 or queue_size <= 0 or linger < 0:
+            raise ValueError("max_bytes and queue_size must be positive, backups, linger >= 0")
         self.path = Path(path)
         self.log_content = log_content
         self.max_bytes = max_bytes
         self.backups = backups
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self.linger = linger  # seconds lines gather before the thread writes them
+        self._cap = queue_size
+        # A deque, not a queue.Queue: appending costs the event loop no lock and no
+        # notify; the thread is woken once per batch (when the deque stops being empty).
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
         lock = self.path.with_name(self.path.name + ".lock")
@@ -72,54 +81,94 @@ class RequestLog:
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Queue one entry (never blocks; a full queue drops it and counts the drop)."""
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        self._put(entry)
+
+    def record_trace(self, trace: Trace, endpoint: str, now: float | None = None) -> None:
+        """Queue the line of a finished request, to be built by the writer thread (the
+        trace must not change after this); ``now``: when it ended (default: now)."""
+        self._put((trace, endpoint, time.perf_counter() if now is None else now))
+
+    def _put(self, item: Any) -> None:
+        pending = self._pending
+        if len(pending) >= self._cap:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("request log queue full: %d line(s) dropped so far", self.dropped)
+            return
+        was_empty = not pending
+        pending.append(item)
+        if was_empty:
+            self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued entry is on disk (for tests and shutdown)."""
+        if not self._thread.is_alive():
+            return
         done = threading.Event()
-        self._queue.put(done)
+        self._pending.append(done)
+        self._hurry.set()
+        self._wake.set()
         done.wait(timeout)
 
     def close(self) -> None:
         """Write what is queued, stop the thread and close the file."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._pending.append(_STOP)
+            self._hurry.set()
+            self._wake.set()
             self._thread.join(10)
         os.close(self._fd)
         os.close(self._lock)
 
     def _run(self) -> None:
         while True:
-            batch: list[bytes] = []
-            waiters: list[threading.Event] = []
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    self._write(batch)
-                    for w in waiters:
-                        w.set()
-                    return
-                if isinstance(item, threading.Event):
-                    waiters.append(item)
-                else:
-                    try:
-                        batch.append(_enc.encode(item) + b"\n")
-                    except (TypeError, ValueError, OverflowError) as exc:
-                        log.warning("request log: entry not encodable (%s); skipped", exc)
-                if len(batch) >= 256:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._write(batch)
-            for w in waiters:
-                w.set()
+            # The timeout covers the one race _put leaves open (the deque emptied between
+            # its check and its append): such a line waits at most a second.
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self.linger > 0:
+                # Let lines gather: one wake-up, one lock and one write per batch instead
+                # of per line, which keeps the thread off the GIL while requests run.
+                self._hurry.wait(self.linger)
+            self._hurry.clear()
+            if self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Build, encode and write every queued line; True once a stop was taken."""
+        batch: list[bytes] = []
+        waiters: list[threading.Event] = []
+        pending = self._pending
+        built = 0
+        while pending:
+            item = pending.popleft()
+            if item is _STOP:
+                self._write(batch)
+                for w in waiters:
+                    w.set()
+                return True
+            if isinstance(item, threading.Event):
+                waiters.append(item)
+                continue
+            try:
+                if isinstance(item, tuple):
+                    trace, endpoint, now = item
+                    item = trace.entry(endpoint, self.log_content, now)
+                    built += 1
+                    if built % 16 == 0:
+                        time.sleep(0)  # let the event loop have the GIL between lines
+                batch.append(_enc.encode(item) + b"\n")
+            except (TypeError, ValueError, OverflowError) as exc:
+                log.warning("request log: entry not encodable (%s); skipped", exc)
+            except Exception:  # a line must never kill the writer
+                log.exception("request log: entry could not be built; skipped")
+            if len(batch) >= 4096:
+                self._write(batch)
+                batch = []
+        self._write(batch)
+        for w in waiters:
+            w.set()
+        return False
 
     def _write(self, batch: list[bytes]) -> None:
         """Append ``batch`` in one write, rotating first if it would pass ``max_bytes``."""
@@ -178,7 +227,8 @@ LOGGED_PARAMS = frozenset(
     {
         "model", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
         "presence_penalty", "frequency_penalty", "seed", "reasoning_effort", "logprobs",
-        "top_logprobs", "parallel_tool_calls", "service_tier", "store",
+        "top_logprobs", "parallel_tool_calls", "service_tier", "store", "dimensions",
+        "encoding_format",
     }
 )  # fmt: skip
 
@@ -187,11 +237,14 @@ def request_summary(request: Mapping[str, Any], log_content: bool) -> dict[str, 
     """The logged form of a chat request: its settings (numbers, flags, the model), the
     kinds of its tool choice and response format, tool names, and its messages (secrets
     scrubbed) only when content is logged."""
-    out: dict[str, Any] = {
-        k: v
-        for k, v in request.items()
-        if k in LOGGED_PARAMS and (v is None or isinstance(v, bool | int | float | str))
-    }
+    out: dict[str, Any] = {}
+    for k, v in request.items():  # the keys kept are ours (LOGGED_PARAMS): only values scrubbed
+        if k not in LOGGED_PARAMS:
+            continue
+        if isinstance(v, str):
+            out[k] = scrub.scrub_name(v)
+        elif v is None or isinstance(v, bool | int | float):
+            out[k] = v
     choice = request.get("tool_choice")
     if isinstance(choice, str):
         out["tool_choice"] = choice if choice in ("auto", "none", "required") else "other"
@@ -199,13 +252,16 @@ def request_summary(request: Mapping[str, Any], log_content: bool) -> dict[str, 
         out["tool_choice"] = "function"
     fmt = request.get("response_format")
     if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
-        out["response_format"] = fmt["type"]
+        out["response_format"] = scrub.scrub_name(fmt["type"])
     if isinstance(request.get("tools"), list):
-        out["tools"] = [_tool_name(t) for t in request["tools"]]
+        names = (_tool_name(t) for t in request["tools"])
+        out["tools"] = [scrub.scrub_name(n) if isinstance(n, str) else n for n in names]
     if log_content:
-        out["messages"] = request.get("messages")
-    scrubbed: dict[str, Any] = scrub.scrub_json(out)
-    return scrubbed
+        if "messages" in request or "input" not in request:
+            out["messages"] = scrub.scrub_json(request.get("messages"))
+        else:  # an embeddings request: its input (texts or token ids)
+            out["input"] = scrub.scrub_json(request.get("input"))
+    return out
 
 
 def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> dict[str, Any]:
@@ -213,6 +269,9 @@ def response_summary(response: Mapping[str, Any] | None, log_content: bool) -> d
     text (scrubbed) only when content is logged."""
     if response is None:
         return {}
+    data = response.get("data")
+    if response.get("object") == "list" and isinstance(data, list):  # embeddings
+        return {"embeddings": len(data)}
     out: dict[str, Any] = {"id": response.get("id")}
     if response.get("object") == "response":  # a passed-through Responses answer
         return _responses_summary(response, out, log_content)
@@ -271,16 +330,19 @@ class Trace:
     principal: Any = None  # routeguard.server.auth.Principal
     result: Any = None  # routeguard.result.ChatResult
     error: RouteguardError | None = None
+    operation: str = "chat"  # gen_ai.operation.name: "chat" or "embeddings"
 
-    def entry(self, endpoint: str, log_content: bool) -> dict[str, Any]:
-        """The log line: the wrapped format of :mod:`routeguard.analyze.logs`."""
-        now = time.perf_counter()
+    def entry(self, endpoint: str, log_content: bool, now: float | None = None) -> dict[str, Any]:
+        """The log line: the wrapped format of :mod:`routeguard.analyze.logs` (``now``: when
+        the request ended; default now)."""
+        now = time.perf_counter() if now is None else now
         request = self.request or {}
         alias = request.get("model")
         out: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds"),
             "request_id": self.request_id,
             "endpoint": endpoint,
+            "operation": self.operation,
             "route": alias,
             "request": request_summary(request, log_content),
             "latency_ms": round((now - self.started) * 1000, 3),
@@ -294,7 +356,12 @@ class Trace:
                 deployment=r.deployment.id,
                 provider=r.deployment.provider,
                 route_reason=r.route,
-                cache={"result": r.cache, "score": r.cache_score},
+                cache={
+                    "result": r.cache,
+                    "score": r.cache_score,
+                    "tier": r.cache_tier,
+                    "verifier_refused": r.cache_refused,
+                },
                 attempts=r.attempts,
                 usage=dict(r.usage),
                 cost_usd=r.cost,

@@ -378,10 +378,12 @@ class ProxyApp:
             if trace.request is not None:
                 self.spend.record(trace.spend_row())
                 if self.request_log is not None:
-                    self.request_log.record(trace.entry(path, self.request_log.log_content))
+                    self.request_log.record_trace(trace, path)  # built off the event loop
             if trace.result is not None and trace.result.shadow is not None:
                 self.gateway.start_shadow(trace.result)  # the answer is out: check it now
-            if self.metrics is not None and (path.rstrip("/") in _CHAT_PATHS):
+            if self.metrics is not None and (
+                path.rstrip("/") in _CHAT_PATHS or trace.operation == "embeddings"
+            ):
                 self.metrics.record(trace)
             if span is not None and self.tracing is not None:
                 self.tracing.end(span, trace, chat=trace.request is not None)
@@ -736,9 +738,13 @@ class ProxyApp:
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
+        trace: Trace = scope["routeguard.trace"]
+        trace.request, trace.principal, trace.operation = request, principal, "embeddings"
         # Scoped, rate-limited, held and settled by the gateway, like chat.
-        out = await self.gateway.embeddings(request, accounts=principal.accounts, key=principal.key)
-        await _send_json(send, 200, out, [])
+        trace.result = result = await self.gateway.embeddings_result(
+            request, accounts=principal.accounts, key=principal.key
+        )
+        await _send_json(send, 200, result.response, [])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal: Principal = scope["routeguard.principal"]

@@ -142,14 +142,24 @@ class Metrics:
         )
         self.saved = Counter(
             "routeguard_cost_saved_usd",
-            "Dollars not spent: a cache hit's usage at its deployment's prices",
+            "Dollars not spent: a cache hit's usage at its deployment's prices (layer=cache); "
+            "a routed request's usage at its route's dearest target less what it cost "
+            "(layer=routing)",
             ["layer", "route"],
             registry=reg,
         )
         self.cache = Counter(
             "routeguard_cache_requests",
-            "Cache lookups by result (hit, miss, off: not cacheable)",
-            ["route", "result"],
+            "Cache lookups by result (hit, miss, shadow, off: not cacheable) and, for hits "
+            "and shadow checks, tier (exact, semantic)",
+            ["route", "result", "tier"],
+            registry=reg,
+        )
+        self.verifier_refusals = Counter(
+            "routeguard_cache_verifier_refusals",
+            "Cache lookups that missed because the hit verifier refused a candidate the "
+            "similarity alone would have served",
+            ["route"],
             registry=reg,
         )
         self.decisions = Counter(
@@ -191,6 +201,7 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._dearest = _dearest_targets(gateway)
         gateway.fallback.cooldowns.on_change = self._circuit_changed
         for enforcer in gateway.enforcers.values():
             enforcer.on_verdict = self._verdict
@@ -200,6 +211,7 @@ class Metrics:
         self.gateway = gateway
         self._aliases = frozenset(gateway.models())
         self._deployments = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
+        self._dearest = _dearest_targets(gateway)
         gateway.fallback.cooldowns.on_change = self._circuit_changed
 
     # ------------------------------------------------------------------ recording
@@ -232,24 +244,35 @@ class Metrics:
             self._refusal(route, err)
         if result is None:
             if isinstance(err, AllAttemptsFailed):
-                self._failed_upstream(route, err, request, now - trace.started)
+                self._failed_upstream(route, err, trace.operation, now - trace.started)
             return
         dep = result.deployment
         usage = result.usage
         self._child(self.overhead, route).observe(result.overhead_ms(now) / 1000)
-        if self.gateway.cache is not None:
-            self._child(self.cache, route, result.cache).inc()
+        operation = trace.operation
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        if self.gateway.cache is not None and operation == "chat":
+            tier = result.cache_tier or ("semantic" if result.cache == "shadow" else "")
+            self._child(self.cache, route, result.cache, tier).inc()
+            if result.cache_refused:
+                self._child(self.verifier_refusals, route).inc()
         if result.cache == "hit":
-            saved = dep.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            saved = dep.cost(prompt or 0, completion or 0)
             if saved > 0:
                 self._child(self.saved, "cache", route).inc(saved)
             return
+        cost = result.cost
         if result.route is not None:
             kind = result.route.split(":", 1)[0]
             self._child(self.decisions, route, kind, result.alias).inc()
+            dearest = self._dearest.get(route)
+            if dearest:
+                would = max(d.cost(prompt or 0, completion or 0) for d in dearest)
+                if would > cost:
+                    self._child(self.saved, "routing", route).inc(would - cost)
         if result.attempts > 1:
             self._child(self.fallbacks, route).inc()
-        cost = result.cost
         if cost > 0:
             self._child(self.cost, route, alias).inc(cost)
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
@@ -259,12 +282,10 @@ class Metrics:
         if dep.pattern is not None:  # the caller chose the name: label by the pattern
             resp_model = dep.pattern
         error_type = "" if err is None else _error_type(err)
-        genai = ("chat", provider, dep.pattern or dep.model, resp_model)
+        genai = (operation, provider, dep.pattern or dep.model, resp_model)
         self._child(self.duration, *genai, error_type).observe(now - trace.started)
-        prompt = usage.get("prompt_tokens")
         if prompt is not None:
             self._child(self.token_usage, *genai, "input").observe(prompt)
-        completion = usage.get("completion_tokens")
         if completion is not None:
             self._child(self.token_usage, *genai, "output").observe(completion)
         if trace.first_byte is not None and request is not None and request.get("stream"):
@@ -280,7 +301,7 @@ class Metrics:
             self._child(self.rate_limited, route, err.code or "").inc()
 
     def _failed_upstream(
-        self, route: str, err: AllAttemptsFailed, request: Mapping[str, Any] | None, took: float
+        self, route: str, err: AllAttemptsFailed, operation: str, took: float
     ) -> None:
         """A request every upstream attempt failed: its duration, on the last deployment."""
         tried = [a for a in err.attempts if a.skipped is None]
@@ -291,7 +312,7 @@ class Metrics:
             return
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
         model = dep.pattern or dep.model  # a wildcard's names are the caller's: bounded label
-        self._child(self.duration, "chat", provider, model, "", _error_type(err)).observe(took)
+        self._child(self.duration, operation, provider, model, "", _error_type(err)).observe(took)
 
     def _verdict(self, verdict: Verdict) -> None:
         """Enforcers' listener: count one tool-call decision (rule ids come from the policy
@@ -389,6 +410,19 @@ def forget_dead_workers(path: str) -> None:
             mark_process_dead(int(pid_text), path)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass  # alive, someone else's
+
+
+def _dearest_targets(gateway: Gateway) -> dict[str, tuple[Deployment, ...]]:
+    """Per routed route, the deployment standing for each of its targets (an alias's first
+    deployment): what a routed request would have cost there is the dearest of them at its
+    usage, the reference ``routeguard_cost_saved_usd_total{layer="routing"}`` counts from."""
+    out: dict[str, tuple[Deployment, ...]] = {}
+    deployments = gateway.config.deployments
+    for route, router in gateway.routers.items():
+        deps = tuple(deployments[t][0] for t in sorted(router.targets()) if deployments.get(t))
+        if len(deps) > 1:  # one target (a pinned route): nothing to choose, nothing saved
+            out[route] = deps
+    return out
 
 
 def _error_type(err: RouteguardError) -> str:

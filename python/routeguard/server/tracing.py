@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -106,7 +107,12 @@ class Tracing:
         # Span names stay low in cardinality: a model name a client made up is left out.
         self.aliases = frozenset(aliases)
         name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "routeguard"
-        resource = Resource.create({"service.name": name, "service.version": __version__})
+        # Each process (each worker of serve --workers N) is its own instance; a
+        # service.instance.id from OTEL_RESOURCE_ATTRIBUTES wins over ours.
+        instance = Resource({"service.instance.id": uuid.uuid4().hex, "process.pid": os.getpid()})
+        resource = instance.merge(
+            Resource.create({"service.name": name, "service.version": __version__})
+        )
         sampler = None
         if config.sample_ratio is not None:
             sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
@@ -115,6 +121,7 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("routeguard", __version__)
         self.log_content = log_content
+        self._stages = config.stages
         self._attempts: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
 
     def install(self) -> None:
@@ -176,6 +183,29 @@ class Tracing:
             otel_context.detach(state.token)
             _current.set(None)
 
+    @property
+    def stages(self) -> bool:
+        """Whether the gateway's stages get INTERNAL spans (``tracing.stages``)."""
+        return self._stages
+
+    def stage_begin(self, name: str) -> Span:
+        """An INTERNAL span for one stage of the current request, child of its span."""
+        return self.tracer.start_span(name, kind=SpanKind.INTERNAL)
+
+    def stage_end(
+        self, handle: Any, attributes: Mapping[str, Any], error: BaseException | None
+    ) -> None:
+        """Close a stage's span with what it decided, or the error it raised."""
+        span: Span = handle
+        if span.is_recording():
+            span.set_attributes(attributes)
+            if error is not None:
+                span.set_attribute(
+                    "error.type", getattr(error, "code", None) or type(error).__name__
+                )
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
     def _server_attributes(self, state: ServerSpan, trace: Trace) -> dict[str, Any]:
         request = trace.request or {}
         attrs: dict[str, Any] = {"gen_ai.operation.name": state.operation,
@@ -205,6 +235,8 @@ class Tracing:
             attrs["routeguard.cache.status"] = r.cache
             if r.cache_score is not None:
                 attrs["routeguard.cache.score"] = float(r.cache_score)
+            if r.cache_tier is not None:
+                attrs["routeguard.cache.tier"] = r.cache_tier
             if r.route is not None:
                 attrs["routeguard.route.reason"] = r.route
             attrs["routeguard.cost_usd"] = float(r.cost)
