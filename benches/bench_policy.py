@@ -14,7 +14,7 @@ call timed on its own so the percentiles are those of single decisions. Rows:
 - ``reference``: the pure-Python interpreter (the peer the speed-ups are against).
 
 Run: ``.venv/bin/python benches/bench_policy.py [--quick]``. Pure-Rust timings come from
-``cargo test --release --lib policy_timing -- --ignored --nocapture``. With ``--load`` it only
+``cargo bench --bench policy``. With ``--load`` it only
 times loading (YAML text to a compiled engine; median of 3 at each size), split into parsing and
 validating (``load_policy``) and compiling into the Rust matcher.
 """
