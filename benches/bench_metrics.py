@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from proxy_overhead import (
     stop,
     wait_ready,
 )
+from routeguard.bench.timing import percentile, time_batches
 
 
 def record_cost(n: int = 20_000) -> dict[str, float]:
@@ -70,13 +70,7 @@ def record_cost(n: int = 20_000) -> dict[str, float]:
     out = {"mode": 1.0 if multiprocess() else 0.0}
     for name, tr in (("plain", trace(False, "miss")), ("stream", trace(True, "miss")),
                      ("cache hit", trace(False, "hit"))):  # fmt: skip
-        samples = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                metrics.record(tr)
-            samples.append((time.perf_counter() - t0) / n * 1e6)
-        out[name] = statistics.median(samples)
+        out[name] = percentile(time_batches(lambda tr=tr: metrics.record(tr), n), 50) / 1e3
     return out
 
 
@@ -157,7 +151,7 @@ def main() -> int:
               "added p50 µs | errors |\n|---|---|---|---|---|---|")  # fmt: skip
         for name, r in results.items():
             pooled = "" if r is off else f"{(r.p50 - off.p50) * 1000:+.1f}"
-            per = "" if r is off else f"{statistics.median(deltas[name]):+.1f}"
+            per = "" if r is off else f"{percentile(deltas[name], 50):+.1f}"
             print(f"| {name} | {r.p50:.3f} | {r.p99:.3f} | {pooled} | {per} | {r.errors} |")
     finally:
         for p in reversed(procs):
