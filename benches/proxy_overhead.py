@@ -46,11 +46,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     ap.add_argument("--concurrency", default="1,10,100")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--litellm", metavar="PATH", type=Path,
+                    help="LiteLLM's `litellm` command (default: $ROUTEGUARD_BENCH_LITELLM, else "
+                    "one importable here, else installed pinned under .bench/litellm)")  # fmt: skip
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     litellm = None
     if not args.skip_litellm:
-        litellm = proxy.litellm_executable() or ensure_litellm()
+        litellm, why = proxy.find_litellm(args.litellm)
+        if litellm is None and args.litellm is None:
+            litellm = ensure_litellm()
+            why = f"LiteLLM: {litellm} (installed under .bench/)"
+        print(why, flush=True)
     with proxy.targets(litellm) as found:
         print(f"CPU: {cpu_model()}", flush=True)
         results = proxy.measure(found, levels, args.requests, args.rounds)
