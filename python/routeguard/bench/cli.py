@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
         f"${LITELLM_ENV}, else a `litellm` beside this Python when importable)",
     )
     p.add_argument("--no-litellm", action="store_true", help="proxy: leave LiteLLM out")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "f32", "f16", "bf16", "int8"],
+        default="auto",
+        help="cache, router: the MiniLM precision (default: auto, as the gateway picks)",
+    )
     p.add_argument("--list", action="store_true", help="list the suites and exit")
     p.set_defaults(run=main)
 
@@ -86,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
         data=Path(args.data) if args.data else find_data(),
         litellm=not args.no_litellm,
         litellm_path=Path(args.litellm) if args.litellm else None,
+        precision=args.precision,
     )
     report = run(names, opts)
     print(report.table())

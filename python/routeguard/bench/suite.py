@@ -43,6 +43,8 @@ class Options:
     data: Path | None = None
     litellm: bool = True
     litellm_path: Path | None = None
+    # The embedder precision the cache and router suites run ("auto": what the gateway picks).
+    precision: str = "auto"
     progress: Progress = field(default_factory=Progress)
     # Peers a suite had to leave out though the suite ran ("proxy: litellm" -> why); the
     # report lists them beside the skipped suites.
