@@ -25,16 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy_overhead import (
+from routeguard.bench.proxy import (
     MASTER_KEY,
     Result,
-    cpu_model,
     drive,
     free_port,
     start,
     stop,
     wait_ready,
 )
+from routeguard.bench.report import cpu_model
 from routeguard.bench.timing import percentile, time_batches
 
 

@@ -6,8 +6,9 @@ in one run on the same machine. A thin wrapper over the ``proxy`` suite
 
     .venv/bin/python benches/proxy_overhead.py [--requests 2000] [--rounds 3] [--skip-litellm]
 
-LiteLLM runs pinned (``litellm[proxy]==1.108.7``) in an isolated venv under .bench/ (created
-on first use) unless ``litellm`` is importable here. Not part of `make test`.
+LiteLLM is the ``litellm`` command that ``--litellm PATH`` or ``$ROUTEGUARD_BENCH_LITELLM``
+names, else one importable here, else one installed pinned (``litellm[proxy]==1.108.7``) in an
+isolated venv under .bench/ on first use. Not part of `make test`.
 """
 
 from __future__ import annotations
