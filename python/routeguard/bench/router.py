@@ -53,6 +53,7 @@ def run(opts: Options) -> list[Row]:
     numpy_router = Router.from_dict("smart", SPEC, embedder=MiniLMEmbedder(backend="numpy"))
     request = {"model": "smart", "messages": [{"role": "user", "content": PROMPT}]}
     vector = embedder.embed([PROMPT])[0]
+    tokens = len(embedder.tokenize([PROMPT])[0])
     with one_core(), single_threaded():
         n = opts.n(5_000, 1_000)
         opts.progress.step(f"decision given the vector, {n} calls")
@@ -66,7 +67,8 @@ def run(opts: Options) -> list[Row]:
         Row("router", f"decision given the vector ({embedder.precision} MiniLM)", ours.p50,
             whole.p50, "route() embedding the prompt itself",
             detail={"ours": ours.as_dict(), "peer": whole.as_dict()}),
-        Row("router", f"decision embedding the prompt ({embedder.precision} MiniLM)",
+        Row("router", f"decision embedding the prompt ({tokens} tokens, {embedder.precision} "
+            "MiniLM)",
             whole.p50 / 1e3, numpy.p50 / 1e3, "the same with numpy MiniLM, 1 BLAS thread",
             unit="ms", detail={"ours": whole.as_dict(), "peer": numpy.as_dict()}),
     ]  # fmt: skip
