@@ -121,7 +121,7 @@ bench-micro: install
 	$(BIN)/pytest -p benchmark -o addopts= benches/test_micro.py --benchmark-only
 
 bench-rust:
-	cargo bench --bench kernels
+	cargo bench --bench kernels --bench encoder --bench policy
 
 fmt:
 	cargo fmt

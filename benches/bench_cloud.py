@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import time
 from typing import Any
 
 from botocore.eventstream import EventStreamBuffer
 
-from routeguard.bench.timing import summarize
+from routeguard.bench.timing import summarize, time_async
 from routeguard.deployment import AwsSettings, AzureSettings, Deployment, Secret
 from routeguard.mock import MockServer
 from routeguard.mock.bedrock_wire import SIM_AWS_ACCESS_KEY_ID, SIM_AWS_SECRET_ACCESS_KEY, event
@@ -36,11 +37,7 @@ async def signing(n: int) -> None:
     body = b'{"messages":[{"role":"user","content":[{"text":"Hello"}]}]}'
     headers = {"content-type": "application/json"}
     await aws.sign(_aws(), URL, headers, body)  # credentials resolved once
-    times = []
-    for _ in range(n):
-        t = time.perf_counter_ns()
-        await aws.sign(_aws(), URL, headers, body)
-        times.append(time.perf_counter_ns() - t)
+    times = await time_async(lambda: aws.sign(_aws(), URL, headers, body), n, warmup=0)
     s = summarize(times).scaled(1e-3)
     print(f"  SigV4 signature (botocore)              p50 {s.p50:7.1f} us  p99 {s.p99:7.1f} us")
 
@@ -77,13 +74,8 @@ async def round_trips(mock: MockServer, n: int) -> None:
     base = None
     for kind, dep in deps.items():
         provider = get_provider(kind)
-        for _ in range(50):
-            await provider.chat(HELLO, dep, 10.0)
-        times = []
-        for _ in range(n):
-            t = time.perf_counter_ns()
-            await provider.chat(HELLO, dep, 10.0)
-            times.append(time.perf_counter_ns() - t)
+        call = functools.partial(provider.chat, HELLO, dep, 10.0)
+        times = await time_async(call, n, warmup=50)
         s = summarize(times).scaled(1e-6)
         extra = "" if base is None else f"  (+{s.p50 - base:.3f} ms vs openai)"
         base = s.p50 if base is None else base

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from proxy_overhead import MASTER_KEY, ROOT, free_port, start, stop, wait_ready
+from routeguard.bench.timing import percentile
 
 
 def cpu_model() -> str:
@@ -121,11 +121,11 @@ def main() -> None:
     ratios = []
     for t in range(args.trials):
         startup, first, steady = trial(exe, args.requests)
-        med = statistics.median(steady)
+        med = percentile(steady, 50)
         ratios.append(first / med)
         print(f"  {t + 1:<6}{startup * 1e3:>10.1f}{first * 1e3:>10.2f}{med * 1e3:>15.2f}"
               f"{first / med:>13.2f}x")  # fmt: skip
-    print(f"  median first/steady over {args.trials} servers: {statistics.median(ratios):.2f}x")
+    print(f"  median first/steady over {args.trials} servers: {percentile(ratios, 50):.2f}x")
 
 
 if __name__ == "__main__":

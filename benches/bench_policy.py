@@ -14,7 +14,7 @@ call timed on its own so the percentiles are those of single decisions. Rows:
 - ``reference``: the pure-Python interpreter (the peer the speed-ups are against).
 
 Run: ``.venv/bin/python benches/bench_policy.py [--quick]``. Pure-Rust timings come from
-``cargo test --release --lib policy_timing -- --ignored --nocapture``. With ``--load`` it only
+``cargo bench --bench policy``. With ``--load`` it only
 times loading (YAML text to a compiled engine; median of 3 at each size), split into parsing and
 validating (``load_policy``) and compiling into the Rust matcher.
 """
@@ -22,7 +22,6 @@ validating (``load_policy``) and compiling into the Rust matcher.
 from __future__ import annotations
 
 import random
-import statistics
 import sys
 import time
 
@@ -97,7 +96,7 @@ def time_loads(rounds: int = 3) -> None:
             totals.append(t2 - t0)
             parses.append(t1 - t0)
             compiles.append(t2 - t1)
-        ms = [statistics.median(x) * 1e3 for x in (totals, parses, compiles)]
+        ms = [percentile(x, 50) * 1e3 for x in (totals, parses, compiles)]
         print(f"{n:>6} {text.count(chr(10)):>10} {ms[0]:>9.1f} {ms[1]:>15.1f} {ms[2]:>11.1f}")
 
 

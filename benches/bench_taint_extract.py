@@ -12,11 +12,10 @@ Run: ``.venv/bin/python benches/bench_taint_extract.py [--quick] [--observe]``. 
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
+from routeguard.bench.timing import percentile, time_calls
 from routeguard.enforce.taint import TaintTracker, extract_tokens
 
 SIZES = [10_000, 30_000, 100_000, 300_000, 1_000_000]
@@ -36,12 +35,7 @@ def page(unit: str, size: int) -> str:
 
 def median_s(fn: Callable[[str], object], text: str, reps: int) -> float:
     """Median wall time of ``reps`` calls of ``fn(text)``, in seconds."""
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(text)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return percentile(time_calls(lambda: fn(text), reps, warmup=1), 50) / 1e9
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -143,7 +142,7 @@ def end_to_end(requests: int, rounds: int, ratio: float) -> dict[str, dict[str, 
         return {
             n: {
                 "p50_ms": percentile(latencies[n], 50) * 1000,
-                "cpu_us_per_request": statistics.median(cpu[n]),
+                "cpu_us_per_request": percentile(cpu[n], 50),
             }
             for n in names
         }

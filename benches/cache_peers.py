@@ -74,6 +74,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from timing import percentile  # the shared timer, loaded by path (peers' venv has no routeguard)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROUTEGUARD_DATA", ROOT.parent / "shared" / "data")) / "cache"
 QQP = DATA / "gptcache-qqp" / "similiar_qqp_full.json.gz"
@@ -95,11 +97,13 @@ def log(msg: str) -> None:
 
 
 def p50(xs: Sequence[float]) -> float:
-    return float(np.percentile(xs, 50)) if len(xs) else float("nan")
+    """Median of ``xs`` (NaN when empty)."""
+    return percentile(xs, 50)
 
 
 def p99(xs: Sequence[float]) -> float:
-    return float(np.percentile(xs, 99)) if len(xs) else float("nan")
+    """99th percentile of ``xs`` (NaN when empty)."""
+    return percentile(xs, 99)
 
 
 # ---------------------------------------------------------------------------- workload

@@ -26,6 +26,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_quality as cq
+from routeguard.bench.timing import summarize, time_each
 from routeguard.cache.verify import DEFAULT_CHECKS
 from verifier_learned import FEATURES, GROUPS, Rarity, pair_features
 
@@ -187,17 +188,17 @@ def latency(q: cq.Qqp, rarity: Rarity, w: F64, mean: F64, std: F64, n: int = 300
         for _, c, _ in pairs:
             analyse(c)  # the cached prompt's analysis is warm in a running cache
             _prepared(c)
-        times = []
-        for a, c, sc in pairs:
-            t0 = time.perf_counter_ns()
+
+        def one(pair: tuple[str, str, float], name: str = name) -> None:
+            a, c, sc = pair
             if name == "rules":
                 rules(a, c)
             else:
                 x = (np.asarray(pair_features(a, c, sc, rarity)) - mean) / std
                 float(x @ w[:-1] + w[-1])
-            times.append(time.perf_counter_ns() - t0)
-        p50, p90 = np.percentile(times, [50, 90]) / 1000
-        out.append(f"{name} p50 {p50:.0f} us, p90 {p90:.0f} us")
+
+        us = summarize(time_each(one, pairs, warmup=0)).scaled(1e-3)
+        out.append(f"{name} p50 {us.p50:.0f} us, p95 {us.p95:.0f} us")
     return f"per-hit cost over {len(pairs)} pairs (cosine >= 0.85): " + "; ".join(out)
 
 

@@ -42,7 +42,6 @@ import collections
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,15 +66,14 @@ from proxy_overhead import (  # sibling bench script, not a package
     wait_ready,
     write_config,
 )
+from routeguard.bench.timing import percentile
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted list, in the list's unit."""
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
+    """Percentile ``q`` (0..1) of ``xs``, in the list's unit (NaN when empty)."""
+    return percentile(xs, q * 100)
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -543,7 +541,7 @@ def main() -> int:
 
 def med(xs: list[float]) -> float:
     """Median of a non-empty list."""
-    return statistics.median(xs)
+    return percentile(xs, 50)
 
 
 def report(

@@ -6,8 +6,9 @@ in one run on the same machine. A thin wrapper over the ``proxy`` suite
 
     .venv/bin/python benches/proxy_overhead.py [--requests 2000] [--rounds 3] [--skip-litellm]
 
-LiteLLM runs pinned (``litellm[proxy]==1.108.7``) in an isolated venv under .bench/ (created
-on first use) unless ``litellm`` is importable here. Not part of `make test`.
+LiteLLM is the ``litellm`` command that ``--litellm PATH`` or ``$ROUTEGUARD_BENCH_LITELLM``
+names, else one importable here, else one installed pinned (``litellm[proxy]==1.108.7``) in an
+isolated venv under .bench/ on first use. Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     ap.add_argument("--concurrency", default="1,10,100")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--litellm", metavar="PATH", type=Path,
+                    help="LiteLLM's `litellm` command (default: $ROUTEGUARD_BENCH_LITELLM, else "
+                    "one importable here, else installed pinned under .bench/litellm)")  # fmt: skip
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     litellm = None
     if not args.skip_litellm:
-        litellm = proxy.litellm_executable() or ensure_litellm()
+        litellm, why = proxy.find_litellm(args.litellm)
+        if litellm is None and args.litellm is None:
+            litellm = ensure_litellm()
+            why = f"LiteLLM: {litellm} (installed under .bench/)"
+        print(why, flush=True)
     with proxy.targets(litellm) as found:
         print(f"CPU: {cpu_model()}", flush=True)
         results = proxy.measure(found, levels, args.requests, args.rounds)

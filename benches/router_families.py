@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from routeguard.bench.timing import percentile, time_each
 from routeguard.routing import metrics
 from routeguard.routing.datasets import LLMROUTER_FAMILIES, read_alpacaeval, read_llmrouter
 from routeguard.routing.features import ALL_FEATURES, FEATURE_NAMES, lexical_features
@@ -350,12 +351,9 @@ def latency(model: LearnedRouter, c: Corpus, n: int = 2000) -> float:
     rng = np.random.default_rng(1)
     idx = rng.choice(len(c.source), n, replace=False)
     vecs = c.vectors[idx].astype(np.float32)
-    times = []
-    for j, i in enumerate(idx):
-        t = time.perf_counter()
-        model.score_one(c.data.prompts[i], vecs[j])
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    items = [(c.data.prompts[i], vecs[j]) for j, i in enumerate(idx)]
+    ns = time_each(lambda it: model.score_one(*it), items, warmup=0)
+    return percentile(ns, 50) / 1e9
 
 
 def cpu_name() -> str:

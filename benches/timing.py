@@ -22,6 +22,7 @@ gc_paused = _mod.gc_paused
 percentile = _mod.percentile
 summarize = _mod.summarize
 time_async = _mod.time_async
+time_batches = _mod.time_batches
 time_calls = _mod.time_calls
 time_each = _mod.time_each
 timer_overhead_ns = _mod.timer_overhead_ns

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from routeguard.bench.report import cpu_model
 
 EXE = Path(sys.executable).with_name("routeguard")
@@ -44,3 +46,28 @@ def test_unknown_suite_is_refused() -> None:
     from routeguard.cli import main
 
     assert main(["bench", "--suite", "nope"]) == 2
+
+
+def test_litellm_is_found_by_option_or_env_else_left_out_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routeguard.bench import proxy
+    from routeguard.bench.suite import LITELLM_ENV
+
+    exe = tmp_path / "litellm"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(proxy, "litellm_executable", lambda: None)  # not importable here
+    monkeypatch.delenv(LITELLM_ENV, raising=False)
+    found, why = proxy.find_litellm(exe)
+    assert found == exe and "--litellm" in why
+    monkeypatch.setenv(LITELLM_ENV, str(exe))
+    found, why = proxy.find_litellm()
+    assert found == exe and LITELLM_ENV in why
+    monkeypatch.setenv(LITELLM_ENV, str(tmp_path / "nope"))
+    found, why = proxy.find_litellm()
+    assert found is None and "not an executable file" in why
+    monkeypatch.delenv(LITELLM_ENV)
+    found, why = proxy.find_litellm()
+    assert found is None
+    assert "--litellm" in why and LITELLM_ENV in why and proxy.LITELLM_PIN in why

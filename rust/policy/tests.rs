@@ -1,6 +1,6 @@
 //! Unit and property tests of the policy matcher: semantics on hand-written policies, the
-//! indexed `decide` against the brute-force `decide_linear` on random policies and requests,
-//! and an ignored timing test (`cargo test --release -- --ignored policy_timing --nocapture`).
+//! indexed `decide` against the brute-force `decide_linear` on random policies and requests
+//! (the timing lives in the criterion bench `benches/policy.rs`).
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -524,120 +524,6 @@ proptest! {
     #[test]
     fn compile_never_panics(json in "\\PC{0,64}") {
         let _ = CompiledPolicy::from_json(&json);
-    }
-}
-
-/// Timing of the pure-Rust decision at 10..10,000 rules, on a policy shaped like the one
-/// `benches/bench_policy.py` generates (rules over `n / 8` tools, 5% tool globs, a universal
-/// redact rule, range/in/glob/regex/not predicates, label and step conditions) and calls that
-/// mostly name a tool, sometimes reach one only through a glob, sometimes an unknown one. Run
-/// with `cargo test --release --lib policy_timing -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing, not a test"]
-fn policy_timing() {
-    use std::time::Instant;
-    // A tiny deterministic generator (xorshift), so the timing needs no extra crate.
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move |m: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        usize::try_from(state % (m as u64)).unwrap_or(0)
-    };
-    for n in [10usize, 100, 1_000, 10_000] {
-        let tools: Vec<String> = (0..(n / 8).max(4))
-            .map(|i| format!("svc{}.op_{i}", i % 13))
-            .collect();
-        let mut rules = vec![json!({"id": "mask", "effect": "redact", "tools": ["*"],
-            "redact": [{"path": "$.auth.token", "segments": ["auth", "token"]}]})];
-        for i in 0..n {
-            let effect = ["allow", "allow", "allow", "deny", "require_approval"][next(5)];
-            let tool = if next(20) == 0 {
-                format!("svc{}.op_*", next(13))
-            } else {
-                tools[next(tools.len())].clone()
-            };
-            let mut r = rule(&format!("r{i}"), effect, &[&tool]);
-            let role = ["executor", "reviewer"][next(2)];
-            r["roles"] = json!([role]);
-            if next(3) == 0 {
-                r["trust"] = json!({"lo": 0.5, "lo_incl": true});
-            }
-            r["args"] = match next(5) {
-                0 => json!([
-                    pred(
-                        "$.amount",
-                        json!({"op": "range", "lo": 0, "lo_incl": false, "hi": 1000, "hi_incl": true})
-                    ),
-                    pred("$.currency", json!({"op": "in", "values": ["USD", "EUR"]})),
-                ]),
-                1 => json!([pred(
-                    "$.path",
-                    json!({"op": "glob", "pattern": "/srv/data/*"})
-                )]),
-                2 => json!([pred(
-                    "$.to",
-                    json!({"op": "not", "test": {"op": "glob", "pattern": "*@corp.example"}})
-                )]),
-                3 => json!([pred(
-                    "$.command",
-                    json!({"op": "regex", "pattern": "^git (status|log)\\b"})
-                )]),
-                _ => json!([]),
-            };
-            if next(3) == 0 {
-                r["labels_none"] = json!(["untrusted-data-seen"]);
-                r["step"] = json!({"lo": 1, "lo_incl": true, "hi": 20, "hi_incl": true});
-            }
-            rules.push(r);
-        }
-        let p = compile(json!(rules));
-        let args = json!({"amount": 250, "currency": "EUR", "path": "/srv/data/a.csv",
-            "to": "bob@corp.example", "command": "git status", "auth": {"token": "x"}});
-        let calls: Vec<String> = (0..4_000)
-            .map(|_| match next(20) {
-                0 | 1 => format!("svc{}.op_x", next(13)),
-                2 => "unknown.tool".to_string(),
-                _ => tools[next(tools.len())].clone(),
-            })
-            .collect();
-        let labels = p.label_set(std::iter::empty());
-        fn request<'a>(tool: &'a str, args: &'a Value, labels: &'a LabelSet) -> Request<'a, Value> {
-            Request {
-                agent_id: "agent-1",
-                role: "executor",
-                trust: 0.9,
-                delegation_depth: 0,
-                tool,
-                args,
-                step: 3,
-                labels,
-                now: 1.7e9,
-            }
-        }
-        let mut samples = Vec::with_capacity(20_000);
-        for _ in 0..5 {
-            for tool in &calls {
-                let req = request(tool, &args, &labels);
-                let t = Instant::now();
-                let d = p.decide(&req);
-                samples.push(t.elapsed().as_nanos());
-                assert!(d.is_ok());
-            }
-        }
-        // The mean over a tight loop, free of the per-call clock reads.
-        let t = Instant::now();
-        for tool in &calls {
-            assert!(p.decide(&request(tool, &args, &labels)).is_ok());
-        }
-        let mean = t.elapsed().as_nanos() / calls.len() as u128;
-        samples.sort_unstable();
-        let pct = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-        println!(
-            "rust decide, {n:>6} rules: p50 {:>5} ns  p99 {:>5} ns  mean {mean:>5} ns",
-            pct(0.5),
-            pct(0.99)
-        );
     }
 }
 

@@ -6,7 +6,7 @@ against a numpy cache written the obvious way (MiniLM's numpy backend, a normali
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,7 @@ from routeguard.bench.timing import summarize, time_each
 from routeguard.cache.semantic import DEFAULT_THRESHOLD, SemanticCache
 from routeguard.embed import MiniLMEmbedder, default_embedder
 from routeguard.embed.blas import single_threaded
+from routeguard.embed.minilm import PrecisionChoice
 from routeguard.errors import RouteguardError
 
 F32 = npt.NDArray[np.float32]
@@ -60,7 +61,7 @@ def run(opts: Options) -> list[Row]:
     """p50 of a hit through SemanticCache.get against the numpy cache, same entries."""
     size = opts.n(20_000, 2_000)
     try:
-        ours_e = default_embedder()
+        ours_e = default_embedder(cast(PrecisionChoice, opts.precision))
         peer_e = MiniLMEmbedder(backend="numpy")
     except RouteguardError as exc:
         raise Skip(str(exc)) from None

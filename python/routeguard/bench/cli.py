@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from routeguard.bench.report import Report, Row
-from routeguard.bench.suite import Options, Progress, Skip
+from routeguard.bench.suite import LITELLM_ENV, Options, Progress, Skip
 from routeguard.bench.timing import timer_overhead_ns
 
 SUITES: dict[str, str] = {
@@ -57,7 +57,19 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="the shared data directory (default: the first shared/data above the current one)",
     )
+    p.add_argument(
+        "--litellm",
+        metavar="PATH",
+        help="proxy: LiteLLM's `litellm` command, e.g. in a venv of its own (default: "
+        f"${LITELLM_ENV}, else a `litellm` beside this Python when importable)",
+    )
     p.add_argument("--no-litellm", action="store_true", help="proxy: leave LiteLLM out")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "f32", "f16", "bf16", "int8"],
+        default="auto",
+        help="cache, router: the MiniLM precision (default: auto, as the gateway picks)",
+    )
     p.add_argument("--list", action="store_true", help="list the suites and exit")
     p.set_defaults(run=main)
 
@@ -79,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         quality=args.quality,
         data=Path(args.data) if args.data else find_data(),
         litellm=not args.no_litellm,
+        litellm_path=Path(args.litellm) if args.litellm else None,
+        precision=args.precision,
     )
     report = run(names, opts)
     print(report.table())
@@ -108,6 +122,7 @@ def run(names: list[str], opts: Options) -> Report:
         except ImportError as exc:
             report.skipped[name] = f"missing dependency ({exc})"
             opts.progress.step(f"skipped: {exc}")
+    report.skipped.update(opts.left_out)
     return report
 
 

@@ -10,7 +10,7 @@ from routeguard._native import core
 from routeguard.bench.report import Row
 from routeguard.bench.suite import Options, Skip, one_core
 from routeguard.bench.timing import summarize, time_calls
-from routeguard.embed import MiniLMEmbedder
+from routeguard.embed import MiniLMEmbedder, default_embedder
 from routeguard.embed.blas import single_threaded
 from routeguard.embed.minilm import Precision
 from routeguard.errors import RouteguardError
@@ -40,6 +40,7 @@ def run(opts: Options) -> list[Row]:
     try:
         peer_e = MiniLMEmbedder(backend="numpy")
         ours_e = {p: MiniLMEmbedder(backend="rust", precision=p) for p in precisions()}
+        auto = default_embedder().precision  # what `precision: auto` chose on this CPU
     except RouteguardError as exc:
         raise Skip(str(exc)) from None
     rows = []
@@ -53,7 +54,8 @@ def run(opts: Options) -> list[Row]:
                 opts.progress.step(f"{case} ({tokens} tokens): rust {precision}, {n} calls")
                 ours = summarize(time_calls(partial(e.embed, [text]), n, 5)).scaled(1e-6)
                 rows.append(
-                    Row("embed", f"MiniLM {tokens} tokens, {precision}", ours.p50, peer.p50,
+                    Row("embed", f"MiniLM {tokens} tokens, {precision}"
+                        + (" (auto)" if precision == auto else ""), ours.p50, peer.p50,
                         "numpy backend, f32, 1 BLAS thread", unit="ms",
                         detail={"ours": ours.as_dict(), "peer": peer.as_dict()})
                 )  # fmt: skip

@@ -6,10 +6,12 @@ floor for a Python proxy); ``routeguard serve`` on a LiteLLM-format config (mast
 ``routeguard+tracing``, the first config with every request traced to a local OTLP sink
 (:mod:`routeguard.bench.otlp_sink`; when the ``otel`` extra is installed), against tracing
 off; ``routeguard/responses``, the same server's ``/v1/responses`` (passed through to the
-upstream's own Responses API), against ``direct/responses``; and
-LiteLLM's proxy on the same config when a ``litellm`` executable is at hand. Each concurrency
-level drives the targets in alternating rounds, so drift in the machine's load reaches all
-alike. ``benches/proxy_overhead.py`` is the same harness with its own flags and table.
+upstream's own Responses API), against ``direct/responses``; and LiteLLM's proxy on the same
+config when a ``litellm`` command is at hand (``--litellm PATH``, ``$ROUTEGUARD_BENCH_LITELLM``,
+or importable here; a venv of its own keeps it out of ours), else a line saying how to add it.
+Each concurrency level drives the targets in alternating rounds, so drift in the machine's
+load reaches all alike. ``benches/proxy_overhead.py`` is the same harness with its own flags
+and table.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from routeguard.bench.report import Row
-from routeguard.bench.suite import Options
+from routeguard.bench.suite import LITELLM_ENV, Options
 from routeguard.bench.timing import percentile
 
 MASTER_KEY = "sk-bench-master"
@@ -80,6 +82,25 @@ def litellm_executable() -> Path | None:
         return None
     exe = shutil.which("litellm", path=str(Path(sys.executable).parent))
     return Path(exe) if exe else None
+
+
+def find_litellm(explicit: Path | None = None) -> tuple[Path | None, str]:
+    """LiteLLM's ``litellm`` command: ``explicit``, else ``$ROUTEGUARD_BENCH_LITELLM``, else one
+    beside this interpreter; with a line saying where it came from, or why there is none."""
+    named = explicit or (Path(os.environ[LITELLM_ENV]) if os.environ.get(LITELLM_ENV) else None)
+    if named is not None:
+        source = "--litellm" if explicit else f"${LITELLM_ENV}"
+        if named.is_file() and os.access(named, os.X_OK):
+            return named, f"LiteLLM: {named} (from {source})"
+        return None, f"LiteLLM left out: {named} (from {source}) is not an executable file"
+    found = litellm_executable()
+    if found is not None:
+        return found, f"LiteLLM: {found} (importable beside this Python)"
+    return None, (
+        f"LiteLLM left out: not installed here; install it in a venv of its own "
+        f"(python -m venv /path/ll && /path/ll/bin/pip install '{LITELLM_PIN}') "
+        f"and pass --litellm /path/ll/bin/litellm or set {LITELLM_ENV}"
+    )
 
 
 def install_litellm(venv: Path) -> Path:
@@ -238,8 +259,9 @@ Targets = dict[str, tuple[str, str]]  # name -> (URL, bearer token)
 
 
 @contextmanager
-def targets(litellm: Path | None) -> Iterator[Targets]:
-    """Start the upstream, the passthrough, both routeguards and LiteLLM (when given)."""
+def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Iterator[Targets]:
+    """Start the upstream, the passthrough, the routeguards and LiteLLM (when given; if it
+    does not come up, it is left out and ``left_out`` says why)."""
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
 
@@ -290,8 +312,13 @@ def targets(litellm: Path | None) -> Iterator[Targets]:
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
             )  # fmt: skip
             procs.append(ll)
-            wait_ready(f"http://127.0.0.1:{ports['ll']}/health/liveliness", ll, timeout=300)
-            found["litellm"] = (url(ports["ll"]), MASTER_KEY)
+            try:
+                wait_ready(f"http://127.0.0.1:{ports['ll']}/health/liveliness", ll, timeout=300)
+                found["litellm"] = (url(ports["ll"]), MASTER_KEY)
+            except RuntimeError as exc:
+                stop(ll)
+                if left_out is not None:
+                    left_out["proxy: LiteLLM"] = f"LiteLLM left out: did not start ({exc})"
         yield found
         if sink_url is not None:  # a tracing figure means something only if spans left
             deadline = time.monotonic() + 10  # the SDK exports every 5 s or 512 spans
@@ -325,11 +352,12 @@ def measure(
 def run(opts: Options) -> list[Row]:
     """p50 latency of routeguard against the passthrough (and LiteLLM) at each level."""
     levels = [1, 10] if opts.quick else [1, 10, 100]
-    litellm = litellm_executable() if opts.litellm else None
-    opts.progress.step(
-        "starting servers" + ("" if litellm else " (LiteLLM: not importable here, left out)")
-    )
-    with targets(litellm) as found:
+    litellm, why = find_litellm(opts.litellm_path) if opts.litellm else (None, "--no-litellm")
+    opts.progress.step(why)
+    if litellm is None:
+        opts.left_out["proxy: LiteLLM"] = why
+    opts.progress.step("starting servers")
+    with targets(litellm, opts.left_out) as found:
         results = measure(found, levels, opts.n(2000, 300), opts.n(3, 2), opts)
     rows = []
     for c in levels:
@@ -337,7 +365,7 @@ def run(opts: Options) -> list[Row]:
         pairs = [("routeguard", "passthrough"), ("routeguard+key", "passthrough")]
         if ("routeguard+tracing", c) in results:
             pairs.append(("routeguard+tracing", "routeguard"))
-        if litellm is not None:
+        if ("litellm", c) in results:
             pairs.append(("routeguard", "litellm"))
         if ("routeguard/responses", c) in results:  # added latency, Responses against chat
             resp, resp_direct = (

@@ -1,17 +1,21 @@
 """Suite ``router``: one routing decision (rules, then semantic routes, then the shipped
 learned model) given the prompt's vector, as the gateway decides once the cache has embedded
-the prompt, against ``route()`` embedding the prompt itself; with ``--quality``, the shipped
+the prompt, against ``route()`` embedding the prompt itself; then that whole decision
+(embedding included, the default Rust MiniLM) against the same with the numpy MiniLM
+backend; with ``--quality``, the shipped
 model's APGR on RouteLLM's MMLU outcomes (the 20% hash holdout it never saw) against the
 longer-prompt rule, through ``routeguard router eval``'s code."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from routeguard.bench.report import Row
 from routeguard.bench.suite import Options, Skip, one_core
 from routeguard.bench.timing import summarize, time_calls
-from routeguard.embed import default_embedder
+from routeguard.embed import MiniLMEmbedder, default_embedder
+from routeguard.embed.blas import single_threaded
+from routeguard.embed.minilm import PrecisionChoice
 from routeguard.errors import RouteguardError
 from routeguard.routing import Router
 
@@ -42,23 +46,31 @@ SPEC: dict[str, Any] = {
 def run(opts: Options) -> list[Row]:
     """Decision latency with the vector against embedding included; APGR with --quality."""
     try:
-        embedder = default_embedder()
+        embedder = default_embedder(cast(PrecisionChoice, opts.precision))
     except RouteguardError as exc:
         raise Skip(str(exc)) from None
     router = Router.from_dict("smart", SPEC, embedder=embedder)
+    numpy_router = Router.from_dict("smart", SPEC, embedder=MiniLMEmbedder(backend="numpy"))
     request = {"model": "smart", "messages": [{"role": "user", "content": PROMPT}]}
     vector = embedder.embed([PROMPT])[0]
-    with one_core():
+    tokens = len(embedder.tokenize([PROMPT])[0])
+    with one_core(), single_threaded():
         n = opts.n(5_000, 1_000)
         opts.progress.step(f"decision given the vector, {n} calls")
         ours = summarize(time_calls(lambda: router.route(request, vector), n)).scaled(1e-3)
         m = opts.n(300, 40)
         opts.progress.step(f"decision embedding the prompt, {m} calls")
-        peer = summarize(time_calls(lambda: router.route(request), m, 5)).scaled(1e-3)
+        whole = summarize(time_calls(lambda: router.route(request), m, 5)).scaled(1e-3)
+        opts.progress.step(f"decision embedding the prompt with numpy MiniLM, {m} calls")
+        numpy = summarize(time_calls(lambda: numpy_router.route(request), m, 5)).scaled(1e-3)
     rows = [
         Row("router", f"decision given the vector ({embedder.precision} MiniLM)", ours.p50,
-            peer.p50, "route() embedding the prompt itself",
-            detail={"ours": ours.as_dict(), "peer": peer.as_dict()})
+            whole.p50, "route() embedding the prompt itself",
+            detail={"ours": ours.as_dict(), "peer": whole.as_dict()}),
+        Row("router", f"decision embedding the prompt ({tokens} tokens, {embedder.precision} "
+            "MiniLM)",
+            whole.p50 / 1e3, numpy.p50 / 1e3, "the same with numpy MiniLM, 1 BLAS thread",
+            unit="ms", detail={"ours": whole.as_dict(), "peer": numpy.as_dict()}),
     ]  # fmt: skip
     if opts.quality:
         rows += quality(opts)

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+# The environment variable naming LiteLLM's `litellm` command for the ``proxy`` suite.
+LITELLM_ENV = "ROUTEGUARD_BENCH_LITELLM"
+
 
 class Skip(Exception):
     """Raised by a suite that cannot run on this machine; the message says why."""
@@ -39,7 +42,13 @@ class Options:
     quality: bool = False
     data: Path | None = None
     litellm: bool = True
+    litellm_path: Path | None = None
+    # The embedder precision the cache and router suites run ("auto": what the gateway picks).
+    precision: str = "auto"
     progress: Progress = field(default_factory=Progress)
+    # Peers a suite had to leave out though the suite ran ("proxy: litellm" -> why); the
+    # report lists them beside the skipped suites.
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def n(self, full: int, quick: int) -> int:
         """A sample count: ``quick`` in quick mode, ``full`` otherwise."""
