@@ -63,9 +63,7 @@ EXPECTED: dict[str, list[str]] = {
         f"model_list[0].litellm_params.organization {NOT_SUPPORTED}",
         f"model_list[0].litellm_params.temperature {NOT_SUPPORTED}",
     ],
-    "12_enterprise.yaml": [
-        "router_settings.routing_strategy 'usage-based-routing-v2' is not supported; "
-        "using weighted",
+    "12_enterprise.yaml": [  # usage-based-routing-v2 maps to routing_strategy usage-based
         f"litellm_settings.default_team_settings {NOT_SUPPORTED}",
         f"litellm_settings.upperbound_key_generate_params {NOT_SUPPORTED}",
         *(
