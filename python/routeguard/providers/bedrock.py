@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -30,9 +29,9 @@ from routeguard.errors import (
     UpstreamAuthError,
     error_for_status,
 )
-from routeguard.providers import http
-from routeguard.providers.anthropic import STRUCTURED_TOOL, structured_schema
+from routeguard.providers import blocks, http
 from routeguard.providers.base import CAPABILITIES, Json, check_params, refuse_unsupported
+from routeguard.providers.blocks import structured_schema
 from routeguard.providers.converse import (
     PARAMS,
     STOP_REASON_TO_FINISH,
@@ -130,12 +129,7 @@ class StreamDecoder:
     def __init__(self, model: str, structured: bool = False) -> None:
         self.done = False
         self.complete = False
-        self._structured = structured
-        self._answer_block: int | None = None
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._model = model
-        self._created = int(time.time())
-        self._tool_index: dict[int, int] = {}
+        self._out = blocks.ChunkMaker(f"chatcmpl-{uuid.uuid4().hex}", model, structured)
 
     def feed(self, msg: Message) -> list[Json]:
         """Translate one event-stream message into zero or more chunks."""
@@ -149,82 +143,43 @@ class StreamDecoder:
             raise error_from(None, code, msg.header(":error-message") or code or "stream error")
         event = msg.header(":event-type")
         payload = _payload(msg)
+        out = self._out
         if event == "messageStart":
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [out.chunk({"role": "assistant", "content": ""})]
         if event == "contentBlockStart":
-            return self._block_start(payload)
+            start = payload.get("start")
+            use = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(use, dict):
+                return []
+            index = payload.get("contentBlockIndex")
+            return out.tool_start(index, use.get("toolUseId"), use.get("name"))
         if event == "contentBlockDelta":
-            return self._block_delta(payload)
+            delta = payload.get("delta")
+            if not isinstance(delta, dict):
+                return []
+            if isinstance(delta.get("text"), str) and delta["text"]:
+                return out.text(delta["text"])
+            use = delta.get("toolUse")
+            if isinstance(use, dict):
+                return out.tool_input(payload.get("contentBlockIndex"), use.get("input"))
+            return []  # reasoningContent, citation deltas
         if event == "messageStop":
             self.complete = True
-            stop = str(payload.get("stopReason"))
-            if self._structured and stop == "tool_use":
-                stop = "end_turn"
-            return [self._chunk({}, STOP_REASON_TO_FINISH.get(stop, "stop"))]
+            stop = payload.get("stopReason")
+            return [
+                out.chunk({}, blocks.finish_reason(stop, STOP_REASON_TO_FINISH, out.structured))
+            ]
         if event == "metadata":
             self.done = True
             if not self.complete:
                 raise StreamTruncated("bedrock stream sent metadata before messageStop")
             if isinstance(payload.get("usage"), dict):
-                chunk = self._chunk(None)
-                chunk["usage"] = usage_from_converse(payload["usage"])
-                return [chunk]
+                return [out.usage_chunk(usage_from_converse(payload["usage"]))]
         return []  # contentBlockStop, and event types added later
 
     def finish(self) -> list[Json]:
         """Nothing: a usage chunk, if any, went out with ``metadata``."""
         return []
-
-    def _block_start(self, payload: Json) -> list[Json]:
-        start = payload.get("start") if isinstance(payload.get("start"), dict) else {}
-        index = payload.get("contentBlockIndex")
-        use = start.get("toolUse") if isinstance(start, dict) else None
-        if not isinstance(use, dict) or not isinstance(index, int):
-            return []
-        if self._structured:
-            if use.get("name") == STRUCTURED_TOOL:
-                self._answer_block = index
-            return []
-        n = self._tool_index[index] = len(self._tool_index)
-        call = {
-            "index": n,
-            "id": use.get("toolUseId"),
-            "type": "function",
-            "function": {"name": use.get("name"), "arguments": ""},
-        }
-        return [self._chunk({"tool_calls": [call]})]
-
-    def _block_delta(self, payload: Json) -> list[Json]:
-        delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
-        assert isinstance(delta, dict)
-        index = payload.get("contentBlockIndex")
-        use = delta.get("toolUse")
-        if self._structured:
-            if isinstance(use, dict) and use.get("input") and index == self._answer_block:
-                return [self._chunk({"content": use["input"]})]
-            return []
-        if isinstance(delta.get("text"), str) and delta["text"]:
-            return [self._chunk({"content": delta["text"]})]
-        if isinstance(use, dict) and use.get("input") and isinstance(index, int):
-            n = self._tool_index.get(index)
-            if n is not None:
-                call = {"index": n, "function": {"arguments": use["input"]}}
-                return [self._chunk({"tool_calls": [call]})]
-        return []  # reasoningContent, citation deltas
-
-    def _chunk(self, delta: Json | None, finish: str | None = None) -> Json:
-        chunk: Json = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-        }
-        if delta is not None:
-            chunk["choices"] = [
-                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            ]
-        return chunk
 
 
 def _payload(msg: Message) -> Json:
