@@ -9,7 +9,7 @@ ends before the format's terminator. Transport errors come from :mod:`.http`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +114,7 @@ class Exchange:
 
 async def stream(
     provider: str,
-    build: Callable[[], Exchange],
+    build: Callable[[], Exchange | Awaitable[Exchange]],
     decoder: StreamDecoder,
     timeout: float,
     *,
@@ -122,13 +122,15 @@ async def stream(
 ) -> AsyncIterator[Json]:
     """The stream of OpenAI chunks one SSE call yields, complete or raising.
 
-    ``build`` runs at the first iteration, so a stream closed before it is read sends
-    nothing and a request the adapter cannot translate raises there, as a call would. An
+    ``build`` (a function or a coroutine function, for auth that awaits a token) runs at
+    the first iteration, so a stream closed before it is read sends nothing and a request
+    the adapter cannot translate raises there, as a call would. An
     error status raises the mapped ProviderError; events go through ``decoder`` until it is
     ``done``; a body that ends before the decoder is ``complete`` raises StreamTruncated
     (what came may be any prefix of the answer); the connection is dropped on every exit.
     """
-    call = build()
+    built = build()
+    call = built if isinstance(built, Exchange) else await built
     sse = await http.open_sse(call.url, call.headers, call.body, timeout)
     if sse.status >= 400:
         raise errors.from_response(await sse.body())
