@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from routeguard.errors import UpstreamBadRequest
+from routeguard.model_ids import bedrock_model
 from routeguard.providers import blocks, client_headers
 from routeguard.providers.base import Json
 from routeguard.providers.blocks import STRUCTURED_TOOL, structured_schema
@@ -47,18 +48,12 @@ _DOC_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/plain": "txt"
                 f"{_OOXML}.wordprocessingml.document": "docx", "application/vnd.ms-excel": "xls",
                 f"{_OOXML}.spreadsheetml.sheet": "xlsx"}  # fmt: skip
 _METADATA_UNSAFE = re.compile(r"[^a-zA-Z0-9\s:_@$#=/+,\-.]")
-# Cross-region inference profiles prefix the model id with a geography.
-_GEOGRAPHIES = frozenset({"us", "eu", "apac", "us-gov", "ca", "jp", "au", "global"})
 
 
 def family(model: str) -> str:
     """The model's publisher from its id, inference-profile id or ARN (``anthropic``,
     ``meta``, ``mistral``, ``amazon``, ``cohere``...)."""
-    name = model.rsplit("/", 1)[-1]
-    parts = name.split(".")
-    if len(parts) > 2 and parts[0] in _GEOGRAPHIES:
-        parts = parts[1:]
-    return parts[0] if len(parts) > 1 else ""
+    return bedrock_model(model)[0]
 
 
 def bad(message: str, param: str | None = None) -> UpstreamBadRequest:
