@@ -16,7 +16,7 @@ import asyncio
 import base64
 import struct
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ from routeguard.errors import (
     UpstreamAuthError,
     error_for_status,
 )
-from routeguard.providers import blocks, http
+from routeguard.providers import blocks, http, wire
 from routeguard.providers.base import CAPABILITIES, Json, check_params, refuse_unsupported
 from routeguard.providers.blocks import structured_schema
 from routeguard.providers.converse import (
@@ -182,6 +182,49 @@ class StreamDecoder:
         return []
 
 
+class _EventStream:
+    """A :class:`StreamDecoder` behind ``wire.stream``'s decoder contract: the body's raw
+    bytes in, cut into event-stream messages, each translated until the stream is done."""
+
+    def __init__(self, decoder: StreamDecoder) -> None:
+        self._frames = EventStreamDecoder()
+        self._decoder = decoder
+        self.terminator = decoder.terminator
+
+    @property
+    def done(self) -> bool:
+        """Whether the ``metadata`` event (or an error) ended the stream."""
+        return self._decoder.done
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``messageStop`` arrived."""
+        return self._decoder.complete
+
+    def feed(self, event: str, data: bytes) -> Iterator[Json]:
+        """The chunks of every whole message ``data`` completes, lazily: those before an
+        exception message reach the caller before it raises."""
+        for msg in self._frames.feed(data):
+            yield from self._decoder.feed(msg)
+            if self._decoder.done:
+                return
+
+    def finish(self) -> list[Json]:
+        """The decoder's closing chunks (none: usage went out with ``metadata``)."""
+        return self._decoder.finish()
+
+
+class _Errors:
+    """Bedrock's error responses (``x-amzn-ErrorType``), for ``wire.stream``."""
+
+    def from_response(self, resp: http.HttpResponse) -> ProviderError:
+        """The ProviderError for a whole Bedrock error response."""
+        return error_from_response(resp)
+
+
+ERRORS = _Errors()
+
+
 def _payload(msg: Message) -> Json:
     if not msg.payload:
         return {}
@@ -227,37 +270,19 @@ class BedrockProvider:
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion through ConverseStream; usage comes last."""
-        return self._stream(request, deployment, timeout)
 
-    async def _stream(
-        self, request: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
-        refuse_unsupported(self, "stream", request)
-        request = check_params(self, request, deployment.drop_params)
-        body = _encoder.encode(request_to_converse(request, deployment.model))
-        url = _url(deployment, "converse-stream")
-        headers = await _auth(deployment, url, body)
-        headers["accept"] = "application/vnd.amazon.eventstream"
-        resp = await http.open_sse(url, headers, body, timeout)
-        if resp.status >= 400:
-            raise error_from_response(await resp.body())
+        async def build() -> wire.Exchange:
+            refuse_unsupported(self, "stream", request)
+            req = check_params(self, request, deployment.drop_params)
+            body = _encoder.encode(request_to_converse(req, deployment.model))
+            url = _url(deployment, "converse-stream")
+            headers = await _auth(deployment, url, body)
+            headers["accept"] = "application/vnd.amazon.eventstream"
+            return wire.Exchange(url, headers, body)
+
         decoder = StreamDecoder(deployment.model, structured_schema(request) is not None)
-        frames = EventStreamDecoder()
-        try:
-            async for data in resp.chunks():
-                for msg in frames.feed(data):
-                    for chunk in decoder.feed(msg):
-                        yield chunk
-                    if decoder.done:
-                        break
-                if decoder.done:
-                    break
-            if not decoder.complete:
-                raise StreamTruncated(f"bedrock stream ended before {decoder.terminator}")
-            for chunk in decoder.finish():
-                yield chunk
-        finally:
-            resp.close()
+        return wire.stream(self.name, build, _EventStream(decoder), timeout, errors=ERRORS,
+                           framing="bytes")  # fmt: skip
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through InvokeModel: Titan (one text a call, run concurrently) or
