@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from routeguard.config.settings import ENV_PREFIX, RawAzureDeployment, RawBedrockDeployment
@@ -39,6 +40,39 @@ def installed(module: str) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One cloud entry being read: where it is, the environment, the problems found so far,
+    and how a secret setting is resolved."""
+
+    path: str
+    env: Mapping[str, str]
+    problems: list[ConfigProblem]
+    resolve: Resolve
+
+    def problem(self, key: str | None, message: str) -> None:
+        """Record a problem at ``key`` of the entry (the entry itself when None)."""
+        self.problems.append(ConfigProblem(f"{self.path}.{key}" if key else self.path, message))
+
+    def plain(self, value: str | None, key: str) -> str | None:
+        """A non-secret setting, read from the environment when written ``os.environ/VAR``."""
+        if value is None or not value.startswith(ENV_PREFIX):
+            return value
+        var = value[len(ENV_PREFIX) :]
+        if var not in self.env:
+            self.problem(key, f"environment variable {var} is not set")
+            return None
+        return self.env[var]
+
+    def secret(self, value: str | None, key: str) -> Secret | None:
+        """A secret setting, resolved (None when not given)."""
+        return self.resolve(value, f"{self.path}.{key}") if value else None
+
+    def first(self, names: tuple[str, ...]) -> str | None:
+        """The first of the environment variables ``names`` that is set and not empty."""
+        return next((self.env[n] for n in names if self.env.get(n)), None)
+
+
 def cloud_settings(
     rd: Any,
     path: str,
@@ -48,93 +82,55 @@ def cloud_settings(
 ) -> dict[str, Any]:
     """Deployment fields a cloud entry adds: ``azure`` / ``aws`` settings, and ``api_base``
     or ``api_key`` when the config left them to the environment (empty for other types)."""
+    entry = _Entry(path, env, problems, resolve)
     if isinstance(rd, RawAzureDeployment):
-        return _azure(rd, path, env, problems, resolve)
+        return _azure(rd, entry)
     if isinstance(rd, RawBedrockDeployment):
-        return _bedrock(rd, path, env, problems, resolve)
+        return _bedrock(rd, entry)
     return {}
 
 
-def _plain(
-    value: str | None, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
-) -> str | None:
-    """A non-secret setting, read from the environment when written ``os.environ/VAR``."""
-    if value is None or not value.startswith(ENV_PREFIX):
-        return value
-    var = value[len(ENV_PREFIX) :]
-    if var not in env:
-        problems.append(ConfigProblem(path, f"environment variable {var} is not set"))
-        return None
-    return env[var]
-
-
-def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
-    return next((env[n] for n in names if env.get(n)), None)
-
-
-def _azure(
-    rd: RawAzureDeployment,
-    path: str,
-    env: Mapping[str, str],
-    problems: list[ConfigProblem],
-    resolve: Resolve,
-) -> dict[str, Any]:
+def _azure(rd: RawAzureDeployment, entry: _Entry) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if rd.api_base is None:
-        base = _first(env, AZURE_BASE_VARS)
+        base = entry.first(AZURE_BASE_VARS)
         if base is None:
-            problems.append(
-                ConfigProblem(
-                    f"{path}.api_base",
-                    "required for azure: your resource's endpoint, "
-                    "https://<resource>.openai.azure.com (or set AZURE_API_BASE)",
-                )
+            entry.problem(
+                "api_base",
+                "required for azure: your resource's endpoint, "
+                "https://<resource>.openai.azure.com (or set AZURE_API_BASE)",
             )
         else:
             out["api_base"] = base
-    version = _plain(rd.api_version, f"{path}.api_version", env, problems)
-    version = version or env.get("AZURE_API_VERSION") or AZURE_DEFAULT_API_VERSION
-    token = resolve(rd.azure_ad_token, f"{path}.azure_ad_token") if rd.azure_ad_token else None
+    version = entry.plain(rd.api_version, "api_version")
+    version = version or entry.env.get("AZURE_API_VERSION") or AZURE_DEFAULT_API_VERSION
+    token = entry.secret(rd.azure_ad_token, "azure_ad_token")
     if rd.azure_ad_token_provider and not installed("azure.identity"):
-        problems.append(
-            ConfigProblem(
-                f"{path}.azure_ad_token_provider",
-                f"Entra ID tokens need the azure-identity package: {PIP_AZURE}",
-            )
+        entry.problem(
+            "azure_ad_token_provider",
+            f"Entra ID tokens need the azure-identity package: {PIP_AZURE}",
         )
     if rd.api_key is None and token is None and not rd.azure_ad_token_provider:
-        var = next((n for n in AZURE_KEY_VARS if env.get(n)), None)
-        if var is not None:
-            out["api_key"] = Secret(env[var])
+        key = entry.first(AZURE_KEY_VARS)
+        if key is not None:
+            out["api_key"] = Secret(key)
     out["azure"] = AzureSettings(
         api_version=version, ad_token=token, token_provider=rd.azure_ad_token_provider
     )
     return out
 
 
-def _bedrock(
-    rd: RawBedrockDeployment,
-    path: str,
-    env: Mapping[str, str],
-    problems: list[ConfigProblem],
-    resolve: Resolve,
-) -> dict[str, Any]:
+def _bedrock(rd: RawBedrockDeployment, entry: _Entry) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    profile = _plain(rd.aws_profile_name, f"{path}.aws_profile_name", env, problems)
-    region = _plain(rd.aws_region_name, f"{path}.aws_region_name", env, problems)
-    region = region or _first(env, AWS_REGION_VARS)
-    key_id = secret = session = None
-    if rd.aws_access_key_id:
-        key_id = resolve(rd.aws_access_key_id, f"{path}.aws_access_key_id")
-    if rd.aws_secret_access_key:
-        secret = resolve(rd.aws_secret_access_key, f"{path}.aws_secret_access_key")
-    if rd.aws_session_token:
-        session = resolve(rd.aws_session_token, f"{path}.aws_session_token")
+    env = entry.env
+    profile = entry.plain(rd.aws_profile_name, "aws_profile_name")
+    region = entry.plain(rd.aws_region_name, "aws_region_name") or entry.first(AWS_REGION_VARS)
+    key_id = entry.secret(rd.aws_access_key_id, "aws_access_key_id")
+    secret = entry.secret(rd.aws_secret_access_key, "aws_secret_access_key")
+    session = entry.secret(rd.aws_session_token, "aws_session_token")
     if (rd.aws_access_key_id is None) != (rd.aws_secret_access_key is None):
-        problems.append(
-            ConfigProblem(
-                path, "aws_access_key_id and aws_secret_access_key go together: set both or neither"
-            )
+        entry.problem(
+            None, "aws_access_key_id and aws_secret_access_key go together: set both or neither"
         )
     bearer = rd.api_key is not None or bool(env.get(BEDROCK_API_KEY_VAR))
     if rd.api_key is None and env.get(BEDROCK_API_KEY_VAR) and rd.aws_access_key_id is None:
@@ -142,21 +138,17 @@ def _bedrock(
     elif rd.api_key is None:
         bearer = False
     if not bearer and not installed("botocore"):
-        problems.append(
-            ConfigProblem(
-                path,
-                "bedrock with AWS credentials (SigV4 signing) needs botocore: "
-                f"{PIP_BEDROCK} (or give a Bedrock API key as api_key / {BEDROCK_API_KEY_VAR})",
-            )
+        entry.problem(
+            None,
+            "bedrock with AWS credentials (SigV4 signing) needs botocore: "
+            f"{PIP_BEDROCK} (or give a Bedrock API key as api_key / {BEDROCK_API_KEY_VAR})",
         )
     elif region is None and not bearer:
         region = _profile_region(profile)
     if region is None:
-        problems.append(
-            ConfigProblem(
-                f"{path}.aws_region_name",
-                "no AWS region: set aws_region_name or AWS_REGION (or a region in the profile)",
-            )
+        entry.problem(
+            "aws_region_name",
+            "no AWS region: set aws_region_name or AWS_REGION (or a region in the profile)",
         )
         return out
     if rd.api_base is None:

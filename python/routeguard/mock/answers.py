@@ -145,6 +145,12 @@ class Answer:
         return "".join(self.pieces)
 
     @property
+    def streamed(self) -> tuple[str, ...]:
+        """What a stream sends one content frame each: the text's pieces, or the tool call's
+        argument pieces."""
+        return self.pieces if self.tool_call is None else self.tool_call.pieces
+
+    @property
     def completion_tokens(self) -> int:
         """Tokens of the answer, as reported in usage."""
         if self.tool_call is not None:

@@ -22,7 +22,7 @@ from routeguard.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.mock.faults import Fault
+from routeguard.mock.faults import Fault, midstream_message
 from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
@@ -263,11 +263,9 @@ def message_stream(prompt: Prompt, ans: Answer, usage: bool = True) -> StreamPla
     if call is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
         delta: dict[str, Any] = {"type": "text_delta", "text": PIECE}
-        pieces = ans.pieces
     else:
         block = {"type": "tool_use", "id": call.call_id, "name": call.name, "input": {}}
         delta = {"type": "input_json_delta", "partial_json": PIECE}
-        pieces = call.pieces
     head = [
         _event("message_start", start),
         _event(
@@ -291,11 +289,11 @@ def message_stream(prompt: Prompt, ans: Answer, usage: bool = True) -> StreamPla
             "type": "error",
             "error": {
                 "type": "overloaded_error",
-                "message": "Overloaded (simulated by routeguard mock upstream: midstream-error)",
+                "message": midstream_message("Overloaded"),
             },
         },
     )
-    return StreamPlan(head, [template.fill(p) for p in pieces], tail, error)
+    return StreamPlan(head, [template.fill(p) for p in ans.streamed], tail, error)
 
 
 def count_tokens_body(prompt: Prompt) -> bytes:

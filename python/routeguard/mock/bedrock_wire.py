@@ -35,7 +35,7 @@ from routeguard.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.mock.faults import Fault
+from routeguard.mock.faults import Fault, midstream_message
 from routeguard.mock.transport import Headers, StreamPlan, encode
 
 SIM_AWS_ACCESS_KEY_ID = "AKIAROUTEGUARDSIM0001"
@@ -348,18 +348,17 @@ def converse_stream(prompt: Prompt, ans: Answer, usage: bool = True) -> StreamPl
     """The ConverseStream messages of ``ans`` (no ``metadata`` event without ``usage``)."""
     head = [event("messageStart", {"role": "assistant"})]
     call = ans.tool_call
-    if call is None:
-        content = [
-            event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}})
-            for p in ans.pieces
-        ]
-    else:
+    if call is not None:
         start = {"toolUse": {"toolUseId": call.call_id, "name": call.name}}
         head.append(event("contentBlockStart", {"contentBlockIndex": 0, "start": start}))
-        content = [
-            event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": p}}})
-            for p in call.pieces
-        ]
+
+    def delta(piece: str) -> dict[str, Any]:
+        return {"text": piece} if call is None else {"toolUse": {"input": piece}}
+
+    content = [
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta(p)})
+        for p in ans.streamed
+    ]
     tail = [
         event("contentBlockStop", {"contentBlockIndex": 0}),
         event("messageStop", {"stopReason": _STOP[ans.finish]}),
@@ -368,8 +367,7 @@ def converse_stream(prompt: Prompt, ans: Answer, usage: bool = True) -> StreamPl
         tail.append(event("metadata", {"usage": _usage(prompt, ans), "metrics": {"latencyMs": 1}}))
     error = exception(
         "serviceUnavailableException",
-        "Bedrock is unable to process your request. "
-        "(simulated by routeguard mock upstream: midstream-error)",
+        midstream_message("Bedrock is unable to process your request."),
     )
     return StreamPlan(head, content, tail, error, headers=EVENTSTREAM_HEADERS)
 

@@ -8,6 +8,14 @@ A fault without a message gets the format's stock message for its status.
 
 from __future__ import annotations
 
+MIDSTREAM = "midstream-error"
+
+
+def midstream_message(text: str) -> str:
+    """A simulated mid-stream failure's message: the format's own words, then the note
+    every stream plan's error frame carries, naming the behaviour token."""
+    return f"{text} (simulated by routeguard mock upstream: {MIDSTREAM})"
+
 
 class Fault(Exception):
     """An error answer: HTTP status plus what the wire formats need to render it."""

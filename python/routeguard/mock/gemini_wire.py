@@ -28,7 +28,7 @@ from routeguard.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.mock.faults import Fault
+from routeguard.mock.faults import Fault, midstream_message
 from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
@@ -286,9 +286,10 @@ def generate_stream(prompt: Prompt, ans: Answer, *, sse: bool, usage: bool = Tru
     error = {
         "error": {
             "code": 500,
-            "message": "An internal error has occurred. Please retry or report in "
-            "https://developers.generativeai.google/guide/troubleshooting"
-            " (simulated by routeguard mock upstream: midstream-error)",
+            "message": midstream_message(
+                "An internal error has occurred. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting"
+            ),
             "status": "INTERNAL",
         }
     }

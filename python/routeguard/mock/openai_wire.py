@@ -27,7 +27,7 @@ from routeguard.mock.answers import (
     new_id,
     schema_text,
 )
-from routeguard.mock.faults import Fault
+from routeguard.mock.faults import Fault, midstream_message
 from routeguard.mock.transport import (
     JSON_HEADERS,
     PIECE,
@@ -392,7 +392,7 @@ def chat_stream(req: ChatRequest, answers: list[Answer], usage: bool = True) -> 
         if call is None:
             head.append(frame(chunk(i, {"role": "assistant", "content": "", "refusal": None})))
             text = FrameTemplate(chunk(i, {"content": PIECE}))
-            content.extend(text.fill(p) for p in ans.pieces)
+            content.extend(text.fill(p) for p in ans.streamed)
         else:
             opening = {
                 "index": 0,
@@ -404,7 +404,7 @@ def chat_stream(req: ChatRequest, answers: list[Answer], usage: bool = True) -> 
             head.append(frame(chunk(i, delta)))
             args = {"tool_calls": [{"index": 0, "function": {"arguments": PIECE}}]}
             piece = FrameTemplate(chunk(i, args))
-            content.extend(piece.fill(p) for p in call.pieces)
+            content.extend(piece.fill(p) for p in ans.streamed)
         tail.append(frame(chunk(i, {}, _FINISH[ans.finish])))
     if req.include_usage and usage:
         completion = sum(a.completion_tokens for a in answers)
@@ -414,8 +414,9 @@ def chat_stream(req: ChatRequest, answers: list[Answer], usage: bool = True) -> 
     tail.append(b"data: [DONE]\n\n")
     error = {
         "error": {
-            "message": "The server had an error while processing your request. Sorry about that!"
-            " (simulated by routeguard mock upstream: midstream-error)",
+            "message": midstream_message(
+                "The server had an error while processing your request. Sorry about that!"
+            ),
             "type": "server_error",
             "param": None,
             "code": None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routeguard.mock.answers import Answer, Prompt, answer, new_id
-from routeguard.mock.faults import Fault
+from routeguard.mock.faults import Fault, midstream_message
 from routeguard.mock.openai_wire import parse_chat
 from routeguard.mock.transport import StreamPlan, encode
 
@@ -319,6 +319,6 @@ def response_stream(req: ResponsesRequest, store: ResponseStore, usage: bool = T
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     tail.append(ev(kind, response=final))
     error = ev("error", code="server_error", param=None,
-               message="The server had an error while processing your request. Sorry about "
-               "that! (simulated by routeguard mock upstream: midstream-error)")  # fmt: skip
+               message=midstream_message("The server had an error while processing your "
+                                         "request. Sorry about that!"))  # fmt: skip
     return StreamPlan(head, content, tail, error)

@@ -1,11 +1,11 @@
 """Anthropic Messages API (``POST {api_base}/v1/messages``) behind the OpenAI-shaped Provider.
 
-Flow: an OpenAI chat request -> :func:`request_to_anthropic` (system hoisted into ``system``,
-content parts and tool calls turned into blocks, tool results into user ``tool_result``
-blocks, same-role turns merged) -> upstream -> :func:`response_from_anthropic` back to a
-``chat.completion``. A stream's SSE events go through :class:`StreamDecoder`, which turns them
-into ``chat.completion.chunk`` dicts. Error bodies become ProviderErrors through
-:data:`ERRORS`; posting and the stream loop are :mod:`.wire`'s.
+Flow: an OpenAI chat request -> :func:`request_to_anthropic` (the turns walked by
+:mod:`.blocks`, which Bedrock Converse shares, each block spelled Anthropic's way) -> upstream
+-> :func:`response_from_anthropic` back to a ``chat.completion``. A stream's SSE events go
+through :class:`StreamDecoder`, which turns them into ``chat.completion.chunk`` dicts. Error
+bodies become ProviderErrors through :data:`ERRORS`; posting and the stream loop are
+:mod:`.wire`'s.
 
 The tables below (stop reasons, tool choice, error types, usage) are the one place where the
 two formats meet: ``routeguard.server.messages`` imports them for the inverse direction (the
@@ -15,23 +15,21 @@ proxy's own ``/v1/messages`` endpoint), so this module must never import from ``
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamBadRequest
-from routeguard.providers import client_headers, http, wire
+from routeguard.providers import blocks, client_headers, http, wire
 from routeguard.providers.base import (
     CAPABILITIES,
     Json,
     check_params,
     refuse_unsupported,
-    thinking_budget,
     unsupported,
 )
-from routeguard.providers.parts import parse_arguments, parse_data_url
-from routeguard.providers.wire import token_count
+from routeguard.providers.blocks import STRUCTURED_TOOL, structured_schema
+from routeguard.providers.parts import parse_data_url
 
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI clients usually leave it out.
@@ -85,17 +83,8 @@ ERRORS = wire.ErrorFormat(
 def usage_from_anthropic(usage: Any) -> Json:
     """OpenAI ``usage`` from Anthropic's (whose input_tokens exclude cache reads and writes)."""
     u = usage if isinstance(usage, dict) else {}
-    fresh = token_count(u.get("input_tokens"))
-    read = token_count(u.get("cache_read_input_tokens"))
-    written = token_count(u.get("cache_creation_input_tokens"))
-    prompt = fresh + read + written
-    completion = token_count(u.get("output_tokens"))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": written},
-    }
+    return blocks.usage(u.get("input_tokens"), u.get("cache_read_input_tokens"),
+                        u.get("cache_creation_input_tokens"), u.get("output_tokens"))  # fmt: skip
 
 
 def _bad(message: str, param: str | None = None) -> UpstreamBadRequest:
@@ -115,48 +104,81 @@ PARAMS: frozenset[str] = frozenset(
         "parallel_tool_calls", "reasoning_effort", "response_format",
     }
 )  # fmt: skip
-# JSON output (response_format) on Anthropic: one tool whose input schema is the answer's,
-# forced with tool_choice; its input comes back as the message content.
-STRUCTURED_TOOL = "structured_output"
 
 
-def structured_schema(request: Json) -> Json | None:
-    """The JSON schema a request's ``response_format`` asks for (``{"type": "object"}`` for
-    json_object), or None when it asks for text."""
-    fmt = request.get("response_format")
-    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
-        return None
-    schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
-    return schema if isinstance(schema, dict) else {"type": "object"}
+class _Spelling:
+    """Anthropic's spelling of each block (see :class:`.blocks.Spelling`)."""
+
+    bad = staticmethod(_bad)
+
+    def text(self, text: str, part: Json | None) -> list[Json]:
+        """A text block, keeping the part's ``cache_control``."""
+        block: Json = {"type": "text", "text": text}
+        if part is not None and "cache_control" in part:
+            block["cache_control"] = part["cache_control"]
+        return [block]
+
+    def mark(self, part: Json) -> list[Json]:
+        """Nothing: a cache mark stays on its block."""
+        return []
+
+    def image(self, url: Any, part: Json, at: str) -> Json:
+        """An image block: base64 from a data URL, else by URL."""
+        if not isinstance(url, str):
+            raise _bad(f"{at}.image_url.url must be a string")
+        parsed = parse_data_url(url)
+        source: Json
+        if parsed is not None:
+            source = {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
+        else:
+            source = {"type": "url", "url": url}
+        block: Json = {"type": "image", "source": source}
+        if "cache_control" in part:
+            block["cache_control"] = part["cache_control"]
+        return block
+
+    def document(self, part: Json, at: str, index: int) -> Json:
+        """A document block from an inline file (a base64 data URL)."""
+        file = part.get("file")
+        data = file.get("file_data") if isinstance(file, dict) else None
+        parsed = parse_data_url(data) if isinstance(data, str) else None
+        if parsed is None:
+            raise _bad(
+                f"{at}: only inline files (file.file_data as a base64 data URL) are supported"
+            )
+        return {
+            "type": "document",
+            "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]},
+        }
+
+    def tool_use(self, call_id: Any, name: str, arguments: Json, index: int) -> Json:
+        """A ``tool_use`` block."""
+        return {"type": "tool_use", "id": str(call_id or f"toolu_{index}"), "name": name,
+                "input": arguments}  # fmt: skip
+
+    def tool_result(self, call_id: str, content: Any, where: str) -> Json:
+        """A ``tool_result`` block: a string as it is, parts as text blocks."""
+        block: Json = {"type": "tool_result", "tool_use_id": call_id}
+        if isinstance(content, str):
+            if content:
+                block["content"] = content
+        elif content is not None:
+            parts = blocks.text_blocks(content, where, self)
+            if parts:
+                block["content"] = parts
+        return block
+
+
+_SPELLING = _Spelling()
 
 
 def request_to_anthropic(request: Json, model: str) -> Json:
     """Translate an OpenAI chat request into an Anthropic Messages request body."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        raise _bad("'messages' must be a list")
-    system: list[Json] = []
-    turns: list[Json] = []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _bad(f"{where} must be an object")
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.extend(_text_blocks(m.get("content"), where))
-        elif role == "user":
-            _append_turn(turns, "user", _user_blocks(m.get("content"), where))
-        elif role == "assistant":
-            _append_turn(turns, "assistant", _assistant_blocks(m, where))
-        elif role == "tool":
-            _append_turn(turns, "user", [_tool_result_block(m, where)])
-        else:
-            raise _bad(f"{where}.role {role!r} is not supported (use system/user/assistant/tool)")
-
-    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    system, turns = blocks.to_turns(request, _SPELLING)
+    sampled = blocks.sampling(request, _bad)
     body: Json = {
         "model": model,
-        "max_tokens": max_tokens if isinstance(max_tokens, int) else DEFAULT_MAX_TOKENS,
+        "max_tokens": sampled.get("max_tokens", DEFAULT_MAX_TOKENS),
         "messages": [_collapse(t) for t in turns],
     }
     if system:
@@ -165,47 +187,25 @@ def request_to_anthropic(request: Json, model: str) -> Json:
         else:
             body["system"] = "\n\n".join(b["text"] for b in system)
     for key in ("temperature", "top_p"):
-        if request.get(key) is not None:
-            body[key] = request[key]
-    stop = request.get("stop")
-    if stop:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    n = request.get("n")
-    if isinstance(n, int) and n > 1:
-        raise _bad("n > 1 is not supported; send n separate requests")
-    user = request.get("user")
-    if isinstance(user, str) and user:
-        body["metadata"] = {"user_id": user}
-    effort = request.get("reasoning_effort")
-    if effort is not None:
-        budget = thinking_budget(effort, "anthropic")
-        if budget:
-            if body["max_tokens"] <= budget:
-                raise _bad(
-                    f"reasoning_effort {effort!r} is {budget} thinking tokens on anthropic, "
-                    f"which must stay under max_tokens ({body['max_tokens']}): raise max_tokens",
-                    "max_tokens",
-                )
-            if body.get("temperature") not in (None, 1, 1.0) or "top_p" in body:
-                raise _bad(
-                    "anthropic's extended thinking (reasoning_effort) cannot be combined with "
-                    "temperature or top_p; leave them unset",
-                    "reasoning_effort",
-                )
-            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if key in sampled:
+            body[key] = sampled[key]
+    if "stop" in sampled:
+        body["stop_sequences"] = sampled["stop"]
+    if "user" in sampled:
+        body["metadata"] = {"user_id": sampled["user"]}
+    budget = blocks.thinking(request, "anthropic")
+    if budget:
+        blocks.check_thinking(request, budget, body["max_tokens"], sampled, _bad, " on anthropic")
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     schema = structured_schema(request)
     if schema is not None:
         if request.get("tools") or "thinking" in body:
-            raise _bad(
-                "JSON output (response_format) is served by a forced tool on anthropic, so it "
-                "cannot be combined with tools or reasoning_effort",
-                "response_format",
-            )
+            raise blocks.refuse_structured_with(_bad, "anthropic")
         body["tools"] = [
             {
                 "name": STRUCTURED_TOOL,
                 "input_schema": schema,
-                "description": "Give your answer as this tool's input: the JSON asked for.",
+                "description": blocks.STRUCTURED_TOOL_DESCRIPTION,
             }
         ]
         body["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
@@ -218,144 +218,18 @@ def request_to_anthropic(request: Json, model: str) -> Json:
     return body
 
 
-def _append_turn(turns: list[Json], role: str, blocks: list[Json]) -> None:
-    # Anthropic wants strictly alternating turns: same-role neighbours are merged.
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
-
-
 def _collapse(turn: Json) -> Json:
-    blocks = turn["content"]
-    if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
-        return {"role": turn["role"], "content": blocks[0]["text"]}
+    content = turn["content"]
+    if len(content) == 1 and content[0]["type"] == "text" and "cache_control" not in content[0]:
+        return {"role": turn["role"], "content": content[0]["text"]}
     return turn
 
 
-def _text_block(text: str, part: Json | None = None) -> Json:
-    block: Json = {"type": "text", "text": text}
-    if part is not None and "cache_control" in part:
-        block["cache_control"] = part["cache_control"]
-    return block
-
-
-def _text_blocks(content: Any, where: str) -> list[Json]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [_text_block(content)] if content else []
-    if not isinstance(content, list):
-        raise _bad(f"{where}.content must be a string or a list of parts")
-    blocks = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise _bad(f"{where}.content[{j}] must be a text part here")
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if isinstance(text, str) and text:
-            blocks.append(_text_block(text, part))
-    return blocks
-
-
-def _user_blocks(content: Any, where: str) -> list[Json]:
-    if not isinstance(content, list):
-        return _text_blocks(content, where)
-    blocks: list[Json] = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.extend(_text_blocks([part], where))
-        elif kind == "image_url":
-            assert isinstance(part, dict)
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _bad(f"{where}.content[{j}].image_url.url must be a string")
-            blocks.append(_image_block(url, part))
-        elif kind == "file":
-            assert isinstance(part, dict)
-            blocks.append(_document_block(part, f"{where}.content[{j}]"))
-        else:
-            raise _bad(f"{where}.content[{j}]: content part type {kind!r} is not supported")
-    return blocks
-
-
-def _image_block(url: str, part: Json) -> Json:
-    parsed = parse_data_url(url)
-    source: Json
-    if parsed is not None:
-        source = {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
-    else:
-        source = {"type": "url", "url": url}
-    block: Json = {"type": "image", "source": source}
-    if "cache_control" in part:
-        block["cache_control"] = part["cache_control"]
-    return block
-
-
-def _document_block(part: Json, where: str) -> Json:
-    file = part.get("file")
-    data = file.get("file_data") if isinstance(file, dict) else None
-    parsed = parse_data_url(data) if isinstance(data, str) else None
-    if parsed is None:
-        raise _bad(
-            f"{where}: only inline files (file.file_data as a base64 data URL) are supported"
-        )
-    return {
-        "type": "document",
-        "source": {"type": "base64", "media_type": parsed[0], "data": parsed[1]},
-    }
-
-
-def _assistant_blocks(m: Json, where: str) -> list[Json]:
-    blocks = _text_blocks(m.get("content"), where)
-    calls = m.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise _bad(f"{where}.tool_calls must be a list")
-    for k, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _bad(f"{where}.tool_calls[{k}].function.name is missing")
-        assert isinstance(call, dict)
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": str(call.get("id") or f"toolu_{k}"),
-                "name": fn["name"],
-                "input": parse_arguments(fn.get("arguments"), f"{where}.tool_calls[{k}]"),
-            }
-        )
-    return blocks
-
-
-def _tool_result_block(m: Json, where: str) -> Json:
-    call_id = m.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{where}.tool_call_id is missing")
-    block: Json = {"type": "tool_result", "tool_use_id": call_id}
-    content = m.get("content")
-    if isinstance(content, str):
-        if content:
-            block["content"] = content
-    elif content is not None:
-        parts = _text_blocks(content, where)
-        if parts:
-            block["content"] = parts
-    return block
-
-
 def _tool(t: Any, i: int) -> Json:
-    fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise _bad(f"tools[{i}]: only function tools with a name are supported")
-    tool: Json = {
-        "name": fn["name"],
-        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
-    }
-    if fn.get("description"):
-        tool["description"] = fn["description"]
+    name, schema, description = blocks.function_tool(t, i, _bad)
+    tool: Json = {"name": name, "input_schema": schema}
+    if description:
+        tool["description"] = description
     return tool
 
 
@@ -387,41 +261,18 @@ def response_from_anthropic(data: Json, structured: bool = False) -> Json:
         if kind == "text":
             if not structured:  # around a forced tool call, text is preamble, not the answer
                 texts.append(str(block.get("text", "")))
-        elif kind == "tool_use" and structured and block.get("name") == STRUCTURED_TOOL:
-            texts.append(json.dumps(block.get("input") or {}, ensure_ascii=False))
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
-                    },
-                }
-            )
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            if structured and block.get("name") == STRUCTURED_TOOL:
+                texts.append(arguments)
+            else:
+                calls.append(blocks.tool_call(block.get("id"), block.get("name"), arguments))
         # thinking / redacted_thinking / server tool blocks have no OpenAI counterpart.
-    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    stop = data.get("stop_reason")
-    if structured and stop == "tool_use":
-        stop = "end_turn"
-    return {
-        "id": data.get("id") or "msg_unknown",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": data.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": STOP_REASON_TO_FINISH.get(str(stop), "stop"),
-                "logprobs": None,
-            }
-        ],
-        "usage": usage_from_anthropic(data.get("usage")),
-    }
+    finish = blocks.finish_reason(data.get("stop_reason"), STOP_REASON_TO_FINISH, structured)
+    out = blocks.completion(data.get("id") or "msg_unknown", data.get("model"), texts, calls,
+                            finish)  # fmt: skip
+    out["usage"] = usage_from_anthropic(data.get("usage"))
+    return out
 
 
 # --------------------------------------------------------------------------- stream
@@ -438,14 +289,10 @@ class StreamDecoder:
 
     def __init__(self, structured: bool = False) -> None:
         self.done = False
-        self._structured = structured  # JSON output: the forced tool's input is the content
-        self._answer_block: int | None = None
-        self._id = "msg_unknown"
-        self._model: Any = None
-        self._created = int(time.time())
+        # JSON output: the forced tool's input is the content.
+        self._out = blocks.ChunkMaker("msg_unknown", None, structured)
         self._usage: Json = {}
         self._stop: str | None = None
-        self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
 
     def feed(self, event: str, data: bytes) -> list[Json]:
         """Translate one SSE event into zero or more chunks."""
@@ -457,16 +304,25 @@ class StreamDecoder:
             err = payload.get("error")
             etype = str(err.get("type")) if isinstance(err, dict) else "api_error"
             raise ERRORS.from_body(ERROR_TYPE_STATUS.get(etype, 500), payload)
+        out = self._out
         if kind == "message_start":
             msg = payload.get("message") or {}
-            self._id = str(msg.get("id") or self._id)
-            self._model = msg.get("model")
+            out.id = str(msg.get("id") or out.id)
+            out.model = msg.get("model")
             self._usage.update(msg.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [out.chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
-            return self._block_start(payload)
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                return out.tool_start(payload.get("index"), block.get("id"), block.get("name"))
+            return out.text(block.get("text")) if block.get("type") == "text" else []
         if kind == "content_block_delta":
-            return self._block_delta(payload)
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return out.text(delta.get("text"))
+            if delta.get("type") == "input_json_delta":
+                return out.tool_input(payload.get("index"), delta.get("partial_json"))
+            return []  # thinking_delta, signature_delta, citations_delta
         if kind == "message_delta":
             delta = payload.get("delta") or {}
             self._stop = delta.get("stop_reason") or self._stop
@@ -477,15 +333,12 @@ class StreamDecoder:
             return []
         if kind == "message_stop":
             self.done = True
-            stop = "end_turn" if self._structured and self._stop == "tool_use" else self._stop
-            finish = STOP_REASON_TO_FINISH.get(str(stop), "stop")
+            finish = blocks.finish_reason(self._stop, STOP_REASON_TO_FINISH, out.structured)
             if not self._usage:
                 # No usage reported: no usage chunk, so the gateway charges from what was
                 # sent rather than a made-up zero.
-                return [self._chunk({}, finish)]
-            usage_chunk = self._chunk(None)
-            usage_chunk["usage"] = usage_from_anthropic(self._usage)
-            return [self._chunk({}, finish), usage_chunk]
+                return [out.chunk({}, finish)]
+            return [out.chunk({}, finish), out.usage_chunk(usage_from_anthropic(self._usage))]
         return []  # ping, content_block_stop, and event types added later
 
     @property
@@ -496,58 +349,6 @@ class StreamDecoder:
     def finish(self) -> list[Json]:
         """Nothing: the usage chunk went out with ``message_stop``."""
         return []
-
-    def _block_start(self, payload: Json) -> list[Json]:
-        block = payload.get("content_block") or {}
-        index = payload.get("index")
-        if self._structured:
-            if block.get("type") == "tool_use" and block.get("name") == STRUCTURED_TOOL:
-                self._answer_block = index if isinstance(index, int) else None
-            return []  # only the forced tool's input is the answer
-        if block.get("type") == "tool_use" and isinstance(index, int):
-            n = self._tool_index[index] = len(self._tool_index)
-            call = {
-                "index": n,
-                "id": block.get("id"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
-            }
-            return [self._chunk({"tool_calls": [call]})]
-        if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
-        return []
-
-    def _block_delta(self, payload: Json) -> list[Json]:
-        delta = payload.get("delta") or {}
-        kind = delta.get("type")
-        if self._structured:
-            index = payload.get("index")
-            answer = self._answer_block is not None and index == self._answer_block
-            if kind == "input_json_delta" and delta.get("partial_json") and answer:
-                return [self._chunk({"content": delta["partial_json"]})]
-            return []
-        if kind == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        if kind == "input_json_delta" and delta.get("partial_json"):
-            n = self._tool_index.get(payload.get("index", -1))
-            if n is not None:
-                call = {"index": n, "function": {"arguments": delta["partial_json"]}}
-                return [self._chunk({"tool_calls": [call]})]
-        return []  # thinking_delta, signature_delta, citations_delta
-
-    def _chunk(self, delta: Json | None, finish: str | None = None) -> Json:
-        chunk: Json = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-        }
-        if delta is not None:
-            chunk["choices"] = [
-                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            ]
-        return chunk
 
 
 # --------------------------------------------------------------------------- provider

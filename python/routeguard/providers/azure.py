@@ -12,9 +12,7 @@ and a ``content_filter`` refusal raises :class:`~routeguard.errors.ContentPolicy
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,9 +20,9 @@ from urllib.parse import quote
 from routeguard import scrub
 from routeguard.deployment import AzureSettings, Deployment
 from routeguard.errors import ContentPolicyViolation, ProviderError, UpstreamAuthError
-from routeguard.providers import wire
-from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
-from routeguard.providers.openai import ChunkDecoder, ResponsesEventDecoder, responses_body
+from routeguard.providers import openai, wire
+from routeguard.providers.base import Json, StreamDecoder
+from routeguard.providers.openai import ChunkDecoder, OpenAIProvider
 
 V1_VERSIONS = frozenset({"v1", "latest", "preview"})
 SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -56,8 +54,7 @@ def _is_content_filter(err: Json) -> bool:
 
 
 ERRORS = AzureErrors(
-    context_hints=("context_length_exceeded", "maximum context length", "context window"),
-    context_codes=frozenset({"context_length_exceeded"}),
+    context_hints=openai.ERRORS.context_hints, context_codes=openai.ERRORS.context_codes
 )
 
 
@@ -72,44 +69,10 @@ class AzureChunkDecoder(ChunkDecoder):
         ]
 
 
-def _url(dep: Deployment, endpoint: str) -> str:
-    settings = _settings(dep)
-    if settings.api_version in V1_VERSIONS:
-        query = "?api-version=preview" if settings.api_version == "preview" else ""
-        return f"{dep.api_base}/openai/v1/{endpoint}{query}"
-    name = quote(dep.model, safe="")
-    return (
-        f"{dep.api_base}/openai/deployments/{name}/{endpoint}"
-        f"?api-version={quote(settings.api_version, safe='')}"
-    )
-
-
-def _responses_url(dep: Deployment) -> str:
-    """Azure's Responses API: ``/openai/v1/responses`` (the v1 API), or for a dated preview
-    version ``/openai/responses?api-version=...``; the deployment goes in the body's model."""
-    settings = _settings(dep)
-    if settings.api_version in V1_VERSIONS:
-        query = "?api-version=preview" if settings.api_version == "preview" else ""
-        return f"{dep.api_base}/openai/v1/responses{query}"
-    return f"{dep.api_base}/openai/responses?api-version={quote(settings.api_version, safe='')}"
-
-
 def _settings(dep: Deployment) -> AzureSettings:
     if dep.azure is None:  # built by hand without settings: the GA default
         return AzureSettings(api_version="2024-10-21")
     return dep.azure
-
-
-async def _headers(dep: Deployment) -> dict[str, str]:
-    h = dict(dep.headers)
-    settings = _settings(dep)
-    if dep.api_key is not None:
-        h["api-key"] = dep.api_key.get()
-    elif settings.ad_token is not None:
-        h["authorization"] = f"Bearer {settings.ad_token.get()}"
-    elif settings.token_provider:
-        h["authorization"] = f"Bearer {await _tokens.get()}"
-    return h
 
 
 class _EntraTokens:
@@ -149,97 +112,49 @@ class _EntraTokens:
 _tokens = _EntraTokens()
 
 
-class AzureProvider:
-    """Provider for Azure OpenAI (the OpenAI wire format at Azure's paths)."""
+class AzureProvider(OpenAIProvider):
+    """Provider for Azure OpenAI: the OpenAI provider at Azure's paths, with Azure's auth
+    (``api-key`` header or Entra ID bearer token) and errors (content filter)."""
 
     name = "azure"
-    capabilities = CAPABILITIES
-    params = OPENAI_CHAT_PARAMS  # the OpenAI wire format: every field passes through
+    errors: wire.ErrorFormat = ERRORS
 
-    async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
-        """One non-streaming chat completion."""
-        refuse_unsupported(self, "chat", request)
-        body = {**request, "model": deployment.model}
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-        return await wire.post(
-            _url(deployment, "chat/completions"),
-            await _headers(deployment),
-            body,
-            timeout,
-            errors=ERRORS,
-            what="chat completion",
-            require=("choices", list),
+    def url(self, deployment: Deployment, endpoint: str) -> str:
+        """The deployment's path for a dated ``api_version``; the versionless v1 path for
+        ``v1`` / ``latest`` / ``preview`` (the deployment then goes in the body's model)."""
+        settings = _settings(deployment)
+        if settings.api_version in V1_VERSIONS:
+            query = "?api-version=preview" if settings.api_version == "preview" else ""
+            return f"{deployment.api_base}/openai/v1/{endpoint}{query}"
+        name = quote(deployment.model, safe="")
+        return (
+            f"{deployment.api_base}/openai/deployments/{name}/{endpoint}"
+            f"?api-version={quote(settings.api_version, safe='')}"
         )
 
-    def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
-        """A streaming chat completion; the last chunk carries usage."""
-        return self._stream(request, deployment, timeout)
+    def responses_url(self, deployment: Deployment) -> str:
+        """Azure's Responses API: ``/openai/v1/responses`` (the v1 API), or for a dated
+        preview version ``/openai/responses?api-version=...``; the deployment goes in the
+        body's model."""
+        settings = _settings(deployment)
+        if settings.api_version in V1_VERSIONS:
+            return self.url(deployment, "responses")
+        version = quote(settings.api_version, safe="")
+        return f"{deployment.api_base}/openai/responses?api-version={version}"
 
-    async def _stream(
-        self, request: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
-        refuse_unsupported(self, "stream", request)
-        headers = await _headers(deployment)
+    async def auth_headers(self, deployment: Deployment) -> dict[str, str]:
+        """The deployment's headers with its ``api-key``, else an Entra ID bearer token
+        (given, or fetched through azure-identity)."""
+        h = dict(deployment.headers)
+        settings = _settings(deployment)
+        if deployment.api_key is not None:
+            h["api-key"] = deployment.api_key.get()
+        elif settings.ad_token is not None:
+            h["authorization"] = f"Bearer {settings.ad_token.get()}"
+        elif settings.token_provider:
+            h["authorization"] = f"Bearer {await _tokens.get()}"
+        return h
 
-        def build() -> wire.Exchange:
-            body = {
-                **request,
-                "model": deployment.model,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-            return wire.Exchange(_url(deployment, "chat/completions"), headers, body)
-
-        inner = wire.stream(self.name, build, AzureChunkDecoder(), timeout, errors=ERRORS)
-        assert isinstance(inner, AsyncGenerator)  # closed with us: the connection drops at once
-        async with contextlib.aclosing(inner):
-            async for chunk in inner:
-                yield chunk
-
-    async def responses(self, body: Json, deployment: Deployment, timeout: float) -> Json:
-        """One Responses API call passed through (model: the Azure deployment name)."""
-        return await wire.post(
-            _responses_url(deployment),
-            await _headers(deployment),
-            responses_body(body, deployment, stream=False),
-            timeout,
-            errors=ERRORS,
-            what="response",
-            require=("output", list),
-        )
-
-    def responses_stream(
-        self, body: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
-        """A streamed Responses API call passed through: its events as sent."""
-        return self._responses_stream(body, deployment, timeout)
-
-    async def _responses_stream(
-        self, body: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
-        headers = await _headers(deployment)
-
-        def build() -> wire.Exchange:
-            sent = responses_body(body, deployment, stream=True)
-            return wire.Exchange(_responses_url(deployment), headers, sent)
-
-        decoder = ResponsesEventDecoder(ERRORS)
-        inner = wire.stream(self.name, build, decoder, timeout, errors=ERRORS)
-        assert isinstance(inner, AsyncGenerator)
-        async with contextlib.aclosing(inner):
-            async for event in inner:
-                yield event
-
-    async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
-        """Embeddings through the deployment's ``/embeddings``."""
-        refuse_unsupported(self, "embeddings")
-        return await wire.post(
-            _url(deployment, "embeddings"),
-            await _headers(deployment),
-            {**request, "model": deployment.model},
-            timeout,
-            errors=ERRORS,
-            what="embeddings",
-            require=("data", list),
-        )
+    def chunk_decoder(self) -> StreamDecoder:
+        """OpenAI's decoder without Azure's prompt-filter chunk."""
+        return AzureChunkDecoder()

@@ -8,7 +8,7 @@ runs every adapter through one matrix built from these declarations.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -176,8 +176,9 @@ class StreamDecoder(Protocol):
         """The whole answer arrived (its terminator was seen)."""
         ...
 
-    def feed(self, event: str, data: bytes) -> list[Json]:
-        """Translate one SSE event (``event`` is "" when the server named none)."""
+    def feed(self, event: str, data: bytes) -> Iterable[Json]:
+        """Translate one SSE event (``event`` is "" when the server named none); chunks
+        yielded lazily reach the client before a later one raises."""
         ...
 
     def finish(self) -> list[Json]:

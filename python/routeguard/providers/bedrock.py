@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -30,9 +29,9 @@ from routeguard.errors import (
     UpstreamAuthError,
     error_for_status,
 )
-from routeguard.providers import http
-from routeguard.providers.anthropic import STRUCTURED_TOOL, structured_schema
+from routeguard.providers import blocks, http, wire
 from routeguard.providers.base import CAPABILITIES, Json, check_params, refuse_unsupported
+from routeguard.providers.blocks import structured_schema
 from routeguard.providers.converse import (
     PARAMS,
     STOP_REASON_TO_FINISH,
@@ -130,12 +129,7 @@ class StreamDecoder:
     def __init__(self, model: str, structured: bool = False) -> None:
         self.done = False
         self.complete = False
-        self._structured = structured
-        self._answer_block: int | None = None
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._model = model
-        self._created = int(time.time())
-        self._tool_index: dict[int, int] = {}
+        self._out = blocks.ChunkMaker(f"chatcmpl-{uuid.uuid4().hex}", model, structured)
 
     def feed(self, msg: Message) -> list[Json]:
         """Translate one event-stream message into zero or more chunks."""
@@ -149,82 +143,86 @@ class StreamDecoder:
             raise error_from(None, code, msg.header(":error-message") or code or "stream error")
         event = msg.header(":event-type")
         payload = _payload(msg)
+        out = self._out
         if event == "messageStart":
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [out.chunk({"role": "assistant", "content": ""})]
         if event == "contentBlockStart":
-            return self._block_start(payload)
+            start = payload.get("start")
+            use = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(use, dict):
+                return []
+            index = payload.get("contentBlockIndex")
+            return out.tool_start(index, use.get("toolUseId"), use.get("name"))
         if event == "contentBlockDelta":
-            return self._block_delta(payload)
+            delta = payload.get("delta")
+            if not isinstance(delta, dict):
+                return []
+            if isinstance(delta.get("text"), str) and delta["text"]:
+                return out.text(delta["text"])
+            use = delta.get("toolUse")
+            if isinstance(use, dict):
+                return out.tool_input(payload.get("contentBlockIndex"), use.get("input"))
+            return []  # reasoningContent, citation deltas
         if event == "messageStop":
             self.complete = True
-            stop = str(payload.get("stopReason"))
-            if self._structured and stop == "tool_use":
-                stop = "end_turn"
-            return [self._chunk({}, STOP_REASON_TO_FINISH.get(stop, "stop"))]
+            stop = payload.get("stopReason")
+            return [
+                out.chunk({}, blocks.finish_reason(stop, STOP_REASON_TO_FINISH, out.structured))
+            ]
         if event == "metadata":
             self.done = True
             if not self.complete:
                 raise StreamTruncated("bedrock stream sent metadata before messageStop")
             if isinstance(payload.get("usage"), dict):
-                chunk = self._chunk(None)
-                chunk["usage"] = usage_from_converse(payload["usage"])
-                return [chunk]
+                return [out.usage_chunk(usage_from_converse(payload["usage"]))]
         return []  # contentBlockStop, and event types added later
 
     def finish(self) -> list[Json]:
         """Nothing: a usage chunk, if any, went out with ``metadata``."""
         return []
 
-    def _block_start(self, payload: Json) -> list[Json]:
-        start = payload.get("start") if isinstance(payload.get("start"), dict) else {}
-        index = payload.get("contentBlockIndex")
-        use = start.get("toolUse") if isinstance(start, dict) else None
-        if not isinstance(use, dict) or not isinstance(index, int):
-            return []
-        if self._structured:
-            if use.get("name") == STRUCTURED_TOOL:
-                self._answer_block = index
-            return []
-        n = self._tool_index[index] = len(self._tool_index)
-        call = {
-            "index": n,
-            "id": use.get("toolUseId"),
-            "type": "function",
-            "function": {"name": use.get("name"), "arguments": ""},
-        }
-        return [self._chunk({"tool_calls": [call]})]
 
-    def _block_delta(self, payload: Json) -> list[Json]:
-        delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
-        assert isinstance(delta, dict)
-        index = payload.get("contentBlockIndex")
-        use = delta.get("toolUse")
-        if self._structured:
-            if isinstance(use, dict) and use.get("input") and index == self._answer_block:
-                return [self._chunk({"content": use["input"]})]
-            return []
-        if isinstance(delta.get("text"), str) and delta["text"]:
-            return [self._chunk({"content": delta["text"]})]
-        if isinstance(use, dict) and use.get("input") and isinstance(index, int):
-            n = self._tool_index.get(index)
-            if n is not None:
-                call = {"index": n, "function": {"arguments": use["input"]}}
-                return [self._chunk({"tool_calls": [call]})]
-        return []  # reasoningContent, citation deltas
+class _EventStream:
+    """A :class:`StreamDecoder` behind ``wire.stream``'s decoder contract: the body's raw
+    bytes in, cut into event-stream messages, each translated until the stream is done."""
 
-    def _chunk(self, delta: Json | None, finish: str | None = None) -> Json:
-        chunk: Json = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-        }
-        if delta is not None:
-            chunk["choices"] = [
-                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            ]
-        return chunk
+    def __init__(self, decoder: StreamDecoder) -> None:
+        self._frames = EventStreamDecoder()
+        self._decoder = decoder
+        self.terminator = decoder.terminator
+
+    @property
+    def done(self) -> bool:
+        """Whether the ``metadata`` event (or an error) ended the stream."""
+        return self._decoder.done
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``messageStop`` arrived."""
+        return self._decoder.complete
+
+    def feed(self, event: str, data: bytes) -> Iterator[Json]:
+        """The chunks of every whole message ``data`` completes, lazily: those before an
+        exception message reach the caller before it raises."""
+        for msg in self._frames.feed(data):
+            yield from self._decoder.feed(msg)
+            if self._decoder.done:
+                return
+
+    def finish(self) -> list[Json]:
+        """The decoder's closing chunks (none: usage went out with ``metadata``)."""
+        return self._decoder.finish()
+
+
+class _Errors:
+    """Bedrock's error responses (``x-amzn-ErrorType``), for ``wire.stream``."""
+
+    def from_response(self, resp: http.HttpResponse) -> ProviderError:
+        """The ProviderError for a whole Bedrock error response."""
+        return error_from_response(resp)
+
+
+ERRORS = _Errors()
 
 
 def _payload(msg: Message) -> Json:
@@ -272,37 +270,19 @@ class BedrockProvider:
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion through ConverseStream; usage comes last."""
-        return self._stream(request, deployment, timeout)
 
-    async def _stream(
-        self, request: Json, deployment: Deployment, timeout: float
-    ) -> AsyncIterator[Json]:
-        refuse_unsupported(self, "stream", request)
-        request = check_params(self, request, deployment.drop_params)
-        body = _encoder.encode(request_to_converse(request, deployment.model))
-        url = _url(deployment, "converse-stream")
-        headers = await _auth(deployment, url, body)
-        headers["accept"] = "application/vnd.amazon.eventstream"
-        resp = await http.open_sse(url, headers, body, timeout)
-        if resp.status >= 400:
-            raise error_from_response(await resp.body())
+        async def build() -> wire.Exchange:
+            refuse_unsupported(self, "stream", request)
+            req = check_params(self, request, deployment.drop_params)
+            body = _encoder.encode(request_to_converse(req, deployment.model))
+            url = _url(deployment, "converse-stream")
+            headers = await _auth(deployment, url, body)
+            headers["accept"] = "application/vnd.amazon.eventstream"
+            return wire.Exchange(url, headers, body)
+
         decoder = StreamDecoder(deployment.model, structured_schema(request) is not None)
-        frames = EventStreamDecoder()
-        try:
-            async for data in resp.chunks():
-                for msg in frames.feed(data):
-                    for chunk in decoder.feed(msg):
-                        yield chunk
-                    if decoder.done:
-                        break
-                if decoder.done:
-                    break
-            if not decoder.complete:
-                raise StreamTruncated(f"bedrock stream ended before {decoder.terminator}")
-            for chunk in decoder.finish():
-                yield chunk
-        finally:
-            resp.close()
+        return wire.stream(self.name, build, _EventStream(decoder), timeout, errors=ERRORS,
+                           framing="bytes")  # fmt: skip
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through InvokeModel: Titan (one text a call, run concurrently) or

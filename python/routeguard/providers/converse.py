@@ -1,8 +1,8 @@
 """OpenAI chat <-> Bedrock Converse, pure translation (no I/O): used by :mod:`.bedrock`.
 
-Request: system hoisted into ``system``, content parts to blocks (images and documents as
-inline bytes), tool calls to ``toolUse`` and tool results to user ``toolResult`` blocks,
-same-role turns merged (Converse wants alternation starting with the user), sampling to
+Request: the turns walked by :mod:`.blocks` (which Anthropic's adapter shares: Converse's
+shape is Claude's), each block spelled Converse's way (images and documents as inline bytes,
+``toolUse`` / ``toolResult`` blocks, cache marks as ``cachePoint`` blocks), sampling to
 ``inferenceConfig``, ``reasoning_effort`` to Anthropic's ``thinking`` in
 ``additionalModelRequestFields``, ``response_format`` to a forced tool whose input is the
 answer. Response: blocks back to content and ``tool_calls``, ``stopReason`` to
@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from typing import Any
 
 from routeguard.errors import UpstreamBadRequest
-from routeguard.providers import client_headers
-from routeguard.providers.anthropic import STRUCTURED_TOOL, structured_schema
-from routeguard.providers.base import Json, thinking_budget
-from routeguard.providers.parts import parse_arguments, parse_data_url
-from routeguard.providers.wire import token_count
+from routeguard.model_ids import bedrock_model
+from routeguard.providers import blocks, client_headers
+from routeguard.providers.base import Json
+from routeguard.providers.blocks import STRUCTURED_TOOL, structured_schema
+from routeguard.providers.parts import parse_data_url
 
 STOP_REASON_TO_FINISH: dict[str, str] = {
     "end_turn": "stop",
@@ -49,18 +48,12 @@ _DOC_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/plain": "txt"
                 f"{_OOXML}.wordprocessingml.document": "docx", "application/vnd.ms-excel": "xls",
                 f"{_OOXML}.spreadsheetml.sheet": "xlsx"}  # fmt: skip
 _METADATA_UNSAFE = re.compile(r"[^a-zA-Z0-9\s:_@$#=/+,\-.]")
-# Cross-region inference profiles prefix the model id with a geography.
-_GEOGRAPHIES = frozenset({"us", "eu", "apac", "us-gov", "ca", "jp", "au", "global"})
 
 
 def family(model: str) -> str:
     """The model's publisher from its id, inference-profile id or ARN (``anthropic``,
     ``meta``, ``mistral``, ``amazon``, ``cohere``...)."""
-    name = model.rsplit("/", 1)[-1]
-    parts = name.split(".")
-    if len(parts) > 2 and parts[0] in _GEOGRAPHIES:
-        parts = parts[1:]
-    return parts[0] if len(parts) > 1 else ""
+    return bedrock_model(model)[0]
 
 
 def bad(message: str, param: str | None = None) -> UpstreamBadRequest:
@@ -73,88 +66,101 @@ def bad(message: str, param: str | None = None) -> UpstreamBadRequest:
 # --------------------------------------------------------------------------- request
 
 
+class _Spelling:
+    """Converse's spelling of each block (see :class:`.blocks.Spelling`)."""
+
+    bad = staticmethod(bad)
+
+    def text(self, text: str, part: Json | None) -> list[Json]:
+        """A text block (a cache mark follows as its own block)."""
+        return [{"text": text}]
+
+    def mark(self, part: Json) -> list[Json]:
+        """Anthropic's prompt caching on Bedrock: a part marked ``cache_control`` (as the
+        proxy's /v1/messages passes it on) ends a cacheable prefix, which Converse spells as
+        a cachePoint block after it."""
+        return [_CACHE_POINT] if part.get("cache_control") else []
+
+    def image(self, url: Any, part: Json, at: str) -> Json:
+        """An image block: inline bytes from a data URL (Converse takes no image URLs)."""
+        parsed = parse_data_url(url) if isinstance(url, str) else None
+        if parsed is None:
+            raise bad(
+                f"{at}: bedrock takes images inline only: send a data: URL "
+                "(data:image/png;base64,...)",
+                "messages",
+            )
+        fmt = _IMAGE_FORMATS.get(parsed[0].lower())
+        if fmt is None:
+            raise bad(f"{at}: image type {parsed[0]} is not supported", "messages")
+        return {"image": {"format": fmt, "source": {"bytes": parsed[1]}}}
+
+    def document(self, part: Json, at: str, index: int) -> Json:
+        """A document block from an inline file of a known type."""
+        file = part.get("file")
+        data = file.get("file_data") if isinstance(file, dict) else None
+        parsed = parse_data_url(data) if isinstance(data, str) else None
+        fmt = _DOC_FORMATS.get(parsed[0].lower()) if parsed else None
+        if parsed is None or fmt is None:
+            raise bad(f"{at}: only inline documents (a base64 data URL) of a known type")
+        assert isinstance(file, dict)
+        name = str(file.get("filename") or f"document-{index}").rsplit(".", 1)[0]
+        return {"document": {"format": fmt, "name": name[:200], "source": {"bytes": parsed[1]}}}
+
+    def tool_use(self, call_id: Any, name: str, arguments: Json, index: int) -> Json:
+        """A ``toolUse`` block."""
+        return {"toolUse": {"toolUseId": str(call_id or f"tooluse_{index}"), "name": name,
+                            "input": arguments}}  # fmt: skip
+
+    def tool_result(self, call_id: str, content: Any, where: str) -> Json:
+        """A ``toolResult`` block, its texts as text content (one empty text when none)."""
+        texts = blocks.texts(content, where, bad)
+        return {
+            "toolResult": {"toolUseId": call_id, "content": [{"text": t} for t in texts or [""]]}
+        }
+
+
+_SPELLING = _Spelling()
+_CACHE_POINT: Json = {"cachePoint": {"type": "default"}}
+
+
 def request_to_converse(request: Json, model: str) -> Json:
     """Translate an OpenAI chat request into a Converse request body."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        raise bad("'messages' must be a list")
-    system: list[Json] = []
-    turns: list[Json] = []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise bad(f"{where} must be an object")
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.extend(_text_blocks(m.get("content"), where))
-        elif role == "user":
-            _append(turns, "user", _user_blocks(m.get("content"), where))
-        elif role == "assistant":
-            _append(turns, "assistant", _assistant_blocks(m, where))
-        elif role == "tool":
-            _append(turns, "user", [_tool_result(m, where)])
-        else:
-            raise bad(f"{where}.role {role!r} is not supported (use system/user/assistant/tool)")
+    system, turns = blocks.to_turns(request, _SPELLING)
     body: Json = {"messages": turns}
     if system:
         body["system"] = system
+    sampled = blocks.sampling(request, bad, "n")
     config: Json = {}
-    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
-    if isinstance(max_tokens, int):
-        config["maxTokens"] = max_tokens
-    if request.get("temperature") is not None:
-        config["temperature"] = request["temperature"]
-    if request.get("top_p") is not None:
-        config["topP"] = request["top_p"]
-    stop = request.get("stop")
-    if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
-    n = request.get("n")
-    if isinstance(n, int) and n > 1:
-        raise bad("n > 1 is not supported; send n separate requests", "n")
-    user = request.get("user")
-    if isinstance(user, str) and user:
+    for ours, theirs in (("max_tokens", "maxTokens"), ("temperature", "temperature"),
+                         ("top_p", "topP"), ("stop", "stopSequences")):  # fmt: skip
+        if ours in sampled:
+            config[theirs] = sampled[ours]
+    if "user" in sampled:
         # requestMetadata values allow letters, digits, spaces and ``:_@$#=/+,-.`` only.
-        body["requestMetadata"] = {"user": _METADATA_UNSAFE.sub("_", user)[:256]}
-    effort = request.get("reasoning_effort")
-    if effort is not None:
-        budget = thinking_budget(effort, "bedrock")
-        if budget and family(model) != "anthropic":
-            raise bad(
-                f"reasoning_effort is translated for Anthropic models only, not {model!r}",
-                "reasoning_effort",
-            )
-        if budget:
-            limit = config.setdefault("maxTokens", budget + 4096)
-            if limit <= budget:
-                raise bad(
-                    f"reasoning_effort {effort!r} is {budget} thinking tokens, which must stay "
-                    f"under max_tokens ({limit}): raise max_tokens",
-                    "max_tokens",
-                )
-            if config.get("temperature") not in (None, 1, 1.0) or "topP" in config:
-                raise bad(
-                    "extended thinking (reasoning_effort) cannot be combined with temperature "
-                    "or top_p; leave them unset",
-                    "reasoning_effort",
-                )
-            body["additionalModelRequestFields"] = {
-                "thinking": {"type": "enabled", "budget_tokens": budget}
-            }
+        body["requestMetadata"] = {"user": _METADATA_UNSAFE.sub("_", sampled["user"])[:256]}
+    budget = blocks.thinking(request, "bedrock")
+    if budget and family(model) != "anthropic":
+        raise bad(
+            f"reasoning_effort is translated for Anthropic models only, not {model!r}",
+            "reasoning_effort",
+        )
+    if budget:
+        limit = config.setdefault("maxTokens", budget + 4096)
+        blocks.check_thinking(request, budget, limit, sampled, bad)
+        body["additionalModelRequestFields"] = {
+            "thinking": {"type": "enabled", "budget_tokens": budget}
+        }
     if config:
         body["inferenceConfig"] = config
     schema = structured_schema(request)
     tools = request.get("tools")
     if schema is not None:
         if tools or "additionalModelRequestFields" in body:
-            raise bad(
-                "JSON output (response_format) is served by a forced tool on bedrock, so it "
-                "cannot be combined with tools or reasoning_effort",
-                "response_format",
-            )
+            raise blocks.refuse_structured_with(bad, "bedrock")
         spec = {
             "name": STRUCTURED_TOOL,
-            "description": "Give your answer as this tool's input: the JSON asked for.",
+            "description": blocks.STRUCTURED_TOOL_DESCRIPTION,
             "inputSchema": {"json": schema},
         }
         body["toolConfig"] = {
@@ -181,132 +187,11 @@ def _has_tool_blocks(turns: list[Json]) -> bool:
     return any("toolUse" in b or "toolResult" in b for t in turns for b in t["content"])
 
 
-def _append(turns: list[Json], role: str, blocks: list[Json]) -> None:
-    # Converse wants alternating turns that start with the user: same-role neighbours merge.
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
-        raise bad(f"{where}.content must be a string or a list of parts")
-    out = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise bad(f"{where}.content[{j}] must be a text part here")
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if isinstance(text, str) and text:
-            out.append(text)
-    return out
-
-
-# Anthropic's prompt caching on Bedrock: a part marked ``cache_control`` (as the proxy's
-# /v1/messages passes it on) ends a cacheable prefix, which Converse spells as a cachePoint
-# block after it.
-_CACHE_POINT: Json = {"cachePoint": {"type": "default"}}
-
-
-def _text_blocks(content: Any, where: str) -> list[Json]:
-    """Text blocks of a message's content, each cache mark as a cachePoint after its part."""
-    if not isinstance(content, list):
-        return [{"text": t} for t in _texts(content, where)]
-    blocks: list[Json] = []
-    for part in content:
-        blocks.extend({"text": t} for t in _texts([part], where))
-        if isinstance(part, dict) and part.get("cache_control"):
-            blocks.append(_CACHE_POINT)
-    return blocks
-
-
-def _user_blocks(content: Any, where: str) -> list[Json]:
-    if not isinstance(content, list):
-        return [{"text": t} for t in _texts(content, where)]
-    blocks: list[Json] = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        at = f"{where}.content[{j}]"
-        if kind == "text":
-            blocks.extend(_text_blocks([part], where))
-            continue
-        elif kind == "image_url":
-            assert isinstance(part, dict)
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            parsed = parse_data_url(url) if isinstance(url, str) else None
-            if parsed is None:
-                raise bad(
-                    f"{at}: bedrock takes images inline only: send a data: URL "
-                    "(data:image/png;base64,...)",
-                    "messages",
-                )
-            fmt = _IMAGE_FORMATS.get(parsed[0].lower())
-            if fmt is None:
-                raise bad(f"{at}: image type {parsed[0]} is not supported", "messages")
-            blocks.append({"image": {"format": fmt, "source": {"bytes": parsed[1]}}})
-        elif kind == "file":
-            assert isinstance(part, dict)
-            file = part.get("file")
-            data = file.get("file_data") if isinstance(file, dict) else None
-            parsed = parse_data_url(data) if isinstance(data, str) else None
-            fmt = _DOC_FORMATS.get(parsed[0].lower()) if parsed else None
-            if parsed is None or fmt is None:
-                raise bad(f"{at}: only inline documents (a base64 data URL) of a known type")
-            assert isinstance(file, dict)
-            name = str(file.get("filename") or f"document-{j}").rsplit(".", 1)[0]
-            doc = {"format": fmt, "name": name[:200], "source": {"bytes": parsed[1]}}
-            blocks.append({"document": doc})
-        else:
-            raise bad(f"{at}: content part type {kind!r} is not supported")
-        if isinstance(part, dict) and part.get("cache_control"):
-            blocks.append(_CACHE_POINT)
-    return blocks
-
-
-def _assistant_blocks(m: Json, where: str) -> list[Json]:
-    blocks = _text_blocks(m.get("content"), where)
-    calls = m.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise bad(f"{where}.tool_calls must be a list")
-    for k, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad(f"{where}.tool_calls[{k}].function.name is missing")
-        assert isinstance(call, dict)
-        use = {
-            "toolUseId": str(call.get("id") or f"tooluse_{k}"),
-            "name": fn["name"],
-            "input": parse_arguments(fn.get("arguments"), f"{where}.tool_calls[{k}]"),
-        }
-        blocks.append({"toolUse": use})
-    return blocks
-
-
-def _tool_result(m: Json, where: str) -> Json:
-    call_id = m.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise bad(f"{where}.tool_call_id is missing")
-    texts = _texts(m.get("content"), where)
-    return {"toolResult": {"toolUseId": call_id, "content": [{"text": t} for t in texts or [""]]}}
-
-
 def _tool(t: Any, i: int) -> Json:
-    fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise bad(f"tools[{i}]: only function tools with a name are supported", "tools")
-    spec: Json = {
-        "name": fn["name"],
-        "inputSchema": {"json": fn.get("parameters") or {"type": "object", "properties": {}}},
-    }
-    if fn.get("description"):
-        spec["description"] = fn["description"]
+    name, schema, description = blocks.function_tool(t, i, bad, "tools")
+    spec: Json = {"name": name, "inputSchema": {"json": schema}}
+    if description:
+        spec["description"] = description
     return {"toolSpec": spec}
 
 
@@ -327,26 +212,18 @@ def _tool_choice(choice: Any) -> Json | None:
 def usage_from_converse(usage: Any) -> Json:
     """OpenAI ``usage`` from Converse's (whose inputTokens exclude cache reads and writes)."""
     u = usage if isinstance(usage, dict) else {}
-    read = token_count(u.get("cacheReadInputTokens"))
-    written = token_count(u.get("cacheWriteInputTokens"))
-    prompt = token_count(u.get("inputTokens")) + read + written
-    completion = token_count(u.get("outputTokens"))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_creation_tokens": written},
-    }
+    return blocks.usage(u.get("inputTokens"), u.get("cacheReadInputTokens"),
+                        u.get("cacheWriteInputTokens"), u.get("outputTokens"))  # fmt: skip
 
 
 def response_from_converse(data: Json, model: str, structured: bool = False) -> Json:
     """Translate a Converse response into an OpenAI ``chat.completion``."""
     output = data.get("output") if isinstance(data.get("output"), dict) else {}
     message_in = output.get("message") if isinstance(output, dict) else None
-    blocks = message_in.get("content") if isinstance(message_in, dict) else None
+    content = message_in.get("content") if isinstance(message_in, dict) else None
     texts: list[str] = []
     calls: list[Json] = []
-    for block in blocks if isinstance(blocks, list) else []:
+    for block in content if isinstance(content, list) else []:
         if not isinstance(block, dict):
             continue
         if "text" in block and not structured:
@@ -357,34 +234,10 @@ def response_from_converse(data: Json, model: str, structured: bool = False) -> 
             if structured and use.get("name") == STRUCTURED_TOOL:
                 texts.append(arguments)
             elif not structured:
-                calls.append(
-                    {
-                        "id": use.get("toolUseId"),
-                        "type": "function",
-                        "function": {"name": use.get("name"), "arguments": arguments},
-                    }
-                )
+                calls.append(blocks.tool_call(use.get("toolUseId"), use.get("name"), arguments))
         # reasoningContent, citations, guardContent: no OpenAI counterpart
-    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    stop = str(data.get("stopReason"))
-    if structured and stop == "tool_use":
-        stop = "end_turn"
-    out: Json = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": STOP_REASON_TO_FINISH.get(stop, "stop"),
-                "logprobs": None,
-            }
-        ],
-    }
+    finish = blocks.finish_reason(data.get("stopReason"), STOP_REASON_TO_FINISH, structured)
+    out = blocks.completion(f"chatcmpl-{uuid.uuid4().hex}", model, texts, calls, finish)
     if isinstance(data.get("usage"), dict):
         out["usage"] = usage_from_converse(data["usage"])
     return out

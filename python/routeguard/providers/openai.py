@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError
 from routeguard.providers import http, wire
-from routeguard.providers.base import CAPABILITIES, OPENAI_CHAT_PARAMS, Json, refuse_unsupported
+from routeguard.providers.base import (
+    CAPABILITIES,
+    OPENAI_CHAT_PARAMS,
+    Json,
+    StreamDecoder,
+    refuse_unsupported,
+)
 
 ERRORS = wire.ErrorFormat(
     context_hints=("context_length_exceeded", "maximum context length", "context window"),
@@ -119,11 +125,33 @@ def responses_body(body: Json, deployment: Deployment, stream: bool) -> Json:
 
 
 class OpenAIProvider:
-    """Provider for the OpenAI wire format."""
+    """Provider for the OpenAI wire format.
+
+    A server that speaks it at other addresses or with other auth (Azure OpenAI) subclasses
+    this and overrides :meth:`url`, :meth:`responses_url`, :meth:`auth_headers`,
+    :attr:`errors` and :meth:`chunk_decoder`; the calls themselves are written once, here.
+    """
 
     name = "openai"
     capabilities = CAPABILITIES
     params = OPENAI_CHAT_PARAMS  # its own wire format: every field passes through
+    errors: wire.ErrorFormat = ERRORS
+
+    def url(self, deployment: Deployment, endpoint: str) -> str:
+        """Where ``endpoint`` (``chat/completions``, ``embeddings``) of ``deployment`` is."""
+        return f"{deployment.api_base}/{endpoint}"
+
+    def responses_url(self, deployment: Deployment) -> str:
+        """Where the Responses API of ``deployment`` is."""
+        return self.url(deployment, "responses")
+
+    async def auth_headers(self, deployment: Deployment) -> dict[str, str]:
+        """The call's headers: the deployment's, and its key as a bearer token."""
+        return _headers(deployment)
+
+    def chunk_decoder(self) -> StreamDecoder:
+        """A decoder for one chat stream's events."""
+        return ChunkDecoder()
 
     async def chat(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """One non-streaming chat completion."""
@@ -131,41 +159,33 @@ class OpenAIProvider:
         body = {**request, "model": deployment.model}
         body.pop("stream", None)
         body.pop("stream_options", None)
-        url = f"{deployment.api_base}/chat/completions"
-        return await wire.post(
-            url,
-            _headers(deployment),
-            body,
-            timeout,
-            errors=ERRORS,
-            what="chat completion",
-            require=("choices", list),
-        )
+        return await self._post(deployment, "chat/completions", body, timeout, "chat completion",
+                                "choices")  # fmt: skip
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
         """A streaming chat completion; the last chunk carries usage."""
 
-        def build() -> wire.Exchange:
+        async def build() -> wire.Exchange:
             refuse_unsupported(self, "stream", request)
+            headers = await self.auth_headers(deployment)
             body = {
                 **request,
                 "model": deployment.model,
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            url = f"{deployment.api_base}/chat/completions"
-            return wire.Exchange(url, _headers(deployment), body)
+            return wire.Exchange(self.url(deployment, "chat/completions"), headers, body)
 
-        return wire.stream(self.name, build, ChunkDecoder(), timeout, errors=ERRORS)
+        return wire.stream(self.name, build, self.chunk_decoder(), timeout, errors=self.errors)
 
     async def responses(self, body: Json, deployment: Deployment, timeout: float) -> Json:
         """One Responses API call passed through: the ``response`` object as sent."""
         return await wire.post(
-            f"{deployment.api_base}/responses",
-            _headers(deployment),
+            self.responses_url(deployment),
+            await self.auth_headers(deployment),
             responses_body(body, deployment, stream=False),
             timeout,
-            errors=ERRORS,
+            errors=self.errors,
             what="response",
             require=("output", list),
         )
@@ -175,23 +195,30 @@ class OpenAIProvider:
     ) -> AsyncIterator[Json]:
         """A streamed Responses API call passed through: its events as sent."""
 
-        def build() -> wire.Exchange:
-            url = f"{deployment.api_base}/responses"
-            return wire.Exchange(url, _headers(deployment), responses_body(body, deployment, True))
+        async def build() -> wire.Exchange:
+            headers = await self.auth_headers(deployment)
+            sent = responses_body(body, deployment, stream=True)
+            return wire.Exchange(self.responses_url(deployment), headers, sent)
 
-        return wire.stream(self.name, build, ResponsesEventDecoder(ERRORS), timeout, errors=ERRORS)
+        decoder = ResponsesEventDecoder(self.errors)
+        return wire.stream(self.name, build, decoder, timeout, errors=self.errors)
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Embeddings through ``/embeddings``."""
         refuse_unsupported(self, "embeddings")
         body = {**request, "model": deployment.model}
-        url = f"{deployment.api_base}/embeddings"
+        return await self._post(deployment, "embeddings", body, timeout, "embeddings", "data")
+
+    async def _post(
+        self, deployment: Deployment, endpoint: str, body: Json, timeout: float, what: str,
+        require: str,
+    ) -> Json:  # fmt: skip
         return await wire.post(
-            url,
-            _headers(deployment),
+            self.url(deployment, endpoint),
+            await self.auth_headers(deployment),
             body,
             timeout,
-            errors=ERRORS,
-            what="embeddings",
-            require=("data", list),
+            errors=self.errors,
+            what=what,
+            require=(require, list),
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 from routeguard.deployment import Deployment
 from routeguard.errors import ProviderError, UpstreamAuthError, UpstreamBadRequest
-from routeguard.providers import anthropic, client_headers, gcp_auth, gemini, wire
+from routeguard.providers import anthropic, blocks, client_headers, gcp_auth, gemini, wire
 from routeguard.providers.base import (
     CAPABILITIES,
     Json,
@@ -286,7 +286,7 @@ class VertexAnthropicProvider:
             errors=CLAUDE_ERRORS, what="vertex_ai claude message", require=("content", list),
         )  # fmt: skip
         return anthropic.response_from_anthropic(
-            data, anthropic.structured_schema(request) is not None
+            data, blocks.structured_schema(request) is not None
         )
 
     def stream(self, request: Json, deployment: Deployment, timeout: float) -> AsyncIterator[Json]:
@@ -297,7 +297,7 @@ class VertexAnthropicProvider:
             req = check_params(self, request, deployment.drop_params)
             return {**request_to_vertex_claude(req, deployment.model), "stream": True}
 
-        decoder = anthropic.StreamDecoder(anthropic.structured_schema(request) is not None)
+        decoder = anthropic.StreamDecoder(blocks.structured_schema(request) is not None)
         return _stream(
             self.name, deployment, "anthropic", "streamRawPredict", body, decoder, timeout,
             CLAUDE_ERRORS,

@@ -9,9 +9,9 @@ ends before the format's terminator. Transport errors come from :mod:`.http`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from routeguard.errors import ProviderError, StreamTruncated, error_for_status
 from routeguard.providers import http
@@ -29,6 +29,15 @@ POLICY_HINTS = ("content management policy", "content policy", "safety system")
 def token_count(value: Any) -> int:
     """A token count read from upstream JSON: the integer, or 0 if absent or not one."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class ErrorMapping(Protocol):
+    """Whatever turns a whole error response into its ProviderError (an :class:`ErrorFormat`,
+    or a format whose errors are not ``{"error": ...}`` bodies, such as Bedrock's)."""
+
+    def from_response(self, resp: http.HttpResponse) -> ProviderError:
+        """The ProviderError for an error response."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,7 @@ async def post(
     body: Json,
     timeout: float,
     *,
-    errors: ErrorFormat,
+    errors: ErrorMapping,
     what: str,
     require: tuple[str, type] | None = None,
 ) -> Json:
@@ -105,35 +114,42 @@ async def post(
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """One upstream call as its adapter builds it: where, with which headers, what body."""
+    """One upstream call as its adapter builds it: where, with which headers, what body
+    (bytes when already encoded, as a signature over them needs)."""
 
     url: str
     headers: Mapping[str, str]
-    body: Json
+    body: Json | bytes
 
 
 async def stream(
     provider: str,
-    build: Callable[[], Exchange],
+    build: Callable[[], Exchange | Awaitable[Exchange]],
     decoder: StreamDecoder,
     timeout: float,
     *,
-    errors: ErrorFormat,
+    errors: ErrorMapping,
+    framing: Literal["sse", "bytes"] = "sse",
 ) -> AsyncIterator[Json]:
     """The stream of OpenAI chunks one SSE call yields, complete or raising.
 
-    ``build`` runs at the first iteration, so a stream closed before it is read sends
-    nothing and a request the adapter cannot translate raises there, as a call would. An
+    ``build`` (a function or a coroutine function, for auth that awaits a token) runs at
+    the first iteration, so a stream closed before it is read sends nothing and a request
+    the adapter cannot translate raises there, as a call would. An
     error status raises the mapped ProviderError; events go through ``decoder`` until it is
     ``done``; a body that ends before the decoder is ``complete`` raises StreamTruncated
     (what came may be any prefix of the answer); the connection is dropped on every exit.
+    With ``framing="bytes"`` the decoder is fed the body's raw bytes as they arrive (event
+    ""), for binary framings (AWS event-stream).
     """
-    call = build()
+    built = build()
+    call = built if isinstance(built, Exchange) else await built
     sse = await http.open_sse(call.url, call.headers, call.body, timeout)
     if sse.status >= 400:
         raise errors.from_response(await sse.body())
     try:
-        async for event, data in sse.events():
+        events = sse.events() if framing == "sse" else (("", c) async for c in sse.chunks())
+        async for event, data in events:
             for chunk in decoder.feed(event, data):
                 yield chunk
             if decoder.done:
