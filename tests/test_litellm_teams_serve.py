@@ -6,10 +6,8 @@ the block are all still there."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,19 @@ import openai
 import pytest
 import yaml
 
+from litellm_proxy import call
 from routeguard.mock import MockServer
 from serving import serve
 
 MASTER = "sk-master-teams-serve"
 MSG: Any = [{"role": "user", "content": "hello"}]
+_call = partial(call, key=MASTER)
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[MockServer]:
     with MockServer() as m:
         yield m
-
-
-def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "authorization": f"Bearer {MASTER}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
 
 
 def test_a_team_budget_through_serve_survives_a_restart(
