@@ -327,3 +327,95 @@ def test_a_team_admin_manages_its_own_team_only(srv: ServerThread) -> None:
     for method, path, body, key in refused:
         status, out = call(srv.url, method, path, body, key=key)
         assert status == 403 and out["error"]["type"] == "permission_error", (path, out)
+
+
+def _refused(status: int, out: Any, what: str) -> None:
+    """A 403 in LiteLLM's (OpenAI's) error shape."""
+    assert status == 403, (what, out)
+    assert set(out["error"]) == {"message", "type", "param", "code"}, (what, out)
+    assert out["error"]["type"] == "permission_error", (what, out)
+
+
+def test_a_team_admin_updates_its_team_and_its_keys_within_limits(srv: ServerThread) -> None:
+    crew = [{"role": "admin", "user_id": "ann"}, {"role": "user", "user_id": "bo"}]
+    ok(srv.url, "POST", "/team/new", {"team_id": "ops", "max_budget": 5, "models": ["a", "b"],
+       "budget_duration": "30d", "members_with_roles": crew})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "rivals",
+       "members_with_roles": [{"role": "admin", "user_id": "rex"}]})  # fmt: skip
+    ann, bo, rex = (ok(srv.url, "POST", "/key/generate", {"user_id": u})["key"]
+                    for u in ("ann", "bo", "rex"))  # fmt: skip
+
+    # What a team admin may do: alias, limits, models narrowed, budget kept or lowered.
+    change = {"team_id": "ops", "team_alias": "Ops", "rpm_limit": 50, "max_budget": 3,
+              "models": ["a"], "budget_duration": "30d"}  # fmt: skip
+    status, out = call(srv.url, "POST", "/team/update", change, key=ann)
+    assert status == 200, out
+    data = out["data"]
+    assert (data["team_alias"], data["rpm_limit"], data["max_budget"]) == ("Ops", 50, 3)
+    assert data["models"] == ["a"] and data["budget_duration"] == "30d"
+    refused_updates = [
+        {"max_budget": 4},  # above the 3 it now has
+        {"max_budget": None},  # no cap at all
+        {"models": ["a", "b"]},  # wider than ["a"]
+        {"models": []},  # every model
+        {"budget_duration": "1d"},
+        {"blocked": True},
+        {"organization_id": "someone-else"},
+    ]
+    for body in refused_updates:
+        status, out = call(srv.url, "POST", "/team/update", {"team_id": "ops", **body}, key=ann)
+        _refused(status, out, str(body))
+        assert out["error"]["param"] == next(iter(body))
+    assert ok(srv.url, "GET", "/team/info?team_id=ops")["team_info"]["max_budget"] == 3
+
+    # Members: promoted, demoted, added and removed by the admin.
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "admin",
+                        "max_budget_in_team": 1}, key=ann)  # fmt: skip
+    assert status == 200 and out["role"] == "admin", out
+    assert out["ignored_fields"] == ["max_budget_in_team"]
+    assert ok(srv.url, "GET", "/team/info?team_id=ops")["team_info"]["admins"] == ["ann", "bo"]
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "user"}, key=ann)  # fmt: skip
+    assert status == 200 and out["role"] == "user", out
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "owner"}, key=ann)  # fmt: skip
+    assert status == 400 and out["error"]["param"] == "role"
+    cy = {"team_id": "ops", "member": {"role": "user", "user_id": "cy"}}
+    status, _ = call(srv.url, "POST", "/team/member_add", cy, key=ann)
+    assert status == 200
+    status, _ = call(srv.url, "POST", "/team/member_delete",
+                     {"team_id": "ops", "user_id": "cy"}, key=ann)  # fmt: skip
+    assert status == 200
+
+    # Keys: the team's are the admin's to delete, no other.
+    ops_key = ok(srv.url, "POST", "/key/generate", {"team_id": "ops", "user_id": "bo"})["key"]
+    rival_key = ok(srv.url, "POST", "/key/generate", {"team_id": "rivals"})["key"]
+    _refused(*call(srv.url, "POST", "/key/delete", {"keys": [ops_key, rival_key]}, key=ann),
+             "a key of another team")  # fmt: skip
+    _refused(*call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]}, key=ann), "none")
+    assert call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]})[0] == 404  # master
+    with client(srv.url, ops_key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices  # not yet deleted
+    status, out = call(srv.url, "POST", "/key/delete", {"keys": [ops_key]}, key=ann)
+    assert status == 200 and out == {"deleted_keys": [ops_key]}
+    with client(srv.url, ops_key) as c, pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="a", messages=MSG)
+    with client(srv.url, rival_key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    # A plain member, and another team's admin, may do none of it.
+    bo_key = ok(srv.url, "POST", "/key/generate", {"team_id": "ops", "user_id": "bo"})["key"]
+    for key, who in ((bo, "a member"), (rex, "another team's admin")):
+        for path, body in (
+            ("/team/update", {"team_id": "ops", "team_alias": "mine"}),
+            ("/team/member_update", {"team_id": "ops", "user_id": "ann", "role": "user"}),
+            ("/team/member_add", {"team_id": "ops", "member": {"user_id": "eve"}}),
+            ("/team/member_delete", {"team_id": "ops", "user_id": "ann"}),
+            ("/key/delete", {"keys": [bo_key]}),
+        ):
+            _refused(*call(srv.url, "POST", path, body, key=key), f"{who} {path}")
+    info = ok(srv.url, "GET", "/team/info?team_id=ops")
+    assert info["team_info"]["team_alias"] == "Ops" and info["team_info"]["admins"] == ["ann"]
+    with client(srv.url, bo_key) as c:  # not deleted by either
+        assert c.chat.completions.create(model="a", messages=MSG).choices

@@ -2,8 +2,8 @@
 
 Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
 /team/delete`` (``team_ids``; the team's keys are revoked, as LiteLLM deletes them), ``GET
-/team/list``, ``POST /team/member_add`` / ``member_delete``, ``POST /team/block`` /
-``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
+/team/list``, ``POST /team/member_add`` / ``member_delete`` / ``member_update``, ``POST
+/team/block`` / ``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
 organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
 ``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
 ``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
@@ -15,6 +15,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from routeguard.budget.directory import (
     Member,
@@ -210,6 +212,35 @@ async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     return await team_json(gateway, new)
 
 
+async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/member_update``: change the ``role`` of the member named by ``user_id``
+    or ``user_email`` (``max_budget_in_team`` is not kept: listed in ``ignored_fields``)."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    found = _member(team, data)
+    role = data.get("role", found.role)
+    if role not in ("admin", "user"):
+        raise InvalidRequest("role must be 'admin' or 'user'", param="role")
+    ignored = sorted(set(data) - {"team_id", "user_id", "user_email", "role"})
+    now = msgspec.structs.replace(found, role=role)
+    save(gateway, team, {"members_with_roles": [now if m is found else m
+                                                for m in team.members_with_roles]})  # fmt: skip
+    return {"team_id": team.team_id, "user_id": now.user_id, "user_email": now.user_email,
+            "role": now.role, "max_budget_in_team": None, "ignored_fields": ignored}  # fmt: skip
+
+
+def _member(team: Team, data: dict[str, Any]) -> Member:
+    """The member of ``team`` that ``user_id`` (else ``user_email``) names (400 if none)."""
+    user_id, email = data.get("user_id"), data.get("user_email")
+    if not user_id and not email:
+        raise InvalidRequest("user_id or user_email is required", param="user_id")
+    for m in team.members_with_roles:
+        if (user_id and m.user_id == user_id) or (not user_id and m.user_email == email):
+            return m
+    raise InvalidRequest(
+        f"user_id: {user_id or email} is not a member of team '{team.team_id}'", param="user_id"
+    )
+
+
 async def team_block(gateway: Gateway, data: dict[str, Any], blocked: bool = True) -> Any:
     """``POST /team/block``: every key of the team is refused (403) until unblocked."""
     team = gateway.directory.require("team", _team_id(data), Team)
@@ -336,6 +367,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/list": (("GET",), team_list),
     "/team/member_add": (("POST",), member_add),
     "/team/member_delete": (("POST",), member_delete),
+    "/team/member_update": (("POST",), member_update),
     "/team/block": (("POST",), team_block),
     "/team/unblock": (("POST",), team_unblock),
     "/organization/new": (("POST",), org_new),
