@@ -115,11 +115,13 @@ def test_a_virtual_key_cannot_manage_teams(srv: ServerThread) -> None:
 def test_a_key_of_a_team_over_budget_is_refused(srv: ServerThread) -> None:
     ok(srv.url, "POST", "/team/new", {"team_id": "broke", "max_budget": 0})
     key = ok(srv.url, "POST", "/key/generate", {"team_id": "broke"})["key"]
-    with client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+    with client(srv.url, key) as c, pytest.raises(openai.UnprocessableEntityError) as caught:
         c.chat.completions.create(model="a", messages=MSG)
-    assert caught.value.code == "budget_exceeded" and "team.broke" in caught.value.message
+    # LiteLLM's refusal: 422, type budget_exceeded, the status as the code.
+    assert (caught.value.type, caught.value.code) == ("budget_exceeded", "422")
+    assert "team.broke" in caught.value.message
     a = anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0)
-    with a, pytest.raises(anthropic.RateLimitError):  # the same refusal, Anthropic-shaped
+    with a, pytest.raises(anthropic.UnprocessableEntityError):  # the same, Anthropic-shaped
         a.messages.create(model="a", max_tokens=5, messages=MSG)
     # Raising the budget lets the key through at once.
     ok(srv.url, "POST", "/team/update", {"team_id": "broke", "max_budget": 100})
@@ -152,7 +154,7 @@ def test_an_organization_budget_covers_its_teams(srv: ServerThread) -> None:
     team = ok(srv.url, "POST", "/team/new",
               {"team_id": "acme-search", "organization_id": org_id, "max_budget": 50})  # fmt: skip
     key = ok(srv.url, "POST", "/key/generate", {"team_id": team["team_id"]})["key"]
-    with client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+    with client(srv.url, key) as c, pytest.raises(openai.UnprocessableEntityError) as caught:
         c.chat.completions.create(model="a", messages=MSG)
     assert f"org.{org_id}" in caught.value.message  # the team is under the org's budget
     info = ok(srv.url, "GET", f"/organization/info?organization_id={org_id}")
@@ -180,7 +182,7 @@ def test_a_team_moved_to_another_organization_is_charged_there(srv: ServerThread
     with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
         ok(srv.url, "POST", "/team/update", {"team_id": "mover", "organization_id": "org-poor"})
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG)
         assert "org.org-poor" in caught.value.message
 
@@ -193,7 +195,7 @@ def test_user_new_returns_a_key_charged_to_the_user(srv: ServerThread) -> None:
     assert made["key"].startswith("sk-rg-") and made["user_id"] == "carol"
     assert (made["key_alias"], made["models"], made["teams"]) == ("carol-laptop", ["a"], [])
     with client(srv.url, made["key"]) as c:
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG)
         assert "user.carol" in caught.value.message
         ok(srv.url, "POST", "/user/update", {"user_email": "carol@example.com", "max_budget": 5})
@@ -217,7 +219,7 @@ def test_a_team_key_is_not_held_to_its_users_budget(srv: ServerThread) -> None:
     own_key = ok(srv.url, "POST", "/key/generate", {"user_id": "dave"})
     with client(srv.url, team_key["key"]) as c:  # as in LiteLLM: the team's budget applies
         assert c.chat.completions.create(model="a", messages=MSG).choices
-    with client(srv.url, own_key["key"]) as c, pytest.raises(openai.RateLimitError):
+    with client(srv.url, own_key["key"]) as c, pytest.raises(openai.UnprocessableEntityError):
         c.chat.completions.create(model="a", messages=MSG)
 
 
@@ -236,9 +238,9 @@ def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
         team = ok(srv.url, "GET", "/team/info?team_id=cust-team")["team_info"]
         assert team["spend"] == pytest.approx(info["spend"])  # charged to both
         ok(srv.url, "POST", "/customer/update", {"user_id": "acme:user 7", "max_budget": 0})
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG, user="acme:user 7")
-        assert caught.value.code == "budget_exceeded"
+        assert (caught.value.type, caught.value.code) == ("budget_exceeded", "422")
         assert c.chat.completions.create(model="a", messages=MSG, user="someone else").choices
         assert ok(srv.url, "GET", "/customer/info?end_user_id=acme%3Auser%207")["reserved"] == 0
 

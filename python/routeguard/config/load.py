@@ -289,6 +289,13 @@ def load(
             problems.append(
                 ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
             )
+        if not 400 <= budget.exceeded_status_code <= 499:
+            problems.append(
+                ConfigProblem(
+                    "budget_settings.exceeded_status_code",
+                    "must be a client error status from 400 to 499 (a 5xx would be retried)",
+                )
+            )
         if budget.redis_wait_replicas < 0:
             problems.append(
                 ConfigProblem("budget_settings.redis_wait_replicas", "must be 0 or more")

@@ -7,8 +7,8 @@ or ``user_email``), ``POST /user/delete`` (``user_ids``; their keys are revoked)
 /customer/new``, ``GET /customer/info?end_user_id=``, ``POST /customer/update``, ``POST
 /customer/delete`` (``user_ids``), ``POST /customer/block`` / ``unblock`` (``user_ids``), ``GET
 /customer/list`` (also under LiteLLM's older ``/end_user/`` paths). A request whose ``user``
-names a blocked customer is refused (403), one over the customer's budget gets the 429 of any
-budget, in the caller's protocol."""
+names a blocked customer is refused (403), one over the customer's budget gets the refusal of
+any budget, in the caller's protocol."""
 
 from __future__ import annotations
 
