@@ -226,7 +226,7 @@ def test_a_team_key_is_not_held_to_its_users_budget(srv: ServerThread) -> None:
 def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
     made = ok(srv.url, "POST", "/customer/new", {
         "user_id": "acme:user 7", "max_budget": 100, "budget_duration": "1d",
-        "allowed_model_region": "eu", "alias": "Seven",
+        "alias": "Seven",
     })  # fmt: skip
     assert made["litellm_budget_table"]["max_budget"] == 100 and made["blocked"] is False
     ok(srv.url, "POST", "/team/new", {"team_id": "cust-team", "max_budget": 100})

@@ -73,7 +73,7 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "cost-based-routing": "lowest-cost",
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params",
-                        "responses_api"}  # fmt: skip
+                        "responses_api", "region_name"}  # fmt: skip
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
 # model_info keys read (or, being descriptions of the model, with nothing to honour).
 _MODEL_INFO_READ = {"id", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",

@@ -20,7 +20,7 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
-from routeguard.config.clouds import cloud_settings
+from routeguard.config.clouds import cloud_settings, data_region
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
 from routeguard.config.routes import RouteSettings, check_route, route_targets
@@ -634,5 +634,6 @@ def _build_deployment(
         headers=dict(rd.headers),
         vertex=vertex,
         responses_api=getattr(rd, "responses_api", True),
+        region=data_region(rd.region_name, vertex, cloud.get("aws")),
         **cloud,
     )

@@ -54,6 +54,10 @@ class RawDeploymentBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     timeout: float | None = None
     headers: dict[str, str] = {}
     drop_params: bool | None = None  # None: router_settings.drop_params
+    # Where the deployment processes data (LiteLLM's region_name: "eu", "us"); None: the
+    # region of a bedrock or vertex_ai deployment, else unknown. Customers with an
+    # allowed_model_region are served only by deployments of that region.
+    region_name: str | None = None
 
 
 class RawOpenAIDeployment(RawDeploymentBase, tag="openai"):
