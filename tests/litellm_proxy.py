@@ -4,15 +4,13 @@ makes it (``call``, ``ok``), and the openai SDK as the client a key governs (``c
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import openai
 
+import proxy_clients
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
@@ -46,15 +44,7 @@ def litellm_proxy(
 
 def call(base: str, method: str, path: str, body: Any = None, *, key: str) -> tuple[int, Any]:
     """One admin request authenticated by ``key``; returns (status, JSON)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
+    return proxy_clients.call(base + path, body=body, key=key, method=method)
 
 
 def ok(base: str, method: str, path: str, body: Any = None, *, key: str) -> Any:

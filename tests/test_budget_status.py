@@ -22,12 +22,6 @@ from routeguard.server.thread import ServerThread
 MSG: Any = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
 def _litellm(url: str, **settings: Any) -> dict[str, Any]:
     """A LiteLLM config whose proxy-wide budget is spent before the first request."""
     params = {"model": "openai/a", "api_base": url + "/v1", "api_key": "k",

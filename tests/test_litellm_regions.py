@@ -36,12 +36,6 @@ def _entry(name: str, model: str, url: str, region: str | None) -> dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def srv(mock: MockServer) -> Iterator[ServerThread]:
     gw = Gateway.from_config({
         "model_list": [

@@ -7,7 +7,7 @@ spend and budget figures the info responses show, read from the budget store."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _STAMPS = frozenset({"created_at", "updated_at"})
 _KIND: dict[type[Record], Kind] = {cls: kind for kind, cls in TYPES.items()}
+Handler = Callable[["Gateway", dict[str, Any]], Awaitable[Any]]
 
 
 def body_of(path: str, body: Any) -> dict[str, Any]:
@@ -126,6 +127,15 @@ def create(gateway: Gateway, cls: type[R], ident: str, values: dict[str, Any]) -
 def records(gateway: Gateway, cls: type[R]) -> list[R]:
     """Every stored record of ``cls``."""
     return [r for r in gateway.directory.list(_KIND[cls]) if isinstance(r, cls)]
+
+
+def listing(cls: type[R], show: Callable[[Gateway, R], Awaitable[dict[str, Any]]]) -> Handler:
+    """A ``GET /<kind>/list`` handler: every record of ``cls``, as ``show`` shows it."""
+
+    async def handler(gateway: Gateway, query: dict[str, Any]) -> Any:
+        return [await show(gateway, r) for r in records(gateway, cls)]
+
+    return handler
 
 
 def save(gateway: Gateway, rec: R, values: dict[str, Any]) -> R:

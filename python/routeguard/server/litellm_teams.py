@@ -13,7 +13,6 @@ its organization's; every key with its ``team_id`` is charged there. Who may cal
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -28,6 +27,7 @@ from routeguard.budget.directory import (
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
 from routeguard.server.litellm_records import (
+    Handler,
     absent,
     budget_table,
     build,
@@ -35,6 +35,7 @@ from routeguard.server.litellm_records import (
     create,
     fields,
     iso,
+    listing,
     members,
     query_id,
     records,
@@ -45,8 +46,6 @@ from routeguard.server.litellm_records import (
 
 if TYPE_CHECKING:
     from routeguard.gateway import Gateway
-
-Handler = Callable[["Gateway", dict[str, Any]], Awaitable[Any]]
 
 
 async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
@@ -354,11 +353,6 @@ async def org_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     return out
 
 
-async def org_list(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /organization/list``."""
-    return [await org_json(gateway, o) for o in records(gateway, Organization)]
-
-
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/new": (("POST",), team_new),
     "/team/info": (("GET",), team_info),
@@ -374,5 +368,5 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/organization/info": (("GET",), org_info),
     "/organization/update": (("PATCH", "POST"), org_update),
     "/organization/delete": (("DELETE", "POST"), org_delete),
-    "/organization/list": (("GET",), org_list),
+    "/organization/list": (("GET",), listing(Organization, org_json)),
 }

@@ -22,6 +22,7 @@ from routeguard.config.budgets import duration_seconds
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
 from routeguard.server.litellm_records import (
+    Handler,
     absent,
     budget_table,
     build,
@@ -29,13 +30,13 @@ from routeguard.server.litellm_records import (
     create,
     fields,
     iso,
+    listing,
     query_id,
     records,
     save,
     spend,
     update,
 )
-from routeguard.server.litellm_teams import Handler
 
 if TYPE_CHECKING:
     from routeguard.gateway import Gateway
@@ -270,11 +271,6 @@ async def customer_unblock(gateway: Gateway, data: dict[str, Any]) -> Any:
     return {"blocked_users": still}
 
 
-async def customer_list(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /customer/list``."""
-    return [await customer_json(gateway, c) for c in records(gateway, Customer)]
-
-
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/user/new": (("POST",), user_new),
     "/user/info": (("GET",), user_info),
@@ -287,5 +283,5 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/customer/delete": (("POST",), customer_delete),
     "/customer/block": (("POST",), customer_block),
     "/customer/unblock": (("POST",), customer_unblock),
-    "/customer/list": (("GET",), customer_list),
+    "/customer/list": (("GET",), listing(Customer, customer_json)),
 }
