@@ -119,3 +119,15 @@ def test_cloud_regions_fold_into_their_data_region() -> None:
     cfg = config.load({"model_list": [_entry("m", "m", "http://127.0.0.1:9", "eu-west-1")]}, env={})
     assert [d.region for d in cfg.deployments["m"]] == ["eu"]
     assert not any("region_name" in w for w in cfg.warnings)  # read, not ignored
+
+
+def test_embeddings_are_held_to_the_region_too(
+    srv: ServerThread, key: str, mock: MockServer
+) -> None:
+    with client(srv.url, key) as c:
+        for _ in range(N):
+            assert c.embeddings.create(model="gpt", input="hello", user="anna").data
+            assert mock.requests[-1].model == "gpt-eu"
+        with pytest.raises(openai.BadRequestError) as caught:
+            c.embeddings.create(model="nowhere", input="hello", user="anna")
+        assert caught.value.param == "model" and "'eu'" in caught.value.message
