@@ -396,6 +396,8 @@ def test_a_team_admin_updates_its_team_and_its_keys_within_limits(srv: ServerThr
     _refused(*call(srv.url, "POST", "/key/delete", {"keys": [ops_key, rival_key]}, key=ann),
              "a key of another team")  # fmt: skip
     _refused(*call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]}, key=ann), "none")
+    for bad in ([], "x", None):  # nothing named: nothing a team admin may delete
+        _refused(*call(srv.url, "POST", "/key/delete", {"keys": bad}, key=ann), repr(bad))
     assert call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]})[0] == 404  # master
     with client(srv.url, ops_key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices  # not yet deleted

@@ -86,8 +86,10 @@ def _admin_team(gateway: Gateway, key: KeyRecord, team_id: Any, path: str) -> Te
 def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
     """Every key ``names`` lists belongs to a team ``key``'s user is an admin of (a key not
     found is refused alike, so a team admin cannot probe for keys)."""
-    if not isinstance(names, list) or not all(isinstance(k, str) for k in names):
-        return  # the handler's 400 says what /key/delete takes
+    if not isinstance(names, list) or not names or not all(isinstance(k, str) for k in names):
+        raise PermissionDenied(
+            "/key/delete by a team admin needs 'keys': a list of keys of its team", param="keys"
+        )
     for name in names:
         try:
             team_id = gateway.keys.find(name).spec.team
