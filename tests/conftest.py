@@ -3,7 +3,8 @@
 ``redis_server`` (session-wide) yields a ``redis://`` URL of a throwaway server started on a
 free port in a temporary directory with persistence off; tests isolate themselves with their
 own key prefix. ``redis_process`` gives a test its own server it can stop and restart.
-``redis_cluster`` (session-wide) is a real three-master Redis Cluster.
+``redis_cluster`` (session-wide) is a real three-master Redis Cluster. ``mock`` is the
+simulated upstream, one per test module (a module may still define its own).
 Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
 missing binary is a failure: CI must install it (``apt-get install redis-server``).
 
@@ -28,6 +29,7 @@ import redis
 
 from cluster_nodes import ClusterNodes
 from ports import free_port
+from routeguard.mock import MockServer
 
 # Modules whose outcomes go through the SIMD kernels (embedding, vector search, cache hits,
 # semantic and learned routing): rerun at each ROUTEGUARD_SIMD level by `make simd-test`.
@@ -126,6 +128,13 @@ class RedisProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServer]:
+    """The simulated upstream (``routeguard.mock``), one per test module."""
+    with MockServer() as m:
+        yield m
 
 
 @pytest.fixture(scope="session")

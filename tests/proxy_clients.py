@@ -23,14 +23,19 @@ def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> None:
 
 
 def call(
-    url: str, *, body: dict[str, Any] | None = None, key: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """(status, JSON body) of a GET, or a POST of ``body``, on a fresh connection."""
+    url: str,
+    *,
+    body: Any = None,
+    key: str | None = None,
+    method: str | None = None,
+) -> tuple[int, Any]:
+    """(status, JSON body) of a GET, or a POST of ``body`` (or ``method``), on a fresh
+    connection."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url, data=data, headers=headers)
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
+from priced import micros, priced_config
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import BudgetExceeded, InvalidRequest, RateLimited
@@ -22,26 +22,6 @@ from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 MSG = [{"role": "user", "content": "hello key budget"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-def _cfg(url: str, **extra: Any) -> dict[str, Any]:
-    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k",
-           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}  # fmt: skip
-    return {
-        "model_list": [{**dep, "model_name": "m", "model": "sim-m"}],
-        "router_settings": {"num_retries": 0},
-        **extra,
-    }
-
-
-def _micros(result: ChatResult) -> int:
-    return usd_to_micros(result.cost, round_up=True)
 
 
 async def _burst(gw: Gateway, key: Any, n: int) -> tuple[list[ChatResult], list[BaseException]]:
@@ -55,7 +35,7 @@ async def _burst(gw: Gateway, key: Any, n: int) -> tuple[list[ChatResult], list[
 
 
 async def test_max_budget_on_a_key_without_any_configured_budget(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url))
+    gw = Gateway.from_config(priced_config(mock.url))
     try:
         _, rec = gw.keys.create(KeySpec(max_budget=0.3))
         served, errors = await _burst(gw, rec, 40)
@@ -63,7 +43,7 @@ async def test_max_budget_on_a_key_without_any_configured_budget(mock: MockServe
         assert all(isinstance(e, BudgetExceeded) and e.account == rec.key_id for e in errors)
         assert gw.budget is not None
         spent = await gw.budget.backend.spent(rec.key_id)
-        assert spent == sum(_micros(r) for r in served) <= usd_to_micros(0.3)
+        assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.3)
         assert await gw.budget.backend.reserved(rec.key_id) == 0
         # Another key is not affected by this key's budget.
         _, other = gw.keys.create(KeySpec(max_budget=10.0))
@@ -74,8 +54,8 @@ async def test_max_budget_on_a_key_without_any_configured_budget(mock: MockServe
 
 
 async def test_key_budget_sits_under_its_team_budget(mock: MockServer) -> None:
-    cfg = _cfg(mock.url, budgets=[{"name": "acme", "limit": 5.0},
-                                  {"name": "t1", "parent": "acme", "limit": 0.2}])  # fmt: skip
+    budgets = [{"name": "acme", "limit": 5.0}, {"name": "t1", "parent": "acme", "limit": 0.2}]
+    cfg = priced_config(mock.url, budgets=budgets)
     gw = Gateway.from_config(cfg)
     try:
         # The key alone would allow $1, but its team allows only $0.20: the team refuses.
@@ -93,7 +73,7 @@ async def test_key_budget_sits_under_its_team_budget(mock: MockServer) -> None:
 
 
 async def test_key_rpm_and_updates_take_effect(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url))
+    gw = Gateway.from_config(priced_config(mock.url))
     try:
         _, rec = gw.keys.create(KeySpec(rpm=2))
         req = {"model": "m", "messages": MSG}
@@ -114,13 +94,13 @@ async def test_key_rpm_and_updates_take_effect(mock: MockServer) -> None:
 
 
 def test_bad_budget_period_is_refused_at_creation(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url))
+    gw = Gateway.from_config(priced_config(mock.url))
     with pytest.raises(InvalidRequest, match="budget_period"):
         gw.keys.create(KeySpec(max_budget=1.0, budget_period="fortnightly"))
 
 
 def test_proxy_enforces_and_reports_a_keys_budget(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url, server={"master_key": "sk-admin"}))
+    gw = Gateway.from_config(priced_config(mock.url, server={"master_key": "sk-admin"}))
     with ServerThread(create_app(gw)) as srv:
         body = json.dumps({"max_budget": 0.5, "budget_period": "daily"}).encode()
         req = urllib.request.Request(
@@ -149,7 +129,7 @@ def test_proxy_enforces_and_reports_a_keys_budget(mock: MockServer) -> None:
 
 async def test_key_budget_is_shared_through_redis(mock: MockServer, redis_server: str) -> None:
     settings = {"backend": "redis", "redis_url": redis_server}
-    cfg = _cfg(mock.url, budget_settings=settings, server={"key_hash_secret": "s3cret"})
+    cfg = priced_config(mock.url, budget_settings=settings, server={"key_hash_secret": "s3cret"})
     a, b = Gateway.from_config(cfg), Gateway.from_config(cfg)
     try:
         _, rec = a.keys.create(KeySpec(max_budget=0.25))
@@ -162,14 +142,14 @@ async def test_key_budget_is_shared_through_redis(mock: MockServer, redis_server
         assert a.budget is not None and b.budget is not None
         spent = await a.budget.backend.spent(rec.key_id)
         assert spent == await b.budget.backend.spent(rec.key_id)
-        assert spent == sum(_micros(r) for r in served) <= usd_to_micros(0.25)
+        assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.25)
     finally:
         await a.aclose()
         await b.aclose()
 
 
 async def test_end_users_get_their_own_budget_under_the_key(mock: MockServer) -> None:
-    cfg = _cfg(mock.url, budget_settings={"end_user": {"limit": 0.2, "rpm": 1000}})
+    cfg = priced_config(mock.url, budget_settings={"end_user": {"limit": 0.2, "rpm": 1000}})
     gw = Gateway.from_config(cfg)
     try:
         _, rec = gw.keys.create(KeySpec(max_budget=5.0))

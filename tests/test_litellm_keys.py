@@ -7,52 +7,26 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import openai
 import pytest
 
+from litellm_proxy import call, client, litellm_proxy
 from routeguard.config.budgets import duration_seconds, period_from_duration
-from routeguard.gateway import Gateway
-from routeguard.mock import MockServer
-from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-litellm-keys"
 MSG: Any = [{"role": "user", "content": "hi"}]
+_call = partial(call, key=MASTER)
 
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[ServerThread]:
-    with MockServer() as mock:
-        oa = {"api_base": mock.url + "/v1", "api_key": "k"}
-        gw = Gateway.from_config({
-            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **oa}}
-                           for n in ("a", "b")],
-            "general_settings": {"master_key": MASTER},
-        })  # fmt: skip
-        with ServerThread(create_app(gw)) as s:
-            yield s
-        gw.keys.close()
-
-
-def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "authorization": f"Bearer {MASTER}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
-
-
-def _client(base: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+    with litellm_proxy(MASTER) as s:
+        yield s
 
 
 def test_generate_maps_every_litellm_field(srv: ServerThread) -> None:
@@ -69,7 +43,7 @@ def test_generate_maps_every_litellm_field(srv: ServerThread) -> None:
     assert made["metadata"] == {"owner": "ops"}
     assert made["expires"] == pytest.approx(time.time() + 30 * 86400, abs=60)
     assert made["ignored_fields"] == ["max_parallel_requests"]
-    with _client(srv.url, made["key"]) as c:
+    with client(srv.url, made["key"]) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
         with pytest.raises(openai.NotFoundError):  # out of scope: as if missing
             c.chat.completions.create(model="b", messages=MSG)
@@ -79,7 +53,7 @@ def test_a_key_past_its_duration_gets_an_openai_style_401(srv: ServerThread) -> 
     status, made = _call(srv.url, "POST", "/key/generate", {"duration": "1s"})
     assert status == 200
     time.sleep(1.2)
-    with _client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError) as info:
+    with client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError) as info:
         c.chat.completions.create(model="a", messages=MSG)
     assert "expired" in str(info.value)
     assert info.value.status_code == 401 and isinstance(info.value.body, dict)
@@ -99,7 +73,7 @@ def test_info_update_delete_name_the_key_itself(srv: ServerThread) -> None:
     assert _call(srv.url, "GET", "/key/info?key=sk-rg-nope")[0] == 404
     status, gone = _call(srv.url, "POST", "/key/delete", {"keys": [key]})
     assert status == 200 and gone == {"deleted_keys": [key]}
-    with _client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
+    with client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
         c.chat.completions.create(model="a", messages=MSG)
     assert _call(srv.url, "POST", "/key/delete", {"keys": "x"})[0] == 400
 

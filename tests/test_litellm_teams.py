@@ -7,61 +7,30 @@ blocked teams and customers are refused; bad input is a 400 naming the field."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
-from routeguard.gateway import Gateway
-from routeguard.mock import MockServer
-from routeguard.server import create_app
+import litellm_proxy
+from litellm_proxy import client
 from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-litellm-teams"
 MSG: Any = [{"role": "user", "content": "hi"}]
+call = partial(litellm_proxy.call, key=MASTER)
+ok = partial(litellm_proxy.ok, key=MASTER)
 
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[ServerThread]:
-    with MockServer() as mock:
-        oa = {"api_base": mock.url + "/v1", "api_key": "k",
-              "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}  # fmt: skip
-        gw = Gateway.from_config({
-            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/{n}", **oa}}
-                           for n in ("a", "b")],
-            "general_settings": {"master_key": MASTER},
-        })  # fmt: skip
-        with ServerThread(create_app(gw)) as s:
-            yield s
-        gw.keys.close()
-
-
-def call(base: str, method: str, path: str, body: Any = None, key: str = MASTER) -> tuple[int, Any]:
-    """One admin request; returns (status, JSON)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
-
-
-def ok(base: str, method: str, path: str, body: Any = None) -> Any:
-    """An admin request that must succeed; its JSON."""
-    status, out = call(base, method, path, body)
-    assert status == 200, out
-    return out
-
-
-def _client(base: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+    with litellm_proxy.litellm_proxy(
+        MASTER, input_cost_per_token=1e-6, output_cost_per_token=2e-6
+    ) as s:
+        yield s
 
 
 def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
@@ -78,7 +47,7 @@ def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
     assert made["ignored_fields"] == ["soft_budget"]
 
     key = ok(srv.url, "POST", "/key/generate", {"team_id": team_id})["key"]
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
     info = ok(srv.url, "GET", f"/team/info?team_id={team_id}")
     assert info["team_id"] == team_id and info["team_info"]["spend"] > 0
@@ -100,7 +69,7 @@ def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
     deleted = ok(srv.url, "POST", "/team/delete", {"team_ids": [team_id]})
     assert deleted == {"deleted_teams": [team_id], "revoked_keys": 1}
     assert call(srv.url, "GET", f"/team/info?team_id={team_id}")[0] == 404
-    with _client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
+    with client(srv.url, key) as c, pytest.raises(openai.AuthenticationError):
         c.chat.completions.create(model="a", messages=MSG)  # the team's keys went with it
 
 
@@ -146,15 +115,17 @@ def test_a_virtual_key_cannot_manage_teams(srv: ServerThread) -> None:
 def test_a_key_of_a_team_over_budget_is_refused(srv: ServerThread) -> None:
     ok(srv.url, "POST", "/team/new", {"team_id": "broke", "max_budget": 0})
     key = ok(srv.url, "POST", "/key/generate", {"team_id": "broke"})["key"]
-    with _client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+    with client(srv.url, key) as c, pytest.raises(openai.UnprocessableEntityError) as caught:
         c.chat.completions.create(model="a", messages=MSG)
-    assert caught.value.code == "budget_exceeded" and "team.broke" in caught.value.message
+    # LiteLLM's refusal: 422, type budget_exceeded, the status as the code.
+    assert (caught.value.type, caught.value.code) == ("budget_exceeded", "422")
+    assert "team.broke" in caught.value.message
     a = anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0)
-    with a, pytest.raises(anthropic.RateLimitError):  # the same refusal, Anthropic-shaped
+    with a, pytest.raises(anthropic.UnprocessableEntityError):  # the same, Anthropic-shaped
         a.messages.create(model="a", max_tokens=5, messages=MSG)
     # Raising the budget lets the key through at once.
     ok(srv.url, "POST", "/team/update", {"team_id": "broke", "max_budget": 100})
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
 
 
@@ -162,13 +133,13 @@ def test_a_blocked_team_is_refused_until_unblocked(srv: ServerThread) -> None:
     ok(srv.url, "POST", "/team/new", {"team_id": "paused"})
     key = ok(srv.url, "POST", "/key/generate", {"team_id": "paused", "max_budget": 5})["key"]
     assert ok(srv.url, "POST", "/team/block", {"team_id": "paused"})["blocked"] is True
-    with _client(srv.url, key) as c, pytest.raises(openai.PermissionDeniedError):
+    with client(srv.url, key) as c, pytest.raises(openai.PermissionDeniedError):
         c.chat.completions.create(model="a", messages=MSG)
     # The admin API still manages the blocked team's keys.
     more = ok(srv.url, "POST", "/key/generate", {"team_id": "paused", "max_budget": 1})
     assert ok(srv.url, "GET", f"/key/info?key={more['key']}")["info"]["team_id"] == "paused"
     ok(srv.url, "POST", "/team/unblock", {"team_id": "paused"})
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
 
 
@@ -183,7 +154,7 @@ def test_an_organization_budget_covers_its_teams(srv: ServerThread) -> None:
     team = ok(srv.url, "POST", "/team/new",
               {"team_id": "acme-search", "organization_id": org_id, "max_budget": 50})  # fmt: skip
     key = ok(srv.url, "POST", "/key/generate", {"team_id": team["team_id"]})["key"]
-    with _client(srv.url, key) as c, pytest.raises(openai.RateLimitError) as caught:
+    with client(srv.url, key) as c, pytest.raises(openai.UnprocessableEntityError) as caught:
         c.chat.completions.create(model="a", messages=MSG)
     assert f"org.{org_id}" in caught.value.message  # the team is under the org's budget
     info = ok(srv.url, "GET", f"/organization/info?organization_id={org_id}")
@@ -193,7 +164,7 @@ def test_an_organization_budget_covers_its_teams(srv: ServerThread) -> None:
     updated = ok(srv.url, "PATCH", "/organization/update",
                  {"organization_id": org_id, "max_budget": 100})  # fmt: skip
     assert updated["max_budget"] == 100
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
     assert ok(srv.url, "GET", f"/organization/info?organization_id={org_id}")["spend"] > 0
     assert org_id in [o["organization_id"] for o in ok(srv.url, "GET", "/organization/list")]
@@ -208,10 +179,10 @@ def test_a_team_moved_to_another_organization_is_charged_there(srv: ServerThread
            {"organization_id": oid, "organization_alias": oid, "max_budget": budget})  # fmt: skip
     ok(srv.url, "POST", "/team/new", {"team_id": "mover", "organization_id": "org-rich"})
     key = ok(srv.url, "POST", "/key/generate", {"team_id": "mover", "max_budget": 10})["key"]
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
         ok(srv.url, "POST", "/team/update", {"team_id": "mover", "organization_id": "org-poor"})
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG)
         assert "org.org-poor" in caught.value.message
 
@@ -223,8 +194,8 @@ def test_user_new_returns_a_key_charged_to_the_user(srv: ServerThread) -> None:
     })  # fmt: skip
     assert made["key"].startswith("sk-rg-") and made["user_id"] == "carol"
     assert (made["key_alias"], made["models"], made["teams"]) == ("carol-laptop", ["a"], [])
-    with _client(srv.url, made["key"]) as c:
-        with pytest.raises(openai.RateLimitError) as caught:
+    with client(srv.url, made["key"]) as c:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG)
         assert "user.carol" in caught.value.message
         ok(srv.url, "POST", "/user/update", {"user_email": "carol@example.com", "max_budget": 5})
@@ -236,7 +207,7 @@ def test_user_new_returns_a_key_charged_to_the_user(srv: ServerThread) -> None:
     assert [k["key_alias"] for k in info["keys"]] == ["carol-laptop"]
     assert call(srv.url, "POST", "/user/new", {"user_id": "carol"})[0] == 400  # exists
     assert ok(srv.url, "POST", "/user/delete", {"user_ids": ["carol"]})["deleted_users"]
-    with _client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError):
+    with client(srv.url, made["key"]) as c, pytest.raises(openai.AuthenticationError):
         c.chat.completions.create(model="a", messages=MSG)  # its keys were revoked
 
 
@@ -246,30 +217,30 @@ def test_a_team_key_is_not_held_to_its_users_budget(srv: ServerThread) -> None:
        {"user_id": "dave", "max_budget": 0, "auto_create_key": False})  # fmt: skip
     team_key = ok(srv.url, "POST", "/key/generate", {"team_id": "t-user", "user_id": "dave"})
     own_key = ok(srv.url, "POST", "/key/generate", {"user_id": "dave"})
-    with _client(srv.url, team_key["key"]) as c:  # as in LiteLLM: the team's budget applies
+    with client(srv.url, team_key["key"]) as c:  # as in LiteLLM: the team's budget applies
         assert c.chat.completions.create(model="a", messages=MSG).choices
-    with _client(srv.url, own_key["key"]) as c, pytest.raises(openai.RateLimitError):
+    with client(srv.url, own_key["key"]) as c, pytest.raises(openai.UnprocessableEntityError):
         c.chat.completions.create(model="a", messages=MSG)
 
 
 def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
     made = ok(srv.url, "POST", "/customer/new", {
         "user_id": "acme:user 7", "max_budget": 100, "budget_duration": "1d",
-        "allowed_model_region": "eu", "alias": "Seven",
+        "alias": "Seven",
     })  # fmt: skip
     assert made["litellm_budget_table"]["max_budget"] == 100 and made["blocked"] is False
     ok(srv.url, "POST", "/team/new", {"team_id": "cust-team", "max_budget": 100})
     key = ok(srv.url, "POST", "/key/generate", {"team_id": "cust-team"})["key"]
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG, user="acme:user 7").choices
         info = ok(srv.url, "GET", "/customer/info?end_user_id=acme%3Auser%207")
         assert info["spend"] > 0 and info["reserved"] == 0  # both holds settled
         team = ok(srv.url, "GET", "/team/info?team_id=cust-team")["team_info"]
         assert team["spend"] == pytest.approx(info["spend"])  # charged to both
         ok(srv.url, "POST", "/customer/update", {"user_id": "acme:user 7", "max_budget": 0})
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             c.chat.completions.create(model="a", messages=MSG, user="acme:user 7")
-        assert caught.value.code == "budget_exceeded"
+        assert (caught.value.type, caught.value.code) == ("budget_exceeded", "422")
         assert c.chat.completions.create(model="a", messages=MSG, user="someone else").choices
         assert ok(srv.url, "GET", "/customer/info?end_user_id=acme%3Auser%207")["reserved"] == 0
 
@@ -286,7 +257,7 @@ def test_customers_budgets_and_blocks(srv: ServerThread) -> None:
     assert ok(srv.url, "POST", "/end_user/unblock", {"user_ids": ["mallory"]}) == {
         "blocked_users": []
     }
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         assert c.chat.completions.create(model="a", messages=MSG, user="mallory").choices
     listed = [c["user_id"] for c in ok(srv.url, "GET", "/customer/list")]
     assert {"acme:user 7", "mallory"} <= set(listed)
@@ -300,20 +271,20 @@ def test_a_teams_models_scope_its_keys(srv: ServerThread) -> None:
     loose = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped"})["key"]
     wide = ok(srv.url, "POST", "/key/generate", {"team_id": "scoped", "models": ["a", "b"]})
     for key in (loose, wide["key"]):
-        with _client(srv.url, key) as c:
+        with client(srv.url, key) as c:
             assert [m.id for m in c.models.list()] == ["a"]
             assert c.chat.completions.create(model="a", messages=MSG).choices
             with pytest.raises(openai.NotFoundError):  # the team does not allow b
                 c.chat.completions.create(model="b", messages=MSG)
     ok(srv.url, "POST", "/team/update", {"team_id": "scoped", "models": ["a", "b"]})
-    with _client(srv.url, loose) as c:
+    with client(srv.url, loose) as c:
         assert c.chat.completions.create(model="b", messages=MSG).choices
 
 
 def test_a_blocked_customer_is_refused_on_every_endpoint(srv: ServerThread) -> None:
     ok(srv.url, "POST", "/customer/block", {"user_ids": ["trudy"]})
     key = ok(srv.url, "POST", "/key/generate", {})["key"]
-    with _client(srv.url, key) as c:
+    with client(srv.url, key) as c:
         with pytest.raises(openai.PermissionDeniedError):
             c.responses.create(model="a", input="hi", user="trudy")
         with pytest.raises(openai.PermissionDeniedError):
@@ -340,7 +311,7 @@ def test_a_team_admin_manages_its_own_team_only(srv: ServerThread) -> None:
     status, made = call(srv.url, "POST", "/key/generate",
                         {"team_id": "self-serve", "user_id": "cy"}, key=ada)  # fmt: skip
     assert status == 200 and made["team_id"] == "self-serve"
-    with _client(srv.url, made["key"]) as c:
+    with client(srv.url, made["key"]) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
 
     refused = [
@@ -358,3 +329,97 @@ def test_a_team_admin_manages_its_own_team_only(srv: ServerThread) -> None:
     for method, path, body, key in refused:
         status, out = call(srv.url, method, path, body, key=key)
         assert status == 403 and out["error"]["type"] == "permission_error", (path, out)
+
+
+def _refused(status: int, out: Any, what: str) -> None:
+    """A 403 in LiteLLM's (OpenAI's) error shape."""
+    assert status == 403, (what, out)
+    assert set(out["error"]) == {"message", "type", "param", "code"}, (what, out)
+    assert out["error"]["type"] == "permission_error", (what, out)
+
+
+def test_a_team_admin_updates_its_team_and_its_keys_within_limits(srv: ServerThread) -> None:
+    crew = [{"role": "admin", "user_id": "ann"}, {"role": "user", "user_id": "bo"}]
+    ok(srv.url, "POST", "/team/new", {"team_id": "ops", "max_budget": 5, "models": ["a", "b"],
+       "budget_duration": "30d", "members_with_roles": crew})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "rivals",
+       "members_with_roles": [{"role": "admin", "user_id": "rex"}]})  # fmt: skip
+    ann, bo, rex = (ok(srv.url, "POST", "/key/generate", {"user_id": u})["key"]
+                    for u in ("ann", "bo", "rex"))  # fmt: skip
+
+    # What a team admin may do: alias, limits, models narrowed, budget kept or lowered.
+    change = {"team_id": "ops", "team_alias": "Ops", "rpm_limit": 50, "max_budget": 3,
+              "models": ["a"], "budget_duration": "30d"}  # fmt: skip
+    status, out = call(srv.url, "POST", "/team/update", change, key=ann)
+    assert status == 200, out
+    data = out["data"]
+    assert (data["team_alias"], data["rpm_limit"], data["max_budget"]) == ("Ops", 50, 3)
+    assert data["models"] == ["a"] and data["budget_duration"] == "30d"
+    refused_updates = [
+        {"max_budget": 4},  # above the 3 it now has
+        {"max_budget": None},  # no cap at all
+        {"models": ["a", "b"]},  # wider than ["a"]
+        {"models": []},  # every model
+        {"budget_duration": "1d"},
+        {"blocked": True},
+        {"organization_id": "someone-else"},
+    ]
+    for body in refused_updates:
+        status, out = call(srv.url, "POST", "/team/update", {"team_id": "ops", **body}, key=ann)
+        _refused(status, out, str(body))
+        assert out["error"]["param"] == next(iter(body))
+    assert ok(srv.url, "GET", "/team/info?team_id=ops")["team_info"]["max_budget"] == 3
+
+    # Members: promoted, demoted, added and removed by the admin.
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "admin",
+                        "max_budget_in_team": 1}, key=ann)  # fmt: skip
+    assert status == 200 and out["role"] == "admin", out
+    assert out["ignored_fields"] == ["max_budget_in_team"]
+    assert ok(srv.url, "GET", "/team/info?team_id=ops")["team_info"]["admins"] == ["ann", "bo"]
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "user"}, key=ann)  # fmt: skip
+    assert status == 200 and out["role"] == "user", out
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "ops", "user_id": "bo", "role": "owner"}, key=ann)  # fmt: skip
+    assert status == 400 and out["error"]["param"] == "role"
+    cy = {"team_id": "ops", "member": {"role": "user", "user_id": "cy"}}
+    status, _ = call(srv.url, "POST", "/team/member_add", cy, key=ann)
+    assert status == 200
+    status, _ = call(srv.url, "POST", "/team/member_delete",
+                     {"team_id": "ops", "user_id": "cy"}, key=ann)  # fmt: skip
+    assert status == 200
+
+    # Keys: the team's are the admin's to delete, no other.
+    ops_key = ok(srv.url, "POST", "/key/generate", {"team_id": "ops", "user_id": "bo"})["key"]
+    rival_key = ok(srv.url, "POST", "/key/generate", {"team_id": "rivals"})["key"]
+    _refused(*call(srv.url, "POST", "/key/delete", {"keys": [ops_key, rival_key]}, key=ann),
+             "a key of another team")  # fmt: skip
+    _refused(*call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]}, key=ann), "none")
+    for bad in ([], "x", None):  # nothing named: nothing a team admin may delete
+        _refused(*call(srv.url, "POST", "/key/delete", {"keys": bad}, key=ann), repr(bad))
+    assert call(srv.url, "POST", "/key/delete", {"keys": ["sk-rg-nope"]})[0] == 404  # master
+    with client(srv.url, ops_key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices  # not yet deleted
+    status, out = call(srv.url, "POST", "/key/delete", {"keys": [ops_key]}, key=ann)
+    assert status == 200 and out == {"deleted_keys": [ops_key]}
+    with client(srv.url, ops_key) as c, pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="a", messages=MSG)
+    with client(srv.url, rival_key) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    # A plain member, and another team's admin, may do none of it.
+    bo_key = ok(srv.url, "POST", "/key/generate", {"team_id": "ops", "user_id": "bo"})["key"]
+    for key, who in ((bo, "a member"), (rex, "another team's admin")):
+        for path, body in (
+            ("/team/update", {"team_id": "ops", "team_alias": "mine"}),
+            ("/team/member_update", {"team_id": "ops", "user_id": "ann", "role": "user"}),
+            ("/team/member_add", {"team_id": "ops", "member": {"user_id": "eve"}}),
+            ("/team/member_delete", {"team_id": "ops", "user_id": "ann"}),
+            ("/key/delete", {"keys": [bo_key]}),
+        ):
+            _refused(*call(srv.url, "POST", path, body, key=key), f"{who} {path}")
+    info = ok(srv.url, "GET", "/team/info?team_id=ops")
+    assert info["team_info"]["team_alias"] == "Ops" and info["team_info"]["admins"] == ["ann"]
+    with client(srv.url, bo_key) as c:  # not deleted by either
+        assert c.chat.completions.create(model="a", messages=MSG).choices

@@ -1,15 +1,13 @@
 """End to end through ``routeguard serve`` on a LiteLLM-style config with a key database: a
 team made with ``/team/new`` and a key made for it with ``/key/generate``; the openai SDK is
-served until the team's budget is spent, then refused with a 429 ``budget_exceeded`` naming
-the team; a blocked customer is refused; after a restart the team, its spend, its refusal and
-the block are all still there."""
+served until the team's budget is spent, then refused as LiteLLM refuses it (a 422
+``budget_exceeded``) naming the team; a blocked customer is refused; after a restart the team,
+its spend, its refusal and the block are all still there."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,19 @@ import openai
 import pytest
 import yaml
 
+from litellm_proxy import call
 from routeguard.mock import MockServer
 from serving import serve
 
 MASTER = "sk-master-teams-serve"
 MSG: Any = [{"role": "user", "content": "hello"}]
+_call = partial(call, key=MASTER)
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[MockServer]:
     with MockServer() as m:
         yield m
-
-
-def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={
-        "authorization": f"Bearer {MASTER}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
 
 
 def test_a_team_budget_through_serve_survives_a_restart(
@@ -63,12 +51,12 @@ def test_a_team_budget_through_serve_survives_a_restart(
         key = made["key"]
         served_n = 0
         with openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=0) as c:
-            with pytest.raises(openai.RateLimitError) as caught:
+            with pytest.raises(openai.UnprocessableEntityError) as caught:
                 for _ in range(100):
                     c.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=5)
                     served_n += 1
             assert served_n > 0
-            assert caught.value.code == "budget_exceeded"
+            assert (caught.value.type, caught.value.code) == ("budget_exceeded", "422")
             assert f"team.{team_id}" in caught.value.message
             status, _ = _call(served.url, "POST", "/customer/block", {"user_ids": ["eve"]})
             assert status == 200
@@ -83,7 +71,7 @@ def test_a_team_budget_through_serve_survives_a_restart(
         assert status == 200 and info["team_info"]["team_alias"] == "search"
         assert info["team_info"]["spend"] == pytest.approx(spent, abs=1e-9)
         c = openai.OpenAI(base_url=again.url + "/v1", api_key=key, max_retries=0)
-        with c, pytest.raises(openai.RateLimitError):
+        with c, pytest.raises(openai.UnprocessableEntityError):
             c.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=5)
         status, customer = _call(again.url, "GET", "/customer/info?end_user_id=eve")
         assert status == 200 and customer["blocked"] is True

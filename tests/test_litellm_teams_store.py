@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from priced import micros, priced_config
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.directory import Customer, Directory, Organization, Team
 from routeguard.budget.keys import KeySpec, KeyStore
@@ -24,23 +24,6 @@ from routeguard.result import ChatResult
 from waiting import eventually
 
 MSG = [{"role": "user", "content": "hello team budget"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-def _cfg(url: str, **extra: Any) -> dict[str, Any]:
-    dep = {"type": "openai", "api_base": url + "/v1", "api_key": "k",
-           "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}  # fmt: skip
-    return {"model_list": [{**dep, "model_name": "m", "model": "sim-m"}],
-            "router_settings": {"num_retries": 0}, **extra}  # fmt: skip
-
-
-def _micros(result: ChatResult) -> int:
-    return usd_to_micros(result.cost, round_up=True)
 
 
 async def _burst(
@@ -70,7 +53,7 @@ async def _team_and_customer_bursts(gw: Gateway) -> None:
     assert len(errors) == sum(isinstance(e, BudgetExceeded) for e in errors)
     backend = gw.budget.backend
     spent = await backend.spent("team.t1")
-    assert spent == sum(_micros(r) for r in served) <= usd_to_micros(0.3)
+    assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.3)
     assert await backend.spent("org.o1") == spent  # the team is under its organization
     assert await backend.reserved("team.t1") == 0
 
@@ -82,14 +65,14 @@ async def _team_and_customer_bursts(gw: Gateway) -> None:
     assert served and errors
     assert {e.account for e in errors if isinstance(e, BudgetExceeded)} == {"customer.cust"}
     cust = await backend.spent("customer.cust")
-    assert cust == sum(_micros(r) for r in served) <= usd_to_micros(0.2)
+    assert cust == sum(micros(r) for r in served) <= usd_to_micros(0.2)
     assert await backend.spent("team.t2") == cust  # refused requests left nothing behind
     for account in ("customer.cust", "team.t2"):
         assert await backend.reserved(account) == 0
 
 
 async def test_budgets_are_exact_under_concurrency_in_process(mock: MockServer) -> None:
-    gw = Gateway.from_config(_cfg(mock.url))
+    gw = Gateway.from_config(priced_config(mock.url))
     try:
         await _team_and_customer_bursts(gw)
     finally:
@@ -99,7 +82,7 @@ async def test_budgets_are_exact_under_concurrency_in_process(mock: MockServer) 
 async def test_budgets_are_exact_under_concurrency_on_redis(
     mock: MockServer, redis_server: str, request: pytest.FixtureRequest
 ) -> None:
-    cfg = _cfg(
+    cfg = priced_config(
         mock.url,
         budget_settings={"backend": "redis", "redis_url": redis_server},
         server={"key_store": "redis", "redis_url": redis_server},
@@ -176,7 +159,7 @@ def _check(cond: bool) -> None:
 async def test_two_instances_share_a_team_budget_on_redis(
     mock: MockServer, redis_server: str
 ) -> None:
-    cfg = _cfg(
+    cfg = priced_config(
         mock.url,
         budget_settings={"backend": "redis", "redis_url": redis_server},
         server={"key_store": "redis", "redis_url": redis_server},
@@ -196,7 +179,7 @@ async def test_two_instances_share_a_team_budget_on_redis(
         assert served and errors_a and errors_b
         spent = await a.budget.backend.spent("team.shared-2i")
         assert spent == await b.budget.backend.spent("team.shared-2i")
-        assert spent == sum(_micros(r) for r in served) <= usd_to_micros(0.3)
+        assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.3)
     finally:
         await a.aclose()
         await b.aclose()
@@ -208,7 +191,7 @@ async def test_a_block_written_by_another_process_counts_on_the_next_request(
     from routeguard.errors import PermissionDenied
 
     db = tmp_path / "rg.db"
-    gw = Gateway.from_config(_cfg(mock.url, server={"database": str(db)}))
+    gw = Gateway.from_config(priced_config(mock.url, server={"database": str(db)}))
     other = KeyStore(db)  # routeguard keys, an admin script: another connection
     try:
         _, key = gw.keys.create(KeySpec(team="t-x"))

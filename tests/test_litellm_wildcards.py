@@ -7,7 +7,6 @@ moves to ``content_policy_fallbacks`` only."""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -24,12 +23,6 @@ from routeguard.server.thread import ServerThread
 
 MSG: Any = [{"role": "user", "content": "hi"}]
 MASTER = "sk-master-wild"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _litellm(url: str, **extra: Any) -> dict[str, Any]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import anthropic
 import openai
 import pytest
 
+from litellm_proxy import call
 from routeguard.budget.keys import KeySpec, KeyStore
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -45,20 +45,7 @@ def _cfg(url: str, db: Path | None = None, master: str | None = MASTER) -> dict[
     }  # fmt: skip
 
 
-def _admin(base: str, method: str, path: str, body: Any = None, key: str = MASTER) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        base + path,
-        data=data,
-        method=method,
-        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, json.loads(e.read())
+_admin = partial(call, key=MASTER)
 
 
 def _client(base: str, key: str) -> openai.OpenAI:

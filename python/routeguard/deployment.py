@@ -93,9 +93,16 @@ class Deployment:
     vertex: VertexTarget | None = None  # vertex_ai deployments only
     azure: AzureSettings | None = None  # type: azure only
     aws: AwsSettings | None = None  # type: bedrock only
+    # "eu", "us" (or another region name as written); None: unknown. A customer with an
+    # allowed_model_region is served only by deployments of that region.
+    region: str | None = None
     # /v1/responses passes through to the upstream's own Responses API (OpenAI, Azure) when
     # the provider has one; False for OpenAI-compatible servers that serve chat only.
     responses_api: bool = True
+
+    def serves_region(self, region: str) -> bool:
+        """Whether this deployment is known to process data in ``region`` ("eu", "us")."""
+        return self.region == region
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call from its token usage."""

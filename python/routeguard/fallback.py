@@ -45,6 +45,7 @@ from routeguard.errors import (
     Attempt,
     ContentPolicyViolation,
     ContextWindowExceeded,
+    InvalidRequest,
     ProviderError,
     UpstreamTimeout,
 )
@@ -55,6 +56,7 @@ from routeguard.routing.shared import SharedRouterState
 log = scrub.guard(logging.getLogger("routeguard.fallback"))
 T = TypeVar("T")
 _TOO_LONG = "prompt exceeds context window"
+NOT_ALLOWED = "no deployment the caller may use (allowed_model_region)"
 
 
 @dataclass(slots=True)
@@ -206,6 +208,28 @@ class Fallback:
         self._rng = rng or random.Random()
         self._clock = clock
 
+    def region_filter(
+        self, alias: str, region: str | None, who: str = "the caller"
+    ) -> Callable[[Deployment], bool] | None:
+        """For :meth:`run`'s ``allowed``: only deployments in ``region`` (None: any), and a
+        400 when neither ``alias`` nor its fallbacks has one there (as LiteLLM refuses a
+        customer whose allowed_model_region no deployment of the model group serves)."""
+        if region is None:
+            return None
+
+        def allowed(dep: Deployment) -> bool:
+            return dep.serves_region(region)
+
+        plan = self.plan(alias)
+        if not any(allowed(d) for a in plan for d in self.balancers[a].deployments):
+            raise InvalidRequest(
+                f"model '{alias}': {who} may only be served in region '{region}' "
+                f"(allowed_model_region), and no deployment of {', '.join(plan)} is there; "
+                "give one region_name: " + region,
+                param="model",
+            )
+        return allowed
+
     def plan(self, alias: str) -> list[str]:
         """The ordered aliases a request for ``alias`` may use (its own fallbacks, else the
         default fallbacks)."""
@@ -220,6 +244,7 @@ class Fallback:
         fits: Callable[[Deployment], bool] | None = None,
         first_byte: bool = False,
         tokens: int = 0,
+        allowed: Callable[[Deployment], bool] | None = None,
     ) -> Outcome[T]:
         """Call ``attempt(deployment, timeout)`` until one succeeds; raise AllAttemptsFailed.
 
@@ -228,7 +253,9 @@ class Fallback:
         ``first_byte`` says an attempt ends at the upstream's first byte (a stream's first
         chunk), so running out of time is the upstream's fault and counts toward its
         circuit; otherwise it may be the caller's long answer and does not. ``tokens`` is
-        the prompt's estimated size, for tpm limits and usage-based routing.
+        the prompt's estimated size, for tpm limits and usage-based routing. ``allowed``
+        says whether the caller may be served by a deployment at all (a customer held to a
+        region): the others are never picked, and an alias with none is passed over.
         """
         s = self.settings
         if self.shared is not None:
@@ -244,6 +271,11 @@ class Fallback:
             i += 1
             balancer = self.balancers[current]
             failed: set[str] = set()  # deployments that failed without hope in this request
+            if allowed is not None:  # never tried: as if they had failed already
+                failed = {d.id for d in balancer.deployments if not allowed(d)}
+                if len(failed) == len(balancer.deployments):
+                    attempts.append(Attempt(current, "*", skipped=NOT_ALLOWED))
+                    continue
             tried: set[str] = set()
             context_miss = False
             for n in range(s.num_retries + 1):

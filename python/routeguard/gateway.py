@@ -133,6 +133,7 @@ class Call:
     stream: bool
     started: float
     native: NativeRequest | None = None  # the request in the API it was made in (Responses)
+    region: str | None = None  # the customer's allowed_model_region: deployments there only
 
 
 @dataclass(slots=True)
@@ -419,6 +420,9 @@ class Gateway:
         chain = self.budget.chain_for(
             call.accounts, call.key, end_user if isinstance(end_user, str) else None
         )
+        call.region = self.budget.customer_region(end_user if isinstance(end_user, str) else None)
+        if call.region is not None:  # a shared answer, or a check of one, could cross regions
+            call.use_cache = False
         if not chain:
             return Admission()
         if self._wild.get(call.alias) is False:
@@ -501,9 +505,11 @@ class Gateway:
             return await provider.chat(request, dep, timeout)
 
         tokens = estimate_tokens(request["messages"])
+        fallback = self._fallback_for(call.key)
+        allowed = fallback.region_filter(alias, call.region, _customer(call.request))
         try:
-            out = await self._fallback_for(call.key).run(
-                alias, attempt, fits=_fits(request, tokens), tokens=tokens
+            out = await fallback.run(
+                alias, attempt, fits=_fits(request, tokens), tokens=tokens, allowed=allowed
             )
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
@@ -892,11 +898,13 @@ class Gateway:
             return first, it
 
         fallback = self._fallback_for(call.key)
+        allowed = fallback.region_filter(alias, call.region, _customer(call.request))
         tokens = estimate_tokens(request["messages"])
         try:
             out = await fallback.run(
-                alias, attempt, fits=_fits(request, tokens), first_byte=True, tokens=tokens
-            )
+                alias, attempt, fits=_fits(request, tokens), first_byte=True, tokens=tokens,
+                allowed=allowed,
+            )  # fmt: skip
         except (AllAttemptsFailed, ContextWindowExceeded) as exc:
             raise self._scope_error(exc, alias, call.key) from exc
         first, it = out.value
@@ -965,10 +973,11 @@ class Gateway:
         size = measure_embeddings(request)
         self._check_input_size(alias, size.bytes)
         hold = None
-        end_user = request.get("user")
-        chain = self.budget.chain_for(
-            accounts, key, end_user if isinstance(end_user, str) else None
-        )
+        end_user = request.get("user") if isinstance(request.get("user"), str) else None
+        chain = self.budget.chain_for(accounts, key, end_user)
+        fallback = self._fallback_for(key)
+        region = self.budget.customer_region(end_user)
+        allowed = fallback.region_filter(alias, region, _customer(request))
         if chain:
             hold = await self.budget.admit_size(
                 chain, size, 0, self._reachable([alias], key), ttl_s=self._hold_ttl(False)
@@ -978,7 +987,7 @@ class Gateway:
             return await self._providers[dep.provider].embed(request, dep, timeout)
 
         try:
-            out = await self._fallback_for(key).run(alias, attempt, tokens=size.typical())
+            out = await fallback.run(alias, attempt, tokens=size.typical(), allowed=allowed)
         except BaseException as exc:
             if hold is not None and hold.is_open:
                 await self.budget.release(hold)
@@ -1175,6 +1184,11 @@ def _within(chains: Mapping[str, Sequence[str]], scope: frozenset[str]) -> dict[
 async def _replay_stream(chunks: list[Json]) -> AsyncIterator[Json]:
     for c in chunks:
         yield c
+
+
+def _customer(request: Json) -> str:
+    """The customer a request names, for messages."""
+    return f"customer '{request.get('user')}'"
 
 
 def _owner(key: KeyRecord | None) -> dict[str, Any]:

@@ -191,6 +191,14 @@ class BudgetLayer:
             )
         return self.managed(rec)
 
+    def customer_region(self, end_user: str | None) -> str | None:
+        """The ``allowed_model_region`` of the recorded customer ``end_user`` as of the last
+        :meth:`chain_for` (None: any region)."""
+        if not end_user or self.directory is None:
+            return None
+        rec = self.directory.get("customer", end_user, sync=False)
+        return rec.allowed_model_region if isinstance(rec, Customer) else None
+
     def managed(self, rec: Record | None) -> str | None:
         """The budget account of a team, user, customer or organization record (under its
         organization for a team), made or brought up to date from it; one without limits

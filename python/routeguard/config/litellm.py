@@ -73,7 +73,7 @@ _LITELLM_STRATEGY: dict[str, Strategy] = {
     "cost-based-routing": "lowest-cost",
 }
 _LITELLM_PARAMS_OURS = {"api_base", "api_key", "rpm", "tpm", "timeout", "weight", "drop_params",
-                        "responses_api"}  # fmt: skip
+                        "responses_api", "region_name"}  # fmt: skip
 _LITELLM_PARAMS_IGNORED_QUIETLY = {"model", "stream_timeout", "max_retries"}
 # model_info keys read (or, being descriptions of the model, with nothing to honour).
 _MODEL_INFO_READ = {"id", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",
@@ -234,6 +234,7 @@ def from_litellm(
 
     rs = _mapping(data.get("router_settings"), "router_settings", problems)
     ls = _mapping(data.get("litellm_settings"), "litellm_settings", problems)
+    ls_given = dict(ls)  # as written (the sections below are consumed as they are read)
     observability = map_callbacks(ls, env if env is not None else {}, warnings)
     if observability:
         out["observability"] = observability
@@ -273,6 +274,14 @@ def from_litellm(
             warnings.append(f"{section_name}.{k} is not supported and is ignored")
     if router:
         out["router_settings"] = router
+    given = data.get("budget_settings")
+    if (
+        isinstance(given, dict)
+        and any(k in given for k in _BUDGET_STYLE)
+        and "budget_exceeded_status_code" not in ls_given
+    ):  # our own setting of the refusal's status wins over LiteLLM's default
+        for k in _BUDGET_STYLE:
+            budget_settings.pop(k, None)
     if budget_settings:
         out["budget_settings"] = budget_settings
     gs = _mapping(data.get("general_settings"), "general_settings", problems)
@@ -307,6 +316,10 @@ def from_litellm(
     return out
 
 
+LITELLM_BUDGET_STATUS = 422
+"""The status LiteLLM refuses an over-budget request with unless
+``litellm_settings.budget_exceeded_status_code`` says otherwise."""
+_BUDGET_STYLE = ("exceeded_status_code", "exceeded_error_code")
 PROXY_ACCOUNT = "litellm-proxy"
 """The budget account ``litellm_settings.max_budget`` becomes (every request is charged to it)."""
 # LiteLLM cache types and what they become: (our backend, exact match only).
@@ -446,6 +459,16 @@ def _budget_settings(
     end_user = ls.pop("max_end_user_budget", None)
     if end_user is not None:
         budget_settings["end_user"] = {"limit": end_user, "period": "total"}
+    status = ls.pop("budget_exceeded_status_code", LITELLM_BUDGET_STATUS)
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 499:
+        problems.append(
+            ConfigProblem(
+                "litellm_settings.budget_exceeded_status_code",
+                f"expected a client error status from 400 to 499, got {status!r}",
+            )
+        )
+    else:  # refused as LiteLLM refuses: that status, and it (as text) for the error's code
+        budget_settings.update(exceeded_status_code=status, exceeded_error_code=str(status))
 
 
 def _model_group_alias(aliases: Any, out: dict[str, Any], problems: list[ConfigProblem]) -> None:

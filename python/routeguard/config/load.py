@@ -20,7 +20,7 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
-from routeguard.config.clouds import cloud_settings
+from routeguard.config.clouds import cloud_settings, data_region
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
 from routeguard.config.routes import RouteSettings, check_route, route_targets
@@ -288,6 +288,13 @@ def load(
         if budget.reservation_ttl <= 0 or budget.default_max_tokens < 1:
             problems.append(
                 ConfigProblem("budget_settings", "reservation_ttl and default_max_tokens > 0")
+            )
+        if not 400 <= budget.exceeded_status_code <= 499:
+            problems.append(
+                ConfigProblem(
+                    "budget_settings.exceeded_status_code",
+                    "must be a client error status from 400 to 499 (a 5xx would be retried)",
+                )
             )
         if budget.redis_wait_replicas < 0:
             problems.append(
@@ -627,5 +634,6 @@ def _build_deployment(
         headers=dict(rd.headers),
         vertex=vertex,
         responses_api=getattr(rd, "responses_api", True),
+        region=data_region(rd.region_name, vertex, cloud.get("aws")),
         **cloud,
     )

@@ -54,6 +54,10 @@ class RawDeploymentBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     timeout: float | None = None
     headers: dict[str, str] = {}
     drop_params: bool | None = None  # None: router_settings.drop_params
+    # Where the deployment processes data (LiteLLM's region_name: "eu", "us"); None: the
+    # region of a bedrock or vertex_ai deployment, else unknown. Customers with an
+    # allowed_model_region are served only by deployments of that region.
+    region_name: str | None = None
 
 
 class RawOpenAIDeployment(RawDeploymentBase, tag="openai"):
@@ -221,6 +225,10 @@ class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 50
     alerts: RawBudgetAlerts | None = None  # see BudgetAlerts for the validated form
+    # The HTTP status and error ``code`` of a budget refusal (its ``type`` is always
+    # budget_exceeded). A LiteLLM config defaults to LiteLLM's: 422 and the status as code.
+    exceeded_status_code: int = 429
+    exceeded_error_code: str = "budget_exceeded"
 
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

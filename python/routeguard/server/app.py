@@ -33,6 +33,7 @@ import msgspec
 from routeguard import scrub
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
+    BudgetExceeded,
     CoreInputError,
     CoreNotFound,
     InvalidRequest,
@@ -369,6 +370,10 @@ class ProxyApp:
             await _send_error(send, trace.error, anthropic)
         except RouteguardError as exc:
             trace.error = exc
+            if isinstance(exc, BudgetExceeded):  # the status and code the config asks for
+                settings = self.gateway.budget.settings
+                exc.status_code = settings.exceeded_status_code
+                exc.code = settings.exceeded_error_code
             await _send_error(send, exc, anthropic)
         except Exception:
             log.exception("unexpected error serving %s", path)

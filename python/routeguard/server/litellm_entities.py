@@ -3,18 +3,23 @@ are in :mod:`.litellm_teams` and :mod:`.litellm_users`): finds the handler, chec
 reads the body or the query, and answers ``(status, JSON)``.
 
 Every endpoint answers the master key. A team's admin (a virtual key whose ``user_id`` is a
-member of the team with ``role: admin``, as in LiteLLM) may also read its team
-(``/team/info``), add and remove its members, and make keys for it (``/key/generate`` with
-its ``team_id``, for itself or another member): nothing that changes budgets, limits, models
-or other teams."""
+member of the team with ``role: admin``, as in LiteLLM) may also, for its own team: read it
+(``/team/info``), update it (``/team/update``: its alias, metadata, rate limits, its models
+narrowed, its ``max_budget`` kept or lowered; raising or clearing the budget, its period, its
+organization or its block answer only the master key), manage its members
+(``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
+(``/key/generate`` with its ``team_id``, for itself or another member) and delete them
+(``/key/delete``, every key named being one of the team's). Anything else is a 403."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from routeguard.budget.directory import Team
 from routeguard.budget.keys import KeyRecord
-from routeguard.errors import InvalidRequest, PermissionDenied
+from routeguard.errors import InvalidRequest, PermissionDenied, RouteguardError
 from routeguard.server import litellm_teams, litellm_users
 from routeguard.server.litellm_records import body_of, query_of
 
@@ -30,8 +35,13 @@ PATHS = frozenset(ROUTES) | frozenset(ALIASES)
 
 # What a team's admin may call, for its own team.
 TEAM_ADMIN_PATHS = frozenset(
-    {"/team/info", "/team/member_add", "/team/member_delete", "/key/generate"}
-)
+    {"/team/info", "/team/update", "/team/member_add", "/team/member_delete",
+     "/team/member_update", "/key/generate", "/key/delete"}
+)  # fmt: skip
+# The team fields its admin may change with /team/update (models and max_budget only down).
+TEAM_ADMIN_FIELDS = frozenset({"team_alias", "metadata", "rpm_limit", "tpm_limit", "models",
+                               "max_budget"})  # fmt: skip
+_TEAM_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Team))
 
 
 def team_admin_path(path: str) -> bool:
@@ -40,11 +50,28 @@ def team_admin_path(path: str) -> bool:
 
 
 def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, query: str) -> None:
-    """PermissionDenied unless ``key`` belongs to an admin of the team the request names
-    (and, for ``/key/generate``, the new key's user is that admin or a member)."""
+    """PermissionDenied unless ``key`` belongs to an admin of the team the request names and
+    the request stays within what a team admin may do (see the module's docstring)."""
     data = query_of(query) if path == "/team/info" else body if isinstance(body, dict) else {}
-    team_id, user = data.get("team_id"), key.spec.user
+    if path == "/key/delete":
+        _require_team_keys(gateway, key, data.get("keys"))
+        return
+    team = _admin_team(gateway, key, data.get("team_id"), path)
+    owner = data.get("user_id")
+    if (
+        path == "/key/generate"
+        and owner is not None
+        and owner not in (m.user_id for m in team.members_with_roles)
+    ):
+        raise PermissionDenied(f"user_id: '{owner}' is not a member of team '{team.team_id}'")
+    if path == "/team/update":
+        _require_admin_changes(team, data)
+
+
+def _admin_team(gateway: Gateway, key: KeyRecord, team_id: Any, path: str) -> Team:
+    """The team ``team_id`` if ``key``'s user is one of its admins, else PermissionDenied."""
     team = gateway.directory.get("team", team_id) if isinstance(team_id, str) else None
+    user = key.spec.user
     if not (
         isinstance(team, Team)
         and user
@@ -53,13 +80,61 @@ def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, q
         raise PermissionDenied(
             f"{path} needs the master key, or a key of an admin of the team it names"
         )
-    owner = data.get("user_id")
-    if (
-        path == "/key/generate"
-        and owner is not None
-        and owner not in (m.user_id for m in team.members_with_roles)
-    ):
-        raise PermissionDenied(f"user_id: '{owner}' is not a member of team '{team_id}'")
+    return team
+
+
+def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
+    """Every key ``names`` lists belongs to a team ``key``'s user is an admin of (a key not
+    found is refused alike, so a team admin cannot probe for keys)."""
+    if not isinstance(names, list) or not names or not all(isinstance(k, str) for k in names):
+        raise PermissionDenied(
+            "/key/delete by a team admin needs 'keys': a list of keys of its team", param="keys"
+        )
+    for name in names:
+        try:
+            team_id = gateway.keys.find(name).spec.team
+        except RouteguardError:
+            team_id = None
+        if team_id is None:
+            raise PermissionDenied(
+                "/key/delete needs the master key, or a key of an admin of the team of "
+                "every key it names"
+            )
+        _admin_team(gateway, key, team_id, "/key/delete")
+
+
+def _require_admin_changes(team: Team, data: dict[str, Any]) -> None:
+    """A team admin's ``/team/update`` changes only what it may: its budget kept or lowered,
+    its models narrowed; everything else of the budget answers the master key."""
+    ignored = {"team_id", "members_with_roles", "created_at", "updated_at"}  # not updated
+    for name in sorted(_TEAM_FIELDS - TEAM_ADMIN_FIELDS - ignored):
+        if name in data and data[name] != getattr(team, name):
+            raise PermissionDenied(
+                f"{name}: only the master key may change a team's {name}", param=name
+            )
+    if "max_budget" in data:
+        new = data["max_budget"]
+        if team.max_budget is not None and (
+            new is None
+            or (isinstance(new, int | float) and not isinstance(new, bool)
+                and new > team.max_budget)
+        ):  # fmt: skip
+            raise PermissionDenied(
+                f"max_budget: only the master key may raise or remove a team's max_budget "
+                f"(team '{team.team_id}' has {team.max_budget:g}, asked for {new}); "
+                "a team admin may keep or lower it",
+                param="max_budget",
+            )
+    models = data.get("models")
+    if team.models and isinstance(models, list):
+        wider = [m for m in models if m not in team.models]
+        if not models or wider:
+            raise PermissionDenied(
+                "models: a team admin may only narrow its team's models "
+                f"({', '.join(team.models)})"
+                + (f"; not add {', '.join(map(str, wider))}" if wider else ""),
+                param="models",
+            )
 
 
 class _MethodNotAllowed(InvalidRequest):

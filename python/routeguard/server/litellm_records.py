@@ -1,11 +1,13 @@
 """What LiteLLM's team, user, customer and organization endpoints share: reading a request's
 fields into a record (each value checked against the record's type, a bad one refused with a
-400 naming the field; fields we do not keep listed in ``ignored_fields``), and the spend and
-budget figures the info responses show, read from the budget store."""
+400 naming the field; fields we do not keep listed in ``ignored_fields``), creating, updating
+and saving a record in the directory (:func:`create`, :func:`update`, :func:`save`), and the
+spend and budget figures the info responses show, read from the budget store."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -13,7 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from routeguard.budget.accounts import micros_to_usd
-from routeguard.budget.directory import Member, Record
+from routeguard.budget.directory import ID_FIELD, TYPES, Kind, Member, R, Record
 from routeguard.config.budgets import period_from_duration
 from routeguard.errors import InvalidRequest
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from routeguard.gateway import Gateway
 
 _STAMPS = frozenset({"created_at", "updated_at"})
+_KIND: dict[type[Record], Kind] = {cls: kind for kind, cls in TYPES.items()}
+Handler = Callable[["Gateway", dict[str, Any]], Awaitable[Any]]
 
 
 def body_of(path: str, body: Any) -> dict[str, Any]:
@@ -35,6 +39,14 @@ def body_of(path: str, body: Any) -> dict[str, Any]:
 def query_of(query: str) -> dict[str, str]:
     """A query string as a mapping (the last value of each name)."""
     return {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+def query_id(query: dict[str, Any], name: str, path: str, noun: str) -> str:
+    """The id a GET names in ``?name=`` (400 saying how to name it when missing)."""
+    ident = query.get(name)
+    if not ident:
+        raise InvalidRequest(f"{path} needs ?{name}=<the {noun}>", param=name)
+    return str(ident)
 
 
 def fields(
@@ -81,7 +93,7 @@ def _check(values: dict[str, Any]) -> None:
         raise InvalidRequest("models must be a list of model names", param="models")
 
 
-def build(cls: type[Record], values: dict[str, Any]) -> Record:
+def build(cls: type[R], values: dict[str, Any]) -> R:
     """A new record of ``cls`` from checked ``values``, stamped now."""
     now = time.time()
     try:
@@ -90,9 +102,63 @@ def build(cls: type[Record], values: dict[str, Any]) -> Record:
         raise InvalidRequest(str(exc)) from None
 
 
-def changed(rec: Record, values: dict[str, Any]) -> Record:
+def changed(rec: R, values: dict[str, Any]) -> R:
     """``rec`` with checked ``values`` applied, stamped now."""
     return msgspec.structs.replace(rec, **values, updated_at=time.time())
+
+
+def absent(gateway: Gateway, cls: type[Record], ident: str) -> None:
+    """400 when a record of ``cls`` named ``ident`` already exists."""
+    kind = _KIND[cls]
+    if gateway.directory.get(kind, ident) is not None:
+        field = ID_FIELD[kind]
+        raise InvalidRequest(f"{field}: {kind} '{ident}' already exists", param=field)
+
+
+def create(gateway: Gateway, cls: type[R], ident: str, values: dict[str, Any]) -> R:
+    """A new record of ``cls`` named ``ident`` from checked ``values``, stored (400 when one
+    exists)."""
+    absent(gateway, cls, ident)
+    rec = build(cls, {**values, ID_FIELD[_KIND[cls]]: ident})
+    gateway.directory.put(rec)
+    return rec
+
+
+def records(gateway: Gateway, cls: type[R]) -> list[R]:
+    """Every stored record of ``cls``."""
+    return [r for r in gateway.directory.list(_KIND[cls]) if isinstance(r, cls)]
+
+
+def listing(cls: type[R], show: Callable[[Gateway, R], Awaitable[dict[str, Any]]]) -> Handler:
+    """A ``GET /<kind>/list`` handler: every record of ``cls``, as ``show`` shows it."""
+
+    async def handler(gateway: Gateway, query: dict[str, Any]) -> Any:
+        return [await show(gateway, r) for r in records(gateway, cls)]
+
+    return handler
+
+
+def save(gateway: Gateway, rec: R, values: dict[str, Any]) -> R:
+    """``rec`` with checked ``values`` applied, stored."""
+    new = changed(rec, values)
+    gateway.directory.put(new)
+    return new
+
+
+def update(
+    gateway: Gateway,
+    rec: R,
+    data: dict[str, Any],
+    *,
+    skip: frozenset[str] = frozenset(),
+    check: Callable[[R, dict[str, Any]], None] | None = None,
+) -> tuple[R, list[str]]:
+    """``rec`` with the fields ``data`` gives (its id and ``skip`` aside) checked, passed to
+    ``check`` (which raises to refuse them) and stored; and the fields ignored."""
+    values, ignored = fields(data, type(rec), skip=skip | {ID_FIELD[_KIND[type(rec)]]})
+    if check is not None:
+        check(rec, values)
+    return save(gateway, rec, values), ignored
 
 
 def members(value: Any, field: str) -> list[Member]:

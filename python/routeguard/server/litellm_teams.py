@@ -2,8 +2,8 @@
 
 Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
 /team/delete`` (``team_ids``; the team's keys are revoked, as LiteLLM deletes them), ``GET
-/team/list``, ``POST /team/member_add`` / ``member_delete``, ``POST /team/block`` /
-``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
+/team/list``, ``POST /team/member_add`` / ``member_delete`` / ``member_update``, ``POST
+/team/block`` / ``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
 organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
 ``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
 ``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
@@ -13,8 +13,9 @@ its organization's; every key with its ``team_id`` is charged there. Who may cal
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from routeguard.budget.directory import (
     Member,
@@ -26,19 +27,25 @@ from routeguard.budget.directory import (
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
 from routeguard.server.litellm_records import (
+    Handler,
+    absent,
     budget_table,
     build,
     changed,
+    create,
     fields,
     iso,
+    listing,
     members,
+    query_id,
+    records,
+    save,
     spend,
+    update,
 )
 
 if TYPE_CHECKING:
     from routeguard.gateway import Gateway
-
-Handler = Callable[["Gateway", dict[str, Any]], Awaitable[Any]]
 
 
 async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
@@ -95,25 +102,20 @@ async def team_new(gateway: Gateway, data: dict[str, Any]) -> Any:
     values, ignored = fields(data, Team, skip=frozenset({"team_id", "members"}))
     if "members" in data and "members_with_roles" not in values:
         values["members_with_roles"] = members(data["members"], "members")
-    if gateway.directory.get("team", team_id) is not None:
-        raise InvalidRequest(f"team_id: team '{team_id}' already exists", param="team_id")
+    absent(gateway, Team, team_id)
     if team_id in gateway.budget.configured_accounts:
         raise InvalidRequest(
             f"team_id: '{team_id}' is a budget account of the config file", param="team_id"
         )
     _check_org(gateway, values)
-    team = build(Team, {**values, "team_id": team_id})
-    assert isinstance(team, Team)
-    gateway.directory.put(team)
+    team = create(gateway, Team, team_id, values)
     _join_users(gateway, team.team_id, team.members_with_roles)
     return {**await team_json(gateway, team), "ignored_fields": ignored}
 
 
 async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /team/info?team_id=``: the team, its keys (never their secrets), its members."""
-    team_id = query.get("team_id")
-    if not team_id:
-        raise InvalidRequest("/team/info needs ?team_id=<the team>", param="team_id")
+    team_id = query_id(query, "team_id", "/team/info", "team")
     team = gateway.directory.require("team", team_id, Team)
     keys = [key_info(r) for r in gateway.keys.list() if r.spec.team == team_id]
     return {
@@ -130,11 +132,13 @@ async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
 async def team_update(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /team/update``: change the fields given (members: ``/team/member_add``)."""
     team = gateway.directory.require("team", _team_id(data), Team)
-    values, ignored = fields(data, Team, skip=frozenset({"team_id", "members_with_roles"}))
-    _check_org(gateway, {"models": team.models, "organization_id": team.organization_id, **values})
-    new = changed(team, values)
-    assert isinstance(new, Team)
-    gateway.directory.put(new)
+
+    def check(team: Team, values: dict[str, Any]) -> None:
+        _check_org(gateway, {"models": team.models, "organization_id": team.organization_id,
+                             **values})  # fmt: skip
+
+    new, ignored = update(gateway, team, data, skip=frozenset({"members_with_roles"}),
+                          check=check)  # fmt: skip
     return {"team_id": new.team_id, "data": await team_json(gateway, new),
             "ignored_fields": ignored}  # fmt: skip
 
@@ -160,8 +164,7 @@ async def team_list(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /team/list`` (``?organization_id=``, ``?user_id=`` filter it)."""
     org, user = query.get("organization_id"), query.get("user_id")
     out = []
-    for team in gateway.directory.list("team"):
-        assert isinstance(team, Team)
+    for team in records(gateway, Team):
         if org and team.organization_id != org:
             continue
         if user and all(m.user_id != user for m in team.members_with_roles):
@@ -178,9 +181,7 @@ async def member_add(gateway: Gateway, data: dict[str, Any]) -> Any:
     added = members(data["member"], "member")
     kept = [m for m in team.members_with_roles if (m.user_id, m.user_email) not in
             {(a.user_id, a.user_email) for a in added}]  # fmt: skip
-    new = changed(team, {"members_with_roles": kept + added})
-    assert isinstance(new, Team)
-    gateway.directory.put(new)
+    new = save(gateway, team, {"members_with_roles": kept + added})
     users = _join_users(gateway, team.team_id, added)
     return {
         **await team_json(gateway, new),
@@ -204,21 +205,45 @@ async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
             f"user_id: {user_id or email} is not a member of team '{team.team_id}'",
             param="user_id",
         )
-    new = changed(team, {"members_with_roles": [m for m in team.members_with_roles
-                                                if m not in gone]})  # fmt: skip
-    assert isinstance(new, Team)
-    gateway.directory.put(new)
+    new = save(gateway, team, {"members_with_roles": [m for m in team.members_with_roles
+                                                      if m not in gone]})  # fmt: skip
     _leave_users(gateway, team.team_id, gone)
     return await team_json(gateway, new)
+
+
+async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
+    """``POST /team/member_update``: change the ``role`` of the member named by ``user_id``
+    or ``user_email`` (``max_budget_in_team`` is not kept: listed in ``ignored_fields``)."""
+    team = gateway.directory.require("team", _team_id(data), Team)
+    found = _member(team, data)
+    role = data.get("role", found.role)
+    if role not in ("admin", "user"):
+        raise InvalidRequest("role must be 'admin' or 'user'", param="role")
+    ignored = sorted(set(data) - {"team_id", "user_id", "user_email", "role"})
+    now = msgspec.structs.replace(found, role=role)
+    save(gateway, team, {"members_with_roles": [now if m is found else m
+                                                for m in team.members_with_roles]})  # fmt: skip
+    return {"team_id": team.team_id, "user_id": now.user_id, "user_email": now.user_email,
+            "role": now.role, "max_budget_in_team": None, "ignored_fields": ignored}  # fmt: skip
+
+
+def _member(team: Team, data: dict[str, Any]) -> Member:
+    """The member of ``team`` that ``user_id`` (else ``user_email``) names (400 if none)."""
+    user_id, email = data.get("user_id"), data.get("user_email")
+    if not user_id and not email:
+        raise InvalidRequest("user_id or user_email is required", param="user_id")
+    for m in team.members_with_roles:
+        if (user_id and m.user_id == user_id) or (not user_id and m.user_email == email):
+            return m
+    raise InvalidRequest(
+        f"user_id: {user_id or email} is not a member of team '{team.team_id}'", param="user_id"
+    )
 
 
 async def team_block(gateway: Gateway, data: dict[str, Any], blocked: bool = True) -> Any:
     """``POST /team/block``: every key of the team is refused (403) until unblocked."""
     team = gateway.directory.require("team", _team_id(data), Team)
-    new = changed(team, {"blocked": blocked})
-    assert isinstance(new, Team)
-    gateway.directory.put(new)
-    return await team_json(gateway, new)
+    return await team_json(gateway, save(gateway, team, {"blocked": blocked}))
 
 
 async def team_unblock(gateway: Gateway, data: dict[str, Any]) -> Any:
@@ -234,14 +259,10 @@ def _join_users(gateway: Gateway, team_id: str, added: list[Member]) -> list[dic
             continue
         user = gateway.directory.get("user", m.user_id)
         if not isinstance(user, User):
-            made = build(User, {"user_id": m.user_id, "user_email": m.user_email,
+            user = build(User, {"user_id": m.user_id, "user_email": m.user_email,
                                 "teams": [team_id]})  # fmt: skip
-            assert isinstance(made, User)
-            user = made
         elif team_id not in user.teams:
-            updated = changed(user, {"teams": [*user.teams, team_id]})
-            assert isinstance(updated, User)
-            user = updated
+            user = changed(user, {"teams": [*user.teams, team_id]})
         gateway.directory.put(user)
         out.append({"user_id": user.user_id, "user_email": user.user_email,
                     "teams": user.teams})  # fmt: skip
@@ -252,7 +273,7 @@ def _leave_users(gateway: Gateway, team_id: str, gone: list[Member]) -> None:
     for m in gone:
         user = gateway.directory.get("user", m.user_id)
         if isinstance(user, User) and team_id in user.teams:
-            gateway.directory.put(changed(user, {"teams": [t for t in user.teams if t != team_id]}))
+            save(gateway, user, {"teams": [t for t in user.teams if t != team_id]})
 
 
 # ------------------------------------------------------------------ organizations
@@ -260,8 +281,7 @@ def _leave_users(gateway: Gateway, team_id: str, gone: list[Member]) -> None:
 
 async def org_json(gateway: Gateway, org: Organization) -> dict[str, Any]:
     """An organization as LiteLLM shows it (``LiteLLM_OrganizationTable``), with its teams."""
-    teams = [t for t in gateway.directory.list("team")
-             if isinstance(t, Team) and t.organization_id == org.organization_id]  # fmt: skip
+    teams = [t for t in records(gateway, Team) if t.organization_id == org.organization_id]
     return {
         "organization_id": org.organization_id,
         "organization_alias": org.organization_alias,
@@ -290,24 +310,13 @@ async def org_new(gateway: Gateway, data: dict[str, Any]) -> Any:
     values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
     if not values.get("organization_alias"):
         raise InvalidRequest("organization_alias is required", param="organization_alias")
-    if gateway.directory.get("organization", org_id) is not None:
-        raise InvalidRequest(
-            f"organization_id: organization '{org_id}' already exists", param="organization_id"
-        )
-    org = build(Organization, {**values, "organization_id": org_id})
-    assert isinstance(org, Organization)
-    gateway.directory.put(org)
+    org = create(gateway, Organization, org_id, values)
     return {**await org_json(gateway, org), "ignored_fields": ignored}
 
 
 async def org_info(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /organization/info?organization_id=``."""
-    org_id = query.get("organization_id")
-    if not org_id:
-        raise InvalidRequest(
-            "/organization/info needs ?organization_id=<the organization>",
-            param="organization_id",
-        )
+    org_id = query_id(query, "organization_id", "/organization/info", "organization")
     org = gateway.directory.require("organization", org_id, Organization)
     return await org_json(gateway, org)
 
@@ -315,10 +324,7 @@ async def org_info(gateway: Gateway, query: dict[str, Any]) -> Any:
 async def org_update(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``PATCH /organization/update``: change the fields given."""
     org = gateway.directory.require("organization", _org_id(data), Organization)
-    values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
-    new = changed(org, values)
-    assert isinstance(new, Organization)
-    gateway.directory.put(new)
+    new, ignored = update(gateway, org, data)
     return {**await org_json(gateway, new), "ignored_fields": ignored}
 
 
@@ -347,12 +353,6 @@ async def org_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     return out
 
 
-async def org_list(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /organization/list``."""
-    return [await org_json(gateway, o) for o in gateway.directory.list("organization")
-            if isinstance(o, Organization)]  # fmt: skip
-
-
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/new": (("POST",), team_new),
     "/team/info": (("GET",), team_info),
@@ -361,11 +361,12 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/list": (("GET",), team_list),
     "/team/member_add": (("POST",), member_add),
     "/team/member_delete": (("POST",), member_delete),
+    "/team/member_update": (("POST",), member_update),
     "/team/block": (("POST",), team_block),
     "/team/unblock": (("POST",), team_unblock),
     "/organization/new": (("POST",), org_new),
     "/organization/info": (("GET",), org_info),
     "/organization/update": (("PATCH", "POST"), org_update),
     "/organization/delete": (("DELETE", "POST"), org_delete),
-    "/organization/list": (("GET",), org_list),
+    "/organization/list": (("GET",), listing(Organization, org_json)),
 }

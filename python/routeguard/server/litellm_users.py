@@ -7,8 +7,8 @@ or ``user_email``), ``POST /user/delete`` (``user_ids``; their keys are revoked)
 /customer/new``, ``GET /customer/info?end_user_id=``, ``POST /customer/update``, ``POST
 /customer/delete`` (``user_ids``), ``POST /customer/block`` / ``unblock`` (``user_ids``), ``GET
 /customer/list`` (also under LiteLLM's older ``/end_user/`` paths). A request whose ``user``
-names a blocked customer is refused (403), one over the customer's budget gets the 429 of any
-budget, in the caller's protocol."""
+names a blocked customer is refused (403), one over the customer's budget gets the refusal of
+any budget, in the caller's protocol."""
 
 from __future__ import annotations
 
@@ -21,8 +21,22 @@ from routeguard.budget.keys import KeySpec
 from routeguard.config.budgets import duration_seconds
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
-from routeguard.server.litellm_records import budget_table, build, changed, fields, iso, spend
-from routeguard.server.litellm_teams import Handler
+from routeguard.server.litellm_records import (
+    Handler,
+    absent,
+    budget_table,
+    build,
+    changed,
+    create,
+    fields,
+    iso,
+    listing,
+    query_id,
+    records,
+    save,
+    spend,
+    update,
+)
 
 if TYPE_CHECKING:
     from routeguard.gateway import Gateway
@@ -69,18 +83,16 @@ def _set_membership(gateway: Gateway, user: User, old: list[str]) -> None:
         elif team_id not in user.teams:
             mine = []
         if mine != [m for m in team.members_with_roles if m.user_id == user.user_id]:
-            gateway.directory.put(changed(team, {"members_with_roles": others + mine}))
+            save(gateway, team, {"members_with_roles": others + mine})
 
 
 async def user_new(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /user/new``: a user and, unless ``auto_create_key: false``, a key of it."""
     user_id = check_id(data["user_id"], "user_id") if data.get("user_id") else str(uuid.uuid4())
     values, ignored = fields(data, User, skip=frozenset({"user_id"}) | _KEY_FIELDS)
-    if gateway.directory.get("user", user_id) is not None:
-        raise InvalidRequest(f"user_id: user '{user_id}' already exists", param="user_id")
+    absent(gateway, User, user_id)
     _check_teams(gateway, values.get("teams", []))
     user = build(User, {**values, "user_id": user_id})
-    assert isinstance(user, User)
     out: dict[str, Any] = {}
     auto = data.get("auto_create_key", True)
     if not isinstance(auto, bool):
@@ -117,16 +129,15 @@ def _find_user(gateway: Gateway, data: dict[str, Any]) -> User:
     email = data.get("user_email")
     if not isinstance(email, str) or not email:
         raise InvalidRequest("user_id or user_email is required", param="user_id")
-    for user in gateway.directory.list("user"):
-        if isinstance(user, User) and user.user_email == email:
+    for user in records(gateway, User):
+        if user.user_email == email:
             return user
     raise InvalidRequest(f"user_email: no user with email '{email}'", param="user_email")
 
 
 async def user_info(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /user/info?user_id=``: the user, its keys (never their secrets), its teams."""
-    if not query.get("user_id"):
-        raise InvalidRequest("/user/info needs ?user_id=<the user>", param="user_id")
+    query_id(query, "user_id", "/user/info", "user")
     user = _find_user(gateway, query)
     from routeguard.server.litellm_teams import team_json
 
@@ -143,12 +154,12 @@ async def user_info(gateway: Gateway, query: dict[str, Any]) -> Any:
 async def user_update(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /user/update``: change the fields given (``teams`` changes memberships)."""
     user = _find_user(gateway, data)
-    skip = frozenset({"user_id"} | ({"user_email"} if not data.get("user_id") else set()))
-    values, ignored = fields(data, User, skip=skip)
-    _check_teams(gateway, values.get("teams", []))
-    new = changed(user, values)
-    assert isinstance(new, User)
-    gateway.directory.put(new)
+    skip = frozenset() if data.get("user_id") else frozenset({"user_email"})
+
+    def check(_: User, values: dict[str, Any]) -> None:
+        _check_teams(gateway, values.get("teams", []))
+
+    new, ignored = update(gateway, user, data, skip=skip, check=check)
     _set_membership(gateway, new, user.teams)
     return {"user_id": new.user_id, "data": await user_json(gateway, new),
             "ignored_fields": ignored}  # fmt: skip
@@ -165,17 +176,14 @@ async def user_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
         for rec in gateway.keys.list():
             if rec.spec.user == user.user_id and not rec.revoked:
                 gateway.keys.revoke(rec.key_id)
-        gone = changed(user, {"teams": []})
-        assert isinstance(gone, User)
-        _set_membership(gateway, gone, user.teams)
+        _set_membership(gateway, changed(user, {"teams": []}), user.teams)
         gateway.directory.delete("user", user.user_id)
     return {"deleted_users": ids}
 
 
 async def user_list(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /user/list``."""
-    users = [await user_json(gateway, u) for u in gateway.directory.list("user")
-             if isinstance(u, User)]  # fmt: skip
+    users = [await user_json(gateway, u) for u in records(gateway, User)]
     return {"users": users, "total": len(users)}
 
 
@@ -205,31 +213,20 @@ async def customer_new(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /customer/new``: an end user with a budget and limits (400 if it exists)."""
     customer_id = _customer_id(data)
     values, ignored = fields(data, Customer, skip=frozenset({"user_id"}))
-    if gateway.directory.get("customer", customer_id) is not None:
-        raise InvalidRequest(f"user_id: customer '{customer_id}' already exists", param="user_id")
-    customer = build(Customer, {**values, "user_id": customer_id})
-    assert isinstance(customer, Customer)
-    gateway.directory.put(customer)
+    customer = create(gateway, Customer, customer_id, values)
     return {**await customer_json(gateway, customer), "ignored_fields": ignored}
 
 
 async def customer_info(gateway: Gateway, query: dict[str, Any]) -> Any:
     """``GET /customer/info?end_user_id=``."""
-    ident = query.get("end_user_id")
-    if not ident:
-        raise InvalidRequest(
-            "/customer/info needs ?end_user_id=<the customer>", param="end_user_id"
-        )
+    ident = query_id(query, "end_user_id", "/customer/info", "customer")
     return await customer_json(gateway, gateway.directory.require("customer", ident, Customer))
 
 
 async def customer_update(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /customer/update``: change the fields given."""
     customer = gateway.directory.require("customer", _customer_id(data), Customer)
-    values, ignored = fields(data, Customer, skip=frozenset({"user_id"}))
-    new = changed(customer, values)
-    assert isinstance(new, Customer)
-    gateway.directory.put(new)
+    new, ignored = update(gateway, customer, data)
     return {**await customer_json(gateway, new), "ignored_fields": ignored}
 
 
@@ -257,11 +254,9 @@ async def customer_block(gateway: Gateway, data: dict[str, Any]) -> Any:
     for ident in _ids(data):
         found = gateway.directory.get("customer", ident)
         new = (
-            changed(found, {"blocked": True}) if isinstance(found, Customer)
-            else build(Customer, {"user_id": ident, "blocked": True})
+            save(gateway, found, {"blocked": True}) if isinstance(found, Customer)
+            else create(gateway, Customer, ident, {"blocked": True})
         )  # fmt: skip
-        assert isinstance(new, Customer)
-        gateway.directory.put(new)
         out.append(await customer_json(gateway, new))
     return {"blocked_users": out}
 
@@ -271,16 +266,9 @@ async def customer_unblock(gateway: Gateway, data: dict[str, Any]) -> Any:
     ids = _ids(data)
     found = [gateway.directory.require("customer", i, Customer) for i in ids]
     for customer in found:
-        gateway.directory.put(changed(customer, {"blocked": False}))
-    still = [c.user_id for c in gateway.directory.list("customer")
-             if isinstance(c, Customer) and c.blocked and c.user_id in ids]  # fmt: skip
+        save(gateway, customer, {"blocked": False})
+    still = [c.user_id for c in records(gateway, Customer) if c.blocked and c.user_id in ids]
     return {"blocked_users": still}
-
-
-async def customer_list(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /customer/list``."""
-    return [await customer_json(gateway, c) for c in gateway.directory.list("customer")
-            if isinstance(c, Customer)]  # fmt: skip
 
 
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
@@ -295,5 +283,5 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/customer/delete": (("POST",), customer_delete),
     "/customer/block": (("POST",), customer_block),
     "/customer/unblock": (("POST",), customer_unblock),
-    "/customer/list": (("GET",), customer_list),
+    "/customer/list": (("GET",), listing(Customer, customer_json)),
 }

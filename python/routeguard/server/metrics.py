@@ -294,7 +294,8 @@ class Metrics:
     def _refusal(self, route: str, err: RouteguardError) -> None:
         """Count a refusal by a rate limit or a budget."""
         if isinstance(err, BudgetExceeded | BudgetUnavailable):
-            self._child(self.budget_refusals, route, err.code or "").inc()
+            # The class's code: a LiteLLM config answers with the status as the code.
+            self._child(self.budget_refusals, route, type(err).code or "").inc()
         elif isinstance(err, RateLimited) or (
             isinstance(err, AllAttemptsFailed) and err.status_code == 429
         ):
