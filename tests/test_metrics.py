@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -297,3 +298,36 @@ def test_grafana_dashboard_queries_only_metrics_we_export(mock: MockServer) -> N
         exported |= {family.name + s for s in _SUFFIXES.get(family.type, ("",))}
         exported |= {s.name for s in family.samples}
     assert queried <= exported, sorted(queried - exported)
+
+
+def test_request_families_carry_the_api_operation(mock: MockServer) -> None:
+    cfg = _cfg(mock.url)
+    cfg["model_list"].append({"type": "openai", "api_base": mock.url + "/v1",
+                              "api_key": "sk-upstream-metrics", "model_name": "emb",
+                              "model": "text-embedding-3-small", "id": "emb-1",
+                              "input_cost_per_mtok": PRICE_IN})  # fmt: skip
+    gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
+    msgs: Any = [{"role": "user", "content": "name a river"}]
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as c,
+        anthropic.Anthropic(base_url=srv.url, api_key=MASTER, max_retries=0) as a,
+    ):
+        c.chat.completions.create(model="m", messages=msgs)
+        c.completions.create(model="m", prompt="name a river", max_tokens=8)
+        c.completions.create(model="m", prompt="name a lake", max_tokens=8)
+        c.responses.create(model="m", input="name a river")
+        a.messages.create(model="m", max_tokens=16, messages=msgs)
+        c.embeddings.create(model="emb", input="a river")
+        with pytest.raises(openai.NotFoundError):
+            c.embeddings.create(model="nope", input="x")
+        s = scrape(srv.url)
+    req = "routeguard_requests_total"
+    served = {"chat": 1, "completions": 2, "responses": 1, "messages": 1, "embeddings": 1}
+    for operation, n in served.items():
+        route = "emb" if operation == "embeddings" else "m"
+        assert value(s, req, operation=operation, route=route, status="200") == n, operation
+        assert value(s, "routeguard_overhead_seconds_count", operation=operation) == n
+        assert value(s, "routeguard_cost_usd_total", operation=operation, route=route) > 0
+    assert value(s, req, operation="embeddings", route="other", status="404") == 1
+    assert value(s, req) == sum(served.values()) + 1

@@ -384,7 +384,7 @@ class ProxyApp:
             if self.metrics is not None and (
                 path.rstrip("/") in _CHAT_PATHS or trace.operation == "embeddings"
             ):
-                self.metrics.record(trace)
+                self.metrics.record(trace, path=path)
             if span is not None and self.tracing is not None:
                 self.tracing.end(span, trace, chat=trace.request is not None)
 

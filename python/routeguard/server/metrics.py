@@ -79,6 +79,13 @@ _PROVIDER_NAMES = {
 _GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
           "gen_ai_response_model", "error_type")  # fmt: skip
 _CIRCUIT_UNTIL = "routeguard_deployment_circuit_open_until"
+# The operation label of the request-level families: the API the caller used.
+OPERATIONS = {
+    "/v1/chat/completions": "chat", "/chat/completions": "chat",
+    "/v1/completions": "completions", "/completions": "completions",
+    "/v1/responses": "responses", "/responses": "responses",
+    "/v1/messages": "messages", "/v1/embeddings": "embeddings", "/embeddings": "embeddings",
+}  # fmt: skip
 _OTHER = "other"  # the label of a model name no configuration declares
 _MAX_LABEL = 128  # an upstream's response model name is cut to this
 
@@ -126,19 +133,23 @@ class Metrics:
         )
         self.requests = Counter(
             "routeguard_requests",
-            "Chat requests by asked route, serving alias and status",
-            ["route", "alias", "status"],
+            "Chat requests and embeddings calls by API operation (chat, completions, "
+            "responses, messages, embeddings), asked route, serving alias and status",
+            ["operation", "route", "alias", "status"],
             registry=reg,
         )
         self.overhead = Histogram(
             "routeguard_overhead_seconds",
             "The gateway's own time per served request (wall time less upstream waiting)",
-            ["route"],
+            ["operation", "route"],
             buckets=OVERHEAD_BUCKETS,
             registry=reg,
         )
         self.cost = Counter(
-            "routeguard_cost_usd", "Dollars spent upstream", ["route", "alias"], registry=reg
+            "routeguard_cost_usd",
+            "Dollars spent upstream",
+            ["operation", "route", "alias"],
+            registry=reg,
         )
         self.saved = Counter(
             "routeguard_cost_saved_usd",
@@ -230,8 +241,11 @@ class Metrics:
             return ""
         return asked if isinstance(asked, str) and asked in self._aliases else _OTHER
 
-    def record(self, trace: Trace, now: float | None = None) -> None:
-        """Count one finished chat request (served, refused or failed)."""
+    def record(
+        self, trace: Trace, now: float | None = None, path: str = "/v1/chat/completions"
+    ) -> None:
+        """Count one finished chat request or embeddings call (served, refused or failed)
+        that came in on ``path``."""
         now = time.perf_counter() if now is None else now
         request = trace.request
         route = self._route(request.get("model") if request is not None else None)
@@ -239,7 +253,8 @@ class Metrics:
         result = trace.result
         status = "200" if err is None else str(err.status_code)
         alias = "" if result is None else result.deployment.pattern or result.alias
-        self._child(self.requests, route, alias, status).inc()
+        api = OPERATIONS.get(path) or OPERATIONS.get(path.rstrip("/")) or trace.operation
+        self._child(self.requests, api, route, alias, status).inc()
         if err is not None:
             self._refusal(route, err)
         if result is None:
@@ -248,7 +263,7 @@ class Metrics:
             return
         dep = result.deployment
         usage = result.usage
-        self._child(self.overhead, route).observe(result.overhead_ms(now) / 1000)
+        self._child(self.overhead, api, route).observe(result.overhead_ms(now) / 1000)
         operation = trace.operation
         prompt = usage.get("prompt_tokens")
         completion = usage.get("completion_tokens")
@@ -274,7 +289,7 @@ class Metrics:
         if result.attempts > 1:
             self._child(self.fallbacks, route).inc()
         if cost > 0:
-            self._child(self.cost, route, alias).inc(cost)
+            self._child(self.cost, api, route, alias).inc(cost)
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
         response = result.response
         model = response.get("model") if isinstance(response, Mapping) else None
