@@ -376,7 +376,7 @@ class ProxyApp:
             await _send_error(send, trace.error, anthropic)
         finally:
             if trace.request is not None:
-                self.spend.record(trace.spend_row())
+                self.spend.record_trace(trace)  # its row built off the event loop
                 if self.request_log is not None:
                     self.request_log.record_trace(trace, path)  # built off the event loop
             if trace.result is not None and trace.result.shadow is not None:

@@ -1,8 +1,9 @@
 """Prometheus metrics: what the proxy records per request and serves at ``/metrics``.
 
 The proxy hands each finished chat request's :class:`~routeguard.observe.requestlog.Trace`
-to :meth:`Metrics.record` (after the response has left), which bumps preallocated
-``prometheus_client`` children: the OpenTelemetry GenAI families (``gen_ai_*``, for
+to :meth:`Metrics.record` (after the response has left), which queues it; the queue is
+applied in one batch a moment later (or when a scrape or the dashboard reads), bumping
+preallocated ``prometheus_client`` children: the OpenTelemetry GenAI families (``gen_ai_*``, for
 requests an upstream served) and routeguard's own (``routeguard_*``). A scrape renders
 them, plus gauges read at scrape time: budget spend and limits of the configured accounts,
 and the circuit state of every deployment.
@@ -24,6 +25,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,11 @@ OPERATIONS = {
     "/v1/messages": "messages", "/v1/embeddings": "embeddings", "/embeddings": "embeddings",
 }  # fmt: skip
 _OTHER = "other"  # the label of a model name no configuration declares
+# Recorded requests wait this long (or until this many are queued, or a read) and are then
+# applied together: in a batch the recording code stays in the CPU's caches, where applied
+# one by one between requests it ran about four times slower (docs/observability.md).
+FLUSH_S = 0.25
+_MAX_PENDING = 2048
 _MAX_LABEL = 128  # an upstream's response model name is cut to this
 
 
@@ -212,6 +219,7 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._pending: deque[tuple[Trace, float, str]] = deque()
         self._dearest = _dearest_targets(gateway)
         gateway.fallback.cooldowns.on_change = self._circuit_changed
         for enforcer in gateway.enforcers.values():
@@ -245,8 +253,26 @@ class Metrics:
         self, trace: Trace, now: float | None = None, path: str = "/v1/chat/completions"
     ) -> None:
         """Count one finished chat request or embeddings call (served, refused or failed)
-        that came in on ``path``."""
-        now = time.perf_counter() if now is None else now
+        that came in on ``path`` (the trace must not change after this): queued on an event
+        loop and applied within :data:`FLUSH_S` with the others; at once without a loop."""
+        pending = self._pending
+        pending.append((trace, time.perf_counter() if now is None else now, path))
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no event loop here (a library caller, a bench)
+                self.flush()
+        elif len(pending) >= _MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply every queued request to the metric values (call it on the event loop)."""
+        pending = self._pending
+        while pending:
+            self._apply(*pending.popleft())
+
+    def _apply(self, trace: Trace, now: float, path: str) -> None:
+        """Count one finished request (see :meth:`record`)."""
         request = trace.request
         route = self._route(request.get("model") if request is not None else None)
         err = trace.error
@@ -345,6 +371,7 @@ class Metrics:
 
     async def scrape(self) -> bytes:
         """The exposition text: every family (summed over workers), and the gauges read now."""
+        self.flush()
         extra = _ScrapeTime(await self._budget_rows(), self._deployments)
         cache = self.gateway.cache
         if cache is not None and cache.bounds:
@@ -405,7 +432,9 @@ class Metrics:
         return list(self.registry.collect())
 
     def close(self) -> None:
-        """Forget this worker's live gauges (its circuits) when it stops."""
+        """Apply what is queued, and forget this worker's live gauges (its circuits) when
+        it stops."""
+        self.flush()
         if self._multiprocess:
             path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             if path:
