@@ -187,3 +187,37 @@ def test_sdk_disabled_records_and_propagates_nothing(
         assert _flush(t, memory) == []
     finally:
         t.shutdown()
+
+
+def test_deferred_attributes_are_built_at_export_and_a_failing_build_keeps_the_span(
+    memory: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from routeguard.server.span_record import SpanRecorder
+
+    provider = TracerProvider()
+    recorder = SpanRecorder(provider, InstrumentationScope("t"), [SimpleSpanProcessor(memory)])
+    built: list[str] = []
+
+    def build() -> dict[str, Any]:
+        built.append("yes")
+        return {"late": 2}
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no")
+
+    good = recorder.start("good", SpanKind.SERVER, {"early": 1})
+    good.defer(build)
+    good.end()
+    bad = recorder.start("bad", SpanKind.SERVER, {"early": 1})
+    bad.defer(broken)
+    bad.end()
+    assert built == []  # nothing built until the span is read
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert dict(spans["good"].attributes) == {"early": 1, "late": 2}
+    assert dict(spans["good"].attributes) == {"early": 1, "late": 2} and built == ["yes"]
+    assert dict(spans["bad"].attributes) == {"early": 1}
+    assert "could not be built" in caplog.text

@@ -9,14 +9,18 @@ exported by the SDK's thread). The sampler of the provider (``sample_ratio``,
 ``OTEL_TRACES_SAMPLER``) decides once per request, at its SERVER span; the spans under it
 follow that decision, as a parent-based sampler would. A request that is not sampled still
 gets span ids (its ``traceparent`` goes upstream, flagged not sampled), but nothing is stored
-or exported. The W3C ``traceparent`` / ``tracestate`` are written directly when the
+or exported. A span may leave attributes to be built later (:meth:`RecordedSpan.defer`):
+the request's span does, so that turning a finished request into ~25 attributes happens in
+the export thread, in batches, rather than on the event loop. The W3C ``traceparent`` /
+``tracestate`` are written directly when the
 propagators are the default ones; others (``OTEL_PROPAGATORS``, incoming ``baggage``) go
 through :mod:`opentelemetry.propagate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -31,6 +35,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes, AttributeValue
+
+log = logging.getLogger("routeguard.server.tracing")
 
 _UNSET = Status(StatusCode.UNSET)
 _FLAG_CACHE: dict[int, TraceFlags] = {}
@@ -48,7 +54,7 @@ class RecordedSpan(otel_trace.Span):
     request is not sampled) and a status, until :meth:`end` hands it on."""
 
     __slots__ = (
-        *("_attrs", "_context", "_ended", "_events", "_flags", "_kind", "_name"),
+        *("_attrs", "_context", "_deferred", "_ended", "_events", "_flags", "_kind", "_name"),
         *("_parent", "_sink", "_span_id", "_start", "_state", "_status", "_trace_id"),
     )
 
@@ -78,6 +84,7 @@ class RecordedSpan(otel_trace.Span):
         self._status = _UNSET
         self._events: list[Event] | None = None
         self._context: SpanContext | None = None
+        self._deferred: Callable[[], Mapping[str, Any]] | None = None
         self._ended = False
 
     @property
@@ -114,6 +121,12 @@ class RecordedSpan(otel_trace.Span):
         """Set several attributes in one call."""
         if self._attrs is not None and not self._ended:
             self._attrs.update(attributes)
+
+    def defer(self, build: Callable[[], Mapping[str, Any]]) -> None:
+        """Add the attributes ``build()`` returns when the span is exported (in the export
+        thread; whatever ``build`` reads must not change after the span ends)."""
+        if self._attrs is not None and not self._ended:
+            self._deferred = build
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
@@ -237,7 +250,8 @@ class SpanRecorder:
 
     def finish(self, span: RecordedSpan, end_ns: int) -> None:
         """Hand an ended span to the processors as a ``ReadableSpan``."""
-        readable = ReadableSpan(
+        kind = ReadableSpan if span._deferred is None else _DeferredSpan
+        readable = kind(
             name=span._name,
             context=span.get_span_context(),
             parent=span._parent,
@@ -251,6 +265,10 @@ class SpanRecorder:
             end_time=end_ns,
             instrumentation_scope=self._scope,
         )
+        if span._deferred is not None:
+            # handed on, and dropped here: the builder refers to the request, which refers
+            # to this span (a cycle only the garbage collector would free)
+            readable._build, span._deferred = span._deferred, None  # type: ignore[attr-defined]
         for processor in self._processors:
             processor.on_end(readable)
 
@@ -273,6 +291,30 @@ class SpanRecorder:
         headers["traceparent"] = span.traceparent()
         if span._state:
             headers["tracestate"] = span._state.to_header()
+
+
+class _DeferredSpan(ReadableSpan):
+    """A finished span whose attributes are completed when first read (by the exporter)."""
+
+    _build: Callable[[], Mapping[str, Any]] | None = None
+    _base: Any = None
+
+    @property
+    def _attributes(self) -> Any:
+        build = self._build
+        if build is not None:
+            self._build = None
+            attrs = dict(self._base or {})
+            try:
+                attrs.update(build())
+            except Exception:  # a span must still leave, with what it had
+                log.exception("tracing: a span's attributes could not be built")
+            self._base = attrs
+        return self._base
+
+    @_attributes.setter
+    def _attributes(self, value: Any) -> None:
+        self._base = value
 
 
 def _is_w3c(textmap: Any) -> bool:

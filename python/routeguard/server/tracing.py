@@ -172,15 +172,11 @@ class Tracing:
         span = state.span
         try:
             if span.is_recording():
-                attrs = self._server_attributes(state, trace) if chat else {}
-                if state.status:
-                    attrs["http.response.status_code"] = state.status
+                # The attributes are built by the export thread, from the finished request.
+                span.defer(lambda: self._end_attributes(state, trace, chat))
                 err = trace.error
-                if err is not None:
-                    attrs["error.type"] = _error_type(err)
-                    if err.status_code >= 500:
-                        span.set_status(Status(StatusCode.ERROR, scrub.for_caller(err.message)))
-                span.set_attributes(attrs)
+                if err is not None and err.status_code >= 500:
+                    span.set_status(Status(StatusCode.ERROR, scrub.for_caller(err.message)))
                 if chat and trace.request is not None:
                     alias = trace.request.get("model")
                     known = isinstance(alias, str) and alias in self.aliases
@@ -229,6 +225,15 @@ class Tracing:
                 )
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
+
+    def _end_attributes(self, state: ServerSpan, trace: Trace, chat: bool) -> dict[str, Any]:
+        """The attributes a request's span gets once it is over."""
+        attrs = self._server_attributes(state, trace) if chat else {}
+        if state.status:
+            attrs["http.response.status_code"] = state.status
+        if trace.error is not None:
+            attrs["error.type"] = _error_type(trace.error)
+        return attrs
 
     def _server_attributes(self, state: ServerSpan, trace: Trace) -> dict[str, Any]:
         request = trace.request or {}
