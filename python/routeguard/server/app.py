@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import math
 import os
@@ -185,6 +186,9 @@ class ProxyApp:
             gateway, self.spend, self.metrics, approvals=self.approvals,
             shared_spend=spend_db != ":memory:", metrics_shared=multiprocess(),
         )  # fmt: skip
+        # serve sets it: freeze the start-up heap (not done for an app mounted in another
+        # application, whose objects it would keep from the collector)
+        self.freeze_gc = False
         self.tracing: Tracing | None = None
         if gateway.config.tracing is not None:  # the extra's presence was checked at load
             from routeguard.server.tracing import Tracing
@@ -269,6 +273,9 @@ class ProxyApp:
             if msg["type"] == "lifespan.startup":
                 await self.gateway.start_cache()
                 await self.gateway.warm_up()  # ready means loaded: no first-request stall
+                if self.freeze_gc:  # a process of its own (serve): what start-up made
+                    gc.collect()  # lives as long as it does; out of the collector's way,
+                    gc.freeze()  # a full collection scans only what requests made since
                 self.lifecycle.install()  # SIGTERM drains, SIGHUP reloads (under serve)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
