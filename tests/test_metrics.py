@@ -331,3 +331,42 @@ def test_request_families_carry_the_api_operation(mock: MockServer) -> None:
         assert value(s, "routeguard_cost_usd_total", operation=operation, route=route) > 0
     assert value(s, req, operation="embeddings", route="other", status="404") == 1
     assert value(s, req) == sum(served.values()) + 1
+
+
+async def test_recording_is_batched_on_a_loop_and_a_bad_record_holds_back_no_other(
+    mock: MockServer,
+) -> None:
+    import asyncio
+
+    from routeguard.observe.requestlog import Trace
+    from routeguard.server.metrics import FLUSH_S, Metrics
+
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        metrics = Metrics(gw)
+
+        def count() -> float:
+            return sum(
+                s.value
+                for f in metrics.registry.collect()
+                if f.name == "routeguard_requests"
+                for s in f.samples
+                if s.name == "routeguard_requests_total"
+            )
+
+        def trace(request: Any) -> Trace:
+            t = Trace("req_x", time.time(), time.perf_counter())
+            t.request = request
+            return t
+
+        metrics.record(trace({"model": "m"}))
+        metrics.record(trace(42))  # not a mapping: its record fails
+        metrics.record(trace({"model": "m"}))
+        assert count() == 0  # queued, not yet applied
+        await asyncio.sleep(FLUSH_S * 2)
+        assert count() == 2  # applied by the loop's timer, the bad one skipped
+        metrics.record(trace({"model": "m"}))
+        metrics.flush()
+        assert count() == 3
+    finally:
+        await gw.aclose()

@@ -227,6 +227,7 @@ class Metrics:
 
     def follow(self, gateway: Gateway) -> None:
         """Record for ``gateway`` from now on (a config reload swapped it in)."""
+        self.flush()  # what the old one served, labelled by its configuration
         self.gateway = gateway
         self._aliases = frozenset(gateway.models())
         self._deployments = {d.id: d for deps in gateway.config.deployments.values() for d in deps}
@@ -269,7 +270,10 @@ class Metrics:
         """Apply every queued request to the metric values (call it on the event loop)."""
         pending = self._pending
         while pending:
-            self._apply(*pending.popleft())
+            try:
+                self._apply(*pending.popleft())
+            except Exception:  # one bad record must not hold back the others
+                log.exception("metrics: a request could not be recorded")
 
     def _apply(self, trace: Trace, now: float, path: str) -> None:
         """Count one finished request (see :meth:`record`)."""
