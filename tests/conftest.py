@@ -4,7 +4,9 @@
 free port in a temporary directory with persistence off; tests isolate themselves with their
 own key prefix. ``redis_process`` gives a test its own server it can stop and restart.
 ``redis_cluster`` (session-wide) is a real three-master Redis Cluster. ``mock`` is the
-simulated upstream, one per test module (a module may still define its own).
+simulated upstream, one per test module (a module may still define its own). ``serve_config``
+starts ``routeguard serve`` on a config (a dict, written to the test's directory), for
+example with ``--workers 2``, and waits until it is ready.
 Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
 missing binary is a failure: CI must install it (``apt-get install redis-server``).
 
@@ -15,14 +17,17 @@ offers below its widest (``tests/simd_levels.py``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -30,6 +35,7 @@ import redis
 from cluster_nodes import ClusterNodes
 from ports import free_port
 from routeguard.mock import MockServer
+from serving import Served, serve
 
 # Modules whose outcomes go through the SIMD kernels (embedding, vector search, cache hits,
 # semantic and learned routing): rerun at each ROUTEGUARD_SIMD level by `make simd-test`.
@@ -203,3 +209,23 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterN
         yield nodes
     finally:
         nodes.stop()
+
+
+ServeConfig = Callable[..., AbstractContextManager[Served]]
+
+
+@pytest.fixture
+def serve_config(tmp_path: Path) -> ServeConfig:
+    """``with serve_config(cfg, "--workers", "2", env={...}) as served``: ``routeguard
+    serve`` on ``cfg`` (written to ``routeguard.json`` in the test's directory), once
+    ``/health/readiness`` answers (within 60 s: workers load their models first)."""
+
+    def start(
+        cfg: dict[str, Any], *flags: str, env: dict[str, str] | None = None
+    ) -> AbstractContextManager[Served]:
+        path = tmp_path / "routeguard.json"
+        path.write_text(json.dumps(cfg))
+        return serve("--config", str(path), *flags, env=env, ready="/health/readiness",
+                     timeout=60.0)  # fmt: skip
+
+    return start

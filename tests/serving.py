@@ -34,8 +34,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """Run `routeguard serve --port P *flags` until the block ends."""
+def serve(
+    *flags: str, env: dict[str, str] | None = None, ready: str = "/health", timeout: float = 30.0
+) -> Iterator[Served]:
+    """Run `routeguard serve --port P *flags` until the block ends, once ``ready`` answers
+    200 (``/health/readiness``: the models loaded too) within ``timeout`` seconds."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | (env or {})
     exe = Path(sys.executable).with_name("routeguard")
@@ -56,13 +59,13 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     collector = threading.Thread(target=collect, daemon=True)
     collector.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 collector.join(5)
                 raise AssertionError("".join(served.lines))
             try:
-                with urllib.request.urlopen(served.url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(served.url + ready, timeout=1) as r:
                     if r.status == 200:
                         break
             except OSError:

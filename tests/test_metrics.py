@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -297,3 +298,75 @@ def test_grafana_dashboard_queries_only_metrics_we_export(mock: MockServer) -> N
         exported |= {family.name + s for s in _SUFFIXES.get(family.type, ("",))}
         exported |= {s.name for s in family.samples}
     assert queried <= exported, sorted(queried - exported)
+
+
+def test_request_families_carry_the_api_operation(mock: MockServer) -> None:
+    cfg = _cfg(mock.url)
+    cfg["model_list"].append({"type": "openai", "api_base": mock.url + "/v1",
+                              "api_key": "sk-upstream-metrics", "model_name": "emb",
+                              "model": "text-embedding-3-small", "id": "emb-1",
+                              "input_cost_per_mtok": PRICE_IN})  # fmt: skip
+    gw = Gateway.from_config(cfg, embedder=WordsEmbedder())
+    msgs: Any = [{"role": "user", "content": "name a river"}]
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as c,
+        anthropic.Anthropic(base_url=srv.url, api_key=MASTER, max_retries=0) as a,
+    ):
+        c.chat.completions.create(model="m", messages=msgs)
+        c.completions.create(model="m", prompt="name a river", max_tokens=8)
+        c.completions.create(model="m", prompt="name a lake", max_tokens=8)
+        c.responses.create(model="m", input="name a river")
+        a.messages.create(model="m", max_tokens=16, messages=msgs)
+        c.embeddings.create(model="emb", input="a river")
+        with pytest.raises(openai.NotFoundError):
+            c.embeddings.create(model="nope", input="x")
+        s = scrape(srv.url)
+    req = "routeguard_requests_total"
+    served = {"chat": 1, "completions": 2, "responses": 1, "messages": 1, "embeddings": 1}
+    for operation, n in served.items():
+        route = "emb" if operation == "embeddings" else "m"
+        assert value(s, req, operation=operation, route=route, status="200") == n, operation
+        assert value(s, "routeguard_overhead_seconds_count", operation=operation) == n
+        assert value(s, "routeguard_cost_usd_total", operation=operation, route=route) > 0
+    assert value(s, req, operation="embeddings", route="other", status="404") == 1
+    assert value(s, req) == sum(served.values()) + 1
+
+
+async def test_recording_is_batched_on_a_loop_and_a_bad_record_holds_back_no_other(
+    mock: MockServer,
+) -> None:
+    import asyncio
+
+    from routeguard.observe.requestlog import Trace
+    from routeguard.server.metrics import FLUSH_S, Metrics
+
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    try:
+        metrics = Metrics(gw)
+
+        def count() -> float:
+            return sum(
+                s.value
+                for f in metrics.registry.collect()
+                if f.name == "routeguard_requests"
+                for s in f.samples
+                if s.name == "routeguard_requests_total"
+            )
+
+        def trace(request: Any) -> Trace:
+            t = Trace("req_x", time.time(), time.perf_counter())
+            t.request = request
+            return t
+
+        metrics.record(trace({"model": "m"}))
+        metrics.record(trace(42))  # not a mapping: its record fails
+        metrics.record(trace({"model": "m"}))
+        assert count() == 0  # queued, not yet applied
+        await asyncio.sleep(FLUSH_S * 2)
+        assert count() == 2  # applied by the loop's timer, the bad one skipped
+        metrics.record(trace({"model": "m"}))
+        metrics.flush()
+        assert count() == 3
+    finally:
+        await gw.aclose()

@@ -14,6 +14,8 @@ from typing import Any
 
 import openai
 import pytest
+from prometheus_client import Histogram
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedders import WordsEmbedder
@@ -131,15 +133,34 @@ def _family(name: str) -> str:
     return name
 
 
-def _dashboard_families() -> set[str]:
+def _dashboard_exprs() -> list[str]:
     exprs: list[str] = []
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         exprs += [t["expr"] for t in panel.get("targets", []) if "expr" in t]
-    names = set()
-    for e in exprs:  # label lists and matchers out first: gen_ai_* are label names too
-        e = re.sub(r"\b(?:by|on|ignoring|without|group_left|group_right)\s*\([^)]*\)", "", e)
-        e = re.sub(r"\{[^}]*\}", "", e)
-        names |= {_family(n) for n in re.findall(r"\b((?:gen_ai|routeguard)_[a-z0-9_]+)", e)}
+    return exprs
+
+
+def _expr_families(e: str) -> set[str]:
+    # label lists and matchers out first: gen_ai_* are label names too
+    e = re.sub(r"\b(?:by|on|ignoring|without|group_left|group_right)\s*\([^)]*\)", "", e)
+    e = re.sub(r"\{[^}]*\}", "", e)
+    return {_family(n) for n in re.findall(r"\b((?:gen_ai|routeguard)_[a-z0-9_]+)", e)}
+
+
+def _expr_labels(e: str) -> set[str]:
+    """The label names an expression groups by or matches on."""
+    labels: set[str] = set()
+    for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", e):
+        labels |= {x.strip() for x in group.split(",") if x.strip()}
+    for matchers in re.findall(r"\{([^}]*)\}", e):
+        labels |= set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)", matchers))
+    return labels
+
+
+def _dashboard_families() -> set[str]:
+    names: set[str] = set()
+    for e in _dashboard_exprs():
+        names |= _expr_families(e)
     return names
 
 
@@ -168,3 +189,18 @@ def test_the_grafana_dashboard_shows_every_family_the_proxy_exports(mock: MockSe
     shown = _dashboard_families()
     assert exported - shown == set(), "families with no dashboard panel"
     assert shown - exported == set(), "the dashboard queries families the proxy does not export"
+    # Every label a panel groups by or matches on is a label of a family it queries.
+    labels: dict[str, set[str]] = {}
+    for metric in vars(app.metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            names = set(metric._labelnames) | ({"le"} if isinstance(metric, Histogram) else set())
+            labels.setdefault(_family(metric._name), set()).update(names)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels.setdefault(_family(family.name), set()).update(sample.labels)
+    assert "operation" in labels["routeguard_requests"]
+    for e in _dashboard_exprs():
+        known = set().union(*(labels.get(f, set()) for f in _expr_families(e)))
+        if not known:  # a scrape-time family with no sample in this scrape: labels unknown
+            continue
+        assert _expr_labels(e) <= known, (e, sorted(_expr_labels(e) - known))

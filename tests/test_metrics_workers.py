@@ -5,10 +5,6 @@ shows the sum over both workers (prometheus_client's multiprocess files, in a di
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ports import free_port
+from conftest import ServeConfig
 from routeguard.mock import MockServer
 from scrapes import scrape, value
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def two_workers(tmp_path: Path, serve_config: ServeConfig) -> Iterator[tuple[str, Path]]:
     """A proxy on two worker processes (metrics public: a 2-worker config has no master
     key), and the parent of its multiprocess directory."""
     with MockServer() as mock:
@@ -33,41 +29,10 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             "model_list": [{**dep, "model_name": "m", "model": "sim-m"}],
             "observability": {"metrics_public": True},
         }
-        path = tmp_path / "routeguard.json"
-        path.write_text(json.dumps(cfg))
         parent = tmp_path / "multiproc"
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(parent)  # serve makes its own directory inside
-        exe = Path(sys.executable).with_name("routeguard")
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--config", str(path), "--port", str(port), "--workers", "2",
-             "--log-level", "warning"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                try:
-                    with urllib.request.urlopen(url + "/health/readiness", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "proxy did not start"
-                time.sleep(0.1)
-            yield url, parent
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(parent)}  # serve makes its own directory inside
+        with serve_config(cfg, "--workers", "2", env=env) as served:
+            yield served.url, parent
         assert not list(parent.glob("routeguard-metrics-*")), "serve left its metrics directory"
 
 
@@ -97,8 +62,16 @@ def test_one_scrape_sums_every_worker(two_workers: tuple[str, Path]) -> None:
             list(pool.map(lambda _: _chat(url), range(20)))
             sent += 20
     assert len(_serving_pids(parent)) == 2, "the kernel gave every connection to one worker"
+    # A worker records a request after its response has left, so a scrape answered by the
+    # other worker right after the last response may not hold it yet: wait (bounded) until
+    # one scrape shows every request, then every scrape must show exactly that.
+    requests = {"route": "m", "alias": "m", "status": "200"}
+    deadline = time.monotonic() + 10
+    while (seen := value(scrape(url, key=None), "routeguard_requests_total", **requests)) < sent:
+        assert time.monotonic() < deadline, f"{seen} of {sent} requests ever recorded"
+        time.sleep(0.05)
     for _ in range(8):  # each scrape on a new connection: either worker may answer
         s = scrape(url, key=None)
-        assert value(s, "routeguard_requests_total", route="m", alias="m", status="200") == sent
+        assert value(s, "routeguard_requests_total", **requests) == sent
         assert value(s, "gen_ai_client_token_usage_count", gen_ai_token_type="input") == sent
         assert value(s, "routeguard_deployment_circuit_open") == 0

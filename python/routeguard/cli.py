@@ -420,7 +420,9 @@ def app_from_env() -> object:
         gw = Gateway(config_mod.load(data, origin=spec["path"]))
     else:
         gw = Gateway.from_config(spec["data"])
-    return create_app(gw, request_log=spec.get("request_log"))
+    app = create_app(gw, request_log=spec.get("request_log"))
+    app.freeze_gc = True  # this process is the server's: its start-up heap lives on
+    return app
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

@@ -391,15 +391,17 @@ class Trace:
         out["metadata"] = meta
         return out
 
-    def spend_row(self) -> dict[str, Any]:
-        """This request's row for :class:`routeguard.observe.spend.SpendRecords`."""
+    def spend_row(self, now: float | None = None) -> dict[str, Any]:
+        """This request's row for :class:`routeguard.observe.spend.SpendRecords` (``now``:
+        when it ended, a ``perf_counter`` reading; default now)."""
         request = self.request or {}
+        now = time.perf_counter() if now is None else now
         row: dict[str, Any] = {
             "ts": self.ts,
             "request_id": self.request_id,
             "route": request.get("model"),
             "status": 200 if self.error is None else self.error.status_code,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "latency_ms": round((now - self.started) * 1000, 3),
         }
         key = getattr(self.principal, "key", None)
         if key is not None:

@@ -4,7 +4,9 @@ on demand by key, user, team, org, route, model, deployment or day over a time r
 for the dashboard, per time bucket, per route/model/cache combination, and as latency
 quantiles).
 
-Rows are written by one writer thread, never on the event loop, into the server's database
+The event loop only queues a finished request (a deque append; the thread is woken once per
+batch, lets rows gather for 50 ms, then builds them and inserts them in one transaction).
+Rows are written by that writer thread, never on the event loop, into the server's database
 (``server.database``: shared by every worker and kept across restarts) or, without one, an
 in-memory database of this process (``serve --workers N`` without one gives its workers a
 shared temporary file instead, named by :data:`SPEND_DB_ENV`). Rows older than ``keep_days``
@@ -14,16 +16,22 @@ are deleted when the store opens and then hourly. The budget ledger's own write-
 
 from __future__ import annotations
 
+import logging
 import math
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from routeguard.observe.requestlog import Trace
+
+log = logging.getLogger("routeguard.observe")
 
 COLUMNS = (
     "ts", "request_id", "key_id", "user", "team", "org", "route", "model", "deployment",
@@ -41,7 +49,14 @@ SPEND_DB_ENV = "ROUTEGUARD_SPEND_DB"
 class SpendRecords:
     """Request rows in SQLite and their sums (see the module docstring)."""
 
-    def __init__(self, path: str | Path = ":memory:", *, keep_days: float = 90.0) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        keep_days: float = 90.0,
+        queue_size: int = 100_000,
+        linger: float = 0.05,
+    ) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._keep_s = keep_days * 86_400
@@ -58,22 +73,47 @@ class SpendRecords:
             self._db.execute("CREATE INDEX IF NOT EXISTS request_spend_ts ON request_spend (ts)")
         self._prune()
         self._pruned_at = time.monotonic()
-        self._queue: queue.Queue[Any] = queue.Queue(100_000)
+        # A deque, not a queue.Queue: appending costs the event loop no lock and no notify
+        # (a queue.Queue woke the writer for every row, which then took the GIL from the
+        # loop for one insert); the thread is woken once per batch, as the request log's.
+        self._pending: deque[Any] = deque()
+        self._cap = queue_size
+        self.linger = linger  # seconds rows gather before the thread writes them
+        self._wake = threading.Event()
+        self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
         self.dropped = 0
-        self._writer = threading.Thread(target=self._write, name="routeguard-spend", daemon=True)
+        self._writer = threading.Thread(target=self._run, name="routeguard-spend", daemon=True)
         self._writer.start()
 
     def record(self, row: Mapping[str, Any]) -> None:
         """Queue one request's row (never blocks; a full queue drops and counts it)."""
-        try:
-            self._queue.put_nowait(tuple(row.get(c) for c in COLUMNS))
-        except queue.Full:
+        self._put(tuple(row.get(c) for c in COLUMNS))
+
+    def record_trace(self, trace: Trace, now: float | None = None) -> None:
+        """Queue a finished request's row, built by the writer thread from its trace (which
+        must not change after this); ``now``: when it ended (default: now)."""
+        self._put((trace, time.perf_counter() if now is None else now))
+
+    def _put(self, item: Any) -> None:
+        pending = self._pending
+        if len(pending) >= self._cap:
             self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("spend log queue full: %d row(s) dropped so far", self.dropped)
+            return
+        was_empty = not pending
+        pending.append(item)
+        if was_empty:
+            self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued row is committed."""
+        if not self._writer.is_alive():
+            return
         done = threading.Event()
-        self._queue.put(done)
+        self._pending.append(done)
+        self._hurry.set()
+        self._wake.set()
         done.wait(timeout)
 
     def sums(
@@ -231,28 +271,49 @@ class SpendRecords:
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""
         if self._writer.is_alive():
-            self._queue.put(_STOP)
+            self._pending.append(_STOP)
+            self._hurry.set()
+            self._wake.set()
             self._writer.join(10)
         with self._lock:
             self._db.close()
 
-    def _write(self) -> None:
+    def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch, waiters, stop = [], [], False
-            while True:
+            # The timeout covers the one race _put leaves open (the deque emptied between
+            # its check and its append): such a row waits at most a second.
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self.linger > 0:
+                self._hurry.wait(self.linger)  # let rows gather: one transaction per batch
+            self._hurry.clear()
+            if self._drain():
+                return
+            if time.monotonic() - self._pruned_at > 3600:
+                self._pruned_at = time.monotonic()
+                self._prune()
+
+    def _drain(self) -> bool:
+        """Insert every queued row; True once a stop was taken."""
+        pending = self._pending
+        while True:
+            batch: list[tuple[Any, ...]] = []
+            waiters: list[threading.Event] = []
+            stop = False
+            while pending and not stop and len(batch) < 1024:
+                item = pending.popleft()
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
+                elif len(item) == 2:  # (trace, when it ended): its row is built here
+                    try:
+                        row = item[0].spend_row(item[1])
+                        batch.append(tuple(row.get(c) for c in COLUMNS))
+                    except Exception:  # a row must never kill the writer
+                        log.exception("spend log: row could not be built; skipped")
                 else:
                     batch.append(item)
-                if stop or len(batch) >= 1024:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
             if batch:
                 marks = ", ".join("?" * len(COLUMNS))
                 with self._lock:
@@ -262,10 +323,9 @@ class SpendRecords:
             for w in waiters:
                 w.set()
             if stop:
-                return
-            if time.monotonic() - self._pruned_at > 3600:
-                self._pruned_at = time.monotonic()
-                self._prune()
+                return True
+            if not pending:
+                return False
 
     def _prune(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import math
 import os
@@ -186,6 +187,9 @@ class ProxyApp:
             gateway, self.spend, self.metrics, approvals=self.approvals,
             shared_spend=spend_db != ":memory:", metrics_shared=multiprocess(),
         )  # fmt: skip
+        # serve sets it: freeze the start-up heap (not done for an app mounted in another
+        # application, whose objects it would keep from the collector)
+        self.freeze_gc = False
         self.tracing: Tracing | None = None
         if gateway.config.tracing is not None:  # the extra's presence was checked at load
             from routeguard.server.tracing import Tracing
@@ -270,6 +274,9 @@ class ProxyApp:
             if msg["type"] == "lifespan.startup":
                 await self.gateway.start_cache()
                 await self.gateway.warm_up()  # ready means loaded: no first-request stall
+                if self.freeze_gc:  # a process of its own (serve): what start-up made
+                    gc.collect()  # lives as long as it does; out of the collector's way,
+                    gc.freeze()  # a full collection scans only what requests made since
                 self.lifecycle.install()  # SIGTERM drains, SIGHUP reloads (under serve)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
@@ -381,7 +388,7 @@ class ProxyApp:
             await _send_error(send, trace.error, anthropic)
         finally:
             if trace.request is not None:
-                self.spend.record(trace.spend_row())
+                self.spend.record_trace(trace)  # its row built off the event loop
                 if self.request_log is not None:
                     self.request_log.record_trace(trace, path)  # built off the event loop
             if trace.result is not None and trace.result.shadow is not None:
@@ -389,7 +396,7 @@ class ProxyApp:
             if self.metrics is not None and (
                 path.rstrip("/") in _CHAT_PATHS or trace.operation == "embeddings"
             ):
-                self.metrics.record(trace)
+                self.metrics.record(trace, path=path)
             if span is not None and self.tracing is not None:
                 self.tracing.end(span, trace, chat=trace.request is not None)
 

@@ -155,6 +155,8 @@ class Dashboard:
         end = (math.floor(now / bucket) + 1) * bucket
         start = end - BUCKETS * bucket
         logged = await self._logged(start, end, bucket)
+        if self.metrics is not None:
+            self.metrics.flush()  # the requests just served count too
         families = await asyncio.to_thread(self._families)
         if self.approvals is not None:
             pending = await asyncio.to_thread(self.approvals.list)

@@ -11,8 +11,9 @@ the attempt runs so the upstream request carries its ``traceparent`` (a successf
 attempt's span stays open until the stream ends), and an INTERNAL ``execute_tool {name}``
 span per enforcement decision. Spans are named ``{gen_ai.operation.name} {model}`` and
 follow the GenAI semantic conventions. Prompts and answers go into spans only with
-``observability.log_content``, scrubbed like the request log's. Spans leave through a
-batch processor per destination (a thread of the SDK's), never on the event loop.
+``observability.log_content``, scrubbed like the request log's. The spans are routeguard's own
+light ones (:mod:`routeguard.server.span_record`), sampled once per request; they leave
+through a batch processor per destination (a thread of the SDK's), never on the event loop.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from routeguard import scrub
@@ -46,6 +48,7 @@ from routeguard.errors import RouteguardError
 from routeguard.observe import spans
 from routeguard.observe.requestlog import Trace, request_summary, response_summary
 from routeguard.server import otlp_wire
+from routeguard.server.span_record import RecordedSpan, SpanRecorder
 
 log = logging.getLogger("routeguard.server.tracing")
 
@@ -72,9 +75,10 @@ _json = msgspec.json.Encoder()
 class ServerSpan:
     """One request's SERVER span and what its children leave for it to close."""
 
-    span: Span
+    span: RecordedSpan
     token: Any  # the OpenTelemetry context token (the span made current)
     operation: str  # gen_ai.operation.name of its upstream calls
+    baggage: Any = None  # the caller's context when it sent baggage (propagated upstream)
     status: int = 0  # the HTTP status sent (0: none yet)
     pending: Span | None = None  # a stream attempt's CLIENT span, ended with the stream
     response_id: str | None = None  # a stream's, from its chunks
@@ -83,12 +87,14 @@ class ServerSpan:
 
 
 _current: ContextVar[ServerSpan | None] = ContextVar("routeguard_server_span", default=None)
+# The upstream attempt running in this task (its traceparent goes on the upstream request).
+_attempt: ContextVar[RecordedSpan | None] = ContextVar("routeguard_attempt_span", default=None)
 
 
 @dataclass(slots=True)
 class _Attempt:
-    span: Span
-    token: Any
+    span: RecordedSpan
+    token: Any  # of _attempt
     started: float  # perf_counter
 
 
@@ -117,9 +123,13 @@ class Tracing:
         if config.sample_ratio is not None:
             sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
         self.provider = TracerProvider(resource=resource, sampler=sampler)
+        processors = []
         for exporter in exporters if exporters is not None else map(_exporter, config.targets):
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
-        self.tracer = self.provider.get_tracer("routeguard", __version__)
+            processors.append(BatchSpanProcessor(exporter))
+            self.provider.add_span_processor(processors[-1])  # flushed at its shutdown
+        self._spans = SpanRecorder(
+            self.provider, InstrumentationScope("routeguard", __version__), processors
+        )
         self.log_content = log_content
         self._stages = config.stages
         self._attempts: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
@@ -144,14 +154,15 @@ class Tracing:
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _PROPAGATED}
         parent = propagate.extract(carrier) if carrier else None
         operation = "embeddings" if path.rstrip("/").endswith("embeddings") else "chat"
-        span = self.tracer.start_span(
+        span = self._spans.start(
             f"{method} {path}" if route else method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
+            SpanKind.SERVER,
+            {"http.request.method": method, "url.path": path},
+            parent,
         )
+        # Current in OpenTelemetry's context too, for instrumentation of the embedding app.
         token = otel_context.attach(otel_trace.set_span_in_context(span, parent))
-        state = ServerSpan(span, token, operation)
+        state = ServerSpan(span, token, operation, parent if "baggage" in carrier else None)
         _current.set(state)
         return state
 
@@ -161,15 +172,11 @@ class Tracing:
         span = state.span
         try:
             if span.is_recording():
-                attrs = self._server_attributes(state, trace) if chat else {}
-                if state.status:
-                    attrs["http.response.status_code"] = state.status
+                # The attributes are built by the export thread, from the finished request.
+                span.defer(lambda: self._end_attributes(state, trace, chat))
                 err = trace.error
-                if err is not None:
-                    attrs["error.type"] = _error_type(err)
-                    if err.status_code >= 500:
-                        span.set_status(Status(StatusCode.ERROR, scrub.for_caller(err.message)))
-                span.set_attributes(attrs)
+                if err is not None and err.status_code >= 500:
+                    span.set_status(Status(StatusCode.ERROR, scrub.for_caller(err.message)))
                 if chat and trace.request is not None:
                     alias = trace.request.get("model")
                     known = isinstance(alias, str) and alias in self.aliases
@@ -190,7 +197,20 @@ class Tracing:
 
     def stage_begin(self, name: str) -> Span:
         """An INTERNAL span for one stage of the current request, child of its span."""
-        return self.tracer.start_span(name, kind=SpanKind.INTERNAL)
+        return self._child(name, SpanKind.INTERNAL)
+
+    def _child(
+        self,
+        name: str,
+        kind: SpanKind,
+        attrs: Mapping[str, Any] | None = None,
+        start_ns: int | None = None,
+    ) -> RecordedSpan:
+        """A span under the current request's (a trace of its own outside a request)."""
+        state = _current.get()
+        if state is None:
+            return self._spans.start(name, kind, dict(attrs or {}), None, start_ns)
+        return self._spans.child(state.span, name, kind, attrs, start_ns)
 
     def stage_end(
         self, handle: Any, attributes: Mapping[str, Any], error: BaseException | None
@@ -205,6 +225,15 @@ class Tracing:
                 )
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
+
+    def _end_attributes(self, state: ServerSpan, trace: Trace, chat: bool) -> dict[str, Any]:
+        """The attributes a request's span gets once it is over."""
+        attrs = self._server_attributes(state, trace) if chat else {}
+        if state.status:
+            attrs["http.response.status_code"] = state.status
+        if trace.error is not None:
+            attrs["error.type"] = _error_type(trace.error)
+        return attrs
 
     def _server_attributes(self, state: ServerSpan, trace: Trace) -> dict[str, Any]:
         request = trace.request or {}
@@ -287,16 +316,15 @@ class Tracing:
             made = self._attempts[key] = _attempt_start(operation, alias, dep)
             if len(self._attempts) > 4096:
                 self._attempts.clear()
-        span = self.tracer.start_span(made[0], kind=SpanKind.CLIENT, attributes=made[1])
-        token = otel_context.attach(otel_trace.set_span_in_context(span))
-        return _Attempt(span, token, time.perf_counter())
+        span = self._child(made[0], SpanKind.CLIENT, made[1])
+        return _Attempt(span, _attempt.set(span), time.perf_counter())
 
     def attempt_end(
         self, handle: _Attempt, error: BaseException | None, stream: bool, value: Any
     ) -> None:
         """Close an attempt's span: failed (``error.type``), answered, or a stream's first
         chunk in (its span then stays open until the stream ends)."""
-        otel_context.detach(handle.token)
+        _attempt.reset(handle.token)
         span = handle.span
         if error is not None:
             if span.is_recording():
@@ -307,8 +335,9 @@ class Tracing:
             span.end()
             return
         if stream:
-            span.set_attribute("gen_ai.response.time_to_first_chunk",
-                               time.perf_counter() - handle.started)  # fmt: skip
+            if span.is_recording():
+                span.set_attribute("gen_ai.response.time_to_first_chunk",
+                                   time.perf_counter() - handle.started)  # fmt: skip
             state = _current.get()
             if state is not None and state.pending is None:
                 state.pending = span
@@ -324,14 +353,15 @@ class Tracing:
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Write the current span's context into outgoing ``headers``."""
-        propagate.inject(headers)
+        state = _current.get()
+        span = _attempt.get() or (state.span if state is not None else None)
+        if span is not None:
+            self._spans.inject(span, state.baggage if state is not None else None, headers)
 
     def tool_decision(self, function: Mapping[str, Any], verdict: Any, started_ns: int) -> None:
         """One ``execute_tool {name}`` span for an enforcement decision, under the request."""
         name = function.get("name")
-        span = self.tracer.start_span(
-            f"execute_tool {name}", kind=SpanKind.INTERNAL, start_time=started_ns
-        )
+        span = self._child(f"execute_tool {name}", SpanKind.INTERNAL, None, started_ns)
         if span.is_recording():
             decision = getattr(verdict, "decision", None)
             attrs: dict[str, Any] = {
