@@ -363,6 +363,9 @@ pub(super) unsafe fn int8_tile(
     go!(1 2 3 4 5 6)
 }
 
+/// Pairs of k (64-byte lines of an int8 panel) the int8 tile prefetches ahead.
+const PREFETCH: usize = 8;
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn int8_kernel<const R: usize>(
@@ -388,6 +391,13 @@ unsafe fn int8_kernel<const R: usize>(
             let mut hi = [_mm256_setzero_si256(); R];
             for j in 0..pairs {
                 let wp = w.add((j * NR + first) * 2);
+                if half == 0 {
+                    // The first pass over a panel meets its weights cold (a short prompt's
+                    // forward pass streams all ~11 MB of them, and a cache search in between
+                    // evicts them): fetch the line PREFETCH pairs ahead. A hint, so reading
+                    // past the panel's end (into the next one, or beyond) is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PREFETCH * NR * 2).cast());
+                }
                 let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
                 let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
                 for r in 0..R {
