@@ -202,8 +202,9 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it() -> None:
 
     native = core.simd_level() == "avx512" and "avx512_bf16" in _cpu_flags()
     assert core.auto_precision() == ("bf16" if native else "f32")
-    # Elsewhere "auto" is f32 or f16, whichever this CPU runs faster (test_embed_precision).
-    assert resolve_precision("auto") in (("bf16",) if native else ("f32", "f16"))
+    # Elsewhere "auto" is f32, f16 or int8, whichever this CPU runs fastest
+    # (test_embed_precision).
+    assert resolve_precision("auto") in (("bf16",) if native else ("f32", "f16", "int8"))
     assert resolve_precision("auto", backend="numpy") == "f32"
     assert [resolve_precision(p) for p in ("f32", "f16", "bf16")] == ["f32", "f16", "bf16"]
     with pytest.raises(ValueError, match="'auto', 'f32', 'f16', 'bf16' or 'int8'"):

@@ -1,5 +1,5 @@
-"""precision="auto" measured on the CPU at hand: bf16 where native, else the faster of f32
-and f16 by a calibration that is stored per CPU model, SIMD level and version."""
+"""precision="auto" measured on the CPU at hand: bf16 where native, else the fastest of f32,
+f16 and int8 by a calibration that is stored per CPU model, SIMD level and version."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def test_f16_only_when_clearly_faster() -> None:
     assert precision.pick({"f32": 10.0, "f16": 9.4}) == "f16"
     assert precision.pick({"f32": 10.0, "f16": 9.6}) == "f32"  # a tie keeps the exact one
     assert precision.pick({"f32": 10.0, "f16": 12.0}) == "f32"
+
+
+def test_the_fastest_narrow_precision_wins_only_when_clearly_faster() -> None:
+    assert precision.pick({"f32": 10.0, "f16": 9.0, "int8": 6.0}) == "int8"
+    assert precision.pick({"f32": 10.0, "f16": 6.0, "int8": 7.0}) == "f16"
+    assert precision.pick({"f32": 10.0, "f16": 11.0, "int8": 9.6}) == "f32"
+    assert precision.pick({"f32": 10.0, "f16": 12.0, "int8": 9.0}) == "int8"
+    # Only the calibration's candidates count, whatever else a stored record holds.
+    assert precision.pick({"f32": 10.0, "bf16": 1.0}) == "f32"
 
 
 def test_timings_are_medians_of_interleaved_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +83,8 @@ def test_calibrates_once_and_stores_the_choice(
     assert precision.auto_precision() == "f16"
     stored = json.loads((fresh / "precision.json").read_text())
     key = precision.cache_key()
-    assert key.endswith("|avx2|" + __import__("routeguard").__version__)
+    version = __import__("routeguard").__version__
+    assert key.endswith(f"|avx2|{version}|calibration {precision.CALIBRATION}")
     assert stored[key]["choice"] == "f16" and stored[key]["ms"] == {"f32": 4.5, "f16": 3.1}
     # A new process (nothing remembered) reads the stored choice instead of measuring.
     precision._chosen.clear()
@@ -113,14 +123,27 @@ def test_a_corrupt_cache_file_is_measured_over(
     assert json.loads((fresh / "precision.json").read_text())[precision.cache_key()]
 
 
-def test_the_real_calibration_times_both_encoders() -> None:
+def test_a_choice_stored_under_an_older_rule_is_measured_again(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "auto_precision", lambda: "f32")
+    monkeypatch.setattr(core, "simd_level", lambda: "avx2")
+    old_key = precision.cache_key().replace(f"|calibration {precision.CALIBRATION}", "")
+    (fresh / "precision.json").write_text(json.dumps({old_key: {"choice": "f16"}}))
+    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 3.5, "int8": 2.0})
+    assert precision.auto_precision() == "int8"
+    stored = json.loads((fresh / "precision.json").read_text())
+    assert stored[old_key]["choice"] == "f16" and stored[precision.cache_key()]["choice"] == "int8"
+
+
+def test_the_real_calibration_times_every_candidate() -> None:
     if core.simd_level() not in ("avx2", "avx512"):
         pytest.skip("calibration runs only where the Rust encoder has SIMD kernels")
     from routeguard.embed.minilm import bundled_model_dir
 
     times = precision.calibrate(bundled_model_dir())
-    assert set(times) == {"f32", "f16"} and all(t > 0 for t in times.values())
-    assert precision.pick(times) in ("f32", "f16")
+    assert set(times) == {"f32", "f16", "int8"} and all(t > 0 for t in times.values())
+    assert precision.pick(times) in ("f32", "f16", "int8")
 
 
 def test_cpu_model_names_the_generation() -> None:

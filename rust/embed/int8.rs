@@ -23,7 +23,7 @@
 //! Exact i32 sums do not depend on the order of summation: every path agrees with
 //! [`scalar_tile`] exactly. Attention, softmax, LayerNorm, GELU and pooling stay in f32.
 
-use super::isa::{multiversion, Isa};
+use super::isa::Isa;
 use super::linear::NR;
 use crate::error::{CoreError, CoreResult};
 
@@ -35,7 +35,7 @@ pub const MAX_K: usize = (i32::MAX / (QMAX * QMAX)) as usize;
 
 /// Adding then subtracting 1.5·2²³ rounds an f32 of magnitude below 2²² to the nearest
 /// integer, ties to even, using only IEEE add (no `roundps`, which baseline x86-64 lacks).
-const ROUND: f32 = 12_582_912.0;
+pub(super) const ROUND: f32 = 12_582_912.0;
 
 /// Weight panels of one int8 layer.
 #[derive(Clone, Debug)]
@@ -99,13 +99,19 @@ pub(crate) fn pack(w: &[f32], k: usize, n: usize) -> CoreResult<Int8Panels> {
     Ok(Int8Panels { q, scale })
 }
 
-/// Row quantisation, the body [`quantize_rows`] compiles per instruction set: each of the
-/// `m` rows of `x` (`k` values) into `pairs` i16 pairs of `out` (values in ±`qmax`) and
-/// its scale into `sx`.
-/// Exactly [`quantize`]'s arithmetic (IEEE multiply and add, a saturating cast), so the
-/// three compiled copies give the same bits.
+/// One activation quantised as [`quantize`] does it, given `inv = top / amax`: the bits of
+/// an i16 in ±`top` (a NaN gives 0, as Rust's saturating cast does).
 #[inline(always)]
-fn quantize_rows_body(
+pub(super) fn quantize_one(v: f32, inv: f32, top: f32) -> u16 {
+    ((((v * inv) + ROUND) - ROUND).clamp(-top, top) as i32) as u16
+}
+
+/// Quantise the `m = sx.len()` rows of `x` (`k` values each) as [`quantize`] does, into
+/// i16 pairs (`out[r·pairs + j] = q[2j] | q[2j+1] << 16`, `pairs = ceil(k/2)`) and
+/// their scales `sx`. Exactly [`quantize`]'s arithmetic (IEEE multiply and add, a
+/// saturating cast), so the AVX2 copy in `x86` gives the same bits.
+pub fn quantize_rows(
+    isa: Isa,
     x: &[f32],
     k: usize,
     pairs: usize,
@@ -113,26 +119,27 @@ fn quantize_rows_body(
     out: &mut [u32],
     sx: &mut [f32],
 ) {
-    const LANES: usize = 16;
+    let m = sx.len();
+    assert!(
+        x.len() >= m * k && out.len() >= m * pairs && pairs >= k.div_ceil(2) && qmax <= 32767,
+        "quantize_rows: buffers too small for {m} rows of {k}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && isa.is_supported() {
+        // SAFETY: AVX2 is part of both SIMD levels and was just checked; the extents were
+        // asserted above.
+        unsafe { super::x86::quantize_rows(&x[..m * k], k, pairs, qmax, out, sx) };
+        return;
+    }
+    let _ = isa;
     for ((row, dst), s) in x
         .chunks_exact(k)
         .zip(out.chunks_exact_mut(pairs))
         .zip(sx.iter_mut())
     {
-        let mut lanes = [0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let mut amax = chunks
-            .remainder()
+        let amax = row
             .iter()
             .fold(0f32, |m, &x| if x.abs() > m { x.abs() } else { m });
-        for chunk in chunks {
-            for (m, &v) in lanes.iter_mut().zip(chunk) {
-                *m = if v.abs() > *m { v.abs() } else { *m };
-            }
-        }
-        for &m in &lanes {
-            amax = if m > amax { m } else { amax };
-        }
         if amax == 0.0 || !amax.is_finite() {
             *s = 0.0;
             dst.fill(0);
@@ -141,25 +148,13 @@ fn quantize_rows_body(
         let top = qmax as f32;
         let inv = top / amax;
         *s = amax / top;
-        let q = |v: f32| ((((v * inv) + ROUND) - ROUND).clamp(-top, top) as i32) as u16;
-        let whole = row.chunks_exact(2);
-        let last = whole.remainder().first().copied();
-        for (d, p) in dst.iter_mut().zip(whole) {
-            *d = u32::from(q(p[0])) | (u32::from(q(p[1])) << 16);
-        }
-        if let Some(v) = last {
-            dst[pairs - 1] = u32::from(q(v));
+        for (d, p) in dst.iter_mut().zip(row.chunks(2)) {
+            let second = p
+                .get(1)
+                .map_or(0, |&v| u32::from(quantize_one(v, inv, top)));
+            *d = u32::from(quantize_one(p[0], inv, top)) | (second << 16);
         }
     }
-}
-
-multiversion! {
-    /// Quantise the `m = sx.len()` rows of `x` (`k` values each) as [`quantize`] does, into
-    /// i16 pairs (`out[r·pairs + j] = q[2j] | q[2j+1] << 16`, `pairs = ceil(k/2)`) and
-    /// their scales `sx`.
-    pub fn quantize_rows(
-        x: &[f32], k: usize, pairs: usize, qmax: i32, out: &mut [u32], sx: &mut [f32],
-    ) => quantize_rows_body
 }
 
 /// Rows per int8 tile: 6 rows × 16 columns of i32 accumulators fill 12 of AVX2's 16
@@ -179,17 +174,43 @@ pub(crate) fn gemm_int8(
     out: &mut [f32],
 ) {
     let pairs = k.div_ceil(2);
-    let mut xq = vec![0u32; m * pairs];
-    let mut sx = vec![0f32; m];
-    quantize_rows(
-        isa,
-        &x[..m * k],
-        k,
-        pairs,
-        activation_max(k),
-        &mut xq,
-        &mut sx,
-    );
+    SCRATCH.with_borrow_mut(|(keep_q, keep_s)| {
+        if keep_q.len() < m * pairs || keep_s.len() < m {
+            // Kept between calls, so a short prompt's 24 products allocate (and fault in)
+            // nothing; a big batch's buffers are dropped after it (below).
+            *keep_q = vec![0u32; m * pairs];
+            *keep_s = vec![0f32; m];
+        }
+        let (xq, sx) = (&mut keep_q[..m * pairs], &mut keep_s[..m]);
+        quantize_rows(isa, &x[..m * k], k, pairs, activation_max(k), xq, sx);
+        tiles(isa, xq, sx, m, pairs, n, panels, bias, out);
+        if keep_q.len() * 4 > SCRATCH_KEEP_BYTES {
+            *keep_q = Vec::new();
+            *keep_s = Vec::new();
+        }
+    });
+}
+
+/// Quantised activations a thread keeps between products (a few hundred MiniLM tokens).
+const SCRATCH_KEEP_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<f32>)> = std::cell::RefCell::default();
+}
+
+/// The tiles of one product over already quantised rows `xq` (`m × pairs`) and scales `sx`.
+#[allow(clippy::too_many_arguments)]
+fn tiles(
+    isa: Isa,
+    xq: &[u32],
+    sx: &[f32],
+    m: usize,
+    pairs: usize,
+    n: usize,
+    panels: &Int8Panels,
+    bias: &[f32],
+    out: &mut [f32],
+) {
     super::linear::for_each_tile(m, pairs * 2, n, MAX_ROWS, |row, rows, p, cols| {
         let panel = &panels.q[p * pairs * NR * 2..][..pairs * NR * 2];
         let a = &xq[row * pairs..(row + rows) * pairs];

@@ -306,10 +306,10 @@ pub(super) fn for_each_tile(
     }
 }
 
-/// What `precision="auto"` means on this CPU, at the process's [`Isa::detect`] level: bf16
-/// where `vdpbf16ps` runs natively (twice f32's speed, ~3.5e-5 cosine distance), else f32.
-/// f16 is not chosen: it halves the memory but measured no faster end to end than f32
-/// (AVX2 path, 10 tokens: 3.24-3.27 ms against 3.12-3.33; 63 tokens: 15.2-15.3 both).
+/// The native part of `precision="auto"` at the process's [`Isa::detect`] level: bf16 where
+/// `vdpbf16ps` runs natively (twice f32's speed, ~3.5e-5 cosine distance), else f32. On the
+/// other SIMD paths the Python side (`routeguard.embed.precision`) times f32, f16 and int8
+/// on the CPU at hand and may replace this f32 with the fastest of them.
 pub fn auto_precision() -> Precision {
     if bf16_native(Isa::detect()) {
         Precision::Bf16

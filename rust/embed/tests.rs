@@ -130,6 +130,32 @@ proptest! {
 }
 
 #[test]
+fn row_quantisation_treats_nan_and_infinity_alike_on_every_path() {
+    // A NaN is skipped by the row's maximum and quantised to 0; an infinite value makes
+    // the whole row 0 (scale 0). 37 values: two 16-value steps and a tail with a lone last.
+    let k = 37;
+    let mut x: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+    x[5] = f32::NAN; // row 0, inside a vector step
+    x[k + 35] = f32::NAN; // row 1, in the tail
+    x[2 * k + 20] = f32::INFINITY; // row 2
+    let (pairs, qmax) = (k.div_ceil(2), activation_max(k));
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+        let (mut q, mut sx) = (vec![u32::MAX; 3 * pairs], vec![f32::NAN; 3]);
+        quantize_rows(isa, &x, k, pairs, qmax, &mut q, &mut sx);
+        for r in 0..3 {
+            let (s, want) = quantize(&x[r * k..(r + 1) * k], qmax);
+            assert_eq!(sx[r].to_bits(), s.to_bits(), "{isa:?} row {r}");
+            for (j, &v) in want.iter().enumerate() {
+                let got = (q[r * pairs + j / 2] >> (16 * (j % 2))) as u16 as i16;
+                assert_eq!(i32::from(got), v, "{isa:?} row {r} value {j}");
+            }
+        }
+        assert_eq!(sx[2], 0.0);
+        assert!(sx[0] > 0.0 && sx[1] > 0.0);
+    }
+}
+
+#[test]
 fn int8_sums_stay_exact_at_the_extremes() {
     // 4001 inputs (odd: a half-empty last pair), 37 outputs (a partial panel). Row 0 and
     // column 0 are constant, so their product sums k · 127 · activation_max(k) products at

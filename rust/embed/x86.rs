@@ -363,6 +363,9 @@ pub(super) unsafe fn int8_tile(
     go!(1 2 3 4 5 6)
 }
 
+/// Pairs of k (64-byte lines of an int8 panel) the int8 tile prefetches ahead.
+const PREFETCH: usize = 8;
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn int8_kernel<const R: usize>(
@@ -388,6 +391,13 @@ unsafe fn int8_kernel<const R: usize>(
             let mut hi = [_mm256_setzero_si256(); R];
             for j in 0..pairs {
                 let wp = w.add((j * NR + first) * 2);
+                if half == 0 {
+                    // The first pass over a panel meets its weights cold (a short prompt's
+                    // forward pass streams all ~11 MB of them, and a cache search in between
+                    // evicts them): fetch the line PREFETCH pairs ahead. A hint, so reading
+                    // past the panel's end (into the next one, or beyond) is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PREFETCH * NR * 2).cast());
+                }
                 let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
                 let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
                 for r in 0..R {
@@ -425,6 +435,89 @@ unsafe fn int8_kernel<const R: usize>(
                     _mm256_storeu_ps(buf.as_mut_ptr().add(8), v1);
                     std::ptr::copy_nonoverlapping(buf.as_ptr(), out, n);
                 }
+            }
+        }
+    }
+}
+
+/// `int8::quantize_rows` with AVX2: each row's largest magnitude over 8 lanes, then 16
+/// values per step multiplied, rounded (the same add-and-subtract of `int8::ROUND`), clamped,
+/// converted and packed to i16 pairs; a row's last `k % 16` values go through
+/// `int8::quantize_one`, the scalar formula. Same bits as the scalar path: the same IEEE
+/// operations in the same order, a NaN value quantised to 0 as Rust's saturating cast does.
+///
+/// # Safety
+/// The CPU must support AVX2; `x` holds `sx.len() × k` values, `out` `sx.len() × pairs`,
+/// `pairs = ceil(k / 2)`, `qmax` at most `i16::MAX`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_rows(
+    x: &[f32],
+    k: usize,
+    pairs: usize,
+    qmax: i32,
+    out: &mut [u32],
+    sx: &mut [f32],
+) {
+    use super::int8::{quantize_one, ROUND};
+    let top = qmax as f32;
+    let whole = k / 16 * 16;
+    for ((row, dst), s) in x
+        .chunks_exact(k)
+        .zip(out.chunks_exact_mut(pairs))
+        .zip(sx.iter_mut())
+    {
+        let p = row.as_ptr();
+        // SAFETY (whole block): reads stay below `k` values of the row, writes below
+        // `whole / 2` pairs of `dst` (`pairs >= k / 2`).
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let mut m = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 8 <= k {
+                // max(|v|, m) keeps m when |v| is NaN, as the scalar fold does.
+                m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(i))), m);
+                i += 8;
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+            let mut amax = row[i..]
+                .iter()
+                .fold(0f32, |m, &x| if x.abs() > m { x.abs() } else { m });
+            for &l in &lanes {
+                amax = if l > amax { l } else { amax };
+            }
+            if amax == 0.0 || !amax.is_finite() {
+                *s = 0.0;
+                dst.fill(0);
+                continue;
+            }
+            let inv = top / amax;
+            *s = amax / top;
+            let (vinv, round) = (_mm256_set1_ps(inv), _mm256_set1_ps(ROUND));
+            let (hi, lo) = (_mm256_set1_ps(top), _mm256_set1_ps(-top));
+            let q8 = |v: __m256| {
+                let t = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v, vinv), round), round);
+                let t = _mm256_max_ps(_mm256_min_ps(t, hi), lo);
+                let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                _mm256_andnot_si256(nan, _mm256_cvttps_epi32(t))
+            };
+            let d = dst.as_mut_ptr().cast::<__m256i>();
+            let mut c = 0;
+            while c < whole {
+                let a = q8(_mm256_loadu_ps(p.add(c)));
+                let b = q8(_mm256_loadu_ps(p.add(c + 8)));
+                // packs interleaves 128-bit lanes: [a0-3 b0-3 a4-7 b4-7] → a0-7 b0-7.
+                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+                _mm256_storeu_si256(d.add(c / 16), packed);
+                c += 16;
+            }
+            let tail = &row[whole..];
+            for (j, pair) in tail.chunks(2).enumerate() {
+                let first = u32::from(quantize_one(pair[0], inv, top));
+                let second = pair
+                    .get(1)
+                    .map_or(0, |&v| u32::from(quantize_one(v, inv, top)));
+                dst[whole / 2 + j] = first | (second << 16);
             }
         }
     }

