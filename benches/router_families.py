@@ -97,6 +97,7 @@ from routeguard.routing.outcomes import (
     read_routellm_mmlu,
     suspect_groups,
 )
+from routeguard.routing.trivial import add_trivial_head, gain_heads
 from routeguard.routing.vectors import embed_many
 
 F64 = npt.NDArray[np.float64]
@@ -255,6 +256,18 @@ def mlp(
     return out
 
 
+def shipped_trivial(baseline: LearnedRouter) -> Scorer:
+    """``baseline``'s gain heads plus a trivial-prompt head fitted on the training rows."""
+
+    def run(tr: Outcomes, v: F64, te: Outcomes, tv: F64, w: F64) -> F64:
+        from routeguard.embed import default_embedder
+
+        model = add_trivial_head(gain_heads(baseline), tr.prompts, v, default_embedder("f32"))
+        return model.score(te.prompts, tv)
+
+    return run
+
+
 CANDIDATES: dict[str, Scorer] = {
     "lr-lexical": lr_scorer(FEATURE_NAMES, balanced=False),
     "lr-structure": lr_scorer(ALL_FEATURES, balanced=False),
@@ -384,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = [n for n in args.candidates.split(",") if n]
     shipped = LearnedRouter.load(args.shipped) if args.shipped else default_model()
+    CANDIDATES["shipped+trivial"] = shipped_trivial(shipped)
     c = load(args.cache)
     table = evaluate(c, names, shipped)
     print(f"CPU: {cpu_name()}; rows: {len(c.source)}; shipped: {shipped.meta.get('n')} rows")

@@ -70,8 +70,8 @@ DEFAULT_FOLDS = 5
 class LearnedRouter:
     """A trained two-head router; see the module docstring for what it computes."""
 
-    weights: F64  # (2, dim + n_lexical): row 0 = p_worse head, row 1 = p_better head
-    bias: F64  # (2,)
+    weights: F64  # (heads, dim + n_lexical): by default row 0 = p_worse, row 1 = p_better
+    bias: F64  # (heads,)
     lex_mean: F64
     lex_scale: F64
     lex_lo: F64  # clip bounds, in standardised units
@@ -81,11 +81,21 @@ class LearnedRouter:
     embedder: Embedder | None = None  # embeds prompts given without vectors
     features: tuple[str, ...] = FEATURE_NAMES  # the feature columns the model reads
     calibration: ScoreCalibration | None = None  # score -> P(cheap answer as good)
+    head_coef: F64 = field(default_factory=lambda: np.array([1.0, -1.0]))  # score = coef . p
 
     def __post_init__(self) -> None:
         k = len(self.features)
-        if self.weights.ndim != 2 or self.weights.shape[0] != 2 or self.weights.shape[1] <= k:
-            raise RouteguardError(f"learned router: bad weight shape {self.weights.shape}")
+        heads = self.head_coef.shape
+        if self.weights.ndim != 2 or self.weights.shape[1] <= k or heads != (len(self.weights),):
+            raise RouteguardError(
+                f"learned router: bad weight shape {self.weights.shape} for {heads[0]} heads"
+            )
+        c = self.head_coef
+        if not np.all(np.isfinite(c)) or c[c > 0].sum() > 1 + 1e-9 or c[c < 0].sum() < -1 - 1e-9:
+            raise RouteguardError(
+                f"learned router: head coefficients {c.tolist()} would leave [-1, 1] (positive "
+                "ones must sum to at most 1, negative ones to at least -1)"
+            )
         unknown = [f for f in self.features if f not in ALL_FEATURES]
         if unknown:
             raise RouteguardError(
@@ -114,11 +124,12 @@ class LearnedRouter:
                 f"got {vectors.shape[-1]}-d: embed prompts with the model's embedder"
             )
 
-    def probabilities(
+    def head_probabilities(
         self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None
-    ) -> tuple[F64, F64]:
-        """``(p_worse, p_better)`` for each prompt; ``vectors`` are the prompts' embeddings
-        (computed with :attr:`embedder`, or the default MiniLM, when omitted)."""
+    ) -> F64:
+        """Each head's probability per prompt, ``(len(prompts), heads)``; ``vectors`` are the
+        prompts' embeddings (computed with :attr:`embedder`, or the default MiniLM, when
+        omitted)."""
         texts = list(prompts)
         v = self._embed(texts) if vectors is None else np.asarray(vectors, dtype=np.float64)
         if v.ndim != 2 or v.shape[0] != len(texts):
@@ -128,15 +139,25 @@ class LearnedRouter:
             v @ self.weights[:, : self.dim].T
             + self._lexical(lexical_features(texts)) @ self._w_lex.T
         )
-        p = _sigmoid(z + self.bias)
+        return _sigmoid(z + self.bias)
+
+    def probabilities(
+        self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None
+    ) -> tuple[F64, F64]:
+        """``(p_worse, p_better)`` for each prompt, for the two-head (gain) models."""
+        if len(self.weights) != 2:
+            raise RouteguardError(
+                f"this router model has {len(self.weights)} heads, not p_worse and p_better"
+            )
+        p = self.head_probabilities(prompts, vectors)
         return p[:, 0], p[:, 1]
 
     def score(self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None) -> F64:
-        """``p_worse - p_better`` per prompt: higher = more in need of the strong model."""
+        """The heads' probabilities weighted by :attr:`head_coef` (``p_worse - p_better`` for
+        a two-head model), in ``[-1, 1]``: higher = more in need of the strong model."""
         if not prompts:
             return np.zeros(0, dtype=np.float64)
-        worse, better = self.probabilities(prompts, vectors)
-        out: F64 = worse - better
+        out: F64 = self.head_probabilities(prompts, vectors) @ self.head_coef
         return out
 
     def score_one(self, text: str, vector: F32) -> float:
@@ -146,7 +167,7 @@ class LearnedRouter:
         lex = self._lexical(np.array(lexical_row(text)))
         z = self._w_emb @ v + self._w_lex @ lex + self.bias
         p = 1.0 / (1.0 + np.exp(-z))
-        return float(p[0] - p[1])
+        return float(self.head_coef @ p)
 
     @property
     def calibrated(self) -> bool:
@@ -218,6 +239,7 @@ class LearnedRouter:
                 lex_lo=self.lex_lo,
                 lex_hi=self.lex_hi,
                 reference=self.reference.astype(np.float32),
+                head_coef=self.head_coef,
                 meta=np.array(json.dumps(meta, sort_keys=True)),
             )
 
@@ -255,6 +277,7 @@ class LearnedRouter:
                 embedder=embedder,
                 features=features,
                 calibration=calibration,
+                head_coef=arrays.get("head_coef", np.array([1.0, -1.0])).astype(np.float64),
             )
         except KeyError as exc:
             raise RouteguardError(f"{path}: router model lacks {exc}") from None
