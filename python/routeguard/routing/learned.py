@@ -8,7 +8,11 @@ shared 384-d MiniLM vector of the prompt, and the ten lexical features of
 - ``p_better`` = P(the cheap model's answer is better),
 
 and ``score = p_worse - p_better``, the expected quality gain of calling the strong model with
-0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). A model file may also
+0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). More generally a
+model holds any number of logistic heads and ``score = head_coef . p`` (``[1, -1]`` for the
+two above); the shipped default adds a third, P(the prompt is a trivial social turn), with a
+negative coefficient (:mod:`routeguard.routing.trivial`). Positive coefficients sum to at most
+1 and negative ones to at least -1, so the score stays in ``[-1, 1]``. A model file may also
 carry a calibration (:mod:`routeguard.routing.probability`) turning the score into
 ``p_cheap_ok``, P(the cheap answer is as good as the strong one's), fitted on out-of-fold
 scores; files without one still load (their ``p_cheap_ok`` is unavailable). On RouteLLM's MMLU
@@ -24,7 +28,8 @@ same fit on ``calibration_folds`` - 1 folds scoring the last, for every fold (ha
 and isotonic regression of the outcomes on those out-of-fold scores.
 Calibration to real traffic lives in :mod:`routeguard.routing.calibration`.
 
-Artifact: one small ``.npz`` (a few KB): ``weights`` (2 x (dim + 10)), ``bias``, the lexical
+Artifact: one small ``.npz`` (a few KB): ``weights`` (heads x (dim + features)), ``bias``,
+``head_coef`` (files without it are two-head gain models), the lexical
 scaling and clip bounds, ``reference`` quantiles, and ``meta`` (JSON: embedder, dimension,
 feature names, training summary, calibration summary), and the calibration knots
 ``calib_x``/``calib_y`` when present. Loading needs no pickle.
@@ -458,7 +463,8 @@ def default_model_path() -> Path:
 
 
 def default_model() -> LearnedRouter:
-    """The shipped router, trained on RouteLLM's MMLU outcomes (loaded once, shared)."""
+    """The shipped router (gain heads trained on RouteLLM's MMLU outcomes, plus the
+    trivial-prompt head; built by ``benches/router_default.py``), loaded once and shared."""
     global _default
     if _default is None:
         with _default_lock:
