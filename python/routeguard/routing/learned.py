@@ -8,7 +8,11 @@ shared 384-d MiniLM vector of the prompt, and the ten lexical features of
 - ``p_better`` = P(the cheap model's answer is better),
 
 and ``score = p_worse - p_better``, the expected quality gain of calling the strong model with
-0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). A model file may also
+0/1 outcomes (in ``[-1, 1]``; higher = more in need of the strong model). More generally a
+model holds any number of logistic heads and ``score = head_coef . p`` (``[1, -1]`` for the
+two above); the shipped default adds a third, P(the prompt is a trivial social turn), with a
+negative coefficient (:mod:`routeguard.routing.trivial`). Positive coefficients sum to at most
+1 and negative ones to at least -1, so the score stays in ``[-1, 1]``. A model file may also
 carry a calibration (:mod:`routeguard.routing.probability`) turning the score into
 ``p_cheap_ok``, P(the cheap answer is as good as the strong one's), fitted on out-of-fold
 scores; files without one still load (their ``p_cheap_ok`` is unavailable). On RouteLLM's MMLU
@@ -24,7 +28,8 @@ same fit on ``calibration_folds`` - 1 folds scoring the last, for every fold (ha
 and isotonic regression of the outcomes on those out-of-fold scores.
 Calibration to real traffic lives in :mod:`routeguard.routing.calibration`.
 
-Artifact: one small ``.npz`` (a few KB): ``weights`` (2 x (dim + 10)), ``bias``, the lexical
+Artifact: one small ``.npz`` (a few KB): ``weights`` (heads x (dim + features)), ``bias``,
+``head_coef`` (files without it are two-head gain models), the lexical
 scaling and clip bounds, ``reference`` quantiles, and ``meta`` (JSON: embedder, dimension,
 feature names, training summary, calibration summary), and the calibration knots
 ``calib_x``/``calib_y`` when present. Loading needs no pickle.
@@ -70,8 +75,8 @@ DEFAULT_FOLDS = 5
 class LearnedRouter:
     """A trained two-head router; see the module docstring for what it computes."""
 
-    weights: F64  # (2, dim + n_lexical): row 0 = p_worse head, row 1 = p_better head
-    bias: F64  # (2,)
+    weights: F64  # (heads, dim + n_lexical): by default row 0 = p_worse, row 1 = p_better
+    bias: F64  # (heads,)
     lex_mean: F64
     lex_scale: F64
     lex_lo: F64  # clip bounds, in standardised units
@@ -81,11 +86,21 @@ class LearnedRouter:
     embedder: Embedder | None = None  # embeds prompts given without vectors
     features: tuple[str, ...] = FEATURE_NAMES  # the feature columns the model reads
     calibration: ScoreCalibration | None = None  # score -> P(cheap answer as good)
+    head_coef: F64 = field(default_factory=lambda: np.array([1.0, -1.0]))  # score = coef . p
 
     def __post_init__(self) -> None:
         k = len(self.features)
-        if self.weights.ndim != 2 or self.weights.shape[0] != 2 or self.weights.shape[1] <= k:
-            raise RouteguardError(f"learned router: bad weight shape {self.weights.shape}")
+        heads = self.head_coef.shape
+        if self.weights.ndim != 2 or self.weights.shape[1] <= k or heads != (len(self.weights),):
+            raise RouteguardError(
+                f"learned router: bad weight shape {self.weights.shape} for {heads[0]} heads"
+            )
+        c = self.head_coef
+        if not np.all(np.isfinite(c)) or c[c > 0].sum() > 1 + 1e-9 or c[c < 0].sum() < -1 - 1e-9:
+            raise RouteguardError(
+                f"learned router: head coefficients {c.tolist()} would leave [-1, 1] (positive "
+                "ones must sum to at most 1, negative ones to at least -1)"
+            )
         unknown = [f for f in self.features if f not in ALL_FEATURES]
         if unknown:
             raise RouteguardError(
@@ -114,11 +129,12 @@ class LearnedRouter:
                 f"got {vectors.shape[-1]}-d: embed prompts with the model's embedder"
             )
 
-    def probabilities(
+    def head_probabilities(
         self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None
-    ) -> tuple[F64, F64]:
-        """``(p_worse, p_better)`` for each prompt; ``vectors`` are the prompts' embeddings
-        (computed with :attr:`embedder`, or the default MiniLM, when omitted)."""
+    ) -> F64:
+        """Each head's probability per prompt, ``(len(prompts), heads)``; ``vectors`` are the
+        prompts' embeddings (computed with :attr:`embedder`, or the default MiniLM, when
+        omitted)."""
         texts = list(prompts)
         v = self._embed(texts) if vectors is None else np.asarray(vectors, dtype=np.float64)
         if v.ndim != 2 or v.shape[0] != len(texts):
@@ -128,15 +144,25 @@ class LearnedRouter:
             v @ self.weights[:, : self.dim].T
             + self._lexical(lexical_features(texts)) @ self._w_lex.T
         )
-        p = _sigmoid(z + self.bias)
+        return _sigmoid(z + self.bias)
+
+    def probabilities(
+        self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None
+    ) -> tuple[F64, F64]:
+        """``(p_worse, p_better)`` for each prompt, for the two-head (gain) models."""
+        if len(self.weights) != 2:
+            raise RouteguardError(
+                f"this router model has {len(self.weights)} heads, not p_worse and p_better"
+            )
+        p = self.head_probabilities(prompts, vectors)
         return p[:, 0], p[:, 1]
 
     def score(self, prompts: Sequence[str], vectors: npt.ArrayLike | None = None) -> F64:
-        """``p_worse - p_better`` per prompt: higher = more in need of the strong model."""
+        """The heads' probabilities weighted by :attr:`head_coef` (``p_worse - p_better`` for
+        a two-head model), in ``[-1, 1]``: higher = more in need of the strong model."""
         if not prompts:
             return np.zeros(0, dtype=np.float64)
-        worse, better = self.probabilities(prompts, vectors)
-        out: F64 = worse - better
+        out: F64 = self.head_probabilities(prompts, vectors) @ self.head_coef
         return out
 
     def score_one(self, text: str, vector: F32) -> float:
@@ -146,7 +172,7 @@ class LearnedRouter:
         lex = self._lexical(np.array(lexical_row(text)))
         z = self._w_emb @ v + self._w_lex @ lex + self.bias
         p = 1.0 / (1.0 + np.exp(-z))
-        return float(p[0] - p[1])
+        return float(self.head_coef @ p)
 
     @property
     def calibrated(self) -> bool:
@@ -218,6 +244,7 @@ class LearnedRouter:
                 lex_lo=self.lex_lo,
                 lex_hi=self.lex_hi,
                 reference=self.reference.astype(np.float32),
+                head_coef=self.head_coef,
                 meta=np.array(json.dumps(meta, sort_keys=True)),
             )
 
@@ -255,6 +282,7 @@ class LearnedRouter:
                 embedder=embedder,
                 features=features,
                 calibration=calibration,
+                head_coef=arrays.get("head_coef", np.array([1.0, -1.0])).astype(np.float64),
             )
         except KeyError as exc:
             raise RouteguardError(f"{path}: router model lacks {exc}") from None
@@ -435,7 +463,8 @@ def default_model_path() -> Path:
 
 
 def default_model() -> LearnedRouter:
-    """The shipped router, trained on RouteLLM's MMLU outcomes (loaded once, shared)."""
+    """The shipped router (gain heads trained on RouteLLM's MMLU outcomes, plus the
+    trivial-prompt head; built by ``benches/router_default.py``), loaded once and shared."""
     global _default
     if _default is None:
         with _default_lock:
