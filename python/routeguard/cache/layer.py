@@ -48,6 +48,7 @@ import numpy.typing as npt
 from routeguard.backoff import backoff_delay
 from routeguard.cache.bound import Decision, ErrorBound
 from routeguard.cache.judge import EmbeddingJudge, ExactJudge, Judge, ModelJudge, judge_wrong
+from routeguard.cache.judge_limit import JudgeCapped, JudgeLimiter
 from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, SemanticCache
@@ -132,6 +133,7 @@ class CacheLayer:
         # as the ticket's billing says).
         self.judge_call: Callable[[str, Json, Ticket], Awaitable[Json]] | None = None
         self.checks: dict[tuple[str, str, str], int] = {}  # (alias, kind, outcome) -> count
+        self.limiters: dict[str, JudgeLimiter] = {}  # alias -> the cap on its judge's calls
         for alias in sorted(set(config.deployments) | set(config.routing)):
             settings = config.cache_for(alias)
             if settings.enabled and settings.max_error_rate is not None:
@@ -305,6 +307,7 @@ class CacheLayer:
         refusals = c.metrics.rejected
         if ticket.settings.max_error_rate is not None:
             bound = self.bound_for(ticket.alias, ticket.settings)
+            self.limiters[ticket.alias].note_lookup()
             served, cand, decision = c.probe(
                 ticket.prompt, ticket.namespace, ticket.context, ticket.vector, bound.decide
             )
@@ -365,6 +368,9 @@ class CacheLayer:
                 verify_sample=settings.verify_sample,
                 confidence=settings.error_confidence,
             )
+            self.limiters[alias] = JudgeLimiter(
+                settings.judge_max_per_minute, settings.judge_max_share
+            )
         return bound
 
     def judge(self, ticket: Ticket) -> Judge:
@@ -376,8 +382,18 @@ class CacheLayer:
         if settings.judge == "embedding" or call is None:
             return EmbeddingJudge(self.cache.embedder, settings.judge_threshold)
 
+        self.bound_for(ticket.alias, settings)
+        limiter = self.limiters[ticket.alias]
+
         async def billed(alias: str, request: Json) -> Json:
-            return await call(alias, request, ticket)
+            token = limiter.acquire()
+            if token is None:
+                raise JudgeCapped(f"route '{ticket.alias}' reached its judge-call cap")
+            try:
+                return await call(alias, request, ticket)
+            except BudgetExceeded:  # refused before any call was made: the slot is free again
+                limiter.release(token)
+                raise
 
         return ModelJudge(settings.judge, billed)
 
@@ -403,6 +419,9 @@ class CacheLayer:
                 self.judge(ticket), ticket.prompt, ticket.request or {},
                 cand.response, response,
             )  # fmt: skip
+        except JudgeCapped:  # the route's judge-call cap: no call, no evidence
+            self._count(ticket.alias, kind, "capped")
+            return None
         except BudgetExceeded as exc:  # its payer cannot afford the judge: no evidence
             self._count(ticket.alias, kind, "unpaid")
             log.info("cache: no judge call for a comparison (%s)", _why(exc))
@@ -440,6 +459,9 @@ class CacheLayer:
         routes: dict[str, Any] = {}
         for alias, bound in sorted(self.bounds.items()):
             row: dict[str, Any] = bound.stats()
+            limiter = self.limiters[alias]
+            row["judge_calls"] = limiter.calls  # this instance's judge-model calls (extra calls)
+            row["judge_capped"] = limiter.capped
             row["checks_here"] = {
                 f"{kind}:{outcome}": n
                 for (a, kind, outcome), n in sorted(self.checks.items())
