@@ -60,6 +60,7 @@ from routeguard.messages import content_text
 
 if TYPE_CHECKING:
     from routeguard.cache.evidence import RedisEvidence
+    from routeguard.cache.served import RedisServed
 
 Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
@@ -124,6 +125,12 @@ class CacheLayer:
         )
         self.bounds: dict[str, ErrorBound] = {}  # alias -> its wrong-hit bound (max_error_rate)
         self.evidence: RedisEvidence | None = None
+        self.served: RedisServed | None = None  # hits served here, for feedback elsewhere
+        if c.backend == "redis":
+            from routeguard.cache.served import RedisServed
+
+            assert c.redis_url is not None
+            self.served = RedisServed(c.redis_url, prefix=c.redis_prefix)
         if c.backend == "redis" and self._bounded(config):
             from routeguard.cache.evidence import RedisEvidence
 
@@ -167,6 +174,8 @@ class CacheLayer:
                 self.begun = True
 
     async def _start(self, timeout: float) -> None:
+        if self.served is not None:
+            self.served.start()
         if self.evidence is not None:
             await self.evidence.start()
         if self.cache.store is None:
@@ -201,6 +210,8 @@ class CacheLayer:
             await asyncio.gather(*self._comparing, return_exceptions=True)
         if self.evidence is not None:
             await self.evidence.aclose()
+        if self.served is not None:
+            await self.served.aclose()
         await self.cache.aclose()
         self.begun = False
 
@@ -440,6 +451,19 @@ class CacheLayer:
     def _count(self, alias: str, kind: str, outcome: str) -> None:
         key = (alias, kind, outcome)
         self.checks[key] = self.checks.get(key, 0) + 1
+
+    def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
+        """Make a hit this instance served known to the others (Redis backend; else no-op),
+        so that feedback on it counts wherever it arrives."""
+        if self.served is not None:
+            self.served.share(request_id, record)
+
+    async def recall(self, request_id: str) -> dict[str, Any] | None:
+        """What another instance shared of the hit it served as ``request_id`` (None when
+        none did, or in memory mode)."""
+        if self.served is None:
+            return None
+        return await self.served.recall(request_id)
 
     def feedback(self, alias: str, key: str | None, wrong: bool) -> None:
         """A client's verdict on a hit it was served: counted in the route's bound, and a
