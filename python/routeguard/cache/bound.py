@@ -1,7 +1,12 @@
 """The wrong-hit bound of one route's semantic cache (``cache.max_error_rate``).
 
-Per route, evidence is kept per similarity *bin* (width :data:`BIN_WIDTH` from
-:data:`FLOOR` to 1) of the best candidate the verifier accepted:
+Per route, candidates fall in two *strata* (:data:`STRATA`): ``clear`` when the candidate's
+similarity exceeds that of its nearest *rival* (the next entry holding another answer) by
+at least :data:`MARGIN_CUT`, ``crowded`` otherwise. Each stratum keeps its own evidence and
+threshold, tested at its share (:data:`SHARES`) of the error probability, so that with the
+stated confidence every stratum's served wrong rate, hence the route's (their mixture),
+stays within delta. Per stratum, evidence is kept per similarity *bin* (width
+:data:`BIN_WIDTH` from :data:`FLOOR` to 1) of the best candidate the verifier accepted:
 
 - ``T[b]``: lookups whose candidate fell in bin b (all of them: known without any check);
 - ``n[b]``, ``k[b]``: comparisons of a candidate's cached answer with a fresh upstream answer
