@@ -174,8 +174,6 @@ class CacheLayer:
                 self.begun = True
 
     async def _start(self, timeout: float) -> None:
-        if self.served is not None:
-            self.served.start()
         if self.evidence is not None:
             await self.evidence.start()
         if self.cache.store is None:
