@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -577,10 +578,12 @@ class Gateway:
         """Index the served request for feedback, and sample it for a shadow check."""
         result.request_id = request_id
         key_id = call.key.key_id if call.key is not None else None
-        self.recent.add(
-            request_id,
-            Served(key_id, call.alias, result.alias, result.route, result.cache, result.cache_key),
+        served = Served(
+            key_id, call.alias, result.alias, result.route, result.cache, result.cache_key
         )
+        self.recent.add(request_id, served)
+        if result.cache == "hit" and self.cache is not None:  # feedback may reach another instance
+            self.cache.share_hit(request_id, dataclasses.asdict(served))
         router = call.router
         if self.shadows is None or router is None or result.alias != router.cheap:
             return
@@ -722,6 +725,23 @@ class Gateway:
         body = {"request_id": request_id, "rating": rating, "score": score,
                 "strong_needed": strong_needed, "comment": comment}  # fmt: skip
         return self.record_feedback(parse_feedback(body), key)
+
+    async def recall(self, request_id: str) -> None:
+        """Learn what served ``request_id`` from the shared cache backend when this process
+        does not know it (a hit another instance served): :meth:`record_feedback` then
+        treats it as its own."""
+        if self.cache is None or self.recent.get(request_id) is not None:
+            return
+        record = await self.cache.recall(request_id)
+        if record is None:
+            return
+        values: dict[str, Any] = {f.name: record.get(f.name) for f in dataclasses.fields(Served)}
+        try:
+            served = Served(**values)
+        except TypeError:  # written by an incompatible version: unknown here
+            return
+        if isinstance(served.route, str) and served.cache == "hit":
+            self.recent.add(request_id, served)
 
     def record_feedback(self, verdict: Verdict, key: KeyRecord | None) -> dict[str, Any]:
         """:meth:`feedback` of an already parsed body (what the proxy calls)."""

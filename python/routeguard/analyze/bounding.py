@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.analyze.logs import LogRecord
-from routeguard.cache.bound import ErrorBound, wilson_upper
+from routeguard.cache.bound import FLOOR, ErrorBound, wilson_upper
 from routeguard.cache.keys import exact_key, partition_key, request_namespace
 from routeguard.cache.verify import HitVerifier
 from routeguard.embed.base import Embedder
@@ -111,16 +111,21 @@ def estimate_bound(
         rows, prompts, texts = stored.setdefault(part, ([], [], []))
         row = vector_of[r.prompt]
         cand = None
+        margin = None
         if rows:
             scores = vectors[rows] @ vectors[row]
-            for i in np.argsort(-scores)[:CANDIDATES].tolist():
+            order = np.argsort(-scores)[:CANDIDATES].tolist()
+            for pos, i in enumerate(order):
                 if verifier(r.prompt, prompts[i]):
                     cand = (float(scores[i]), texts[i])
+                    # the nearest later entry with another answer: how far it stands out
+                    rivals = [float(scores[j]) for j in order[pos + 1 :] if texts[j] != texts[i]]
+                    margin = cand[0] - max(rivals[0] if rivals else FLOOR, FLOOR)
                     break
         if cand is None:
             bound.no_candidate()
         else:
-            decision = bound.decide(cand[0])
+            decision = bound.decide(cand[0], margin)
             bad = wrong(cand[1], r.response_text)
             if decision.serve:
                 semantic += 1

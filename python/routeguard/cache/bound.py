@@ -1,7 +1,12 @@
 """The wrong-hit bound of one route's semantic cache (``cache.max_error_rate``).
 
-Per route, evidence is kept per similarity *bin* (width :data:`BIN_WIDTH` from
-:data:`FLOOR` to 1) of the best candidate the verifier accepted:
+Per route, candidates fall in two *strata* (:data:`STRATA`): ``clear`` when the candidate's
+similarity exceeds that of its nearest *rival* (the next entry holding another answer) by
+at least :data:`MARGIN_CUT`, ``crowded`` otherwise. Each stratum keeps its own evidence and
+threshold, tested at its share (:data:`SHARES`) of the error probability, so that with the
+stated confidence every stratum's served wrong rate, hence the route's (their mixture),
+stays within delta. Per stratum, evidence is kept per similarity *bin* (width
+:data:`BIN_WIDTH` from :data:`FLOOR` to 1) of the best candidate the verifier accepted:
 
 - ``T[b]``: lookups whose candidate fell in bin b (all of them: known without any check);
 - ``n[b]``, ``k[b]``: comparisons of a candidate's cached answer with a fresh upstream answer
@@ -51,9 +56,22 @@ MAX_SAMPLE: Final = 0.5  # the highest shadow-check share while the bound is unc
 REFRESH: Final = 16  # observations between two computations of the threshold
 
 
-_T = tuple(f"T{b}" for b in range(BINS))  # traffic of bin b
-_N = tuple(f"n{b}" for b in range(BINS))  # comparisons in bin b
-_K = tuple(f"k{b}" for b in range(BINS))  # ... found wrong
+MARGIN_CUT: Final = 0.08  # a candidate this far above its nearest rival stands "clear"
+STRATA: Final = ("clear", "crowded")  # each with its own evidence and threshold
+SHARES: Final = (0.75, 0.25)  # of the error probability (1 - confidence), per stratum
+
+# Counter names per stratum and bin: traffic, comparisons, comparisons found wrong. (Named
+# apart from the unstratified counters of earlier versions, which are not read: their
+# evidence mixes both strata.)
+_T = tuple(tuple(f"s{st}.T{b}" for b in range(BINS)) for st in range(len(STRATA)))
+_N = tuple(tuple(f"s{st}.n{b}" for b in range(BINS)) for st in range(len(STRATA)))
+_K = tuple(tuple(f"s{st}.k{b}" for b in range(BINS)) for st in range(len(STRATA)))
+
+
+def stratum_of(margin: float | None) -> int:
+    """The stratum of a candidate whose similarity exceeds the next entry's by ``margin``
+    (None: unknown, counted as clear)."""
+    return 0 if margin is None or margin >= MARGIN_CUT - 1e-9 else 1
 
 
 def bin_of(score: float) -> int | None:
@@ -260,19 +278,40 @@ class Decision:
     shadow: bool
     compare: bool
     weight: float  # 1/q for a shadow check, 1 otherwise
+    stratum: int = 0  # index into STRATA
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """The route's bound as it stands: threshold, certified bound and served-rate estimate."""
 
-    threshold: float | None  # None: no semantic hit is served (exact hits only)
-    bound: float  # upper confidence bound of the wrong-hit rate at that threshold
-    sample: float  # the shadow-check share in force
+    thresholds: tuple[float | None, ...]  # per stratum; None: no semantic hit served there
+    bounds: tuple[float, ...]  # per stratum: upper confidence bound at its threshold
+    samples: tuple[float, ...]  # per stratum: the shadow-check share in force
     rate: float  # importance-weighted wrong-hit rate of served hits (shadow checks)
     rate_low: float
     rate_high: float
     checks: float  # effective number of shadow checks behind ``rate``
+
+    @property
+    def threshold(self) -> float | None:
+        """The lowest threshold in force in any stratum (None: exact hits only)."""
+        live = [t for t in self.thresholds if t is not None]
+        return min(live) if live else None
+
+    @property
+    def bound(self) -> float:
+        """An upper confidence bound of the route's served wrong share: the largest of the
+        serving strata's bounds (1 while none serves)."""
+        live = [b for t, b in zip(self.thresholds, self.bounds, strict=True) if t is not None]
+        return max(live) if live else 1.0
+
+    @property
+    def sample(self) -> float:
+        """The shadow-check share of would-be hits: the largest among the serving strata
+        (among all while none serves; a stratum that serves nothing has no would-be hit)."""
+        live = [q for t, q in zip(self.thresholds, self.samples, strict=True) if t is not None]
+        return max(live or self.samples)
 
 
 class ErrorBound:
@@ -300,11 +339,12 @@ class ErrorBound:
             raise ValueError(f"error_confidence must be in [0.5, 1), got {confidence}")
         self.confidence = confidence
         self.z = z_of(confidence)
-        # Each walk tests at the level split evenly between them, and starts where the
-        # pooled comparisons reach its size (see the module docstring).
-        self.level = 1.0 - (1.0 - confidence) / WALKS
-        first = start_size(delta, self.level)
-        self.starts = tuple(first * 4.0**j for j in range(WALKS))
+        # Each stratum's walks test at the level split evenly between them all, and each
+        # starts where the pooled comparisons reach its size (see the module docstring).
+        self.levels = tuple(1.0 - (1.0 - confidence) * w / WALKS for w in SHARES)
+        self.starts = tuple(
+            tuple(start_size(delta, level) * 4.0**j for j in range(WALKS)) for level in self.levels
+        )
         self.shared = Evidence()
         self.local = Evidence()
         self._rng = rng or random.Random()
@@ -348,28 +388,30 @@ class ErrorBound:
 
     # ------------------------------------------------------------------ decisions
 
-    def decide(self, score: float) -> Decision:
-        """Serve, shadow-check or miss a candidate scoring ``score`` (and count its traffic)."""
+    def decide(self, score: float, margin: float | None = None) -> Decision:
+        """Serve, shadow-check or miss a candidate scoring ``score``, ``margin`` above the
+        next entry (and count its traffic)."""
         b = bin_of(score)
         est = self.estimate()
         if b is None:
             self._bump(lookups=1)
             return Decision(False, False, False, 1.0)
-        t = est.threshold
+        st = stratum_of(margin)
+        t = est.thresholds[st]
         above = t is not None and score >= t
-        counts = {"lookups": 1.0, _T[b]: 1.0}
+        counts = {"lookups": 1.0, _T[st][b]: 1.0}
         if not above:
             self._bump(**counts)
-            return Decision(False, False, True, 1.0)
+            return Decision(False, False, True, 1.0, st)
         counts["would_hit"] = 1.0
-        q = est.sample
+        q = est.samples[st]
         if q > 0 and self._rng.random() < q:
             counts["shadow"] = 1.0
             self._bump(**counts)
-            return Decision(False, True, True, 1.0 / q)
+            return Decision(False, True, True, 1.0 / q, st)
         counts["served"] = 1.0
         self._bump(**counts)
-        return Decision(True, False, False, 1.0)
+        return Decision(True, False, False, 1.0, st)
 
     def no_candidate(self) -> None:
         """Count a semantic lookup that found no candidate at or above :data:`FLOOR`."""
@@ -380,7 +422,8 @@ class ErrorBound:
         b = bin_of(score)
         if b is None or not decision.compare:
             return
-        counts = {_N[b]: 1.0, _K[b]: float(wrong)}
+        st = decision.stratum
+        counts = {_N[st][b]: 1.0, _K[st][b]: float(wrong)}
         if decision.shadow:
             w = decision.weight
             counts.update(sw=w, sw2=w * w, swy=w * float(wrong), shadow_wrong=float(wrong))
@@ -404,44 +447,56 @@ class ErrorBound:
             return self._estimate
 
     def _compute(self, ev: Evidence | _Sum) -> Estimate:
+        thresholds: list[float | None] = []
+        bounds: list[float] = []
+        samples: list[float] = []
+        for st in range(len(STRATA)):
+            t, bound_at, sample = self._stratum(ev, st)
+            thresholds.append(t)
+            bounds.append(bound_at)
+            samples.append(sample)
+        rate, low, high, n_eff = self._served_rate(ev)
+        return Estimate(tuple(thresholds), tuple(bounds), tuple(samples), rate, low, high, n_eff)
+
+    def _stratum(self, ev: Evidence | _Sum, st: int) -> tuple[float | None, float, float]:
+        """(threshold, its bound, shadow share) of one stratum."""
         # Pooled comparisons at or above each edge, from the top down.
         pooled: list[tuple[int, float, float]] = []
         seen = wrong = 0.0
         for b in range(BINS - 1, -1, -1):
-            seen += ev.get(_N[b])
-            wrong += ev.get(_K[b])
+            seen += ev.get(_N[st][b])
+            wrong += ev.get(_K[st][b])
             pooled.append((b, seen, wrong))
         # Fixed-sequence walks (an order fixed by sample sizes, never by outcomes): each
         # starts where the pooled comparisons reach its size and ends at its first failure.
         passed: int | None = None
         point_at = 1.0
-        for start in self.starts:
+        level = self.levels[st]
+        for start in self.starts[st]:
             for b, n, k in pooled:
                 if n < start:
                     continue
-                if not certifies(k, n, self.delta, self.level):
+                if not certifies(k, n, self.delta, level):
                     break
                 if passed is None or b < passed:
                     passed, point_at = b, k / n
+        threshold: float | None = None  # nothing certified (yet): exact hits only
+        bound_at = 1.0
         if passed is not None:
-            threshold: float | None = bin_edge(passed)
-            k, n = self._pooled(ev, passed)
-            bound_at = anytime_upper(k, n, self.level)
-        else:
-            bound_at = 1.0
-            threshold = None  # nothing certified (yet): exact hits only, misses compared
+            threshold = bin_edge(passed)
+            k, n = self._pooled(ev, st, passed)
+            bound_at = anytime_upper(k, n, level)
         width = bound_at - point_at if passed is not None else 1.0
         sample = min(MAX_SAMPLE, max(self.verify_sample, MAX_SAMPLE * (width / self.delta) ** 2))
         if self.verify_sample == 0:
             sample = 0.0
-        rate, low, high, n_eff = self._served_rate(ev)
-        return Estimate(threshold, bound_at, sample, rate, low, high, n_eff)
+        return threshold, bound_at, sample
 
     @staticmethod
-    def _pooled(ev: Evidence | _Sum, lowest: int) -> tuple[float, float]:
-        """(wrong, compared) over the bins from ``lowest`` up."""
-        k = sum(ev.get(_K[b]) for b in range(lowest, BINS))
-        n = sum(ev.get(_N[b]) for b in range(lowest, BINS))
+    def _pooled(ev: Evidence | _Sum, st: int, lowest: int) -> tuple[float, float]:
+        """(wrong, compared) of stratum ``st`` over the bins from ``lowest`` up."""
+        k = sum(ev.get(_K[st][b]) for b in range(lowest, BINS))
+        n = sum(ev.get(_N[st][b]) for b in range(lowest, BINS))
         return k, n
 
     def _served_rate(self, ev: Evidence | _Sum) -> tuple[float, float, float, float]:
@@ -459,7 +514,7 @@ class ErrorBound:
             rate, low, high = reported, max(low, reported), max(high, reported)
         return rate, low, high, n_eff
 
-    def stats(self) -> dict[str, float | int | None]:
+    def stats(self) -> dict[str, float | int | dict[str, float | None] | None]:
         """The route's counters and estimate, for ``GET /admin/cache/stats`` and metrics."""
         ev = self.evidence
         est = self.estimate(fresh=True)
@@ -468,6 +523,7 @@ class ErrorBound:
         return {
             "max_error_rate": self.delta,
             "threshold": est.threshold,
+            "thresholds": dict(zip(STRATA, est.thresholds, strict=True)),
             "bound": est.bound,
             "verify_sample": est.sample,
             "semantic_lookups": int(lookups),

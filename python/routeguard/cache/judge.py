@@ -63,6 +63,14 @@ def answer_text(response: Mapping[str, Any]) -> tuple[str, bool]:
     return (content if isinstance(content, str) else ""), False
 
 
+def same_answer(a: Any, b: Any) -> bool:
+    """Whether two cached responses carry the same answer: chat completions by their first
+    choice's text (case and spacing aside), anything else by equality."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and "choices" in a and "choices" in b:
+        return _fold(answer_text(a)[0]) == _fold(answer_text(b)[0])
+    return bool(a == b)
+
+
 def structured_request(request: Mapping[str, Any]) -> bool:
     """Whether the request asked for JSON output (its answers are compared exactly)."""
     fmt = request.get("response_format")

@@ -48,6 +48,7 @@ import numpy.typing as npt
 from routeguard.backoff import backoff_delay
 from routeguard.cache.bound import Decision, ErrorBound
 from routeguard.cache.judge import EmbeddingJudge, ExactJudge, Judge, ModelJudge, judge_wrong
+from routeguard.cache.judge_limit import JudgeCapped, JudgeLimiter
 from routeguard.cache.keys import NORMALISED, request_namespace, scope_parts
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.semantic import CacheHit, SemanticCache
@@ -59,6 +60,7 @@ from routeguard.messages import content_text
 
 if TYPE_CHECKING:
     from routeguard.cache.evidence import RedisEvidence
+    from routeguard.cache.served import RedisServed
 
 Json = dict[str, Any]
 log = logging.getLogger("routeguard.cache")
@@ -123,6 +125,12 @@ class CacheLayer:
         )
         self.bounds: dict[str, ErrorBound] = {}  # alias -> its wrong-hit bound (max_error_rate)
         self.evidence: RedisEvidence | None = None
+        self.served: RedisServed | None = None  # hits served here, for feedback elsewhere
+        if c.backend == "redis":
+            from routeguard.cache.served import RedisServed
+
+            assert c.redis_url is not None
+            self.served = RedisServed(c.redis_url, prefix=c.redis_prefix)
         if c.backend == "redis" and self._bounded(config):
             from routeguard.cache.evidence import RedisEvidence
 
@@ -132,6 +140,7 @@ class CacheLayer:
         # as the ticket's billing says).
         self.judge_call: Callable[[str, Json, Ticket], Awaitable[Json]] | None = None
         self.checks: dict[tuple[str, str, str], int] = {}  # (alias, kind, outcome) -> count
+        self.limiters: dict[str, JudgeLimiter] = {}  # alias -> the cap on its judge's calls
         for alias in sorted(set(config.deployments) | set(config.routing)):
             settings = config.cache_for(alias)
             if settings.enabled and settings.max_error_rate is not None:
@@ -199,6 +208,8 @@ class CacheLayer:
             await asyncio.gather(*self._comparing, return_exceptions=True)
         if self.evidence is not None:
             await self.evidence.aclose()
+        if self.served is not None:
+            await self.served.aclose()
         await self.cache.aclose()
         self.begun = False
 
@@ -305,6 +316,7 @@ class CacheLayer:
         refusals = c.metrics.rejected
         if ticket.settings.max_error_rate is not None:
             bound = self.bound_for(ticket.alias, ticket.settings)
+            self.limiters[ticket.alias].note_lookup()
             served, cand, decision = c.probe(
                 ticket.prompt, ticket.namespace, ticket.context, ticket.vector, bound.decide
             )
@@ -365,6 +377,9 @@ class CacheLayer:
                 verify_sample=settings.verify_sample,
                 confidence=settings.error_confidence,
             )
+            self.limiters[alias] = JudgeLimiter(
+                settings.judge_max_per_minute, settings.judge_max_share
+            )
         return bound
 
     def judge(self, ticket: Ticket) -> Judge:
@@ -376,8 +391,18 @@ class CacheLayer:
         if settings.judge == "embedding" or call is None:
             return EmbeddingJudge(self.cache.embedder, settings.judge_threshold)
 
+        self.bound_for(ticket.alias, settings)
+        limiter = self.limiters[ticket.alias]
+
         async def billed(alias: str, request: Json) -> Json:
-            return await call(alias, request, ticket)
+            token = limiter.acquire()
+            if token is None:
+                raise JudgeCapped(f"route '{ticket.alias}' reached its judge-call cap")
+            try:
+                return await call(alias, request, ticket)
+            except BudgetExceeded:  # refused before any call was made: the slot is free again
+                limiter.release(token)
+                raise
 
         return ModelJudge(settings.judge, billed)
 
@@ -403,6 +428,9 @@ class CacheLayer:
                 self.judge(ticket), ticket.prompt, ticket.request or {},
                 cand.response, response,
             )  # fmt: skip
+        except JudgeCapped:  # the route's judge-call cap: no call, no evidence
+            self._count(ticket.alias, kind, "capped")
+            return None
         except BudgetExceeded as exc:  # its payer cannot afford the judge: no evidence
             self._count(ticket.alias, kind, "unpaid")
             log.info("cache: no judge call for a comparison (%s)", _why(exc))
@@ -422,6 +450,19 @@ class CacheLayer:
         key = (alias, kind, outcome)
         self.checks[key] = self.checks.get(key, 0) + 1
 
+    def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
+        """Make a hit this instance served known to the others (Redis backend; else no-op),
+        so that feedback on it counts wherever it arrives."""
+        if self.served is not None:
+            self.served.share(request_id, record)
+
+    async def recall(self, request_id: str) -> dict[str, Any] | None:
+        """What another instance shared of the hit it served as ``request_id`` (None when
+        none did, or in memory mode)."""
+        if self.served is None:
+            return None
+        return await self.served.recall(request_id)
+
     def feedback(self, alias: str, key: str | None, wrong: bool) -> None:
         """A client's verdict on a hit it was served: counted in the route's bound, and a
         hit marked wrong drops its entry (on every instance, with a shared store)."""
@@ -440,6 +481,9 @@ class CacheLayer:
         routes: dict[str, Any] = {}
         for alias, bound in sorted(self.bounds.items()):
             row: dict[str, Any] = bound.stats()
+            limiter = self.limiters[alias]
+            row["judge_calls"] = limiter.calls  # this instance's judge-model calls (extra calls)
+            row["judge_capped"] = limiter.capped
             row["checks_here"] = {
                 f"{kind}:{outcome}": n
                 for (a, kind, outcome), n in sorted(self.checks.items())

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routeguard.cache.bound import FLOOR, Decision
+from routeguard.cache.judge import same_answer
 from routeguard.cache.keys import Context, exact_key, partition_key, prompt_digest
 from routeguard.cache.metrics import CacheMetrics
 from routeguard.cache.state import (
@@ -343,7 +344,7 @@ class SemanticCache:
         namespace: str,
         context: Context | None,
         vector: npt.NDArray[np.float32],
-        decide: Callable[[float], Decision],
+        decide: Callable[[float, float | None], Decision],
     ) -> tuple[CacheHit | None, CacheHit | None, Decision | None]:
         """The semantic tier under a wrong-hit bound (``cache.max_error_rate``): the best
         live candidate the verifier accepts at or above the bound's floor is handed to
@@ -359,7 +360,8 @@ class SemanticCache:
                 found_ids, found_scores = index.search(vector, min(_CANDIDATES, len(index)))
                 ids, scores = found_ids.tolist(), found_scores.tolist()
             refused = False
-            for vid, score in zip(ids, scores, strict=True):
+            margin = None
+            for pos, (vid, score) in enumerate(zip(ids, scores, strict=True)):
                 if score < FLOOR:
                     break
                 entry = self._state.entries.get(self._state.by_vector.get(int(vid), ""))
@@ -375,12 +377,13 @@ class SemanticCache:
                 cand = CacheHit(
                     entry.response, float(score), entry.key, False, entry.prompt, entry.metadata
                 )
+                margin = float(score) - self._rival(entry, ids[pos + 1 :], scores[pos + 1 :])
                 break
             if len(scores):
                 self.metrics.observe_score(float(scores[0]))
             if refused and cand is None:
                 self.metrics.rejected += 1
-        decision = decide(cand.score) if cand is not None else None
+        decision = decide(cand.score, margin) if cand is not None else None
         with self._lock:
             if decision is not None and decision.serve and cand is not None:
                 entry = self._state.entries.get(cand.key)
@@ -392,6 +395,18 @@ class SemanticCache:
         self._timed(t0)
         served = cand if decision is not None and decision.serve else None
         return served, cand, decision
+
+    def _rival(self, entry: CacheEntry, ids: list[int], scores: list[float]) -> float:
+        """The similarity of the nearest entry after ``entry`` holding another answer (the
+        floor when none does): how far a candidate stands out, the bound's stratum. An
+        entry with the same answer is no rival (a cluster of paraphrases stays clear)."""
+        for vid, score in zip(ids, scores, strict=True):
+            if score < FLOOR:
+                break
+            other = self._state.entries.get(self._state.by_vector.get(int(vid), ""))
+            if other is not None and not same_answer(entry.response, other.response):
+                return float(score)
+        return FLOOR
 
     def _timed(self, t0: float, n: int = 1) -> None:
         with self._lock:

@@ -436,6 +436,10 @@ def _check_cache(c: CacheSettings, path: str, problems: list[ConfigProblem]) -> 
         problems.append(
             ConfigProblem(f"{path}.judge", "expected embedding, exact or a model alias")
         )
+    if c.judge_max_per_minute is not None and c.judge_max_per_minute < 0:
+        problems.append(ConfigProblem(f"{path}.judge_max_per_minute", "must be >= 0 (or null)"))
+    if c.judge_max_share is not None and not 0.0 <= c.judge_max_share <= 1.0:
+        problems.append(ConfigProblem(f"{path}.judge_max_share", "must be in [0, 1] (or null)"))
 
 
 _CACHE_GLOBAL_KEYS = ("verify", "backend", "redis_url", "redis_prefix")

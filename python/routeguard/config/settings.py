@@ -191,6 +191,10 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # Who pays a judge model's calls: this budget account (and its ancestors), or, when
     # None, the accounts the compared request was charged to.
     judge_account: str | None = None
+    # Caps on a judge model's calls, per route and instance (None: no cap): at most this many
+    # in any 60 s, and at most this share of the route's semantic lookups.
+    judge_max_per_minute: int | None = None
+    judge_max_share: float | None = None
 
 
 class RawBudgetAlerts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

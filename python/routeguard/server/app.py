@@ -738,6 +738,7 @@ class ProxyApp:
         body = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
         verdict = parse_feedback(body)
+        await self.gateway.recall(verdict.request_id)  # a hit another instance served
         key = principal.key  # None for the master key (any request) and an open proxy
         if isinstance(self.gateway.feedback_store, SqliteFeedback):
             entry = await asyncio.to_thread(self.gateway.record_feedback, verdict, key)

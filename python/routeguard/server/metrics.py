@@ -564,7 +564,8 @@ def _bound_families(extra: _ScrapeTime) -> Iterator[Metric]:
     )
     threshold = GaugeMetricFamily(
         "routeguard_cache_threshold",
-        "Similarity a semantic hit needs on the route now (1 when none is served)",
+        "Similarity a semantic hit needs on the route now (the lowest over its strata; "
+        "1 when none is served)",
         labels=["route"],
     )
     for route, row in sorted(extra.bounds.items()):
