@@ -1,5 +1,6 @@
 """``routeguard bench``: run the bundled suites, print one table naming the CPU and its SIMD
-level, and write the results as JSON (``--json``) and as a Markdown table (``--markdown``).
+level, and write the results as JSON (``--json``), as a Markdown table (``--markdown``), and
+into the generated blocks of Markdown pages such as docs/performance.md (``--update``).
 
 Suites are imported only when picked, so one that cannot run here (a missing dependency, no
 data) is skipped with its reason instead of stopping the run.
@@ -15,6 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from routeguard.bench.page import (
+    BLOCKS,
+    PageError,
+    check_page,
+    fillable,
+    find_blocks,
+    update_page,
+)
 from routeguard.bench.report import Report, Row
 from routeguard.bench.suite import LITELLM_ENV, Options, Progress, Skip
 from routeguard.bench.timing import timer_overhead_ns
@@ -46,7 +55,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--quick", action="store_true", help="CI-size runs (fewer samples)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown (a new file)")
+    p.add_argument(
+        "--update",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="replace the generated blocks of a Markdown page in place (between "
+        "<!-- bench:NAME begin --> and <!-- bench:NAME end -->; NAME: "
+        + ", ".join(BLOCKS)
+        + "); repeatable; refused, the page untouched, when its markers are missing or "
+        "unbalanced or the run fills none of its blocks",
+    )
     p.add_argument(
         "--quality",
         action="store_true",
@@ -86,6 +106,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}",
               file=sys.stderr)  # fmt: skip
         return 2
+    can = fillable(names, args.quick, list(SUITES))
+    for page in args.update:  # check the markers before a long run, not after
+        try:
+            check_page(Path(page).read_text(encoding="utf-8"), can, page)
+        except (OSError, UnicodeDecodeError, PageError) as exc:
+            print(f"routeguard bench: --update {page}: {exc}", file=sys.stderr)
+            return 2
     opts = Options(
         quick=args.quick,
         quality=args.quality,
@@ -100,13 +127,29 @@ def main(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(report.markdown())
-    return 0
+    return update_pages([Path(p) for p in args.update], report)
+
+
+def update_pages(pages: list[Path], report: Report) -> int:
+    """Replace the blocks of each page that ``report`` fills; 2 if any page was refused."""
+    status = 0
+    for page in pages:
+        try:
+            done = update_page(page, report, list(SUITES))
+        except (OSError, UnicodeDecodeError, PageError) as exc:
+            print(f"routeguard bench: --update {page}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        kept = [b.name for b in find_blocks(page.read_text(encoding="utf-8")) if b.name not in done]
+        note = f" (kept, not filled by this run: {', '.join(kept)})" if kept else ""
+        print(f"updated {page}: bench:{', bench:'.join(done)}{note}", file=sys.stderr)
+    return status
 
 
 def run(names: list[str], opts: Options) -> Report:
     """Run ``names`` in order and gather their rows (a suite that raises :class:`Skip` is
     listed as skipped with its reason)."""
-    report = Report(quick=opts.quick)
+    report = Report(quick=opts.quick, suites=list(names))
     report.timer_overhead_ns = timer_overhead_ns()
     for i, name in enumerate(names, 1):
         opts.progress = Progress(label=f"{i}/{len(names)} {name}")

@@ -103,6 +103,25 @@ def find_litellm(explicit: Path | None = None) -> tuple[Path | None, str]:
     )
 
 
+def litellm_version(exe: Path) -> str | None:
+    """The ``litellm`` package version behind the ``litellm`` command ``exe`` (the Python its
+    ``#!`` line names, else the one beside it, asked), or None when that cannot be told."""
+    try:
+        with exe.open("rb") as f:
+            first = f.read(512).split(b"\n", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    python = first[2:].split() if first.startswith("#!/") else [str(exe.parent / "python")]
+    try:
+        out = subprocess.run(
+            [*python, "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
 def install_litellm(venv: Path) -> Path:
     """LiteLLM's proxy, pinned, in a virtualenv of its own under ``venv`` (made on first use)."""
     exe = venv / "bin" / "litellm"
@@ -359,6 +378,7 @@ def run(opts: Options) -> list[Row]:
     opts.progress.step("starting servers")
     with targets(litellm, opts.left_out) as found:
         results = measure(found, levels, opts.n(2000, 300), opts.n(3, 2), opts)
+    versions = {"litellm_version": v} if litellm and (v := litellm_version(litellm)) else {}
     rows = []
     for c in levels:
         direct = results[("direct", c)]
@@ -385,7 +405,8 @@ def run(opts: Options) -> list[Row]:
                 Row("proxy", f"{ours_name}, concurrency {c}", ours.p50, peer.p50,
                     _PEERS[peer_name], unit="ms",
                     detail={"ours": _detail(ours, direct), "peer": _detail(peer, direct),
-                            "direct": _detail(direct, direct)})
+                            "direct": _detail(direct, direct), "targets": [ours_name, peer_name],
+                            "concurrency": c, **versions})
             )  # fmt: skip
     return rows
 

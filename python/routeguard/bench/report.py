@@ -78,6 +78,8 @@ class Report:
     simd: str = field(default_factory=simd_level)
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     rows: list[Row] = field(default_factory=list)
+    # The suites the run was asked for, in order (each gave rows or is in ``skipped``).
+    suites: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     timer_overhead_ns: float = 0.0
     started: str = field(
@@ -99,6 +101,7 @@ class Report:
             "cores": self.cores,
             "python": platform.python_version(),
             "timer_overhead_ns": self.timer_overhead_ns,
+            "suites": self.suites,
             "rows": [r.as_dict() for r in self.rows],
             "skipped": self.skipped,
         }
