@@ -74,6 +74,18 @@ def test_crlf_pages_keep_their_line_endings() -> None:
     )
 
 
+def test_update_page_keeps_crlf_on_disk(tmp_path: Path) -> None:
+    doc = tmp_path / "page.md"
+    old = framed("quick", "x\n").replace("\n", "\r\n").encode()
+    doc.write_bytes(old)
+    assert page.update_page(doc, report(), list(cli.SUITES)) == ["quick"]
+    new = doc.read_bytes()
+    head = old[: old.index(b"<!-- bench:quick begin -->")]
+    tail = old[old.index(b"<!-- bench:quick end -->") :]
+    assert new.startswith(head) and new.endswith(tail)
+    assert b"\n" not in new.replace(b"\r\n", b"")
+
+
 def test_only_the_blocks_the_run_fills_are_touched() -> None:
     text = BEFORE + "<!-- bench:full begin -->\nkept\n<!-- bench:full end -->\n"
     text += "<!-- bench:quick begin -->\nold\n<!-- bench:quick end -->\n" + AFTER

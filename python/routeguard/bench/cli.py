@@ -22,6 +22,7 @@ from routeguard.bench.page import (
     check_page,
     fillable,
     find_blocks,
+    read_page,
     update_page,
 )
 from routeguard.bench.report import Report, Row
@@ -109,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     can = fillable(names, args.quick, list(SUITES))
     for page in args.update:  # check the markers before a long run, not after
         try:
-            check_page(Path(page).read_text(encoding="utf-8"), can, page)
+            check_page(read_page(Path(page)), can, page)
         except (OSError, UnicodeDecodeError, PageError) as exc:
             print(f"routeguard bench: --update {page}: {exc}", file=sys.stderr)
             return 2
@@ -140,7 +141,7 @@ def update_pages(pages: list[Path], report: Report) -> int:
             print(f"routeguard bench: --update {page}: {exc}", file=sys.stderr)
             status = 2
             continue
-        kept = [b.name for b in find_blocks(page.read_text(encoding="utf-8")) if b.name not in done]
+        kept = [b.name for b in find_blocks(read_page(page)) if b.name not in done]
         note = f" (kept, not filled by this run: {', '.join(kept)})" if kept else ""
         print(f"updated {page}: bench:{', bench:'.join(done)}{note}", file=sys.stderr)
     return status

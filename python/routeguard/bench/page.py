@@ -129,10 +129,16 @@ def fillable(names: list[str], quick: bool, every: list[str]) -> set[str]:
     return out | ({"proxy"} if "proxy" in names and not quick else set())
 
 
+def read_page(path: Path) -> str:
+    """The page at ``path`` as it is on disk (line endings untranslated)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def update_page(path: Path, report: Report, every: list[str]) -> list[str]:
     """Replace the blocks of the page at ``path`` that ``report`` fills, atomically; the
     names replaced. Raises :class:`PageError` (the file untouched) when it cannot."""
-    text = path.read_text(encoding="utf-8")
+    text = read_page(path)
     new, done = replace_blocks(text, fills(report, every), str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
