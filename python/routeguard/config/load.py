@@ -23,7 +23,7 @@ from routeguard.config.budgets import BudgetAccountConfig, check_accounts
 from routeguard.config.clouds import cloud_settings
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
-from routeguard.config.regions import data_region
+from routeguard.config.regions import data_region, regionless_azure
 from routeguard.config.routes import RouteSettings, check_route, route_targets
 from routeguard.config.settings import (
     BODY_ENDPOINTS,
@@ -140,7 +140,7 @@ def load(
         deployments.setdefault(dep.alias, []).append(dep)
     if not raw.model_list:
         problems.append(ConfigProblem("model_list", "no models configured"))
-    warnings.extend(_regionless_azure(raw.model_list, deployments, patterns))
+    warnings.extend(regionless_azure(raw.model_list, deployments, patterns))
 
     wildcards = tuple(
         sorted((Wildcard(p, tuple(d)) for p, d in patterns.items()), key=lambda w: w.specificity)
@@ -566,26 +566,6 @@ def api_base_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return f"must not have a query or fragment (the path is appended to it): {shown!r}"
     return None
-
-
-def _regionless_azure(
-    entries: list[Any],
-    deployments: dict[str, list[Deployment]],
-    patterns: dict[str, list[Deployment]],
-) -> list[str]:
-    """A warning per Azure deployment of unknown region, when the config writes a
-    ``region_name`` anywhere (it routes by region): customers held to an allowed_model_region
-    never use such a deployment. Customers are recorded at run time, so this is a hint."""
-    if not any(isinstance(e, Mapping) and e.get("region_name") for e in entries):
-        return []
-    return [
-        f"azure deployment '{d.id}' ({urlsplit(d.api_base).hostname}) has no known region: "
-        "customers with an allowed_model_region never use it; set its region_name (its "
-        "endpoint does not name a region)"
-        for group in (*deployments.values(), *patterns.values())
-        for d in group
-        if d.azure is not None and d.region is None
-    ]
 
 
 def _build_deployment(

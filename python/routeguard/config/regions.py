@@ -10,14 +10,16 @@ of Azure AI Foundry / Azure ML (``https://<name>.<region>.models.ai.azure.com``,
 ``...<region>.inference.ml.azure.com``). A resource endpoint
 (``https://<resource>.openai.azure.com``, ``.services.ai.azure.com``,
 ``.cognitiveservices.azure.com``) is named by its owner and says nothing of its region:
-such a deployment needs ``region_name``."""
+such a deployment needs ``region_name``, and :func:`regionless_azure` names it in the
+config's warnings when the config routes by region."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from routeguard.deployment import AwsSettings, VertexTarget
+from routeguard.deployment import AwsSettings, Deployment, VertexTarget
 
 # Region name prefixes of the clouds (AWS eu-west-1, Google europe-west4, us-central1) and
 # the data region each stands for, as LiteLLM's region checks read them.
@@ -101,3 +103,23 @@ def data_region(
         if name.startswith(prefix):
             return region
     return azure_region(name) or name
+
+
+def regionless_azure(
+    entries: list[Any],
+    deployments: dict[str, list[Deployment]],
+    patterns: dict[str, list[Deployment]],
+) -> list[str]:
+    """A warning per Azure deployment of unknown region, when the config writes a
+    ``region_name`` anywhere (it routes by region): customers held to an allowed_model_region
+    never use such a deployment. Customers are recorded at run time, so this is a hint."""
+    if not any(isinstance(e, Mapping) and e.get("region_name") for e in entries):
+        return []
+    return [
+        f"azure deployment '{d.id}' ({urlsplit(d.api_base).hostname}) has no known region: "
+        "customers with an allowed_model_region never use it; set its region_name (its "
+        "endpoint does not name a region)"
+        for group in (*deployments.values(), *patterns.values())
+        for d in group
+        if d.azure is not None and d.region is None
+    ]
