@@ -15,7 +15,7 @@ import pytest
 
 from litellm_proxy import call, client
 from routeguard import config
-from routeguard.config.clouds import data_region
+from routeguard.config.regions import data_region
 from routeguard.deployment import AwsSettings, VertexTarget
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer

@@ -53,7 +53,8 @@ def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
     assert info["team_id"] == team_id and info["team_info"]["spend"] > 0
     assert [k["team_id"] for k in info["keys"]] == [team_id]
     assert "key" not in info["keys"][0] and "digest" not in json.dumps(info)
-    assert info["team_memberships"] == [{"team_id": team_id, "user_id": "ann", "role": "admin"}]
+    assert info["team_memberships"] == [{"team_id": team_id, "user_id": "ann", "role": "admin",
+                                         "spend": None, "litellm_budget_table": None}]  # fmt: skip
 
     updated = ok(srv.url, "POST", "/team/update", {"team_id": team_id, "max_budget": 20})
     assert updated["data"]["max_budget"] == 20 and updated["data"]["team_alias"] == "QA"
@@ -375,7 +376,7 @@ def test_a_team_admin_updates_its_team_and_its_keys_within_limits(srv: ServerThr
                        {"team_id": "ops", "user_id": "bo", "role": "admin",
                         "max_budget_in_team": 1}, key=ann)  # fmt: skip
     assert status == 200 and out["role"] == "admin", out
-    assert out["ignored_fields"] == ["max_budget_in_team"]
+    assert out["max_budget_in_team"] == 1 and out["ignored_fields"] == []
     assert ok(srv.url, "GET", "/team/info?team_id=ops")["team_info"]["admins"] == ["ann", "bo"]
     status, out = call(srv.url, "POST", "/team/member_update",
                        {"team_id": "ops", "user_id": "bo", "role": "user"}, key=ann)  # fmt: skip
@@ -422,4 +423,124 @@ def test_a_team_admin_updates_its_team_and_its_keys_within_limits(srv: ServerThr
     info = ok(srv.url, "GET", "/team/info?team_id=ops")
     assert info["team_info"]["team_alias"] == "Ops" and info["team_info"]["admins"] == ["ann"]
     with client(srv.url, bo_key) as c:  # not deleted by either
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+
+def test_a_team_admin_updates_its_teams_keys_only(srv: ServerThread) -> None:
+    crew = [{"role": "admin", "user_id": "kay"}, {"role": "user", "user_id": "lou"}]
+    ok(srv.url, "POST", "/team/new", {"team_id": "keyed", "max_budget": 4, "rpm_limit": 100,
+       "models": ["a", "b"], "members_with_roles": crew})  # fmt: skip
+    ok(srv.url, "POST", "/team/new", {"team_id": "keyed-rivals", "max_budget": 50,
+       "members_with_roles": [{"role": "admin", "user_id": "max"}]})  # fmt: skip
+    kay, lou, rival_admin = (ok(srv.url, "POST", "/key/generate", {"user_id": u})["key"]
+                             for u in ("kay", "lou", "max"))  # fmt: skip
+    team_key = ok(srv.url, "POST", "/key/generate", {"team_id": "keyed", "user_id": "lou"})
+    rival_key = ok(srv.url, "POST", "/key/generate", {"team_id": "keyed-rivals"})["key"]
+    own_key = ok(srv.url, "POST", "/key/generate", {"user_id": "kay"})["key"]  # no team
+
+    # The admin changes what LiteLLM lets it: alias, budget within the team's, models
+    # narrowed to the team's, limits, expiry, metadata; by the key or by its id.
+    change = {"key": team_key["key"], "key_alias": "lou-ci", "max_budget": 2,
+              "models": ["a"], "rpm_limit": 10, "duration": "7d",
+              "metadata": {"ci": True}, "team_id": "keyed"}  # fmt: skip
+    status, out = call(srv.url, "POST", "/key/update", change, key=kay)
+    assert status == 200, out
+    assert (out["key_alias"], out["max_budget"], out["models"], out["rpm_limit"]) == (
+        "lou-ci", 2, ["a"], 10)  # fmt: skip
+    assert out["team_id"] == "keyed" and out["expires"] is not None
+    status, out = call(srv.url, "POST", "/key/update",
+                       {"key": team_key["key_id"], "max_budget": 4}, key=kay)  # fmt: skip
+    assert status == 200 and out["max_budget"] == 4, out
+    with client(srv.url, team_key["key"]) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+        with pytest.raises(openai.NotFoundError):  # narrowed to "a" by its admin
+            c.chat.completions.create(model="b", messages=MSG)
+
+    # Beyond the team's: refused, naming the field, and nothing changed.
+    for body in (
+        {"max_budget": 4.01},  # above the team's 4
+        {"rpm_limit": 101},
+        {"models": ["a", "c"]},
+        {"team_id": "keyed-rivals"},  # moved out of the team
+        {"user_id": "stranger"},  # owned by a non-member
+    ):
+        status, out = call(srv.url, "POST", "/key/update",
+                           {"key": team_key["key"], **body}, key=kay)  # fmt: skip
+        _refused(status, out, str(body))
+        assert out["error"]["param"] == next(iter(body)), out
+    info = ok(srv.url, "GET", f"/key/info?key={team_key['key']}")["info"]
+    assert (info["max_budget"], info["rpm_limit"], info["team_id"]) == (4, 10, "keyed")
+
+    # Not the admin's key: a member, another team's admin, a key outside the team, a key
+    # without a team, and a key that does not exist are all refused the same way.
+    nope = "sk-rg-" + "x" * 43
+    for key, name, who in (
+        (lou, team_key["key"], "a plain member"),
+        (rival_admin, team_key["key"], "another team's admin"),
+        (kay, rival_key, "a key of another team"),
+        (kay, own_key, "a key of no team"),
+        (kay, nope, "no such key"),
+        (kay, "key_0000000000000000", "no such key id"),
+    ):
+        status, out = call(srv.url, "POST", "/key/update",
+                           {"key": name, "key_alias": "taken"}, key=key)  # fmt: skip
+        _refused(status, out, who)
+    refusals = {call(srv.url, "POST", "/key/update", {"key": name, "key_alias": "x"},
+                     key=kay)[1]["error"]["message"] for name in (rival_key, nope)}  # fmt: skip
+    assert len(refusals) == 1, refusals  # no probing: the same answer
+    assert call(srv.url, "POST", "/key/update", {"key": nope, "key_alias": "x"})[0] == 404
+    assert ok(srv.url, "GET", f"/key/info?key={rival_key}")["info"]["key_alias"] is None
+
+
+def test_a_members_budget_within_its_team(srv: ServerThread) -> None:
+    crew = [{"role": "admin", "user_id": "pia"}, {"role": "user", "user_id": "quin"}]
+    ok(srv.url, "POST", "/team/new", {"team_id": "split", "max_budget": 100,
+       "members_with_roles": crew})  # fmt: skip
+    pia = ok(srv.url, "POST", "/key/generate", {"user_id": "pia"})["key"]
+    quin_key = ok(srv.url, "POST", "/key/generate", {"team_id": "split", "user_id": "quin"})
+    pia_team = ok(srv.url, "POST", "/key/generate", {"team_id": "split", "user_id": "pia"})
+
+    # The team's admin sets quin's budget in the team; quin's team key is held to it.
+    status, out = call(srv.url, "POST", "/team/member_update",
+                       {"team_id": "split", "user_id": "quin", "max_budget_in_team": 0},
+                       key=pia)  # fmt: skip
+    assert status == 200 and out["max_budget_in_team"] == 0 and out["role"] == "user", out
+    with client(srv.url, quin_key["key"]) as c:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert caught.value.type == "budget_exceeded" and "split" in caught.value.message
+    with client(srv.url, pia_team["key"]) as c:  # another member: the team's budget only
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    info = ok(srv.url, "GET", "/team/info?team_id=split")
+    shown = {m["user_id"]: m for m in info["team_memberships"]}
+    assert shown["quin"]["litellm_budget_table"]["max_budget"] == 0
+    assert shown["quin"]["spend"] == 0 and shown["pia"]["litellm_budget_table"] is None
+    roles = {m["user_id"]: m["max_budget_in_team"] for m in info["team_info"]["members_with_roles"]}
+    assert roles == {"pia": None, "quin": 0}
+
+    # Raised: served, and the spend shows on the member and on the team.
+    ok(srv.url, "POST", "/team/member_update",
+       {"team_id": "split", "user_id": "quin", "max_budget_in_team": 5})  # fmt: skip
+    with client(srv.url, quin_key["key"]) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    info = ok(srv.url, "GET", "/team/info?team_id=split")
+    quin_spent = {m["user_id"]: m["spend"] for m in info["team_memberships"]}["quin"]
+    assert quin_spent > 0 and info["team_info"]["spend"] >= quin_spent
+
+    # member_add's max_budget_in_team is the added members'; bad amounts are a 400.
+    added = ok(srv.url, "POST", "/team/member_add", {"team_id": "split", "max_budget_in_team": 0,
+               "member": [{"role": "user", "user_id": "rae"}]})  # fmt: skip
+    rae = {m["user_id"]: m for m in added["members_with_roles"]}["rae"]
+    assert rae["max_budget_in_team"] == 0
+    for bad in (-1, "5", True):
+        status, out = call(srv.url, "POST", "/team/member_update",
+                           {"team_id": "split", "user_id": "quin", "max_budget_in_team": bad},
+                           key=MASTER)  # fmt: skip
+        assert status == 400 and out["error"]["param"] == "max_budget_in_team", (bad, out)
+    # Cleared (null): only the team's budget again.
+    out = ok(srv.url, "POST", "/team/member_update",
+             {"team_id": "split", "user_id": "rae", "max_budget_in_team": None})  # fmt: skip
+    assert out["max_budget_in_team"] is None
+    rae_key = ok(srv.url, "POST", "/key/generate", {"team_id": "split", "user_id": "rae"})["key"]
+    with client(srv.url, rae_key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices

@@ -14,7 +14,14 @@ import pytest
 
 from priced import micros, priced_config
 from routeguard.budget.accounts import usd_to_micros
-from routeguard.budget.directory import Customer, Directory, Organization, Team
+from routeguard.budget.directory import (
+    Customer,
+    Directory,
+    Member,
+    Organization,
+    Team,
+    member_account,
+)
 from routeguard.budget.keys import KeySpec, KeyStore
 from routeguard.budget.redis_keys import RedisKeyStore
 from routeguard.errors import BudgetExceeded
@@ -71,10 +78,35 @@ async def _team_and_customer_bursts(gw: Gateway) -> None:
         assert await backend.reserved(account) == 0
 
 
+async def _member_bursts(gw: Gateway) -> None:
+    """A member's ``max_budget_in_team`` holds its keys of the team, with the team's."""
+    crew = [Member(user_id="mia", max_budget_in_team=0.2), Member(user_id="noa")]
+    gw.directory.put(Team(team_id="t3", max_budget=100.0, members_with_roles=crew,
+                          created_at=_now()))  # fmt: skip
+    _, mia = gw.keys.create(KeySpec(team="t3", user="mia"))
+    _, mia_capped = gw.keys.create(KeySpec(team="t3", user="mia", max_budget=50.0))
+    _, noa = gw.keys.create(KeySpec(team="t3", user="noa"))
+    served, errors = await _burst(gw, mia, 20)
+    more, errors2 = await _burst(gw, mia_capped, 20)  # its own account is under mia's
+    served, errors = served + more, errors + errors2
+    mine = member_account("t3", "mia")
+    assert served and errors
+    assert {e.account for e in errors if isinstance(e, BudgetExceeded)} == {mine}
+    assert len(errors) == sum(isinstance(e, BudgetExceeded) for e in errors)
+    backend = gw.budget.backend
+    spent = await backend.spent(mine)
+    assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.2)
+    assert await backend.spent("team.t3") == spent and await backend.reserved(mine) == 0
+    theirs, refused = await _burst(gw, noa, 5)  # another member: only the team's budget
+    assert len(theirs) == 5 and not refused
+    assert await backend.spent("team.t3") == spent + sum(micros(r) for r in theirs)
+
+
 async def test_budgets_are_exact_under_concurrency_in_process(mock: MockServer) -> None:
     gw = Gateway.from_config(priced_config(mock.url))
     try:
         await _team_and_customer_bursts(gw)
+        await _member_bursts(gw)
     finally:
         await gw.aclose()
 
@@ -90,6 +122,7 @@ async def test_budgets_are_exact_under_concurrency_on_redis(
     gw = Gateway.from_config(cfg)
     try:
         await _team_and_customer_bursts(gw)
+        await _member_bursts(gw)
     finally:
         await gw.aclose()
 

@@ -30,12 +30,16 @@ _ID = re.compile(r"^[^\s{}:/]{1,190}$")
 _ID_RULE = "use 1-190 characters without spaces, braces, colons or slashes"
 
 
-class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One team member (LiteLLM's ``Member``)."""
+class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One team member (LiteLLM's ``Member``). Stored without its defaults, so a member
+    without a ``max_budget_in_team`` reads the same in an older version."""
 
     user_id: str | None = None
     user_email: str | None = None
     role: Literal["admin", "user"] = "user"
+    # The member's budget within the team (dollars, the team's period): its keys of the
+    # team are charged to an account of their own under the team's (member_account).
+    max_budget_in_team: float | None = None
 
 
 class _Limits(msgspec.Struct, kw_only=True):
@@ -125,6 +129,15 @@ def account_name(kind: Kind, ident: str) -> str:
     if ACCOUNT_NAME.match(name):
         return name
     return f"{_ACCOUNT_PREFIX[kind]}.{hashlib.sha256(ident.encode()).hexdigest()[:32]}"
+
+
+def member_account(team_id: str, user_id: str) -> str:
+    """The budget account of ``user_id``'s spend within team ``team_id`` (under the team's);
+    a slash, which no id holds, keeps the two ids apart."""
+    name = f"member.{team_id}/{user_id}"
+    if ACCOUNT_NAME.match(name):
+        return name
+    return f"member.{hashlib.sha256(f'{team_id}/{user_id}'.encode()).hexdigest()[:32]}"
 
 
 def check_id(value: Any, field: str, *, any_text: bool = False) -> str:

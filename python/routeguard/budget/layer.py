@@ -15,7 +15,8 @@ never more than the complete answer could cost, never $0.
 
 LiteLLM's teams, users, customers and organizations (:mod:`routeguard.budget.directory`,
 set on :attr:`BudgetLayer.directory` by the gateway) join the chain: a key's team (under
-its organization) or, for a key in no team, its user; and the customer the request names
+its organization; under the team, its user's ``max_budget_in_team`` when the member has one)
+or, for a key in no team, its user; and the customer the request names
 in ``user`` (a blocked customer is refused here). Their accounts are made or brought up to
 date from the records on use. A chain whose accounts have different roots (a customer and a
 key's team) is held as one reservation per root, all or none, settled and released together.
@@ -45,6 +46,7 @@ from routeguard.budget.directory import (
     User,
     account_name,
     kind_of,
+    member_account,
     record_id,
 )
 from routeguard.budget.keys import KeyRecord
@@ -171,7 +173,7 @@ class BudgetLayer:
         assert self.directory is not None
         team = self.directory.get("team", s.team, sync=False)
         if isinstance(team, Team):
-            return self.managed(team)
+            return self.member(team, s.user) or self.managed(team)
         user = self.directory.get("user", s.user, sync=False)
         if isinstance(user, User):
             return self.managed(user)
@@ -218,6 +220,25 @@ class BudgetLayer:
                 name=name, parent=parent, limit=rec.max_budget, period=rec.period(),
                 rpm=rec.rpm_limit, tpm=rec.tpm_limit,
             )  # fmt: skip
+            self.backend.upsert(self.backend.accounts.build(cfg))
+            self._managed_sigs[name] = sig
+            self._groups.clear()
+        return name
+
+    def member(self, team: Team, user_id: str | None) -> str | None:
+        """The account of ``user_id``'s budget within ``team`` (``max_budget_in_team``, the
+        team's period, under the team's account), made or brought up to date; None when the
+        user is not a member with such a budget."""
+        found = next((m for m in team.members_with_roles if user_id and m.user_id == user_id
+                      and m.max_budget_in_team is not None), None)  # fmt: skip
+        if found is None or user_id is None:
+            return None
+        parent = self.managed(team)
+        name = member_account(team.team_id, user_id)
+        sig = (found.max_budget_in_team, team.budget_duration, parent)
+        if self._managed_sigs.get(name) != sig or name not in self.backend.accounts.by_name:
+            cfg = BudgetAccountConfig(name=name, parent=parent, limit=found.max_budget_in_team,
+                                      period=team.period())  # fmt: skip
             self.backend.upsert(self.backend.accounts.build(cfg))
             self._managed_sigs[name] = sig
             self._groups.clear()

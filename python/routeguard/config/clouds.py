@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routeguard.config.settings import ENV_PREFIX, RawAzureDeployment, RawBedrockDeployment
-from routeguard.deployment import AwsSettings, AzureSettings, Secret, VertexTarget
+from routeguard.deployment import AwsSettings, AzureSettings, Secret
 from routeguard.errors import ConfigProblem
 
 # The latest GA data-plane version of the dated Azure OpenAI API (the default); "v1" or
@@ -172,26 +172,3 @@ def _profile_region(profile: str | None) -> str | None:
     except Exception:  # an unknown profile: reported when credentials are first needed
         return None
     return region if isinstance(region, str) and region else None
-
-
-# Region name prefixes of the clouds (AWS eu-west-1, Google europe-west4, us-central1) and
-# the data region each stands for, as LiteLLM's region checks read them.
-_REGION_PREFIXES = (("eu-", "eu"), ("europe-", "eu"), ("us-", "us"))
-
-
-def data_region(written: str | None, vertex: VertexTarget | None, aws: Any) -> str | None:
-    """Where a deployment processes data: its ``region_name`` ("eu", "us", or a cloud region
-    such as ``eu-west-1``, folded to its data region), else its Bedrock or Vertex AI region's;
-    None when unknown (such a deployment never serves a customer held to a region)."""
-    name = written
-    if name is None and isinstance(aws, AwsSettings):
-        name = aws.region
-    if name is None and vertex is not None:
-        name = vertex.location
-    if name is None:
-        return None
-    name = name.strip().lower()
-    for prefix, region in _REGION_PREFIXES:
-        if name.startswith(prefix):
-            return region
-    return name

@@ -20,9 +20,10 @@ import msgspec
 import yaml
 
 from routeguard.config.budgets import BudgetAccountConfig, check_accounts
-from routeguard.config.clouds import cloud_settings, data_region
+from routeguard.config.clouds import cloud_settings
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
+from routeguard.config.regions import data_region, regionless_azure
 from routeguard.config.routes import RouteSettings, check_route, route_targets
 from routeguard.config.settings import (
     BODY_ENDPOINTS,
@@ -35,6 +36,7 @@ from routeguard.config.settings import (
     Config,
     EmbeddingSettings,
     ObservabilitySettings,
+    RawAzureDeployment,
     RawBudgetAlerts,
     RawConfig,
     RawDeployment,
@@ -138,6 +140,7 @@ def load(
         deployments.setdefault(dep.alias, []).append(dep)
     if not raw.model_list:
         problems.append(ConfigProblem("model_list", "no models configured"))
+    warnings.extend(regionless_azure(raw.model_list, deployments, patterns))
 
     wildcards = tuple(
         sorted((Wildcard(p, tuple(d)) for p, d in patterns.items()), key=lambda w: w.specificity)
@@ -619,14 +622,13 @@ def _build_deployment(
     )
     if len(problems) > start:
         return None
+    base = (api_base or cloud.pop("api_base", None) or DEFAULT_API_BASES[provider]).rstrip("/")
     return Deployment(
         id=rd.id or f"{rd.model_name}#{index}",
         alias=rd.model_name,
         provider=provider,
         model=rd.model,
-        api_base=(api_base or cloud.pop("api_base", None) or DEFAULT_API_BASES[provider]).rstrip(
-            "/"
-        ),
+        api_base=base,
         api_key=cloud.pop("api_key", key),
         weight=rd.weight,
         rpm=rd.rpm,
@@ -638,6 +640,11 @@ def _build_deployment(
         headers=dict(rd.headers),
         vertex=vertex,
         responses_api=getattr(rd, "responses_api", True),
-        region=data_region(rd.region_name, vertex, cloud.get("aws")),
+        region=data_region(
+            rd.region_name,
+            vertex,
+            cloud.get("aws"),
+            azure_base=base if isinstance(rd, RawAzureDeployment) else None,
+        ),
         **cloud,
     )

@@ -8,8 +8,11 @@ member of the team with ``role: admin``, as in LiteLLM) may also, for its own te
 narrowed, its ``max_budget`` kept or lowered; raising or clearing the budget, its period, its
 organization or its block answer only the master key), manage its members
 (``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
-(``/key/generate`` with its ``team_id``, for itself or another member) and delete them
-(``/key/delete``, every key named being one of the team's). Anything else is a 403."""
+(``/key/generate`` with its ``team_id``, for itself or another member), update them
+(``/key/update``: a key of the team, kept in the team, owned by a member, within the team's
+``max_budget``, ``models`` and rate limits) and delete them (``/key/delete``, every key named
+being one of the team's). Anything else is a 403; a key not found is refused as another team's
+is, so a team admin cannot probe for keys."""
 
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ PATHS = frozenset(ROUTES) | frozenset(ALIASES)
 # What a team's admin may call, for its own team.
 TEAM_ADMIN_PATHS = frozenset(
     {"/team/info", "/team/update", "/team/member_add", "/team/member_delete",
-     "/team/member_update", "/key/generate", "/key/delete"}
+     "/team/member_update", "/key/generate", "/key/update", "/key/delete"}
 )  # fmt: skip
 # The team fields its admin may change with /team/update (models and max_budget only down).
 TEAM_ADMIN_FIELDS = frozenset({"team_alias", "metadata", "rpm_limit", "tpm_limit", "models",
@@ -55,6 +58,9 @@ def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, q
     data = query_of(query) if path == "/team/info" else body if isinstance(body, dict) else {}
     if path == "/key/delete":
         _require_team_keys(gateway, key, data.get("keys"))
+        return
+    if path == "/key/update":
+        _require_key_update(gateway, key, data)
         return
     team = _admin_team(gateway, key, data.get("team_id"), path)
     owner = data.get("user_id")
@@ -101,6 +107,58 @@ def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
                 "every key it names"
             )
         _admin_team(gateway, key, team_id, "/key/delete")
+
+
+def _require_key_update(gateway: Gateway, key: KeyRecord, data: dict[str, Any]) -> None:
+    """A team admin's ``/key/update``: the key is one of its team's (a key not found is refused
+    alike), stays in that team, belongs to a member, and asks for no more than the team has
+    (``max_budget``, ``models``, ``rpm_limit``, ``tpm_limit``), as LiteLLM checks a team's
+    keys against the team."""
+    given = data.get("key")
+    try:
+        team_id = gateway.keys.find(given).spec.team if isinstance(given, str) and given else None
+    except RouteguardError:
+        team_id = None
+    try:
+        team = _admin_team(gateway, key, team_id, "/key/update")
+    except PermissionDenied:  # one answer for a foreign key and a missing one: no probing
+        raise PermissionDenied(
+            "/key/update needs the master key, or a key of an admin of the team of the key "
+            "it names",
+            param="key",
+        ) from None
+    moved = data.get("team_id")
+    if moved is not None and moved != team.team_id:
+        raise PermissionDenied(
+            f"team_id: only the master key may move a key out of team '{team.team_id}'",
+            param="team_id",
+        )
+    owner = data.get("user_id")
+    if owner is not None and owner not in (m.user_id for m in team.members_with_roles):
+        raise PermissionDenied(
+            f"user_id: '{owner}' is not a member of team '{team.team_id}'", param="user_id"
+        )
+    for name in ("max_budget", "rpm_limit", "tpm_limit"):
+        cap, asked = getattr(team, name), data.get(name)
+        if cap is not None and _number(asked) and asked > cap:
+            raise PermissionDenied(
+                f"{name}: {asked} is above team '{team.team_id}''s {name} ({cap:g}); "
+                "a team admin may give its team's keys at most the team's",
+                param=name,
+            )
+    models = data.get("models")
+    if team.models and isinstance(models, list):
+        outside = [str(m) for m in models if m not in team.models]
+        if outside:
+            raise PermissionDenied(
+                f"models: {', '.join(outside)} not among team '{team.team_id}''s models "
+                f"({', '.join(team.models)})",
+                param="models",
+            )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _require_admin_changes(team: Team, data: dict[str, Any]) -> None:

@@ -88,9 +88,23 @@ def _check(values: dict[str, Any]) -> None:
             period_from_duration(duration)
         except ValueError as exc:
             raise InvalidRequest(f"budget_duration: {exc}", param="budget_duration") from None
+    for m in values.get("members_with_roles") or []:
+        member_budget(m.max_budget_in_team)
     models = values.get("models")
     if models is not None and not all(m for m in models):
         raise InvalidRequest("models must be a list of model names", param="models")
+
+
+def member_budget(value: Any) -> float | None:
+    """A ``max_budget_in_team`` in dollars (None: none), or a 400 naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 9e9:
+        raise InvalidRequest(
+            "max_budget_in_team must be a number of dollars from 0 to 9e9 (null: none)",
+            param="max_budget_in_team",
+        )
+    return float(value)
 
 
 def build(cls: type[R], values: dict[str, Any]) -> R:
@@ -171,6 +185,7 @@ def members(value: Any, field: str) -> list[Member]:
     for m in found:
         if not m.user_id and not m.user_email:
             raise InvalidRequest(f"{field}: a member needs user_id or user_email", param=field)
+        member_budget(m.max_budget_in_team)
     return found
 
 

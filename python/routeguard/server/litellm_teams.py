@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from routeguard.budget.accounts import micros_to_usd
 from routeguard.budget.directory import (
     Member,
     Organization,
@@ -36,6 +37,7 @@ from routeguard.server.litellm_records import (
     fields,
     iso,
     listing,
+    member_budget,
     members,
     query_id,
     records,
@@ -57,7 +59,12 @@ async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
         "admins": [m.user_id or m.user_email for m in team.members_with_roles if m.role == "admin"],
         "members": [m.user_id or m.user_email for m in team.members_with_roles],
         "members_with_roles": [
-            {"user_id": m.user_id, "user_email": m.user_email, "role": m.role}
+            {
+                "user_id": m.user_id,
+                "user_email": m.user_email,
+                "role": m.role,
+                "max_budget_in_team": m.max_budget_in_team,
+            }
             for m in team.members_with_roles
         ],
         "metadata": team.metadata,
@@ -122,11 +129,23 @@ async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
         "team_id": team_id,
         "team_info": await team_json(gateway, team),
         "keys": keys,
-        "team_memberships": [
-            {"team_id": team_id, "user_id": m.user_id, "role": m.role}
-            for m in team.members_with_roles
-        ],
+        "team_memberships": [await _membership(gateway, team, m) for m in team.members_with_roles],
     }
+
+
+async def _membership(gateway: Gateway, team: Team, m: Member) -> dict[str, Any]:
+    """A member as LiteLLM's ``team_memberships`` shows it: its budget within the team and
+    what it spent there this period (None: no budget in the team, so not counted apart)."""
+    account = gateway.budget.member(team, m.user_id)
+    spent = (
+        None
+        if account is None
+        else float(micros_to_usd(await gateway.budget.backend.spent(account)))
+    )
+    table = None if m.max_budget_in_team is None else {
+        "max_budget": m.max_budget_in_team, "budget_duration": team.budget_duration}  # fmt: skip
+    return {"team_id": team.team_id, "user_id": m.user_id, "role": m.role,
+            "spend": spent, "litellm_budget_table": table}  # fmt: skip
 
 
 async def team_update(gateway: Gateway, data: dict[str, Any]) -> Any:
@@ -179,6 +198,9 @@ async def member_add(gateway: Gateway, data: dict[str, Any]) -> Any:
     if "member" not in data:
         raise InvalidRequest("member: a member ({role, user_id}) is required", param="member")
     added = members(data["member"], "member")
+    if data.get("max_budget_in_team") is not None:  # LiteLLM's: for every member added
+        budget = member_budget(data["max_budget_in_team"])
+        added = [msgspec.structs.replace(m, max_budget_in_team=budget) for m in added]
     kept = [m for m in team.members_with_roles if (m.user_id, m.user_email) not in
             {(a.user_id, a.user_email) for a in added}]  # fmt: skip
     new = save(gateway, team, {"members_with_roles": kept + added})
@@ -212,19 +234,25 @@ async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
 
 
 async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``POST /team/member_update``: change the ``role`` of the member named by ``user_id``
-    or ``user_email`` (``max_budget_in_team`` is not kept: listed in ``ignored_fields``)."""
+    """``POST /team/member_update``: change the ``role`` and ``max_budget_in_team`` (the
+    member's budget within the team, in the team's period; null clears it) of the member
+    named by ``user_id`` or ``user_email``."""
     team = gateway.directory.require("team", _team_id(data), Team)
     found = _member(team, data)
     role = data.get("role", found.role)
     if role not in ("admin", "user"):
         raise InvalidRequest("role must be 'admin' or 'user'", param="role")
-    ignored = sorted(set(data) - {"team_id", "user_id", "user_email", "role"})
-    now = msgspec.structs.replace(found, role=role)
+    budget = found.max_budget_in_team
+    if "max_budget_in_team" in data:
+        budget = member_budget(data["max_budget_in_team"])
+    known = {"team_id", "user_id", "user_email", "role", "max_budget_in_team"}
+    ignored = sorted(set(data) - known)
+    now = msgspec.structs.replace(found, role=role, max_budget_in_team=budget)
     save(gateway, team, {"members_with_roles": [now if m is found else m
                                                 for m in team.members_with_roles]})  # fmt: skip
     return {"team_id": team.team_id, "user_id": now.user_id, "user_email": now.user_email,
-            "role": now.role, "max_budget_in_team": None, "ignored_fields": ignored}  # fmt: skip
+            "role": now.role, "max_budget_in_team": now.max_budget_in_team,
+            "ignored_fields": ignored}  # fmt: skip
 
 
 def _member(team: Team, data: dict[str, Any]) -> Member:
