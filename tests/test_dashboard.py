@@ -367,8 +367,9 @@ def test_two_workers_give_the_same_totals(
         sent, cost, fallbacks = 0, 0.0, 0
         # A new connection each: the kernel spreads them over the workers. Until both have
         # served some (each then has its own counter file), or the test proves nothing.
+        deadline = time.monotonic() + 90  # a worker still warming up accepts nothing
         while sent < 12 or len(list(tmp_path.glob("routeguard-metrics-*/counter_*.db"))) < 2:
-            assert sent < 400, "every request went to the same worker"
+            assert time.monotonic() < deadline, f"all {sent} requests went to the same worker"
             with openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0,
                                default_headers={"connection": "close"}) as c:  # fmt: skip
                 model = "down" if sent % 4 == 0 else "m"
