@@ -1,6 +1,7 @@
 """The wrong-hit bound (``cache.max_error_rate``) replayed on QQP through the gateway.
 
-Run: ``.venv/bin/python benches/cache_error_bound.py [--dataset qqp] [--orders ab ba]``
+Run: ``.venv/bin/python benches/cache_error_bound.py [--dataset qqp] [--orders ab ba]
+[--bound-only]``
 (Markdown tables on stdout, JSON in ``.bench/cache_error_bound/``). Data is read in place
 from ``../shared/data/cache`` (or ``$ROUTEGUARD_DATA/cache``); without it the bench says so
 and exits 0. One core (the process pins itself); every text is embedded once with the local
@@ -313,6 +314,10 @@ async def run_order(
         return row
 
     embedder.embed(questions)  # once, before any timing
+    if args.bound_only:  # the fixed thresholds' rows are the offline replay's to the hit
+        for delta in args.deltas:
+            await run(f"max_error_rate {delta}", {"max_error_rate": delta})
+        return rows
     outcomes = sweep(questions, embedder, warmup, meanings)
     for delta in args.deltas:
         row = await run(f"max_error_rate {delta}", {"max_error_rate": delta})
@@ -353,6 +358,7 @@ def main() -> int:
     p.add_argument("--dataset", default="qqp",
                    choices=["qqp", "qqp-duplicates", "gptcache-mock", "paraphrases"])  # fmt: skip
     p.add_argument("--deltas", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2])
+    p.add_argument("--bound-only", action="store_true", help="no fixed-threshold rows")
     args = p.parse_args()
     if not QQP.exists():
         print(f"no data at {QQP}: nothing to run", file=sys.stderr)
