@@ -8,7 +8,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-spend"
 MSG: Any = [{"role": "user", "content": "what is the capital of France"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, db: Path) -> dict[str, Any]:

@@ -25,12 +25,6 @@ BETAS = "context-1m-2025-08-07, token-efficient-tools-2025-02-19"
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     creds = service_account(mock, tmp_path_factory.mktemp("gcp"))
     cfg: dict[str, Any] = {"model_list": [

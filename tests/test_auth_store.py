@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 MSG: Any = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _models(url: str) -> list[dict[str, Any]]:

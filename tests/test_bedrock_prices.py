@@ -4,7 +4,6 @@ stream, is charged its usage at that price to the proxy-wide budget."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -51,12 +50,6 @@ def test_other_names_keep_their_price_and_unknown_bedrock_models_have_none() -> 
     assert list_price("anthropic/claude-3-5-haiku-20241022") == LIST_PRICES["claude-3-5-haiku"]
     assert list_price("ai21.jamba-1-5-large-v1:0") is None
     assert list_price("us.amazon.nova-unreleased-v1:0") is None
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _bedrock(model: str, base: str) -> dict[str, Any]:

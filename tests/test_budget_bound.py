@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,12 +18,6 @@ from routeguard.errors import BudgetExceeded
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.result import ChatResult
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, input_cost: float, output_cost: float, **extra: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,12 +12,6 @@ from routeguard import config
 from routeguard.errors import ConfigError, RouteguardError
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, aware: Any = 0.5) -> dict[str, Any]:

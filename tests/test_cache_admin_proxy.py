@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,12 +31,6 @@ MASTER = "sk-master-cache-admin"
 Q = "what is the capital of france"
 PARA = "the capital of france, what is it"
 CORRECT = "/admin/cache/correct"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(upstream: str, cache: dict[str, Any] | None = None) -> dict[str, Any]:

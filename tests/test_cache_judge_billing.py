@@ -11,7 +11,6 @@ import json
 import math
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -29,12 +28,6 @@ MASTER = "sk-master-judge-bill"
 # Six shared words: close enough to be each other's candidate, never served cold.
 FIRST = "alpha bravo charlie delta echo foxtrot please"
 SECOND = "alpha bravo charlie delta echo foxtrot now"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, judges_limit: float = 100.0, **cache: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -88,12 +87,6 @@ def test_the_embedder_reads_only_what_it_keeps(minilm: MiniLMEmbedder) -> None:
 def test_windowed_tokenizing_gives_the_whole_texts_ids(minilm: MiniLMEmbedder, text: str) -> None:
     tokenizer = minilm.model().tokenizer
     assert minilm.tokenize([text]) == [tokenizer.encode(text).ids]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 # The upstream call (not the cache's) warns that aiohttp sends a multi-MB body as raw bytes.

@@ -7,7 +7,6 @@ the gateway on the memory and the Redis backend."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -85,12 +84,6 @@ def test_paraphrases_hit(minilm: MiniLMEmbedder) -> None:
 
 
 # --------------------------------------------------------------------------- the gateway
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

@@ -5,7 +5,7 @@ memory and on the Redis backend (a real redis-server, two gateways sharing one p
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -23,12 +23,6 @@ from routeguard.server.auth import Principal
 from routeguard.server.thread import ServerThread
 
 QUESTION = "what is the refund policy for annual plans"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, cache: dict[str, Any]) -> dict[str, Any]:

@@ -35,12 +35,6 @@ from routeguard.routing.balance import Balancer
 MSG = [{"role": "user", "content": "tell me something"}]
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
 def _cfg(mock: MockServer, model: str, **dep: Any) -> dict[str, Any]:
     return {
         "model_list": [

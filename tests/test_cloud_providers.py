@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,6 @@ TOOLS = [
         },
     }
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -46,12 +45,6 @@ rules:
     effect: require_approval
     action: {tool: wire}
 """
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, tmp_path: Path, **server: Any) -> dict[str, Any]:

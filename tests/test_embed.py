@@ -20,7 +20,7 @@ import asyncio
 import json
 import math
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -344,12 +344,6 @@ def test_blas_is_capped_on_every_thread_and_restored_after() -> None:
 
 
 # --- the remote embedder (against the simulated upstream) -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ refuse it, RPM/TPM count it, and its spend is recorded (library and proxy alike)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -20,12 +19,6 @@ from routeguard.server.thread import ServerThread
 
 PRICE = 20.0  # dollars per million input tokens
 BIG = "lorem ipsum " * 8_000  # ~96 KB, ~24k tokens: ~$0.48 a call
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str) -> dict[str, Any]:

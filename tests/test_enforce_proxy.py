@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,6 @@ def _cfg(url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
         "enforce": {"policy": str(tmp_path / "policy.yaml")},
         **extra,
     }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def test_config_pinned_routes_get_enforcement(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ from waiting import eventually
 MASTER = "sk-master-feedback"
 HARD = "Prove that the square root of two is irrational"
 EASY = "hello, how is the weather today"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, *, strong: str = "sim-strong", shadow: dict[str, Any] | None = None,

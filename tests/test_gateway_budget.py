@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -21,12 +20,6 @@ from routeguard.mock import MockServer
 from routeguard.result import ChatResult
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, **extra: Any) -> dict[str, Any]:

@@ -3,23 +3,15 @@ keys respect tenant, parameters and conversation context, streams replay and get
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 
 from embedders import WordsEmbedder
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -33,12 +33,6 @@ from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 Make = Callable[..., Any]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(upstream: str, redis_url: str | None, prefix: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@ router with a fixed threshold, pinned routes skipping the cache, and config vali
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -16,12 +15,6 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str) -> dict[str, Any]:

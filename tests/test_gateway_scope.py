@@ -6,7 +6,6 @@ proxy's."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -27,12 +26,6 @@ from routeguard.server.thread import ServerThread
 
 MSG: Any = [{"role": "user", "content": "hello scope"}]
 LONG: Any = [{"role": "user", "content": "long words " * 400}]  # ~1100 tokens
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str) -> dict[str, Any]:

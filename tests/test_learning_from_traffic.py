@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ from waiting import eventually
 
 MASTER = "sk-master-learning"
 TRAFFIC = 40  # requests of each class served (and rated) before training
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def hard(n: int, start: int = 0) -> list[str]:

@@ -10,7 +10,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from routeguard.server.thread import ServerThread
 from scrapes import MASTER, scrape, value
 
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # $ per million tokens
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, **observability: Any) -> dict[str, Any]:

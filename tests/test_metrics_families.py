@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from scrapes import MASTER, scrape, value
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "routeguard.json"
 CHEAP = (1.0, 2.0)  # $ per million input, output tokens
 STRONG = (10.0, 30.0)
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, **routes: Any) -> dict[str, Any]:

@@ -38,12 +38,6 @@ class Person(pydantic.BaseModel):
     score: float | None
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
 @pytest.fixture
 def oai(mock: MockServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=mock.url + "/v1", api_key="x", max_retries=0) as c:

@@ -50,12 +50,6 @@ GEMINI_TOOLS = [{"functionDeclarations": [WEATHER_TOOL]}]
 QUESTION = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
 @pytest.fixture(autouse=True)
 def _fresh(mock: MockServer) -> None:
     mock.reset()

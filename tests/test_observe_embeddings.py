@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,6 @@ from routeguard.server.thread import ServerThread
 from scrapes import MASTER, scrape, value
 
 PRICE = 20.0  # dollars per million input tokens
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, log: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ simulated upstream."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -20,12 +19,6 @@ from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 MSG: Any = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, drop: bool | None = None, global_drop: bool = False) -> dict[str, Any]:

@@ -5,11 +5,8 @@ route with an ``enforce:`` policy) removes them instead of passing them to the a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -26,12 +23,6 @@ rules:
   - id: rest
     effect: allow
 """
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _gateway(url: str, tmp_path: Path) -> Gateway:

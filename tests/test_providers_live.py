@@ -6,7 +6,7 @@ Gemini's embeddings batching. Everything every provider owes is in test_provider
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,12 +20,6 @@ KEY = "sk-live-test-key"
 HELLO = {
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 }
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 @pytest.fixture(autouse=True)

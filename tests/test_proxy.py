@@ -88,12 +88,6 @@ def _config(base: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[str]:
     gw = Gateway.from_config(_config(mock.url))
     with ServerThread(create_app(gw)) as server:

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from routeguard.server.thread import ServerThread
 MASTER = "sk-master-requestlog"
 UPSTREAM_KEY = "sk-upstream-secret-requestlog-123456"
 PROMPT = "what is the capital of France"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, log: Path, content: bool) -> dict[str, Any]:

@@ -65,12 +65,6 @@ def _config(base: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[str]:
     gw = Gateway.from_config(_config(mock.url), embedder=WideWordsEmbedder())
     with ServerThread(create_app(gw)) as server:

@@ -29,12 +29,6 @@ ran: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[str]:
     cfg = {"model_list": [
         {"model_name": "oa", "type": "openai", "model": "sim-oa", "api_key": "k",

@@ -68,12 +68,6 @@ def _config(base: str, policy: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def gateway(mock: MockServer, tmp_path_factory: pytest.TempPathFactory) -> Gateway:
     policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
     policy.write_text(POLICY)

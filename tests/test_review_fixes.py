@@ -12,7 +12,6 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-1234"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _litellm(**extra: Any) -> dict[str, Any]:

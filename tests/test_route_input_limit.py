@@ -4,7 +4,6 @@ cache, the router or any upstream sees it; other routes keep the global body lim
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -40,12 +39,6 @@ def _cfg(url: str) -> dict[str, Any]:
         },
         "server": {"master_key": MASTER},
     }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _ask(model: str, text: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@ and a pattern that engine cannot run is refused when the config loads, naming it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -27,12 +26,6 @@ EVIL_TEXT = "a" * 28 + " " + "b" * 20_000 + "!"
 
 def _input(text: str) -> RuleInput:
     return RuleInput(metadata={}, request_metadata={}, headers={}, tokens=1, text=text)
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 @pytest.mark.timeout(60)

@@ -43,12 +43,6 @@ def _cfg(url: str, **server: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[str]:
     with ServerThread(create_app(Gateway.from_config(_cfg(mock.url)))) as srv:
         yield srv.url

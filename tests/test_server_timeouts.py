@@ -45,12 +45,6 @@ def _cfg(url: str) -> dict[str, Any]:
     return {"model_list": [{**dep, "model_name": "a", "model": "m-a"}], "server": server}
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
 @pytest.fixture
 def proxy(mock: MockServer) -> Iterator[ServerThread]:
     with ServerThread(create_app(Gateway.from_config(_cfg(mock.url)))) as srv:

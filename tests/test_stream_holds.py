@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,12 +20,6 @@ from routeguard.result import ChatResult
 from routeguard.server import create_app
 
 MSG: Any = [{"role": "user", "content": "tell me a story about streams"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, **extra: Any) -> dict[str, Any]:

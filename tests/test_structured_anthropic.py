@@ -6,7 +6,6 @@ JSON."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -33,12 +32,6 @@ SCHEMA: Any = {"type": "json_schema", "json_schema": {"name": "city", "schema": 
     "type": "object", "required": ["name", "population"],
     "properties": {"name": {"type": "string"}, "population": {"type": "integer"}}}}}  # fmt: skip
 MSG: Any = [{"role": "user", "content": "describe Lisbon"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str) -> dict[str, Any]:

@@ -40,12 +40,6 @@ SECRETS = (MASTER, OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, PASSWORD, BAD_KEY)
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[tuple[str, str]]:
     """(proxy URL, the closed port the userinfo deployment points at)."""
     closed = free_port()

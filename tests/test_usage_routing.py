@@ -6,7 +6,6 @@ Redis in test_shared_routing.py."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -193,12 +192,6 @@ async def test_a_limited_alias_falls_back_and_only_a_mix_of_outages_is_a_503() -
         await fb.run("a", Script({b_dep.id}, total=10))
     assert info.value.status_code == 503  # b is down, not rate limited: no Retry-After
     assert info.value.retry_after is None
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def test_clients_get_a_429_in_their_protocol_with_retry_after(mock: MockServer) -> None:

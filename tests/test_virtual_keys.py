@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,6 @@ from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-test"
 MSG: Any = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    with MockServer() as m:
-        yield m
 
 
 def _cfg(url: str, db: Path | None = None, master: str | None = MASTER) -> dict[str, Any]:
