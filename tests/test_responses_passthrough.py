@@ -18,6 +18,7 @@ import pydantic
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
+from policies import PAYMENTS
 from routeguard.budget.keys import KeySpec
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -26,17 +27,6 @@ from routeguard.server.thread import ServerThread
 from serving import serve
 
 EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
-POLICY = """
-rules:
-  - id: pay
-    effect: allow
-    action: {tool: send_money}
-  - id: no-us-transfers
-    effect: deny
-    action: {tool: send_money}
-    when: {args: {$.recipient: {glob: "US*"}}}
-    reason: US transfers are blocked
-"""
 
 
 def _pay(recipient: str) -> list[Any]:
@@ -70,7 +60,7 @@ def _config(base: str, policy: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def gateway(mock: MockServer, tmp_path_factory: pytest.TempPathFactory) -> Gateway:
     policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(PAYMENTS)
     return Gateway.from_config(_config(mock.url, policy))
 
 

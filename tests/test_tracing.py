@@ -14,6 +14,7 @@ import pytest
 
 from embedders import WordsEmbedder
 from otlp_receiver import OtlpGrpcReceiver, OtlpReceiver, ReceivedSpan
+from policies import PAYMENTS
 from routeguard import config
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -27,17 +28,6 @@ PARENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"
 SECRET_PROMPT = "my card is 4111 1111 1111 1111, key sk-proj-abcdefghijklmnopqrstuvwx0123"
-POLICY = """
-rules:
-  - id: pay
-    effect: allow
-    action: {tool: send_money}
-  - id: no-us-transfers
-    effect: deny
-    action: {tool: send_money}
-    when: {args: {$.recipient: {glob: "US*"}}}
-    reason: US transfers are blocked
-"""
 
 
 @pytest.fixture
@@ -47,7 +37,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def _config(tmp_path: Path, upstream: str, tracing: Any, **observability: Any) -> str:
-    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "policy.yaml").write_text(PAYMENTS)
     dep = {"type": "openai", "api_base": upstream + "/v1", "api_key": "sk-up",
            "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0}  # fmt: skip
     cfg = {
