@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ports import free_port
 
@@ -85,3 +86,24 @@ def serve(
         if proc.stdout:
             proc.stdout.close()
         served.output = "".join(served.lines)
+
+
+def two_wire_config(mock_url: str) -> dict[str, Any]:
+    """Aliases ``oa`` (OpenAI wire format) and ``an`` (Anthropic) on the simulated upstream."""
+    return {"model_list": [
+        {"model_name": "oa", "type": "openai", "model": "sim-oa", "api_key": "k",
+         "api_base": mock_url + "/v1"},
+        {"model_name": "an", "type": "anthropic", "model": "sim-an", "api_key": "k",
+         "api_base": mock_url},
+    ]}  # fmt: skip
+
+
+@contextlib.contextmanager
+def two_wire_proxy(mock_url: str) -> Iterator[str]:
+    """The proxy in a thread on :func:`two_wire_config`; yields its URL."""
+    from routeguard.gateway import Gateway
+    from routeguard.server import create_app
+    from routeguard.server.thread import ServerThread
+
+    with ServerThread(create_app(Gateway.from_config(two_wire_config(mock_url)))) as server:
+        yield server.url

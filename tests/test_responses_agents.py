@@ -14,10 +14,8 @@ from agents import Agent, OpenAIProvider, RunConfig, Runner, function_tool
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
 
-from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
-from routeguard.server import create_app
-from routeguard.server.thread import ServerThread
+from serving import two_wire_proxy
 
 calls: list[str] = []
 
@@ -31,15 +29,8 @@ def get_weather(city: str) -> str:
 
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[str]:
-    with MockServer() as mock:
-        cfg = {"model_list": [
-            {"model_name": "oa", "type": "openai", "model": "sim-oa", "api_key": "k",
-             "api_base": mock.url + "/v1"},
-            {"model_name": "an", "type": "anthropic", "model": "sim-an", "api_key": "k",
-             "api_base": mock.url},
-        ]}  # fmt: skip
-        with ServerThread(create_app(Gateway.from_config(cfg))) as server:
-            yield server.url
+    with MockServer() as mock, two_wire_proxy(mock.url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,10 +19,8 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
-from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
-from routeguard.server import create_app
-from routeguard.server.thread import ServerThread
+from serving import two_wire_proxy
 
 ALIASES = ["oa", "an"]
 ran: list[str] = []
@@ -30,14 +28,8 @@ ran: list[str] = []
 
 @pytest.fixture(scope="module")
 def proxy(mock: MockServer) -> Iterator[str]:
-    cfg = {"model_list": [
-        {"model_name": "oa", "type": "openai", "model": "sim-oa", "api_key": "k",
-         "api_base": mock.url + "/v1"},
-        {"model_name": "an", "type": "anthropic", "model": "sim-an", "api_key": "k",
-         "api_base": mock.url},
-    ]}  # fmt: skip
-    with ServerThread(create_app(Gateway.from_config(cfg))) as server:
-        yield server.url
+    with two_wire_proxy(mock.url) as url:
+        yield url
 
 
 def _chat(proxy: str, alias: str) -> ChatOpenAI:
