@@ -450,11 +450,12 @@ class CacheLayer:
         key = (alias, kind, outcome)
         self.checks[key] = self.checks.get(key, 0) + 1
 
-    def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
+    async def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
         """Make a hit this instance served known to the others (Redis backend; else no-op),
-        so that feedback on it counts wherever it arrives."""
+        so that feedback on it counts wherever it arrives: awaited before the hit is
+        answered, for at most ``RedisServed.wait`` s, and never raises."""
         if self.served is not None:
-            self.served.share(request_id, record)
+            await self.served.durable(request_id, record)
 
     async def recall(self, request_id: str) -> dict[str, Any] | None:
         """What another instance shared of the hit it served as ``request_id`` (None when
@@ -490,7 +491,10 @@ class CacheLayer:
                 if a == alias
             }
             routes[alias] = row
-        return {"object": "cache.stats", "routes": routes, "cache": self.metrics.snapshot()}
+        out = {"object": "cache.stats", "routes": routes, "cache": self.metrics.snapshot()}
+        if self.served is not None:  # hits shared for feedback on another instance
+            out["served_records"] = self.served.stats()
+        return out
 
 
 def corrected(response: Any, content: str) -> Json:
