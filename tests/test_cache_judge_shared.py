@@ -1,27 +1,34 @@
 """The per-minute cap on a cache judge model's calls is the cluster's with ``cache.backend:
-redis``: two gateways on one real redis-server, comparing at once, make at most
-``judge_max_per_minute`` judge calls together (counted on the simulated upstream), a slot
+redis``: two gateways on one real redis-server (in process, and as two proxies the openai
+SDK calls), comparing at once, make at most ``judge_max_per_minute`` judge calls together
+(counted on the simulated upstream), a slot
 given back is free for the other instance, and with Redis unreachable each instance keeps
 to its own cap. Clocks are injected, so the window's edges are the test's, not the wall's."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import openai
 import redis
 
-from embedders import WordsEmbedder
+from embedders import WideWordsEmbedder, WordsEmbedder
 from routeguard.cache.judge_limit import WINDOW, JudgeLimiter
 from routeguard.cache.judge_window import RedisJudgeWindow
 from routeguard.cache.layer import CacheLayer, Ticket
 from routeguard.cache.semantic import CacheHit
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
+from routeguard.server import create_app
+from routeguard.server.thread import ServerThread
 
 CAP = 3
 DEAD = "redis://127.0.0.1:9/0"  # nothing listens there
+MASTER = "sk-master-judge-shared"
 
 
 def _cfg(url: str, redis_url: str, prefix: str) -> dict[str, Any]:
@@ -50,6 +57,18 @@ def _ticket(layer: CacheLayer, i: int) -> Ticket:
     ticket.candidate = CacheHit(_answer(f"cached {i}"), 0.9, f"k{i}", False, "q", {})
     ticket.decision = bound.decide(0.9)
     return ticket
+
+
+def _layer(gw: Gateway) -> CacheLayer:
+    assert gw.cache is not None
+    return gw.cache
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
 
 
 def _judge_calls(mock: MockServer) -> int:
@@ -148,3 +167,43 @@ async def test_concurrent_takes_across_instances_never_overshoot(redis_server: s
     finally:
         for w in windows:
             await w.aclose()
+
+
+def test_two_proxies_share_the_judge_cap(redis_server: str) -> None:
+    """The same through two proxies and the openai SDK: lookups on both with a cached
+    candidate each (all compared: the bound has certified nothing yet), a judge call per
+    comparison up to the cap, and the judge upstream sees CAP calls in all."""
+    prefix = f"jw-{uuid.uuid4().hex[:8]}"
+    with MockServer() as mock:
+        cfg = {**_cfg(mock.url, redis_server, prefix), "server": {"master_key": MASTER}}
+        gws = [Gateway.from_config(cfg, embedder=WideWordsEmbedder()) for _ in range(2)]
+        layers = [_layer(gw) for gw in gws]
+        for layer in layers:
+            limiter = layer.limiters["qa"]
+            limiter.clock = limiter.wall = lambda: 5_000.0  # one minute for the whole test
+        with (
+            ServerThread(create_app(gws[0])) as pa,
+            ServerThread(create_app(gws[1])) as pb,
+            openai.OpenAI(base_url=pa.url + "/v1", api_key=MASTER, max_retries=0) as ca,
+            openai.OpenAI(base_url=pb.url + "/v1", api_key=MASTER, max_retries=0) as cb,
+        ):
+
+            def ask(client: openai.OpenAI, text: str) -> None:
+                client.chat.completions.create(
+                    model="qa", messages=[{"role": "user", "content": text}]
+                )
+
+            def compared(layer: CacheLayer) -> int:
+                return sum(layer.checks.values())
+
+            ask(ca, "explain ocean tides moon please")
+            _until(lambda: len(layers[1].cache) >= 1, "B holds the entry A stored")
+            words = ["now", "today", "simply", "briefly", "quickly", "clearly", "again", "fully"]
+            for i, word in enumerate(words):  # paraphrases on both, each its own answer
+                ask(ca if i % 2 else cb, f"explain ocean tides moon {word}")
+            _until(lambda: all(compared(layer) >= CAP and not layer._comparing
+                               for layer in layers), "both compared CAP times")  # fmt: skip
+            # each instance alone would have made CAP calls: together they made CAP
+            assert _judge_calls(mock) == CAP
+            assert sum(layer.limiters["qa"].calls for layer in layers) == CAP
+            assert sum(layer.limiters["qa"].capped for layer in layers) >= CAP
