@@ -5,6 +5,7 @@ report) and drops the entry on every instance."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +13,10 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from embedders import WideWordsEmbedder
+from routeguard.cache.served import RedisServed
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
@@ -21,6 +24,7 @@ from routeguard.server.thread import ServerThread
 
 MASTER = "sk-master-served-redis"
 QUESTION = "explain ocean tides moon please"
+DELAY = 0.5  # seconds A's served-hit record writes are held up in the race test
 
 
 def _cfg(url: str, redis_url: str, prefix: str) -> dict[str, Any]:
@@ -86,3 +90,85 @@ def test_feedback_on_another_instance_counts_and_drops_the_entry(redis_server: s
             _until(lambda: ask()[0] == "miss", "A dropped the entry B was told is wrong")
             time.sleep(1.2)  # two evidence syncs later, still counted once
             assert wrong(pa.url) == wrong(pb.url) == 1
+
+
+def test_feedback_sent_the_moment_a_hit_arrives_counts_on_another_instance(
+    redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served-hit record is in Redis before the client learns the request id: made
+    deterministic by delaying A's record writes (DELAY s) well past the feedback's round
+    trip, so a record written after the answer (the race) would be missed by B."""
+    prefix = f"sv-{uuid.uuid4().hex[:8]}"
+    with MockServer() as mock:
+        gws = [Gateway.from_config(_cfg(mock.url, redis_server, prefix),
+                                   embedder=WideWordsEmbedder()) for _ in range(2)]  # fmt: skip
+        shared = gws[0].cache.served if gws[0].cache is not None else None
+        assert shared is not None
+        real_set = shared.redis.set
+
+        async def slow_set(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(DELAY)  # a slow network between A and Redis
+            return await real_set(*args, **kwargs)
+
+        monkeypatch.setattr(shared.redis, "set", slow_set)
+        shared.wait = 4 * DELAY  # this hit may wait for its record (the default is shorter)
+        with (
+            ServerThread(create_app(gws[0])) as pa,
+            ServerThread(create_app(gws[1])) as pb,
+            openai.OpenAI(base_url=pa.url + "/v1", api_key=MASTER, max_retries=0) as ca,
+            httpx.Client(headers={"authorization": f"Bearer {MASTER}"}) as http,
+        ):
+            for expected in ("miss", "hit"):
+                raw = ca.chat.completions.with_raw_response.create(
+                    model="qa", messages=[{"role": "user", "content": QUESTION}]
+                )
+                assert raw.headers["x-routeguard-cache"] == expected
+            rid = raw.headers["x-routeguard-request-id"]
+            # at once, on B (no retry, no sleep): B must already know the hit
+            r = http.post(pb.url + "/v1/feedback", json={"request_id": rid, "rating": "down"})
+            assert r.status_code == 200, r.text
+            assert r.json()["recorded"] is True
+            stats = http.get(pa.url + "/admin/cache/stats").json()["served_records"]
+            assert (stats["written"], stats["late"], stats["unwaited"]) == (1, 0, 0)
+
+
+async def test_a_slow_or_unreachable_redis_never_holds_hits_for_long(redis_server: str) -> None:
+    """A write later than ``wait`` answers the hit anyway (``late``) and later hits stop
+    waiting (``unwaited``) until a write comes back in time; an unreachable Redis never
+    raises into the hit."""
+    served = RedisServed(redis_server, prefix=f"sv-{uuid.uuid4().hex[:8]}", wait=0.05)
+    gate = asyncio.Event()
+    real_set = served.redis.set
+
+    async def held_set(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await real_set(*args, **kwargs)
+
+    served.redis.set = held_set  # type: ignore[method-assign]
+    try:
+        assert await served.durable("req_1", {"route": "qa"}) is False  # the wait ran out
+        assert await served.durable("req_2", {"route": "qa"}) is False  # did not wait
+        assert served.stats() == {"written": 0, "failed": 0, "late": 1, "unwaited": 1,
+                                  "pending": 2}  # fmt: skip
+        await asyncio.sleep(2 * served.wait)  # both writes now took longer than the wait
+        gate.set()
+        await served.flush()  # the late writes still land: those hits stay rateable anywhere
+        assert served.written == 2 and await served.recall("req_1") == {"route": "qa"}
+        served.redis.set = real_set  # type: ignore[method-assign]
+        # late writes do not make hits wait again; one back in time does
+        assert await served.durable("req_3", {"route": "qa"}) is False
+        await served.flush()
+        assert await served.durable("req_4", {"route": "qa"}) is True
+        assert served.stats()["unwaited"] == 2 and served.written == 4
+    finally:
+        await served.aclose()
+
+    down = RedisServed("redis://127.0.0.1:9/0", wait=0.05)  # nothing listens there
+    try:
+        assert await down.durable("req_1", {"route": "qa"}) is False
+        assert await down.durable("req_2", {"route": "qa"}) is False
+        await down.flush()
+        assert down.failures == 2 and down.written == 0
+        assert down.late + down.unwaited == 2
+    finally:
+        await down.aclose()

@@ -363,7 +363,7 @@ class Gateway:
         except BaseException:
             await self._release(admission)
             raise
-        self._remember(call, result, request_id)
+        await self._remember(call, result, request_id)
         if result.shadow is not None and not defer_shadow:
             self.start_shadow(result)
         return result
@@ -574,8 +574,9 @@ class Gateway:
 
     # ----------------------------------------------------------------- feedback, shadows
 
-    def _remember(self, call: Call, result: ChatResult, request_id: str) -> None:
-        """Index the served request for feedback, and sample it for a shadow check."""
+    async def _remember(self, call: Call, result: ChatResult, request_id: str) -> None:
+        """Index the served request for feedback (a hit in the shared cache too, before it
+        is answered), and sample it for a shadow check."""
         result.request_id = request_id
         key_id = call.key.key_id if call.key is not None else None
         served = Served(
@@ -583,7 +584,7 @@ class Gateway:
         )
         self.recent.add(request_id, served)
         if result.cache == "hit" and self.cache is not None:  # feedback may reach another instance
-            self.cache.share_hit(request_id, dataclasses.asdict(served))
+            await self.cache.share_hit(request_id, dataclasses.asdict(served))
         router = call.router
         if self.shadows is None or router is None or result.alias != router.cheap:
             return

@@ -60,6 +60,7 @@ from routeguard.messages import content_text
 
 if TYPE_CHECKING:
     from routeguard.cache.evidence import RedisEvidence
+    from routeguard.cache.judge_window import RedisJudgeWindow
     from routeguard.cache.served import RedisServed
 
 Json = dict[str, Any]
@@ -131,11 +132,14 @@ class CacheLayer:
 
             assert c.redis_url is not None
             self.served = RedisServed(c.redis_url, prefix=c.redis_prefix)
+        self.judge_window: RedisJudgeWindow | None = None  # the judge caps of every instance
         if c.backend == "redis" and self._bounded(config):
             from routeguard.cache.evidence import RedisEvidence
+            from routeguard.cache.judge_window import RedisJudgeWindow
 
             assert c.redis_url is not None
             self.evidence = RedisEvidence(c.redis_url, self.bounds, prefix=c.redis_prefix)
+            self.judge_window = RedisJudgeWindow(c.redis_url, prefix=c.redis_prefix)
         # ModelJudge's calls (set by the gateway: a chat call through its providers, charged
         # as the ticket's billing says).
         self.judge_call: Callable[[str, Json, Ticket], Awaitable[Json]] | None = None
@@ -210,6 +214,8 @@ class CacheLayer:
             await self.evidence.aclose()
         if self.served is not None:
             await self.served.aclose()
+        if self.judge_window is not None:
+            await self.judge_window.aclose()
         await self.cache.aclose()
         self.begun = False
 
@@ -378,7 +384,10 @@ class CacheLayer:
                 confidence=settings.error_confidence,
             )
             self.limiters[alias] = JudgeLimiter(
-                settings.judge_max_per_minute, settings.judge_max_share
+                settings.judge_max_per_minute,
+                settings.judge_max_share,
+                shared=self.judge_window,
+                route=alias,
             )
         return bound
 
@@ -395,13 +404,13 @@ class CacheLayer:
         limiter = self.limiters[ticket.alias]
 
         async def billed(alias: str, request: Json) -> Json:
-            token = limiter.acquire()
-            if token is None:
+            slot = await limiter.take()
+            if slot is None:
                 raise JudgeCapped(f"route '{ticket.alias}' reached its judge-call cap")
             try:
                 return await call(alias, request, ticket)
             except BudgetExceeded:  # refused before any call was made: the slot is free again
-                limiter.release(token)
+                await limiter.give_back(slot)
                 raise
 
         return ModelJudge(settings.judge, billed)
@@ -450,11 +459,12 @@ class CacheLayer:
         key = (alias, kind, outcome)
         self.checks[key] = self.checks.get(key, 0) + 1
 
-    def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
+    async def share_hit(self, request_id: str, record: Mapping[str, Any]) -> None:
         """Make a hit this instance served known to the others (Redis backend; else no-op),
-        so that feedback on it counts wherever it arrives."""
+        so that feedback on it counts wherever it arrives: awaited before the hit is
+        answered, for at most ``RedisServed.wait`` s, and never raises."""
         if self.served is not None:
-            self.served.share(request_id, record)
+            await self.served.durable(request_id, record)
 
     async def recall(self, request_id: str) -> dict[str, Any] | None:
         """What another instance shared of the hit it served as ``request_id`` (None when
@@ -484,13 +494,17 @@ class CacheLayer:
             limiter = self.limiters[alias]
             row["judge_calls"] = limiter.calls  # this instance's judge-model calls (extra calls)
             row["judge_capped"] = limiter.capped
+            row["judge_unshared"] = limiter.unshared  # granted here alone: Redis did not answer
             row["checks_here"] = {
                 f"{kind}:{outcome}": n
                 for (a, kind, outcome), n in sorted(self.checks.items())
                 if a == alias
             }
             routes[alias] = row
-        return {"object": "cache.stats", "routes": routes, "cache": self.metrics.snapshot()}
+        out = {"object": "cache.stats", "routes": routes, "cache": self.metrics.snapshot()}
+        if self.served is not None:  # hits shared for feedback on another instance
+            out["served_records"] = self.served.stats()
+        return out
 
 
 def corrected(response: Any, content: str) -> Json:
