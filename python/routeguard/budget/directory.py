@@ -42,6 +42,18 @@ class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defa
     max_budget_in_team: float | None = None
 
 
+OrgRole = Literal["org_admin", "internal_user", "internal_user_viewer"]
+
+
+class OrgMember(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One member of an organization (LiteLLM's ``LiteLLM_OrganizationMembership``): an
+    ``org_admin`` manages the organization's teams, their members and keys."""
+
+    user_id: str | None = None
+    user_email: str | None = None
+    role: OrgRole = "internal_user"
+
+
 class _Limits(msgspec.Struct, kw_only=True):
     max_budget: float | None = None
     budget_duration: str | None = None
@@ -105,6 +117,7 @@ class Organization(_Limits, kw_only=True):
     organization_id: str
     organization_alias: str | None = None
     models: list[str] = []
+    members: list[OrgMember] = []
 
 
 Record = Team | User | Customer | Organization

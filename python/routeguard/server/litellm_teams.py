@@ -1,14 +1,12 @@
-"""LiteLLM's team and organization endpoints over the key store's directory.
+"""LiteLLM's team endpoints over the key store's directory (organizations are
+:mod:`.litellm_orgs`').
 
-Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
+``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
 /team/delete`` (``team_ids``; the team's keys are revoked, as LiteLLM deletes them), ``GET
 /team/list``, ``POST /team/member_add`` / ``member_delete`` / ``member_update``, ``POST
-/team/block`` / ``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
-organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
-``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
-``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
-its organization's; every key with its ``team_id`` is charged there. Who may call what is
-:mod:`.litellm_entities`'."""
+/team/block`` / ``unblock``. A team's ``max_budget``/``budget_duration``/``rpm_limit``/
+``tpm_limit`` are its budget account's, under its organization's; every key with its
+``team_id`` is charged there. Who may call what is :mod:`.litellm_entities`'."""
 
 from __future__ import annotations
 
@@ -30,13 +28,11 @@ from routeguard.server.litellm_keys import key_info
 from routeguard.server.litellm_records import (
     Handler,
     absent,
-    budget_table,
     build,
     changed,
     create,
     fields,
     iso,
-    listing,
     member_budget,
     members,
     query_id,
@@ -304,83 +300,6 @@ def _leave_users(gateway: Gateway, team_id: str, gone: list[Member]) -> None:
             save(gateway, user, {"teams": [t for t in user.teams if t != team_id]})
 
 
-# ------------------------------------------------------------------ organizations
-
-
-async def org_json(gateway: Gateway, org: Organization) -> dict[str, Any]:
-    """An organization as LiteLLM shows it (``LiteLLM_OrganizationTable``), with its teams."""
-    teams = [t for t in records(gateway, Team) if t.organization_id == org.organization_id]
-    return {
-        "organization_id": org.organization_id,
-        "organization_alias": org.organization_alias,
-        "models": org.models,
-        "metadata": org.metadata,
-        "max_budget": org.max_budget,
-        "budget_duration": org.budget_duration,
-        "tpm_limit": org.tpm_limit,
-        "rpm_limit": org.rpm_limit,
-        "litellm_budget_table": budget_table(org),
-        "teams": [{"team_id": t.team_id, "team_alias": t.team_alias} for t in teams],
-        "created_at": iso(org.created_at),
-        "updated_at": iso(org.updated_at),
-        **await spend(gateway, org),
-    }
-
-
-def _org_id(data: dict[str, Any]) -> str:
-    return check_id(data.get("organization_id"), "organization_id")
-
-
-async def org_new(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``POST /organization/new`` (``organization_alias`` required, as in LiteLLM)."""
-    given = data.get("organization_id")
-    org_id = check_id(given, "organization_id") if given else str(uuid.uuid4())
-    values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
-    if not values.get("organization_alias"):
-        raise InvalidRequest("organization_alias is required", param="organization_alias")
-    org = create(gateway, Organization, org_id, values)
-    return {**await org_json(gateway, org), "ignored_fields": ignored}
-
-
-async def org_info(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /organization/info?organization_id=``."""
-    org_id = query_id(query, "organization_id", "/organization/info", "organization")
-    org = gateway.directory.require("organization", org_id, Organization)
-    return await org_json(gateway, org)
-
-
-async def org_update(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``PATCH /organization/update``: change the fields given."""
-    org = gateway.directory.require("organization", _org_id(data), Organization)
-    new, ignored = update(gateway, org, data)
-    return {**await org_json(gateway, new), "ignored_fields": ignored}
-
-
-async def org_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``DELETE /organization/delete``: organizations without teams (400 naming the
-    teams otherwise: move or delete them first)."""
-    ids = data.get("organization_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(o, str) for o in ids):
-        raise InvalidRequest(
-            "organization_ids: a list of organization ids is required", param="organization_ids"
-        )
-    orgs = [gateway.directory.require("organization", o, Organization) for o in ids]
-    out = []
-    for org in orgs:
-        shown = await org_json(gateway, org)
-        if shown["teams"]:
-            names = ", ".join(t["team_id"] for t in shown["teams"])
-            raise InvalidRequest(
-                f"organization_ids: organization '{org.organization_id}' still has teams "
-                f"({names}): move or delete them first",
-                param="organization_ids",
-            )
-        out.append(shown)
-    for org in orgs:
-        gateway.directory.delete("organization", org.organization_id)
-    return out
-
-
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/new": (("POST",), team_new),
     "/team/info": (("GET",), team_info),
@@ -392,9 +311,4 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/member_update": (("POST",), member_update),
     "/team/block": (("POST",), team_block),
     "/team/unblock": (("POST",), team_unblock),
-    "/organization/new": (("POST",), org_new),
-    "/organization/info": (("GET",), org_info),
-    "/organization/update": (("PATCH", "POST"), org_update),
-    "/organization/delete": (("DELETE", "POST"), org_delete),
-    "/organization/list": (("GET",), listing(Organization, org_json)),
 }
