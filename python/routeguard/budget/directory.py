@@ -32,7 +32,7 @@ _ID_RULE = "use 1-190 characters without spaces, braces, colons or slashes"
 
 class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """One team member (LiteLLM's ``Member``). Stored without its defaults, so a member
-    without a ``max_budget_in_team`` reads the same in an older version."""
+    without limits of its own reads the same in an older version."""
 
     user_id: str | None = None
     user_email: str | None = None
@@ -40,6 +40,11 @@ class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defa
     # The member's budget within the team (dollars, the team's period): its keys of the
     # team are charged to an account of their own under the team's (member_account).
     max_budget_in_team: float | None = None
+    # The member's own period and rate limits within the team (LiteLLM's member
+    # budget_duration, rpm_limit, tpm_limit); unset: the team's team_member_* defaults.
+    budget_duration: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 OrgRole = Literal["org_admin", "internal_user", "internal_user_viewer"]
@@ -87,6 +92,12 @@ class Team(_Limits, kw_only=True):
     models: list[str] = []
     members_with_roles: list[Member] = []
     blocked: bool = False
+    # Defaults for every member's own account within the team (LiteLLM's team_member_*):
+    # a member's max_budget_in_team, budget_duration, rpm_limit, tpm_limit override them.
+    team_member_budget: float | None = None
+    team_member_budget_duration: str | None = None
+    team_member_rpm_limit: int | None = None
+    team_member_tpm_limit: int | None = None
 
 
 class User(_Limits, kw_only=True):
@@ -151,6 +162,19 @@ def member_account(team_id: str, user_id: str) -> str:
     if ACCOUNT_NAME.match(name):
         return name
     return f"member.{hashlib.sha256(f'{team_id}/{user_id}'.encode()).hexdigest()[:32]}"
+
+
+def member_limits(team: Team, m: Member) -> tuple[float | None, str, int | None, int | None]:
+    """The budget (dollars), period, RPM and TPM of member ``m``'s own account in ``team``:
+    the member's own values, else the team's ``team_member_*`` defaults; the period falls
+    back to the team's (``total`` when neither has a duration)."""
+    duration = m.budget_duration or team.team_member_budget_duration or team.budget_duration
+    return (
+        m.max_budget_in_team if m.max_budget_in_team is not None else team.team_member_budget,
+        "total" if duration is None else period_from_duration(duration),
+        m.rpm_limit if m.rpm_limit is not None else team.team_member_rpm_limit,
+        m.tpm_limit if m.tpm_limit is not None else team.team_member_tpm_limit,
+    )
 
 
 def check_id(value: Any, field: str, *, any_text: bool = False) -> str:

@@ -5,9 +5,10 @@ handler, checks the method, reads the body or the query, and answers ``(status, 
 Every endpoint answers the master key. An organization's admin may manage its organization
 (:mod:`.litellm_org_admins`). A team's admin (a virtual key whose ``user_id`` is a
 member of the team with ``role: admin``, as in LiteLLM) may also, for its own team: read it
-(``/team/info``), update it (``/team/update``: its alias, metadata, rate limits, its models
-narrowed, its ``max_budget`` kept or lowered; raising or clearing the budget, its period, its
-organization or its block answer only the master key), manage its members
+(``/team/info``), update it (``/team/update``: its alias, metadata, rate limits, its
+members' ``team_member_*`` defaults, its models narrowed, its ``max_budget`` kept or
+lowered; raising or clearing the budget, its period, its organization or its block answer
+only the master key), manage its members
 (``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
 (``/key/generate`` with its ``team_id``, for itself or another member), update them
 (``/key/update``: a key of the team, kept in the team, owned by a member, within the team's
@@ -43,8 +44,10 @@ TEAM_ADMIN_PATHS = frozenset(
      "/team/member_update", "/key/generate", "/key/update", "/key/delete"}
 )  # fmt: skip
 # The team fields its admin may change with /team/update (models and max_budget only down).
+# The team_member_* defaults only narrow what a member may spend of the team's budget.
 TEAM_ADMIN_FIELDS = frozenset({"team_alias", "metadata", "rpm_limit", "tpm_limit", "models",
-                               "max_budget"})  # fmt: skip
+                               "max_budget", "team_member_budget", "team_member_budget_duration",
+                               "team_member_rpm_limit", "team_member_tpm_limit"})  # fmt: skip
 _TEAM_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Team))
 
 

@@ -22,6 +22,7 @@ from routeguard.budget.directory import (
     Team,
     User,
     check_id,
+    member_limits,
 )
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
@@ -30,6 +31,7 @@ from routeguard.server.litellm_records import (
     absent,
     build,
     changed,
+    check_member,
     create,
     fields,
     iso,
@@ -60,6 +62,9 @@ async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
                 "user_email": m.user_email,
                 "role": m.role,
                 "max_budget_in_team": m.max_budget_in_team,
+                "budget_duration": m.budget_duration,
+                "rpm_limit": m.rpm_limit,
+                "tpm_limit": m.tpm_limit,
             }
             for m in team.members_with_roles
         ],
@@ -70,10 +75,23 @@ async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
         "budget_duration": team.budget_duration,
         "models": team.models,
         "blocked": team.blocked,
+        "team_member_budget_table": _member_defaults(team),
         "created_at": iso(team.created_at),
         "updated_at": iso(team.updated_at),
         **await spend(gateway, team),
     }
+
+
+def _member_defaults(team: Team) -> dict[str, Any] | None:
+    """LiteLLM's ``team_member_budget_table``: the team's defaults for its members' own
+    accounts (None when it sets none)."""
+    table = {
+        "max_budget": team.team_member_budget,
+        "budget_duration": team.team_member_budget_duration,
+        "rpm_limit": team.team_member_rpm_limit,
+        "tpm_limit": team.team_member_tpm_limit,
+    }
+    return None if all(v is None for v in table.values()) else table  # fmt: skip
 
 
 def _team_id(data: dict[str, Any]) -> str:
@@ -130,16 +148,20 @@ async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
 
 
 async def _membership(gateway: Gateway, team: Team, m: Member) -> dict[str, Any]:
-    """A member as LiteLLM's ``team_memberships`` shows it: its budget within the team and
-    what it spent there this period (None: no budget in the team, so not counted apart)."""
+    """A member as LiteLLM's ``team_memberships`` shows it: its own limits within the team
+    (its values, else the team's ``team_member_*``) and what it spent there this period
+    (None: no limits of its own in the team, so not counted apart)."""
     account = gateway.budget.member(team, m.user_id)
     spent = (
         None
         if account is None
         else float(micros_to_usd(await gateway.budget.backend.spent(account)))
     )
-    table = None if m.max_budget_in_team is None else {
-        "max_budget": m.max_budget_in_team, "budget_duration": team.budget_duration}  # fmt: skip
+    limit, _, rpm, tpm = member_limits(team, m)
+    duration = m.budget_duration or team.team_member_budget_duration or team.budget_duration
+    table = None if account is None else {
+        "max_budget": limit, "budget_duration": duration, "rpm_limit": rpm,
+        "tpm_limit": tpm}  # fmt: skip
     return {"team_id": team.team_id, "user_id": m.user_id, "role": m.role,
             "spend": spent, "litellm_budget_table": table}  # fmt: skip
 
@@ -229,25 +251,32 @@ async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     return await team_json(gateway, new)
 
 
+_MEMBER_LIMITS = ("max_budget_in_team", "budget_duration", "rpm_limit", "tpm_limit")
+
+
 async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``POST /team/member_update``: change the ``role`` and ``max_budget_in_team`` (the
-    member's budget within the team, in the team's period; null clears it) of the member
-    named by ``user_id`` or ``user_email``."""
+    """``POST /team/member_update``: change the ``role`` and the member's own limits within
+    the team (``max_budget_in_team``, ``budget_duration``, ``rpm_limit``, ``tpm_limit``;
+    null clears one, so the team's ``team_member_*`` default applies) of the member named by
+    ``user_id`` or ``user_email``."""
     team = gateway.directory.require("team", _team_id(data), Team)
     found = _member(team, data)
     role = data.get("role", found.role)
     if role not in ("admin", "user"):
         raise InvalidRequest("role must be 'admin' or 'user'", param="role")
-    budget = found.max_budget_in_team
-    if "max_budget_in_team" in data:
-        budget = member_budget(data["max_budget_in_team"])
-    known = {"team_id", "user_id", "user_email", "role", "max_budget_in_team"}
-    ignored = sorted(set(data) - known)
-    now = msgspec.structs.replace(found, role=role, max_budget_in_team=budget)
+    given = {k: data[k] for k in _MEMBER_LIMITS if k in data}
+    try:
+        now = msgspec.convert({**msgspec.structs.asdict(found), **given, "role": role}, Member,
+                              strict=True)  # fmt: skip
+    except msgspec.ValidationError as exc:
+        name = next((k for k in given if f"$.{k}" in str(exc)), "max_budget_in_team")
+        raise InvalidRequest(f"{name}: {exc}", param=name) from None
+    check_member(now)
+    ignored = sorted(set(data) - {"team_id", "user_id", "user_email", "role", *_MEMBER_LIMITS})
     save(gateway, team, {"members_with_roles": [now if m is found else m
                                                 for m in team.members_with_roles]})  # fmt: skip
     return {"team_id": team.team_id, "user_id": now.user_id, "user_email": now.user_email,
-            "role": now.role, "max_budget_in_team": now.max_budget_in_team,
+            "role": now.role, **{k: getattr(now, k) for k in _MEMBER_LIMITS},
             "ignored_fields": ignored}  # fmt: skip
 
 
