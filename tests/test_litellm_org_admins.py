@@ -108,6 +108,9 @@ def test_organization_members_in_litellm_shapes(srv: ServerThread) -> None:
         ("POST", "/organization/member_add", {"organization_id": "m-org", "member": {}},
          "member", 400),
         ("POST", "/organization/member_add", {"organization_id": "m-org"}, "member", 400),
+        ("POST", "/organization/member_add",
+         {"organization_id": "m-org", "member": {"user_id": "x", "rol": "org_admin"}},
+         "member", 400),
         ("PATCH", "/organization/member_update",
          {"organization_id": "m-org", "user_id": "m-bob", "role": "admin"}, "role", 400),
         ("PATCH", "/organization/member_update",
@@ -272,6 +275,8 @@ def test_an_org_admin_is_refused_beyond_its_organization(
         ("POST", "/team/update", {"team_id": "acme-ops", "max_budget": 11}, "max_budget"),
         ("POST", "/team/update", {"team_id": "acme-ops", "organization_id": "rival"},
          "organization_id"),
+        ("POST", "/team/update", {"team_id": "acme-ops", "organization_id": None},
+         "organization_id"),  # out of every organization: out of the organization's budget
         ("POST", "/key/generate", {"team_id": "acme-ops", "user_id": "stranger"}, "user_id"),
         ("POST", "/key/update", {"key": acme_key, "team_id": "rival-team"}, "team_id"),
         ("POST", "/key/update", {"key": acme_key, "user_id": "stranger"}, "user_id"),

@@ -84,6 +84,13 @@ def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
         ("/team/new", {"models": "a"}, "models"),
         ("/team/new", {"team_id": "has space"}, "team_id"),
         ("/team/new", {"organization_id": "nope"}, "organization_id"),
+        (
+            "/team/new",
+            {"members_with_roles": [{"user_id": "u", "rol": "admin"}]},
+            "members_with_roles",
+        ),
+        ("/team/new", {"members_with_roles": [{"user_id": "u", "rpm_limit": 0}]}, "rpm_limit"),
+        ("/team/new", {"team_member_budget": "5"}, "team_member_budget"),
         ("/team/update", {"max_budget": 1}, "team_id"),
         ("/team/delete", {"team_ids": "x"}, "team_ids"),
         ("/team/member_add", {"team_id": "t-missing", "member": {}}, "team_id"),

@@ -30,9 +30,11 @@ _ID = re.compile(r"^[^\s{}:/]{1,190}$")
 _ID_RULE = "use 1-190 characters without spaces, braces, colons or slashes"
 
 
-class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One team member (LiteLLM's ``Member``). Stored without its defaults, so a member
-    without limits of its own reads the same in an older version."""
+    without limits of its own reads the same in an older version; fields it does not know
+    (a later version's) are ignored on reading (the API refuses unknown ones:
+    :func:`unknown_fields`)."""
 
     user_id: str | None = None
     user_email: str | None = None
@@ -50,7 +52,7 @@ class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defa
 OrgRole = Literal["org_admin", "internal_user", "internal_user_viewer"]
 
 
-class OrgMember(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class OrgMember(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One member of an organization (LiteLLM's ``LiteLLM_OrganizationMembership``): an
     ``org_admin`` manages the organization's teams, their members and keys."""
 
@@ -162,6 +164,14 @@ def member_account(team_id: str, user_id: str) -> str:
     if ACCOUNT_NAME.match(name):
         return name
     return f"member.{hashlib.sha256(f'{team_id}/{user_id}'.encode()).hexdigest()[:32]}"
+
+
+def unknown_fields(items: Any, cls: type[msgspec.Struct]) -> list[str]:
+    """The keys of the objects ``items`` (one or a list) that ``cls`` has no field for:
+    records tolerate a later version's fields, requests must not carry typos."""
+    known = {f.name for f in msgspec.structs.fields(cls)}
+    found = items if isinstance(items, list) else [items]
+    return sorted({k for m in found if isinstance(m, dict) for k in m if k not in known})
 
 
 def member_limits(team: Team, m: Member) -> tuple[float | None, str, int | None, int | None]:

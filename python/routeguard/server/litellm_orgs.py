@@ -24,6 +24,7 @@ from routeguard.budget.directory import (
     Team,
     User,
     check_id,
+    unknown_fields,
 )
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_records import (
@@ -146,6 +147,10 @@ def _members(value: Any) -> list[OrgMember]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise InvalidRequest("member: at least one member is required", param="member")
+    extra = unknown_fields(items, OrgMember)
+    if extra:
+        raise InvalidRequest(f"member: unknown member field(s) {', '.join(extra)}",
+                             param="member")  # fmt: skip
     try:
         found = [msgspec.convert(m, OrgMember, strict=True) for m in items]
     except msgspec.ValidationError as exc:

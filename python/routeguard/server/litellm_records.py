@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from routeguard.budget.accounts import micros_to_usd
-from routeguard.budget.directory import ID_FIELD, TYPES, Kind, Member, R, Record
+from routeguard.budget.directory import ID_FIELD, TYPES, Kind, Member, R, Record, unknown_fields
 from routeguard.config.budgets import period_from_duration
 from routeguard.errors import InvalidRequest
 
@@ -65,6 +65,8 @@ def fields(
             continue
         if value is None and name in ("models", "metadata", "members_with_roles", "teams"):
             continue  # LiteLLM clients send null for "unchanged"/"none"
+        if name == "members_with_roles":
+            _no_unknown(value, Member, name)
         try:
             out[name] = msgspec.convert(value, types[name], strict=True)
         except msgspec.ValidationError as exc:
@@ -107,6 +109,13 @@ def check_member(m: Member) -> None:
     """400 naming the field for a member's budget, rate limits or period out of range."""
     member_budget(m.max_budget_in_team)
     _limits(msgspec.structs.asdict(m), ("rpm_limit", "tpm_limit"), ("budget_duration",))
+
+
+def _no_unknown(items: Any, cls: type[msgspec.Struct], field: str) -> None:
+    """400 naming ``field`` when a member object carries a field ``cls`` does not have."""
+    extra = unknown_fields(items, cls)
+    if extra:
+        raise InvalidRequest(f"{field}: unknown member field(s) {', '.join(extra)}", param=field)
 
 
 def member_budget(value: Any) -> float | None:
@@ -192,6 +201,7 @@ def update(
 def members(value: Any, field: str) -> list[Member]:
     """A ``member`` value (one object or a list of them) as Members, each naming a user."""
     items = value if isinstance(value, list) else [value]
+    _no_unknown(items, Member, field)
     try:
         found = [msgspec.convert(m, Member, strict=True) for m in items]
     except msgspec.ValidationError as exc:
