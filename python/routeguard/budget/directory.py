@@ -174,14 +174,13 @@ def unknown_fields(items: Any, cls: type[msgspec.Struct]) -> list[str]:
     return sorted({k for m in found if isinstance(m, dict) for k in m if k not in known})
 
 
-def member_limits(team: Team, m: Member) -> tuple[float | None, str, int | None, int | None]:
-    """The budget (dollars), period, RPM and TPM of member ``m``'s own account in ``team``:
-    the member's own values, else the team's ``team_member_*`` defaults; the period falls
-    back to the team's (``total`` when neither has a duration)."""
-    duration = m.budget_duration or team.team_member_budget_duration or team.budget_duration
+def member_limits(team: Team, m: Member) -> tuple[float | None, str | None, int | None, int | None]:
+    """The budget (dollars), ``budget_duration``, RPM and TPM of member ``m``'s own account
+    in ``team``: the member's own values, else the team's ``team_member_*`` defaults; the
+    duration falls back to the team's (None: ``total``, never resets)."""
     return (
         m.max_budget_in_team if m.max_budget_in_team is not None else team.team_member_budget,
-        "total" if duration is None else period_from_duration(duration),
+        m.budget_duration or team.team_member_budget_duration or team.budget_duration,
         m.rpm_limit if m.rpm_limit is not None else team.team_member_rpm_limit,
         m.tpm_limit if m.tpm_limit is not None else team.team_member_tpm_limit,
     )

@@ -56,7 +56,7 @@ from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
-from routeguard.config.budgets import BudgetAccountConfig
+from routeguard.config.budgets import BudgetAccountConfig, period_from_duration
 from routeguard.errors import PermissionDenied
 
 log = logging.getLogger("routeguard.budget")
@@ -236,13 +236,14 @@ class BudgetLayer:
                      None)  # fmt: skip
         if found is None or user_id is None:
             return None
-        limit, period, rpm, tpm = member_limits(team, found)
+        limit, duration, rpm, tpm = member_limits(team, found)
         if limit is None and rpm is None and tpm is None:
             return None
         parent = self.managed(team)
         name = member_account(team.team_id, user_id)
-        sig = (limit, period, rpm, tpm, parent)
+        sig = (limit, duration, rpm, tpm, parent)
         if self._managed_sigs.get(name) != sig or name not in self.backend.accounts.by_name:
+            period = "total" if duration is None else period_from_duration(duration)
             cfg = BudgetAccountConfig(name=name, parent=parent, limit=limit, period=period,
                                       rpm=rpm, tpm=tpm)  # fmt: skip
             self.backend.upsert(self.backend.accounts.build(cfg))

@@ -157,8 +157,7 @@ async def _membership(gateway: Gateway, team: Team, m: Member) -> dict[str, Any]
         if account is None
         else float(micros_to_usd(await gateway.budget.backend.spent(account)))
     )
-    limit, _, rpm, tpm = member_limits(team, m)
-    duration = m.budget_duration or team.team_member_budget_duration or team.budget_duration
+    limit, duration, rpm, tpm = member_limits(team, m)
     table = None if account is None else {
         "max_budget": limit, "budget_duration": duration, "rpm_limit": rpm,
         "tpm_limit": tpm}  # fmt: skip
