@@ -84,6 +84,13 @@ def test_team_lifecycle_in_litellm_shapes(srv: ServerThread) -> None:
         ("/team/new", {"models": "a"}, "models"),
         ("/team/new", {"team_id": "has space"}, "team_id"),
         ("/team/new", {"organization_id": "nope"}, "organization_id"),
+        (
+            "/team/new",
+            {"members_with_roles": [{"user_id": "u", "rol": "admin"}]},
+            "members_with_roles",
+        ),
+        ("/team/new", {"members_with_roles": [{"user_id": "u", "rpm_limit": 0}]}, "rpm_limit"),
+        ("/team/new", {"team_member_budget": "5"}, "team_member_budget"),
         ("/team/update", {"max_budget": 1}, "team_id"),
         ("/team/delete", {"team_ids": "x"}, "team_ids"),
         ("/team/member_add", {"team_id": "t-missing", "member": {}}, "team_id"),
@@ -544,3 +551,82 @@ def test_a_members_budget_within_its_team(srv: ServerThread) -> None:
     rae_key = ok(srv.url, "POST", "/key/generate", {"team_id": "split", "user_id": "rae"})["key"]
     with client(srv.url, rae_key) as c:
         assert c.chat.completions.create(model="a", messages=MSG).choices
+
+
+def test_a_members_own_limits_and_the_teams_defaults(srv: ServerThread) -> None:
+    crew = [{"role": "admin", "user_id": "uma"}, {"role": "user", "user_id": "vic"},
+            {"role": "user", "user_id": "wes"}]  # fmt: skip
+    made = ok(srv.url, "POST", "/team/new", {"team_id": "quota", "max_budget": 100,
+              "rpm_limit": 100, "budget_duration": "30d", "members_with_roles": crew,
+              "team_member_budget": 0, "team_member_budget_duration": "1d"})  # fmt: skip
+    assert made["team_member_budget_table"] == {
+        "max_budget": 0,
+        "budget_duration": "1d",
+        "rpm_limit": None,
+        "tpm_limit": None,
+    }
+    uma = ok(srv.url, "POST", "/key/generate", {"user_id": "uma"})["key"]
+    vic, wes = (ok(srv.url, "POST", "/key/generate", {"team_id": "quota", "user_id": u})["key"]
+                for u in ("vic", "wes"))  # fmt: skip
+    shared = ok(srv.url, "POST", "/key/generate", {"team_id": "quota"})["key"]  # no user
+
+    # The team's default budget holds every member (LiteLLM's 422 under its config) while
+    # the team has room: its key without a user is served.
+    with client(srv.url, vic) as c:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
+            c.chat.completions.create(model="a", messages=MSG)
+        assert caught.value.type == "budget_exceeded" and "quota" in caught.value.message
+    with client(srv.url, shared) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    # A member's own values win over the team's defaults; its own RPM refuses with a 429
+    # in OpenAI's shape while the team (100 a minute) and another member have room.
+    status, out = call(srv.url, "POST", "/team/member_update", {"team_id": "quota",
+                       "user_id": "vic", "max_budget_in_team": 5, "rpm_limit": 1,
+                       "tpm_limit": 100000, "budget_duration": "7d"}, key=uma)  # fmt: skip
+    assert status == 200, out
+    assert (out["max_budget_in_team"], out["rpm_limit"], out["budget_duration"]) == (5, 1, "7d")
+    with client(srv.url, vic) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+        with pytest.raises(openai.RateLimitError) as limited:
+            c.chat.completions.create(model="a", messages=MSG)
+        body: Any = limited.value.body
+        assert body["type"] == "rate_limit_error" and body["code"] == "rate_limit_exceeded"
+    with client(srv.url, shared) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    ok(srv.url, "POST", "/team/update", {"team_id": "quota", "team_member_budget": 5})
+    with client(srv.url, wes) as c:  # the default raised: wes is served too
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+    info = ok(srv.url, "GET", "/team/info?team_id=quota")
+    shown = {m["user_id"]: m for m in info["team_memberships"]}
+    assert shown["vic"]["litellm_budget_table"] == {
+        "max_budget": 5,
+        "budget_duration": "7d",
+        "rpm_limit": 1,
+        "tpm_limit": 100000,
+    }
+    assert shown["wes"]["litellm_budget_table"]["budget_duration"] == "1d"
+    assert shown["wes"]["spend"] > 0 and shown["vic"]["spend"] > 0
+
+    # Cleared, vic's own values give way to the team's defaults again.
+    out = ok(srv.url, "POST", "/team/member_update", {"team_id": "quota", "user_id": "vic",
+             "rpm_limit": None, "budget_duration": None})  # fmt: skip
+    assert (out["rpm_limit"], out["budget_duration"], out["max_budget_in_team"]) == (None, None, 5)
+    with client(srv.url, vic) as c:
+        assert c.chat.completions.create(model="a", messages=MSG).choices
+
+    # A team admin sets the defaults (they only narrow the team's budget); bad values: 400.
+    status, out = call(srv.url, "POST", "/team/update", {"team_id": "quota",
+                       "team_member_rpm_limit": 50}, key=uma)  # fmt: skip
+    assert status == 200 and out["data"]["team_member_budget_table"]["rpm_limit"] == 50, out
+    for path, body, param in (
+        ("/team/update", {"team_member_budget": -1}, "team_member_budget"),
+        ("/team/update", {"team_member_rpm_limit": 0}, "team_member_rpm_limit"),
+        ("/team/update", {"team_member_budget_duration": "soon"}, "team_member_budget_duration"),
+        ("/team/member_update", {"user_id": "vic", "rpm_limit": 0}, "rpm_limit"),
+        ("/team/member_update", {"user_id": "vic", "tpm_limit": "5"}, "tpm_limit"),
+        ("/team/member_update", {"user_id": "vic", "budget_duration": "soon"}, "budget_duration"),
+        ("/team/member_add", {"member": {"user_id": "xi", "rpm_limit": -3}}, "rpm_limit"),
+    ):
+        status, out = call(srv.url, "POST", path, {"team_id": "quota", **body})
+        assert status == 400 and out["error"]["param"] == param, (path, body, out)

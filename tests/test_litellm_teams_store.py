@@ -24,7 +24,7 @@ from routeguard.budget.directory import (
 )
 from routeguard.budget.keys import KeySpec, KeyStore
 from routeguard.budget.redis_keys import RedisKeyStore
-from routeguard.errors import BudgetExceeded
+from routeguard.errors import BudgetExceeded, RateLimited
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.result import ChatResult
@@ -102,11 +102,41 @@ async def _member_bursts(gw: Gateway) -> None:
     assert await backend.spent("team.t3") == spent + sum(micros(r) for r in theirs)
 
 
+async def _member_default_bursts(gw: Gateway) -> None:
+    """The team's ``team_member_budget`` and a member's own ``rpm_limit`` hold bursts of its
+    keys exactly, while the team has room."""
+    crew = [Member(user_id="ola"), Member(user_id="pax", max_budget_in_team=50.0, rpm_limit=5)]
+    gw.directory.put(Team(team_id="t4", max_budget=100.0, rpm_limit=1000, members_with_roles=crew,
+                          team_member_budget=0.2, created_at=_now()))  # fmt: skip
+    _, ola = gw.keys.create(KeySpec(team="t4", user="ola"))
+    served, errors = await _burst(gw, ola, 40)
+    ola_account = member_account("t4", "ola")
+    assert served and errors
+    assert {e.account for e in errors if isinstance(e, BudgetExceeded)} == {ola_account}
+    assert len(errors) == sum(isinstance(e, BudgetExceeded) for e in errors)
+    backend = gw.budget.backend
+    spent = await backend.spent(ola_account)
+    assert spent == sum(micros(r) for r in served) <= usd_to_micros(0.2)
+    assert await backend.reserved(ola_account) == 0
+
+    _, pax = gw.keys.create(KeySpec(team="t4", user="pax"))  # its own $50, 5 a minute
+    served, errors = await _burst(gw, pax, 12)
+    assert len(served) == 5 and len(errors) == 7
+    assert {e.account for e in errors if isinstance(e, RateLimited)} == {
+        member_account("t4", "pax")
+    }
+    assert all(isinstance(e, RateLimited) for e in errors)
+    _, shared = gw.keys.create(KeySpec(team="t4"))  # the team's key without a user: room left
+    more, refused = await _burst(gw, shared, 5)
+    assert len(more) == 5 and not refused
+
+
 async def test_budgets_are_exact_under_concurrency_in_process(mock: MockServer) -> None:
     gw = Gateway.from_config(priced_config(mock.url))
     try:
         await _team_and_customer_bursts(gw)
         await _member_bursts(gw)
+        await _member_default_bursts(gw)
     finally:
         await gw.aclose()
 
@@ -123,6 +153,7 @@ async def test_budgets_are_exact_under_concurrency_on_redis(
     try:
         await _team_and_customer_bursts(gw)
         await _member_bursts(gw)
+        await _member_default_bursts(gw)
     finally:
         await gw.aclose()
 

@@ -30,9 +30,11 @@ _ID = re.compile(r"^[^\s{}:/]{1,190}$")
 _ID_RULE = "use 1-190 characters without spaces, braces, colons or slashes"
 
 
-class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One team member (LiteLLM's ``Member``). Stored without its defaults, so a member
-    without a ``max_budget_in_team`` reads the same in an older version."""
+    without limits of its own reads the same in an older version; fields it does not know
+    (a later version's) are ignored on reading (the API refuses unknown ones:
+    :func:`unknown_fields`)."""
 
     user_id: str | None = None
     user_email: str | None = None
@@ -40,6 +42,23 @@ class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defa
     # The member's budget within the team (dollars, the team's period): its keys of the
     # team are charged to an account of their own under the team's (member_account).
     max_budget_in_team: float | None = None
+    # The member's own period and rate limits within the team (LiteLLM's member
+    # budget_duration, rpm_limit, tpm_limit); unset: the team's team_member_* defaults.
+    budget_duration: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+
+OrgRole = Literal["org_admin", "internal_user", "internal_user_viewer"]
+
+
+class OrgMember(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One member of an organization (LiteLLM's ``LiteLLM_OrganizationMembership``): an
+    ``org_admin`` manages the organization's teams, their members and keys."""
+
+    user_id: str | None = None
+    user_email: str | None = None
+    role: OrgRole = "internal_user"
 
 
 class _Limits(msgspec.Struct, kw_only=True):
@@ -75,6 +94,12 @@ class Team(_Limits, kw_only=True):
     models: list[str] = []
     members_with_roles: list[Member] = []
     blocked: bool = False
+    # Defaults for every member's own account within the team (LiteLLM's team_member_*):
+    # a member's max_budget_in_team, budget_duration, rpm_limit, tpm_limit override them.
+    team_member_budget: float | None = None
+    team_member_budget_duration: str | None = None
+    team_member_rpm_limit: int | None = None
+    team_member_tpm_limit: int | None = None
 
 
 class User(_Limits, kw_only=True):
@@ -105,6 +130,7 @@ class Organization(_Limits, kw_only=True):
     organization_id: str
     organization_alias: str | None = None
     models: list[str] = []
+    members: list[OrgMember] = []
 
 
 Record = Team | User | Customer | Organization
@@ -138,6 +164,26 @@ def member_account(team_id: str, user_id: str) -> str:
     if ACCOUNT_NAME.match(name):
         return name
     return f"member.{hashlib.sha256(f'{team_id}/{user_id}'.encode()).hexdigest()[:32]}"
+
+
+def unknown_fields(items: Any, cls: type[msgspec.Struct]) -> list[str]:
+    """The keys of the objects ``items`` (one or a list) that ``cls`` has no field for:
+    records tolerate a later version's fields, requests must not carry typos."""
+    known = {f.name for f in msgspec.structs.fields(cls)}
+    found = items if isinstance(items, list) else [items]
+    return sorted({k for m in found if isinstance(m, dict) for k in m if k not in known})
+
+
+def member_limits(team: Team, m: Member) -> tuple[float | None, str | None, int | None, int | None]:
+    """The budget (dollars), ``budget_duration``, RPM and TPM of member ``m``'s own account
+    in ``team``: the member's own values, else the team's ``team_member_*`` defaults; the
+    duration falls back to the team's (None: ``total``, never resets)."""
+    return (
+        m.max_budget_in_team if m.max_budget_in_team is not None else team.team_member_budget,
+        m.budget_duration or team.team_member_budget_duration or team.budget_duration,
+        m.rpm_limit if m.rpm_limit is not None else team.team_member_rpm_limit,
+        m.tpm_limit if m.tpm_limit is not None else team.team_member_tpm_limit,
+    )
 
 
 def check_id(value: Any, field: str, *, any_text: bool = False) -> str:

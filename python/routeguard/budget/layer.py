@@ -15,7 +15,8 @@ never more than the complete answer could cost, never $0.
 
 LiteLLM's teams, users, customers and organizations (:mod:`routeguard.budget.directory`,
 set on :attr:`BudgetLayer.directory` by the gateway) join the chain: a key's team (under
-its organization; under the team, its user's ``max_budget_in_team`` when the member has one)
+its organization; under the team, the account of its user's own limits in the team when the
+member has some: ``max_budget_in_team``, its period and RPM/TPM, or the team's defaults)
 or, for a key in no team, its user; and the customer the request names
 in ``user`` (a blocked customer is refused here). Their accounts are made or brought up to
 date from the records on use. A chain whose accounts have different roots (a customer and a
@@ -47,6 +48,7 @@ from routeguard.budget.directory import (
     account_name,
     kind_of,
     member_account,
+    member_limits,
     record_id,
 )
 from routeguard.budget.keys import KeyRecord
@@ -54,7 +56,7 @@ from routeguard.budget.ledger import MAX_AMOUNT, BudgetBackend, Reservation
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
 from routeguard.config import Config, Deployment
-from routeguard.config.budgets import BudgetAccountConfig
+from routeguard.config.budgets import BudgetAccountConfig, period_from_duration
 from routeguard.errors import PermissionDenied
 
 log = logging.getLogger("routeguard.budget")
@@ -226,19 +228,24 @@ class BudgetLayer:
         return name
 
     def member(self, team: Team, user_id: str | None) -> str | None:
-        """The account of ``user_id``'s budget within ``team`` (``max_budget_in_team``, the
-        team's period, under the team's account), made or brought up to date; None when the
-        user is not a member with such a budget."""
-        found = next((m for m in team.members_with_roles if user_id and m.user_id == user_id
-                      and m.max_budget_in_team is not None), None)  # fmt: skip
+        """The account of ``user_id``'s own limits within ``team`` (:func:`member_limits`:
+        its ``max_budget_in_team``, period and rate limits, else the team's
+        ``team_member_*`` defaults), under the team's account, made or brought up to date;
+        None when the user is not a member or the member has no limits of its own."""
+        found = next((m for m in team.members_with_roles if user_id and m.user_id == user_id),
+                     None)  # fmt: skip
         if found is None or user_id is None:
+            return None
+        limit, duration, rpm, tpm = member_limits(team, found)
+        if limit is None and rpm is None and tpm is None:
             return None
         parent = self.managed(team)
         name = member_account(team.team_id, user_id)
-        sig = (found.max_budget_in_team, team.budget_duration, parent)
+        sig = (limit, duration, rpm, tpm, parent)
         if self._managed_sigs.get(name) != sig or name not in self.backend.accounts.by_name:
-            cfg = BudgetAccountConfig(name=name, parent=parent, limit=found.max_budget_in_team,
-                                      period=team.period())  # fmt: skip
+            period = "total" if duration is None else period_from_duration(duration)
+            cfg = BudgetAccountConfig(name=name, parent=parent, limit=limit, period=period,
+                                      rpm=rpm, tpm=tpm)  # fmt: skip
             self.backend.upsert(self.backend.accounts.build(cfg))
             self._managed_sigs[name] = sig
             self._groups.clear()

@@ -404,8 +404,8 @@ class ProxyApp:
         principal = self._gate.authenticate(scope)
         if self._master is None:
             raise PermissionDenied("the admin API needs a master key (server.master_key)")
-        # A team's admin may manage that team (checked once the body is read, below).
-        team_admin = principal.key is not None and litellm_entities.team_admin_path(scope["path"])
+        # A team's or organization's admin may manage it (checked once the body is read).
+        team_admin = principal.key is not None and litellm_entities.delegated_path(scope["path"])
         if not team_admin:
             principal.require_admin()
         method = scope["method"]
@@ -434,7 +434,7 @@ class ProxyApp:
         query = scope.get("query_string", b"").decode("latin-1")
         if team_admin:
             assert principal.key is not None
-            litellm_entities.require_team_admin(
+            litellm_entities.require_delegated(
                 self.gateway, principal.key, scope["path"], body, query
             )
         if scope["path"].rstrip("/") in litellm_entities.PATHS:  # LiteLLM teams, users...

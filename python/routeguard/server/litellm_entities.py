@@ -1,18 +1,20 @@
 """The dispatcher of LiteLLM's team, user, customer and organization endpoints (the handlers
-are in :mod:`.litellm_teams` and :mod:`.litellm_users`): finds the handler, checks the method,
-reads the body or the query, and answers ``(status, JSON)``.
+are in :mod:`.litellm_teams`, :mod:`.litellm_orgs` and :mod:`.litellm_users`): finds the
+handler, checks the method, reads the body or the query, and answers ``(status, JSON)``.
 
-Every endpoint answers the master key. A team's admin (a virtual key whose ``user_id`` is a
+Every endpoint answers the master key. An organization's admin may manage its organization
+(:mod:`.litellm_org_admins`). A team's admin (a virtual key whose ``user_id`` is a
 member of the team with ``role: admin``, as in LiteLLM) may also, for its own team: read it
-(``/team/info``), update it (``/team/update``: its alias, metadata, rate limits, its models
-narrowed, its ``max_budget`` kept or lowered; raising or clearing the budget, its period, its
-organization or its block answer only the master key), manage its members
+(``/team/info``), update it (``/team/update``: its alias, metadata, rate limits, its
+members' ``team_member_*`` defaults, its models narrowed, its ``max_budget`` kept or
+lowered; raising or clearing the budget, its period, its organization or its block answer
+only the master key), manage its members
 (``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
 (``/key/generate`` with its ``team_id``, for itself or another member), update them
 (``/key/update``: a key of the team, kept in the team, owned by a member, within the team's
 ``max_budget``, ``models`` and rate limits) and delete them (``/key/delete``, every key named
-being one of the team's). Anything else is a 403; a key not found is refused as another team's
-is, so a team admin cannot probe for keys."""
+being one of the team's). Anything else is a 403 naming the field; a team or key not found
+is refused as another team's is, so an admin cannot probe for them."""
 
 from __future__ import annotations
 
@@ -23,13 +25,13 @@ import msgspec
 from routeguard.budget.directory import Team
 from routeguard.budget.keys import KeyRecord
 from routeguard.errors import InvalidRequest, PermissionDenied, RouteguardError
-from routeguard.server import litellm_teams, litellm_users
+from routeguard.server import litellm_org_admins, litellm_orgs, litellm_teams, litellm_users
 from routeguard.server.litellm_records import body_of, query_of
 
 if TYPE_CHECKING:
     from routeguard.gateway import Gateway
 
-ROUTES = {**litellm_teams.ROUTES, **litellm_users.ROUTES}
+ROUTES = {**litellm_teams.ROUTES, **litellm_orgs.ROUTES, **litellm_users.ROUTES}
 # LiteLLM still serves its customer endpoints under their first name.
 ALIASES = {p.replace("/customer/", "/end_user/"): p for p in litellm_users.ROUTES
            if p.startswith("/customer/")}  # fmt: skip
@@ -42,20 +44,47 @@ TEAM_ADMIN_PATHS = frozenset(
      "/team/member_update", "/key/generate", "/key/update", "/key/delete"}
 )  # fmt: skip
 # The team fields its admin may change with /team/update (models and max_budget only down).
+# The team_member_* defaults only narrow what a member may spend of the team's budget.
 TEAM_ADMIN_FIELDS = frozenset({"team_alias", "metadata", "rpm_limit", "tpm_limit", "models",
-                               "max_budget"})  # fmt: skip
+                               "max_budget", "team_member_budget", "team_member_budget_duration",
+                               "team_member_rpm_limit", "team_member_tpm_limit"})  # fmt: skip
 _TEAM_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Team))
 
 
-def team_admin_path(path: str) -> bool:
-    """Whether a team's admin (not only the master key) may call ``path`` (exactly)."""
-    return path in TEAM_ADMIN_PATHS
+DELEGATED_PATHS = TEAM_ADMIN_PATHS | litellm_org_admins.PATHS
+# The field that names what a refused request is about.
+_TARGET = {"/key/generate": "team_id", "/key/update": "key", "/key/delete": "keys",
+           "/team/delete": "team_ids", "/team/new": "organization_id",
+           "/team/list": "organization_id"}  # fmt: skip
+_GETS = frozenset({"/team/info", "/team/list", "/organization/info"})
 
 
-def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, query: str) -> None:
+def delegated_path(path: str) -> bool:
+    """Whether a team's or an organization's admin (not only the master key) may call
+    ``path`` (exactly)."""
+    return path in DELEGATED_PATHS
+
+
+def require_delegated(gateway: Gateway, key: KeyRecord, path: str, body: Any, query: str) -> None:
+    """PermissionDenied unless ``key`` belongs to an admin of the organization or team the
+    request names and the request stays within what that admin may do (see the module's
+    docstring)."""
+    data = query_of(query) if path in _GETS else body if isinstance(body, dict) else {}
+    if litellm_org_admins.permits(gateway, key, path, data):
+        return
+    if path not in TEAM_ADMIN_PATHS:
+        target = _TARGET.get(path, "organization_id" if "/organization/" in path else "team_id")
+        raise PermissionDenied(
+            f"{path} needs the master key, or a key of an admin of the organization "
+            "(or team) it names",
+            param=target,
+        )
+    _require_team_admin(gateway, key, path, data)
+
+
+def _require_team_admin(gateway: Gateway, key: KeyRecord, path: str, data: dict[str, Any]) -> None:
     """PermissionDenied unless ``key`` belongs to an admin of the team the request names and
     the request stays within what a team admin may do (see the module's docstring)."""
-    data = query_of(query) if path == "/team/info" else body if isinstance(body, dict) else {}
     if path == "/key/delete":
         _require_team_keys(gateway, key, data.get("keys"))
         return
@@ -69,7 +98,9 @@ def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, q
         and owner is not None
         and owner not in (m.user_id for m in team.members_with_roles)
     ):
-        raise PermissionDenied(f"user_id: '{owner}' is not a member of team '{team.team_id}'")
+        raise PermissionDenied(
+            f"user_id: '{owner}' is not a member of team '{team.team_id}'", param="user_id"
+        )
     if path == "/team/update":
         _require_admin_changes(team, data)
 
@@ -84,7 +115,9 @@ def _admin_team(gateway: Gateway, key: KeyRecord, team_id: Any, path: str) -> Te
         and any(m.user_id == user and m.role == "admin" for m in team.members_with_roles)
     ):
         raise PermissionDenied(
-            f"{path} needs the master key, or a key of an admin of the team it names"
+            f"{path} needs the master key, or a key of an admin of the team it names "
+            "(or of its organization)",
+            param="team_id",
         )
     return team
 
@@ -98,15 +131,13 @@ def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
         )
     for name in names:
         try:
-            team_id = gateway.keys.find(name).spec.team
-        except RouteguardError:
-            team_id = None
-        if team_id is None:
+            _admin_team(gateway, key, gateway.keys.find(name).spec.team, "/key/delete")
+        except RouteguardError:  # one answer for a foreign key and a missing one: no probing
             raise PermissionDenied(
-                "/key/delete needs the master key, or a key of an admin of the team of "
-                "every key it names"
-            )
-        _admin_team(gateway, key, team_id, "/key/delete")
+                "/key/delete needs the master key, or a key of an admin of the team (or of "
+                "its organization) of every key it names",
+                param="keys",
+            ) from None
 
 
 def _require_key_update(gateway: Gateway, key: KeyRecord, data: dict[str, Any]) -> None:
@@ -123,8 +154,8 @@ def _require_key_update(gateway: Gateway, key: KeyRecord, data: dict[str, Any]) 
         team = _admin_team(gateway, key, team_id, "/key/update")
     except PermissionDenied:  # one answer for a foreign key and a missing one: no probing
         raise PermissionDenied(
-            "/key/update needs the master key, or a key of an admin of the team of the key "
-            "it names",
+            "/key/update needs the master key, or a key of an admin of the team (or of its "
+            "organization) of the key it names",
             param="key",
         ) from None
     moved = data.get("team_id")

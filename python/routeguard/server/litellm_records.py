@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from routeguard.budget.accounts import micros_to_usd
-from routeguard.budget.directory import ID_FIELD, TYPES, Kind, Member, R, Record
+from routeguard.budget.directory import ID_FIELD, TYPES, Kind, Member, R, Record, unknown_fields
 from routeguard.config.budgets import period_from_duration
 from routeguard.errors import InvalidRequest
 
@@ -65,6 +65,8 @@ def fields(
             continue
         if value is None and name in ("models", "metadata", "members_with_roles", "teams"):
             continue  # LiteLLM clients send null for "unchanged"/"none"
+        if name == "members_with_roles":
+            _no_unknown(value, Member, name)
         try:
             out[name] = msgspec.convert(value, types[name], strict=True)
         except msgspec.ValidationError as exc:
@@ -75,24 +77,45 @@ def fields(
 
 def _check(values: dict[str, Any]) -> None:
     """The checks a type cannot express: amounts, limits, durations, model names."""
-    budget = values.get("max_budget")
-    if budget is not None and not 0 <= budget <= 9e9:
-        raise InvalidRequest("max_budget must be from 0 to 9e9 dollars", param="max_budget")
-    for name in ("rpm_limit", "tpm_limit"):
-        v = values.get(name)
-        if v is not None and v < 1:
-            raise InvalidRequest(f"{name} must be at least 1", param=name)
-    duration = values.get("budget_duration")
-    if duration is not None:
-        try:
-            period_from_duration(duration)
-        except ValueError as exc:
-            raise InvalidRequest(f"budget_duration: {exc}", param="budget_duration") from None
+    for name in ("max_budget", "team_member_budget"):
+        budget = values.get(name)
+        if budget is not None and not 0 <= budget <= 9e9:
+            raise InvalidRequest(f"{name} must be from 0 to 9e9 dollars", param=name)
+    _limits(values, ("rpm_limit", "tpm_limit", "team_member_rpm_limit", "team_member_tpm_limit"),
+            ("budget_duration", "team_member_budget_duration"))  # fmt: skip
     for m in values.get("members_with_roles") or []:
-        member_budget(m.max_budget_in_team)
+        check_member(m)
     models = values.get("models")
     if models is not None and not all(m for m in models):
         raise InvalidRequest("models must be a list of model names", param="models")
+
+
+def _limits(values: dict[str, Any], rates: tuple[str, ...], durations: tuple[str, ...]) -> None:
+    """400 naming the field for a rate limit below 1 or a duration LiteLLM would not take."""
+    for name in rates:
+        v = values.get(name)
+        if v is not None and v < 1:
+            raise InvalidRequest(f"{name} must be at least 1", param=name)
+    for name in durations:
+        duration = values.get(name)
+        if duration is not None:
+            try:
+                period_from_duration(duration)
+            except ValueError as exc:
+                raise InvalidRequest(f"{name}: {exc}", param=name) from None
+
+
+def check_member(m: Member) -> None:
+    """400 naming the field for a member's budget, rate limits or period out of range."""
+    member_budget(m.max_budget_in_team)
+    _limits(msgspec.structs.asdict(m), ("rpm_limit", "tpm_limit"), ("budget_duration",))
+
+
+def _no_unknown(items: Any, cls: type[msgspec.Struct], field: str) -> None:
+    """400 naming ``field`` when a member object carries a field ``cls`` does not have."""
+    extra = unknown_fields(items, cls)
+    if extra:
+        raise InvalidRequest(f"{field}: unknown member field(s) {', '.join(extra)}", param=field)
 
 
 def member_budget(value: Any) -> float | None:
@@ -178,6 +201,7 @@ def update(
 def members(value: Any, field: str) -> list[Member]:
     """A ``member`` value (one object or a list of them) as Members, each naming a user."""
     items = value if isinstance(value, list) else [value]
+    _no_unknown(items, Member, field)
     try:
         found = [msgspec.convert(m, Member, strict=True) for m in items]
     except msgspec.ValidationError as exc:
@@ -185,7 +209,7 @@ def members(value: Any, field: str) -> list[Member]:
     for m in found:
         if not m.user_id and not m.user_email:
             raise InvalidRequest(f"{field}: a member needs user_id or user_email", param=field)
-        member_budget(m.max_budget_in_team)
+        check_member(m)
     return found
 
 

@@ -1,14 +1,12 @@
-"""LiteLLM's team and organization endpoints over the key store's directory.
+"""LiteLLM's team endpoints over the key store's directory (organizations are
+:mod:`.litellm_orgs`').
 
-Teams: ``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
+``POST /team/new``, ``GET /team/info?team_id=``, ``POST /team/update``, ``POST
 /team/delete`` (``team_ids``; the team's keys are revoked, as LiteLLM deletes them), ``GET
 /team/list``, ``POST /team/member_add`` / ``member_delete`` / ``member_update``, ``POST
-/team/block`` / ``unblock``. Organizations: ``POST /organization/new``, ``GET /organization/info?
-organization_id=``, ``PATCH`` (or ``POST``) ``/organization/update``, ``DELETE`` (or ``POST``)
-``/organization/delete`` (``organization_ids``), ``GET /organization/list``. A team's
-``max_budget``/``budget_duration``/``rpm_limit``/``tpm_limit`` are its budget account's, under
-its organization's; every key with its ``team_id`` is charged there. Who may call what is
-:mod:`.litellm_entities`'."""
+/team/block`` / ``unblock``. A team's ``max_budget``/``budget_duration``/``rpm_limit``/
+``tpm_limit`` are its budget account's, under its organization's; every key with its
+``team_id`` is charged there. Who may call what is :mod:`.litellm_entities`'."""
 
 from __future__ import annotations
 
@@ -24,19 +22,19 @@ from routeguard.budget.directory import (
     Team,
     User,
     check_id,
+    member_limits,
 )
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
 from routeguard.server.litellm_records import (
     Handler,
     absent,
-    budget_table,
     build,
     changed,
+    check_member,
     create,
     fields,
     iso,
-    listing,
     member_budget,
     members,
     query_id,
@@ -64,6 +62,9 @@ async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
                 "user_email": m.user_email,
                 "role": m.role,
                 "max_budget_in_team": m.max_budget_in_team,
+                "budget_duration": m.budget_duration,
+                "rpm_limit": m.rpm_limit,
+                "tpm_limit": m.tpm_limit,
             }
             for m in team.members_with_roles
         ],
@@ -74,10 +75,23 @@ async def team_json(gateway: Gateway, team: Team) -> dict[str, Any]:
         "budget_duration": team.budget_duration,
         "models": team.models,
         "blocked": team.blocked,
+        "team_member_budget_table": _member_defaults(team),
         "created_at": iso(team.created_at),
         "updated_at": iso(team.updated_at),
         **await spend(gateway, team),
     }
+
+
+def _member_defaults(team: Team) -> dict[str, Any] | None:
+    """LiteLLM's ``team_member_budget_table``: the team's defaults for its members' own
+    accounts (None when it sets none)."""
+    table = {
+        "max_budget": team.team_member_budget,
+        "budget_duration": team.team_member_budget_duration,
+        "rpm_limit": team.team_member_rpm_limit,
+        "tpm_limit": team.team_member_tpm_limit,
+    }
+    return None if all(v is None for v in table.values()) else table  # fmt: skip
 
 
 def _team_id(data: dict[str, Any]) -> str:
@@ -134,16 +148,19 @@ async def team_info(gateway: Gateway, query: dict[str, Any]) -> Any:
 
 
 async def _membership(gateway: Gateway, team: Team, m: Member) -> dict[str, Any]:
-    """A member as LiteLLM's ``team_memberships`` shows it: its budget within the team and
-    what it spent there this period (None: no budget in the team, so not counted apart)."""
+    """A member as LiteLLM's ``team_memberships`` shows it: its own limits within the team
+    (its values, else the team's ``team_member_*``) and what it spent there this period
+    (None: no limits of its own in the team, so not counted apart)."""
     account = gateway.budget.member(team, m.user_id)
     spent = (
         None
         if account is None
         else float(micros_to_usd(await gateway.budget.backend.spent(account)))
     )
-    table = None if m.max_budget_in_team is None else {
-        "max_budget": m.max_budget_in_team, "budget_duration": team.budget_duration}  # fmt: skip
+    limit, duration, rpm, tpm = member_limits(team, m)
+    table = None if account is None else {
+        "max_budget": limit, "budget_duration": duration, "rpm_limit": rpm,
+        "tpm_limit": tpm}  # fmt: skip
     return {"team_id": team.team_id, "user_id": m.user_id, "role": m.role,
             "spend": spent, "litellm_budget_table": table}  # fmt: skip
 
@@ -233,25 +250,32 @@ async def member_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     return await team_json(gateway, new)
 
 
+_MEMBER_LIMITS = ("max_budget_in_team", "budget_duration", "rpm_limit", "tpm_limit")
+
+
 async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``POST /team/member_update``: change the ``role`` and ``max_budget_in_team`` (the
-    member's budget within the team, in the team's period; null clears it) of the member
-    named by ``user_id`` or ``user_email``."""
+    """``POST /team/member_update``: change the ``role`` and the member's own limits within
+    the team (``max_budget_in_team``, ``budget_duration``, ``rpm_limit``, ``tpm_limit``;
+    null clears one, so the team's ``team_member_*`` default applies) of the member named by
+    ``user_id`` or ``user_email``."""
     team = gateway.directory.require("team", _team_id(data), Team)
     found = _member(team, data)
     role = data.get("role", found.role)
     if role not in ("admin", "user"):
         raise InvalidRequest("role must be 'admin' or 'user'", param="role")
-    budget = found.max_budget_in_team
-    if "max_budget_in_team" in data:
-        budget = member_budget(data["max_budget_in_team"])
-    known = {"team_id", "user_id", "user_email", "role", "max_budget_in_team"}
-    ignored = sorted(set(data) - known)
-    now = msgspec.structs.replace(found, role=role, max_budget_in_team=budget)
+    given = {k: data[k] for k in _MEMBER_LIMITS if k in data}
+    try:
+        now = msgspec.convert({**msgspec.structs.asdict(found), **given, "role": role}, Member,
+                              strict=True)  # fmt: skip
+    except msgspec.ValidationError as exc:
+        name = next((k for k in given if f"$.{k}" in str(exc)), "max_budget_in_team")
+        raise InvalidRequest(f"{name}: {exc}", param=name) from None
+    check_member(now)
+    ignored = sorted(set(data) - {"team_id", "user_id", "user_email", "role", *_MEMBER_LIMITS})
     save(gateway, team, {"members_with_roles": [now if m is found else m
                                                 for m in team.members_with_roles]})  # fmt: skip
     return {"team_id": team.team_id, "user_id": now.user_id, "user_email": now.user_email,
-            "role": now.role, "max_budget_in_team": now.max_budget_in_team,
+            "role": now.role, **{k: getattr(now, k) for k in _MEMBER_LIMITS},
             "ignored_fields": ignored}  # fmt: skip
 
 
@@ -304,83 +328,6 @@ def _leave_users(gateway: Gateway, team_id: str, gone: list[Member]) -> None:
             save(gateway, user, {"teams": [t for t in user.teams if t != team_id]})
 
 
-# ------------------------------------------------------------------ organizations
-
-
-async def org_json(gateway: Gateway, org: Organization) -> dict[str, Any]:
-    """An organization as LiteLLM shows it (``LiteLLM_OrganizationTable``), with its teams."""
-    teams = [t for t in records(gateway, Team) if t.organization_id == org.organization_id]
-    return {
-        "organization_id": org.organization_id,
-        "organization_alias": org.organization_alias,
-        "models": org.models,
-        "metadata": org.metadata,
-        "max_budget": org.max_budget,
-        "budget_duration": org.budget_duration,
-        "tpm_limit": org.tpm_limit,
-        "rpm_limit": org.rpm_limit,
-        "litellm_budget_table": budget_table(org),
-        "teams": [{"team_id": t.team_id, "team_alias": t.team_alias} for t in teams],
-        "created_at": iso(org.created_at),
-        "updated_at": iso(org.updated_at),
-        **await spend(gateway, org),
-    }
-
-
-def _org_id(data: dict[str, Any]) -> str:
-    return check_id(data.get("organization_id"), "organization_id")
-
-
-async def org_new(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``POST /organization/new`` (``organization_alias`` required, as in LiteLLM)."""
-    given = data.get("organization_id")
-    org_id = check_id(given, "organization_id") if given else str(uuid.uuid4())
-    values, ignored = fields(data, Organization, skip=frozenset({"organization_id"}))
-    if not values.get("organization_alias"):
-        raise InvalidRequest("organization_alias is required", param="organization_alias")
-    org = create(gateway, Organization, org_id, values)
-    return {**await org_json(gateway, org), "ignored_fields": ignored}
-
-
-async def org_info(gateway: Gateway, query: dict[str, Any]) -> Any:
-    """``GET /organization/info?organization_id=``."""
-    org_id = query_id(query, "organization_id", "/organization/info", "organization")
-    org = gateway.directory.require("organization", org_id, Organization)
-    return await org_json(gateway, org)
-
-
-async def org_update(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``PATCH /organization/update``: change the fields given."""
-    org = gateway.directory.require("organization", _org_id(data), Organization)
-    new, ignored = update(gateway, org, data)
-    return {**await org_json(gateway, new), "ignored_fields": ignored}
-
-
-async def org_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
-    """``DELETE /organization/delete``: organizations without teams (400 naming the
-    teams otherwise: move or delete them first)."""
-    ids = data.get("organization_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(o, str) for o in ids):
-        raise InvalidRequest(
-            "organization_ids: a list of organization ids is required", param="organization_ids"
-        )
-    orgs = [gateway.directory.require("organization", o, Organization) for o in ids]
-    out = []
-    for org in orgs:
-        shown = await org_json(gateway, org)
-        if shown["teams"]:
-            names = ", ".join(t["team_id"] for t in shown["teams"])
-            raise InvalidRequest(
-                f"organization_ids: organization '{org.organization_id}' still has teams "
-                f"({names}): move or delete them first",
-                param="organization_ids",
-            )
-        out.append(shown)
-    for org in orgs:
-        gateway.directory.delete("organization", org.organization_id)
-    return out
-
-
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/new": (("POST",), team_new),
     "/team/info": (("GET",), team_info),
@@ -392,9 +339,4 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/team/member_update": (("POST",), member_update),
     "/team/block": (("POST",), team_block),
     "/team/unblock": (("POST",), team_unblock),
-    "/organization/new": (("POST",), org_new),
-    "/organization/info": (("GET",), org_info),
-    "/organization/update": (("PATCH", "POST"), org_update),
-    "/organization/delete": (("DELETE", "POST"), org_delete),
-    "/organization/list": (("GET",), listing(Organization, org_json)),
 }

@@ -21,6 +21,7 @@ from routeguard.budget.keys import KeySpec
 from routeguard.config.budgets import duration_seconds
 from routeguard.errors import InvalidRequest
 from routeguard.server.litellm_keys import key_info
+from routeguard.server.litellm_orgs import leave_orgs
 from routeguard.server.litellm_records import (
     Handler,
     absent,
@@ -167,7 +168,7 @@ async def user_update(gateway: Gateway, data: dict[str, Any]) -> Any:
 
 async def user_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
     """``POST /user/delete``: delete users (all found first), revoke their keys, and take
-    them out of their teams."""
+    them out of their teams and organizations."""
     ids = data.get("user_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(u, str) for u in ids):
         raise InvalidRequest("user_ids: a list of user ids is required", param="user_ids")
@@ -177,6 +178,7 @@ async def user_delete(gateway: Gateway, data: dict[str, Any]) -> Any:
             if rec.spec.user == user.user_id and not rec.revoked:
                 gateway.keys.revoke(rec.key_id)
         _set_membership(gateway, changed(user, {"teams": []}), user.teams)
+        leave_orgs(gateway, user.user_id)
         gateway.directory.delete("user", user.user_id)
     return {"deleted_users": ids}
 
