@@ -6,7 +6,8 @@ validation → injected ``error-NNN`` → ``flaky-P`` → ``midstream-error`` on
 (500) → ``ctx-N`` window check → the deterministic answer, sent whole after ``ttft`` or
 streamed with pacing. Every failure on the way is a :class:`Fault`, rendered in the
 endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, ``:countTokens``)
-honours ``slow-MS`` and ``bad-key`` but no other token; ``GET /v1/models`` only ``bad-key``.
+honours ``slow-MS`` and ``bad-key`` (Anthropic's also ``error-NNN``) but no other token;
+``GET /v1/models`` only ``bad-key``.
 Vertex AI paths (``/v1/projects/...``) also need a live bearer token from ``POST /token``,
 the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`).
 Raw ASGI and msgspec only: no framework, no per-request logging.
@@ -298,6 +299,8 @@ class MockApp:
             return
         if req.endpoint == "/v1/messages/count_tokens":
             prompt = anthropic_wire.parse_messages(req.body)
+            if behaviour.error is not None:  # a proxy's fallback to its own count is tested
+                raise Fault(behaviour.error, injected=f"error-{behaviour.error}")
             await send_body(
                 send, 200, _ok_headers(req.wire), anthropic_wire.count_tokens_body(prompt)
             )
