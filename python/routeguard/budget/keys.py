@@ -290,19 +290,27 @@ class KeyStore:
     def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
         """Change some fields of a key's spec (validated like creation)."""
         rec = self.get(key_id)
+        new = msgspec.structs.replace(rec, spec=self._changed(rec, changes))
+        self._save(new)
+        return new
+
+    @staticmethod
+    def _changed(rec: KeyRecord, changes: dict[str, Any]) -> KeySpec:
+        """``rec``'s spec with ``changes`` (InvalidRequest when the result is not valid)."""
         merged = {**msgspec.structs.asdict(rec.spec), **changes}
         try:
             spec = msgspec.convert(merged, KeySpec, strict=True)
         except msgspec.ValidationError as exc:
             raise InvalidRequest(f"invalid key update: {exc}") from None
         _check(spec)
-        new = msgspec.structs.replace(rec, spec=spec)
-        self._save(new)
-        return new
+        return spec
 
-    def rotate(self, key_id: str) -> tuple[str, KeyRecord]:
-        """A new secret for an existing key; the old one stops working at once."""
+    def rotate(self, key_id: str, changes: dict[str, Any] | None = None) -> tuple[str, KeyRecord]:
+        """A new secret for an existing key, with ``changes`` to its spec (validated as
+        :meth:`update`'s) in the same write; the old secret stops working at once."""
         rec = self.get(key_id)
+        if changes:
+            rec = msgspec.structs.replace(rec, spec=self._changed(rec, changes))
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         new = msgspec.structs.replace(rec, digest=self._digest(token), last4=token[-4:])
         self._save(new)

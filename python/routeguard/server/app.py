@@ -50,7 +50,7 @@ from routeguard.providers import client_headers
 from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin, cache_admin, dashboard, litellm_entities
+from routeguard.server import admin, cache_admin, dashboard, litellm_entities, litellm_keys
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
@@ -304,7 +304,8 @@ class ProxyApp:
         span = None
         if self.tracing is not None and path not in _OPEN_PATHS and path != "/metrics":
             known = (path.rstrip("/") or "/") in self._routes
-            span = self.tracing.begin(scope["method"], path, scope["headers"], known)
+            shown = litellm_keys.shown_path(path)  # no key of /key/{key}/regenerate in traces
+            span = self.tracing.begin(scope["method"], shown, scope["headers"], known)
 
         progress = Progress()
 

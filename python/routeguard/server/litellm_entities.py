@@ -10,8 +10,9 @@ organization or its block answer only the master key), manage its members
 (``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
 (``/key/generate`` with its ``team_id``, for itself or another member), update them
 (``/key/update``: a key of the team, kept in the team, owned by a member, within the team's
-``max_budget``, ``models`` and rate limits) and delete them (``/key/delete``, every key named
-being one of the team's). Anything else is a 403; a key not found is refused as another team's
+``max_budget``, ``models`` and rate limits), give them a new secret (``/key/regenerate``, by
+the rules of ``/key/update``) and delete them (``/key/delete``, every key named being one of
+the team's). Anything else is a 403; a key not found is refused as another team's
 is, so a team admin cannot probe for keys."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import msgspec
 from routeguard.budget.directory import Team
 from routeguard.budget.keys import KeyRecord
 from routeguard.errors import InvalidRequest, PermissionDenied, RouteguardError
-from routeguard.server import litellm_teams, litellm_users
+from routeguard.server import litellm_keys, litellm_teams, litellm_users
 from routeguard.server.litellm_records import body_of, query_of
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ _TEAM_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Team))
 
 
 def team_admin_path(path: str) -> bool:
-    """Whether a team's admin (not only the master key) may call ``path`` (exactly)."""
-    return path in TEAM_ADMIN_PATHS
+    """Whether a team's admin (not only the master key) may call ``path`` (exactly; a
+    ``/key/{key}/regenerate`` path too)."""
+    return path in TEAM_ADMIN_PATHS or litellm_keys.is_regenerate(path)
 
 
 def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, query: str) -> None:
@@ -61,6 +63,10 @@ def require_team_admin(gateway: Gateway, key: KeyRecord, path: str, body: Any, q
         return
     if path == "/key/update":
         _require_key_update(gateway, key, data)
+        return
+    if litellm_keys.is_regenerate(path):  # the rules of /key/update, on the key it names
+        named = litellm_keys.regenerate_target(path, data)
+        _require_key_update(gateway, key, {**data, "key": named}, "/key/regenerate")
         return
     team = _admin_team(gateway, key, data.get("team_id"), path)
     owner = data.get("user_id")
@@ -109,22 +115,25 @@ def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
         _admin_team(gateway, key, team_id, "/key/delete")
 
 
-def _require_key_update(gateway: Gateway, key: KeyRecord, data: dict[str, Any]) -> None:
+def _require_key_update(
+    gateway: Gateway, key: KeyRecord, data: dict[str, Any], path: str = "/key/update"
+) -> None:
     """A team admin's ``/key/update``: the key is one of its team's (a key not found is refused
     alike), stays in that team, belongs to a member, and asks for no more than the team has
     (``max_budget``, ``models``, ``rpm_limit``, ``tpm_limit``), as LiteLLM checks a team's
     keys against the team."""
     given = data.get("key")
     try:
-        team_id = gateway.keys.find(given).spec.team if isinstance(given, str) and given else None
+        found = gateway.keys.find(given) if isinstance(given, str) and given else None
     except RouteguardError:
-        team_id = None
+        found = None
+    # a deleted key is refused as a missing one
+    team_id = found.spec.team if found is not None and not found.revoked else None
     try:
-        team = _admin_team(gateway, key, team_id, "/key/update")
+        team = _admin_team(gateway, key, team_id, path)
     except PermissionDenied:  # one answer for a foreign key and a missing one: no probing
         raise PermissionDenied(
-            "/key/update needs the master key, or a key of an admin of the team of the key "
-            "it names",
+            f"{path} needs the master key, or a key of an admin of the team of the key it names",
             param="key",
         ) from None
     moved = data.get("team_id")
