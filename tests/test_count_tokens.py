@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from litellm_proxy import call
 from routeguard.budget.keys import KeySpec
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -30,6 +31,7 @@ TOOL: Any = {
 }
 UPSTREAM_KEY = "sk-ant-upstream-secret-4242"
 MSG: Any = [{"role": "user", "content": "How many tokens is this sentence, roughly?"}]
+N = 12  # counts per region check
 
 
 def _closed_port() -> int:
@@ -195,3 +197,39 @@ def test_counts_against_the_keys_rpm_not_its_tpm_or_spend(
     backend = gw.budget.backend
     assert asyncio.run(backend.spent(account)) == 0
     assert asyncio.run(backend.reserved(account)) == 0
+
+
+def test_a_customers_region_picks_the_deployment_that_counts(mock: MockServer) -> None:
+    params = {"api_base": mock.url, "api_key": "k"}
+    gw = Gateway.from_config({
+        "model_list": [
+            {"model_name": "claude", "litellm_params": {
+                "model": "anthropic/sim-eu", "region_name": "eu", **params}},
+            {"model_name": "claude", "litellm_params": {
+                "model": "anthropic/sim-us", "region_name": "us", **params}},
+            {"model_name": "eu-only", "litellm_params": {
+                "model": "anthropic/sim-eu-only", "region_name": "eu", **params}},
+        ],
+        "general_settings": {"master_key": "sk-master"},
+    })  # fmt: skip
+    try:
+        with ServerThread(create_app(gw)) as s:
+            for user, region in (("anna", "eu"), ("kai", "us")):
+                status, out = call(s.url, "POST", "/customer/new",
+                                   {"user_id": user, "allowed_model_region": region},
+                                   key="sk-master")  # fmt: skip
+                assert status == 200, out
+            mock.reset()
+            with anthropic.Anthropic(base_url=s.url, api_key="sk-master", max_retries=0) as c:
+                for _ in range(N):  # a filter that did nothing would pass with p = 2^-N
+                    c.messages.count_tokens(
+                        model="claude", messages=MSG, extra_body={"metadata": {"user_id": "anna"}}
+                    )
+                with pytest.raises(anthropic.BadRequestError, match="region"):  # none there
+                    c.messages.count_tokens(
+                        model="eu-only", messages=MSG, extra_body={"metadata": {"user_id": "kai"}}
+                    )
+    finally:
+        gw.keys.close()
+    assert [r.model for r in mock.requests] == ["sim-eu"] * N
+    assert all("metadata" not in r.body for r in mock.requests)  # count_tokens takes none
