@@ -52,12 +52,23 @@ def served() -> Iterator[tuple[str, MockServer, Gateway]]:
                 {**ant, "model_name": "other", "model": "sim-other"},
                 {**ant, "model_name": "claude-503", "model": "sim-error-503"},
                 {**ant, "model_name": "claude-429", "model": "sim-error-429"},
+                {**ant, "model_name": "claude-cooling", "model": "sim-cooling"},
                 {**ant, "model_name": "claude-badkey", "model": "sim-c", "api_key": "bad-key"},
                 {**down, "model_name": "claude-down", "model": "sim-c", "timeout": 5},
                 {**oai, "model_name": "gpt", "model": "sim-gpt"},
             ],
             "router_settings": {"num_retries": 0},
             "server": {"master_key": "sk-master"},
+            # a routed model: its target is chosen per request (a rule here: no embedding)
+            "routes": {
+                "auto": {
+                    "mode": "routed",
+                    "cheap": "gpt",
+                    "strong": "claude",
+                    "threshold": 0.0,
+                    "rules": [{"name": "all", "regex": ".", "target": "strong"}],
+                }
+            },
         }
         gw = Gateway.from_config(cfg)
         with ServerThread(create_app(gw)) as server:
@@ -139,6 +150,30 @@ def test_upstream_down_or_failing_falls_back_to_the_local_count(
     assert tokens == local_count({"model": alias, "messages": MSG})["input_tokens"]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "count_tokens" in logged and UPSTREAM_KEY not in logged
+
+
+def test_a_routed_model_is_counted_locally(
+    ant: anthropic.Anthropic, served: tuple[str, MockServer, Gateway]
+) -> None:
+    mock = served[1]
+    mock.reset()
+    tokens, headers = _raw(ant, "auto")
+    assert (headers["x-routeguard-count"], headers["x-routeguard-count-reason"]) == (
+        "local", "route")  # fmt: skip
+    assert tokens == local_count({"model": "auto", "messages": MSG})["input_tokens"]
+    assert mock.requests == []
+
+
+def test_a_model_whose_deployments_all_cool_down_is_counted_locally(
+    ant: anthropic.Anthropic, served: tuple[str, MockServer, Gateway]
+) -> None:
+    _, mock, gw = served
+    (dep,) = gw.balancers["claude-cooling"].deployments
+    for _ in range(gw.config.router.allowed_fails + 1):
+        gw.fallback.cooldowns.failure(dep)
+    mock.reset()
+    _, headers = _raw(ant, "claude-cooling")
+    assert headers["x-routeguard-count-reason"] == "unavailable" and mock.requests == []
 
 
 def test_upstream_refusals_come_back_in_anthropic_shape_without_secrets(
