@@ -115,6 +115,8 @@ def test_bad_requests_are_400s_naming_the_field(srv: ServerThread) -> None:
         assert "sk-mine" not in json.dumps(out) and "sk-new-master" not in json.dumps(out)
     _works(srv.url, key)  # nothing changed
     assert call(srv.url, "POST", "/key/regenerate", {"key": "sk-rg-" + "x" * 43})[0] == 404
+    status, out = call(srv.url, "POST", "/key/regenerate", {"key": MASTER})
+    assert status == 404 and MASTER not in json.dumps(out)  # not a virtual key, not echoed
     ok(srv.url, "POST", "/key/delete", {"keys": [key]})
     status, out = call(srv.url, "POST", f"/key/{key}/regenerate", {})
     assert status == 404, out  # a deleted key stays deleted

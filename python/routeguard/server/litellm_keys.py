@@ -123,9 +123,14 @@ def _regenerate(keys: KeyStore, path: str, body: Any) -> tuple[int, Any]:
             "and read the new secret from the answer's 'key'",
             param="new_key",
         )
-    rec = keys.find(given)
-    if rec.revoked:  # a deleted key stays deleted: answered as a missing one
-        raise _KeyNotFound("no such key")
+    try:
+        rec = keys.find(given)
+    except InvalidRequest as exc:  # not echoed: what was sent may be some other secret
+        if exc.status_code != 404:
+            raise
+        rec = None
+    if rec is None or rec.revoked:  # a deleted key stays deleted: answered as a missing one
+        raise _KeyNotFound("no such key: name it by the key or its key_id", param="key")
     fields = {k: v for k, v in data.items() if k not in ("key", "new_key", "new_master_key")}
     changes, ignored = _spec(fields, now=time.time())
     token, rec = keys.rotate(rec.key_id, changes)
