@@ -14,12 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 
 import litellm_proxy
 from litellm_proxy import client
-from routeguard.budget.keys import KeySpec, KeyStore
+from routeguard.budget.keys import KeyRevoked, KeySpec, KeyStore
+from routeguard.budget.redis_keys import RedisKeyStore
 from routeguard.errors import AuthenticationError
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -223,3 +225,46 @@ def test_traces_never_show_a_key_named_in_the_path() -> None:
     assert shown_path("/key/sk-rg-abcdef/regenerate") == "/key/{key}/regenerate"
     assert shown_path("/key/regenerate") == "/key/regenerate"
     assert shown_path("/v1/chat/completions") == "/v1/chat/completions"
+
+
+def test_a_stale_copy_cannot_bring_a_deleted_key_back_on_the_key_database(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    here, there = KeyStore(path), KeyStore(path)
+    try:
+        token, rec = here.create(KeySpec())
+        stale = there.get(rec.key_id)  # what another process holds
+        here.revoke(rec.key_id)
+        with pytest.raises(KeyRevoked):  # the old copy written back
+            there._save(msgspec.structs.replace(stale, last4="zzzz"))
+        with pytest.raises(KeyRevoked):
+            there.rotate(rec.key_id)
+        assert there.update(rec.key_id, {"rpm": 5}).revoked  # a change keeps it revoked
+        with pytest.raises(AuthenticationError, match="revoked"):
+            here.authenticate(token)
+        assert there.get(rec.key_id).revoked and here.get(rec.key_id).revoked
+    finally:
+        here.close()
+        there.close()
+
+
+def test_a_stale_copy_cannot_bring_a_deleted_key_back_on_redis(
+    redis_server: str, request: pytest.FixtureRequest
+) -> None:
+    prefix = f"t-{request.node.name}"
+    a, b = (RedisKeyStore(redis_server, prefix=prefix) for _ in range(2))
+    try:
+        token, rec = a.create(KeySpec())
+        stale = eventually(lambda: b.authenticate(token))
+        a.revoke(rec.key_id)
+        with pytest.raises(KeyRevoked):  # b's copy is not revoked yet, or is: refused either way
+            b._save(msgspec.structs.replace(stale, last4="zzzz"))
+        with pytest.raises(KeyRevoked):
+            a.rotate(rec.key_id)
+        late = RedisKeyStore(redis_server, prefix=prefix)  # what Redis itself holds
+        try:
+            assert late.get(rec.key_id).revoked
+        finally:
+            late.close()
+    finally:
+        a.close()
+        b.close()

@@ -187,10 +187,24 @@ class KeyStore:
         return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
 
     def _save(self, rec: KeyRecord) -> None:
+        """Write ``rec``; a revoked key stays revoked, whatever a writer holding an older
+        copy (another process) sends: refused in the same transaction as the write."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not rec.revoked:
+                    row = self._db.execute(
+                        "SELECT record FROM keys WHERE key_id = ?", (rec.key_id,)
+                    ).fetchone()
+                    if row is not None and msgspec.json.decode(row[0], type=KeyRecord).revoked:
+                        raise KeyRevoked(rec.key_id)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             self._apply(rec)
 
     def _apply(self, rec: KeyRecord) -> None:
@@ -309,6 +323,8 @@ class KeyStore:
         """A new secret for an existing key, with ``changes`` to its spec (validated as
         :meth:`update`'s) in the same write; the old secret stops working at once."""
         rec = self.get(key_id)
+        if rec.revoked:
+            raise KeyRevoked(key_id)
         if changes:
             rec = msgspec.structs.replace(rec, spec=self._changed(rec, changes))
         token = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -331,6 +347,16 @@ class KeyStore:
 class _NotFound(InvalidRequest):
     status_code = 404
     code = "key_not_found"
+
+
+class KeyRevoked(InvalidRequest):
+    """A write that would bring a revoked key back (a rotation, or a stale copy's update)."""
+
+    status_code = 409
+    code = "key_revoked"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"key {key_id} has been revoked: it cannot be changed or rotated")
 
 
 def parse_spec(data: Any) -> KeySpec:
