@@ -7,8 +7,7 @@ validation → injected ``error-NNN`` → ``flaky-P`` → ``midstream-error`` on
 streamed with pacing. Every failure on the way is a :class:`Fault`, rendered in the
 endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, Vertex's
 ``count-tokens:rawPredict``, ``:countTokens``) honours ``slow-MS`` and ``bad-key`` (Claude's
-also ``error-NNN``) but no other token;
-``GET /v1/models`` only ``bad-key``.
+also ``error-NNN``) but no other token; ``GET /v1/models`` only ``bad-key``.
 Vertex AI paths (``/v1/projects/...``) also need a live bearer token from ``POST /token``,
 the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`).
 Raw ASGI and msgspec only: no framework, no per-request logging.

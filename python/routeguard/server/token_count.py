@@ -4,8 +4,8 @@ Flow: check the body and the key's scope (a model out of scope is answered as a 
 one) -> one request against the caller's RPM limits (no tokens, no spend, no hold) -> the
 deployment a chat request for the alias would try first (:meth:`Gateway.first_deployment`:
 key scope, customer region, health and capacity, along the fallbacks) -> when its provider
-counts tokens itself (Anthropic's API), the request goes there with the deployment's
-credentials and model and the client's ``anthropic-version``/``anthropic-beta``; an
+counts tokens itself (Anthropic's API, Claude on Vertex AI), the request goes there with the
+deployment's credentials and model and the client's ``anthropic-version``/``anthropic-beta``; an
 upstream 4xx comes back as the upstream's error, in Anthropic's shape; a connection error,
 timeout or 5xx falls back to the local count. Otherwise (another provider, a routed
 route, nothing available now) the local estimate answers (``messages.count_tokens``).
