@@ -479,6 +479,18 @@ def test_serve_answers_sdks_through_vertex(mock: MockServer, tmp_path: Path) -> 
             model="claude-sonnet", max_tokens=256, messages=[{"role": "user", "content": "Hi"}]
         ) as stream:
             assert "".join(stream.text_stream).startswith("Simulated answer from")
+        counted = claude.messages.with_raw_response.count_tokens(
+            model="claude-sonnet",
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_headers={"anthropic-beta": "token-counting-2024-11-01"},
+        )
+        assert counted.parse().input_tokens > 0
+        assert counted.headers["x-routeguard-count"] == "upstream"  # Vertex counted it
+        (sent,) = [r for r in mock.requests if r.path.endswith("count-tokens:rawPredict")]
+        assert sent.body["model"] == "claude-sonnet-4-5@20250929"  # in the body, not the path
+        assert sent.body["anthropic_version"] == vertex.ANTHROPIC_VERSION
+        assert sent.headers["anthropic-beta"] == "token-counting-2024-11-01"
+        assert sent.headers["authorization"].startswith("Bearer ")
     paths = {r.path for r in mock.requests}
     base = f"/v1/projects/{PROJECT}/locations/us-central1/publishers"
     assert {
@@ -486,6 +498,7 @@ def test_serve_answers_sdks_through_vertex(mock: MockServer, tmp_path: Path) -> 
         f"{base}/google/models/gemini-2.5-flash:streamGenerateContent",
         f"{base}/anthropic/models/claude-sonnet-4-5@20250929:rawPredict",
         f"{base}/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict",
+        f"{base}/anthropic/models/count-tokens:rawPredict",
         f"{base}/google/models/text-embedding-005:predict",
     } <= paths
     # Startup names each alias's provider; no token or key material is printed.

@@ -1036,6 +1036,30 @@ class Gateway:
             usage=usage,
         )
 
+    def first_deployment(
+        self, alias: str, key: KeyRecord | None, end_user: str | None = None
+    ) -> tuple[Deployment, Provider] | None:
+        """The deployment (and its provider) a chat request for ``alias`` would try first:
+        within ``key``'s scope and the customer's region, healthy and with capacity, along
+        the alias's fallbacks; None for a routed route (its target is the router's choice)
+        or when none is available now. Token counting asks it where to pass through."""
+        if alias in self.routers and alias not in self.balancers:
+            return None
+        _require_scope(key, alias)
+        fallback = self._fallback_for(key)
+        allowed = fallback.region_filter(
+            alias, self.budget.customer_region(end_user), f"customer '{end_user}'"
+        )
+        for name in fallback.plan(alias):
+            if (key is not None and not key.allows(name)) or not self.serves(name):
+                continue
+            dep = self.balancers[name].pick(
+                lambda d: (allowed is None or allowed(d)) and fallback.cooldowns.available(d)
+            )
+            if dep is not None:
+                return dep, self._providers[dep.provider]
+        return None
+
     async def start_cache(self) -> None:
         """Start the shared cache backend on the running loop (a no-op in memory mode; done
         by the first cacheable request otherwise; the proxy does it at startup), and the

@@ -187,10 +187,24 @@ class KeyStore:
         return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
 
     def _save(self, rec: KeyRecord) -> None:
+        """Write ``rec``; a revoked key stays revoked, whatever a writer holding an older
+        copy (another process) sends: refused in the same transaction as the write."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not rec.revoked:
+                    row = self._db.execute(
+                        "SELECT record FROM keys WHERE key_id = ?", (rec.key_id,)
+                    ).fetchone()
+                    if row is not None and msgspec.json.decode(row[0], type=KeyRecord).revoked:
+                        raise KeyRevoked(rec.key_id)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             self._apply(rec)
 
     def _apply(self, rec: KeyRecord) -> None:
@@ -290,19 +304,29 @@ class KeyStore:
     def update(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
         """Change some fields of a key's spec (validated like creation)."""
         rec = self.get(key_id)
+        new = msgspec.structs.replace(rec, spec=self._changed(rec, changes))
+        self._save(new)
+        return new
+
+    @staticmethod
+    def _changed(rec: KeyRecord, changes: dict[str, Any]) -> KeySpec:
+        """``rec``'s spec with ``changes`` (InvalidRequest when the result is not valid)."""
         merged = {**msgspec.structs.asdict(rec.spec), **changes}
         try:
             spec = msgspec.convert(merged, KeySpec, strict=True)
         except msgspec.ValidationError as exc:
             raise InvalidRequest(f"invalid key update: {exc}") from None
         _check(spec)
-        new = msgspec.structs.replace(rec, spec=spec)
-        self._save(new)
-        return new
+        return spec
 
-    def rotate(self, key_id: str) -> tuple[str, KeyRecord]:
-        """A new secret for an existing key; the old one stops working at once."""
+    def rotate(self, key_id: str, changes: dict[str, Any] | None = None) -> tuple[str, KeyRecord]:
+        """A new secret for an existing key, with ``changes`` to its spec (validated as
+        :meth:`update`'s) in the same write; the old secret stops working at once."""
         rec = self.get(key_id)
+        if rec.revoked:
+            raise KeyRevoked(key_id)
+        if changes:
+            rec = msgspec.structs.replace(rec, spec=self._changed(rec, changes))
         token = KEY_PREFIX + secrets.token_urlsafe(32)
         new = msgspec.structs.replace(rec, digest=self._digest(token), last4=token[-4:])
         self._save(new)
@@ -323,6 +347,16 @@ class KeyStore:
 class _NotFound(InvalidRequest):
     status_code = 404
     code = "key_not_found"
+
+
+class KeyRevoked(InvalidRequest):
+    """A write that would bring a revoked key back (a rotation, or a stale copy's update)."""
+
+    status_code = 409
+    code = "key_revoked"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"key {key_id} has been revoked: it cannot be changed or rotated")
 
 
 def parse_spec(data: Any) -> KeySpec:

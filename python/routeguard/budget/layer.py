@@ -370,6 +370,13 @@ class BudgetLayer:
         for group in self._split(chain):
             await self.backend.check_rate(group, tokens=measure(request).estimate())
 
+    async def count_request(self, chain: tuple[str, ...]) -> None:
+        """One request against every RPM limit of the chain, no tokens and no hold: what a
+        request that reaches a model but costs nothing (token counting) takes (raises
+        RateLimited)."""
+        for group in self._split(chain):
+            await self.backend.check_rate(group, tokens=0, requests=1)
+
     def worst_case(
         self, size: InputSize, completion: int, deployments: Sequence[Deployment]
     ) -> int:

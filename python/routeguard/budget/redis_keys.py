@@ -25,7 +25,9 @@ Consistency: on start and after a lost connection the stream's last id is read *
 the hash is loaded, then tailing starts from that id: a write landing in between is both
 loaded and replayed (harmless), none is missed. While Redis is unreachable the keys in
 memory keep working, and a key not among them is answered 503 (it may be new), never let in.
-A Redis that comes back empty (restart, FLUSHALL, failover to an empty replica) empties the
+A revoked key stays revoked: the write script refuses a record that is not over one that
+is, so an instance holding an older copy cannot bring a deleted key back. A Redis that comes
+back empty (restart, FLUSHALL, failover to an empty replica) empties the
 mirror: every key fails, since whether keys are required is the proxy's configuration.
 """
 
@@ -41,7 +43,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from routeguard.budget.keys import KeyRecord, KeyStore, KeyStoreUnavailable
+from routeguard.budget.keys import KeyRecord, KeyRevoked, KeyStore, KeyStoreUnavailable
 from routeguard.redis_url import cluster_target
 
 __all__ = ["KeyStoreUnavailable", "RedisKeyStore"]
@@ -51,8 +53,14 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(KeyRecord)
 # The cluster client raises RedisClusterException (not a RedisError) when no node answers.
 _FAILED = (RedisError, RedisClusterException)
-# KEYS: the records hash, the events stream; ARGV: key id, record.
+# KEYS: the records hash, the events stream; ARGV: key id, record, '1' if it is revoked.
+# A revoked key stays revoked: a record that is not is refused over one that is (a writer
+# holding an older copy), and the reply is false.
 _SAVE = """
+if ARGV[3] ~= '1' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if cur and cjson.decode(cur)['revoked'] == true then return false end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'id', ARGV[1])
 """
@@ -150,12 +158,17 @@ class RedisKeyStore(KeyStore):
 
     def _save(self, rec: KeyRecord) -> None:
         try:
-            self._save_script(keys=[self._hash, self._stream], args=[rec.key_id, _enc.encode(rec)])
+            written = self._save_script(
+                keys=[self._hash, self._stream],
+                args=[rec.key_id, _enc.encode(rec), "1" if rec.revoked else "0"],
+            )
         except _FAILED as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._where} is unreachable ({type(exc).__name__}); "
                 f"key {rec.key_id} was not changed"
             ) from None
+        if written is None:  # revoked meanwhile by another instance
+            raise KeyRevoked(rec.key_id)
         with self._lock:
             self._apply(rec)
 

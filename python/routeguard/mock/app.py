@@ -5,8 +5,9 @@ record it in the journal → ``slow-MS`` sleep → auth (``bad-key`` → 401) �
 validation → injected ``error-NNN`` → ``flaky-P`` → ``midstream-error`` on a non-stream
 (500) → ``ctx-N`` window check → the deterministic answer, sent whole after ``ttft`` or
 streamed with pacing. Every failure on the way is a :class:`Fault`, rendered in the
-endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, ``:countTokens``)
-honours ``slow-MS`` and ``bad-key`` but no other token; ``GET /v1/models`` only ``bad-key``.
+endpoint's own error shape. Token counting (``/v1/messages/count_tokens``, Vertex's
+``count-tokens:rawPredict``, ``:countTokens``) honours ``slow-MS`` and ``bad-key`` (Claude's
+also ``error-NNN``) but no other token; ``GET /v1/models`` only ``bad-key``.
 Vertex AI paths (``/v1/projects/...``) also need a live bearer token from ``POST /token``,
 the simulated Google OAuth endpoint, which is not journaled (:mod:`.vertex_wire`).
 Raw ASGI and msgspec only: no framework, no per-request logging.
@@ -296,8 +297,11 @@ class MockApp:
             body = _embed(req, behaviour.ctx)
             await _answer_after(pacer, latency.ttft, send, req.wire, body)
             return
-        if req.endpoint == "/v1/messages/count_tokens":
-            prompt = anthropic_wire.parse_messages(req.body)
+        if req.endpoint in ("/v1/messages/count_tokens", "count-tokens"):
+            asked = req.body if req.wire is _ANTHROPIC else vertex_wire.claude_count_body(req.body)
+            prompt = anthropic_wire.parse_messages(asked)
+            if behaviour.error is not None:  # a proxy's fallback to its own count is tested
+                raise Fault(behaviour.error, injected=f"error-{behaviour.error}")
             await send_body(
                 send, 200, _ok_headers(req.wire), anthropic_wire.count_tokens_body(prompt)
             )
@@ -390,6 +394,8 @@ def _route(
         if vp is None:
             return _VERTEX_GEMINI, "", None
         if vp.publisher == "anthropic":
+            if vp.model == vertex_wire.COUNT_TOKENS_MODEL and vp.method == "rawPredict":
+                return _VERTEX_CLAUDE, "count-tokens", None  # the model is in the body
             known = vp.method in vertex_wire.CLAUDE_METHODS
             return _VERTEX_CLAUDE, vp.method if known else "", vp.model
         return (

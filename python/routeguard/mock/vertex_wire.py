@@ -5,7 +5,8 @@ Paths are ``/v1/projects/{project}/locations/{location}/publishers/{publisher}/m
 ``streamGenerateContent`` (the Gemini wire format, :mod:`.gemini_wire`) and ``:predict``
 for text embeddings (``instances`` / ``predictions``); ``publishers/anthropic`` serves
 Claude's ``:rawPredict`` / ``:streamRawPredict`` (Anthropic Messages bodies without
-``model``, with ``anthropic_version: vertex-2023-10-16``; :mod:`.anthropic_wire`).
+``model``, with ``anthropic_version: vertex-2023-10-16``; :mod:`.anthropic_wire`), and
+their token count, ``models/count-tokens:rawPredict`` (the model in the body).
 
 Every Vertex call needs ``Authorization: Bearer`` with a token this mock's
 :class:`GoogleOAuth` issued and that has not expired. ``POST /token`` is that endpoint: a
@@ -190,6 +191,21 @@ _UNAUTHENTICATED = (
 
 
 # --------------------------------------------------------------------------- Claude bodies
+
+
+COUNT_TOKENS_MODEL = "count-tokens"
+"""The pseudo-model of Claude's token count on Vertex (``.../models/count-tokens:rawPredict``)."""
+
+
+def claude_count_body(body: Any) -> Any:
+    """A ``count-tokens:rawPredict`` body checked as Vertex does (the model in the body, the
+    version, if given, Vertex's), as :func:`anthropic_wire.parse_messages` takes it."""
+    if not isinstance(body, dict):
+        raise Fault(400, "Invalid JSON payload received.")
+    version = body.get("anthropic_version", ANTHROPIC_VERSION)
+    if version != ANTHROPIC_VERSION:
+        raise Fault(400, f"anthropic_version: Input should be '{ANTHROPIC_VERSION}' on Vertex AI")
+    return {k: v for k, v in body.items() if k != "anthropic_version"}
 
 
 def claude_body(body: Any, model: str) -> dict[str, Any]:

@@ -405,6 +405,22 @@ class AnthropicProvider:
         decoder = StreamDecoder(structured_schema(request) is not None)
         return wire.stream(self.name, build, decoder, timeout, errors=ERRORS)
 
+    async def count_tokens(self, body: Json, deployment: Deployment, timeout: float) -> int:
+        """``POST /v1/messages/count_tokens`` with a client's Messages-shaped ``body`` (its
+        model replaced by the deployment's), the deployment's key and the client's
+        ``anthropic-version``/``anthropic-beta``: the upstream's ``input_tokens``."""
+        url = f"{deployment.api_base}/v1/messages/count_tokens"
+        data = await wire.post(
+            url,
+            _headers(deployment),
+            {**body, "model": deployment.model},
+            timeout,
+            errors=ERRORS,
+            what="anthropic token count",
+            require=("input_tokens", int),
+        )
+        return int(data["input_tokens"])
+
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Anthropic has no embeddings endpoint: always raises UpstreamBadRequest."""
         raise unsupported(self, "embeddings")

@@ -241,6 +241,17 @@ class ResponsesProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider whose upstream counts a Messages-shaped request's input tokens itself
+    (Anthropic's ``/v1/messages/count_tokens``, Claude on Vertex AI's
+    ``count-tokens:rawPredict``): the proxy's ``count_tokens`` passes through to it."""
+
+    async def count_tokens(self, body: Json, deployment: Deployment, timeout: float) -> int:
+        """The upstream's ``input_tokens`` for ``body`` (an Anthropic Messages request)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NativeRequest:
     """A request made in an API some providers serve natively (``api``: "responses"), beside

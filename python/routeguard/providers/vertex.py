@@ -5,7 +5,8 @@ Only the URL, the auth and a few body fields differ from the direct APIs, so the
 translations are theirs: Gemini's ``generateContent`` / ``streamGenerateContent?alt=sse``
 bodies and answers come from :mod:`.gemini`, Claude's Messages bodies and SSE events from
 :mod:`.anthropic` (the body without ``model``, with ``anthropic_version``, sent to
-``:rawPredict`` / ``:streamRawPredict``). Embeddings use ``:predict`` with ``instances`` /
+``:rawPredict`` / ``:streamRawPredict``; token counts to ``count-tokens:rawPredict``, the
+model in the body). Embeddings use ``:predict`` with ``instances`` /
 ``predictions``. URLs are
 ``{api_base}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}:{method}``,
 ``api_base`` being ``https://{location}-aiplatform.googleapis.com`` (``aiplatform.googleapis.com``
@@ -80,12 +81,12 @@ async def _auth(
     return project, source, headers
 
 
-def _url(dep: Deployment, project: str, publisher: str, method: str) -> str:
+def _url(dep: Deployment, project: str, publisher: str, method: str, model: str = "") -> str:
     assert dep.vertex is not None
     location = dep.vertex.location
     return (
         f"{dep.api_base}/v1/projects/{project}/locations/{location}"
-        f"/publishers/{publisher}/models/{dep.model}:{method}"
+        f"/publishers/{publisher}/models/{model or dep.model}:{method}"
     )
 
 
@@ -114,12 +115,21 @@ def _headers(dep: Deployment, publisher: str, auth: dict[str, str]) -> dict[str,
 
 
 async def _post(
-    dep: Deployment, publisher: str, method: str, body: Json, timeout: float, **kw: Any
+    dep: Deployment,
+    publisher: str,
+    method: str,
+    body: Json,
+    timeout: float,
+    *,
+    model: str = "",
+    **kw: Any,
 ) -> Json:
+    """POST to the deployment's model (or ``model``: a pseudo-model such as
+    ``count-tokens``) with a bearer token, dropping the token if Vertex refuses it."""
     project, source, auth = await _auth(dep, timeout)
     try:
         return await wire.post(
-            _url(dep, project, publisher, method), _headers(dep, publisher, auth), body,
+            _url(dep, project, publisher, method, model), _headers(dep, publisher, auth), body,
             timeout, **kw,
         )  # fmt: skip
     except ProviderError as err:
@@ -302,6 +312,17 @@ class VertexAnthropicProvider:
             self.name, deployment, "anthropic", "streamRawPredict", body, decoder, timeout,
             CLAUDE_ERRORS,
         )  # fmt: skip
+
+    async def count_tokens(self, body: Json, deployment: Deployment, timeout: float) -> int:
+        """Vertex's Claude token count (``publishers/anthropic/models/count-tokens:rawPredict``,
+        the model in the body, as Anthropic's Vertex SDK sends it): its ``input_tokens``."""
+        sent = {"anthropic_version": ANTHROPIC_VERSION, **body, "model": deployment.model}
+        data = await _post(
+            deployment, "anthropic", "rawPredict", sent, timeout, model="count-tokens",
+            errors=CLAUDE_ERRORS, what="vertex_ai claude token count",
+            require=("input_tokens", int),
+        )  # fmt: skip
+        return int(data["input_tokens"])
 
     async def embed(self, request: Json, deployment: Deployment, timeout: float) -> Json:
         """Claude has no embeddings: always raises UpstreamBadRequest."""

@@ -3,9 +3,9 @@
 
 Routes: ``POST /admin/keys`` (create; the key is in the response once), ``GET /admin/keys``,
 ``GET|PATCH|DELETE /admin/keys/{id}`` (DELETE revokes), ``POST /admin/keys/{id}/rotate``,
-and LiteLLM's ``/key/generate``, ``/key/info``, ``/key/update``, ``/key/delete``
-(:mod:`.litellm_keys`); LiteLLM's team, user, customer and organization endpoints are
-:mod:`.litellm_entities`'. Responses are JSON; errors follow the proxy's
+and LiteLLM's ``/key/generate``, ``/key/info``, ``/key/update``, ``/key/delete``,
+``/key/regenerate`` (:mod:`.litellm_keys`); LiteLLM's team, user, customer and organization
+endpoints are :mod:`.litellm_entities`'. Responses are JSON; errors follow the proxy's
 OpenAI-style format.
 """
 
@@ -31,7 +31,7 @@ def is_admin_path(path: str) -> bool:
                 "/admin/reload",
             )
         )
-        or path in litellm_keys.PATHS
+        or litellm_keys.is_path(path)
         or path.rstrip("/") in litellm_entities.PATHS
     )
 
@@ -49,7 +49,7 @@ def handle(
         from routeguard.enforce.proxy import handle_approvals
 
         return handle_approvals(approvals or [], method, path, body)
-    if path in litellm_keys.PATHS:
+    if litellm_keys.is_path(path):
         return litellm_keys.handle(keys, method, path, body, query)
     parts = [p for p in path.split("/") if p][2:]  # after "admin", "keys"
     if not parts:

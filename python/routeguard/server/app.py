@@ -50,7 +50,7 @@ from routeguard.providers import client_headers
 from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
-from routeguard.server import admin, cache_admin, dashboard, litellm_entities
+from routeguard.server import admin, cache_admin, dashboard, litellm_entities, litellm_keys
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
@@ -304,7 +304,8 @@ class ProxyApp:
         span = None
         if self.tracing is not None and path not in _OPEN_PATHS and path != "/metrics":
             known = (path.rstrip("/") or "/") in self._routes
-            span = self.tracing.begin(scope["method"], path, scope["headers"], known)
+            shown = litellm_keys.shown_path(path)  # no key of /key/{key}/regenerate in traces
+            span = self.tracing.begin(scope["method"], shown, scope["headers"], known)
 
         progress = Progress()
 
@@ -697,18 +698,12 @@ class ProxyApp:
         await _send_sse(scope, receive, send, result, frames(), anthropic=False, max_s=limit)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from routeguard.server import messages as m
+        from routeguard.server import token_count
 
         body = await self._read_json(scope, receive)
         principal: Principal = scope["routeguard.principal"]
-        model = body.get("model")
-        if isinstance(model, str) and (
-            not self.gateway.serves(model)
-            or (principal.key is not None and not principal.key.allows(model))
-        ):  # the same answer either way: a key cannot probe for model names
-            raise _NotFound(f"model '{model}' is not configured")
-        # Off the event loop: a large body costs real time to count.
-        await _send_json(send, 200, await asyncio.to_thread(m.count_tokens, body), [])
+        out, headers = await token_count.count(self.gateway, principal, scope["headers"], body)
+        await _send_json(send, 200, out, headers)
 
     async def _serve_chat(
         self, scope: Scope, request: dict[str, Any], native: NativeRequest | None = None

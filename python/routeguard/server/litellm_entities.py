@@ -12,9 +12,10 @@ only the master key), manage its members
 (``/team/member_add``, ``member_delete``, ``member_update``), make keys for it
 (``/key/generate`` with its ``team_id``, for itself or another member), update them
 (``/key/update``: a key of the team, kept in the team, owned by a member, within the team's
-``max_budget``, ``models`` and rate limits) and delete them (``/key/delete``, every key named
-being one of the team's). Anything else is a 403 naming the field; a team or key not found
-is refused as another team's is, so an admin cannot probe for them."""
+``max_budget``, ``models`` and rate limits), give them a new secret (``/key/regenerate``, by
+the rules of ``/key/update``) and delete them (``/key/delete``, every key named being one of
+the team's). Anything else is a 403 naming the field; a team or key not found is refused as
+another team's is, so an admin cannot probe for them."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ import msgspec
 from routeguard.budget.directory import Team
 from routeguard.budget.keys import KeyRecord
 from routeguard.errors import InvalidRequest, PermissionDenied, RouteguardError
-from routeguard.server import litellm_org_admins, litellm_orgs, litellm_teams, litellm_users
+from routeguard.server import (
+    litellm_keys,
+    litellm_org_admins,
+    litellm_orgs,
+    litellm_teams,
+    litellm_users,
+)
 from routeguard.server.litellm_records import body_of, query_of
 
 if TYPE_CHECKING:
@@ -61,8 +68,8 @@ _GETS = frozenset({"/team/info", "/team/list", "/organization/info"})
 
 def delegated_path(path: str) -> bool:
     """Whether a team's or an organization's admin (not only the master key) may call
-    ``path`` (exactly)."""
-    return path in DELEGATED_PATHS
+    ``path`` (exactly; a ``/key/{key}/regenerate`` path too)."""
+    return path in DELEGATED_PATHS or litellm_keys.is_regenerate(path)
 
 
 def require_delegated(gateway: Gateway, key: KeyRecord, path: str, body: Any, query: str) -> None:
@@ -70,9 +77,13 @@ def require_delegated(gateway: Gateway, key: KeyRecord, path: str, body: Any, qu
     request names and the request stays within what that admin may do (see the module's
     docstring)."""
     data = query_of(query) if path in _GETS else body if isinstance(body, dict) else {}
-    if litellm_org_admins.permits(gateway, key, path, data):
+    if litellm_keys.is_regenerate(path):  # by the rules of /key/update, on the key it names
+        named = {**data, "key": litellm_keys.regenerate_target(path, data)}
+        if litellm_org_admins.permits(gateway, key, "/key/update", named):
+            return
+    elif litellm_org_admins.permits(gateway, key, path, data):
         return
-    if path not in TEAM_ADMIN_PATHS:
+    if path not in TEAM_ADMIN_PATHS and not litellm_keys.is_regenerate(path):
         target = _TARGET.get(path, "organization_id" if "/organization/" in path else "team_id")
         raise PermissionDenied(
             f"{path} needs the master key, or a key of an admin of the organization "
@@ -90,6 +101,10 @@ def _require_team_admin(gateway: Gateway, key: KeyRecord, path: str, data: dict[
         return
     if path == "/key/update":
         _require_key_update(gateway, key, data)
+        return
+    if litellm_keys.is_regenerate(path):  # the rules of /key/update, on the key it names
+        named = litellm_keys.regenerate_target(path, data)
+        _require_key_update(gateway, key, {**data, "key": named}, "/key/regenerate")
         return
     team = _admin_team(gateway, key, data.get("team_id"), path)
     owner = data.get("user_id")
@@ -140,21 +155,25 @@ def _require_team_keys(gateway: Gateway, key: KeyRecord, names: Any) -> None:
             ) from None
 
 
-def _require_key_update(gateway: Gateway, key: KeyRecord, data: dict[str, Any]) -> None:
+def _require_key_update(
+    gateway: Gateway, key: KeyRecord, data: dict[str, Any], path: str = "/key/update"
+) -> None:
     """A team admin's ``/key/update``: the key is one of its team's (a key not found is refused
     alike), stays in that team, belongs to a member, and asks for no more than the team has
     (``max_budget``, ``models``, ``rpm_limit``, ``tpm_limit``), as LiteLLM checks a team's
     keys against the team."""
     given = data.get("key")
     try:
-        team_id = gateway.keys.find(given).spec.team if isinstance(given, str) and given else None
+        found = gateway.keys.find(given) if isinstance(given, str) and given else None
     except RouteguardError:
-        team_id = None
+        found = None
+    # a deleted key is refused as a missing one
+    team_id = found.spec.team if found is not None and not found.revoked else None
     try:
-        team = _admin_team(gateway, key, team_id, "/key/update")
+        team = _admin_team(gateway, key, team_id, path)
     except PermissionDenied:  # one answer for a foreign key and a missing one: no probing
         raise PermissionDenied(
-            "/key/update needs the master key, or a key of an admin of the team (or of its "
+            f"{path} needs the master key, or a key of an admin of the team (or of its "
             "organization) of the key it names",
             param="key",
         ) from None
