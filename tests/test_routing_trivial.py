@@ -10,6 +10,7 @@ import pytest
 
 from embedders import WordsEmbedder
 from routeguard.errors import RouteguardError
+from routeguard.routing.features import lexical_row
 from routeguard.routing.learned import LearnedRouter, train
 from routeguard.routing.outcomes import Outcomes
 from routeguard.routing.trivial import add_trivial_head, gain_heads, prefixes, trivial_prompts
@@ -99,3 +100,20 @@ def test_head_coefficients_that_leave_the_score_range_are_refused() -> None:
         replace(base, head_coef=np.array([1.5, -1.0]))
     with pytest.raises(RouteguardError, match="heads"):
         replace(base, head_coef=np.array([1.0, -0.5, -0.5]))
+
+
+def test_lexical_inputs_are_what_every_head_reads() -> None:
+    """The public lexical transform (used to fit an extra head) is the one scoring uses: the
+    heads' probabilities rebuilt from it equal the model's, and the one-prompt path agrees."""
+    base, data = _gain_model()
+    emb = WordsEmbedder()
+    model = add_trivial_head(base, data.prompts, emb.embed(data.prompts), emb)
+    texts = ["hi", "thanks!", *data.prompts[:20], "x" * 5000]  # the last is clipped
+    vecs = emb.embed(texts).astype(np.float64)
+    lex = model.lexical_inputs(texts)
+    assert lex.shape == (len(texts), len(model.features))
+    z = np.hstack([vecs, lex]) @ model.weights.T + model.bias
+    np.testing.assert_allclose(model.head_probabilities(texts, vecs), 1 / (1 + np.exp(-z)))
+    assert np.all(lex >= model.lex_lo - 1e-12) and np.all(lex <= model.lex_hi + 1e-12)
+    for i, t in enumerate(texts[:3]):
+        np.testing.assert_array_equal(model.standardise_lexical(np.array(lexical_row(t))), lex[i])

@@ -117,10 +117,19 @@ class LearnedRouter:
         """The embedding dimension the model expects."""
         return int(self.weights.shape[1]) - len(self.features)
 
-    def _lexical(self, raw: F64) -> F64:
+    def standardise_lexical(self, raw: F64) -> F64:
+        """The lexical columns the heads read, from raw :func:`lexical_features` rows (all
+        :data:`ALL_FEATURES` columns, one row or many): the model's columns, standardised with
+        its training mean and scale and clipped to the range seen in training."""
         z = (raw[..., self._cols] - self.lex_mean) / self.lex_scale
         out: F64 = np.clip(z, self.lex_lo, self.lex_hi)
         return out
+
+    def lexical_inputs(self, prompts: Sequence[str]) -> F64:
+        """:meth:`standardise_lexical` of the prompts' features, ``(len(prompts), features)``:
+        the lexical half of the input every head of this model reads (a head fitted on
+        ``[embedding, lexical_inputs]`` can be appended to the model)."""
+        return self.standardise_lexical(lexical_features(list(prompts)))
 
     def _check(self, vectors: npt.NDArray[Any]) -> None:
         if vectors.shape[-1] != self.dim:
@@ -140,10 +149,7 @@ class LearnedRouter:
         if v.ndim != 2 or v.shape[0] != len(texts):
             raise RouteguardError(f"expected {len(texts)} vectors, got shape {v.shape}")
         self._check(v)
-        z = (
-            v @ self.weights[:, : self.dim].T
-            + self._lexical(lexical_features(texts)) @ self._w_lex.T
-        )
+        z = v @ self.weights[:, : self.dim].T + self.lexical_inputs(texts) @ self._w_lex.T
         return _sigmoid(z + self.bias)
 
     def probabilities(
@@ -169,7 +175,7 @@ class LearnedRouter:
         """:meth:`score` of one prompt whose embedding is at hand (the request path)."""
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         self._check(v)
-        lex = self._lexical(np.array(lexical_row(text)))
+        lex = self.standardise_lexical(np.array(lexical_row(text)))
         z = self._w_emb @ v + self._w_lex @ lex + self.bias
         p = 1.0 / (1.0 + np.exp(-z))
         return float(self.head_coef @ p)

@@ -27,7 +27,6 @@ import numpy.typing as npt
 
 from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
-from routeguard.routing.features import lexical_features
 from routeguard.routing.learned import DEFAULT_L2, LearnedRouter, fit_logistic
 
 _OPENERS = (
@@ -202,7 +201,7 @@ def add_trivial_head(
     easy = trivial_prompts(n_trivial)
     extra = np.asarray(embedder.embed(short + easy), dtype=np.float64)
     all_texts = texts + short + easy
-    x = np.hstack([np.vstack([v, extra]), model._lexical(lexical_features(all_texts))])
+    x = np.hstack([np.vstack([v, extra]), model.lexical_inputs(all_texts)])
     n_neg = len(texts) + len(short)
     y = np.concatenate([np.zeros(n_neg), np.ones(len(easy))])
     w = np.concatenate([np.ones(n_neg), np.full(len(easy), POSITIVE_SHARE * n_neg / len(easy))])
