@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from routeguard.budget.keys import KeySpec
@@ -21,9 +23,11 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.routing.cli import main
 from routeguard.routing.fromlog import label, last_feedback
+from routeguard.routing.learned import LearnedRouter
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 from test_routing import needs_minilm
+from test_routing_spread import GREETINGS, HARD
 from waiting import eventually
 
 MASTER = "sk-master-learning"
@@ -174,6 +178,24 @@ async def test_feedback_trains_a_router_that_learns_the_class(
     out = capsys.readouterr().out
     assert "wrote" in out and f"routes.auto.model: {model}" in out
     assert "new model" in out and "current model" in out and "APGR" in out
+    report = dict(re.findall(r"^  (new model|current model)\s+APGR (\d\.\d{3})", out, re.M))
+    assert set(report) == {"new model", "current model"}, out
+    assert all(0.0 <= float(v) <= 1.0 for v in report.values())
+    # Retrained from traffic, the router keeps the shipped one's spread: its trivial head was
+    # fitted again, on the logged prompts, and calibrated with the gain heads.
+    learned = LearnedRouter.load(model)
+    assert learned.weights.shape[0] == 3 and "trivial_head" in learned.meta
+    assert learned.calibrated
+    easy_s, hard_s = learned.score(GREETINGS), learned.score(HARD)
+    assert easy_s.max() < hard_s.min() - 1e-9, (GREETINGS[int(np.argmax(easy_s))], HARD[
+        int(np.argmin(hard_s))])  # fmt: skip
+    if source == "client":  # the option to go without: two gain heads, nothing else changed
+        bare = tmp_path / "bare.npz"
+        assert main([*argv[:-1], str(bare), "--no-trivial-head"]) == 0
+        plain = LearnedRouter.load(bare)
+        assert plain.weights.shape[0] == 2 and "trivial_head" not in plain.meta
+        np.testing.assert_allclose(plain.weights, learned.weights[:2])
+        assert "new model" in capsys.readouterr().out
 
     new = _cfg(mock.url, tmp_path / "new.jsonl", model=str(model))
     held_hard, held_easy = hard(24, start=100), easy(24, start=100)  # never seen in training

@@ -6,13 +6,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from embedders import WordsEmbedder
 from routeguard.errors import RouteguardError
+from routeguard.routing.features import lexical_row
 from routeguard.routing.learned import LearnedRouter, train
 from routeguard.routing.outcomes import Outcomes
-from routeguard.routing.trivial import add_trivial_head, gain_heads, prefixes, trivial_prompts
+from routeguard.routing.trivial import (
+    TRAINED_MAX_WEIGHT,
+    TrivialHead,
+    add_trivial_head,
+    gain_heads,
+    prefixes,
+    trivial_prompts,
+)
 
 _TASKS = [
     "prove that the sum of two even numbers is even and explain each step",
@@ -99,3 +108,53 @@ def test_head_coefficients_that_leave_the_score_range_are_refused() -> None:
         replace(base, head_coef=np.array([1.5, -1.0]))
     with pytest.raises(RouteguardError, match="heads"):
         replace(base, head_coef=np.array([1.0, -0.5, -0.5]))
+    with pytest.raises(ValueError, match="max_weight"):
+        TrivialHead(WordsEmbedder(), max_weight=0.0)
+
+
+def test_lexical_inputs_are_what_every_head_reads() -> None:
+    """The public lexical transform (used to fit an extra head) is the one scoring uses: the
+    heads' probabilities rebuilt from it equal the model's, and the one-prompt path agrees."""
+    base, data = _gain_model()
+    emb = WordsEmbedder()
+    model = add_trivial_head(base, data.prompts, emb.embed(data.prompts), emb)
+    texts = ["hi", "thanks!", *data.prompts[:20], "x" * 5000]  # the last is clipped
+    vecs = emb.embed(texts).astype(np.float64)
+    lex = model.lexical_inputs(texts)
+    assert lex.shape == (len(texts), len(model.features))
+    z = np.hstack([vecs, lex]) @ model.weights.T + model.bias
+    np.testing.assert_allclose(model.head_probabilities(texts, vecs), 1 / (1 + np.exp(-z)))
+    assert np.all(lex >= model.lex_lo - 1e-12) and np.all(lex <= model.lex_hi + 1e-12)
+    for i, t in enumerate(texts[:3]):
+        np.testing.assert_array_equal(model.standardise_lexical(np.array(lexical_row(t))), lex[i])
+
+
+def test_train_with_the_trivial_head_keeps_greetings_below_asks() -> None:
+    """``train(extend=TrivialHead(...))`` (what ``router train`` does by default): the model
+    carries the head, is calibrated on out-of-fold scores of fold models that carry it too,
+    and puts social turns below real asks where the two gain heads alone do not."""
+    data = _real()
+    emb = WordsEmbedder()
+    vecs = emb.embed(data.prompts)
+    social = ["hey there friend!", "thanks so much, bye", "ok cool", "hello", "good night"]
+    asks = [f"{t} please" for t in _TASKS]
+    s_vec, a_vec = emb.embed(social), emb.embed(asks)
+    plain = train(data, vecs)
+    assert plain.score(social, s_vec).max() > plain.score(asks, a_vec).min()  # the gap to fill
+
+    head = TrivialHead(emb)
+    calls: list[int] = []
+
+    def counting(m: LearnedRouter, o: Outcomes, v: npt.NDArray[np.float64]) -> LearnedRouter:
+        calls.append(len(o))
+        return head(m, o, v)
+
+    model = train(data, vecs, extend=counting, calibration_folds=4)
+    assert calls[0] == len(data) and len(calls) == 5 and all(n < len(data) for n in calls[1:])
+    assert model.weights.shape[0] == 3 and model.calibrated and "trivial_head" in model.meta
+    uncapped = add_trivial_head(plain, data.prompts, vecs, emb).head_coef[2]
+    assert model.head_coef[2] == pytest.approx(max(uncapped, -TRAINED_MAX_WEIGHT))
+    assert model.score(social, s_vec).max() < model.score(asks, a_vec).min()
+    np.testing.assert_allclose(model.weights[:2], plain.weights)  # the gain heads unchanged
+    p_ok = model.p_cheap_ok(social + asks, np.vstack([s_vec, a_vec]))
+    assert np.all((p_ok >= 0) & (p_ok <= 1))

@@ -10,7 +10,8 @@
   ``.npz`` to name in a route's ``model``. ``--holdout F`` keeps a hashed share of prompts out of
   training and reports the model's quality on them; ``--exclude-group`` leaves a group out
   (the shipped model: ``--holdout 0.2 --exclude-group high_school_mathematics`` on RouteLLM's
-  MMLU directory).
+  MMLU directory). Both ``train`` forms add the trivial-social-turn head
+  (:mod:`routeguard.routing.trivial`) unless ``--no-trivial-head``.
 - ``train --from-log LOG --config CONFIG [--feedback FILE] [--outcomes F] --out model.npz``:
   the logged requests with feedback as outcome rows (:mod:`routeguard.routing.fromlog`),
   trained on with any outcome files, reported on a held-out hash slice of the logged rows
@@ -39,6 +40,7 @@ from routeguard.routing import metrics
 from routeguard.routing.calibration import calibrate
 from routeguard.routing.learned import LearnedRouter, default_model, train
 from routeguard.routing.outcomes import holdout_mask, read_outcomes
+from routeguard.routing.trivial import trivial_extend
 from routeguard.routing.vectors import embed_many
 
 _BATCH = 256
@@ -92,6 +94,12 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--route", help="only this route's requests (default: every routed route)")
     tr.add_argument("--l2", type=float, default=10.0, help="L2 penalty of both heads")
     tr.add_argument("--cache", help="directory to cache prompt embeddings in")
+    tr.add_argument(
+        "--no-trivial-head",
+        action="store_true",
+        help="train the two gain heads only, without the head that puts trivial social turns "
+        "(greetings, thanks) below real asks",
+    )
     tr.add_argument(
         "--exclude-group",
         action="append",
@@ -202,6 +210,7 @@ def _train(args: argparse.Namespace) -> int:
             vectors[side],
             l2=args.l2,
             notes={"trained_on": f"{Path(args.outcomes).name}, holdout {args.holdout}"},
+            extend=trivial_extend(args.no_trivial_head),
         )
         model.save(args.output)
     except (RouteguardError, ValueError) as exc:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,6 +69,10 @@ DEFAULT_MODEL = "default_router.npz"
 _REFERENCE_POINTS = 1001
 _MIN_OUTCOMES = 20
 DEFAULT_FOLDS = 5
+
+Extend = Callable[["LearnedRouter", Outcomes, F64], "LearnedRouter"]
+"""Turns a freshly fitted gain model into the final form (e.g. adds a head), given the
+outcomes and vectors it was fitted on; :func:`train` applies it to every fold model too."""
 
 
 @dataclass
@@ -117,10 +121,19 @@ class LearnedRouter:
         """The embedding dimension the model expects."""
         return int(self.weights.shape[1]) - len(self.features)
 
-    def _lexical(self, raw: F64) -> F64:
+    def standardise_lexical(self, raw: F64) -> F64:
+        """The lexical columns the heads read, from raw :func:`lexical_features` rows (all
+        :data:`ALL_FEATURES` columns, one row or many): the model's columns, standardised with
+        its training mean and scale and clipped to the range seen in training."""
         z = (raw[..., self._cols] - self.lex_mean) / self.lex_scale
         out: F64 = np.clip(z, self.lex_lo, self.lex_hi)
         return out
+
+    def lexical_inputs(self, prompts: Sequence[str]) -> F64:
+        """:meth:`standardise_lexical` of the prompts' features, ``(len(prompts), features)``:
+        the lexical half of the input every head of this model reads (a head fitted on
+        ``[embedding, lexical_inputs]`` can be appended to the model)."""
+        return self.standardise_lexical(lexical_features(list(prompts)))
 
     def _check(self, vectors: npt.NDArray[Any]) -> None:
         if vectors.shape[-1] != self.dim:
@@ -140,10 +153,7 @@ class LearnedRouter:
         if v.ndim != 2 or v.shape[0] != len(texts):
             raise RouteguardError(f"expected {len(texts)} vectors, got shape {v.shape}")
         self._check(v)
-        z = (
-            v @ self.weights[:, : self.dim].T
-            + self._lexical(lexical_features(texts)) @ self._w_lex.T
-        )
+        z = v @ self.weights[:, : self.dim].T + self.lexical_inputs(texts) @ self._w_lex.T
         return _sigmoid(z + self.bias)
 
     def probabilities(
@@ -169,7 +179,7 @@ class LearnedRouter:
         """:meth:`score` of one prompt whose embedding is at hand (the request path)."""
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         self._check(v)
-        lex = self._lexical(np.array(lexical_row(text)))
+        lex = self.standardise_lexical(np.array(lexical_row(text)))
         z = self._w_emb @ v + self._w_lex @ lex + self.bias
         p = 1.0 / (1.0 + np.exp(-z))
         return float(self.head_coef @ p)
@@ -346,10 +356,13 @@ def train(
     features: Sequence[str] = FEATURE_NAMES,
     sample_weight: npt.ArrayLike | None = None,
     calibration_folds: int = DEFAULT_FOLDS,
+    extend: Extend | None = None,
 ) -> LearnedRouter:
     """Fit both heads on ``outcomes`` whose prompts embed to ``vectors`` (one row each), on
-    the soft labels where the outcomes carry them, reading the ``features`` columns; then
-    calibrate ``p_cheap_ok`` on out-of-fold scores (``calibration_folds`` folds; 0 = none)."""
+    the soft labels where the outcomes carry them, reading the ``features`` columns; apply
+    ``extend`` (e.g. :class:`routeguard.routing.trivial.TrivialHead`); then calibrate
+    ``p_cheap_ok`` on out-of-fold scores of models built the same way (``calibration_folds``
+    folds; 0 = none)."""
     v = np.asarray(vectors, dtype=np.float64)
     n = len(outcomes)
     if v.ndim != 2 or v.shape[0] != n:
@@ -367,6 +380,8 @@ def train(
         sw = np.asarray(sample_weight, dtype=np.float64)
         sw = sw * (n / sw.sum())
     model = _fit(outcomes, v, l2, tuple(features), sw)
+    if extend is not None:
+        model = extend(model, outcomes, v)
     model.meta.update(
         embedder=embedder,
         l2=l2,
@@ -379,7 +394,9 @@ def train(
     model.reference = np.quantile(scores, np.linspace(0.0, 1.0, _REFERENCE_POINTS))
     if calibration_folds:
         try:
-            oof = out_of_fold_scores(outcomes, v, calibration_folds, l2, tuple(features), sw)
+            oof = out_of_fold_scores(
+                outcomes, v, calibration_folds, l2, tuple(features), sw, extend
+            )
         except (CoreInputError, CoreNotFound):
             raise  # a native kernel refused its input: a bug, not too few outcomes
         except RouteguardError as exc:  # too few outcomes per fold: a model without p_cheap_ok
@@ -405,9 +422,11 @@ def out_of_fold_scores(
     l2: float = DEFAULT_L2,
     features: tuple[str, ...] = FEATURE_NAMES,
     sample_weight: F64 | None = None,
+    extend: Extend | None = None,
 ) -> F64:
-    """Each row's score from a model fitted without its fold (what calibration is fitted on:
-    in-sample scores are more confident than the model is on new prompts)."""
+    """Each row's score from a model fitted without its fold, and ``extend``-ed on the same
+    rows (what calibration is fitted on: in-sample scores are more confident than the model
+    is on new prompts)."""
     fold = fold_of(outcomes.prompts, folds)
     out = np.zeros(len(outcomes))
     for k in range(folds):
@@ -423,6 +442,8 @@ def out_of_fold_scores(
             )
         w = None if sample_weight is None else sample_weight[train_rows]
         m = _fit(side, vectors[train_rows], l2, features, w)
+        if extend is not None:
+            m = extend(m, side, vectors[train_rows])
         out[test] = m.score(outcomes.subset(test).prompts, vectors[test])
     return out
 

@@ -5,9 +5,10 @@ Data flow: the config's routed routes (``routes.<alias>`` with ``cheap`` and ``s
 default ``LOG.feedback.jsonl``, or the server database's ``feedback`` table) -> outcome rows
 (:func:`routeguard.routing.fromlog.join`) -> a hash slice of them held out (``--holdout``,
 default 0.2) -> the rest, with any ``--outcomes`` files, embedded with the default MiniLM and
-trained on (:func:`routeguard.routing.learned.train`) -> the model written (``--out``) -> APGR
-and CPT(50%) on the held-out slice of the new model, the route's current learned model
-(``routes.<alias>.model``, the shipped one by default) and the longer-prompt rule.
+trained on (:func:`routeguard.routing.learned.train`, with the trivial-social-turn head of
+:mod:`routeguard.routing.trivial` unless ``--no-trivial-head``) -> the model written
+(``--out``) -> APGR and CPT(50%) on the held-out slice of the new model, the route's current
+learned model (``routes.<alias>.model``, the shipped one by default) and the longer-prompt rule.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from routeguard.routing import metrics
 from routeguard.routing.fromlog import join
 from routeguard.routing.learned import LearnedRouter, default_model, train
 from routeguard.routing.outcomes import Outcomes, holdout_mask, read_outcomes
+from routeguard.routing.trivial import trivial_extend
 
 DEFAULT_HOLDOUT = 0.2
 _FEW = 20  # held-out rows below which the report says it is noisy
@@ -95,6 +97,7 @@ def train_from_log(args: argparse.Namespace) -> int:
                 f"rows), {len(train_set) - int((~held).sum())} rows of outcome files",
                 "route": route,
             },
+            extend=trivial_extend(args.no_trivial_head),
         )
         model.save(args.output)
         print(

@@ -11,6 +11,9 @@ Data flow: small vocabularies of openers, small talk, thanks, acknowledgements a
 head "is this a trivial social turn" (:func:`add_trivial_head`), whose negatives are real
 prompts and their first few words (so shortness alone does not make a prompt trivial) -> the
 head's probability subtracted from the router's score, so a greeting ranks below real asks.
+:class:`TrivialHead` does the same inside :func:`routeguard.routing.learned.train` (``router
+train``, from outcome files or from the request log), for the final model and every
+calibration fold, so a retrained router keeps the default's spread.
 
 The vocabularies are written for this module; the spread test's prompts
 (``tests/test_routing_spread.py``) are never used, and a test checks none of them is generated.
@@ -27,8 +30,8 @@ import numpy.typing as npt
 
 from routeguard.embed.base import Embedder
 from routeguard.errors import RouteguardError
-from routeguard.routing.features import lexical_features
-from routeguard.routing.learned import DEFAULT_L2, LearnedRouter, fit_logistic
+from routeguard.routing.learned import DEFAULT_L2, F64, LearnedRouter, fit_logistic
+from routeguard.routing.outcomes import Outcomes
 
 _OPENERS = (
     "hey",
@@ -186,14 +189,18 @@ def add_trivial_head(
     *,
     n_trivial: int = 400,
     max_prefixes: int = 3000,
+    max_weight: float = 1.0,
 ) -> LearnedRouter:
     """``model`` with a third head, P(the prompt is a trivial social turn), subtracted from its
     score with a weight equal to the spread of ``model``'s scores on ``real`` (1st to 99th
     percentile): a prompt the head is sure of falls below almost every real one, a real prompt
     (P near 0) keeps its rank. Negatives: the ``real`` prompts and short prefixes of some of
-    them; positives: :func:`trivial_prompts`. Only two-head (gain) models take a head."""
+    them; positives: :func:`trivial_prompts`. The weight is capped at ``max_weight`` (the
+    gain heads keep ``1 - weight``). Only two-head (gain) models take a head."""
     if len(model.weights) != 2:
         raise RouteguardError("add_trivial_head: expected a two-head (p_worse, p_better) model")
+    if not 0.0 < max_weight <= 1.0:
+        raise ValueError(f"max_weight must be in (0, 1], got {max_weight}")
     texts = list(real)
     v = np.asarray(real_vectors, dtype=np.float64)
     rng = np.random.default_rng(0)
@@ -202,13 +209,13 @@ def add_trivial_head(
     easy = trivial_prompts(n_trivial)
     extra = np.asarray(embedder.embed(short + easy), dtype=np.float64)
     all_texts = texts + short + easy
-    x = np.hstack([np.vstack([v, extra]), model._lexical(lexical_features(all_texts))])
+    x = np.hstack([np.vstack([v, extra]), model.lexical_inputs(all_texts)])
     n_neg = len(texts) + len(short)
     y = np.concatenate([np.zeros(n_neg), np.ones(len(easy))])
     w = np.concatenate([np.ones(n_neg), np.full(len(easy), POSITIVE_SHARE * n_neg / len(easy))])
     w_head, b_head = fit_logistic(x, y, DEFAULT_L2, sample_weight=w * (len(w) / w.sum()))
     scores = model.score(texts, v)
-    spread = float(np.quantile(scores, 0.99) - np.quantile(scores, 0.01))
+    spread = min(float(np.quantile(scores, 0.99) - np.quantile(scores, 0.01)), max_weight)
     keep = 1.0 - spread
     a, b = model.head_coef
     coef = np.array([a * keep, b * keep, -spread])
@@ -225,6 +232,7 @@ def add_trivial_head(
                 "positives": len(easy),
                 "negatives": n_neg,
                 "weight": spread,
+                "max_weight": max_weight,
                 "positive_share": POSITIVE_SHARE,
             },
         },
@@ -232,3 +240,63 @@ def add_trivial_head(
     )
     out.reference = np.quantile(out.score(texts, v), np.linspace(0.0, 1.0, len(model.reference)))
     return out
+
+
+class _Memo:
+    """An embedder that remembers every text it embedded (the trivial prompts and many
+    prefixes recur across the calibration folds)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self._seen: dict[str, npt.NDArray[np.float32]] = {}
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Embed the texts not seen before; every row from the memo."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._seen))
+        if todo:
+            fresh = np.asarray(self.inner.embed(todo), dtype=np.float32)
+            self._seen.update(zip(todo, fresh, strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._seen[t] for t in texts])
+
+
+TRAINED_MAX_WEIGHT = 0.5
+"""The cap on the trivial head's weight in models ``router train`` writes. A small, easily
+separated training set (a few dozen logged rows) has a gain-score spread near 1, and the
+uncapped rule would then give the head ~0.85 and the gain ~0.15: the head's residual
+probability on real prompts (~0.01) would move them by ~6% of the gain range and reorder
+close ones. At 0.5 it moves them by ~1%, and a greeting the head is sure of still loses half
+the score range. The shipped default's spread (0.387) is under the cap."""
+
+
+class TrivialHead:
+    """The ``extend`` step of :func:`routeguard.routing.learned.train` that gives a trained
+    model the trivial-social-turn head (:func:`add_trivial_head`), fitted on the model's own
+    training prompts as the shipped default's is fitted on its, with the weight capped at
+    ``max_weight``; ``embedder`` embeds the synthetic greetings and the prompts' prefixes
+    (the embedder of the training vectors)."""
+
+    def __init__(self, embedder: Embedder, max_weight: float = TRAINED_MAX_WEIGHT) -> None:
+        if not 0.0 < max_weight <= 1.0:
+            raise ValueError(f"max_weight must be in (0, 1], got {max_weight}")
+        self.embedder = _Memo(embedder)
+        self.max_weight = max_weight
+
+    def __call__(self, model: LearnedRouter, outcomes: Outcomes, vectors: F64) -> LearnedRouter:
+        """``model`` with the trivial head fitted against ``outcomes``' prompts."""
+        return add_trivial_head(
+            model, outcomes.prompts, vectors, self.embedder, max_weight=self.max_weight
+        )
+
+
+def trivial_extend(off: bool = False) -> TrivialHead | None:
+    """The trivial-head step for :func:`routeguard.routing.learned.train` with the default
+    MiniLM (the embedder ``router train`` embeds prompts with); None when ``off``
+    (``--no-trivial-head``)."""
+    if off:
+        return None
+    from routeguard.embed import default_embedder
+
+    return TrivialHead(default_embedder())
