@@ -113,9 +113,10 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
     ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
-    than f32, ~3.5e-5 cosine distance from sentence-transformers) and elsewhere the fastest
-    of f32, f16 and int8 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy
-    backend is always f32.
+    than f32, ~3.5e-5 cosine distance from sentence-transformers), or int8 there when the CPU
+    also has AVX-512 VNNI and int8 measures clearly faster; elsewhere the fastest of f32, f16
+    and int8 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy backend
+    is always f32.
     """
     if precision not in ("auto", "f32", "f16", "bf16", "int8"):
         raise ValueError(
