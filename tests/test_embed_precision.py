@@ -1,5 +1,6 @@
-"""precision="auto" measured on the CPU at hand: bf16 where native, else the fastest of f32,
-f16 and int8 by a calibration that is stored per CPU model, SIMD level and version."""
+"""precision="auto" measured on the CPU at hand: bf16 where native (or int8 when its VNNI
+tile is clearly faster there), else the fastest of f32, f16 and int8, by a calibration
+that is stored per CPU model, SIMD level and version."""
 
 from __future__ import annotations
 
@@ -63,15 +64,61 @@ def test_timings_are_medians_of_interleaved_rounds(monkeypatch: pytest.MonkeyPat
     assert firsts[:2] == ["f32", "f16"]
 
 
-def test_native_bf16_needs_no_calibration(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_single_candidate_needs_no_calibration(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(precision, "calibrate", _must_not_run)
-    if core.auto_precision() == "bf16":
-        assert precision.auto_precision() == resolve_precision("auto") == "bf16"
-    elif core.simd_level() not in ("avx2", "avx512"):
-        assert precision.auto_precision() == "f32"  # the portable loop: nothing to gain
-    else:
-        pytest.skip("this CPU has SIMD kernels but no native bf16: see the calibration tests")
+    # Native bf16 without the VNNI int8 tile: bf16, unmeasured.
+    monkeypatch.setattr(core, "auto_precision", lambda: "bf16")
+    monkeypatch.setattr(core, "int8_kernel", lambda: "avx2")
+    assert precision.candidates() == ("bf16",)
+    assert precision.auto_precision() == resolve_precision("auto") == "bf16"
+    # The portable loop: nothing to gain from narrower weights.
+    monkeypatch.setattr(core, "auto_precision", lambda: "f32")
+    monkeypatch.setattr(core, "simd_level", lambda: "scalar")
+    monkeypatch.setattr(core, "int8_kernel", lambda: "scalar")
+    assert precision.candidates() == ("f32",) and precision.auto_precision() == "f32"
     assert not (fresh / "precision.json").exists()
+
+
+def test_the_candidates_follow_the_cpu() -> None:
+    native = core.auto_precision() == "bf16"
+    vnni = core.int8_kernel() == "vnni"
+    if native:
+        assert precision.candidates() == (("bf16", "int8") if vnni else ("bf16",))
+    elif core.simd_level() in ("avx2", "avx512"):
+        assert precision.candidates() == ("f32", "f16", "int8")
+    else:
+        assert precision.candidates() == ("f32",)
+    # The VNNI tile runs only at the AVX-512 level, and int8 is a candidate wherever it does.
+    assert not vnni or core.simd_level() == "avx512"
+    assert not vnni or "int8" in precision.candidates()
+
+
+def test_native_bf16_with_vnni_keeps_bf16_unless_int8_is_clearly_faster(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core, "auto_precision", lambda: "bf16")
+    monkeypatch.setattr(core, "int8_kernel", lambda: "vnni")
+    monkeypatch.setattr(core, "simd_level", lambda: "avx512")
+    timed: list[tuple[str, ...]] = []
+
+    def measure(times: dict[str, float]):  # type: ignore[no-untyped-def]
+        def calibrate(_dir: Path, among: Sequence[str]) -> dict[str, float]:
+            timed.append(tuple(among))
+            return times
+
+        return calibrate
+
+    monkeypatch.setattr(precision, "calibrate", measure({"bf16": 4.0, "int8": 3.9}))
+    assert precision.auto_precision() == "bf16"  # within 5%: the native rule stands
+    assert timed == [("bf16", "int8")]
+    (fresh / "precision.json").unlink()
+    precision._chosen.clear()
+    monkeypatch.setattr(precision, "calibrate", measure({"bf16": 4.0, "int8": 3.0}))
+    assert precision.auto_precision() == "int8"
+    assert precision.pick({"bf16": 4.0, "int8": 3.0, "f16": 1.0}, ("bf16", "int8")) == "int8"
+    assert precision.pick({"bf16": 4.0, "f32": 1.0}, ("bf16", "int8")) == "bf16"
 
 
 def test_calibrates_once_and_stores_the_choice(
@@ -79,7 +126,7 @@ def test_calibrates_once_and_stores_the_choice(
 ) -> None:
     monkeypatch.setattr(core, "auto_precision", lambda: "f32")  # as on a CPU without bf16
     monkeypatch.setattr(core, "simd_level", lambda: "avx2")
-    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.5, "f16": 3.1})
+    monkeypatch.setattr(precision, "calibrate", lambda _dir, _among: {"f32": 4.5, "f16": 3.1})
     assert precision.auto_precision() == "f16"
     stored = json.loads((fresh / "precision.json").read_text())
     key = precision.cache_key()
@@ -95,7 +142,7 @@ def test_calibrates_once_and_stores_the_choice(
     # Another CPU model or level is another key: measured afresh.
     precision._chosen.clear()
     monkeypatch.setattr(core, "simd_level", lambda: "avx512")
-    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 3.0, "f16": 3.0})
+    monkeypatch.setattr(precision, "calibrate", lambda _dir, _among: {"f32": 3.0, "f16": 3.0})
     assert precision.auto_precision() == "f32"
     assert len(json.loads((fresh / "precision.json").read_text())) == 2
 
@@ -106,7 +153,7 @@ def test_an_unwritable_cache_still_chooses(fresh: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("ROUTEGUARD_CACHE_DIR", str(blocker / "sub"))
     monkeypatch.setattr(core, "auto_precision", lambda: "f32")
     monkeypatch.setattr(core, "simd_level", lambda: "avx2")
-    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 2.0})
+    monkeypatch.setattr(precision, "calibrate", lambda _dir, _among: {"f32": 4.0, "f16": 2.0})
     assert precision.auto_precision() == "f16"
     monkeypatch.setattr(precision, "calibrate", _must_not_run)
     assert precision.auto_precision() == "f16"  # remembered for this process
@@ -118,7 +165,7 @@ def test_a_corrupt_cache_file_is_measured_over(
     (fresh / "precision.json").write_text("{not json")
     monkeypatch.setattr(core, "auto_precision", lambda: "f32")
     monkeypatch.setattr(core, "simd_level", lambda: "avx2")
-    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 4.1})
+    monkeypatch.setattr(precision, "calibrate", lambda _dir, _among: {"f32": 4.0, "f16": 4.1})
     assert precision.auto_precision() == "f32"
     assert json.loads((fresh / "precision.json").read_text())[precision.cache_key()]
 
@@ -130,7 +177,8 @@ def test_a_choice_stored_under_an_older_rule_is_measured_again(
     monkeypatch.setattr(core, "simd_level", lambda: "avx2")
     old_key = precision.cache_key().replace(f"|calibration {precision.CALIBRATION}", "")
     (fresh / "precision.json").write_text(json.dumps({old_key: {"choice": "f16"}}))
-    monkeypatch.setattr(precision, "calibrate", lambda _dir: {"f32": 4.0, "f16": 3.5, "int8": 2.0})
+    times = {"f32": 4.0, "f16": 3.5, "int8": 2.0}
+    monkeypatch.setattr(precision, "calibrate", lambda _dir, _among: times)
     assert precision.auto_precision() == "int8"
     stored = json.loads((fresh / "precision.json").read_text())
     assert stored[old_key]["choice"] == "f16" and stored[precision.cache_key()]["choice"] == "int8"
@@ -144,6 +192,10 @@ def test_the_real_calibration_times_every_candidate() -> None:
     times = precision.calibrate(bundled_model_dir())
     assert set(times) == {"f32", "f16", "int8"} and all(t > 0 for t in times.values())
     assert precision.pick(times) in ("f32", "f16", "int8")
+    among = precision.candidates()
+    if among == precision.NATIVE_CANDIDATES:
+        times = precision.calibrate(bundled_model_dir(), among)
+        assert set(times) == {"bf16", "int8"} and all(t > 0 for t in times.values())
 
 
 def test_cpu_model_names_the_generation() -> None:
@@ -153,5 +205,5 @@ def test_cpu_model_names_the_generation() -> None:
         assert "family" in name and "model" in name
 
 
-def _must_not_run(_dir: Path) -> dict[str, float]:
+def _must_not_run(_dir: Path, _among: Sequence[str] = ()) -> dict[str, float]:
     raise AssertionError("calibration ran where it should not")

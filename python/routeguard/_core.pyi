@@ -19,6 +19,7 @@ __all__ = [
     "__version__",
     "auto_precision",
     "cosine",
+    "int8_kernel",
     "simd_level",
 ]
 
@@ -130,6 +131,7 @@ class BertEncoder:
 
 def simd_level() -> str: ...
 def auto_precision() -> str: ...
+def int8_kernel() -> str: ...
 
 class BudgetRefused(Exception):
     """A reservation did not fit: args are (account, position, spent, reserved, limit,

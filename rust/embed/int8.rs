@@ -21,7 +21,9 @@
 //! of multiplies per product (one instruction per 16 products, plus one add), takes the wider
 //! activations for free, and the i8 weights are widened once per step for up to 6 rows.
 //! Exact i32 sums do not depend on the order of summation: every path agrees with
-//! [`scalar_tile`] exactly. Attention, softmax, LayerNorm, GELU and pooling stay in f32.
+//! [`scalar_tile`] exactly. With AVX-512 VNNI (at the AVX-512 level) [`Int8Kernel::Vnni`]
+//! reads the same panels with `vpdpwssd`, which does the multiply and the add of 32
+//! products in one instruction (no saturation: the `s`-suffixed form is the saturating one). Attention, softmax, LayerNorm, GELU and pooling stay in f32.
 
 use super::isa::Isa;
 use super::linear::NR;
@@ -157,9 +159,118 @@ pub fn quantize_rows(
     }
 }
 
-/// Rows per int8 tile: 6 rows × 16 columns of i32 accumulators fill 12 of AVX2's 16
-/// registers, leaving two for the widened weights and two for a broadcast and a product.
-const MAX_ROWS: usize = 6;
+/// Which tile an int8 product runs: chosen from the [`Isa`] in force and the CPU, so
+/// `ROUTEGUARD_SIMD=avx2` keeps the AVX2 tile and `scalar` the portable one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// [`scalar_tile`]: portable Rust, the reference.
+    Scalar,
+    /// `vpmaddwd` + `vpaddd` on 256-bit registers, 6 rows × 16 columns at a time.
+    Avx2,
+    /// `vpdpwssd` on 512-bit registers (AVX-512 VNNI + BW), 14 rows × 32 columns.
+    Vnni,
+}
+
+impl Int8Kernel {
+    /// Every kernel, narrowest first.
+    pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Scalar, Int8Kernel::Avx2, Int8Kernel::Vnni];
+
+    /// The widest kernel `isa` allows on this CPU: VNNI at the AVX-512 level when the CPU
+    /// has AVX-512 VNNI and BW, AVX2 at either SIMD level, else scalar.
+    pub fn for_isa(isa: Isa) -> Int8Kernel {
+        let wanted = match isa {
+            Isa::Avx512 => Int8Kernel::Vnni,
+            Isa::Avx2 => Int8Kernel::Avx2,
+            Isa::Scalar => Int8Kernel::Scalar,
+        };
+        Int8Kernel::ALL
+            .into_iter()
+            .rfind(|k| *k as u8 <= wanted as u8 && k.is_supported() && isa.is_supported())
+            .unwrap_or(Int8Kernel::Scalar)
+    }
+
+    /// `"scalar"`, `"avx2"` or `"vnni"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Scalar => "scalar",
+            Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::Vnni => "vnni",
+        }
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Int8Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The most rows one tile call takes: the accumulators fill 12 of AVX2's 16 registers
+    /// (6 rows × two ymm) and 28 of AVX-512's 32 (14 rows × two zmm), leaving room for the
+    /// widened weights and a broadcast.
+    pub fn max_rows(self) -> usize {
+        match self {
+            Int8Kernel::Scalar | Int8Kernel::Avx2 => 6,
+            Int8Kernel::Vnni => 14,
+        }
+    }
+
+    /// One tile with this kernel (the contract of [`scalar_tile`]; `rows <=`
+    /// [`Int8Kernel::max_rows`]). An unsupported kernel runs the scalar tile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn tile(
+        self,
+        a: &[u32],
+        rows: usize,
+        pairs: usize,
+        panel: &[i8],
+        sx: &[f32],
+        sw: &[f32],
+        bias: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        cols: usize,
+    ) {
+        assert!(
+            (1..=self.max_rows()).contains(&rows)
+                && (1..=NR).contains(&cols)
+                && a.len() >= rows * pairs
+                && panel.len() >= pairs * NR * 2
+                && sx.len() >= rows
+                && sw.len() >= NR
+                && bias.len() >= NR
+                && c.len() >= (rows - 1) * ldc + cols,
+            "int8 tile: {rows} rows, {cols} columns out of range or buffers too small"
+        );
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            // SAFETY: the features were checked; the extents were asserted above.
+            Int8Kernel::Vnni if self.is_supported() => {
+                return unsafe {
+                    super::x86::int8_vnni_tile(a, rows, pairs, panel, sx, sw, bias, c, ldc, cols)
+                };
+            }
+            // SAFETY: as above.
+            Int8Kernel::Avx2 if self.is_supported() => {
+                return unsafe {
+                    super::x86::int8_tile(a, rows, pairs, panel, sx, sw, bias, c, ldc, cols)
+                };
+            }
+            _ => {}
+        }
+        scalar_tile(a, rows, pairs, panel, sx, sw, bias, c, ldc, cols);
+    }
+}
 
 /// `out = x·W + b` for `m` rows with int8 panels (see the module docs).
 #[allow(clippy::too_many_arguments)]
@@ -211,21 +322,15 @@ fn tiles(
     bias: &[f32],
     out: &mut [f32],
 ) {
-    super::linear::for_each_tile(m, pairs * 2, n, MAX_ROWS, |row, rows, p, cols| {
+    let kernel = Int8Kernel::for_isa(isa);
+    super::linear::for_each_tile(m, pairs * 2, n, kernel.max_rows(), |row, rows, p, cols| {
         let panel = &panels.q[p * pairs * NR * 2..][..pairs * NR * 2];
         let a = &xq[row * pairs..(row + rows) * pairs];
         let sx = &sx[row..row + rows];
         let sw = &panels.scale[p * NR..][..NR];
         let b = &bias[p * NR..][..NR];
         let c = &mut out[row * n + p * NR..];
-        #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Scalar && isa.is_supported() {
-            // SAFETY: AVX2 is part of both SIMD levels and was just checked; the slices
-            // have the extents `int8_tile` documents.
-            unsafe { super::x86::int8_tile(a, rows, pairs, panel, sx, sw, b, c, n, cols) };
-            return;
-        }
-        scalar_tile(a, rows, pairs, panel, sx, sw, b, c, n, cols);
+        kernel.tile(a, rows, pairs, panel, sx, sw, b, c, n, cols);
     });
 }
 

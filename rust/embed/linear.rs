@@ -42,7 +42,8 @@ pub enum Precision {
     Bf16,
     /// Symmetric int8 weights per output column and int8 activations per row, rounded on
     /// the fly, with exact i32 sums (`super::int8`): a quarter of f32's bytes and twice
-    /// the products per instruction on AVX2; the loosest of the four (opt-in).
+    /// the products per instruction on AVX2, 32 per `vpdpwssd` with AVX-512 VNNI; the
+    /// loosest of the four.
     Int8,
 }
 
@@ -309,7 +310,8 @@ pub(super) fn for_each_tile(
 /// The native part of `precision="auto"` at the process's [`Isa::detect`] level: bf16 where
 /// `vdpbf16ps` runs natively (twice f32's speed, ~3.5e-5 cosine distance), else f32. On the
 /// other SIMD paths the Python side (`routeguard.embed.precision`) times f32, f16 and int8
-/// on the CPU at hand and may replace this f32 with the fastest of them.
+/// on the CPU at hand and may replace this f32 with the fastest of them; where bf16 is
+/// native and int8 has its AVX-512 VNNI tile, it times bf16 against int8.
 pub fn auto_precision() -> Precision {
     if bf16_native(Isa::detect()) {
         Precision::Bf16

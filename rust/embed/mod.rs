@@ -18,6 +18,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use int8::Int8Kernel;
 pub use isa::Isa;
 pub use linear::{auto_precision, Linear, Precision};
 pub use model::{BertConfig, BertEncoder, LayerWeights, CHUNK_TOKENS};

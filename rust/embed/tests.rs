@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 
-use super::int8::{activation_max, quantize, quantize_rows, MAX_K, QMAX};
+use super::int8::{activation_max, quantize, quantize_rows, scalar_tile, Int8Kernel, MAX_K, QMAX};
+use super::linear::NR;
 use super::linear::{gemm, reference, Linear, Precision};
 use super::model::{BertConfig, BertEncoder, LayerWeights};
 use super::Isa;
@@ -192,6 +193,115 @@ fn int8_sums_stay_exact_at_the_extremes() {
     assert_eq!(activation_max(1536), 11008);
     let too_wide = Linear::new(&vec![0.0; MAX_K + 1], &[0.0], MAX_K + 1, 1, Precision::Int8);
     assert!(too_wide.unwrap_err().to_string().contains("at most"));
+}
+
+/// Random i16 activation pairs within ±`top` (or all at ±`top` when `extreme`), as
+/// `quantize_rows` packs them.
+fn activation_pairs(rng: &mut Rng, count: usize, top: i32, extreme: bool) -> Vec<u32> {
+    let mut one = || {
+        let v = if extreme {
+            if rng.next() < 0.0 {
+                -top
+            } else {
+                top
+            }
+        } else {
+            (rng.next() * top as f32) as i32
+        };
+        u32::from(v as i16 as u16)
+    };
+    (0..count).map(|_| one() | (one() << 16)).collect()
+}
+
+#[test]
+fn every_int8_tile_equals_the_scalar_tile_bit_for_bit() {
+    // Every row count each kernel takes, full and ragged panels, one pair up to MiniLM's
+    // 768 (K = 1536), random and extreme operands (|sum| up to k · 127 · activation_max(k),
+    // the top of the i32 range). Columns past `cols` must be left alone.
+    let kernels: Vec<Int8Kernel> = Int8Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect();
+    if !Int8Kernel::Vnni.is_supported() {
+        eprintln!("this CPU lacks AVX-512 VNNI/BW: the VNNI int8 tile is not exercised");
+    }
+    let mut rng = Rng(29);
+    let ldc = NR + 3;
+    for &kernel in &kernels {
+        for pairs in [1usize, 2, 5, 17, 192, 768] {
+            let top = activation_max(2 * pairs);
+            for extreme in [false, true] {
+                let panel: Vec<i8> = (0..pairs * NR * 2)
+                    .map(|_| {
+                        let v = if extreme { 127.0 } else { rng.next() * 127.0 };
+                        (if rng.next() < 0.0 { -v } else { v }) as i8
+                    })
+                    .collect();
+                let sw = rng.vec(NR, 0.01);
+                let bias = rng.vec(NR, 1.0);
+                for rows in 1..=kernel.max_rows() {
+                    let a = activation_pairs(&mut rng, rows * pairs, top, extreme);
+                    let sx = rng.vec(rows, 1e-4);
+                    for cols in [1usize, 5, 15, 16, 17, 31, 32] {
+                        let mut want = vec![f32::NAN; rows * ldc];
+                        scalar_tile(
+                            &a, rows, pairs, &panel, &sx, &sw, &bias, &mut want, ldc, cols,
+                        );
+                        let mut got = vec![f32::NAN; rows * ldc];
+                        kernel.tile(
+                            &a, rows, pairs, &panel, &sx, &sw, &bias, &mut got, ldc, cols,
+                        );
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{kernel:?} rows {rows} cols {cols} pairs {pairs} \
+                                 extreme {extreme}: value {i}"
+                            );
+                        }
+                        assert!(got[cols..ldc].iter().all(|v| v.is_nan()), "{kernel:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_kernel_follows_the_simd_level() {
+    assert_eq!(Int8Kernel::for_isa(Isa::Scalar), Int8Kernel::Scalar);
+    if Isa::Avx2.is_supported() {
+        // A process held to AVX2 keeps the AVX2 tile even on a VNNI CPU.
+        assert_eq!(Int8Kernel::for_isa(Isa::Avx2), Int8Kernel::Avx2);
+    }
+    let want = match (Isa::Avx512.is_supported(), Int8Kernel::Vnni.is_supported()) {
+        (true, true) => Int8Kernel::Vnni,
+        (true, false) => Int8Kernel::Avx2,
+        _ => Int8Kernel::for_isa(Isa::Avx2),
+    };
+    assert_eq!(Int8Kernel::for_isa(Isa::Avx512), want);
+    assert_eq!(want.name(), ["scalar", "avx2", "vnni"][want as usize]);
+}
+
+#[test]
+fn int8_products_of_minilm_shapes_agree_on_every_path() {
+    // The encoder's own shapes (K = 384 and 1536, N = 1152 and 384) at the row counts of
+    // short prompts and past one 14-row tile: every path equals the scalar one exactly.
+    let mut rng = Rng(41);
+    for (k, n) in [(384usize, 1152usize), (1536, 384)] {
+        let (w, b) = (rng.vec(k * n, 0.1), rng.vec(n, 0.1));
+        let layer = Linear::new(&w, &b, k, n, Precision::Int8).unwrap();
+        for m in [1usize, 4, 10, 13, 14, 15, 29] {
+            let x = rng.vec(m * k, 2.0);
+            let mut scalar = vec![f32::NAN; m * n];
+            gemm(Isa::Scalar, &x, m, &layer, &mut scalar);
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+                let mut got = vec![f32::NAN; m * n];
+                gemm(isa, &x, m, &layer, &mut got);
+                assert_eq!(got, scalar, "{isa:?} k {k} m {m}");
+            }
+        }
+    }
 }
 
 #[test]

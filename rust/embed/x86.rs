@@ -13,7 +13,8 @@
 //! FMA as a memory operand). Stores are masked (AVX-512) or go
 //! through a small buffer (AVX2) when the panel is the partial last one. The bf16 tile is
 //! the same shape over pairs of k: `vdpbf16ps` multiplies a broadcast pair of activations by
-//! 16 columns' pairs of weights and adds both products into each f32 lane.
+//! 16 columns' pairs of weights and adds both products into each f32 lane. The int8 tiles
+//! (AVX2 `vpmaddwd`, AVX-512 VNNI `vpdpwssd`) are that shape in integers, see `int8`.
 
 use std::arch::x86_64::*;
 
@@ -436,6 +437,129 @@ unsafe fn int8_kernel<const R: usize>(
                     std::ptr::copy_nonoverlapping(buf.as_ptr(), out, n);
                 }
             }
+        }
+    }
+}
+
+/// [`int8_tile`] on AVX-512 VNNI, over the same panel layout: the whole 32-column panel at
+/// once, each pair of k widened by two `vpmovsxbw` (32 bytes → 16 columns' i16 pairs in a
+/// zmm) and multiplied into each row's two accumulators by `vpdpwssd` (`acc += x0·w0 +
+/// x1·w1` per i32 lane, 32 products per instruction, wrapping like `vpmaddwd` + `vpaddd`
+/// and never saturating, so the sums are the scalar tile's exactly; the saturating form is
+/// `vpdpwssds`). Up to 14 rows: 28 accumulators, two weight vectors, the broadcast folded
+/// into the instruction. The epilogue is [`int8_tile`]'s in 16 lanes, stores masked.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI; extents as for
+/// [`int8_tile`] except `1 <= rows <= 14`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn int8_vnni_tile(
+    a: &[u32],
+    rows: usize,
+    pairs: usize,
+    panel: &[i8],
+    sx: &[f32],
+    sw: &[f32],
+    bias: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    cols: usize,
+) {
+    let (a, w, c) = (a.as_ptr(), panel.as_ptr(), c.as_mut_ptr());
+    let (sx, sw, b) = (sx.as_ptr(), sw.as_ptr(), bias.as_ptr());
+    macro_rules! go {
+        ($($r:literal)*) => {
+            match rows {
+                // SAFETY: forwarded from this function's contract.
+                $($r => unsafe { int8_vnni_kernel::<$r>(a, pairs, w, sx, sw, b, c, ldc, cols) },)*
+                _ => unreachable!("tile rows out of range"),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+}
+
+/// `acc += x0·w0 + x1·w1` in each i32 lane (`vpdpwssd`), written as inline assembly:
+/// LLVM rewrites `_mm512_dpwssd_epi32` into `vpmaddwd` + `vpaddd` unless the target CPU is
+/// tuned as having a fast `vpdpwssd` (found in the disassembly of this crate built for
+/// generic x86-64), which would give back the two instructions this tile exists to save.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dpwssd(acc: &mut __m512i, x: __m512i, w: __m512i) {
+    // SAFETY: the features are this function's contract; registers only.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {x}, {w}",
+            acc = inout(zmm_reg) *acc,
+            x = in(zmm_reg) x,
+            w = in(zmm_reg) w,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn int8_vnni_kernel<const R: usize>(
+    a: *const u32,
+    pairs: usize,
+    w: *const i8,
+    sx: *const f32,
+    sw: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    // SAFETY (whole body): every offset stays inside the extents `int8_vnni_tile` documents.
+    unsafe {
+        let mut lo = [_mm512_setzero_si512(); R];
+        let mut hi = [_mm512_setzero_si512(); R];
+        for j in 0..pairs {
+            let wp = w.add(j * NR * 2);
+            // As in `int8_kernel`: the panel's weights arrive cold; a hint, so reading
+            // past the panel's end is harmless.
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PREFETCH * NR * 2).cast());
+            let w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(wp.cast()));
+            let w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(wp.add(NR).cast()));
+            for r in 0..R {
+                let x = _mm512_set1_epi32(*a.add(r * pairs + j) as i32);
+                dpwssd(&mut lo[r], x, w0);
+                dpwssd(&mut hi[r], x, w1);
+            }
+        }
+        let m0: __mmask16 = if cols >= 16 {
+            0xffff
+        } else {
+            (1u16 << cols) - 1
+        };
+        let m1: __mmask16 = if cols >= 32 {
+            0xffff
+        } else if cols > 16 {
+            (1u16 << (cols - 16)) - 1
+        } else {
+            0
+        };
+        let (sw0, sw1) = (_mm512_loadu_ps(sw), _mm512_loadu_ps(sw.add(16)));
+        let (b0, b1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+        for r in 0..R {
+            let s = _mm512_set1_ps(*sx.add(r));
+            // A multiply, then an add (no FMA), as `int8::scalar_tile` rounds.
+            let v0 = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(lo[r]), _mm512_mul_ps(s, sw0)),
+                b0,
+            );
+            let v1 = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(hi[r]), _mm512_mul_ps(s, sw1)),
+                b1,
+            );
+            let out = c.add(r * ldc);
+            _mm512_mask_storeu_ps(out, m0, v0);
+            _mm512_mask_storeu_ps(out.add(16), m1, v1);
         }
     }
 }

@@ -17,10 +17,11 @@ use pyo3::prelude::*;
 use super::{detach, run};
 use crate::embed::{BertConfig, BertEncoder, LayerWeights, Precision};
 
-/// Register this module's class on `_core`.
+/// Register this module's class and functions on `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBertEncoder>()?;
     m.add_function(wrap_pyfunction!(auto_precision, m)?)?;
+    m.add_function(wrap_pyfunction!(int8_kernel, m)?)?;
     Ok(())
 }
 
@@ -28,6 +29,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn auto_precision() -> &'static str {
     crate::embed::auto_precision().name()
+}
+
+/// Which tile int8 layers run at this process's SIMD level: "vnni", "avx2" or "scalar".
+#[pyfunction]
+fn int8_kernel() -> &'static str {
+    crate::embed::Int8Kernel::for_isa(crate::embed::Isa::detect()).name()
 }
 
 /// The names of one layer's arrays, as `routeguard.embed.bert.Layer` spells them.

