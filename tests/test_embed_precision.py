@@ -110,8 +110,8 @@ def test_native_bf16_with_vnni_keeps_bf16_unless_int8_is_clearly_faster(
 
         return calibrate
 
-    monkeypatch.setattr(precision, "calibrate", measure({"bf16": 4.0, "int8": 3.9}))
-    assert precision.auto_precision() == "bf16"  # within 5%: the native rule stands
+    monkeypatch.setattr(precision, "calibrate", measure({"bf16": 4.0, "int8": 3.5}))
+    assert precision.auto_precision() == "bf16"  # 12.5% faster: not enough against bf16
     assert timed == [("bf16", "int8")]
     (fresh / "precision.json").unlink()
     precision._chosen.clear()
