@@ -35,6 +35,7 @@ from routeguard.server.litellm_records import (
     fields,
     iso,
     listing,
+    named_member,
     query_id,
     records,
     save,
@@ -197,16 +198,14 @@ async def org_member_add(gateway: Gateway, data: dict[str, Any]) -> Any:
 
 def _member(org: Organization, data: dict[str, Any]) -> OrgMember:
     """The member of ``org`` that ``user_id`` (else ``user_email``) names (404 if none)."""
-    user_id, email = data.get("user_id"), data.get("user_email")
-    if not user_id and not email:
-        raise InvalidRequest("user_id or user_email is required", param="user_id")
-    for m in org.members:
-        if (user_id and m.user_id == user_id) or (not user_id and m.user_email == email):
-            return m
-    raise NotFound(
-        f"user_id: {user_id or email} is not a member of organization '{org.organization_id}'",
-        param="user_id",
-    )
+    found = named_member(org.members, data)
+    if found is None:
+        who = data.get("user_id") or data.get("user_email")
+        raise NotFound(
+            f"user_id: {who} is not a member of organization '{org.organization_id}'",
+            param="user_id",
+        )
+    return found
 
 
 async def org_member_update(gateway: Gateway, data: dict[str, Any]) -> Any:

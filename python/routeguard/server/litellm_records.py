@@ -7,9 +7,9 @@ spend and budget figures the info responses show, read from the budget store."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs
 
 import msgspec
@@ -244,3 +244,25 @@ def budget_table(rec: Record) -> dict[str, Any] | None:
         "tpm_limit": rec.tpm_limit,
         "rpm_limit": rec.rpm_limit,
     }
+
+
+class _Named(Protocol):
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def user_email(self) -> str | None: ...
+
+
+_M = TypeVar("_M", bound=_Named)
+
+
+def named_member(members: Iterable[_M], data: dict[str, Any]) -> _M | None:
+    """The member that ``data``'s ``user_id`` (else ``user_email``) names, None if none; a
+    400 naming ``user_id`` when the request names neither."""
+    user_id, email = data.get("user_id"), data.get("user_email")
+    if not user_id and not email:
+        raise InvalidRequest("user_id or user_email is required", param="user_id")
+    for m in members:
+        if (user_id and m.user_id == user_id) or (not user_id and m.user_email == email):
+            return m
+    return None

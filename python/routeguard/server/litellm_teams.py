@@ -37,6 +37,7 @@ from routeguard.server.litellm_records import (
     iso,
     member_budget,
     members,
+    named_member,
     query_id,
     records,
     save,
@@ -281,15 +282,13 @@ async def member_update(gateway: Gateway, data: dict[str, Any]) -> Any:
 
 def _member(team: Team, data: dict[str, Any]) -> Member:
     """The member of ``team`` that ``user_id`` (else ``user_email``) names (400 if none)."""
-    user_id, email = data.get("user_id"), data.get("user_email")
-    if not user_id and not email:
-        raise InvalidRequest("user_id or user_email is required", param="user_id")
-    for m in team.members_with_roles:
-        if (user_id and m.user_id == user_id) or (not user_id and m.user_email == email):
-            return m
-    raise InvalidRequest(
-        f"user_id: {user_id or email} is not a member of team '{team.team_id}'", param="user_id"
-    )
+    found = named_member(team.members_with_roles, data)
+    if found is None:
+        who = data.get("user_id") or data.get("user_email")
+        raise InvalidRequest(
+            f"user_id: {who} is not a member of team '{team.team_id}'", param="user_id"
+        )
+    return found
 
 
 async def team_block(gateway: Gateway, data: dict[str, Any], blocked: bool = True) -> Any:
