@@ -25,6 +25,7 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
+from scrapes import scrape, value
 
 CAP = 3
 DEAD = "redis://127.0.0.1:9/0"  # nothing listens there
@@ -207,3 +208,14 @@ def test_two_proxies_share_the_judge_cap(redis_server: str) -> None:
             assert _judge_calls(mock) == CAP
             assert sum(layer.limiters["qa"].calls for layer in layers) == CAP
             assert sum(layer.limiters["qa"].capped for layer in layers) >= CAP
+            # the same counts in /metrics, per instance
+            scraped = [scrape(srv.url, MASTER) for srv in (pa, pb)]
+            calls = [value(m, "routeguard_cache_judge_calls_total", route="qa", result="called")
+                     for m in scraped]  # fmt: skip
+            capped = [value(m, "routeguard_cache_judge_calls_total", route="qa", result="capped")
+                      for m in scraped]  # fmt: skip
+            assert calls == [layer.limiters["qa"].calls for layer in layers]
+            assert capped == [layer.limiters["qa"].capped for layer in layers]
+            assert sum(calls) == CAP
+            assert all(value(m, "routeguard_cache_judge_unshared_calls_total", route="qa") == 0
+                       for m in scraped)  # fmt: skip

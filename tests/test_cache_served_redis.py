@@ -21,6 +21,7 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
+from scrapes import scrape, value
 
 MASTER = "sk-master-served-redis"
 QUESTION = "explain ocean tides moon please"
@@ -130,6 +131,10 @@ def test_feedback_sent_the_moment_a_hit_arrives_counts_on_another_instance(
             assert r.json()["recorded"] is True
             stats = http.get(pa.url + "/admin/cache/stats").json()["served_records"]
             assert (stats["written"], stats["late"], stats["unwaited"]) == (1, 0, 0)
+            events = scrape(pa.url, MASTER)  # the same counters in /metrics
+            for event in ("written", "failed", "late", "unwaited"):
+                assert value(events, "routeguard_cache_served_record_events_total",
+                             event=event) == stats[event], event  # fmt: skip
 
 
 async def test_a_slow_or_unreachable_redis_never_holds_hits_for_long(redis_server: str) -> None:

@@ -379,9 +379,12 @@ class Metrics:
         self.flush()
         extra = _ScrapeTime(await self._budget_rows(), self._deployments)
         cache = self.gateway.cache
-        if cache is not None and cache.bounds:
-            extra.bounds = cache.stats()["routes"]
+        if cache is not None:
+            stats = cache.stats()
+            extra.bounds = stats["routes"]
             extra.checks = dict(cache.checks)
+            # zeros without the Redis backend: no records are written then
+            extra.served = stats.get("served_records", {})
         if self._multiprocess:
             return await asyncio.to_thread(self._scrape_files, extra)
         registry = CollectorRegistry(auto_describe=False)
@@ -489,6 +492,7 @@ class _ScrapeTime:
         self.deployments = sorted(deployments)
         self.bounds: dict[str, Any] = {}  # route -> its wrong-hit bound's stats
         self.checks: dict[tuple[str, str, str], int] = {}  # (route, kind, outcome) -> count
+        self.served: dict[str, int] | None = None  # served-hit records (None: no cache)
 
 
 class _Rewrite(Collector):
@@ -540,6 +544,8 @@ class _Rewrite(Collector):
         yield limit
         if self.extra.bounds:
             yield from _bound_families(self.extra)
+        if self.extra.served is not None:
+            yield from _served_families(self.extra.served)
 
 
 def _bound_families(extra: _ScrapeTime) -> Iterator[Metric]:
@@ -587,3 +593,35 @@ def _bound_families(extra: _ScrapeTime) -> Iterator[Metric]:
     for (route, kind, outcome), n in sorted(extra.checks.items()):
         checks.add_metric([route, kind, outcome], float(n))
     yield checks
+    judge = CounterMetricFamily(
+        "routeguard_cache_judge_calls",
+        "This instance's judge-model comparisons on a route: called (an extra upstream call) "
+        "or capped (judge_max_per_minute / judge_max_share: no call, no evidence)",
+        labels=["route", "result"],
+    )
+    unshared = CounterMetricFamily(
+        "routeguard_cache_judge_unshared_calls",
+        "Judge-model calls this instance granted on its own cap alone because Redis did not "
+        "answer (part of the called ones; the fleet-wide cap did not hold for them)",
+        labels=["route"],
+    )
+    for route, row in sorted(extra.bounds.items()):
+        judge.add_metric([route, "called"], float(row["judge_calls"]))
+        judge.add_metric([route, "capped"], float(row["judge_capped"]))
+        unshared.add_metric([route], float(row["judge_unshared"]))
+    yield judge
+    yield unshared
+
+
+def _served_families(served: Mapping[str, int]) -> Iterator[Metric]:
+    """The served-hit records this instance wrote to Redis (so feedback on a hit counts on any
+    instance): events, not a partition (a late write is also written once it lands)."""
+    events = CounterMetricFamily(
+        "routeguard_cache_served_record_events",
+        "Served-hit records: written, failed (Redis refused), late (the hit was answered "
+        "before its record landed), unwaited (answered without waiting: Redis was slow)",
+        labels=["event"],
+    )
+    for event in ("written", "failed", "late", "unwaited"):
+        events.add_metric([event], float(served.get(event, 0)))
+    yield events
