@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ import aiohttp
 
 from routeguard.bench import proxy
 from routeguard.bench.timing import percentile
+from routeguard.embed.precision import cpu_model
 
 QUESTION = "Say something short about benchmarks."
 CHAT = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16}
@@ -38,21 +38,15 @@ MESSAGES = {"model": "sim-claude", "max_tokens": 16,
 
 
 def write_config(path: Path, mock_url: str) -> None:
-    """Two aliases on the simulated upstream: one OpenAI, one Anthropic deployment."""
-    path.write_text(
-        "model_list:\n"
-        "  - model_name: bench\n"
-        "    litellm_params:\n"
-        "      model: openai/sim-bench\n"
-        f"      api_base: {mock_url}/v1\n"
-        "      api_key: sk-upstream\n"
+    """The proxy bench's config (alias ``bench``, OpenAI) plus ``bench-claude`` (Anthropic)."""
+    proxy.write_config(
+        path,
+        mock_url,
         "  - model_name: bench-claude\n"
         "    litellm_params:\n"
         "      model: anthropic/sim-claude\n"
         f"      api_base: {mock_url}\n"
-        "      api_key: sk-ant-upstream\n"
-        "general_settings:\n"
-        f"  master_key: {proxy.MASTER_KEY}\n"
+        "      api_key: sk-ant-upstream\n",
     )
 
 
@@ -70,18 +64,6 @@ async def drive(url: str, body: dict[str, Any], headers: dict[str, str], n: int)
             if i >= 20:
                 out.append(time.perf_counter() - t0)
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name, family and model numbers (Linux), for the table's caption."""
-    info: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        k, _, v = line.partition(":")
-        info.setdefault(k.strip(), v.strip())
-        if k.strip() == "flags":
-            break
-    return (f"{info.get('model name', platform.processor())}, family {info.get('cpu family')} "
-            f"model {info.get('model')}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

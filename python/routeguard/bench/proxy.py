@@ -132,8 +132,9 @@ def install_litellm(venv: Path) -> Path:
     return exe
 
 
-def write_config(path: Path, mock_url: str) -> None:
-    """One LiteLLM-format config for both proxies: routeguard loads LiteLLM configs unchanged."""
+def write_config(path: Path, mock_url: str, more_models: str = "") -> None:
+    """One LiteLLM-format config for both proxies: routeguard loads LiteLLM configs unchanged
+    (``more_models``: further ``model_list`` entries, as YAML lines)."""
     path.write_text(
         "model_list:\n"
         "  - model_name: bench\n"
@@ -141,6 +142,7 @@ def write_config(path: Path, mock_url: str) -> None:
         "      model: openai/sim-bench\n"
         f"      api_base: {mock_url}/v1\n"
         "      api_key: sk-upstream\n"
+        f"{more_models}"
         "general_settings:\n"
         f"  master_key: {MASTER_KEY}\n"
     )
