@@ -176,7 +176,8 @@ impl Int8Kernel {
     pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Scalar, Int8Kernel::Avx2, Int8Kernel::Vnni];
 
     /// The widest kernel `isa` allows on this CPU: VNNI at the AVX-512 level when the CPU
-    /// has AVX-512 VNNI and BW, AVX2 at either SIMD level, else scalar.
+    /// has AVX-512 VNNI and BW, AVX2 at either SIMD level when the CPU has AVX2 (even if it
+    /// lacks the rest of `isa`: the AVX2 tile needs nothing else), else scalar.
     pub fn for_isa(isa: Isa) -> Int8Kernel {
         let wanted = match isa {
             Isa::Avx512 => Int8Kernel::Vnni,
@@ -185,7 +186,7 @@ impl Int8Kernel {
         };
         Int8Kernel::ALL
             .into_iter()
-            .rfind(|k| *k as u8 <= wanted as u8 && k.is_supported() && isa.is_supported())
+            .rfind(|k| *k as u8 <= wanted as u8 && k.is_supported())
             .unwrap_or(Int8Kernel::Scalar)
     }
 
