@@ -103,10 +103,9 @@ def runners(c: rf.Corpus, names: list[str]) -> dict[str, Run]:
 
 
 def in_family(
-    c: rf.Corpus, fams: dict[str, Mask], runs: dict[str, Run]
+    c: rf.Corpus, fams: dict[str, Mask], runs: dict[str, Run], fold: npt.NDArray[np.intp]
 ) -> dict[str, dict[str, F64]]:
     """Family -> ``"<candidate> <pooled|own>"`` -> out-of-fold scores of the family's rows."""
-    fold = fold_of(c.data.prompts, FOLDS)
     out: dict[str, dict[str, F64]] = {}
     for fam, rows in fams.items():
         started = time.monotonic()
@@ -199,14 +198,14 @@ def main_table(
     fams: dict[str, Mask],
     scores: dict[str, dict[str, F64]],
     pp: dict[str, tuple[Pair, list[Pair]]],
+    fold: npt.NDArray[np.intp],
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Row -> column -> (APGR, CPT(50%)) on the targets of ``router_families.py``."""
-    fold = fold_of(c.data.prompts, FOLDS)
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for fam, rows in fams.items():
         te = c.data.subset(rows)
         cols = dict(scores[fam])
-        cols["length"] = np.array([len(p) for p in te.prompts], dtype=np.float64)
+        cols["length"] = rf.length_rule(te.prompts)
         name = "MMLU (5 hash folds)" if fam == "MMLU" else fam
         evals = [(name, te.cheap, te.strong)]
         if fam == "AlpacaEval":
@@ -230,17 +229,17 @@ def noise_table(
     fams: dict[str, Mask],
     scores: dict[str, dict[str, F64]],
     pp: dict[str, tuple[Pair, list[Pair]]],
+    fold: npt.NDArray[np.intp],
 ) -> dict[str, dict[str, float]]:
     """Family -> column -> APGR averaged over its single-model pairs."""
-    fold = fold_of(c.data.prompts, FOLDS)
     table: dict[str, dict[str, float]] = {}
     for fam, (_, found) in pp.items():
         rows = fams[fam]
-        length = np.array([len(c.data.prompts[i]) for i in np.flatnonzero(rows)], dtype=float)
+        pooled = {k: s for k, s in scores[fam].items() if k.endswith("pooled")}
+        pooled["length"] = rf.length_rule(c.data.subset(rows).prompts)
         per: dict[str, list[float]] = {}
         for p in found:
-            cols = {k: s for k, s in scores[fam].items() if k.endswith("pooled")}
-            cols |= {"length": length, "others": p.others_mean, "oracle": oracle(p, fold[rows])}
+            cols = pooled | {"others": p.others_mean, "oracle": oracle(p, fold[rows])}
             cols["label"] = p.strong - p.cheap
             for k, s in cols.items():
                 per.setdefault(k, []).append(metrics.apgr(s, p.cheap, p.strong))
@@ -280,15 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.candidates.split(",") if n]
     c = rf.load(args.cache)
     fams = families(c)
-    scores = in_family(c, fams, runners(c, names))
+    fold = fold_of(c.data.prompts, FOLDS)
+    scores = in_family(c, fams, runners(c, names), fold)
     pp = pairs(c, fams)
     cols = [f"{n} {v}" for v in ("pooled", "own") for n in names]
     cols += ["length", "random", "others", "oracle", "label"]
     print(f"CPU: {rf.cpu_name()}; rows: {len(c.source)}; folds: {FOLDS}")
     print("\nIn-family (APGR / CPT(50%), 5 test folds pooled):\n")
-    print(markdown(main_table(c, fams, scores, pp), cols))
+    print(markdown(main_table(c, fams, scores, pp, fold), cols))
     print("\nLabel-noise bound (APGR, mean over single-model pairs, routers trained pooled):\n")
-    print(noise_markdown(noise_table(c, fams, scores, pp)))
+    print(noise_markdown(noise_table(c, fams, scores, pp, fold)))
     return 0
 
 

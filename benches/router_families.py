@@ -64,7 +64,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +270,11 @@ CANDIDATES: dict[str, Scorer] = {
 }
 
 
+def length_rule(prompts: Sequence[str]) -> F64:
+    """The longer-prompt rule's scores: each prompt's length in characters."""
+    return np.array([len(p) for p in prompts], dtype=np.float64)
+
+
 def random_quality(cheap: F64, strong: F64) -> tuple[float, float]:
     """Mean APGR and CPT(50%) over random orders."""
     rng = np.random.default_rng(0)
@@ -294,7 +299,7 @@ def evaluate(
             evals.append(("AlpacaEval (pool of 11)", pool, 1.0 - pool))
         scores = {n: CANDIDATES[n](tr, v, te, tv, weights[train_rows]) for n in names}
         scores["shipped"] = shipped.score(te.prompts, tv)
-        scores["length"] = np.array([len(p) for p in te.prompts], dtype=np.float64)
+        scores["length"] = length_rule(te.prompts)
         for row, cheap, strong in evals:
             table[row] = {}
             for n, s in scores.items():
