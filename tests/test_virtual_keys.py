@@ -15,6 +15,7 @@ import pytest
 
 from litellm_proxy import call
 from routeguard.budget.keys import KeySpec, KeyStore
+from routeguard.budget.spendlog import SpendLog
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.server import create_app
@@ -135,6 +136,38 @@ def test_store_hashes_with_its_secret(tmp_path: Path) -> None:
         b.authenticate(token)
     a.close()
     b.close()
+
+
+def test_spend_writes_to_the_key_database_do_not_reload_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spend log shares the key store's SQLite file and commits on every request: the
+    store must not re-read its whole key table after each of those (it did, ~15 ms per
+    request with 5,000 keys), yet still see keys and entities another process writes."""
+    db = tmp_path / "keys.db"
+    store = KeyStore(db)
+    token, _ = store.create()
+    log = SpendLog(db)  # its CREATE TABLE changes the schema: one reload, at start
+    store.authenticate(token)
+    loads: list[int] = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda: (loads.append(1), real_load())[1])
+    for i in range(3):
+        log.append(time.time(), f"req-{i}", ["key_x"], 5)
+        assert log.flush()
+        store.authenticate(token)
+    assert loads == []
+    other = KeyStore(db)  # another process: a key and a team made there count at once
+    token2, rec2 = other.create()
+    other.put_entity("team/t1", b"{}")
+    assert store.authenticate(token2).key_id == rec2.key_id
+    assert store.entity("team/t1") == b"{}"
+    assert len(loads) == 1
+    other.delete_entity("team/t1")
+    assert store.entity("team/t1") is None
+    log.close()
+    other.close()
+    store.close()
 
 
 def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,14 +12,18 @@ organizations (:mod:`routeguard.budget.directory`), as JSON blobs named ``<kind>
 the same places and with the same reloading. Records live in SQLite (the embedded default;
 ``":memory:"`` keeps nothing) with an in-process map from digest to record in front. Before
 each lookup the store asks SQLite whether another connection committed since it last looked
-(``PRAGMA data_version``, no disk read when nothing changed) and reloads the map when one
-did, so a key made, rotated or revoked by ``routeguard keys`` in another process counts on
-the next request that presents it. A database that cannot be read raises
-KeyStoreUnavailable (503): authentication fails closed.
+(``PRAGMA data_version``, no disk read when nothing changed); when one did, it reads a
+change counter that triggers on the ``keys`` and ``entities`` tables bump, and the schema's
+version, and reloads the map only when one of them moved (the budget's spend log and the
+request records commit to the same file on every request, and must not make each request
+re-read every key). So a key made, rotated or revoked by ``routeguard keys`` in another
+process counts on the next request that presents it. A database that cannot be read
+raises KeyStoreUnavailable (503): authentication fails closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -28,7 +32,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +136,7 @@ class KeyStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entities (name TEXT PRIMARY KEY, record BLOB NOT NULL)"
             )
+            _count_changes(self._db)
             row = self._db.execute("SELECT value FROM meta WHERE name='hash_secret'").fetchone()
             if secret is None:
                 if row is None:
@@ -141,6 +146,7 @@ class KeyStore:
                     secret = str(row[0])
             self._secret = secret.encode()
             self._version = self._data_version()
+            self._changes = self._change_count()
             self._load()
 
     def __len__(self) -> int:
@@ -150,6 +156,17 @@ class KeyStore:
         """SQLite's counter of commits by *other* connections (the caller holds the lock)."""
         row = self._db.execute("PRAGMA data_version").fetchone()
         return int(row[0])
+
+    def _change_count(self) -> tuple[int, int]:
+        """How many writes the ``keys`` and ``entities`` tables have seen, by any process
+        (kept by the triggers of :func:`_count_changes`), and the schema's version (a dropped
+        or altered table fires no trigger); the caller holds the lock."""
+        row = self._db.execute(
+            "SELECT (SELECT value FROM meta WHERE name = ?), schema_version"
+            " FROM pragma_schema_version",
+            (_CHANGES,),
+        ).fetchone()
+        return int(row[0] or 0), int(row[1])
 
     def _load(self) -> None:
         """Read every record into the in-memory maps (the caller holds the lock)."""
@@ -172,8 +189,13 @@ class KeyStore:
             with self._lock:
                 version = self._data_version()
                 if version != self._version:
-                    self._load()
                     self._version = version
+                    # The count is read before the records: a write landing in between is
+                    # loaded now and once more on the next look, never missed.
+                    changes = self._change_count()
+                    if changes != self._changes:
+                        self._load()
+                        self._changes = changes
         except (sqlite3.Error, msgspec.DecodeError) as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._path} cannot be read ({type(exc).__name__}): "
@@ -190,8 +212,7 @@ class KeyStore:
         """Write ``rec``; a revoked key stays revoked, whatever a writer holding an older
         copy (another process) sends: refused in the same transaction as the write."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._writing():
                 if not rec.revoked:
                     row = self._db.execute(
                         "SELECT record FROM keys WHERE key_id = ?", (rec.key_id,)
@@ -201,11 +222,24 @@ class KeyStore:
                 self._db.execute(
                     "INSERT OR REPLACE INTO keys VALUES (?, ?)", (rec.key_id, _enc.encode(rec))
                 )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
             self._apply(rec)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction of this store's own (the caller holds the lock). The
+        change count it adds is taken as already seen, unless another process wrote since
+        the last look (then the next look reloads)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._change_count()
+            yield
+            after = self._change_count()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        if before == self._changes:
+            self._changes = after
 
     def _apply(self, rec: KeyRecord) -> None:
         """Put ``rec`` in the in-memory maps (the caller holds the lock)."""
@@ -238,13 +272,15 @@ class KeyStore:
     def put_entity(self, name: str, blob: bytes) -> None:
         """Store (or replace) the blob named ``name``."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO entities VALUES (?, ?)", (name, blob))
+            with self._writing():
+                self._db.execute("INSERT OR REPLACE INTO entities VALUES (?, ?)", (name, blob))
             self._entities[name] = blob
 
     def delete_entity(self, name: str) -> None:
         """Forget the blob named ``name`` (no error when there is none)."""
         with self._lock:
-            self._db.execute("DELETE FROM entities WHERE name = ?", (name,))
+            with self._writing():
+                self._db.execute("DELETE FROM entities WHERE name = ?", (name,))
             self._entities.pop(name, None)
 
     def create(self, spec: KeySpec | None = None) -> tuple[str, KeyRecord]:
@@ -382,3 +418,20 @@ def _check(spec: KeySpec) -> None:
             raise InvalidRequest(f"{name} must be at least 1", param=name)
     if spec.models is not None and not all(isinstance(m, str) and m for m in spec.models):
         raise InvalidRequest("models must be a list of model names", param="models")
+
+
+_CHANGES = "changes"  # the meta row the triggers of _count_changes bump
+
+
+def _count_changes(db: sqlite3.Connection) -> None:
+    """Make every write to ``keys`` and ``entities``, by any process or version, bump the
+    ``meta`` row :data:`_CHANGES` in the writing transaction (created on first open of a file
+    made by an older routeguard; the caller holds the lock)."""
+    db.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (_CHANGES,))
+    for table in ("keys", "entities"):
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()}_counted AFTER {event}"
+                f" ON {table} BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1"
+                f" WHERE name = '{_CHANGES}'; END"
+            )
