@@ -157,3 +157,19 @@ def test_the_writer_compacts_while_running(tmp_path: Path) -> None:
     log.close()
     budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
     assert budget.spent_sync("org") == 1_000
+
+
+def test_rows_wait_for_their_batch_but_flush_and_close_do_not(tmp_path: Path) -> None:
+    """The writer lets rows gather for ``linger_s`` before one commit; ``flush`` and
+    ``close`` cut that wait short (a linger of a minute here: waiting it out fails)."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db, linger_s=60.0)
+    for i in range(20):
+        log.append(NOV_15 + i, f"r{i}", ["team", "org"], 1_000)
+    assert log.flush(timeout=5.0)
+    assert len(log) == 20
+    log.append(NOV_15 + 30, "last", ["team"], 7)  # queued, then written out by close
+    log.close()
+    reopened = SpendLog(db)
+    assert sum(amount for _, amount in reopened.take("team")) == 20 * 1_000 + 7
+    reopened.close()

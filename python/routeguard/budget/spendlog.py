@@ -1,9 +1,11 @@
 """SpendLog: the in-process budget's write-through log in SQLite, so spend survives a restart.
 
 Data flow: every settlement (and every late charge) of :class:`~routeguard.budget.memory.
-MemoryBudget` queues one row ``(ts, request_id, chain, amount)``; a writer thread commits
-what is queued in one transaction per batch, in the same SQLite file as the virtual keys
-(``server.database``), so the event loop never waits on the disk. On start the rows are
+MemoryBudget` queues one row ``(ts, request_id, chain, amount)``; a writer thread, woken by
+the first row of a batch, lets rows gather for ``linger_s`` (5 ms by default) and commits
+them in one transaction, in the same SQLite file as the virtual keys (``server.database``),
+so the event loop never waits on the disk and a steady stream of requests does not wake a
+thread and write a transaction for each one. On start the rows are
 read back and grouped by account; when an account is registered (at start, or later for a
 virtual key's own account) its rows are charged to the ledger again: for a calendar period
 only the rows of the current window, for a rolling window only the rows still inside it,
@@ -21,8 +23,9 @@ runs when the log opens and then every ``keep_s`` on the writer thread; request 
 folded rows are not kept.
 
 The trade-off, chosen for the event loop: a process killed with SIGKILL loses the rows still
-queued (normally well under a millisecond of settlements; ``flush`` and ``close`` write them
-out, and the gateway's shutdown flushes). SQLite runs in WAL mode with
+queued (at most ``linger_s`` plus one commit of settlements, fewer than the requests it had
+in flight, whose holds die with it anyway; ``flush`` and ``close`` write them out at once,
+and the gateway's shutdown flushes). SQLite runs in WAL mode with
 ``synchronous=NORMAL``: a committed batch survives a process crash; an OS crash may lose
 the last batches.
 """
@@ -50,10 +53,12 @@ class SpendLog:
         path: str | Path,
         *,
         keep_s: float = 3600.0,
+        linger_s: float = 0.005,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Open (or create) the log in the SQLite file at ``path``; rows older than
-        ``keep_s`` by ``clock`` are folded (see the module docstring)."""
+        ``keep_s`` by ``clock`` are folded, rows wait up to ``linger_s`` to be committed
+        together (see the module docstring)."""
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._keep_s = keep_s
@@ -73,6 +78,8 @@ class SpendLog:
         self._queue: queue.SimpleQueue[tuple[float, str, str, int] | None] = queue.SimpleQueue()
         self._queued = 0
         self._cond = threading.Condition()
+        self._linger_s = linger_s
+        self._hurry = threading.Event()  # set by flush and close: commit without lingering
         self._writer = threading.Thread(target=self._write, name="routeguard-spendlog", daemon=True)
         self._writer.start()
         self._pending: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -128,6 +135,9 @@ class SpendLog:
             except queue.Empty:
                 self._maybe_compact()
                 continue
+            if first is not None and self._linger_s > 0:
+                self._hurry.wait(self._linger_s)  # let the rows of the next requests gather
+            self._hurry.clear()
             batch = [] if first is None else [first]
             stop = first is None
             while len(batch) < 4096:
@@ -159,6 +169,7 @@ class SpendLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is committed; False if ``timeout`` passed first."""
+        self._hurry.set()
         with self._cond:
             return self._cond.wait_for(lambda: self._queued == 0, timeout)
 
@@ -170,6 +181,7 @@ class SpendLog:
         """Write out what is queued, stop the writer and close the database."""
         if self._writer.is_alive():
             self._queue.put(None)
+            self._hurry.set()
             self._writer.join()
         with self._lock:
             self._db.close()
