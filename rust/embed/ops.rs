@@ -187,14 +187,14 @@ fn scores_block<'a, const Q: usize>(
     padded: usize,
     scores: &mut [f32],
 ) {
-    let q: [&[f32]; Q] = std::array::from_fn(|n| q(first + n));
-    let d = q[0].len();
+    let d = q(first).len();
+    let q: [&[f32]; Q] = std::array::from_fn(|n| &q(first + n)[..d]);
     for chunk in 0..padded / LANES {
         let mut acc = [[0f32; LANES]; Q];
         for c in 0..d {
             let k = &kt[c * padded + chunk * LANES..][..LANES];
-            for (acc, q) in acc.iter_mut().zip(&q) {
-                let qc = q[c];
+            let qc: [f32; Q] = std::array::from_fn(|n| q[n][c]);
+            for (acc, &qc) in acc.iter_mut().zip(&qc) {
                 for (a, &kv) in acc.iter_mut().zip(k) {
                     *a += qc * kv;
                 }
@@ -221,12 +221,15 @@ fn context_block<'a, const Q: usize>(
     offset: usize,
 ) {
     let d = v(0).len();
+    let probs: [&[f32]; Q] = std::array::from_fn(|n| &probs[n * padded..][..len]);
     for chunk in 0..d / LANES {
         let mut acc = [[0f32; LANES]; Q];
+        // `j` picks a key in `Q` probability rows and in V at once.
+        #[allow(clippy::needless_range_loop)]
         for j in 0..len {
             let vj = &v(j)[chunk * LANES..][..LANES];
-            for (n, acc) in acc.iter_mut().enumerate() {
-                let p = probs[n * padded + j];
+            let p: [f32; Q] = std::array::from_fn(|n| probs[n][j]);
+            for (acc, &p) in acc.iter_mut().zip(&p) {
                 for (a, &vv) in acc.iter_mut().zip(vj) {
                     *a += p * vv;
                 }
