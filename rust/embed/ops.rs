@@ -171,9 +171,79 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// Queries whose scores and outputs one pass over K and V computes: 4 queries × 16 lanes
+/// are 8 independent AVX2 accumulators, enough to hide the add latency that a single
+/// query's one chain over the head's 32 channels waited on.
+const QUERIES: usize = 4;
+
+/// Scores of `Q` queries (`q(first)`, `q(first + 1)`, …, `d` values each) against the transposed keys `kt`
+/// (`d × padded`), `LANES` keys at a time, into `scores` (`Q × padded`). Each score is
+/// summed over the channels in order, as for one query alone.
+#[inline(always)]
+fn scores_block<'a, const Q: usize>(
+    q: impl Fn(usize) -> &'a [f32],
+    first: usize,
+    kt: &[f32],
+    padded: usize,
+    scores: &mut [f32],
+) {
+    let d = q(first).len();
+    let q: [&[f32]; Q] = std::array::from_fn(|n| &q(first + n)[..d]);
+    for chunk in 0..padded / LANES {
+        let mut acc = [[0f32; LANES]; Q];
+        for c in 0..d {
+            let k = &kt[c * padded + chunk * LANES..][..LANES];
+            let qc: [f32; Q] = std::array::from_fn(|n| q[n][c]);
+            for (acc, &qc) in acc.iter_mut().zip(&qc) {
+                for (a, &kv) in acc.iter_mut().zip(k) {
+                    *a += qc * kv;
+                }
+            }
+        }
+        for (n, acc) in acc.iter().enumerate() {
+            scores[n * padded + chunk * LANES..][..LANES].copy_from_slice(acc);
+        }
+    }
+}
+
+/// Outputs of `Q` queries given their probabilities (`probs`, `Q × padded`, the first
+/// `len` used) and the values `v(j)` (`d` each, a multiple of `LANES`) of each key `j`,
+/// summed over the keys in order, as for one query alone: into `d` values at `offset` of
+/// each of the first `Q` rows (`width` each) of `rows`.
+#[inline(always)]
+fn context_block<'a, const Q: usize>(
+    probs: &[f32],
+    padded: usize,
+    len: usize,
+    v: impl Fn(usize) -> &'a [f32],
+    rows: &mut [f32],
+    width: usize,
+    offset: usize,
+) {
+    let d = v(0).len();
+    let probs: [&[f32]; Q] = std::array::from_fn(|n| &probs[n * padded..][..len]);
+    for chunk in 0..d / LANES {
+        let mut acc = [[0f32; LANES]; Q];
+        // `j` picks a key in `Q` probability rows and in V at once.
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..len {
+            let vj = &v(j)[chunk * LANES..][..LANES];
+            let p: [f32; Q] = std::array::from_fn(|n| probs[n][j]);
+            for (acc, &p) in acc.iter_mut().zip(&p) {
+                for (a, &vv) in acc.iter_mut().zip(vj) {
+                    *a += p * vv;
+                }
+            }
+        }
+        for (n, acc) in acc.iter().enumerate() {
+            rows[n * width + offset + chunk * LANES..][..LANES].copy_from_slice(acc);
+        }
+    }
+}
+
 /// Multi-head self-attention over packed Q/K/V (`qkv`: tokens × 3·hidden, the query part
 /// pre-scaled by 1/√head_dim) of texts of `lengths` tokens, into `ctx` (tokens × hidden).
-/// `scratch` is resized as needed.
+/// `scratch` is resized as needed. Queries go [`QUERIES`] at a time through K and V.
 #[inline(always)]
 fn attention_body(
     qkv: &[f32],
@@ -191,7 +261,7 @@ fn attention_body(
         // row of Kᵀ and of the scores is whole vectors; the softmax only reads `len`.
         let padded = len.div_ceil(LANES) * LANES;
         scratch.clear();
-        scratch.resize(d * padded + padded, 0.0);
+        scratch.resize(d * padded + QUERIES * padded, 0.0);
         let (kt, scores) = scratch.split_at_mut(d * padded);
         for h in 0..heads {
             // K of this head, transposed: kt[c·padded + j] = K[j][c].
@@ -201,42 +271,42 @@ fn attention_body(
                     kt[c * padded + j] = v;
                 }
             }
-            for i in 0..len {
-                let q = &qkv[(start + i) * stride + h * d..][..d];
-                scores.fill(0.0);
-                // 16 scores at a time, summed over c in registers (not through memory).
-                for (chunk, out) in scores.chunks_exact_mut(LANES).enumerate() {
-                    let mut acc = [0f32; LANES];
-                    for (c, &qc) in q.iter().enumerate() {
-                        let k = &kt[c * padded + chunk * LANES..][..LANES];
-                        for (a, &kv) in acc.iter_mut().zip(k) {
-                            *a += qc * kv;
-                        }
-                    }
-                    out.copy_from_slice(&acc);
+            let query = |i: usize| &qkv[(start + i) * stride + h * d..][..d];
+            let value = |j: usize| &qkv[(start + j) * stride + 2 * hidden + h * d..][..d];
+            let mut i = 0;
+            while i < len {
+                let n = (len - i).min(QUERIES);
+                match n {
+                    4 => scores_block::<4>(query, i, kt, padded, scores),
+                    3 => scores_block::<3>(query, i, kt, padded, scores),
+                    2 => scores_block::<2>(query, i, kt, padded, scores),
+                    _ => scores_block::<1>(query, i, kt, padded, scores),
                 }
-                softmax(scores, len);
-                let probs = &scores[..len];
-                let out = &mut ctx[(start + i) * hidden + h * d..][..d];
-                let value = |j: usize| (start + j) * stride + 2 * hidden + h * d;
+                for row in scores.chunks_exact_mut(padded).take(n) {
+                    softmax(row, len);
+                }
+                let rows = &mut ctx[(start + i) * hidden..(start + i + n) * hidden];
                 if d.is_multiple_of(LANES) {
-                    // As above: 16 outputs at a time, summed over j in registers.
-                    for (chunk, out) in out.chunks_exact_mut(LANES).enumerate() {
-                        let mut acc = [0f32; LANES];
-                        for (j, &p) in probs.iter().enumerate() {
-                            let v = &qkv[value(j) + chunk * LANES..][..LANES];
-                            for (a, &vv) in acc.iter_mut().zip(v) {
-                                *a += p * vv;
-                            }
-                        }
-                        out.copy_from_slice(&acc);
+                    let at = h * d;
+                    match n {
+                        4 => context_block::<4>(scores, padded, len, value, rows, hidden, at),
+                        3 => context_block::<3>(scores, padded, len, value, rows, hidden, at),
+                        2 => context_block::<2>(scores, padded, len, value, rows, hidden, at),
+                        _ => context_block::<1>(scores, padded, len, value, rows, hidden, at),
                     }
                 } else {
-                    out.fill(0.0);
-                    for (j, &p) in probs.iter().enumerate() {
-                        axpy(out, p, &qkv[value(j)..][..d]);
+                    for (row, probs) in rows
+                        .chunks_exact_mut(hidden)
+                        .zip(scores.chunks_exact(padded))
+                    {
+                        let out = &mut row[h * d..][..d];
+                        out.fill(0.0);
+                        for (j, &p) in probs[..len].iter().enumerate() {
+                            axpy(out, p, value(j));
+                        }
                     }
                 }
+                i += n;
             }
         }
         start += len;
@@ -361,6 +431,75 @@ mod tests {
             assert!(
                 (f64::from(*g) - want).abs() < 2e-6,
                 "gelu({x}) = {g}, want {want}"
+            );
+        }
+    }
+
+    /// One query at a time, in the order the blocked loops keep: the reference the
+    /// [`QUERIES`]-at-a-time attention must equal bit for bit.
+    fn attention_one_query_at_a_time(
+        qkv: &[f32],
+        lengths: &[usize],
+        hidden: usize,
+        heads: usize,
+    ) -> Vec<f32> {
+        let (d, stride) = (hidden / heads, 3 * hidden);
+        let mut ctx = vec![0f32; lengths.iter().sum::<usize>() * hidden];
+        let mut start = 0;
+        for &len in lengths {
+            let padded = len.div_ceil(LANES) * LANES;
+            for h in 0..heads {
+                for i in 0..len {
+                    let q = &qkv[(start + i) * stride + h * d..][..d];
+                    let mut scores = vec![0f32; padded];
+                    for (j, s) in scores.iter_mut().take(len).enumerate() {
+                        let k = &qkv[(start + j) * stride + hidden + h * d..][..d];
+                        for (&qc, &kc) in q.iter().zip(k) {
+                            *s += qc * kc;
+                        }
+                    }
+                    softmax(&mut scores, len);
+                    let out = &mut ctx[(start + i) * hidden + h * d..][..d];
+                    for (j, &p) in scores[..len].iter().enumerate() {
+                        let v = &qkv[(start + j) * stride + 2 * hidden + h * d..][..d];
+                        for (o, &vc) in out.iter_mut().zip(v) {
+                            *o += p * vc;
+                        }
+                    }
+                }
+            }
+            start += len;
+        }
+        ctx
+    }
+
+    #[test]
+    fn attention_in_blocks_of_queries_equals_one_query_at_a_time() {
+        // Lengths leaving every remainder of a block of 4 queries; 32 values per head
+        // (the 16-wide branch) and 8 (the general one).
+        let lengths = [1usize, 2, 3, 4, 5, 13, 17, 22];
+        let tokens: usize = lengths.iter().sum();
+        for (hidden, heads) in [(64usize, 2usize), (64, 8)] {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let qkv: Vec<f32> = (0..tokens * 3 * hidden)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+                })
+                .collect();
+            let want = attention_one_query_at_a_time(&qkv, &lengths, hidden, heads);
+            let mut got = vec![f32::NAN; tokens * hidden];
+            attention_body(&qkv, &lengths, hidden, heads, &mut got, &mut Vec::new());
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{heads} heads of {}: blocked attention differs",
+                hidden / heads
             );
         }
     }

@@ -364,8 +364,15 @@ pub(super) unsafe fn int8_tile(
     go!(1 2 3 4 5 6)
 }
 
-/// Pairs of k (64-byte lines of an int8 panel) the int8 tile prefetches ahead.
+/// Pairs of k (64-byte lines of an int8 panel) the AVX-512 VNNI tile prefetches ahead.
 const PREFETCH: usize = 8;
+
+/// Pairs of k the AVX2 int8 tile prefetches ahead: 4 KB, a third of a K = 384 panel. At 8
+/// lines the products ran measurably slower over the whole model's weights than over one
+/// layer's (~11 MB against a 512 KB L2: each panel's first pass reads L3 or memory); the
+/// gain is flat from 48 to 128 lines (docs/performance.md, "The AVX2 path and int8").
+/// Measured on Zen 3 only, so the VNNI tile keeps `PREFETCH`.
+const AVX2_PREFETCH: usize = 64;
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -395,9 +402,9 @@ unsafe fn int8_kernel<const R: usize>(
                 if half == 0 {
                     // The first pass over a panel meets its weights cold (a short prompt's
                     // forward pass streams all ~11 MB of them, and a cache search in between
-                    // evicts them): fetch the line PREFETCH pairs ahead. A hint, so reading
-                    // past the panel's end (into the next one, or beyond) is harmless.
-                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PREFETCH * NR * 2).cast());
+                    // evicts them): fetch the line AVX2_PREFETCH pairs ahead. A hint, so
+                    // reading past the panel's end (into the next one, or beyond) is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(AVX2_PREFETCH * NR * 2).cast());
                 }
                 let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
                 let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16).cast()));
