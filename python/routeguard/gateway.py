@@ -219,6 +219,8 @@ class Gateway:
             shared=self.shared,
         )
         self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
+        # Key id -> (its model list, its walker): a long list is not made a set per request.
+        self._key_walkers: dict[str, tuple[list[str], Fallback]] = {}
         # Alias -> (its balancer, one deployment per distinct price): see _priced.
         self._prices: dict[str, tuple[Balancer, list[Deployment]]] = {}
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
@@ -810,8 +812,11 @@ class Gateway:
         """The fallback walker for ``key``: fallbacks and context-window fallbacks outside
         its scope are dropped (cooldowns and balancers stay shared)."""
         models = key.spec.models if key is not None else None
-        if models is None:
+        if models is None or key is None:
             return self.fallback
+        seen = self._key_walkers.get(key.key_id)
+        if seen is not None and seen[0] is models:  # the key's record as last seen
+            return seen[1]
         scope = frozenset(models)
         fb = self._scoped.get(scope)
         if fb is None:
@@ -823,6 +828,9 @@ class Gateway:
             if len(self._scoped) >= 1024:
                 self._scoped.clear()
             self._scoped[scope] = fb
+        if len(self._key_walkers) >= 100_000:
+            self._key_walkers.clear()
+        self._key_walkers[key.key_id] = (models, fb)
         return fb
 
     def _scope_error(
