@@ -144,21 +144,6 @@ def test_compaction_folds_old_rows_and_restores_the_same_spend(tmp_path: Path) -
             budget._log.close()
 
 
-def test_the_writer_compacts_while_running(tmp_path: Path) -> None:
-    now = [NOV_15]
-    log = SpendLog(tmp_path / "rg.db", keep_s=0.2, clock=lambda: now[0])
-    for i in range(200):
-        log.append(NOV_15 - 86_400 + i, f"r{i}", ("org",), 5)  # one bucket, a day ago
-
-    def folded() -> None:
-        assert len(log) == 1, "folded into one row by the writer thread"
-
-    eventually(folded)
-    log.close()
-    budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
-    assert budget.spent_sync("org") == 1_000
-
-
 def test_compaction_groups_only_the_rows_since_the_last_one(tmp_path: Path) -> None:
     """The writer's hourly compaction holds the database's write lock: it groups the rows
     written since the last one, not every row the log has kept (it regrouped them all: 2.2 s
@@ -193,3 +178,18 @@ def test_compaction_groups_only_the_rows_since_the_last_one(tmp_path: Path) -> N
     log.close()
     budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
     assert budget.spent_sync("org") == 12_000 * 5 + 20 * 7 + 11
+
+
+def test_the_writer_compacts_while_running(tmp_path: Path) -> None:
+    now = [NOV_15]
+    log = SpendLog(tmp_path / "rg.db", keep_s=0.2, clock=lambda: now[0])
+    for i in range(200):
+        log.append(NOV_15 - 86_400 + i, f"r{i}", ("org",), 5)  # one bucket, a day ago
+
+    def folded() -> None:
+        assert len(log) == 1, "folded into one row by the writer thread"
+
+    eventually(folded)
+    log.close()
+    budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
+    assert budget.spent_sync("org") == 1_000
