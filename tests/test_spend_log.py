@@ -3,9 +3,13 @@ again to each account's current window when the next process starts."""
 
 from __future__ import annotations
 
+import logging
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from routeguard.budget.keys import KeySpec
 from routeguard.budget.memory import MemoryBudget
@@ -178,6 +182,33 @@ def test_compaction_groups_only_the_rows_since_the_last_one(tmp_path: Path) -> N
     log.close()
     budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
     assert budget.spent_sync("org") == 12_000 * 5 + 20 * 7 + 11
+
+
+def test_a_busy_database_delays_settlements_but_never_stops_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer holding the file past SQLite's busy timeout (the spend records, a
+    key write, or this log's own compaction in another process) made the insert raise and
+    the writer thread die: no settlement was logged again, and a restart forgot them. The
+    batch now waits and is written once the file is free."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db)
+    log._db.execute("PRAGMA busy_timeout = 20")  # not 5 s: the test need not wait
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    log.append(NOV_15, "r1", ["team", "org"], 1_000)
+
+    def tried() -> None:
+        assert "cannot write" in caplog.text or not log._writer.is_alive()
+
+    with caplog.at_level(logging.WARNING, logger="routeguard.budget"):
+        eventually(tried)
+    assert log._writer.is_alive()
+    other.execute("COMMIT")
+    other.close()
+    assert log.flush()
+    assert len(log) == 1
+    log.close()
 
 
 def test_the_writer_compacts_while_running(tmp_path: Path) -> None:
