@@ -109,10 +109,10 @@ def test_rows_survive_a_restart_in_the_server_database(tmp_path: Path) -> None:
 
 
 def test_a_busy_database_delays_rows_but_never_stops_the_writer(tmp_path: Path) -> None:
-    """Another writer holding the shared file past the busy timeout (a budget spend-log
-    compaction took 6.5 s with a million rows, SQLite waits 5 s) made the insert raise and
-    the writer thread die: no request was recorded again. The rows now wait and are
-    written once the file is free."""
+    """Another writer holding the shared file past SQLite's busy timeout (a budget
+    spend-log compaction of a long log) made the insert raise and the writer thread die:
+    no request was recorded again. The rows now wait and are written once the file is
+    free."""
     db = tmp_path / "rg.db"
     records = SpendRecords(db, linger=0.0)
     records._db.execute("PRAGMA busy_timeout = 20")  # not 5 s: the test need not wait

@@ -195,8 +195,8 @@ async def test_a_zero_budget_key_is_refused_before_any_embedding(mock: MockServe
 
 async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> None:
     """An alias of many deployments at one price is priced once per request, not once per
-    deployment (each request priced all of them: +1.5 ms with 1,000), and the hold is the
-    same as over all of them: the dearest reachable price."""
+    deployment, and the hold is the same as over all of them: the dearest reachable
+    price."""
     from routeguard.budget.bound import completion_bound, measure
 
     cfg = _cfg(mock.url, 1.0, 2.0)

@@ -150,8 +150,8 @@ def test_compaction_folds_old_rows_and_restores_the_same_spend(tmp_path: Path) -
 
 def test_compaction_groups_only_the_rows_since_the_last_one(tmp_path: Path) -> None:
     """The writer's hourly compaction holds the database's write lock: it groups the rows
-    written since the last one, not every row the log has kept (it regrouped them all: 2.2 s
-    with a million rows), counted in SQLite VM steps. A row written later with an older
+    written since the last one, not every row the log has kept (it regrouped, deleted and
+    rewrote them all), counted in SQLite VM steps. A row written later with an older
     stamp is still folded, and the spend restored is the same."""
     now = [NOV_15]
     log = SpendLog(tmp_path / "rg.db", keep_s=1e12, clock=lambda: now[0])

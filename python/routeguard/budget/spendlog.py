@@ -63,8 +63,7 @@ class SpendLog:
         self._clock = clock
         # Every row of the file stamped before this bucket edge is folded (the writer lowers
         # it for a row it writes with an older stamp): each compaction groups only the rows
-        # since, not every row the log has kept (lock held: a full scan took 2.2 s with a
-        # million rows).
+        # since, not every row the log has kept (the write lock is held meanwhile).
         self._folded_to = -math.inf
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
