@@ -5,6 +5,7 @@ admin only, shared through ``server.database``."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from routeguard.mock import MockServer
 from routeguard.observe.spend import SpendRecords
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
+from waiting import eventually
 
 MASTER = "sk-master-spend"
 MSG: Any = [{"role": "user", "content": "what is the capital of France"}]
@@ -104,3 +106,28 @@ def test_rows_survive_a_restart_in_the_server_database(tmp_path: Path) -> None:
                        "completion_tokens": 4, "cost_usd": 0.5}  # fmt: skip
     finally:
         again.close()
+
+
+def test_a_busy_database_delays_rows_but_never_stops_the_writer(tmp_path: Path) -> None:
+    """Another writer holding the shared file past SQLite's busy timeout (a budget
+    spend-log compaction of a long log) made the insert raise and the writer thread die:
+    no request was recorded again. The rows now wait and are written once the file is
+    free."""
+    db = tmp_path / "rg.db"
+    records = SpendRecords(db, linger=0.0)
+    records._db.execute("PRAGMA busy_timeout = 20")  # not 5 s: the test need not wait
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's long write
+    records.record({"ts": time.time(), "request_id": "r1", "status": 200})
+
+    def tried() -> None:
+        assert getattr(records, "_failing", False) or not records._writer.is_alive()
+
+    eventually(tried)
+    assert records._writer.is_alive()
+    other.execute("COMMIT")
+    records.record({"ts": time.time(), "request_id": "r2", "status": 200})
+    records.flush()
+    assert [r["requests"] for r in records.sums(group_by="day")] == [2]
+    other.close()
+    records.close()

@@ -191,3 +191,37 @@ async def test_a_zero_budget_key_is_refused_before_any_embedding(mock: MockServe
         assert emb.calls == 0
     finally:
         await gw.aclose()
+
+
+async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> None:
+    """An alias of many deployments at one price is priced once per request, not once per
+    deployment, and the hold is the same as over all of them: the dearest reachable
+    price."""
+    from routeguard.budget.bound import completion_bound, measure
+
+    cfg = _cfg(mock.url, 1.0, 2.0)
+    m = cfg["model_list"][0]
+    cfg["model_list"] += [{**m, "model": f"sim-m{i}"} for i in range(40)]  # 41 x m, one price
+    gw = Gateway.from_config(cfg)
+    try:
+        assert len(gw.balancers["m"].deployments) == 41
+        priced: list[int] = []
+        holds: list[int] = []
+        real = gw.budget.worst_case
+
+        def counted(size: Any, completion: int, deployments: Any) -> int:
+            priced.append(len(deployments))
+            holds.append(real(size, completion, deployments))
+            return holds[-1]
+
+        gw.budget.worst_case = counted  # type: ignore[method-assign]
+        _, key = gw.keys.create(KeySpec(max_budget=100.0))
+        request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
+        for _ in range(3):
+            assert (await gw.chat_result(dict(request), key=key)).alias == "m"
+        assert priced == [2, 2, 2]  # m's one price, then its dearer fallback's
+        every = [*gw.balancers["m"].deployments, *gw.balancers["dear"].deployments]
+        size, completion = measure(request), completion_bound(request, 4096)
+        assert holds == [real(size, completion, every)] * 3
+    finally:
+        await gw.aclose()

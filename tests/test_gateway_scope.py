@@ -128,3 +128,33 @@ def test_the_proxy_answers_403_without_naming_the_model_outside_the_scope(
         assert "1 fallback model(s) outside the key's models" in caught.value.message
         ok = client.chat.completions.create(model="fast", messages=MSG)
         assert ok.choices[0].message.content
+
+
+class _CountedModels(list[str]):
+    """A key's model list that counts how many times it is walked."""
+
+    walks = 0
+
+    def __iter__(self) -> Any:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+async def test_a_keys_long_model_list_is_not_walked_per_request(mock: MockServer) -> None:
+    """The fallback walker of a key's scope is found from the key's own record, not by
+    making its model list a set on every request (twice with a budget); an updated key
+    gets the walker of its new scope."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    try:
+        models = _CountedModels(["smart", "broken", *(f"other-{i}" for i in range(3_000))])
+        key = gw.keys.create(KeySpec(models=models))[1]
+        _CountedModels.walks = 0
+        for _ in range(20):
+            result = await gw.chat_result({"model": "broken", "messages": MSG}, key=key)
+            assert result.alias == "smart"  # its fallback, in scope
+        assert _CountedModels.walks == 1
+        narrowed = gw.keys.update(key.key_id, {"models": ["broken", "fast"]})
+        with pytest.raises(RouteguardError, match="outside the key's models"):  # smart now
+            await gw.chat_result({"model": "broken", "messages": MSG}, key=narrowed)
+    finally:
+        await gw.aclose()

@@ -270,3 +270,45 @@ async def test_a_block_written_by_another_process_counts_on_the_next_request(
     finally:
         other.close()
         await gw.aclose()
+
+
+class _CountedList(list[Any]):
+    """A list that counts how many times it is walked."""
+
+    walks = 0
+
+    def __iter__(self) -> Any:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_a_big_teams_member_list_is_not_walked_per_request() -> None:
+    """A team key's chain looks its user up among the team's members on every request: from
+    an index built once per decoded record, not by walking thousands of members each
+    time. A changed record is indexed afresh."""
+    gw = Gateway.from_config(priced_config("http://127.0.0.1:9"))
+    try:
+        crew = [Member(user_id=f"u{i}") for i in range(2_000)]
+        crew.append(Member(user_id="u1999", max_budget_in_team=9.0))  # a repeat: the first counts
+        crew.append(Member(user_id="last", max_budget_in_team=2.0))
+        gw.directory.put(
+            Team(team_id="big", max_budget=50.0, members_with_roles=crew, created_at=_now())
+        )
+        team = gw.directory.get("team", "big")
+        assert isinstance(team, Team)
+        team.members_with_roles = _CountedList(team.members_with_roles)
+        _, key = gw.keys.create(KeySpec(team="big", user="last"))
+        _, other = gw.keys.create(KeySpec(team="big", user="u1999"))
+        _CountedList.walks = 0
+        for _ in range(50):
+            assert gw.budget.chain_for((), key) == (member_account("big", "last"),)
+            assert gw.budget.chain_for((), other) == ("team.big",)  # no limits of its own
+        assert _CountedList.walks == 1
+        fewer = [Member(user_id="u1999", rpm_limit=5)]
+        gw.directory.put(
+            Team(team_id="big", max_budget=50.0, members_with_roles=fewer, created_at=_now())
+        )
+        assert gw.budget.chain_for((), other) == (member_account("big", "u1999"),)
+        assert gw.budget.chain_for((), key) == ("team.big",)  # no longer a member
+    finally:
+        asyncio.run(gw.aclose())

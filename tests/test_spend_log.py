@@ -3,9 +3,13 @@ again to each account's current window when the next process starts."""
 
 from __future__ import annotations
 
+import logging
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from routeguard.budget.keys import KeySpec
 from routeguard.budget.memory import MemoryBudget
@@ -142,6 +146,69 @@ def test_compaction_folds_old_rows_and_restores_the_same_spend(tmp_path: Path) -
         for budget in (exact, again):
             assert budget._log is not None
             budget._log.close()
+
+
+def test_compaction_groups_only_the_rows_since_the_last_one(tmp_path: Path) -> None:
+    """The writer's hourly compaction holds the database's write lock: it groups the rows
+    written since the last one, not every row the log has kept (it regrouped, deleted and
+    rewrote them all), counted in SQLite VM steps. A row written later with an older
+    stamp is still folded, and the spend restored is the same."""
+    now = [NOV_15]
+    log = SpendLog(tmp_path / "rg.db", keep_s=1e12, clock=lambda: now[0])
+    start = NOV_15 - 30 * 86_400
+    for i in range(12_000):  # three rows per bucket and chain: most fold away
+        log.append(start + (i // 2) * 300.0, f"r{i}", (f"k{i % 2}", "org"), 5)
+    assert log.flush()
+    assert log.compact(NOV_15 - 3_600) > 7_000
+    kept = len(log)
+    for i in range(20):  # newer rows: two buckets of one chain
+        log.append(NOV_15 + 60.0 * i, f"n{i}", ("k0", "org"), 7)
+    assert log.flush()
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    log._db.set_progress_handler(step, 100)
+    now[0] = NOV_15 + 7_200
+    assert log.compact(now[0] - 3_600) == 18
+    log._db.set_progress_handler(None, 100)
+    assert steps[0] < 50, f"{steps[0] * 100} SQLite steps: every kept row was regrouped"
+    log.append(start + 86_400 + 1.0, "late", ("k1", "org"), 11)  # into a folded bucket
+    assert log.flush()
+    assert log.compact(now[0] - 3_600) == 1
+    assert len(log) == kept + 2
+    log.close()
+    budget = MemoryBudget(ACCOUNTS, clock=lambda: now[0], spend_log=SpendLog(tmp_path / "rg.db"))
+    assert budget.spent_sync("org") == 12_000 * 5 + 20 * 7 + 11
+
+
+def test_a_busy_database_delays_settlements_but_never_stops_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer holding the file past SQLite's busy timeout (the spend records, a
+    key write, or this log's own compaction in another process) made the insert raise and
+    the writer thread die: no settlement was logged again, and a restart forgot them. The
+    batch now waits and is written once the file is free."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db)
+    log._db.execute("PRAGMA busy_timeout = 20")  # not 5 s: the test need not wait
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    log.append(NOV_15, "r1", ["team", "org"], 1_000)
+
+    def tried() -> None:
+        assert "cannot write" in caplog.text or not log._writer.is_alive()
+
+    with caplog.at_level(logging.WARNING, logger="routeguard.budget"):
+        eventually(tried)
+    assert log._writer.is_alive()
+    other.execute("COMMIT")
+    other.close()
+    assert log.flush()
+    assert len(log) == 1
+    log.close()
 
 
 def test_the_writer_compacts_while_running(tmp_path: Path) -> None:

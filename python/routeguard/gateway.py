@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from routeguard import config as config_mod
-from routeguard.budget.bound import measure, measure_embeddings
+from routeguard.budget.bound import image_tokens, measure, measure_embeddings
 from routeguard.budget.directory import Directory
 from routeguard.budget.keys import KeyRecord, KeyStore
 from routeguard.budget.layer import BudgetLayer
@@ -219,6 +219,10 @@ class Gateway:
             shared=self.shared,
         )
         self._scoped: dict[frozenset[str], Fallback] = {}  # a key scope -> its walker
+        # Key id -> (its model list, its walker): a long list is not made a set per request.
+        self._key_walkers: dict[str, tuple[list[str], Fallback]] = {}
+        # Alias -> (its balancer, one deployment per distinct price): see _priced.
+        self._prices: dict[str, tuple[Balancer, list[Deployment]]] = {}
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
         self._providers: dict[str, Provider] = {}
         templates = [d for w in config.wildcards for d in w.templates]
@@ -808,8 +812,11 @@ class Gateway:
         """The fallback walker for ``key``: fallbacks and context-window fallbacks outside
         its scope are dropped (cooldowns and balancers stay shared)."""
         models = key.spec.models if key is not None else None
-        if models is None:
+        if models is None or key is None:
             return self.fallback
+        seen = self._key_walkers.get(key.key_id)
+        if seen is not None and seen[0] is models:  # the key's record as last seen
+            return seen[1]
         scope = frozenset(models)
         fb = self._scoped.get(scope)
         if fb is None:
@@ -821,6 +828,9 @@ class Gateway:
             if len(self._scoped) >= 1024:
                 self._scoped.clear()
             self._scoped[scope] = fb
+        if len(self._key_walkers) >= 100_000:
+            self._key_walkers.clear()
+        self._key_walkers[key.key_id] = (models, fb)
         return fb
 
     def _scope_error(
@@ -886,13 +896,33 @@ class Gateway:
         return aliases
 
     def _reachable(self, targets: Sequence[str], key: KeyRecord | None) -> list[Deployment]:
-        """Every deployment a request served by ``targets`` may end up on within ``key``'s
-        scope (for the worst-case cost)."""
+        """The deployments a request served by ``targets`` may end up on within ``key``'s
+        scope, one per distinct price of each alias (for the worst-case cost: an alias of
+        a hundred deployments at one price is priced once, not a hundred times)."""
         fallback = self._fallback_for(key)
         seen: list[str] = []
         for t in targets:
             seen += [a for a in self._aliases(t, fallback) if a not in seen]
-        return [d for a in seen if self.serves(a) for d in self.balancers[a].deployments]
+        return [d for a in seen if self.serves(a) for d in self._priced(a)]
+
+    def _priced(self, alias: str) -> list[Deployment]:
+        """One deployment of ``alias`` per distinct price: $/Mtok in and out and what an
+        image costs there, all a worst case depends on (made once per balancer)."""
+        balancer = self.balancers[alias]
+        seen = self._prices.get(alias)
+        if seen is None or seen[0] is not balancer:
+            prices: dict[tuple[float, float, int], Deployment] = {}
+            for d in balancer.deployments:
+                key = (
+                    d.input_cost_per_mtok,
+                    d.output_cost_per_mtok,
+                    image_tokens(d.provider, d.model),
+                )
+                prices.setdefault(key, d)
+            if len(self._prices) > 4 * MAX_WILDCARD_NAMES:  # forgotten wildcard names
+                self._prices.clear()
+            seen = self._prices[alias] = (balancer, list(prices.values()))
+        return seen[1]
 
     async def _call_stream(
         self, call: Call, alias: str, ticket: Ticket | None, admission: Admission

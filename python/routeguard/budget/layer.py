@@ -41,6 +41,7 @@ from routeguard.budget.bound import InputSize, completion_bound, measure
 from routeguard.budget.directory import (
     Customer,
     Directory,
+    Member,
     Organization,
     Record,
     Team,
@@ -83,6 +84,8 @@ class BudgetLayer:
         self._key_sigs: dict[str, tuple[object, ...]] = {}
         self._managed_sigs: dict[str, tuple[object, ...]] = {}
         self._groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        # Team id -> (the decoded record, its members by user id): see _member_of.
+        self._members: dict[str, tuple[Team, dict[str, Member]]] = {}
         # Holds taken with a reservation on other roots (its request id -> them).
         self._linked: dict[str, list[Reservation]] = {}
         self.directory: Directory | None = None
@@ -232,8 +235,7 @@ class BudgetLayer:
         its ``max_budget_in_team``, period and rate limits, else the team's
         ``team_member_*`` defaults), under the team's account, made or brought up to date;
         None when the user is not a member or the member has no limits of its own."""
-        found = next((m for m in team.members_with_roles if user_id and m.user_id == user_id),
-                     None)  # fmt: skip
+        found = self._member_of(team, user_id) if user_id else None
         if found is None or user_id is None:
             return None
         limit, duration, rpm, tpm = member_limits(team, found)
@@ -250,6 +252,20 @@ class BudgetLayer:
             self._managed_sigs[name] = sig
             self._groups.clear()
         return name
+
+    def _member_of(self, team: Team, user_id: str) -> Member | None:
+        """``team``'s (first) member ``user_id``, from an index of its members built once per
+        decoded record: every request of a team's key asks, and a team may have thousands."""
+        seen = self._members.get(team.team_id)
+        if seen is None or seen[0] is not team:
+            index: dict[str, Member] = {}
+            for m in team.members_with_roles:
+                if m.user_id is not None:
+                    index.setdefault(m.user_id, m)
+            if len(self._members) > 100_000:
+                self._members.clear()
+            seen = self._members[team.team_id] = (team, index)
+        return seen[1].get(user_id)
 
     def end_user_account(self, end_user: str, parent: str | None) -> str:
         """The account of ``end_user`` under ``parent`` (created on first use with the

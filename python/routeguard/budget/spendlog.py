@@ -32,6 +32,7 @@ the last batches.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import sqlite3
@@ -41,8 +42,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+log = logging.getLogger("routeguard.budget")
 BUCKET_S = 900.0  # every UTC offset, hence every calendar boundary, is a whole quarter hour
 FOLDED = "compacted"  # the request id of a folded row
+RETRY_S = 60.0  # how long a batch the database refuses is retried before it is dropped
 
 
 class SpendLog:
@@ -63,6 +66,10 @@ class SpendLog:
         self._lock = threading.Lock()
         self._keep_s = keep_s
         self._clock = clock
+        # Every row of the file stamped before this bucket edge is folded (the writer lowers
+        # it for a row it writes with an older stamp): each compaction groups only the rows
+        # since, not every row the log has kept (the write lock is held meanwhile).
+        self._folded_to = -math.inf
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -105,16 +112,21 @@ class SpendLog:
         per chain and bucket; returns how many rows fewer the log holds."""
         cutoff = math.floor(before / BUCKET_S) * BUCKET_S
         with self._lock:
+            since = self._folded_to
+            if cutoff <= since:
+                return 0
+            if math.isfinite(since):  # whole buckets: a late row's joins its bucket's fold
+                since = math.floor(since / BUCKET_S) * BUCKET_S
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 groups = self._db.execute(
                     "SELECT CAST(ts / ? AS INTEGER) AS b, chain, SUM(amount), COUNT(*)"
-                    " FROM spend WHERE ts < ? GROUP BY b, chain",
-                    (BUCKET_S, cutoff),
+                    " FROM spend WHERE ts >= ? AND ts < ? GROUP BY b, chain",
+                    (BUCKET_S, since, cutoff),
                 ).fetchall()
                 before_rows = sum(int(g[3]) for g in groups)
                 if before_rows > len(groups):
-                    self._db.execute("DELETE FROM spend WHERE ts < ?", (cutoff,))
+                    self._db.execute("DELETE FROM spend WHERE ts >= ? AND ts < ?", (since, cutoff))
                     self._db.executemany(
                         "INSERT INTO spend VALUES (?, ?, ?, ?)",
                         [((b + 1) * BUCKET_S - 1e-3, FOLDED, chain, total)
@@ -124,6 +136,7 @@ class SpendLog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._folded_to = cutoff
         return max(0, before_rows - len(groups))
 
     def _write(self) -> None:
@@ -150,10 +163,7 @@ class SpendLog:
                     break
                 batch.append(row)
             if batch:
-                with self._lock:
-                    self._db.execute("BEGIN")
-                    self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?)", batch)
-                    self._db.execute("COMMIT")
+                self._commit(batch)
                 with self._cond:
                     self._queued -= len(batch)
                     self._cond.notify_all()
@@ -161,11 +171,49 @@ class SpendLog:
                 return
             self._maybe_compact()
 
+    def _commit(self, batch: list[tuple[float, str, str, int]]) -> None:
+        """Insert ``batch`` in one transaction (writer thread only). While another writer
+        holds the file past SQLite's busy timeout the batch waits and is retried (a failed
+        write killed the writer: no settlement was logged again), for up to
+        :data:`RETRY_S`; then it is dropped, logged as an error."""
+        waited = 0.0
+        while True:
+            try:
+                with self._lock:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?)", batch)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
+                    # A row stamped before the folded edge: the next compaction reaches it.
+                    self._folded_to = min(self._folded_to, min(r[0] for r in batch))
+                if waited:
+                    log.info("budget spend log: written again after %.1f s", waited)
+                return
+            except sqlite3.Error as exc:
+                if waited >= RETRY_S:
+                    log.error(
+                        "budget spend log: %d settlement(s) of %d micro-USD not written (%s): "
+                        "a restart will not restore them",
+                        len(batch), sum(r[3] for r in batch), exc,
+                    )  # fmt: skip
+                    return
+                if not waited:
+                    log.warning("budget spend log: cannot write (%s); retrying", exc)
+                time.sleep(0.5)
+                waited += 0.5
+
     def _maybe_compact(self) -> None:
         """Compact if ``keep_s`` passed since the last time (writer thread only)."""
         if time.monotonic() - self._compacted_at >= self._keep_s:
             self._compacted_at = time.monotonic()
-            self.compact(self._clock() - self._keep_s)
+            try:
+                self.compact(self._clock() - self._keep_s)
+            except sqlite3.Error as exc:  # the file is busy: compacted next time
+                log.warning("budget spend log: not compacted (%s)", exc)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is committed; False if ``timeout`` passed first."""

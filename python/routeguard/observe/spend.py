@@ -82,6 +82,7 @@ class SpendRecords:
         self._wake = threading.Event()
         self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
         self.dropped = 0
+        self._failing = False  # the last write failed (warned once until one succeeds)
         self._writer = threading.Thread(target=self._run, name="routeguard-spend", daemon=True)
         self._writer.start()
 
@@ -291,7 +292,10 @@ class SpendRecords:
                 return
             if time.monotonic() - self._pruned_at > 3600:
                 self._pruned_at = time.monotonic()
-                self._prune()
+                try:
+                    self._prune()
+                except sqlite3.Error as exc:  # the file is busy: pruned next hour
+                    log.warning("spend log: old rows not pruned (%s)", exc)
 
     def _drain(self) -> bool:
         """Insert every queued row; True once a stop was taken."""
@@ -315,17 +319,39 @@ class SpendRecords:
                 else:
                     batch.append(item)
             if batch:
-                marks = ", ".join("?" * len(COLUMNS))
-                with self._lock:
-                    self._db.execute("BEGIN")
-                    self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", batch)
-                    self._db.execute("COMMIT")
+                try:
+                    self._insert(batch)
+                except sqlite3.Error as exc:  # e.g. another writer held the file past the
+                    if not stop:  # busy timeout: the rows wait for the next round, not lost
+                        if not self._failing:
+                            log.warning("spend log: cannot write (%s); retrying", exc)
+                        self._failing = True
+                        pending.extendleft(reversed([*batch, *waiters]))
+                        return False
+                    log.warning("spend log: %d row(s) not written at close (%s)", len(batch), exc)
+                else:
+                    if self._failing:
+                        log.info("spend log: writing again")
+                    self._failing = False
             for w in waiters:
                 w.set()
             if stop:
                 return True
             if not pending:
                 return False
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` in one transaction (rolled back if it fails)."""
+        marks = ", ".join("?" * len(COLUMNS))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _prune(self) -> None:
         with self._lock:
