@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from litellm_proxy import call
+from routeguard.budget import keys as keys_module
 from routeguard.budget.keys import KeySpec, KeyStore
 from routeguard.budget.spendlog import SpendLog
 from routeguard.gateway import Gateway
@@ -142,11 +143,12 @@ def test_spend_writes_to_the_key_database_do_not_reload_every_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The spend log shares the key store's SQLite file and commits on every request: the
-    store must not re-read its whole key table after each of those (it did, ~15 ms per
-    request with 5,000 keys), yet still see keys and entities another process writes."""
+    store must not re-read its whole key table after each of those (it did), and takes in
+    what another process writes row by row (a new key, a rotation, a team), not by
+    re-reading every key."""
     db = tmp_path / "keys.db"
     store = KeyStore(db)
-    token, _ = store.create()
+    token, rec = store.create()
     log = SpendLog(db)  # its CREATE TABLE changes the schema: one reload, at start
     store.authenticate(token)
     loads: list[int] = []
@@ -156,16 +158,45 @@ def test_spend_writes_to_the_key_database_do_not_reload_every_key(
         log.append(time.time(), f"req-{i}", ["key_x"], 5)
         assert log.flush()
         store.authenticate(token)
-    assert loads == []
-    other = KeyStore(db)  # another process: a key and a team made there count at once
+    other = KeyStore(db)  # another process
     token2, rec2 = other.create()
     other.put_entity("team/t1", b"{}")
+    rotated, _ = other.rotate(rec.key_id)
     assert store.authenticate(token2).key_id == rec2.key_id
     assert store.entity("team/t1") == b"{}"
-    assert len(loads) == 1
+    assert store.authenticate(rotated).key_id == rec.key_id
+    with pytest.raises(Exception, match="invalid API key"):
+        store.authenticate(token)  # the old secret stopped working here too
     other.delete_entity("team/t1")
     assert store.entity("team/t1") is None
+    assert loads == []
     log.close()
+    other.close()
+    store.close()
+
+
+def test_a_store_too_far_behind_the_journal_reloads_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries pruned past what a store saw, or more of them than one reload costs: it
+    reads every key again, and misses nothing."""
+    monkeypatch.setattr(keys_module, "_JOURNAL_KEEP", 3)
+    monkeypatch.setattr(keys_module, "_CATCH_UP_MAX", 5)
+    db = tmp_path / "keys.db"
+    store, other = KeyStore(db), KeyStore(db)
+    loads: list[int] = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda: (loads.append(1), real_load())[1])
+    made = [other.create() for _ in range(2)]  # within the journal: caught up row by row
+    assert all(store.authenticate(t).key_id == r.key_id for t, r in made)
+    assert loads == []
+    made = [other.create() for _ in range(4)]  # pruned past what the store saw
+    assert all(store.authenticate(t).key_id == r.key_id for t, r in made)
+    assert loads == [1]
+    monkeypatch.setattr(keys_module, "_JOURNAL_KEEP", 100)
+    made = [other.create() for _ in range(6)]  # more than _CATCH_UP_MAX behind
+    assert all(store.authenticate(t).key_id == r.key_id for t, r in made)
+    assert loads == [1, 1]
     other.close()
     store.close()
 

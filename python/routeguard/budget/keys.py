@@ -12,11 +12,13 @@ organizations (:mod:`routeguard.budget.directory`), as JSON blobs named ``<kind>
 the same places and with the same reloading. Records live in SQLite (the embedded default;
 ``":memory:"`` keeps nothing) with an in-process map from digest to record in front. Before
 each lookup the store asks SQLite whether another connection committed since it last looked
-(``PRAGMA data_version``, no disk read when nothing changed); when one did, it reads a
-change counter that triggers on the ``keys`` and ``entities`` tables bump, and the schema's
-version, and reloads the map only when one of them moved (the budget's spend log and the
-request records commit to the same file on every request, and must not make each request
-re-read every key). So a key made, rotated or revoked by ``routeguard keys`` in another
+(``PRAGMA data_version``, no disk read when nothing changed); when one did, it reads the
+journal that triggers on the ``keys`` and ``entities`` tables append to (which row changed,
+in order) past the last entry it took in, and re-reads only those rows. The budget's spend
+log and the request records commit to the same file on every request and journal nothing;
+a key made in another worker costs the others one row each, not a reload of every key. A
+journal pruned past what a store has seen, a long run of changes or a changed schema makes
+it reload everything. So a key made, rotated or revoked by ``routeguard keys`` in another
 process counts on the next request that presents it. A database that cannot be read
 raises KeyStoreUnavailable (503): authentication fails closed.
 """
@@ -136,7 +138,7 @@ class KeyStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entities (name TEXT PRIMARY KEY, record BLOB NOT NULL)"
             )
-            _count_changes(self._db)
+            _journal_changes(self._db)
             row = self._db.execute("SELECT value FROM meta WHERE name='hash_secret'").fetchone()
             if secret is None:
                 if row is None:
@@ -146,8 +148,7 @@ class KeyStore:
                     secret = str(row[0])
             self._secret = secret.encode()
             self._version = self._data_version()
-            self._changes = self._change_count()
-            self._load()
+            self._reload()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -157,16 +158,53 @@ class KeyStore:
         row = self._db.execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
-    def _change_count(self) -> tuple[int, int]:
-        """How many writes the ``keys`` and ``entities`` tables have seen, by any process
-        (kept by the triggers of :func:`_count_changes`), and the schema's version (a dropped
-        or altered table fires no trigger); the caller holds the lock."""
+    def _journal_end(self) -> tuple[int, int]:
+        """The last journal entry (0 when none) and the schema's version (a dropped or
+        altered table journals nothing); the caller holds the lock."""
         row = self._db.execute(
-            "SELECT (SELECT value FROM meta WHERE name = ?), schema_version"
-            " FROM pragma_schema_version",
-            (_CHANGES,),
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM changes), schema_version"
+            " FROM pragma_schema_version"
         ).fetchone()
-        return int(row[0] or 0), int(row[1])
+        return int(row[0]), int(row[1])
+
+    def _reload(self) -> None:
+        """Read everything again, the journal's end first: a write landing in between is
+        read now and once more on the next look, never missed (the caller holds the lock)."""
+        self._seen, self._schema = self._journal_end()
+        self._load()
+
+    def _catch_up(self) -> None:
+        """Take in the rows the journal names past the last entry seen (the caller holds
+        the lock); everything again when that is not possible or not cheaper."""
+        seen, schema = self._journal_end()
+        if schema != self._schema:
+            self._reload()
+            return
+        if seen == self._seen:
+            return
+        rows = self._db.execute(
+            "SELECT seq, tbl, name FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self._seen, _CATCH_UP_MAX + 1),
+        ).fetchall()
+        if not rows or rows[0][0] != self._seen + 1 or len(rows) > _CATCH_UP_MAX:
+            self._reload()  # pruned past what this store saw, or a long run of changes
+            return
+        for tbl, name in dict.fromkeys((str(t), str(n)) for _, t, n in rows):
+            if tbl == "keys":
+                row = self._db.execute("SELECT record FROM keys WHERE key_id = ?", (name,))
+                found = row.fetchone()
+                if found is None:
+                    self._forget(name)
+                else:
+                    self._apply(msgspec.json.decode(found[0], type=KeyRecord))
+            else:
+                row = self._db.execute("SELECT record FROM entities WHERE name = ?", (name,))
+                found = row.fetchone()
+                if found is None:
+                    self._entities.pop(name, None)
+                else:
+                    self._entities[name] = bytes(found[0])
+        self._seen = int(rows[-1][0])
 
     def _load(self) -> None:
         """Read every record into the in-memory maps (the caller holds the lock)."""
@@ -190,12 +228,7 @@ class KeyStore:
                 version = self._data_version()
                 if version != self._version:
                     self._version = version
-                    # The count is read before the records: a write landing in between is
-                    # loaded now and once more on the next look, never missed.
-                    changes = self._change_count()
-                    if changes != self._changes:
-                        self._load()
-                        self._changes = changes
+                    self._catch_up()
         except (sqlite3.Error, msgspec.DecodeError) as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._path} cannot be read ({type(exc).__name__}): "
@@ -227,19 +260,26 @@ class KeyStore:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """One write transaction of this store's own (the caller holds the lock). The
-        change count it adds is taken as already seen, unless another process wrote since
-        the last look (then the next look reloads)."""
+        journal entries it adds count as seen, unless another process wrote since the
+        last look (the next look takes in both); entries past :data:`_JOURNAL_KEEP` go."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            before = self._change_count()
+            before = self._journal_end()
             yield
-            after = self._change_count()
+            after = self._journal_end()
+            self._db.execute("DELETE FROM changes WHERE seq <= ?", (after[0] - _JOURNAL_KEEP,))
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        if before == self._changes:
-            self._changes = after
+        if before == (self._seen, self._schema):
+            self._seen = after[0]
+
+    def _forget(self, key_id: str) -> None:
+        """Drop ``key_id`` from the in-memory maps (the caller holds the lock)."""
+        old = self._records.pop(key_id, None)
+        if old is not None:
+            self._by_digest.pop(old.digest, None)
 
     def _apply(self, rec: KeyRecord) -> None:
         """Put ``rec`` in the in-memory maps (the caller holds the lock)."""
@@ -420,18 +460,25 @@ def _check(spec: KeySpec) -> None:
         raise InvalidRequest("models must be a list of model names", param="models")
 
 
-_CHANGES = "changes"  # the meta row the triggers of _count_changes bump
+_JOURNAL_KEEP = 10_000  # journal entries kept: a store further behind reloads everything
+_CATCH_UP_MAX = 1_000  # past this many entries to take in, one reload is cheaper
 
 
-def _count_changes(db: sqlite3.Connection) -> None:
-    """Make every write to ``keys`` and ``entities``, by any process or version, bump the
-    ``meta`` row :data:`_CHANGES` in the writing transaction (created on first open of a file
-    made by an older routeguard; the caller holds the lock)."""
-    db.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')", (_CHANGES,))
-    for table in ("keys", "entities"):
-        for event in ("INSERT", "UPDATE", "DELETE"):
+def _journal_changes(db: sqlite3.Connection) -> None:
+    """Make every write to ``keys`` and ``entities``, by any process or version, append
+    which row it changed to the ``changes`` journal in the writing transaction (the
+    triggers are added to a file made by an older routeguard; the caller holds the lock)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS changes"
+        " (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, name TEXT NOT NULL)"
+    )
+    for table, column in (("keys", "key_id"), ("entities", "name")):
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            logged = " ".join(
+                f"INSERT INTO changes (tbl, name) VALUES ('{table}', {row}.{column});"
+                for row in rows
+            )
             db.execute(
-                f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()}_counted AFTER {event}"
-                f" ON {table} BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1"
-                f" WHERE name = '{_CHANGES}'; END"
+                f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()}_journaled AFTER {event}"
+                f" ON {table} BEGIN {logged} END"
             )
