@@ -18,7 +18,7 @@ import pytest
 from routeguard.budget.keys import KeySpec
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
-from routeguard.observe.spend import SpendRecords
+from routeguard.observe.spend import UNSAVED_MAX_ROWS, SpendRecords
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 from waiting import eventually
@@ -131,3 +131,28 @@ def test_a_busy_database_delays_rows_but_never_stops_the_writer(tmp_path: Path) 
     assert [r["requests"] for r in records.sums(group_by="day")] == [2]
     other.close()
     records.close()
+
+
+def test_a_store_without_a_database_keeps_only_the_newest_rows(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    """Without ``server.database`` the rows are capped (newest kept) as they are written,
+    not only by age: the embedded default must not grow by its whole request history."""
+    store = SpendRecords(":memory:", linger=0, max_rows=20)
+    now = time.time()
+    for i in range(100):
+        store.record({"ts": now - 100 + i, "model": f"m{i:03d}", "cost_usd": 0.001})
+        if i % 7 == 0:
+            store.flush()  # several batches, as requests arrive
+    store.flush()
+    kept = {r["group"] for r in store.sums(group_by="model", limit=1000)}
+    assert 20 <= len(kept) <= 22  # a trim each time a tenth of max_rows was written
+    assert {f"m{i:03d}" for i in range(80, 100)} <= kept
+    store.close()
+    cfg = _cfg(mock.url, tmp_path / "rg.db")
+    for server, cap in (({}, UNSAVED_MAX_ROWS), (cfg["server"], None)):  # the proxy's own
+        app = create_app(Gateway.from_config({**cfg, "server": server}))
+        try:
+            assert app.spend._max_rows == cap
+        finally:
+            app.spend.close()

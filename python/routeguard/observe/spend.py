@@ -10,7 +10,10 @@ Rows are written by that writer thread, never on the event loop, into the server
 (``server.database``: shared by every worker and kept across restarts) or, without one, an
 in-memory database of this process (``serve --workers N`` without one gives its workers a
 shared temporary file instead, named by :data:`SPEND_DB_ENV`). Rows older than ``keep_days``
-are deleted when the store opens and then hourly. The budget ledger's own write-through log
+are deleted when the store opens and then hourly. Without a database of its own (the rows die
+with the process anyway) the store keeps only the newest ``max_rows`` (a million, ~170 MB),
+trimmed each time a tenth of that was written: a busy proxy on the embedded default no longer
+grows by its whole request history. The budget ledger's own write-through log
 (:mod:`routeguard.budget.spendlog`) stays separate: it is what budgets are restored from.
 """
 
@@ -41,6 +44,8 @@ COLUMNS = (
 GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
 _STOP = object()
+UNSAVED_MAX_ROWS = 1_000_000
+"""Rows a spend store without ``server.database`` keeps (the newest; ~170 B each)."""
 SPEND_DB_ENV = "ROUTEGUARD_SPEND_DB"
 """Environment variable naming the spend database the workers of one ``serve`` share when
 ``server.database`` is not set (``serve`` makes the file and removes it at exit)."""
@@ -56,7 +61,12 @@ class SpendRecords:
         keep_days: float = 90.0,
         queue_size: int = 100_000,
         linger: float = 0.05,
+        max_rows: int | None = None,
     ) -> None:
+        """Open (or create) the rows in ``path``; ``max_rows``: keep only that many, the
+        newest (None: every row younger than ``keep_days``)."""
+        self._max_rows = max_rows
+        self._written = 0  # rows inserted since the last trim to max_rows
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._keep_s = keep_days * 86_400
@@ -333,6 +343,9 @@ class SpendRecords:
                     if self._failing:
                         log.info("spend log: writing again")
                     self._failing = False
+                    self._written += len(batch)
+                    if self._max_rows is not None and self._written * 10 >= self._max_rows:
+                        self._trim(self._max_rows)
             for w in waiters:
                 w.set()
             if stop:
@@ -352,6 +365,19 @@ class SpendRecords:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _trim(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` rows (writer thread; a busy file: next time)."""
+        self._written = 0
+        try:
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM request_spend WHERE ts < (SELECT ts FROM request_spend"
+                    " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+                    (keep - 1,),
+                )
+        except sqlite3.Error as exc:
+            log.warning("spend log: rows past max_rows not trimmed (%s)", exc)
 
     def _prune(self) -> None:
         with self._lock:

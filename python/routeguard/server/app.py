@@ -45,7 +45,7 @@ from routeguard.errors import (
 from routeguard.gateway import Gateway
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
-from routeguard.observe.spend import SPEND_DB_ENV, SpendRecords
+from routeguard.observe.spend import SPEND_DB_ENV, UNSAVED_MAX_ROWS, SpendRecords
 from routeguard.providers import client_headers
 from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
@@ -154,8 +154,9 @@ class ProxyApp:
         )
         self.lifecycle = Lifecycle(self)
         obs = gateway.config.observability
-        spend_db = gateway.config.server.database or os.environ.get(SPEND_DB_ENV) or ":memory:"
-        self.spend = SpendRecords(spend_db)
+        saved = gateway.config.server.database
+        spend_db = saved or os.environ.get(SPEND_DB_ENV) or ":memory:"
+        self.spend = SpendRecords(spend_db, max_rows=None if saved else UNSAVED_MAX_ROWS)
         gateway.spend_sink = self.spend.record  # its judge calls' rows
         path = request_log or obs.request_log
         self.request_log = (
