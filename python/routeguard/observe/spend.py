@@ -11,7 +11,7 @@ Rows are written by that writer thread, never on the event loop, into the server
 in-memory database of this process (``serve --workers N`` without one gives its workers a
 shared temporary file instead, named by :data:`SPEND_DB_ENV`). Rows older than ``keep_days``
 are deleted when the store opens and then hourly. Without a database of its own (the rows die
-with the process anyway) the store keeps only the newest ``max_rows`` (a million, ~170 MB),
+with the process anyway) the store keeps only the newest ``max_rows`` (:data:`UNSAVED_MAX_ROWS`),
 trimmed each time a tenth of that was written: a busy proxy on the embedded default no longer
 grows by its whole request history. The budget ledger's own write-through log
 (:mod:`routeguard.budget.spendlog`) stays separate: it is what budgets are restored from.
@@ -45,7 +45,8 @@ GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "prov
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
 _STOP = object()
 UNSAVED_MAX_ROWS = 1_000_000
-"""Rows a spend store without ``server.database`` keeps (the newest; ~170 B each)."""
+"""Rows a spend store without ``server.database`` keeps, the newest (their memory:
+docs/observability.md)."""
 SPEND_DB_ENV = "ROUTEGUARD_SPEND_DB"
 """Environment variable naming the spend database the workers of one ``serve`` share when
 ``server.database`` is not set (``serve`` makes the file and removes it at exit)."""
