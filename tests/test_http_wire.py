@@ -53,11 +53,6 @@ SHORT = 0.3  # the attempt timeout of tests that wait for one to fire
 
 Serve = Callable[..., Awaitable[WireServer]]
 
-# Today the module wraps aiohttp. Tests marked ``xfail(ON_AIOHTTP)`` state the contract where
-# aiohttp falls short (the reason says how); strict, so once the module stops importing
-# aiohttp they run as ordinary tests and must pass.
-ON_AIOHTTP = hasattr(http, "aiohttp")
-
 
 @pytest.fixture(autouse=True)
 async def _close_http_session() -> AsyncIterator[None]:
@@ -146,11 +141,6 @@ async def test_open_sse_sends_one_accept_header(
     assert req.body == b'{"stream":true}'
 
 
-@pytest.mark.xfail(
-    ON_AIOHTTP,
-    reason="aiohttp emits a ResourceWarning for every bytes body over 1 MiB",
-    strict=True,
-)
 async def test_a_5_mb_request_body_arrives_intact(serve: Serve) -> None:
     def digest(req: Request) -> bytes:
         return json_response({"sha256": hashlib.sha256(req.body).hexdigest()})
@@ -639,12 +629,6 @@ async def test_closing_a_stream_early_drops_it_and_the_next_call_works(
 # --------------------------------------------------------------------------- userinfo
 
 
-@pytest.mark.xfail(
-    ON_AIOHTTP,
-    reason="aiohttp 3.14 deprecates the BasicAuth the module builds the header with: a "
-    "DeprecationWarning on every call whose URL has userinfo",
-    strict=True,
-)
 @pytest.mark.parametrize("call", ["post_json", "open_sse"])
 async def test_userinfo_becomes_basic_auth(serve: Serve, call: str) -> None:
     server = await serve(answer(response(200, b"data: ok\n\n")))
@@ -670,12 +654,6 @@ async def test_an_explicit_authorization_header_wins_over_userinfo(serve: Serve,
     assert "@" not in req.line
 
 
-@pytest.mark.xfail(
-    ON_AIOHTTP,
-    reason="aiohttp 3.14 deprecates the BasicAuth the module builds the header with: a "
-    "DeprecationWarning on every call whose URL has userinfo",
-    strict=True,
-)
 async def test_userinfo_never_reaches_an_error() -> None:
     port = free_port()
     with pytest.raises(UpstreamConnectionError) as info:
@@ -709,12 +687,6 @@ def trust_ca(tls: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
     return Path(tls["ca_file"])
 
 
-@pytest.mark.xfail(
-    ON_AIOHTTP,
-    reason="aiohttp builds its verifying SSLContext when it is imported, so SSL_CERT_FILE "
-    "set later is not read",
-    strict=True,
-)
 async def test_https_to_a_trusted_certificate(
     serve: Serve, tls: dict[str, Any], trust_ca: Path
 ) -> None:
