@@ -30,8 +30,8 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -346,7 +346,7 @@ class Gateway:
         call.native = native
         if native is not None and native.untranslatable is not None:
             call.use_cache = False  # its chat translation is not the whole question
-        request_id = request_id or "req_" + uuid.uuid4().hex
+        request_id = request_id or "req_" + os.urandom(16).hex()
         admission = await self._admit(call)
         try:
             ticket, hit = await self._lookup(call)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import hmac
 import re
 import secrets
@@ -239,7 +238,7 @@ class KeyStore:
         """Called when no record matches a presented key: stores that cannot be sure raise."""
 
     def _digest(self, token: str) -> str:
-        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._secret, token.encode(), "sha256").hex()
 
     def _save(self, rec: KeyRecord) -> None:
         """Write ``rec``; a revoked key stays revoked, whatever a writer holding an older

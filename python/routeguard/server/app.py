@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -298,7 +297,7 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         anthropic = path.startswith("/v1/messages")
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = "req_" + os.urandom(16).hex()
         trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
         id_header = (b"x-routeguard-request-id", request_id.encode())
         downstream = send
