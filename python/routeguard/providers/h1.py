@@ -369,6 +369,13 @@ class Response:
             return
         self._conn = None
         if conn.complete and conn.error is None and conn.keep_alive and conn.alive:
+            # A stream may end unread, its socket paused while it lagged: the bytes go, and
+            # reading resumes, or the next request on it would never see its answer.
+            conn.chunks = []
+            if conn.paused:
+                assert conn.transport is not None
+                conn.transport.resume_reading()
+                conn.paused = False
             conn.pool.release(conn)
         else:
             conn.busy = False

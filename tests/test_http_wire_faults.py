@@ -1,0 +1,89 @@
+"""Faults of routeguard's upstream HTTP client (``providers.http``) found in review, each
+pinned by the wire exchange that showed it.
+
+A stream closed with its end already buffered past the read-pause mark leaves a connection
+that still reads. Same raw server and fixtures as ``test_http_wire.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from routeguard.providers import http
+from wire_server import (
+    Exchange,
+    Handler,
+    WireServer,
+    json_response,
+    response,
+)
+
+T = 2.0  # the attempt timeout
+
+Serve = Callable[..., Awaitable[WireServer]]
+
+
+@pytest.fixture(autouse=True)
+async def _close_http_session() -> AsyncIterator[None]:
+    yield
+    await http.close_session()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start raw servers for the test (``await serve(handler, tls=None)``); all stop after."""
+    servers: list[WireServer] = []
+
+    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> WireServer:
+        server = WireServer(handler, tls=tls)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        await s.close()
+
+
+# --------------------------------------------------------------------------- flow control
+
+
+async def test_stream_closed_with_its_end_buffered_past_the_pause_mark_keeps_reading(
+    serve: Serve,
+) -> None:
+    # The client stops reading a stream's socket once more than 1 MiB waits unread. When the
+    # bytes that cross that mark also end the body, the response is complete but its socket
+    # paused; closing the stream there must not pool a connection that never reads again.
+    first = b"data: first\n\n"
+    rest = b": " + b"p" * (1 << 20) + b"\n\n"  # one comment, just past 1 MiB
+    sent = asyncio.Event()
+
+    async def stream_then_json(x: Exchange) -> None:
+        if x.request.target == "/s":
+            head = response(200, headers=[("Content-Length", str(len(first + rest)))], length=False)
+            await x.send(head + first)
+            await asyncio.sleep(0.05)  # the client has read the first event by now
+            await x.send(rest)
+            sent.set()
+        else:
+            await x.send(json_response({"conn": x.request.conn}))
+
+    server = await serve(stream_then_json)
+    stream = await http.open_sse(server.url + "/s", {}, {}, T)
+    # As providers.wire does: the events stay referenced (its decoder's last chunks are
+    # still being yielded) while the body goes on arriving, then close().
+    events = stream.events()
+    async for event in events:
+        assert event == ("", b"first")
+        break
+    await asyncio.wait_for(sent.wait(), T)
+    await asyncio.sleep(0.2)  # the rest is read (up to the pause) while the caller lags
+    stream.close()
+    await events.aclose()
+    resp = await http.post_json(server.url + "/next", {}, {}, T)
+    assert resp.json() == {"conn": 0}  # the finished stream's connection, reading again
+    assert server.connections == 1
