@@ -2,7 +2,10 @@
 pinned by the wire exchange that showed it.
 
 A stream closed with its end already buffered past the read-pause mark leaves a connection
-that still reads. Same raw server and fixtures as ``test_http_wire.py``.
+that still reads; URLs and headers the request line cannot carry (a host with an empty or
+over-long label, a lone surrogate, a malformed URL) are ProviderErrors that name no secret,
+never raw ValueErrors; a non-ASCII host goes out in its IDNA form. Same raw server and
+fixtures as ``test_http_wire.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from routeguard.providers import http
+from routeguard.errors import ProviderError
+from routeguard.providers import h1, http
 from wire_server import (
     Exchange,
     Handler,
@@ -87,3 +91,47 @@ async def test_stream_closed_with_its_end_buffered_past_the_pause_mark_keeps_rea
     resp = await http.post_json(server.url + "/next", {}, {}, T)
     assert resp.json() == {"conn": 0}  # the finished stream's connection, reading again
     assert server.connections == 1
+
+
+# --------------------------------------------------------------------------- unsendable
+
+
+SECRET = "sk-review-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("http://a..b/x", {}),  # an empty label: getaddrinfo's UnicodeError
+        ("http://" + "a" * 64 + ".example/x", {}),  # a label over 63 characters
+        ("https://a..b/x", {}),
+        ("http://[::1/x", {}),  # urlsplit's "Invalid IPv6 URL"
+        ("http://127.0.0.1:1/x\udc80?key=" + SECRET, {}),  # a lone surrogate in the path
+        ("http://127.0.0.1:1/x", {"x-meta": "\udc80"}),  # ... in a header value
+    ],
+    ids=[
+        "empty-label",
+        "long-label",
+        "empty-label-tls",
+        "bad-ipv6",
+        "surrogate-path",
+        "surrogate-header",
+    ],
+)
+@pytest.mark.parametrize("call", ["post_json", "open_sse"])
+async def test_unsendable_url_or_header_is_a_provider_error_naming_no_secret(
+    call: str, url: str, headers: dict[str, str]
+) -> None:
+    sent = {"authorization": f"Bearer {SECRET}", **headers}
+    # pytest.raises lets anything else through: a raw ValueError fails the test.
+    with pytest.raises(ProviderError) as info:
+        await getattr(http, call)(url, sent, {}, T)
+    assert info.value.health is False  # the deployment's URL or headers, not the upstream
+    for text in (str(info.value), info.value.detail or "", repr(info.value.args)):
+        assert SECRET not in text
+
+
+def test_a_non_ascii_host_goes_out_in_its_idna_form() -> None:
+    t = h1.target("https://b\u00fccher.example:8443/v1/x")
+    assert t.host == "xn--bcher-kva.example"  # what the TLS name check and DNS see
+    assert t.host_header == "xn--bcher-kva.example:8443"

@@ -58,14 +58,16 @@ class Target(NamedTuple):
 @lru_cache(maxsize=4096)
 def target(url: str) -> Target:
     """Split an absolute http(s) URL (without userinfo) into its request parts."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range
+        raise BadHeader(f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise BadHeader(f"not an http(s) URL: scheme {parts.scheme!r}")
     tls = parts.scheme == "https"
-    host = parts.hostname
-    if not host:
-        raise BadHeader("the URL names no host")
-    port = parts.port or (443 if tls else 80)
+    host = _ascii_host(parts.hostname)
+    port = port or (443 if tls else 80)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == (443 if tls else 80) else f"{shown}:{port}"
     path = parts.path or "/"
@@ -74,8 +76,31 @@ def target(url: str) -> Target:
     # Escapes stay as they are (a signed path must go out byte for byte); only characters
     # a request line cannot carry (spaces, non-ASCII) are escaped.
     if not path.isascii() or any(c <= " " or c == "\x7f" for c in path):
-        path = quote(path, safe=_SAFE)
+        path = _quoted(path)
     return Target(tls, host, port, host_header, path)
+
+
+def _quoted(path: str) -> str:
+    """``path`` with what a request line cannot carry %-escaped."""
+    try:
+        return quote(path, safe=_SAFE)
+    except UnicodeEncodeError:  # a lone surrogate; the error's text would hold a query's key
+        pass
+    raise BadHeader("the URL's path holds a character that cannot be encoded")
+
+
+def _ascii_host(host: str | None) -> str:
+    """A URL's host as the Host header and TLS name carry it (IDNA for a non-ASCII name)."""
+    if not host:
+        raise BadHeader("the URL names no host")
+    try:
+        # What getaddrinfo would do at connect time, where it raises a bare UnicodeError.
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # an empty label ("a..b"), one longer than 63 characters
+        ascii_host = ""
+    if not ascii_host or any(c <= " " or c == "\x7f" for c in ascii_host):
+        raise BadHeader("the URL's host is not a valid host name")
+    return ascii_host
 
 
 class Headers(dict[str, str]):
@@ -551,7 +576,21 @@ def _head(t: Target, headers: dict[str, str], length: int) -> bytes:
     if not has_encoding:
         lines.append("accept-encoding: gzip, deflate\r\n")
     lines.append(f"content-length: {length}\r\n\r\n")
-    return "".join(lines).encode("utf-8")
+    try:
+        return "".join(lines).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate; the error's text would hold every header
+        pass
+    bad = next((n for n, v in headers.items() if not _encodes(str(v))), "?")
+    raise BadHeader(f"header {bad!r} holds a character that cannot be encoded")
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _tls: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
