@@ -4,14 +4,17 @@ pinned by the wire exchange that showed it.
 A stream closed with its end already buffered past the read-pause mark leaves a connection
 that still reads; URLs and headers the request line cannot carry (a host with an empty or
 over-long label, a lone surrogate, a malformed URL) are ProviderErrors that name no secret,
-never raw ValueErrors; a non-ASCII host goes out in its IDNA form. Same raw server and
-fixtures as ``test_http_wire.py``.
+never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate and
+concatenated gzip members decode (as they did under aiohttp). Same raw server and fixtures as
+``test_http_wire.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -22,6 +25,8 @@ from wire_server import (
     Exchange,
     Handler,
     WireServer,
+    answer,
+    framed_writes,
     json_response,
     response,
 )
@@ -135,3 +140,53 @@ def test_a_non_ascii_host_goes_out_in_its_idna_form() -> None:
     t = h1.target("https://b\u00fccher.example:8443/v1/x")
     assert t.host == "xn--bcher-kva.example"  # what the TLS name check and DNS see
     assert t.host_header == "xn--bcher-kva.example:8443"
+
+
+# --------------------------------------------------------------------------- content coding
+
+PAYLOAD = b'{"text": "' + b"compressible " * 400 + b'"}'
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+def _gzip_members(data: bytes) -> bytes:
+    return gzip.compress(data[:1000]) + gzip.compress(data[1000:3000]) + gzip.compress(data[3000:])
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize(
+    ("coding", "packed"),
+    [
+        ("deflate", _raw_deflate(PAYLOAD)),  # no zlib header, as some servers send it
+        ("gzip", _gzip_members(PAYLOAD)),  # concatenated members (RFC 1952 2.2)
+        ("deflate", gzip.compress(PAYLOAD)),  # gzip bytes labelled deflate
+    ],
+    ids=["raw-deflate", "gzip-members", "gzip-as-deflate"],
+)
+async def test_compressed_body_variants_decode(
+    serve: Serve, framing: str, coding: str, packed: bytes
+) -> None:
+    # Pieces cut at a member's end and inside the next member's header.
+    cut = len(gzip.compress(PAYLOAD[:1000])) if coding == "gzip" else len(packed) // 2
+    pieces = [packed[:cut], packed[cut : cut + 3], packed[cut + 3 :]]
+    writes = framed_writes(pieces, framing, ("Content-Encoding", coding))
+
+    async def piecewise(x: Exchange) -> None:
+        await x.send(*writes, pause=0.005)
+
+    server = await serve(piecewise)
+    resp = await http.post_json(server.url + "/z", {}, {}, T)
+    assert resp.body == PAYLOAD
+    stream = await http.open_sse(server.url + "/z", {}, {}, T)
+    assert b"".join([c async for c in stream.chunks()]) == PAYLOAD
+
+
+async def test_garbage_after_a_gzip_member_is_a_connection_error(serve: Serve) -> None:
+    packed = gzip.compress(PAYLOAD) + b"not gzip at all"
+    server = await serve(answer(response(200, packed, [("Content-Encoding", "gzip")])))
+    with pytest.raises(ProviderError) as info:
+        await http.post_json(server.url + "/z", {}, {}, T)
+    assert info.value.retryable

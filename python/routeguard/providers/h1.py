@@ -122,15 +122,18 @@ class Headers(dict[str, str]):
         return isinstance(name, str) and dict.__contains__(self, name.lower())
 
 
-def _decoder(coding: str) -> zlib._Decompress | None:
-    """A decompressor for a Content-Encoding (None for identity; BadResponse otherwise)."""
+_DEFLATE = 32 + zlib.MAX_WBITS  # a zlib or gzip header (raw deflate is told at the first byte)
+
+
+def _wbits(coding: str) -> int | None:
+    """zlib's ``wbits`` for a Content-Encoding (None for identity; BadResponse otherwise)."""
     coding = coding.strip().lower()
     if coding in ("", "identity"):
         return None
     if coding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)
+        return 16 + zlib.MAX_WBITS
+    if coding == "deflate":
+        return _DEFLATE
     raise BadResponse(f"unsupported content-encoding {coding!r}")
 
 
@@ -163,6 +166,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.wbits: int | None = None  # the body's compression, when it has one
         self.inflate: zlib._Decompress | None = None
 
     # asyncio.Protocol
@@ -219,7 +223,7 @@ class _Conn(asyncio.Protocol):
             if n == b"content-length" or n == b"transfer-encoding":
                 framed = True
             elif n == b"content-encoding":
-                self.inflate = _decoder(value.decode("latin-1"))
+                self.wbits = _wbits(value.decode("latin-1"))
         self.until_close = not framed and status not in (204, 304)
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
@@ -227,11 +231,8 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         """Buffer a piece of the body (decoded); pause reading when a stream lags."""
-        if self.inflate is not None:
-            try:
-                body = self.inflate.decompress(body)
-            except zlib.error as exc:
-                raise BadResponse(f"the body does not decode: {exc}") from None
+        if self.wbits is not None:
+            body = self._inflate(body)
             if not body:
                 return
         self.chunks.append(body)
@@ -250,6 +251,28 @@ class _Conn(asyncio.Protocol):
         self._finish()
 
     # internals
+    def _inflate(self, data: bytes) -> bytes:
+        """Decode a piece of a compressed body; after a member's end the next one starts
+        (gzip members may be concatenated)."""
+        out = []
+        try:
+            while data:
+                d = self.inflate
+                if d is None or d.eof:
+                    wbits = self.wbits
+                    assert wbits is not None
+                    # "deflate" is zlib-wrapped as the RFC says, or raw as some servers send:
+                    # a zlib header's first byte names method 8, a gzip header's is 0x1f.
+                    first = data[0]
+                    if d is None and wbits == _DEFLATE and first & 0x0F != 8 and first != 0x1F:
+                        wbits = self.wbits = -zlib.MAX_WBITS
+                    d = self.inflate = zlib.decompressobj(wbits)
+                out.append(d.decompress(data))
+                data = d.unused_data
+        except zlib.error as exc:
+            raise BadResponse(f"the body does not decode: {exc}") from None
+        return b"".join(out)
+
     def _finish(self) -> None:
         if self.inflate is not None:
             try:
