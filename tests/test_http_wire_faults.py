@@ -5,7 +5,8 @@ A stream closed with its end already buffered past the read-pause mark leaves a 
 that still reads; URLs and headers the request line cannot carry (a host with an empty or
 over-long label, a lone surrogate, a malformed URL) are ProviderErrors that name no secret,
 never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate and
-concatenated gzip members decode (as they did under aiohttp). Same raw server and fixtures as
+concatenated gzip members decode (as they did under aiohttp); a response head that never ends
+is cut at a cap instead of buffered until the deadline. Same raw server and fixtures as
 ``test_http_wire.py``.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from routeguard.errors import ProviderError
+from routeguard.errors import ProviderError, UpstreamConnectionError
 from routeguard.providers import h1, http
 from wire_server import (
     Exchange,
@@ -29,6 +30,7 @@ from wire_server import (
     framed_writes,
     json_response,
     response,
+    silent,
 )
 
 T = 2.0  # the attempt timeout
@@ -189,4 +191,28 @@ async def test_garbage_after_a_gzip_member_is_a_connection_error(serve: Serve) -
     server = await serve(answer(response(200, packed, [("Content-Encoding", "gzip")])))
     with pytest.raises(ProviderError) as info:
         await http.post_json(server.url + "/z", {}, {}, T)
+    assert info.value.retryable
+
+
+# --------------------------------------------------------------------------- hostile heads
+
+
+@pytest.mark.parametrize("shape", ["many-headers", "one-endless-line"])
+async def test_an_endless_response_head_is_a_connection_error_not_a_memory_sink(
+    serve: Serve, shape: str
+) -> None:
+    # aiohttp capped a head at 128 fields of 8 KiB; without a cap the client would buffer
+    # what a broken or hostile upstream sends until the attempt's deadline, however long.
+    if shape == "many-headers":
+        flood = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"v" * 1000) for i in range(3000))
+    else:
+        flood = b"X-Pad: " + b"v" * (3 << 20)
+
+    async def endless_head(x: Exchange) -> None:
+        await x.send(b"HTTP/1.1 200 OK\r\n", flood)
+        await silent(x)
+
+    server = await serve(endless_head)
+    with pytest.raises(UpstreamConnectionError) as info:
+        await http.post_json(server.url + "/x", {}, {}, T)
     assert info.value.retryable

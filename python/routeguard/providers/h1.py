@@ -26,6 +26,7 @@ import httptools
 
 KEEPALIVE_S = 60.0  # an idle connection is closed after this long
 _PAUSE_AT = 1 << 20  # bytes a stream may buffer before the socket stops being read
+_MAX_HEAD = 1 << 20  # bytes a response's status line and headers may take (1xx ones included)
 _SAFE = "/%:@!$&'()*+,;=-._~?#[]"  # what a request target keeps as it is
 
 
@@ -155,6 +156,7 @@ class _Conn(asyncio.Protocol):
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.head_size = 0
         self.complete = False
         self.interim = False
         self.until_close = False  # the body ends when the connection does
@@ -189,6 +191,11 @@ class _Conn(asyncio.Protocol):
             self._fail(cause if isinstance(cause, BadResponse) else BadResponse(str(exc)))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"malformed HTTP response: {exc}"))
+        # Counted here, not per header: the parser holds a header line until it ends.
+        if not self.head_done and self.error is None:
+            self.head_size += len(data)
+            if self.head_size > _MAX_HEAD:
+                self._fail(BadResponse("the upstream's response head is too large"))
 
     def eof_received(self) -> bool | None:
         """The peer finished sending: close our side too."""
