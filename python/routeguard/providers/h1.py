@@ -26,6 +26,7 @@ import httptools
 
 KEEPALIVE_S = 60.0  # an idle connection is closed after this long
 _PAUSE_AT = 1 << 20  # bytes a stream may buffer before the socket stops being read
+_MAX_HEAD = 1 << 20  # bytes a response's status line and headers may take (1xx ones included)
 _SAFE = "/%:@!$&'()*+,;=-._~?#[]"  # what a request target keeps as it is
 
 
@@ -58,14 +59,16 @@ class Target(NamedTuple):
 @lru_cache(maxsize=4096)
 def target(url: str) -> Target:
     """Split an absolute http(s) URL (without userinfo) into its request parts."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range
+        raise BadHeader(f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise BadHeader(f"not an http(s) URL: scheme {parts.scheme!r}")
     tls = parts.scheme == "https"
-    host = parts.hostname
-    if not host:
-        raise BadHeader("the URL names no host")
-    port = parts.port or (443 if tls else 80)
+    host = _ascii_host(parts.hostname)
+    port = port or (443 if tls else 80)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == (443 if tls else 80) else f"{shown}:{port}"
     path = parts.path or "/"
@@ -74,8 +77,31 @@ def target(url: str) -> Target:
     # Escapes stay as they are (a signed path must go out byte for byte); only characters
     # a request line cannot carry (spaces, non-ASCII) are escaped.
     if not path.isascii() or any(c <= " " or c == "\x7f" for c in path):
-        path = quote(path, safe=_SAFE)
+        path = _quoted(path)
     return Target(tls, host, port, host_header, path)
+
+
+def _quoted(path: str) -> str:
+    """``path`` with what a request line cannot carry %-escaped."""
+    try:
+        return quote(path, safe=_SAFE)
+    except UnicodeEncodeError:  # a lone surrogate; the error's text would hold a query's key
+        pass
+    raise BadHeader("the URL's path holds a character that cannot be encoded")
+
+
+def _ascii_host(host: str | None) -> str:
+    """A URL's host as the Host header and TLS name carry it (IDNA for a non-ASCII name)."""
+    if not host:
+        raise BadHeader("the URL names no host")
+    try:
+        # What getaddrinfo would do at connect time, where it raises a bare UnicodeError.
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # an empty label ("a..b"), one longer than 63 characters
+        ascii_host = ""
+    if not ascii_host or any(c <= " " or c == "\x7f" for c in ascii_host):
+        raise BadHeader("the URL's host is not a valid host name")
+    return ascii_host
 
 
 class Headers(dict[str, str]):
@@ -97,15 +123,18 @@ class Headers(dict[str, str]):
         return isinstance(name, str) and dict.__contains__(self, name.lower())
 
 
-def _decoder(coding: str) -> zlib._Decompress | None:
-    """A decompressor for a Content-Encoding (None for identity; BadResponse otherwise)."""
+_DEFLATE = 32 + zlib.MAX_WBITS  # a zlib or gzip header (raw deflate is told at the first byte)
+
+
+def _wbits(coding: str) -> int | None:
+    """zlib's ``wbits`` for a Content-Encoding (None for identity; BadResponse otherwise)."""
     coding = coding.strip().lower()
     if coding in ("", "identity"):
         return None
     if coding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)
+        return 16 + zlib.MAX_WBITS
+    if coding == "deflate":
+        return _DEFLATE
     raise BadResponse(f"unsupported content-encoding {coding!r}")
 
 
@@ -127,6 +156,7 @@ class _Conn(asyncio.Protocol):
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.head_size = 0
         self.complete = False
         self.interim = False
         self.until_close = False  # the body ends when the connection does
@@ -138,6 +168,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.wbits: int | None = None  # the body's compression, when it has one
         self.inflate: zlib._Decompress | None = None
 
     # asyncio.Protocol
@@ -160,6 +191,11 @@ class _Conn(asyncio.Protocol):
             self._fail(cause if isinstance(cause, BadResponse) else BadResponse(str(exc)))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"malformed HTTP response: {exc}"))
+        # Counted here, not per header: the parser holds a header line until it ends.
+        if not self.head_done and self.error is None:
+            self.head_size += len(data)
+            if self.head_size > _MAX_HEAD:
+                self._fail(BadResponse("the upstream's response head is too large"))
 
     def eof_received(self) -> bool | None:
         """The peer finished sending: close our side too."""
@@ -194,7 +230,7 @@ class _Conn(asyncio.Protocol):
             if n == b"content-length" or n == b"transfer-encoding":
                 framed = True
             elif n == b"content-encoding":
-                self.inflate = _decoder(value.decode("latin-1"))
+                self.wbits = _wbits(value.decode("latin-1"))
         self.until_close = not framed and status not in (204, 304)
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
@@ -202,11 +238,8 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         """Buffer a piece of the body (decoded); pause reading when a stream lags."""
-        if self.inflate is not None:
-            try:
-                body = self.inflate.decompress(body)
-            except zlib.error as exc:
-                raise BadResponse(f"the body does not decode: {exc}") from None
+        if self.wbits is not None:
+            body = self._inflate(body)
             if not body:
                 return
         self.chunks.append(body)
@@ -225,6 +258,28 @@ class _Conn(asyncio.Protocol):
         self._finish()
 
     # internals
+    def _inflate(self, data: bytes) -> bytes:
+        """Decode a piece of a compressed body; after a member's end the next one starts
+        (gzip members may be concatenated)."""
+        out = []
+        try:
+            while data:
+                d = self.inflate
+                if d is None or d.eof:
+                    wbits = self.wbits
+                    assert wbits is not None
+                    # "deflate" is zlib-wrapped as the RFC says, or raw as some servers send:
+                    # a zlib header's first byte names method 8, a gzip header's is 0x1f.
+                    first = data[0]
+                    if d is None and wbits == _DEFLATE and first & 0x0F != 8 and first != 0x1F:
+                        wbits = self.wbits = -zlib.MAX_WBITS
+                    d = self.inflate = zlib.decompressobj(wbits)
+                out.append(d.decompress(data))
+                data = d.unused_data
+        except zlib.error as exc:
+            raise BadResponse(f"the body does not decode: {exc}") from None
+        return b"".join(out)
+
     def _finish(self) -> None:
         if self.inflate is not None:
             try:
@@ -369,6 +424,13 @@ class Response:
             return
         self._conn = None
         if conn.complete and conn.error is None and conn.keep_alive and conn.alive:
+            # A stream may end unread, its socket paused while it lagged: the bytes go, and
+            # reading resumes, or the next request on it would never see its answer.
+            conn.chunks = []
+            if conn.paused:
+                assert conn.transport is not None
+                conn.transport.resume_reading()
+                conn.paused = False
             conn.pool.release(conn)
         else:
             conn.busy = False
@@ -544,7 +606,21 @@ def _head(t: Target, headers: dict[str, str], length: int) -> bytes:
     if not has_encoding:
         lines.append("accept-encoding: gzip, deflate\r\n")
     lines.append(f"content-length: {length}\r\n\r\n")
-    return "".join(lines).encode("utf-8")
+    try:
+        return "".join(lines).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate; the error's text would hold every header
+        pass
+    bad = next((n for n, v in headers.items() if not _encodes(str(v))), "?")
+    raise BadHeader(f"header {bad!r} holds a character that cannot be encoded")
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _tls: dict[tuple[str | None, str | None], ssl.SSLContext] = {}

@@ -65,7 +65,10 @@ def _prepare(
     url: str, headers: Mapping[str, str], body: Any, accept: str | None = None
 ) -> tuple[str, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else _encoder.encode(body)
-    url, headers = _credentials(url, headers)
+    try:
+        url, headers = _credentials(url, headers)
+    except ValueError:  # urlsplit's "Invalid IPv6 URL"; its text may hold the userinfo
+        raise h1.BadHeader("not a valid URL") from None
     # Names in lower case, so a caller's "Accept" or "Content-Type" replaces ours.
     sent = {"accept": accept} if accept is not None else {}
     sent.update((k.lower(), v) for k, v in headers.items())
@@ -79,9 +82,9 @@ async def post_json(
     url: str, headers: Mapping[str, str], body: Any, timeout: float
 ) -> HttpResponse:
     """POST a JSON body (an object, or bytes already encoded) and read the whole response."""
-    url, sent, data = _prepare(url, headers, body)
     deadline = asyncio.get_running_loop().time() + timeout
     try:
+        url, sent, data = _prepare(url, headers, body)
         # Connecting gets at most half the attempt, so a host that never accepts is
         # reported as a connect failure (the upstream's health) before the attempt's own
         # timeout fires, which could as well be a long answer.
@@ -177,9 +180,9 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     """POST a JSON body and open its SSE response; ``timeout`` bounds the wait for headers
     and each gap between chunks, not the whole stream."""
     # accept: unless the format streams otherwise (Bedrock sets its own)
-    url, sent, data = _prepare(url, headers, body, accept="text/event-stream")
     deadline = asyncio.get_running_loop().time() + timeout
     try:
+        url, sent, data = _prepare(url, headers, body, accept="text/event-stream")
         resp = await h1.pool().request(
             url, sent, data, connect_timeout=min(timeout, 10.0), head_deadline=deadline
         )

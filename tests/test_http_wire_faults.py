@@ -1,0 +1,218 @@
+"""Faults of routeguard's upstream HTTP client (``providers.http``) found in review, each
+pinned by the wire exchange that showed it.
+
+A stream closed with its end already buffered past the read-pause mark leaves a connection
+that still reads; URLs and headers the request line cannot carry (a host with an empty or
+over-long label, a lone surrogate, a malformed URL) are ProviderErrors that name no secret,
+never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate and
+concatenated gzip members decode (as they did under aiohttp); a response head that never ends
+is cut at a cap instead of buffered until the deadline. Same raw server and fixtures as
+``test_http_wire.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from routeguard.errors import ProviderError, UpstreamConnectionError
+from routeguard.providers import h1, http
+from wire_server import (
+    Exchange,
+    Handler,
+    WireServer,
+    answer,
+    framed_writes,
+    json_response,
+    response,
+    silent,
+)
+
+T = 2.0  # the attempt timeout
+
+Serve = Callable[..., Awaitable[WireServer]]
+
+
+@pytest.fixture(autouse=True)
+async def _close_http_session() -> AsyncIterator[None]:
+    yield
+    await http.close_session()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start raw servers for the test (``await serve(handler, tls=None)``); all stop after."""
+    servers: list[WireServer] = []
+
+    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> WireServer:
+        server = WireServer(handler, tls=tls)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        await s.close()
+
+
+# --------------------------------------------------------------------------- flow control
+
+
+async def test_stream_closed_with_its_end_buffered_past_the_pause_mark_keeps_reading(
+    serve: Serve,
+) -> None:
+    # The client stops reading a stream's socket once more than 1 MiB waits unread. When the
+    # bytes that cross that mark also end the body, the response is complete but its socket
+    # paused; closing the stream there must not pool a connection that never reads again.
+    first = b"data: first\n\n"
+    rest = b": " + b"p" * (1 << 20) + b"\n\n"  # one comment, just past 1 MiB
+    sent = asyncio.Event()
+
+    async def stream_then_json(x: Exchange) -> None:
+        if x.request.target == "/s":
+            head = response(200, headers=[("Content-Length", str(len(first + rest)))], length=False)
+            await x.send(head + first)
+            await asyncio.sleep(0.05)  # the client has read the first event by now
+            await x.send(rest)
+            sent.set()
+        else:
+            await x.send(json_response({"conn": x.request.conn}))
+
+    server = await serve(stream_then_json)
+    stream = await http.open_sse(server.url + "/s", {}, {}, T)
+    # As providers.wire does: the events stay referenced (its decoder's last chunks are
+    # still being yielded) while the body goes on arriving, then close().
+    events = stream.events()
+    async for event in events:
+        assert event == ("", b"first")
+        break
+    await asyncio.wait_for(sent.wait(), T)
+    await asyncio.sleep(0.2)  # the rest is read (up to the pause) while the caller lags
+    stream.close()
+    await events.aclose()
+    resp = await http.post_json(server.url + "/next", {}, {}, T)
+    assert resp.json() == {"conn": 0}  # the finished stream's connection, reading again
+    assert server.connections == 1
+
+
+# --------------------------------------------------------------------------- unsendable
+
+
+SECRET = "sk-review-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("http://a..b/x", {}),  # an empty label: getaddrinfo's UnicodeError
+        ("http://" + "a" * 64 + ".example/x", {}),  # a label over 63 characters
+        ("https://a..b/x", {}),
+        ("http://[::1/x", {}),  # urlsplit's "Invalid IPv6 URL"
+        ("http://127.0.0.1:1/x\udc80?key=" + SECRET, {}),  # a lone surrogate in the path
+        ("http://127.0.0.1:1/x", {"x-meta": "\udc80"}),  # ... in a header value
+    ],
+    ids=[
+        "empty-label",
+        "long-label",
+        "empty-label-tls",
+        "bad-ipv6",
+        "surrogate-path",
+        "surrogate-header",
+    ],
+)
+@pytest.mark.parametrize("call", ["post_json", "open_sse"])
+async def test_unsendable_url_or_header_is_a_provider_error_naming_no_secret(
+    call: str, url: str, headers: dict[str, str]
+) -> None:
+    sent = {"authorization": f"Bearer {SECRET}", **headers}
+    # pytest.raises lets anything else through: a raw ValueError fails the test.
+    with pytest.raises(ProviderError) as info:
+        await getattr(http, call)(url, sent, {}, T)
+    assert info.value.health is False  # the deployment's URL or headers, not the upstream
+    for text in (str(info.value), info.value.detail or "", repr(info.value.args)):
+        assert SECRET not in text
+
+
+def test_a_non_ascii_host_goes_out_in_its_idna_form() -> None:
+    t = h1.target("https://b\u00fccher.example:8443/v1/x")
+    assert t.host == "xn--bcher-kva.example"  # what the TLS name check and DNS see
+    assert t.host_header == "xn--bcher-kva.example:8443"
+
+
+# --------------------------------------------------------------------------- content coding
+
+PAYLOAD = b'{"text": "' + b"compressible " * 400 + b'"}'
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+def _gzip_members(data: bytes) -> bytes:
+    return gzip.compress(data[:1000]) + gzip.compress(data[1000:3000]) + gzip.compress(data[3000:])
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize(
+    ("coding", "packed"),
+    [
+        ("deflate", _raw_deflate(PAYLOAD)),  # no zlib header, as some servers send it
+        ("gzip", _gzip_members(PAYLOAD)),  # concatenated members (RFC 1952 2.2)
+        ("deflate", gzip.compress(PAYLOAD)),  # gzip bytes labelled deflate
+    ],
+    ids=["raw-deflate", "gzip-members", "gzip-as-deflate"],
+)
+async def test_compressed_body_variants_decode(
+    serve: Serve, framing: str, coding: str, packed: bytes
+) -> None:
+    # Pieces cut at a member's end and inside the next member's header.
+    cut = len(gzip.compress(PAYLOAD[:1000])) if coding == "gzip" else len(packed) // 2
+    pieces = [packed[:cut], packed[cut : cut + 3], packed[cut + 3 :]]
+    writes = framed_writes(pieces, framing, ("Content-Encoding", coding))
+
+    async def piecewise(x: Exchange) -> None:
+        await x.send(*writes, pause=0.005)
+
+    server = await serve(piecewise)
+    resp = await http.post_json(server.url + "/z", {}, {}, T)
+    assert resp.body == PAYLOAD
+    stream = await http.open_sse(server.url + "/z", {}, {}, T)
+    assert b"".join([c async for c in stream.chunks()]) == PAYLOAD
+
+
+async def test_garbage_after_a_gzip_member_is_a_connection_error(serve: Serve) -> None:
+    packed = gzip.compress(PAYLOAD) + b"not gzip at all"
+    server = await serve(answer(response(200, packed, [("Content-Encoding", "gzip")])))
+    with pytest.raises(ProviderError) as info:
+        await http.post_json(server.url + "/z", {}, {}, T)
+    assert info.value.retryable
+
+
+# --------------------------------------------------------------------------- hostile heads
+
+
+@pytest.mark.parametrize("shape", ["many-headers", "one-endless-line"])
+async def test_an_endless_response_head_is_a_connection_error_not_a_memory_sink(
+    serve: Serve, shape: str
+) -> None:
+    # aiohttp capped a head at 128 fields of 8 KiB; without a cap the client would buffer
+    # what a broken or hostile upstream sends until the attempt's deadline, however long.
+    if shape == "many-headers":
+        flood = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"v" * 1000) for i in range(3000))
+    else:
+        flood = b"X-Pad: " + b"v" * (3 << 20)
+
+    async def endless_head(x: Exchange) -> None:
+        await x.send(b"HTTP/1.1 200 OK\r\n", flood)
+        await silent(x)
+
+    server = await serve(endless_head)
+    with pytest.raises(UpstreamConnectionError) as info:
+        await http.post_json(server.url + "/x", {}, {}, T)
+    assert info.value.retryable
