@@ -6,7 +6,9 @@ that still reads; URLs and headers the request line cannot carry (a host with an
 over-long label, a lone surrogate, a malformed URL) are ProviderErrors that name no secret,
 never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate and
 concatenated gzip members decode (as they did under aiohttp); a response head that never ends
-is cut at a cap instead of buffered until the deadline. Same raw server and fixtures as
+is cut at a cap instead of buffered until the deadline; a POST the upstream read is never
+sent a second time by the transport, even when the reused connection then breaks without an
+answer byte. Same raw server and fixtures as
 ``test_http_wire.py``.
 """
 
@@ -216,3 +218,26 @@ async def test_an_endless_response_head_is_a_connection_error_not_a_memory_sink(
     with pytest.raises(UpstreamConnectionError) as info:
         await http.post_json(server.url + "/x", {}, {}, T)
     assert info.value.retryable
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+async def test_a_request_the_upstream_read_is_never_sent_twice(serve: Serve, reset: bool) -> None:
+    # The second call goes on the pooled connection; the upstream reads it, works a while
+    # and drops the connection without answering (a crash, a balancer's idle timeout). It
+    # may have done and billed the work: resending is the fallback layer's decision, so the
+    # transport reports the failure and the upstream has seen the request once.
+    async def first_answered_then_dropped(x: Exchange) -> None:
+        if x.request.target == "/a":
+            await x.send(json_response({"conn": x.request.conn}))
+            return
+        await asyncio.sleep(0.05)
+        await x.hang_up(reset=reset)
+
+    server = await serve(first_answered_then_dropped)
+    first = await http.post_json(server.url + "/a", {}, {}, T)
+    assert first.json() == {"conn": 0}
+    with pytest.raises(UpstreamConnectionError):
+        await http.post_json(server.url + "/b", {}, {"n": 2}, T)
+    await asyncio.sleep(0.1)  # a resend, if any, would have reached the server by now
+    assert [r.target for r in server.requests] == ["/a", "/b"]
+    assert server.connections == 1

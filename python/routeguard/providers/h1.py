@@ -6,9 +6,9 @@ It is the transport under :mod:`routeguard.providers.http`, which maps its excep
 ProviderErrors: this module knows sockets and bytes, not providers. It does only what the
 providers need (POST a body, read a response), so each request costs a header block, one
 write and the parser's callbacks. A connection is reused only after a complete response
-that allows it; one dropped by the peer while idle is noticed and replaced, and a request
-that finds its reused connection closed before any answer byte is sent once more on a new
-one.
+that allows it; one the peer closes while it sits idle is noticed and forgotten. A request
+is never sent twice: one that meets a connection closing under it fails like any other
+connection error (the fallback layer decides whether to try again).
 """
 
 from __future__ import annotations
@@ -148,7 +148,6 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.alive = True
         self.busy = False
-        self.reused = False
         self.idle_since = 0.0
         self._reset()
 
@@ -465,45 +464,36 @@ class Pool:
         """POST ``body`` to ``url`` and wait for the response's status and headers."""
         t = target(url)
         head = _head(t, headers, len(body))
-        for attempt in (0, 1):
-            conn = await self._acquire(t, connect_timeout, fresh=attempt == 1)
-            conn.busy = True
-            conn._reset()
-            try:
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
-                while not conn.head_done:
-                    if conn.error is not None:
-                        raise conn.error
-                    await conn.wait(head_deadline)
-            except (Closed, ConnectionError) as exc:
-                conn.busy = False
-                conn._drop()
-                # A reused connection the peer closed while it sat idle: nothing of this
-                # request was answered, so it goes once more on a new connection.
-                if attempt == 0 and conn.reused and not conn.got_bytes:
-                    continue
-                raise exc from None
-            except BaseException:
-                conn.busy = False
-                conn._drop()
-                raise
-            return Response(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        conn = await self._acquire(t, connect_timeout)
+        conn.busy = True
+        conn._reset()
+        try:
+            assert conn.transport is not None
+            conn.transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.transport.write(body)
+            while not conn.head_done:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait(head_deadline)
+        except BaseException:
+            # Never sent again from here, even on a reused connection with no answer yet:
+            # the upstream may have read it and be working (and billing), so whether to
+            # try again is the fallback layer's call, as for any other connection error.
+            conn.busy = False
+            conn._drop()
+            raise
+        return Response(conn)
 
-    async def _acquire(self, t: Target, connect_timeout: float, *, fresh: bool) -> _Conn:
+    async def _acquire(self, t: Target, connect_timeout: float) -> _Conn:
         if self.closed:
             raise Closed("the client is closed")
         key = (t.tls, t.host, t.port)
         idle = self.idle.get(key)
-        if idle and not fresh:
-            while idle:
-                conn = idle.pop()
-                if conn.alive and conn.transport is not None and not conn.transport.is_closing():
-                    conn.reused = True
-                    return conn
+        while idle:
+            conn = idle.pop()
+            if conn.alive and conn.transport is not None and not conn.transport.is_closing():
+                return conn
         conn = _Conn(self, key)
         try:
             async with asyncio.timeout(connect_timeout):

@@ -150,14 +150,22 @@ class SseStream:
 
     async def _lines(self) -> AsyncIterator[bytes]:
         """The body's lines without their ending (LF or CRLF), the last one even unended."""
-        rest = b""
+        held: list[bytes] = []  # a line's pieces until its end arrives (joined once)
         async for chunk in self.chunks():
-            lines = (rest + chunk if rest else chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
+            if b"\n" not in chunk:
+                held.append(chunk)
+                continue
+            if held:
+                held.append(chunk)
+                chunk = b"".join(held)
+                held = []
+            lines = chunk.split(b"\n")
+            if lines[-1]:
+                held.append(lines[-1])
+            for line in lines[:-1]:
                 yield line.rstrip(b"\r")
-        if rest:
-            yield rest.rstrip(b"\r")
+        if held:
+            yield b"".join(held).rstrip(b"\r")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, for binary stream framings (AWS event-stream)."""
