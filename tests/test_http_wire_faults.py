@@ -8,7 +8,8 @@ never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate a
 concatenated gzip members decode (as they did under aiohttp); a response head that never ends
 is cut at a cap instead of buffered until the deadline; a POST the upstream read is never
 sent a second time by the transport, even when the reused connection then breaks without an
-answer byte. Same raw server and fixtures as
+answer byte; closing a stream ends the iteration another task has waiting on it at once.
+Same raw server and fixtures as
 ``test_http_wire.py``.
 """
 
@@ -241,3 +242,31 @@ async def test_a_request_the_upstream_read_is_never_sent_twice(serve: Serve, res
     await asyncio.sleep(0.1)  # a resend, if any, would have reached the server by now
     assert [r.target for r in server.requests] == ["/a", "/b"]
     assert server.connections == 1
+
+
+async def test_closing_a_stream_ends_a_read_waiting_in_another_task(serve: Serve) -> None:
+    # A consumer task waits for the next event; another task (a client gone, a drain)
+    # closes the stream: the consumer's iteration ends, not with a stall error at the
+    # stream's gap timeout.
+    async def one_event_then_quiet(x: Exchange) -> None:
+        sse = [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")]
+        await x.send(response(200, b"", sse, length=False))
+        await x.send(b"a\r\ndata:1\r\n\r\n\r\n")  # one event (10 bytes), then nothing
+        await x.until_client_hangs_up()
+
+    server = await serve(one_event_then_quiet)
+    stream = await http.open_sse(server.url + "/s", {}, {}, T)
+    got: list[tuple[str, bytes]] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in stream.events():
+            got.append(event)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    await asyncio.sleep(0)  # the consumer is waiting for more
+    stream.close()
+    await task  # raised UpstreamTimeout ("stalled") after T before the fix
+    assert got == [("", b"1")]

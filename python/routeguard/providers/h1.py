@@ -377,6 +377,8 @@ class Response:
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait(deadline)
+                if self._conn is not conn:
+                    raise Closed("the response was closed while it was read")
             if conn.error is not None:
                 raise conn.error
         except BaseException:
@@ -403,6 +405,8 @@ class Response:
                     return None
                 deadline = None if timeout is None else conn.pool.loop.time() + timeout
                 await conn.wait(deadline)
+                if self._conn is not conn:  # closed meanwhile (by another task): the end
+                    return None
         except BaseException:
             self._abort()
             raise
@@ -434,6 +438,7 @@ class Response:
         else:
             conn.busy = False
             conn._drop()
+            conn._wake()  # a reader waiting in another task ends now, not at its timeout
 
     def _abort(self) -> None:
         conn = self._conn
