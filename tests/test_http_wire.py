@@ -20,9 +20,8 @@ import gzip
 import hashlib
 import os
 import random
-import ssl
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,15 @@ from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTi
 from routeguard.providers import http
 from wire_server import (
     Exchange,
-    Handler,
     Request,
-    WireServer,
+    Serve,
     answer,
     chunked,
     framed_writes,
     issue_ca,
     issue_cert,
     json_response,
+    raw_servers,
     response,
     server_context,
     silent,
@@ -50,8 +49,6 @@ from wire_server import (
 
 T = 2.0  # the attempt timeout of tests that do not test timeouts
 SHORT = 0.3  # the attempt timeout of tests that wait for one to fire
-
-Serve = Callable[..., Awaitable[WireServer]]
 
 
 @pytest.fixture(autouse=True)
@@ -63,17 +60,8 @@ async def _close_http_session() -> AsyncIterator[None]:
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Start raw servers for the test (``await serve(handler, tls=None)``); all stop after."""
-    servers: list[WireServer] = []
-
-    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> WireServer:
-        server = WireServer(handler, tls=tls)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        await s.close()
+    async with raw_servers() as start:
+        yield start
 
 
 # --------------------------------------------------------------------------- the request
@@ -459,6 +447,16 @@ async def test_garbage_answer_is_a_connection_error(serve: Serve, garbage: bytes
     assert str(server.port) not in str(info.value)
 
 
+async def _read_into(stream: http.SseStream, read: str, got: list[Any]) -> None:
+    """Iterate the stream's events or raw chunks into ``got`` (what came before a raise)."""
+    if read == "events":
+        async for event in stream.events():
+            got.append(event)
+    else:
+        async for chunk in stream.chunks():
+            got.append(chunk)
+
+
 @pytest.mark.parametrize("read", ["events", "chunks"])
 async def test_stream_stalling_after_its_head_times_out(serve: Serve, read: str) -> None:
     async def one_event_then_stall(x: Exchange) -> None:
@@ -470,12 +468,7 @@ async def test_stream_stalling_after_its_head_times_out(serve: Serve, read: str)
     assert stream.status == 200
     got: list[Any] = []
     with pytest.raises(UpstreamTimeout):
-        if read == "events":
-            async for event in stream.events():
-                got.append(event)
-        else:
-            async for chunk in stream.chunks():
-                got.append(chunk)
+        await _read_into(stream, read, got)
     stream.close()
     if read == "events":
         assert got == [("", b"first")]
@@ -495,12 +488,7 @@ async def test_stream_cut_mid_chunk_is_a_connection_error(serve: Serve, read: st
     stream = await http.open_sse(server.url + "/s", {}, {}, T)
     got: list[Any] = []
     with pytest.raises(UpstreamConnectionError):
-        if read == "events":
-            async for event in stream.events():
-                got.append(event)
-        else:
-            async for chunk in stream.chunks():
-                got.append(chunk)
+        await _read_into(stream, read, got)
     stream.close()
     if read == "events":
         assert got == [("", b"first")]

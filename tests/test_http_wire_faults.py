@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import ssl
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,18 +26,16 @@ from routeguard.errors import ProviderError, UpstreamConnectionError
 from routeguard.providers import h1, http
 from wire_server import (
     Exchange,
-    Handler,
-    WireServer,
+    Serve,
     answer,
     framed_writes,
     json_response,
+    raw_servers,
     response,
     silent,
 )
 
 T = 2.0  # the attempt timeout
-
-Serve = Callable[..., Awaitable[WireServer]]
 
 
 @pytest.fixture(autouse=True)
@@ -50,17 +47,8 @@ async def _close_http_session() -> AsyncIterator[None]:
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Start raw servers for the test (``await serve(handler, tls=None)``); all stop after."""
-    servers: list[WireServer] = []
-
-    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> WireServer:
-        server = WireServer(handler, tls=tls)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        await s.close()
+    async with raw_servers() as start:
+        yield start
 
 
 # --------------------------------------------------------------------------- flow control

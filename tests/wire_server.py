@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,27 @@ async def _read_request(reader: asyncio.StreamReader, conn: int) -> Request | No
     else:
         data = await reader.readexactly(int(names.get("content-length", "0")))
     return Request(line, headers, data, conn)
+
+
+Serve = Callable[..., Awaitable[WireServer]]
+
+
+@contextlib.asynccontextmanager
+async def raw_servers() -> AsyncIterator[Serve]:
+    """A starter of raw servers (``await serve(handler, tls=None)``); all stop on exit."""
+    servers: list[WireServer] = []
+
+    async def start(handler: Handler, *, tls: ssl.SSLContext | None = None) -> WireServer:
+        server = WireServer(handler, tls=tls)
+        await server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for s in servers:
+            await s.close()
 
 
 def response(
