@@ -39,16 +39,12 @@ T = 2.0  # the attempt timeout
 
 
 @pytest.fixture(autouse=True)
-async def _close_http_session() -> AsyncIterator[None]:
-    yield
-    await http.close_session()
-
-
-@pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    """Start raw servers for the test (``await serve(handler, tls=None)``); all stop after."""
+    """Raw servers for the test (``await serve(handler, tls=None)``), all stopped after it,
+    then the client's pooled connections closed (every test, servers or not)."""
     async with raw_servers() as start:
         yield start
+    await http.close_session()
 
 
 # --------------------------------------------------------------------------- flow control
