@@ -8,7 +8,8 @@ never raw ValueErrors; a non-ASCII host goes out in its IDNA form; raw deflate a
 concatenated gzip members decode (as they did under aiohttp); a response head that never ends
 is cut at a cap instead of buffered until the deadline; a POST the upstream read is never
 sent a second time by the transport, even when the reused connection then breaks without an
-answer byte; closing a stream ends the iteration another task has waiting on it at once.
+answer byte; closing a stream ends the iteration another task has waiting on it at once; a
+Transfer-Encoding that does not end in chunked delimits the body by the connection's close.
 Same raw server and fixtures as
 ``test_http_wire.py``.
 """
@@ -254,3 +255,17 @@ async def test_closing_a_stream_ends_a_read_waiting_in_another_task(serve: Serve
     stream.close()
     await task  # raised UpstreamTimeout ("stalled") after T before the fix
     assert got == [("", b"1")]
+
+
+async def test_a_transfer_encoding_not_ending_in_chunked_runs_to_the_close(serve: Serve) -> None:
+    # RFC 9112 6.3: a response whose Transfer-Encoding does not end in chunked is delimited
+    # by the close; the parser reads it so, and the client must take the close as its end.
+    async def identity_then_close(x: Exchange) -> None:
+        await x.send(response(200, b'{"ok": true}', [("Transfer-Encoding", "identity")],
+                              length=False))  # fmt: skip
+        await x.hang_up()
+
+    server = await serve(identity_then_close)
+    resp = await http.post_json(server.url + "/a", {}, {}, T)
+    assert resp.status == 200
+    assert resp.json() == {"ok": True}

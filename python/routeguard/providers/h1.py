@@ -226,8 +226,11 @@ class _Conn(asyncio.Protocol):
         framed = False
         for name, value in self.raw_headers:
             n = name.lower()
-            if n == b"content-length" or n == b"transfer-encoding":
+            if n == b"content-length":
                 framed = True
+            elif n == b"transfer-encoding":
+                # Framed only when chunked comes last; else the body runs to the close.
+                framed = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
             elif n == b"content-encoding":
                 self.wbits = _wbits(value.decode("latin-1"))
         self.until_close = not framed and status not in (204, 304)
