@@ -4,9 +4,9 @@ mapping of transport failures (refused, reset, timed out, malformed) onto retrya
 ProviderErrors.
 
 Provider modules build URL, headers and body; this module moves bytes and never retries
-(retries live only in ``routeguard.fallback``; the transport only resends a request whose
-idle keep-alive connection turned out closed). Its errors tell callers what failed, never
-where: the upstream's address goes only into ``detail`` (for logs), without userinfo.
+(retries live only in ``routeguard.fallback``; the transport never sends a request twice).
+Its errors tell callers what failed, never where: the upstream's address goes only into
+``detail`` (for logs), without userinfo.
 """
 
 from __future__ import annotations
