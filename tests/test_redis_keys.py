@@ -3,6 +3,7 @@ takes effect on the others within milliseconds; only keyed hashes reach Redis.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,3 +103,35 @@ def test_serve_refuses_workers_that_would_split_budgets_or_keys(tmp_path: Any) -
     both = load({"model_list": models, "budget_settings": shared,
                  "server": {"master_key": "sk-m", "key_store": "redis"}})  # fmt: skip
     assert _workers_problem(both, 4) is None
+
+
+def test_the_tailer_never_puts_back_what_this_instance_overwrote(redis_server: str) -> None:
+    # The tailer fetches the value an event names, then applies it. When this instance
+    # writes the same name between the fetch and the apply, the fetched value is older than
+    # what it just wrote: applied, it would undo the write (a member deleted showing again,
+    # a key record rolled back) until the write's own event came round. Here the tailer's
+    # fetches are held at a gate so the test can write in that window, deterministically.
+    store = RedisKeyStore(redis_server, prefix="t-tailer-rollback")
+    real = store._tail_client.hmget
+    fetched, release = threading.Event(), threading.Event()
+
+    def gated(name: Any, keys: Any) -> Any:
+        got = real(name, keys)
+        fetched.set()
+        release.wait(5)
+        release.clear()
+        return got
+
+    try:
+        store._tail_client.hmget = gated  # type: ignore[method-assign]
+        store.put_entity("org/o1", b"v1")  # event 1; the tailer fetches v1 and waits
+        assert fetched.wait(5)
+        fetched.clear()
+        store.put_entity("org/o1", b"v2")  # written while the tailer holds v1
+        release.set()  # the tailer applies what it fetched for event 1
+        assert fetched.wait(5)  # ... and is fetching for event 2: event 1 is applied
+        assert store.entity("org/o1", sync=False) == b"v2"  # was b"v1" (rolled back)
+        release.set()
+    finally:
+        release.set()
+        store.close()

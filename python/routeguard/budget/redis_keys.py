@@ -23,7 +23,9 @@ so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
 
 Consistency: on start and after a lost connection the stream's last id is read *before*
 the hash is loaded, then tailing starts from that id: a write landing in between is both
-loaded and replayed (harmless), none is missed. While Redis is unreachable the keys in
+loaded and replayed (harmless), none is missed. An instance reads its own writes: the
+tailer does not apply a value it fetched for a name this instance wrote after the fetch
+began (that write's own event follows). While Redis is unreachable the keys in
 memory keep working, and a key not among them is answered 503 (it may be new), never let in.
 A revoked key stays revoked: the write script refuses a record that is not over one that
 is, so an instance holding an older copy cannot bring a deleted key back. A Redis that comes
@@ -94,6 +96,11 @@ class RedisKeyStore(KeyStore):
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
         self._entities: dict[str, bytes] = {}
+        # Read-your-writes: each record or entity this instance wrote, by the count of its
+        # local writes then; the tailer keeps its hands off a name written after it began
+        # fetching (what it fetched may predate that write, whose own event comes later).
+        self._writes = 0
+        self._written: dict[str, int] = {}
         self._tag = f"{{{prefix}}}"
         self._hash = f"{self._tag}:records"
         self._entity_hash = f"{self._tag}:entities"
@@ -170,19 +177,31 @@ class RedisKeyStore(KeyStore):
         if written is None:  # revoked meanwhile by another instance
             raise KeyRevoked(rec.key_id)
         with self._lock:
+            self._mark("k:" + rec.key_id)
             self._apply(rec)
 
     def put_entity(self, name: str, blob: bytes) -> None:
         """Store the blob named ``name`` in Redis (every instance sees it a moment later)."""
         self._write_entity(name, blob)
         with self._lock:
+            self._mark("e:" + name)
             self._entities[name] = blob
 
     def delete_entity(self, name: str) -> None:
         """Delete the blob named ``name`` in Redis, for every instance."""
         self._write_entity(name, b"")
         with self._lock:
+            self._mark("e:" + name)
             self._entities.pop(name, None)
+
+    def _mark(self, name: str) -> None:
+        """Note a local write of ``name`` (the caller holds the lock)."""
+        self._writes += 1
+        self._written[name] = self._writes
+
+    def _mine_since(self, name: str, start: int) -> bool:
+        """Whether this instance wrote ``name`` after its local write count was ``start``."""
+        return self._written.get(name, 0) > start
 
     def _write_entity(self, name: str, blob: bytes) -> None:
         try:
@@ -209,17 +228,26 @@ class RedisKeyStore(KeyStore):
                 for _, events in batches or ():
                     ids = [f[b"id"] for _, f in events if b"id" in f]
                     names = [f[b"e"] for _, f in events if b"e" in f]
+                    with self._lock:
+                        start = self._writes  # before fetching: see _mine_since
                     blobs = self._tail_client.hmget(self._hash, ids) if ids else []
                     found: Any = self._tail_client.hmget(self._entity_hash, names) if names else []
                     with self._lock:
                         for blob in blobs:
                             if blob is not None:
-                                self._apply(_dec.decode(blob))
-                        for name, blob in zip(names, found, strict=True):
+                                rec = _dec.decode(blob)
+                                if not self._mine_since("k:" + rec.key_id, start):
+                                    self._apply(rec)
+                        for raw_name, blob in zip(names, found, strict=True):
+                            name = raw_name.decode()
+                            if self._mine_since("e:" + name, start):
+                                continue
                             if blob is None:
-                                self._entities.pop(name.decode(), None)
+                                self._entities.pop(name, None)
                             else:
-                                self._entities[name.decode()] = bytes(blob)
+                                self._entities[name] = bytes(blob)
+                        # Marks at or below ``start`` can no longer hold back a fetch.
+                        self._written = {n: w for n, w in self._written.items() if w > start}
                     self._last = events[-1][0].decode()
             except _FAILED as exc:
                 if self._stop.is_set():
