@@ -105,13 +105,16 @@ def test_serve_refuses_workers_that_would_split_budgets_or_keys(tmp_path: Any) -
     assert _workers_problem(both, 4) is None
 
 
-def test_the_tailer_never_puts_back_what_this_instance_overwrote(redis_server: str) -> None:
+@pytest.mark.parametrize("what", ["entity", "revoked key"])
+def test_the_tailer_never_puts_back_what_this_instance_overwrote(
+    redis_server: str, what: str
+) -> None:
     # The tailer fetches the value an event names, then applies it. When this instance
     # writes the same name between the fetch and the apply, the fetched value is older than
     # what it just wrote: applied, it would undo the write (a member deleted showing again,
-    # a key record rolled back) until the write's own event came round. Here the tailer's
+    # a revoked key let in again) until the write's own event came round. Here the tailer's
     # fetches are held at a gate so the test can write in that window, deterministically.
-    store = RedisKeyStore(redis_server, prefix="t-tailer-rollback")
+    store = RedisKeyStore(redis_server, prefix=f"t-tailer-rollback-{what}")
     real = store._tail_client.hmget
     fetched, release = threading.Event(), threading.Event()
 
@@ -124,13 +127,22 @@ def test_the_tailer_never_puts_back_what_this_instance_overwrote(redis_server: s
 
     try:
         store._tail_client.hmget = gated  # type: ignore[method-assign]
-        store.put_entity("org/o1", b"v1")  # event 1; the tailer fetches v1 and waits
+        if what == "entity":  # event 1; the tailer fetches v1 and waits
+            store.put_entity("org/o1", b"v1")
+        else:
+            token, rec = store.create(KeySpec())
         assert fetched.wait(5)
         fetched.clear()
-        store.put_entity("org/o1", b"v2")  # written while the tailer holds v1
+        if what == "entity":  # written while the tailer holds event 1's value
+            store.put_entity("org/o1", b"v2")
+        else:
+            store.revoke(rec.key_id)
         release.set()  # the tailer applies what it fetched for event 1
         assert fetched.wait(5)  # ... and is fetching for event 2: event 1 is applied
-        assert store.entity("org/o1", sync=False) == b"v2"  # was b"v1" (rolled back)
+        if what == "entity":
+            assert store.entity("org/o1", sync=False) == b"v2"  # was b"v1" (rolled back)
+        else:
+            assert_revoked(store, token)  # was let in again
         release.set()
     finally:
         release.set()
