@@ -147,3 +147,80 @@ def test_the_tailer_never_puts_back_what_this_instance_overwrote(
     finally:
         release.set()
         store.close()
+
+
+def _hold_after(obj: Any, attr: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``obj.attr`` signal once it has run and wait for a go before returning."""
+    real = getattr(obj, attr)
+    reached, go = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        got = real(*args, **kwargs)
+        setattr(obj, attr, real)  # only the first call is held
+        reached.set()
+        go.wait(30)
+        return got
+
+    setattr(obj, attr, held)
+    return reached, go
+
+
+def _hold_before(obj: Any, attr: str) -> tuple[threading.Event, threading.Event]:
+    """Make the next call of ``obj.attr`` signal and wait for a go before it runs."""
+    real = getattr(obj, attr)
+    reached, go = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        setattr(obj, attr, real)
+        reached.set()
+        go.wait(30)
+        return real(*args, **kwargs)
+
+    setattr(obj, attr, held)
+    return reached, go
+
+
+@pytest.mark.parametrize("what", ["entity", "revoked key"])
+def test_a_newer_write_from_another_instance_is_never_skipped(redis_server: str, what: str) -> None:
+    # Instance a writes a name; its write reaches Redis but a's thread is delayed before it
+    # applies it locally. Instance b then writes the same name (a later stream id). a's
+    # tailer reads both events in one batch and fetches b's value. Whatever the order of a's
+    # local apply and the tailer's, a must end with b's value: the newer write (for a key,
+    # b's revocation) may never be lost on a.
+    prefix = f"t-newer-elsewhere-{what}"
+    a = RedisKeyStore(redis_server, prefix=prefix)
+    b = RedisKeyStore(redis_server, prefix=prefix)
+    try:
+        token = ""
+        if what == "revoked key":
+            token, rec = a.create(KeySpec())
+            eventually(lambda: b.authenticate(token))
+        at_read, go_read = _hold_before(a._tail_client, "xread")  # both events in one batch
+        assert at_read.wait(5)
+        wrote, go_write = _hold_after(a, "_entity_script" if what == "entity" else "_save_script")
+        local = threading.Thread(
+            target=(lambda: a.put_entity("org/o1", b"mine"))
+            if what == "entity"
+            else (lambda: a.update(rec.key_id, {"rpm": 7}))
+        )
+        local.start()
+        assert wrote.wait(5)  # a's write is in Redis; its local apply waits
+        if what == "entity":
+            b.put_entity("org/o1", b"theirs")
+        else:
+            b.revoke(rec.key_id)
+        fetched, go_fetch = _hold_after(a._tail_client, "hmget")
+        go_read.set()  # a's tailer reads both events and fetches b's value
+        assert fetched.wait(5)
+        go_write.set()  # a applies its own (older) write now
+        local.join(5)
+        go_fetch.set()  # then the tailer applies what it fetched
+        b.put_entity("org/probe", b"x")  # a marker: once a has it, that batch is done
+        eventually(lambda: _expect(a.entity("org/probe", sync=False) == b"x"))
+        if what == "entity":
+            assert a.entity("org/o1", sync=False) == b"theirs"
+        else:
+            assert_revoked(a, token)  # a key revoked on b stays revoked on a
+    finally:
+        a.close()
+        b.close()

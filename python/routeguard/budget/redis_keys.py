@@ -23,9 +23,10 @@ so the script runs on Redis Cluster too: a ``redis+cluster://`` URL, see
 
 Consistency: on start and after a lost connection the stream's last id is read *before*
 the hash is loaded, then tailing starts from that id: a write landing in between is both
-loaded and replayed (harmless), none is missed. An instance reads its own writes: the
-tailer does not apply a value it fetched for a name this instance wrote after the fetch
-began (that write's own event follows). While Redis is unreachable the keys in
+loaded and replayed (harmless), none is missed. An instance reads its own writes, ordered
+by stream id: the tailer does not apply what it fetched for a name this instance wrote past
+the batch it applies (that write's own event follows), and a local write already behind the
+tailer's batches is not applied over what they brought. While Redis is unreachable the keys in
 memory keep working, and a key not among them is answered 503 (it may be new), never let in.
 A revoked key stays revoked: the write script refuses a record that is not over one that
 is, so an instance holding an older copy cannot bring a deleted key back. A Redis that comes
@@ -96,11 +97,10 @@ class RedisKeyStore(KeyStore):
         self._records: dict[str, KeyRecord] = {}
         self._by_digest: dict[str, KeyRecord] = {}
         self._entities: dict[str, bytes] = {}
-        # Read-your-writes: each record or entity this instance wrote, by the count of its
-        # local writes then; the tailer keeps its hands off a name written after it began
-        # fetching (what it fetched may predate that write, whose own event comes later).
-        self._writes = 0
-        self._written: dict[str, int] = {}
+        # Read-your-writes, ordered by stream id: the id up to which the tailer has applied
+        # events, and the id of this instance's last write of each name not yet past it.
+        self._through: tuple[int, int] = (0, 0)
+        self._marks: dict[str, tuple[int, int]] = {}
         self._tag = f"{{{prefix}}}"
         self._hash = f"{self._tag}:records"
         self._entity_hash = f"{self._tag}:entities"
@@ -161,6 +161,10 @@ class RedisKeyStore(KeyStore):
             self._records = records
             self._by_digest = {r.digest: r for r in records.values()}
             self._entities = {n.decode(): bytes(b) for n, b in found.items()}
+            # A write racing this reload has an event past ``start``: replayed, it converges.
+            # Marks go (ids may run backwards after a failover to an emptied Redis).
+            self._through = _stream_id(start)
+            self._marks = {}
         return start
 
     def _save(self, rec: KeyRecord) -> None:
@@ -177,35 +181,37 @@ class RedisKeyStore(KeyStore):
         if written is None:  # revoked meanwhile by another instance
             raise KeyRevoked(rec.key_id)
         with self._lock:
-            self._mark("k:" + rec.key_id)
-            self._apply(rec)
+            if self._mine("k:" + rec.key_id, written):
+                self._apply(rec)
 
     def put_entity(self, name: str, blob: bytes) -> None:
         """Store the blob named ``name`` in Redis (every instance sees it a moment later)."""
-        self._write_entity(name, blob)
+        written = self._write_entity(name, blob)
         with self._lock:
-            self._mark("e:" + name)
-            self._entities[name] = blob
+            if self._mine("e:" + name, written):
+                self._entities[name] = blob
 
     def delete_entity(self, name: str) -> None:
         """Delete the blob named ``name`` in Redis, for every instance."""
-        self._write_entity(name, b"")
+        written = self._write_entity(name, b"")
         with self._lock:
-            self._mark("e:" + name)
-            self._entities.pop(name, None)
+            if self._mine("e:" + name, written):
+                self._entities.pop(name, None)
 
-    def _mark(self, name: str) -> None:
-        """Note a local write of ``name`` (the caller holds the lock)."""
-        self._writes += 1
-        self._written[name] = self._writes
+    def _mine(self, name: str, written: Any) -> bool:
+        """Whether this instance's write of ``name`` (its event's stream id ``written``) is
+        to be applied here now, noting it for the tailer (the caller holds the lock). Not
+        when the tailer already applied events past it: what it fetched then is this write
+        or a later one."""
+        w = _stream_id(written)
+        if w <= self._through:
+            return False
+        self._marks[name] = max(w, self._marks.get(name, w))
+        return True
 
-    def _mine_since(self, name: str, start: int) -> bool:
-        """Whether this instance wrote ``name`` after its local write count was ``start``."""
-        return self._written.get(name, 0) > start
-
-    def _write_entity(self, name: str, blob: bytes) -> None:
+    def _write_entity(self, name: str, blob: bytes) -> Any:
         try:
-            self._entity_script(keys=[self._entity_hash, self._stream], args=[name, blob])
+            return self._entity_script(keys=[self._entity_hash, self._stream], args=[name, blob])
         except _FAILED as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._where} is unreachable ({type(exc).__name__}); "
@@ -228,26 +234,28 @@ class RedisKeyStore(KeyStore):
                 for _, events in batches or ():
                     ids = [f[b"id"] for _, f in events if b"id" in f]
                     names = [f[b"e"] for _, f in events if b"e" in f]
-                    with self._lock:
-                        start = self._writes  # before fetching: see _mine_since
+                    through = _stream_id(events[-1][0])
                     blobs = self._tail_client.hmget(self._hash, ids) if ids else []
                     found: Any = self._tail_client.hmget(self._entity_hash, names) if names else []
                     with self._lock:
+                        # A name this instance wrote past this batch keeps its value: what
+                        # was fetched may predate that write, whose own event comes later.
+                        marks = self._marks
                         for blob in blobs:
                             if blob is not None:
                                 rec = _dec.decode(blob)
-                                if not self._mine_since("k:" + rec.key_id, start):
+                                if marks.get("k:" + rec.key_id, through) <= through:
                                     self._apply(rec)
                         for raw_name, blob in zip(names, found, strict=True):
                             name = raw_name.decode()
-                            if self._mine_since("e:" + name, start):
+                            if marks.get("e:" + name, through) > through:
                                 continue
                             if blob is None:
                                 self._entities.pop(name, None)
                             else:
                                 self._entities[name] = bytes(blob)
-                        # Marks at or below ``start`` can no longer hold back a fetch.
-                        self._written = {n: w for n, w in self._written.items() if w > start}
+                        self._marks = {n: w for n, w in marks.items() if w > through}
+                        self._through = through
                     self._last = events[-1][0].decode()
             except _FAILED as exc:
                 if self._stop.is_set():
@@ -303,3 +311,10 @@ class RedisKeyStore(KeyStore):
             client = getattr(self, name, None)
             if client is not None:
                 client.close()
+
+
+def _stream_id(raw: Any) -> tuple[int, int]:
+    """A stream entry id (``b"<ms>-<seq>"`` or str) as a comparable pair."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
