@@ -224,3 +224,32 @@ def test_a_newer_write_from_another_instance_is_never_skipped(redis_server: str,
     finally:
         a.close()
         b.close()
+
+
+def test_two_local_writes_applied_out_of_order_keep_the_later(redis_server: str) -> None:
+    # Two writes of one name from this instance: the first reaches Redis, then its thread
+    # is delayed before the local apply while the second is written and applied. The first
+    # must not be applied over the second (a revocation looking undone until the tailer
+    # caught up, on the instance that made it).
+    store = RedisKeyStore(redis_server, prefix="t-two-local-writes")
+    try:
+        wrote, go = _hold_after(store, "_entity_script")
+        first = threading.Thread(target=lambda: store.put_entity("org/o1", b"v1"))
+        first.start()
+        assert wrote.wait(5)  # v1 is in Redis; its local apply waits
+        store.put_entity("org/o1", b"v2")
+        go.set()
+        first.join(5)
+        assert store.entity("org/o1", sync=False) == b"v2"
+    finally:
+        store.close()
+
+
+def test_refresh_reloads_on_the_tailer_and_returns_when_done(redis_server: str) -> None:
+    a = RedisKeyStore(redis_server, prefix="t-refresh")
+    try:
+        a._redis.hset(a._entity_hash, "org/restored", b"r")  # written behind its back
+        a.refresh()
+        assert a.entity("org/restored", sync=False) == b"r"
+    finally:
+        a.close()

@@ -143,6 +143,7 @@ class RedisKeyStore(KeyStore):
         self._secret = secret.encode()
         self._secret_in_redis = not configured
         self._broken = False  # the tailer lost Redis: a key not in memory cannot be checked
+        self._reloads: list[threading.Event] = []  # refresh() calls waiting for the tailer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="routeguard-keys", daemon=True)
         self._thread.start()
@@ -201,12 +202,12 @@ class RedisKeyStore(KeyStore):
     def _mine(self, name: str, written: Any) -> bool:
         """Whether this instance's write of ``name`` (its event's stream id ``written``) is
         to be applied here now, noting it for the tailer (the caller holds the lock). Not
-        when the tailer already applied events past it: what it fetched then is this write
-        or a later one."""
+        when the tailer already applied events past it (what it fetched then is this write
+        or a later one), nor over a later write of this instance applied first."""
         w = _stream_id(written)
-        if w <= self._through:
-            return False
-        self._marks[name] = max(w, self._marks.get(name, w))
+        if w <= self._through or w < self._marks.get(name, w):
+            return False  # the tailer, or a later write of this instance, is past it
+        self._marks[name] = w
         return True
 
     def _write_entity(self, name: str, blob: bytes) -> Any:
@@ -223,11 +224,16 @@ class RedisKeyStore(KeyStore):
         broken = False
         while not self._stop.is_set():
             try:
-                if broken:
+                if broken or self._reloads:
+                    asked = list(self._reloads)
                     self._last = self._resync()
                     self._follow_secret()
+                    if broken:
+                        log.info("key store %s: reconnected and reloaded", self._where)
                     broken = self._broken = False
-                    log.info("key store %s: reconnected and reloaded", self._where)
+                    for done in asked:
+                        self._reloads.remove(done)
+                        done.set()
                 batches: Any = self._tail_client.xread({self._stream: self._last}, block=1000)
                 if batches:
                     self._follow_secret()
@@ -293,8 +299,12 @@ class RedisKeyStore(KeyStore):
             )
 
     def refresh(self) -> None:
-        """Reload every record now (tests, or an operator after a restore)."""
-        self._last = self._resync()
+        """Reload every record now (an operator after a restore). The tailer thread does it
+        between two batches, so a reload never races one it is applying; this returns once
+        it is done (within about a second, or after 10 s without Redis)."""
+        done = threading.Event()
+        self._reloads.append(done)
+        done.wait(10)
 
     def ping(self) -> None:
         """Raise unless Redis answers a PING (the proxy's readiness check; blocking)."""
