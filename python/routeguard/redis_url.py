@@ -9,7 +9,8 @@ Data flow: the budget and key stores call :func:`cluster_target` on their URL; `
 means one server (they keep their usual client), else the parsed :class:`ClusterTarget`
 builds a ``RedisCluster`` client (async for the budget, sync for the key store) that routes
 each command to the master owning its key's slot. Everything a script touches shares one
-hash tag, so one slot. :func:`url_problem` is the check ``config.load`` runs on the URLs.
+hash tag, so one slot. :func:`url_problem` is the check ``config.load`` runs on the URLs;
+:func:`stream_id` orders the ids of the stores' event streams.
 """
 
 from __future__ import annotations
@@ -135,3 +136,10 @@ def cluster_target(url: str, param: str = "redis_url") -> ClusterTarget | None:
 def slot(key: str | bytes) -> int:
     """The Redis Cluster hash slot of ``key`` (its ``{hash tag}`` when it has one)."""
     return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def stream_id(raw: bytes | str) -> tuple[int, int]:
+    """A Redis stream entry id (``<ms>-<seq>``) as a comparable (milliseconds, sequence) pair."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

@@ -47,7 +47,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from routeguard.budget.keys import KeyRecord, KeyRevoked, KeyStore, KeyStoreUnavailable
-from routeguard.redis_url import cluster_target
+from routeguard.redis_url import cluster_target, stream_id
 
 __all__ = ["KeyStoreUnavailable", "RedisKeyStore"]
 
@@ -164,7 +164,7 @@ class RedisKeyStore(KeyStore):
             self._entities = {n.decode(): bytes(b) for n, b in found.items()}
             # A write racing this reload has an event past ``start``: replayed, it converges.
             # Marks go (ids may run backwards after a failover to an emptied Redis).
-            self._through = _stream_id(start)
+            self._through = stream_id(start)
             self._marks = {}
         return start
 
@@ -204,7 +204,7 @@ class RedisKeyStore(KeyStore):
         to be applied here now, noting it for the tailer (the caller holds the lock). Not
         when the tailer already applied events past it (what it fetched then is this write
         or a later one), nor over a later write of this instance applied first."""
-        w = _stream_id(written)
+        w = stream_id(written)
         if w <= self._through or w < self._marks.get(name, w):
             return False  # the tailer, or a later write of this instance, is past it
         self._marks[name] = w
@@ -240,7 +240,7 @@ class RedisKeyStore(KeyStore):
                 for _, events in batches or ():
                     ids = [f[b"id"] for _, f in events if b"id" in f]
                     names = [f[b"e"] for _, f in events if b"e" in f]
-                    through = _stream_id(events[-1][0])
+                    through = stream_id(events[-1][0])
                     blobs = self._tail_client.hmget(self._hash, ids) if ids else []
                     found: Any = self._tail_client.hmget(self._entity_hash, names) if names else []
                     with self._lock:
@@ -321,10 +321,3 @@ class RedisKeyStore(KeyStore):
             client = getattr(self, name, None)
             if client is not None:
                 client.close()
-
-
-def _stream_id(raw: Any) -> tuple[int, int]:
-    """A stream entry id (``b"<ms>-<seq>"`` or str) as a comparable pair."""
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)

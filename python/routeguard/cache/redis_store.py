@@ -66,9 +66,9 @@ from routeguard.cache.redis_wire import (
     decode_entry,
     encode_entry,
     glob_escape,
-    stream_id,
 )
 from routeguard.cache.state import CacheEntry, LocalState, Selector, Vector
+from routeguard.redis_url import stream_id
 
 logger = logging.getLogger("routeguard.cache")
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)

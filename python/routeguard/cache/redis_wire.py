@@ -140,10 +140,3 @@ def decode_entry(key: str, f: dict[bytes, bytes], dim: int) -> tuple[CacheEntry,
     except (KeyError, ValueError, msgspec.DecodeError):
         return None
     return entry, vector
-
-
-def stream_id(stream_id: bytes | str) -> tuple[int, int]:
-    """A stream id as a comparable (milliseconds, sequence) pair."""
-    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
