@@ -42,6 +42,7 @@ import msgspec
 from routeguard.budget.accounts import Period
 from routeguard.config.wildcards import compile_pattern
 from routeguard.errors import AuthenticationError, InvalidRequest, RouteguardError
+from routeguard.sqlite_tx import transaction
 
 KEY_PREFIX = "sk-rg-"
 _enc = msgspec.json.Encoder()
@@ -261,16 +262,11 @@ class KeyStore:
         """One write transaction of this store's own (the caller holds the lock). The
         journal entries it adds count as seen, unless another process wrote since the
         last look (the next look takes in both); entries past :data:`_JOURNAL_KEEP` go."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db, immediate=True):
             before = self._journal_end()
             yield
             after = self._journal_end()
             self._db.execute("DELETE FROM changes WHERE seq <= ?", (after[0] - _JOURNAL_KEEP,))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         if before == (self._seen, self._schema):
             self._seen = after[0]
 

@@ -42,6 +42,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from routeguard.sqlite_tx import transaction
+
 log = logging.getLogger("routeguard.budget")
 BUCKET_S = 900.0  # every UTC offset, hence every calendar boundary, is a whole quarter hour
 FOLDED = "compacted"  # the request id of a folded row
@@ -117,8 +119,7 @@ class SpendLog:
                 return 0
             if math.isfinite(since):  # whole buckets: a late row's joins its bucket's fold
                 since = math.floor(since / BUCKET_S) * BUCKET_S
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._db, immediate=True):
                 groups = self._db.execute(
                     "SELECT CAST(ts / ? AS INTEGER) AS b, chain, SUM(amount), COUNT(*)"
                     " FROM spend WHERE ts >= ? AND ts < ? GROUP BY b, chain",
@@ -132,10 +133,6 @@ class SpendLog:
                         [((b + 1) * BUCKET_S - 1e-3, FOLDED, chain, total)
                          for b, chain, total, _ in groups],
                     )  # fmt: skip
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._folded_to = cutoff
         return max(0, before_rows - len(groups))
 
@@ -180,14 +177,8 @@ class SpendLog:
         while True:
             try:
                 with self._lock:
-                    self._db.execute("BEGIN")
-                    try:
+                    with transaction(self._db):
                         self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?)", batch)
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        if self._db.in_transaction:
-                            self._db.execute("ROLLBACK")
-                        raise
                     # A row stamped before the folded edge: the next compaction reaches it.
                     self._folded_to = min(self._folded_to, min(r[0] for r in batch))
                 if waited:

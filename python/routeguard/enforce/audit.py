@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from routeguard._native import core
 from routeguard.errors import AuditError
+from routeguard.sqlite_tx import transaction
 
 __all__ = [
     "GENESIS",
@@ -386,8 +387,7 @@ class AuditLog:
         body = canonical(rec)
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(self._db, immediate=True):
                     last = self._db.execute(
                         "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
                     ).fetchone()
@@ -397,10 +397,6 @@ class AuditLog:
                         "INSERT INTO audit (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
                         (seq, body, prev, h),
                     )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as e:
                 raise AuditError(f"cannot append to audit log {self.path}: {e}") from None
             # After the commit: a checkpoint never names a row that is not there. Another

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from routeguard.sqlite_tx import transaction
+
 if TYPE_CHECKING:
     from routeguard.observe.requestlog import Trace
 
@@ -357,15 +359,8 @@ class SpendRecords:
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows`` in one transaction (rolled back if it fails)."""
         marks = ", ".join("?" * len(COLUMNS))
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", rows)
 
     def _trim(self, keep: int) -> None:
         """Delete all but the newest ``keep`` rows (writer thread; a busy file: next time)."""
