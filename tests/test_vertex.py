@@ -117,8 +117,11 @@ async def test_a_token_near_expiry_is_refreshed_ahead_while_it_still_serves(
     await provider.chat(HELLO, dep, 10.0)  # starts the refresh, and does not wait for it
     assert _bearers(mock, 1) == [first]
     await asyncio.gather(*(provider.chat(HELLO, dep, 10.0) for _ in range(8)))
-    for _ in range(500):  # the background refresh lands
-        if mock.app.oauth.grants - before == 2:
+    assert dep.vertex is not None
+    source = vertex.gcp_auth.source_for(dep.vertex)
+    for _ in range(500):  # the background refresh lands: granted, and stored client-side
+        held = source._token
+        if mock.app.oauth.grants - before == 2 and held and f"Bearer {held.value}" != first:
             break
         await asyncio.sleep(0.01)
     assert mock.app.oauth.grants - before == 2  # one refresh for every request in the window
