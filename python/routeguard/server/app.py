@@ -846,8 +846,10 @@ def _served(result: ChatResult) -> list[tuple[bytes, bytes]]:
 
 
 async def _send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON + extra})
-    await send({"type": "http.response.body", "body": _enc.encode(body)})
+    data = _enc.encode(body)
+    headers = [*_JSON, (b"content-length", str(len(data)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None:
