@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from conftest import RedisProcess
+from routeguard.budget import keys as keys_module
 from routeguard.budget.keys import KeyStore
 from routeguard.budget.redis_keys import KeyStoreUnavailable
 from routeguard.gateway import Gateway
@@ -176,13 +177,19 @@ def test_a_key_made_by_the_cli_works_on_the_running_server_at_once(
         gw.keys.close()
 
 
-def test_a_store_that_cannot_be_read_fails_closed(tmp_path: Path) -> None:
+def test_a_store_that_cannot_be_read_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "keys.db"
     store = KeyStore(db)
     token, _ = store.create()
     assert store.authenticate(token)
     with sqlite3.connect(db) as other:  # another process damages the database
         other.execute("DROP TABLE keys")
+    # That writer sets no change mark: the store's next full look (at most FULL_LOOK_S
+    # away) is the one that finds the damage.
+    later = time.monotonic() + keys_module.FULL_LOOK_S
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: later)
     with pytest.raises(KeyStoreUnavailable, match="cannot be read") as info:
         store.authenticate(token)
     assert info.value.status_code == 503

@@ -4,6 +4,7 @@ proxy lets only usable keys through; only keyed hashes are stored."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from functools import partial
 from pathlib import Path
@@ -172,6 +173,64 @@ def test_spend_writes_to_the_key_database_do_not_reload_every_key(
     assert loads == []
     log.close()
     other.close()
+    store.close()
+
+
+def test_a_look_while_the_change_mark_stands_asks_sqlite_nothing(tmp_path: Path) -> None:
+    """Commits that are not key writes (the spend log's, on every request) leave the change
+    mark alone, so a look between them runs no SQLite statement; a key write by another
+    store (another process) changes the mark and counts on the very next look."""
+    db = tmp_path / "keys.db"
+    store, other = KeyStore(db), KeyStore(db)
+    token, rec = other.create()
+    log = SpendLog(db)
+    assert store.authenticate(token).key_id == rec.key_id  # the first look is a full one
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    for i in range(20):
+        log.append(time.time(), f"req-{i}", ["key_x"], 5)
+        assert log.flush()
+        assert store.authenticate(token).key_id == rec.key_id
+    assert statements == []
+    other.revoke(rec.key_id)
+    with pytest.raises(Exception, match="revoked"):
+        store.authenticate(token)
+    assert statements  # the mark moved: that look asked SQLite
+    log.close()
+    other.close()
+    store.close()
+
+
+def test_a_writer_that_sets_no_change_mark_is_seen_by_the_next_full_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raw SQL write (the sqlite3 shell) does not move the mark; the full look a store
+    makes at least every FULL_LOOK_S takes it in, through the journal as any other."""
+    db = tmp_path / "keys.db"
+    store = KeyStore(db)
+    token, rec = store.create()
+    assert store.authenticate(token).key_id == rec.key_id
+    with sqlite3.connect(db) as shell:
+        shell.execute("DELETE FROM keys WHERE key_id = ?", (rec.key_id,))
+    later = time.monotonic() + keys_module.FULL_LOOK_S
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: later)
+    with pytest.raises(Exception, match="invalid API key"):
+        store.authenticate(token)
+    store.close()
+
+
+def test_without_a_change_mark_every_look_asks_sqlite(tmp_path: Path) -> None:
+    """Where the mark file cannot be made, a raw SQL write counts on the next look."""
+    db = tmp_path / "keys.db"
+    (tmp_path / "keys.db-keymark").mkdir()  # the mark's name is taken: it cannot be made
+    store = KeyStore(db)
+    assert store._mark is None
+    token, rec = store.create()
+    assert store.authenticate(token).key_id == rec.key_id
+    with sqlite3.connect(db) as shell:
+        shell.execute("DELETE FROM keys WHERE key_id = ?", (rec.key_id,))
+    with pytest.raises(Exception, match="invalid API key"):
+        store.authenticate(token)
     store.close()
 
 

@@ -19,7 +19,15 @@ log and the request records commit to the same file on every request and journal
 a key made in another worker costs the others one row each, not a reload of every key. A
 journal pruned past what a store has seen, a long run of changes or a changed schema makes
 it reload everything. So a key made, rotated or revoked by ``routeguard keys`` in another
-process counts on the next request that presents it. A database that cannot be read
+process counts on the next request that presents it.
+
+Those other commits would still make every look re-read a few pages of the file, so a
+store first reads a change mark: eight bytes in a file beside the database (``<database>-
+keymark``, memory-mapped) that every store replaces with fresh random bytes after each of its
+writes. While the mark is what it was at the last look, the look costs no SQLite call; a
+writer that does not set it (the ``sqlite3`` shell, an older routeguard) is seen by the full
+look a store makes at least every :data:`FULL_LOOK_S` anyway. Where the mark file cannot be
+made (a read-only directory), every look is a full one. A database that cannot be read
 raises KeyStoreUnavailable (503): authentication fails closed.
 """
 
@@ -28,6 +36,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
+import logging
+import mmap
+import os
 import re
 import secrets
 import sqlite3
@@ -46,6 +57,11 @@ from routeguard.sqlite_tx import transaction
 
 KEY_PREFIX = "sk-rg-"
 _enc = msgspec.json.Encoder()
+log = logging.getLogger("routeguard.budget")
+
+FULL_LOOK_S = 1.0
+"""Longest a store goes without asking SQLite itself for other connections' commits (the
+change mark stands in between; see the module docstring)."""
 
 
 class KeySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -147,6 +163,9 @@ class KeyStore:
                 else:
                     secret = str(row[0])
             self._secret = secret.encode()
+            self._mark = _ChangeMark.beside(self._path)
+            self._last_mark = b""
+            self._look_by = 0.0
             self._version = self._data_version()
             self._reload()
 
@@ -223,12 +242,21 @@ class KeyStore:
         """Reload when another process changed the database since the last look."""
         if self._path == ":memory:":
             return  # no other connection can see it
+        mark = self._mark
+        seen = b""
+        if mark is not None:
+            now = time.monotonic()
+            seen = mark.read()  # before SQLite's look: a write marked later is looked at again
+            if seen == self._last_mark and now < self._look_by:
+                return
         try:
             with self._lock:
                 version = self._data_version()
                 if version != self._version:
                     self._version = version
                     self._catch_up()
+                if mark is not None:
+                    self._last_mark, self._look_by = seen, now + FULL_LOOK_S
         except (sqlite3.Error, msgspec.DecodeError) as exc:
             raise KeyStoreUnavailable(
                 f"key store {self._path} cannot be read ({type(exc).__name__}): "
@@ -269,6 +297,8 @@ class KeyStore:
             self._db.execute("DELETE FROM changes WHERE seq <= ?", (after[0] - _JOURNAL_KEEP,))
         if before == (self._seen, self._schema):
             self._seen = after[0]
+        if self._mark is not None:
+            self._mark.change()
 
     def _forget(self, key_id: str) -> None:
         """Drop ``key_id`` from the in-memory maps (the caller holds the lock)."""
@@ -413,6 +443,46 @@ class KeyStore:
         """Close the database."""
         with self._lock:
             self._db.close()
+            if self._mark is not None:
+                self._mark.close()
+
+
+class _ChangeMark:
+    """The change mark beside a key store's database (see the module docstring)."""
+
+    SIZE = 8
+
+    def __init__(self, mapped: mmap.mmap) -> None:
+        self._map = mapped
+
+    @classmethod
+    def beside(cls, database: str) -> _ChangeMark | None:
+        """The mark of ``database`` (made if missing), or None where it cannot be mapped."""
+        if database.startswith("file:"):
+            return None  # a URI: no plain path to put the mark beside
+        try:
+            fd = os.open(database + "-keymark", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < cls.SIZE:
+                    os.ftruncate(fd, cls.SIZE)
+                return cls(mmap.mmap(fd, cls.SIZE))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:
+            log.info("key store %s: no change mark (%s); every look asks SQLite", database, exc)
+            return None
+
+    def read(self) -> bytes:
+        """The mark's current bytes."""
+        return self._map[: self.SIZE]
+
+    def change(self) -> None:
+        """Set fresh random bytes: every store's next look asks SQLite."""
+        self._map[: self.SIZE] = os.urandom(self.SIZE)
+
+    def close(self) -> None:
+        """Unmap."""
+        self._map.close()
 
 
 class _NotFound(InvalidRequest):
