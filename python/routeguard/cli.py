@@ -260,7 +260,7 @@ def _serve(
     import uvicorn
 
     from routeguard.defaults import default_config, missing_keys, served_lines
-    from routeguard.server.connections import PROTOCOL
+    from routeguard.server.protocol import PROTOCOL
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
@@ -322,7 +322,7 @@ def _serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http=PROTOCOL,  # uvicorn's httptools protocol with read deadlines
+            http=PROTOCOL,  # routeguard's HTTP/1.1 protocol (server/protocol.py), read deadlines
             log_level="warning",
             access_log=False,
             lifespan="on",

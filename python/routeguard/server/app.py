@@ -204,7 +204,7 @@ class ProxyApp:
         self._max_body = server.max_body_bytes
         self._body_limits = dict(server.max_body_bytes_per_endpoint)
         self._body_timeout = server.body_timeout
-        # Read by the uvicorn protocol routeguard runs (server/connections.py).
+        # Read by the server protocol routeguard runs (server/protocol.py).
         self.connection_guard = ConnectionGuard(
             header_timeout=server.header_timeout,
             body_timeout=server.body_timeout,

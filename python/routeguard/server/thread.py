@@ -19,12 +19,12 @@ _START_TIMEOUT = 10.0
 
 
 def _http_protocol() -> str:
-    """The guarded httptools protocol, or uvicorn's choice where httptools is missing."""
+    """routeguard's HTTP/1.1 protocol, or uvicorn's choice where httptools is missing."""
     try:
         import httptools  # noqa: F401
     except ImportError:  # pragma: no cover - httptools is a dependency on POSIX
         return "auto"
-    from routeguard.server.connections import PROTOCOL
+    from routeguard.server.protocol import PROTOCOL
 
     return PROTOCOL
 
@@ -36,7 +36,7 @@ def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 0) -> uvicorn.
         host=host,
         port=port,
         # "auto" is uvloop whenever installed (a dependency everywhere but Windows); the
-        # guarded httptools protocol adds the proxy's read deadlines (server/connections.py).
+        # proxy's own protocol (server/protocol.py) applies its read deadlines.
         loop="auto",
         http=_http_protocol(),
         lifespan="on",

@@ -1,0 +1,361 @@
+"""routeguard's HTTP/1.1 server protocol (routeguard.server.protocol), driven byte by byte
+against a transport that records every write: a sized response leaves in one write with its
+body (uvicorn's protocol wrote head and body apart); HEAD, streamed heads, long bodies, apps
+that fail, pipelined requests, ``Expect: 100-continue``, request bodies past the read
+buffer, disconnects seen by ``receive``, HTTP/1.0, upgrades, malformed requests, graceful
+shutdown and the idle keep-alive deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from routeguard.server import protocol
+from routeguard.server.protocol import PROTOCOL, HttpProtocol
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class Recording(asyncio.Transport):
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep ``data``."""
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        """Whether close was called."""
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Addresses as a TCP socket would give them."""
+        return {"sockname": ("127.0.0.1", 4000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        """Note the pause."""
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        """Note the resume."""
+        self.paused = False
+
+    @property
+    def data(self) -> bytes:
+        """Everything written, in order."""
+        return b"".join(self.writes)
+
+
+class Conn:
+    """One connection of the protocol serving ``app``, over a :class:`Recording`."""
+
+    def __init__(self, app: App, **config: Any) -> None:
+        cfg = uvicorn.Config(app, http=PROTOCOL, lifespan="off", log_level="critical", **config)
+        cfg.load()
+        self.state = ServerState()
+        self.proto = HttpProtocol(config=cfg, server_state=self.state, app_state={})
+        self.transport = Recording()
+        self.proto.connection_made(self.transport)
+
+    async def feed(self, data: bytes) -> None:
+        """Bytes from the client, then let the app run."""
+        self.proto.data_received(data)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Run the loop until the app's tasks are done or waiting on something outside."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def lose(self) -> None:
+        """The client goes away."""
+        self.proto.connection_lost(None)
+        await self.settle()
+
+
+async def _serve(app: App, request: bytes, until: asyncio.Event | None = None) -> Recording:
+    """Feed ``request`` to the protocol serving ``app``; return after the answer (or once
+    ``until`` is set)."""
+    conn = Conn(app)
+    conn.proto.data_received(request)
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if (until is not None and until.is_set()) or (
+            conn.transport.closed or conn.proto.current is None
+        ):
+            break
+    await conn.lose()
+    return conn.transport
+
+
+def _json_app(body: bytes) -> App:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+GET = b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n"
+
+
+def test_a_sized_response_leaves_in_one_write() -> None:
+    body = b'{"ok": true}'
+    out = asyncio.run(_serve(_json_app(body), GET))
+    assert len(out.writes) == 1
+    head, _, rest = out.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 12" in head.lower()
+    assert rest == body
+
+
+def test_a_head_request_gets_its_head_and_no_body() -> None:
+    out = asyncio.run(_serve(_json_app(b'{"ok": true}'), GET.replace(b"GET", b"HEAD")))
+    data = b"".join(out.writes)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\n")  # the head only: nothing held back, nothing sent after
+
+
+def test_a_long_body_is_written_apart_from_its_head_not_copied_behind_it() -> None:
+    body = b"x" * 200_000
+    out = asyncio.run(_serve(_json_app(body), GET))
+    assert len(out.writes) == 2
+    assert out.writes[0].endswith(b"\r\n\r\n")
+    assert out.writes[1] == body
+
+
+def test_a_streamed_head_goes_out_before_its_first_chunk() -> None:
+    started = asyncio.Event()
+
+    async def main() -> Recording:
+        go = asyncio.Event()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            started.set()
+            await go.wait()
+
+        task = asyncio.ensure_future(_serve(app, GET, until=started))
+        out = await task
+        go.set()
+        return out
+
+    out = asyncio.run(main())
+    assert len(out.writes) == 1
+    assert out.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in out.writes[0].lower()
+
+
+def test_an_app_failing_after_a_sized_head_still_sends_the_head_then_closes() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise RuntimeError("boom")
+
+    out = asyncio.run(_serve(app, GET))
+    assert out.closed
+    assert b"".join(out.writes).startswith(b"HTTP/1.1 200 OK\r\n")  # as uvicorn alone sends
+
+
+def _echo_app(seen: list[dict[str, Any]]) -> App:
+    """Reads the whole body, keeps the messages, answers with the body's length."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        total = 0
+        while True:
+            message = await receive()
+            seen.append(message)
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"%d %s" % (total, scope["path"].encode())
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _post(path: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n" % len(body)
+        + extra + b"\r\n" + body
+    )  # fmt: skip
+
+
+def _responses(data: bytes) -> list[bytes]:
+    """The bodies of the sized responses in ``data``, in order."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        out.append(rest[:length])
+        data = rest[length:]
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    async def main() -> Conn:
+        conn = Conn(_echo_app([]))
+        await conn.feed(_post(b"/a", b"xyz") + _post(b"/b", b"") + _post(b"/c", b"12"))
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"3 /a", b"0 /b", b"2 /c"]
+    assert not conn.transport.closed and not conn.transport.paused
+    assert conn.state.total_requests == 3
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
+    async def main() -> Conn:
+        conn = Conn(_echo_app([]))
+        head = _post(b"/up", b"hello", b"expect: 100-continue\r\n")
+        await conn.feed(head[: -len(b"hello")])  # the client waits for 100 before the body
+        assert conn.transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+        await conn.feed(b"hello")
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert _responses(b"".join(conn.transport.writes[1:])) == [b"5 /up"]
+
+
+def test_a_body_past_the_read_buffer_pauses_reading_until_the_app_takes_it() -> None:
+    seen: list[dict[str, Any]] = []
+    release = asyncio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+        await _echo_app(seen)(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(slow)
+        body = b"b" * (3 * protocol.HIGH_WATER)
+        request = _post(b"/big", body)
+        await conn.feed(request[: len(request) - protocol.HIGH_WATER])
+        assert conn.transport.paused  # more than HIGH_WATER buffered, nobody reading
+        release.set()
+        await conn.settle()
+        assert not conn.transport.paused  # the app took it: reading resumed
+        await conn.feed(request[len(request) - protocol.HIGH_WATER :])
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"%d /big" % (3 * protocol.HIGH_WATER)]
+    assert sum(len(m["body"]) for m in seen) == 3 * protocol.HIGH_WATER
+    assert [m["more_body"] for m in seen][-1] is False
+
+
+def test_receive_after_the_body_waits_for_the_disconnect() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def watcher(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        seen.append(await receive())  # as a streaming response watches for the client leaving
+
+    async def main() -> None:
+        conn = Conn(watcher)
+        await conn.feed(_post(b"/w", b"{}"))
+        assert [m["type"] for m in seen] == ["http.request"]  # still waiting
+        await conn.lose()
+
+    asyncio.run(main())
+    assert [m["type"] for m in seen] == ["http.request", "http.disconnect"]
+
+
+def test_an_app_failing_before_its_head_gets_a_500_and_the_connection_closes() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    out = asyncio.run(_serve(app, GET))
+    assert out.data.startswith(b"HTTP/1.1 500 ")
+    assert out.closed
+
+
+def test_an_app_returning_without_an_answer_gets_a_500() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        return None
+
+    out = asyncio.run(_serve(app, GET))
+    assert out.data.startswith(b"HTTP/1.1 500 ")
+    assert out.closed
+
+
+def test_a_malformed_request_gets_400_and_the_connection_closes() -> None:
+    out = asyncio.run(_serve(_json_app(b"{}"), b"GET / HTTP/1.1\r\nbad header line\r\n\r\n"))
+    assert out.data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert out.closed
+
+
+def test_http_1_0_gets_connection_close() -> None:
+    out = asyncio.run(_serve(_json_app(b"{}"), b"GET / HTTP/1.0\r\n\r\n"))
+    assert b"connection: close\r\n" in out.data.lower()
+    assert out.closed
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_then_closed() -> None:
+    request = b"GET / HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    out = asyncio.run(_serve(_json_app(b"{}"), request))
+    assert out.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert out.closed
+
+
+def test_shutdown_closes_after_the_answer_in_progress() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+        await _json_app(b"{}")(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(slow)
+        await conn.feed(GET)
+        conn.proto.shutdown()
+        assert not conn.transport.closed  # an answer is in progress
+        release.set()
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"{}"]
+    assert b"connection: close" in conn.transport.data
+    assert conn.transport.closed
+
+
+def test_an_idle_keep_alive_connection_closes_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "SWEEP_S", 0.01)
+
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"), timeout_keep_alive=0.05)
+        await conn.feed(GET)
+        assert not conn.transport.closed
+        for _ in range(500):  # bounded wait: the sweep runs every 10 ms
+            if conn.transport.closed:
+                break
+            await asyncio.sleep(0.01)
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert _responses(conn.transport.data) == [b"{}"]  # closed silently, nothing more sent
