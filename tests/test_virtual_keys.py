@@ -4,19 +4,22 @@ proxy lets only usable keys through; only keyed hashes are stored."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import msgspec
 import openai
 import pytest
 
 from litellm_proxy import call
 from routeguard.budget import keys as keys_module
-from routeguard.budget.keys import KeySpec, KeyStore
+from routeguard.budget.keys import KeySpec, KeyStore, KeyStoreUnavailable
 from routeguard.budget.spendlog import SpendLog
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -232,6 +235,136 @@ def test_without_a_change_mark_every_look_asks_sqlite(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="invalid API key"):
         store.authenticate(token)
     store.close()
+
+
+def _later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Move the stores' clock past FULL_LOOK_S: their next look is a full one."""
+    later = time.monotonic() + keys_module.FULL_LOOK_S
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: later)
+
+
+def test_the_change_mark_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """A mark path that is a symlink (someone who may write the directory made it, as in
+    /tmp) is not followed: the store's writes must not land in the file it points at."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"important data\n")
+    (tmp_path / "keys.db-keymark").symlink_to(victim)
+    store = KeyStore(tmp_path / "keys.db")
+    token, rec = store.create()
+    store.revoke(rec.key_id)
+    assert victim.read_bytes() == b"important data\n"
+    with pytest.raises(Exception, match="revoked"):
+        store.authenticate(token)
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_a_change_mark_made_by_another_user_is_not_trusted(tmp_path: Path) -> None:
+    """A mark file another user made (and may truncate or rewrite at will) is not mapped:
+    every look asks SQLite instead."""
+    mark = tmp_path / "keys.db-keymark"
+    mark.write_bytes(bytes(8))
+    os.chown(mark, 65534, 65534)
+    os.chmod(mark, 0o666)
+    store = KeyStore(tmp_path / "keys.db")
+    assert store._mark is None
+    store.close()
+
+
+def test_the_change_mark_takes_the_database_file_mode(tmp_path: Path) -> None:
+    """A database its group may write gets a mark its group may write (as SQLite's -wal and
+    -shm files do): otherwise a group member's `routeguard keys revoke` sets no mark."""
+    db = tmp_path / "keys.db"
+    sqlite3.connect(db).close()
+    os.chmod(db, 0o660)
+    store = KeyStore(db)
+    assert stat.S_IMODE(os.stat(tmp_path / "keys.db-keymark").st_mode) == 0o660
+    store.close()
+
+
+def test_a_revoke_through_a_symlink_to_the_database_counts_on_the_next_look(
+    tmp_path: Path,
+) -> None:
+    """SQLite follows a symlink to the database (one -wal for both names); the mark must too,
+    or a revoke by `routeguard keys` given the other name is missed by a running server."""
+    db = tmp_path / "keys.db"
+    server = KeyStore(db)
+    token, rec = server.create()
+    assert server.authenticate(token).key_id == rec.key_id
+    (tmp_path / "current.db").symlink_to(db)
+    cli = KeyStore(tmp_path / "current.db")
+    cli.revoke(rec.key_id)
+    with pytest.raises(Exception, match="revoked"):
+        server.authenticate(token)
+    cli.close()
+    server.close()
+
+
+def test_an_in_memory_store_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-memory store (":memory:", or "": a private temporary database) names no file:
+    no mark is made for it in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for path in (":memory:", ""):
+        store = KeyStore(path)
+        store.create()
+        store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_store_answers_unavailable(tmp_path: Path) -> None:
+    """After close, a look fails closed as KeyStoreUnavailable (503), not a raw error."""
+    store = KeyStore(tmp_path / "keys.db")
+    token, _ = store.create()
+    store.close()
+    with pytest.raises(KeyStoreUnavailable):
+        store.authenticate(token)
+
+
+def test_a_change_that_cannot_be_taken_in_fails_every_look_until_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit whose rows cannot be read (a damaged row written by raw SQL) answers 503 on
+    every look, not once: the revoke committed with it must never be skipped."""
+    db = tmp_path / "keys.db"
+    store = KeyStore(db)
+    token, rec = store.create()
+    assert store.authenticate(token).key_id == rec.key_id
+    revoked = msgspec.json.encode(msgspec.structs.replace(rec, revoked=True))
+    with sqlite3.connect(db) as shell:
+        shell.execute("INSERT INTO keys VALUES ('key_bad', 'not json')")
+        shell.execute("UPDATE keys SET record = ? WHERE key_id = ?", (revoked, rec.key_id))
+    _later(monkeypatch)
+    for _ in range(2):
+        with pytest.raises(KeyStoreUnavailable):
+            store.authenticate(token)
+    with sqlite3.connect(db) as shell:
+        shell.execute("DELETE FROM keys WHERE key_id = 'key_bad'")
+    with pytest.raises(Exception, match="revoked"):
+        store.authenticate(token)
+    store.close()
+
+
+def test_a_replaced_change_mark_is_mapped_again_by_the_next_full_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark file deleted or replaced (a restore, a cleanup) while a server runs: new
+    processes mark the new file, so the server maps it again at its next full look rather
+    than watching the old one for good."""
+    db = tmp_path / "keys.db"
+    server = KeyStore(db)
+    token, rec = server.create()
+    assert server.authenticate(token).key_id == rec.key_id
+    (tmp_path / "keys.db-keymark").unlink()
+    _later(monkeypatch)
+    assert server.authenticate(token).key_id == rec.key_id  # the full look
+    cli = KeyStore(db)  # `routeguard keys revoke`, after the mark was replaced
+    cli.revoke(rec.key_id)
+    with pytest.raises(Exception, match="revoked"):
+        server.authenticate(token)
+    cli.close()
+    server.close()
 
 
 def test_a_store_too_far_behind_the_journal_reloads_everything(
