@@ -322,17 +322,21 @@ def test_a_closed_store_answers_unavailable(tmp_path: Path) -> None:
         store.authenticate(token)
 
 
+@pytest.mark.parametrize("schema_change", [False, True])
 def test_a_change_that_cannot_be_taken_in_fails_every_look_until_it_can(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schema_change: bool
 ) -> None:
     """A commit whose rows cannot be read (a damaged row written by raw SQL) answers 503 on
-    every look, not once: the revoke committed with it must never be skipped."""
+    every look, not once: the revoke committed with it must never be skipped (whether the
+    store takes it in through the journal or, the schema changed, by reading everything)."""
     db = tmp_path / "keys.db"
     store = KeyStore(db)
     token, rec = store.create()
     assert store.authenticate(token).key_id == rec.key_id
     revoked = msgspec.json.encode(msgspec.structs.replace(rec, revoked=True))
     with sqlite3.connect(db) as shell:
+        if schema_change:
+            shell.execute("CREATE TABLE notes (x)")
         shell.execute("INSERT INTO keys VALUES ('key_bad', 'not json')")
         shell.execute("UPDATE keys SET record = ? WHERE key_id = ?", (revoked, rec.key_id))
     _later(monkeypatch)
