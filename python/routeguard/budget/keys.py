@@ -188,9 +188,11 @@ class KeyStore:
 
     def _reload(self) -> None:
         """Read everything again, the journal's end first: a write landing in between is
-        read now and once more on the next look, never missed (the caller holds the lock)."""
-        self._seen, self._schema = self._journal_end()
+        read now and once more on the next look, never missed (the caller holds the lock).
+        The end counts as seen only once everything is read: a failed read is done again."""
+        seen, schema = self._journal_end()
         self._load()
+        self._seen, self._schema = seen, schema
 
     def _catch_up(self) -> None:
         """Take in the rows the journal names past the last entry seen (the caller holds
@@ -253,8 +255,8 @@ class KeyStore:
             with self._lock:
                 version = self._data_version()
                 if version != self._version:
-                    self._version = version
                     self._catch_up()
+                    self._version = version  # only once taken in: a failed catch-up is retried
                 if mark is not None:
                     self._last_mark, self._look_by = seen, now + FULL_LOOK_S
         except (sqlite3.Error, msgspec.DecodeError) as exc:
