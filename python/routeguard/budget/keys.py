@@ -460,8 +460,8 @@ class _ChangeMark:
     @classmethod
     def beside(cls, database: str) -> _ChangeMark | None:
         """The mark of ``database`` (made if missing), or None where it cannot be mapped."""
-        if database.startswith("file:"):
-            return None  # a URI: no plain path to put the mark beside
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return None  # in memory, a private temporary file, a URI: no path to put it beside
         try:
             fd = os.open(database + "-keymark", os.O_RDWR | os.O_CREAT, 0o644)
             try:
