@@ -445,8 +445,9 @@ class KeyStore:
         """Close the database."""
         with self._lock:
             self._db.close()
-            if self._mark is not None:
-                self._mark.close()
+            mark, self._mark = self._mark, None  # a look after close asks the closed db: 503
+            if mark is not None:
+                mark.close()
 
 
 class _ChangeMark:
@@ -475,8 +476,11 @@ class _ChangeMark:
             return None
 
     def read(self) -> bytes:
-        """The mark's current bytes."""
-        return self._map[: self.SIZE]
+        """The mark's current bytes (none once closed: the look that follows is a full one)."""
+        try:
+            return self._map[: self.SIZE]
+        except ValueError:  # closed by the store's close() after its look took the mark
+            return b""
 
     def change(self) -> None:
         """Set fresh random bytes: every store's next look asks SQLite."""
