@@ -463,8 +463,11 @@ class _ChangeMark:
         """The mark of ``database`` (made if missing), or None where it cannot be mapped."""
         if database in ("", ":memory:") or database.startswith("file:"):
             return None  # in memory, a private temporary file, a URI: no path to put it beside
+        # SQLite follows a symlinked name to the file (one -wal for every name): so does the
+        # mark, or a write through one name would go unseen by stores opened by the other.
+        real = os.path.realpath(database)
         try:
-            fd = os.open(database + "-keymark", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(real + "-keymark", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if os.fstat(fd).st_size < cls.SIZE:
                     os.ftruncate(fd, cls.SIZE)
