@@ -42,6 +42,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -460,16 +461,38 @@ class _ChangeMark:
 
     @classmethod
     def beside(cls, database: str) -> _ChangeMark | None:
-        """The mark of ``database`` (made if missing), or None where it cannot be mapped."""
+        """The mark of ``database`` (made if missing), or None where there is none to trust."""
         if database in ("", ":memory:") or database.startswith("file:"):
             return None  # in memory, a private temporary file, a URI: no path to put it beside
         # SQLite follows a symlinked name to the file (one -wal for every name): so does the
         # mark, or a write through one name would go unseen by stores opened by the other.
         real = os.path.realpath(database)
+        path = real + "-keymark"
         try:
-            fd = os.open(real + "-keymark", os.O_RDWR | os.O_CREAT, 0o644)
+            db = os.stat(real)
+            mode = stat.S_IMODE(db.st_mode) & 0o666
             try:
-                if os.fstat(fd).st_size < cls.SIZE:
+                fd = os.open(path, _MARK_FLAGS | os.O_CREAT | os.O_EXCL, mode)
+                made = True
+            except FileExistsError:
+                fd = os.open(path, _MARK_FLAGS)  # never through a symlink: ELOOP
+                made = False
+            try:
+                if made:  # the database's mode and owner, whatever the umask (SQLite's -wal too)
+                    if hasattr(os, "fchmod"):
+                        os.fchmod(fd, mode)
+                    if hasattr(os, "fchown") and os.geteuid() == 0:
+                        os.fchown(fd, db.st_uid, db.st_gid)
+                st = os.fstat(fd)
+                if not _trusted(st, db):
+                    log.warning(
+                        "key store %s: %s is not a file of the database's owner, protected as"
+                        " the database is; not used: every look asks SQLite",
+                        database,
+                        path,
+                    )
+                    return None
+                if st.st_size < cls.SIZE:
                     os.ftruncate(fd, cls.SIZE)
                 return cls(mmap.mmap(fd, cls.SIZE))
             finally:
@@ -492,6 +515,22 @@ class _ChangeMark:
     def close(self) -> None:
         """Unmap."""
         self._map.close()
+
+
+_MARK_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _trusted(mark: os.stat_result, db: os.stat_result) -> bool:
+    """Whether a change mark's file may be mapped: a regular file with one name, owned by
+    this process's user or the database's, that no one may write who may not write the
+    database (someone else could truncate it under the map, or pin its bytes)."""
+    me = os.geteuid() if hasattr(os, "geteuid") else mark.st_uid
+    return (
+        stat.S_ISREG(mark.st_mode)
+        and mark.st_nlink == 1
+        and mark.st_uid in (me, db.st_uid)
+        and not mark.st_mode & ~db.st_mode & 0o022
+    )
 
 
 class _NotFound(InvalidRequest):
