@@ -258,7 +258,11 @@ class KeyStore:
                 if version != self._version:
                     self._catch_up()
                     self._version = version  # only once taken in: a failed catch-up is retried
-                if mark is not None:
+                if mark is None or mark is not self._mark:
+                    pass  # no mark, or another look mapped it again meanwhile: read that next
+                elif mark.moved():  # map the file new writers mark; look fully once more
+                    self._mark, self._look_by = _ChangeMark.beside(mark.database), 0.0
+                else:
                     self._last_mark, self._look_by = seen, now + FULL_LOOK_S
         except (sqlite3.Error, msgspec.DecodeError) as exc:
             raise KeyStoreUnavailable(
@@ -456,8 +460,10 @@ class _ChangeMark:
 
     SIZE = 8
 
-    def __init__(self, mapped: mmap.mmap) -> None:
+    def __init__(self, mapped: mmap.mmap, database: str, mapped_file: os.stat_result) -> None:
         self._map = mapped
+        self.database = database  # the real path, resolved once (the cwd may change)
+        self._file = (mapped_file.st_dev, mapped_file.st_ino)
 
     @classmethod
     def beside(cls, database: str) -> _ChangeMark | None:
@@ -494,7 +500,7 @@ class _ChangeMark:
                     return None
                 if st.st_size < cls.SIZE:
                     os.ftruncate(fd, cls.SIZE)
-                return cls(mmap.mmap(fd, cls.SIZE))
+                return cls(mmap.mmap(fd, cls.SIZE), real, st)
             finally:
                 os.close(fd)
         except (OSError, ValueError) as exc:
@@ -507,6 +513,15 @@ class _ChangeMark:
             return self._map[: self.SIZE]
         except ValueError:  # closed by the store's close() after its look took the mark
             return b""
+
+    def moved(self) -> bool:
+        """Whether the mark's name now names another file, or none (deleted, replaced):
+        writers that open it anew mark that one, not the file mapped here."""
+        try:
+            st = os.stat(self.database + "-keymark", follow_symlinks=False)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._file
 
     def change(self) -> None:
         """Set fresh random bytes: every store's next look asks SQLite."""
