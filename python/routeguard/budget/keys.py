@@ -26,9 +26,12 @@ store first reads a change mark: eight bytes in a file beside the database (``<d
 keymark``, memory-mapped) that every store replaces with fresh random bytes after each of its
 writes. While the mark is what it was at the last look, the look costs no SQLite call; a
 writer that does not set it (the ``sqlite3`` shell, an older routeguard) is seen by the full
-look a store makes at least every :data:`FULL_LOOK_S` anyway. Where the mark file cannot be
-made (a read-only directory), every look is a full one. A database that cannot be read
-raises KeyStoreUnavailable (503): authentication fails closed.
+look a store makes at least every :data:`FULL_LOOK_S` anyway; that look also maps the mark
+again when its file was replaced. The mark takes the database's mode and owner (as SQLite's
+``-wal`` does) and sits beside its real path; where it cannot be made (a read-only
+directory) or is not one to trust (a symlink, another user's file), every look is a full
+one. A database that cannot be read raises KeyStoreUnavailable (503) on every look until it
+can be: authentication fails closed.
 """
 
 from __future__ import annotations
