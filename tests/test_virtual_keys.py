@@ -282,6 +282,18 @@ def test_the_change_mark_takes_the_database_file_mode(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_a_change_mark_root_makes_belongs_to_the_database_owner(tmp_path: Path) -> None:
+    """`routeguard keys` run as root on a service user's database makes the mark that user's
+    (as SQLite does its -wal): else the server's workers could not open it for writing."""
+    db = tmp_path / "keys.db"
+    sqlite3.connect(db).close()
+    os.chown(db, 65534, 65534)
+    store = KeyStore(db)
+    assert os.stat(tmp_path / "keys.db-keymark").st_uid == 65534
+    store.close()
+
+
 def test_a_revoke_through_a_symlink_to_the_database_counts_on_the_next_look(
     tmp_path: Path,
 ) -> None:
