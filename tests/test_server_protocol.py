@@ -27,13 +27,13 @@ class Recording(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
+        self.late: list[bytes] = []  # written after close (uvloop raises on those)
         self.closed = False
         self.paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Keep ``data``."""
-        assert not self.closed, "written after close"
-        self.writes.append(bytes(data))
+        (self.late if self.closed else self.writes).append(bytes(data))
 
     def close(self) -> None:
         """Mark closed."""
@@ -359,3 +359,28 @@ def test_an_idle_keep_alive_connection_closes_at_its_deadline(
     conn = asyncio.run(main())
     assert conn.transport.closed
     assert _responses(conn.transport.data) == [b"{}"]  # closed silently, nothing more sent
+
+
+def test_a_held_head_is_dropped_when_the_client_left_before_the_app_failed() -> None:
+    go = asyncio.Event()
+    ended: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await go.wait()
+        ended.append("raising")
+        raise RuntimeError("boom")
+
+    async def main() -> Conn:
+        conn = Conn(app)
+        await conn.feed(GET)
+        await conn.lose()  # the client leaves while the sized head is held
+        conn.transport.close()
+        go.set()
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert ended == ["raising"]
+    assert conn.transport.writes == [] and conn.transport.late == []
