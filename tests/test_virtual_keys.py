@@ -383,6 +383,44 @@ def test_a_replaced_change_mark_is_mapped_again_by_the_next_full_look(
     server.close()
 
 
+def test_a_key_update_never_leaves_the_key_out_of_the_index(tmp_path: Path) -> None:
+    """Authentication reads the digest index without the store's lock: while an update or
+    a rotation is applied, the key (its current or its new secret) is in it at every step
+    (it was popped, then put back: a request in between got a 401)."""
+
+    class Watched(dict[str, Any]):
+        """The index, counting the changes after which no secret of the key is in it."""
+
+        def __init__(self, data: dict[str, Any], key_id: str) -> None:
+            super().__init__(data)
+            self.key_id = key_id
+            self.gaps = 0
+
+        def _check(self) -> None:
+            if not any(r.key_id == self.key_id for r in self.values()):
+                self.gaps += 1
+
+        def __setitem__(self, k: str, v: Any) -> None:
+            super().__setitem__(k, v)
+            self._check()
+
+        def pop(self, k: str, *default: Any) -> Any:  # type: ignore[override]
+            out = super().pop(k, *default)
+            self._check()
+            return out
+
+    store = KeyStore(tmp_path / "keys.db")
+    _, rec = store.create()
+    index = Watched(store._by_digest, rec.key_id)
+    store._by_digest = index
+    store.update(rec.key_id, {"rpm": 10})
+    rotated, _ = store.rotate(rec.key_id)
+    store.update(rec.key_id, {"rpm": 20})
+    assert index.gaps == 0
+    assert store.authenticate(rotated).spec.rpm == 20
+    store.close()
+
+
 def test_a_store_too_far_behind_the_journal_reloads_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -317,12 +317,14 @@ class KeyStore:
             self._by_digest.pop(old.digest, None)
 
     def _apply(self, rec: KeyRecord) -> None:
-        """Put ``rec`` in the in-memory maps (the caller holds the lock)."""
+        """Put ``rec`` in the in-memory maps (the caller holds the lock; authentication,
+        which reads them without it, finds the key in every state between: the new entry
+        goes in before a rotated-out digest goes)."""
         old = self._records.get(rec.key_id)
-        if old is not None:
-            self._by_digest.pop(old.digest, None)
         self._records[rec.key_id] = rec
         self._by_digest[rec.digest] = rec
+        if old is not None and old.digest != rec.digest:
+            self._by_digest.pop(old.digest, None)
 
     # ------------------------------------------------------- directory records
 
