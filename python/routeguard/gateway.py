@@ -116,6 +116,11 @@ def _fits(request: Json, prompt_tokens: int | None = None) -> Callable[[Deployme
     return fits
 
 
+def new_request_id() -> str:
+    """A fresh request id: ``req_`` and 128 random bits in hex."""
+    return "req_" + os.urandom(16).hex()
+
+
 @dataclass(slots=True)
 class Call:
     """One chat request on its way through the stages: what was asked, by whom, where it
@@ -346,7 +351,7 @@ class Gateway:
         call.native = native
         if native is not None and native.untranslatable is not None:
             call.use_cache = False  # its chat translation is not the whole question
-        request_id = request_id or "req_" + os.urandom(16).hex()
+        request_id = request_id or new_request_id()
         admission = await self._admit(call)
         try:
             ticket, hit = await self._lookup(call)

@@ -41,7 +41,7 @@ from routeguard.errors import (
     RequestTooLarge,
     RouteguardError,
 )
-from routeguard.gateway import Gateway
+from routeguard.gateway import Gateway, new_request_id
 from routeguard.observe.feedback import JsonlFeedback, SqliteFeedback, feedback_path, parse_feedback
 from routeguard.observe.requestlog import RequestLog, Trace
 from routeguard.observe.spend import SPEND_DB_ENV, UNSAVED_MAX_ROWS, SpendRecords
@@ -297,7 +297,7 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         anthropic = path.startswith("/v1/messages")
-        request_id = "req_" + os.urandom(16).hex()
+        request_id = new_request_id()
         trace = scope["routeguard.trace"] = Trace(request_id, time.time(), time.perf_counter())
         id_header = (b"x-routeguard-request-id", request_id.encode())
         downstream = send
