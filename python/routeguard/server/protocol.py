@@ -219,8 +219,9 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def evictable(self) -> bool:
-        """Still sending headers, or idle between requests (no app is working for it)."""
-        return self.phase in (_NEW, _HEADERS, _IDLE) and self.current is None
+        """No app is working for it: still sending headers, idle between requests, or
+        sending the body of a request already answered (refused before its body)."""
+        return self.current is None
 
     def drop(self) -> None:
         """Close this connection now (to make room under the guard's cap)."""
