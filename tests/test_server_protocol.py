@@ -474,6 +474,20 @@ def test_a_line_break_on_an_idle_connection_starts_the_header_deadline() -> None
     assert conn.transport.data.endswith(b"headers not received in time")
 
 
+def test_a_line_break_on_an_idle_connection_keeps_the_idle_deadline_without_a_guard() -> None:
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        await conn.feed(GET)
+        await conn.feed(b"\r\n")
+        assert conn.proto.deadline is not None
+        _expire_if_due(conn)
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert _responses(conn.transport.data) == [b"{}"]  # closed silently
+
+
 @pytest.mark.parametrize(
     ("status", "method", "declared"),
     [(204, b"GET", None), (304, b"GET", b"5"), (204, b"GET", b"5"), (200, b"HEAD", None)],

@@ -181,8 +181,12 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a malformed request gets 400 and the connection closes."""
         if self.phase == _IDLE:
-            self.phase = _NEW  # bytes of the next request: its header deadline starts below
-            self.deadline = None
+            # The first bytes of the next request start its header deadline here: the
+            # parser skips blank lines before a request without starting a message.
+            # (Without a guard the idle deadline runs on until a message begins.)
+            self.phase = _NEW
+            if self.guard is not None:
+                self.deadline = time.monotonic() + self.guard.header_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -259,7 +263,9 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._expect = False
-        if self.guard is not None and self.deadline is None:  # else the connect deadline runs
+        if self.guard is None:
+            self.deadline = None  # no read deadlines (this ends the idle one)
+        elif self.deadline is None:  # else the connect (or first byte's) deadline runs
             self.deadline = time.monotonic() + self.guard.header_timeout
         self.phase = _HEADERS
 
