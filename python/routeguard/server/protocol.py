@@ -412,9 +412,9 @@ class _Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of the app."""
 
     __slots__ = (
-        "body", "buffered", "chunked", "complete", "conn", "disconnected", "expect",
-        "final_sent", "head", "keep_alive", "more_body", "remaining", "scope", "started",
-        "waiter",
+        "bodiless", "body", "buffered", "chunked", "complete", "conn", "disconnected",
+        "expect", "final_sent", "head", "keep_alive", "more_body", "remaining", "scope",
+        "started", "waiter",
     )  # fmt: skip
 
     def __init__(
@@ -435,6 +435,7 @@ class _Cycle:
         self.chunked = False
         self.remaining: int | None = None  # bytes still due under a Content-Length
         self.head: bytes | None = None  # a sized response's head, sent with its body
+        self.bodiless = False  # HEAD, 1xx, 204, 304: body bytes from the app are dropped
 
     def wake(self) -> None:
         """Wake a ``receive`` waiting for body or disconnect."""
@@ -539,20 +540,21 @@ class _Cycle:
             head += (name, b": ", value, b"\r\n")
         if not self.keep_alive and not closing:
             head.append(b"connection: close\r\n")
-        head_only = self.scope["method"] == "HEAD" or status in _NO_BODY or status < 200
-        if not head_only and self.remaining is None and not self.chunked:
+        bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY or status < 200
+        self.bodiless = bodiless
+        if not bodiless and self.remaining is None and not self.chunked:
             self.chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"\r\n")
         data = b"".join(head)
-        if self.remaining and self.scope["method"] != "HEAD":
+        if self.remaining and not bodiless:
             self.head = data  # written with the body's first bytes
         else:
             self.conn.transport.write(data)
 
     def _body(self, body: bytes, more: bool) -> None:
         transport = self.conn.transport
-        if self.scope["method"] == "HEAD":
+        if self.bodiless:  # written, they would read as the start of the next response
             data = b""
         elif self.chunked:
             data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
@@ -574,7 +576,7 @@ class _Cycle:
         if data:
             transport.write(data)
         if not more:
-            if self.remaining and self.scope["method"] != "HEAD":
+            if self.remaining and not self.bodiless:
                 raise RuntimeError("response content shorter than its Content-Length")
             self.complete = True
             self.wake()
