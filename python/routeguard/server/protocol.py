@@ -13,7 +13,9 @@ reading paused, until the one before it is answered); a request body is buffered
 carries a :class:`~routeguard.server.connections.ConnectionGuard`: the headers of the first
 request within ``header_timeout`` of the connection opening, those of a later one within
 ``header_timeout`` of its first byte (else ``408`` and close); the body within
-``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers. Without a
+``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers. No
+deadline runs while reading is held for a pipelined request (the client is not the one
+waiting then); the wait the client is in gets its deadline when reading resumes. Without a
 guard there are no read deadlines. Either way an idle keep-alive connection closes after
 uvicorn's ``timeout_keep_alive``. A request that cannot be parsed gets ``400`` and the
 connection closes. Upgrades (WebSocket, h2c) are not served: the request is answered as a
@@ -265,7 +267,9 @@ class HttpProtocol(asyncio.Protocol):
         self._expect = False
         if self.guard is None:
             self.deadline = None  # no read deadlines (this ends the idle one)
-        elif self.deadline is None:  # else the connect (or first byte's) deadline runs
+        elif self.deadline is None and not self.queued:
+            # (else the connect or first byte's deadline runs; or the server is holding
+            # reading for queued requests, and the deadline starts when it reads again)
             self.deadline = time.monotonic() + self.guard.header_timeout
         self.phase = _HEADERS
 
@@ -307,15 +311,18 @@ class HttpProtocol(asyncio.Protocol):
         if self.guard is not None:
             mark: Callable[[], None] = self._authenticated
             scope[CONNECTION_KEY] = mark
-            self.deadline = time.monotonic() + self.guard.body_timeout + BODY_GRACE
         keep_alive = version != "1.0" and parser.should_keep_alive()
         cycle = _Cycle(self, scope, keep_alive, self._expect)
         self.reading = cycle
         self.phase = _BODY
         if self.current is None:
             self._start(cycle)
+            self._client_turn()
         else:
+            # Held, with reading paused, until the request before it is answered: the
+            # client is not the one waiting then, so no deadline runs until it starts.
             self.queued.append(cycle)
+            self.deadline = None
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -361,12 +368,24 @@ class HttpProtocol(asyncio.Protocol):
         if self.queued:
             nxt = self.queued.popleft()
             self._start(nxt)
-            if not self.queued and (self.reading is None or self.reading.buffered <= HIGH_WATER):
-                self._resume_reading()
+            if not self.queued:
+                self._client_turn()
+                if self.reading is None or self.reading.buffered <= HIGH_WATER:
+                    self._resume_reading()
             return
         self._resume_reading()
         if self.phase == _APP:  # nothing of a next request yet: idle until it comes
             self._idle()
+
+    def _client_turn(self) -> None:
+        """Start the deadline of what the client is sending now (headers or body), if any."""
+        guard = self.guard
+        if guard is None:
+            return
+        if self.phase == _HEADERS:
+            self.deadline = time.monotonic() + guard.header_timeout
+        elif self.phase == _BODY and self.reading is not None:
+            self.deadline = time.monotonic() + guard.body_timeout + BODY_GRACE
 
     def _idle(self) -> None:
         self.phase = _IDLE
