@@ -519,3 +519,28 @@ def test_a_body_on_a_bodiless_response_is_never_written(
     assert first.startswith(b"HTTP/1.1 %d" % status)
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n")  # the next answer follows the head at once
     assert _responses(rest) == [b"{}"]
+
+
+def test_a_request_pipelined_after_connection_close_does_not_lose_the_answer() -> None:
+    """Bytes after a ``Connection: close`` request are a parse error to llhttp by default:
+    the request before them is still answered, then the connection closes unread."""
+    release = asyncio.Event()
+    seen: list[str] = []
+    echo = _echo_app([])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await release.wait()
+        await echo(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(app)
+        await conn.feed(GET.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n") + GET)
+        release.set()
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"0 /x"]
+    assert b"connection: close" in conn.transport.data
+    assert seen == ["/x"] and conn.transport.closed
