@@ -127,6 +127,11 @@ class HttpProtocol(asyncio.Protocol):
         self.keep_alive_s: float = config.timeout_keep_alive
         self.guard: ConnectionGuard | None = find_guard(self.app)
         self.parser = httptools.HttpRequestParser(self)
+        # Bytes after a `Connection: close` request are ignored, not a parse error that
+        # would close the connection before that request's answer is written.
+        lenient = getattr(self.parser, "set_dangerous_leniencies", None)  # httptools >= 0.6.3
+        if lenient is not None:
+            lenient(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
