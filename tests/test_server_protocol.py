@@ -544,3 +544,37 @@ def test_a_request_pipelined_after_connection_close_does_not_lose_the_answer() -
     assert _responses(conn.transport.data) == [b"0 /x"]
     assert b"connection: close" in conn.transport.data
     assert seen == ["/x"] and conn.transport.closed
+
+
+@pytest.mark.parametrize("start", [b"GET /", b"GET / HTTP/1.1\r\nx-big: "])
+def test_a_request_head_past_the_limit_gets_431_and_the_connection_closes(start: bytes) -> None:
+    """A request target or header without end is refused at MAX_HEAD bytes: kept growing,
+    each piece copies all before it (the event loop stalls, memory grows without bound)."""
+
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        conn.proto.data_received(start)
+        for _ in range(2 * protocol.MAX_HEAD // 65536 + 1):
+            if conn.transport.closed:
+                break
+            conn.proto.data_received(b"a" * 65536)
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert conn.transport.data.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_request_head_within_the_limit_is_served() -> None:
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        conn.proto.data_received(GET[:-2])  # all but the blank line that ends the head
+        big = b"x-big: " + b"a" * (protocol.MAX_HEAD - 1024) + b"\r\n"
+        for i in range(0, len(big), 4096):  # trickled: every piece counts
+            conn.proto.data_received(big[i : i + 4096])
+        await conn.feed(b"\r\n")
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"{}"]
