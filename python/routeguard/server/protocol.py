@@ -17,9 +17,10 @@ request within ``header_timeout`` of the connection opening, those of a later on
 deadline runs while reading is held for a pipelined request (the client is not the one
 waiting then); the wait the client is in gets its deadline when reading resumes. Without a
 guard there are no read deadlines. Either way an idle keep-alive connection closes after
-uvicorn's ``timeout_keep_alive``. A request that cannot be parsed gets ``400`` and the
-connection closes. Upgrades (WebSocket, h2c) are not served: the request is answered as a
-plain HTTP request. No access log (the proxy keeps its own request log).
+uvicorn's ``timeout_keep_alive``. A request that cannot be parsed gets ``400``, one whose
+head passes :data:`MAX_HEAD` bytes ``431``, and the connection closes. Upgrades (WebSocket,
+h2c) are not served: the request is answered as a plain HTTP request. No access log (the
+proxy keeps its own request log).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ HIGH_WATER = 1 << 16
 
 SWEEP_S = 0.25
 """How often the deadlines of an event loop's connections are checked."""
+
+MAX_HEAD = 1 << 20
+"""Bytes a request's head (request line and headers) may take before it gets ``431`` and
+the connection closes: kept growing, every piece of a head is copied behind all before it."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
 _BAD_NAME = re.compile(rb"[\x00-\x20\x7f()<>@,;:\\\"/\[\]?={}\x80-\xff]")
@@ -148,6 +153,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
+        self._head_bytes = 0  # read while a request's head is awaited
 
     # ------------------------------------------------------------ connection events
 
@@ -194,6 +200,12 @@ class HttpProtocol(asyncio.Protocol):
             self.phase = _NEW
             if self.guard is not None:
                 self.deadline = time.monotonic() + self.guard.header_timeout
+        if self.phase in (_NEW, _HEADERS):
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                log.warning("request head too large received")
+                self._refuse(b"431 Request Header Fields Too Large", b"Request head too large.")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -291,6 +303,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Headers in: build the scope; start the app now or after the request before."""
+        self._head_bytes = 0
         parser = self.parser
         version = parser.get_http_version()
         url = httptools.parse_url(self._url)
