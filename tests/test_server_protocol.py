@@ -578,3 +578,25 @@ def test_a_request_head_within_the_limit_is_served() -> None:
 
     conn = asyncio.run(main())
     assert _responses(conn.transport.data) == [b"{}"]
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {"status": 103},  # interim: the client would wait on for the final answer
+        {"status": 1000},
+        {"status": 200, "headers": [(b"x-a", b"1\r\nset-cookie: evil")]},
+        {"status": 200, "headers": [(b"x a", b"1")]},
+        {"status": 200, "headers": [(b"content-length", b"1_0")]},
+    ],
+)
+def test_an_invalid_response_head_gets_a_500_instead(start: dict[str, Any]) -> None:
+    """Nothing of an invalid head is written; the client gets a 500 (not silence)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", **start})
+        await send({"type": "http.response.body", "body": b"0123456789"})
+
+    out = asyncio.run(_serve(app, GET))
+    assert out.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert out.data.endswith(b"Internal Server Error") and out.closed
