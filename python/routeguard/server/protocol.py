@@ -472,7 +472,7 @@ class _Cycle:
         self.chunked = False
         self.remaining: int | None = None  # bytes still due under a Content-Length
         self.head: bytes | None = None  # a sized response's head, sent with its body
-        self.bodiless = False  # HEAD, 1xx, 204, 304: body bytes from the app are dropped
+        self.bodiless = False  # HEAD, 204, 304: body bytes from the app are dropped
 
     def wake(self) -> None:
         """Wake a ``receive`` waiting for body or disconnect."""
@@ -554,37 +554,44 @@ class _Cycle:
             raise RuntimeError(f"ASGI message {kind!r} sent after the response completed")
 
     def _start(self, message: dict[str, Any]) -> None:
-        self.started = True
-        self.expect = False
+        # Checked before anything is kept: an app that sends an invalid head gets a 500
+        # written for it (nothing of its head has been written).
         status = int(message["status"])
+        if not 200 <= status <= 599:  # (1xx are interim: the client would wait for more)
+            raise RuntimeError(f"invalid final HTTP status {status}")
         head = [_status_line(status)]
-        closing = False
+        chunked, remaining, keep_alive, closing = False, None, self.keep_alive, False
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
             if _BAD_NAME.search(name):
                 raise RuntimeError("invalid HTTP header name")
             if _BAD_VALUE.search(value):
                 raise RuntimeError("invalid HTTP header value")
             name = name.lower()
-            if name == b"content-length" and not self.chunked and self.remaining is None:
-                self.remaining = int(value.decode())
+            if name == b"content-length" and not chunked and remaining is None:
+                if not value.isdigit():
+                    raise RuntimeError("invalid Content-Length")
+                remaining = int(value)
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.chunked, self.remaining = True, None
+                chunked, remaining = True, None
             elif name == b"connection" and b"close" in [
                 t.strip().lower() for t in value.split(b",")
             ]:
-                self.keep_alive = False
+                keep_alive = False
                 closing = True
             head += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not closing:
+        if not keep_alive and not closing:
             head.append(b"connection: close\r\n")
-        bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY or status < 200
-        self.bodiless = bodiless
-        if not bodiless and self.remaining is None and not self.chunked:
-            self.chunked = True
+        bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY
+        if not bodiless and remaining is None and not chunked:
+            chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"\r\n")
         data = b"".join(head)
-        if self.remaining and not bodiless:
+        self.started = True
+        self.expect = False
+        self.bodiless, self.chunked, self.remaining = bodiless, chunked, remaining
+        self.keep_alive = keep_alive
+        if remaining and not bodiless:
             self.head = data  # written with the body's first bytes
         else:
             self.conn.transport.write(data)
