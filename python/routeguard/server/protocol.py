@@ -8,7 +8,8 @@ one sweep per event loop checks (no timer armed and cancelled per request), and 
 whose head declares a Content-Length written in one piece with its body.
 
 Per connection: requests are read and answered in order (a pipelined request waits, with
-reading paused, until the one before it is answered); a request body is buffered up to
+reading paused, until the one before it is answered; past :data:`MAX_QUEUED` waiting,
+nothing more is read and the connection closes after them); a request body is buffered up to
 :data:`HIGH_WATER` before reading pauses until the app takes it. Deadlines, when the app
 carries a :class:`~routeguard.server.connections.ConnectionGuard`: the headers of the first
 request within ``header_timeout`` of the connection opening, those of a later one within
@@ -55,6 +56,11 @@ SWEEP_S = 0.25
 MAX_HEAD = 1 << 20
 """Bytes a request's head (request line and headers) may take before it gets ``431`` and
 the connection closes: kept growing, every piece of a head is copied behind all before it."""
+
+MAX_QUEUED = 64
+"""Pipelined requests read ahead of the one being answered; past that nothing more is read:
+those queued are answered and the connection closes (a read of tiny pipelined requests,
+each held as a scope until its turn, would hold some 60 times the bytes read)."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
 _BAD_NAME = re.compile(rb"[\x00-\x20\x7f()<>@,;:\\\"/\[\]?={}\x80-\xff]")
@@ -154,6 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
         self._head_bytes = 0  # read while a request's head is awaited
+        self._flooded = False  # MAX_QUEUED reached: nothing more is read
 
     # ------------------------------------------------------------ connection events
 
@@ -215,6 +222,10 @@ class HttpProtocol(asyncio.Protocol):
                 if cycle is not None:
                     cycle.keep_alive = False
         except httptools.HttpParserError:
+            if self._flooded:  # (the parser stopped on it) answer those queued, then close
+                self.queued[-1].keep_alive = False
+                self._pause_reading()
+                return
             log.warning("invalid HTTP request received")
             self._refuse(b"400 Bad Request", b"Invalid HTTP request received.")
 
@@ -303,6 +314,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Headers in: build the scope; start the app now or after the request before."""
+        if len(self.queued) >= MAX_QUEUED:
+            self._flooded = True
+            raise RuntimeError("too many pipelined requests")  # stops the parser
         self._head_bytes = 0
         parser = self.parser
         version = parser.get_http_version()
@@ -415,7 +429,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
+        if self.read_paused and not self.closed and not self._flooded:
             self.read_paused = False
             self.transport.resume_reading()
 
