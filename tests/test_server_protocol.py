@@ -606,28 +606,33 @@ def test_requests_pipelined_past_the_queue_limit_are_not_read() -> None:
     """A packet of tiny pipelined requests is parsed in one go, each into a scope held until
     its turn (about 60 times the bytes read): past MAX_QUEUED the rest is not read, those
     queued are answered and the connection closes."""
-    release = asyncio.Event()
+    limit = protocol.MAX_QUEUED
+    first, last = asyncio.Event(), asyncio.Event()
     seen: list[str] = []
     echo = _echo_app([])
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen.append(scope["path"])
-        await release.wait()
+        if len(seen) == 1:
+            await first.wait()
+        elif len(seen) == limit + 1:
+            await last.wait()
         await echo(scope, receive, send)
 
-    limit = protocol.MAX_QUEUED
-
     async def main() -> Conn:
-        conn = Conn(app)
+        conn = Conn(_guarded(app))
         conn.proto.data_received(GET * (limit + 50))
         assert len(conn.proto.queued) <= limit and conn.transport.paused
-        release.set()
+        first.set()
         await conn.settle()
+        await conn.settle()
+        _expire_if_due(conn)  # the last one queued takes its time: no deadline is the client's
+        last.set()
         await conn.settle()
         return conn
 
     conn = asyncio.run(main())
-    assert len(seen) == limit + 1  # the one answered, then each queued one
+    assert len(seen) == limit + 1  # the one answered first, then each queued one
     assert len(_responses(conn.transport.data)) == limit + 1
     assert conn.transport.data.count(b"connection: close") == 1 and conn.transport.closed
     assert conn.transport.paused  # nothing more was read

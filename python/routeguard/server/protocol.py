@@ -225,6 +225,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._flooded:  # (the parser stopped on it) answer those queued, then close
                 self.queued[-1].keep_alive = False
                 self._pause_reading()
+                self.phase, self.deadline = _APP, None  # no request is being read any more
                 return
             log.warning("invalid HTTP request received")
             self._refuse(b"400 Bad Request", b"Invalid HTTP request received.")
