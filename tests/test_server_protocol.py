@@ -16,6 +16,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from routeguard.server import protocol
+from routeguard.server.connections import ConnectionGuard
 from routeguard.server.protocol import PROTOCOL, HttpProtocol
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -384,3 +385,254 @@ def test_a_held_head_is_dropped_when_the_client_left_before_the_app_failed() -> 
     conn = asyncio.run(main())
     assert ended == ["raising"]
     assert conn.transport.writes == [] and conn.transport.late == []
+
+
+def _guarded(app: App) -> App:
+    """``app`` carrying a ConnectionGuard, so the protocol applies its read deadlines."""
+    setattr(  # noqa: B010 - a function's attribute, as the proxy's app carries it
+        app,
+        "connection_guard",
+        ConnectionGuard(header_timeout=1.0, body_timeout=1.0, max_unauthenticated=4),
+    )
+    return app
+
+
+def _expire_if_due(conn: Conn) -> None:
+    """What the sweep does once the connection's deadline has passed."""
+    if conn.proto.deadline is not None:
+        conn.proto.expired()
+
+
+def test_a_queued_requests_body_deadline_waits_for_the_server_to_read_it() -> None:
+    """A pipelined request's body is not read while the one before it is answered (the
+    server paused reading): its deadline must not run then and cut the answer in progress."""
+    release = asyncio.Event()
+    seen: list[dict[str, Any]] = []
+    echo = _echo_app(seen)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await echo(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(_guarded(app))
+        await conn.feed(_post(b"/slow", b"") + _post(b"/b", b"x" * 10)[:-5])  # half of b's body
+        assert conn.transport.paused  # the server holds b until /slow is answered
+        _expire_if_due(conn)  # /slow takes longer than the body deadline
+        release.set()
+        await conn.settle()
+        await conn.feed(b"x" * 5)
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"0 /slow", b"10 /b"]
+    assert not conn.transport.closed
+
+
+def test_a_queued_request_gets_its_body_deadline_once_it_starts() -> None:
+    """Once the request before it is answered, a pipelined body still has a deadline."""
+    release = asyncio.Event()
+    echo = _echo_app([])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await echo(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(_guarded(app))
+        await conn.feed(_post(b"/slow", b"") + _post(b"/b", b"x" * 10)[:-5])
+        release.set()
+        await conn.settle()
+        deadlines.append(conn.proto.deadline)
+        await conn.lose()
+        return conn
+
+    deadlines: list[float | None] = []
+    conn = asyncio.run(main())
+    assert deadlines[0] is not None  # /b's body: the client's turn again
+    assert _responses(conn.transport.data) == [b"0 /slow"]
+
+
+def test_a_line_break_on_an_idle_connection_starts_the_header_deadline() -> None:
+    """The parser skips blank lines between requests without starting a message: such a
+    first byte of a later request must still start its header deadline, not cancel the
+    idle one for good."""
+
+    async def main() -> Conn:
+        conn = Conn(_guarded(_json_app(b"{}")))
+        await conn.feed(GET)
+        assert conn.proto.deadline is not None  # idle: the keep-alive deadline
+        await conn.feed(b"\r\n")
+        assert conn.proto.deadline is not None
+        _expire_if_due(conn)
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert conn.transport.data.endswith(b"headers not received in time")
+
+
+def test_a_line_break_on_an_idle_connection_keeps_the_idle_deadline_without_a_guard() -> None:
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        await conn.feed(GET)
+        await conn.feed(b"\r\n")
+        assert conn.proto.deadline is not None
+        _expire_if_due(conn)
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert _responses(conn.transport.data) == [b"{}"]  # closed silently
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "declared"),
+    [(204, b"GET", None), (304, b"GET", b"5"), (204, b"GET", b"5"), (200, b"HEAD", None)],
+)
+def test_a_body_on_a_bodiless_response_is_never_written(
+    status: int, method: bytes, declared: bytes | None
+) -> None:
+    """Bytes an app sends after a 204 or 304 head (or a HEAD answer) would be read by the
+    client as the start of the next response (response splitting); they are dropped."""
+    smuggled = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nevil!"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/next":
+            await _json_app(b"{}")(scope, receive, send)
+            return
+        headers = [] if declared is None else [(b"content-length", declared)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": smuggled[: int(declared or 99)]})
+
+    async def main() -> Conn:
+        conn = Conn(app)
+        await conn.feed(
+            method + b" /x HTTP/1.1\r\nhost: t\r\n\r\nGET /next HTTP/1.1\r\nhost: t\r\n\r\n"
+        )
+        return conn
+
+    conn = asyncio.run(main())
+    first, _, rest = conn.transport.data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 %d" % status)
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n")  # the next answer follows the head at once
+    assert _responses(rest) == [b"{}"]
+
+
+def test_a_request_pipelined_after_connection_close_does_not_lose_the_answer() -> None:
+    """Bytes after a ``Connection: close`` request are a parse error to llhttp by default:
+    the request before them is still answered, then the connection closes unread."""
+    release = asyncio.Event()
+    seen: list[str] = []
+    echo = _echo_app([])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await release.wait()
+        await echo(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(app)
+        await conn.feed(GET.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n") + GET)
+        release.set()
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"0 /x"]
+    assert b"connection: close" in conn.transport.data
+    assert seen == ["/x"] and conn.transport.closed
+
+
+@pytest.mark.parametrize("start", [b"GET /", b"GET / HTTP/1.1\r\nx-big: "])
+def test_a_request_head_past_the_limit_gets_431_and_the_connection_closes(start: bytes) -> None:
+    """A request target or header without end is refused at MAX_HEAD bytes: kept growing,
+    each piece copies all before it (the event loop stalls, memory grows without bound)."""
+
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        conn.proto.data_received(start)
+        for _ in range(2 * protocol.MAX_HEAD // 65536 + 1):
+            if conn.transport.closed:
+                break
+            conn.proto.data_received(b"a" * 65536)
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.closed
+    assert conn.transport.data.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_request_head_within_the_limit_is_served() -> None:
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        conn.proto.data_received(GET[:-2])  # all but the blank line that ends the head
+        big = b"x-big: " + b"a" * (protocol.MAX_HEAD - 1024) + b"\r\n"
+        for i in range(0, len(big), 4096):  # trickled: every piece counts
+            conn.proto.data_received(big[i : i + 4096])
+        await conn.feed(b"\r\n")
+        return conn
+
+    conn = asyncio.run(main())
+    assert _responses(conn.transport.data) == [b"{}"]
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {"status": 103},  # interim: the client would wait on for the final answer
+        {"status": 1000},
+        {"status": 200, "headers": [(b"x-a", b"1\r\nset-cookie: evil")]},
+        {"status": 200, "headers": [(b"x a", b"1")]},
+        {"status": 200, "headers": [(b"content-length", b"1_0")]},
+    ],
+)
+def test_an_invalid_response_head_gets_a_500_instead(start: dict[str, Any]) -> None:
+    """Nothing of an invalid head is written; the client gets a 500 (not silence)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", **start})
+        await send({"type": "http.response.body", "body": b"0123456789"})
+
+    out = asyncio.run(_serve(app, GET))
+    assert out.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert out.data.endswith(b"Internal Server Error") and out.closed
+
+
+def test_requests_pipelined_past_the_queue_limit_are_not_read() -> None:
+    """A packet of tiny pipelined requests is parsed in one go, each into a scope held until
+    its turn (about 60 times the bytes read): past MAX_QUEUED the rest is not read, those
+    queued are answered and the connection closes."""
+    limit = protocol.MAX_QUEUED
+    first, last = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+    echo = _echo_app([])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        if len(seen) == 1:
+            await first.wait()
+        elif len(seen) == limit + 1:
+            await last.wait()
+        await echo(scope, receive, send)
+
+    async def main() -> Conn:
+        conn = Conn(_guarded(app))
+        conn.proto.data_received(GET * (limit + 50))
+        assert len(conn.proto.queued) <= limit and conn.transport.paused
+        first.set()
+        await conn.settle()
+        await conn.settle()
+        _expire_if_due(conn)  # the last one queued takes its time: no deadline is the client's
+        last.set()
+        await conn.settle()
+        return conn
+
+    conn = asyncio.run(main())
+    assert len(seen) == limit + 1  # the one answered first, then each queued one
+    assert len(_responses(conn.transport.data)) == limit + 1
+    assert conn.transport.data.count(b"connection: close") == 1 and conn.transport.closed
+    assert conn.transport.paused  # nothing more was read

@@ -154,6 +154,23 @@ def test_a_real_client_gets_through_while_the_cap_is_full(proxy: ServerThread) -
             sock.close()
 
 
+def test_connections_refused_before_their_body_do_not_keep_a_real_client_out(
+    proxy: ServerThread,
+) -> None:
+    """An attacker's requests are refused (401) before their bodies, which it then trickles:
+    no app works for those connections any more, so they make room like idle ones."""
+    held = [_connect(proxy) for _ in range(CAP)]
+    try:
+        for sock in held:
+            sock.sendall(_request("/v1/chat/completions", b"{", key="wrong", length=10**6))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 401")
+        with openai.OpenAI(base_url=proxy.url + "/v1", api_key=MASTER, max_retries=0) as c:
+            assert c.chat.completions.create(model="a", messages=MSG).choices
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_authenticated_keep_alive_connections_do_not_count(proxy: ServerThread) -> None:
     app = proxy._app
     guard = app.connection_guard

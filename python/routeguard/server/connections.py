@@ -11,10 +11,11 @@ deadlines):
   the caller's protocol when it is the one waiting; this deadline, a little later, closes
   connections whose body nobody reads),
 - at most ``max_unauthenticated`` open connections (per process) may be waiting for a
-  request to pass authentication; past that, the longest-waiting one that is still sending
-  headers or idle between requests is closed to make room (an attacker holding every slot
-  cannot keep a real client out), or, when each has a request in the app, the new
-  connection is refused with ``503``.
+  request to pass authentication; past that, the longest-waiting one that no app is
+  working for (still sending headers, idle between requests, or sending the body of a
+  request already refused) is closed to make room (an attacker holding every slot cannot
+  keep a real client out), or, when each has a request in the app, the new connection is
+  refused with ``503``.
 
 A request that passes authentication marks its connection through the callable the
 protocol puts in the ASGI scope under ``CONNECTION_KEY``; from then on that connection
@@ -36,7 +37,7 @@ class Guarded(Protocol):
 
     @property
     def evictable(self) -> bool:
-        """Still sending headers, or idle between requests (no app is working for it)."""
+        """No app is working for it (headers still coming, idle, or already answered)."""
         ...
 
     def drop(self) -> None:

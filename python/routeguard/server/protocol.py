@@ -8,16 +8,20 @@ one sweep per event loop checks (no timer armed and cancelled per request), and 
 whose head declares a Content-Length written in one piece with its body.
 
 Per connection: requests are read and answered in order (a pipelined request waits, with
-reading paused, until the one before it is answered); a request body is buffered up to
+reading paused, until the one before it is answered; past :data:`MAX_QUEUED` waiting,
+nothing more is read and the connection closes after them); a request body is buffered up to
 :data:`HIGH_WATER` before reading pauses until the app takes it. Deadlines, when the app
 carries a :class:`~routeguard.server.connections.ConnectionGuard`: the headers of the first
 request within ``header_timeout`` of the connection opening, those of a later one within
 ``header_timeout`` of its first byte (else ``408`` and close); the body within
-``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers. Without a
+``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers. No
+deadline runs while reading is held for a pipelined request (the client is not the one
+waiting then); the wait the client is in gets its deadline when reading resumes. Without a
 guard there are no read deadlines. Either way an idle keep-alive connection closes after
-uvicorn's ``timeout_keep_alive``. A request that cannot be parsed gets ``400`` and the
-connection closes. Upgrades (WebSocket, h2c) are not served: the request is answered as a
-plain HTTP request. No access log (the proxy keeps its own request log).
+uvicorn's ``timeout_keep_alive``. A request that cannot be parsed gets ``400``, one whose
+head passes :data:`MAX_HEAD` bytes ``431``, and the connection closes. Upgrades (WebSocket,
+h2c) are not served: the request is answered as a plain HTTP request. No access log (the
+proxy keeps its own request log).
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ HIGH_WATER = 1 << 16
 
 SWEEP_S = 0.25
 """How often the deadlines of an event loop's connections are checked."""
+
+MAX_HEAD = 1 << 20
+"""Bytes a request's head (request line and headers) may take before it gets ``431`` and
+the connection closes: kept growing, every piece of a head is copied behind all before it."""
+
+MAX_QUEUED = 64
+"""Pipelined requests read ahead of the one being answered; past that nothing more is read:
+those queued are answered and the connection closes (a read of tiny pipelined requests,
+each held as a scope until its turn, would hold some 60 times the bytes read)."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
 _BAD_NAME = re.compile(rb"[\x00-\x20\x7f()<>@,;:\\\"/\[\]?={}\x80-\xff]")
@@ -125,6 +138,11 @@ class HttpProtocol(asyncio.Protocol):
         self.keep_alive_s: float = config.timeout_keep_alive
         self.guard: ConnectionGuard | None = find_guard(self.app)
         self.parser = httptools.HttpRequestParser(self)
+        # Bytes after a `Connection: close` request are ignored, not a parse error that
+        # would close the connection before that request's answer is written.
+        lenient = getattr(self.parser, "set_dangerous_leniencies", None)  # httptools >= 0.6.3
+        if lenient is not None:
+            lenient(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
@@ -141,6 +159,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
+        self._head_bytes = 0  # read while a request's head is awaited
+        self._flooded = False  # MAX_QUEUED reached: nothing more is read
 
     # ------------------------------------------------------------ connection events
 
@@ -181,8 +201,18 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a malformed request gets 400 and the connection closes."""
         if self.phase == _IDLE:
-            self.phase = _NEW  # bytes of the next request: its header deadline starts below
-            self.deadline = None
+            # The first bytes of the next request start its header deadline here: the
+            # parser skips blank lines before a request without starting a message.
+            # (Without a guard the idle deadline runs on until a message begins.)
+            self.phase = _NEW
+            if self.guard is not None:
+                self.deadline = time.monotonic() + self.guard.header_timeout
+        if self.phase in (_NEW, _HEADERS):
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                log.warning("request head too large received")
+                self._refuse(b"431 Request Header Fields Too Large", b"Request head too large.")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -192,6 +222,11 @@ class HttpProtocol(asyncio.Protocol):
                 if cycle is not None:
                     cycle.keep_alive = False
         except httptools.HttpParserError:
+            if self._flooded:  # (the parser stopped on it) answer those queued, then close
+                self.queued[-1].keep_alive = False
+                self._pause_reading()
+                self.phase, self.deadline = _APP, None  # no request is being read any more
+                return
             log.warning("invalid HTTP request received")
             self._refuse(b"400 Bad Request", b"Invalid HTTP request received.")
 
@@ -219,8 +254,9 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def evictable(self) -> bool:
-        """Still sending headers, or idle between requests (no app is working for it)."""
-        return self.phase in (_NEW, _HEADERS, _IDLE) and self.current is None
+        """No app is working for it: still sending headers, idle between requests, or
+        sending the body of a request already answered (refused before its body)."""
+        return self.current is None
 
     def drop(self) -> None:
         """Close this connection now (to make room under the guard's cap)."""
@@ -258,7 +294,11 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._expect = False
-        if self.guard is not None and self.deadline is None:  # else the connect deadline runs
+        if self.guard is None:
+            self.deadline = None  # no read deadlines (this ends the idle one)
+        elif self.deadline is None and not self.queued:
+            # (else the connect or first byte's deadline runs; or the server is holding
+            # reading for queued requests, and the deadline starts when it reads again)
             self.deadline = time.monotonic() + self.guard.header_timeout
         self.phase = _HEADERS
 
@@ -275,6 +315,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Headers in: build the scope; start the app now or after the request before."""
+        if len(self.queued) >= MAX_QUEUED:
+            self._flooded = True
+            raise RuntimeError("too many pipelined requests")  # stops the parser
+        self._head_bytes = 0
         parser = self.parser
         version = parser.get_http_version()
         url = httptools.parse_url(self._url)
@@ -300,15 +344,18 @@ class HttpProtocol(asyncio.Protocol):
         if self.guard is not None:
             mark: Callable[[], None] = self._authenticated
             scope[CONNECTION_KEY] = mark
-            self.deadline = time.monotonic() + self.guard.body_timeout + BODY_GRACE
         keep_alive = version != "1.0" and parser.should_keep_alive()
         cycle = _Cycle(self, scope, keep_alive, self._expect)
         self.reading = cycle
         self.phase = _BODY
         if self.current is None:
             self._start(cycle)
+            self._client_turn()
         else:
+            # Held, with reading paused, until the request before it is answered: the
+            # client is not the one waiting then, so no deadline runs until it starts.
             self.queued.append(cycle)
+            self.deadline = None
             self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
@@ -354,12 +401,24 @@ class HttpProtocol(asyncio.Protocol):
         if self.queued:
             nxt = self.queued.popleft()
             self._start(nxt)
-            if not self.queued and (self.reading is None or self.reading.buffered <= HIGH_WATER):
-                self._resume_reading()
+            if not self.queued:
+                self._client_turn()
+                if self.reading is None or self.reading.buffered <= HIGH_WATER:
+                    self._resume_reading()
             return
         self._resume_reading()
         if self.phase == _APP:  # nothing of a next request yet: idle until it comes
             self._idle()
+
+    def _client_turn(self) -> None:
+        """Start the deadline of what the client is sending now (headers or body), if any."""
+        guard = self.guard
+        if guard is None:
+            return
+        if self.phase == _HEADERS:
+            self.deadline = time.monotonic() + guard.header_timeout
+        elif self.phase == _BODY and self.reading is not None:
+            self.deadline = time.monotonic() + guard.body_timeout + BODY_GRACE
 
     def _idle(self) -> None:
         self.phase = _IDLE
@@ -371,7 +430,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
+        if self.read_paused and not self.closed and not self._flooded:
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -405,9 +464,9 @@ class _Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of the app."""
 
     __slots__ = (
-        "body", "buffered", "chunked", "complete", "conn", "disconnected", "expect",
-        "final_sent", "head", "keep_alive", "more_body", "remaining", "scope", "started",
-        "waiter",
+        "bodiless", "body", "buffered", "chunked", "complete", "conn", "disconnected",
+        "expect", "final_sent", "head", "keep_alive", "more_body", "remaining", "scope",
+        "started", "waiter",
     )  # fmt: skip
 
     def __init__(
@@ -428,6 +487,7 @@ class _Cycle:
         self.chunked = False
         self.remaining: int | None = None  # bytes still due under a Content-Length
         self.head: bytes | None = None  # a sized response's head, sent with its body
+        self.bodiless = False  # HEAD, 204, 304: body bytes from the app are dropped
 
     def wake(self) -> None:
         """Wake a ``receive`` waiting for body or disconnect."""
@@ -509,43 +569,51 @@ class _Cycle:
             raise RuntimeError(f"ASGI message {kind!r} sent after the response completed")
 
     def _start(self, message: dict[str, Any]) -> None:
-        self.started = True
-        self.expect = False
+        # Checked before anything is kept: an app that sends an invalid head gets a 500
+        # written for it (nothing of its head has been written).
         status = int(message["status"])
+        if not 200 <= status <= 599:  # (1xx are interim: the client would wait for more)
+            raise RuntimeError(f"invalid final HTTP status {status}")
         head = [_status_line(status)]
-        closing = False
+        chunked, remaining, keep_alive, closing = False, None, self.keep_alive, False
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
             if _BAD_NAME.search(name):
                 raise RuntimeError("invalid HTTP header name")
             if _BAD_VALUE.search(value):
                 raise RuntimeError("invalid HTTP header value")
             name = name.lower()
-            if name == b"content-length" and not self.chunked and self.remaining is None:
-                self.remaining = int(value.decode())
+            if name == b"content-length" and not chunked and remaining is None:
+                if not value.isdigit():
+                    raise RuntimeError("invalid Content-Length")
+                remaining = int(value)
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.chunked, self.remaining = True, None
+                chunked, remaining = True, None
             elif name == b"connection" and b"close" in [
                 t.strip().lower() for t in value.split(b",")
             ]:
-                self.keep_alive = False
+                keep_alive = False
                 closing = True
             head += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not closing:
+        if not keep_alive and not closing:
             head.append(b"connection: close\r\n")
-        head_only = self.scope["method"] == "HEAD" or status in _NO_BODY or status < 200
-        if not head_only and self.remaining is None and not self.chunked:
-            self.chunked = True
+        bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY
+        if not bodiless and remaining is None and not chunked:
+            chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"\r\n")
         data = b"".join(head)
-        if self.remaining and self.scope["method"] != "HEAD":
+        self.started = True
+        self.expect = False
+        self.bodiless, self.chunked, self.remaining = bodiless, chunked, remaining
+        self.keep_alive = keep_alive
+        if remaining and not bodiless:
             self.head = data  # written with the body's first bytes
         else:
             self.conn.transport.write(data)
 
     def _body(self, body: bytes, more: bool) -> None:
         transport = self.conn.transport
-        if self.scope["method"] == "HEAD":
+        if self.bodiless:  # written, they would read as the start of the next response
             data = b""
         elif self.chunked:
             data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
@@ -567,7 +635,7 @@ class _Cycle:
         if data:
             transport.write(data)
         if not more:
-            if self.remaining and self.scope["method"] != "HEAD":
+            if self.remaining and not self.bodiless:
                 raise RuntimeError("response content shorter than its Content-Length")
             self.complete = True
             self.wake()
