@@ -240,6 +240,22 @@ def test_expect_100_continue_is_answered_when_the_app_reads_the_body() -> None:
     assert _responses(b"".join(conn.transport.writes[1:])) == [b"5 /up"]
 
 
+def test_an_early_answer_to_expect_100_continue_closes_the_connection() -> None:
+    """Answered before the body the client holds back: the client may never send it, so the
+    connection closes after the answer rather than reading its next request as that body."""
+
+    async def main() -> Conn:
+        conn = Conn(_json_app(b'{"error": "no"}'))
+        head = _post(b"/early", b"0123456789", b"expect: 100-continue\r\n")
+        await conn.feed(head[: -len(b"0123456789")])
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.transport.data.startswith(b"HTTP/1.1 200 OK\r\n")  # no 100 Continue first
+    assert b"connection: close\r\n" in conn.transport.data
+    assert conn.transport.closed
+
+
 def test_a_body_past_the_read_buffer_pauses_reading_until_the_app_takes_it() -> None:
     seen: list[dict[str, Any]] = []
     release = asyncio.Event()

@@ -231,7 +231,8 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(b"400 Bad Request", b"Invalid HTTP request received.")
 
     def eof_received(self) -> bool | None:
-        """Let the transport close on the client's FIN (after any answer in progress)."""
+        """The client's FIN closes the connection (as under uvicorn): an answer not yet
+        written is not sent."""
         return None
 
     def pause_writing(self) -> None:
@@ -576,6 +577,11 @@ class _Cycle:
             raise RuntimeError(f"invalid final HTTP status {status}")
         head = [_status_line(status)]
         chunked, remaining, keep_alive, closing = False, None, self.keep_alive, False
+        if self.expect and self.more_body:
+            # Answered before the body an `Expect: 100-continue` client holds back: it may
+            # never send it, and whatever it sends next on this connection would be read as
+            # that body. Close after this answer (RFC 9110 10.1.1 allows either).
+            keep_alive = False
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
             if _BAD_NAME.search(name):
                 raise RuntimeError("invalid HTTP header name")
