@@ -60,14 +60,13 @@ the connection closes: kept growing, every piece of a head is copied behind all 
 MAX_QUEUED = 64
 """Pipelined requests read ahead of the one being answered; past that nothing more is read:
 those queued are answered and the connection closes (a read of tiny pipelined requests,
-each held as a scope until its turn, would hold some 60 times the bytes read)."""
+each held as a scope until its turn, would hold many times the bytes read)."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
 _BAD_NAME = re.compile(rb"[\x00-\x20\x7f()<>@,;:\\\"/\[\]?={}\x80-\xff]")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY = frozenset((204, 304))
-_DISCONNECT = {"type": "http.disconnect"}
 
 # What a connection is waiting for: it decides the deadline and what its expiry does.
 _NEW, _HEADERS, _BODY, _APP, _IDLE = range(5)
@@ -540,7 +539,7 @@ class _Cycle:
             finally:
                 self.waiter = None
         if self.disconnected or self.complete:
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         self.buffered = 0
