@@ -14,10 +14,12 @@ connection error (the fallback layer decides whether to try again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import weakref
 import zlib
+from collections.abc import AsyncGenerator
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
@@ -459,6 +461,7 @@ class Pool:
         self.idle: dict[tuple[bool, str, int], list[_Conn]] = {}
         self.closed = False
         self._sweep: asyncio.TimerHandle | None = None
+        self.closer: AsyncGenerator[None, None] | None = None  # see pool()
 
     async def request(
         self,
@@ -561,12 +564,29 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.Wea
 
 
 def pool() -> Pool:
-    """The connection pool of the running event loop (made on first use)."""
+    """The connection pool of the running event loop (made on first use; closed with the
+    loop's async generators when it shuts down, as ``asyncio.run`` and ``uvloop.run`` do)."""
     loop = asyncio.get_running_loop()
     p = _pools.get(loop)
     if p is None or p.closed:
         p = _pools[loop] = Pool(loop)
+        p.closer = _closer(loop, p)
+        # Started here, so the loop knows it (its first-iteration hook) and closes it at
+        # shutdown: without that, a loop ended without close_pool() stayed alive for good,
+        # held by its pool (which holds the loop), with its idle sockets open.
+        with contextlib.suppress(StopAsyncIteration, StopIteration):
+            p.closer.asend(None).send(None)
     return p
+
+
+async def _closer(loop: asyncio.AbstractEventLoop, p: Pool) -> AsyncGenerator[None, None]:
+    """Closes ``p`` and forgets it when ``loop`` shuts its async generators down."""
+    try:
+        yield
+    finally:
+        p.close()
+        if _pools.get(loop) is p:
+            del _pools[loop]
 
 
 def close_pool() -> None:
