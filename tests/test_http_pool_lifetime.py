@@ -80,16 +80,21 @@ Runner = Callable[[Coroutine[Any, Any, int]], int]
 
 
 @pytest.mark.timeout(60)  # before the fix the uvloop case hung in its second run
+@pytest.mark.parametrize("closed", [False, True], ids=["left-open", "close_session"])
 @pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
-def test_runs_without_close_session_leave_no_loop_or_socket(
-    server: KeepAliveServer, run: Runner
+def test_runs_leave_no_loop_or_socket_with_or_without_close_session(
+    server: KeepAliveServer, run: Runner, closed: bool
 ) -> None:
+    """(Warnings are errors here: closing the session must leave nothing for the loop to
+    finalize after it has closed.)"""
     loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
     async def call() -> int:
         loops.append(weakref.ref(asyncio.get_running_loop()))
         first = await http.post_json(f"http://127.0.0.1:{server.port}/v1/x", {}, {"n": 1}, 5)
         again = await http.post_json(f"http://127.0.0.1:{server.port}/v1/x", {}, {"n": 2}, 5)
+        if closed:
+            await http.close_session()
         return first.status + again.status  # the second reuses the first's connection
 
     for _ in range(3):

@@ -594,6 +594,10 @@ def close_pool() -> None:
     p = _pools.pop(asyncio.get_running_loop(), None)
     if p is not None:
         p.close()
+        closer, p.closer = p.closer, None
+        if closer is not None:  # finished here, not left for the loop to finalize later
+            with contextlib.suppress(StopIteration, StopAsyncIteration):
+                closer.aclose().send(None)
 
 
 _checked_names: set[str] = set()
