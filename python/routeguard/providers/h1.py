@@ -26,6 +26,8 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from routeguard.http_tokens import is_token
+
 KEEPALIVE_S = 60.0  # an idle connection is closed after this long
 _PAUSE_AT = 1 << 20  # bytes a stream may buffer before the socket stops being read
 _MAX_HEAD = 1 << 20  # bytes a response's status line and headers may take (1xx ones included)
@@ -600,20 +602,13 @@ def close_pool() -> None:
                 closer.aclose().send(None)
 
 
-_checked_names: set[str] = set()
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
 def _head(t: Target, headers: dict[str, str], length: int) -> bytes:
     """The request line and header block (names checked as tokens, values for breaks)."""
     lines = [f"POST {t.path} HTTP/1.1\r\nhost: {t.host_header}\r\n"]
     has_accept = has_encoding = False
     for name, value in headers.items():
-        if name not in _checked_names:
-            if not name or not _TOKEN.issuperset(name):
-                raise BadHeader(f"invalid header name {name!r}")
-            if len(_checked_names) < 4096:
-                _checked_names.add(name)
+        if not is_token(name):
+            raise BadHeader(f"invalid header name {name!r}")
         value = str(value)
         if "\r" in value or "\n" in value or "\0" in value:
             raise BadHeader(f"header {name!r} holds a line break")

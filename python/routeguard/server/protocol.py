@@ -39,6 +39,7 @@ from typing import Any, cast
 
 import httptools
 
+from routeguard.http_tokens import is_token
 from routeguard.server.auth import CONNECTION_KEY
 from routeguard.server.connections import BODY_GRACE, ConnectionGuard, find_guard, plain_response
 
@@ -63,7 +64,6 @@ those queued are answered and the connection closes (a read of tiny pipelined re
 each held as a scope until its turn, would hold many times the bytes read)."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
-_BAD_NAME = re.compile(rb"[\x00-\x20\x7f()<>@,;:\\\"/\[\]?={}\x80-\xff]")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY = frozenset((204, 304))
@@ -582,7 +582,7 @@ class _Cycle:
             # that body. Close after this answer (RFC 9110 10.1.1 allows either).
             keep_alive = False
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
-            if _BAD_NAME.search(name):
+            if not is_token(name):
                 raise RuntimeError("invalid HTTP header name")
             if _BAD_VALUE.search(value):
                 raise RuntimeError("invalid HTTP header value")
