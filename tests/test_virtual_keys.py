@@ -3,6 +3,7 @@ proxy lets only usable keys through; only keyed hashes are stored."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sqlite3
@@ -16,8 +17,11 @@ import anthropic
 import msgspec
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from litellm_proxy import call
+from routeguard._native import core
 from routeguard.budget import keys as keys_module
 from routeguard.budget.keys import KeySpec, KeyStore, KeyStoreUnavailable
 from routeguard.budget.spendlog import SpendLog
@@ -141,6 +145,28 @@ def test_store_hashes_with_its_secret(tmp_path: Path) -> None:
         b.authenticate(token)
     a.close()
     b.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=st.binary(min_size=0, max_size=150), token=st.text(max_size=300))
+def test_key_digests_are_hmac_sha256_of_the_key(secret: bytes, token: str) -> None:
+    """The native digest is byte for byte Python's ``hmac.digest(secret, key, "sha256")``,
+    which wrote the digests of existing databases (secrets past a hash block included)."""
+    digest = core.KeyDigest(secret)
+    assert digest.hex(token) == hmac.digest(secret, token.encode(), "sha256").hex()
+
+
+def test_a_key_stored_with_a_python_digest_still_authenticates(tmp_path: Path) -> None:
+    """A record written before the native digest (its digest made by Python's hmac) is found,
+    and a store whose secret changes (a Redis store adopting another instance's) hashes with
+    the new one."""
+    store = KeyStore(tmp_path / "a.db", secret="old-secret")
+    token, rec = store.create()
+    assert rec.digest == hmac.digest(b"old-secret", token.encode(), "sha256").hex()
+    assert store.authenticate(token).key_id == rec.key_id
+    store._secret = b"new-secret"
+    assert store._digest(token) == hmac.digest(b"new-secret", token.encode(), "sha256").hex()
+    store.close()
 
 
 def test_spend_writes_to_the_key_database_do_not_reload_every_key(

@@ -180,6 +180,13 @@ class Ledger:
     def used(self, account: int, now_ns: int) -> int: ...
 
 @final
+class KeyDigest:
+    """HMAC-SHA256 under one secret, as lowercase hex: the digest a virtual key is stored by."""
+
+    def __new__(cls, secret: bytes) -> KeyDigest: ...
+    def hex(self, key: str) -> str: ...
+
+@final
 class RateLimiter:
     """GCRA rate limiters (requests or tokens per period), one atomic each."""
 

@@ -6,6 +6,7 @@
 //!   actual cost, `release` gives it back. See `ledger.rs` for the overage policy and
 //!   `account.rs` for how windows roll over exactly once.
 //! - [`RateLimiter`]: GCRA limiters (requests or tokens per period) on one atomic each.
+//! - [`KeyDigest`]: the HMAC-SHA256 a virtual key is looked up by.
 //!
 //! The caller supplies the clock (`now_ns`) and moves calendars forward (window ids come
 //! from Python's `zoneinfo`, which knows time zones and DST); nothing here reads the time,
@@ -13,6 +14,7 @@
 //! (`rust/py/budget.rs` wraps it) or about account names (the Python layer maps them).
 
 mod account;
+mod keydigest;
 mod ledger;
 mod rate;
 
@@ -20,5 +22,6 @@ mod rate;
 mod stress;
 
 pub use account::{AccountSpec, CalendarId, Window, MAX_AMOUNT, MAX_BUCKETS};
+pub use keydigest::KeyDigest;
 pub use ledger::{AccountId, Hold, Ledger, Refusal, Settlement, MAX_CHAIN};
 pub use rate::{LimiterId, RateLimiter, RateRefusal};

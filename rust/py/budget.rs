@@ -1,4 +1,4 @@
-//! pyo3 wrapper of [`crate::budget`]: `Ledger`, `Hold`, `RateLimiter` and the
+//! pyo3 wrapper of [`crate::budget`]: `Ledger`, `Hold`, `RateLimiter`, `KeyDigest` and the
 //! `BudgetRefused` exception.
 //!
 //! Data flow: Python passes account ids (ints from `routeguard.budget.memory`, which maps
@@ -19,7 +19,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
-use crate::budget::{AccountSpec, CalendarId, Hold, Ledger, LimiterId, RateLimiter, Window};
+use crate::budget::{
+    AccountSpec, CalendarId, Hold, KeyDigest, Ledger, LimiterId, RateLimiter, Window,
+};
 
 create_exception!(
     routeguard._core,
@@ -33,6 +35,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLedger>()?;
     m.add_class::<PyHold>()?;
     m.add_class::<PyRateLimiter>()?;
+    m.add_class::<PyKeyDigest>()?;
     m.add("BudgetRefused", m.py().get_type::<BudgetRefused>())?;
     Ok(())
 }
@@ -305,5 +308,26 @@ impl PyRateLimiter {
         self.inner
             .wait_time(limiter, cost, now_ns)
             .map_err(PyErr::from)
+    }
+}
+
+/// HMAC-SHA256 under one secret, as lowercase hex: the digest a virtual key is stored by.
+#[pyclass(name = "KeyDigest", module = "routeguard._core", frozen)]
+pub struct PyKeyDigest {
+    inner: KeyDigest,
+}
+
+#[pymethods]
+impl PyKeyDigest {
+    #[new]
+    fn new(secret: &[u8]) -> Self {
+        PyKeyDigest {
+            inner: KeyDigest::new(secret),
+        }
+    }
+
+    /// The hex digest of `key` (its UTF-8 bytes), as `hmac.digest(secret, key, "sha256")`.
+    fn hex(&self, key: &str) -> String {
+        self.inner.hex(key.as_bytes())
     }
 }
