@@ -1,12 +1,19 @@
 """One explicit SQLite transaction on an autocommit connection (``isolation_level=None``),
 the shape every store writing to SQLite shares: the key store, the budget spend log, the
-request spend records and the audit log."""
+request spend records and the audit log; and :func:`insert_rows`, the batch insert of the
+writer threads."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+ROWS_PER_INSERT = 64
+"""Rows one INSERT statement carries (:func:`insert_rows`): each batch size up to it is one
+statement text, prepared once and kept in the connection's statement cache."""
 
 
 @contextlib.contextmanager
@@ -21,3 +28,30 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def insert_rows(db: sqlite3.Connection, table: str, width: int, rows: Sequence[Any]) -> None:
+    """Insert ``rows`` (each ``width`` values) into ``table``, all or none, in as few
+    statements as it takes: one multi-row INSERT (its own transaction) for up to
+    :data:`ROWS_PER_INSERT` rows, else one per that many inside a transaction.
+
+    ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back
+    around every step: a writer thread inserting a batch that way hands the GIL to the
+    event loop and waits for it once per row, a switch of threads each time.
+    """
+    if not rows:
+        return
+    if len(rows) <= ROWS_PER_INSERT:
+        db.execute(_insert_sql(table, width, len(rows)), [v for r in rows for v in r])
+        return
+    with transaction(db):
+        for i in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[i : i + ROWS_PER_INSERT]
+            db.execute(_insert_sql(table, width, len(chunk)), [v for r in chunk for v in r])
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, width: int, count: int) -> str:
+    """``INSERT INTO table VALUES (?, ...), ...`` for ``count`` rows of ``width``."""
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT INTO {table} VALUES " + ", ".join([one] * count)

@@ -42,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from routeguard.sqlite_tx import transaction
+from routeguard.sqlite_tx import insert_rows, transaction
 
 log = logging.getLogger("routeguard.budget")
 BUCKET_S = 900.0  # every UTC offset, hence every calendar boundary, is a whole quarter hour
@@ -177,8 +177,7 @@ class SpendLog:
         while True:
             try:
                 with self._lock:
-                    with transaction(self._db):
-                        self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?)", batch)
+                    insert_rows(self._db, "spend", 4, batch)
                     # A row stamped before the folded edge: the next compaction reaches it.
                     self._folded_to = min(self._folded_to, min(r[0] for r in batch))
                 if waited:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routeguard.sqlite_tx import transaction
+from routeguard.sqlite_tx import insert_rows
 
 if TYPE_CHECKING:
     from routeguard.observe.requestlog import Trace
@@ -357,10 +357,9 @@ class SpendRecords:
                 return False
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` in one transaction (rolled back if it fails)."""
-        marks = ", ".join("?" * len(COLUMNS))
-        with self._lock, transaction(self._db):
-            self._db.executemany(f"INSERT INTO request_spend VALUES ({marks})", rows)
+        """Insert ``rows``, all or none (:func:`~routeguard.sqlite_tx.insert_rows`)."""
+        with self._lock:
+            insert_rows(self._db, "request_spend", len(COLUMNS), rows)
 
     def _trim(self, keep: int) -> None:
         """Delete all but the newest ``keep`` rows (writer thread; a busy file: next time)."""

@@ -1,0 +1,51 @@
+"""The shared SQLite write helpers: a batch insert is all or none, in few statements."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from routeguard.sqlite_tx import ROWS_PER_INSERT, insert_rows
+
+
+def _db() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t (a INTEGER NOT NULL, b TEXT)")
+    return db
+
+
+def test_a_batch_is_one_statement_and_rows_keep_their_order() -> None:
+    db = _db()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    rows = [(i, f"r{i}") for i in range(ROWS_PER_INSERT)]
+    insert_rows(db, "t", 2, rows)
+    insert_rows(db, "t", 2, [])  # nothing to do: no statement
+    assert [s.split(" VALUES")[0] for s in statements] == ["INSERT INTO t"]
+    assert db.execute("SELECT a, b FROM t ORDER BY rowid").fetchall() == rows
+
+
+def test_a_large_batch_is_chunked_in_one_transaction() -> None:
+    db = _db()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    n = 2 * ROWS_PER_INSERT + 3
+    insert_rows(db, "t", 2, [(i, None) for i in range(n)])
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) == 3
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    assert db.execute("SELECT COUNT(*), SUM(a) FROM t").fetchone() == (n, n * (n - 1) // 2)
+
+
+@pytest.mark.parametrize("n", [5, 3 * ROWS_PER_INSERT])
+def test_a_bad_row_writes_none_of_its_batch(n: int) -> None:
+    """A row the table refuses (here in the last chunk) leaves none of the batch behind: a
+    writer that retries the batch never writes a row twice."""
+    db = _db()
+    rows: list[tuple[int | None, str]] = [(i, "x") for i in range(n)]
+    rows[-1] = (None, "refused")  # NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        insert_rows(db, "t", 2, rows)
+    assert not db.in_transaction
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
