@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import sqlite3
 import threading
 import time
@@ -42,6 +41,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from routeguard.handoff import Handoff, drain
 from routeguard.sqlite_tx import insert_rows, transaction
 
 log = logging.getLogger("routeguard.budget")
@@ -84,11 +84,9 @@ class SpendLog:
         self._compacted_at = time.monotonic()
         with self._lock:
             rows = self._db.execute("SELECT ts, chain, amount FROM spend ORDER BY ts").fetchall()
-        self._queue: queue.SimpleQueue[tuple[float, str, str, int] | None] = queue.SimpleQueue()
-        self._queued = 0
-        self._cond = threading.Condition()
-        self._linger_s = linger_s
-        self._hurry = threading.Event()  # set by flush and close: commit without lingering
+        self._handoff: Handoff[tuple[float, str, str, int]] = Handoff(
+            "budget spend log", linger=linger_s, logger=log
+        )  # no cap: a settlement is never dropped
         self._writer = threading.Thread(target=self._write, name="routeguard-spendlog", daemon=True)
         self._writer.start()
         self._pending: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -105,9 +103,7 @@ class SpendLog:
     def append(self, ts: float, request_id: str, chain: Sequence[str], amount: int) -> None:
         """Queue one settlement of ``amount`` micro-dollars on every account of ``chain``."""
         if amount:
-            with self._cond:
-                self._queued += 1
-            self._queue.put((ts, request_id, " ".join(chain), amount))
+            self._handoff.put((ts, request_id, " ".join(chain), amount))
 
     def compact(self, before: float) -> int:
         """Fold the rows older than ``before`` (rounded down to a bucket edge) into one row
@@ -140,32 +136,13 @@ class SpendLog:
         """The writer thread: commit queued rows in batches until ``close``, compacting the
         log every ``keep_s``."""
         while True:
-            try:
-                first = self._queue.get(timeout=min(self._keep_s, 60.0))
-            except queue.Empty:
-                self._maybe_compact()
-                continue
-            if first is not None and self._linger_s > 0:
-                self._hurry.wait(self._linger_s)  # let the rows of the next requests gather
-            self._hurry.clear()
-            batch = [] if first is None else [first]
-            stop = first is None
-            while len(batch) < 4096:
-                try:
-                    row = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if row is None:
-                    stop = True
-                    break
-                batch.append(row)
-            if batch:
-                self._commit(batch)
-                with self._cond:
-                    self._queued -= len(batch)
-                    self._cond.notify_all()
-            if stop:
-                return
+            self._handoff.wait(min(self._keep_s, 60.0))
+            for batch in drain(self._handoff, 4096):
+                if batch.items:
+                    self._commit(batch.items)
+                batch.done()
+                if batch.stop:
+                    return
             self._maybe_compact()
 
     def _commit(self, batch: list[tuple[float, str, str, int]]) -> None:
@@ -207,9 +184,7 @@ class SpendLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is committed; False if ``timeout`` passed first."""
-        self._hurry.set()
-        with self._cond:
-            return self._cond.wait_for(lambda: self._queued == 0, timeout)
+        return self._handoff.flush(self._writer, timeout)
 
     def take(self, account: str) -> list[tuple[float, int]]:
         """The logged ``(ts, amount)`` rows of ``account``, oldest first, handed out once."""
@@ -217,9 +192,6 @@ class SpendLog:
 
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""
-        if self._writer.is_alive():
-            self._queue.put(None)
-            self._hurry.set()
-            self._writer.join()
+        self._handoff.stop(self._writer, None)
         with self._lock:
             self._db.close()

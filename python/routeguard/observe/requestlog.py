@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,10 +32,10 @@ import msgspec
 
 from routeguard import scrub
 from routeguard.errors import RouteguardError
+from routeguard.handoff import Handoff, drain
 
 log = logging.getLogger("routeguard.observe")
 
-_STOP = object()
 _enc = msgspec.json.Encoder()
 
 
@@ -59,15 +58,14 @@ class RequestLog:
         self.log_content = log_content
         self.max_bytes = max_bytes
         self.backups = backups
-        self.dropped = 0
         self.written = 0
-        self.linger = linger  # seconds lines gather before the thread writes them
-        self._cap = queue_size
-        # A deque, not a queue.Queue: appending costs the event loop no lock and no
-        # notify; the thread is woken once per batch (when the deque stops being empty).
-        self._pending: deque[Any] = deque()
-        self._wake = threading.Event()
-        self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
+        self._unwritten = 0
+        # Entries, or (trace, endpoint, when it ended) whose lines the writer builds; lines
+        # gather for `linger` seconds: one wake-up, one lock and one write per batch
+        # instead of per line, which keeps the thread off the GIL while requests run.
+        self._handoff: Handoff[Any] = Handoff(
+            "request log", linger=linger, cap=queue_size, logger=log
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
         lock = self.path.with_name(self.path.name + ".lock")
@@ -88,86 +86,52 @@ class RequestLog:
         trace must not change after this); ``now``: when it ended (default: now)."""
         self._put((trace, endpoint, time.perf_counter() if now is None else now))
 
+    @property
+    def dropped(self) -> int:
+        """Lines lost: dropped because the writer's queue was full, or not writable."""
+        return self._handoff.dropped + self._unwritten
+
     def _put(self, item: Any) -> None:
-        pending = self._pending
-        if len(pending) >= self._cap:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("request log queue full: %d line(s) dropped so far", self.dropped)
-            return
-        was_empty = not pending
-        pending.append(item)
-        if was_empty:
-            self._wake.set()
+        self._handoff.put(item)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued entry is on disk (for tests and shutdown)."""
-        if not self._thread.is_alive():
-            return
-        done = threading.Event()
-        self._pending.append(done)
-        self._hurry.set()
-        self._wake.set()
-        done.wait(timeout)
+        self._handoff.flush(self._thread, timeout)
 
     def close(self) -> None:
         """Write what is queued, stop the thread and close the file."""
-        if self._thread.is_alive():
-            self._pending.append(_STOP)
-            self._hurry.set()
-            self._wake.set()
-            self._thread.join(10)
+        self._handoff.stop(self._thread)
         os.close(self._fd)
         os.close(self._lock)
 
     def _run(self) -> None:
         while True:
-            # The timeout covers the one race _put leaves open (the deque emptied between
-            # its check and its append): such a line waits at most a second.
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self.linger > 0:
-                # Let lines gather: one wake-up, one lock and one write per batch instead
-                # of per line, which keeps the thread off the GIL while requests run.
-                self._hurry.wait(self.linger)
-            self._hurry.clear()
+            self._handoff.wait(1.0)
             if self._drain():
                 return
 
     def _drain(self) -> bool:
         """Build, encode and write every queued line; True once a stop was taken."""
-        batch: list[bytes] = []
-        waiters: list[threading.Event] = []
-        pending = self._pending
         built = 0
-        while pending:
-            item = pending.popleft()
-            if item is _STOP:
-                self._write(batch)
-                for w in waiters:
-                    w.set()
+        for batch in drain(self._handoff, 4096):
+            lines: list[bytes] = []
+            for item in batch.items:
+                try:
+                    if isinstance(item, tuple):
+                        trace, endpoint, now = item
+                        item = trace.entry(endpoint, self.log_content, now)
+                        built += 1
+                        if built % 16 == 0:
+                            time.sleep(0)  # let the event loop have the GIL between lines
+                    lines.append(_enc.encode(item) + b"\n")
+                except (TypeError, ValueError, OverflowError) as exc:
+                    log.warning("request log: entry not encodable (%s); skipped", exc)
+                except Exception:  # a line must never kill the writer
+                    log.exception("request log: entry could not be built; skipped")
+            self._write(lines)
+            batch.done()
+            if batch.stop:
                 return True
-            if isinstance(item, threading.Event):
-                waiters.append(item)
-                continue
-            try:
-                if isinstance(item, tuple):
-                    trace, endpoint, now = item
-                    item = trace.entry(endpoint, self.log_content, now)
-                    built += 1
-                    if built % 16 == 0:
-                        time.sleep(0)  # let the event loop have the GIL between lines
-                batch.append(_enc.encode(item) + b"\n")
-            except (TypeError, ValueError, OverflowError) as exc:
-                log.warning("request log: entry not encodable (%s); skipped", exc)
-            except Exception:  # a line must never kill the writer
-                log.exception("request log: entry could not be built; skipped")
-            if len(batch) >= 4096:
-                self._write(batch)
-                batch = []
-        self._write(batch)
-        for w in waiters:
-            w.set()
         return False
 
     def _write(self, batch: list[bytes]) -> None:
@@ -204,7 +168,7 @@ class RequestLog:
             finally:
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
         except OSError as exc:
-            self.dropped += len(batch)
+            self._unwritten += len(batch)
             log.warning("request log %s: cannot write (%s)", self.path, exc.strerror)
 
     def _rotate(self) -> None:

@@ -24,13 +24,13 @@ import math
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from routeguard.handoff import Handoff, drain
 from routeguard.sqlite_tx import insert_rows
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ COLUMNS = (
 )  # fmt: skip
 GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
-_STOP = object()
 UNSAVED_MAX_ROWS = 1_000_000
 """Rows a spend store without ``server.database`` keeps, the newest (their memory:
 docs/observability.md)."""
@@ -86,15 +85,9 @@ class SpendRecords:
             self._db.execute("CREATE INDEX IF NOT EXISTS request_spend_ts ON request_spend (ts)")
         self._prune()
         self._pruned_at = time.monotonic()
-        # A deque, not a queue.Queue: appending costs the event loop no lock and no notify
-        # (a queue.Queue woke the writer for every row, which then took the GIL from the
-        # loop for one insert); the thread is woken once per batch, as the request log's.
-        self._pending: deque[Any] = deque()
-        self._cap = queue_size
-        self.linger = linger  # seconds rows gather before the thread writes them
-        self._wake = threading.Event()
-        self._hurry = threading.Event()  # a flush or close is waiting: cut the linger short
-        self.dropped = 0
+        self._handoff: Handoff[Any] = Handoff(
+            "spend log", linger=linger, cap=queue_size, logger=log
+        )  # rows, or (trace, when it ended) pairs whose rows the writer builds
         self._failing = False  # the last write failed (warned once until one succeeds)
         self._writer = threading.Thread(target=self._run, name="routeguard-spend", daemon=True)
         self._writer.start()
@@ -108,27 +101,17 @@ class SpendRecords:
         must not change after this); ``now``: when it ended (default: now)."""
         self._put((trace, time.perf_counter() if now is None else now))
 
+    @property
+    def dropped(self) -> int:
+        """Rows dropped because the writer's queue was full."""
+        return self._handoff.dropped
+
     def _put(self, item: Any) -> None:
-        pending = self._pending
-        if len(pending) >= self._cap:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("spend log queue full: %d row(s) dropped so far", self.dropped)
-            return
-        was_empty = not pending
-        pending.append(item)
-        if was_empty:
-            self._wake.set()
+        self._handoff.put(item)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued row is committed."""
-        if not self._writer.is_alive():
-            return
-        done = threading.Event()
-        self._pending.append(done)
-        self._hurry.set()
-        self._wake.set()
-        done.wait(timeout)
+        self._handoff.flush(self._writer, timeout)
 
     def sums(
         self,
@@ -284,23 +267,13 @@ class SpendRecords:
 
     def close(self) -> None:
         """Write out what is queued, stop the writer and close the database."""
-        if self._writer.is_alive():
-            self._pending.append(_STOP)
-            self._hurry.set()
-            self._wake.set()
-            self._writer.join(10)
+        self._handoff.stop(self._writer)
         with self._lock:
             self._db.close()
 
     def _run(self) -> None:
         while True:
-            # The timeout covers the one race _put leaves open (the deque emptied between
-            # its check and its append): such a row waits at most a second.
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self.linger > 0:
-                self._hurry.wait(self.linger)  # let rows gather: one transaction per batch
-            self._hurry.clear()
+            self._handoff.wait(1.0)
             if self._drain():
                 return
             if time.monotonic() - self._pruned_at > 3600:
@@ -312,49 +285,39 @@ class SpendRecords:
 
     def _drain(self) -> bool:
         """Insert every queued row; True once a stop was taken."""
-        pending = self._pending
-        while True:
-            batch: list[tuple[Any, ...]] = []
-            waiters: list[threading.Event] = []
-            stop = False
-            while pending and not stop and len(batch) < 1024:
-                item = pending.popleft()
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                elif len(item) == 2:  # (trace, when it ended): its row is built here
+        for batch in drain(self._handoff, 1024):
+            rows: list[tuple[Any, ...]] = []
+            for item in batch.items:
+                if len(item) == 2:  # (trace, when it ended): its row is built here
                     try:
                         row = item[0].spend_row(item[1])
-                        batch.append(tuple(row.get(c) for c in COLUMNS))
+                        rows.append(tuple(row.get(c) for c in COLUMNS))
                     except Exception:  # a row must never kill the writer
                         log.exception("spend log: row could not be built; skipped")
                 else:
-                    batch.append(item)
-            if batch:
-                try:
-                    self._insert(batch)
-                except sqlite3.Error as exc:  # e.g. another writer held the file past the
-                    if not stop:  # busy timeout: the rows wait for the next round, not lost
-                        if not self._failing:
-                            log.warning("spend log: cannot write (%s); retrying", exc)
-                        self._failing = True
-                        pending.extendleft(reversed([*batch, *waiters]))
-                        return False
-                    log.warning("spend log: %d row(s) not written at close (%s)", len(batch), exc)
-                else:
-                    if self._failing:
-                        log.info("spend log: writing again")
-                    self._failing = False
-                    self._written += len(batch)
-                    if self._max_rows is not None and self._written * 10 >= self._max_rows:
-                        self._trim(self._max_rows)
-            for w in waiters:
-                w.set()
-            if stop:
+                    rows.append(item)
+            batch.items = rows  # built once: a batch put back is not built again
+            try:
+                self._insert(rows)
+            except sqlite3.Error as exc:  # e.g. another writer held the file past the
+                if not batch.stop:  # busy timeout: the rows wait for the next round, not lost
+                    if not self._failing:
+                        log.warning("spend log: cannot write (%s); retrying", exc)
+                    self._failing = True
+                    self._handoff.put_back(batch)
+                    return False
+                log.warning("spend log: %d row(s) not written at close (%s)", len(rows), exc)
+            else:
+                if self._failing:
+                    log.info("spend log: writing again")
+                self._failing = False
+                self._written += len(rows)
+                if self._max_rows is not None and self._written * 10 >= self._max_rows:
+                    self._trim(self._max_rows)
+            batch.done()
+            if batch.stop:
                 return True
-            if not pending:
-                return False
+        return False
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows``, all or none (:func:`~routeguard.sqlite_tx.insert_rows`)."""
