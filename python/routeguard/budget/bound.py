@@ -69,9 +69,10 @@ class InputSize:
 
     def tokens(self, provider: str = "", model: str = "") -> int:
         """An upper bound of prompt tokens on ``provider``'s ``model``."""
+        images = self.images * image_tokens(provider, model) if self.images else 0
         return (
             self.bytes
-            + self.images * image_tokens(provider, model)
+            + images
             + _FRAMING * (self.messages + 2)
             + (_TOOL_PROMPT if self.tools else 0)
         )
