@@ -133,6 +133,37 @@ def test_a_busy_database_delays_rows_but_never_stops_the_writer(tmp_path: Path) 
     records.close()
 
 
+def test_rows_are_written_where_sqlite_allows_999_variables_a_statement() -> None:
+    """On an SQLite that allows 999 variables a statement (before 3.32, unless built with
+    more) a batch of 63 rows or more (16 columns each) was refused, put back and retried
+    for good: no request was recorded again."""
+    records = SpendRecords(":memory:", linger=60.0)  # the rows gather: one batch
+    records._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    now = time.time()
+    for i in range(100):
+        records.record({"ts": now, "request_id": f"r{i}", "status": 200})
+    records.flush()
+    assert [r["requests"] for r in records.sums(group_by="day")] == [100]
+    records.close()
+
+
+def test_a_count_past_64_bits_does_not_stop_the_writer() -> None:
+    """An upstream's usage reaching 2**63 tokens (any int the proxy passed on) made the
+    insert raise OverflowError, which is no sqlite3.Error: the writer thread died and no
+    request was recorded again. Such a count is stored as NULL; the row is kept."""
+    records = SpendRecords(":memory:", linger=60.0)
+    now = time.time()
+    records.record({"ts": now, "request_id": "r1", "prompt_tokens": 10**20, "status": 200})
+    records.record({"ts": now, "request_id": "r2", "prompt_tokens": 3, "status": 200})
+    records.flush()
+    assert records._writer.is_alive()
+    ((requests, tokens),) = records._db.execute(
+        "SELECT COUNT(*), SUM(prompt_tokens) FROM request_spend"
+    ).fetchall()
+    assert (requests, tokens) == (2, 3)
+    records.close()
+
+
 def test_a_store_without_a_database_keeps_only_the_newest_rows(
     mock: MockServer, tmp_path: Path
 ) -> None:

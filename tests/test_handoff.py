@@ -4,6 +4,7 @@ stop, a full queue, a batch put back, and no item left behind without a wake-up.
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 from routeguard.handoff import _STOP, Batch, Handoff, drain
 
@@ -105,3 +106,36 @@ def test_a_batch_tells_its_flushes() -> None:
     b: Batch[int] = Batch(items=[1], flushes=[threading.Event(), threading.Event()])
     b.done()
     assert all(e.is_set() for e in b.flushes)
+
+
+def test_two_threads_queueing_at_once_still_wake_the_writer() -> None:
+    """Appending and then looking at the length are two steps: when a second thread's item
+    lands between them (a settlement and a flush, or two event loops), both threads found
+    two items and neither woke the writer, so the items, and a flush or stop queued behind
+    them, waited for the writer's timeout (a minute for the budget spend log)."""
+    h: Handoff[int] = Handoff("t", linger=0.0)
+    first_in = threading.Event()
+    second_done = threading.Event()
+
+    class Interleaved(deque[object]):
+        def append(self, item: object) -> None:
+            super().append(item)
+            if item == 1:  # the first thread, between its append and its look at the length
+                first_in.set()
+                second_done.wait(0.5)  # the second thread's put lands here, unless kept out
+
+    h._items = Interleaved()
+
+    def second() -> None:
+        h.put(2)
+        second_done.set()
+
+    first = threading.Thread(target=h.put, args=(1,))
+    first.start()
+    first_in.wait()
+    other = threading.Thread(target=second)
+    other.start()
+    first.join()
+    other.join()
+    assert h.wait(0.0)  # the writer is woken
+    assert h.take(10).items == [1, 2]

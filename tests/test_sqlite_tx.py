@@ -49,3 +49,17 @@ def test_a_bad_row_writes_none_of_its_batch(n: int) -> None:
         insert_rows(db, "t", 2, rows)
     assert not db.in_transaction
     assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+
+
+def test_statements_stay_within_the_connections_variable_limit() -> None:
+    """SQLite before 3.32 allows 999 variables a statement unless built with more (and a
+    connection may lower it): the request spend records' 16 columns x 64 rows (1,024) were
+    refused there, and their writer retried the same batch for good. A statement carries
+    as many rows as the connection's limit allows."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE w (" + ", ".join(f"c{i}" for i in range(16)) + ")")
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    rows = [tuple(range(i, i + 16)) for i in range(2 * ROWS_PER_INSERT + 1)]
+    insert_rows(db, "w", 16, rows[:ROWS_PER_INSERT])  # what fitted one statement
+    insert_rows(db, "w", 16, rows[ROWS_PER_INSERT:])  # chunked
+    assert db.execute("SELECT * FROM w ORDER BY rowid").fetchall() == rows

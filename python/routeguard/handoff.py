@@ -1,12 +1,13 @@
 """Handoff: items passed from the request path to one writer thread, taken in batches.
 
 The budget spend log, the request spend records and the request log each write on a thread
-of their own so the event loop never waits on a disk. Handing an item over takes no lock
-(a deque append is atomic under the GIL) and wakes the thread only for the first item of a
-batch; the thread then lets items gather for ``linger`` seconds (cut short by a flush or a
-stop), so a steady stream of requests costs one wake-up and one write per batch, not per
-item. Flush markers and the stop travel in the same deque, so a flush returns once every
-item queued before it has been written.
+of their own so the event loop never waits on a disk. Handing an item over takes one
+uncontended lock (no notify: the append and the look at the length as one step among the
+threads that queue) and wakes the thread only for the first item of a batch; the thread
+then lets items gather for ``linger`` seconds (cut short by a flush or a stop), so a
+steady stream of requests costs one wake-up and one write per batch, not per item. Flush
+markers and the stop travel in the same deque, so a flush returns once every item queued
+before it has been written.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Handoff(Generic[T]):
         self._items: deque[T | threading.Event | object] = deque()
         self._wake = threading.Event()
         self._hurry = threading.Event()  # a flush or stop is waiting: cut the linger short
+        self._put_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -136,8 +138,13 @@ class Handoff(Generic[T]):
 
     def _append(self, item: T | threading.Event | object) -> None:
         items = self._items
-        items.append(item)
-        if len(items) == 1:
+        # Append and look at the length as one step among the threads that queue: another
+        # thread's item landing between the two left both finding two items and neither
+        # waking the writer (the writer's takes need no lock: it only shortens the deque).
+        with self._put_lock:
+            items.append(item)
+            first = len(items) == 1
+        if first:
             self._wake.set()
 
 

@@ -33,7 +33,8 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[
 def insert_rows(db: sqlite3.Connection, table: str, width: int, rows: Sequence[Any]) -> None:
     """Insert ``rows`` (each ``width`` values) into ``table``, all or none, in as few
     statements as it takes: one multi-row INSERT (its own transaction) for up to
-    :data:`ROWS_PER_INSERT` rows, else one per that many inside a transaction.
+    :data:`ROWS_PER_INSERT` rows (fewer if the connection's variable limit needs it), else
+    one per that many inside a transaction.
 
     ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back
     around every step: a writer thread inserting a batch that way hands the GIL to the
@@ -41,12 +42,15 @@ def insert_rows(db: sqlite3.Connection, table: str, width: int, rows: Sequence[A
     """
     if not rows:
         return
-    if len(rows) <= ROWS_PER_INSERT:
+    # SQLite before 3.32 allows 999 variables a statement unless built with more (and a
+    # connection may lower its limit): fewer rows a statement where the width needs it.
+    per = max(1, min(ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    if len(rows) <= per:
         db.execute(_insert_sql(table, width, len(rows)), [v for r in rows for v in r])
         return
     with transaction(db):
-        for i in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[i : i + ROWS_PER_INSERT]
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
             db.execute(_insert_sql(table, width, len(chunk)), [v for r in chunk for v in r])
 
 

@@ -45,6 +45,7 @@ COLUMNS = (
 )  # fmt: skip
 GROUPS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider", "day")
 FILTERS = ("key_id", "user", "team", "org", "route", "model", "deployment", "provider")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1  # the ints an SQLite INTEGER holds
 UNSAVED_MAX_ROWS = 1_000_000
 """Rows a spend store without ``server.database`` keeps, the newest (their memory:
 docs/observability.md)."""
@@ -320,9 +321,16 @@ class SpendRecords:
         return False
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert ``rows``, all or none (:func:`~routeguard.sqlite_tx.insert_rows`)."""
+        """Insert ``rows``, all or none (:func:`~routeguard.sqlite_tx.insert_rows`); an int
+        SQLite cannot hold (an upstream's absurd usage) goes in as NULL, changed in ``rows``."""
         with self._lock:
-            insert_rows(self._db, "request_spend", len(COLUMNS), rows)
+            try:
+                insert_rows(self._db, "request_spend", len(COLUMNS), rows)
+            except OverflowError:  # no sqlite3.Error: it killed the writer; retrying is no use
+                log.warning("spend log: a count past 64 bits in a batch; stored as NULL")
+                rows[:] = [tuple(None if type(v) is int and not _I64_MIN <= v <= _I64_MAX
+                                 else v for v in r) for r in rows]  # fmt: skip
+                insert_rows(self._db, "request_spend", len(COLUMNS), rows)
 
     def _trim(self, keep: int) -> None:
         """Delete all but the newest ``keep`` rows (writer thread; a busy file: next time)."""
