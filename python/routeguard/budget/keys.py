@@ -58,6 +58,7 @@ from routeguard._native import core
 from routeguard.budget.accounts import Period
 from routeguard.config.wildcards import compile_pattern
 from routeguard.errors import AuthenticationError, InvalidRequest, RouteguardError
+from routeguard.sidecar import NOFOLLOW, trusted
 from routeguard.sqlite_tx import transaction
 
 KEY_PREFIX = "sk-rg-"
@@ -509,7 +510,7 @@ class _ChangeMark:
                     if hasattr(os, "fchown") and os.geteuid() == 0:
                         os.fchown(fd, db.st_uid, db.st_gid)
                 st = os.fstat(fd)
-                if not _trusted(st, db):
+                if not trusted(st, db):
                     log.warning(
                         "key store %s: %s is not a file of the database's owner, protected as"
                         " the database is; not used: every look asks SQLite",
@@ -551,20 +552,7 @@ class _ChangeMark:
         self._map.close()
 
 
-_MARK_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def _trusted(mark: os.stat_result, db: os.stat_result) -> bool:
-    """Whether a change mark's file may be mapped: a regular file with one name, owned by
-    this process's user or the database's, that no one may write who may not write the
-    database (someone else could truncate it under the map, or pin its bytes)."""
-    me = os.geteuid() if hasattr(os, "geteuid") else mark.st_uid
-    return (
-        stat.S_ISREG(mark.st_mode)
-        and mark.st_nlink == 1
-        and mark.st_uid in (me, db.st_uid)
-        and not mark.st_mode & ~db.st_mode & 0o022
-    )
+_MARK_FLAGS = os.O_RDWR | NOFOLLOW
 
 
 class _NotFound(InvalidRequest):
