@@ -4,11 +4,15 @@ again to each account's current window when the next process starts."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from routeguard.budget.keys import KeySpec
@@ -240,3 +244,112 @@ def test_rows_wait_for_their_batch_but_flush_and_close_do_not(tmp_path: Path) ->
     reopened = SpendLog(db)
     assert sum(amount for _, amount in reopened.take("team")) == 20 * 1_000 + 7
     reopened.close()
+
+
+def _journals(db: Path) -> list[Path]:
+    return sorted(db.parent.glob(db.name + "-spend-*.journal"))
+
+
+def test_a_killed_process_loses_no_settlement(tmp_path: Path) -> None:
+    """SIGKILL while every settlement is still queued for SQLite (a minute's linger): the
+    journal left behind gives all of them to the next process, once."""
+    db = tmp_path / "rg.db"
+    script = (
+        "import sys, time\n"
+        "from routeguard.budget.spendlog import SpendLog\n"
+        f"log = SpendLog({str(db)!r}, linger_s=60.0)\n"
+        "for i in range(50):\n"
+        "    log.append(1_763_200_000.0 + i, f'r{i}', ['team', 'org'], 1_000 + i)\n"
+        "print('settled', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "settled"
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert len(_journals(db)) == 1
+    reopened = SpendLog(db)
+    assert sum(a for _, a in reopened.take("team")) == sum(1_000 + i for i in range(50))
+    assert reopened._journal is not None
+    assert [str(p) for p in _journals(db)] == [reopened._journal._path]  # the dead one is gone
+    reopened.close()
+    again = SpendLog(db)  # taken in once: not again
+    assert sum(a for _, a in again.take("org")) == sum(1_000 + i for i in range(50))
+    again.close()
+    assert _journals(db) == []
+
+
+def _orphan(db: Path, rows: list[tuple[float, str, str, int]], tail: bytes = b"") -> Path:
+    """A journal as a dead process leaves it (no lock held)."""
+    path = Path(f"{os.path.realpath(db)}-spend-999999-dead.journal")
+    path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in rows) + tail)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_journal_whose_rows_were_committed_is_not_counted_twice(tmp_path: Path) -> None:
+    """The process died between its commit and deleting its journal: rows the database
+    already holds (same request id) are skipped, the others added; a line cut short by the
+    crash is skipped."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db)
+    committed = [(NOV_15 + i, f"r{i}", "team org", 1_000) for i in range(3)]
+    for ts, rid, chain, amount in committed:
+        log.append(ts, rid, chain.split(), amount)
+    log.close()
+    db.chmod(0o600)
+    _orphan(db, [*committed, (NOV_15 + 5, "r5", "team org", 7)], tail=b'[1763200009.0,"r9","te')
+    reopened = SpendLog(db)
+    assert sum(a for _, a in reopened.take("team")) == 3 * 1_000 + 7
+    reopened.close()
+    assert _journals(db) == []
+
+
+def test_a_live_process_journal_is_left_to_it(tmp_path: Path) -> None:
+    """A second log on the same database does not take in a journal whose process is alive
+    (its rows reach SQLite through their own writer, once)."""
+    db = tmp_path / "rg.db"
+    first = SpendLog(db, linger_s=60.0)
+    first.append(NOV_15, "mine", ["team"], 500)
+    second = SpendLog(db)
+    assert second.take("team") == []
+    second.close()
+    first.close()
+    third = SpendLog(db)
+    assert sum(a for _, a in third.take("team")) == 500
+    third.close()
+
+
+def test_a_journal_others_may_write_is_not_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file planted under a journal's name that others may write is not taken in."""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    db.chmod(0o600)
+    planted = _orphan(db, [(NOV_15, "x", "team", 10**9)])
+    planted.chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="routeguard.budget"):
+        log = SpendLog(db)
+    assert log.take("team") == []
+    assert planted.exists() and "not read" in caplog.text
+    log.close()
+
+
+def test_a_process_that_exits_without_closing_commits_and_tidies(tmp_path: Path) -> None:
+    """A log the program never closes (a gateway's is only flushed) commits its queued rows
+    at exit and removes its journal."""
+    db = tmp_path / "rg.db"
+    script = (
+        "from routeguard.budget.spendlog import SpendLog\n"
+        f"log = SpendLog({str(db)!r}, linger_s=60.0)\n"
+        "log.append(1_763_200_000.0, 'r', ['team'], 42)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert _journals(db) == []
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT request_id, amount FROM spend").fetchall() == [("r", 42)]

@@ -1,17 +1,25 @@
 """SpendLog: the in-process budget's write-through log in SQLite, so spend survives a restart.
 
 Data flow: every settlement (and every late charge) of :class:`~routeguard.budget.memory.
-MemoryBudget` queues one row ``(ts, request_id, chain, amount)``; a writer thread, woken by
-the first row of a batch, lets rows gather for ``linger_s`` (5 ms by default) and commits
-them in one transaction, in the same SQLite file as the virtual keys (``server.database``),
-so the event loop never waits on the disk and a steady stream of requests does not wake a
-thread and write a transaction for each one. On start the rows are
-read back and grouped by account; when an account is registered (at start, or later for a
-virtual key's own account) its rows are charged to the ledger again: for a calendar period
-only the rows of the current window, for a rolling window only the rows still inside it,
-for ``total`` all of them. A process killed between the ledger update and the row write
-loses at most that one settlement; one killed before settling leaves nothing to replay,
-as its hold only ever lived in memory.
+MemoryBudget` is appended at once, as one line, to this process's journal beside the
+database (``<database>-spend-<pid>-<random>.journal``: one ``O_APPEND`` write, no thread, no
+lock file), and queued as one row ``(ts, request_id, chain, amount)`` for a writer thread.
+The writer, woken by the first row of a batch, lets rows gather for ``linger_s`` (a second by
+default) and commits them in one statement to the same SQLite file as the virtual keys
+(``server.database``); before it takes a batch it starts a fresh journal, and once every row
+of the old one is committed it deletes it. So a process killed at any point (SIGKILL
+included) loses no settlement it made: its journal stays behind, and the next SpendLog to
+open the database (at start, or before a compaction) takes it in, under the journal's lock
+(held by its owner for its whole life, so a live process's journal is never read), skipping
+rows whose request id the database already holds (the owner died between its commit and the
+delete). The event loop pays one small write per settlement and never waits on SQLite; the
+writer commits about once a second instead of once per few milliseconds.
+
+On start the rows are read back and grouped by account; when an account is registered (at
+start, or later for a virtual key's own account) its rows are charged to the ledger again:
+for a calendar period only the rows of the current window, for a rolling window only the rows
+still inside it, for ``total`` all of them. A process killed before settling leaves nothing
+to replay, as its hold only ever lived in memory.
 
 Compaction keeps the file (and the start-up replay) small: rows older than ``keep_s`` (an
 hour by default) are folded into one row per chain and 15-minute bucket, stamped just before
@@ -19,35 +27,193 @@ the bucket's end. Every calendar boundary (midnight, week, month in any time zon
 offsets are whole quarter hours) falls on a bucket edge, so calendar windows and ``total``
 sums are restored exactly; a rolling window sees folded spend up to 15 minutes longer than
 the rows themselves would say, which errs towards refusing, never towards overspend. It
-runs when the log opens and then every ``keep_s`` on the writer thread; request ids of
-folded rows are not kept.
+runs when the log opens and then every ``keep_s`` on the writer thread, each time after the
+journals left by dead processes are taken in (so a journal's rows are always matched by
+request id before compaction can fold them); request ids of folded rows are not kept.
 
-The trade-off, chosen for the event loop: a process killed with SIGKILL loses the rows still
-queued (at most ``linger_s`` plus one commit of settlements, fewer than the requests it had
-in flight, whose holds die with it anyway; ``flush`` and ``close`` write them out at once,
-and the gateway's shutdown flushes). SQLite runs in WAL mode with
-``synchronous=NORMAL``: a committed batch survives a process crash; an OS crash may lose
-the last batches.
+Durability: a journal line is in the OS's page cache once ``append`` returns, so it survives
+the process; SQLite runs in WAL mode with ``synchronous=NORMAL``, so a committed batch does
+too. An OS crash or power loss may lose the last writes of both (as it may lose SQLite's last
+commits); a line cut short by one is skipped when the journal is read. A journal that cannot
+be written (a full disk) is logged once and the settlements still reach SQLite through the
+writer, as before journals existed.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import glob
 import logging
 import math
+import os
+import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import msgspec
+
+from routeguard.budget.ledger import MAX_AMOUNT
 from routeguard.handoff import Handoff, drain
+from routeguard.sidecar import NOFOLLOW, trusted
 from routeguard.sqlite_tx import insert_rows, transaction
 
 log = logging.getLogger("routeguard.budget")
 BUCKET_S = 900.0  # every UTC offset, hence every calendar boundary, is a whole quarter hour
 FOLDED = "compacted"  # the request id of a folded row
 RETRY_S = 60.0  # how long a batch the database refuses is retried before it is dropped
+Row = tuple[float, str, str, int]  # (ts, request id, chain joined by spaces, micro-USD)
+_row_decoder = msgspec.json.Decoder(tuple[float, str, str, int])
+_encode = msgspec.json.Encoder().encode
+
+
+class _Journal:
+    """One process's journal: settlements appended as JSON lines before they are committed,
+    in segments the writer starts afresh before each batch (see the module docstring)."""
+
+    def __init__(self, database: str) -> None:
+        self._real = os.path.realpath(database)
+        self._db_stat = os.stat(self._real)
+        self._lock = threading.Lock()  # a write and the swap of segments exclude each other
+        self._failed = False
+        self._fd, self._path = self._open()
+
+    def _open(self) -> tuple[int, str]:
+        """A fresh segment, locked for this process's life."""
+        path = f"{self._real}-spend-{os.getpid()}-{secrets.token_hex(6)}.journal"
+        mode = self._db_stat.st_mode & 0o666
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)  # the database's mode, whatever the umask
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return fd, path
+
+    def append(self, row: Row, queue: Callable[[Row], object]) -> None:
+        """Append ``row`` as one line, then ``queue`` it for the writer, both before a swap
+        of segments or both after (so a segment's rows are queued when it is retired). A
+        full disk: logged once, the row still reaches SQLite through the writer."""
+        line = _encode(row) + b"\n"
+        with self._lock:
+            queue(row)
+            if self._fd < 0:
+                return  # closed: the writer alone carries it (see SpendLog._retire_journal)
+            try:
+                os.write(self._fd, line)
+            except OSError as exc:
+                if not self._failed:
+                    self._failed = True
+                    log.error(
+                        "budget spend log: journal %s cannot be written (%s): settlements not "
+                        "yet committed would not survive a crash",
+                        self._path, exc.strerror,
+                    )  # fmt: skip
+
+    def rotate(self) -> tuple[int, str]:
+        """Start a new segment; returns the old one (fd, path) for :meth:`retire`."""
+        fd, path = self._open()
+        with self._lock:
+            old = self._fd, self._path
+            self._fd, self._path = fd, path
+        return old
+
+    @staticmethod
+    def retire(segment: tuple[int, str], *, committed: bool) -> None:
+        """Close an old segment: deleted when its rows are committed, else left (unlocked)
+        for the next reader of the database to take in."""
+        fd, path = segment
+        if committed:
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.warning("budget spend log: journal %s not removed (%s)", path, exc.strerror)
+        os.close(fd)
+
+    def close(self, *, committed: bool) -> None:
+        """Retire the current segment (see :meth:`retire`); appends after it write nothing
+        (never to whatever file reuses the descriptor's number)."""
+        with self._lock:
+            if self._fd >= 0:
+                self.retire((self._fd, self._path), committed=committed)
+                self._fd = -1
+
+
+def take_in_journals(db: sqlite3.Connection, database: str) -> int:
+    """Commit the rows of journals whose process died (not locked) that the database does not
+    hold yet (matched by request id), then delete them; returns the rows added. Files that
+    are not the database's owner's, or that others may write, are left alone and logged."""
+    real = os.path.realpath(database)
+    db_stat = os.stat(real)
+    added = 0
+    for path in sorted(glob.glob(glob.escape(real) + "-spend-*.journal")):
+        try:
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+        except OSError:
+            continue  # taken in and deleted by another process meanwhile, or a symlink
+        try:
+            if not trusted(os.fstat(fd), db_stat):
+                log.warning("budget spend log: %s is not a file of the database's owner, "
+                            "protected as the database is; not read", path)  # fmt: skip
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive (or another one is taking it in)
+            if os.fstat(fd).st_nlink == 0:
+                continue  # taken in and deleted between our open and our lock
+            rows = _read_rows(fd, path)
+            if rows:
+                with transaction(db, immediate=True):
+                    since = min(r[0] for r in rows)
+                    have = {str(r[0]) for r in db.execute(
+                        "SELECT request_id FROM spend WHERE ts >= ?", (since,))}  # fmt: skip
+                    new = [r for r in rows if r[1] not in have]
+                    if new:
+                        insert_rows(db, "spend", 4, new)
+                if new:
+                    log.warning(
+                        "budget spend log: %d settlement(s) of a process that died before "
+                        "committing them taken in from %s", len(new), path,
+                    )  # fmt: skip
+                added += len(new)
+            os.unlink(path)
+        finally:
+            os.close(fd)  # the lock goes with it
+    return added
+
+
+def _read_rows(fd: int, path: str) -> list[Row]:
+    """The well-formed rows of a journal (a line cut short by a crash, or anything else that
+    is not a settlement, is skipped and counted in a warning)."""
+    data = b""
+    while chunk := os.read(fd, 1 << 20):
+        data += chunk
+    rows: list[Row] = []
+    bad = 0
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        try:
+            row = _row_decoder.decode(line)
+        except msgspec.DecodeError:
+            bad += 1
+            continue
+        if 0 < row[3] <= MAX_AMOUNT and math.isfinite(row[0]) and row[1] != FOLDED:
+            rows.append(row)
+        else:
+            bad += 1
+    if bad:
+        log.warning("budget spend log: %d line(s) of %s are not settlements; skipped", bad, path)
+    return rows
 
 
 class SpendLog:
@@ -58,13 +224,14 @@ class SpendLog:
         path: str | Path,
         *,
         keep_s: float = 3600.0,
-        linger_s: float = 0.005,
+        linger_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Open (or create) the log in the SQLite file at ``path``; rows older than
         ``keep_s`` by ``clock`` are folded, rows wait up to ``linger_s`` to be committed
         together (see the module docstring)."""
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._path = str(path)
+        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._keep_s = keep_s
         self._clock = clock
@@ -80,6 +247,7 @@ class SpendLog:
                 " chain TEXT NOT NULL, amount INTEGER NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS spend_ts ON spend (ts)")
+        self._take_in_journals()
         self.compact(clock() - keep_s)
         self._compacted_at = time.monotonic()
         with self._lock:
@@ -87,8 +255,17 @@ class SpendLog:
         self._handoff: Handoff[tuple[float, str, str, int]] = Handoff(
             "budget spend log", linger=linger_s, logger=log
         )  # no cap: a settlement is never dropped
+        self._journal: _Journal | None = None
+        if self._path not in ("", ":memory:") and not self._path.startswith("file:"):
+            try:
+                self._journal = _Journal(self._path)
+            except OSError as exc:
+                log.error("budget spend log: no journal beside %s (%s): settlements not yet "
+                          "committed would not survive a crash", self._path, exc)  # fmt: skip
+        self._last_ok = True  # the writer's last round committed every row it took
         self._writer = threading.Thread(target=self._write, name="routeguard-spendlog", daemon=True)
         self._writer.start()
+        _OPEN.add(self)
         self._pending: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for ts, chain, amount in rows:
             for name in str(chain).split():
@@ -103,7 +280,11 @@ class SpendLog:
     def append(self, ts: float, request_id: str, chain: Sequence[str], amount: int) -> None:
         """Queue one settlement of ``amount`` micro-dollars on every account of ``chain``."""
         if amount:
-            self._handoff.put((ts, request_id, " ".join(chain), amount))
+            row = (ts, request_id, " ".join(chain), amount)
+            if self._journal is not None:
+                self._journal.append(row, self._handoff.put)
+            else:
+                self._handoff.put(row)
 
     def compact(self, before: float) -> int:
         """Fold the rows older than ``before`` (rounded down to a bucket edge) into one row
@@ -137,19 +318,64 @@ class SpendLog:
         log every ``keep_s``."""
         while True:
             self._handoff.wait(min(self._keep_s, 60.0))
+            # A fresh journal first: every row of the old one is queued now, so this round
+            # commits all of them before the old one is deleted.
+            old = self._rotate() if len(self._handoff) else None
+            ok = True
+            stop = False
             for batch in drain(self._handoff, 4096):
                 if batch.items:
-                    self._commit(batch.items)
+                    ok = self._commit(batch.items) and ok
                 batch.done()
-                if batch.stop:
-                    return
+                stop = batch.stop
+            self._last_ok = ok
+            if old is not None:
+                _Journal.retire(old, committed=ok)
+            if stop:
+                return
             self._maybe_compact()
 
-    def _commit(self, batch: list[tuple[float, str, str, int]]) -> None:
+    def _retire_journal(self, *, committed: bool) -> None:
+        """Close this log's journal (deleted when ``committed``); later settlements reach
+        SQLite through the writer alone."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            journal.close(committed=committed)
+
+    def _at_exit(self) -> None:
+        """At interpreter exit (a log the program never closed, as a gateway's is not):
+        commit what is queued and remove the journal, unless a row could not be committed."""
+        if self._journal is not None and self._writer.is_alive():
+            done = self._handoff.flush(self._writer, 10.0)
+            self._retire_journal(committed=done and self._last_ok)
+
+    def _rotate(self) -> tuple[int, str] | None:
+        """Start a fresh journal segment (writer thread); None without a journal, or when a
+        new one cannot be made (the rows stay in the current one until a later round)."""
+        if self._journal is None:
+            return None
+        try:
+            return self._journal.rotate()
+        except OSError as exc:
+            log.warning("budget spend log: no new journal segment (%s)", exc.strerror)
+            return None
+
+    def _take_in_journals(self) -> None:
+        """Commit what journals of dead processes hold (see :func:`take_in_journals`)."""
+        if self._path in ("", ":memory:") or self._path.startswith("file:"):
+            return
+        try:
+            with self._lock:
+                take_in_journals(self._db, self._path)
+        except (OSError, sqlite3.Error) as exc:  # busy, or unreadable: the journals stay
+            log.warning("budget spend log: journals of other processes not taken in (%s)", exc)
+
+    def _commit(self, batch: list[tuple[float, str, str, int]]) -> bool:
         """Insert ``batch`` in one transaction (writer thread only). While another writer
         holds the file past SQLite's busy timeout the batch waits and is retried (a failed
         write killed the writer: no settlement was logged again), for up to
-        :data:`RETRY_S`; then it is dropped, logged as an error."""
+        :data:`RETRY_S`; then it is dropped, logged as an error (False; its journal is left
+        for the next start to take in)."""
         waited = 0.0
         while True:
             try:
@@ -159,15 +385,15 @@ class SpendLog:
                     self._folded_to = min(self._folded_to, min(r[0] for r in batch))
                 if waited:
                     log.info("budget spend log: written again after %.1f s", waited)
-                return
+                return True
             except sqlite3.Error as exc:
                 if waited >= RETRY_S:
                     log.error(
                         "budget spend log: %d settlement(s) of %d micro-USD not written (%s): "
-                        "a restart will not restore them",
+                        "left in the journal for the next start to take in",
                         len(batch), sum(r[3] for r in batch), exc,
                     )  # fmt: skip
-                    return
+                    return False
                 if not waited:
                     log.warning("budget spend log: cannot write (%s); retrying", exc)
                 time.sleep(0.5)
@@ -178,6 +404,7 @@ class SpendLog:
         if time.monotonic() - self._compacted_at >= self._keep_s:
             self._compacted_at = time.monotonic()
             try:
+                self._take_in_journals()  # before folding: their rows are matched by id
                 self.compact(self._clock() - self._keep_s)
             except sqlite3.Error as exc:  # the file is busy: compacted next time
                 log.warning("budget spend log: not compacted (%s)", exc)
@@ -191,7 +418,20 @@ class SpendLog:
         return self._pending.pop(account, [])
 
     def close(self) -> None:
-        """Write out what is queued, stop the writer and close the database."""
+        """Write out what is queued, stop the writer, remove the journal (kept if its rows
+        could not be committed) and close the database."""
         self._handoff.stop(self._writer, None)
+        self._retire_journal(committed=self._last_ok and not self._writer.is_alive())
         with self._lock:
             self._db.close()
+
+
+_OPEN: weakref.WeakSet[SpendLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _retire_journals() -> None:
+    """Remove the journals of the logs still open at exit once their rows are committed (a
+    journal left behind is taken in at the next start all the same: this only tidies)."""
+    for spend_log in list(_OPEN):
+        spend_log._at_exit()
