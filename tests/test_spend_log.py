@@ -353,3 +353,15 @@ def test_a_process_that_exits_without_closing_commits_and_tidies(tmp_path: Path)
     assert _journals(db) == []
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT request_id, amount FROM spend").fetchall() == [("r", 42)]
+
+
+def test_a_fifo_under_a_journals_name_does_not_hang_the_start(tmp_path: Path) -> None:
+    """Anyone who may write in the database's directory could put a FIFO under a journal's
+    name: opening it to read waited for a writer, forever, before any check."""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    fifo = f"{os.path.realpath(db)}-spend-1-fifo.journal"
+    os.mkfifo(fifo, 0o600)
+    script = f"from routeguard.budget.spendlog import SpendLog\nSpendLog({str(db)!r}).close()\n"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert os.path.exists(fifo)  # not ours to remove

@@ -156,7 +156,7 @@ def take_in_journals(db: sqlite3.Connection, database: str) -> int:
     added = 0
     for path in sorted(glob.glob(glob.escape(real) + "-spend-*.journal")):
         try:
-            fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)  # a FIFO: no wait
         except OSError:
             continue  # taken in and deleted by another process meanwhile, or a symlink
         try:
