@@ -365,3 +365,18 @@ def test_a_fifo_under_a_journals_name_does_not_hang_the_start(tmp_path: Path) ->
     script = f"from routeguard.budget.spendlog import SpendLog\nSpendLog({str(db)!r}).close()\n"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert os.path.exists(fifo)  # not ours to remove
+
+
+def test_a_request_id_settled_twice_is_taken_in_twice(tmp_path: Path) -> None:
+    """A library caller may use its own request ids, and one settled again (a retry under
+    the same id) is a second settlement: matching a journal's rows by request id alone
+    dropped it when the process died after committing the first and before the second."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db)
+    log.append(NOV_15, "job-1", ["team"], 1_000)
+    log.close()
+    db.chmod(0o600)
+    _orphan(db, [(NOV_15, "job-1", "team", 1_000), (NOV_15 + 0.5, "job-1", "team", 500)])
+    reopened = SpendLog(db)
+    assert sum(a for _, a in reopened.take("team")) == 1_500
+    reopened.close()

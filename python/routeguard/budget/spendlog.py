@@ -11,9 +11,10 @@ of the old one is committed it deletes it. So a process killed at any point (SIG
 included) loses no settlement it made: its journal stays behind, and the next SpendLog to
 open the database (at start, or before a compaction) takes it in, under the journal's lock
 (held by its owner for its whole life, so a live process's journal is never read), skipping
-rows whose request id the database already holds (the owner died between its commit and the
-delete). The event loop pays one small write per settlement and never waits on SQLite; the
-writer commits about once a second instead of once per few milliseconds.
+rows the database already holds, each matched once by stamp, request id, chain and amount
+(the owner died between its commit and the delete). The event loop pays one small write
+per settlement and never waits on SQLite; the writer commits about once a second instead of
+once per few milliseconds.
 
 On start the rows are read back and grouped by account; when an account is registered (at
 start, or later for a virtual key's own account) its rows are charged to the ledger again:
@@ -28,8 +29,8 @@ offsets are whole quarter hours) falls on a bucket edge, so calendar windows and
 sums are restored exactly; a rolling window sees folded spend up to 15 minutes longer than
 the rows themselves would say, which errs towards refusing, never towards overspend. It
 runs when the log opens and then every ``keep_s`` on the writer thread, each time after the
-journals left by dead processes are taken in (so a journal's rows are always matched by
-request id before compaction can fold them); request ids of folded rows are not kept.
+journals left by dead processes are taken in (so a journal's rows are always matched
+before compaction can fold them); request ids of folded rows are not kept.
 
 Durability: a journal line is in the OS's page cache once ``append`` returns, so it survives
 the process; SQLite runs in WAL mode with ``synchronous=NORMAL``, so a committed batch does
@@ -52,7 +53,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -149,7 +150,7 @@ class _Journal:
 
 def take_in_journals(db: sqlite3.Connection, database: str) -> int:
     """Commit the rows of journals whose process died (not locked) that the database does not
-    hold yet (matched by request id), then delete them; returns the rows added. Files that
+    hold yet (whole rows, each matched once), then delete them; returns the rows added. Files that
     are not the database's owner's, or that others may write, are left alone and logged."""
     real = os.path.realpath(database)
     db_stat = os.stat(real)
@@ -173,10 +174,16 @@ def take_in_journals(db: sqlite3.Connection, database: str) -> int:
             rows = _read_rows(fd, path)
             if rows:
                 with transaction(db, immediate=True):
-                    since = min(r[0] for r in rows)
-                    have = {str(r[0]) for r in db.execute(
-                        "SELECT request_id FROM spend WHERE ts >= ?", (since,))}  # fmt: skip
-                    new = [r for r in rows if r[1] not in have]
+                    # Whole rows, once each: a request id may be settled more than once.
+                    have = Counter(db.execute(
+                        "SELECT ts, request_id, chain, amount FROM spend WHERE ts BETWEEN ? AND ?",
+                        (min(r[0] for r in rows), max(r[0] for r in rows))))  # fmt: skip
+                    new = []
+                    for r in rows:
+                        if have[r]:
+                            have[r] -= 1
+                        else:
+                            new.append(r)
                     if new:
                         insert_rows(db, "spend", 4, new)
                 if new:
