@@ -3,6 +3,7 @@ again to each account's current window when the next process starts."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from routeguard.budget import spendlog
 from routeguard.budget.keys import KeySpec
 from routeguard.budget.memory import MemoryBudget
 from routeguard.budget.spendlog import SpendLog
@@ -365,6 +367,32 @@ def test_a_fifo_under_a_journals_name_does_not_hang_the_start(tmp_path: Path) ->
     script = f"from routeguard.budget.spendlog import SpendLog\nSpendLog({str(db)!r}).close()\n"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert os.path.exists(fifo)  # not ours to remove
+
+
+def test_a_new_segment_deleted_before_it_was_locked_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment exists under its name a moment before its owner locks it: another process
+    taking in journals then can lock it, find it empty and delete it, and the owner went on
+    writing settlements into a file no one would ever read."""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    other = sqlite3.connect(db, isolation_level=None)
+    flock = fcntl.flock
+    raced: list[bool] = []
+
+    def late_lock(fd: int, op: int) -> None:
+        if not raced:
+            raced.append(True)
+            spendlog.take_in_journals(other, str(db))  # another process's start, just then
+        flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", late_lock)
+    journal = spendlog._Journal(str(db))
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert raced and os.path.exists(journal._path)
+    journal.close(committed=True)
+    other.close()
 
 
 def test_a_request_id_settled_twice_is_taken_in_twice(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ writer, as before journals existed.
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import glob
 import logging
@@ -86,18 +87,25 @@ class _Journal:
 
     def _open(self) -> tuple[int, str]:
         """A fresh segment, locked for this process's life."""
-        path = f"{self._real}-spend-{os.getpid()}-{secrets.token_hex(6)}.journal"
-        mode = self._db_stat.st_mode & 0o666
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)  # the database's mode, whatever the umask
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for _ in range(3):
+            path = f"{self._real}-spend-{os.getpid()}-{secrets.token_hex(6)}.journal"
+            mode = self._db_stat.st_mode & 0o666
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | NOFOLLOW
+            fd = os.open(path, flags, mode)
+            try:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, mode)  # the database's mode, whatever the umask
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                os.unlink(path)
+                raise
+            if os.fstat(fd).st_nlink:
+                return fd, path
+            # Another process taking in journals found it, not yet locked, empty, and
+            # deleted it: what went on being written there would never be read.
             os.close(fd)
-            os.unlink(path)
-            raise
-        return fd, path
+        raise OSError(errno.EAGAIN, "journal segments deleted before they were locked")
 
     def append(self, row: Row, queue: Callable[[Row], object]) -> None:
         """Append ``row`` as one line, then ``queue`` it for the writer, both before a swap
