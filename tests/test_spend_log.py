@@ -357,6 +357,81 @@ def test_a_process_that_exits_without_closing_commits_and_tidies(tmp_path: Path)
         assert conn.execute("SELECT request_id, amount FROM spend").fetchall() == [("r", 42)]
 
 
+def test_rows_a_failed_commit_dropped_stay_in_their_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settlement made just after the writer swapped segments lands in the new one and
+    joins the round's batch; when that batch is given up (the file busy past RETRY_S) its
+    rows must stay in a journal. The new segment was deleted as committed by the next round
+    that succeeded: the settlement was in neither the database nor a journal."""
+    monkeypatch.setattr(spendlog, "RETRY_S", 0.0)
+    db = tmp_path / "rg.db"
+    log = SpendLog(db, linger_s=0.0)
+    log._db.execute("PRAGMA busy_timeout = 20")
+    journal = log._journal
+    assert journal is not None
+    rotate = journal.rotate
+
+    def swap_then_settle() -> tuple[int, str]:
+        old = rotate()
+        journal.rotate = rotate  # type: ignore[method-assign]
+        log.append(NOV_15 + 1, "late", ["team"], 7)  # lands in the new segment
+        return old
+
+    journal.rotate = swap_then_settle  # type: ignore[method-assign]
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    log.append(NOV_15, "first", ["team"], 1_000)
+    assert log.flush()  # given up: both rows dropped from the queue
+    other.execute("COMMIT")
+    other.close()
+    log.append(NOV_15 + 2, "next", ["team"], 50)
+    assert log.flush()  # committed: the segment holding "late" retired
+    log.close()
+    reopened = SpendLog(db)  # takes in the journals left behind
+    assert sum(a for _, a in reopened.take("team")) == 1_000 + 7 + 50
+    reopened.close()
+
+
+def test_an_idle_journal_is_retired_before_its_rows_are_folded(tmp_path: Path) -> None:
+    """A settlement committed in the round of the swap stays in the current segment until
+    the next round, which only a new settlement started: an idle process kept it past the
+    compaction that folded its row (request id gone), and a SIGKILL then had it counted
+    twice at the next start."""
+    db = tmp_path / "rg.db"
+    script = (
+        "import sqlite3, time\n"
+        "from routeguard.budget.spendlog import SpendLog\n"
+        f"log = SpendLog({str(db)!r}, keep_s=0.5, linger_s=0.0)\n"
+        "journal = log._journal\n"
+        "rotate = journal.rotate\n"
+        "def swap_then_settle():\n"
+        "    old = rotate()\n"
+        "    journal.rotate = rotate\n"
+        f"    log.append({NOV_15 + 1}, 'late', ['team'], 7)\n"
+        "    return old\n"
+        "journal.rotate = swap_then_settle\n"
+        f"log.append({NOV_15}, 'first', ['team'], 1_000)\n"
+        f"conn = sqlite3.connect({str(db)!r})\n"
+        "while not conn.execute(\"SELECT COUNT(*) FROM spend WHERE request_id = 'compacted'\""
+        ").fetchone()[0]:\n"
+        "    time.sleep(0.05)\n"
+        "print('folded', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "folded"
+        finally:
+            proc.kill()
+            proc.wait(30)
+    reopened = SpendLog(db)
+    assert sum(a for _, a in reopened.take("team")) == 1_000 + 7
+    reopened.close()
+
+
 def test_a_fifo_under_a_journals_name_does_not_hang_the_start(tmp_path: Path) -> None:
     """Anyone who may write in the database's directory could put a FIFO under a journal's
     name: opening it to read waited for a writer, forever, before any check."""

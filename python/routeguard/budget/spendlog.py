@@ -83,6 +83,10 @@ class _Journal:
         self._db_stat = os.stat(self._real)
         self._lock = threading.Lock()  # a write and the swap of segments exclude each other
         self._failed = False
+        self.rows = 0
+        """Rows appended to the current segment (the writer retires a segment with rows)."""
+        self.since = math.inf
+        """The oldest stamp in the current segment (compaction folds none from there on)."""
         self._fd, self._path = self._open()
 
     def _open(self) -> tuple[int, str]:
@@ -114,6 +118,9 @@ class _Journal:
         line = _encode(row) + b"\n"
         with self._lock:
             queue(row)
+            self.rows += 1
+            if row[0] < self.since:
+                self.since = row[0]
             if self._fd < 0:
                 return  # closed: the writer alone carries it (see SpendLog._retire_journal)
             try:
@@ -133,6 +140,8 @@ class _Journal:
         with self._lock:
             old = self._fd, self._path
             self._fd, self._path = fd, path
+            self.rows = 0
+            self.since = math.inf
         return old
 
     @staticmethod
@@ -277,7 +286,8 @@ class SpendLog:
             except OSError as exc:
                 log.error("budget spend log: no journal beside %s (%s): settlements not yet "
                           "committed would not survive a crash", self._path, exc)  # fmt: skip
-        self._last_ok = True  # the writer's last round committed every row it took
+        # The current segment holds rows a failed commit dropped: kept when it is retired.
+        self._kept = False
         self._writer = threading.Thread(target=self._write, name="routeguard-spendlog", daemon=True)
         self._writer.start()
         _OPEN.add(self)
@@ -334,8 +344,14 @@ class SpendLog:
         while True:
             self._handoff.wait(min(self._keep_s, 60.0))
             # A fresh journal first: every row of the old one is queued now, so this round
-            # commits all of them before the old one is deleted.
-            old = self._rotate() if len(self._handoff) else None
+            # commits all of them before the old one is deleted. Also when idle: rows that
+            # came after the last swap, committed by now, are not kept until a compaction
+            # folds them (their request ids gone, a crash would then count them twice).
+            journal = self._journal
+            old = self._rotate() if journal is not None and journal.rows else None
+            kept = False
+            if old is not None:
+                kept, self._kept = self._kept, False
             ok = True
             stop = False
             for batch in drain(self._handoff, 4096):
@@ -343,9 +359,8 @@ class SpendLog:
                     ok = self._commit(batch.items) and ok
                 batch.done()
                 stop = batch.stop
-            self._last_ok = ok
             if old is not None:
-                _Journal.retire(old, committed=ok)
+                _Journal.retire(old, committed=ok and not kept)
             if stop:
                 return
             self._maybe_compact()
@@ -362,7 +377,7 @@ class SpendLog:
         commit what is queued and remove the journal, unless a row could not be committed."""
         if self._journal is not None and self._writer.is_alive():
             done = self._handoff.flush(self._writer, 10.0)
-            self._retire_journal(committed=done and self._last_ok)
+            self._retire_journal(committed=done and not self._kept)
 
     def _rotate(self) -> tuple[int, str] | None:
         """Start a fresh journal segment (writer thread); None without a journal, or when a
@@ -403,6 +418,7 @@ class SpendLog:
                 return True
             except sqlite3.Error as exc:
                 if waited >= RETRY_S:
+                    self._kept = True  # some of its rows may be in the current segment
                     log.error(
                         "budget spend log: %d settlement(s) of %d micro-USD not written (%s): "
                         "left in the journal for the next start to take in",
@@ -420,7 +436,10 @@ class SpendLog:
             self._compacted_at = time.monotonic()
             try:
                 self._take_in_journals()  # before folding: their rows are matched by id
-                self.compact(self._clock() - self._keep_s)
+                # Nor the rows of this process's live segment, committed or not.
+                journal = self._journal
+                since = math.inf if journal is None else journal.since
+                self.compact(min(self._clock() - self._keep_s, since))
             except sqlite3.Error as exc:  # the file is busy: compacted next time
                 log.warning("budget spend log: not compacted (%s)", exc)
 
@@ -436,7 +455,7 @@ class SpendLog:
         """Write out what is queued, stop the writer, remove the journal (kept if its rows
         could not be committed) and close the database."""
         self._handoff.stop(self._writer, None)
-        self._retire_journal(committed=self._last_ok and not self._writer.is_alive())
+        self._retire_journal(committed=not self._kept and not self._writer.is_alive())
         with self._lock:
             self._db.close()
 
