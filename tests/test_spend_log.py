@@ -470,6 +470,27 @@ def test_a_new_segment_deleted_before_it_was_locked_is_not_used(
     other.close()
 
 
+def test_a_forked_child_leaves_its_parents_journal_alone(tmp_path: Path) -> None:
+    """A child forked from a process with an open log shares its journal's descriptor:
+    closing the log there deleted the parent's live segment, rows not yet committed
+    included."""
+    db = tmp_path / "rg.db"
+    log = SpendLog(db, linger_s=60.0)
+    log.append(NOV_15, "r", ["team"], 500)
+    assert log._journal is not None
+    path = log._journal._path
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            log.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.path.exists(path)
+    log.close()
+    assert sum(a for _, a in SpendLog(db).take("team")) == 500
+
+
 def test_a_request_id_settled_twice_is_taken_in_twice(tmp_path: Path) -> None:
     """A library caller may use its own request ids, and one settled again (a retry under
     the same id) is a second settlement: matching a journal's rows by request id alone

@@ -463,6 +463,20 @@ class SpendLog:
 _OPEN: weakref.WeakSet[SpendLog] = weakref.WeakSet()
 
 
+def _forget_journals() -> None:
+    """In a forked child: the journals are the parent's (same descriptors, same lock), never
+    to be written, deleted or kept locked here; the child's settlements go to the queue."""
+    for spend_log in list(_OPEN):
+        journal, spend_log._journal = spend_log._journal, None
+        if journal is not None and journal._fd >= 0:
+            os.close(journal._fd)  # the parent's descriptor keeps the lock
+            journal._fd = -1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_journals)
+
+
 @atexit.register
 def _retire_journals() -> None:
     """Remove the journals of the logs still open at exit once their rows are committed (a
