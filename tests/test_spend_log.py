@@ -504,3 +504,16 @@ def test_a_request_id_settled_twice_is_taken_in_twice(tmp_path: Path) -> None:
     reopened = SpendLog(db)
     assert sum(a for _, a in reopened.take("team")) == 1_500
     reopened.close()
+
+
+def test_a_journal_closed_at_exit_is_not_reopened_by_the_writer(tmp_path: Path) -> None:
+    """At exit the journal is closed while the writer thread still runs: a swap of segments
+    it had begun installed a fresh segment in the closed journal (appends wrote again, the
+    file stayed behind) and handed back descriptor -1, whose close raised in the writer."""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    journal = spendlog._Journal(str(db))
+    journal.close(committed=True)
+    with pytest.raises(OSError):
+        journal.rotate()
+    assert journal._fd == -1 and _journals(db) == []

@@ -139,9 +139,13 @@ class _Journal:
         fd, path = self._open()
         with self._lock:
             old = self._fd, self._path
-            self._fd, self._path = fd, path
-            self.rows = 0
-            self.since = math.inf
+            if old[0] >= 0:
+                self._fd, self._path = fd, path
+                self.rows = 0
+                self.since = math.inf
+        if old[0] < 0:  # closed meanwhile (at exit, the writer still running): not reopened
+            self.retire((fd, path), committed=True)
+            raise OSError(errno.EBADF, "journal closed")
         return old
 
     @staticmethod
