@@ -182,7 +182,10 @@ def take_in_journals(db: sqlite3.Connection, database: str) -> int:
         except OSError:
             continue  # taken in and deleted by another process meanwhile, or a symlink
         try:
-            if not trusted(os.fstat(fd), db_stat):
+            st = os.fstat(fd)
+            if st.st_nlink == 0:
+                continue  # taken in and deleted by another process since our open
+            if not trusted(st, db_stat):
                 log.warning("budget spend log: %s is not a file of the database's owner, "
                             "protected as the database is; not read", path)  # fmt: skip
                 continue
