@@ -252,6 +252,18 @@ def _journals(db: Path) -> list[Path]:
     return sorted(db.parent.glob(db.name + "-spend-*.journal"))
 
 
+def _kill_when(script: str, says: str) -> None:
+    """Run ``script`` in a fresh interpreter and SIGKILL it once it prints ``says``."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == says
+        finally:
+            proc.kill()
+            proc.wait(30)
+
+
 def test_a_killed_process_loses_no_settlement(tmp_path: Path) -> None:
     """SIGKILL while every settlement is still queued for SQLite (a minute's linger): the
     journal left behind gives all of them to the next process, once."""
@@ -265,14 +277,7 @@ def test_a_killed_process_loses_no_settlement(tmp_path: Path) -> None:
         "print('settled', flush=True)\n"
         "time.sleep(600)\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "settled"
-        finally:
-            proc.kill()
-            proc.wait(30)
+    _kill_when(script, "settled")
     assert len(_journals(db)) == 1
     reopened = SpendLog(db)
     assert sum(a for _, a in reopened.take("team")) == sum(1_000 + i for i in range(50))
@@ -419,14 +424,7 @@ def test_an_idle_journal_is_retired_before_its_rows_are_folded(tmp_path: Path) -
         "print('folded', flush=True)\n"
         "time.sleep(600)\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "folded"
-        finally:
-            proc.kill()
-            proc.wait(30)
+    _kill_when(script, "folded")
     reopened = SpendLog(db)
     assert sum(a for _, a in reopened.take("team")) == 1_000 + 7
     reopened.close()
