@@ -225,9 +225,10 @@ def take_in_journals(db: sqlite3.Connection, database: str) -> int:
 def _read_rows(fd: int, path: str) -> list[Row]:
     """The well-formed rows of a journal (a line cut short by a crash, or anything else that
     is not a settlement, is skipped and counted in a warning)."""
-    data = b""
+    chunks = []
     while chunk := os.read(fd, 1 << 20):
-        data += chunk
+        chunks.append(chunk)
+    data = b"".join(chunks)
     rows: list[Row] = []
     bad = 0
     for line in data.split(b"\n"):
