@@ -133,6 +133,26 @@ def test_a_busy_database_delays_rows_but_never_stops_the_writer(tmp_path: Path) 
     records.close()
 
 
+def test_close_gives_up_on_a_busy_database_instead_of_retrying_forever(
+    tmp_path: Path,
+) -> None:
+    """More rows queued than one batch when the database stays busy through ``close``: the
+    writer retried its first batch once a second and never reached the stop, so it went on
+    for the life of the process (on a closed connection, after close). It now gives up,
+    logging the rows as not written, and ends."""
+    db = tmp_path / "rg.db"
+    records = SpendRecords(db, linger=60.0)  # the rows gather: more than one batch
+    records._db.execute("PRAGMA busy_timeout = 20")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # held until after close
+    for i in range(1_500):
+        records.record({"ts": time.time(), "request_id": f"r{i}", "status": 200})
+    records.close()
+    assert not records._writer.is_alive()
+    other.execute("ROLLBACK")
+    other.close()
+
+
 def test_rows_are_written_where_sqlite_allows_999_variables_a_statement() -> None:
     """On an SQLite that allows 999 variables a statement (before 3.32, unless built with
     more) a batch of 63 rows or more (16 columns each) was refused, put back and retried

@@ -60,6 +60,8 @@ class Handoff(Generic[T]):
         self.cap = cap
         self.dropped = 0
         """Items :meth:`put` dropped because the queue was full."""
+        self.stopping = False
+        """:meth:`stop` was called: a writer that cannot write should give up, not retry."""
         self._items: deque[T | threading.Event | object] = deque()
         self._wake = threading.Event()
         self._hurry = threading.Event()  # a flush or stop is waiting: cut the linger short
@@ -94,6 +96,7 @@ class Handoff(Generic[T]):
 
     def stop(self, writer: threading.Thread, timeout: float | None = 10.0) -> None:
         """Have ``writer`` write what is queued and return; wait for it up to ``timeout``."""
+        self.stopping = True
         if writer.is_alive():
             self._append(_STOP)
             self._hurry.set()

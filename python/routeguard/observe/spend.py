@@ -301,7 +301,7 @@ class SpendRecords:
             try:
                 self._insert(rows)
             except sqlite3.Error as exc:  # e.g. another writer held the file past the
-                if not batch.stop:  # busy timeout: the rows wait for the next round, not lost
+                if not self._handoff.stopping:  # busy timeout: the rows wait, not lost
                     if not self._failing:
                         log.warning("spend log: cannot write (%s); retrying", exc)
                     self._failing = True
