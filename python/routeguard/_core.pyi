@@ -12,6 +12,7 @@ __all__ = [
     "CompiledPolicy",
     "FlatIndex",
     "Hold",
+    "KeyDigest",
     "Ledger",
     "RateLimiter",
     "Regex",
