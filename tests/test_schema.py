@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from routeguard.budget.bound import measure
 from routeguard.errors import InvalidRequest
 from routeguard.schema import decode_json, validate_chat, validate_embeddings
 
@@ -34,6 +35,10 @@ def test_valid_request_passes_through_unchanged() -> None:
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "messages": [{"role": "user"}]}, "content"),
         ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": []}]}]},
+            "messages[0].content[0].type",
+        ),
         (_chat(max_tokens=0), "max_tokens"),
         (_chat(max_tokens="ten"), "max_tokens"),
         (_chat(stream="yes"), "stream"),
@@ -68,9 +73,16 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
+parts = st.fixed_dictionaries(
+    {}, optional={"type": json_values | st.sampled_from(["text", "image_url"]), "text": json_values}
+)
 message = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "tool", "x"]) | json_values},
-    optional={"content": json_values, "tool_call_id": json_values, "tool_calls": json_values},
+    optional={
+        "content": json_values | st.lists(parts, max_size=3),
+        "tool_call_id": json_values,
+        "tool_calls": json_values,
+    },
 )
 requests = st.fixed_dictionaries(
     {},
@@ -90,9 +102,11 @@ requests = st.fixed_dictionaries(
 def test_fuzz_structured_requests_raise_only_invalid_request(body: dict[str, Any]) -> None:
     raw = json.dumps(body).encode()
     try:
-        validate_chat(decode_json(raw))
+        accepted = validate_chat(decode_json(raw))
     except InvalidRequest as exc:
         assert exc.to_openai()["error"]["type"] == "invalid_request_error"
+        return
+    assert measure(accepted).tokens() > 0  # what the budget layer does next never raises
 
 
 @settings(max_examples=300, deadline=None)

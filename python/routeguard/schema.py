@@ -114,6 +114,14 @@ def validate_chat(data: dict[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(
                 f"messages[{i}]: a '{role}' message needs 'content'", param=f"messages[{i}].content"
             )
+        parts = m.get("content")
+        if isinstance(parts, list):
+            for j, part in enumerate(parts):
+                if isinstance(part, dict) and not isinstance(part.get("type", ""), str):
+                    raise InvalidRequest(
+                        f"messages[{i}].content[{j}].type must be a string",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
     n = data.get("n")
     if n is not None and n < 1:
         raise InvalidRequest("'n' must be at least 1", param="n")
