@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embedders import WordsEmbedder
 from routeguard.budget.accounts import usd_to_micros
@@ -225,3 +227,67 @@ async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> Non
         assert holds == [real(size, completion, every)] * 3
     finally:
         await gw.aclose()
+
+
+_TEXT = st.text(st.characters() | st.sampled_from(["é", "漢", "🙂", '"', "\\", "\n", "\ud800"]))
+_SCALAR = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT
+_JSON = st.recursive(
+    _SCALAR,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+_KEYS = st.sampled_from(["role", "content", "name", "tool_calls", "tool_call_id", "x"]) | _TEXT
+_PART = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["text", "image_url", "image", "input_image", "file"]) | _JSON,
+            "text": _JSON,
+            "image_url": _JSON,
+            "image": _JSON,
+        },
+    )
+    | _JSON
+)
+_MESSAGE = (
+    st.dictionaries(_KEYS, _JSON, max_size=4)
+    | st.fixed_dictionaries({"role": st.just("user"), "content": st.lists(_PART, max_size=4)})
+    | _JSON
+)
+_FIELDS = st.sampled_from(["tools", "functions", "system", "response_format", "user", "stop",
+                           "temperature", "metadata", "stream", "n"]) | _TEXT  # fmt: skip
+_REQUEST = st.fixed_dictionaries(
+    {"model": st.just("m"), "messages": st.lists(_MESSAGE, max_size=4) | _JSON},
+) | st.dictionaries(_FIELDS, _JSON, max_size=4)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_REQUEST, st.dictionaries(_FIELDS, _JSON, max_size=3))
+def test_the_native_walk_counts_as_the_python_one(request_: Any, extra: dict[str, Any]) -> None:
+    """``measure``'s native walk (the common requests) gives what the Python walk gives,
+    lone surrogates, image parts, nested tool calls and unread fields included."""
+    from routeguard.budget.bound import _measure, _native_measure, measure
+
+    request_ = {**request_, **extra} if isinstance(request_, dict) else request_
+    native = _native_measure(request_)
+    expected = _measure(request_)
+    assert measure(request_) == expected
+    if native is not None:
+        assert native == tuple(expected)
+
+
+def test_the_native_walk_takes_the_usual_request_and_leaves_the_odd_ones() -> None:
+    """Plain and multimodal chat requests are walked natively; a lone surrogate, a message
+    that is not a dict, or a key that is not a ``str`` go to the Python walk."""
+    from routeguard.budget.bound import _native_measure
+
+    parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "u"}}]
+    usual = {"model": "m", "messages": [{"role": "user", "content": parts}], "tools": [{}]}
+    assert _native_measure(usual) is not None
+    assert _native_measure(TOOL_REQUEST) is not None
+    for odd in (
+        {"model": "m", "messages": [{"role": "user", "content": "\ud800"}]},
+        {"model": "m", "messages": ["just text"]},
+        {"model": "m", "messages": [{1: "x"}]},
+    ):
+        assert _native_measure(odd) is None

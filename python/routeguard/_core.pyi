@@ -1,6 +1,6 @@
 """Type stubs for the compiled extension `routeguard._core` (rust/py/)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, final
 
 import numpy as np
@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "BertEncoder",
     "BudgetRefused",
+    "ChatMeasure",
     "CompiledPolicy",
     "FlatIndex",
     "Hold",
@@ -25,6 +26,18 @@ __all__ = [
 ]
 
 __version__: str
+
+@final
+class ChatMeasure:
+    """What `measure` counts of a chat request: JSON bytes, images, messages, text bytes, tools."""
+
+    def __new__(
+        cls,
+        not_read: frozenset[str],
+        image_parts: frozenset[str],
+        size: Callable[[Any], int],
+    ) -> ChatMeasure: ...
+    def __call__(self, request: object) -> tuple[int, int, int, int, bool] | None: ...
 
 @final
 class CompiledPolicy:

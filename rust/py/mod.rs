@@ -3,6 +3,7 @@
 //! kernel, convert back.
 //! Nothing here computes; every algorithm lives in a pyo3-free module.
 
+mod bound;
 mod budget;
 mod embed;
 mod error;
@@ -27,6 +28,7 @@ where
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
+    bound::register(m)?;
     budget::register(m)?;
     embed::register(m)?;
     policy::register(m)?;

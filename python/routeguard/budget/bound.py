@@ -15,10 +15,11 @@ is charged for its prompt when the provider never reported usage.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
+
+from routeguard._native import core
 
 _encoder = msgspec.json.Encoder()
 _FRAMING = 4  # tokens a message's separators may add beyond its JSON bytes
@@ -57,8 +58,7 @@ def image_tokens(provider: str, model: str = "") -> int:
     return _IMAGE_TOKENS.get(provider, _DEFAULT_IMAGE_TOKENS)
 
 
-@dataclass(frozen=True, slots=True)
-class InputSize:
+class InputSize(NamedTuple):
     """What a request gives the model to read: JSON bytes, images apart, and messages."""
 
     bytes: int
@@ -97,19 +97,28 @@ def _size(value: Any) -> int:
         return 8
     try:
         return len(_encoder.encode(value))
-    except (TypeError, msgspec.EncodeError, OverflowError):
+    except (TypeError, msgspec.EncodeError, OverflowError, UnicodeEncodeError):
         return len(str(value).encode("utf-8", "surrogatepass"))
 
 
 def _is_image(part: Mapping[str, Any]) -> bool:
     kind = part.get("type")
-    if kind in _IMAGE_PARTS:
+    if isinstance(kind, str) and kind in _IMAGE_PARTS:  # a list is not hashable
         return True
     return kind is None and ("image_url" in part or "image" in part)
 
 
 def measure(request: Mapping[str, Any]) -> InputSize:
     """The :class:`InputSize` of a chat request (every field the model may read)."""
+    counts = _native_measure(request)
+    if counts is not None:
+        return InputSize._make(counts)
+    return _measure(request)
+
+
+def _measure(request: Mapping[str, Any]) -> InputSize:
+    """:func:`measure` in Python: every request the native walk leaves to it (see
+    ``core.ChatMeasure``), and the reference the native walk is tested against."""
     total = images = count = text = 0
     messages = request.get("messages")
     if isinstance(messages, list):
@@ -144,6 +153,9 @@ def measure(request: Mapping[str, Any]) -> InputSize:
             text += n
     tools = bool(request.get("tools") or request.get("functions"))
     return InputSize(total, images, count, text, tools)
+
+
+_native_measure = core.ChatMeasure(_NOT_READ, _IMAGE_PARTS, _size)
 
 
 def measure_embeddings(request: Mapping[str, Any]) -> InputSize:
