@@ -228,6 +228,8 @@ class Gateway:
         self._key_walkers: dict[str, tuple[list[str], Fallback]] = {}
         # Alias -> (its balancer, one deployment per distinct price): see _priced.
         self._prices: dict[str, tuple[Balancer, list[Deployment]]] = {}
+        # (walker id, *targets) -> (the walker, what _reachable found for them).
+        self._reach: dict[tuple[Any, ...], tuple[Fallback, list[Deployment]]] = {}
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
         self._providers: dict[str, Provider] = {}
         templates = [d for w in config.wildcards for d in w.templates]
@@ -903,12 +905,22 @@ class Gateway:
     def _reachable(self, targets: Sequence[str], key: KeyRecord | None) -> list[Deployment]:
         """The deployments a request served by ``targets`` may end up on within ``key``'s
         scope, one per distinct price of each alias (for the worst-case cost: an alias of
-        a hundred deployments at one price is priced once, not a hundred times)."""
+        a hundred deployments at one price is priced once, not a hundred times). Kept per
+        targets and walker unless a wildcard name is among them (those come and go)."""
         fallback = self._fallback_for(key)
+        memo_key = (id(fallback), *targets)
+        memo = self._reach.get(memo_key)
+        if memo is not None and memo[0] is fallback:
+            return memo[1]
         seen: list[str] = []
         for t in targets:
             seen += [a for a in self._aliases(t, fallback) if a not in seen]
-        return [d for a in seen if self.serves(a) for d in self._priced(a)]
+        reachable = [d for a in seen if self.serves(a) for d in self._priced(a)]
+        if not any(a in self._wild for a in seen):
+            if len(self._reach) >= 10_000:
+                self._reach.clear()
+            self._reach[memo_key] = (fallback, reachable)
+        return reachable
 
     def _priced(self, alias: str) -> list[Deployment]:
         """One deployment of ``alias`` per distinct price: $/Mtok in and out and what an

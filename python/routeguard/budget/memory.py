@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from routeguard._native import core
@@ -66,6 +67,16 @@ def _locked(
     return run
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A chain made ready for the ledger: the accounts with their ancestors, leaf first, their
+    ledger ids, and their rate limiters as (account, limiter id, unit)."""
+
+    names: tuple[str, ...]
+    ids: list[int]
+    rates: list[tuple[str, int, str]]
+
+
 class MemoryBudget:
     """Budgets and rate limits for one process (see the module docstring).
 
@@ -102,7 +113,8 @@ class MemoryBudget:
         for acc in self.accounts:
             self._register(acc, now)
         self._refresh(now)
-        self._chain_ids: dict[tuple[str, ...], list[int]] = {}
+        # A chain as asked for -> its plan (see _Plan): expanded, its ledger ids and limiters.
+        self._plans: dict[tuple[str, ...], _Plan] = {}
         self._open: dict[str, Reservation] = {}
         # Holds by expiry: default-TTL ones in a FIFO (their expiries only grow), others in
         # a heap. Settled entries stay until they reach the front or a compaction drops
@@ -165,7 +177,7 @@ class MemoryBudget:
         """
         old = self.accounts.by_name.get(account.name)
         self.accounts.put(account)
-        self._chain_ids.clear()
+        self._plans.clear()
         if old is None or old.period != account.period:
             self._register(account, self._clock())
             return
@@ -173,6 +185,7 @@ class MemoryBudget:
             self._ledger.set_limits(self._ids[account.name], account.limit, account.soft_limit)
         if (old.rpm, old.tpm) != (account.rpm, account.tpm):
             self._set_rates(account)
+            self._plans.clear()
 
     # ------------------------------------------------------------------ time
 
@@ -213,13 +226,22 @@ class MemoryBudget:
                 res.state = "expired"
                 logger.info("hold of reservation %s expired and was released", res.request_id)
 
+    def _plan(self, chain: Sequence[str]) -> _Plan:
+        """``chain``'s plan, made once (upserts drop them all)."""
+        key = chain if type(chain) is tuple else tuple(chain)
+        plan = self._plans.get(key)
+        if plan is None:
+            names = self.accounts.chain(key)
+            rates = [(name, limiter, unit) for name in names
+                     for limiter, unit in self._rates[name]]  # fmt: skip
+            plan = _Plan(names, [self._ids[n] for n in names], rates)
+            if len(self._plans) >= 100_000:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     def _ids_of(self, names: tuple[str, ...]) -> list[int]:
-        ids = self._chain_ids.get(names)
-        if ids is None:
-            ids = [self._ids[n] for n in names]
-            if len(self._chain_ids) < 100_000:
-                self._chain_ids[names] = ids
-        return ids
+        return self._plan(names).ids
 
     # ------------------------------------------------------------------ sync operations
 
@@ -233,9 +255,21 @@ class MemoryBudget:
         existing = self._open.get(request_id)
         if existing is not None:
             return existing
-        names = self.accounts.chain(chain)
+        return self._hold(self._plan(chain), amount, request_id, ttl_s, now, now_ns)
+
+    def _hold(
+        self,
+        plan: _Plan,
+        amount: int,
+        request_id: str,
+        ttl_s: float | None,
+        now: float,
+        now_ns: int,
+    ) -> Reservation:
+        """Under the lock: the ledger's hold on ``plan``'s accounts, recorded as open."""
+        names = plan.names
         try:
-            hold = self._ledger.reserve(self._ids_of(names), amount, now_ns)
+            hold = self._ledger.reserve(plan.ids, amount, now_ns)
         except core.BudgetRefused as refused:
             _, position, spent, reserved, _, requested = refused.args
             account = self.accounts[names[position]]
@@ -243,7 +277,8 @@ class MemoryBudget:
                 account, spent=spent, reserved=reserved, requested=requested, now=now
             ) from None
         expires_at = now + (self._ttl if ttl_s is None else ttl_s)
-        soft = soft_exceeded(names, hold.soft_mask)
+        mask = hold.soft_mask
+        soft = soft_exceeded(names, mask) if mask else ()
         res = Reservation(request_id, names, amount, expires_at, soft, "open", hold)
         self._open[request_id] = res
         if ttl_s is None:
@@ -257,8 +292,8 @@ class MemoryBudget:
                 heapq.heapify(self._heap)
         if expires_at < self._next_expiry:
             self._next_expiry = expires_at
-        if res.soft_exceeded and self._on_soft_limit is not None:
-            for name in res.soft_exceeded:
+        if soft and self._on_soft_limit is not None:
+            for name in soft:
                 self._on_soft_limit(name, res)
         return res
 
@@ -319,18 +354,22 @@ class MemoryBudget:
 
     def check_rate_sync(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
         """Consume on every RPM/TPM limit of the chain, all or none, or raise RateLimited."""
-        names = self.accounts.chain(chain)
+        self._rate(self._plan(chain), tokens, requests, int(self._clock() * 1e9))
+
+    def _rate(self, plan: _Plan, tokens: int, requests: int, now_ns: int) -> None:
+        """Consume ``requests`` and ``tokens`` on ``plan``'s limiters, all or none."""
+        if not plan.rates:
+            return
         costs: list[tuple[int, int]] = []
         owners: list[tuple[str, str, int]] = []
-        for name in names:
-            for limiter, unit in self._rates[name]:
-                cost = requests if unit == "requests" else tokens
-                if cost > 0:
-                    costs.append((limiter, cost))
-                    owners.append((name, unit, cost))
+        for name, limiter, unit in plan.rates:
+            cost = requests if unit == "requests" else tokens
+            if cost > 0:
+                costs.append((limiter, cost))
+                owners.append((name, unit, cost))
         if not costs:
             return
-        refused = self._limiter.check(costs, int(self._clock() * 1e9))
+        refused = self._limiter.check(costs, now_ns)
         if refused is not None:
             position, wait_ns = refused
             name, unit, cost = owners[position]
@@ -355,12 +394,15 @@ class MemoryBudget:
         ttl_s: float | None = None,
     ) -> Reservation:
         """``check_rate`` then ``reserve``; a request id already held consumes nothing."""
+        check_amount(amount)
         with self._lock:
+            now, now_ns = self._tick()
             existing = self._open.get(request_id)
             if existing is not None:
                 return existing
-            self.check_rate_sync(chain, tokens, requests)
-            return self.reserve_sync(chain, amount, request_id, ttl_s)
+            plan = self._plan(chain)
+            self._rate(plan, tokens, requests, now_ns)
+            return self._hold(plan, amount, request_id, ttl_s, now, now_ns)
 
     async def settle(self, reservation: Reservation, actual: int) -> int:
         """See :meth:`settle_sync`."""
