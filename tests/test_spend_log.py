@@ -3,6 +3,7 @@ again to each account's current window when the next process starts."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -282,7 +283,7 @@ def test_a_killed_process_loses_no_settlement(tmp_path: Path) -> None:
     reopened = SpendLog(db)
     assert sum(a for _, a in reopened.take("team")) == sum(1_000 + i for i in range(50))
     assert reopened._journal is not None
-    assert [str(p) for p in _journals(db)] == [reopened._journal._path]  # the dead one is gone
+    assert [str(p) for p in _journals(db)] == [reopened._journal.path]  # the dead one is gone
     reopened.close()
     again = SpendLog(db)  # taken in once: not again
     assert sum(a for _, a in again.take("org")) == sum(1_000 + i for i in range(50))
@@ -313,6 +314,57 @@ def test_a_journal_whose_rows_were_committed_is_not_counted_twice(tmp_path: Path
     reopened = SpendLog(db)
     assert sum(a for _, a in reopened.take("team")) == 3 * 1_000 + 7
     reopened.close()
+    assert _journals(db) == []
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [b'[1763200009.0,"r9","te', b'[1763200009.0,"r9","te\0\0\0am",9]\n', b"\0" * 9 + b'am",9]'],
+)
+def test_a_mapped_journal_is_read_to_its_last_whole_line(tmp_path: Path, torn: bytes) -> None:
+    """A segment is mapped with its space reserved: what a dead process leaves is its lines,
+    perhaps one torn by the kill (cut short, or with bytes never stored, which read as
+    zeros), then zeros to the end of the space; the whole lines count, nothing else."""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    db.chmod(0o600)
+    rows = [(NOV_15 + i, f"r{i}", "team", 1_000 + i) for i in range(3)]
+    _orphan(db, rows, tail=torn + b"\0" * spendlog.SEGMENT_BYTES)
+    reopened = SpendLog(db)
+    assert sum(a for _, a in reopened.take("team")) == 3_003
+    reopened.close()
+
+
+@pytest.mark.parametrize("reserved", [True, False])
+def test_a_segment_takes_lines_past_its_reserved_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reserved: bool
+) -> None:
+    """Lines beyond the mapped space (a burst within one batch), or in a segment whose space
+    could not be reserved (no mapping at all), are written to the file after the others."""
+    monkeypatch.setattr(spendlog, "SEGMENT_BYTES", 300)
+    if not reserved:
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full)
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    journal = spendlog._Journal(str(db))
+    assert journal._segment is not None and (journal._segment.map is not None) == reserved
+    rows = [(NOV_15 + i, f"request-{i}", "team org", 1_000 + i) for i in range(40)]
+    queued: list[spendlog.Row] = []
+    for row in rows:
+        journal.append(row, queued.append)
+    assert queued == rows
+    assert journal.path is not None
+    fd = os.open(journal.path, os.O_RDONLY)
+    try:
+        assert os.fstat(fd).st_size > 300
+        assert spendlog._read_rows(fd, journal.path) == rows
+    finally:
+        os.close(fd)
+        journal.close(committed=True)
     assert _journals(db) == []
 
 
@@ -463,7 +515,7 @@ def test_a_new_segment_deleted_before_it_was_locked_is_not_used(
     monkeypatch.setattr(fcntl, "flock", late_lock)
     journal = spendlog._Journal(str(db))
     monkeypatch.setattr(fcntl, "flock", flock)
-    assert raced and os.path.exists(journal._path)
+    assert raced and journal.path is not None and os.path.exists(journal.path)
     journal.close(committed=True)
     other.close()
 
@@ -476,7 +528,8 @@ def test_a_forked_child_leaves_its_parents_journal_alone(tmp_path: Path) -> None
     log = SpendLog(db, linger_s=60.0)
     log.append(NOV_15, "r", ["team"], 500)
     assert log._journal is not None
-    path = log._journal._path
+    path = log._journal.path
+    assert path is not None
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -514,4 +567,4 @@ def test_a_journal_closed_at_exit_is_not_reopened_by_the_writer(tmp_path: Path) 
     journal.close(committed=True)
     with pytest.raises(OSError):
         journal.rotate()
-    assert journal._fd == -1 and _journals(db) == []
+    assert journal.path is None and _journals(db) == []

@@ -48,6 +48,7 @@ import fcntl
 import glob
 import logging
 import math
+import mmap
 import os
 import secrets
 import sqlite3
@@ -74,6 +75,48 @@ _row_decoder = msgspec.json.Decoder(tuple[float, str, str, int])
 _encode = msgspec.json.Encoder().encode
 
 
+SEGMENT_BYTES = 1 << 20  # a segment's space, reserved and mapped up front (~10k settlements)
+
+
+class _Segment:
+    """One journal file: its descriptor (locked), its path, the mapping its lines are copied
+    into (None when its space could not be reserved) and where the next line goes. A line
+    past the mapped space, or in a file without a mapping, is written at that offset."""
+
+    __slots__ = ("end", "fd", "map", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.end = 0
+        self.map: mmap.mmap | None = None
+        try:
+            # Blocks reserved before the mapping is written: a full disk then cannot turn
+            # a store into the page into a SIGBUS.
+            os.posix_fallocate(fd, 0, SEGMENT_BYTES)
+            self.map = mmap.mmap(fd, SEGMENT_BYTES)
+        except (OSError, ValueError, AttributeError):
+            self.map = None  # no reserved space (or no posix_fallocate): plain writes
+
+    def write(self, line: bytes) -> None:
+        """Put ``line`` after the last one (OSError from a write that failed)."""
+        start = self.end
+        end = start + len(line)
+        mapped = self.map
+        if mapped is not None and end <= SEGMENT_BYTES:
+            mapped[start:end] = line  # in the page cache now: it outlives the process
+            self.end = end
+        else:
+            self.end = start + os.pwrite(self.fd, line, start)
+
+    def close(self) -> None:
+        """Unmap and close (the lock goes with the descriptor)."""
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        os.close(self.fd)
+
+
 class _Journal:
     """One process's journal: settlements appended as JSON lines before they are committed,
     in segments the writer starts afresh before each batch (see the module docstring)."""
@@ -87,14 +130,20 @@ class _Journal:
         """Rows appended to the current segment (the writer retires a segment with rows)."""
         self.since = math.inf
         """The oldest stamp in the current segment (compaction folds none from there on)."""
-        self._fd, self._path = self._open()
+        self._segment: _Segment | None = self._open()
 
-    def _open(self) -> tuple[int, str]:
+    @property
+    def path(self) -> str | None:
+        """The current segment's file (None once closed)."""
+        segment = self._segment
+        return None if segment is None else segment.path
+
+    def _open(self) -> _Segment:
         """A fresh segment, locked for this process's life."""
         for _ in range(3):
             path = f"{self._real}-spend-{os.getpid()}-{secrets.token_hex(6)}.journal"
             mode = self._db_stat.st_mode & 0o666
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | NOFOLLOW
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW  # read too: to be mapped
             fd = os.open(path, flags, mode)
             try:
                 if hasattr(os, "fchmod"):
@@ -105,7 +154,7 @@ class _Journal:
                 os.unlink(path)
                 raise
             if os.fstat(fd).st_nlink:
-                return fd, path
+                return _Segment(fd, path)
             # Another process taking in journals found it, not yet locked, empty, and
             # deleted it: what went on being written there would never be read.
             os.close(fd)
@@ -121,52 +170,61 @@ class _Journal:
             self.rows += 1
             if row[0] < self.since:
                 self.since = row[0]
-            if self._fd < 0:
+            segment = self._segment
+            if segment is None:
                 return  # closed: the writer alone carries it (see SpendLog._retire_journal)
             try:
-                os.write(self._fd, line)
+                segment.write(line)
             except OSError as exc:
                 if not self._failed:
                     self._failed = True
                     log.error(
                         "budget spend log: journal %s cannot be written (%s): settlements not "
                         "yet committed would not survive a crash",
-                        self._path, exc.strerror,
+                        segment.path, exc.strerror,
                     )  # fmt: skip
 
-    def rotate(self) -> tuple[int, str]:
-        """Start a new segment; returns the old one (fd, path) for :meth:`retire`."""
-        fd, path = self._open()
+    def rotate(self) -> _Segment:
+        """Start a new segment; returns the old one for :meth:`retire`."""
+        fresh = self._open()
         with self._lock:
-            old = self._fd, self._path
-            if old[0] >= 0:
-                self._fd, self._path = fd, path
+            old = self._segment
+            if old is not None:
+                self._segment = fresh
                 self.rows = 0
                 self.since = math.inf
-        if old[0] < 0:  # closed meanwhile (at exit, the writer still running): not reopened
-            self.retire((fd, path), committed=True)
+        if old is None:  # closed meanwhile (at exit, the writer still running): not reopened
+            self.retire(fresh, committed=True)
             raise OSError(errno.EBADF, "journal closed")
         return old
 
     @staticmethod
-    def retire(segment: tuple[int, str], *, committed: bool) -> None:
+    def retire(segment: _Segment, *, committed: bool) -> None:
         """Close an old segment: deleted when its rows are committed, else left (unlocked)
         for the next reader of the database to take in."""
-        fd, path = segment
         if committed:
             try:
-                os.unlink(path)
+                os.unlink(segment.path)
             except OSError as exc:
-                log.warning("budget spend log: journal %s not removed (%s)", path, exc.strerror)
-        os.close(fd)
+                log.warning("budget spend log: journal %s not removed (%s)", segment.path,
+                            exc.strerror)  # fmt: skip
+        segment.close()
 
     def close(self, *, committed: bool) -> None:
         """Retire the current segment (see :meth:`retire`); appends after it write nothing
         (never to whatever file reuses the descriptor's number)."""
         with self._lock:
-            if self._fd >= 0:
-                self.retire((self._fd, self._path), committed=committed)
-                self._fd = -1
+            segment, self._segment = self._segment, None
+            if segment is not None:
+                self.retire(segment, committed=committed)
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's segment without writing, deleting or
+        unlocking it (the parent's descriptor keeps the lock; the mapping is unmapped here
+        only)."""
+        segment, self._segment = self._segment, None
+        if segment is not None:
+            segment.close()
 
 
 def take_in_journals(db: sqlite3.Connection, database: str) -> int:
@@ -231,7 +289,8 @@ def _read_rows(fd: int, path: str) -> list[Row]:
     data = b"".join(chunks)
     rows: list[Row] = []
     bad = 0
-    for line in data.split(b"\n"):
+    for piece in data.split(b"\n"):
+        line = piece.rstrip(b"\0")  # the reserved space after the last line reads as zeros
         if not line:
             continue
         try:
@@ -387,7 +446,7 @@ class SpendLog:
             done = self._handoff.flush(self._writer, 10.0)
             self._retire_journal(committed=done and not self._kept)
 
-    def _rotate(self) -> tuple[int, str] | None:
+    def _rotate(self) -> _Segment | None:
         """Start a fresh journal segment (writer thread); None without a journal, or when a
         new one cannot be made (the rows stay in the current one until a later round)."""
         if self._journal is None:
@@ -476,9 +535,8 @@ def _forget_journals() -> None:
     to be written, deleted or kept locked here; the child's settlements go to the queue."""
     for spend_log in list(_OPEN):
         journal, spend_log._journal = spend_log._journal, None
-        if journal is not None and journal._fd >= 0:
-            os.close(journal._fd)  # the parent's descriptor keeps the lock
-            journal._fd = -1
+        if journal is not None:
+            journal.forget()
 
 
 if hasattr(os, "register_at_fork"):
