@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from routeguard import ConfigError
 from routeguard.budget import Period, load_accounts, micros_to_usd, usd_to_micros
@@ -19,6 +22,21 @@ def test_money_is_exact_integer_micro_dollars() -> None:
     assert micros_to_usd(12_400_000) == Decimal("12.4")
     with pytest.raises(ValueError, match="not an amount"):
         usd_to_micros("lots")
+
+
+@given(
+    st.floats(min_value=-1e4, max_value=1e4) | st.integers(-(10**9), 10**9).map(lambda n: n / 1e6)
+)
+def test_a_float_is_rounded_to_a_thousandth_of_a_micro_dollar_first(usd: float) -> None:
+    """A computed cost is rounded to a thousandth of a micro-dollar, then up (a hold) or
+    half-up: float noise never tips it to the next micro-dollar (away from a thousandth's
+    exact tie, which either side may take)."""
+    value = usd * 1_000_000
+    thousandths = value * 1000
+    assume(abs(thousandths - math.floor(thousandths) - 0.5) > 1e-3)
+    assert usd_to_micros(usd, round_up=True) == math.ceil(round(value, 3))
+    assert usd_to_micros(usd) == math.floor(round(value, 3) + 0.5)
+    assert usd_to_micros(0.1 + 0.2, round_up=True) == 300_000
 
 
 def test_chains_expand_to_every_ancestor_once() -> None:

@@ -46,8 +46,12 @@ def usd_to_micros(usd: float | int | str | Decimal, *, round_up: bool = False) -
     micro-dollar, so float noise (``0.1 + 0.2``) never tips it to the next micro-dollar.
     """
     if type(usd) is float and math.isfinite(usd) and abs(usd) < 9e9:
-        value_f = round(usd * MICROS_PER_USD, 3)
-        return math.ceil(value_f) if round_up else math.floor(value_f + 0.5)
+        # What rounding to a thousandth and then up (or half-up) gives, from the fraction
+        # (round(x, 3) formats the float to decimal digits: slow on every request's path).
+        value_f = usd * MICROS_PER_USD
+        whole = math.floor(value_f)
+        frac = value_f - whole
+        return whole + (frac >= (0.0005 if round_up else 0.4995))
     try:
         value = Decimal(str(usd)) * MICROS_PER_USD
     except InvalidOperation:
