@@ -363,3 +363,43 @@ async def test_recording_is_batched_on_a_loop_and_a_bad_record_holds_back_no_oth
         assert count() == 3
     finally:
         await gw.aclose()
+
+
+def test_observations_applied_in_bulk_read_as_one_by_one() -> None:
+    """A flush applies a histogram's observations bucket by bucket and a counter's increments
+    at once (through prometheus_client's own values): the exposition reads exactly as
+    ``observe`` and ``inc`` one by one give, bounds, infinities, negatives and NaN included."""
+    import math
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from routeguard.server.metrics import _Sum, _Tally
+
+    observed = [0.0, 0.005, 0.0051, 0.1, 1.0, 7.5, 2.5e3, -3.0, math.inf, -math.inf, 0.25]
+    registry = CollectorRegistry()
+    buckets = (0.005, 0.1, 1.0, 10.0)
+    one = Histogram("one", "h", ["k"], registry=registry, buckets=buckets)
+    bulk = Histogram("bulk", "h", ["k"], registry=registry, buckets=buckets)
+    counted = Counter("counted", "c", ["k"], registry=registry)
+    summed = Counter("summed", "c", ["k"], registry=registry)
+    tally, total = _Tally(bulk.labels("x")), _Sum(summed.labels("x"))
+    for v in observed:
+        one.labels("x").observe(v)
+        tally.observe(v)
+        counted.labels("x").inc(abs(v) if math.isfinite(v) else 1)
+        total.inc(abs(v) if math.isfinite(v) else 1)
+    tally.apply()
+    total.apply()
+    tally.apply()  # nothing new: nothing added
+    one.labels("y").observe(float("nan"))
+    nan = _Tally(bulk.labels("y"))
+    nan.observe(float("nan"))
+    nan.apply()
+    lines = [ln for ln in generate_latest(registry).decode().splitlines()
+             if not ln.startswith("#") and "_created" not in ln]  # fmt: skip
+    ones = sorted(ln.removeprefix("one") for ln in lines if ln.startswith("one"))
+    bulks = sorted(ln.removeprefix("bulk") for ln in lines if ln.startswith("bulk"))
+    assert ones == bulks and len(ones) == 2 * (len(buckets) + 1 + 2)
+    counts = [ln.removeprefix("counted") for ln in lines if ln.startswith("counted")]
+    sums = [ln.removeprefix("summed") for ln in lines if ln.startswith("summed")]
+    assert counts == sums and counts

@@ -24,7 +24,9 @@ import glob
 import logging
 import math
 import os
+import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -101,6 +103,61 @@ def multiprocess() -> bool:
     """Whether ``prometheus_client`` keeps values in multiprocess files (it decides once,
     at import, from ``PROMETHEUS_MULTIPROC_DIR``)."""
     return values.ValueClass is not values.MutexValue
+
+
+class _Sum:
+    """A counter child's increments during one flush, added to it once at the end."""
+
+    __slots__ = ("child", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.total = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Count ``amount`` more."""
+        self.total += amount
+
+    def apply(self) -> None:
+        """Add what was counted to the child."""
+        if self.total:
+            total, self.total = self.total, 0.0
+            self.child.inc(total)
+
+
+class _Tally:
+    """A histogram child's observations during one flush: bucketed here by one bisection
+    each, then added to the child bucket by bucket (``observe`` walks the bounds and takes
+    two locks per value). Reaches into prometheus_client's Histogram (its bounds, bucket
+    and sum values); a test holds the result equal to ``observe``'s."""
+
+    __slots__ = ("bounds", "child", "counts", "seen", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.seen = False
+
+    def observe(self, value: float) -> None:
+        """Count one observation of ``value`` (as ``Histogram.observe`` would)."""
+        self.seen = True
+        self.total += value
+        if value <= self.bounds[-1]:  # NaN falls in no bucket (it still adds to the sum)
+            self.counts[bisect_left(self.bounds, value)] += 1
+
+    def apply(self) -> None:
+        """Add what was observed to the child."""
+        if not self.seen:
+            return
+        child, counts = self.child, self.counts
+        total, self.total, self.seen = self.total, 0.0, False
+        child._sum.inc(total)
+        for i, n in enumerate(counts):
+            if n:
+                counts[i] = 0
+                child._buckets[i].inc(n)
 
 
 class Metrics:
@@ -219,6 +276,9 @@ class Metrics:
             registry=reg,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        # What a flush counts, gathered per child and applied once at its end.
+        self._gathered: dict[tuple[Any, ...], _Sum | _Tally] = {}
+        self._flushing = threading.Lock()
         self._pending: deque[tuple[Trace, float, str]] = deque()
         self._dearest = _dearest_targets(gateway)
         gateway.fallback.cooldowns.on_change = self._circuit_changed
@@ -269,11 +329,35 @@ class Metrics:
     def flush(self) -> None:
         """Apply every queued request to the metric values (call it on the event loop)."""
         pending = self._pending
-        while pending:
-            try:
-                self._apply(*pending.popleft())
-            except Exception:  # one bad record must not hold back the others
-                log.exception("metrics: a request could not be recorded")
+        with self._flushing:
+            while pending:
+                try:
+                    self._apply(*pending.popleft())
+                except Exception:  # one bad record must not hold back the others
+                    log.exception("metrics: a request could not be recorded")
+            for gathered in self._gathered.values():
+                try:
+                    gathered.apply()
+                except Exception:  # e.g. a negative count: dropped, the others applied
+                    log.exception("metrics: counts could not be applied")
+
+    def _sum(self, metric: Any, *labels: str) -> _Sum:
+        """Where a flush counts ``metric``'s (a Counter) child for ``labels``."""
+        key = (id(metric), *labels)
+        gathered = self._gathered.get(key)
+        if gathered is None:
+            gathered = self._gathered[key] = _Sum(self._child(metric, *labels))
+        assert isinstance(gathered, _Sum)
+        return gathered
+
+    def _tally(self, metric: Any, *labels: str) -> _Tally:
+        """Where a flush observes ``metric``'s (a Histogram) child for ``labels``."""
+        key = (id(metric), *labels)
+        gathered = self._gathered.get(key)
+        if gathered is None:
+            gathered = self._gathered[key] = _Tally(self._child(metric, *labels))
+        assert isinstance(gathered, _Tally)
+        return gathered
 
     def _apply(self, trace: Trace, now: float, path: str) -> None:
         """Count one finished request (see :meth:`record`)."""
@@ -284,7 +368,7 @@ class Metrics:
         status = "200" if err is None else str(err.status_code)
         alias = "" if result is None else result.deployment.pattern or result.alias
         api = OPERATIONS.get(path) or OPERATIONS.get(path.rstrip("/")) or trace.operation
-        self._child(self.requests, api, route, alias, status).inc()
+        self._sum(self.requests, api, route, alias, status).inc()
         if err is not None:
             self._refusal(route, err)
         if result is None:
@@ -293,33 +377,33 @@ class Metrics:
             return
         dep = result.deployment
         usage = result.usage
-        self._child(self.overhead, api, route).observe(result.overhead_ms(now) / 1000)
+        self._tally(self.overhead, api, route).observe(result.overhead_ms(now) / 1000)
         operation = trace.operation
         prompt = usage.get("prompt_tokens")
         completion = usage.get("completion_tokens")
         if self.gateway.cache is not None and operation == "chat":
             tier = result.cache_tier or ("semantic" if result.cache == "shadow" else "")
-            self._child(self.cache, route, result.cache, tier).inc()
+            self._sum(self.cache, route, result.cache, tier).inc()
             if result.cache_refused:
-                self._child(self.verifier_refusals, route).inc()
+                self._sum(self.verifier_refusals, route).inc()
         if result.cache == "hit":
             saved = dep.cost(prompt or 0, completion or 0)
             if saved > 0:
-                self._child(self.saved, "cache", route).inc(saved)
+                self._sum(self.saved, "cache", route).inc(saved)
             return
         cost = result.cost
         if result.route is not None:
             kind = result.route.split(":", 1)[0]
-            self._child(self.decisions, route, kind, result.alias).inc()
+            self._sum(self.decisions, route, kind, result.alias).inc()
             dearest = self._dearest.get(route)
             if dearest:
                 would = max(d.cost(prompt or 0, completion or 0) for d in dearest)
                 if would > cost:
-                    self._child(self.saved, "routing", route).inc(would - cost)
+                    self._sum(self.saved, "routing", route).inc(would - cost)
         if result.attempts > 1:
-            self._child(self.fallbacks, route).inc()
+            self._sum(self.fallbacks, route).inc()
         if cost > 0:
-            self._child(self.cost, api, route, alias).inc(cost)
+            self._sum(self.cost, api, route, alias).inc(cost)
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
         response = result.response
         model = response.get("model") if isinstance(response, Mapping) else None
@@ -328,23 +412,23 @@ class Metrics:
             resp_model = dep.pattern
         error_type = "" if err is None else _error_type(err)
         genai = (operation, provider, dep.pattern or dep.model, resp_model)
-        self._child(self.duration, *genai, error_type).observe(now - trace.started)
+        self._tally(self.duration, *genai, error_type).observe(now - trace.started)
         if prompt is not None:
-            self._child(self.token_usage, *genai, "input").observe(prompt)
+            self._tally(self.token_usage, *genai, "input").observe(prompt)
         if completion is not None:
-            self._child(self.token_usage, *genai, "output").observe(completion)
+            self._tally(self.token_usage, *genai, "output").observe(completion)
         if trace.first_byte is not None and request is not None and request.get("stream"):
-            self._child(self.ttft, *genai).observe(trace.first_byte - trace.started)
+            self._tally(self.ttft, *genai).observe(trace.first_byte - trace.started)
 
     def _refusal(self, route: str, err: RouteguardError) -> None:
         """Count a refusal by a rate limit or a budget."""
         if isinstance(err, BudgetExceeded | BudgetUnavailable):
             # The class's code: a LiteLLM config answers with the status as the code.
-            self._child(self.budget_refusals, route, type(err).code or "").inc()
+            self._sum(self.budget_refusals, route, type(err).code or "").inc()
         elif isinstance(err, RateLimited) or (
             isinstance(err, AllAttemptsFailed) and err.status_code == 429
         ):
-            self._child(self.rate_limited, route, err.code or "").inc()
+            self._sum(self.rate_limited, route, err.code or "").inc()
 
     def _failed_upstream(
         self, route: str, err: AllAttemptsFailed, operation: str, took: float
@@ -352,13 +436,13 @@ class Metrics:
         """A request every upstream attempt failed: its duration, on the last deployment."""
         tried = [a for a in err.attempts if a.skipped is None]
         if len(tried) > 1:
-            self._child(self.fallbacks, route).inc()
+            self._sum(self.fallbacks, route).inc()
         dep = self._deployments.get(tried[-1].deployment) if tried else None
         if dep is None:
             return
         provider = _PROVIDER_NAMES.get(dep.provider, dep.provider)
         model = dep.pattern or dep.model  # a wildcard's names are the caller's: bounded label
-        self._child(self.duration, operation, provider, model, "", _error_type(err)).observe(took)
+        self._tally(self.duration, operation, provider, model, "", _error_type(err)).observe(took)
 
     def _verdict(self, verdict: Verdict) -> None:
         """Enforcers' listener: count one tool-call decision (rule ids come from the policy
