@@ -652,3 +652,34 @@ def test_requests_pipelined_past_the_queue_limit_are_not_read() -> None:
     assert len(_responses(conn.transport.data)) == limit + 1
     assert conn.transport.data.count(b"connection: close") == 1 and conn.transport.closed
     assert conn.transport.paused  # nothing more was read
+
+
+def test_the_scope_says_whether_the_whole_body_is_here() -> None:
+    """``routeguard.body_ready`` is true while the whole body waits unread (the app then
+    reads it without arming a deadline), false while part of it is still to come and once
+    ``receive`` has handed it over."""
+    from routeguard.server.auth import BODY_READY
+
+    seen: list[tuple[str, bool]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ready = scope["extensions"][BODY_READY]
+        seen.append(("start", ready()))
+        while True:
+            msg = await receive()
+            seen.append(("read", ready()))
+            if not msg.get("more_body"):
+                break
+        await _json_app(b"{}")(scope, receive, send)
+
+    async def main() -> None:
+        whole = Conn(app)
+        await whole.feed(_post(b"/a", b'{"x": 1}'))
+        request = _post(b"/b", b'{"y": 2}')
+        split = Conn(app)
+        await split.feed(request[:-3])
+        await split.feed(request[-3:])
+
+    asyncio.run(main())
+    assert seen[:2] == [("start", True), ("read", False)]
+    assert seen[2] == ("start", False) and seen[-1] == ("read", False)

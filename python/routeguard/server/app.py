@@ -52,7 +52,7 @@ from routeguard.schema import decode_json
 from routeguard.server import admin, cache_admin, dashboard, litellm_entities, litellm_keys
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
-from routeguard.server.auth import Gate, PermissionDenied, Principal, keys_required
+from routeguard.server.auth import BODY_READY, Gate, PermissionDenied, Principal, keys_required
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
@@ -543,27 +543,18 @@ class ProxyApp:
                 f"request body is {declared} bytes, over the {limit}-byte limit ({setting})"
             )
         parts: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self._body_timeout):
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        raise InvalidRequest("client disconnected before sending the body")
-                    chunk = msg.get("body", b"")
-                    size += len(chunk)
-                    if size <= limit:
-                        parts.append(chunk)
-                    elif size > _DRAIN_LIMIT * limit:
-                        break  # not worth reading on: answer now, the connection will be dropped
-                    # Past the limit we keep reading (and discarding) so that the client, still
-                    # sending, gets the 413 instead of a connection reset.
-                    if not msg.get("more_body"):
-                        break
-        except TimeoutError:
-            raise RequestTimeout(
-                f"request body not received within {self._body_timeout:g} s (server.body_timeout)"
-            ) from None
+        ready = scope.get("extensions", {}).get(BODY_READY)
+        if ready is not None and ready():  # all here: no read can wait, no deadline to arm
+            size = await _read_body(receive, parts, limit)
+        else:
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    size = await _read_body(receive, parts, limit)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"request body not received within {self._body_timeout:g} s "
+                    "(server.body_timeout)"
+                ) from None
         if size > limit:
             raise RequestTooLarge(
                 f"request body is {size} bytes, over the {limit}-byte limit ({setting})"
@@ -793,6 +784,25 @@ class ProxyApp:
         headers = [(b"content-type", CONTENT_TYPE.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, parts: list[bytes], limit: int) -> int:
+    """Read the request body into ``parts`` (up to ``limit`` bytes kept); returns its size."""
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise InvalidRequest("client disconnected before sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size <= limit:
+            parts.append(chunk)
+        elif size > _DRAIN_LIMIT * limit:
+            return size  # not worth reading on: answer now, the connection will be dropped
+        # Past the limit we keep reading (and discarding) so that the client, still
+        # sending, gets the 413 instead of a connection reset.
+        if not msg.get("more_body"):
+            return size
 
 
 def create_app(gateway: Gateway, *, request_log: str | None = None) -> ProxyApp:

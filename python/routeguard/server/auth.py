@@ -65,6 +65,9 @@ class Principal:
 
 
 CONNECTION_KEY = "routeguard.connection_authenticated"
+# The ASGI scope extension our protocol sets: a callable saying whether the whole request
+# body has arrived (the app then reads it without arming a deadline).
+BODY_READY = "routeguard.body_ready"
 """ASGI scope key the server's protocol may set: a callable marking the connection as having
 passed authentication (routeguard.server.connections caps the connections that have not)."""
 

@@ -40,7 +40,7 @@ from typing import Any, cast
 import httptools
 
 from routeguard.http_tokens import is_token
-from routeguard.server.auth import CONNECTION_KEY
+from routeguard.server.auth import BODY_READY, CONNECTION_KEY
 from routeguard.server.connections import BODY_GRACE, ConnectionGuard, find_guard, plain_response
 
 log = logging.getLogger("routeguard.server")
@@ -346,6 +346,7 @@ class HttpProtocol(asyncio.Protocol):
             scope[CONNECTION_KEY] = mark
         keep_alive = version != "1.0" and parser.should_keep_alive()
         cycle = _Cycle(self, scope, keep_alive, self._expect)
+        scope["extensions"] = {BODY_READY: cycle.body_ready}
         self.reading = cycle
         self.phase = _BODY
         if self.current is None:
@@ -488,6 +489,11 @@ class _Cycle:
         self.remaining: int | None = None  # bytes still due under a Content-Length
         self.head: bytes | None = None  # a sized response's head, sent with its body
         self.bodiless = False  # HEAD, 204, 304: body bytes from the app are dropped
+
+    def body_ready(self) -> bool:
+        """Whether the whole body has arrived and ``receive`` has not handed it over yet
+        (reading it then never waits)."""
+        return not self.more_body and not self.final_sent and not self.disconnected
 
     def wake(self) -> None:
         """Wake a ``receive`` waiting for body or disconnect."""
