@@ -40,6 +40,7 @@ from typing import Generic, TypeVar
 from routeguard import scrub
 from routeguard.backoff import backoff_delay
 from routeguard.config import Deployment, RouterSettings
+from routeguard.deadline import Deadline
 from routeguard.errors import (
     AllAttemptsFailed,
     Attempt,
@@ -320,7 +321,7 @@ class Fallback:
                 span = rec.attempt_begin(current, dep) if rec is not None else None
                 t0 = self._clock()
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with Deadline(timeout):
                         value = await attempt(dep, timeout)
                 except TimeoutError:
                     what = "no first byte" if first_byte else "no complete answer"
