@@ -82,6 +82,8 @@ class BudgetLayer:
         # The accounts of the config file: a key's account hangs under one of these.
         self._configured = frozenset(accounts.by_name)
         self._key_sigs: dict[str, tuple[object, ...]] = {}
+        # Key id -> (its record, the names asked for, its chain): see chain_for.
+        self._key_chains: dict[str, tuple[KeyRecord, tuple[str | None, ...], tuple[str, ...]]] = {}
         self._managed_sigs: dict[str, tuple[object, ...]] = {}
         self._groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
         # Team id -> (the decoded record, its members by user id): see _member_of.
@@ -141,6 +143,30 @@ class BudgetLayer:
         organization's when recorded), and by ``end_user``'s account: the recorded customer's
         of that id, else one made with ``budget_settings.end_user`` when that is set.
         PermissionDenied when the key's team or the customer is blocked."""
+        # A key of no user, team or org, without an end user: its chain depends on the key's
+        # record alone (a changed key is a new record), so it is worked out once.
+        plain = (
+            key is not None
+            and not end_user
+            and not (key.spec.user or key.spec.team or key.spec.org)
+        )
+        if plain:
+            assert key is not None
+            seen = self._key_chains.get(key.key_id)
+            if seen is not None and seen[0] is key and seen[1] == names:
+                return seen[2]
+        chain = self._chain_for(names, key, end_user)
+        if plain:
+            assert key is not None
+            if len(self._key_chains) > 100_000:
+                self._key_chains.clear()
+            self._key_chains[key.key_id] = (key, tuple(names), chain)
+        return chain
+
+    def _chain_for(
+        self, names: Sequence[str | None], key: KeyRecord | None, end_user: str | None
+    ) -> tuple[str, ...]:
+        """:meth:`chain_for`, worked out."""
         known = self.backend.accounts.by_name
         chain = tuple(n for n in names if n and n in known)
         s = key.spec if key is not None else None

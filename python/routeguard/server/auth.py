@@ -13,6 +13,7 @@ good.) A store that cannot be read answers 503. A key arrives as ``Authorization
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -41,9 +42,7 @@ class Principal:
         if self.key is None:
             return "default"
         s = self.key.spec
-        if s.org or s.team:
-            return f"team:{quote(s.org or '', safe='')}/{quote(s.team or '', safe='')}"
-        return f"key:{quote(self.key.key_id, safe='')}"
+        return _tenant(s.org, s.team, self.key.key_id)
 
     @property
     def accounts(self) -> tuple[str | None, ...]:
@@ -92,6 +91,14 @@ def keys_required(server: ServerSettings) -> bool:
     return (
         server.master_key is not None or server.database is not None or server.key_store != "sqlite"
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _tenant(org: str | None, team: str | None, key_id: str) -> str:
+    """:attr:`Principal.tenant` of a key (percent-encoding each part, once per key)."""
+    if org or team:
+        return f"team:{quote(org or '', safe='')}/{quote(team or '', safe='')}"
+    return f"key:{quote(key_id, safe='')}"
 
 
 class Gate:
