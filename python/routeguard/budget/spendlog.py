@@ -2,8 +2,9 @@
 
 Data flow: every settlement (and every late charge) of :class:`~routeguard.budget.memory.
 MemoryBudget` is appended at once, as one line, to this process's journal beside the
-database (``<database>-spend-<pid>-<random>.journal``: one ``O_APPEND`` write, no thread, no
-lock file), and queued as one row ``(ts, request_id, chain, amount)`` for a writer thread.
+database (``<database>-spend-<pid>-<random>.journal``: a segment whose space is reserved
+and mapped up front, so a line is copied into the page cache with no system call, no thread
+and no lock file), and queued as one row ``(ts, request_id, chain, amount)`` for a writer thread.
 The writer, woken by the first row of a batch, lets rows gather for ``linger_s`` (a second by
 default) and commits them in one statement to the same SQLite file as the virtual keys
 (``server.database``); before it takes a batch it starts a fresh journal, and once every row
@@ -12,7 +13,7 @@ included) loses no settlement it made: its journal stays behind, and the next Sp
 open the database (at start, or before a compaction) takes it in, under the journal's lock
 (held by its owner for its whole life, so a live process's journal is never read), skipping
 rows the database already holds, each matched once by stamp, request id, chain and amount
-(the owner died between its commit and the delete). The event loop pays one small write
+(the owner died between its commit and the delete). The event loop pays one small copy
 per settlement and never waits on SQLite; the writer commits about once a second instead of
 once per few milliseconds.
 
@@ -35,9 +36,11 @@ before compaction can fold them); request ids of folded rows are not kept.
 Durability: a journal line is in the OS's page cache once ``append`` returns, so it survives
 the process; SQLite runs in WAL mode with ``synchronous=NORMAL``, so a committed batch does
 too. An OS crash or power loss may lose the last writes of both (as it may lose SQLite's last
-commits); a line cut short by one is skipped when the journal is read. A journal that cannot
-be written (a full disk) is logged once and the settlements still reach SQLite through the
-writer, as before journals existed.
+commits); a line cut short by one, or by a kill in the middle of its copy (bytes not yet
+stored read as zeros, as does the reserved space after the last line), is skipped when the
+journal is read. A segment whose space cannot be reserved is written with ``pwrite``; a
+journal that cannot be written (a full disk) is logged once and the settlements still reach
+SQLite through the writer, as before journals existed.
 """
 
 from __future__ import annotations
