@@ -5,6 +5,8 @@ block, under asyncio's loop and uvloop alike."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -51,7 +53,7 @@ def test_a_block_within_its_deadline_leaves_nothing_armed(run: Runner, kind: str
         async with d:
             await asyncio.sleep(0)
         await asyncio.sleep(0.15)  # well past the deadline: nothing fires now
-        sweep = deadline._sweeps.get(asyncio.get_running_loop())
+        sweep = deadline._sweep_of(asyncio.get_running_loop())
         return d.expired, len(sweep.due) if sweep is not None else 0
 
     assert run(main()) == (False, 0)
@@ -113,6 +115,28 @@ def test_nested_deadlines_each_raise_for_their_own() -> None:
         return "none"
 
     assert uvloop.run(main()) == "inner"
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_a_closed_loop_is_not_kept_alive(run: Runner, kind: str) -> None:
+    """A loop closed with a sweep's tick still pending, or with a task stopped inside a
+    deadline, is freed (the registry holds neither it nor its sweep)."""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with Deadline(30.0):
+            await asyncio.sleep(0)
+        asyncio.get_running_loop().create_task(stuck())  # never finished
+        await asyncio.sleep(0)
+
+    async def stuck() -> None:
+        async with Deadline(30.0):
+            await asyncio.Event().wait()
+
+    run(main())
+    gc.collect()
+    assert [r() for r in loops] == [None]
 
 
 def test_a_deadline_is_used_once_and_inside_a_task() -> None:

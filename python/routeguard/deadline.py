@@ -26,7 +26,7 @@ PRECISE_S = 1.0  # deadlines shorter than this keep a timer of their own
 class _Sweep:
     """The swept deadlines of one event loop, and the timer that checks them."""
 
-    __slots__ = ("due", "handle", "loop")
+    __slots__ = ("__weakref__", "due", "handle", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # a strong one would keep the registry's key alive
@@ -53,7 +53,18 @@ class _Sweep:
             self.handle = loop.call_later(SWEEP_S, self.tick)
 
 
-_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()
+# Values are weak too: a sweep's timer handle and its deadlines' tasks hold the loop, so a
+# strong value would keep every loop that closed with a tick pending (or a deadline armed)
+# alive for good. A sweep lives while its tick is scheduled or a deadline holds it.
+_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_Sweep]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweep_of(loop: asyncio.AbstractEventLoop) -> _Sweep | None:
+    """The sweep of ``loop``, if one is alive."""
+    ref = _sweeps.get(loop)
+    return ref() if ref is not None else None
 
 
 class Deadline:
@@ -86,9 +97,10 @@ class Deadline:
         if self.delay < PRECISE_S:
             self._handle = loop.call_at(self.when, self.expire)
         else:
-            sweep = _sweeps.get(loop)
+            sweep = _sweep_of(loop)
             if sweep is None:
-                sweep = _sweeps[loop] = _Sweep(loop)
+                sweep = _Sweep(loop)
+                _sweeps[loop] = weakref.ref(sweep)
             sweep.add(self, loop)
             self._sweep = sweep
         return self
