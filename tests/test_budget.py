@@ -18,6 +18,7 @@ import pytest
 
 from routeguard import BudgetExceeded, RateLimited
 from routeguard.budget import BudgetBackend, MemoryBudget, RedisBudget, Reservation
+from routeguard.config.budgets import BudgetAccountConfig
 
 USD = 1_000_000
 
@@ -356,3 +357,28 @@ async def test_a_reservation_is_a_plain_record(make: Make) -> None:
     res = await budget.reserve(["key-1"], 1, "r1")
     assert isinstance(res, Reservation)
     assert res.is_open and res.amount == 1 and res.expires_at > 0
+
+
+async def test_a_late_settle_charges_the_accounts_held_after_a_move(clock: FakeClock) -> None:
+    """A hold that expired is charged, when settled, to the accounts it held (as an open
+    hold's settle is), not to the ancestors its team has after a move meanwhile."""
+    budget = MemoryBudget(
+        [
+            {"name": "org", "limit": 10.0},
+            {"name": "dept-1", "parent": "org"},
+            {"name": "dept-2", "parent": "org"},
+            {"name": "team-a", "parent": "dept-1"},
+            {"name": "key-1", "parent": "team-a"},
+        ],
+        clock=clock,
+    )
+    res = await budget.reserve(["key-1"], 400_000, "slow", ttl_s=5)
+    assert res.chain == ("key-1", "team-a", "dept-1", "org")
+    clock.advance(6)  # the hold expires
+    assert await budget.reserved("dept-1") == 0
+    moved = BudgetAccountConfig(name="team-a", parent="dept-2")
+    budget.upsert(budget.accounts.build(moved))  # the team moves to another department
+    await budget.settle(res, 300_000)
+    spent = {n: await budget.spent(n) for n in ("key-1", "team-a", "dept-1", "dept-2", "org")}
+    assert spent == {"key-1": 300_000, "team-a": 300_000, "dept-1": 300_000, "dept-2": 0,
+                     "org": 300_000}  # fmt: skip

@@ -241,7 +241,9 @@ class MemoryBudget:
         return plan
 
     def _ids_of(self, names: tuple[str, ...]) -> list[int]:
-        return self._plan(names).ids
+        """The ledger ids of ``names`` as they are (an expanded chain a hold recorded: not
+        expanded again, which after a move would add the new ancestors)."""
+        return [self._ids[n] for n in names]
 
     # ------------------------------------------------------------------ sync operations
 
