@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -382,3 +383,27 @@ async def test_a_late_settle_charges_the_accounts_held_after_a_move(clock: FakeC
     spent = {n: await budget.spent(n) for n in ("key-1", "team-a", "dept-1", "dept-2", "org")}
     assert spent == {"key-1": 300_000, "team-a": 300_000, "dept-1": 300_000, "dept-2": 0,
                      "org": 300_000}  # fmt: skip
+
+
+def test_a_rate_check_racing_a_limit_change_keeps_no_stale_limiters(clock: FakeClock) -> None:
+    """check_rate_sync works out a chain's plan under the lock: a plan made from the
+    limiters an upsert on another thread replaces meanwhile is not kept past it."""
+    budget = MemoryBudget([{"name": "org", "limit": 10.0, "rpm": 1}], clock=clock)
+    raced: list[threading.Thread] = []
+
+    class Racing(dict[str, Any]):
+        def __getitem__(self, name: str) -> Any:
+            value = super().__getitem__(name)
+            if not raced:  # another thread raises the limit now, while the plan is made
+                cfg = BudgetAccountConfig(name="org", limit=10.0, rpm=100)
+                thread = threading.Thread(target=budget.upsert, args=(budget.accounts.build(cfg),))
+                raced.append(thread)
+                thread.start()
+                thread.join(0.5)  # with the lock held here, it waits for this check to end
+            return value
+
+    budget._rates = Racing(budget._rates)
+    budget.check_rate_sync(["org"])
+    raced[0].join()
+    for _ in range(5):  # the new limit: 100 a minute
+        budget.check_rate_sync(["org"])

@@ -354,6 +354,7 @@ class MemoryBudget:
         self._tick()
         return self._ledger.reserved(self._ids[self.accounts[account].name])
 
+    @_locked  # its plan is made from the limiters an upsert replaces (see _plan)
     def check_rate_sync(self, chain: Sequence[str], tokens: int = 0, requests: int = 1) -> None:
         """Consume on every RPM/TPM limit of the chain, all or none, or raise RateLimited."""
         self._rate(self._plan(chain), tokens, requests, int(self._clock() * 1e9))
