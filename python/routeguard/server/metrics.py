@@ -343,20 +343,24 @@ class Metrics:
 
     def _sum(self, metric: Any, *labels: str) -> _Sum:
         """Where a flush counts ``metric``'s (a Counter) child for ``labels``."""
-        key = (id(metric), *labels)
-        gathered = self._gathered.get(key)
-        if gathered is None:
-            gathered = self._gathered[key] = _Sum(self._child(metric, *labels))
+        gathered = self._gathered_for(_Sum, metric, labels)
         assert isinstance(gathered, _Sum)
         return gathered
 
     def _tally(self, metric: Any, *labels: str) -> _Tally:
         """Where a flush observes ``metric``'s (a Histogram) child for ``labels``."""
+        gathered = self._gathered_for(_Tally, metric, labels)
+        assert isinstance(gathered, _Tally)
+        return gathered
+
+    def _gathered_for(
+        self, kind: type[_Sum] | type[_Tally], metric: Any, labels: tuple[str, ...]
+    ) -> _Sum | _Tally:
+        """The ``kind`` gathering ``metric``'s child for ``labels``, made on first use."""
         key = (id(metric), *labels)
         gathered = self._gathered.get(key)
         if gathered is None:
-            gathered = self._gathered[key] = _Tally(self._child(metric, *labels))
-        assert isinstance(gathered, _Tally)
+            gathered = self._gathered[key] = kind(self._child(metric, *labels))
         return gathered
 
     def _apply(self, trace: Trace, now: float, path: str) -> None:
