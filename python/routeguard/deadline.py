@@ -16,70 +16,90 @@ passes through unchanged.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from types import TracebackType
+from typing import Any
 
 SWEEP_S = 0.05  # how late a swept deadline may fire at most
 PRECISE_S = 1.0  # deadlines shorter than this keep a timer of their own
 
 
-class _Sweep:
-    """The swept deadlines of one event loop, and the timer that checks them."""
+class Sweep:
+    """Timed items of one event loop, checked every ``period`` seconds while any is watched:
+    each whose ``deadline`` (``time.monotonic()`` seconds, or None) has passed is told by its
+    ``expired()`` (which may :meth:`drop` it). Upstream attempts' deadlines and the server
+    protocol's connection deadlines each have one per loop (:func:`sweep_of`)."""
 
-    __slots__ = ("__weakref__", "due", "handle", "loop")
+    __slots__ = ("__weakref__", "handle", "loop", "period", "watched")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
         self.loop = weakref.ref(loop)  # a strong one would keep the registry's key alive
-        self.due: set[Deadline] = set()
+        self.period = period
+        self.watched: set[Any] = set()
         self.handle: asyncio.TimerHandle | None = None
 
-    def add(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> None:
-        """Check ``deadline`` from now on (until :meth:`Deadline.__aexit__` drops it)."""
-        self.due.add(deadline)
+    def watch(self, item: Any) -> None:
+        """Check ``item``'s deadline from now on (until it is dropped)."""
+        self.watched.add(item)
         if self.handle is None:
-            self.handle = loop.call_later(SWEEP_S, self.tick)
+            self._schedule()
+
+    def drop(self, item: Any) -> None:
+        """Stop checking ``item``."""
+        self.watched.discard(item)
 
     def tick(self) -> None:
-        """Expire every deadline passed; run again while any is left."""
+        """Tell every item past its deadline; run again while any is watched."""
         self.handle = None
+        now = time.monotonic()
+        for item in [i for i in self.watched if i.deadline is not None and i.deadline <= now]:
+            item.expired()
+        if self.watched:
+            self._schedule()
+
+    def _schedule(self) -> None:
         loop = self.loop()
-        if loop is None or loop.is_closed():
-            return
-        now = loop.time()
-        for deadline in [d for d in self.due if d.when <= now]:
-            self.due.discard(deadline)
-            deadline.expire()
-        if self.due:
-            self.handle = loop.call_later(SWEEP_S, self.tick)
+        if loop is not None and not loop.is_closed():
+            self.handle = loop.call_later(self.period, self.tick)
 
 
-# Values are weak too: a sweep's timer handle and its deadlines' tasks hold the loop, so a
-# strong value would keep every loop that closed with a tick pending (or a deadline armed)
-# alive for good. A sweep lives while its tick is scheduled or a deadline holds it.
-_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_Sweep]] = (
+# Values are weak too: a sweep's timer handle (and what it watches) holds the loop, so a
+# strong value would keep every loop that closed with a tick pending alive for good. A
+# sweep lives while its tick is scheduled, that is while it watches anything.
+_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, weakref.ref[Sweep]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _sweep_of(loop: asyncio.AbstractEventLoop) -> _Sweep | None:
-    """The sweep of ``loop``, if one is alive."""
-    ref = _sweeps.get(loop)
+def _alive(loop: asyncio.AbstractEventLoop, period: float) -> Sweep | None:
+    """The sweep of ``loop`` checking every ``period`` seconds, if one is alive."""
+    ref = _sweeps.get(loop, {}).get(period)
     return ref() if ref is not None else None
+
+
+def sweep_of(loop: asyncio.AbstractEventLoop, period: float) -> Sweep:
+    """The sweep of ``loop`` checking every ``period`` seconds (made on first use)."""
+    sweep = _alive(loop, period)
+    if sweep is None:
+        sweep = Sweep(loop, period)
+        _sweeps.setdefault(loop, {})[period] = weakref.ref(sweep)
+    return sweep
 
 
 class Deadline:
     """``async with Deadline(seconds):`` (see the module docstring); one use each."""
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_sweep", "_task", "delay", "when")
+    __slots__ = ("_cancelling", "_handle", "_passed", "_sweep", "_task", "deadline", "delay")
 
     def __init__(self, delay: float) -> None:
         """A deadline ``delay`` seconds after the block begins."""
         self.delay = delay
-        self.when = 0.0
-        """The loop time it passes (set on entry)."""
-        self._expired = False
+        self.deadline: float | None = None
+        """When it passes, in ``time.monotonic()`` seconds (set on entry)."""
+        self._passed = False
         self._handle: asyncio.TimerHandle | None = None
-        self._sweep: _Sweep | None = None
+        self._sweep: Sweep | None = None
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
 
@@ -93,28 +113,26 @@ class Deadline:
             raise RuntimeError("a Deadline needs a task")
         self._task = task
         self._cancelling = task.cancelling()
-        self.when = loop.time() + self.delay
+        self.deadline = time.monotonic() + self.delay
         if self.delay < PRECISE_S:
-            self._handle = loop.call_at(self.when, self.expire)
+            self._handle = loop.call_later(self.delay, self.expired)
         else:
-            sweep = _sweep_of(loop)
-            if sweep is None:
-                sweep = _Sweep(loop)
-                _sweeps[loop] = weakref.ref(sweep)
-            sweep.add(self, loop)
-            self._sweep = sweep
+            self._sweep = sweep_of(loop, SWEEP_S)
+            self._sweep.watch(self)
         return self
 
-    def expire(self) -> None:
-        """The deadline passed: cancel the block's task (once)."""
-        if not self._expired and self._task is not None:
-            self._expired = True
+    def expired(self) -> None:
+        """The deadline passed (its timer or sweep says so): cancel the block's task, once."""
+        if self._sweep is not None:
+            self._sweep.drop(self)
+        if not self._passed and self._task is not None:
+            self._passed = True
             self._task.cancel()
 
     @property
-    def expired(self) -> bool:
+    def passed(self) -> bool:
         """Whether the deadline passed while the block ran."""
-        return self._expired
+        return self._passed
 
     async def __aexit__(
         self,
@@ -127,11 +145,11 @@ class Deadline:
             self._handle.cancel()
             self._handle = None
         elif self._sweep is not None:
-            self._sweep.due.discard(self)
+            self._sweep.drop(self)
             self._sweep = None
         task = self._task
         if (
-            self._expired
+            self._passed
             and task is not None
             and task.uncancel() <= self._cancelling  # called whenever it expired
             and exc_type is asyncio.CancelledError

@@ -31,7 +31,6 @@ import logging
 import re
 import time
 import urllib.parse
-import weakref
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -39,6 +38,7 @@ from typing import Any, cast
 
 import httptools
 
+from routeguard.deadline import sweep_of
 from routeguard.http_tokens import is_token
 from routeguard.server.auth import BODY_READY, CONNECTION_KEY
 from routeguard.server.connections import BODY_GRACE, ConnectionGuard, find_guard, plain_response
@@ -75,45 +75,6 @@ _NEW, _HEADERS, _BODY, _APP, _IDLE = range(5)
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
-
-
-class _Sweep:
-    """The deadlines of one event loop's connections, checked every :data:`SWEEP_S`."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = weakref.ref(loop)  # a strong one would keep the registry's key alive
-        self.watched: set[HttpProtocol] = set()
-        self.handle: asyncio.TimerHandle | None = None
-
-    def watch(self, conn: HttpProtocol) -> None:
-        """Check ``conn``'s deadline from now on (until it closes)."""
-        self.watched.add(conn)
-        if self.handle is None:
-            self._schedule()
-
-    def tick(self) -> None:
-        """Expire every connection past its deadline; run again while any is left."""
-        self.handle = None
-        now = time.monotonic()
-        for conn in [c for c in self.watched if c.deadline is not None and c.deadline <= now]:
-            conn.expired()
-        if self.watched:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        loop = self.loop()
-        if loop is not None and not loop.is_closed():
-            self.handle = loop.call_later(SWEEP_S, self.tick)
-
-
-_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()
-
-
-def _sweep(loop: asyncio.AbstractEventLoop) -> _Sweep:
-    sweep = _sweeps.get(loop)
-    if sweep is None:
-        sweep = _sweeps[loop] = _Sweep(loop)
-    return sweep
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -181,14 +142,14 @@ class HttpProtocol(asyncio.Protocol):
                 transport.close()
                 return
             self.deadline = time.monotonic() + guard.header_timeout
-        _sweep(self.loop).watch(self)
+        sweep_of(self.loop, SWEEP_S).watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection; a request still running sees a disconnect."""
         self.closed = True
         self.deadline = None
         self.server_state.connections.discard(self)
-        _sweep(self.loop).watched.discard(self)
+        sweep_of(self.loop, SWEEP_S).drop(self)
         if self.guard is not None:
             self.guard.closed(self)
         for cycle in (self.current, self.reading, *self.queued):
