@@ -424,14 +424,12 @@ class BudgetLayer:
     ) -> int:
         """Micro-dollars the request can cost at most: the dearest of ``deployments`` for
         ``size`` (each at its provider's image rate) and ``completion`` tokens."""
-        if size.images:  # an image's price depends on the provider and model
-            worst = max(
-                (d.cost(size.tokens(d.provider, d.model), completion) for d in deployments),
-                default=0.0,
-            )
-        else:
-            tokens = size.tokens()
-            worst = max([d.cost(tokens, completion) for d in deployments], default=0.0)
+        flat = None if size.images else size.tokens()  # an image's price varies by provider
+        worst = max(
+            [d.cost(size.tokens(d.provider, d.model) if flat is None else flat, completion)
+             for d in deployments],
+            default=0.0,
+        )  # fmt: skip
         return min(MAX_AMOUNT, usd_to_micros(worst, round_up=True))
 
     async def admit(
