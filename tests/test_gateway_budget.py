@@ -14,7 +14,7 @@ import pytest
 from embedders import WordsEmbedder
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
-from routeguard.errors import AllAttemptsFailed, BudgetExceeded, RateLimited
+from routeguard.errors import AllAttemptsFailed, BudgetExceeded, PermissionDenied, RateLimited
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 from routeguard.result import ChatResult
@@ -167,3 +167,85 @@ def test_proxy_charges_the_keys_chain(mock: MockServer) -> None:
             rows = {row["name"]: row for row in json.loads(r.read())["data"]}
         assert 0 < rows["t1"]["spent"] <= 0.5 and rows["t1"]["limit"] == 0.5
         assert rows["acme"]["spent"] == rows["t1"]["spent"]
+
+
+async def test_a_deferred_charge_is_owed_until_finish(mock: MockServer) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    assert gw.budget is not None
+    backend = gw.budget.backend
+    try:
+        req = {"model": "m", "messages": MSG, "max_tokens": 30}
+        result = await gw.chat_result(req, accounts=["t1"], defer_settle=True)
+        assert result.owed is not None
+        assert await backend.spent("t1") == 0 and await backend.reserved("t1") > 0
+        await gw.finish(result)
+        assert result.owed is None
+        assert await backend.spent("t1") == _micros(result) > 0
+        assert await backend.reserved("t1") == 0
+        await gw.finish(result)  # owed once: a second finish charges nothing
+        assert await backend.spent("t1") == _micros(result)
+        plain = await gw.chat_result(dict(req), accounts=["t2"])  # not deferred: charged now
+        assert plain.owed is None and await backend.spent("t2") == _micros(plain) > 0
+    finally:
+        await gw.aclose()
+
+
+async def test_a_deferred_charge_is_made_when_a_later_stage_fails(
+    mock: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream answered, so what it cost is charged even when a stage after the call
+    (here enforcement) fails the request: the hold is settled, not released."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    assert gw.budget is not None
+    backend = gw.budget.backend
+    served: list[ChatResult] = []
+
+    async def refuse(call: Any, result: ChatResult) -> ChatResult:
+        served.append(result)
+        raise PermissionDenied("refused after the call")
+
+    monkeypatch.setattr(gw, "_enforce", refuse)
+    try:
+        with pytest.raises(PermissionDenied):
+            await gw.chat_result(
+                {"model": "m", "messages": MSG, "max_tokens": 30}, accounts=["t1"],
+                defer_settle=True,
+            )  # fmt: skip
+        assert await backend.spent("t1") == _micros(served[0]) > 0
+        assert await backend.reserved("t1") == 0
+    finally:
+        await gw.aclose()
+
+
+async def test_the_proxy_charges_an_answer_it_could_not_send(mock: MockServer) -> None:
+    """The proxy charges an answer once it is written; a write that fails (the client gone)
+    still charges it, as the upstream was paid."""
+    gw = Gateway.from_config(_cfg(mock.url, server={"master_key": "sk-admin"}))
+    assert gw.budget is not None
+    key, _ = gw.keys.create(KeySpec(team="t2", org="acme"))
+    app = create_app(gw)
+    body = json.dumps({"model": "m", "messages": MSG, "max_tokens": 30}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"authorization", f"Bearer {key}".encode()),
+                         (b"content-type", b"application/json")],
+             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        else:
+            raise ConnectionResetError("the client went away")
+
+    try:
+        with pytest.raises(ConnectionResetError):
+            await app(scope, receive, send)
+        assert statuses[0] == 200  # the answer was ready; its body never left
+        spent = await gw.budget.backend.spent("t2")
+        assert spent > 0 and await gw.budget.backend.spent("acme") == spent
+        assert await gw.budget.backend.reserved("t2") == 0
+    finally:
+        await gw.aclose()

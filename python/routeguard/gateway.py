@@ -333,6 +333,7 @@ class Gateway:
         key: KeyRecord | None = None,
         request_id: str | None = None,
         defer_shadow: bool = False,
+        defer_settle: bool = False,
         native: NativeRequest | None = None,
     ) -> ChatResult:
         """Like ``chat`` but returns the ChatResult with the serving details. ``tenant``
@@ -344,6 +345,8 @@ class Gateway:
         ``request_id`` names the request for :meth:`feedback` (one is made when None; it is
         ``result.request_id``); a sampled shadow check starts before this returns unless
         ``defer_shadow`` (the proxy starts ``result.shadow`` once the answer is sent).
+        ``defer_settle``: an answer's budget charge is left to :meth:`finish` (the proxy
+        charges once the answer is written, off its latency); its hold stays until then.
         ``native``: the request as made in the Responses API (``request`` is its chat
         translation): a deployment whose provider serves that API gets it passed through,
         and ``result.wire`` is then "responses" (the answer or events in that API's shape).
@@ -355,6 +358,7 @@ class Gateway:
             call.use_cache = False  # its chat translation is not the whole question
         request_id = request_id or new_request_id()
         admission = await self._admit(call)
+        owed: ChatResult | None = None  # an answer whose charge is deferred
         try:
             ticket, hit = await self._lookup(call)
             if ticket is not None:  # a judge model comparing its answer is charged as it was
@@ -368,13 +372,17 @@ class Gateway:
                     result = await self._call_stream(call, alias, ticket, admission)
                 else:
                     result = await self._call(call, alias, ticket)
+                    if defer_settle and admission.hold is not None:
+                        owed, result.owed = result, admission.hold
                     await self._settle(admission, result, ticket)
                 result.route = reason
                 result = await self._enforce(call, result)
+            await self._remember(call, result, request_id)
         except BaseException:
+            if owed is not None:  # the upstream answered: what it cost is charged, not freed
+                await self.finish(owed)
             await self._release(admission)
             raise
-        await self._remember(call, result, request_id)
         if result.shadow is not None and not defer_shadow:
             self.start_shadow(result)
         return result
@@ -544,9 +552,9 @@ class Gateway:
     async def _settle(
         self, admission: Admission, result: ChatResult, ticket: Ticket | None
     ) -> None:
-        """Charge what the answer cost, count its tokens, and cache it (before enforcement,
-        which is applied per caller)."""
-        if admission.hold is not None:
+        """Charge what the answer cost (unless the charge is owed: see :meth:`finish`),
+        count its tokens, and cache it (before enforcement, which is applied per caller)."""
+        if admission.hold is not None and result.owed is None:
             await self.budget.settle(admission.hold, result.deployment, result.usage)
         tokens = result.usage.get("total_tokens", 0)
         self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
@@ -576,6 +584,13 @@ class Gateway:
             inner = result.stream
             result.stream = Closing(enforcer.astream(inner, call.metadata), inner)
         return result
+
+    async def finish(self, result: ChatResult) -> None:
+        """Charge what ``result`` cost if its charge was deferred (``chat_result(...,
+        defer_settle=True)``); once: a no-op when nothing is owed."""
+        hold, result.owed = result.owed, None
+        if hold is not None:
+            await self.budget.settle(hold, result.deployment, result.usage)
 
     async def _release(self, admission: Admission) -> None:
         """Give back a hold nothing will settle (a cache hit, or a request that failed

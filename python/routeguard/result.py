@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routeguard.deployment import Deployment
 from routeguard.providers.base import Json
 from routeguard.routing.balance import Charge
+
+if TYPE_CHECKING:
+    from routeguard.budget.ledger import Reservation
 
 
 @dataclass(slots=True)
@@ -40,6 +43,9 @@ class ChatResult:
     # The shape of response / stream: "chat" (chat.completion and its chunks) or "responses"
     # (a Responses API request passed through: the response object or its events).
     wire: str = "chat"
+    # A budget hold whose charge the caller still owes (Gateway.finish settles it): set when
+    # chat_result was asked to defer the settlement until the answer is sent.
+    owed: Reservation | None = None
 
     @property
     def cost(self) -> float:

@@ -568,7 +568,10 @@ class ProxyApp:
         request = await self._read_json(scope, receive)
         result = await self._serve_chat(scope, request)
         if result.stream is None:
-            await _send_json(send, 200, result.response, _served(result))
+            try:
+                await _send_json(send, 200, result.response, _served(result))
+            finally:
+                await self.gateway.finish(result)  # charged once the answer is out
             return
         stream = result.stream
 
@@ -631,13 +634,16 @@ class ProxyApp:
         (``start`` and ``fail`` when it has them: a broken stream ends in-band). With
         ``native``, an answer the upstream gave in that API (``result.wire``) goes out as is."""
         result = await self._serve_chat(scope, request, native)
-        if result.wire != "chat":
-            await self._passed_through(scope, receive, send, result)
-            return
-        if result.stream is None:
-            assert result.response is not None
-            await _send_json(send, 200, to_body(result.response), _served(result))
-            return
+        try:
+            if result.wire != "chat":
+                await self._passed_through(scope, receive, send, result)
+                return
+            if result.stream is None:
+                assert result.response is not None
+                await _send_json(send, 200, to_body(result.response), _served(result))
+                return
+        finally:
+            await self.gateway.finish(result)  # an answer is charged once it is out
         stream, encoder = result.stream, new_encoder()
         start, fail = getattr(encoder, "start", None), getattr(encoder, "fail", None)
 
@@ -715,6 +721,7 @@ class ProxyApp:
             key=principal.key,
             request_id=trace.request_id,
             defer_shadow=True,
+            defer_settle=True,  # each caller charges it once the answer is sent (finish)
             native=native,
         )
         trace.result = result
