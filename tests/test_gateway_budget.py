@@ -169,15 +169,14 @@ def test_proxy_charges_the_keys_chain(mock: MockServer) -> None:
         assert rows["acme"]["spent"] == rows["t1"]["spent"]
 
 
-async def test_a_deferred_charge_is_owed_until_finish(mock: MockServer) -> None:
+async def test_a_deferred_charge_is_made_by_finish(mock: MockServer) -> None:
     gw = Gateway.from_config(_cfg(mock.url))
     assert gw.budget is not None
     backend = gw.budget.backend
     try:
         req = {"model": "m", "messages": MSG, "max_tokens": 30}
         result = await gw.chat_result(req, accounts=["t1"], defer_settle=True)
-        assert result.owed is not None
-        assert await backend.spent("t1") == 0 and await backend.reserved("t1") > 0
+        assert result.owed is not None  # the charge, started when the upstream answered
         await gw.finish(result)
         assert result.owed is None
         assert await backend.spent("t1") == _micros(result) > 0

@@ -345,8 +345,11 @@ class Gateway:
         ``request_id`` names the request for :meth:`feedback` (one is made when None; it is
         ``result.request_id``); a sampled shadow check starts before this returns unless
         ``defer_shadow`` (the proxy starts ``result.shadow`` once the answer is sent).
-        ``defer_settle``: an answer's budget charge is left to :meth:`finish` (the proxy
-        charges once the answer is written, off its latency); its hold stays until then.
+        ``defer_settle``: with an in-process budget, an answer's charge waits for the
+        event loop's next turn or :meth:`finish`, whichever comes first (the proxy calls it
+        once the answer is written: off the caller's latency; a request that waits on
+        anything, an approval or a slow client, is charged meanwhile). A shared budget
+        (Redis) is charged before this returns, as without it.
         ``native``: the request as made in the Responses API (``request`` is its chat
         translation): a deployment whose provider serves that API gets it passed through,
         and ``result.wire`` is then "responses" (the answer or events in that API's shape).
@@ -372,8 +375,8 @@ class Gateway:
                     result = await self._call_stream(call, alias, ticket, admission)
                 else:
                     result = await self._call(call, alias, ticket)
-                    if defer_settle and admission.hold is not None:
-                        owed, result.owed = result, admission.hold
+                    if defer_settle and admission.hold is not None and self.budget.local:
+                        owed, result.owed = result, self._defer_charge(admission.hold, result)
                     await self._settle(admission, result, ticket)
                 result.route = reason
                 result = await self._enforce(call, result)
@@ -552,7 +555,7 @@ class Gateway:
     async def _settle(
         self, admission: Admission, result: ChatResult, ticket: Ticket | None
     ) -> None:
-        """Charge what the answer cost (unless the charge is owed: see :meth:`finish`),
+        """Charge what the answer cost (unless its charge already runs: see :meth:`finish`),
         count its tokens, and cache it (before enforcement, which is applied per caller)."""
         if admission.hold is not None and result.owed is None:
             await self.budget.settle(admission.hold, result.deployment, result.usage)
@@ -585,12 +588,30 @@ class Gateway:
             result.stream = Closing(enforcer.astream(inner, call.metadata), inner)
         return result
 
+    def _defer_charge(self, hold: Reservation, result: ChatResult) -> Callable[[], None]:
+        """Charge ``hold`` for ``result`` (in-process budget) at the event loop's next turn,
+        that is once the request has written its answer or waits on anything (an approval,
+        a slow client): never after the hold's TTL. The returned call makes the charge at
+        once instead; either way it is made once."""
+        assert self.budget is not None
+        settle, made = self.budget.settle_now, False
+
+        def charge() -> None:
+            nonlocal made
+            if not made:
+                made = True
+                handle.cancel()
+                settle(hold, result.deployment, result.usage)
+
+        handle = asyncio.get_running_loop().call_soon(charge)
+        return charge
+
     async def finish(self, result: ChatResult) -> None:
-        """Charge what ``result`` cost if its charge was deferred (``chat_result(...,
-        defer_settle=True)``); once: a no-op when nothing is owed."""
-        hold, result.owed = result.owed, None
-        if hold is not None:
-            await self.budget.settle(hold, result.deployment, result.usage)
+        """Make the charge of ``result`` now if it was deferred (``chat_result(...,
+        defer_settle=True)``) and not made yet; a no-op otherwise."""
+        charge, result.owed = result.owed, None
+        if charge is not None:
+            charge()
 
     async def _release(self, admission: Admission) -> None:
         """Give back a hold nothing will settle (a cache hit, or a request that failed

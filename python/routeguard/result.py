@@ -13,7 +13,7 @@ from routeguard.providers.base import Json
 from routeguard.routing.balance import Charge
 
 if TYPE_CHECKING:
-    from routeguard.budget.ledger import Reservation
+    from collections.abc import Callable
 
 
 @dataclass(slots=True)
@@ -43,9 +43,9 @@ class ChatResult:
     # The shape of response / stream: "chat" (chat.completion and its chunks) or "responses"
     # (a Responses API request passed through: the response object or its events).
     wire: str = "chat"
-    # A budget hold whose charge the caller still owes (Gateway.finish settles it): set when
-    # chat_result was asked to defer the settlement until the answer is sent.
-    owed: Reservation | None = None
+    # The budget charge of this answer, deferred (chat_result(defer_settle=True)) to the
+    # event loop's next turn: calling it makes it now (Gateway.finish), once.
+    owed: Callable[[], None] | None = None
 
     @property
     def cost(self) -> float:

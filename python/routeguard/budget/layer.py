@@ -478,16 +478,48 @@ class BudgetLayer:
         amount = self.worst_case(size, completion, deployments)
         return await self._hold(chain, amount, size.estimate(), ttl_s)
 
+    @property
+    def local(self) -> bool:
+        """Whether the backend is in this process (its calls never wait: see
+        :meth:`settle_now`)."""
+        return self._local
+
     async def settle(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> int:
         """Charge the actual cost; returns it in micro-dollars. A cost above the hold is
         charged too (the account then refuses requests once over its limit), logged as an
         error and counted in :attr:`overages`."""
+        if self._local:
+            return self.settle_now(res, deployment, usage)
         cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
         actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
         overage = await self.backend.settle(res, actual)
         linked = self._linked.pop(res.request_id, ())
         for other in linked:
             await self.backend.settle(other, actual)
+        self._settled(res, linked, deployment, actual, overage)
+        return actual
+
+    def settle_now(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> int:
+        """:meth:`settle` without waiting, on an in-process backend (:attr:`local`)."""
+        assert isinstance(self.backend, MemoryBudget)
+        cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
+        overage = self.backend.settle_sync(res, actual)
+        linked = self._linked.pop(res.request_id, ())
+        for other in linked:
+            self.backend.settle_sync(other, actual)
+        self._settled(res, linked, deployment, actual, overage)
+        return actual
+
+    def _settled(
+        self,
+        res: Reservation,
+        linked: Sequence[Reservation],
+        deployment: Deployment,
+        actual: int,
+        overage: int,
+    ) -> None:
+        """After a settlement: alerts, and the overage counted and logged."""
         if self.alerter is not None:
             for held in (res, *linked):
                 self.alerter.notice(held.chain)
@@ -502,7 +534,6 @@ class BudgetLayer:
                 overage,
                 res.amount,
             )
-        return actual
 
     async def release(self, res: Reservation) -> None:
         """Nothing was spent: drop the hold."""

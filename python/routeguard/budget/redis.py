@@ -584,20 +584,11 @@ class RedisBudget:
             )
         keys, args = self._settle_call(reservation, actual)
         reservation.state = "settled"
-        try:
-            reply = await self._settle(keys=keys, args=args)
-        except _DOWN as exc:
-            if not args[3]:  # a replay must land in the window of the moment it happened
-                args[3] = str(round(time.time() * 1e6))
-            dropped = len(self._pending) == self._pending.maxlen
-            self._pending.append((keys, args))
-            logger.warning(
-                "budget store %s is unreachable (%s); settlement of %s kept for replay%s",
-                self._where,
-                type(exc).__name__,
-                reservation.request_id,
-                " (the replay buffer is full: the oldest was dropped)" if dropped else "",
-            )
+        # Shielded: a caller cancelled meanwhile (a drain deadline, a client gone) must not
+        # drop a charge for what the upstream was paid; the round trip, or its keeping for
+        # replay, completes on its own.
+        reply = await asyncio.shield(self._charge(keys, args, reservation.request_id))
+        if reply is None:
             return max(0, actual - reservation.amount)
         if self._pending:
             await self._flush()
@@ -617,6 +608,25 @@ class RedisBudget:
                 reservation.amount,
             )
         return overage
+
+    async def _charge(self, keys: list[str], args: list[str], request_id: str) -> Any:
+        """The settlement's round trip: Redis's reply, or None when the store is down (the
+        settlement is then kept for replay)."""
+        try:
+            return await self._settle(keys=keys, args=args)
+        except _DOWN as exc:
+            if not args[3]:  # a replay must land in the window of the moment it happened
+                args[3] = str(round(time.time() * 1e6))
+            dropped = len(self._pending) == self._pending.maxlen
+            self._pending.append((keys, args))
+            logger.warning(
+                "budget store %s is unreachable (%s); settlement of %s kept for replay%s",
+                self._where,
+                type(exc).__name__,
+                request_id,
+                " (the replay buffer is full: the oldest was dropped)" if dropped else "",
+            )
+            return None
 
     async def release(self, reservation: Reservation) -> None:
         """Give the hold back; if Redis is down the hold simply expires with its TTL."""
