@@ -7,6 +7,7 @@ where the figures land and that the caption names the CPU.
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -234,6 +235,26 @@ def test_the_proxy_suite_fills_the_readme_table_with_the_same_columns() -> None:
         assert (
             f"{ratio:.1f}\N{MULTIPLICATION SIGN}" in table
         )  # LiteLLM's added p50 over routeguard's
+
+
+def test_the_proxies_run_apart_from_the_load_and_the_caption_says_where(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(proxy.PIN_ENV, "1")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {7, 3, 5})
+    assert proxy.placement() == ({3}, {5, 7})
+    where = "proxies on CPU 3, load generator and upstream on CPU 5, 7"
+    assert proxy.describe(proxy.placement()) == where
+    names = ["passthrough", "routeguard", "routeguard+key"]
+    added = {(n, c): 0.5 for n in names for c in (1, 10, 100)}
+    table = page.proxy_table(report(quick=False, suites=["proxy"], rows=proxy_rows(added)))
+    assert table is not None and f"1 worker each, {where}, one" in table.splitlines()[0]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2})  # one CPU: nothing to pin
+    assert proxy.placement() is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv(proxy.PIN_ENV)  # not asked for
+    assert proxy.placement() is None
+    assert proxy.describe(None) == "every process on every CPU"
 
 
 def test_without_litellm_the_proxy_table_says_so() -> None:

@@ -158,11 +158,12 @@ def proxy_table(report: Report) -> str | None:
     proxy rows."""
     added: dict[int, dict[str, float]] = {}
     rps: dict[int, dict[str, float]] = {}
-    version = ""
+    version = placement = ""
     for r in report.rows:
         targets = r.detail.get("targets") if r.suite == "proxy" else None
         if not targets:
             continue
+        placement = placement or str(r.detail.get("placement", ""))
         c = int(r.detail["concurrency"])
         for side, name in zip(("ours", "peer"), targets, strict=True):
             added.setdefault(c, {})[name] = float(r.detail[side]["added_p50_ms"])
@@ -176,10 +177,11 @@ def proxy_table(report: Report) -> str | None:
             ("litellm", f"LiteLLM {version}".rstrip())]  # fmt: skip
     cols = [(k, head) for k, head in cols if all(k in added[c] for c in levels)]
     mode = "quick mode" if report.quick else "full run"
+    placed = f", {placement}" if placement else ""
     out = [
         f"`routeguard bench --suite proxy` {__version__}, {mode}, {report.started[:10]}: added "
         "p50 over calling the simulated upstream directly, ms (targets alternating round by "
-        f"round, 1 worker each, one LiteLLM-format config). {report.machine()}.",
+        f"round, 1 worker each{placed}, one LiteLLM-format config). {report.machine()}.",
         "",
         "| concurrency | " + " | ".join(head for _, head in cols) + " |",
         "|---" * (len(cols) + 1) + "|",

@@ -10,8 +10,12 @@ upstream's own Responses API), against ``direct/responses``; and LiteLLM's proxy
 config when a ``litellm`` command is at hand (``--litellm PATH``, ``$ROUTEGUARD_BENCH_LITELLM``,
 or importable here; a venv of its own keeps it out of ours), else a line saying how to add it.
 Each concurrency level drives the targets in alternating rounds, so drift in the machine's
-load reaches all alike. ``benches/proxy_overhead.py`` is the same harness with its own flags
-and table.
+load reaches all alike. With ``$ROUTEGUARD_BENCH_PIN=1`` on two or more CPUs the proxies run
+on the first and the load generator with the upstream on the others (:func:`placement`), so
+a proxy is not preempted by the processes that talk to it: steadier figures at concurrency
+1, but on two CPUs the load side then limits concurrency 10 and 100 (the direct calls
+slow down), so it is not the default.
+``benches/proxy_overhead.py`` is the same harness with its own flags and table.
 """
 
 from __future__ import annotations
@@ -50,6 +54,26 @@ RESPONSES_BODY = {
     "max_output_tokens": 16,
 }
 ROUTEGUARD = [sys.executable, "-m", "routeguard.cli"]
+PIN_ENV = "ROUTEGUARD_BENCH_PIN"
+
+
+def placement() -> tuple[set[int], set[int]] | None:
+    """The CPUs for the proxies and for the load generator with the upstream when
+    ``$ROUTEGUARD_BENCH_PIN`` is ``1``: the first CPU this process may use, and the others;
+    None otherwise or on one CPU (every process then shares every CPU)."""
+    if os.environ.get(PIN_ENV) != "1" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return ({cpus[0]}, set(cpus[1:])) if len(cpus) > 1 else None
+
+
+def describe(pin: tuple[set[int], set[int]] | None) -> str:
+    """Where the bench's processes ran, for a table's caption."""
+    if pin is None:
+        return "every process on every CPU"
+    servers, clients = pin
+    listed = ", ".join(str(c) for c in sorted(clients))
+    return f"proxies on CPU {min(servers)}, load generator and upstream on CPU {listed}"
 
 
 def free_port() -> int:
@@ -247,14 +271,18 @@ async def drive(name: str, url: str, concurrency: int, total: int, token: str) -
     return res
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a server in a session of its own (so :func:`stop` ends its children too)."""
+def start(
+    cmd: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server in a session of its own (so :func:`stop` ends its children too), on
+    ``cpus`` when given."""
     return subprocess.Popen(
         cmd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
 
 
@@ -282,16 +310,20 @@ Targets = dict[str, tuple[str, str]]  # name -> (URL, bearer token)
 @contextmanager
 def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Iterator[Targets]:
     """Start the upstream, the passthrough, the routeguards and LiteLLM (when given; if it
-    does not come up, it is left out and ``left_out`` says why)."""
+    does not come up, it is left out and ``left_out`` says why), placed as :func:`placement`
+    says; within the block this process, the load generator, runs beside the upstream."""
     procs: list[subprocess.Popen[bytes]] = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
+    pin = placement()
+    serve, load = pin if pin is not None else (None, None)
+    own = os.sched_getaffinity(0) if load is not None else None
 
     def url(port: int) -> str:
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
     try:
         ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "rgotel", "otlp", "ll")}
-        mock = start([*ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])])
+        mock = start([*ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])], cpus=load)
         procs.append(mock)
         mock_url = f"http://127.0.0.1:{ports['mock']}"
         wait_ready(mock_url + "/health", mock)
@@ -305,20 +337,21 @@ def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Ite
         if tracing_available():  # the same config, every request traced to a local sink
             sink_url = f"http://127.0.0.1:{ports['otlp']}"
             sink = start([sys.executable, "-m", "routeguard.bench.otlp_sink",
-                          "--port", str(ports["otlp"])])  # fmt: skip
+                          "--port", str(ports["otlp"])], cpus=load)  # fmt: skip
             procs.append(sink)
             wait_ready(sink_url + "/health", sink)
             tracing_config(traced, mock_url, sink_url)
             servers.append(("routeguard+tracing", traced, ports["rgotel"], MASTER_KEY))
         found: Targets = {"direct": (mock_url + "/v1/chat/completions", MASTER_KEY)}
         bare = start([sys.executable, "-m", "routeguard.bench.passthrough",
-                      "--port", str(ports["pass"]), "--upstream", mock_url])  # fmt: skip
+                      "--port", str(ports["pass"]), "--upstream", mock_url],
+                     cpus=serve)  # fmt: skip
         procs.append(bare)
         wait_ready(f"http://127.0.0.1:{ports['pass']}/health", bare)
         found["passthrough"] = (url(ports["pass"]), MASTER_KEY)
         for name, conf, port, token in servers:
             rg = start([*ROUTEGUARD, "serve", "--config", str(conf), "--port", str(port),
-                        "--log-level", "error"])  # fmt: skip
+                        "--log-level", "error"], cpus=serve)  # fmt: skip
             procs.append(rg)
             wait_ready(f"http://127.0.0.1:{port}/health", rg)
             found[name] = (url(port), token)
@@ -331,6 +364,7 @@ def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Ite
                 [str(litellm), "--config", str(cfg), "--port", str(ports["ll"]),
                  "--num_workers", "1"],
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+                cpus=serve,
             )  # fmt: skip
             procs.append(ll)
             try:
@@ -340,6 +374,8 @@ def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Ite
                 stop(ll)
                 if left_out is not None:
                     left_out["proxy: LiteLLM"] = f"LiteLLM left out: did not start ({exc})"
+        if load is not None:
+            os.sched_setaffinity(0, load)
         yield found
         if sink_url is not None:  # a tracing figure means something only if spans left
             deadline = time.monotonic() + 10  # the SDK exports every 5 s or 512 spans
@@ -348,6 +384,8 @@ def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Ite
                     raise RuntimeError("routeguard+tracing exported no spans to the OTLP sink")
                 time.sleep(0.5)
     finally:
+        if own is not None:
+            os.sched_setaffinity(0, own)
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -381,6 +419,7 @@ def run(opts: Options) -> list[Row]:
     with targets(litellm, opts.left_out) as found:
         results = measure(found, levels, opts.n(2000, 300), opts.n(3, 2), opts)
     versions = {"litellm_version": v} if litellm and (v := litellm_version(litellm)) else {}
+    versions["placement"] = describe(placement())
     rows = []
     for c in levels:
         direct = results[("direct", c)]
