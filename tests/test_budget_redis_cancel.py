@@ -7,10 +7,10 @@ reservation settled before its round trip, and a CancelledError is not a "store 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
+from asgi_request import body_of, post_scope
 from routeguard.budget.keys import KeySpec
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -46,15 +46,9 @@ async def test_a_cancel_while_the_redis_charge_runs_keeps_it(
     backend._settle = slow_settle
     key, _ = gw.keys.create(KeySpec(team=team))
     app = create_app(gw)
-    raw = json.dumps({"model": "m", "messages": MSG, "max_tokens": 20}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope("/v1/chat/completions", key)
+    receive = body_of({"model": "m", "messages": MSG, "max_tokens": 20})
     sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": raw, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)

@@ -7,11 +7,11 @@ admit other requests into its room, and the late charge would overspend the limi
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from pathlib import Path
 from typing import Any
 
+from asgi_request import body_of, post_scope
+from priced import skewed_clock
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import BudgetExceeded
@@ -71,8 +71,7 @@ async def test_a_long_approval_never_overspends_the_budget(
     gw = Gateway.from_config(_cfg(mock.url, tmp_path))
     assert gw.budget is not None
     backend: Any = gw.budget.backend
-    skew = [0.0]
-    backend._clock = lambda: time.time() + skew[0]  # the memory backend's clock
+    skew = skewed_clock(backend)
     key, _ = gw.keys.create(KeySpec(team="solo"))
     app = create_app(gw)
     (queue,) = gw.approval_queues()
@@ -86,15 +85,9 @@ async def test_a_long_approval_never_overspends_the_budget(
             all_waiting.set()
 
     queue.on_submit = on_submit
-    body = json.dumps(ASK).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope("/v1/chat/completions", key)
+    receive = body_of(ASK)
     statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

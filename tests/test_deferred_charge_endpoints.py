@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from asgi_request import post_scope
 from routeguard.budget.keys import KeySpec
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
@@ -51,10 +52,7 @@ BODIES = {
 
 async def _call(app: Any, key: str, path: str, body: Any) -> tuple[int, bytes]:
     raw = json.dumps(body).encode()
-    scope = {"type": "http", "method": "POST", "path": path,
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope(path, key)
     out: list[Any] = []
 
     given = [False]
@@ -171,10 +169,7 @@ async def test_a_request_cancelled_while_its_answer_is_written_is_charged(
     key, _ = gw.keys.create(KeySpec(team="t"))
     app = create_app(gw)
     raw = json.dumps(BODIES["/v1/chat/completions"]).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope("/v1/chat/completions", key)
     writing = asyncio.Event()
 
     async def receive() -> dict[str, Any]:

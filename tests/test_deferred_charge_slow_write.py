@@ -7,10 +7,10 @@ the late charge would put the account over its hard limit."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from typing import Any
 
+from asgi_request import body_of, post_scope
+from priced import skewed_clock
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
 from routeguard.errors import BudgetExceeded
@@ -41,21 +41,14 @@ async def test_a_slow_write_never_overspends_the_budget(
     gw = Gateway.from_config(_cfg(mock.url))
     assert gw.budget is not None
     backend: Any = gw.budget.backend
-    skew = [0.0]
-    backend._clock = lambda: time.time() + skew[0]  # the memory backend's clock
+    skew = skewed_clock(backend)
     key, _ = gw.keys.create(KeySpec(team="solo"))
     app = create_app(gw)
-    body = json.dumps({"model": "m", "messages": MSG, "max_tokens": 5}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope("/v1/chat/completions", key)
+    receive = body_of({"model": "m", "messages": MSG, "max_tokens": 5})
     reading = asyncio.Event()  # the slow client finally reads
     writing = 0
     all_writing = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
 
     async def slow_send(message: dict[str, Any]) -> None:
         nonlocal writing

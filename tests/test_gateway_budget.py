@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from asgi_request import body_of, post_scope
 from embedders import WordsEmbedder
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeySpec
@@ -223,15 +224,9 @@ async def test_the_proxy_charges_an_answer_it_could_not_send(mock: MockServer) -
     assert gw.budget is not None
     key, _ = gw.keys.create(KeySpec(team="t2", org="acme"))
     app = create_app(gw)
-    body = json.dumps({"model": "m", "messages": MSG, "max_tokens": 30}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json")],
-             "query_string": b"", "client": ("127.0.0.1", 1)}  # fmt: skip
+    scope = post_scope("/v1/chat/completions", key)
+    receive = body_of({"model": "m", "messages": MSG, "max_tokens": 30})
     statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
