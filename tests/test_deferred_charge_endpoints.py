@@ -84,9 +84,9 @@ async def test_every_endpoint_charges_once(mock: MockServer, path: str, stream: 
     finished: list[Any] = []
     finish = gw.finish
 
-    async def spy(result: Any) -> None:
+    def spy(result: Any) -> None:
         finished.append((result.wire, result.owed is not None))
-        await finish(result)
+        finish(result)
 
     gw.finish = spy  # type: ignore[method-assign]
     try:
@@ -150,8 +150,8 @@ async def test_linked_holds_across_roots_are_charged_once(
         else:
             result = await gw.chat_result(req, accounts=["t", "u"], defer_settle=True)
             assert gw.budget._linked  # the second root's hold waits with the first
-            await gw.finish(result)
-            await gw.finish(result)
+            gw.finish(result)
+            gw.finish(result)
         t, u = await backend.spent("t"), await backend.spent("u")
         assert t == u > 0
         assert await backend.reserved("t") == await backend.reserved("u") == 0

@@ -178,11 +178,11 @@ async def test_a_deferred_charge_is_made_by_finish(mock: MockServer) -> None:
         req = {"model": "m", "messages": MSG, "max_tokens": 30}
         result = await gw.chat_result(req, accounts=["t1"], defer_settle=True)
         assert result.owed is not None  # the charge, started when the upstream answered
-        await gw.finish(result)
+        gw.finish(result)
         assert result.owed is None
         assert await backend.spent("t1") == _micros(result) > 0
         assert await backend.reserved("t1") == 0
-        await gw.finish(result)  # owed once: a second finish charges nothing
+        gw.finish(result)  # owed once: a second finish charges nothing
         assert await backend.spent("t1") == _micros(result)
         plain = await gw.chat_result(dict(req), accounts=["t2"])  # not deferred: charged now
         assert plain.owed is None and await backend.spent("t2") == _micros(plain) > 0

@@ -383,7 +383,7 @@ class Gateway:
             await self._remember(call, result, request_id)
         except BaseException:
             if owed is not None:  # the upstream answered: what it cost is charged, not freed
-                await self.finish(owed)
+                self.finish(owed)
             await self._release(admission)
             raise
         if result.shadow is not None and not defer_shadow:
@@ -606,7 +606,7 @@ class Gateway:
         handle = asyncio.get_running_loop().call_soon(charge)
         return charge
 
-    async def finish(self, result: ChatResult) -> None:
+    def finish(self, result: ChatResult) -> None:
         """Make the charge of ``result`` now if it was deferred (``chat_result(...,
         defer_settle=True)``) and not made yet; a no-op otherwise."""
         charge, result.owed = result.owed, None

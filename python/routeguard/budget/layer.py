@@ -490,8 +490,7 @@ class BudgetLayer:
         error and counted in :attr:`overages`."""
         if self._local:
             return self.settle_now(res, deployment, usage)
-        cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
+        actual = _charged(deployment, usage)
         overage = await self.backend.settle(res, actual)
         linked = self._linked.pop(res.request_id, ())
         for other in linked:
@@ -502,8 +501,7 @@ class BudgetLayer:
     def settle_now(self, res: Reservation, deployment: Deployment, usage: dict[str, int]) -> int:
         """:meth:`settle` without waiting, on an in-process backend (:attr:`local`)."""
         assert isinstance(self.backend, MemoryBudget)
-        cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        actual = min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
+        actual = _charged(deployment, usage)
         overage = self.backend.settle_sync(res, actual)
         linked = self._linked.pop(res.request_id, ())
         for other in linked:
@@ -546,6 +544,12 @@ class BudgetLayer:
         if self.alerter is not None:
             await self.alerter.close()
         await self.backend.close()
+
+
+def _charged(deployment: Deployment, usage: dict[str, int]) -> int:
+    """Micro-dollars ``usage`` on ``deployment`` is charged (rounded up, capped)."""
+    cost = deployment.cost(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+    return min(MAX_AMOUNT, usd_to_micros(cost, round_up=True))
 
 
 def _end_user_name(end_user: str, parent: str | None) -> str:

@@ -571,7 +571,7 @@ class ProxyApp:
             try:
                 await _send_json(send, 200, result.response, _served(result))
             finally:
-                await self.gateway.finish(result)  # charged once the answer is out
+                self.gateway.finish(result)  # charged once the answer is out
             return
         stream = result.stream
 
@@ -643,7 +643,7 @@ class ProxyApp:
                 await _send_json(send, 200, to_body(result.response), _served(result))
                 return
         finally:
-            await self.gateway.finish(result)  # an answer is charged once it is out
+            self.gateway.finish(result)  # an answer is charged once it is out
         stream, encoder = result.stream, new_encoder()
         start, fail = getattr(encoder, "start", None), getattr(encoder, "fail", None)
 
