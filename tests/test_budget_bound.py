@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import pytest
@@ -209,14 +210,18 @@ async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> Non
         assert len(gw.balancers["m"].deployments) == 41
         priced: list[int] = []
         holds: list[int] = []
-        real = gw.budget.worst_case
+        table, hold = gw.budget._price_table, gw.budget._hold_now
 
-        def counted(size: Any, completion: int, deployments: Any) -> int:
+        def counted(deployments: Any) -> Any:
             priced.append(len(deployments))
-            holds.append(real(size, completion, deployments))
-            return holds[-1]
+            return table(deployments)
 
-        gw.budget.worst_case = counted  # type: ignore[method-assign]
+        def held(chain: Any, amount: int, *args: Any) -> Any:
+            holds.append(amount)
+            return hold(chain, amount, *args)
+
+        gw.budget._price_table = counted  # type: ignore[method-assign]
+        gw.budget._hold_now = held  # type: ignore[method-assign]
         _, key = gw.keys.create(KeySpec(max_budget=100.0))
         request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
         for _ in range(3):
@@ -224,7 +229,7 @@ async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> Non
         assert priced == [2, 2, 2]  # m's one price, then its dearer fallback's
         every = [*gw.balancers["m"].deployments, *gw.balancers["dear"].deployments]
         size, completion = measure(request), completion_bound(request, 4096)
-        assert holds == [real(size, completion, every)] * 3
+        assert holds == [gw.budget.worst_case(size, completion, every)] * 3
     finally:
         await gw.aclose()
 
@@ -291,3 +296,92 @@ def test_the_native_walk_takes_the_usual_request_and_leaves_the_odd_ones() -> No
         {"model": "m", "messages": [{1: "x"}]},
     ):
         assert _native_measure(odd) is None
+
+
+_PROVIDERS = st.sampled_from(["openai", "anthropic", "gemini", "bedrock", "ollama"])
+_MODELS = st.sampled_from(["gpt-4o-mini", "gpt-4.1", "o4-mini-high", "claude-x", "m"])
+_PRICE = st.floats(min_value=0.0, max_value=1e4) | st.sampled_from([0.0, 0.15, 0.6, 2.5, 1e-9])
+_LIMIT = st.integers(-5, 1 << 40) | st.sampled_from([1 << 63, 1 << 64, -(1 << 64)])
+_LIMIT_VALUE = _LIMIT | st.booleans() | st.floats(allow_nan=False) | st.none() | _TEXT
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    _REQUEST,
+    st.dictionaries(st.sampled_from(["max_tokens", "max_completion_tokens", "n"]), _LIMIT_VALUE),
+    st.lists(st.tuples(_PROVIDERS, _MODELS, _PRICE, _PRICE), max_size=3),
+    st.integers(1, 1 << 20),
+)
+def test_the_native_quote_holds_what_python_works_out(
+    request_: Any, limits: dict[str, Any], prices: list[Any], default_max_tokens: int
+) -> None:
+    """``quote`` (one native call) gives the amount ``BudgetLayer.worst_case`` holds and the
+    tokens ``InputSize.estimate`` counts, to the micro-dollar, whenever it answers: images
+    at each provider's rate, tools, ``n`` choices, huge or odd completion limits."""
+    from routeguard._native import core
+    from routeguard.budget.bound import (
+        completion_bound,
+        image_tokens,
+        measure,
+        quote,
+    )
+    from routeguard.budget.layer import BudgetLayer
+    from routeguard.deployment import Deployment
+
+    request_ = {**request_, **limits} if isinstance(request_, dict) else request_
+    deployments = [
+        Deployment(f"d{i}", "m", p, m, "", None, input_cost_per_mtok=i_, output_cost_per_mtok=o)
+        for i, (p, m, i_, o) in enumerate(prices)
+    ]
+    table = core.PriceTable(
+        [(d.input_cost_per_mtok, d.output_cost_per_mtok, image_tokens(d.provider, d.model))
+         for d in deployments]
+    )  # fmt: skip
+    got = quote(request_, table, default_max_tokens)
+    if got is None:
+        return
+    size = measure(request_)
+    completion = completion_bound(request_, default_max_tokens)
+    amount = BudgetLayer.worst_case(None, size, completion, deployments)  # type: ignore[arg-type]
+    assert got == (amount, size.estimate())
+
+
+def test_the_native_quote_takes_the_usual_request_and_leaves_the_odd_ones() -> None:
+    """Chat requests with images, tools and limits are quoted natively; a completion limit
+    past an i64, a cost past the float rounding's range or a request the walk leaves to
+    Python are worked out in Python; prices that are not finite or are negative make no
+    table."""
+    from routeguard._native import core
+    from routeguard.budget.bound import quote
+
+    table = core.PriceTable([(2.5, 10.0, 1_445), (3.0, 15.0, 1_650)])
+    parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "u"}}]
+    usual = {"model": "m", "messages": [{"role": "user", "content": parts}], "tools": [{}],
+             "max_tokens": 100, "n": 2}  # fmt: skip
+    amount, tokens = quote(usual, table, 4096) or (0, 0)
+    assert amount > 0 and tokens > 0
+    assert quote({**usual, "max_tokens": 1 << 70}, table, 4096) is None
+    assert quote({**usual, "max_tokens": 1 << 62, "n": 1 << 62}, table, 4096) is None
+    assert quote({**usual, "max_tokens": 1 << 52}, table, 4096) is None  # past 9e9 dollars
+    assert quote({"model": "m", "messages": ["just text"]}, table, 4096) is None
+    for bad in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError):
+            core.PriceTable([(bad, 1.0, 1)])
+
+
+def test_a_limiter_plan_names_the_limit_that_refused() -> None:
+    """``check_units`` charges each limiter a request or the tokens by its unit, skips the
+    free ones, takes all or none, and names the refusing limiter by its place in the plan."""
+    from routeguard._native import core
+
+    limiter = core.RateLimiter()
+    rpm, tpm = limiter.add(2, 60_000_000_000), limiter.add(100, 60_000_000_000)
+    plan = [(rpm, False), (tpm, True)]
+    assert limiter.check_units(plan, 1, 60, 0) is None
+    refused = limiter.check_units(plan, 1, 60, 0)  # the tokens do not fit: nothing taken
+    assert refused is not None and refused[0] == 1 and refused[1] is not None
+    assert limiter.check_units(plan, 1, 0, 0) is None  # the request still fits: none was taken
+    refused = limiter.check_units(plan, 1, 0, 0)
+    assert refused is not None and refused[0] == 0
+    assert limiter.check_units([(tpm, True)], 5, 0, 0) is None  # costs nothing: skipped
+    assert limiter.check_units([(rpm, False)], 0, 7, 0) is None

@@ -15,6 +15,7 @@ __all__ = [
     "Hold",
     "KeyDigest",
     "Ledger",
+    "PriceTable",
     "RateLimiter",
     "Regex",
     "RegexError",
@@ -38,6 +39,9 @@ class ChatMeasure:
         size: Callable[[Any], int],
     ) -> ChatMeasure: ...
     def __call__(self, request: object) -> tuple[int, int, int, int, bool] | None: ...
+    def quote(
+        self, request: object, prices: PriceTable, default_max_tokens: int
+    ) -> tuple[int, int] | None: ...
 
 @final
 class CompiledPolicy:
@@ -201,6 +205,14 @@ class KeyDigest:
     def hex(self, key: str) -> str: ...
 
 @final
+class PriceTable:
+    """What a hold is priced at: per deployment, dollars a million input and output tokens and
+    the tokens one image costs there (`Gateway._priced` keeps one row per distinct price)."""
+
+    def __new__(cls, rows: list[tuple[float, float, int]]) -> PriceTable: ...
+    def __len__(self) -> int: ...
+
+@final
 class RateLimiter:
     """GCRA rate limiters (requests or tokens per period), one atomic each."""
 
@@ -208,6 +220,9 @@ class RateLimiter:
     def __len__(self) -> int: ...
     def add(self, limit: int, period_ns: int) -> int: ...
     def check(self, costs: list[tuple[int, int]], now_ns: int) -> tuple[int, int | None] | None: ...
+    def check_units(
+        self, limiters: list[tuple[int, bool]], requests: int, tokens: int, now_ns: int
+    ) -> tuple[int, int | None] | None: ...
     def wait_time(self, limiter: int, cost: int, now_ns: int) -> int | None: ...
 
 class RegexError(ValueError):

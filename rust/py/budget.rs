@@ -302,6 +302,32 @@ impl PyRateLimiter {
         Ok(outcome.err().map(|r| (r.position, r.retry_after_ns)))
     }
 
+    /// `check` of a chain's limiters as `(limiter, per_token)`: each costs `tokens` when
+    /// `per_token`, else `requests`; one that costs 0 is skipped. None when allowed;
+    /// otherwise `(index into limiters, retry_after_ns)`.
+    fn check_units(
+        &self,
+        limiters: Vec<(LimiterId, bool)>,
+        requests: u64,
+        tokens: u64,
+        now_ns: u64,
+    ) -> PyResult<Option<(usize, Option<u64>)>> {
+        let mut costs = Vec::with_capacity(limiters.len());
+        let mut index = Vec::with_capacity(limiters.len());
+        for (i, &(limiter, per_token)) in limiters.iter().enumerate() {
+            let cost = if per_token { tokens } else { requests };
+            if cost > 0 {
+                costs.push((limiter, cost));
+                index.push(i);
+            }
+        }
+        if costs.is_empty() {
+            return Ok(None);
+        }
+        let outcome = self.inner.check(&costs, now_ns).map_err(PyErr::from)?;
+        Ok(outcome.err().map(|r| (index[r.position], r.retry_after_ns)))
+    }
+
     /// Nanoseconds until `cost` would pass on `limiter` (0: now; None: never), without
     /// consuming.
     fn wait_time(&self, limiter: LimiterId, cost: u64, now_ns: u64) -> PyResult<Option<u64>> {

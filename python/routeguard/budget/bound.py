@@ -158,6 +158,16 @@ def _measure(request: Mapping[str, Any]) -> InputSize:
 _native_measure = core.ChatMeasure(_NOT_READ, _IMAGE_PARTS, _size)
 
 
+def quote(
+    request: Mapping[str, Any], prices: core.PriceTable, default_max_tokens: int
+) -> tuple[int, int] | None:
+    """What a budget holds for a chat request on the deployments of ``prices``, in one
+    native call: ``(micro-dollars, estimated tokens)``, as the worst case of
+    :func:`measure` and :func:`completion_bound` over them and :meth:`InputSize.estimate`
+    give; None when they must be worked out in Python (see ``core.ChatMeasure.quote``)."""
+    return _native_measure.quote(request, prices, default_max_tokens)
+
+
 def measure_embeddings(request: Mapping[str, Any]) -> InputSize:
     """The :class:`InputSize` of an embeddings request: its input texts (a token-id array
     counts one token per id)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -35,9 +36,11 @@ from typing import Any
 
 import msgspec
 
+from routeguard._native import core
 from routeguard.budget.accounts import Accounts, load_accounts, usd_to_micros
 from routeguard.budget.alerts import BudgetAlerter
-from routeguard.budget.bound import InputSize, completion_bound, measure
+from routeguard.budget.bound import InputSize, completion_bound, image_tokens, measure
+from routeguard.budget.bound import quote as _quote
 from routeguard.budget.directory import (
     Customer,
     Directory,
@@ -86,6 +89,8 @@ class BudgetLayer:
         self._key_chains: dict[str, tuple[KeyRecord, tuple[str | None, ...], tuple[str, ...]]] = {}
         self._managed_sigs: dict[str, tuple[object, ...]] = {}
         self._groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        # id of a deployments list -> (the list, its prices for the native quote or None).
+        self._tables: dict[int, tuple[Sequence[Deployment], core.PriceTable | None]] = {}
         # Team id -> (the decoded record, its members by user id): see _member_of.
         self._members: dict[str, tuple[Team, dict[str, Member]]] = {}
         # Holds taken with a reservation on other roots (its request id -> them).
@@ -375,6 +380,32 @@ class BudgetLayer:
             for res in taken:
                 await self.backend.release(res)
             raise
+        return self._linked_first(taken)
+
+    def _hold_now(
+        self, chain: tuple[str, ...], amount: int, tokens: int, ttl_s: float | None
+    ) -> Reservation:
+        """:meth:`_hold` with the rate check, on the in-process backend (never waits)."""
+        backend = self.backend
+        assert isinstance(backend, MemoryBudget)
+        groups = self._split(chain)
+        if len(groups) == 1:  # one root: one call
+            request_id = f"{self._id_prefix}{next(self._ids)}"
+            return backend.admit_sync(groups[0], amount, request_id, tokens, 1, ttl_s)
+        taken: list[Reservation] = []
+        try:
+            for group in groups:
+                request_id = f"{self._id_prefix}{next(self._ids)}"
+                taken.append(backend.admit_sync(group, amount, request_id, tokens, 1, ttl_s))
+        except BaseException:
+            for res in taken:
+                backend.release_sync(res)
+            raise
+        return self._linked_first(taken)
+
+    def _linked_first(self, taken: list[Reservation]) -> Reservation:
+        """The first of ``taken`` (one hold per root), the others settled and released with
+        it."""
         if len(taken) > 1:
             if len(self._linked) > 100_000:  # never settled: a leak guard, not a path
                 self._linked.clear()
@@ -445,9 +476,18 @@ class BudgetLayer:
         source, ``n`` x its completion bound, the dearest of ``deployments``) on every
         account of it: one round trip to a remote store (raises RateLimited or
         BudgetExceeded)."""
-        size = measure(request) if size is None else size
-        completion = completion_bound(request, self.settings.default_max_tokens)
-        return await self.admit_size(chain, size, completion, deployments, ttl_s=ttl_s)
+        quote = None
+        if size is None:
+            table = self._price_table(deployments)
+            if table is not None:
+                quote = _quote(request, table, self.settings.default_max_tokens)
+        if quote is None:
+            size = measure(request) if size is None else size
+            completion = completion_bound(request, self.settings.default_max_tokens)
+            quote = (self.worst_case(size, completion, deployments), size.estimate())
+        if self._local:
+            return self._hold_now(chain, *quote, ttl_s)
+        return await self._hold(chain, *quote, ttl_s)
 
     async def reserve(
         self,
@@ -476,7 +516,27 @@ class BudgetLayer:
         """:meth:`admit` for an input of ``size`` and at most ``completion`` output tokens
         (any endpoint that costs money: chat, embeddings)."""
         amount = self.worst_case(size, completion, deployments)
+        if self._local:
+            return self._hold_now(chain, amount, size.estimate(), ttl_s)
         return await self._hold(chain, amount, size.estimate(), ttl_s)
+
+    def _price_table(self, deployments: Sequence[Deployment]) -> core.PriceTable | None:
+        """``deployments``' prices for the native quote, made once per list (the gateway
+        keeps one per targets); None when a price is not a finite float of at least 0
+        (priced in Python, as :meth:`worst_case` does)."""
+        seen = self._tables.get(id(deployments))
+        if seen is not None and seen[0] is deployments:
+            return seen[1]
+        rows = [(d.input_cost_per_mtok, d.output_cost_per_mtok, image_tokens(d.provider, d.model))
+                for d in deployments]  # fmt: skip
+        table = None
+        if all(type(i) is float and type(o) is float and 0 <= i < math.inf and 0 <= o < math.inf
+               for i, o, _ in rows):  # fmt: skip
+            table = core.PriceTable(rows)
+        if len(self._tables) > 10_000:
+            self._tables.clear()
+        self._tables[id(deployments)] = (deployments, table)
+        return table
 
     @property
     def local(self) -> bool:

@@ -70,11 +70,13 @@ def _locked(
 @dataclass(slots=True)
 class _Plan:
     """A chain made ready for the ledger: the accounts with their ancestors, leaf first, their
-    ledger ids, and their rate limiters as (account, limiter id, unit)."""
+    ledger ids, and their rate limiters as (account, limiter id, unit) and as the limiter
+    checks them (limiter id, whether it counts tokens)."""
 
     names: tuple[str, ...]
     ids: list[int]
     rates: list[tuple[str, int, str]]
+    units: list[tuple[int, bool]]
 
 
 class MemoryBudget:
@@ -234,7 +236,8 @@ class MemoryBudget:
             names = self.accounts.chain(key)
             rates = [(name, limiter, unit) for name in names
                      for limiter, unit in self._rates[name]]  # fmt: skip
-            plan = _Plan(names, [self._ids[n] for n in names], rates)
+            units = [(limiter, unit == "tokens") for _, limiter, unit in rates]
+            plan = _Plan(names, [self._ids[n] for n in names], rates, units)
             if len(self._plans) >= 100_000:
                 self._plans.clear()
             self._plans[key] = plan
@@ -361,21 +364,13 @@ class MemoryBudget:
 
     def _rate(self, plan: _Plan, tokens: int, requests: int, now_ns: int) -> None:
         """Consume ``requests`` and ``tokens`` on ``plan``'s limiters, all or none."""
-        if not plan.rates:
+        if not plan.units:
             return
-        costs: list[tuple[int, int]] = []
-        owners: list[tuple[str, str, int]] = []
-        for name, limiter, unit in plan.rates:
-            cost = requests if unit == "requests" else tokens
-            if cost > 0:
-                costs.append((limiter, cost))
-                owners.append((name, unit, cost))
-        if not costs:
-            return
-        refused = self._limiter.check(costs, now_ns)
+        refused = self._limiter.check_units(plan.units, requests, tokens, now_ns)
         if refused is not None:
             position, wait_ns = refused
-            name, unit, cost = owners[position]
+            name, _, unit = plan.rates[position]
+            cost = requests if unit == "requests" else tokens
             retry_after = None if wait_ns is None else wait_ns / 1e9
             raise rate_limited(self.accounts[name], unit, cost, retry_after)
 
@@ -388,6 +383,18 @@ class MemoryBudget:
         return self.reserve_sync(chain, amount, request_id, ttl_s)
 
     async def admit(
+        self,
+        chain: Sequence[str],
+        amount: int,
+        request_id: str,
+        tokens: int = 0,
+        requests: int = 1,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """See :meth:`admit_sync`."""
+        return self.admit_sync(chain, amount, request_id, tokens, requests, ttl_s)
+
+    def admit_sync(
         self,
         chain: Sequence[str],
         amount: int,
