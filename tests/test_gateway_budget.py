@@ -235,9 +235,8 @@ async def test_the_proxy_charges_an_answer_it_could_not_send(mock: MockServer) -
             raise ConnectionResetError("the client went away")
 
     try:
-        with pytest.raises(ConnectionResetError):
-            await app(scope, receive, send)
-        assert statuses[0] == 200  # the answer was ready; its body never left
+        await app(scope, receive, send)  # a lost client is logged, not raised to the host
+        assert statuses == [200]  # the answer was ready; its body never left; no second head
         spent = await gw.budget.backend.spent("t2")
         assert spent > 0 and await gw.budget.backend.spent("acme") == spent
         assert await gw.budget.backend.reserved("t2") == 0

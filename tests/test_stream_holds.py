@@ -105,8 +105,7 @@ async def test_the_proxy_settles_a_stream_whose_client_left_before_the_first_fra
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
     try:
-        with pytest.raises(OSError):
-            await app(scope, receive, send)
+        await app(scope, receive, send)  # a lost client is logged, not raised to the host
         spent, held = await _usage(gw)
         assert held == 0 and spent > 0
     finally:

@@ -319,7 +319,11 @@ class ProxyApp:
                 if trace.first_byte is None:
                     trace.first_byte = time.perf_counter()
                 progress.done = not message.get("more_body", False)
-            await downstream(message)
+            try:
+                await downstream(message)
+            except OSError:  # the ASGI spec's closed connection: no answer can follow
+                progress.lost = True
+                raise
 
         send = send_with_id
         gateway = self._gateway
@@ -327,7 +331,7 @@ class ProxyApp:
         scope["routeguard.cut"] = self.lifecycle.cut
         token = self.lifecycle.enter(gateway)
         try:
-            await self._dispatch(path, scope, receive, send, trace, anthropic, span)
+            await self._dispatch(path, scope, receive, send, trace, anthropic, span, progress)
         except asyncio.CancelledError:
             if not self.lifecycle.cut_by_drain():
                 raise
@@ -346,6 +350,7 @@ class ProxyApp:
         trace: Trace,
         anthropic: bool,
         span: ServerSpan | None,
+        progress: Progress,
     ) -> None:
         try:
             if self.lifecycle.draining and path.rstrip("/") not in _OPEN_PATHS:
@@ -374,19 +379,24 @@ class ProxyApp:
             await handler(scope, receive, send)
         except (CoreInputError, CoreNotFound):  # a kernel refused: our bug, not the caller's
             log.exception("native core error serving %s", path)
-            trace.error = RouteguardError("internal error")
-            await _send_error(send, trace.error, anthropic)
+            await _fail(send, RouteguardError("internal error"), anthropic, trace, progress, path)
         except RouteguardError as exc:
-            trace.error = exc
             if isinstance(exc, BudgetExceeded):  # the status and code the config asks for
                 settings = self.gateway.budget.settings
                 exc.status_code = settings.exceeded_status_code
                 exc.code = settings.exceeded_error_code
-            await _send_error(send, exc, anthropic)
+            await _fail(send, exc, anthropic, trace, progress, path)
+        except OSError as exc:
+            if not progress.lost:
+                log.exception("unexpected error serving %s", path)
+                await _fail(
+                    send, RouteguardError("internal error"), anthropic, trace, progress, path
+                )
+            else:  # as our own server's send does once the client is gone: nothing to answer
+                log.info("client of %s gone while its answer was written (%s)", path, exc)
         except Exception:
             log.exception("unexpected error serving %s", path)
-            trace.error = RouteguardError("internal error")
-            await _send_error(send, trace.error, anthropic)
+            await _fail(send, RouteguardError("internal error"), anthropic, trace, progress, path)
         finally:
             if trace.request is not None:
                 self.spend.record_trace(trace)  # its row built off the event loop
@@ -867,6 +877,23 @@ async def _send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes
     headers = [*_JSON, (b"content-length", str(len(data)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _fail(
+    send: Send,
+    exc: RouteguardError,
+    anthropic: bool,
+    trace: Trace,
+    progress: Progress,
+    path: str,
+) -> None:
+    """Answer ``exc``, unless a response already started: its head is out and another
+    cannot follow (the host ends the connection, as it must)."""
+    trace.error = exc
+    if not progress.started:
+        await _send_error(send, exc, anthropic)
+    else:
+        log.warning("%s failed after its response started (%s): cut short", path, exc)
 
 
 async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None:

@@ -67,11 +67,12 @@ class Draining(RouteguardError):
 class Progress:
     """How far a request's response has gone out (what a cut request still owes)."""
 
-    __slots__ = ("done", "started")
+    __slots__ = ("done", "lost", "started")
 
     def __init__(self) -> None:
         self.started = False
         self.done = False
+        self.lost = False  # the host's send raised OSError: the client is gone
 
 
 class Lifecycle:

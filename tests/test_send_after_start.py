@@ -1,0 +1,92 @@
+"""An ASGI host whose ``send`` raises once the response has started (the ASGI spec has a
+server raise ``OSError`` on a closed connection): the proxy writes no second response head
+after the first, does not turn the lost client into a logged crash, and still charges what
+the upstream answer cost."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from asgi_request import body_of, post_scope
+from routeguard.budget.keys import KeySpec
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+from routeguard.server import create_app
+
+MSG = [{"role": "user", "content": "hello there"}]
+BODIES = {
+    "/v1/chat/completions": {"model": "m", "messages": MSG, "max_tokens": 20},
+    "/v1/messages": {"model": "m", "messages": MSG, "max_tokens": 20},
+}
+
+
+class _Gone(OSError):
+    """What an ASGI server raises from ``send`` once its client has gone."""
+
+
+def _cfg(url: str) -> dict[str, Any]:
+    model = {"model_name": "m", "type": "openai", "model": "sim-m", "api_base": url + "/v1"}
+    price = {"api_key": "k", "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 2000.0}
+    return {
+        "model_list": [{**model, **price}],
+        "router_settings": {"num_retries": 0},
+        "server": {"master_key": "sk-admin"},
+    }
+
+
+@pytest.mark.parametrize("path", list(BODIES))
+@pytest.mark.parametrize("fails_on", ["http.response.start", "http.response.body"])
+async def test_a_send_that_raises_gets_no_second_head(
+    mock: MockServer, caplog: pytest.LogCaptureFixture, path: str, fails_on: str
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    app = create_app(gw)
+    token, rec = gw.keys.create(KeySpec(max_budget=10.0))
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == fails_on:
+            raise _Gone("the client closed the connection")
+
+    try:
+        with caplog.at_level(logging.INFO, logger="routeguard"):
+            await app(post_scope(path, token), body_of(BODIES[path]), send)
+        heads = [m for m in sent if m["type"] == "http.response.start"]
+        assert len(heads) == 1 and heads[0]["status"] == 200
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        account = gw.budget.key_account(rec)
+        assert account is not None
+        assert await gw.budget.backend.spent(account) > 0  # the answer was paid for
+        assert await gw.budget.backend.reserved(account) == 0
+    finally:
+        await gw.aclose()
+
+
+async def test_a_failure_after_the_head_is_logged_not_answered_twice(
+    mock: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any other error once the head is out (a bug, ours or the host's) is logged as one,
+    and no error response follows the head already sent."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    app = create_app(gw)
+    token, _ = gw.keys.create(KeySpec())
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            raise RuntimeError("a host that cannot write")
+
+    path = "/v1/chat/completions"
+    try:
+        with caplog.at_level(logging.INFO, logger="routeguard"):
+            await app(post_scope(path, token), body_of(BODIES[path]), send)
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and "unexpected error serving" in errors[0].getMessage()
+    finally:
+        await gw.aclose()
