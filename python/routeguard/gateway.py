@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+import msgspec
+
 from routeguard import config as config_mod
 from routeguard.budget.bound import image_tokens, measure, measure_embeddings
 from routeguard.budget.directory import Directory
@@ -88,7 +90,16 @@ from routeguard.providers.base import (
     ResponsesProvider,
     unhandled_params,
 )
-from routeguard.relay import Closing, EventRelay, Relay, aclose, responses_usage, usage_of
+from routeguard.relay import (
+    Closing,
+    EventRelay,
+    Relay,
+    aclose,
+    billable_usage,
+    reported,
+    responses_usage,
+    usage_of,
+)
 from routeguard.result import ChatResult
 from routeguard.routing.balance import Balancer
 from routeguard.routing.router import RouteDecision, Router
@@ -97,6 +108,7 @@ from routeguard.routing.shared import SharedRouterState
 from routeguard.schema import validate_chat, validate_embeddings
 
 log = logging.getLogger("routeguard")
+_enc = msgspec.json.Encoder()
 
 # Names served by wildcard patterns kept at once (each holds a balancer and its deployments).
 MAX_WILDCARD_NAMES = 1024
@@ -230,6 +242,7 @@ class Gateway:
         self._prices: dict[str, tuple[Balancer, list[Deployment]]] = {}
         # (walker id, *targets) -> (the walker, what _reachable found for them).
         self._reach: dict[tuple[Any, ...], tuple[Fallback, list[Deployment]]] = {}
+        self._unreported: set[str] = set()  # deployments seen answering without usage
         self.warmed_up = False  # warm_up() has loaded the models (the proxy's readiness)
         self._providers: dict[str, Provider] = {}
         templates = [d for w in config.wildcards for d in w.templates]
@@ -376,14 +389,18 @@ class Gateway:
                 else:
                     result = await self._call(call, alias, ticket)
                     if defer_settle and admission.hold is not None and self.budget.local:
-                        owed, result.owed = result, self._defer_charge(admission.hold, result)
-                    await self._settle(admission, result, ticket)
+                        owed = result
+                        result.owed = self._defer_charge(admission.hold, result, call.request)
+                    await self._settle(call, admission, result, ticket)
                 result.route = reason
                 result = await self._enforce(call, result)
             await self._remember(call, result, request_id)
         except BaseException:
             if owed is not None:  # the upstream answered: what it cost is charged, not freed
-                self.finish(owed)
+                try:
+                    self.finish(owed)
+                except Exception:  # not in place of the error being raised: logged
+                    log.exception("request %s: its answer's charge failed", request_id)
             await self._release(admission)
             raise
         if result.shadow is not None and not defer_shadow:
@@ -553,12 +570,14 @@ class Gateway:
         )
 
     async def _settle(
-        self, admission: Admission, result: ChatResult, ticket: Ticket | None
+        self, call: Call, admission: Admission, result: ChatResult, ticket: Ticket | None
     ) -> None:
         """Charge what the answer cost (unless its charge already runs: see :meth:`finish`),
         count its tokens, and cache it (before enforcement, which is applied per caller)."""
         if admission.hold is not None and result.owed is None:
-            await self.budget.settle(admission.hold, result.deployment, result.usage)
+            dep = result.deployment
+            usage = self._billed(call.request, dep, result.usage, result.response)
+            await self.budget.settle(admission.hold, dep, usage)
         tokens = result.usage.get("total_tokens", 0)
         self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
         stored = _chat_view(result)
@@ -588,7 +607,9 @@ class Gateway:
             result.stream = Closing(enforcer.astream(inner, call.metadata), inner)
         return result
 
-    def _defer_charge(self, hold: Reservation, result: ChatResult) -> Callable[[], None]:
+    def _defer_charge(
+        self, hold: Reservation, result: ChatResult, request: Json
+    ) -> Callable[[], None]:
         """Charge ``hold`` for ``result`` (in-process budget) at the event loop's next turn,
         that is once the request has written its answer or waits on anything (an approval,
         a slow client): never after the hold's TTL. The returned call makes the charge at
@@ -601,10 +622,31 @@ class Gateway:
             if not made:
                 made = True
                 handle.cancel()
-                settle(hold, result.deployment, result.usage)
+                dep = result.deployment
+                settle(hold, dep, self._billed(request, dep, result.usage, result.response))
 
         handle = asyncio.get_running_loop().call_soon(charge)
         return charge
+
+    def _billed(
+        self, request: Json, dep: Deployment, usage: dict[str, int], answer: Json | None
+    ) -> dict[str, int]:
+        """The usage an answer of ``dep`` is charged: the provider's, or for one without
+        usable counts an estimate (:func:`~routeguard.relay.billable_usage`; the answer's
+        JSON at ~4 bytes a token), logged once per deployment."""
+        if reported(usage):
+            return usage
+        if dep.id not in self._unreported:
+            if len(self._unreported) < 10_000:
+                self._unreported.add(dep.id)
+            log.warning(
+                "deployment %s answered without usable token counts (usage: %s): its budget "
+                "charges are estimated from the request and the answer",
+                dep.id, {k: usage[k] for k in ("prompt_tokens", "completion_tokens") if k in usage},
+            )  # fmt: skip
+        answer = answer or {}
+        sent = (len(_enc.encode(answer.get("choices") or answer.get("output") or [])) + 3) // 4
+        return billable_usage(usage, request, dep, self.config.budget.default_max_tokens, sent)
 
     def finish(self, result: ChatResult) -> None:
         """Make the charge of ``result`` now if it was deferred (``chat_result(...,
@@ -701,6 +743,7 @@ class Gateway:
             if hold is not None:
                 await self.budget.release(hold)
             raise
+        usage = self._billed(request, dep, usage, value)
         if hold is not None:
             await self.budget.settle(hold, dep, usage)
         sink = self.spend_sink
@@ -1099,7 +1142,8 @@ class Gateway:
                 raise self._scope_error(exc, alias, key) from exc
             raise
         usage = usage_of(out.value.get("usage"))
-        if "prompt_tokens" not in usage:  # not reported: charge (and report) the typical count
+        prompt = usage.get("prompt_tokens")
+        if type(prompt) is not int or prompt < 0:  # charge (and report) the typical count
             dep = out.deployment
             usage["prompt_tokens"] = usage["total_tokens"] = size.typical(dep.provider, dep.model)
             out.value["usage"] = {"prompt_tokens": usage["prompt_tokens"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from routeguard.budget.bound import completion_bound, measure
 from routeguard.budget.ledger import Reservation
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from routeguard.budget.layer import BudgetLayer
     from routeguard.cache.layer import CacheLayer, Ticket
     from routeguard.config import Config
+    from routeguard.deployment import Deployment
     from routeguard.result import ChatResult
     from routeguard.routing.balance import Balancer
 
@@ -177,20 +178,52 @@ class Relay:
 
     def _charged(self) -> dict[str, int]:
         """The usage to charge: the provider's, or an estimate of what was sent."""
-        usage = self._result.usage
-        if "completion_tokens" in usage and "prompt_tokens" in usage:
-            return usage
         dep = self._result.deployment
-        most = completion_bound(self._request, self._settings.budget.default_max_tokens)
-        prompt = usage.get("prompt_tokens") or measure(self._request).typical(
-            dep.provider, dep.model
+        # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
+        sent = self._chunks if dep.provider in ("openai", "azure") else (self._chars + 3) // 4
+        return billable_usage(
+            self._result.usage,
+            self._request,
+            dep,
+            self._settings.budget.default_max_tokens,
+            max(self._chunks, sent),
         )
-        completion = usage.get("completion_tokens")
-        if completion is None:
-            # OpenAI streams a token a chunk; the others batch tokens (~4 bytes each).
-            sent = self._chunks if dep.provider in ("openai", "azure") else (self._chars + 3) // 4
-            completion = min(most, max(self._chunks, sent))
-        return {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is a token count a provider can mean: an int (not a bool) of at
+    least 0."""
+    return type(value) is int and value >= 0
+
+
+def reported(usage: dict[str, int]) -> bool:
+    """Whether ``usage`` holds the prompt and completion counts a charge needs (a prompt of
+    no tokens is no count: every chat request has one)."""
+    prompt = usage.get("prompt_tokens")
+    return _is_count(prompt) and prompt > 0 and _is_count(usage.get("completion_tokens"))
+
+
+def billable_usage(
+    usage: dict[str, int],
+    request: Json,
+    deployment: Deployment,
+    default_max_tokens: int,
+    sent_tokens: int,
+) -> dict[str, int]:
+    """The usage a budget charges for an answer: the provider's when it reported prompt and
+    completion as counts (:func:`reported`), else an estimate of what was sent for what it
+    left out or got wrong (a negative or non-integer count, a prompt of 0): the prompt's
+    typical count, and ``sent_tokens`` within the request's completion bound."""
+    if reported(usage):
+        return usage
+    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = (
+        p if _is_count(p) and p else measure(request).typical(deployment.provider, deployment.model)
+    )
+    completion = (
+        c if _is_count(c) else min(completion_bound(request, default_max_tokens), sent_tokens)
+    )
+    return {"prompt_tokens": prompt, "completion_tokens": completion}
 
 
 # Responses API stream events that carry generated text, and the final ones carrying usage.

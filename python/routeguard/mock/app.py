@@ -333,6 +333,8 @@ class MockApp:
                 self.journal.abandon()
             return
         body, tokens = render()
+        if behaviour.no_usage:
+            body = _without_usage(body)
         delay = latency.ttft
         if latency.tokens_per_s:
             delay += tokens / latency.tokens_per_s
@@ -516,6 +518,15 @@ def _id_header(wire: _Wire) -> Headers:
 
 def _ok_headers(wire: _Wire) -> Headers:
     return [*JSON_HEADERS, *_id_header(wire)]
+
+
+def _without_usage(body: bytes) -> bytes:
+    """A JSON answer without its token usage, wherever its wire format puts it."""
+    answer = msgspec.json.decode(body)
+    if isinstance(answer, dict):
+        for name in ("usage", "usageMetadata"):
+            answer.pop(name, None)
+    return msgspec.json.encode(answer)
 
 
 async def _answer_after(pacer: Pacer, delay: float, send: Send, wire: _Wire, body: bytes) -> None:

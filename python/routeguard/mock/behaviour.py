@@ -28,8 +28,9 @@ Tokens and their exact rules:
 - ``truncate``: streams send their opening frames and 2 content chunks, then close the body
   without the format's terminator (OpenAI ``[DONE]``, Anthropic ``message_stop``, Gemini's
   ``finishReason``) and without an error; non-streaming requests are unaffected.
-- ``no-usage``: streams carry no token usage (no OpenAI usage chunk, no Anthropic ``usage``
-  fields, no Gemini ``usageMetadata``).
+- ``no-usage``: answers carry no token usage (no OpenAI usage chunk or ``usage`` field, no
+  Anthropic or Bedrock ``usage``, no Gemini ``usageMetadata``), as some OpenAI-compatible
+  servers answer.
 - ``content-policy``: every request answers 400 with OpenAI's content-policy refusal
   (``code: content_policy_violation``).
 - ``echo-headers``: every error answer appends the request's headers (credentials included)

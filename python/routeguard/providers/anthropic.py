@@ -271,7 +271,8 @@ def response_from_anthropic(data: Json, structured: bool = False) -> Json:
     finish = blocks.finish_reason(data.get("stop_reason"), STOP_REASON_TO_FINISH, structured)
     out = blocks.completion(data.get("id") or "msg_unknown", data.get("model"), texts, calls,
                             finish)  # fmt: skip
-    out["usage"] = usage_from_anthropic(data.get("usage"))
+    if isinstance(data.get("usage"), dict):  # no made-up zeros: the gateway estimates then
+        out["usage"] = usage_from_anthropic(data["usage"])
     return out
 
 

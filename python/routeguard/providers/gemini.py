@@ -401,14 +401,16 @@ def response_from_gemini(data: Json, model: str) -> Json:
                 "logprobs": None,
             }
         )
-    return {
+    out = {
         "id": data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": data.get("modelVersion") or model,
         "choices": choices,
-        "usage": usage_from_gemini(data.get("usageMetadata")),
     }
+    if isinstance(data.get("usageMetadata"), dict):  # no made-up zeros: the gateway estimates
+        out["usage"] = usage_from_gemini(data["usageMetadata"])
+    return out
 
 
 class StreamDecoder:
