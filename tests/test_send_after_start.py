@@ -90,3 +90,45 @@ async def test_a_failure_after_the_head_is_logged_not_answered_twice(
         assert errors and "unexpected error serving" in errors[0].getMessage()
     finally:
         await gw.aclose()
+
+
+async def test_a_lost_client_of_an_error_answer_is_not_raised_to_the_host(
+    mock: MockServer,
+) -> None:
+    """The same for an error answer: a 401 to a client that already left."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    app = create_app(gw)
+
+    async def send(message: dict[str, Any]) -> None:
+        raise _Gone("the client closed the connection")
+
+    path = "/v1/chat/completions"
+    try:
+        await app(post_scope(path, "sk-wrong"), body_of(BODIES[path]), send)
+    finally:
+        await gw.aclose()
+
+
+async def test_a_head_the_host_refused_still_gets_the_error_answer(mock: MockServer) -> None:
+    """A host that refuses a head without writing it (routeguard's own server raises
+    RuntimeError for an invalid header before writing anything) still gets the JSON error
+    answer: nothing of the first head went out."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    app = create_app(gw)
+    token, _ = gw.keys.create(KeySpec())
+    written: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and not written:
+            written.append({"type": "refused"})
+            raise RuntimeError("invalid HTTP header value")  # nothing written
+        written.append(message)
+
+    path = "/v1/chat/completions"
+    try:
+        await app(post_scope(path, token), body_of(BODIES[path]), send)
+        assert [m["type"] for m in written[1:]] == ["http.response.start", "http.response.body"]
+        assert written[1]["status"] == 500
+        assert b"internal error" in written[2]["body"]
+    finally:
+        await gw.aclose()

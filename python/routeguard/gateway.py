@@ -1143,7 +1143,7 @@ class Gateway:
             raise
         usage = usage_of(out.value.get("usage"))
         prompt = usage.get("prompt_tokens")
-        if type(prompt) is not int or prompt < 0:  # charge (and report) the typical count
+        if type(prompt) is not int or prompt <= 0:  # charge (and report) the typical count
             dep = out.deployment
             usage["prompt_tokens"] = usage["total_tokens"] = size.typical(dep.provider, dep.model)
             out.value["usage"] = {"prompt_tokens": usage["prompt_tokens"],

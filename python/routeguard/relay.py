@@ -191,16 +191,15 @@ class Relay:
 
 
 def _is_count(value: object) -> TypeGuard[int]:
-    """Whether ``value`` is a token count a provider can mean: an int (not a bool) of at
-    least 0."""
-    return type(value) is int and value >= 0
+    """Whether ``value`` is a token count a charge can take: an int (not a bool) above 0 (a
+    prompt always has tokens; an answer of none is charged its estimate, which for an empty
+    answer is a few tokens: made-up zeros must not make a request free)."""
+    return type(value) is int and value > 0
 
 
 def reported(usage: dict[str, int]) -> bool:
-    """Whether ``usage`` holds the prompt and completion counts a charge needs (a prompt of
-    no tokens is no count: every chat request has one)."""
-    prompt = usage.get("prompt_tokens")
-    return _is_count(prompt) and prompt > 0 and _is_count(usage.get("completion_tokens"))
+    """Whether ``usage`` holds the prompt and completion counts a charge needs."""
+    return _is_count(usage.get("prompt_tokens")) and _is_count(usage.get("completion_tokens"))
 
 
 def billable_usage(
@@ -212,14 +211,12 @@ def billable_usage(
 ) -> dict[str, int]:
     """The usage a budget charges for an answer: the provider's when it reported prompt and
     completion as counts (:func:`reported`), else an estimate of what was sent for what it
-    left out or got wrong (a negative or non-integer count, a prompt of 0): the prompt's
-    typical count, and ``sent_tokens`` within the request's completion bound."""
+    left out or got wrong (a count of 0, negative or not an integer): the prompt's typical
+    count, and ``sent_tokens`` within the request's completion bound."""
     if reported(usage):
         return usage
     p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    prompt = (
-        p if _is_count(p) and p else measure(request).typical(deployment.provider, deployment.model)
-    )
+    prompt = p if _is_count(p) else measure(request).typical(deployment.provider, deployment.model)
     completion = (
         c if _is_count(c) else min(completion_bound(request, default_max_tokens), sent_tokens)
     )

@@ -80,8 +80,9 @@ ERRORS = wire.ErrorFormat(
 # --------------------------------------------------------------------------- shared pieces
 
 
-def usage_from_anthropic(usage: Any) -> Json:
-    """OpenAI ``usage`` from Anthropic's (whose input_tokens exclude cache reads and writes)."""
+def usage_from_anthropic(usage: Any) -> Json | None:
+    """OpenAI ``usage`` from Anthropic's (whose input_tokens exclude cache reads and writes);
+    None without usable counts (see :func:`blocks.usage`)."""
     u = usage if isinstance(usage, dict) else {}
     return blocks.usage(u.get("input_tokens"), u.get("cache_read_input_tokens"),
                         u.get("cache_creation_input_tokens"), u.get("output_tokens"))  # fmt: skip
@@ -271,8 +272,9 @@ def response_from_anthropic(data: Json, structured: bool = False) -> Json:
     finish = blocks.finish_reason(data.get("stop_reason"), STOP_REASON_TO_FINISH, structured)
     out = blocks.completion(data.get("id") or "msg_unknown", data.get("model"), texts, calls,
                             finish)  # fmt: skip
-    if isinstance(data.get("usage"), dict):  # no made-up zeros: the gateway estimates then
-        out["usage"] = usage_from_anthropic(data["usage"])
+    counted = usage_from_anthropic(data.get("usage"))
+    if counted is not None:  # no made-up zeros: the gateway estimates then
+        out["usage"] = counted
     return out
 
 
@@ -335,11 +337,12 @@ class StreamDecoder:
         if kind == "message_stop":
             self.done = True
             finish = blocks.finish_reason(self._stop, STOP_REASON_TO_FINISH, out.structured)
-            if not self._usage:
-                # No usage reported: no usage chunk, so the gateway charges from what was
-                # sent rather than a made-up zero.
+            counted = usage_from_anthropic(self._usage)
+            if counted is None:
+                # No usable usage reported: no usage chunk, so the gateway charges from what
+                # was sent rather than a made-up zero.
                 return [out.chunk({}, finish)]
-            return [out.chunk({}, finish), out.usage_chunk(usage_from_anthropic(self._usage))]
+            return [out.chunk({}, finish), out.usage_chunk(counted)]
         return []  # ping, content_block_stop, and event types added later
 
     @property

@@ -173,8 +173,9 @@ class StreamDecoder:
             self.done = True
             if not self.complete:
                 raise StreamTruncated("bedrock stream sent metadata before messageStop")
-            if isinstance(payload.get("usage"), dict):
-                return [out.usage_chunk(usage_from_converse(payload["usage"]))]
+            counted = usage_from_converse(payload.get("usage"))
+            if counted is not None:
+                return [out.usage_chunk(counted)]
         return []  # contentBlockStop, and event types added later
 
     def finish(self) -> list[Json]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from routeguard.errors import UpstreamBadRequest
 from routeguard.providers.base import Json, thinking_budget
 from routeguard.providers.parts import parse_arguments
-from routeguard.providers.wire import token_count
+from routeguard.providers.wire import is_count, token_count
 
 # JSON output on these formats: one tool whose input schema is the answer's, forced with
 # the tool choice; its input comes back as the message content.
@@ -250,11 +250,18 @@ def refuse_structured_with(bad: Bad, provider: str) -> UpstreamBadRequest:
 # --------------------------------------------------------------------------- response
 
 
-def usage(fresh: Any, read: Any, written: Any, completion: Any) -> Json:
-    """OpenAI ``usage`` from counts whose fresh input excludes cache reads and writes."""
+def usage(fresh: Any, read: Any, written: Any, completion: Any) -> Json | None:
+    """OpenAI ``usage`` from counts whose fresh input excludes cache reads and writes; None
+    unless the input and output counts are given and every count is one (an int of at least
+    0; a cache count may be absent): made-up zeros or a negative cache count would lower the
+    charge, which the gateway then estimates instead."""
+    if not (is_count(fresh) and is_count(completion)):
+        return None
+    if not all(part is None or is_count(part) for part in (read, written)):
+        return None
     r, w = token_count(read), token_count(written)
-    prompt = token_count(fresh) + r + w
-    out = token_count(completion)
+    prompt = fresh + r + w
+    out = completion
     return {
         "prompt_tokens": prompt,
         "completion_tokens": out,

@@ -209,8 +209,9 @@ def _tool_choice(choice: Any) -> Json | None:
 # --------------------------------------------------------------------------- response
 
 
-def usage_from_converse(usage: Any) -> Json:
-    """OpenAI ``usage`` from Converse's (whose inputTokens exclude cache reads and writes)."""
+def usage_from_converse(usage: Any) -> Json | None:
+    """OpenAI ``usage`` from Converse's (whose inputTokens exclude cache reads and writes);
+    None without usable counts (see :func:`blocks.usage`)."""
     u = usage if isinstance(usage, dict) else {}
     return blocks.usage(u.get("inputTokens"), u.get("cacheReadInputTokens"),
                         u.get("cacheWriteInputTokens"), u.get("outputTokens"))  # fmt: skip
@@ -238,6 +239,7 @@ def response_from_converse(data: Json, model: str, structured: bool = False) -> 
         # reasoningContent, citations, guardContent: no OpenAI counterpart
     finish = blocks.finish_reason(data.get("stopReason"), STOP_REASON_TO_FINISH, structured)
     out = blocks.completion(f"chatcmpl-{uuid.uuid4().hex}", model, texts, calls, finish)
-    if isinstance(data.get("usage"), dict):
-        out["usage"] = usage_from_converse(data["usage"])
+    counted = usage_from_converse(data.get("usage"))
+    if counted is not None:  # no made-up zeros: the gateway estimates then
+        out["usage"] = counted
     return out

@@ -35,7 +35,7 @@ from routeguard.providers.base import (
     thinking_budget,
 )
 from routeguard.providers.parts import parse_arguments, parse_data_url
-from routeguard.providers.wire import token_count
+from routeguard.providers.wire import is_count, token_count
 
 FINISH_REASON_MAP: dict[str, str] = {
     "STOP": "stop",
@@ -304,9 +304,16 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def usage_from_gemini(meta: Any) -> Json:
-    """OpenAI ``usage`` from Gemini's ``usageMetadata`` (thinking tokens count as output)."""
+def usage_from_gemini(meta: Any) -> Json | None:
+    """OpenAI ``usage`` from Gemini's ``usageMetadata`` (thinking tokens count as output);
+    None unless the prompt and candidate counts are given and every count is one (made-up
+    zeros would lower the charge, which the gateway then estimates instead)."""
     m = meta if isinstance(meta, dict) else {}
+    parts = ("toolUsePromptTokenCount", "thoughtsTokenCount", "cachedContentTokenCount")
+    if not (is_count(m.get("promptTokenCount")) and is_count(m.get("candidatesTokenCount"))):
+        return None
+    if not all(m.get(k) is None or is_count(m.get(k)) for k in parts):
+        return None
     prompt = token_count(m.get("promptTokenCount")) + token_count(m.get("toolUsePromptTokenCount"))
     thoughts = token_count(m.get("thoughtsTokenCount"))
     completion = token_count(m.get("candidatesTokenCount")) + thoughts
@@ -401,15 +408,16 @@ def response_from_gemini(data: Json, model: str) -> Json:
                 "logprobs": None,
             }
         )
-    out = {
+    out: Json = {
         "id": data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": data.get("modelVersion") or model,
         "choices": choices,
     }
-    if isinstance(data.get("usageMetadata"), dict):  # no made-up zeros: the gateway estimates
-        out["usage"] = usage_from_gemini(data["usageMetadata"])
+    counted = usage_from_gemini(data.get("usageMetadata"))
+    if counted is not None:  # no made-up zeros: the gateway estimates then
+        out["usage"] = counted
     return out
 
 
@@ -481,10 +489,11 @@ class StreamDecoder:
 
     def finish(self) -> list[Json]:
         """The closing usage chunk (none if upstream reported no usage)."""
-        if self._usage is None:
+        counted = usage_from_gemini(self._usage)
+        if counted is None:
             return []  # no made-up zero usage: the gateway charges from what was sent
         chunk = self._chunk(0, None)
-        chunk["usage"] = usage_from_gemini(self._usage)
+        chunk["usage"] = counted
         return [chunk]
 
     def _chunk(

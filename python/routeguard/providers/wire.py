@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 from routeguard.errors import ProviderError, StreamTruncated, error_for_status
 from routeguard.providers import http
@@ -29,6 +29,12 @@ POLICY_HINTS = ("content management policy", "content policy", "safety system")
 def token_count(value: Any) -> int:
     """A token count read from upstream JSON: the integer, or 0 if absent or not one."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def is_count(value: Any) -> TypeGuard[int]:
+    """Whether ``value``, read from upstream JSON, is a token count: an int (not a bool) of
+    at least 0."""
+    return type(value) is int and value >= 0
 
 
 class ErrorMapping(Protocol):

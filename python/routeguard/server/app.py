@@ -310,7 +310,8 @@ class ProxyApp:
         progress = Progress()
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            starts = message["type"] == "http.response.start"
+            if starts:
                 message["headers"] = [*message.get("headers", ()), id_header]
                 progress.started = True
                 if span is not None:
@@ -323,6 +324,10 @@ class ProxyApp:
                 await downstream(message)
             except OSError:  # the ASGI spec's closed connection: no answer can follow
                 progress.lost = True
+                raise
+            except Exception:
+                if starts:  # a head the host refused (an invalid header) wrote nothing:
+                    progress.started = False  # the error answer can still go out
                 raise
 
         send = send_with_id
@@ -890,10 +895,13 @@ async def _fail(
     """Answer ``exc``, unless a response already started: its head is out and another
     cannot follow (the host ends the connection, as it must)."""
     trace.error = exc
-    if not progress.started:
-        await _send_error(send, exc, anthropic)
-    else:
+    if progress.started:
         log.warning("%s failed after its response started (%s): cut short", path, exc)
+        return
+    try:
+        await _send_error(send, exc, anthropic)
+    except OSError as lost:  # the client left before its answer: nothing more to do
+        log.info("client of %s gone before its error answer (%s)", path, lost)
 
 
 async def _send_error(send: Send, exc: RouteguardError, anthropic: bool) -> None:
