@@ -158,3 +158,24 @@ def test_redis_wait_settings_are_checked() -> None:
     paths = {p.path: p.message for p in info.value.problems}
     assert "0 or more" in paths["budget_settings.redis_wait_replicas"]
     assert "below the 1 s" in paths["budget_settings.redis_wait_timeout_ms"]
+
+
+def test_the_end_user_budget_is_checked_at_load() -> None:
+    """``budget_settings.end_user`` is only used at the first request naming an end user:
+    a bad period, time zone or amount there is a ConfigError at load, not a 500 then."""
+    end_user = {"limit": -1.0, "period": "1d", "rpm": 0, "timezone": "Mars/Base"}
+    bad = {**NATIVE, "budget_settings": {"end_user": end_user}}
+    with pytest.raises(ConfigError) as info:
+        config.load(bad, env={"TEST_OPENAI_KEY": "k"})
+    paths = {p.path: p.message for p in info.value.problems}
+    assert "unknown time zone" in paths["budget_settings.end_user.timezone"]
+    assert "0 to 9e9" in paths["budget_settings.end_user.limit"]
+    assert "positive" in paths["budget_settings.end_user.rpm"]
+    ok = {"limit": 1.0, "period": "daily", "rpm": 10}
+    assert config.load(
+        {**NATIVE, "budget_settings": {"end_user": ok}}, env={"TEST_OPENAI_KEY": "k"}
+    )
+    bad = {**NATIVE, "budget_settings": {"end_user": {"limit": 1.0, "period": "1d"}}}
+    with pytest.raises(ConfigError) as info:
+        config.load(bad, env={"TEST_OPENAI_KEY": "k"})
+    assert "unknown period '1d'" in info.value.problems[0].message

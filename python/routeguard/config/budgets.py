@@ -83,6 +83,17 @@ def check_numbers(path: str, cfg: BudgetLimits) -> list[ConfigProblem]:
     return problems
 
 
+def check_limits(path: str, cfg: BudgetLimits) -> list[ConfigProblem]:
+    """Problems with the period, time zone, amounts and rates of ``cfg``."""
+    problems = []
+    try:
+        parse_period(cfg.period, cfg.timezone)
+    except ValueError as exc:
+        where = "timezone" if "time zone" in str(exc) else "period"
+        problems.append(ConfigProblem(f"{path}.{where}", str(exc)))
+    return problems + check_numbers(path, cfg)
+
+
 def check_accounts(
     raw: Sequence[BudgetAccountConfig | Mapping[str, Any]], *, source: str = "budgets"
 ) -> tuple[BudgetAccountConfig, ...]:
@@ -106,12 +117,7 @@ def check_accounts(
         if cfg.name in seen:
             problems.append(ConfigProblem(f"{path}.name", f"duplicate of {seen[cfg.name]}"))
         seen.setdefault(cfg.name, path)
-        try:
-            parse_period(cfg.period, cfg.timezone)
-        except ValueError as exc:
-            where = "timezone" if "time zone" in str(exc) else "period"
-            problems.append(ConfigProblem(f"{path}.{where}", str(exc)))
-        problems.extend(check_numbers(path, cfg))
+        problems.extend(check_limits(path, cfg))
         by_name[cfg.name] = (path, cfg)
     for name, (path, cfg) in by_name.items():
         if cfg.parent is not None and cfg.parent not in by_name:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
-from routeguard.config.budgets import BudgetAccountConfig, check_accounts
+from routeguard.config.budgets import BudgetAccountConfig, check_accounts, check_limits
 from routeguard.config.clouds import cloud_settings
 from routeguard.config.decode import decode
 from routeguard.config.litellm import from_litellm, looks_like_litellm
@@ -241,6 +241,8 @@ def load(
         observe = msgspec.structs.replace(observe, tracing=tracing is not None)
     if cache is not None and cache.backend == "redis":
         cache = _cache_redis(cache, budget, problems)
+    if budget is not None and budget.end_user is not None:  # used at the first end user's request
+        problems.extend(check_limits("budget_settings.end_user", budget.end_user))
     accounts: tuple[BudgetAccountConfig, ...] = ()
     if raw.budgets:
         try:
