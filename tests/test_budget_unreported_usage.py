@@ -35,6 +35,7 @@ def _cfg(url: str) -> dict[str, Any]:
     }
     models = [
         ("oai", "openai", "sim-no-usage", url + "/v1", {}),
+        ("oai-usage", "openai", "sim-m", url + "/v1", {}),
         ("an", "anthropic", "sim-no-usage", url, {}),
         ("g", "gemini", "sim-no-usage", url, {}),
         ("br", "bedrock", CLAUDE, url, aws),
@@ -65,6 +66,8 @@ async def test_an_answer_without_usage_is_charged_an_estimate(
                 assert "prompt_tokens" not in result.usage  # the upstream said nothing
         spent = await gw.budget.backend.spent(account)
         dep = result.deployment
+        assert result.billed is not None  # reports cost it at what was charged
+        assert abs(2 * result.cost * 1e6 - spent) <= 2  # two requests, rounded up each
         most = dep.cost(4 * len(str(MSG)), 50) * 1e6 * 2  # well above the two estimates
         assert 0 < spent <= most
         assert await gw.budget.backend.reserved(account) == 0
@@ -239,3 +242,24 @@ def test_translations_keep_usable_counts() -> None:
     assert counted["completion_tokens"] == 5
     counted = usage_from_gemini({"promptTokenCount": 12, "candidatesTokenCount": 5})
     assert counted is not None and (counted["prompt_tokens"], counted["total_tokens"]) == (12, 17)
+
+
+async def test_an_unbudgeted_answer_without_usage_is_costed_at_its_estimate(
+    mock: MockServer,
+) -> None:
+    """Without any budget the estimate is still what reports cost the answer at (spend
+    records, request log, metrics read ``ChatResult.cost``), streamed or not."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    try:
+        request = {"model": "oai", "messages": MSG, "max_tokens": 50}
+        result = await gw.chat_result(dict(request))
+        assert result.billed is not None and result.cost > 0
+        streamed = await gw.chat_result({**request, "stream": True})
+        assert streamed.stream is not None
+        async for _ in streamed.stream:
+            pass
+        assert streamed.billed is not None and streamed.cost > 0
+        reported = await gw.chat_result({**request, "model": "oai-usage"})
+        assert reported.billed is None and reported.cost > 0
+    finally:
+        await gw.aclose()

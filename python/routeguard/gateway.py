@@ -574,10 +574,13 @@ class Gateway:
     ) -> None:
         """Charge what the answer cost (unless its charge already runs: see :meth:`finish`),
         count its tokens, and cache it (before enforcement, which is applied per caller)."""
-        if admission.hold is not None and result.owed is None:
+        if result.owed is None:
             dep = result.deployment
             usage = self._billed(call.request, dep, result.usage, result.response)
-            await self.budget.settle(admission.hold, dep, usage)
+            if usage is not result.usage:
+                result.billed = usage  # what reports cost it at, budget or not
+            if admission.hold is not None:
+                await self.budget.settle(admission.hold, dep, usage)
         tokens = result.usage.get("total_tokens", 0)
         self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
         stored = _chat_view(result)
@@ -623,7 +626,10 @@ class Gateway:
                 made = True
                 handle.cancel()
                 dep = result.deployment
-                settle(hold, dep, self._billed(request, dep, result.usage, result.response))
+                usage = self._billed(request, dep, result.usage, result.response)
+                if usage is not result.usage:
+                    result.billed = usage
+                settle(hold, dep, usage)
 
         handle = asyncio.get_running_loop().call_soon(charge)
         return charge
@@ -631,17 +637,17 @@ class Gateway:
     def _billed(
         self, request: Json, dep: Deployment, usage: dict[str, int], answer: Json | None
     ) -> dict[str, int]:
-        """The usage an answer of ``dep`` is charged: the provider's, or for one without
-        usable counts an estimate (:func:`~routeguard.relay.billable_usage`; the answer's
-        JSON at ~4 bytes a token), logged once per deployment."""
+        """The usage an answer of ``dep`` is charged and reported at: the provider's, or for
+        one without usable counts an estimate (:func:`~routeguard.relay.billable_usage`; the
+        answer's JSON at ~4 bytes a token), logged once per deployment."""
         if reported(usage):
             return usage
         if dep.id not in self._unreported:
             if len(self._unreported) < 10_000:
                 self._unreported.add(dep.id)
             log.warning(
-                "deployment %s answered without usable token counts (usage: %s): its budget "
-                "charges are estimated from the request and the answer",
+                "deployment %s answered without usable token counts (usage: %s): its cost and "
+                "budget charges are estimated from the request and the answer",
                 dep.id, {k: usage[k] for k in ("prompt_tokens", "completion_tokens") if k in usage},
             )  # fmt: skip
         answer = answer or {}

@@ -172,9 +172,12 @@ class Relay:
         try:
             await aclose(self._it)
         finally:
+            charged = self._charged()
+            if charged is not self._result.usage:
+                self._result.billed = charged  # what reports cost it at, budget or not
             hold, budget = self._hold, self._budget
             if hold is not None and budget is not None and hold.is_open:
-                await budget.settle(hold, self._result.deployment, self._charged())
+                await budget.settle(hold, self._result.deployment, charged)
 
     def _charged(self) -> dict[str, int]:
         """The usage to charge: the provider's, or an estimate of what was sent."""

@@ -46,15 +46,19 @@ class ChatResult:
     # The budget charge of this answer, deferred (chat_result(defer_settle=True)) to the
     # event loop's next turn: calling it makes it now (Gateway.finish), once.
     owed: Callable[[], None] | None = None
+    # The usage the budget was charged when the provider's had no usable counts (an
+    # estimate: see routeguard.relay.billable_usage); None when it was charged as reported.
+    billed: dict[str, int] | None = None
 
     @property
     def cost(self) -> float:
-        """Dollar cost from the usage seen so far (complete once a stream is drained);
-        a cache hit costs nothing."""
+        """Dollar cost from the usage seen so far (complete once a stream is drained), or
+        from the estimate charged for it (:attr:`billed`); a cache hit costs nothing."""
         if self.cache == "hit":
             return 0.0
+        usage = self.usage if self.billed is None else self.billed
         return self.deployment.cost(
-            self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
+            usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
         )
 
     def overhead_ms(self, now: float | None = None) -> float:
