@@ -407,3 +407,13 @@ def test_a_rate_check_racing_a_limit_change_keeps_no_stale_limiters(clock: FakeC
     raced[0].join()
     for _ in range(5):  # the new limit: 100 a minute
         budget.check_rate_sync(["org"])
+
+
+def test_a_negative_rate_cost_consumes_nothing(clock: FakeClock) -> None:
+    """A negative request or token count takes nothing from a limiter, as 0 does (the native
+    check takes unsigned costs: it is not handed one)."""
+    budget = MemoryBudget([{"name": "org", "rpm": 1, "tpm": 10}], clock=clock)
+    budget.check_rate_sync(["org"], tokens=-5, requests=-1)
+    budget.check_rate_sync(["org"], tokens=10, requests=1)  # the whole allowance is left
+    with pytest.raises(RateLimited):
+        budget.check_rate_sync(["org"], tokens=1, requests=0)

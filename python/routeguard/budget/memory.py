@@ -366,7 +366,8 @@ class MemoryBudget:
         """Consume ``requests`` and ``tokens`` on ``plan``'s limiters, all or none."""
         if not plan.units:
             return
-        refused = self._limiter.check_units(plan.units, requests, tokens, now_ns)
+        # A negative cost consumes nothing, as a zero one (the limiter takes unsigned costs).
+        refused = self._limiter.check_units(plan.units, max(requests, 0), max(tokens, 0), now_ns)
         if refused is not None:
             position, wait_ns = refused
             name, _, unit = plan.rates[position]
