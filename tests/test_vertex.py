@@ -447,8 +447,11 @@ def test_serve_answers_sdks_through_vertex(mock: MockServer, tmp_path: Path) -> 
     path = tmp_path / "litellm.yaml"
     path.write_text(yaml.safe_dump(_litellm_config(mock, creds)))
     key = "sk-vertex-test-master"
-    with serve("--config", str(path)) as served:
-        client = openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=0)
+    with (
+        serve("--config", str(path)) as served,
+        openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=0) as client,
+        anthropic.Anthropic(base_url=served.url, api_key=key, max_retries=0) as claude,
+    ):  # the clients closed with the test: an open socket left to the GC fails a later one
         for model in ("gemini-flash", "claude-sonnet"):
             msgs: Any = HELLO["messages"]
             plain = client.chat.completions.create(model=model, messages=msgs)
@@ -471,7 +474,6 @@ def test_serve_answers_sdks_through_vertex(mock: MockServer, tmp_path: Path) -> 
             assert json.loads(call.function.arguments) == {"city": "example"}  # type: ignore[union-attr]
         emb = client.embeddings.create(model="embedder", input=["the cat sat", "quantum flux"])
         assert len(emb.data) == 2 and len(emb.data[0].embedding) == 768
-        claude = anthropic.Anthropic(base_url=served.url, api_key=key, max_retries=0)
         message = claude.messages.create(
             model="claude-sonnet",
             max_tokens=256,
