@@ -210,18 +210,18 @@ async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> Non
         assert len(gw.balancers["m"].deployments) == 41
         priced: list[int] = []
         holds: list[int] = []
-        table, hold = gw.budget._price_table, gw.budget._hold_now
+        table, hold = gw.budget._price_table, gw.budget._hold
 
         def counted(deployments: Any) -> Any:
             priced.append(len(deployments))
             return table(deployments)
 
-        def held(chain: Any, amount: int, *args: Any) -> Any:
+        async def held(chain: Any, amount: int, *args: Any) -> Any:
             holds.append(amount)
-            return hold(chain, amount, *args)
+            return await hold(chain, amount, *args)
 
         gw.budget._price_table = counted  # type: ignore[method-assign]
-        gw.budget._hold_now = held  # type: ignore[method-assign]
+        gw.budget._hold = held  # type: ignore[method-assign]
         _, key = gw.keys.create(KeySpec(max_budget=100.0))
         request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
         for _ in range(3):

@@ -575,12 +575,9 @@ class Gateway:
         """Charge what the answer cost (unless its charge already runs: see :meth:`finish`),
         count its tokens, and cache it (before enforcement, which is applied per caller)."""
         if result.owed is None:
-            dep = result.deployment
-            usage = self._billed(call.request, dep, result.usage, result.response)
-            if usage is not result.usage:
-                result.billed = usage  # what reports cost it at, budget or not
+            usage = self._bill(call.request, result)
             if admission.hold is not None:
-                await self.budget.settle(admission.hold, dep, usage)
+                await self.budget.settle(admission.hold, result.deployment, usage)
         tokens = result.usage.get("total_tokens", 0)
         self.balancers[result.alias].record_tokens(result.deployment, tokens, result.charge)
         stored = _chat_view(result)
@@ -625,14 +622,18 @@ class Gateway:
             if not made:
                 made = True
                 handle.cancel()
-                dep = result.deployment
-                usage = self._billed(request, dep, result.usage, result.response)
-                if usage is not result.usage:
-                    result.billed = usage
-                settle(hold, dep, usage)
+                settle(hold, result.deployment, self._bill(request, result))
 
         handle = asyncio.get_running_loop().call_soon(charge)
         return charge
+
+    def _bill(self, request: Json, result: ChatResult) -> dict[str, int]:
+        """The usage ``result`` is charged (:meth:`_billed`), kept as ``result.billed`` when
+        it is an estimate: what reports cost the answer at, budget or not."""
+        usage = self._billed(request, result.deployment, result.usage, result.response)
+        if usage is not result.usage:
+            result.billed = usage
+        return usage
 
     def _billed(
         self, request: Json, dep: Deployment, usage: dict[str, int], answer: Json | None

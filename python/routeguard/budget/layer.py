@@ -365,6 +365,10 @@ class BudgetLayer:
         None): one reservation per root, all or none; the first is returned, the others
         are settled and released with it."""
         groups = self._split(chain)
+        backend = self.backend
+        if len(groups) == 1 and tokens is not None and isinstance(backend, MemoryBudget):
+            request_id = f"{self._id_prefix}{next(self._ids)}"  # in process: one plain call
+            return backend.admit_sync(groups[0], amount, request_id, tokens, 1, ttl_s)
         taken: list[Reservation] = []
         try:
             for group in groups:
@@ -380,32 +384,6 @@ class BudgetLayer:
             for res in taken:
                 await self.backend.release(res)
             raise
-        return self._linked_first(taken)
-
-    def _hold_now(
-        self, chain: tuple[str, ...], amount: int, tokens: int, ttl_s: float | None
-    ) -> Reservation:
-        """:meth:`_hold` with the rate check, on the in-process backend (never waits)."""
-        backend = self.backend
-        assert isinstance(backend, MemoryBudget)
-        groups = self._split(chain)
-        if len(groups) == 1:  # one root: one call
-            request_id = f"{self._id_prefix}{next(self._ids)}"
-            return backend.admit_sync(groups[0], amount, request_id, tokens, 1, ttl_s)
-        taken: list[Reservation] = []
-        try:
-            for group in groups:
-                request_id = f"{self._id_prefix}{next(self._ids)}"
-                taken.append(backend.admit_sync(group, amount, request_id, tokens, 1, ttl_s))
-        except BaseException:
-            for res in taken:
-                backend.release_sync(res)
-            raise
-        return self._linked_first(taken)
-
-    def _linked_first(self, taken: list[Reservation]) -> Reservation:
-        """The first of ``taken`` (one hold per root), the others settled and released with
-        it."""
         if len(taken) > 1:
             if len(self._linked) > 100_000:  # never settled: a leak guard, not a path
                 self._linked.clear()
@@ -485,8 +463,6 @@ class BudgetLayer:
             size = measure(request) if size is None else size
             completion = completion_bound(request, self.settings.default_max_tokens)
             quote = (self.worst_case(size, completion, deployments), size.estimate())
-        if self._local:
-            return self._hold_now(chain, *quote, ttl_s)
         return await self._hold(chain, *quote, ttl_s)
 
     async def reserve(
@@ -516,8 +492,6 @@ class BudgetLayer:
         """:meth:`admit` for an input of ``size`` and at most ``completion`` output tokens
         (any endpoint that costs money: chat, embeddings)."""
         amount = self.worst_case(size, completion, deployments)
-        if self._local:
-            return self._hold_now(chain, amount, size.estimate(), ttl_s)
         return await self._hold(chain, amount, size.estimate(), ttl_s)
 
     def _price_table(self, deployments: Sequence[Deployment]) -> core.PriceTable | None:
