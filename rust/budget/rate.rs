@@ -126,6 +126,12 @@ impl RateLimiter {
         let tat = cell.tat.load(Ordering::Acquire);
         Ok(next_tat(cell, tat, cost, now_ns).map(|next| excess(cell, next, now_ns)))
     }
+
+    /// Whether `limiter` has its whole allowance at `now_ns` (nothing consumed counts any
+    /// more): it then behaves exactly as a new limiter of the same limit would.
+    pub fn is_full(&self, limiter: LimiterId, now_ns: u64) -> CoreResult<bool> {
+        Ok(self.cell(limiter)?.tat.load(Ordering::Acquire) <= now_ns)
+    }
 }
 
 /// The new theoretical arrival time, `None` when `cost` exceeds the whole allowance.
@@ -242,6 +248,18 @@ mod tests {
             assert_eq!(rl.check(&[(rpm, 1)], now), Ok(Ok(())), "rpm was given back");
         }
         assert!(rl.check(&[(rpm, 1)], now).expect("ok").is_err());
+    }
+
+    #[test]
+    fn full_once_what_was_consumed_has_drained() {
+        let rl = RateLimiter::new();
+        let rpm = rl.add(10, 60 * SECOND).expect("limiter");
+        assert_eq!(rl.is_full(rpm, 0), Ok(true));
+        assert_eq!(rl.check(&[(rpm, 2)], 100 * SECOND), Ok(Ok(())));
+        assert_eq!(rl.is_full(rpm, 100 * SECOND), Ok(false));
+        assert_eq!(rl.is_full(rpm, 112 * SECOND - 1), Ok(false));
+        assert_eq!(rl.is_full(rpm, 112 * SECOND), Ok(true));
+        assert!(rl.is_full(7, 0).is_err());
     }
 
     #[test]

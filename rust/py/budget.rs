@@ -335,6 +335,11 @@ impl PyRateLimiter {
             .wait_time(limiter, cost, now_ns)
             .map_err(PyErr::from)
     }
+
+    /// Whether `limiter` has its whole allowance at `now_ns` (it then behaves as a new one).
+    fn is_full(&self, limiter: LimiterId, now_ns: u64) -> PyResult<bool> {
+        self.inner.is_full(limiter, now_ns).map_err(PyErr::from)
+    }
 }
 
 /// HMAC-SHA256 under one secret, as lowercase hex: the digest a virtual key is stored by.

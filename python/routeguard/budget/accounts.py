@@ -195,10 +195,16 @@ class Accounts:
             raise ValueError(f"account {account.name!r} cannot be its own ancestor")
         old = self.by_name.get(account.name)
         self.by_name[account.name] = account
-        if old is None or old.chain != account.chain:
+        if old is not None and old.chain != account.chain:  # a new one is in no chain yet
             self._chains.clear()
-            if old is not None:
-                self._rechain(account)
+            self._rechain(account)
+
+    def remove(self, names: Iterable[str]) -> None:
+        """Drop leaf accounts (transient ones: nothing may name them as its parent), and
+        every cached chain through them."""
+        gone = {n for n in names if self.by_name.pop(n, None) is not None}
+        if gone:
+            self._chains = {k: v for k, v in self._chains.items() if gone.isdisjoint(v)}
 
     def _rechain(self, top: Account) -> None:
         """Give every account below ``top`` the chain through ``top``'s new one."""

@@ -301,14 +301,19 @@ class BudgetLayer:
     def end_user_account(self, end_user: str, parent: str | None) -> str:
         """The account of ``end_user`` under ``parent`` (created on first use with the
         ``budget_settings.end_user`` limits): one per caller, so two tenants' end users
-        with the same id never share a budget."""
+        with the same id never share a budget. A transient account: the backend drops it
+        once idle, past its ``keep`` (:mod:`routeguard.budget.transient`)."""
         name = _end_user_name(end_user, parent)
         if name not in self.backend.accounts.by_name:
-            spec = self.settings.end_user
-            assert spec is not None
-            cfg = BudgetAccountConfig(name=name, parent=parent, **msgspec.structs.asdict(spec))
-            self.backend.upsert(self.backend.accounts.build(cfg))
+            self._make_end_user(name, parent)
         return name
+
+    def _make_end_user(self, name: str, parent: str | None) -> None:
+        """Make the end-user account ``name`` under ``parent``."""
+        spec = self.settings.end_user
+        assert spec is not None
+        cfg = BudgetAccountConfig(name=name, parent=parent, **msgspec.structs.asdict(spec))
+        self.backend.upsert(self.backend.accounts.build(cfg), transient=True)
 
     def key_account(self, key: KeyRecord) -> str | None:
         """The budget account of a virtual key with ``max_budget``/``rpm``/``tpm`` (named by
@@ -341,7 +346,12 @@ class BudgetLayer:
         return key.key_id
 
     def _split(self, chain: tuple[str, ...]) -> list[tuple[str, ...]]:
-        """``chain`` as one sub-chain per root account (usually just ``[chain]``)."""
+        """``chain`` as one sub-chain per root account (usually just ``[chain]``). Its
+        end-user account is made again first if the backend dropped it (idle) since
+        :meth:`chain_for` named it: only a transient account leaves the registry, and only
+        an end user's leads a chain, under the account that follows it."""
+        if self.backend.transients and chain and chain[0] not in self.backend.accounts.by_name:
+            self._make_end_user(chain[0], chain[1] if len(chain) > 1 else None)
         groups = self._groups.get(chain)
         if groups is not None:
             return groups
@@ -415,6 +425,16 @@ class BudgetLayer:
             ):
                 return name
         return None
+
+    async def usage(self, name: str) -> tuple[int, int]:
+        """``(spent, reserved)`` micro-dollars of account ``name`` (a report's reading): an
+        end user's account dropped as idle meanwhile reads ``(0, 0)``, as it stood."""
+        try:
+            return await self.backend.spent(name), await self.backend.reserved(name)
+        except KeyError:
+            if name in self.backend.accounts.by_name or name in self._configured:
+                raise
+            return 0, 0
 
     async def check_rate(self, chain: tuple[str, ...], request: Json) -> None:
         """RPM/TPM on the chain (raises RateLimited)."""

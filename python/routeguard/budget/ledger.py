@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from routeguard.budget.accounts import Account, Accounts
+from routeguard.budget.transient import Transients
 from routeguard.errors import BudgetExceeded, RateLimited
 
 ReservationState = Literal["open", "settled", "released", "expired", "unbacked"]
@@ -61,6 +62,7 @@ class BudgetBackend(Protocol):
     """What the gateway needs from a budget store."""
 
     accounts: Accounts
+    transients: Transients
 
     async def reserve(
         self,
@@ -109,8 +111,9 @@ class BudgetBackend(Protocol):
         where the store is remote. A request id whose hold is still open consumes nothing."""
         ...
 
-    def upsert(self, account: Account) -> None:
-        """Add ``account`` at run time or change its limits (its parent must exist)."""
+    def upsert(self, account: Account, *, transient: bool = False) -> None:
+        """Add ``account`` at run time or change its limits (its parent must exist);
+        ``transient``: a leaf made on use, which the backend may drop once idle."""
         ...
 
     async def close(self) -> None:

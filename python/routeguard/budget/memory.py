@@ -11,6 +11,10 @@ Holds carry a TTL, as in Redis: a heap of expiry times is checked on every call 
 expired hold is released (a later ``settle`` still charges the cost, as a late charge). RPM
 and TPM limits are GCRA limiters in ``core.RateLimiter``.
 
+Transient accounts (an end user's, :mod:`routeguard.budget.transient`) are dropped once
+idle past the registry's ``keep``; their ledger account and limiters are reused by the next
+account of the same shape (an idle one is in exactly the state a new one starts in).
+
 Every operation also exists as a plain method (``reserve_sync`` ...): they never wait, so
 the async ones only wrap them; property tests drive the sync ones directly.
 """
@@ -46,6 +50,7 @@ from routeguard.budget.ledger import (
     soft_exceeded,
 )
 from routeguard.budget.spendlog import SpendLog
+from routeguard.budget.transient import DEFAULT_KEEP, Transients
 from routeguard.config.budgets import BudgetAccountConfig
 
 logger = logging.getLogger("routeguard.budget")
@@ -96,10 +101,18 @@ class MemoryBudget:
         default_ttl_s: float = DEFAULT_TTL_S,
         on_soft_limit: Callable[[str, Reservation], None] | None = None,
         spend_log: SpendLog | None = None,
+        keep_transient: int = DEFAULT_KEEP,
     ) -> None:
         """``clock`` returns unix seconds (tests pass a fake one); ``spend_log`` persists
-        settlements and gives back the spend logged before a restart."""
+        settlements and gives back the spend logged before a restart; ``keep_transient``:
+        how many transient accounts stay before idle ones are dropped."""
         self._lock = threading.RLock()
+        self.transients = Transients(keep_transient)
+        """Accounts made on use and dropped when idle (see :meth:`upsert`)."""
+        # Ledger accounts and limiters of dropped transient accounts, clean, for reuse: by
+        # window shape, and by limit (every limiter counts per minute).
+        self._spare: dict[tuple[str, object], list[int]] = {}
+        self._spare_limiters: dict[int, list[int]] = {}
         self._log = spend_log
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         self._clock = clock
@@ -127,9 +140,14 @@ class MemoryBudget:
         self._next_expiry = math.inf
 
     def _register(self, acc: Account, now: float) -> None:
-        """Give ``acc`` a ledger account and its rate limiters."""
+        """Give ``acc`` a ledger account (a dropped one of its shape if any) and its rate
+        limiters."""
         period = acc.period
-        if period.is_calendar:
+        spare = self._spare.get(_shape(period))
+        if spare:
+            ident = spare.pop()
+            self._ledger.set_limits(ident, acc.limit, acc.soft_limit)
+        elif period.is_calendar:
             if period.key not in self._calendars:
                 cal = self._ledger.add_calendar(period.window(now).id)
                 self._calendars[period.key] = (cal, period)
@@ -165,29 +183,71 @@ class MemoryBudget:
     def _set_rates(self, acc: Account) -> None:
         limiters = []
         if acc.rpm is not None:
-            limiters.append((self._limiter.add(acc.rpm, _MINUTE_NS), "requests"))
+            limiters.append((self._new_limiter(acc.rpm), "requests"))
         if acc.tpm is not None:
-            limiters.append((self._limiter.add(acc.tpm, _MINUTE_NS), "tokens"))
+            limiters.append((self._new_limiter(acc.tpm), "tokens"))
         self._rates[acc.name] = limiters
 
+    def _new_limiter(self, limit: int) -> int:
+        """A limiter of ``limit`` a minute: a dropped account's (full) if one is spare."""
+        spare = self._spare_limiters.get(limit)
+        return spare.pop() if spare else self._limiter.add(limit, _MINUTE_NS)
+
     @_locked
-    def upsert(self, account: Account) -> None:
+    def upsert(self, account: Account, *, transient: bool = False) -> None:
         """Add an account at run time, or change its limits (a virtual key's budget).
 
         Spend so far is kept when only the limits change; a new period starts the account
-        afresh. Changed RPM/TPM limits start with a full allowance.
+        afresh. Changed RPM/TPM limits start with a full allowance. ``transient``: a leaf
+        made on use (an end user's) that may be dropped once idle, past the registry's
+        ``keep`` (callers make it again on its next use).
         """
         old = self.accounts.by_name.get(account.name)
         self.accounts.put(account)
-        self._plans.clear()
+        if old is not None:  # a new account is in no plan yet
+            self._plans.clear()
+        if transient:
+            self.transients.add(account.name)
+        else:
+            self.transients.discard(account.name)
         if old is None or old.period != account.period:
-            self._register(account, self._clock())
+            now = self._clock()
+            self._register(account, now)
+            if len(self.transients) > self.transients.keep:
+                self._drop_idle(now)
             return
         if (old.limit, old.soft_limit) != (account.limit, account.soft_limit):
             self._ledger.set_limits(self._ids[account.name], account.limit, account.soft_limit)
         if (old.rpm, old.tpm) != (account.rpm, account.tpm):
             self._set_rates(account)
             self._plans.clear()
+
+    def _drop_idle(self, now: float) -> None:
+        """Drop idle transient accounts (see :meth:`Transients.sweep`), keeping their ledger
+        accounts and limiters for reuse."""
+        if now >= self._boundary:
+            self._refresh(now)
+        now_ns = int(now * 1e9)
+        ledger, limiter = self._ledger, self._limiter
+
+        def idle(name: str) -> bool:
+            return ledger.used(self._ids[name], now_ns) == 0 and all(
+                limiter.is_full(lim, now_ns) for lim, _ in self._rates[name]
+            )
+
+        gone = self.transients.sweep(idle)
+        if not gone:
+            return
+        for name in gone:
+            acc = self.accounts.by_name[name]
+            self._spare.setdefault(_shape(acc.period), []).append(self._ids.pop(name))
+            for lim, unit in self._rates.pop(name):
+                limit = acc.rpm if unit == "requests" else acc.tpm
+                assert limit is not None
+                self._spare_limiters.setdefault(limit, []).append(lim)
+        self.accounts.remove(gone)
+        dropped = set(gone)
+        self._plans = {k: p for k, p in self._plans.items() if dropped.isdisjoint(p.names)}
 
     # ------------------------------------------------------------------ time
 
@@ -286,6 +346,8 @@ class MemoryBudget:
         soft = soft_exceeded(names, mask) if mask else ()
         res = Reservation(request_id, names, amount, expires_at, soft, "open", hold)
         self._open[request_id] = res
+        if self.transients:
+            self.transients.held(names)
         if ttl_s is None:
             self._fifo.append(res)
             if len(self._fifo) > 2 * len(self._open) + 1024:  # drop settled entries
@@ -313,6 +375,8 @@ class MemoryBudget:
             reservation.state = "settled"
             overage = self._ledger.settle(reservation.handle, actual, now_ns)
             reservation.handle = None  # frees the Rust hold now, not when the record dies
+            if self.transients:
+                self.transients.done(reservation.chain)
             if self._log is not None:
                 self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
             if overage:
@@ -326,6 +390,8 @@ class MemoryBudget:
         if state in ("expired", "unbacked"):
             reservation.state = "settled"
             self._ledger.charge(self._ids_of(reservation.chain), actual, now_ns)
+            if self.transients:
+                self.transients.done(reservation.chain)
             if self._log is not None:
                 self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
             logger.info(
@@ -344,6 +410,8 @@ class MemoryBudget:
             reservation.handle = None
         if reservation.is_open:
             reservation.state = "released"
+            if self.transients:
+                self.transients.done(reservation.chain)
 
     @_locked
     def spent_sync(self, account: str) -> int:
@@ -439,3 +507,11 @@ class MemoryBudget:
         """Write out the spend log's queued rows (the ledger itself needs no closing)."""
         if self._log is not None:
             self._log.flush()
+
+
+def _shape(period: Period) -> tuple[str, object]:
+    """What a ledger account is made with besides its limits: its calendar, rolling width
+    or lifetime (accounts of one shape can take over each other's dropped ledger account)."""
+    if period.is_calendar:
+        return ("calendar", period.key)
+    return (period.kind, period.seconds)

@@ -83,6 +83,7 @@ from routeguard.budget.ledger import (
     rate_limited,
     soft_exceeded,
 )
+from routeguard.budget.transient import DEFAULT_KEEP, Transients
 from routeguard.config.budgets import BudgetAccountConfig
 from routeguard.errors import BudgetUnavailable, RateLimited
 from routeguard.redis_url import cluster_target
@@ -258,12 +259,15 @@ class RedisBudget:
         on_soft_limit: Callable[[str, Reservation], None] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 50,
+        keep_transient: int = DEFAULT_KEEP,
     ) -> None:
         """Connect lazily to ``url`` (``redis://host:port/db``, or ``redis+cluster://
         host:port[,...]`` for a Redis Cluster), or use ``client``. ``clock`` (unix seconds)
         replaces Redis ``TIME`` as the clock of holds, rolling windows and rate limits;
         ``wait_replicas`` makes holds and settlements wait for that many replicas (see the
-        module docstring)."""
+        module docstring); ``keep_transient``: how many transient accounts stay registered
+        here before idle ones are dropped (their state is in Redis: made again, an account
+        reads it back)."""
         if wait_replicas < 0 or wait_timeout_ms < 1:
             raise ValueError("wait_replicas must be 0 or more, wait_timeout_ms 1 or more")
         if wait_replicas and wait_timeout_ms >= timeout_s * 1000:
@@ -275,6 +279,8 @@ class RedisBudget:
         self.wait_timeout_ms = wait_timeout_ms
         self.unreplicated = 0  # writes whose WAIT timed out short of wait_replicas
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
+        self.transients = Transients(keep_transient)
+        """Accounts made on use and dropped when nothing is in flight (see :meth:`upsert`)."""
         target = None if url is None or client is not None else cluster_target(url)
         if target is not None:
             client = target.async_client(
@@ -372,14 +378,26 @@ class RedisBudget:
                 self.unreplicated,
             )
 
-    def upsert(self, account: Account) -> None:
+    def upsert(self, account: Account, *, transient: bool = False) -> None:
         """Add an account at run time, or change its limits (a virtual key's budget).
 
         Spend lives in Redis under the account's name, so every instance that upserts the
-        same account shares it; limits travel with each script call.
+        same account shares it; limits travel with each script call. ``transient``: a leaf
+        made on use (an end user's), dropped from this registry (not from Redis) past the
+        registry's ``keep`` when no reservation of this process is in flight on it.
         """
+        new = account.name not in self.accounts.by_name
         self.accounts.put(account)
-        self._plans.clear()
+        if not new:  # a new account is in no plan yet
+            self._plans.clear()
+        if not transient:
+            self.transients.discard(account.name)
+            return
+        self.transients.add(account.name)
+        if new and len(self.transients) > self.transients.keep:
+            gone = set(self.transients.sweep(lambda _: True))
+            self.accounts.remove(gone)
+            self._plans = {k: p for k, p in self._plans.items() if gone.isdisjoint(k)}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -540,7 +558,10 @@ class RedisBudget:
                 raise self._down(exc, "requests are" if rate_keys else "reservations are") from exc
             self._warn_open(exc, "a request was" if rate_keys else "a reservation was")
             ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
-            return Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
+            res = Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
+            if self.transients:
+                self.transients.held(plan.names)
+            return res
         if int(reply[0]) == 3:
             raise _rate_refusal(owners, reply)
         return await self._reserved(plan, now, amount, request_id, reply)
@@ -559,6 +580,8 @@ class RedisBudget:
             )
         soft = soft_exceeded(names, int(reply[1]))
         res = Reservation(request_id, names, amount, int(reply[2]) / 1e6, soft, "open", plan)
+        if self.transients:
+            self.transients.held(names)
         if soft and self._on_soft_limit is not None:
             for name in soft:
                 self._on_soft_limit(name, res)
@@ -584,6 +607,8 @@ class RedisBudget:
             )
         keys, args = self._settle_call(reservation, actual)
         reservation.state = "settled"
+        if self.transients:
+            self.transients.done(reservation.chain)
         # Shielded: a caller cancelled meanwhile (a drain deadline, a client gone) must not
         # drop a charge for what the upstream was paid; the round trip, or its keeping for
         # replay, completes on its own.
@@ -634,6 +659,8 @@ class RedisBudget:
             return
         state = reservation.state
         reservation.state = "released"
+        if self.transients:
+            self.transients.done(reservation.chain)
         if state == "unbacked":
             return
         plan = reservation.handle if isinstance(reservation.handle, _Plan) else None

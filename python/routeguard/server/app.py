@@ -960,14 +960,15 @@ async def _budgets(gateway: Gateway) -> dict[str, Any]:
     """Spend, holds and limits of every budget account, in dollars."""
     layer = gateway.budget
     rows = []
-    for acc in layer.backend.accounts:
+    for acc in list(layer.backend.accounts):  # a request may add or drop one meanwhile
+        spent, reserved = await layer.usage(acc.name)
         rows.append(
             {
                 "name": acc.name,
                 "parent": acc.parent,
                 "period": acc.period.describe(),
-                "spent": float(micros_to_usd(await layer.backend.spent(acc.name))),
-                "reserved": float(micros_to_usd(await layer.backend.reserved(acc.name))),
+                "spent": float(micros_to_usd(spent)),
+                "reserved": float(micros_to_usd(reserved)),
                 "limit": None if acc.limit is None else float(micros_to_usd(acc.limit)),
             }
         )

@@ -339,12 +339,11 @@ class Dashboard:
             return []
         try:
             async with asyncio.timeout(2.0):
-                spent = await asyncio.gather(*(backend.spent(a.name) for a in accounts))
-                held = await asyncio.gather(*(backend.reserved(a.name) for a in accounts))
+                usage = await asyncio.gather(*(layer.usage(a.name) for a in accounts))
         except Exception as exc:  # the store is down: say so rather than fail the page
             return [{"error": f"budget store unavailable ({type(exc).__name__})"}]
         rows: list[dict[str, Any]] = []
-        for acc, s, h in zip(accounts, spent, held, strict=True):
+        for acc, (s, h) in zip(accounts, usage, strict=True):
             limit = None if acc.limit is None else float(micros_to_usd(acc.limit))
             used = float(micros_to_usd(s))
             resets = acc.period.resets_at(now)

@@ -1,0 +1,269 @@
+"""Transient (end-user) budget accounts: dropped once idle past ``keep``, never in a way a
+budget could notice. Every distinct ``user`` makes one, so without this a caller with any
+key could grow the proxy without bound; the backends keep the registry bounded while an
+account with spend, a consumed rate allowance or a reservation in flight stays (memory and
+Redis, the latter on a real ``redis-server``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from priced import priced_config
+from routeguard import BudgetExceeded, RateLimited
+from routeguard.budget import BudgetBackend, MemoryBudget, RedisBudget
+from routeguard.budget.accounts import usd_to_micros
+from routeguard.budget.keys import KeySpec
+from routeguard.budget.transient import Transients
+from routeguard.config.budgets import BudgetAccountConfig
+from routeguard.gateway import Gateway
+from routeguard.mock import MockServer
+
+USD = 1_000_000
+Make = Callable[..., Awaitable[BudgetBackend]]
+
+
+class FakeClock:
+    """Unix seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Make]:
+    backends: list[BudgetBackend] = []
+
+    async def build(accounts: Sequence[Mapping[str, Any]], **options: Any) -> BudgetBackend:
+        options.setdefault("clock", clock)
+        backend: BudgetBackend
+        if request.param == "memory":
+            backend = MemoryBudget(accounts, **options)
+        else:
+            url = request.getfixturevalue("redis_server")
+            backend = RedisBudget(accounts, url, prefix=f"t{uuid.uuid4().hex[:12]}", **options)
+        backends.append(backend)
+        return backend
+
+    yield build
+    for backend in backends:
+        await backend.close()
+
+
+def _user(backend: BudgetBackend, name: str, **limits: Any) -> str:
+    """Make the transient account ``name`` under ``org`` (``limits`` as in a config)."""
+    cfg = BudgetAccountConfig(name=name, parent="org", **{"limit": 1.0, "rpm": 5, **limits})
+    backend.upsert(backend.accounts.build(cfg), transient=True)
+    return name
+
+
+async def _churn(backend: BudgetBackend, count: int, tag: str = "x") -> None:
+    """``count`` new end users, each admitted once and released (idle right after, as far as
+    the budget goes, except for the request its RPM counted)."""
+    for i in range(count):
+        name = _user(backend, f"eu.{tag}{i}", rpm=None)
+        res = await backend.admit((name,), 10, f"r-{tag}-{i}")
+        await backend.release(res)
+
+
+def test_the_registry_drops_the_oldest_idle_and_passes_over_the_rest() -> None:
+    reg = Transients(keep=4)
+    for name in "abcdef":
+        reg.add(name)
+    reg.held(["b", "zz"])  # zz is not transient: ignored
+    # Down to keep - 1: a, d and e go (b is in flight, c not idle: both move back).
+    assert reg.sweep(lambda name: name != "c") == ["a", "d", "e"]
+    assert list(reg._live) == ["f", "b", "c"] and reg.in_flight("b") == 1
+    reg.done(["b"])
+    reg.done(["b"])  # a second done never goes below zero
+    assert reg.in_flight("b") == 0
+    reg.add("g")
+    reg.add("h")
+    assert reg.sweep(lambda _: True) == []  # the next sweep waits for a step of additions
+    assert reg.sweep(lambda _: True) == ["f", "b"]
+    with pytest.raises(ValueError):
+        Transients(keep=0)
+
+
+def test_the_newest_account_is_never_dropped() -> None:
+    reg = Transients(keep=1)
+    reg.add("old")
+    reg.held(["old"])
+    reg.add("new")  # about to be used: a sweep that finds only it idle keeps it
+    assert reg.sweep(lambda _: True) == [] and list(reg._live) == ["new", "old"]
+
+
+async def test_churn_keeps_the_registry_bounded(make: Make) -> None:
+    backend = await make([{"name": "org", "limit": 100.0}], keep_transient=16)
+    await _churn(backend, 500)
+    assert len(backend.transients) <= 16 + 2  # keep, and a step of 1 before the next sweep
+    assert len(backend.accounts) <= 1 + 16 + 2
+    assert await backend.spent("org") == 0
+    if isinstance(backend, MemoryBudget):
+        # Dropped ledger accounts are reused, not left behind.
+        assert len(backend._ledger) <= 1 + 16 + 2
+
+
+async def test_an_account_that_spent_stays_and_keeps_refusing(make: Make) -> None:
+    backend = await make([{"name": "org", "limit": 100.0}], keep_transient=8)
+    alice = _user(backend, "eu.alice", limit=0.5)
+    res = await backend.admit((alice,), USD // 2, "a1")
+    await backend.settle(res, USD // 2 - 10)
+    await _churn(backend, 200)
+    if isinstance(backend, MemoryBudget):
+        assert alice in backend.accounts.by_name  # its spend is in this ledger alone
+    else:  # dropped here, its spend in Redis: made again on use, as the layer does
+        assert alice not in backend.accounts.by_name
+        _user(backend, alice, limit=0.5)
+    assert await backend.spent(alice) == USD // 2 - 10
+    with pytest.raises(BudgetExceeded) as info:
+        await backend.admit((alice,), 100, "a2")
+    assert info.value.account == alice
+
+
+async def test_an_account_with_rate_taken_stays_until_its_allowance_refills(
+    make: Make, clock: FakeClock
+) -> None:
+    backend = await make([{"name": "org", "limit": 100.0}], keep_transient=8)
+    bob = _user(backend, "eu.bob", rpm=2)
+    for i in range(2):
+        await backend.release(await backend.admit((bob,), 0, f"b{i}"))
+    await _churn(backend, 100)
+    if bob not in backend.accounts.by_name:  # Redis: made again, its limiter in Redis
+        _user(backend, bob, rpm=2)
+    with pytest.raises(RateLimited):
+        await backend.admit((bob,), 0, "b2")  # not dropped: a new account would admit
+    clock.now += 61
+    await _churn(backend, 100, tag="y")
+    assert bob not in backend.accounts.by_name  # idle now: dropped with the others
+    _user(backend, bob, rpm=2)
+    await backend.release(await backend.admit((bob,), 0, "b3"))
+
+
+async def test_a_hold_in_flight_pins_its_account_even_at_zero(make: Make) -> None:
+    backend = await make([{"name": "org", "limit": 100.0}], keep_transient=8)
+    carol = _user(backend, "eu.carol")
+    res = await backend.admit((carol,), 0, "c1")  # a free model: a hold of nothing
+    await _churn(backend, 200)
+    assert carol in backend.accounts.by_name
+    await backend.settle(res, 700)
+    assert await backend.spent(carol) == 700
+    assert await backend.spent("org") == 700
+
+
+async def test_a_late_settlement_of_an_expired_hold_reaches_its_own_account(
+    make: Make, clock: FakeClock
+) -> None:
+    backend = await make([{"name": "org", "limit": 100.0}], keep_transient=8, default_ttl_s=5)
+    dave = _user(backend, "eu.dave", rpm=None)
+    res = await backend.admit((dave,), 300, "d1")
+    clock.now += 10  # the hold expires (released on the next call)
+    await _churn(backend, 200)
+    assert await backend.reserved(dave) == 0
+    await backend.settle(res, 250)
+    assert await backend.spent(dave) == 250
+    assert await backend.spent("org") == 250
+
+
+def test_a_reused_ledger_account_starts_as_a_new_one(clock: FakeClock) -> None:
+    backend = MemoryBudget([{"name": "org", "limit": 100.0}], keep_transient=4, clock=clock)
+    for i in range(10):  # each took one of its 5 RPM: not idle, none dropped
+        name = _user(backend, f"eu.{i}")
+        backend.release_sync(backend.admit_sync((name,), 10, f"r{i}"))
+    assert len(backend.transients) == 10
+    clock.now += 13  # a request of 5 RPM counts for 12 s
+    _user(backend, "eu.last")
+    assert len(backend.transients) == 3
+    accounts, limiters = len(backend._ledger), len(backend._limiter)
+    # A permanent account of another limit takes over a dropped account's ledger account
+    # and limiter, and starts as a new one would.
+    cfg = BudgetAccountConfig(name="team", parent="org", limit=0.000_5, rpm=5)
+    backend.upsert(backend.accounts.build(cfg))
+    assert (len(backend._ledger), len(backend._limiter)) == (accounts, limiters)
+    assert backend.spent_sync("team") == 0 and backend.reserved_sync("team") == 0
+    for i in range(5):
+        backend.release_sync(backend.admit_sync(("team",), 500, f"t{i}"))
+    with pytest.raises(RateLimited):
+        backend.admit_sync(("team",), 1, "t5")
+    clock.now += 60
+    with pytest.raises(BudgetExceeded):
+        backend.admit_sync(("team",), 501, "t6")
+
+
+async def test_the_gateway_bounds_end_users_and_never_overspends(mock: MockServer) -> None:
+    cfg = priced_config(mock.url, budget_settings={"end_user": {"limit": 0.2}})
+    gw = Gateway.from_config(cfg)
+    try:
+        assert gw.budget is not None
+        backend = gw.budget.backend
+        backend.transients.keep = 16
+        _, key = gw.keys.create(KeySpec(max_budget=50.0))
+        _, broke = gw.keys.create(KeySpec(max_budget=0.000_001))
+        req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+        with pytest.raises(BudgetExceeded):
+            for _ in range(100):
+                await gw.chat_result({**req, "user": "alice"}, key=key)
+        alice = f"eu.{key.key_id}.alice"
+        spent = await backend.spent(alice)
+        # Every request of a key out of money is refused, each with a new end user: the
+        # way to grow the proxy that costs the caller nothing.
+        for i in range(300):
+            with pytest.raises(BudgetExceeded):
+                await gw.chat_result({**req, "user": f"u{i}"}, key=broke)
+        assert len(backend.transients) <= 16 + 2
+        with pytest.raises(BudgetExceeded):
+            await gw.chat_result({**req, "user": "alice"}, key=key)
+        assert await backend.spent(alice) == spent
+        assert 0 < spent <= usd_to_micros(0.2)
+    finally:
+        await gw.aclose()
+
+
+async def test_an_end_user_dropped_between_its_chain_and_its_hold_is_made_again(
+    mock: MockServer,
+) -> None:
+    cfg = priced_config(mock.url, budget_settings={"end_user": {"limit": 0.2, "rpm": 1000}})
+    gw = Gateway.from_config(cfg)
+    try:
+        layer = gw.budget
+        assert layer is not None
+        layer.backend.transients.keep = 4
+        _, key = gw.keys.create(KeySpec(max_budget=50.0))
+        chain = layer.chain_for([], key, end_user="erin")
+        for i in range(40):  # other requests meanwhile drop erin's idle account
+            layer.chain_for([], key, end_user=f"v{i}")
+        assert chain[0] not in layer.backend.accounts.by_name
+        req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+        res = await layer.admit(chain, req, gw.config.deployments["m"])
+        assert res.chain[0] == chain[0] and await layer.backend.reserved(chain[0]) == res.amount
+        await layer.release(res)
+    finally:
+        await gw.aclose()
+
+
+async def test_redis_keeps_an_end_users_spend_across_a_drop(redis_server: str) -> None:
+    backend = RedisBudget([{"name": "org", "limit": 100.0}], redis_server,
+                          prefix=f"t{uuid.uuid4().hex[:12]}", keep_transient=4)  # fmt: skip
+    try:
+        frank = _user(backend, "eu.frank", limit=0.5, rpm=None)
+        await backend.settle(await backend.admit((frank,), USD // 2, "f1"), USD // 2)
+        await _churn(backend, 40)
+        assert frank not in backend.accounts.by_name  # dropped here; its spend is in Redis
+        _user(backend, frank, limit=0.5, rpm=None)
+        assert await backend.spent(frank) == USD // 2
+        with pytest.raises(BudgetExceeded):
+            await backend.admit((frank,), 1, "f2")
+    finally:
+        await backend.close()
