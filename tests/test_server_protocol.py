@@ -683,3 +683,80 @@ def test_the_scope_says_whether_the_whole_body_is_here() -> None:
     asyncio.run(main())
     assert seen[:2] == [("start", True), ("read", False)]
     assert seen[2] == ("start", False) and seen[-1] == ("read", False)
+
+
+def _streaming(chunks: int, seen: list[str]) -> App:
+    """A guarded app that streams ``chunks`` pieces, noting how its stream ended."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()  # the (empty) body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(chunks):
+            await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+        seen.append((await receive())["type"])
+
+    guard = ConnectionGuard(
+        header_timeout=1.0, body_timeout=1.0, max_unauthenticated=4, write_timeout=5.0
+    )
+    setattr(app, "connection_guard", guard)  # noqa: B010 - as the proxy's app carries it
+    return app
+
+
+class Abortable(Recording):
+    """A transport that also notes an abort."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        """Mark aborted (and closed)."""
+        self.aborted = self.closed = True
+
+
+def test_a_client_that_leaves_its_answer_unread_is_cut_off_at_the_write_deadline() -> None:
+    seen: list[str] = []
+
+    async def main() -> Conn:
+        conn = Conn(_streaming(3, seen))
+        conn.transport = Abortable()
+        conn.proto.connection_made(conn.transport)
+        conn.proto.pause_writing()  # the socket's buffer is full: the next send waits
+        await conn.feed(GET)
+        wait = conn.proto.write_wait
+        assert wait is not None and wait.deadline is not None and not seen
+        wait.expired()  # the sweep, once write_timeout passed with nothing read
+        assert conn.transport.aborted and conn.proto.write_wait is None
+        await conn.lose()  # what the event loop reports after an abort
+        return conn
+
+    asyncio.run(main())
+    assert seen == ["http.disconnect"]  # the app went on, and saw the client gone
+
+
+def test_a_client_that_reads_again_in_time_keeps_its_connection() -> None:
+    seen: list[str] = []
+
+    async def main() -> Conn:
+        conn = Conn(_streaming(3, seen))
+        conn.proto.pause_writing()
+        await conn.feed(GET)
+        assert conn.proto.write_wait is not None
+        conn.proto.resume_writing()  # room again before the deadline
+        await conn.settle()
+        assert conn.proto.write_wait is None and not conn.transport.closed
+        await conn.lose()
+        return conn
+
+    conn = asyncio.run(main())
+    assert seen == ["http.disconnect"] and conn.transport.data.count(b"x" * 100) == 3
+
+
+def test_no_write_deadline_without_a_guard() -> None:
+    async def main() -> Conn:
+        conn = Conn(_json_app(b"{}"))
+        conn.proto.pause_writing()
+        assert conn.proto.write_wait is None
+        conn.proto.resume_writing()
+        await conn.lose()
+        return conn
+
+    asyncio.run(main())

@@ -346,6 +346,7 @@ def load(
             },
             header_timeout=server.header_timeout,
             body_timeout=server.body_timeout,
+            write_timeout=server.write_timeout,
             max_unauthenticated_connections=server.max_unauthenticated_connections,
             database=server.database,
             key_hash_secret=hash_secret,
@@ -490,7 +491,7 @@ def _check_server(server: RawServer, problems: list[ConfigProblem]) -> None:
             problems.append(ConfigProblem(where, f"expected one of {', '.join(BODY_ENDPOINTS)}"))
         elif limit <= 0:
             problems.append(ConfigProblem(where, "must be positive"))
-    for name in ("header_timeout", "body_timeout"):
+    for name in ("header_timeout", "body_timeout", "write_timeout"):
         v = getattr(server, name)
         if not 0 < v <= 3600:
             problems.append(ConfigProblem(f"server.{name}", "must be from 0 to 3600 seconds"))

@@ -153,6 +153,7 @@ class RawServer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes_per_endpoint: dict[str, int] = {}
     header_timeout: float = 10.0  # seconds from connect (or the previous response) to headers
     body_timeout: float = 30.0  # seconds to receive a whole request body
+    write_timeout: float = 60.0  # seconds a client may leave its answer's bytes unread
     max_unauthenticated_connections: int = 512  # open connections no request has authenticated
     database: str | None = None  # SQLite file for virtual keys; None keeps them in memory
     key_hash_secret: str | None = None
@@ -316,6 +317,7 @@ class ServerSettings:
     )
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    write_timeout: float = 60.0
     max_unauthenticated_connections: int = 512
     database: str | None = None
     key_hash_secret: Secret | None = None

@@ -208,6 +208,7 @@ class ProxyApp:
         self.connection_guard = ConnectionGuard(
             header_timeout=server.header_timeout,
             body_timeout=server.body_timeout,
+            write_timeout=server.write_timeout,
             max_unauthenticated=server.max_unauthenticated_connections,
         )
         self._gate = Gate(self._master, gateway.keys, required=keys_required(server))

@@ -10,6 +10,12 @@ deadlines):
 - the body must be complete within ``body_timeout`` of the headers (the app answers 408 in
   the caller's protocol when it is the one waiting; this deadline, a little later, closes
   connections whose body nobody reads),
+- a response's bytes must be taken by the client: once the socket's buffer is full, the
+  client has ``write_timeout`` to read enough of it to make room, else the connection is
+  cut (aborted: closing would wait for the unread bytes), and a request still running sees
+  the disconnect (a stream stops its upstream call); a client that stops reading would
+  otherwise hold the answer's task, its upstream connection and buffered bytes for as long
+  as TCP keeps the connection,
 - at most ``max_unauthenticated`` open connections (per process) may be waiting for a
   request to pass authentication; past that, the longest-waiting one that no app is
   working for (still sending headers, idle between requests, or sending the body of a
@@ -49,10 +55,16 @@ class ConnectionGuard:
     """The limits, and the connections still waiting to authenticate (oldest first)."""
 
     def __init__(
-        self, *, header_timeout: float, body_timeout: float, max_unauthenticated: int
+        self,
+        *,
+        header_timeout: float,
+        body_timeout: float,
+        max_unauthenticated: int,
+        write_timeout: float = 60.0,
     ) -> None:
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.write_timeout = write_timeout
         self.max_unauthenticated = max_unauthenticated
         self._waiting: dict[Guarded, None] = {}
 

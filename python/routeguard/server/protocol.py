@@ -14,7 +14,9 @@ nothing more is read and the connection closes after them); a request body is bu
 carries a :class:`~routeguard.server.connections.ConnectionGuard`: the headers of the first
 request within ``header_timeout`` of the connection opening, those of a later one within
 ``header_timeout`` of its first byte (else ``408`` and close); the body within
-``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers. No
+``body_timeout`` (plus a grace: the app answers 408 itself first) of the headers; once
+the socket's write buffer is full, the client must make room within ``write_timeout``, else
+the connection is aborted (a request running sees the disconnect). No
 deadline runs while reading is held for a pipelined request (the client is not the one
 waiting then); the wait the client is in gets its deadline when reading resumes. Without a
 guard there are no read deadlines. Either way an idle keep-alive connection closes after
@@ -115,6 +117,7 @@ class HttpProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.drained: list[asyncio.Future[None]] = []
+        self.write_wait: _WriteWait | None = None  # the deadline of a full write buffer
         self.closed = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -156,6 +159,7 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is not None:
                 cycle.disconnected = True
                 cycle.wake()
+        self._end_write_wait()
         self._wake_drained()
 
     def data_received(self, data: bytes) -> None:
@@ -196,13 +200,22 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The transport's buffer is full: ``send`` waits."""
+        """The transport's buffer is full: ``send`` waits, for ``write_timeout`` at most."""
         self.write_paused = True
+        if self.guard is not None and self.write_wait is None:
+            self.write_wait = _WriteWait(self, time.monotonic() + self.guard.write_timeout)
+            sweep_of(self.loop, SWEEP_S).watch(self.write_wait)
 
     def resume_writing(self) -> None:
         """The transport's buffer drained."""
         self.write_paused = False
+        self._end_write_wait()
         self._wake_drained()
+
+    def _end_write_wait(self) -> None:
+        wait, self.write_wait = self.write_wait, None
+        if wait is not None:
+            sweep_of(self.loop, SWEEP_S).drop(wait)
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close when idle, else after the current answer."""
@@ -414,6 +427,26 @@ class HttpProtocol(asyncio.Protocol):
             if self.current is None:
                 self.transport.write(plain_response(status, message))
             self.transport.close()
+
+
+class _WriteWait:
+    """A full write buffer's deadline, swept with the connections' own: a client that has
+    not made room by then is cut off."""
+
+    __slots__ = ("conn", "deadline")
+
+    def __init__(self, conn: HttpProtocol, deadline: float) -> None:
+        self.conn = conn
+        self.deadline: float | None = deadline
+
+    def expired(self) -> None:
+        """Abort the connection (closing would wait to write what the client does not read)."""
+        self.deadline = None
+        conn = self.conn
+        conn._end_write_wait()
+        log.info("client %s left its answer unread for server.write_timeout: connection cut",
+                 conn.client)  # fmt: skip
+        conn.transport.abort()
 
 
 def _address(info: Any) -> tuple[str, int] | None:
