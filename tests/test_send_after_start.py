@@ -5,7 +5,10 @@ the upstream answer cost."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +135,75 @@ async def test_a_head_the_host_refused_still_gets_the_error_answer(mock: MockSer
         assert b"internal error" in written[2]["body"]
     finally:
         await gw.aclose()
+
+
+def _statuses(path: Path) -> list[int]:
+    return [json.loads(line)["status"] for line in path.read_text().splitlines()]
+
+
+async def test_a_client_lost_while_its_answer_was_written_is_logged_as_499(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    """nginx's 499, not a 200: the client never got the whole answer (its cost is kept)."""
+    gw = Gateway.from_config(_cfg(mock.url))
+    log_path = tmp_path / "requests.jsonl"
+    app = create_app(gw, request_log=str(log_path))
+    token, _ = gw.keys.create(KeySpec())
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise _Gone("the client closed the connection")
+
+    path = "/v1/chat/completions"
+    try:
+        await app(post_scope(path, token), body_of(BODIES[path]), send)
+        assert app.request_log is not None
+        app.request_log.flush()
+        line = json.loads(log_path.read_text())
+        assert line["status"] == 499 and line["error"]["type"] == "client_closed_request"
+        assert line["cost_usd"] > 0
+    finally:
+        await gw.aclose()
+
+
+async def test_a_stream_whose_client_left_is_logged_as_499(
+    mock: MockServer, tmp_path: Path
+) -> None:
+    gw = Gateway.from_config(_cfg(mock.url))
+    log_path = tmp_path / "requests.jsonl"
+    app = create_app(gw, request_log=str(log_path))
+    token, _ = gw.keys.create(KeySpec())
+    stuck = asyncio.Event()  # never set: a client that reads nothing of the stream
+    request = [body_of({**BODIES["/v1/chat/completions"], "stream": True})]
+
+    async def receive() -> dict[str, Any]:
+        if request:
+            return await request.pop()()
+        await asyncio.sleep(0.05)
+        return {"type": "http.disconnect"}  # then it leaves
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await stuck.wait()
+
+    try:
+        await app(post_scope("/v1/chat/completions", token), receive, send)
+        # A stream that ends is a 200 (its client stays until the end).
+        stays = [body_of({**BODIES["/v1/chat/completions"], "stream": True})]
+
+        async def receive_then_stay() -> dict[str, Any]:
+            if stays:
+                return await stays.pop()()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        await app(post_scope("/v1/chat/completions", token), receive_then_stay, _sink)
+        assert app.request_log is not None
+        app.request_log.flush()
+        assert _statuses(log_path) == [499, 200]
+    finally:
+        await gw.aclose()
+
+
+async def _sink(message: dict[str, Any]) -> None:
+    """A client that takes everything."""

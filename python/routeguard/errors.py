@@ -98,6 +98,16 @@ class PolicyError(RouteguardError):
         super().__init__(f"invalid policy {source}: {len(problems)} problem(s)\n{lines}")
 
 
+class ClientClosed(RouteguardError):
+    """The client went away before its answer was complete (nginx's 499). Never sent: it
+    marks the request in the request log, metrics and traces; what the answer cost until
+    then is charged and reported as usual."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    code = "client_closed_request"
+
+
 class InvalidRequest(RouteguardError):
     """The client's request is malformed or asks for something impossible."""
 

@@ -34,6 +34,7 @@ from routeguard import scrub
 from routeguard.budget.accounts import micros_to_usd
 from routeguard.errors import (
     BudgetExceeded,
+    ClientClosed,
     CoreInputError,
     CoreNotFound,
     InvalidRequest,
@@ -400,6 +401,7 @@ class ProxyApp:
                 )
             else:  # as our own server's send does once the client is gone: nothing to answer
                 log.info("client of %s gone while its answer was written (%s)", path, exc)
+                _client_closed(trace)
         except Exception:
             log.exception("unexpected error serving %s", path)
             await _fail(send, RouteguardError("internal error"), anthropic, trace, progress, path)
@@ -828,6 +830,13 @@ async def _read_body(receive: Receive, parts: list[bytes], limit: int) -> int:
             return size
 
 
+def _client_closed(trace: Trace) -> None:
+    """Mark ``trace`` as a request whose client left before its answer was complete (499),
+    unless it already failed for another reason."""
+    if trace.error is None:
+        trace.error = ClientClosed("the client closed the connection before the answer ended")
+
+
 def create_app(gateway: Gateway, *, request_log: str | None = None) -> ProxyApp:
     """The proxy as an ASGI app (mountable in Starlette/FastAPI); ``request_log`` (a path)
     overrides ``observability.request_log``."""
@@ -1046,6 +1055,10 @@ async def _pump_sse(
         age = time.perf_counter() - result.started
         left = None if max_s is None else max(0.0, max_s + 1.0 - age)
         await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and not pumping.done():  # the client left mid-stream
+            trace = scope.get("routeguard.trace")
+            if isinstance(trace, Trace):
+                _client_closed(trace)
     finally:
         for t in waiting:
             if not t.done():
