@@ -85,7 +85,7 @@ def test_the_registry_drops_the_oldest_idle_and_passes_over_the_rest() -> None:
     reg.held(["b", "zz"])  # zz is not transient: ignored
     # Down to keep - 1: a, d and e go (b is in flight, c not idle: both move back).
     assert reg.sweep(lambda name: name != "c") == ["a", "d", "e"]
-    assert list(reg._live) == ["f", "b", "c"] and reg.in_flight("b") == 1
+    assert list(reg.live) == ["f", "b", "c"] and reg.in_flight("b") == 1
     reg.done(["b"])
     reg.done(["b"])  # a second done never goes below zero
     assert reg.in_flight("b") == 0
@@ -102,7 +102,7 @@ def test_the_newest_account_is_never_dropped() -> None:
     reg.add("old")
     reg.held(["old"])
     reg.add("new")  # about to be used: a sweep that finds only it idle keeps it
-    assert reg.sweep(lambda _: True) == [] and list(reg._live) == ["new", "old"]
+    assert reg.sweep(lambda _: True) == [] and list(reg.live) == ["new", "old"]
 
 
 async def test_churn_keeps_the_registry_bounded(make: Make) -> None:

@@ -350,7 +350,7 @@ class BudgetLayer:
         end-user account is made again first if the backend dropped it (idle) since
         :meth:`chain_for` named it: only a transient account leaves the registry, and only
         an end user's leads a chain, under the account that follows it."""
-        if self.backend.transients and chain and chain[0] not in self.backend.accounts.by_name:
+        if self.backend.transients.live and chain and chain[0] not in self.backend.accounts.by_name:
             self._make_end_user(chain[0], chain[1] if len(chain) > 1 else None)
         groups = self._groups.get(chain)
         if groups is not None:

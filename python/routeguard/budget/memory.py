@@ -346,7 +346,7 @@ class MemoryBudget:
         soft = soft_exceeded(names, mask) if mask else ()
         res = Reservation(request_id, names, amount, expires_at, soft, "open", hold)
         self._open[request_id] = res
-        if self.transients:
+        if self.transients.live:
             self.transients.held(names)
         if ttl_s is None:
             self._fifo.append(res)
@@ -375,7 +375,7 @@ class MemoryBudget:
             reservation.state = "settled"
             overage = self._ledger.settle(reservation.handle, actual, now_ns)
             reservation.handle = None  # frees the Rust hold now, not when the record dies
-            if self.transients:
+            if self.transients.live:
                 self.transients.done(reservation.chain)
             if self._log is not None:
                 self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
@@ -390,7 +390,7 @@ class MemoryBudget:
         if state in ("expired", "unbacked"):
             reservation.state = "settled"
             self._ledger.charge(self._ids_of(reservation.chain), actual, now_ns)
-            if self.transients:
+            if self.transients.live:
                 self.transients.done(reservation.chain)
             if self._log is not None:
                 self._log.append(now_ns / 1e9, reservation.request_id, reservation.chain, actual)
@@ -410,7 +410,7 @@ class MemoryBudget:
             reservation.handle = None
         if reservation.is_open:
             reservation.state = "released"
-            if self.transients:
+            if self.transients.live:
                 self.transients.done(reservation.chain)
 
     @_locked

@@ -559,7 +559,7 @@ class RedisBudget:
             self._warn_open(exc, "a request was" if rate_keys else "a reservation was")
             ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
             res = Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
-            if self.transients:
+            if self.transients.live:
                 self.transients.held(plan.names)
             return res
         if int(reply[0]) == 3:
@@ -580,7 +580,7 @@ class RedisBudget:
             )
         soft = soft_exceeded(names, int(reply[1]))
         res = Reservation(request_id, names, amount, int(reply[2]) / 1e6, soft, "open", plan)
-        if self.transients:
+        if self.transients.live:
             self.transients.held(names)
         if soft and self._on_soft_limit is not None:
             for name in soft:
@@ -607,7 +607,7 @@ class RedisBudget:
             )
         keys, args = self._settle_call(reservation, actual)
         reservation.state = "settled"
-        if self.transients:
+        if self.transients.live:
             self.transients.done(reservation.chain)
         # Shielded: a caller cancelled meanwhile (a drain deadline, a client gone) must not
         # drop a charge for what the upstream was paid; the round trip, or its keeping for
@@ -659,7 +659,7 @@ class RedisBudget:
             return
         state = reservation.state
         reservation.state = "released"
-        if self.transients:
+        if self.transients.live:
             self.transients.done(reservation.chain)
         if state == "unbacked":
             return

@@ -27,29 +27,31 @@ class Transients:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
         self.keep = keep
-        self._live: OrderedDict[str, int] = OrderedDict()
+        self.live: OrderedDict[str, int] = OrderedDict()
+        """Each transient account's reservations in flight, least recently held first (read
+        it; change it through the methods). Empty is the common case, checked per request."""
         self._wait = 0  # additions before the next sweep may run
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.live)
 
     def __bool__(self) -> bool:
-        return bool(self._live)
+        return bool(self.live)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._live
+        return name in self.live
 
     def add(self, name: str) -> None:
         """Register ``name`` (newest; nothing in flight)."""
-        self._live.setdefault(name, 0)
+        self.live.setdefault(name, 0)
 
     def discard(self, name: str) -> None:
         """Forget ``name`` (it was made permanent)."""
-        self._live.pop(name, None)
+        self.live.pop(name, None)
 
     def held(self, names: Iterable[str]) -> None:
         """A reservation on ``names`` was taken: each transient among them is in use."""
-        live = self._live
+        live = self.live
         for name in names:
             count = live.get(name)
             if count is not None:
@@ -58,7 +60,7 @@ class Transients:
 
     def done(self, names: Iterable[str]) -> None:
         """A reservation on ``names`` was settled or released."""
-        live = self._live
+        live = self.live
         for name in names:
             count = live.get(name)
             if count:
@@ -66,7 +68,7 @@ class Transients:
 
     def in_flight(self, name: str) -> int:
         """Reservations on ``name`` not yet settled or released."""
-        return self._live.get(name, 0)
+        return self.live.get(name, 0)
 
     def sweep(self, idle: Callable[[str], bool]) -> list[str]:
         """Called after each addition: once more than ``keep`` are registered, drop the
@@ -75,7 +77,7 @@ class Transients:
         work is bounded: after a sweep the next waits for a step of additions, and one
         looks at no more than 8 steps of accounts, never at the newest (just added, about
         to be used). Returns the dropped names (the caller cleans up after them)."""
-        live = self._live
+        live = self.live
         if len(live) <= self.keep:
             return []
         if self._wait > 0:
