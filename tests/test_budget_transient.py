@@ -15,9 +15,11 @@ import pytest
 
 from priced import priced_config
 from routeguard import BudgetExceeded, RateLimited
+from routeguard import config as config_mod
 from routeguard.budget import BudgetBackend, MemoryBudget, RedisBudget
-from routeguard.budget.accounts import usd_to_micros
+from routeguard.budget.accounts import load_accounts, usd_to_micros
 from routeguard.budget.keys import KeySpec
+from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.transient import Transients
 from routeguard.config.budgets import BudgetAccountConfig
 from routeguard.gateway import Gateway
@@ -267,3 +269,132 @@ async def test_redis_keeps_an_end_users_spend_across_a_drop(redis_server: str) -
             await backend.admit((frank,), 1, "f2")
     finally:
         await backend.close()
+
+
+def _new(backend: Any, name: str) -> None:
+    cfg = BudgetAccountConfig(name=name, parent="org", limit=1.0, rpm=5)
+    backend.upsert(backend.accounts.build(cfg), transient=True)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_new_end_user_past_keep_does_not_rebuild_every_cached_plan(kind: str) -> None:
+    """Sweeps are amortised (one per keep/16 additions): a new end user past ``keep`` does
+    not rebuild the plan cache when its sweep waits or drops nothing (Redis did, O(keep)
+    work per new end user)."""
+    accounts = [{"name": "org", "limit": 100.0}]
+    backend: Any
+    if kind == "memory":
+        backend = MemoryBudget(accounts, keep_transient=160)
+    else:  # sync paths only: nothing connects
+        backend = RedisBudget(accounts, "redis://127.0.0.1:1/0", prefix="rv", keep_transient=160)
+    for i in range(160):
+        _new(backend, f"eu.p{i}")
+        backend._plan(backend.accounts.chain((f"eu.p{i}",)))
+    rebuilds = 0
+    for i in range(400):
+        before = backend._plans
+        _new(backend, f"eu.n{i}")
+        backend._plan(backend.accounts.chain((f"eu.n{i}",)))
+        rebuilds += backend._plans is not before
+    assert rebuilds <= 400 // 10 + 2, f"{rebuilds} plan-cache rebuilds for 400 new end users"
+
+
+async def test_redis_a_hold_whose_round_trip_overlaps_a_sweep_stays_registered(
+    redis_server: str,
+) -> None:
+    """An end user's hold counts as in flight from before its round trip: new end users
+    arriving meanwhile cannot sweep its account away."""
+    backend = RedisBudget([{"name": "org", "limit": 100.0}], redis_server,
+                          prefix=f"t{uuid.uuid4().hex[:12]}", keep_transient=4)  # fmt: skip
+    try:
+        _new(backend, "eu.old")
+        for i in range(3):
+            _new(backend, f"eu.u{i}")
+        real = backend._admit
+
+        async def meanwhile(**kw: Any) -> Any:
+            reply = await real(**kw)
+            for i in range(3):  # other requests bring new end users at this await
+                _new(backend, f"eu.v{i}")
+            return reply
+
+        backend._admit = meanwhile  # type: ignore[assignment]
+        res = await backend.admit(("eu.old",), 10, "r1")
+        assert res.is_open and "eu.old" in backend.accounts.by_name
+        assert backend.transients.in_flight("eu.old") == 1
+        await backend.release(res)
+        assert backend.transients.in_flight("eu.old") == 0
+        backend._admit = real  # type: ignore[assignment]
+        with pytest.raises(BudgetExceeded):  # a refusal leaves nothing counted
+            await backend.admit(("eu.v0",), 2 * USD, "r2")
+        assert backend.transients.in_flight("eu.v0") == 0
+    finally:
+        await backend.close()
+
+
+async def test_redis_pressure_read_while_held_is_never_a_500(redis_server: str) -> None:
+    """The budget-aware routing check reads a held end user's usage across awaits while
+    other requests bring new end users: its account stays (it is in flight)."""
+    raw = {
+        "model_list": [{"type": "openai", "model_name": "m", "model": "sim-m", "api_key": "k",
+                        "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 1.0}],
+        "budgets": [{"name": "org", "limit": 100.0}],
+        "budget_settings": {"default_account": "org", "end_user": {"limit": 1.0}},
+    }  # fmt: skip
+    cfg = config_mod.load(raw)
+    backend = RedisBudget(load_accounts(cfg.accounts), redis_server,
+                          prefix=f"t{uuid.uuid4().hex[:12]}", keep_transient=4)  # fmt: skip
+    layer = BudgetLayer(cfg, backend)
+    try:
+        chain = layer.chain_for([], None, end_user="old")
+        for i in range(3):
+            layer.chain_for([], None, end_user=f"u{i}")
+        n = iter(range(1000))
+
+        def others(count: int) -> None:
+            for _ in range(count):
+                layer.chain_for([], None, end_user=f"v{next(n)}")
+
+        real_reserve, real_read = backend._reserve, backend._read
+
+        async def reserve(**kw: Any) -> Any:
+            reply = await real_reserve(**kw)
+            others(3)
+            return reply
+
+        async def read(**kw: Any) -> Any:
+            reply = await real_read(**kw)
+            others(6)
+            return reply
+
+        backend._reserve, backend._read = reserve, read  # type: ignore[assignment]
+        req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+        held = await layer.admit(chain, req, cfg.deployments["m"])
+        assert await layer.pressured(chain, 0.8, held.amount) is None
+        await layer.release(held)
+    finally:
+        await layer.close()
+
+
+async def test_two_tenants_end_users_never_share_an_account() -> None:
+    """``eu.<parent>.<user>`` read the same for parent ``acme`` with user ``eu.x`` and parent
+    ``acme.eu`` with user ``x``: one tenant's end user was held and charged on the other
+    tenant's chain. A parent with a dot now gets a digest name."""
+    raw = {
+        "model_list": [{"type": "openai", "model_name": "m", "model": "sim-m", "api_key": "k",
+                        "input_cost_per_mtok": 1000.0, "output_cost_per_mtok": 1000.0}],
+        "budgets": [{"name": "acme", "limit": 100.0}, {"name": "acme.eu", "limit": 100.0}],
+        "budget_settings": {"end_user": {"limit": 1.0}},
+    }  # fmt: skip
+    cfg = config_mod.load(raw)
+    layer = BudgetLayer(cfg)
+    first = layer.chain_for(["acme"], None, end_user="eu.x")
+    chain = layer.chain_for(["acme.eu"], None, end_user="x")
+    assert first[0] != chain[0] and chain[1] == "acme.eu"
+    req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    deps = cfg.deployments["m"]
+    res = await layer.admit(chain, req, deps)
+    await layer.settle(res, deps[0], {"prompt_tokens": 10, "completion_tokens": 5})
+    assert await layer.backend.spent("acme.eu") > 0
+    assert await layer.backend.spent("acme") == 0
+    assert await layer.backend.spent(first[0]) == 0

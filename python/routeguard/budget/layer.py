@@ -607,9 +607,17 @@ def _charged(deployment: Deployment, usage: dict[str, int]) -> int:
 
 
 def _end_user_name(end_user: str, parent: str | None) -> str:
-    """``eu.<parent>.<id>`` when that is a valid account name, else a digest of both."""
-    name = f"eu.{parent or '-'}.{end_user}"
-    if len(name) <= 200 and not any(c.isspace() or c in "{}:" for c in name):
+    """``eu.<parent>.<id>`` when that is a valid account name and the parent has no dot
+    (the name's first dot after ``eu.`` then ends the parent, so no two tenants' end users
+    share a name: ``acme`` with ``eu.x`` against ``acme.eu`` with ``x``), else a digest of
+    both (``eu.<hex>``: one dot, never a readable name's two)."""
+    owner = parent or "-"
+    name = f"eu.{owner}.{end_user}"
+    if (
+        "." not in owner
+        and len(name) <= 200
+        and not any(c.isspace() or c in "{}:" for c in name)
+    ):
         return name
     digest = hashlib.sha256(f"{parent}\x00{end_user}".encode()).hexdigest()[:32]
     return f"eu.{digest}"

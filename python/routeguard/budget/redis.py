@@ -396,8 +396,9 @@ class RedisBudget:
         self.transients.add(account.name)
         if new and len(self.transients) > self.transients.keep:
             gone = set(self.transients.sweep(lambda _: True))
-            self.accounts.remove(gone)
-            self._plans = {k: p for k, p in self._plans.items() if gone.isdisjoint(k)}
+            if gone:
+                self.accounts.remove(gone)
+                self._plans = {k: p for k, p in self._plans.items() if gone.isdisjoint(k)}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -546,25 +547,32 @@ class RedisBudget:
         """``check_rate`` then ``reserve`` in one script (one round trip), same outcomes."""
         plan, now, keys, args = self._reserve_call(chain, amount, request_id, ttl_s)
         rate_keys, rate_args, owners = self._rate_call(plan.names, tokens, requests)
+        # Counted in flight before the round trip: a sweep while it waits passes it over.
+        pinned = bool(self.transients.live)
+        if pinned:
+            self.transients.held(plan.names)
         try:
-            if rate_keys:
-                reply = await self._admit(
-                    keys=[*keys, *rate_keys], args=[*args, str(len(owners)), *rate_args]
-                )
-            else:
-                reply = await self._reserve(keys=keys, args=args)
-        except _DOWN as exc:
-            if not self.fail_open:
-                raise self._down(exc, "requests are" if rate_keys else "reservations are") from exc
-            self._warn_open(exc, "a request was" if rate_keys else "a reservation was")
-            ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
-            res = Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
-            if self.transients.live:
-                self.transients.held(plan.names)
-            return res
-        if int(reply[0]) == 3:
-            raise _rate_refusal(owners, reply)
-        return await self._reserved(plan, now, amount, request_id, reply)
+            try:
+                if rate_keys:
+                    reply = await self._admit(
+                        keys=[*keys, *rate_keys], args=[*args, str(len(owners)), *rate_args]
+                    )
+                else:
+                    reply = await self._reserve(keys=keys, args=args)
+            except _DOWN as exc:
+                if not self.fail_open:
+                    what = "requests are" if rate_keys else "reservations are"
+                    raise self._down(exc, what) from exc
+                self._warn_open(exc, "a request was" if rate_keys else "a reservation was")
+                ttl = self._ttl_us / 1e6 if ttl_s is None else ttl_s
+                return Reservation(request_id, plan.names, amount, now + ttl, (), "unbacked", plan)
+            if int(reply[0]) == 3:
+                raise _rate_refusal(owners, reply)
+            return await self._reserved(plan, now, amount, request_id, reply)
+        except BaseException:
+            if pinned:
+                self.transients.done(plan.names)
+            raise
 
     async def _reserved(
         self, plan: _Plan, now: float, amount: int, request_id: str, reply: Any
@@ -580,8 +588,6 @@ class RedisBudget:
             )
         soft = soft_exceeded(names, int(reply[1]))
         res = Reservation(request_id, names, amount, int(reply[2]) / 1e6, soft, "open", plan)
-        if self.transients.live:
-            self.transients.held(names)
         if soft and self._on_soft_limit is not None:
             for name in soft:
                 self._on_soft_limit(name, res)
