@@ -118,21 +118,50 @@ async def test_churn_keeps_the_registry_bounded(make: Make) -> None:
         assert len(backend._ledger) <= 1 + 16 + 2
 
 
-async def test_an_account_that_spent_stays_and_keeps_refusing(make: Make) -> None:
+async def test_an_account_that_spent_keeps_its_spend_across_a_drop(
+    make: Make, clock: FakeClock
+) -> None:
     backend = await make([{"name": "org", "limit": 100.0}], keep_transient=8)
-    alice = _user(backend, "eu.alice", limit=0.5)
+    alice = _user(backend, "eu.alice", limit=0.5, rpm=None)
     res = await backend.admit((alice,), USD // 2, "a1")
     await backend.settle(res, USD // 2 - 10)
     await _churn(backend, 200)
-    if isinstance(backend, MemoryBudget):
-        assert alice in backend.accounts.by_name  # its spend is in this ledger alone
-    else:  # dropped here, its spend in Redis: made again on use, as the layer does
-        assert alice not in backend.accounts.by_name
-        _user(backend, alice, limit=0.5)
+    # Dropped (memory: folded into a dormant record; Redis: its spend is in Redis) ...
+    assert alice not in backend.accounts.by_name
+    if isinstance(backend, MemoryBudget):  # reported as it stands
+        assert await backend.spent(alice) == USD // 2 - 10
+    _user(backend, alice, limit=0.5, rpm=None)  # ... and made again on use, as the layer does
     assert await backend.spent(alice) == USD // 2 - 10
     with pytest.raises(BudgetExceeded) as info:
         await backend.admit((alice,), 100, "a2")
     assert info.value.account == alice
+
+
+@pytest.mark.parametrize("period", ["daily", "rolling:3600", "total"])
+async def test_paying_end_users_keep_the_registry_bounded_and_their_spend(
+    period: str, clock: FakeClock
+) -> None:
+    """Each new end user makes one paid request: in memory every one of them stays only as a
+    dormant record (its spend), the registry and the ledger stay bounded, and each is
+    charged its spend again when it comes back, for as long as its window holds it."""
+    backend = MemoryBudget([{"name": "org", "limit": 1000.0}], keep_transient=16, clock=clock)
+    for i in range(300):
+        name = _user(backend, f"eu.p{i}", limit=0.001, rpm=None, period=period)
+        backend.settle_sync(backend.admit_sync((name,), 600, f"p{i}"), 600)
+    assert len(backend.transients) <= 16 + 2 and len(backend._ledger) <= 1 + 16 + 2
+    assert backend.spent_sync("eu.p3") == 600 and backend.reserved_sync("eu.p3") == 0
+    _user(backend, "eu.p3", limit=0.001, rpm=None, period=period)
+    assert backend.spent_sync("eu.p3") == 600
+    with pytest.raises(BudgetExceeded):  # 600 + 401 > 1000: the spend came back with it
+        backend.admit_sync(("eu.p3",), 401, "again")
+    clock.now += 2 * 86_400  # past a day and the rolling hour
+    for i in range(40):  # new end users keep the sweeps (and their pruning) going
+        _user(backend, f"eu.q{i}", rpm=None, period=period)
+    _user(backend, "eu.p4", limit=0.001, rpm=None, period=period)
+    expected = 600 if period == "total" else 0
+    assert backend.spent_sync("eu.p4") == expected
+    if period != "total":  # their window passed: the dormant records go
+        assert not backend._dormant
 
 
 async def test_an_account_with_rate_taken_stays_until_its_allowance_refills(

@@ -222,6 +222,22 @@ impl Account {
         }
     }
 
+    /// Forget every amount spent: the account starts over as a new one of its kind would.
+    /// Refused while anything is held. Not atomic with reservations: the caller makes sure
+    /// none runs on this account meanwhile (the Python ledger calls it under its lock).
+    pub(crate) fn reset(&self) -> CoreResult<()> {
+        if self.held.load(Ordering::Acquire) != 0 {
+            return Err(CoreError::InvalidInput(
+                "a budget account with holds cannot be reset".into(),
+            ));
+        }
+        for slot in self.slots.iter() {
+            slot.store(0, Ordering::Release);
+        }
+        self.used.store(0, Ordering::Release);
+        Ok(())
+    }
+
     /// Undo a successful [`Account::try_hold`] of a chain that failed further on.
     pub(crate) fn undo_hold(&self, amount: i64) {
         self.used.fetch_sub(amount, Ordering::AcqRel);

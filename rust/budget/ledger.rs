@@ -154,6 +154,13 @@ impl Ledger {
         self.account(account)?.set_limits(limit, soft_limit)
     }
 
+    /// Forget an account's spend so that it can serve as a new account of its kind (its
+    /// limits then set with [`Ledger::set_limits`]). Refused while it holds anything; the
+    /// caller makes sure nothing reserves on or charges it meanwhile.
+    pub fn reset(&self, account: AccountId) -> CoreResult<()> {
+        self.account(account)?.reset()
+    }
+
     fn account(&self, id: AccountId) -> CoreResult<&Account> {
         self.accounts
             .get(id as usize)
@@ -447,6 +454,33 @@ mod tests {
         ledger.charge(&[id], 15, u64::MAX).expect("charged");
         assert_eq!(ledger.spent(id, 0), Ok(15));
         assert!(ledger.reserve(&[id], 0, 0).expect("ok").is_err());
+    }
+
+    #[test]
+    fn a_reset_account_starts_over_and_one_with_holds_refuses() {
+        let (ledger, _, ids) = ledger_with(&[Some(100)]);
+        let roll = ledger
+            .add_account(AccountSpec {
+                limit: Some(100),
+                soft_limit: None,
+                window: Window::Rolling {
+                    width_ns: 60,
+                    buckets: 6,
+                },
+            })
+            .expect("rolling");
+        for id in [ids[0], roll] {
+            let hold = reserve(&ledger, &[id], 70).expect("hold");
+            assert!(ledger.reset(id).is_err(), "a hold is outstanding");
+            ledger.settle(hold, 60, 5);
+            ledger.charge(&[id], 30, 25).expect("charge");
+            assert_eq!(ledger.spent(id, 30), Ok(90));
+            ledger.reset(id).expect("reset");
+            assert_eq!((ledger.spent(id, 30), ledger.used(id, 30)), (Ok(0), Ok(0)));
+            let again = reserve(&ledger, &[id], 100).expect("the whole limit again");
+            ledger.settle(again, 100, 31);
+            assert_eq!(ledger.used(id, 31), Ok(100));
+        }
     }
 
     #[test]

@@ -261,6 +261,12 @@ impl PyLedger {
         self.inner.reserved(account).map_err(PyErr::from)
     }
 
+    /// Forget `account`'s spend (it serves as a new account of its kind); ValueError while
+    /// it holds anything. Call it only where nothing reserves on or charges it meanwhile.
+    fn reset(&self, account: u32) -> PyResult<()> {
+        self.inner.reset(account).map_err(PyErr::from)
+    }
+
     /// Committed plus held, as the reservation check sees it.
     fn used(&self, account: u32, now_ns: u64) -> PyResult<i64> {
         self.inner.used(account, now_ns).map_err(PyErr::from)

@@ -12,8 +12,12 @@ expired hold is released (a later ``settle`` still charges the cost, as a late c
 and TPM limits are GCRA limiters in ``core.RateLimiter``.
 
 Transient accounts (an end user's, :mod:`routeguard.budget.transient`) are dropped once
-idle past the registry's ``keep``; their ledger account and limiters are reused by the next
-account of the same shape (an idle one is in exactly the state a new one starts in).
+idle past the registry's ``keep``: nothing held or in flight and full rate allowances. One
+without spend in its window is exactly what a new one is; one with spend is folded into a
+dormant record (the amount and when), charged again when the account is made again, for as
+long as its window would have kept it (a rolling window's spend as if all of it came at the
+drop: never forgotten early), about a fifth of an account's memory. Their ledger accounts
+(reset) and limiters are reused by the next account of that shape.
 
 Every operation also exists as a plain method (``reserve_sync`` ...): they never wait, so
 the async ones only wrap them; property tests drive the sync ones directly.
@@ -113,6 +117,10 @@ class MemoryBudget:
         # window shape, and by limit (every limiter counts per minute).
         self._spare: dict[tuple[str, object], list[int]] = {}
         self._spare_limiters: dict[int, list[int]] = {}
+        # Dropped transient accounts that had spent in their window: name -> (amount, when
+        # dropped, period), oldest first; lifetime ones apart (they never age out).
+        self._dormant: dict[str, tuple[int, float, Period]] = {}
+        self._dormant_total: dict[str, int] = {}
         self._log = spend_log
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         self._clock = clock
@@ -168,6 +176,23 @@ class MemoryBudget:
         self._set_rates(acc)
         if self._log is not None:
             self._replay(acc, ident, now)
+        if self._dormant or self._dormant_total:
+            self._wake(acc, ident, now)
+
+    def _wake(self, acc: Account, ident: int, now: float) -> None:
+        """Charge ``acc`` the spend it had when it was dropped, if its window still holds it."""
+        total = self._dormant_total.pop(acc.name, None)
+        if total is not None:
+            if acc.period.kind == "total":
+                self._ledger.charge([ident], total, int(now * 1e9))
+            return
+        amount = self._dormant_spend(acc.name, now)
+        seen = self._dormant.pop(acc.name, None)
+        if not amount or seen is None or seen[2] != acc.period:
+            return  # none left in its window; or a new period, which starts afresh
+        # A rolling window's spend as if all of it came at the drop: it ages out no sooner.
+        when = seen[1] if acc.period.kind == "rolling" else now
+        self._ledger.charge([ident], amount, int(when * 1e9))
 
     def _replay(self, acc: Account, ident: int, now: float) -> None:
         """Charge ``acc`` what the spend log holds for its current window."""
@@ -231,16 +256,25 @@ class MemoryBudget:
         ledger, limiter = self._ledger, self._limiter
 
         def idle(name: str) -> bool:
-            return ledger.used(self._ids[name], now_ns) == 0 and all(
+            return ledger.reserved(self._ids[name]) == 0 and all(
                 limiter.is_full(lim, now_ns) for lim, _ in self._rates[name]
             )
 
+        self._prune(now)
         gone = self.transients.sweep(idle)
         if not gone:
             return
         for name in gone:
             acc = self.accounts.by_name[name]
-            self._spare.setdefault(_shape(acc.period), []).append(self._ids.pop(name))
+            ident = self._ids.pop(name)
+            spent = ledger.spent(ident, now_ns)
+            if spent:
+                if acc.period.kind == "total":
+                    self._dormant_total[name] = spent
+                else:
+                    self._dormant[name] = (spent, now, acc.period)
+            ledger.reset(ident)  # nothing held (idle), nothing else uses it (the lock)
+            self._spare.setdefault(_shape(acc.period), []).append(ident)
             for lim, unit in self._rates.pop(name):
                 limit = acc.rpm if unit == "requests" else acc.tpm
                 assert limit is not None
@@ -248,6 +282,20 @@ class MemoryBudget:
         self.accounts.remove(gone)
         dropped = set(gone)
         self._plans = {k: p for k, p in self._plans.items() if dropped.isdisjoint(p.names)}
+
+    def _prune(self, now: float) -> None:
+        """Forget dormant spend whose window has passed (a bounded look at the oldest, per
+        sweep)."""
+        dormant = self._dormant
+        for _ in range(min(len(dormant), 64)):
+            name, (_, dropped, period) = next(iter(dormant.items()))
+            if period.kind == "rolling":
+                passed = dropped + period.seconds <= now
+            else:
+                passed = period.window(dropped).end <= now
+            if not passed:
+                break
+            del dormant[name]
 
     # ------------------------------------------------------------------ time
 
@@ -415,14 +463,35 @@ class MemoryBudget:
 
     @_locked
     def spent_sync(self, account: str) -> int:
-        """Committed micro-dollars of ``account`` in its current window."""
-        _, now_ns = self._tick()
+        """Committed micro-dollars of ``account`` in its current window (a dropped
+        transient account's: what it will be charged again when it is made again)."""
+        now, now_ns = self._tick()
+        if account not in self.accounts.by_name:
+            dormant = self._dormant_spend(account, now)
+            if dormant is not None:
+                return dormant
         return self._ledger.spent(self._ids[self.accounts[account].name], now_ns)
+
+    def _dormant_spend(self, name: str, now: float) -> int | None:
+        """The spend a dropped transient account ``name`` still has at ``now`` (None: not
+        dropped with spend)."""
+        total = self._dormant_total.get(name)
+        if total is not None:
+            return total
+        seen = self._dormant.get(name)
+        if seen is None:
+            return None
+        amount, dropped, period = seen
+        if period.kind == "rolling":
+            return amount if dropped + period.seconds > now else 0
+        return amount if period.window(dropped).id == period.window(now).id else 0
 
     @_locked
     def reserved_sync(self, account: str) -> int:
         """Micro-dollars held on ``account`` by requests in flight."""
-        self._tick()
+        now, _ = self._tick()
+        if account not in self.accounts.by_name and self._dormant_spend(account, now) is not None:
+            return 0  # dropped: nothing was held
         return self._ledger.reserved(self._ids[self.accounts[account].name])
 
     @_locked  # its plan is made from the limiters an upsert replaces (see _plan)
