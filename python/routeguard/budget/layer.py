@@ -613,11 +613,7 @@ def _end_user_name(end_user: str, parent: str | None) -> str:
     both (``eu.<hex>``: one dot, never a readable name's two)."""
     owner = parent or "-"
     name = f"eu.{owner}.{end_user}"
-    if (
-        "." not in owner
-        and len(name) <= 200
-        and not any(c.isspace() or c in "{}:" for c in name)
-    ):
+    if "." not in owner and len(name) <= 200 and not any(c.isspace() or c in "{}:" for c in name):
         return name
     digest = hashlib.sha256(f"{parent}\x00{end_user}".encode()).hexdigest()[:32]
     return f"eu.{digest}"
