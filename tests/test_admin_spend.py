@@ -59,10 +59,11 @@ def test_spend_by_team_model_and_time(mock: MockServer, tmp_path: Path) -> None:
             with openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0) as c:
                 for _ in range(n):
                     assert c.chat.completions.create(model=model, messages=MSG).usage
-        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=ads, max_retries=0)
-        with pytest.raises(openai.NotFoundError):  # out of the key's scope: as if missing
+        with (
+            openai.OpenAI(base_url=srv.url + "/v1", api_key=ads, max_retries=0) as c,
+            pytest.raises(openai.NotFoundError),  # out of the key's scope: as if missing
+        ):
             c.chat.completions.create(model="big", messages=MSG)
-        c.close()
         status, by_team = _get(srv.url, "group_by=team")
         assert status == 200
         teams = {r["group"]: r for r in by_team["data"]}

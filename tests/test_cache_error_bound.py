@@ -186,8 +186,11 @@ def test_proxy_reports_stats_metrics_and_takes_feedback_on_hits() -> None:
     with MockServer(meanings=meanings) as mock:
         cfg = _cfg(mock.url, {"max_error_rate": 0.05}, server={"master_key": MASTER})
         gw = Gateway(config.load(cfg, env={}), embedder=WideWordsEmbedder())
-        with ServerThread(create_app(gw)) as srv, httpx.Client(base_url=srv.url) as c:
-            client = openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0)
+        with (
+            ServerThread(create_app(gw)) as srv,
+            httpx.Client(base_url=srv.url) as c,
+            openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as client,
+        ):
             states: dict[str, int] = {}
             hit_id = None
             for q in questions:

@@ -38,11 +38,12 @@ def test_default_config_speaks_anthropic_inbound(default_proxy: str) -> None:
 
 
 def test_two_workers_serve_the_default_config() -> None:
-    with serve("--workers", "2") as served:
-        c = openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0)
+    with (
+        serve("--workers", "2") as served,
+        openai.OpenAI(base_url=served.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
         for _ in range(4):
             r = c.chat.completions.create(
                 model="claude-3-5-haiku", messages=[{"role": "user", "content": "hi"}]
             )
             assert r.choices[0].message.content
-        c.close()

@@ -124,37 +124,45 @@ PROMPTS = [
 
 def _send_traffic(url: str, keys: dict[str, str]) -> int:
     """Requests of every kind through the openai SDK; how many the proxy answered."""
-    search = openai.OpenAI(base_url=url + "/v1", api_key=keys["search"], max_retries=0)
-    support = openai.OpenAI(base_url=url + "/v1", api_key=keys["support"], max_retries=0)
-    master = openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0)
-    sent = 0
-    for prompt in PROMPTS:
-        search.chat.completions.create(model="auto", messages=[{"role": "user", "content": prompt}])
-        sent += 1
-    for prompt in ["how do I reset my password", "what are your opening hours"] * 3:
-        support.chat.completions.create(model="faq", messages=[{"role": "user", "content": prompt}])
-        sent += 1
-    stream = support.chat.completions.create(
-        model="small", messages=[{"role": "user", "content": "tell me a story"}], stream=True
-    )
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    sent += 1
-    for _ in range(2):
-        out = master.chat.completions.create(
-            model="flaky", messages=[{"role": "user", "content": "x"}]
+    with (
+        openai.OpenAI(base_url=url + "/v1", api_key=keys["search"], max_retries=0) as search,
+        openai.OpenAI(base_url=url + "/v1", api_key=keys["support"], max_retries=0) as support,
+        openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0) as master,
+    ):
+        sent = 0
+        for prompt in PROMPTS:
+            search.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": prompt}]
+            )
+            sent += 1
+        for prompt in ["how do I reset my password", "what are your opening hours"] * 3:
+            support.chat.completions.create(
+                model="faq", messages=[{"role": "user", "content": prompt}]
+            )
+            sent += 1
+        stream = support.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": "tell me a story"}], stream=True
         )
-        assert out.choices[0].message.content  # answered by the fallback
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         sent += 1
-    for model in ("broken", "no-such-model"):
-        with pytest.raises(openai.APIStatusError):
-            master.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        for _ in range(2):
+            out = master.chat.completions.create(
+                model="flaky", messages=[{"role": "user", "content": "x"}]
+            )
+            assert out.choices[0].message.content  # answered by the fallback
+            sent += 1
+        for model in ("broken", "no-such-model"):
+            with pytest.raises(openai.APIStatusError):
+                master.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "x"}]
+                )
+            sent += 1
+        denied = search.chat.completions.create(
+            model="payments", messages=[{"role": "user", "content": "pay"}], tools=_pay("US99")
+        )
+        assert not denied.choices[0].message.tool_calls  # removed by the policy
         sent += 1
-    denied = search.chat.completions.create(
-        model="payments", messages=[{"role": "user", "content": "pay"}], tools=_pay("US99")
-    )
-    assert not denied.choices[0].message.tool_calls  # removed by the policy
-    sent += 1
-    return sent
+        return sent
 
 
 def _pay(recipient: str) -> Any:
@@ -196,11 +204,14 @@ def test_dashboard_in_headless_chromium(proxy: Served, browser_binary: str) -> N
     waiting: dict[str, Any] = {}
 
     def pay() -> None:
-        client = openai.OpenAI(base_url=url + "/v1", api_key=keys["search"], max_retries=0,
-                               timeout=120)  # fmt: skip
-        waiting["response"] = client.chat.completions.create(
-            model="payments", messages=[{"role": "user", "content": "pay GB"}], tools=_pay("GB42")
-        )
+        with openai.OpenAI(
+            base_url=url + "/v1", api_key=keys["search"], max_retries=0, timeout=120
+        ) as client:
+            waiting["response"] = client.chat.completions.create(
+                model="payments",
+                messages=[{"role": "user", "content": "pay GB"}],
+                tools=_pay("GB42"),
+            )
 
     payer = threading.Thread(target=pay, daemon=True)
     payer.start()

@@ -41,19 +41,21 @@ def test_a_zero_budget_key_gets_no_embeddings_and_an_rpm_limit_counts_them(
     gw = Gateway.from_config(_cfg(mock.url))
     broke, broke_rec = gw.keys.create(KeySpec(max_budget=0.0))
     limited, _ = gw.keys.create(KeySpec(rpm=2))
-    with ServerThread(create_app(gw)) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=broke, max_retries=0)
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key=broke, max_retries=0) as client,
+    ):
         refused = 0
         for _ in range(20):
             with pytest.raises(openai.RateLimitError) as caught:
                 client.embeddings.create(model="emb", input=BIG)
             refused += "budget" in caught.value.message
         assert refused == 20
-        rpm = openai.OpenAI(base_url=srv.url + "/v1", api_key=limited, max_retries=0)
-        rpm.embeddings.create(model="emb", input="one")
-        rpm.embeddings.create(model="emb", input="two")
-        with pytest.raises(openai.RateLimitError):
-            rpm.embeddings.create(model="emb", input="three")
+        with openai.OpenAI(base_url=srv.url + "/v1", api_key=limited, max_retries=0) as rpm:
+            rpm.embeddings.create(model="emb", input="one")
+            rpm.embeddings.create(model="emb", input="two")
+            with pytest.raises(openai.RateLimitError):
+                rpm.embeddings.create(model="emb", input="three")
     assert gw.budget is not None
     assert asyncio.run(gw.budget.backend.spent(broke_rec.key_id)) == 0
 

@@ -120,8 +120,10 @@ def test_the_proxy_answers_403_without_naming_the_model_outside_the_scope(
     # 384-d vectors: the proxy's startup warms the learned router, which needs them.
     gw = Gateway.from_config(_cfg(mock.url), embedder=WideWordsEmbedder())
     secret, _ = gw.keys.create(KeySpec(models=["fast"]))
-    with ServerThread(create_app(gw)) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=secret, max_retries=0)
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key=secret, max_retries=0) as client,
+    ):
         with pytest.raises(openai.PermissionDeniedError) as caught:
             client.chat.completions.create(model="fast", messages=LONG)
         assert "smart" not in caught.value.message  # counted, not named

@@ -231,18 +231,17 @@ def test_the_proxy_lists_patterns_and_serves_wildcard_names_to_the_sdk(
     data = _litellm(mock.url, general_settings={"master_key": MASTER})
     gw = Gateway.from_config(data)
     with ServerThread(create_app(gw)) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0)
-        ids = [m.id for m in client.models.list()]
-        assert ids[0] == "gpt-4o-mini" and set(ids[1:]) == {"*", "claude-*", "anthropic/*"}
-        out = client.chat.completions.create(model="o3-mini", messages=MSG)
-        assert out.choices[0].message.content
-        assert _last(mock) == ("/v1/chat/completions", "o3-mini")
-        assert client.models.retrieve("claude-3-7-sonnet").id == "claude-3-7-sonnet"
-        with pytest.raises(openai.NotFoundError):
-            client.models.retrieve("a*b")
-        stream = client.chat.completions.create(model="mistral-tiny", messages=MSG, stream=True)
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        client.close()
+        with openai.OpenAI(base_url=srv.url + "/v1", api_key=MASTER, max_retries=0) as client:
+            ids = [m.id for m in client.models.list()]
+            assert ids[0] == "gpt-4o-mini" and set(ids[1:]) == {"*", "claude-*", "anthropic/*"}
+            out = client.chat.completions.create(model="o3-mini", messages=MSG)
+            assert out.choices[0].message.content
+            assert _last(mock) == ("/v1/chat/completions", "o3-mini")
+            assert client.models.retrieve("claude-3-7-sonnet").id == "claude-3-7-sonnet"
+            with pytest.raises(openai.NotFoundError):
+                client.models.retrieve("a*b")
+            stream = client.chat.completions.create(model="mistral-tiny", messages=MSG, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         # Callers choose wildcard names: metrics label them by their pattern (bounded).
         req = urllib.request.Request(srv.url + "/metrics",
                                      headers={"authorization": f"Bearer {MASTER}"})  # fmt: skip

@@ -110,22 +110,24 @@ async def test_drop_params_drops_and_says_so(mock: MockServer, where: str) -> No
 
 def test_the_proxy_names_dropped_params_in_a_header(mock: MockServer) -> None:
     gw = Gateway.from_config(_cfg(mock.url, drop=True))
-    with ServerThread(create_app(gw)) as srv:
-        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    with (
+        ServerThread(create_app(gw)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
         bias = {"50256": -100}
         raw = c.chat.completions.with_raw_response.create(model="g", messages=MSG, logit_bias=bias)
         assert raw.headers["x-routeguard-dropped-params"] == "logit_bias"
         assert raw.parse().choices[0].message.content
         raw = c.chat.completions.with_raw_response.create(model="g", messages=MSG, seed=1)
         assert "x-routeguard-dropped-params" not in raw.headers
-        c.close()
     strict = Gateway.from_config(_cfg(mock.url))
-    with ServerThread(create_app(strict)) as srv:
-        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    with (
+        ServerThread(create_app(strict)) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
         with pytest.raises(openai.BadRequestError) as info:
             c.chat.completions.create(model="g", messages=MSG, logit_bias={"50256": -100})
         assert info.value.body is not None and "logit_bias" in str(info.value.body)
-        c.close()
 
 
 def test_litellm_drop_params_maps_to_ours() -> None:

@@ -305,9 +305,9 @@ def test_two_proxies_share_a_cooldown_through_the_openai_sdk(
     with (
         ServerThread(create_app(Gateway.from_config(cfg))) as pa,
         ServerThread(create_app(gb)) as pb,
+        openai.OpenAI(base_url=pa.url + "/v1", api_key="x", max_retries=0) as ca,
+        openai.OpenAI(base_url=pb.url + "/v1", api_key="x", max_retries=0) as cb,
     ):
-        ca = openai.OpenAI(base_url=pa.url + "/v1", api_key="x", max_retries=0)
-        cb = openai.OpenAI(base_url=pb.url + "/v1", api_key="x", max_retries=0)
         first = ca.chat.completions.with_raw_response.create(model="m", messages=MSG)  # type: ignore[arg-type]
         assert first.headers["x-routeguard-attempts"] == "2"
         r = redis.Redis.from_url(redis_server)
@@ -457,9 +457,12 @@ def test_two_serve_processes_share_a_cooldown(
     cfg = _cfg(mock, redis_server, _prefix(), redis_sync_interval=0.05)
     path = tmp_path / "routeguard.json"
     path.write_text(json.dumps(cfg))
-    with serve("--config", str(path)) as a, serve("--config", str(path)) as b:
-        ca = openai.OpenAI(base_url=a.url + "/v1", api_key="x", max_retries=0)
-        cb = openai.OpenAI(base_url=b.url + "/v1", api_key="x", max_retries=0)
+    with (
+        serve("--config", str(path)) as a,
+        serve("--config", str(path)) as b,
+        openai.OpenAI(base_url=a.url + "/v1", api_key="x", max_retries=0) as ca,
+        openai.OpenAI(base_url=b.url + "/v1", api_key="x", max_retries=0) as cb,
+    ):
         first = ca.chat.completions.with_raw_response.create(model="m", messages=MSG)  # type: ignore[arg-type]
         assert first.headers["x-routeguard-attempts"] == "2"
         # b's metrics show the cooldown a opened once b's sync task has read it.

@@ -76,11 +76,12 @@ async def test_the_answer_is_the_json(mock: MockServer) -> None:
 
 
 def test_parse_clients_work_through_the_proxy(mock: MockServer) -> None:
-    with ServerThread(create_app(Gateway.from_config(_cfg(mock.url)))) as srv:
-        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    with (
+        ServerThread(create_app(Gateway.from_config(_cfg(mock.url)))) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0) as c,
+    ):
         parsed = c.chat.completions.parse(model="claude", messages=MSG, response_format=City)
         city = parsed.choices[0].message.parsed
         assert isinstance(city, City) and city.name
         resp = c.responses.parse(model="claude", input="describe Lisbon", text_format=City)
         assert isinstance(resp.output_parsed, City)
-        c.close()

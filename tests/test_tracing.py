@@ -87,8 +87,10 @@ def test_a_fallback_request_is_one_trace_under_the_callers_span(
                "headers": {"Authorization": "Bearer otlp-token"}}  # fmt: skip
     path = _config(tmp_path, mock.url, tracing)
     before = len(mock.requests)
-    with serve("--config", path, env=_ENV) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+    with (
+        serve("--config", path, env=_ENV) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0) as client,
+    ):
         resp = client.chat.completions.create(
             model="flaky",
             messages=[{"role": "user", "content": SECRET_PROMPT}],
@@ -151,8 +153,10 @@ def test_a_stream_span_ends_with_the_stream_and_tool_decisions_are_spans(
     tmp_path: Path, mock: MockServer, receiver: OtlpReceiver
 ) -> None:
     path = _config(tmp_path, mock.url, {"endpoint": receiver.url})
-    with serve("--config", path, env=_ENV) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+    with (
+        serve("--config", path, env=_ENV) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0) as client,
+    ):
         chunks = list(
             client.chat.completions.create(
                 model="backup",
@@ -210,8 +214,10 @@ def test_log_content_puts_scrubbed_messages_in_spans(
     tmp_path: Path, mock: MockServer, receiver: OtlpReceiver
 ) -> None:
     path = _config(tmp_path, mock.url, {"endpoint": receiver.url}, log_content=True)
-    with serve("--config", path, env=_ENV) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+    with (
+        serve("--config", path, env=_ENV) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0) as client,
+    ):
         resp = client.chat.completions.create(
             model="backup", messages=[{"role": "user", "content": SECRET_PROMPT}]
         )
@@ -227,8 +233,10 @@ def test_log_content_puts_scrubbed_messages_in_spans(
 def test_no_tracing_configured_sends_no_traceparent(tmp_path: Path, mock: MockServer) -> None:
     path = _config(tmp_path, mock.url, None)
     before = len(mock.requests)
-    with serve("--config", path) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+    with (
+        serve("--config", path) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0) as client,
+    ):
         client.chat.completions.create(
             model="backup",
             messages=[{"role": "user", "content": "hi"}],
@@ -243,8 +251,10 @@ def test_otlp_over_grpc_with_headers(tmp_path: Path, mock: MockServer) -> None:
         tracing = {"endpoint": grpc_receiver.url, "protocol": "grpc",
                    "headers": {"x-tenant": "os.environ/TRACE_TENANT"}}  # fmt: skip
         path = _config(tmp_path, mock.url, tracing)
-        with serve("--config", path, env={**_ENV, "TRACE_TENANT": "team-7"}) as srv:
-            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0)
+        with (
+            serve("--config", path, env={**_ENV, "TRACE_TENANT": "team-7"}) as srv,
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-any", max_retries=0) as client,
+        ):
             client.chat.completions.create(
                 model="backup", messages=[{"role": "user", "content": "hi"}]
             )
@@ -275,8 +285,11 @@ def test_cache_hits_and_refusals_in_process(mock: MockServer, receiver: OtlpRece
         hit = c.chat.completions.create(model="cached", messages=msgs)
         with pytest.raises(openai.NotFoundError):
             c.chat.completions.create(model="nope", messages=msgs)
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        with (
+            pytest.raises(openai.AuthenticationError),
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-wrong", max_retries=0) as wrong,
+        ):
+            wrong.models.list()
         app.tracing.provider.force_flush()
         got = receiver.wait_for(lambda s: len([x for x in s if x.kind == SERVER]) >= 4)
     assert spans.recorder is None  # shutdown uninstalled it

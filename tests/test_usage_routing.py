@@ -205,8 +205,11 @@ def test_clients_get_a_429_in_their_protocol_with_retry_after(mock: MockServer) 
         "router_settings": {"strategy": "usage-based"},
     }  # fmt: skip
     gw = Gateway.from_config(cfg)
-    with ServerThread(create_app(gw)) as server:
-        oa = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    with (
+        ServerThread(create_app(gw)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as oa,
+        anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0) as an,
+    ):
         served = {
             oa.chat.completions.with_raw_response.create(model="limited", messages=MSG).headers[
                 "x-routeguard-deployment"
@@ -219,7 +222,6 @@ def test_clients_get_a_429_in_their_protocol_with_retry_after(mock: MockServer) 
         wait = int(info.value.response.headers["retry-after"])
         assert 1 <= wait <= 60
         assert info.value.body["code"] == "rate_limited"  # type: ignore[index]
-        an = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
         with pytest.raises(anthropic.RateLimitError) as ainfo:
             an.messages.create(
                 model="limited", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
