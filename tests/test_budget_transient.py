@@ -17,11 +17,14 @@ from priced import priced_config
 from routeguard import BudgetExceeded, RateLimited
 from routeguard import config as config_mod
 from routeguard.budget import BudgetBackend, MemoryBudget, RedisBudget
+from routeguard.budget import alerts as alerts_mod
 from routeguard.budget.accounts import load_accounts, usd_to_micros
+from routeguard.budget.alerts import BudgetAlerter
 from routeguard.budget.keys import KeySpec
 from routeguard.budget.layer import BudgetLayer
 from routeguard.budget.transient import Transients
 from routeguard.config.budgets import BudgetAccountConfig
+from routeguard.config.settings import BudgetAlerts
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 
@@ -427,3 +430,157 @@ async def test_two_tenants_end_users_never_share_an_account() -> None:
     assert await layer.backend.spent("acme.eu") > 0
     assert await layer.backend.spent("acme") == 0
     assert await layer.backend.spent(first[0]) == 0
+
+
+# ---------------------------------------------------------------- dormant spend (review 2)
+
+BIG = 10**9
+ORG = [{"name": "org", "limit": 100.0}]
+
+
+def _eu(b: MemoryBudget, name: str, **limits: Any) -> str:
+    cfg = BudgetAccountConfig(name=name, parent="org", **{"limit": 0.001, **limits})
+    if name not in b.accounts.by_name:  # as the layer's _split does
+        b.upsert(b.accounts.build(cfg), transient=True)
+    return name
+
+
+def _others(b: MemoryBudget, count: int, tag: str) -> None:
+    """New end users, each held and released (no spend): sweeps drop the idle ones."""
+    for i in range(count):
+        name = _eu(b, f"eu.org.{tag}{i}")
+        b.release_sync(b.admit_sync((name,), 1, f"{tag}{i}"))
+
+
+def _spend(b: MemoryBudget, name: str, amount: int, rid: str) -> None:
+    b.settle_sync(b.admit_sync((name,), amount, rid), amount)
+
+
+def _at(when: datetime) -> FakeClock:
+    clock = FakeClock()
+    clock.now = when.timestamp()
+    return clock
+
+
+def test_a_clock_stepped_back_over_midnight_keeps_an_end_users_dormant_spend() -> None:
+    """The ledger's calendar never moves back: the dormant spend follows it, not the wall
+    clock (a 30 s NTP step back over midnight let a dropped end user spend twice)."""
+    clock = _at(datetime(2026, 12, 1, 0, 0, 20, tzinfo=UTC))
+    dropping = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    keeping = MemoryBudget(ORG, clock=clock, keep_transient=BIG)
+    for b in (dropping, keeping):
+        _spend(b, _eu(b, "eu.org.alice", period="daily"), 1000, "a1")  # the whole limit
+    _others(dropping, 10, "c")
+    assert "eu.org.alice" not in dropping.accounts.by_name
+    clock.now -= 30
+    for b in (keeping, dropping):
+        _eu(b, "eu.org.alice", period="daily")
+        with pytest.raises(BudgetExceeded):
+            b.admit_sync(("eu.org.alice",), 1000, "a2")
+
+
+def _eu_config(spec: dict[str, Any]) -> Any:
+    return config_mod.load({
+        "model_list": [{"type": "openai", "model_name": "m", "model": "sim-m", "api_key": "k",
+                        "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 1.0}],
+        "budgets": ORG,
+        "budget_settings": {"end_user": {"limit": 0.001, **spec}},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"period": "monthly"}, {"period": "daily"}),
+        ({"period": "daily"}, {"period": "daily", "timezone": "Europe/Berlin"}),
+        ({"period": "rolling:3600"}, {"period": "rolling:7200"}),
+        ({"period": "daily"}, {"period": "total"}),
+    ],
+)
+def test_a_reload_changing_the_end_user_period_keeps_dormant_spend(
+    before: dict[str, str], after: dict[str, str]
+) -> None:
+    """A dropped end user made again under a new period (a reload) is charged its spend
+    as if it came at the drop: never a fresh window over the one it spent."""
+    clock = _at(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    results = {}
+    for keep in (2, BIG):
+        backend = MemoryBudget(ORG, clock=clock, keep_transient=keep)
+        layer = BudgetLayer(_eu_config(before), backend)
+        chain = layer.chain_for(["org"], None, end_user="bob")
+        backend.settle_sync(backend.admit_sync(chain, 1000, "b1"), 1000)  # bob's whole limit
+        for i in range(10):
+            layer.chain_for(["org"], None, end_user=f"v{i}")
+        clock.now += 60
+        chain = BudgetLayer(_eu_config(after), backend).chain_for(["org"], None, end_user="bob")
+        try:
+            backend.release_sync(backend.admit_sync(chain, 1000, "b2"))
+            results[keep] = "admitted"
+        except BudgetExceeded:
+            results[keep] = "refused"
+        clock.now -= 60
+    assert results == {2: "refused", BIG: "refused"}
+
+
+def test_rolling_spend_folded_late_ages_out_when_it_was_spent() -> None:
+    """A rolling window's dormant spend keeps its buckets: dropped long after it was spent,
+    it ages out when the real spend would (not a window after the drop)."""
+    clock = _at(datetime(2026, 11, 30, 0, 0, tzinfo=UTC))
+    dropping = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    keeping = MemoryBudget(ORG, clock=clock, keep_transient=BIG)
+    for b in (dropping, keeping):
+        _spend(b, _eu(b, "eu.org.eve", period="rolling:86400"), 1000, "e1")
+    clock.now += 20 * 3600
+    _others(dropping, 10, "c")
+    assert "eu.org.eve" not in dropping.accounts.by_name
+    assert dropping.spent_sync("eu.org.eve") == 1000
+    clock.now += 5 * 3600  # 25 h after the spend: out of the 24 h window
+    for b in (keeping, dropping):
+        _eu(b, "eu.org.eve", period="rolling:86400")
+        assert b.spent_sync("eu.org.eve") == 0
+        b.release_sync(b.admit_sync(("eu.org.eve",), 1000, "e2"))
+
+
+async def test_an_end_users_alert_survives_its_drop_before_the_check() -> None:
+    clock = _at(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    raised = {}
+    for keep in (2, BIG):
+        b = MemoryBudget(ORG, clock=clock, keep_transient=keep)
+        alerter = BudgetAlerter(BudgetAlerts(thresholds=(0.8,)), b, clock=clock)
+        name = _eu(b, "eu.org.dan", soft_limit=0.0005)
+        _spend(b, name, 900, "d1")  # past the soft limit and 80 %
+        noticed = b.accounts.by_name[name]
+        _others(b, 10, "c")  # other requests run before the checker gets its turn
+        raised[keep] = sorted(a.level for a in await alerter.check(name, noticed))
+    assert raised[BIG] == ["0.8", "soft_limit"] and raised[2] == raised[BIG]
+
+
+async def test_alerts_sent_does_not_grow_per_distinct_end_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(alerts_mod, "_SENT_MAX", 300)
+    clock = _at(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    b = MemoryBudget(ORG, clock=clock, keep_transient=16)
+    alerter = BudgetAlerter(BudgetAlerts(thresholds=(0.8,)), b, clock=clock)
+    for day in range(3):
+        for i in range(300):
+            name = _eu(b, f"eu.org.d{day}u{i}", period="daily")
+            _spend(b, name, 900, f"{day}-{i}")
+            await alerter.check(name)
+        clock.now += 86_400
+    assert len(alerter._sent) <= 300 + 1  # those of past days were forgotten
+
+
+def test_a_reload_lowering_the_end_user_limit_binds_live_end_users() -> None:
+    clock = _at(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    backend = MemoryBudget(ORG, clock=clock)
+    chain = BudgetLayer(_eu_config({"limit": 0.01}), backend).chain_for(
+        ["org"], None, end_user="mal"
+    )
+    backend.settle_sync(backend.admit_sync(chain, 1000, "m1"), 1000)
+    chain = BudgetLayer(_eu_config({"limit": 0.001}), backend).chain_for(
+        ["org"], None, end_user="mal"
+    )
+    with pytest.raises(BudgetExceeded):  # 1000 of a 1000 limit now: no more
+        backend.admit_sync(chain, 5000, "m2")
+    assert backend.spent_sync(chain[0]) == 1000  # its spend stayed with the new limit

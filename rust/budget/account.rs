@@ -305,6 +305,18 @@ impl Account {
             .fold(0u64, |sum, (_, amount)| sum.saturating_add(amount))
     }
 
+    /// The live buckets' spend as of bucket `cur`: `(bucket start in ns, amount)` for a
+    /// rolling window (charging an amount at its start puts it back in the same bucket);
+    /// the start is 0 for the other kinds.
+    pub(crate) fn live(&self, cur: u64) -> Vec<(u64, u64)> {
+        self.slots
+            .iter()
+            .map(|slot| unpack(slot.load(Ordering::Acquire)))
+            .filter(|&(tag, amount)| amount != 0 && self.is_live(tag, cur))
+            .map(|(tag, amount)| (tag.saturating_mul(self.bucket_ns), amount))
+            .collect()
+    }
+
     /// Outstanding holds.
     pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire).max(0) as u64

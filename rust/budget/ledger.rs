@@ -154,6 +154,15 @@ impl Ledger {
         self.account(account)?.set_limits(limit, soft_limit)
     }
 
+    /// The spend of an account's live buckets at `now_ns`: `(bucket start ns, amount)` for
+    /// a rolling window (charged back at those times, each lands in its own bucket again),
+    /// one `(0, amount)` for the other kinds; empty when nothing counts.
+    pub fn live_spend(&self, account: AccountId, now_ns: u64) -> CoreResult<Vec<(u64, u64)>> {
+        let account = self.account(account)?;
+        let cur = self.current(account, now_ns);
+        Ok(account.live(cur))
+    }
+
     /// Forget an account's spend so that it can serve as a new account of its kind (its
     /// limits then set with [`Ledger::set_limits`]). Refused while it holds anything; the
     /// caller makes sure nothing reserves on or charges it meanwhile.
@@ -475,6 +484,20 @@ mod tests {
             ledger.settle(hold, 60, 5);
             ledger.charge(&[id], 30, 25).expect("charge");
             assert_eq!(ledger.spent(id, 30), Ok(90));
+            let live = ledger.live_spend(id, 30).expect("live");
+            if id == roll {
+                // buckets of 10 ns: 60 at 5 ns in bucket 0, 30 at 25 ns in bucket 2
+                let mut sorted = live.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, vec![(0, 60), (20, 30)]);
+                assert_eq!(
+                    ledger.live_spend(id, 75),
+                    Ok(vec![(20, 30)]),
+                    "bucket 0 aged out"
+                );
+            } else {
+                assert_eq!(live, vec![(0, 90)]);
+            }
             ledger.reset(id).expect("reset");
             assert_eq!((ledger.spent(id, 30), ledger.used(id, 30)), (Ok(0), Ok(0)));
             let again = reserve(&ledger, &[id], 100).expect("the whole limit again");

@@ -261,6 +261,12 @@ impl PyLedger {
         self.inner.reserved(account).map_err(PyErr::from)
     }
 
+    /// The spend of `account`'s live buckets: `(bucket start ns, amount)` for a rolling
+    /// window, one `(0, amount)` for the other kinds.
+    fn live_spend(&self, account: u32, now_ns: u64) -> PyResult<Vec<(u64, u64)>> {
+        self.inner.live_spend(account, now_ns).map_err(PyErr::from)
+    }
+
     /// Forget `account`'s spend (it serves as a new account of its kind); ValueError while
     /// it holds anything. Call it only where nothing reserves on or charges it meanwhile.
     fn reset(&self, account: u32) -> PyResult<()> {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from routeguard.config.settings import BudgetAlerts
 
 log = logging.getLogger("routeguard.budget.alerts")
 
+_SENT_MAX = 10_000  # alerts remembered as sent before those of ended periods are forgotten
 _PENDING_MAX = 100_000  # accounts awaiting a check; past it notices are dropped (and counted)
 _RETRY_BASE_S = 0.5
 _RETRY_CAP_S = 30.0
@@ -123,8 +125,11 @@ class BudgetAlerter:
         self.settings = settings
         self.backend = backend
         self._clock = clock
-        self._pending: dict[str, None] = {}  # insertion-ordered set of account names
-        self._sent: dict[tuple[str, str], str] = {}  # (account, level) -> period id sent in
+        # Accounts awaiting a check, in order, with the account as noticed (a transient one
+        # may be dropped before its check).
+        self._pending: dict[str, Account | None] = {}
+        # (account, level) -> the period id it was sent in, and when that period ends.
+        self._sent: dict[tuple[str, str], tuple[str, float]] = {}
         self._wake = asyncio.Event()
         self._checking = False
         self._checked = asyncio.Event()  # set each time the checker has emptied _pending
@@ -155,12 +160,13 @@ class BudgetAlerter:
             return  # settled from a thread without a loop: the next settle on a loop checks
         if self._loop is not loop or not self._tasks:
             self._start(loop)
+        known = self.backend.accounts.by_name
         for name in chain:
             if name not in self._pending:
                 if len(self._pending) >= _PENDING_MAX:
                     self.dropped += 1
                     continue
-                self._pending[name] = None
+                self._pending[name] = known.get(name)
         self._wake.set()
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -182,18 +188,20 @@ class BudgetAlerter:
             self._wake.clear()
             self._checking = True
             while self._pending:
-                name = next(iter(self._pending))
+                name, account = next(iter(self._pending.items()))
                 del self._pending[name]
                 try:
-                    await self.check(name)
+                    await self.check(name, account)
                 except Exception as exc:  # a store error must not stop the checker
                     log.warning("budget alert check of '%s' failed: %s", name, type(exc).__name__)
             self._checking = False
             self._checked.set()
 
-    async def check(self, name: str) -> list[Alert]:
-        """Check one account now: the alerts it raised (logged and queued for the webhook)."""
-        account = self.backend.accounts.by_name.get(name)
+    async def check(self, name: str, noticed: Account | None = None) -> list[Alert]:
+        """Check one account now: the alerts it raised (logged and queued for the webhook).
+        ``noticed``: the account as it was at its settlement, for one dropped since (an
+        idle end user's: made again to read its spend)."""
+        account = self.backend.accounts.by_name.get(name) or noticed
         if account is None:
             return []
         levels = self._levels(account)
@@ -201,15 +209,24 @@ class BudgetAlerter:
             return []
         now = self._clock()
         period_id, resets_at, ttl = period_of(account, now)
-        due = [lv for lv in levels if self._sent.get((name, lv[0])) != period_id]
+        due = [lv for lv in levels if self._sent.get((name, lv[0]), ("",))[0] != period_id]
         if not due:
             return []
+        if name not in self.backend.accounts.by_name:
+            upsert = getattr(self.backend, "upsert", None)
+            if upsert is not None:
+                upsert(account, transient=True)  # its spend is read back from the store
         spend = await self.backend.spent(name)
         raised = []
         for level, threshold, amount in due:
             if spend < amount:
                 continue
-            self._sent[(name, level)] = period_id
+            if len(self._sent) >= _SENT_MAX:  # forget what belongs to periods that ended
+                self._sent = {k: v for k, v in self._sent.items() if v[1] > now}
+            self._sent[(name, level)] = (
+                period_id,
+                math.inf if resets_at is None else resets_at.timestamp(),
+            )
             if not await self._claim(f"{name}:{period_id}:{level}", ttl):
                 continue  # another instance sent it
             alert = Alert(

@@ -25,6 +25,7 @@ key's team) is held as one reservation per root, all or none, settled and releas
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -37,7 +38,7 @@ from typing import Any
 import msgspec
 
 from routeguard._native import core
-from routeguard.budget.accounts import Accounts, load_accounts, usd_to_micros
+from routeguard.budget.accounts import Account, Accounts, Period, load_accounts, usd_to_micros
 from routeguard.budget.alerts import BudgetAlerter
 from routeguard.budget.bound import InputSize, completion_bound, image_tokens, measure
 from routeguard.budget.bound import quote as _quote
@@ -65,6 +66,7 @@ from routeguard.errors import PermissionDenied
 
 log = logging.getLogger("routeguard.budget")
 Json = dict[str, Any]
+_Limits = tuple[int | None, int | None, int | None, int | None]  # limit, soft, rpm, tpm
 
 
 class BudgetLayer:
@@ -98,6 +100,7 @@ class BudgetLayer:
         self.directory: Directory | None = None
         """Teams, users, customers and organizations (the gateway's key store's)."""
         self._usage: dict[str, tuple[float, int]] = {}  # account -> (when read, spent + held)
+        self._eu_limits: _Limits | None = None  # see _end_user_limits
         # Request ids: unique across instances (random prefix) and cheap (a counter).
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._ids = itertools.count()
@@ -304,16 +307,37 @@ class BudgetLayer:
         with the same id never share a budget. A transient account: the backend drops it
         once idle, past its ``keep`` (:mod:`routeguard.budget.transient`)."""
         name = _end_user_name(end_user, parent)
-        if name not in self.backend.accounts.by_name:
+        acc = self.backend.accounts.by_name.get(name)
+        if acc is None:
             self._make_end_user(name, parent)
+        elif (acc.limit, acc.soft_limit, acc.rpm, acc.tpm) != self._end_user_limits(acc):
+            self._make_end_user(name, parent, acc.period)  # a reload changed them
         return name
 
-    def _make_end_user(self, name: str, parent: str | None) -> None:
-        """Make the end-user account ``name`` under ``parent``."""
+    def _make_end_user(self, name: str, parent: str | None, period: Period | None = None) -> None:
+        """Make the end-user account ``name`` under ``parent`` with the configured limits
+        (in ``period`` when given: a live account keeps its window, as its spend is in it)."""
         spec = self.settings.end_user
         assert spec is not None
         cfg = BudgetAccountConfig(name=name, parent=parent, **msgspec.structs.asdict(spec))
-        self.backend.upsert(self.backend.accounts.build(cfg), transient=True)
+        acc = self.backend.accounts.build(cfg)
+        if period is not None and period != acc.period:
+            acc = dataclasses.replace(acc, period=period)
+        self.backend.upsert(acc, transient=True)
+
+    def _end_user_limits(
+        self, acc: Account
+    ) -> tuple[int | None, int | None, int | None, int | None]:
+        """The configured end-user limits in micro-dollars (and RPM, TPM), as an account
+        made now would carry them (worked out once per layer)."""
+        limits = self._eu_limits
+        if limits is None:
+            spec = self.settings.end_user
+            assert spec is not None
+            cfg = BudgetAccountConfig(name=acc.name, **msgspec.structs.asdict(spec))
+            made = self.backend.accounts.build(cfg)
+            limits = self._eu_limits = (made.limit, made.soft_limit, made.rpm, made.tpm)
+        return limits
 
     def key_account(self, key: KeyRecord) -> str | None:
         """The budget account of a virtual key with ``max_budget``/``rpm``/``tpm`` (named by

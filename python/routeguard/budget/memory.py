@@ -76,6 +76,17 @@ def _locked(
     return run
 
 
+@dataclass(slots=True, frozen=True)
+class _Dormant:
+    """The spend of a dropped transient account, kept until it would have aged out: its
+    period, the ledger's calendar window it was in (calendar periods), and its parts as
+    ``(when, ns; amount)``."""
+
+    period: Period
+    window: int | None
+    parts: tuple[tuple[int, int], ...]
+
+
 @dataclass(slots=True)
 class _Plan:
     """A chain made ready for the ledger: the accounts with their ancestors, leaf first, their
@@ -117,10 +128,8 @@ class MemoryBudget:
         # window shape, and by limit (every limiter counts per minute).
         self._spare: dict[tuple[str, object], list[int]] = {}
         self._spare_limiters: dict[int, list[int]] = {}
-        # Dropped transient accounts that had spent in their window: name -> (amount, when
-        # dropped, period), oldest first; lifetime ones apart (they never age out).
-        self._dormant: dict[str, tuple[int, float, Period]] = {}
-        self._dormant_total: dict[str, int] = {}
+        # Dropped transient accounts that had spent in their window, oldest first.
+        self._dormant: dict[str, _Dormant] = {}
         self._log = spend_log
         self.accounts = accounts if isinstance(accounts, Accounts) else load_accounts(accounts)
         self._clock = clock
@@ -176,23 +185,42 @@ class MemoryBudget:
         self._set_rates(acc)
         if self._log is not None:
             self._replay(acc, ident, now)
-        if self._dormant or self._dormant_total:
+        if self._dormant:
             self._wake(acc, ident, now)
 
     def _wake(self, acc: Account, ident: int, now: float) -> None:
-        """Charge ``acc`` the spend it had when it was dropped, if its window still holds it."""
-        total = self._dormant_total.pop(acc.name, None)
-        if total is not None:
-            if acc.period.kind == "total":
-                self._ledger.charge([ident], total, int(now * 1e9))
+        """Charge ``acc`` the spend it had when it was dropped, as far as its window (or a
+        new period's) still holds it."""
+        rec = self._dormant.pop(acc.name, None)
+        if rec is None:
             return
-        amount = self._dormant_spend(acc.name, now)
-        seen = self._dormant.pop(acc.name, None)
-        if not amount or seen is None or seen[2] != acc.period:
-            return  # none left in its window; or a new period, which starts afresh
-        # A rolling window's spend as if all of it came at the drop: it ages out no sooner.
-        when = seen[1] if acc.period.kind == "rolling" else now
-        self._ledger.charge([ident], amount, int(when * 1e9))
+        for when_ns, amount in self._still_counting(rec, acc.period, now):
+            self._ledger.charge([ident], amount, when_ns)
+
+    def _still_counting(self, rec: _Dormant, period: Period, now: float) -> list[tuple[int, int]]:
+        """The parts of ``rec``'s spend an account of ``period`` still counts at ``now``, as
+        ``(when to charge them, ns; amount)``. The same period: its window as the ledger
+        sees it (a calendar's id, which never moves back; a rolling window's buckets). A
+        new one (a reload changed it): each part as if spent at its latest possible time
+        (a calendar or lifetime spend at the drop), so none is forgotten early."""
+        now_ns = int(now * 1e9)
+        if period == rec.period:
+            if period.kind == "total":
+                return [(now_ns, rec.parts[0][1])]
+            if period.is_calendar:
+                cal = self._calendars[period.key][0]
+                if rec.window == self._ledger.calendar(cal):
+                    return [(now_ns, rec.parts[0][1])]
+                return []
+        width = period.seconds * 1_000_000_000
+        out = []
+        for when_ns, amount in rec.parts:
+            if period.kind == "rolling":
+                if when_ns + width > now_ns:
+                    out.append((min(when_ns, now_ns), amount))
+            elif period.kind == "total" or when_ns >= period.window(now).start * 1e9:
+                out.append((now_ns, amount))
+        return out
 
     def _replay(self, acc: Account, ident: int, now: float) -> None:
         """Charge ``acc`` what the spend log holds for its current window."""
@@ -267,12 +295,9 @@ class MemoryBudget:
         for name in gone:
             acc = self.accounts.by_name[name]
             ident = self._ids.pop(name)
-            spent = ledger.spent(ident, now_ns)
-            if spent:
-                if acc.period.kind == "total":
-                    self._dormant_total[name] = spent
-                else:
-                    self._dormant[name] = (spent, now, acc.period)
+            parts = ledger.live_spend(ident, now_ns)
+            if parts:
+                self._dormant[name] = self._fold(acc.period, parts, now_ns)
             ledger.reset(ident)  # nothing held (idle), nothing else uses it (the lock)
             self._spare.setdefault(_shape(acc.period), []).append(ident)
             for lim, unit in self._rates.pop(name):
@@ -283,18 +308,26 @@ class MemoryBudget:
         dropped = set(gone)
         self._plans = {k: p for k, p in self._plans.items() if dropped.isdisjoint(p.names)}
 
+    def _fold(self, period: Period, parts: list[tuple[int, int]], now_ns: int) -> _Dormant:
+        """A dropped account's live spend as a dormant record: a rolling window's by bucket
+        (each at its bucket's start); a calendar's with the ledger's window id, stamped at
+        the drop (its latest possible time); a lifetime's stamped at the drop."""
+        window = None
+        if period.kind == "rolling":
+            return _Dormant(period, None, tuple(parts))
+        if period.is_calendar:
+            window = self._ledger.calendar(self._calendars[period.key][0])
+        return _Dormant(period, window, ((now_ns, sum(a for _, a in parts)),))
+
     def _prune(self, now: float) -> None:
-        """Forget dormant spend whose window has passed (a bounded look at the oldest, per
-        sweep)."""
+        """Forget dormant spend no window holds any more (a bounded look at the oldest, per
+        sweep; a lifetime's never goes)."""
         dormant = self._dormant
         for _ in range(min(len(dormant), 64)):
-            name, (_, dropped, period) = next(iter(dormant.items()))
-            if period.kind == "rolling":
-                passed = dropped + period.seconds <= now
-            else:
-                passed = period.window(dropped).end <= now
-            if not passed:
-                break
+            name, rec = next(iter(dormant.items()))
+            if rec.period.kind == "total" or self._still_counting(rec, rec.period, now):
+                dormant[name] = dormant.pop(name)  # to the back: the others get their look
+                continue
             del dormant[name]
 
     # ------------------------------------------------------------------ time
@@ -475,16 +508,10 @@ class MemoryBudget:
     def _dormant_spend(self, name: str, now: float) -> int | None:
         """The spend a dropped transient account ``name`` still has at ``now`` (None: not
         dropped with spend)."""
-        total = self._dormant_total.get(name)
-        if total is not None:
-            return total
-        seen = self._dormant.get(name)
-        if seen is None:
+        rec = self._dormant.get(name)
+        if rec is None:
             return None
-        amount, dropped, period = seen
-        if period.kind == "rolling":
-            return amount if dropped + period.seconds > now else 0
-        return amount if period.window(dropped).id == period.window(now).id else 0
+        return sum(amount for _, amount in self._still_counting(rec, rec.period, now))
 
     @_locked
     def reserved_sync(self, account: str) -> int:
