@@ -6,7 +6,8 @@ own key prefix. ``redis_process`` gives a test its own server it can stop and re
 ``redis_cluster`` (session-wide) is a real three-master Redis Cluster. ``mock`` is the
 simulated upstream, one per test module (a module may still define its own). ``serve_config``
 starts ``routeguard serve`` on a config (a dict, written to the test's directory), for
-example with ``--workers 2``, and waits until it is ready.
+example with ``--workers 2``, and waits until it is ready. ``make`` and ``clock`` build the
+budget backends on a fake clock (``budget_backends.py``; a module may define its own ``make``).
 Without the binary the Redis tests are skipped, except under CI (``CI`` set), where a
 missing binary is a failure: CI must install it (``apt-get install redis-server``).
 
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 import redis
 
+from budget_backends import clock, make  # noqa: F401 - the budget tests' fixtures
 from cluster_nodes import ClusterNodes
 from ports import free_port
 from routeguard.mock import MockServer

@@ -10,34 +10,18 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from budget_backends import FakeClock, Make
 from routeguard import BudgetExceeded, RateLimited
-from routeguard.budget import BudgetBackend, MemoryBudget, RedisBudget, Reservation
+from routeguard.budget import MemoryBudget, Reservation
 from routeguard.config.budgets import BudgetAccountConfig
 
 USD = 1_000_000
 
-
-class FakeClock:
-    """Unix seconds that move only when told."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-Make = Callable[..., Awaitable[BudgetBackend]]
 
 TREE: list[dict[str, Any]] = [
     {"name": "org", "limit": 10.0, "period": "monthly"},
@@ -45,31 +29,6 @@ TREE: list[dict[str, Any]] = [
     {"name": "key-1", "parent": "team-a", "limit": 0.5},
     {"name": "key-2", "parent": "team-a"},
 ]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Make]:
-    backends: list[BudgetBackend] = []
-
-    async def build(accounts: Sequence[Mapping[str, Any]], **options: Any) -> BudgetBackend:
-        options.setdefault("clock", clock)
-        backend: BudgetBackend
-        if request.param == "memory":
-            backend = MemoryBudget(accounts, **options)
-        else:
-            url = request.getfixturevalue("redis_server")
-            backend = RedisBudget(accounts, url, prefix=f"t{uuid.uuid4().hex[:12]}", **options)
-        backends.append(backend)
-        return backend
-
-    yield build
-    for backend in backends:
-        await backend.close()
 
 
 async def test_reserve_settle_release_move_spent_and_reserved(make: Make) -> None:

@@ -7,12 +7,12 @@ Redis, the latter on a real ``redis-server``)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from budget_backends import FakeClock, Make
 from priced import priced_config
 from routeguard import BudgetExceeded, RateLimited
 from routeguard import config as config_mod
@@ -29,42 +29,6 @@ from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
 
 USD = 1_000_000
-Make = Callable[..., Awaitable[BudgetBackend]]
-
-
-class FakeClock:
-    """Unix seconds that move only when told."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Make]:
-    backends: list[BudgetBackend] = []
-
-    async def build(accounts: Sequence[Mapping[str, Any]], **options: Any) -> BudgetBackend:
-        options.setdefault("clock", clock)
-        backend: BudgetBackend
-        if request.param == "memory":
-            backend = MemoryBudget(accounts, **options)
-        else:
-            url = request.getfixturevalue("redis_server")
-            backend = RedisBudget(accounts, url, prefix=f"t{uuid.uuid4().hex[:12]}", **options)
-        backends.append(backend)
-        return backend
-
-    yield build
-    for backend in backends:
-        await backend.close()
 
 
 def _user(backend: BudgetBackend, name: str, **limits: Any) -> str:
@@ -457,9 +421,7 @@ def _spend(b: MemoryBudget, name: str, amount: int, rid: str) -> None:
 
 
 def _at(when: datetime) -> FakeClock:
-    clock = FakeClock()
-    clock.now = when.timestamp()
-    return clock
+    return FakeClock(when)
 
 
 def test_a_clock_stepped_back_over_midnight_keeps_an_end_users_dormant_spend() -> None:

@@ -346,6 +346,20 @@ mod tests {
         (ledger, cal, ids)
     }
 
+    /// An account of limit 100 over a rolling 60 ns in six buckets of 10 ns.
+    fn rolling_60ns(ledger: &Ledger) -> AccountId {
+        ledger
+            .add_account(AccountSpec {
+                limit: Some(100),
+                soft_limit: None,
+                window: Window::Rolling {
+                    width_ns: 60,
+                    buckets: 6,
+                },
+            })
+            .expect("rolling account")
+    }
+
     fn reserve(ledger: &Ledger, chain: &[AccountId], amount: u64) -> Result<Hold, Refusal> {
         ledger.reserve(chain, amount, 0).expect("valid call")
     }
@@ -428,16 +442,7 @@ mod tests {
     #[test]
     fn rolling_window_frees_budget_as_spend_ages() {
         let ledger = Ledger::new();
-        let id = ledger
-            .add_account(AccountSpec {
-                limit: Some(100),
-                soft_limit: None,
-                window: Window::Rolling {
-                    width_ns: 60,
-                    buckets: 6,
-                },
-            })
-            .expect("account");
+        let id = rolling_60ns(&ledger);
         let hold = ledger.reserve(&[id], 100, 5).expect("ok").expect("fits");
         let _ = ledger.settle(hold, 100, 5);
         assert!(
@@ -468,16 +473,7 @@ mod tests {
     #[test]
     fn a_reset_account_starts_over_and_one_with_holds_refuses() {
         let (ledger, _, ids) = ledger_with(&[Some(100)]);
-        let roll = ledger
-            .add_account(AccountSpec {
-                limit: Some(100),
-                soft_limit: None,
-                window: Window::Rolling {
-                    width_ns: 60,
-                    buckets: 6,
-                },
-            })
-            .expect("rolling");
+        let roll = rolling_60ns(&ledger);
         for id in [ids[0], roll] {
             let hold = reserve(&ledger, &[id], 70).expect("hold");
             assert!(ledger.reset(id).is_err(), "a hold is outstanding");
