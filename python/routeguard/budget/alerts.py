@@ -130,6 +130,7 @@ class BudgetAlerter:
         self._pending: dict[str, Account | None] = {}
         # (account, level) -> the period id it was sent in, and when that period ends.
         self._sent: dict[tuple[str, str], tuple[str, float]] = {}
+        self._sent_cap = _SENT_MAX
         self._wake = asyncio.Event()
         self._checking = False
         self._checked = asyncio.Event()  # set each time the checker has emptied _pending
@@ -221,8 +222,9 @@ class BudgetAlerter:
         for level, threshold, amount in due:
             if spend < amount:
                 continue
-            if len(self._sent) >= _SENT_MAX:  # forget what belongs to periods that ended
+            if len(self._sent) >= self._sent_cap:  # forget what belongs to periods that ended
                 self._sent = {k: v for k, v in self._sent.items() if v[1] > now}
+                self._sent_cap = max(_SENT_MAX, 2 * len(self._sent))  # amortised
             self._sent[(name, level)] = (
                 period_id,
                 math.inf if resets_at is None else resets_at.timestamp(),
