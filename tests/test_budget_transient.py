@@ -546,3 +546,122 @@ def test_a_reload_lowering_the_end_user_limit_binds_live_end_users() -> None:
     with pytest.raises(BudgetExceeded):  # 1000 of a 1000 limit now: no more
         backend.admit_sync(chain, 5000, "m2")
     assert backend.spent_sync(chain[0]) == 1000  # its spend stayed with the new limit
+
+
+# ---------------------------------------------------------------- dormant spend (review 3)
+
+
+def _outcome(b: MemoryBudget, chain: tuple[str, ...], amount: int, rid: str) -> str:
+    try:
+        b.release_sync(b.admit_sync(chain, amount, rid))
+    except BudgetExceeded:
+        return "refused"
+    return "admitted"
+
+
+def test_rolling_dormant_spend_is_not_forgotten_a_bucket_early() -> None:
+    """Same period, no reload, no clock step. Spend at 00:00:59 in a rolling:3600 window
+    counts until 00:59:59; the record is stamped at its bucket's start (00:00:00) and
+    `_still_counting` keeps it only while start + width > now, so from 01:00:00 the dropped
+    end user has its whole limit again (the ledger itself counts the bucket until 01:01)."""
+    clock = FakeClock(datetime(2026, 11, 30, 0, 0, 59, tzinfo=UTC))
+    runs = {}
+    for keep in (2, BIG):
+        b = MemoryBudget(ORG, clock=clock, keep_transient=keep)
+        name = _eu(b, "eu.org.eve", period="rolling:3600")
+        b.settle_sync(b.admit_sync((name,), 1000, "e1"), 1000)  # the whole limit
+        _others(b, 10, "c")
+        clock.now += 3551  # 00:60:10: the spend was 3551 s ago, inside the hour
+        spent = b.spent_sync(name)
+        _eu(b, name, period="rolling:3600")
+        runs[keep] = (spent, _outcome(b, (name,), 1000, "e2"))
+        clock.now -= 3551
+    assert runs[BIG] == (1000, "refused")
+    assert runs[2] == runs[BIG]
+
+
+@pytest.mark.parametrize(
+    ("after", "start", "later"),
+    [
+        # spent 30 s after midnight; the 168 min bucket began on the previous day
+        ("daily", datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC), 60),
+        # spent at 12:00, in a bucket begun at 10:24: under an hour's window 60 s later
+        ("rolling:3600", datetime(2026, 11, 30, 12, 0, tzinfo=UTC), 60),
+    ],
+)
+def test_a_reload_from_a_rolling_period_counts_each_part_at_its_latest_time(
+    after: str, start: datetime, later: float
+) -> None:
+    """The docs say a part counts "as if spent at its latest possible time" under a new
+    period; a rolling record's parts are at their bucket's start (its earliest), so a part
+    spent after the new window's start (or within the new width) is dropped."""
+    clock = FakeClock(start)
+    b = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    layer = BudgetLayer(_eu_config({"period": "rolling:604800"}), b)
+    chain = layer.chain_for(["org"], None, end_user="bob")
+    b.settle_sync(b.admit_sync(chain, 1000, "b1"), 1000)  # bob's whole limit
+    for i in range(10):
+        layer.chain_for(["org"], None, end_user=f"v{i}")
+    assert chain[0] not in b.accounts.by_name
+    clock.now += later
+    chain = BudgetLayer(_eu_config({"period": after}), b).chain_for(["org"], None, end_user="bob")
+    # 1000 spent `later` seconds ago: inside today / inside the last hour
+    assert _outcome(b, chain, 1000, "b2") == "refused"
+
+
+def test_rolling_dormant_spend_keeps_its_time_across_a_clock_step_back() -> None:
+    """`_wake` charges a part at min(its time, now): after the clock steps back, spend made
+    at 12:30 is charged at 12:00 and ages out at 13:00, while the kept account (whose bucket
+    keeps its 12:30 tag) counts it until 13:30."""
+    clock = FakeClock(datetime(2026, 11, 30, 12, 30, tzinfo=UTC))
+    runs = {}
+    for keep in (2, BIG):
+        start = clock.now
+        b = MemoryBudget(ORG, clock=clock, keep_transient=keep)
+        name = _eu(b, "eu.org.eve", period="rolling:3600")
+        b.settle_sync(b.admit_sync((name,), 1000, "e1"), 1000)
+        clock.now -= 1800  # an NTP step back of 30 min
+        _others(b, 10, "c")
+        _eu(b, name, period="rolling:3600")  # made again at 12:00 (wall clock)
+        clock.now = start + 3000  # 13:20: the spend was 50 min ago
+        runs[keep] = (b.spent_sync(name), _outcome(b, (name,), 1000, "e2"))
+        clock.now = start
+    assert runs[BIG] == (1000, "refused")
+    assert runs[2] == runs[BIG]
+
+
+def test_new_limits_on_a_live_account_in_its_old_period_exceed_the_configured_budget() -> None:
+    """A reload from daily $0.001 to monthly $0.002: a live end user (fewer than `keep`, so
+    never dropped) gets the new limit in its old daily window, $0.002 a day: the configured
+    $0.002 a month is passed on the second day (before e17f9bc it kept $0.001 a day)."""
+    clock = FakeClock(datetime(2026, 11, 10, 12, 0, tzinfo=UTC))
+    b = MemoryBudget(ORG, clock=clock)
+    BudgetLayer(_eu_config({"period": "daily"}), b).chain_for(["org"], None, end_user="amy")
+    layer = BudgetLayer(_eu_config({"period": "monthly", "limit": 0.002}), b)
+    chain = layer.chain_for(["org"], None, end_user="amy")
+    b.settle_sync(b.admit_sync(chain, 2000, "a1"), 2000)  # the whole monthly budget
+    clock.now += 86_400  # the next day, same month
+    chain = layer.chain_for(["org"], None, end_user="amy")
+    assert _outcome(b, chain, 1000, "a2") == "refused"
+
+
+async def test_an_alert_check_remaking_a_dropped_end_user_keeps_the_current_limit() -> None:
+    """The checker re-makes a dropped end user from the Account it noticed, limits and all:
+    noticed before a reload lowered the end-user limit, it brings back the old limit, and a
+    request whose chain was named before the drop is admitted under it (its `_split` sees
+    the account and does not re-check the limits)."""
+    clock = FakeClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    b = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    alerter = BudgetAlerter(BudgetAlerts(thresholds=(0.8,)), b, clock=clock)
+    old = BudgetLayer(_eu_config({"limit": 0.002}), b)
+    chain = old.chain_for(["org"], None, end_user="bob")
+    b.settle_sync(b.admit_sync(chain, 900, "b1"), 900)
+    noticed = b.accounts.by_name[chain[0]]  # as the alerter's notice keeps it
+    new = BudgetLayer(_eu_config({"limit": 0.001}), b)  # a reload lowers the limit
+    chain = new.chain_for(["org"], None, end_user="bob")  # a request names its chain
+    for i in range(10):  # other requests run; bob (idle) is dropped
+        new.chain_for(["org"], None, end_user=f"v{i}")
+    assert chain[0] not in b.accounts.by_name
+    await alerter.check(chain[0], noticed)  # the checker's turn
+    with pytest.raises(BudgetExceeded):  # 900 spent of 1000: 1000 more does not fit
+        await new._hold(chain, 1000, 0, None)

@@ -25,7 +25,6 @@ key's team) is held as one reservation per root, all or none, settled and releas
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import logging
@@ -66,7 +65,7 @@ from routeguard.errors import PermissionDenied
 
 log = logging.getLogger("routeguard.budget")
 Json = dict[str, Any]
-_Limits = tuple[int | None, int | None, int | None, int | None]  # limit, soft, rpm, tpm
+_Spec = tuple[int | None, int | None, int | None, int | None, Period]  # limit, soft, rpm, tpm
 
 
 class BudgetLayer:
@@ -100,7 +99,7 @@ class BudgetLayer:
         self.directory: Directory | None = None
         """Teams, users, customers and organizations (the gateway's key store's)."""
         self._usage: dict[str, tuple[float, int]] = {}  # account -> (when read, spent + held)
-        self._eu_limits: _Limits | None = None  # see _end_user_limits
+        self._eu_spec: _Spec | None = None  # see _end_user_spec
         # Request ids: unique across instances (random prefix) and cheap (a counter).
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._ids = itertools.count()
@@ -310,34 +309,30 @@ class BudgetLayer:
         acc = self.backend.accounts.by_name.get(name)
         if acc is None:
             self._make_end_user(name, parent)
-        elif (acc.limit, acc.soft_limit, acc.rpm, acc.tpm) != self._end_user_limits(acc):
-            self._make_end_user(name, parent, acc.period)  # a reload changed them
+        elif (acc.limit, acc.soft_limit, acc.rpm, acc.tpm, acc.period) != self._end_user_spec(acc):
+            # A reload changed them: the backend applies them (a new period once the
+            # account is idle, its spend carried over).
+            self._make_end_user(name, parent)
         return name
 
-    def _make_end_user(self, name: str, parent: str | None, period: Period | None = None) -> None:
-        """Make the end-user account ``name`` under ``parent`` with the configured limits
-        (in ``period`` when given: a live account keeps its window, as its spend is in it)."""
+    def _make_end_user(self, name: str, parent: str | None) -> None:
+        """Make the end-user account ``name`` under ``parent`` with the configured limits."""
         spec = self.settings.end_user
         assert spec is not None
         cfg = BudgetAccountConfig(name=name, parent=parent, **msgspec.structs.asdict(spec))
-        acc = self.backend.accounts.build(cfg)
-        if period is not None and period != acc.period:
-            acc = dataclasses.replace(acc, period=period)
-        self.backend.upsert(acc, transient=True)
+        self.backend.upsert(self.backend.accounts.build(cfg), transient=True)
 
-    def _end_user_limits(
-        self, acc: Account
-    ) -> tuple[int | None, int | None, int | None, int | None]:
-        """The configured end-user limits in micro-dollars (and RPM, TPM), as an account
-        made now would carry them (worked out once per layer)."""
-        limits = self._eu_limits
-        if limits is None:
-            spec = self.settings.end_user
-            assert spec is not None
-            cfg = BudgetAccountConfig(name=acc.name, **msgspec.structs.asdict(spec))
+    def _end_user_spec(self, acc: Account) -> _Spec:
+        """The configured end-user limits in micro-dollars, RPM, TPM and period, as an
+        account made now would carry them (worked out once per layer)."""
+        spec = self._eu_spec
+        if spec is None:
+            conf = self.settings.end_user
+            assert conf is not None
+            cfg = BudgetAccountConfig(name=acc.name, **msgspec.structs.asdict(conf))
             made = self.backend.accounts.build(cfg)
-            limits = self._eu_limits = (made.limit, made.soft_limit, made.rpm, made.tpm)
-        return limits
+            spec = self._eu_spec = (made.limit, made.soft_limit, made.rpm, made.tpm, made.period)
+        return spec
 
     def key_account(self, key: KeyRecord) -> str | None:
         """The budget account of a virtual key with ``max_budget``/``rpm``/``tpm`` (named by

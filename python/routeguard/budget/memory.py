@@ -25,6 +25,7 @@ the async ones only wrap them; property tests drive the sync ones directly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -199,12 +200,16 @@ class MemoryBudget:
 
     def _still_counting(self, rec: _Dormant, period: Period, now: float) -> list[tuple[int, int]]:
         """The parts of ``rec``'s spend an account of ``period`` still counts at ``now``, as
-        ``(when to charge them, ns; amount)``. The same period: its window as the ledger
-        sees it (a calendar's id, which never moves back; a rolling window's buckets). A
-        new one (a reload changed it): each part as if spent at its latest possible time
-        (a calendar or lifetime spend at the drop), so none is forgotten early."""
+        ``(when to charge them, ns; amount)``. The same period: as the ledger would (a
+        calendar's window id, which never moves back; a rolling bucket while it is live,
+        charged back into that bucket, ahead of ``now`` too after a clock step back). A new
+        one (a reload changed it): each part as if spent at its latest possible time (the
+        end of its bucket; a calendar or lifetime spend at the drop), so none is forgotten
+        early."""
         now_ns = int(now * 1e9)
-        if period == rec.period:
+        old = rec.period
+        bucket = _bucket_ns(old) if old.kind == "rolling" else 1
+        if period == old:
             if period.kind == "total":
                 return [(now_ns, rec.parts[0][1])]
             if period.is_calendar:
@@ -212,13 +217,15 @@ class MemoryBudget:
                 if rec.window == self._ledger.calendar(cal):
                     return [(now_ns, rec.parts[0][1])]
                 return []
-        width = period.seconds * 1_000_000_000
+            cur = now_ns // bucket
+            return [(when, a) for when, a in rec.parts if cur - when // bucket <= ROLLING_BUCKETS]
         out = []
         for when_ns, amount in rec.parts:
+            latest = when_ns + bucket - 1
             if period.kind == "rolling":
-                if when_ns + width > now_ns:
-                    out.append((min(when_ns, now_ns), amount))
-            elif period.kind == "total" or when_ns >= period.window(now).start * 1e9:
+                if latest + period.seconds * 1_000_000_000 > now_ns:
+                    out.append((latest, amount))
+            elif period.kind == "total" or latest >= period.window(now).start * 1e9:
                 out.append((now_ns, amount))
         return out
 
@@ -251,11 +258,26 @@ class MemoryBudget:
         """Add an account at run time, or change its limits (a virtual key's budget).
 
         Spend so far is kept when only the limits change; a new period starts the account
-        afresh. Changed RPM/TPM limits start with a full allowance. ``transient``: a leaf
-        made on use (an end user's) that may be dropped once idle, past the registry's
-        ``keep`` (callers make it again on its next use).
+        afresh (a transient one's keeps its spend, as a dropped one's: once it is idle).
+        Changed RPM/TPM limits start with a full allowance. ``transient``: a leaf made on
+        use (an end user's) that may be dropped once idle, past the registry's ``keep``
+        (callers make it again on its next use).
         """
         old = self.accounts.by_name.get(account.name)
+        now = self._clock()
+        switch = old is not None and old.period != account.period
+        if switch and transient and old is not None:
+            # A transient account takes a new period without losing its spend: folded and
+            # woken under the new one, once idle (until then it keeps its period).
+            if now >= self._boundary:
+                self._refresh(now)
+            if self._idle(old.name, int(now * 1e9)):
+                self._retire(old, int(now * 1e9))
+            else:
+                account = dataclasses.replace(account, period=old.period)
+                switch = False
+        if old is not None and account == old:
+            return
         self.accounts.put(account)
         if old is not None:  # a new account is in no plan yet
             self._plans.clear()
@@ -263,8 +285,7 @@ class MemoryBudget:
             self.transients.add(account.name)
         else:
             self.transients.discard(account.name)
-        if old is None or old.period != account.period:
-            now = self._clock()
+        if old is None or switch:
             self._register(account, now)
             if len(self.transients) > self.transients.keep:
                 self._drop_idle(now)
@@ -281,32 +302,38 @@ class MemoryBudget:
         if now >= self._boundary:
             self._refresh(now)
         now_ns = int(now * 1e9)
-        ledger, limiter = self._ledger, self._limiter
-
-        def idle(name: str) -> bool:
-            return ledger.reserved(self._ids[name]) == 0 and all(
-                limiter.is_full(lim, now_ns) for lim, _ in self._rates[name]
-            )
-
         self._prune(now)
-        gone = self.transients.sweep(idle)
+        gone = self.transients.sweep(lambda name: self._idle(name, now_ns))
         if not gone:
             return
         for name in gone:
-            acc = self.accounts.by_name[name]
-            ident = self._ids.pop(name)
-            parts = ledger.live_spend(ident, now_ns)
-            if parts:
-                self._dormant[name] = self._fold(acc.period, parts, now_ns)
-            ledger.reset(ident)  # nothing held (idle), nothing else uses it (the lock)
-            self._spare.setdefault(_shape(acc.period), []).append(ident)
-            for lim, unit in self._rates.pop(name):
-                limit = acc.rpm if unit == "requests" else acc.tpm
-                assert limit is not None
-                self._spare_limiters.setdefault(limit, []).append(lim)
+            self._retire(self.accounts.by_name[name], now_ns)
         self.accounts.remove(gone)
         dropped = set(gone)
         self._plans = {k: p for k, p in self._plans.items() if dropped.isdisjoint(p.names)}
+
+    def _idle(self, name: str, now_ns: int) -> bool:
+        """Whether transient account ``name`` is idle: nothing in flight or held, and every
+        rate limiter full (it is then what a new account is, but for its spend)."""
+        return (
+            self.transients.in_flight(name) == 0
+            and self._ledger.reserved(self._ids[name]) == 0
+            and all(self._limiter.is_full(lim, now_ns) for lim, _ in self._rates[name])
+        )
+
+    def _retire(self, acc: Account, now_ns: int) -> None:
+        """Fold idle ``acc``'s spend into a dormant record and make its ledger account
+        (reset) and limiters spare (the caller drops or replaces the account)."""
+        ident = self._ids.pop(acc.name)
+        parts = self._ledger.live_spend(ident, now_ns)
+        if parts:
+            self._dormant[acc.name] = self._fold(acc.period, parts, now_ns)
+        self._ledger.reset(ident)  # nothing held (idle), nothing else uses it (the lock)
+        self._spare.setdefault(_shape(acc.period), []).append(ident)
+        for lim, unit in self._rates.pop(acc.name):
+            limit = acc.rpm if unit == "requests" else acc.tpm
+            assert limit is not None
+            self._spare_limiters.setdefault(limit, []).append(lim)
 
     def _fold(self, period: Period, parts: list[tuple[int, int]], now_ns: int) -> _Dormant:
         """A dropped account's live spend as a dormant record: a rolling window's by bucket
@@ -603,6 +630,11 @@ class MemoryBudget:
         """Write out the spend log's queued rows (the ledger itself needs no closing)."""
         if self._log is not None:
             self._log.flush()
+
+
+def _bucket_ns(period: Period) -> int:
+    """The ledger's bucket of a rolling ``period`` (its width over ROLLING_BUCKETS, up)."""
+    return -(-period.seconds * 1_000_000_000 // ROLLING_BUCKETS)
 
 
 def _shape(period: Period) -> tuple[str, object]:
