@@ -6,6 +6,7 @@ Redis, the latter on a real ``redis-server``)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -665,3 +666,47 @@ async def test_an_alert_check_remaking_a_dropped_end_user_keeps_the_current_limi
     await alerter.check(chain[0], noticed)  # the checker's turn
     with pytest.raises(BudgetExceeded):  # 900 spent of 1000: 1000 more does not fit
         await new._hold(chain, 1000, 0, None)
+
+
+# ---------------------------------------------------------------- period switch (review 4)
+
+
+def _acc(b: MemoryBudget, name: str, **limits: Any) -> Any:
+    cfg = BudgetAccountConfig(name=name, parent="org", **{"limit": 0.001, **limits})
+    return b.accounts.build(cfg)
+
+
+def test_a_busy_end_user_takes_the_reloaded_period() -> None:
+    """Daily $0.001 reloaded to monthly $0.001 (RPM 10), the end user pinged every 5 s, so
+    its limiter is never full: it still takes the new period (its limiters kept) as soon as
+    nothing is held, so after midnight December's spend still refuses."""
+    clock = FakeClock(datetime(2026, 12, 1, 23, 50, tzinfo=UTC))
+    b = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    name = "eu.org.bob"
+    b.upsert(_acc(b, name, period="daily", rpm=10), transient=True)
+    b.settle_sync(b.admit_sync((name,), 1000, "spend-1"), 1000)  # the whole limit, Dec 1
+    monthly = _acc(b, name, period="monthly", rpm=10)
+    for i in range(12 * 20):  # 20 minutes of a request every 5 s, across midnight
+        b.upsert(monthly, transient=True)  # the layer's end_user_account, each request
+        with contextlib.suppress(RateLimited, BudgetExceeded):
+            b.release_sync(b.admit_sync((name,), 1, f"ping-{i}"))
+        clock.now += 5
+    assert datetime.fromtimestamp(clock.now, UTC).day == 2
+    b.upsert(monthly, transient=True)
+    with pytest.raises(BudgetExceeded):
+        b.admit_sync((name,), 1000, "spend-2")
+
+
+def test_an_unchanged_upsert_still_applies_the_transient_flag() -> None:
+    """An account made permanent with the same limits leaves the transient registry: it is
+    never dropped (a later request on it was a KeyError, a 500)."""
+    clock = FakeClock(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    b = MemoryBudget(ORG, clock=clock, keep_transient=2)
+    acc = _acc(b, "shared")
+    b.upsert(acc, transient=True)
+    b.upsert(acc)  # now a permanent account, same limits
+    for i in range(10):
+        n = f"eu.org.c{i}"
+        b.upsert(_acc(b, n), transient=True)
+        b.release_sync(b.admit_sync((n,), 1, f"c{i}"))
+    b.release_sync(b.admit_sync(("shared",), 1, "s1"))

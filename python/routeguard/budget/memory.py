@@ -157,9 +157,9 @@ class MemoryBudget:
         self._seq = itertools.count()
         self._next_expiry = math.inf
 
-    def _register(self, acc: Account, now: float) -> None:
+    def _register(self, acc: Account, now: float, *, keep_rates: bool = False) -> None:
         """Give ``acc`` a ledger account (a dropped one of its shape if any) and its rate
-        limiters."""
+        limiters (``keep_rates``: those it has, as it changes period)."""
         period = acc.period
         spare = self._spare.get(_shape(period))
         if spare:
@@ -183,7 +183,8 @@ class MemoryBudget:
         else:
             ident = self._ledger.add_account(acc.limit, acc.soft_limit)
         self._ids[acc.name] = ident
-        self._set_rates(acc)
+        if not keep_rates:
+            self._set_rates(acc)
         if self._log is not None:
             self._replay(acc, ident, now)
         if self._dormant:
@@ -266,17 +267,21 @@ class MemoryBudget:
         old = self.accounts.by_name.get(account.name)
         now = self._clock()
         switch = old is not None and old.period != account.period
+        keep_rates = False
         if switch and transient and old is not None:
             # A transient account takes a new period without losing its spend: folded and
-            # woken under the new one, once idle (until then it keeps its period).
+            # woken under the new one (its limiters kept), once nothing is held or in flight
+            # on it (until then it keeps its period).
             if now >= self._boundary:
                 self._refresh(now)
-            if self._idle(old.name, int(now * 1e9)):
-                self._retire(old, int(now * 1e9))
+            name = old.name
+            if self.transients.in_flight(name) == 0 and not self._ledger.reserved(self._ids[name]):
+                self._fold_out(old, int(now * 1e9))
+                keep_rates = True
             else:
                 account = dataclasses.replace(account, period=old.period)
                 switch = False
-        if old is not None and account == old:
+        if old is not None and account == old and transient == (old.name in self.transients):
             return
         self.accounts.put(account)
         if old is not None:  # a new account is in no plan yet
@@ -286,7 +291,9 @@ class MemoryBudget:
         else:
             self.transients.discard(account.name)
         if old is None or switch:
-            self._register(account, now)
+            self._register(account, now, keep_rates=keep_rates)
+            if keep_rates and old is not None and (old.rpm, old.tpm) != (account.rpm, account.tpm):
+                self._set_rates(account)
             if len(self.transients) > self.transients.keep:
                 self._drop_idle(now)
             return
@@ -323,17 +330,22 @@ class MemoryBudget:
 
     def _retire(self, acc: Account, now_ns: int) -> None:
         """Fold idle ``acc``'s spend into a dormant record and make its ledger account
-        (reset) and limiters spare (the caller drops or replaces the account)."""
-        ident = self._ids.pop(acc.name)
-        parts = self._ledger.live_spend(ident, now_ns)
-        if parts:
-            self._dormant[acc.name] = self._fold(acc.period, parts, now_ns)
-        self._ledger.reset(ident)  # nothing held (idle), nothing else uses it (the lock)
-        self._spare.setdefault(_shape(acc.period), []).append(ident)
+        (reset) and limiters spare (the caller drops the account)."""
+        self._fold_out(acc, now_ns)
         for lim, unit in self._rates.pop(acc.name):
             limit = acc.rpm if unit == "requests" else acc.tpm
             assert limit is not None
             self._spare_limiters.setdefault(limit, []).append(lim)
+
+    def _fold_out(self, acc: Account, now_ns: int) -> None:
+        """Fold ``acc``'s spend into a dormant record and make its ledger account spare,
+        reset: nothing may be held or in flight on it (the lock keeps others off)."""
+        ident = self._ids.pop(acc.name)
+        parts = self._ledger.live_spend(ident, now_ns)
+        if parts:
+            self._dormant[acc.name] = self._fold(acc.period, parts, now_ns)
+        self._ledger.reset(ident)
+        self._spare.setdefault(_shape(acc.period), []).append(ident)
 
     def _fold(self, period: Period, parts: list[tuple[int, int]], now_ns: int) -> _Dormant:
         """A dropped account's live spend as a dormant record: a rolling window's by bucket
