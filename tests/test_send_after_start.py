@@ -141,14 +141,21 @@ def _statuses(path: Path) -> list[int]:
     return [json.loads(line)["status"] for line in path.read_text().splitlines()]
 
 
+def _logged(url: str, log_path: Path) -> tuple[Gateway, Any, str]:
+    """A gateway on the simulated upstream at ``url``, its app writing the request log to
+    ``log_path``, and a virtual key's token."""
+    gw = Gateway.from_config(_cfg(url))
+    app = create_app(gw, request_log=str(log_path))
+    token, _ = gw.keys.create(KeySpec())
+    return gw, app, token
+
+
 async def test_a_client_lost_while_its_answer_was_written_is_logged_as_499(
     mock: MockServer, tmp_path: Path
 ) -> None:
     """nginx's 499, not a 200: the client never got the whole answer (its cost is kept)."""
-    gw = Gateway.from_config(_cfg(mock.url))
     log_path = tmp_path / "requests.jsonl"
-    app = create_app(gw, request_log=str(log_path))
-    token, _ = gw.keys.create(KeySpec())
+    gw, app, token = _logged(mock.url, log_path)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -169,10 +176,8 @@ async def test_a_client_lost_while_its_answer_was_written_is_logged_as_499(
 async def test_a_stream_whose_client_left_is_logged_as_499(
     mock: MockServer, tmp_path: Path
 ) -> None:
-    gw = Gateway.from_config(_cfg(mock.url))
     log_path = tmp_path / "requests.jsonl"
-    app = create_app(gw, request_log=str(log_path))
-    token, _ = gw.keys.create(KeySpec())
+    gw, app, token = _logged(mock.url, log_path)
     stuck = asyncio.Event()  # never set: a client that reads nothing of the stream
     request = [body_of({**BODIES["/v1/chat/completions"], "stream": True})]
 

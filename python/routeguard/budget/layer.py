@@ -310,8 +310,8 @@ class BudgetLayer:
         if acc is None:
             self._make_end_user(name, parent)
         elif (acc.limit, acc.soft_limit, acc.rpm, acc.tpm, acc.period) != self._end_user_spec(acc):
-            # A reload changed them: the backend applies them (a new period once the
-            # account is idle, its spend carried over).
+            # A reload changed them: the backend applies them (a new period once nothing
+            # is held or in flight on it, its spend carried over).
             self._make_end_user(name, parent)
         return name
 
@@ -447,7 +447,8 @@ class BudgetLayer:
 
     async def usage(self, name: str) -> tuple[int, int]:
         """``(spent, reserved)`` micro-dollars of account ``name`` (a report's reading): an
-        end user's account dropped as idle meanwhile reads ``(0, 0)``, as it stood."""
+        end user's account dropped meanwhile reads its dormant spend in process, ``(0, 0)``
+        on Redis until it is used again."""
         try:
             return await self.backend.spent(name), await self.backend.reserved(name)
         except KeyError:

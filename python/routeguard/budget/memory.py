@@ -14,10 +14,10 @@ and TPM limits are GCRA limiters in ``core.RateLimiter``.
 Transient accounts (an end user's, :mod:`routeguard.budget.transient`) are dropped once
 idle past the registry's ``keep``: nothing held or in flight and full rate allowances. One
 without spend in its window is exactly what a new one is; one with spend is folded into a
-dormant record (the amount and when), charged again when the account is made again, for as
-long as its window would have kept it (a rolling window's spend as if all of it came at the
-drop: never forgotten early), about a fifth of an account's memory. Their ledger accounts
-(reset) and limiters are reused by the next account of that shape.
+dormant record (a rolling window's by bucket, a calendar's with the ledger's window id),
+charged again when the account is made again, for as long as the ledger would have kept it,
+about a fifth of an account's memory. Their ledger accounts (reset) and limiters are reused
+by the next account of that shape.
 
 Every operation also exists as a plain method (``reserve_sync`` ...): they never wait, so
 the async ones only wrap them; property tests drive the sync ones directly.
@@ -351,11 +351,10 @@ class MemoryBudget:
         """A dropped account's live spend as a dormant record: a rolling window's by bucket
         (each at its bucket's start); a calendar's with the ledger's window id, stamped at
         the drop (its latest possible time); a lifetime's stamped at the drop."""
-        window = None
         if period.kind == "rolling":
             return _Dormant(period, None, tuple(parts))
-        if period.is_calendar:
-            window = self._ledger.calendar(self._calendars[period.key][0])
+        cal = self._calendars[period.key][0] if period.is_calendar else None
+        window = None if cal is None else self._ledger.calendar(cal)
         return _Dormant(period, window, ((now_ns, sum(a for _, a in parts)),))
 
     def _prune(self, now: float) -> None:

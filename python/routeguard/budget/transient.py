@@ -5,9 +5,10 @@ any key holder grow the proxy without bound. A backend keeps them in a
 :class:`Transients` registry: least recently held first, each with its reservations in
 flight (settled or released ones no longer count; an expired hold still does, until its
 late settlement). Past ``keep`` accounts the backend drops the oldest that are *idle*:
-none in flight and, as the backend judges, in the state a new account starts in (no spend
-in the window, full rate allowances), so dropping one and making it again on its next use
-changes nothing a budget decides. Accounts in use are passed over, never dropped.
+none in flight and, as the backend judges, nothing it would lose (full rate allowances; any
+spend kept where the account is made again from: Redis, or the in-process backend's dormant
+records), so dropping one and making it again on its next use changes nothing a budget
+decides. Accounts in use are passed over, never dropped.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ class Transients:
 
     def __len__(self) -> int:
         return len(self.live)
-
-    def __bool__(self) -> bool:
-        return bool(self.live)
 
     def __contains__(self, name: object) -> bool:
         return name in self.live
