@@ -47,7 +47,13 @@ from routeguard.errors import (
 from routeguard.gateway import Gateway
 from routeguard.mock import BAD_KEY, MockServer
 from routeguard.providers import get_provider, http
-from routeguard.providers.base import CAPABILITIES
+from routeguard.providers.base import (
+    CAPABILITIES,
+    ResponsesProvider,
+    TokenCounter,
+    counts_tokens,
+    serves_responses,
+)
 from routeguard.server import create_app
 from routeguard.server.thread import ServerThread
 
@@ -639,3 +645,25 @@ async def test_context_window(mock: MockServer, kind: str, call: str) -> None:
         else:
             await _collect(kind, dep, long)
     assert info.value.fallback_ok is False
+
+
+@pytest.mark.parametrize("kind", list(PROVIDERS))
+def test_the_fast_api_checks_agree_with_the_protocols(kind: str) -> None:
+    """serves_responses/counts_tokens (asked per request) answer as isinstance against the
+    runtime-checkable protocols; an object missing either Responses call is not one."""
+    provider = get_provider(kind)
+    assert serves_responses(provider) is isinstance(provider, ResponsesProvider)
+    assert counts_tokens(provider) is isinstance(provider, TokenCounter)
+    expected = {"openai": True, "azure": True}.get(kind, False)
+    assert serves_responses(provider) is expected
+
+    class Half:
+        async def responses(self, body: Any, deployment: Any, timeout: float) -> Any:
+            """Only one of the two calls."""
+
+    class NotCallable:
+        responses = responses_stream = count_tokens = None
+
+    for thing in (Half(), NotCallable(), object()):
+        assert not serves_responses(thing)
+        assert not counts_tokens(thing)

@@ -88,6 +88,7 @@ from routeguard.providers.base import (
     NativeRequest,
     Provider,
     ResponsesProvider,
+    serves_responses,
     unhandled_params,
 )
 from routeguard.relay import (
@@ -1317,7 +1318,7 @@ def _passes_through(
         native is not None
         and native.api == "responses"
         and dep.responses_api
-        and isinstance(provider, ResponsesProvider)
+        and serves_responses(provider)
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from routeguard.deployment import Deployment
 from routeguard.errors import UpstreamBadRequest
@@ -250,6 +250,20 @@ class TokenCounter(Protocol):
     async def count_tokens(self, body: Json, deployment: Deployment, timeout: float) -> int:
         """The upstream's ``input_tokens`` for ``body`` (an Anthropic Messages request)."""
         ...
+
+
+def serves_responses(provider: object) -> TypeGuard[ResponsesProvider]:
+    """Whether ``provider`` has both calls of :class:`ResponsesProvider`: what ``isinstance``
+    against the protocol answers, without its cost (typing's walk over the protocol's
+    members on every call), since it is asked on every Responses request."""
+    return callable(getattr(provider, "responses", None)) and callable(
+        getattr(provider, "responses_stream", None)
+    )
+
+
+def counts_tokens(provider: object) -> TypeGuard[TokenCounter]:
+    """Whether ``provider`` is a :class:`TokenCounter` (as :func:`serves_responses`)."""
+    return callable(getattr(provider, "count_tokens", None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from routeguard.providers.base import NativeRequest
 from routeguard.result import ChatResult
 from routeguard.schema import decode_json
 from routeguard.server import admin, cache_admin, dashboard, litellm_entities, litellm_keys
+from routeguard.server import responses as responses_api
 from routeguard.server.admin import is_admin_path
 from routeguard.server.approvals import SharedApprovals, approvals_api
 from routeguard.server.auth import BODY_READY, Gate, PermissionDenied, Principal, keys_required
@@ -59,6 +60,7 @@ from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
 from routeguard.server.lifecycle import Draining, Lifecycle, Progress
 from routeguard.server.metrics import CONTENT_TYPE, Metrics, multiprocess
+from routeguard.server.responses_stream import ResponsesStreamEncoder, relay_failed
 
 if TYPE_CHECKING:
     from routeguard.server.tracing import ServerSpan, Tracing
@@ -613,13 +615,10 @@ class ProxyApp:
         )  # fmt: skip
 
     async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from routeguard.server import responses as r
-        from routeguard.server.responses_stream import ResponsesStreamEncoder
-
-        call, native = r.for_gateway(await self._read_json(scope, receive))
+        call, native = responses_api.for_gateway(await self._read_json(scope, receive))
         await self._translated(
             scope, receive, send, call.chat,
-            lambda response: r.chat_to_response(response, call.echo),
+            lambda response: responses_api.chat_to_response(response, call.echo),
             lambda: ResponsesStreamEncoder(call.echo), anthropic=False, native=native,
         )  # fmt: skip
 
@@ -688,8 +687,6 @@ class ProxyApp:
     ) -> None:
         """An answer passed through in its own API (Responses): the body, or the events
         relayed as they come (a break after the start ends in ``response.failed``)."""
-        from routeguard.server.responses_stream import relay_failed
-
         if result.stream is None:
             await _send_json(send, 200, result.response, _served(result))
             return

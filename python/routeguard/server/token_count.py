@@ -31,7 +31,7 @@ from routeguard.errors import (
     UpstreamTimeout,
 )
 from routeguard.providers import client_headers
-from routeguard.providers.base import TokenCounter
+from routeguard.providers.base import counts_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -85,7 +85,7 @@ async def count(
         # Off the event loop: a large body costs real time to count.
         return await asyncio.to_thread(_local, body, "route" if routed else "unavailable")
     dep, provider = picked
-    if not isinstance(provider, TokenCounter):
+    if not counts_tokens(provider):
         return await asyncio.to_thread(_local, body, "provider")
     sent = client_headers.from_headers(headers)
     if sent is not None:  # this request's task only
