@@ -1,12 +1,13 @@
 //! routeguard's native core.
 //!
 //! Kernels live in plain-Rust modules that know nothing of Python (`vector`, `budget`,
-//! `policy`); `py` holds the thin pyo3 wrappers and is built only with the `python` feature
-//! (maturin enables it), so `cargo test` exercises the kernels without libpython.
+//! `policy`, `otlp`); `py` holds the thin pyo3 wrappers and is built only with the `python`
+//! feature (maturin enables it), so `cargo test` exercises the kernels without libpython.
 
 pub mod budget;
 pub mod embed;
 pub mod error;
+pub mod otlp;
 pub mod pattern;
 pub mod policy;
 pub mod vector;

@@ -78,6 +78,32 @@ def test_the_wire_encoder_writes_what_the_sdk_encoder_builds(batch: list[Readabl
     assert ours == encode_spans(batch)
 
 
+def test_long_values_and_every_value_kind_match_the_sdk_encoder() -> None:
+    """Messages past one and two length bytes (127, 16,383), bytes and nested values."""
+    ctx = SpanContext(2**128 - 1, 2**64 - 1, False, TraceFlags(1), TraceState([("v", "1")]))
+    attrs = {"short": "x" * 127, "mid": "y" * 128, "long": "z" * 20_000, "b": b"\x00\xff",
+             "neg": -(2**63), "big": 2**63 - 1, "f": -0.0, "t": True,
+             "words": ("a" * 200, "b"), "empty": ()}  # fmt: skip
+    span = ReadableSpan(name="n" * 300, context=ctx, parent=SpanContext(1, 3, True),
+                        attributes=attrs, resource=_resources[1],
+                        instrumentation_scope=_scopes[1])  # fmt: skip
+    batch = [span, *([ReadableSpan(name="p", context=SpanContext(1, 2, False))] * 200)]
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode(batch))
+    assert ours == encode_spans(batch)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [{"text": "lone \ud800 surrogate"}, {1: "key not a str"}, {"k": ("ok", "\udfff")}],
+    ids=["surrogate", "int-key", "surrogate-in-array"],
+)
+def test_a_value_the_core_cannot_write_raises_for_the_sdks_path(attrs: Any) -> None:
+    """The exporter falls back to the SDK's encoder on any exception from encode."""
+    span = ReadableSpan(name="a", context=SpanContext(1, 2, False), attributes=attrs)
+    with pytest.raises((TypeError, ValueError)):
+        otlp_wire.encode([span])
+
+
 def test_spans_with_events_are_left_to_the_sdk() -> None:
     ctx = SpanContext(1, 2, False)
     plain = ReadableSpan(name="a", context=ctx)

@@ -23,6 +23,7 @@ __all__ = [
     "auto_precision",
     "cosine",
     "int8_kernel",
+    "otlp_trace_request",
     "simd_level",
 ]
 
@@ -242,3 +243,5 @@ class Regex:
     def is_match(self, text: str) -> bool: ...
     def search(self, text: str) -> tuple[int, int] | None: ...
     def find_spans(self, text: str, limit: int | None = None) -> list[tuple[int, int]]: ...
+
+def otlp_trace_request(resources: list[tuple[Any, ...]]) -> bytes: ...

@@ -7,6 +7,7 @@ mod bound;
 mod budget;
 mod embed;
 mod error;
+mod otlp;
 mod policy;
 mod regex;
 mod vector;
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bound::register(m)?;
     budget::register(m)?;
     embed::register(m)?;
+    otlp::register(m)?;
     policy::register(m)?;
     regex::register(m)?;
     vector::register(m)?;
