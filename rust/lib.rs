@@ -1,7 +1,7 @@
 //! routeguard's native core.
 //!
 //! Kernels live in plain-Rust modules that know nothing of Python (`vector`, `budget`,
-//! `policy`, `otlp`); `py` holds the thin pyo3 wrappers and is built only with the `python`
+//! `policy`, `otlp`, `sse`); `py` holds the thin pyo3 wrappers and is built only with the `python`
 //! feature (maturin enables it), so `cargo test` exercises the kernels without libpython.
 
 pub mod budget;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod otlp;
 pub mod pattern;
 pub mod policy;
+pub mod sse;
 pub mod vector;
 
 #[cfg(feature = "python")]

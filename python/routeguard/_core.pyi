@@ -19,6 +19,7 @@ __all__ = [
     "RateLimiter",
     "Regex",
     "RegexError",
+    "SseParser",
     "__version__",
     "auto_precision",
     "cosine",
@@ -245,3 +246,11 @@ class Regex:
     def find_spans(self, text: str, limit: int | None = None) -> list[tuple[int, int]]: ...
 
 def otlp_trace_request(resources: list[tuple[Any, ...]]) -> bytes: ...
+
+@final
+class SseParser:
+    """Server-sent events from a stream's chunks: `feed` each chunk, then `finish`."""
+
+    def __new__(cls) -> SseParser: ...
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]: ...
+    def finish(self) -> list[tuple[str, bytes]]: ...

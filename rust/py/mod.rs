@@ -10,6 +10,7 @@ mod error;
 mod otlp;
 mod policy;
 mod regex;
+mod sse;
 mod vector;
 use pyo3::prelude::*;
 
@@ -35,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     otlp::register(m)?;
     policy::register(m)?;
     regex::register(m)?;
+    sse::register(m)?;
     vector::register(m)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import msgspec
 
 from routeguard import scrub
+from routeguard._native import core
 from routeguard.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
 from routeguard.observe import spans
 from routeguard.providers import h1
@@ -127,45 +128,22 @@ class SseStream:
         return HttpResponse(self.status, self.headers, raw)
 
     async def events(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Yield ``(event, data)`` pairs; ``event`` is "" when the server sent none."""
-        event = ""
-        data: list[bytes] = []
-        async for line in self._lines():
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = "", []
-                continue
-            if line.startswith(b":"):
-                continue
-            name, _, value = line.partition(b":")
-            if value.startswith(b" "):
-                value = value[1:]
-            if name == b"data":
-                data.append(value)
-            elif name == b"event":
-                event = value.decode()
-        if data:
-            yield event, b"\n".join(data)
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        """The body's lines without their ending (LF or CRLF), the last one even unended."""
-        held: list[bytes] = []  # a line's pieces until its end arrives (joined once)
-        async for chunk in self.chunks():
-            if b"\n" not in chunk:
-                held.append(chunk)
-                continue
-            if held:
-                held.append(chunk)
-                chunk = b"".join(held)
-                held = []
-            lines = chunk.split(b"\n")
-            if lines[-1]:
-                held.append(lines[-1])
-            for line in lines[:-1]:
-                yield line.rstrip(b"\r")
-        if held:
-            yield b"".join(held).rstrip(b"\r")
+        """Yield ``(event, data)`` pairs; ``event`` is "" when the server sent none (the
+        framing is the native core's ``SseParser``: lines end with LF or CRLF, a blank line
+        ends an event with data, ``:`` starts a comment, ``data`` lines join with LF)."""
+        parser = core.SseParser()
+        try:
+            while (chunk := await self._resp.next_chunk(self._timeout)) is not None:
+                for item in parser.feed(chunk):
+                    yield item
+        except TimeoutError:
+            raise _timed_out("the upstream stream stalled", self._url) from None
+        except (OSError, h1.BadResponse) as exc:
+            raise _unreachable("the upstream stream broke", self._url, exc) from None
+        finally:
+            self._resp.close()
+        for item in parser.finish():
+            yield item
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, for binary stream framings (AWS event-stream)."""

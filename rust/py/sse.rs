@@ -1,0 +1,73 @@
+//! `SseParser`: the event-stream framing of `crate::sse` for `routeguard.providers.http`,
+//! one call per chunk read from an upstream instead of a Python loop per line.
+//!
+//! Data flow: `SseStream.events` makes one parser per stream and calls `feed` with each
+//! chunk as it arrives and `finish` at the end of the body; each returns the events completed
+//! as `(event, data)` pairs (`str`, `bytes`). An event name that is not UTF-8 raises
+//! UnicodeDecodeError, as decoding it in Python did.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyUnicodeDecodeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::sse::{Event, SseParser};
+
+/// Register this module's class on `_core`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySseParser>()?;
+    Ok(())
+}
+
+/// Server-sent events from a stream's chunks: `feed` each chunk, then `finish`.
+#[pyclass(name = "SseParser", module = "routeguard._core", frozen)]
+pub struct PySseParser {
+    inner: Mutex<SseParser>,
+}
+
+#[pymethods]
+impl PySseParser {
+    #[new]
+    fn new() -> Self {
+        PySseParser {
+            inner: Mutex::new(SseParser::new()),
+        }
+    }
+
+    /// The events `chunk` completes, as `(event, data)` (event "" when the server named none).
+    fn feed<'py>(&self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let mut out = Vec::new();
+        self.parser().feed(chunk, &mut out);
+        events(py, out)
+    }
+
+    /// The end of the body: the event its unended last line or data leaves, if any.
+    fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut out = Vec::new();
+        self.parser().finish(&mut out);
+        events(py, out)
+    }
+}
+
+impl PySseParser {
+    fn parser(&self) -> std::sync::MutexGuard<'_, SseParser> {
+        // A poisoned lock only means a panic elsewhere; the parser's state is still whole.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn events(py: Python<'_>, out: Vec<Event>) -> PyResult<Bound<'_, PyList>> {
+    let list = PyList::empty(py);
+    for (event, data) in out {
+        let name = match std::str::from_utf8(&event) {
+            Ok(name) => PyString::new(py, name),
+            Err(err) => return Err(PyUnicodeDecodeError::new_utf8(py, &event, err)?.into()),
+        };
+        let pair = PyTuple::new(py, [name.into_any(), PyBytes::new(py, &data).into_any()])?;
+        list.append(pair)?;
+    }
+    Ok(list)
+}
