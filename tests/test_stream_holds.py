@@ -132,6 +132,57 @@ async def test_a_stream_is_cut_at_its_maximum_duration(mock: MockServer) -> None
         await gw.aclose()
 
 
+async def test_the_deadline_passing_between_chunks_cuts_the_next_wait(mock: MockServer) -> None:
+    cfg = _cfg(mock.url)
+    cfg["router_settings"]["max_stream_duration"] = 0.3
+    gw = Gateway.from_config(cfg)
+    try:
+        result = await _open(gw, "m")
+        stream = result.stream
+        assert stream is not None
+        await anext(stream)
+        await asyncio.sleep(0.5)  # the client is busy: no wait for upstream is in progress
+        began = time.monotonic()
+        with pytest.raises(MidStreamError, match="max_stream_duration"):
+            async for _ in stream:
+                pass
+        assert time.monotonic() - began < 0.25  # refused at once, not after another chunk
+        assert (await _usage(gw))[1] == 0
+    finally:
+        await gw.aclose()
+
+
+async def test_a_cancelled_reader_stays_cancelled_whatever_the_deadline_does(
+    mock: MockServer,
+) -> None:
+    """The caller's own cancellation of a read is passed on as CancelledError: alone, and
+    when the stream's deadline cancels the same wait in the same turn of the loop."""
+    cfg = _cfg(mock.url)
+    cfg["router_settings"]["max_stream_duration"] = 30.0
+    gw = Gateway.from_config(cfg)
+    try:
+        for also_deadline in (False, True):
+            result = await _open(gw, "slow")
+            stream: Any = result.stream
+            await anext(stream)
+            await anext(stream)  # the first two chunks come at once
+            reader = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.02)  # waiting for the slow upstream's next chunk
+            if also_deadline:
+                stream._expire()  # the deadline's cancel first, the caller's on top
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+            assert reader.cancelled()
+            await stream.aclose()
+        assert (await _usage(gw))[1] == 0
+        # This task was never cancelled: no cancel request leaked onto it.
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+    finally:
+        await gw.aclose()
+
+
 async def test_a_hold_lives_as_long_as_its_stream(mock: MockServer) -> None:
     # Holds of crashed instances expire after 0.5 s; a live stream's must not.
     gw = Gateway.from_config(_cfg(mock.url, budget_settings={"reservation_ttl": 0.5}))

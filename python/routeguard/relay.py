@@ -89,6 +89,12 @@ class Relay:
         self._chars = 0  # text received from upstream
         self._chunks = 0  # chunks that carried text
         self._finished = False
+        # The stream's deadline: one timer (armed at the first wait for upstream), not one
+        # per chunk; see _next.
+        self._timer: asyncio.TimerHandle | None = None
+        self._cut = False  # the deadline passed
+        self._waiting: asyncio.Task[Any] | None = None  # the task waiting for upstream now
+        self._cancelled: asyncio.Task[Any] | None = None  # the task the deadline cancelled
         self._gen = self._run()
 
     def __aiter__(self) -> Relay:
@@ -152,23 +158,55 @@ class Relay:
         return True
 
     async def _next(self) -> Json | None:
-        """The next upstream chunk (None at the end), or MidStreamError past the deadline."""
-        limit = asyncio.timeout_at(self._ends_at)
+        """The next upstream chunk (None at the end), or MidStreamError past the deadline.
+
+        The deadline is one timer for the whole stream: when it fires during a wait for
+        upstream it cancels that wait, as ``asyncio.timeout`` would (a cancellation of the
+        task's own is passed on, not turned into the cut); past it, the next chunk is
+        refused, even one already received."""
+        if self._cut or self._loop.time() >= self._ends_at:
+            self._cut = True
+            raise self._too_long()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._ends_at, self._expire)
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._waiting = task
         try:
-            async with limit:
-                return await anext(self._it, None)
-        except TimeoutError:
-            if not limit.expired():
-                raise
-            raise MidStreamError(
-                "the stream ran longer than router_settings.max_stream_duration "
-                f"({self._settings.router.max_stream_duration:g}s) and was cut"
-            ) from None
+            return await anext(self._it, None)
+        except asyncio.CancelledError:
+            if self._cancelled is task:
+                self._cancelled = None
+                if task.uncancel() <= cancelling:
+                    raise self._too_long() from None
+            raise
+        finally:
+            self._waiting = None
+            if self._cancelled is task:  # the deadline's cancel, when the wait ended otherwise
+                self._cancelled = None
+                task.uncancel()
+
+    def _expire(self) -> None:
+        """The deadline: cut the stream (the wait for upstream in progress, else the next)."""
+        self._cut = True
+        task = self._waiting
+        if task is not None and self._cancelled is None:
+            self._cancelled = task
+            task.cancel()
+
+    def _too_long(self) -> MidStreamError:
+        return MidStreamError(
+            "the stream ran longer than router_settings.max_stream_duration "
+            f"({self._settings.router.max_stream_duration:g}s) and was cut"
+        )
 
     async def _finish(self) -> None:
         if self._finished:
             return
         self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
         try:
             await aclose(self._it)
         finally:
