@@ -100,8 +100,8 @@ class Relay:
     def __aiter__(self) -> Relay:
         return self
 
-    async def __anext__(self) -> Json:
-        return await self._gen.__anext__()
+    def __anext__(self) -> Awaitable[Json]:
+        return self._gen.__anext__()  # the generator's own awaitable: no frame of ours a chunk
 
     async def aclose(self) -> None:
         """Stop: close the upstream stream and settle the hold for what was sent."""
@@ -169,7 +169,7 @@ class Relay:
             raise self._too_long()
         if self._timer is None:
             self._timer = self._loop.call_at(self._ends_at, self._expire)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None
         cancelling = task.cancelling()
         self._waiting = task

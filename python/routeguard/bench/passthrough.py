@@ -1,5 +1,6 @@
 """The floor for a Python proxy: uvicorn + uvloop + httptools serving an ASGI app that
-forwards each POST body to one upstream through a shared aiohttp session, with no logic.
+forwards each POST body to one upstream through a shared aiohttp session, with no logic
+(an event stream is relayed as its bytes arrive).
 
     python -m routeguard.bench.passthrough --port 4100 --upstream http://127.0.0.1:4001
 
@@ -51,8 +52,15 @@ class Passthrough:
         headers = {"content-type": "application/json", "authorization": "Bearer sk-upstream"}
         async with self.session.post(self.upstream + scope["path"], data=body,
                                      headers=headers) as r:  # fmt: skip
-            payload = await r.read()
             kind = r.headers.get("content-type", "application/json").encode()
+            if kind.startswith(b"text/event-stream"):  # relayed as it comes
+                await send({"type": "http.response.start", "status": r.status,
+                            "headers": [(b"content-type", kind)]})  # fmt: skip
+                async for data in r.content.iter_any():
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            payload = await r.read()
             await _reply(send, r.status, kind, payload)
 
 

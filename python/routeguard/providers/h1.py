@@ -565,10 +565,13 @@ class Pool:
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
 
 
-def pool() -> Pool:
-    """The connection pool of the running event loop (made on first use; closed with the
-    loop's async generators when it shuts down, as ``asyncio.run`` and ``uvloop.run`` do)."""
-    loop = asyncio.get_running_loop()
+def pool(loop: asyncio.AbstractEventLoop | None = None) -> Pool:
+    """The connection pool of the running event loop (``loop`` when the caller has it:
+    Python 3.11 asks the OS for the process id on every look-up of the running loop);
+    made on first use, closed with the loop's async generators when it shuts down, as
+    ``asyncio.run`` and ``uvloop.run`` do."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
     p = _pools.get(loop)
     if p is None or p.closed:
         p = _pools[loop] = Pool(loop)

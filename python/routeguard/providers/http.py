@@ -83,13 +83,14 @@ async def post_json(
     url: str, headers: Mapping[str, str], body: Any, timeout: float
 ) -> HttpResponse:
     """POST a JSON body (an object, or bytes already encoded) and read the whole response."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
         url, sent, data = _prepare(url, headers, body)
         # Connecting gets at most half the attempt, so a host that never accepts is
         # reported as a connect failure (the upstream's health) before the attempt's own
         # timeout fires, which could as well be a long answer.
-        resp = await h1.pool().request(
+        resp = await h1.pool(loop).request(
             url, sent, data, connect_timeout=min(timeout / 2, 10.0), head_deadline=deadline
         )
         raw = await resp.read(deadline)
@@ -166,10 +167,11 @@ async def open_sse(url: str, headers: Mapping[str, str], body: Any, timeout: flo
     """POST a JSON body and open its SSE response; ``timeout`` bounds the wait for headers
     and each gap between chunks, not the whole stream."""
     # accept: unless the format streams otherwise (Bedrock sets its own)
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
         url, sent, data = _prepare(url, headers, body, accept="text/event-stream")
-        resp = await h1.pool().request(
+        resp = await h1.pool(loop).request(
             url, sent, data, connect_timeout=min(timeout, 10.0), head_deadline=deadline
         )
     except TimeoutError:  # no first byte (or no connection) in time: the upstream's health

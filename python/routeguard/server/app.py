@@ -1042,11 +1042,12 @@ async def _pump_sse(
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    pumping = asyncio.ensure_future(pump())
-    watching = asyncio.ensure_future(watch())
+    loop = asyncio.get_running_loop()
+    pumping = loop.create_task(pump())
+    watching = loop.create_task(watch())
     # Set when a draining proxy's server.drain_seconds run out (server/lifecycle.py).
     cut: asyncio.Event | None = scope.get("routeguard.cut")
-    cutting = asyncio.ensure_future(cut.wait()) if cut is not None else None
+    cutting = loop.create_task(cut.wait()) if cut is not None else None
     waiting = {pumping, watching} | ({cutting} if cutting is not None else set())
     try:
         age = time.perf_counter() - result.started
