@@ -259,3 +259,29 @@ async def test_the_proxy_ends_a_stream_whose_client_stalls(mock: MockServer) -> 
         assert held == 0 and spent > 0
     finally:
         await gw.aclose()
+
+
+async def test_a_stream_dropped_after_some_reads_settles_before_its_deadline(
+    mock: MockServer,
+) -> None:
+    """The armed deadline timer (loop -> TimerHandle -> Relay._expire -> Relay) keeps a
+    dropped relay alive, so its hold is settled (and its upstream closed) only at
+    max_stream_duration (default 1800 s), not when it is collected."""
+    cfg = _cfg(mock.url)
+    cfg["router_settings"]["max_stream_duration"] = 30.0
+    gw = Gateway.from_config(cfg)
+    try:
+        result = await _open(gw, "slow")
+        stream: Any = result.stream
+        await anext(stream)
+        await anext(stream)  # a wait for upstream: the deadline timer is armed
+        del stream, result
+        for _ in range(100):  # the settlement runs on the loop
+            gc.collect()
+            await asyncio.sleep(0.01)
+            if (await _usage(gw))[1] == 0:
+                break
+        spent, held = await _usage(gw)
+        assert held == 0 and spent > 0
+    finally:
+        await gw.aclose()

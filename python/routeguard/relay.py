@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -111,6 +112,9 @@ class Relay:
             await self._finish()
 
     def __del__(self) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.cancel()
         loop = getattr(self, "_loop", None)
         if getattr(self, "_finished", True) or loop is None or loop.is_closed():
             return
@@ -168,7 +172,9 @@ class Relay:
             self._cut = True
             raise self._too_long()
         if self._timer is None:
-            self._timer = self._loop.call_at(self._ends_at, self._expire)
+            # By weak reference: a stream dropped unclosed is collected (and settled) now,
+            # not kept by the loop until its deadline.
+            self._timer = self._loop.call_at(self._ends_at, _expire, weakref.ref(self))
         task = asyncio.current_task(self._loop)
         assert task is not None
         cancelling = task.cancelling()
@@ -229,6 +235,13 @@ class Relay:
             self._settings.budget.default_max_tokens,
             max(self._chunks, sent),
         )
+
+
+def _expire(ref: weakref.ref[Relay]) -> None:
+    """A relay's deadline timer (see :meth:`Relay._next`)."""
+    relay = ref()
+    if relay is not None:
+        relay._expire()
 
 
 def _is_count(value: object) -> TypeGuard[int]:
