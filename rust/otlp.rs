@@ -199,11 +199,19 @@ impl Writer {
         self.fixed64(8, head.end_ns);
     }
 
-    /// The fields of a `Span` after its attributes: the dropped-attribute count, the status
-    /// (always present, as the SDK's encoder writes it) and the flags.
-    pub fn span_tail(&mut self, head: &SpanHead<'_>, dropped: u32, status: (Option<&str>, u32)) {
-        if dropped > 0 {
-            self.uint(10, u64::from(dropped));
+    /// The fields of a `Span` after its attributes: the counts of dropped attributes, events
+    /// and links (written when not 0), the status (always present, as the SDK's encoder
+    /// writes it) and the flags.
+    pub fn span_tail(
+        &mut self,
+        head: &SpanHead<'_>,
+        dropped: (u32, u32, u32),
+        status: (Option<&str>, u32),
+    ) {
+        for (number, count) in [(10, dropped.0), (12, dropped.1), (14, dropped.2)] {
+            if count > 0 {
+                self.uint(number, u64::from(count));
+            }
         }
         let open = self.open(15);
         if let Some(message) = status.0.filter(|m| !m.is_empty()) {
@@ -293,7 +301,7 @@ mod tests {
         let kv = w.open_key_value(field::SPAN_ATTRIBUTES, "k");
         w.value(Value::Int((-1i64) as u64));
         w.close_key_value(kv);
-        w.span_tail(&head, 0, (Some("bad"), 2));
+        w.span_tail(&head, (0, 0, 0), (Some("bad"), 2));
         let buf = w.finish();
         let mut want = vec![0x0a, 16];
         want.extend_from_slice(&0x0102u128.to_be_bytes());

@@ -3,6 +3,9 @@ encodings of the same spans parse to equal ExportTraceServiceRequest messages.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -11,8 +14,10 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -136,3 +141,100 @@ def test_the_proxys_http_exporter_sends_wire_encoded_batches(
     assert [s.name for s in got] == ["plain", "evented"]
     assert got[0].attributes == {"k": "v"} and got[0].trace_id == f"{0xABC:032x}"
     assert all(r["x-a"] == "1" for r in receiver.requests)
+
+
+# ------------------------------------------------- values the core leaves to the SDK (review)
+
+
+def _sdk_span(attrs: dict[str, Any], limits: SpanLimits | None = None,
+              event: bool = False) -> ReadableSpan:  # fmt: skip
+    """A span finished by the real SDK tracer (its attribute rules applied)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("s", attributes=attrs) as span:
+        if event:
+            span.add_event("e")
+    (done,) = exporter.get_finished_spans()
+    return done
+
+
+def _left_to_the_sdk(batch: list[ReadableSpan]) -> None:
+    """The core refuses the batch: the exporter then sends the SDK's encoding of it."""
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        otlp_wire.encode(batch)
+
+
+def _same_as_the_sdk(batch: list[ReadableSpan]) -> None:
+    assert ExportTraceServiceRequest.FromString(otlp_wire.encode(batch)) == encode_spans(batch)
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1, 2**70, -(2**63) - 1, (1, 2**63)],
+                         ids=["2**63", "2**64-1", "2**70", "-2**63-1", "in-array"])  # fmt: skip
+def test_an_int_past_int64_is_left_to_the_sdk(value: Any) -> None:
+    span = _sdk_span({"n": value})
+    assert span.attributes["n"] == value  # kept by the SDK tracer's attribute rules
+    _left_to_the_sdk([span])
+
+
+def test_a_mapping_value_is_left_to_the_sdk() -> None:
+    span = _sdk_span({"m": {"a": 1}})
+    assert span.attributes["m"] == {"a": 1}  # kept by the SDK tracer's attribute rules
+    _left_to_the_sdk([span])
+
+
+def test_a_mapping_in_an_array_is_left_to_the_sdk() -> None:
+    span = ReadableSpan(name="a", context=SpanContext(1, 2, False), attributes={"m": ({"a": 1},)})
+    _left_to_the_sdk([span])
+
+
+def test_a_value_of_another_type_is_left_to_the_sdk() -> None:
+    span = ReadableSpan(name="a", context=SpanContext(1, 2, False),
+                        attributes={"o": object(), "k": "v"})  # fmt: skip
+    _left_to_the_sdk([span])
+
+
+def test_dropped_events_count_of_an_sdk_span_is_written() -> None:
+    span = _sdk_span({}, SpanLimits(max_events=0), event=True)  # OTEL_SPAN_EVENT_COUNT_LIMIT=0
+    assert not span.events and span.dropped_events == 1
+    assert otlp_wire.encodable([span])
+    _same_as_the_sdk([span])
+
+
+def test_dropped_events_and_links_counts_are_written() -> None:
+    events: BoundedList = BoundedList(0)
+    events.append(Event("e"))
+    links: BoundedList = BoundedList(0)
+    links.append(object())
+    span = ReadableSpan(name="a", context=SpanContext(1, 2, False), events=events, links=links)
+    assert span.dropped_events == 1 and span.dropped_links == 1
+    assert otlp_wire.encodable([span])
+    _same_as_the_sdk([span])
+
+
+def test_equal_resources_and_scopes_are_grouped_as_the_sdk_groups_them() -> None:
+    spans = [
+        ReadableSpan(name=str(i), context=SpanContext(1, i + 2, False),
+                     resource=Resource({"service.name": "r"}),
+                     instrumentation_scope=InstrumentationScope("routeguard", "1"))
+        for i in range(2)
+    ]  # fmt: skip
+    _same_as_the_sdk(spans)
+
+
+def test_deeply_nested_value_does_not_crash_the_process() -> None:
+    code = textwrap.dedent("""
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext
+        from routeguard.server import otlp_wire
+        v = []
+        v.append(v)  # self-referential: the SDK's encoder hits RecursionError (attr dropped)
+        span = ReadableSpan(name="a", context=SpanContext(1, 2, False), attributes={"v": v})
+        try:
+            otlp_wire.encode([span])
+        except Exception as exc:
+            print("raised", type(exc).__name__)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])

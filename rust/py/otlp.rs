@@ -4,16 +4,20 @@
 //! Data flow: the Python side groups the spans by resource and scope and reads each span's
 //! fields into a tuple (see `otlp_wire.encode`); this walks those lists and the attribute
 //! mappings and drives [`crate::otlp::Writer`]. Attribute values are written as the
-//! OpenTelemetry SDK's encoder writes them: `str`, `bool`, `int` (as int64 bits), `float`,
-//! `bytes`, a sequence as an array (None in one: an empty value), anything else as its
-//! `str()`. A value that cannot be written (a key that is not a `str`, a lone surrogate)
-//! raises, and the exporter falls back to the SDK's encoder.
+//! OpenTelemetry SDK's encoder writes them: `str`, `bool`, an `int` within int64, `float`,
+//! `bytes`, a sequence as an array (None in one: an empty value), at most 32 levels deep.
+//! Anything else raises (a key that is not a `str`, a lone surrogate, an int past int64, a
+//! mapping, a value of another type, deeper nesting, a self-containing list), and the
+//! exporter falls back to the SDK's encoder, which writes or drops it as the SDK does.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::otlp::{field, SpanHead, Value, Writer};
+
+/// How deep arrays may nest in one attribute value (a self-containing list raises here).
+const MAX_DEPTH: usize = 32;
 
 /// Register this module's function on `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -25,7 +29,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// scopes)`, each scope `(scope, spans)` with `scope` None or `(name, version, attributes,
 /// schema_url)`, each span `(trace_id, span_id, trace_state, parent_span_id, parent_is_remote,
 /// name, kind, start_ns, end_ns, attributes, dropped_attributes, status_description,
-/// status_code)` in the SDK's terms (kind and status code as their enum values).
+/// status_code, dropped_events, dropped_links)` in the SDK's terms (kind and status code as
+/// their enum values).
 #[pyfunction]
 fn otlp_trace_request<'py>(
     py: Python<'py>,
@@ -106,7 +111,12 @@ fn span(w: &mut Writer, s: &Bound<'_, PyTuple>) -> PyResult<()> {
         optional_str(&description)?,
         s.get_item(12)?.extract::<u32>()?,
     );
-    w.span_tail(&head, s.get_item(10)?.extract::<u32>()?, status);
+    let dropped = (
+        s.get_item(10)?.extract::<u32>()?,
+        s.get_item(13)?.extract::<u32>()?,
+        s.get_item(14)?.extract::<u32>()?,
+    );
+    w.span_tail(&head, dropped, status);
     w.close(open);
     Ok(())
 }
@@ -155,13 +165,13 @@ fn key_value(
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("an attribute key is not a str"))?;
     let open = w.open_key_value(number, key.to_str()?);
-    any_value(w, value)?;
+    any_value(w, value, 0)?;
     w.close_key_value(open);
     Ok(())
 }
 
-/// The content of the `AnyValue` open now (None: left empty).
-fn any_value(w: &mut Writer, v: &Bound<'_, PyAny>) -> PyResult<()> {
+/// The content of the `AnyValue` open now (None: left empty), `depth` arrays down.
+fn any_value(w: &mut Writer, v: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
     if v.is_none() {
         return Ok(());
     }
@@ -170,29 +180,29 @@ fn any_value(w: &mut Writer, v: &Bound<'_, PyAny>) -> PyResult<()> {
     } else if let Ok(b) = v.cast::<PyBool>() {
         w.value(Value::Bool(b.is_true()));
     } else if v.is_instance_of::<PyInt>() {
-        // int64 as two's complement; an int past 64 bits keeps its low 64, as `& 2**64-1`.
-        let bits = match v.extract::<i64>() {
-            Ok(n) => n as u64,
-            Err(_) => match v.extract::<u64>() {
-                Ok(n) => n,
-                Err(_) => v.call_method1("__and__", (u64::MAX,))?.extract::<u64>()?,
-            },
-        };
-        w.value(Value::Int(bits));
+        let n = v
+            .extract::<i64>()
+            .map_err(|_| PyOverflowError::new_err("an attribute int is past int64"))?;
+        w.value(Value::Int(n as u64)); // int64 as two's complement
     } else if let Ok(x) = v.cast::<PyFloat>() {
         w.value(Value::Double(x.value()));
     } else if let Ok(b) = v.cast::<PyBytes>() {
         w.value(Value::Bytes(b.as_bytes()));
     } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() || is_sequence(v)? {
+        if depth >= MAX_DEPTH {
+            return Err(PyValueError::new_err("an attribute value nests too deep"));
+        }
         let array = w.open_array();
         for item in v.try_iter()? {
             let open = w.open_item();
-            any_value(w, &item?)?;
+            any_value(w, &item?, depth + 1)?;
             w.close(open);
         }
         w.close(array);
     } else {
-        w.value(Value::Str(v.str()?.to_str()?));
+        return Err(PyTypeError::new_err(
+            "an attribute value of a type the wire encoder leaves to the SDK's",
+        ));
     }
     Ok(())
 }

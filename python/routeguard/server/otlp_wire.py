@@ -47,29 +47,43 @@ def _fields(span: ReadableSpan) -> tuple[Any, ...]:
         span.dropped_attributes,
         status.description,
         status.status_code.value,
+        span.dropped_events,
+        span.dropped_links,
     )
 
 
 def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ``ExportTraceServiceRequest`` holding ``spans``, grouped by resource and scope
-    (TypeError, ValueError or OverflowError for a value the core cannot write)."""
-    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[tuple[Any, ...]]]]]] = {}
+    """An ``ExportTraceServiceRequest`` holding ``spans``, grouped by resource and scope as
+    the SDK's encoder groups them (equal ones together); TypeError, ValueError or
+    OverflowError for a value the core leaves to the SDK's encoder."""
+    resources: list[tuple[Any, list[tuple[Any, list[tuple[Any, ...]]]]]] = []
+    by_resource: dict[int, list[tuple[Any, list[tuple[Any, ...]]]]] = {}
+    by_scope: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
     for s in spans:
         resource, scope = s.resource, s.instrumentation_scope
-        by_scope = groups.get(id(resource))
-        if by_scope is None:
-            by_scope = groups[id(resource)] = (resource, {})
-        group = by_scope[1].get(id(scope))
+        key = (id(resource), id(scope))
+        group = by_scope.get(key)
         if group is None:
-            group = by_scope[1][id(scope)] = (scope, [])
-        group[1].append(_fields(s))
-    resources = []
-    for resource, scopes in groups.values():
-        listed = []
-        for scope, fields in scopes.values():
+            scopes = by_resource.get(id(resource))
+            if scopes is None:  # a distinct object: one of an equal resource's spans?
+                scopes = next((g for r, g in resources if r == resource), None)
+                if scopes is None:
+                    scopes = []
+                    resources.append((resource, scopes))
+                by_resource[id(resource)] = scopes
+            group = next((g for c, g in scopes if c == scope), None)
+            if group is None:
+                group = []
+                scopes.append((scope, group))
+            by_scope[key] = group
+        group.append(_fields(s))
+    listed = []
+    for resource, scopes in resources:
+        heads = []
+        for scope, fields in scopes:
             head = None
             if scope is not None:
                 head = (scope.name, scope.version, scope.attributes, scope.schema_url)
-            listed.append((head, fields))
-        resources.append((resource.attributes, resource.schema_url, listed))
-    return core.otlp_trace_request(resources)
+            heads.append((head, fields))
+        listed.append((resource.attributes, resource.schema_url, heads))
+    return core.otlp_trace_request(listed)
