@@ -6,11 +6,23 @@
 //! are the WHATWG event-stream ones the proxy relies on: lines end with LF (a CR before it,
 //! or several, is dropped), a blank line dispatches the event when it has data, a line
 //! starting with `:` is a comment, a field's value loses one leading space, `data` lines
-//! join with LF, `event` names the event (empty when none) and other fields are ignored. At
-//! the end of the body an unended last line counts, and an event with data is dispatched.
+//! join with LF, `event` names the event (empty when none; a name that is not UTF-8 stops
+//! the framing with [`BadName`], after the events completed before its line) and other fields
+//! are ignored. At the end of the body an unended last line counts, and an event with data is
+//! dispatched.
 
-/// One event: its `event` field's bytes (empty when none) and its data lines joined by LF.
-pub type Event = (Vec<u8>, Vec<u8>);
+/// One event: its `event` field (empty when none) and its data lines joined by LF.
+pub type Event = (String, Vec<u8>);
+
+/// An `event` line whose value is not UTF-8: its bytes and where decoding failed. The
+/// parser is not to be fed again.
+#[derive(Debug)]
+pub struct BadName {
+    /// The value's bytes.
+    pub name: Vec<u8>,
+    /// Why they are not UTF-8.
+    pub error: std::str::Utf8Error,
+}
 
 /// The state between chunks: the unended line, and the event being read.
 #[derive(Debug, Default)]
@@ -18,7 +30,7 @@ pub struct SseParser {
     line: Vec<u8>,
     /// Whether a piece of an unended line arrived (an empty chunk counts as one).
     held: bool,
-    event: Vec<u8>,
+    event: String,
     data: Vec<u8>,
     has_data: bool,
 }
@@ -29,8 +41,8 @@ impl SseParser {
         Self::default()
     }
 
-    /// The events `chunk` completes, appended to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+    /// The events `chunk` completes, appended to `out` (those before a [`BadName`] too).
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), BadName> {
         let mut rest = chunk;
         let mut ended = false; // whether a line ended in this chunk
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
@@ -41,29 +53,31 @@ impl SseParser {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(piece);
                 self.held = false;
-                self.line_done(&line, out);
+                self.line_done(&line, out)?;
                 line.clear();
                 self.line = line; // its capacity is kept for the next unended line
             } else {
-                self.line_done(piece, out);
+                self.line_done(piece, out)?;
             }
         }
         if !rest.is_empty() || !ended {
             self.line.extend_from_slice(rest);
             self.held = true;
         }
+        Ok(())
     }
 
     /// The end of the body: its unended last line, then the event it leaves, if any.
-    pub fn finish(&mut self, out: &mut Vec<Event>) {
+    pub fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), BadName> {
         if self.held {
             let line = std::mem::take(&mut self.line);
             self.held = false;
-            self.line_done(&line, out);
+            self.line_done(&line, out)?;
         }
         if self.has_data {
             out.push(self.take_event());
         }
+        Ok(())
     }
 
     fn take_event(&mut self) -> Event {
@@ -74,7 +88,7 @@ impl SseParser {
         )
     }
 
-    fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) {
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) -> Result<(), BadName> {
         let mut end = line.len();
         while end > 0 && line[end - 1] == b'\r' {
             end -= 1;
@@ -86,10 +100,10 @@ impl SseParser {
             } else {
                 self.event.clear();
             }
-            return;
+            return Ok(());
         }
         if line[0] == b':' {
-            return;
+            return Ok(());
         }
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(i) => (&line[..i], &line[i + 1..]),
@@ -104,12 +118,21 @@ impl SseParser {
                 self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            b"event" => {
-                self.event.clear();
-                self.event.extend_from_slice(value);
-            }
+            b"event" => match std::str::from_utf8(value) {
+                Ok(name) => {
+                    self.event.clear();
+                    self.event.push_str(name);
+                }
+                Err(error) => {
+                    return Err(BadName {
+                        name: value.to_vec(),
+                        error,
+                    })
+                }
+            },
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -121,16 +144,11 @@ mod tests {
         let mut p = SseParser::new();
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, &mut out);
+            assert!(p.feed(c, &mut out).is_ok());
         }
-        p.finish(&mut out);
+        assert!(p.finish(&mut out).is_ok());
         out.into_iter()
-            .map(|(e, d)| {
-                (
-                    String::from_utf8(e).unwrap_or_default(),
-                    String::from_utf8(d).unwrap_or_default(),
-                )
-            })
+            .map(|(e, d)| (e, String::from_utf8(d).unwrap_or_default()))
             .collect()
     }
 
@@ -157,5 +175,14 @@ mod tests {
         assert_eq!(parse(&[b"data:\n\n"]), vec![pair("", "")]);
         assert_eq!(parse(&[b"event: x\n\ndata: y\n\n"]), vec![pair("", "y")]);
         assert!(parse(&[b"event: x\n", b""]).is_empty());
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_stops_after_the_events_before_it() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        let bad = p.feed(b"data: a\n\nevent: \xff\ndata: b\n\n", &mut out);
+        assert_eq!(bad.map_err(|b| b.name), Err(vec![0xff]));
+        assert_eq!(out, vec![(String::new(), b"a".to_vec())]);
     }
 }

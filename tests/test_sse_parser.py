@@ -3,14 +3,19 @@ rules it implements, on arbitrary bytes split anywhere: what ``SseStream.events`
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routeguard._native import core
+from routeguard.providers import http
 
 
-def _reference(body: bytes) -> list[tuple[str, bytes]]:
-    """The rules, read line by line over the whole body at once."""
+def _reference(body: bytes) -> tuple[list[tuple[str, bytes]], bool]:
+    """The rules, read line by line over the whole body at once: the events, and whether an
+    event name that is not UTF-8 stopped the reading (at its line)."""
     out: list[tuple[str, bytes]] = []
     event, data = "", list[bytes]()
     lines = body.split(b"\n")
@@ -30,20 +35,43 @@ def _reference(body: bytes) -> list[tuple[str, bytes]]:
         if name == b"data":
             data.append(value)
         elif name == b"event":
-            event = value.decode()
+            try:
+                event = value.decode()
+            except UnicodeDecodeError:
+                return out, True
     if data:
         out.append((event, b"\n".join(data)))
-    return out
+    return out, False
 
 
-def _parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
+def _parse(chunks: list[bytes]) -> tuple[list[tuple[str, bytes]], bool]:
     parser = core.SseParser()
-    got = [item for chunk in chunks for item in parser.feed(chunk)]
-    return got + parser.finish()
+    got: list[tuple[str, bytes]] = []
+    try:
+        for chunk in chunks:
+            got += parser.feed(chunk)
+        got += parser.finish()
+    except UnicodeDecodeError as exc:
+        return got + exc.events, True  # type: ignore[attr-defined]
+    return got, False
 
 
 _atoms = st.sampled_from(
-    [b"data", b"event", b"id", b":", b" ", b"\r", b"\n", b"\r\n", b"\n\n", b"x", b"{}", b"\xc3\xa9"]
+    [
+        b"data",
+        b"event",
+        b"id",
+        b":",
+        b" ",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b"x",
+        b"{}",
+        b"\xc3\xa9",
+        b"\xff",
+    ]
 )
 
 
@@ -72,7 +100,55 @@ def test_written_events_come_back_whole(
             body += b"event: " + name.encode() + end
         body += b"".join(b"data: " + line + end for line in lines) + end
     chunks = [body[i : i + size] for i in range(0, len(body), size)]
-    assert _parse(chunks) == [(n, b"\n".join(ls)) for n, ls in events]
+    assert _parse(chunks) == ([(n, b"\n".join(ls)) for n, ls in events], False)
+
+
+class _Resp:
+    """An upstream response that hands out the given chunks."""
+
+    status = 200
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.headers: dict[str, str] = {}
+        self._chunks = list(chunks)
+        self.closed = False
+
+    async def next_chunk(self, timeout: float) -> bytes | None:
+        return self._chunks.pop(0) if self._chunks else None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def _stream(chunks: list[bytes]) -> tuple[list[Any], BaseException | None, bool]:
+    resp = _Resp(chunks)
+    got: list[Any] = []
+    try:
+        async for item in http.SseStream(resp, "http://u", 5.0).events():  # type: ignore[arg-type]
+            got.append(item)
+    except Exception as exc:
+        return got, exc, resp.closed
+    return got, None, resp.closed
+
+
+@pytest.mark.parametrize(
+    ("chunks", "before"),
+    [
+        ([b"data: a\n\nevent: \xff\ndata: b\n\n"], [("", b"a")]),  # after events of its chunk
+        ([b"data: a\n\n", b"event: \xff\n\ndata: b\n\n"], [("", b"a")]),  # never dispatched
+        ([b"event: \xff\nevent: ok\ndata: b\n\n"], []),  # replaced before any data
+        ([b"data: a\n\nevent: \xff"], [("", b"a")]),  # the body's unended last line
+    ],
+    ids=["same-chunk", "no-data", "replaced", "last-line"],
+)
+async def test_a_stream_with_an_event_name_not_utf8_raises_at_its_line(
+    chunks: list[bytes], before: list[Any]
+) -> None:
+    """As the Python framing did (review): the events before the line, then the error."""
+    got, exc, closed = await _stream(chunks)
+    assert got == before
+    assert isinstance(exc, UnicodeDecodeError)
+    assert closed
 
 
 def test_an_event_name_that_is_not_utf8_raises_as_decoding_did() -> None:

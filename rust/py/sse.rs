@@ -3,8 +3,9 @@
 //!
 //! Data flow: `SseStream.events` makes one parser per stream and calls `feed` with each
 //! chunk as it arrives and `finish` at the end of the body; each returns the events completed
-//! as `(event, data)` pairs (`str`, `bytes`). An event name that is not UTF-8 raises
-//! UnicodeDecodeError, as decoding it in Python did.
+//! as `(event, data)` pairs (`str`, `bytes`). An `event` line whose value is not UTF-8
+//! raises UnicodeDecodeError, as decoding it at its line in Python did; the events completed
+//! before that line are on the exception, as its `events` attribute, to be passed on first.
 
 use std::sync::Mutex;
 
@@ -12,7 +13,7 @@ use pyo3::exceptions::PyUnicodeDecodeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::sse::{Event, SseParser};
+use crate::sse::{BadName, Event, SseParser};
 
 /// Register this module's class on `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -38,15 +39,15 @@ impl PySseParser {
     /// The events `chunk` completes, as `(event, data)` (event "" when the server named none).
     fn feed<'py>(&self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
-        self.parser().feed(chunk, &mut out);
-        events(py, out)
+        let framed = self.parser().feed(chunk, &mut out);
+        done(py, framed, out)
     }
 
     /// The end of the body: the event its unended last line or data leaves, if any.
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
-        self.parser().finish(&mut out);
-        events(py, out)
+        let framed = self.parser().finish(&mut out);
+        done(py, framed, out)
     }
 }
 
@@ -59,15 +60,26 @@ impl PySseParser {
     }
 }
 
-fn events(py: Python<'_>, out: Vec<Event>) -> PyResult<Bound<'_, PyList>> {
+/// The events as a list, or the UnicodeDecodeError of a bad name carrying them.
+fn done(
+    py: Python<'_>,
+    framed: Result<(), BadName>,
+    out: Vec<Event>,
+) -> PyResult<Bound<'_, PyList>> {
     let list = PyList::empty(py);
     for (event, data) in out {
-        let name = match std::str::from_utf8(&event) {
-            Ok(name) => PyString::new(py, name),
-            Err(err) => return Err(PyUnicodeDecodeError::new_utf8(py, &event, err)?.into()),
-        };
-        let pair = PyTuple::new(py, [name.into_any(), PyBytes::new(py, &data).into_any()])?;
-        list.append(pair)?;
+        let name = PyString::new(py, &event).into_any();
+        list.append(PyTuple::new(
+            py,
+            [name, PyBytes::new(py, &data).into_any()],
+        )?)?;
     }
-    Ok(list)
+    match framed {
+        Ok(()) => Ok(list),
+        Err(bad) => {
+            let err = PyUnicodeDecodeError::new_utf8(py, &bad.name, bad.error)?;
+            err.setattr("events", list)?;
+            Err(PyErr::from_value(err.into_any()))
+        }
+    }
 }

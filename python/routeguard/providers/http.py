@@ -137,14 +137,18 @@ class SseStream:
             while (chunk := await self._resp.next_chunk(self._timeout)) is not None:
                 for item in parser.feed(chunk):
                     yield item
+            for item in parser.finish():
+                yield item
+        except UnicodeDecodeError as exc:  # an event name that is not UTF-8: what came before
+            for item in exc.events:  # type: ignore[attr-defined]  # (see _core.SseParser)
+                yield item
+            raise
         except TimeoutError:
             raise _timed_out("the upstream stream stalled", self._url) from None
         except (OSError, h1.BadResponse) as exc:
             raise _unreachable("the upstream stream broke", self._url, exc) from None
         finally:
             self._resp.close()
-        for item in parser.finish():
-            yield item
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, for binary stream framings (AWS event-stream)."""
