@@ -88,7 +88,7 @@ def main() -> int:
     )
     print(
         "| target | events an answer | p50 to the last byte, ms | CPU a request, ms "
-        "| CPU an event, µs (less the request's own) |"
+        "| CPU above the passthrough's, µs an event |"
     )
     print("|---|---|---|---|---|")
     for name, (events, p50, cpu) in rows.items():
