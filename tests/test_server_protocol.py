@@ -93,14 +93,15 @@ class Conn:
 
 async def _serve(app: App, request: bytes, until: asyncio.Event | None = None) -> Recording:
     """Feed ``request`` to the protocol serving ``app``; return after the answer (or once
-    ``until`` is set)."""
+    ``until`` is set, and the loop's turn in which it was has ended)."""
     conn = Conn(app)
     conn.proto.data_received(request)
     for _ in range(200):
         await asyncio.sleep(0)
-        if (until is not None and until.is_set()) or (
-            conn.transport.closed or conn.proto.current is None
-        ):
+        if until is not None and until.is_set():
+            await asyncio.sleep(0)  # what the turn queued for its end is written
+            break
+        if conn.transport.closed or conn.proto.current is None:
             break
     await conn.lose()
     return conn.transport
@@ -164,6 +165,57 @@ def test_a_streamed_head_goes_out_before_its_first_chunk() -> None:
     assert len(out.writes) == 1
     assert out.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"transfer-encoding: chunked" in out.writes[0].lower()
+
+
+def _streaming_app(turns: list[list[bytes]], fail: bool = False) -> App:
+    """An event stream whose parts come in ``turns``: the parts of one turn sent one after
+    another, a turn of the event loop between turns (``fail``: raise after the first turn's
+    parts, in its turn)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for turn in turns:
+            for part in turn:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            if fail:  # with the turn's parts still queued
+                raise RuntimeError("boom")
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def _chunk(part: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(part), part)
+
+
+def test_the_parts_of_one_turn_of_a_stream_leave_in_one_write() -> None:
+    turns = [[b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"], [b"data: 4\n\n"]]
+    out = asyncio.run(_serve(_streaming_app(turns), GET))
+    assert len(out.writes) == 3  # head and the first turn, the second turn, the end
+    assert out.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert out.writes[0].endswith(b"".join(_chunk(p) for p in turns[0]))
+    assert out.writes[1] == _chunk(turns[1][0])
+    assert out.writes[2] == b"0\r\n\r\n"
+
+
+def test_a_turn_past_the_coalescing_bound_is_written_at_once() -> None:
+    big = b"x" * 40_000
+    out = asyncio.run(_serve(_streaming_app([[big, big, b"tail"]]), GET))
+    head_and_two = out.writes[0]
+    assert head_and_two.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head_and_two.endswith(_chunk(big) + _chunk(big))  # written when the bound passed
+    assert out.writes[1] == _chunk(b"tail")
+    assert b"".join(out.writes).endswith(_chunk(b"tail") + b"0\r\n\r\n")
+
+
+def test_an_app_failing_mid_stream_still_delivers_what_it_sent() -> None:
+    out = asyncio.run(_serve(_streaming_app([[b"data: 1\n\n", b"data: 2\n\n"]], fail=True), GET))
+    assert out.closed
+    body = b"".join(out.writes)
+    assert body.endswith(_chunk(b"data: 1\n\n") + _chunk(b"data: 2\n\n"))
+    assert not out.late
 
 
 def test_an_app_failing_after_a_sized_head_still_sends_the_head_then_closes() -> None:

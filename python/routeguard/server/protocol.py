@@ -66,6 +66,9 @@ those queued are answered and the connection closes (a read of tiny pipelined re
 each held as a scope until its turn, would hold many times the bytes read)."""
 
 _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied behind the head
+# A streamed response's parts sent in one turn of the event loop (the events of one upstream
+# read) leave in one write at the end of that turn, up to this many bytes (then at once).
+_COALESCE_MAX = 1 << 16
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY = frozenset((204, 304))
@@ -460,8 +463,8 @@ class _Cycle:
 
     __slots__ = (
         "bodiless", "body", "buffered", "chunked", "complete", "conn", "disconnected",
-        "expect", "final_sent", "head", "keep_alive", "more_body", "remaining", "scope",
-        "started", "waiter",
+        "expect", "final_sent", "head", "keep_alive", "more_body", "pending", "pending_bytes",
+        "remaining", "scope", "started", "waiter",
     )  # fmt: skip
 
     def __init__(
@@ -483,6 +486,10 @@ class _Cycle:
         self.remaining: int | None = None  # bytes still due under a Content-Length
         self.head: bytes | None = None  # a sized response's head, sent with its body
         self.bodiless = False  # HEAD, 204, 304: body bytes from the app are dropped
+        # A streamed response's bytes not written yet (see _hold): written at the end of the
+        # loop's turn, or with the response's last bytes, whichever comes first.
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
 
     def body_ready(self) -> bool:
         """Whether the whole body has arrived and ``receive`` has not handed it over yet
@@ -514,6 +521,7 @@ class _Cycle:
         transport = self.conn.transport
         if self.disconnected or transport.is_closing():
             return
+        self._flush()
         if not self.started:
             transport.write(plain_response(b"500 Internal Server Error", b"Internal Server Error"))
         elif self.head is not None:
@@ -613,8 +621,33 @@ class _Cycle:
         self.keep_alive = keep_alive
         if remaining and not bodiless:
             self.head = data  # written with the body's first bytes
+        elif chunked and not bodiless:
+            self._hold(data)  # a stream's head goes with its first part
         else:
             self.conn.transport.write(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Queue part of a response that more will follow: the parts of one turn of the
+        event loop go out in one write (one system call, not one per streamed event)."""
+        pending = self.pending
+        pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= _COALESCE_MAX:
+            self._flush()
+        elif len(pending) == 1:
+            self.conn.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what :meth:`_hold` queued (nothing once the connection is gone)."""
+        pending = self.pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self.pending_bytes = 0
+        transport = self.conn.transport
+        if not self.disconnected and not transport.is_closing():
+            transport.write(data)
 
     def _body(self, body: bytes, more: bool) -> None:
         transport = self.conn.transport
@@ -637,8 +670,16 @@ class _Cycle:
                 data = head + data
             else:
                 transport.write(head)
-        if data:
-            transport.write(data)
+        if more:
+            if data:
+                self._hold(data)
+        else:
+            if self.pending:
+                data = b"".join((*self.pending, data))
+                self.pending.clear()
+                self.pending_bytes = 0
+            if data:
+                transport.write(data)
         if not more:
             if self.remaining and not self.bodiless:
                 raise RuntimeError("response content shorter than its Content-Length")
