@@ -51,6 +51,17 @@ async def _open(gw: Gateway, model: str = "m", **extra: Any) -> ChatResult:
     return result
 
 
+async def _settled(gw: Gateway) -> tuple[int, int]:
+    """:func:`_usage` once nothing is held, or after a second (a dropped stream is settled
+    on the loop, once collected)."""
+    for _ in range(100):
+        gc.collect()
+        await asyncio.sleep(0.01)
+        if (await _usage(gw))[1] == 0:
+            break
+    return await _usage(gw)
+
+
 async def _full_price(gw: Gateway) -> int:
     """What the complete answer costs (from the provider's usage)."""
     result = await gw.chat_result({"model": "m", "messages": MSG}, accounts=["t"])
@@ -76,12 +87,7 @@ async def test_a_stream_dropped_unread_settles(mock: MockServer) -> None:
     try:
         result = await _open(gw)
         del result
-        gc.collect()
-        for _ in range(50):  # the settlement runs on the loop
-            await asyncio.sleep(0.01)
-            if (await _usage(gw))[1] == 0:
-                break
-        spent, held = await _usage(gw)
+        spent, held = await _settled(gw)
         assert held == 0 and spent > 0
     finally:
         await gw.aclose()
@@ -276,12 +282,7 @@ async def test_a_stream_dropped_after_some_reads_settles_before_its_deadline(
         await anext(stream)
         await anext(stream)  # a wait for upstream: the deadline timer is armed
         del stream, result
-        for _ in range(100):  # the settlement runs on the loop
-            gc.collect()
-            await asyncio.sleep(0.01)
-            if (await _usage(gw))[1] == 0:
-                break
-        spent, held = await _usage(gw)
+        spent, held = await _settled(gw)
         assert held == 0 and spent > 0
     finally:
         await gw.aclose()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -133,28 +134,29 @@ class SseStream:
         framing is the native core's ``SseParser``: lines end with LF or CRLF, a blank line
         ends an event with data, ``:`` starts a comment, ``data`` lines join with LF)."""
         parser = core.SseParser()
-        try:
-            while (chunk := await self._resp.next_chunk(self._timeout)) is not None:
-                for item in parser.feed(chunk):
+        with self._reading():
+            try:
+                while (chunk := await self._resp.next_chunk(self._timeout)) is not None:
+                    for item in parser.feed(chunk):
+                        yield item
+                for item in parser.finish():
                     yield item
-            for item in parser.finish():
-                yield item
-        except UnicodeDecodeError as exc:  # an event name that is not UTF-8: what came before
-            for item in exc.events:  # type: ignore[attr-defined]  # (see _core.SseParser)
-                yield item
-            raise
-        except TimeoutError:
-            raise _timed_out("the upstream stream stalled", self._url) from None
-        except (OSError, h1.BadResponse) as exc:
-            raise _unreachable("the upstream stream broke", self._url, exc) from None
-        finally:
-            self._resp.close()
+            except UnicodeDecodeError as exc:  # an event name that is not UTF-8: what came first
+                for item in exc.events:  # type: ignore[attr-defined]  # (see _core.SseParser)
+                    yield item
+                raise
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, for binary stream framings (AWS event-stream)."""
-        try:
+        with self._reading():
             while (chunk := await self._resp.next_chunk(self._timeout)) is not None:
                 yield chunk
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reading the body: its failures as ProviderErrors, the response closed after."""
+        try:
+            yield
         except TimeoutError:
             raise _timed_out("the upstream stream stalled", self._url) from None
         except (OSError, h1.BadResponse) as exc:
