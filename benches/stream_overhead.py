@@ -33,7 +33,10 @@ import aiohttp
 from routeguard.bench import proxy
 from routeguard.bench.report import cpu_model
 
-BODY = {**proxy.BODY, "stream": True}
+BODIES = {
+    "chat": ("/v1/chat/completions", {**proxy.BODY, "stream": True}),
+    "responses": ("/v1/responses", {**proxy.RESPONSES_BODY, "stream": True}),
+}
 
 
 def main() -> int:
@@ -43,6 +46,8 @@ def main() -> int:
     ap.add_argument("--block", type=int, default=20, help="requests per target in a row")
     ap.add_argument("--tokens-per-s", type=float, default=2000.0, help="the upstream's pace")
     ap.add_argument("--pin", default=None, help="S:C: servers on CPU S, the rest on CPU C")
+    ap.add_argument("--api", choices=sorted(BODIES), default="chat",
+                    help="chat (/v1/chat/completions) or responses (/v1/responses)")  # fmt: skip
     ap.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
                     help="another routeguard python/ tree to compare (repeatable)")  # fmt: skip
     args = ap.parse_args()
@@ -78,12 +83,12 @@ def main() -> int:
                                 server_cpu, env)  # fmt: skip
         for name, proc in procs.items():
             proxy.wait_ready(f"http://127.0.0.1:{ports[name]}/health", proc)
-        rows = asyncio.run(_drive(procs, ports, args.requests, args.block))
+        rows = asyncio.run(_drive(procs, ports, args.requests, args.block, args.api))
     finally:
         for proc in [*procs.values(), mock]:
             proxy.stop(proc)
     print(
-        f"CPU: {cpu_model()}; upstream pace {args.tokens_per_s:g} tokens/s; "
+        f"CPU: {cpu_model()}; {BODIES[args.api][0]}; upstream pace {args.tokens_per_s:g} tokens/s; "
         f"pinned {args.pin or 'no'}; load average {os.getloadavg()[0]:.1f}"
     )
     print(
@@ -104,9 +109,14 @@ def _per_event(rows: dict[str, tuple[int, float, float]], name: str) -> float:
 
 
 async def _drive(
-    procs: dict[str, subprocess.Popen[bytes]], ports: dict[str, int], requests: int, block: int
+    procs: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
+    requests: int,
+    block: int,
+    api: str,
 ) -> dict[str, tuple[int, float, float]]:
-    payload = json.dumps(BODY).encode()
+    path, body = BODIES[api]
+    payload = json.dumps(body).encode()
     headers = {"authorization": f"Bearer {proxy.MASTER_KEY}", "content-type": "application/json"}
     lat: dict[str, list[float]] = {n: [] for n in procs}
     cpu = dict.fromkeys(procs, 0.0)
@@ -115,12 +125,12 @@ async def _drive(
 
         async def one(name: str) -> float:
             t0 = time.perf_counter()
-            url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"
+            url = f"http://127.0.0.1:{ports[name]}{path}"
             async with s.post(url, data=payload, headers=headers) as r:
-                body = await r.read()
+                answer = await r.read()
                 if r.status != 200:
                     raise RuntimeError(f"{name}: status {r.status}")
-            events[name] = body.count(b"data: ")
+            events[name] = answer.count(b"data: ")
             return time.perf_counter() - t0
 
         for name in procs:  # warm-up
