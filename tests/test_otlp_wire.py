@@ -238,3 +238,18 @@ def test_deeply_nested_value_does_not_crash_the_process() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+
+
+def test_resources_equal_by_eq_but_not_by_hash_are_not_merged() -> None:
+    """Resource.__eq__ says {"n": 1} == {"n": True} (and 1 == 1.0), but Resource.__hash__
+    hashes their JSON ("1" vs "true"), so the SDK's dict keeps them in two ResourceSpans.
+    The wire encoder's == search merges them, exporting the second span under n=1."""
+    spans = [
+        ReadableSpan(name="a", context=SpanContext(1, 2, False), resource=Resource({"n": 1})),
+        ReadableSpan(name="b", context=SpanContext(1, 3, False), resource=Resource({"n": True})),
+    ]
+    sdk = encode_spans(spans)
+    assert len(sdk.resource_spans) == 2
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode(spans))
+    assert [len(r.scope_spans[0].spans) for r in ours.resource_spans] == [1, 1]
+    assert ours == sdk

@@ -218,6 +218,42 @@ def test_an_app_failing_mid_stream_still_delivers_what_it_sent() -> None:
     assert not out.late
 
 
+def test_parts_queued_in_a_turn_are_written_before_the_protocol_closes() -> None:
+    """One loop iteration in which the app's wake-up (an upstream read) and the client's
+    next, malformed, pipelined bytes both run, the app first: the app sends a part (send
+    returns: it is sent), then ``data_received`` gets a parse error and ``_refuse`` closes
+    the transport. Before ae0b6d1 the part was in the transport and went out before the
+    close; now it waits in ``_Cycle.pending`` for the end of the turn, when ``_flush`` sees
+    ``is_closing()`` and drops it."""
+
+    async def main() -> Any:
+        go = asyncio.Event()
+        sent = asyncio.Event()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await go.wait()
+            await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+            sent.set()
+            await asyncio.sleep(3600)
+
+        conn = Conn(app)
+        await conn.feed(GET)
+        loop = asyncio.get_running_loop()
+        go.set()  # the app's step is now queued on the loop ...
+        loop.call_soon(conn.proto.data_received, b"\x00garbage\r\n\r\n")  # ... then the read
+        await conn.settle()
+        assert sent.is_set()
+        out = conn.transport
+        assert out.closed
+        await conn.lose()
+        return out
+
+    out = asyncio.run(main())
+    assert out.data.endswith(b"9\r\ndata: 1\n\n\r\n"), out.data
+
+
 def test_an_app_failing_after_a_sized_head_still_sends_the_head_then_closes() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = [(b"content-length", b"10")]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from routeguard.budget.accounts import usd_to_micros
 from routeguard.errors import MidStreamError
 from routeguard.gateway import Gateway
 from routeguard.mock import MockServer
+from routeguard.relay import Relay
 from routeguard.result import ChatResult
 from routeguard.server import create_app
 
@@ -286,3 +289,54 @@ async def test_a_stream_dropped_after_some_reads_settles_before_its_deadline(
         assert held == 0 and spent > 0
     finally:
         await gw.aclose()
+
+
+class _SpyTimer:
+    def __init__(self, real: asyncio.TimerHandle, threads: list[int]) -> None:
+        self._real = real
+        self._threads = threads
+
+    def cancel(self) -> None:
+        self._threads.append(threading.get_ident())
+        self._real.cancel()
+
+
+async def _upstream() -> Any:
+    for i in range(100):
+        yield {"choices": [{"delta": {"content": str(i)}}]}
+
+
+def test_a_dropped_relays_timer_is_cancelled_on_the_loop_thread() -> None:
+    threads: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        dep = SimpleNamespace(provider="openai", model="m")
+        result = SimpleNamespace(deployment=dep, usage={"prompt_tokens": 1, "completion_tokens": 1},
+                                 charge=None, billed=None)  # fmt: skip
+        settings = SimpleNamespace(budget=SimpleNamespace(default_max_tokens=10),
+                                   router=SimpleNamespace(max_stream_duration=30.0))  # fmt: skip
+        relay = Relay({"choices": []}, _upstream(), result=result, request={},  # type: ignore[arg-type]
+                      want_usage=False, ends_at=loop.time() + 30.0, hold=None, budget=None,
+                      balancer=None, cache=None, ticket=None, settings=settings)  # type: ignore[arg-type]  # fmt: skip
+        await anext(relay)
+        await anext(relay)  # a wait for upstream: the deadline timer is armed
+        assert relay._timer is not None
+        relay._timer = _SpyTimer(relay._timer, threads)  # type: ignore[assignment]
+        gc.disable()  # the collection below is the only one
+        try:
+            del relay
+            collector = threading.Thread(target=gc.collect)  # as any thread that allocates
+            collector.start()
+            collector.join()
+        finally:
+            gc.enable()
+        for _ in range(20):
+            await asyncio.sleep(0)  # the settlement scheduled by __del__ runs
+
+    loop_thread = threading.get_ident()
+    asyncio.run(main())
+    assert threads, "the timer was never cancelled"
+    assert all(t == loop_thread for t in threads), (
+        f"cancel() ran on {len([t for t in threads if t != loop_thread])} foreign thread call(s)"
+    )

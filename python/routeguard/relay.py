@@ -112,9 +112,8 @@ class Relay:
             await self._finish()
 
     def __del__(self) -> None:
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            timer.cancel()
+        # (The deadline timer is left to _finish, on the loop: the collector may run this on
+        # any thread, and a timer handle is not to be cancelled off its loop's thread.)
         loop = getattr(self, "_loop", None)
         if getattr(self, "_finished", True) or loop is None or loop.is_closed():
             return

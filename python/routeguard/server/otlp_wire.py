@@ -54,33 +54,21 @@ def _fields(span: ReadableSpan) -> tuple[Any, ...]:
 
 def encode(spans: Sequence[ReadableSpan]) -> bytes:
     """An ``ExportTraceServiceRequest`` holding ``spans``, grouped by resource and scope as
-    the SDK's encoder groups them (equal ones together); TypeError, ValueError or
-    OverflowError for a value the core leaves to the SDK's encoder."""
-    resources: list[tuple[Any, list[tuple[Any, list[tuple[Any, ...]]]]]] = []
-    by_resource: dict[int, list[tuple[Any, list[tuple[Any, ...]]]]] = {}
-    by_scope: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    the SDK's encoder groups them (in dicts keyed by them: equal and of equal hash);
+    TypeError, ValueError or OverflowError for a value the core leaves to the SDK's."""
+    groups: dict[Any, dict[Any, list[tuple[Any, ...]]]] = {}
+    seen: dict[tuple[int, int], list[tuple[Any, ...]]] = {}  # by identity: hashed once
     for s in spans:
         resource, scope = s.resource, s.instrumentation_scope
         key = (id(resource), id(scope))
-        group = by_scope.get(key)
+        group = seen.get(key)
         if group is None:
-            scopes = by_resource.get(id(resource))
-            if scopes is None:  # a distinct object: one of an equal resource's spans?
-                scopes = next((g for r, g in resources if r == resource), None)
-                if scopes is None:
-                    scopes = []
-                    resources.append((resource, scopes))
-                by_resource[id(resource)] = scopes
-            group = next((g for c, g in scopes if c == scope), None)
-            if group is None:
-                group = []
-                scopes.append((scope, group))
-            by_scope[key] = group
+            group = seen[key] = groups.setdefault(resource, {}).setdefault(scope, [])
         group.append(_fields(s))
     listed = []
-    for resource, scopes in resources:
+    for resource, scopes in groups.items():
         heads = []
-        for scope, fields in scopes:
+        for scope, fields in scopes.items():
             head = None
             if scope is not None:
                 head = (scope.name, scope.version, scope.attributes, scope.schema_url)

@@ -246,7 +246,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(
                     plain_response(b"408 Request Timeout", b"connection closed: headers too slow")
                 )
-            self.transport.close()
+            self._close()
 
     def expired(self) -> None:
         """The deadline of the current wait passed (called by the sweep)."""
@@ -257,7 +257,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(
                 plain_response(b"408 Request Timeout", b"headers not received in time")
             )
-        self.transport.close()
+        self._close()
 
     def _authenticated(self) -> None:
         if self.guard is not None:
@@ -429,7 +429,14 @@ class HttpProtocol(asyncio.Protocol):
         if not self.transport.is_closing():
             if self.current is None:
                 self.transport.write(plain_response(status, message))
-            self.transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close, after what the response being sent queued for the end of the loop's turn
+        (sent, as far as its app knows)."""
+        if self.current is not None:
+            self.current._flush()
+        self.transport.close()
 
 
 class _WriteWait:
