@@ -4,8 +4,9 @@ uvicorn still runs the server (listening sockets, workers, lifespan, signals, gr
 shutdown); this is the class its ``http`` setting names (:data:`PROTOCOL`), in place of
 uvicorn's own httptools protocol, for less Python per request: one scope and one task per
 request, the body handed over without an event per chunk, deadlines kept as timestamps that
-one sweep per event loop checks (no timer armed and cancelled per request), and a response
-whose head declares a Content-Length written in one piece with its body.
+one sweep per event loop checks (no timer armed and cancelled per request), a response
+whose head declares a Content-Length written in one piece with its body, and the parts of a
+streamed response sent in one turn of the event loop written together at its end.
 
 Per connection: requests are read and answered in order (a pipelined request waits, with
 reading paused, until the one before it is answered; past :data:`MAX_QUEUED` waiting,
