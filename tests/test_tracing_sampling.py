@@ -22,6 +22,7 @@ from routeguard.config.settings import OtlpTarget, TracingConfig
 from routeguard.deployment import Deployment
 from routeguard.observe.requestlog import Trace
 from routeguard.result import ChatResult
+from routeguard.server.span_record import RecordedSpan
 from routeguard.server.tracing import Tracing
 
 DEP = Deployment("d1", "bench", "openai", "sim-bench", "http://127.0.0.1:4001/v1", None)
@@ -221,3 +222,17 @@ def test_deferred_attributes_are_built_at_export_and_a_failing_build_keeps_the_s
     assert dict(spans["good"].attributes) == {"early": 1, "late": 2} and built == ["yes"]
     assert dict(spans["bad"].attributes) == {"early": 1}
     assert "could not be built" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id", "flags"),
+    [(1, 2, 0), (2**128 - 1, 2**64 - 1, 1), (0xABC << 64, 0x10, 3), (2**127, 2**63, 0xFF)],
+)
+def test_traceparent_is_the_w3c_header(trace_id: int, span_id: int, flags: int) -> None:
+    """Version 00, the ids in 32 and 16 lowercase hex digits (leading zeros kept), the
+    flags in 2."""
+    span = RecordedSpan(None, "s", SpanKind.SERVER, trace_id, span_id, flags, None, None,
+                        None, 0)  # fmt: skip
+    header = span.traceparent()
+    assert header == f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    assert len(header) == 55

