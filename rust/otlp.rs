@@ -11,7 +11,7 @@
 pub mod field {
     /// `ExportTraceServiceRequest.resource_spans`.
     pub const RESOURCE_SPANS: u32 = 1;
-    /// `ResourceSpans.resource`, `.scope_spans`, `.schema_url`.
+    /// `ResourceSpans.resource`.
     pub const RESOURCE: u32 = 1;
     /// `ResourceSpans.scope_spans`.
     pub const SCOPE_SPANS: u32 = 2;

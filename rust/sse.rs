@@ -27,9 +27,9 @@ pub struct BadName {
 /// The state between chunks: the unended line, and the event being read.
 #[derive(Debug, Default)]
 pub struct SseParser {
+    /// The unended line so far (an empty one frames as no line at all: a blank line only
+    /// dispatches what `has_data` says is there, which the end of the body does too).
     line: Vec<u8>,
-    /// Whether a piece of an unended line arrived (an empty chunk counts as one).
-    held: bool,
     event: String,
     data: Vec<u8>,
     has_data: bool,
@@ -44,34 +44,27 @@ impl SseParser {
     /// The events `chunk` completes, appended to `out` (those before a [`BadName`] too).
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), BadName> {
         let mut rest = chunk;
-        let mut ended = false; // whether a line ended in this chunk
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            ended = true;
             let piece = &rest[..end];
             rest = &rest[end + 1..];
-            if self.held {
+            if self.line.is_empty() {
+                self.line_done(piece, out)?;
+            } else {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(piece);
-                self.held = false;
                 self.line_done(&line, out)?;
                 line.clear();
                 self.line = line; // its capacity is kept for the next unended line
-            } else {
-                self.line_done(piece, out)?;
             }
         }
-        if !rest.is_empty() || !ended {
-            self.line.extend_from_slice(rest);
-            self.held = true;
-        }
+        self.line.extend_from_slice(rest);
         Ok(())
     }
 
     /// The end of the body: its unended last line, then the event it leaves, if any.
     pub fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), BadName> {
-        if self.held {
+        if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.held = false;
             self.line_done(&line, out)?;
         }
         if self.has_data {

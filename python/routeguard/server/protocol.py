@@ -688,7 +688,6 @@ class _Cycle:
                 self.pending_bytes = 0
             if data:
                 transport.write(data)
-        if not more:
             if self.remaining and not self.bodiless:
                 raise RuntimeError("response content shorter than its Content-Length")
             self.complete = True
