@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedders import WordsEmbedder
+from routeguard.budget import MemoryBudget
 from routeguard.budget.accounts import usd_to_micros
 from routeguard.budget.keys import KeyRecord, KeySpec
 from routeguard.errors import BudgetExceeded
@@ -210,18 +211,20 @@ async def test_the_hold_prices_each_distinct_price_once(mock: MockServer) -> Non
         assert len(gw.balancers["m"].deployments) == 41
         priced: list[int] = []
         holds: list[int] = []
-        table, hold = gw.budget._price_table, gw.budget._hold
+        backend = gw.budget.backend
+        assert isinstance(backend, MemoryBudget)
+        table, hold = gw.budget._price_table, backend.admit_sync
 
         def counted(deployments: Any) -> Any:
             priced.append(len(deployments))
             return table(deployments)
 
-        async def held(chain: Any, amount: int, *args: Any) -> Any:
+        def held(chain: Any, amount: int, *args: Any) -> Any:
             holds.append(amount)
-            return await hold(chain, amount, *args)
+            return hold(chain, amount, *args)
 
         gw.budget._price_table = counted  # type: ignore[method-assign]
-        gw.budget._hold = held  # type: ignore[method-assign]
+        backend.admit_sync = held  # type: ignore[method-assign]
         _, key = gw.keys.create(KeySpec(max_budget=100.0))
         request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
         for _ in range(3):

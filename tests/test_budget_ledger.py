@@ -77,6 +77,38 @@ def test_rate_limiter_binding() -> None:
     assert len(limiter) == 1
 
 
+def test_a_lane_checks_the_rates_then_holds() -> None:
+    """``Lane.admit`` is ``check_units`` then ``reserve`` in one call: a rate refusal takes
+    nothing, a budget refusal leaves the rates consumed, as the two calls leave them."""
+    ledger, limiter = core.Ledger(), core.RateLimiter()
+    org, key = ledger.add_account(1_000), ledger.add_account(100)
+    rpm, tpm = limiter.add(2, 60_000_000_000), limiter.add(50, 60_000_000_000)
+    lane = core.Lane(ledger, limiter, [key, org], [(rpm, False), (tpm, True)])
+    hold = lane.admit(60, 1, 10, 0)
+    assert (hold.chain, hold.amount, ledger.reserved(key), ledger.reserved(org)) == (
+        [key, org], 60, 60, 60,
+    )  # fmt: skip
+    with pytest.raises(core.BudgetRefused) as refused:
+        lane.admit(60, 1, 10, 0)  # the second request fits the RPM, not the key's budget
+    assert refused.value.args == (key, 0, 0, 60, 100, 60)
+    with pytest.raises(core.RateRefused) as limited:
+        lane.admit(1, 1, 10, 0)  # the refused admission took the RPM's second request
+    assert limited.value.args == (0, 30_000_000_000)
+    assert ledger.reserved(key) == 60, "a refused admission holds nothing"
+    # 20 tokens taken by the two admissions that passed the rates, none by the third:
+    assert limiter.check_units([(tpm, True)], 0, 30, 0) is None
+    assert limiter.check_units([(tpm, True)], 0, 1, 0) == (0, 1_200_000_000)
+    tokens_only = core.Lane(ledger, limiter, [org], [(tpm, True)])
+    with pytest.raises(core.RateRefused) as never:
+        tokens_only.admit(1, 1, 51, 0)  # past the TPM's whole allowance: never passes
+    assert never.value.args == (0, None)
+    free = core.Lane(ledger, limiter, [org], [(tpm, True)]).admit(5, 1, 0, 0)
+    assert free.amount == 5, "a limiter a request costs nothing on is not asked"
+    assert ledger.settle(hold, 50, 0) == 0
+    with pytest.raises(KeyError):
+        core.Lane(ledger, limiter, [org + 7], []).admit(1, 1, 0, 0)
+
+
 # ------------------------------------------------------------------ the model test
 
 START = datetime(2026, 11, 29, 23, 0, tzinfo=UTC).timestamp()

@@ -14,9 +14,11 @@ __all__ = [
     "FlatIndex",
     "Hold",
     "KeyDigest",
+    "Lane",
     "Ledger",
     "PriceTable",
     "RateLimiter",
+    "RateRefused",
     "Regex",
     "RegexError",
     "SseParser",
@@ -200,6 +202,20 @@ class Ledger:
     def used(self, account: int, now_ns: int) -> int: ...
     def reset(self, account: int) -> None: ...
     def live_spend(self, account: int, now_ns: int) -> list[tuple[int, int]]: ...
+
+class RateRefused(Exception):
+    """A rate check refused: args are (position, retry_after_ns); retry_after_ns is None when
+    it never passes."""
+
+@final
+class Lane:
+    """One chain made ready for admission: its accounts' ids on a ledger (leaf first, with
+    their ancestors) and its rate limiters as `(limiter, per_token)`, converted once."""
+
+    def __new__(
+        cls, ledger: Ledger, limiter: RateLimiter, ids: list[int], limiters: list[tuple[int, bool]]
+    ) -> Lane: ...
+    def admit(self, amount: int, requests: int, tokens: int, now_ns: int) -> Hold: ...
 
 @final
 class KeyDigest:

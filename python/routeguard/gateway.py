@@ -476,7 +476,10 @@ class Gateway:
         ttl = self._hold_ttl(call.stream)
         try:
             reachable = self._reachable(call.targets, call.key)
-            held = await self.budget.admit(chain, call.request, reachable, ttl_s=ttl)
+            if self.budget.local:  # in process: no coroutine to make
+                held = self.budget.admit_now(chain, call.request, reachable, ttl_s=ttl)
+            else:
+                held = await self.budget.admit(chain, call.request, reachable, ttl_s=ttl)
             return Admission(chain, held)
         except BudgetExceeded as exc:
             router, key = call.router, call.key

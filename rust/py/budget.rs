@@ -1,10 +1,13 @@
-//! pyo3 wrapper of [`crate::budget`]: `Ledger`, `Hold`, `RateLimiter`, `KeyDigest` and the
-//! `BudgetRefused` exception.
+//! pyo3 wrapper of [`crate::budget`]: `Ledger`, `Hold`, `RateLimiter`, `Lane`, `KeyDigest`
+//! and the `BudgetRefused` and `RateRefused` exceptions.
 //!
 //! Data flow: Python passes account ids (ints from `routeguard.budget.memory`, which maps
 //! names), amounts in integer micro-dollars and `now_ns` from its clock; the kernel answers
 //! with a `Hold` object or raises `BudgetRefused(account, position, spent, reserved, limit,
-//! requested)`, which the Python layer turns into `routeguard.BudgetExceeded`.
+//! requested)`, which the Python layer turns into `routeguard.BudgetExceeded`. A `Lane` is
+//! one chain made ready for admission (its account ids and rate limiters, converted once):
+//! its `admit` is the rate check and the hold in one call, raising `RateRefused(position,
+//! retry_after_ns)` or `BudgetRefused`.
 //!
 //! A `Hold` owns the kernel's move-only hold behind a mutex: `settle`/`release` take it out
 //! once (a second settle raises), and a `Hold` garbage-collected while still open releases
@@ -30,13 +33,22 @@ create_exception!(
     "A reservation did not fit: args are (account, position, spent, reserved, limit, requested)."
 );
 
+create_exception!(
+    routeguard._core,
+    RateRefused,
+    PyException,
+    "A rate check refused: args are (position, retry_after_ns); retry_after_ns is None when it never passes."
+);
+
 /// Register this module's classes and exception on `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLedger>()?;
     m.add_class::<PyHold>()?;
     m.add_class::<PyRateLimiter>()?;
+    m.add_class::<PyLane>()?;
     m.add_class::<PyKeyDigest>()?;
     m.add("BudgetRefused", m.py().get_type::<BudgetRefused>())?;
+    m.add("RateRefused", m.py().get_type::<RateRefused>())?;
     Ok(())
 }
 
@@ -199,27 +211,7 @@ impl PyLedger {
     /// Hold `amount` micro-dollars on every account of `chain`, all or nothing; raises
     /// `BudgetRefused` naming the first account it does not fit.
     fn reserve(&self, chain: Vec<u32>, amount: u64, now_ns: u64) -> PyResult<PyHold> {
-        match self
-            .inner
-            .reserve(&chain, amount, now_ns)
-            .map_err(PyErr::from)?
-        {
-            Ok(hold) => Ok(PyHold {
-                ledger: Arc::clone(&self.inner),
-                soft_mask: hold.soft_mask(),
-                amount: hold.amount(),
-                chain,
-                hold: Mutex::new(Some(hold)),
-            }),
-            Err(r) => Err(BudgetRefused::new_err((
-                r.account,
-                r.position,
-                r.spent,
-                r.reserved,
-                r.limit,
-                r.requested,
-            ))),
-        }
+        reserve(&self.inner, chain, amount, now_ns)
     }
 
     /// Charge `actual` micro-dollars for `hold` to the window current at `now_ns`; returns
@@ -279,10 +271,59 @@ impl PyLedger {
     }
 }
 
+/// A hold of `amount` on `chain` of `ledger` as a `Hold`, or `BudgetRefused`.
+fn reserve(ledger: &Arc<Ledger>, chain: Vec<u32>, amount: u64, now_ns: u64) -> PyResult<PyHold> {
+    match ledger
+        .reserve(&chain, amount, now_ns)
+        .map_err(PyErr::from)?
+    {
+        Ok(hold) => Ok(PyHold {
+            ledger: Arc::clone(ledger),
+            soft_mask: hold.soft_mask(),
+            amount: hold.amount(),
+            chain,
+            hold: Mutex::new(Some(hold)),
+        }),
+        Err(r) => Err(BudgetRefused::new_err((
+            r.account,
+            r.position,
+            r.spent,
+            r.reserved,
+            r.limit,
+            r.requested,
+        ))),
+    }
+}
+
 /// GCRA rate limiters (requests or tokens per period), one atomic each.
 #[pyclass(name = "RateLimiter", module = "routeguard._core", frozen)]
 pub struct PyRateLimiter {
-    inner: RateLimiter,
+    inner: Arc<RateLimiter>,
+}
+
+/// `RateLimiter.check_units` on `limiter`: None when allowed, else `(index into
+/// limiters, retry_after_ns)`.
+fn check_units(
+    limiter: &RateLimiter,
+    limiters: &[(LimiterId, bool)],
+    requests: u64,
+    tokens: u64,
+    now_ns: u64,
+) -> PyResult<Option<(usize, Option<u64>)>> {
+    let mut costs = Vec::with_capacity(limiters.len());
+    let mut index = Vec::with_capacity(limiters.len());
+    for (i, &(limiter, per_token)) in limiters.iter().enumerate() {
+        let cost = if per_token { tokens } else { requests };
+        if cost > 0 {
+            costs.push((limiter, cost));
+            index.push(i);
+        }
+    }
+    if costs.is_empty() {
+        return Ok(None);
+    }
+    let outcome = limiter.check(&costs, now_ns).map_err(PyErr::from)?;
+    Ok(outcome.err().map(|r| (index[r.position], r.retry_after_ns)))
 }
 
 #[pymethods]
@@ -290,7 +331,7 @@ impl PyRateLimiter {
     #[new]
     fn new() -> Self {
         PyRateLimiter {
-            inner: RateLimiter::new(),
+            inner: Arc::new(RateLimiter::new()),
         }
     }
 
@@ -324,20 +365,7 @@ impl PyRateLimiter {
         tokens: u64,
         now_ns: u64,
     ) -> PyResult<Option<(usize, Option<u64>)>> {
-        let mut costs = Vec::with_capacity(limiters.len());
-        let mut index = Vec::with_capacity(limiters.len());
-        for (i, &(limiter, per_token)) in limiters.iter().enumerate() {
-            let cost = if per_token { tokens } else { requests };
-            if cost > 0 {
-                costs.push((limiter, cost));
-                index.push(i);
-            }
-        }
-        if costs.is_empty() {
-            return Ok(None);
-        }
-        let outcome = self.inner.check(&costs, now_ns).map_err(PyErr::from)?;
-        Ok(outcome.err().map(|r| (index[r.position], r.retry_after_ns)))
+        check_units(&self.inner, &limiters, requests, tokens, now_ns)
     }
 
     /// Nanoseconds until `cost` would pass on `limiter` (0: now; None: never), without
@@ -351,6 +379,46 @@ impl PyRateLimiter {
     /// Whether `limiter` has its whole allowance at `now_ns` (it then behaves as a new one).
     fn is_full(&self, limiter: LimiterId, now_ns: u64) -> PyResult<bool> {
         self.inner.is_full(limiter, now_ns).map_err(PyErr::from)
+    }
+}
+
+/// One chain made ready for admission: its accounts' ids on a ledger (leaf first, with
+/// their ancestors) and its rate limiters as `(limiter, per_token)`, converted once.
+#[pyclass(name = "Lane", module = "routeguard._core", frozen)]
+pub struct PyLane {
+    ledger: Arc<Ledger>,
+    limiter: Arc<RateLimiter>,
+    ids: Vec<u32>,
+    limiters: Vec<(LimiterId, bool)>,
+}
+
+#[pymethods]
+impl PyLane {
+    #[new]
+    fn new(
+        ledger: &PyLedger,
+        limiter: &PyRateLimiter,
+        ids: Vec<u32>,
+        limiters: Vec<(LimiterId, bool)>,
+    ) -> Self {
+        PyLane {
+            ledger: Arc::clone(&ledger.inner),
+            limiter: Arc::clone(&limiter.inner),
+            ids,
+            limiters,
+        }
+    }
+
+    /// `RateLimiter.check_units(limiters, requests, tokens, now_ns)` then
+    /// `Ledger.reserve(ids, amount, now_ns)` in one call: raises `RateRefused(position,
+    /// retry_after_ns)` with nothing consumed, or `BudgetRefused` with the rate limits
+    /// consumed (as the two calls leave them).
+    fn admit(&self, amount: u64, requests: u64, tokens: u64, now_ns: u64) -> PyResult<PyHold> {
+        if let Some(refused) = check_units(&self.limiter, &self.limiters, requests, tokens, now_ns)?
+        {
+            return Err(RateRefused::new_err(refused));
+        }
+        reserve(&self.ledger, self.ids.clone(), amount, now_ns)
     }
 }
 

@@ -394,14 +394,10 @@ class BudgetLayer:
         None): one reservation per root, all or none; the first is returned, the others
         are settled and released with it."""
         groups = self._split(chain)
-        backend = self.backend
-        if len(groups) == 1 and tokens is not None and isinstance(backend, MemoryBudget):
-            request_id = f"{self._id_prefix}{next(self._ids)}"  # in process: one plain call
-            return backend.admit_sync(groups[0], amount, request_id, tokens, 1, ttl_s)
         taken: list[Reservation] = []
         try:
             for group in groups:
-                request_id = f"{self._id_prefix}{next(self._ids)}"
+                request_id = self._new_id()
                 if tokens is None:
                     res = await self.backend.reserve(group, amount, request_id, ttl_s=ttl_s)
                 else:
@@ -413,10 +409,7 @@ class BudgetLayer:
             for res in taken:
                 await self.backend.release(res)
             raise
-        if len(taken) > 1:
-            if len(self._linked) > 100_000:  # never settled: a leak guard, not a path
-                self._linked.clear()
-            self._linked[taken[0].request_id] = taken[1:]
+        self._link(taken)
         return taken[0]
 
     async def pressured(self, chain: tuple[str, ...], share: float, own: int = 0) -> str | None:
@@ -494,16 +487,63 @@ class BudgetLayer:
         source, ``n`` x its completion bound, the dearest of ``deployments``) on every
         account of it: one round trip to a remote store (raises RateLimited or
         BudgetExceeded)."""
-        quote = None
+        if self._local:
+            return self.admit_now(chain, request, deployments, size=size, ttl_s=ttl_s)
+        return await self._hold(chain, *self._quoted(request, deployments, size), ttl_s)
+
+    def admit_now(
+        self,
+        chain: tuple[str, ...],
+        request: Json,
+        deployments: Sequence[Deployment],
+        *,
+        size: InputSize | None = None,
+        ttl_s: float | None = None,
+    ) -> Reservation:
+        """:meth:`admit` on an in-process backend (:attr:`local`): it never waits."""
+        assert isinstance(self.backend, MemoryBudget)
+        amount, tokens = self._quoted(request, deployments, size)
+        groups = self._split(chain)
+        if len(groups) == 1:
+            return self.backend.admit_sync(groups[0], amount, self._new_id(), tokens, 1, ttl_s)
+        taken: list[Reservation] = []
+        try:
+            for group in groups:
+                taken.append(
+                    self.backend.admit_sync(group, amount, self._new_id(), tokens, 1, ttl_s)
+                )
+        except BaseException:
+            for res in taken:
+                self.backend.release_sync(res)
+            raise
+        self._link(taken)
+        return taken[0]
+
+    def _quoted(
+        self, request: Json, deployments: Sequence[Deployment], size: InputSize | None
+    ) -> tuple[int, int]:
+        """What :meth:`admit` holds and rate-checks for ``request``: ``(micro-dollars,
+        estimated tokens)``, in one native call when the prices allow."""
         if size is None:
             table = self._price_table(deployments)
             if table is not None:
                 quote = _quote(request, table, self.settings.default_max_tokens)
-        if quote is None:
-            size = measure(request) if size is None else size
-            completion = completion_bound(request, self.settings.default_max_tokens)
-            quote = (self.worst_case(size, completion, deployments), size.estimate())
-        return await self._hold(chain, *quote, ttl_s)
+                if quote is not None:
+                    return quote
+            size = measure(request)
+        completion = completion_bound(request, self.settings.default_max_tokens)
+        return self.worst_case(size, completion, deployments), size.estimate()
+
+    def _new_id(self) -> str:
+        """A request id for one hold, unique to this layer."""
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    def _link(self, taken: list[Reservation]) -> None:
+        """Settle and release ``taken[1:]`` (other roots' holds) with ``taken[0]``."""
+        if len(taken) > 1:
+            if len(self._linked) > 100_000:  # never settled: a leak guard, not a path
+                self._linked.clear()
+            self._linked[taken[0].request_id] = taken[1:]
 
     async def reserve(
         self,

@@ -92,12 +92,14 @@ class _Dormant:
 class _Plan:
     """A chain made ready for the ledger: the accounts with their ancestors, leaf first, their
     ledger ids, and their rate limiters as (account, limiter id, unit) and as the limiter
-    checks them (limiter id, whether it counts tokens)."""
+    checks them (limiter id, whether it counts tokens); the lane admits on all of them in
+    one native call."""
 
     names: tuple[str, ...]
     ids: list[int]
     rates: list[tuple[str, int, str]]
     units: list[tuple[int, bool]]
+    lane: core.Lane  # ids and units as the native admission takes them
 
 
 class MemoryBudget:
@@ -416,7 +418,9 @@ class MemoryBudget:
             rates = [(name, limiter, unit) for name in names
                      for limiter, unit in self._rates[name]]  # fmt: skip
             units = [(limiter, unit == "tokens") for _, limiter, unit in rates]
-            plan = _Plan(names, [self._ids[n] for n in names], rates, units)
+            ids = [self._ids[n] for n in names]
+            lane = core.Lane(self._ledger, self._limiter, ids, units)
+            plan = _Plan(names, ids, rates, units, lane)
             if len(self._plans) >= 100_000:
                 self._plans.clear()
             self._plans[key] = plan
@@ -451,15 +455,31 @@ class MemoryBudget:
         now_ns: int,
     ) -> Reservation:
         """Under the lock: the ledger's hold on ``plan``'s accounts, recorded as open."""
-        names = plan.names
         try:
             hold = self._ledger.reserve(plan.ids, amount, now_ns)
         except core.BudgetRefused as refused:
-            _, position, spent, reserved, _, requested = refused.args
-            account = self.accounts[names[position]]
-            raise budget_exceeded(
-                account, spent=spent, reserved=reserved, requested=requested, now=now
-            ) from None
+            raise self._refused(plan, refused, now) from None
+        return self._opened(plan, hold, amount, request_id, ttl_s, now)
+
+    def _refused(self, plan: _Plan, refused: core.BudgetRefused, now: float) -> Exception:
+        """The BudgetExceeded a ledger's refusal on ``plan`` is raised as."""
+        _, position, spent, reserved, _, requested = refused.args
+        account = self.accounts[plan.names[position]]
+        return budget_exceeded(
+            account, spent=spent, reserved=reserved, requested=requested, now=now
+        )
+
+    def _opened(
+        self,
+        plan: _Plan,
+        hold: core.Hold,
+        amount: int,
+        request_id: str,
+        ttl_s: float | None,
+        now: float,
+    ) -> Reservation:
+        """Under the lock: the ledger's ``hold`` on ``plan``'s accounts, recorded as open."""
+        names = plan.names
         expires_at = now + (self._ttl if ttl_s is None else ttl_s)
         mask = hold.soft_mask
         soft = soft_exceeded(names, mask) if mask else ()
@@ -571,11 +591,16 @@ class MemoryBudget:
         # A negative cost consumes nothing, as a zero one (the limiter takes unsigned costs).
         refused = self._limiter.check_units(plan.units, max(requests, 0), max(tokens, 0), now_ns)
         if refused is not None:
-            position, wait_ns = refused
-            name, _, unit = plan.rates[position]
-            cost = requests if unit == "requests" else tokens
-            retry_after = None if wait_ns is None else wait_ns / 1e9
-            raise rate_limited(self.accounts[name], unit, cost, retry_after)
+            raise self._rate_refused(plan, requests, tokens, *refused)
+
+    def _rate_refused(
+        self, plan: _Plan, requests: int, tokens: int, position: int, wait_ns: int | None
+    ) -> Exception:
+        """The RateLimited a refusal of ``plan``'s limiter at ``position`` is raised as."""
+        name, _, unit = plan.rates[position]
+        cost = requests if unit == "requests" else tokens
+        retry_after = None if wait_ns is None else wait_ns / 1e9
+        return rate_limited(self.accounts[name], unit, cost, retry_after)
 
     # ------------------------------------------------------------------ the interface
 
@@ -614,8 +639,13 @@ class MemoryBudget:
             if existing is not None:
                 return existing
             plan = self._plan(chain)
-            self._rate(plan, tokens, requests, now_ns)
-            return self._hold(plan, amount, request_id, ttl_s, now, now_ns)
+            try:  # the rate limits, then the hold: one native call
+                hold = plan.lane.admit(amount, max(requests, 0), max(tokens, 0), now_ns)
+            except core.RateRefused as refused:
+                raise self._rate_refused(plan, requests, tokens, *refused.args) from None
+            except core.BudgetRefused as refused:
+                raise self._refused(plan, refused, now) from None
+            return self._opened(plan, hold, amount, request_id, ttl_s, now)
 
     async def settle(self, reservation: Reservation, actual: int) -> int:
         """See :meth:`settle_sync`."""
