@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
@@ -732,7 +732,7 @@ class ProxyApp:
             tenant=principal.tenant,
             use_cache=_cache_allowed(scope),
             accounts=principal.accounts,
-            metadata=_route_metadata(scope, principal),
+            metadata=CallerMetadata(scope, principal),
             key=principal.key,
             request_id=trace.request_id,
             defer_shadow=True,
@@ -845,6 +845,33 @@ def _model_card(alias: str) -> dict[str, Any]:
 
 
 _SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
+
+
+class CallerMetadata(Mapping[str, Any]):
+    """What routing rules and tool-call policies may match on (:func:`_route_metadata`),
+    worked out on first read: most routes read none of it."""
+
+    __slots__ = ("_principal", "_read", "_scope")
+
+    def __init__(self, scope: Scope, principal: Principal) -> None:
+        self._scope = scope
+        self._principal = principal
+        self._read: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        read = self._read
+        if read is None:
+            read = self._read = _route_metadata(self._scope, self._principal)
+        return read
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
 
 
 def _route_metadata(scope: Scope, principal: Principal) -> dict[str, Any]:
