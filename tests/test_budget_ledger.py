@@ -109,6 +109,17 @@ def test_a_lane_checks_the_rates_then_holds() -> None:
         core.Lane(ledger, limiter, [org + 7], []).admit(1, 1, 0, 0)
 
 
+@pytest.mark.parametrize(("tokens", "requests"), [(2**64, 1), (1, 2**64), (1.5, 1)])
+def test_a_chain_without_rate_limits_admits_whatever_the_costs(
+    tokens: object, requests: object
+) -> None:
+    """No limiter reads the costs of a chain without RPM/TPM: they are not converted (the
+    lane took them as u64 and refused these, which the two calls before it admitted)."""
+    budget = MemoryBudget([{"name": "org", "limit": 1.0}])
+    res = budget.admit_sync(["org"], 10, "r1", tokens, requests)  # type: ignore[arg-type]
+    assert res.state == "open" and budget.reserved_sync("org") == 10
+
+
 # ------------------------------------------------------------------ the model test
 
 START = datetime(2026, 11, 29, 23, 0, tzinfo=UTC).timestamp()

@@ -639,8 +639,11 @@ class MemoryBudget:
             if existing is not None:
                 return existing
             plan = self._plan(chain)
+            # A negative cost consumes nothing, as a zero one; a chain without limiters
+            # reads neither (whatever they are, as before the lane).
+            costs = (max(requests, 0), max(tokens, 0)) if plan.units else (0, 0)
             try:  # the rate limits, then the hold: one native call
-                hold = plan.lane.admit(amount, max(requests, 0), max(tokens, 0), now_ns)
+                hold = plan.lane.admit(amount, *costs, now_ns)
             except core.RateRefused as refused:
                 raise self._rate_refused(plan, requests, tokens, *refused.args) from None
             except core.BudgetRefused as refused:
