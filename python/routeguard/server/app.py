@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import logging
 import math
@@ -58,7 +59,7 @@ from routeguard.server.auth import BODY_READY, Gate, PermissionDenied, Principal
 from routeguard.server.connections import ConnectionGuard
 from routeguard.server.dashboard import Dashboard, is_ui_path
 from routeguard.server.health import readiness
-from routeguard.server.lifecycle import Draining, Lifecycle, Progress
+from routeguard.server.lifecycle import Cut, Draining, Lifecycle, Progress
 from routeguard.server.metrics import CONTENT_TYPE, Metrics, multiprocess
 from routeguard.server.responses_stream import ResponsesStreamEncoder, relay_failed
 
@@ -1069,30 +1070,51 @@ async def _pump_sse(
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    # The pump runs in this task. Whichever comes first cancels it, once, saying why: the
+    # client leaving (a task reading for the disconnect), the drain deadline's cut, or the
+    # stream's time running out (a timer). A cancel from elsewhere is passed on.
     loop = asyncio.get_running_loop()
-    pumping = loop.create_task(pump())
+    task = asyncio.current_task(loop)
+    assert task is not None
+    cancelling = task.cancelling()
+    why: list[str] = []  # the stop that cancelled this task, once
+    over = False  # the pump has returned: nothing cancels this task any more
+
+    def stop(reason: str) -> None:
+        if not why and not over:
+            why.append(reason)
+            task.cancel()
+
+    def left(watcher: asyncio.Task[None]) -> None:
+        if not watcher.cancelled():
+            stop("client")
+
     watching = loop.create_task(watch())
-    # Set when a draining proxy's server.drain_seconds run out (server/lifecycle.py).
-    cut: asyncio.Event | None = scope.get("routeguard.cut")
-    cutting = loop.create_task(cut.wait()) if cut is not None else None
-    waiting = {pumping, watching} | ({cutting} if cutting is not None else set())
+    watching.add_done_callback(left)
+    age = time.perf_counter() - result.started
+    timer = None if max_s is None else loop.call_later(max(0.0, max_s + 1.0 - age), stop, "time")
+    cut: Cut | None = scope.get("routeguard.cut")
+    forget = cut.when_set(functools.partial(stop, "cut")) if cut is not None else None
     try:
-        age = time.perf_counter() - result.started
-        left = None if max_s is None else max(0.0, max_s + 1.0 - age)
-        await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        if watching.done() and not pumping.done():  # the client left mid-stream
-            trace = scope.get("routeguard.trace")
-            if isinstance(trace, Trace):
-                _client_closed(trace)
+        await pump()
+    except asyncio.CancelledError:
+        if not why or task.uncancel() > cancelling:
+            raise
+    except Exception as exc:  # after the head: nothing to answer with but the log
+        log.error("stream failed after it started: %s", type(exc).__name__)
     finally:
-        for t in waiting:
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(*waiting, return_exceptions=True)
-    if cutting is not None and cutting.done() and not cutting.cancelled() and pumping.cancelled():
+        over = True
+        watching.remove_done_callback(left)
+        watching.cancel()
+        if timer is not None:
+            timer.cancel()
+        if forget is not None:
+            forget()
+    if why == ["client"]:  # the client left mid-stream
+        trace = scope.get("routeguard.trace")
+        if isinstance(trace, Trace):
+            _client_closed(trace)
+    elif why == ["cut"]:
         await send_error(Draining("the proxy is shutting down: the stream was cut after "
                                   "server.drain_seconds"))  # fmt: skip
         await send({"type": "http.response.body", "body": b""})
-    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
-        exc = pumping.exception()
-        log.error("stream failed after it started: %s", type(exc).__name__)

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from routeguard import config as config_mod
@@ -75,6 +77,36 @@ class Progress:
         self.lost = False  # the host's send raised OSError: the client is gone
 
 
+class Cut(asyncio.Event):
+    """The drain deadline's signal to the streams still running: an ``asyncio.Event`` that
+    also calls the callbacks registered with :meth:`when_set` (a stream registers one
+    instead of keeping a task waiting on the event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: set[Callable[[], object]] = set()
+
+    def when_set(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` once this is set (at the event loop's next turn if it is: never
+        from inside the caller); returns the call that forgets it."""
+        if self.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+            return _forgotten
+        self._callbacks.add(callback)
+        return functools.partial(self._callbacks.discard, callback)
+
+    def set(self) -> None:
+        """Set the event, then call every registered callback once."""
+        super().set()
+        callbacks, self._callbacks = self._callbacks, set()
+        for callback in callbacks:
+            callback()
+
+
+def _forgotten() -> None:
+    """What :meth:`Cut.when_set` returns for a callback already called."""
+
+
 class Lifecycle:
     """Drain and reload for one :class:`~routeguard.server.app.ProxyApp` (see the module
     docstring)."""
@@ -82,7 +114,7 @@ class Lifecycle:
     def __init__(self, app: ProxyApp) -> None:
         self._app = app
         self.draining = False
-        self.cut = asyncio.Event()
+        self.cut = Cut()
         """Set at the drain deadline: streams still running end with an in-band error."""
         self._cutting = False
         self._tasks: dict[object, Gateway] = {}  # each running request's task -> its gateway
