@@ -26,11 +26,15 @@ def _result() -> ChatResult:
 
 class Upstream:
     """Frames as a stream would give them: ``ready`` at once, then a wait for more (until
-    ``more`` is set), noting whether it was closed (the upstream released)."""
+    ``more`` is set), noting whether it was closed (the upstream released); ``cleanup``:
+    closing it waits that long first (as a relay's end awaits the upstream's close and the
+    budget's settlement)."""
 
-    def __init__(self, ready: int, more: asyncio.Event | None = None) -> None:
+    def __init__(self, ready: int, more: asyncio.Event | None = None, cleanup: float = 0) -> None:
         self.ready = ready
         self.more = more or asyncio.Event()
+        self.cleanup = cleanup
+        self.cleaning = asyncio.Event()
         self.closed = False
         self.sent = 0
 
@@ -42,6 +46,9 @@ class Upstream:
             await self.more.wait()
             yield b"data: late\n\n"
         finally:
+            self.cleaning.set()
+            if self.cleanup:
+                await asyncio.sleep(self.cleanup)
             self.closed = True
 
 
@@ -182,5 +189,29 @@ def test_a_cancel_from_elsewhere_with_a_stop_in_the_same_turn_still_cancels() ->
             pass
         else:
             raise AssertionError("the request's cancel was swallowed by the cut")
+
+    asyncio.run(main())
+
+
+def test_no_stop_cancels_the_cleanup_of_a_stream_another_cancel_unwinds() -> None:
+    """A stop that comes while a cancel from elsewhere (shutdown) unwinds the stream would
+    cancel the task again and cut its cleanup (the upstream's close, the settlement) short:
+    found by review; fails before the fix."""
+
+    async def main() -> None:
+        for stop in ("cut", "client"):
+            client, upstream, cut = Client(), Upstream(1, cleanup=0.05), Cut()
+            task = asyncio.ensure_future(_pump(client, upstream, {"routeguard.cut": cut}))
+            await asyncio.sleep(0.02)
+            task.cancel()  # the host's
+            await upstream.cleaning.wait()
+            (cut if stop == "cut" else client.leave).set()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("the request's cancel was swallowed")
+            assert upstream.closed, f"the {stop}'s stop cut the stream's cleanup short"
 
     asyncio.run(main())

@@ -1072,7 +1072,9 @@ async def _pump_sse(
 
     # The pump runs in this task. Whichever comes first cancels it, once, saying why: the
     # client leaving (a task reading for the disconnect), the drain deadline's cut, or the
-    # stream's time running out (a timer). A cancel from elsewhere is passed on.
+    # stream's time running out (a timer). A cancel from elsewhere is passed on, and while
+    # one unwinds the stream (its cleanup may wait: closing upstream, settling) no stop
+    # cancels it again.
     loop = asyncio.get_running_loop()
     task = asyncio.current_task(loop)
     assert task is not None
@@ -1081,7 +1083,7 @@ async def _pump_sse(
     over = False  # the pump has returned: nothing cancels this task any more
 
     def stop(reason: str) -> None:
-        if not why and not over:
+        if not why and not over and task.cancelling() <= cancelling:
             why.append(reason)
             task.cancel()
 
