@@ -1079,12 +1079,13 @@ async def _pump_sse(
     task = asyncio.current_task(loop)
     assert task is not None
     cancelling = task.cancelling()
-    why: list[str] = []  # the stop that cancelled this task, once
+    why: str | None = None  # the stop that cancelled this task, once
     over = False  # the pump has returned: nothing cancels this task any more
 
     def stop(reason: str) -> None:
-        if not why and not over and task.cancelling() <= cancelling:
-            why.append(reason)
+        nonlocal why
+        if why is None and not over and task.cancelling() <= cancelling:
+            why = reason
             task.cancel()
 
     def left(watcher: asyncio.Task[None]) -> None:
@@ -1100,7 +1101,7 @@ async def _pump_sse(
     try:
         await pump()
     except asyncio.CancelledError:
-        if not why or task.uncancel() > cancelling:
+        if why is None or task.uncancel() > cancelling:
             raise
     except Exception as exc:  # after the head: nothing to answer with but the log
         log.error("stream failed after it started: %s", type(exc).__name__)
@@ -1112,11 +1113,11 @@ async def _pump_sse(
             timer.cancel()
         if forget is not None:
             forget()
-    if why == ["client"]:  # the client left mid-stream
+    if why == "client":  # the client left mid-stream
         trace = scope.get("routeguard.trace")
         if isinstance(trace, Trace):
             _client_closed(trace)
-    elif why == ["cut"]:
+    elif why == "cut":
         await send_error(Draining("the proxy is shutting down: the stream was cut after "
                                   "server.drain_seconds"))  # fmt: skip
         await send({"type": "http.response.body", "body": b""})
