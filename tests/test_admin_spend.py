@@ -168,6 +168,36 @@ def test_rows_are_written_where_sqlite_allows_999_variables_a_statement() -> Non
     records.close()
 
 
+def test_the_writer_lets_the_event_loop_run_within_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is built and inserted in chunks with a pause between two: a writer sharing
+    a CPU with the event loop that went through a whole batch at once (0.5 ms for the 100
+    rows of 50 ms at 2,000 requests a second) kept the requests arriving meanwhile waiting,
+    most of a proxy's slowest percent. Every row is still written, in one transaction."""
+    from routeguard.observe import spend
+
+    pauses = 0
+
+    def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    monkeypatch.setattr(spend, "pause", pause)
+    records = SpendRecords(":memory:", linger=60.0)  # the rows gather: one batch
+    statements: list[str] = []
+    records._db.set_trace_callback(statements.append)
+    now = time.time()
+    for i in range(100):
+        records.record({"ts": now, "request_id": f"r{i}", "status": 200})
+    records.flush()
+    assert [r["requests"] for r in records.sums(group_by="day")] == [100]
+    inserts = [q for q in statements if q.startswith("INSERT")]
+    assert len(inserts) == 7 and statements.count("BEGIN") == 1  # 16 rows a statement
+    assert pauses == 6 + 6  # between the chunks of 16 built, and between the statements
+    records.close()
+
+
 def test_a_count_past_64_bits_does_not_stop_the_writer() -> None:
     """An upstream's usage reaching 2**63 tokens (any int the proxy passed on) made the
     insert raise OverflowError, which is no sqlite3.Error: the writer thread died and no

@@ -38,6 +38,19 @@ def test_a_large_batch_is_chunked_in_one_transaction() -> None:
     assert db.execute("SELECT COUNT(*), SUM(a) FROM t").fetchone() == (n, n * (n - 1) // 2)
 
 
+def test_a_writer_can_pause_between_the_statements_of_a_batch() -> None:
+    """A writer thread inserts in small statements and lets the event loop's thread run
+    between two (``between``), still in one transaction."""
+    db = _db()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    insert_rows(db, "t", 2, [(i, None) for i in range(11)], per=4,
+                between=lambda: statements.append("pause"))  # fmt: skip
+    kinds = [s.split(" ")[0] for s in statements]
+    assert kinds == ["BEGIN", "INSERT", "pause", "INSERT", "pause", "INSERT", "COMMIT"]
+    assert db.execute("SELECT COUNT(*), SUM(a) FROM t").fetchone() == (11, 55)
+
+
 @pytest.mark.parametrize("n", [5, 3 * ROWS_PER_INSERT])
 def test_a_bad_row_writes_none_of_its_batch(n: int) -> None:
     """A row the table refuses (here in the last chunk) leaves none of the batch behind: a

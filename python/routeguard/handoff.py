@@ -7,13 +7,18 @@ threads that queue) and wakes the thread only for the first item of a batch; the
 then lets items gather for ``linger`` seconds (cut short by a flush or a stop), so a
 steady stream of requests costs one wake-up and one write per batch, not per item. Flush
 markers and the stop travel in the same deque, so a flush returns once every item queued
-before it has been written.
+before it has been written. A writer works through a batch in chunks of
+:data:`PAUSE_EVERY` items with a :func:`pause` between two: on a CPU it shares with the
+event loop, a writer that ran through a whole batch at once kept a request arriving
+meanwhile waiting for the rest of it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -149,6 +154,18 @@ class Handoff(Generic[T]):
             first = len(items) == 1
         if first:
             self._wake.set()
+
+
+PAUSE_EVERY = 16
+"""Items a writer thread handles between two :func:`pause` calls."""
+# sched_yield lets the GIL go as well; where there is none, a zero sleep lets the GIL go.
+_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
+
+def pause() -> None:
+    """Writer thread: let a thread that is waiting (the event loop's) have the CPU and the
+    GIL now, between two chunks of a batch."""
+    _yield()
 
 
 def drain(handoff: Handoff[T], limit: int) -> Iterable[Batch[T]]:

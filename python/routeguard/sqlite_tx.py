@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 ROWS_PER_INSERT = 64
@@ -30,11 +30,19 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[
         raise
 
 
-def insert_rows(db: sqlite3.Connection, table: str, width: int, rows: Sequence[Any]) -> None:
+def insert_rows(
+    db: sqlite3.Connection,
+    table: str,
+    width: int,
+    rows: Sequence[Any],
+    *,
+    per: int = ROWS_PER_INSERT,
+    between: Callable[[], None] | None = None,
+) -> None:
     """Insert ``rows`` (each ``width`` values) into ``table``, all or none, in as few
-    statements as it takes: one multi-row INSERT (its own transaction) for up to
-    :data:`ROWS_PER_INSERT` rows (fewer if the connection's variable limit needs it), else
-    one per that many inside a transaction.
+    statements as it takes: one multi-row INSERT (its own transaction) for up to ``per``
+    rows (fewer if the connection's variable limit needs it), else one per that many inside
+    a transaction, calling ``between`` (if given) between two of them.
 
     ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back
     around every step: a writer thread inserting a batch that way hands the GIL to the
@@ -44,12 +52,14 @@ def insert_rows(db: sqlite3.Connection, table: str, width: int, rows: Sequence[A
         return
     # SQLite before 3.32 allows 999 variables a statement unless built with more (and a
     # connection may lower its limit): fewer rows a statement where the width needs it.
-    per = max(1, min(ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    per = max(1, min(per, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
     if len(rows) <= per:
         db.execute(_insert_sql(table, width, len(rows)), [v for r in rows for v in r])
         return
     with transaction(db):
         for i in range(0, len(rows), per):
+            if i and between is not None:
+                between()
             chunk = rows[i : i + per]
             db.execute(_insert_sql(table, width, len(chunk)), [v for r in chunk for v in r])
 

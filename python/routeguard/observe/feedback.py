@@ -51,14 +51,23 @@ class Served:
     cache_key: str | None = None  # the entry a hit was served from
 
 
+_ServedFields = tuple[str | None, str, str, str | None, str, str | None]
+
+
 class RecentRequests:
-    """A bounded, thread-safe index request id -> :class:`Served` (oldest evicted first)."""
+    """A bounded, thread-safe index request id -> :class:`Served` (oldest evicted first).
+
+    Each entry is kept as a plain tuple of strings, which the garbage collector stops
+    tracking at its first collection: tens of thousands of dataclass instances would sit
+    in the oldest generation, and a busy proxy's full collections would walk them all
+    (docs/performance.md).
+    """
 
     def __init__(self, size: int = RECENT_REQUESTS) -> None:
         if size <= 0:
             raise ValueError("the recent-requests index needs a positive size")
         self.size = size
-        self._items: OrderedDict[str, Served] = OrderedDict()
+        self._items: OrderedDict[str, _ServedFields] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -66,14 +75,17 @@ class RecentRequests:
 
     def add(self, request_id: str, served: Served) -> None:
         """Remember ``request_id`` (forgetting the oldest past the bound)."""
+        fields = (served.key_id, served.route, served.model, served.route_reason,
+                  served.cache, served.cache_key)  # fmt: skip
         with self._lock:
-            self._items[request_id] = served
+            self._items[request_id] = fields
             if len(self._items) > self.size:
                 self._items.popitem(last=False)
 
     def get(self, request_id: str) -> Served | None:
         """What served ``request_id``, None when unknown or forgotten."""
-        return self._items.get(request_id)
+        fields = self._items.get(request_id)
+        return None if fields is None else Served(*fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import msgspec
 
 from routeguard import scrub
 from routeguard.errors import RouteguardError
-from routeguard.handoff import Handoff, drain
+from routeguard.handoff import PAUSE_EVERY, Handoff, drain, pause
 
 log = logging.getLogger("routeguard.observe")
 
@@ -121,8 +121,8 @@ class RequestLog:
                         trace, endpoint, now = item
                         item = trace.entry(endpoint, self.log_content, now)
                         built += 1
-                        if built % 16 == 0:
-                            time.sleep(0)  # let the event loop have the GIL between lines
+                        if built % PAUSE_EVERY == 0:
+                            pause()
                     lines.append(_enc.encode(item) + b"\n")
                 except (TypeError, ValueError, OverflowError) as exc:
                     log.warning("request log: entry not encodable (%s); skipped", exc)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routeguard.handoff import Handoff, drain
+from routeguard.handoff import PAUSE_EVERY, Handoff, drain, pause
 from routeguard.sqlite_tx import insert_rows
 
 if TYPE_CHECKING:
@@ -288,7 +288,9 @@ class SpendRecords:
         """Insert every queued row; True once a stop was taken."""
         for batch in drain(self._handoff, 1024):
             rows: list[tuple[Any, ...]] = []
-            for item in batch.items:
+            for n, item in enumerate(batch.items, 1):
+                if n % PAUSE_EVERY == 0:
+                    pause()
                 if len(item) == 2:  # (trace, when it ended): its row is built here
                     try:
                         row = item[0].spend_row(item[1])
@@ -325,7 +327,8 @@ class SpendRecords:
         SQLite cannot hold (an upstream's absurd usage) goes in as NULL, changed in ``rows``."""
         with self._lock:
             try:
-                insert_rows(self._db, "request_spend", len(COLUMNS), rows)
+                insert_rows(self._db, "request_spend", len(COLUMNS), rows, per=PAUSE_EVERY,
+                            between=pause)  # fmt: skip
             except OverflowError:  # no sqlite3.Error: it killed the writer; retrying is no use
                 log.warning("spend log: a count past 64 bits in a batch; stored as NULL")
                 rows[:] = [tuple(None if type(v) is int and not _I64_MIN <= v <= _I64_MAX

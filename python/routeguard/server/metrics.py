@@ -93,9 +93,11 @@ OPERATIONS = {
 _OTHER = "other"  # the label of a model name no configuration declares
 # Recorded requests wait this long (or until this many are queued, or a read) and are then
 # applied together: in a batch the recording code stays in the CPU's caches, where applied
-# one by one between requests it ran about four times slower (docs/observability.md).
-FLUSH_S = 0.25
-_MAX_PENDING = 2048
+# one by one between requests it ran about four times slower (docs/observability.md). Kept
+# short: a queued request keeps its whole request and response alive, and a longer wait let
+# the collector move them to its older generations and made each batch one long pause.
+FLUSH_S = 0.01
+_MAX_PENDING = 256
 _MAX_LABEL = 128  # an upstream's response model name is cut to this
 
 
