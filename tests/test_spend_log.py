@@ -317,6 +317,26 @@ def test_a_journal_whose_rows_were_committed_is_not_counted_twice(tmp_path: Path
     assert _journals(db) == []
 
 
+def test_a_dead_process_journal_of_more_rows_than_one_insert_is_taken_in(
+    tmp_path: Path,
+) -> None:
+    """A journal of more than one INSERT statement's rows (64) was never taken in: the
+    batch insert opened a transaction inside the take-in's own, which SQLite refuses. The
+    warning came at every start, and the dead process's settlements were never counted, so
+    its spend was free. (Found by review.)"""
+    db = tmp_path / "rg.db"
+    SpendLog(db).close()
+    db.chmod(0o600)
+    rows = [(NOV_15 + i, f"r{i}", "team org", 1_000) for i in range(150)]
+    path = _orphan(db, rows)
+    reopened = SpendLog(db)
+    try:
+        assert sum(a for _, a in reopened.take("team")) == 150 * 1_000
+        assert not path.exists()
+    finally:
+        reopened.close()
+
+
 @pytest.mark.parametrize(
     "torn",
     [b'[1763200009.0,"r9","te', b'[1763200009.0,"r9","te\0\0\0am",9]\n', b"\0" * 9 + b'am",9]'],

@@ -51,6 +51,22 @@ def test_a_writer_can_pause_between_the_statements_of_a_batch() -> None:
     assert db.execute("SELECT COUNT(*), SUM(a) FROM t").fetchone() == (11, 55)
 
 
+def test_a_large_batch_inside_the_callers_transaction_is_part_of_it() -> None:
+    """Inside an open transaction a batch of several statements joins it (a BEGIN there
+    raised, and the batch was never written); the caller's end decides for all of it."""
+    db = _db()
+    n = 2 * ROWS_PER_INSERT + 3
+    db.execute("BEGIN")
+    insert_rows(db, "t", 2, [(i, None) for i in range(n)])
+    assert db.in_transaction
+    db.execute("ROLLBACK")
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    db.execute("BEGIN")
+    insert_rows(db, "t", 2, [(i, None) for i in range(n)])
+    db.execute("COMMIT")
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (n,)
+
+
 @pytest.mark.parametrize("n", [5, 3 * ROWS_PER_INSERT])
 def test_a_bad_row_writes_none_of_its_batch(n: int) -> None:
     """A row the table refuses (here in the last chunk) leaves none of the batch behind: a

@@ -42,7 +42,8 @@ def insert_rows(
     """Insert ``rows`` (each ``width`` values) into ``table``, all or none, in as few
     statements as it takes: one multi-row INSERT (its own transaction) for up to ``per``
     rows (fewer if the connection's variable limit needs it), else one per that many inside
-    a transaction, calling ``between`` (if given) between two of them.
+    a transaction (the caller's, when one is open), calling ``between`` (if given) between
+    two of them.
 
     ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back
     around every step: a writer thread inserting a batch that way hands the GIL to the
@@ -56,7 +57,9 @@ def insert_rows(
     if len(rows) <= per:
         db.execute(_insert_sql(table, width, len(rows)), [v for r in rows for v in r])
         return
-    with transaction(db):
+    # Inside the caller's transaction its end makes the batch all or none (a BEGIN there
+    # raised, and a batch of more than one statement was never written).
+    with contextlib.nullcontext() if db.in_transaction else transaction(db):
         for i in range(0, len(rows), per):
             if i and between is not None:
                 between()
