@@ -158,13 +158,17 @@ class Handoff(Generic[T]):
 
 PAUSE_EVERY = 16
 """Items a writer thread handles between two :func:`pause` calls."""
-# sched_yield lets the GIL go as well; where there is none, a zero sleep lets the GIL go.
-_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+_yield = getattr(os, "sched_yield", None) or (lambda: None)
 
 
 def pause() -> None:
-    """Writer thread: let a thread that is waiting (the event loop's) have the CPU and the
-    GIL now, between two chunks of a batch."""
+    """Writer thread: let a thread that is waiting (the event loop's) have the GIL and the
+    CPU now, between two chunks of a batch."""
+    # Both, as each covers the other's miss. The zero sleep lets the GIL go for long
+    # enough that a thread woken on another CPU takes it (sched_yield alone returns at once
+    # there, and the writer took the GIL back: the loop then waited up to the 5 ms switch
+    # interval). sched_yield gives this CPU to a thread that shares it.
+    time.sleep(0)
     _yield()
 
 
