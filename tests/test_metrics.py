@@ -365,6 +365,40 @@ async def test_recording_is_batched_on_a_loop_and_a_bad_record_holds_back_no_oth
         await gw.aclose()
 
 
+async def test_each_flush_applies_what_its_own_batch_touched(mock: MockServer) -> None:
+    """A flush applies only the label sets its batch touched (not every one ever seen);
+    one touched again in a later batch is applied again, one left out keeps its value."""
+    from routeguard.observe.requestlog import Trace
+    from routeguard.server.metrics import Metrics
+
+    gw = Gateway.from_config(_cfg(mock.url), embedder=WordsEmbedder())
+    metrics = Metrics(gw)
+
+    def count(route: str) -> float:
+        return sum(
+            s.value
+            for f in metrics.registry.collect()
+            if f.name == "routeguard_requests"
+            for s in f.samples
+            if s.name == "routeguard_requests_total" and s.labels.get("route") == route
+        )
+
+    def record(route: str) -> None:
+        t = Trace("req_x", time.time(), time.perf_counter())
+        t.request = {"model": route}
+        metrics.record(t)  # queued on this loop until the flush
+
+    try:
+        for batch in (["m", "m", "cached"], ["m"], ["cached", "cached"], [], ["m"]):
+            for route in batch:
+                record(route)
+            assert len(metrics._pending) == len(batch)
+            metrics.flush()
+        assert (count("m"), count("cached")) == (4, 3)
+    finally:
+        await gw.aclose()
+
+
 def test_observations_applied_in_bulk_read_as_one_by_one() -> None:
     """A flush applies a histogram's observations bucket by bucket and a counter's increments
     at once (through prometheus_client's own values): the exposition reads exactly as

@@ -110,11 +110,12 @@ def multiprocess() -> bool:
 class _Sum:
     """A counter child's increments during one flush, added to it once at the end."""
 
-    __slots__ = ("child", "total")
+    __slots__ = ("child", "queued", "total")
 
     def __init__(self, child: Any) -> None:
         self.child = child
         self.total = 0.0
+        self.queued = False  # in the flush's list of what this batch touched
 
     def inc(self, amount: float = 1.0) -> None:
         """Count ``amount`` more."""
@@ -133,7 +134,7 @@ class _Tally:
     two locks per value). Reaches into prometheus_client's Histogram (its bounds, bucket
     and sum values); a test holds the result equal to ``observe``'s."""
 
-    __slots__ = ("bounds", "child", "counts", "seen", "total")
+    __slots__ = ("bounds", "child", "counts", "queued", "seen", "total")
 
     def __init__(self, child: Any) -> None:
         self.child = child
@@ -141,6 +142,7 @@ class _Tally:
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
         self.seen = False
+        self.queued = False  # in the flush's list of what this batch touched
 
     def observe(self, value: float) -> None:
         """Count one observation of ``value`` (as ``Histogram.observe`` would)."""
@@ -280,6 +282,7 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         # What a flush counts, gathered per child and applied once at its end.
         self._gathered: dict[tuple[Any, ...], _Sum | _Tally] = {}
+        self._touched: list[_Sum | _Tally] = []
         self._flushing = threading.Lock()
         self._pending: deque[tuple[Trace, float, str]] = deque()
         self._dearest = _dearest_targets(gateway)
@@ -337,7 +340,9 @@ class Metrics:
                     self._apply(*pending.popleft())
                 except Exception:  # one bad record must not hold back the others
                     log.exception("metrics: a request could not be recorded")
-            for gathered in self._gathered.values():
+            touched, self._touched = self._touched, []
+            for gathered in touched:
+                gathered.queued = False
                 try:
                     gathered.apply()
                 except Exception:  # e.g. a negative count: dropped, the others applied
@@ -363,6 +368,9 @@ class Metrics:
         gathered = self._gathered.get(key)
         if gathered is None:
             gathered = self._gathered[key] = kind(self._child(metric, *labels))
+        if not gathered.queued:  # a flush applies what its batch touched, not every child
+            gathered.queued = True
+            self._touched.append(gathered)
         return gathered
 
     def _apply(self, trace: Trace, now: float, path: str) -> None:
