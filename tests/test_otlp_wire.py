@@ -143,6 +143,47 @@ def test_the_proxys_http_exporter_sends_wire_encoded_batches(
     assert all(r["x-a"] == "1" for r in receiver.requests)
 
 
+def test_a_large_batch_is_sent_in_parts_that_read_as_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exporter encodes a batch a few spans at a time with a pause between (its thread
+    holds the GIL while it reads spans); the parts, concatenated, are one request holding
+    every span with its resource and scope, as the SDK's encoder sends them."""
+    from routeguard.server import tracing
+
+    pauses: list[int] = []
+    monkeypatch.setattr(tracing, "pause", lambda: pauses.append(1))
+    batch = [
+        ReadableSpan(
+            name=f"s{i}",
+            context=SpanContext(0xABC, 0x100 + i, False),
+            attributes={"i": i},
+            resource=_resources[i % 2],
+            instrumentation_scope=_scopes[i % 3],
+        )
+        for i in range(40)
+    ]
+    data = tracing._encoded(batch)
+    assert len(pauses) == -(-40 // tracing.EXPORT_CHUNK) - 1
+    got = ExportTraceServiceRequest.FromString(data)
+    want = encode_spans(batch)
+
+    def flat(req: ExportTraceServiceRequest) -> list[tuple[Any, ...]]:
+        return sorted(
+            (
+                sp.span_id,
+                r.resource.SerializeToString(),
+                s.scope.SerializeToString(),
+                sp.SerializeToString(),
+            )
+            for r in req.resource_spans
+            for s in r.scope_spans
+            for sp in s.spans
+        )
+
+    assert len(flat(got)) == 40 and flat(got) == flat(want)
+
+
 # ------------------------------------------------- values the core leaves to the SDK (review)
 
 
