@@ -67,6 +67,23 @@ def test_a_large_batch_inside_the_callers_transaction_is_part_of_it() -> None:
     assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (n,)
 
 
+def test_a_batch_that_fails_inside_the_callers_transaction_leaves_none_of_it() -> None:
+    """A batch that fails in a later statement, inside a transaction the caller keeps and
+    commits, leaves none of its rows; the caller's own writes stay. (Found by review.)"""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE u (k INTEGER UNIQUE)")
+    db.execute("CREATE TABLE other (x)")
+    rows = [(i,) for i in range(2 * ROWS_PER_INSERT)] + [(0,)]  # the last statement fails
+    db.execute("BEGIN")
+    db.execute("INSERT INTO other VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError):
+        insert_rows(db, "u", 1, rows)
+    assert db.in_transaction
+    db.execute("COMMIT")
+    assert db.execute("SELECT COUNT(*) FROM u").fetchone() == (0,)
+    assert db.execute("SELECT COUNT(*) FROM other").fetchone() == (1,)
+
+
 @pytest.mark.parametrize("n", [5, 3 * ROWS_PER_INSERT])
 def test_a_bad_row_writes_none_of_its_batch(n: int) -> None:
     """A row the table refuses (here in the last chunk) leaves none of the batch behind: a

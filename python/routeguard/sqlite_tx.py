@@ -57,14 +57,28 @@ def insert_rows(
     if len(rows) <= per:
         db.execute(_insert_sql(table, width, len(rows)), [v for r in rows for v in r])
         return
-    # Inside the caller's transaction its end makes the batch all or none (a BEGIN there
-    # raised, and a batch of more than one statement was never written).
-    with contextlib.nullcontext() if db.in_transaction else transaction(db):
+    # Inside the caller's transaction, a savepoint (a BEGIN there raised, and a batch of
+    # more than one statement was never written).
+    with _savepoint(db) if db.in_transaction else transaction(db):
         for i in range(0, len(rows), per):
             if i and between is not None:
                 between()
             chunk = rows[i : i + per]
             db.execute(_insert_sql(table, width, len(chunk)), [v for r in chunk for v in r])
+
+
+@contextlib.contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    """A nested transaction in the caller's: what the block wrote is undone if it raises,
+    whatever the caller then does with its own."""
+    db.execute("SAVEPOINT insert_rows")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO insert_rows")
+        db.execute("RELEASE insert_rows")
+        raise
+    db.execute("RELEASE insert_rows")
 
 
 @functools.lru_cache(maxsize=256)
