@@ -42,8 +42,8 @@ def insert_rows(
     """Insert ``rows`` (each ``width`` values) into ``table``, all or none, in as few
     statements as it takes: one multi-row INSERT (its own transaction) for up to ``per``
     rows (fewer if the connection's variable limit needs it), else one per that many inside
-    a transaction (the caller's, when one is open), calling ``between`` (if given) between
-    two of them.
+    a transaction (a savepoint in the caller's, when one is open), calling ``between`` (if
+    given) between two of them.
 
     ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back
     around every step: a writer thread inserting a batch that way hands the GIL to the
