@@ -848,3 +848,33 @@ def test_no_write_deadline_without_a_guard() -> None:
         return conn
 
     asyncio.run(main())
+
+
+def test_forwarded_headers_do_not_rewrite_the_client() -> None:
+    """Our servers leave scope["client"] and ["scheme"] as the socket gave them: nothing
+    reads them, so uvicorn's X-Forwarded-* middleware (which trusts 127.0.0.1) is left out."""
+    import http.client
+
+    from routeguard.server.thread import ServerThread
+
+    seen: list[tuple[Any, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen.append((scope["client"], scope["scheme"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with ServerThread(app) as srv:
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        conn.request("GET", "/", headers=forwarded)
+        assert conn.getresponse().status == 204
+        conn.close()
+    assert len(seen) == 1
+    client, scheme = seen[0]
+    assert client[0] == "127.0.0.1" and scheme == "http"

@@ -261,6 +261,7 @@ def _serve(
 
     from routeguard.defaults import default_config, missing_keys, served_lines
     from routeguard.server.protocol import PROTOCOL
+    from routeguard.server.thread import SERVED
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     scrub.guard_handlers()  # every record, ours or a library's, loses configured secrets
@@ -323,15 +324,13 @@ def _serve(
             workers=workers,
             loop="uvloop",
             http=PROTOCOL,  # routeguard's HTTP/1.1 protocol (server/protocol.py), read deadlines
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
             # The app drains itself on SIGTERM (server.drain_seconds, server/lifecycle.py);
             # this only bounds uvicorn's own wait after that.
             timeout_graceful_shutdown=_SHUTDOWN_AFTER_DRAIN_S,
             # A worker started by a rolling restart (SIGHUP) loads its models before it
             # reports ready; the old one is kept until then.
             timeout_worker_healthcheck=_WORKER_READY_S,
+            **SERVED,
         )
         if workers > 1:
             from routeguard.server.supervisor import Supervisor

@@ -29,6 +29,14 @@ def _http_protocol() -> str:
     return PROTOCOL
 
 
+# What every server of ours (``routeguard serve`` and :class:`ServerThread`) sets alike. No
+# X-Forwarded-* rewriting of the scope's client and scheme: nothing here reads them, and
+# uvicorn's middleware for it costs every request a layer and a dict of its headers.
+SERVED: dict[str, Any] = {
+    "lifespan": "on", "log_level": "warning", "access_log": False, "proxy_headers": False,
+}  # fmt: skip
+
+
 def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
     """The uvicorn settings every in-process server uses: C loop and parser, no access log."""
     return uvicorn.Config(
@@ -39,10 +47,8 @@ def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 0) -> uvicorn.
         # proxy's own protocol (server/protocol.py) applies its read deadlines.
         loop="auto",
         http=_http_protocol(),
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
         timeout_graceful_shutdown=2,
+        **SERVED,
     )
 
 
