@@ -311,6 +311,23 @@ async def test_response_headers_are_case_insensitive(serve: Serve) -> None:
     assert (await stream.body()).json() == {"error": {"message": "slow down"}}
 
 
+async def test_response_headers_read_after_the_connection_served_another(serve: Serve) -> None:
+    """A response's headers, first looked at after its connection went back to the pool
+    and carried the next exchange, are still its own."""
+    seen = iter(("first", "second"))
+
+    def wire(req: Request) -> bytes:
+        return response(200, b"{}", [("X-Which", next(seen)), ("x-which", "again")])
+
+    server = await serve(answer(wire))
+    one = await http.post_json(server.url + "/a", {}, {}, T)
+    two = await http.post_json(server.url + "/b", {}, {}, T)
+    assert server.connections == 1
+    assert two.headers.get("X-WHICH") == "second, again"
+    assert one.headers.get("x-which") == "first, again"
+    assert "x-which" in one.headers and len(one.headers) >= 2
+
+
 # --------------------------------------------------------------------------- content coding
 
 PAYLOAD = msgspec.json.encode({"text": "compressible " * 400, "n": list(range(200))})

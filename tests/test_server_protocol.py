@@ -692,6 +692,9 @@ def test_a_request_head_within_the_limit_is_served() -> None:
         {"status": 200, "headers": [(b"x-a", b"1\r\nset-cookie: evil")]},
         {"status": 200, "headers": [(b"x a", b"1")]},
         {"status": 200, "headers": [(b"content-length", b"1_0")]},
+        {"status": 200, "headers": [(b"x-a", b"fine"), (b"x-b", b"\x7f"), (b"x-c", b"ok")]},
+        {"status": 200, "headers": [(b"x-a", b"fine\t"), (b"x-b", b"\x00")]},
+        {"status": 200, "headers": [(b"x-a", b"1"), (b"X-A\xff", b"1")]},
     ],
 )
 def test_an_invalid_response_head_gets_a_500_instead(start: dict[str, Any]) -> None:
@@ -878,3 +881,19 @@ def test_forwarded_headers_do_not_rewrite_the_client() -> None:
     assert len(seen) == 1
     client, scheme = seen[0]
     assert client[0] == "127.0.0.1" and scheme == "http"
+
+
+def test_response_header_values_keep_their_tabs_and_names_are_lowered() -> None:
+    """A tab inside a value is allowed (RFC 9110 field-vchar or HTAB) and written as sent;
+    names go out in lower case, the same name in two cases as one."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"X-Tabbed", b"a\tb"), (b"x-tabbed", b"c"), (b"Content-Length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    out = asyncio.run(_serve(app, GET))
+    head = out.data.split(b"\r\n\r\n", 1)[0]
+    assert out.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nx-tabbed: a\tb\r\nx-tabbed: c\r\n" in head
+    assert b"\r\ncontent-length: 2" in head and out.data.endswith(b"\r\n\r\nok")

@@ -256,3 +256,24 @@ def test_routeguard_serve_applies_the_header_deadline(mock: MockServer, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_no_route_is_an_admin_or_dashboard_path() -> None:
+    """The dispatcher looks a path up among the routes before the admin API and the
+    dashboard, so no route may be one of theirs; a route's body limit is worked out once."""
+    from routeguard.server.admin import is_admin_path
+    from routeguard.server.dashboard import is_ui_path
+
+    app = create_app(Gateway.from_config(_cfg("http://127.0.0.1:9/v1")))
+    assert "/v1/chat/completions" in app._routes
+    for path in app._routes:
+        assert not is_admin_path(path) and not is_ui_path(path), path
+        assert app._body_limit(path) == app._limit_of(path)
+    assert app._body_limit("/v1/embeddings") == (
+        1000,
+        "server.max_body_bytes_per_endpoint['/v1/embeddings']",
+    )
+    assert app._body_limit("/admin/keys") == (
+        256 * 1024,
+        "server.max_body_bytes_per_endpoint['/admin']",
+    )

@@ -19,7 +19,7 @@ import os
 import ssl
 import weakref
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
@@ -127,6 +127,52 @@ class Headers(dict[str, str]):
         return isinstance(name, str) and dict.__contains__(self, name.lower())
 
 
+# The lengths of the names on_headers_complete looks for.
+_FRAMING_LENGTHS = frozenset(len(n) for n in (b"content-length", b"content-encoding",
+                                              b"transfer-encoding"))  # fmt: skip
+
+
+class RawHeaders(Mapping[str, str]):
+    """A response's headers as they arrived, decoded into :class:`Headers` on the first
+    look (an answer that succeeds is usually never asked for one)."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw  # the connection starts a new list for its next response
+        self._decoded: Headers | None = None
+
+    def _all(self) -> Headers:
+        headers = self._decoded
+        if headers is None:
+            headers = self._decoded = Headers()
+            for name, value in self._raw:
+                n = name.decode("latin-1").lower()
+                v = value.decode("latin-1")
+                headers[n] = f"{dict.__getitem__(headers, n)}, {v}" if n in headers else v
+        return headers
+
+    def __getitem__(self, name: str) -> str:
+        """The value of ``name`` in any case."""
+        return self._all()[name]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """The value of ``name`` in any case, or ``default``."""
+        return self._all().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether the header was sent (any case)."""
+        return name in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        """The lower-case names."""
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        """How many distinct names."""
+        return len(self._all())
+
+
 _DEFLATE = 32 + zlib.MAX_WBITS  # a zlib or gzip header (raw deflate is told at the first byte)
 
 
@@ -229,6 +275,8 @@ class _Conn(asyncio.Protocol):
         self.status = status
         framed = False
         for name, value in self.raw_headers:
+            if len(name) not in _FRAMING_LENGTHS:  # most headers: not worth lowering
+                continue
             n = name.lower()
             if n == b"content-length":
                 framed = True
@@ -366,12 +414,7 @@ class Response:
     def __init__(self, conn: _Conn) -> None:
         self._conn: _Conn | None = conn
         self.status = conn.status
-        headers = Headers()
-        for name, value in conn.raw_headers:
-            n = name.decode("latin-1").lower()
-            v = value.decode("latin-1")
-            headers[n] = f"{dict.__getitem__(headers, n)}, {v}" if n in headers else v
-        self.headers = headers
+        self.headers = RawHeaders(conn.raw_headers)
 
     async def read(self, deadline: float | None = None) -> bytes:
         """The whole body (TimeoutError past ``deadline``); the connection goes back to

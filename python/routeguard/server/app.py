@@ -241,6 +241,7 @@ class ProxyApp:
         }
         if self.metrics is not None:
             self._routes["/metrics"] = ("GET", self._metrics)
+        self._route_limits = {path: self._limit_of(path) for path in self._routes}
 
     @property
     def gateway(self) -> Gateway:
@@ -365,15 +366,15 @@ class ProxyApp:
         try:
             if self.lifecycle.draining and path.rstrip("/") not in _OPEN_PATHS:
                 raise Draining("the proxy is shutting down: retry on another instance")
-            if is_admin_path(path):
-                await self._admin(scope, receive, send)
-                return
-            if is_ui_path(path):
-                await self._ui(scope, receive, send)
-                return
             key = path.rstrip("/") or "/"
-            route = self._routes.get(key)
+            route = self._routes.get(key)  # no route is an admin or dashboard path
             if route is None:
+                if is_admin_path(path):
+                    await self._admin(scope, receive, send)
+                    return
+                if is_ui_path(path):
+                    await self._ui(scope, receive, send)
+                    return
                 if path.startswith("/v1/models/"):
                     if scope["method"] != "GET":
                         raise _MethodNotAllowed(f"{path} accepts GET, not {scope['method']}")
@@ -548,6 +549,11 @@ class ProxyApp:
 
     def _body_limit(self, path: str) -> tuple[int, str]:
         """The byte limit on ``path``'s request body, and the setting that sets it."""
+        known = self._route_limits.get(path)
+        return known if known is not None else self._limit_of(path)
+
+    def _limit_of(self, path: str) -> tuple[int, str]:
+        """:meth:`_body_limit`, worked out."""
         key = "/admin" if is_admin_path(path) else _ENDPOINT_ALIASES.get(path, path)
         limit = self._body_limits.get(key)
         if limit is None:

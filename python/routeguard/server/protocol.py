@@ -71,6 +71,21 @@ _JOIN_MAX = 1 << 16  # a longer body goes in its own write rather than copied be
 # read) leave in one write at the end of that turn, up to this many bytes (then at once).
 _COALESCE_MAX = 1 << 16
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Response header names found valid, to their lower-case form (an app sends the same few).
+_LOWERED: dict[bytes, bytes] = {}
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _lowered(name: bytes) -> bytes:
+    """``name`` in lower case, remembered (RuntimeError when it is not a token)."""
+    if not is_token(name):
+        raise RuntimeError("invalid HTTP header name")
+    low = name.lower()
+    if len(_LOWERED) < 4096:  # arbitrary names cannot grow it without bound
+        _LOWERED[bytes(name)] = low
+    return low
+
+
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY = frozenset((204, 304))
 
@@ -597,24 +612,28 @@ class _Cycle:
             # never send it, and whatever it sends next on this connection would be read as
             # that body. Close after this answer (RFC 9110 10.1.1 allows either).
             keep_alive = False
+        values = []
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
-            if not is_token(name):
-                raise RuntimeError("invalid HTTP header name")
-            if _BAD_VALUE.search(value):
-                raise RuntimeError("invalid HTTP header value")
-            name = name.lower()
-            if name == b"content-length" and not chunked and remaining is None:
-                if not value.isdigit():
-                    raise RuntimeError("invalid Content-Length")
-                remaining = int(value)
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked, remaining = True, None
-            elif name == b"connection" and b"close" in [
-                t.strip().lower() for t in value.split(b",")
-            ]:
-                keep_alive = False
-                closing = True
-            head += (name, b": ", value, b"\r\n")
+            low = _LOWERED.get(name)
+            if low is None:
+                low = _lowered(name)
+            values.append(value)
+            if low in _FRAMING:
+                if low == b"content-length" and not chunked and remaining is None:
+                    if not value.isdigit():
+                        raise RuntimeError("invalid Content-Length")
+                    remaining = int(value)
+                elif low == b"transfer-encoding" and value.lower() == b"chunked":
+                    chunked, remaining = True, None
+                elif low == b"connection" and b"close" in [
+                    t.strip().lower() for t in value.split(b",")
+                ]:
+                    keep_alive = False
+                    closing = True
+            head += (low, b": ", value, b"\r\n")
+        # One search over every value (a tab, allowed in a value, keeps them apart).
+        if _BAD_VALUE.search(b"\t".join(values)):
+            raise RuntimeError("invalid HTTP header value")
         if not keep_alive and not closing:
             head.append(b"connection: close\r\n")
         bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY
