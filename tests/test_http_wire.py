@@ -328,6 +328,29 @@ async def test_response_headers_read_after_the_connection_served_another(serve: 
     assert "x-which" in one.headers and len(one.headers) >= 2
 
 
+@pytest.mark.parametrize("pause", [0.05, 0.0], ids=["head-apart", "one-packet"])
+async def test_a_chunked_bodys_trailers_are_not_headers(serve: Serve, pause: float) -> None:
+    """Trailers after a chunked body (httptools reports them as headers) change neither the
+    headers of a whole response nor those of a stream's error body, however they arrive."""
+
+    async def handle(x: Exchange) -> None:
+        head = response(
+            429, headers=[("Retry-After", "7"), ("Transfer-Encoding", "chunked")], length=False
+        )
+        trailers = "Retry-After: 3600\r\nX-Amzn-ErrorType: ThrottlingException\r\n"
+        body = chunked([b'{"error":{"message":"slow down"}}'], trailers=trailers)
+        await x.send(head, b"".join(body), pause=pause)
+
+    server = await serve(handle)
+    resp = await http.post_json(server.url + "/x", {}, {}, T)
+    assert resp.status == 429 and resp.json() == {"error": {"message": "slow down"}}
+    assert resp.headers.get("retry-after") == "7" and http.retry_after(resp.headers) == 7.0
+    assert "x-amzn-errortype" not in resp.headers
+    stream = await http.open_sse(server.url + "/s", {}, {}, T)
+    whole = await stream.body()  # the headers first looked at once the body is in
+    assert whole.headers.get("Retry-After") == "7" and "x-amzn-errortype" not in whole.headers
+
+
 # --------------------------------------------------------------------------- content coding
 
 PAYLOAD = msgspec.json.encode({"text": "compressible " * 400, "n": list(range(200))})

@@ -172,6 +172,10 @@ class RawHeaders(Mapping[str, str]):
         """How many distinct names."""
         return len(self._all())
 
+    def __repr__(self) -> str:
+        """The decoded headers, as a dict shows them."""
+        return f"RawHeaders({self._all()!r})"
+
 
 _DEFLATE = 32 + zlib.MAX_WBITS  # a zlib or gzip header (raw deflate is told at the first byte)
 
@@ -263,8 +267,10 @@ class _Conn(asyncio.Protocol):
         self.raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect one header."""
-        self.raw_headers.append((name, value))
+        """Collect one header (not a chunked body's trailers: httptools reports those
+        too, after the body, and the response was made with its head's alone)."""
+        if not self.head_done:
+            self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         """Status and headers known: wake the reader (skip interim 1xx responses)."""

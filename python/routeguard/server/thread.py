@@ -30,8 +30,9 @@ def _http_protocol() -> str:
 
 
 # What every server of ours (``routeguard serve`` and :class:`ServerThread`) sets alike. No
-# X-Forwarded-* rewriting of the scope's client and scheme: nothing here reads them, and
-# uvicorn's middleware for it costs every request a layer and a dict of its headers.
+# X-Forwarded-* rewriting of the scope's client and scheme: the proxy reads neither (the
+# simulated Vertex token endpoint reads the scheme its own socket serves), and uvicorn's
+# middleware for it costs every request a layer and a dict of its headers.
 SERVED: dict[str, Any] = {
     "lifespan": "on", "log_level": "warning", "access_log": False, "proxy_headers": False,
 }  # fmt: skip
