@@ -421,6 +421,13 @@ def test_admin_keys_from_the_cli_and_the_admin_api(
         assert _get(srv.url, "/ui/api/summary", key=made["key"])[0] == 200
         status, _ = _post(srv.url, f"/admin/keys/{made['key_id']}/rotate", made["key"])
         assert status == 403  # an admin key does not manage keys
+        # Admin paths that are not /admin/keys make no key, whatever the method.
+        count = len(_get(srv.url, "/admin/keys")[2]["data"])
+        for path in ("/admin/budgets", "/admin/spend", "/admin/keysx", "/admin/spend/x"):
+            status, out = _post(srv.url, path, MASTER, {"name": "stray"})
+            assert status == 404 and "key" not in out, (path, out)
+        assert _get(srv.url, "/admin/spend/x")[0] == 404
+        assert len(_get(srv.url, "/admin/keys")[2]["data"]) == count
 
 
 async def test_a_slow_reading_is_shared_and_reused(

@@ -51,7 +51,10 @@ def handle(
         return handle_approvals(approvals or [], method, path, body)
     if litellm_keys.is_path(path):
         return litellm_keys.handle(keys, method, path, body, query)
-    parts = [p for p in path.split("/") if p][2:]  # after "admin", "keys"
+    segments = [p for p in path.split("/") if p]
+    if segments[:2] != ["admin", "keys"]:  # /admin/budgets, /admin/keysx...: not a key route
+        raise _NoRoute(f"no admin route for {method} {path}")
+    parts = segments[2:]
     if not parts:
         if method == "POST":
             token, rec = keys.create(parse_spec(body))
