@@ -216,3 +216,30 @@ def test_instances_keep_one_hash_secret_across_a_flushall(redis_process: RedisPr
             new.close()
     finally:
         old.close()
+
+
+def test_a_keys_principal_is_made_once_and_follows_its_record(tmp_path: Path) -> None:
+    """The gate reuses the Principal of an unchanged key, and a changed or revoked key is
+    seen at once (a changed record is a new one)."""
+    from routeguard.budget.keys import KeySpec
+    from routeguard.errors import AuthenticationError
+    from routeguard.server.auth import ADMIN, Gate
+
+    store = KeyStore(str(tmp_path / "keys.db"))
+    token, rec = store.create(KeySpec(models=["a"]))
+    gate = Gate(b"sk-master", store, required=True)
+
+    def scope(key: str) -> dict[str, Any]:
+        return {"headers": [(b"authorization", f"Bearer {key}".encode())]}
+
+    first = gate.authenticate(scope(token))
+    assert first.kind == "key" and first.key is not None and first.key.key_id == rec.key_id
+    assert gate.authenticate(scope(token)) is first
+    assert gate.authenticate(scope("sk-master")) is ADMIN
+    store.update(rec.key_id, {"models": ["a", "b"]})
+    changed = gate.authenticate(scope(token))
+    assert changed is not first and changed.key is not None
+    assert changed.key.allows("b") and not first.key.allows("b")
+    store.revoke(rec.key_id)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        gate.authenticate(scope(token))

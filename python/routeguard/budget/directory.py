@@ -235,6 +235,8 @@ class Directory:
         """``key`` (just authenticated) with the models its team (else its user) allows, as
         LiteLLM scopes a team's keys: a key listing no models gets the team's; one listing
         some keeps those the team allows too. The key itself when neither limits models."""
+        if not (key.spec.team or key.spec.user):
+            return key  # no team or user to narrow it
         # The key was just authenticated, which took in other processes' writes.
         owner = self.get("team", key.spec.team, sync=False)
         if owner is None:

@@ -109,6 +109,9 @@ class Gate:
         self.keys = keys
         self.directory = Directory(keys)  # a team's (or user's) models narrow its keys
         self._required = required or master is not None or len(keys) > 0
+        # The Principal of each scoped key record, by the record's id (a changed key, or a
+        # change of its team's models, is a new record): made once, not twice a request.
+        self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
 
     @property
     def required(self) -> bool:
@@ -119,12 +122,23 @@ class Gate:
 
     def authenticate(self, scope: MutableMapping[str, Any]) -> Principal:
         """The Principal for this request, or AuthenticationError / KeyStoreUnavailable."""
-        principal = authenticate(scope, self.master, self.keys) if self.required else ANONYMOUS
-        if principal.key is not None:
-            principal = Principal("key", self.directory.scoped(principal.key))
+        found = _presented(scope, self.master, self.keys) if self.required else ANONYMOUS
+        principal = found if isinstance(found, Principal) else self._principal(found)
         mark = scope.get(CONNECTION_KEY)
         if mark is not None:
             mark()
+        return principal
+
+    def _principal(self, key: KeyRecord) -> Principal:
+        """The Principal of ``key`` (just authenticated), within its team's or user's models."""
+        scoped = self.directory.scoped(key)
+        seen = self._principals.get(id(scoped))
+        if seen is not None and seen[0] is scoped:  # held here: its id is not reused
+            return seen[1]
+        principal = Principal("key", scoped)
+        if len(self._principals) > 100_000:
+            self._principals.clear()
+        self._principals[id(scoped)] = (scoped, principal)
         return principal
 
 
@@ -132,6 +146,15 @@ def authenticate(
     scope: MutableMapping[str, Any], master: bytes | None, keys: KeyStore
 ) -> Principal:
     """The Principal for a request that must present a key, or AuthenticationError."""
+    found = _presented(scope, master, keys)
+    return found if isinstance(found, Principal) else Principal("key", found)
+
+
+def _presented(
+    scope: MutableMapping[str, Any], master: bytes | None, keys: KeyStore
+) -> Principal | KeyRecord:
+    """:data:`ADMIN` for the master key, else the usable record of the virtual key
+    presented; AuthenticationError for none, or for one that is not usable."""
     token = bearer(scope)
     if token is None:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
@@ -141,4 +164,4 @@ def authenticate(
         text = token.decode()
     except UnicodeDecodeError:
         raise AuthenticationError("invalid API key") from None
-    return Principal("key", keys.authenticate(text))
+    return keys.authenticate(text)
