@@ -86,7 +86,7 @@ def _serve(argv: list[str]) -> int:
         spans["pre"].append(clock() - arrived[0])
         return out
 
-    h1._head = upstream_head
+    h1._head = upstream_head  # type: ignore[assignment]
     answered = h1._Conn.data_received
 
     def answer_bytes(self: Any, data: bytes) -> None:
@@ -102,7 +102,7 @@ def _serve(argv: list[str]) -> int:
             spans["post"].append(clock() - arrived[1])
         body(self, data, more)
 
-    protocol._Cycle._body = last_bytes  # type: ignore[method-assign]
+    protocol._Cycle._body = last_bytes  # type: ignore[method-assign,assignment]
 
     def dump(*_: Any) -> None:
         Path(os.environ["PATH_OUT"]).write_text(json.dumps(spans))
@@ -128,39 +128,25 @@ def _drive(args: argparse.Namespace) -> int:
     from routeguard.bench.report import cpu_model
     from routeguard.bench.timing import percentile
 
-    server_cpu, client_cpu = args.pin.split(":") if args.pin else (None, None)
-    serve = None if server_cpu is None else {int(server_cpu)}
-    rest = None if client_cpu is None else {int(client_cpu)}
+    serve, rest = proxy.pinned(args.pin)
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-path-"))
     procs: list[subprocess.Popen[bytes]] = []
     servers: dict[str, tuple[subprocess.Popen[bytes], str, str, Path]] = {}
     try:
-        port = proxy.free_port()
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(port)], cpus=rest)
+        mock, mock_url = proxy.start_upstream(rest)
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{port}"
-        proxy.wait_ready(mock_url + "/health", mock)
         plain, keyed = tmp / "config.yaml", tmp / "keyed.json"
         proxy.write_config(plain, mock_url)
         proxy.keyed_config(keyed, mock_url, tmp / "keys.db")
         kinds = {"master key": (plain, proxy.MASTER_KEY), "virtual key": (keyed, "")}
-        trees = [("routeguard", str(Path(__file__).resolve().parent.parent / "python")),
-                 *(tuple(c.split("=", 1)) for c in args.code)]  # fmt: skip
-        for tree, code in trees:
+        for tree, code in proxy.code_trees(Path(__file__).resolve().parent.parent, args.code):
             for kind, (cfg, token) in kinds.items():
                 if kind == "virtual key":
                     token = proxy.make_key(cfg)  # one per server: their limits stay apart
-                name = f"{tree}, {kind}"
                 out = tmp / f"{len(servers)}.json"
-                p_port = proxy.free_port()
-                env = {"PYTHONPATH": code, "PATH_OUT": str(out)}
-                proc = proxy.start([sys.executable, __file__, "--serve", "serve", "--config",
-                                    str(cfg), "--port", str(p_port), "--log-level", "error"],
-                                   env=env, cpus=serve)  # fmt: skip
+                proc, url = proxy.serve_wrapped(__file__, code, cfg, {"PATH_OUT": str(out)}, serve)
                 procs.append(proc)
-                proxy.wait_ready(f"http://127.0.0.1:{p_port}/health", proc)
-                url = f"http://127.0.0.1:{p_port}/v1/chat/completions"
-                servers[name] = (proc, url, token, out)
+                servers[f"{tree}, {kind}"] = (proc, url, token, out)
         if rest is not None:
             os.sched_setaffinity(0, rest)
         lat: dict[str, list[float]] = {name: [] for name in servers}
@@ -170,17 +156,12 @@ def _drive(args: argparse.Namespace) -> int:
         for _ in range(args.rounds):
             for name, (proc, url, token, out) in servers.items():
                 res = asyncio.run(proxy.drive(name, url, 1, per_round, token))  # warms first
-                os.kill(proc.pid, signal.SIGUSR1)  # drops the warm-up's stamps
-                time.sleep(0.2)
-                out.unlink(missing_ok=True)
+                proxy.dumped(proc, out)  # the warm-up's stamps, dropped
+                out.unlink()
                 c0 = proxy.process_cpu_s(proc.pid, proc.pid)
                 res = asyncio.run(proxy.drive(name, url, 1, per_round, token))
                 loop_cpu[name] += proxy.process_cpu_s(proc.pid, proc.pid) - c0
-                os.kill(proc.pid, signal.SIGUSR1)
-                deadline = time.monotonic() + 10
-                while not out.exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                for k, v in json.loads(out.read_text()).items():
+                for k, v in proxy.dumped(proc, out).items():
                     stamps[name][k] += v
                 out.unlink()
                 if res.errors:

@@ -156,18 +156,13 @@ def _drive(args: argparse.Namespace) -> int:
     from routeguard.bench import proxy
     from routeguard.bench.report import cpu_model
 
-    server_cpu, client_cpu = args.pin.split(":") if args.pin else (None, None)
-    serve = None if server_cpu is None else {int(server_cpu)}
-    rest = None if client_cpu is None else {int(client_cpu)}
+    serve, rest = proxy.pinned(args.pin)
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-tail-"))
     procs: list[subprocess.Popen[bytes]] = []
     servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
     try:
-        port = proxy.free_port()
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(port)], cpus=rest)
+        mock, mock_url = proxy.start_upstream(rest)
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{port}"
-        proxy.wait_ready(mock_url + "/health", mock)
         cfg, token = tmp / "config.yaml", proxy.MASTER_KEY
         if args.keyed:
             cfg = tmp / "keyed.json"
@@ -182,18 +177,11 @@ def _drive(args: argparse.Namespace) -> int:
             proxy.tracing_config(cfg, mock_url, f"http://127.0.0.1:{sink_port}")
         else:
             proxy.write_config(cfg, mock_url)
-        trees = [("routeguard", str(Path(__file__).resolve().parent.parent / "python")),
-                 *(tuple(c.split("=", 1)) for c in args.code)]  # fmt: skip
-        for name, code in trees:
-            p_port = proxy.free_port()
+        for name, code in proxy.code_trees(Path(__file__).resolve().parent.parent, args.code):
             out = tmp / f"{name}.json"
-            env = {"PYTHONPATH": code, "TAIL_OUT": str(out)}
-            proc = proxy.start([sys.executable, __file__, "--serve", "serve", "--config",
-                                str(cfg), "--port", str(p_port), "--log-level", "error"],
-                               env=env, cpus=serve)  # fmt: skip
+            proc, url = proxy.serve_wrapped(__file__, code, cfg, {"TAIL_OUT": str(out)}, serve)
             procs.append(proc)
-            proxy.wait_ready(f"http://127.0.0.1:{p_port}/health", proc)
-            servers[name] = (proc, f"http://127.0.0.1:{p_port}/v1/chat/completions", out)
+            servers[name] = (proc, url, out)
         if rest is not None:
             os.sched_setaffinity(0, rest)
         sent: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
@@ -203,11 +191,7 @@ def _drive(args: argparse.Namespace) -> int:
                 sent[name] += asyncio.run(_sequential(url, token, per_round))
         rows = []
         for name, (proc, _, out) in servers.items():
-            os.kill(proc.pid, signal.SIGUSR1)
-            deadline = time.monotonic() + 10
-            while not out.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            rows.append(_report(name, sent[name], json.loads(out.read_text()), args.slow))
+            rows.append(_report(name, sent[name], proxy.dumped(proc, out), args.slow))
     finally:
         for proc in reversed(procs):
             proxy.stop(proc)

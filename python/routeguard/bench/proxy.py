@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -294,6 +295,62 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pinned(pin: str | None) -> tuple[set[int] | None, set[int] | None]:
+    """A bench's ``--pin S:C`` as (the servers' CPUs, the client's and upstream's CPUs);
+    (None, None) when not pinned."""
+    if not pin:
+        return None, None
+    server, _, client = pin.partition(":")
+    return {int(server)}, {int(client)}
+
+
+def start_upstream(cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """The simulated upstream on a free port (on ``cpus``), ready: its process and URL."""
+    port = free_port()
+    proc = start([*ROUTEGUARD, "mock-upstream", "--port", str(port)], cpus=cpus)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/health", proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
+
+
+def code_trees(root: Path, extra: list[str]) -> list[tuple[str, str]]:
+    """A bench's code trees: ``routeguard`` (``root``'s python/ directory), then each
+    ``NAME=DIR`` of its ``--code``."""
+    more = [(name, code) for name, _, code in (c.partition("=") for c in extra)]
+    return [("routeguard", str(root / "python")), *more]
+
+
+def serve_wrapped(
+    script: str, code: str, config: Path, env: dict[str, str], cpus: set[int] | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``routeguard serve --config config`` under the ``--serve`` wrapper of a bench
+    ``script``, importing ``code`` (a python/ directory) first, on a free port (on
+    ``cpus``), ready: its process and its chat completions URL."""
+    port = free_port()
+    proc = start([sys.executable, script, "--serve", "serve", "--config", str(config),
+                  "--port", str(port), "--log-level", "error"],
+                 env={"PYTHONPATH": code, **env}, cpus=cpus)  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def dumped(proc: subprocess.Popen[bytes], out: Path, timeout: float = 10.0) -> Any:
+    """What a bench wrapper writes to ``out`` as JSON when sent SIGUSR1."""
+    os.kill(proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return json.loads(out.read_text())
 
 
 def process_cpu_s(pid: int, thread: int | None = None) -> float:
