@@ -71,3 +71,27 @@ def test_litellm_is_found_by_option_or_env_else_left_out_with_a_reason(
     found, why = proxy.find_litellm()
     assert found is None
     assert "--litellm" in why and LITELLM_ENV in why and proxy.LITELLM_PIN in why
+
+
+def test_the_proxy_benches_harness_reads_pins_and_code_trees(tmp_path: Path) -> None:
+    from routeguard.bench import proxy
+
+    assert proxy.pinned(None) == (None, None)
+    assert proxy.pinned("0:1") == ({0}, {1})
+    assert proxy.code_trees(tmp_path, []) == [("routeguard", str(tmp_path / "python"))]
+    trees = proxy.code_trees(tmp_path, ["before=/x/python", "odd=/a=b"])
+    assert trees[1:] == [("before", "/x/python"), ("odd", "/a=b")]
+
+
+def test_the_simulated_upstream_starts_and_stops() -> None:
+    import urllib.request
+
+    from routeguard.bench import proxy
+
+    proc, url = proxy.start_upstream()
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proxy.stop(proc)
+    assert proc.poll() is not None
