@@ -240,6 +240,11 @@ def test_a_keys_principal_is_made_once_and_follows_its_record(tmp_path: Path) ->
     changed = gate.authenticate(scope(token))
     assert changed is not first and changed.key is not None
     assert changed.key.allows("b") and not first.key.allows("b")
+    for rpm in range(1, 200):  # each change replaces the key's entry, none piles up
+        store.update(rec.key_id, {"rpm": rpm})
+        now = gate.authenticate(scope(token)).key
+        assert now is not None and now.spec.rpm == rpm
+    assert len(gate._principals) == 1
     store.revoke(rec.key_id)
     with pytest.raises(AuthenticationError, match="revoked"):
         gate.authenticate(scope(token))

@@ -109,9 +109,10 @@ class Gate:
         self.keys = keys
         self.directory = Directory(keys)  # a team's (or user's) models narrow its keys
         self._required = required or master is not None or len(keys) > 0
-        # The Principal of each scoped key record, by the record's id (a changed key, or a
-        # change of its team's models, is a new record): made once, not twice a request.
-        self._principals: dict[int, tuple[KeyRecord, Principal]] = {}
+        # The Principal of each key's scoped record, by key id, kept while that record is
+        # the one in use (a changed key, or a change of its team's models, is a new
+        # record, which replaces it): made once, not twice a request.
+        self._principals: dict[str, tuple[KeyRecord, Principal]] = {}
 
     @property
     def required(self) -> bool:
@@ -132,13 +133,13 @@ class Gate:
     def _principal(self, key: KeyRecord) -> Principal:
         """The Principal of ``key`` (just authenticated), within its team's or user's models."""
         scoped = self.directory.scoped(key)
-        seen = self._principals.get(id(scoped))
-        if seen is not None and seen[0] is scoped:  # held here: its id is not reused
+        seen = self._principals.get(scoped.key_id)
+        if seen is not None and seen[0] is scoped:
             return seen[1]
         principal = Principal("key", scoped)
         if len(self._principals) > 100_000:
             self._principals.clear()
-        self._principals[id(scoped)] = (scoped, principal)
+        self._principals[scoped.key_id] = (scoped, principal)
         return principal
 
 
