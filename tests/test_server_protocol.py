@@ -695,6 +695,19 @@ def test_a_request_head_within_the_limit_is_served() -> None:
         {"status": 200, "headers": [(b"x-a", b"fine"), (b"x-b", b"\x7f"), (b"x-c", b"ok")]},
         {"status": 200, "headers": [(b"x-a", b"fine\t"), (b"x-b", b"\x00")]},
         {"status": 200, "headers": [(b"x-a", b"1"), (b"X-A\xff", b"1")]},
+        # Framing a client or an intermediary could read otherwise than we write it.
+        {"status": 200, "headers": [(b"content-length", b"10"), (b"content-length", b"12")]},
+        {"status": 200, "headers": [(b"content-length", b"10"), (b"Content-Length", b"10")]},
+        {
+            "status": 200,
+            "headers": [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+        },
+        {
+            "status": 200,
+            "headers": [(b"transfer-encoding", b"chunked"), (b"content-length", b"10")],
+        },
+        {"status": 200, "headers": [(b"transfer-encoding", b"gzip")]},
+        {"status": 200, "headers": [(b"transfer-encoding", b"chunked, gzip")]},
     ],
 )
 def test_an_invalid_response_head_gets_a_500_instead(start: dict[str, Any]) -> None:
@@ -897,3 +910,20 @@ def test_response_header_values_keep_their_tabs_and_names_are_lowered() -> None:
     assert out.data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\nx-tabbed: a\tb\r\nx-tabbed: c\r\n" in head
     assert b"\r\ncontent-length: 2" in head and out.data.endswith(b"\r\n\r\nok")
+
+
+def test_an_apps_transfer_coding_ending_in_chunked_is_written_once() -> None:
+    """``Transfer-Encoding: gzip, chunked`` from the app frames the body as chunks under
+    that one header (no second ``transfer-encoding: chunked`` of ours)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"Transfer-Encoding", b"gzip, chunked")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    out = asyncio.run(_serve(app, GET))
+    head, _, body = out.data.partition(b"\r\n\r\n")
+    assert head.lower().count(b"transfer-encoding") == 1
+    assert b"\r\ntransfer-encoding: gzip, chunked" in head
+    assert body == b"3\r\nabc\r\n0\r\n\r\n"

@@ -613,27 +613,34 @@ class _Cycle:
             # that body. Close after this answer (RFC 9110 10.1.1 allows either).
             keep_alive = False
         values = []
+        coding = None  # the last transfer coding the app named
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
             low = _LOWERED.get(name)
             if low is None:
                 low = _lowered(name)
             values.append(value)
             if low in _FRAMING:
-                if low == b"content-length" and not chunked and remaining is None:
-                    if not value.isdigit():
-                        raise RuntimeError("invalid Content-Length")
+                if low == b"content-length":
+                    # One, and a number: a second (or one beside a transfer coding) would
+                    # let a client or an intermediary frame the body otherwise than we do.
+                    if remaining is not None or not value.isdigit():
+                        raise RuntimeError("invalid or repeated Content-Length")
                     remaining = int(value)
-                elif low == b"transfer-encoding" and value.lower() == b"chunked":
-                    chunked, remaining = True, None
-                elif low == b"connection" and b"close" in [
-                    t.strip().lower() for t in value.split(b",")
-                ]:
+                elif low == b"transfer-encoding":
+                    coding = value.rsplit(b",", 1)[-1].strip().lower()
+                elif b"close" in [t.strip().lower() for t in value.split(b",")]:
                     keep_alive = False
                     closing = True
             head += (low, b": ", value, b"\r\n")
         # One search over every value (a tab, allowed in a value, keeps them apart).
         if _BAD_VALUE.search(b"\t".join(values)):
             raise RuntimeError("invalid HTTP header value")
+        if coding is not None:
+            # Framed by its last coding, which must be chunked (the body is written as
+            # chunks), and never beside a Content-Length (RFC 9112 6.1).
+            if coding != b"chunked" or remaining is not None:
+                raise RuntimeError("Transfer-Encoding must end in chunked, without Content-Length")
+            chunked = True
         if not keep_alive and not closing:
             head.append(b"connection: close\r\n")
         bodiless = self.scope["method"] == "HEAD" or status in _NO_BODY
