@@ -708,6 +708,8 @@ def test_a_request_head_within_the_limit_is_served() -> None:
         },
         {"status": 200, "headers": [(b"transfer-encoding", b"gzip")]},
         {"status": 200, "headers": [(b"transfer-encoding", b"chunked, gzip")]},
+        {"status": 200, "headers": [(b"transfer-encoding", b"chunked, chunked")]},
+        {"status": 200, "headers": [(b"transfer-encoding", b"chunked")] * 2},
     ],
 )
 def test_an_invalid_response_head_gets_a_500_instead(start: dict[str, Any]) -> None:
@@ -927,3 +929,45 @@ def test_an_apps_transfer_coding_ending_in_chunked_is_written_once() -> None:
     assert head.lower().count(b"transfer-encoding") == 1
     assert b"\r\ntransfer-encoding: gzip, chunked" in head
     assert body == b"3\r\nabc\r\n0\r\n\r\n"
+
+
+def test_the_500_for_a_refused_head_answering_head_has_no_body() -> None:
+    """A HEAD request whose answer's head is refused gets the 500's head alone (no content
+    in an answer to HEAD: a client pipelining behind it would read it as the next one)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        bad = [(b"content-length", b"3"), (b"content-length", b"3")]
+        await send({"type": "http.response.start", "status": 200, "headers": bad})
+
+    out = asyncio.run(_serve(app, GET.replace(b"GET", b"HEAD", 1)))
+    assert out.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert out.data.endswith(b"\r\n\r\n") and b"content-length: 21" in out.data
+    assert out.closed
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [(b"content-length", b"0"), (b"content-length", b"5"), (b"Transfer-Encoding", b"chunked")],
+)
+def test_a_204_head_goes_out_without_framing_headers(framing: tuple[bytes, bytes]) -> None:
+    """A 204 carries no Content-Length or Transfer-Encoding (RFC 9110 8.6): an app's are not
+    written, so no client reads a body into the next answer on the connection."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/next":
+            await _json_app(b"{}")(scope, receive, send)
+            return
+        headers = [(b"x-a", b"1"), framing]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> Conn:
+        conn = Conn(app)
+        await conn.feed(b"GET /x HTTP/1.1\r\nhost: t\r\n\r\nGET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+        return conn
+
+    conn = asyncio.run(main())
+    first, _, rest = conn.transport.data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204") and b"x-a: 1" in first
+    assert b"content-length" not in first.lower() and b"transfer-encoding" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"{}")

@@ -546,7 +546,10 @@ class _Cycle:
             return
         self._flush()
         if not self.started:
-            transport.write(plain_response(b"500 Internal Server Error", b"Internal Server Error"))
+            failed = plain_response(b"500 Internal Server Error", b"Internal Server Error")
+            if self.scope["method"] == "HEAD":  # its head alone (RFC 9110 9.3.2)
+                failed = failed[: failed.index(b"\r\n\r\n") + 4]
+            transport.write(failed)
         elif self.head is not None:
             transport.write(self.head)
             self.head = None
@@ -613,7 +616,7 @@ class _Cycle:
             # that body. Close after this answer (RFC 9110 10.1.1 allows either).
             keep_alive = False
         values = []
-        coding = None  # the last transfer coding the app named
+        codings: list[bytes] = []  # the transfer codings the app named, in order
         for name, value in (*self.conn.server_state.default_headers, *message.get("headers", ())):
             low = _LOWERED.get(name)
             if low is None:
@@ -627,19 +630,21 @@ class _Cycle:
                         raise RuntimeError("invalid or repeated Content-Length")
                     remaining = int(value)
                 elif low == b"transfer-encoding":
-                    coding = value.rsplit(b",", 1)[-1].strip().lower()
+                    codings += [c.strip().lower() for c in value.split(b",")]
                 elif b"close" in [t.strip().lower() for t in value.split(b",")]:
                     keep_alive = False
                     closing = True
+                if status == 204 and low != b"connection":
+                    continue  # a 204 carries neither (RFC 9110 8.6): not written
             head += (low, b": ", value, b"\r\n")
         # One search over every value (a tab, allowed in a value, keeps them apart).
         if _BAD_VALUE.search(b"\t".join(values)):
             raise RuntimeError("invalid HTTP header value")
-        if coding is not None:
-            # Framed by its last coding, which must be chunked (the body is written as
-            # chunks), and never beside a Content-Length (RFC 9112 6.1).
-            if coding != b"chunked" or remaining is not None:
-                raise RuntimeError("Transfer-Encoding must end in chunked, without Content-Length")
+        if codings and status != 204:
+            # Chunked last and once (the body is written as chunks, once: RFC 9112 7), and
+            # never beside a Content-Length (RFC 9112 6.1).
+            if codings[-1] != b"chunked" or codings.count(b"chunked") > 1 or remaining is not None:
+                raise RuntimeError("Transfer-Encoding: one chunked, last, and no Content-Length")
             chunked = True
         if not keep_alive and not closing:
             head.append(b"connection: close\r\n")
