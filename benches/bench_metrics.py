@@ -136,11 +136,8 @@ def end_to_end(
     procs: list[Any] = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-observe-"))
     try:
-        mock_port = proxy.free_port()
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(mock_port)])
+        mock, mock_url = proxy.start_upstream()
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{mock_port}"
-        proxy.wait_ready(mock_url + "/health", mock)
         servers: dict[str, tuple[str, Any]] = {}
         for i, (name, (metrics_on, log_on, mp)) in enumerate(targets.items()):
             obs: dict[str, Any] = {"metrics": metrics_on}

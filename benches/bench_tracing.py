@@ -116,11 +116,9 @@ def end_to_end(requests: int, rounds: int, ratio: float) -> dict[str, dict[str, 
     procs = []
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-tracing-"))
     try:
-        ports = {n: proxy.free_port() for n in ["mock", "sink", *names]}
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])])
+        ports = {n: proxy.free_port() for n in ["sink", *names]}
+        mock, mock_url = proxy.start_upstream()
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{ports['mock']}"
-        proxy.wait_ready(mock_url + "/health", mock)
         sink_url = f"http://127.0.0.1:{ports['sink']}"
         sink = proxy.start([sys.executable, "-m", "routeguard.bench.otlp_sink",
                             "--port", str(ports["sink"])])  # fmt: skip

@@ -111,11 +111,8 @@ def _drive(args: argparse.Namespace) -> int:
     procs: list[Any] = []
     print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
-        port = proxy.free_port()
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(port)])
+        mock, mock_url = proxy.start_upstream()
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{port}"
-        proxy.wait_ready(mock_url + "/health", mock)
         sink_port = proxy.free_port()
         sink = proxy.start([sys.executable, "-m", "routeguard.bench.otlp_sink",
                             "--port", str(sink_port)])  # fmt: skip

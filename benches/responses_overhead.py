@@ -75,11 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rg-resp-"))
     procs = []
     try:
-        ports = {n: proxy.free_port() for n in ("mock", "rg")}
-        mock = proxy.start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])])
+        ports = {"rg": proxy.free_port()}
+        mock, mock_url = proxy.start_upstream()
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{ports['mock']}"
-        proxy.wait_ready(mock_url + "/health", mock)
         write_config(tmp / "config.yaml", mock_url)
         rg = proxy.start([*proxy.ROUTEGUARD, "serve", "--config", str(tmp / "config.yaml"),
                           "--port", str(ports["rg"]), "--log-level", "error"])  # fmt: skip

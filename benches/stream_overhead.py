@@ -59,36 +59,33 @@ def main() -> int:
     ap.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
                     help="another routeguard python/ tree to compare (repeatable)")  # fmt: skip
     args = ap.parse_args()
-    server_cpu, client_cpu = args.pin.split(":") if args.pin else (None, None)
-    if client_cpu is not None:
-        os.sched_setaffinity(0, {int(client_cpu)})
+    server_cpus, client_cpus = proxy.pinned(args.pin)
+    if client_cpus is not None:
+        os.sched_setaffinity(0, client_cpus)
 
     def start(
-        cmd: list[str], cpu: str | None, env: dict[str, str] | None = None
+        cmd: list[str], cpus: set[int] | None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        return proxy.start(cmd, env=env, cpus=None if cpu is None else {int(cpu)})
+        return proxy.start(cmd, env=env, cpus=cpus)
 
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-stream-"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    ports = {"mock": proxy.free_port()}
-    mock = start([*proxy.ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"]),
-                  "--tokens-per-s", str(args.tokens_per_s)], client_cpu)  # fmt: skip
+    ports: dict[str, int] = {}
+    mock, mock_url = proxy.start_upstream(client_cpus, ("--tokens-per-s", str(args.tokens_per_s)))
     try:
-        mock_url = f"http://127.0.0.1:{ports['mock']}"
-        proxy.wait_ready(mock_url + "/health", mock)
         cfg = tmp / "config.yaml"
         proxy.write_config(cfg, mock_url)
         ports["passthrough"] = proxy.free_port()
         procs["passthrough"] = start([sys.executable, "-m", "routeguard.bench.passthrough",
                                       "--port", str(ports["passthrough"]),
-                                      "--upstream", mock_url], server_cpu)  # fmt: skip
+                                      "--upstream", mock_url], server_cpus)  # fmt: skip
         trees = [("routeguard", None), *(tuple(c.split("=", 1)) for c in args.code)]
         for name, code in trees:
             env = None if code is None else {"PYTHONPATH": code}
             ports[name] = proxy.free_port()
             procs[name] = start([sys.executable, "-m", "routeguard.cli", "serve", "--config",
                                  str(cfg), "--port", str(ports[name]), "--log-level", "error"],
-                                server_cpu, env)  # fmt: skip
+                                server_cpus, env)  # fmt: skip
         for name, proc in procs.items():
             proxy.wait_ready(f"http://127.0.0.1:{ports[name]}/health", proc)
         rows = asyncio.run(

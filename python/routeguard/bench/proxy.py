@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,16 +306,15 @@ def pinned(pin: str | None) -> tuple[set[int] | None, set[int] | None]:
     return {int(server)}, {int(client)}
 
 
-def start_upstream(cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """The simulated upstream on a free port (on ``cpus``), ready: its process and URL."""
+def start_upstream(
+    cpus: set[int] | None = None, args: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The simulated upstream (``mock-upstream`` with ``args``) on a free port (on
+    ``cpus``), ready: its process and URL."""
     port = free_port()
-    proc = start([*ROUTEGUARD, "mock-upstream", "--port", str(port)], cpus=cpus)
+    proc = start([*ROUTEGUARD, "mock-upstream", "--port", str(port), *args], cpus=cpus)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/health", proc)
-    except BaseException:
-        stop(proc)
-        raise
+    _ready(proc, url)
     return proc, url
 
 
@@ -336,12 +335,17 @@ def serve_wrapped(
     proc = start([sys.executable, script, "--serve", "serve", "--config", str(config),
                   "--port", str(port), "--log-level", "error"],
                  env={"PYTHONPATH": code, **env}, cpus=cpus)  # fmt: skip
+    _ready(proc, f"http://127.0.0.1:{port}")
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def _ready(proc: subprocess.Popen[bytes], url: str) -> None:
+    """Wait for ``url``'s /health; the process is stopped if it never answers."""
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", proc)
+        wait_ready(url + "/health", proc)
     except BaseException:
         stop(proc)
         raise
-    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 def dumped(proc: subprocess.Popen[bytes], out: Path, timeout: float = 10.0) -> Any:
@@ -379,11 +383,9 @@ def targets(litellm: Path | None, left_out: dict[str, str] | None = None) -> Ite
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
     try:
-        ports = {n: free_port() for n in ("mock", "pass", "rg", "rgkey", "rgotel", "otlp", "ll")}
-        mock = start([*ROUTEGUARD, "mock-upstream", "--port", str(ports["mock"])], cpus=load)
+        ports = {n: free_port() for n in ("pass", "rg", "rgkey", "rgotel", "otlp", "ll")}
+        mock, mock_url = start_upstream(load)
         procs.append(mock)
-        mock_url = f"http://127.0.0.1:{ports['mock']}"
-        wait_ready(mock_url + "/health", mock)
         cfg, keyed, traced = tmp / "config.yaml", tmp / "keyed.json", tmp / "traced.yaml"
         write_config(cfg, mock_url)
         keyed_config(keyed, mock_url, tmp / "keys.db")
